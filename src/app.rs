@@ -1,0 +1,183 @@
+//! Wiring: opens the backends the settings name and runs each role as a
+//! tokio task until shutdown. `main` only parses the command line and calls
+//! one of these; tests call them directly on ephemeral ports.
+
+use crate::config::{AllArgs, CommonArgs, Durability, GatewayArgs, Profile, ServeArgs, SimulateArgs, WorkerArgs};
+use crate::gateway::{self, Gateway};
+use crate::simulator::Simulator;
+use crate::store::Store;
+use crate::stream::embedded::EmbeddedLog;
+use crate::stream::valkey::ValkeyLog;
+use crate::stream::EventLog;
+use crate::worker::{self, WorkerOptions};
+use anyhow::{bail, Context};
+use axum::extract::Request;
+use axum::ServiceExt;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+
+/// Opens the read-model database and brings its schema up to date.
+pub async fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
+    let url = common.database_url();
+    let store = Store::connect(&url)
+        .await
+        .context("cannot open the database (--database-url / DATABASE_URL)")?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// Opens the event log: Valkey when --valkey-url is set, else the embedded
+/// log. A role running on its own (`serve`, `worker`) needs a log other
+/// processes can reach, so it refuses the embedded one.
+pub async fn open_log(common: &CommonArgs, standalone_role: Option<&str>) -> anyhow::Result<Arc<dyn EventLog>> {
+    match &common.valkey_url {
+        Some(url) => {
+            let log = ValkeyLog::connect(url, &common.valkey_namespace, common.partitions, common.durability == Durability::Strict)
+                .await
+                .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?;
+            Ok(Arc::new(log))
+        }
+        None => {
+            if let Some(role) = standalone_role {
+                bail!(
+                    "`streamstock {role}` on its own needs a shared event log: pass --valkey-url (or set \
+                     STREAMSTOCK_VALKEY_URL). The embedded log lives inside one process; use `streamstock all` \
+                     to run every role on it"
+                );
+            }
+            let dir = common.data_dir.join("log");
+            let log = EmbeddedLog::open(&dir, common.partitions).with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
+            Ok(Arc::new(log))
+        }
+    }
+}
+
+async fn bind(gateway: &GatewayArgs) -> anyhow::Result<TcpListener> {
+    gateway.check_exposure().map_err(anyhow::Error::msg)?;
+    TcpListener::bind(gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen / STREAMSTOCK_LISTEN)", gateway.listen))
+}
+
+/// Serves the gateway on `listener` until `shutdown`.
+pub async fn serve_gateway(listener: TcpListener, state: gateway::AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let app = NormalizePathLayer::trim_trailing_slash().layer(gateway::router(state));
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "gateway listening; dashboard on http://{address}/");
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("gateway failed")
+}
+
+pub async fn run_all(common: CommonArgs, args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = bind(&args.gateway).await?;
+    run_all_on(common, args, listener, shutdown).await
+}
+
+/// `all` on an already bound listener (tests bind port 0).
+pub async fn run_all_on(common: CommonArgs, args: AllArgs, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(&common).await?;
+    let log = open_log(&common, None).await?;
+    let address = listener.local_addr()?;
+
+    let worker = tokio::spawn(worker::run(
+        log.clone(),
+        store.clone(),
+        WorkerOptions::new(args.batch.batch_size as usize, args.batch.batch_wait()),
+        shutdown.clone(),
+    ));
+    let simulator = (args.profile != Profile::None).then(|| {
+        let sim = Simulator::new(&format!("http://{address}"), args.gateway.api_token.clone(), args.profile);
+        let token = shutdown.clone();
+        tokio::spawn(async move { sim.run(token).await })
+    });
+    let state = Gateway::new(store.clone(), log, args.gateway.api_token.clone(), shutdown.clone());
+    let served = serve_gateway(listener, state, shutdown.clone()).await;
+    // The gateway returns on shutdown (or failure): stop and drain the rest.
+    shutdown.cancel();
+    if let Some(simulator) = simulator {
+        let _ = simulator.await;
+    }
+    worker.await.context("worker task panicked")?;
+    store.close().await;
+    served
+}
+
+pub async fn run_serve(common: CommonArgs, args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = bind(&args.gateway).await?;
+    let store = open_store(&common).await?;
+    let log = open_log(&common, Some("serve")).await?;
+    let state = Gateway::new(store.clone(), log, args.gateway.api_token.clone(), shutdown.clone());
+    let served = serve_gateway(listener, state, shutdown).await;
+    store.close().await;
+    served
+}
+
+pub async fn run_worker(common: CommonArgs, args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen / STREAMSTOCK_LISTEN)", args.listen))?;
+    let store = open_store(&common).await?;
+    let log = open_log(&common, Some("worker")).await?;
+
+    // A worker answers /health and /ready for orchestrators.
+    let probe_log = log.clone();
+    let probe_store = store.clone();
+    let probes = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/ready",
+            axum::routing::get(move || {
+                let (log, store) = (probe_log.clone(), probe_store.clone());
+                async move { gateway::readiness(&*log, &store).await }
+            }),
+        );
+    let probe_shutdown = shutdown.clone();
+    let probe_server = tokio::spawn(async move {
+        axum::serve(listener, probes)
+            .with_graceful_shutdown(probe_shutdown.cancelled_owned())
+            .await
+    });
+
+    worker::run(
+        log,
+        store.clone(),
+        WorkerOptions::new(args.batch.batch_size as usize, args.batch.batch_wait()),
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    probe_server.await.context("probe server panicked")??;
+    store.close().await;
+    Ok(())
+}
+
+pub async fn run_simulate(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if args.profile == Profile::None {
+        bail!("--profile none generates no traffic; choose normal or burst");
+    }
+    if let Some(secs) = args.duration_secs {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+            stop.cancel();
+        });
+    }
+    let report = Simulator::new(&args.target, args.api_token, args.profile).run(shutdown).await;
+    println!(
+        "orders accepted: {}, refused: {}, failed: {}, restocks: {}",
+        report.accepted, report.refused, report.failed, report.restocks
+    );
+    Ok(())
+}
+
+pub async fn run_migrate(common: CommonArgs) -> anyhow::Result<()> {
+    let store = open_store(&common).await?;
+    println!("migrations applied to {}", store.describe());
+    store.close().await;
+    Ok(())
+}

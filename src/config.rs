@@ -1,0 +1,201 @@
+//! Command line and environment, parsed once into typed settings
+//! (DESIGN.md section 1). Every option is a flag with an env fallback.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "streamstock", version, about = "Event-driven inventory: gateway, workers, dashboard and simulator in one binary")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Gateway, worker and simulator in one process (the demo).
+    All(AllArgs),
+    /// HTTP gateway: REST API, WebSocket, dashboard.
+    Serve(ServeArgs),
+    /// Stream processor (needs --valkey-url when run on its own).
+    Worker(WorkerArgs),
+    /// Load generator against a running gateway.
+    Simulate(SimulateArgs),
+    /// Apply read-model migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Valkey (or Redis 7) URL for the shared event log; unset: embedded log.
+    #[arg(long, env = "STREAMSTOCK_VALKEY_URL", global = true)]
+    pub valkey_url: Option<String>,
+    /// Read-model database: postgres://… or sqlite://…
+    /// [default: sqlite://<data-dir>/streamstock.db]
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded log and the default SQLite database live.
+    #[arg(long, env = "STREAMSTOCK_DATA_DIR", default_value = "./streamstock-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Number of log partitions; fixed for the life of a deployment.
+    #[arg(long, env = "STREAMSTOCK_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024), global = true)]
+    pub partitions: u32,
+    /// Prefix of every Valkey key this deployment uses.
+    #[arg(long, env = "STREAMSTOCK_VALKEY_NAMESPACE", default_value = "streamstock", global = true)]
+    pub valkey_namespace: String,
+    /// strict: a 2xx waits until the event is on disk (Valkey WAITAOF);
+    /// relaxed: it waits only for the append.
+    #[arg(long, env = "STREAMSTOCK_DURABILITY", value_enum, default_value_t = Durability::Strict, global = true)]
+    pub durability: Durability,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("streamstock.db").display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    Strict,
+    Relaxed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Address the gateway listens on.
+    #[arg(long, env = "STREAMSTOCK_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Bearer token required on write requests; unset: no auth.
+    #[arg(long, env = "STREAMSTOCK_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Allow a non-loopback --listen without --api-token.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl GatewayArgs {
+    /// Refuses to expose an unauthenticated API beyond this machine.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && self.api_token.is_none() && !self.insecure {
+            return Err(format!(
+                "refusing to listen on {} without --api-token: anyone on the network could write. \
+                 Set STREAMSTOCK_API_TOKEN, listen on 127.0.0.1, or pass --insecure",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Most events a worker applies in one transaction.
+    #[arg(long, env = "STREAMSTOCK_BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// How long a worker waits for a batch to fill, in milliseconds.
+    #[arg(long, env = "STREAMSTOCK_BATCH_WAIT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_wait_ms: u64,
+}
+
+impl BatchArgs {
+    pub fn batch_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_wait_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// No simulator (only with `all`).
+    None,
+    /// 2–5 s between orders.
+    Normal,
+    /// 0.1–0.5 s between orders.
+    Burst,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AllArgs {
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// Simulator profile, or `none` to run without it.
+    #[arg(long, env = "SIM_PROFILE", value_enum, default_value_t = Profile::Normal)]
+    pub profile: Profile,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Address of the worker's /health and /ready endpoints.
+    #[arg(long, env = "STREAMSTOCK_LISTEN", default_value = "127.0.0.1:8001")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Gateway to send traffic to.
+    #[arg(long, env = "API_URL", default_value = "http://127.0.0.1:8000")]
+    pub target: String,
+    #[arg(long, env = "SIM_PROFILE", value_enum, default_value_t = Profile::Normal)]
+    pub profile: Profile,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, env = "SIM_DURATION_SECS")]
+    pub duration_secs: Option<u64>,
+    /// Bearer token for a gateway started with --api-token.
+    #[arg(long, env = "STREAMSTOCK_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["streamstock", "worker", "--partitions", "4", "--valkey-url", "redis://x"]).unwrap();
+        assert_eq!(cli.common.partitions, 4);
+        assert!(matches!(cli.command, Command::Worker(_)));
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let args = GatewayArgs {
+            listen: "0.0.0.0:8000".parse().unwrap(),
+            api_token: None,
+            insecure: false,
+        };
+        assert!(args.check_exposure().is_err());
+        assert!(GatewayArgs { api_token: Some("t".into()), ..args.clone() }.check_exposure().is_ok());
+        assert!(GatewayArgs { insecure: true, ..args }.check_exposure().is_ok());
+    }
+}

@@ -1,0 +1,119 @@
+//! Validated input types: a value of these types has passed its checks, so
+//! code past the gateway never re-validates raw strings and numbers.
+
+/// Largest quantity accepted on one order line or one stock receipt.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sku(String);
+
+impl Sku {
+    /// 1–64 characters of letters, digits, '-', '_' and '.'.
+    pub fn parse(raw: &str) -> Result<Sku, Invalid> {
+        let sku = raw.trim();
+        if sku.is_empty() || sku.len() > 64 {
+            return Err(Invalid("must be 1 to 64 characters".into()));
+        }
+        if !sku
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(Invalid(
+                "may contain only letters, digits, '-', '_' and '.'".into(),
+            ));
+        }
+        Ok(Sku(sku.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A free-text name: trimmed, 1–200 characters, no control characters.
+pub fn parse_name(raw: &str) -> Result<String, Invalid> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Invalid("must be 1 to 200 characters".into()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Invalid("must not contain control characters".into()));
+    }
+    Ok(name.to_string())
+}
+
+/// A quantity of units: 1 to MAX_QUANTITY.
+pub fn parse_quantity(raw: i64) -> Result<i64, Invalid> {
+    if !(1..=MAX_QUANTITY).contains(&raw) {
+        return Err(Invalid(format!("must be between 1 and {MAX_QUANTITY}")));
+    }
+    Ok(raw)
+}
+
+/// A threshold or reorder amount: 0 to MAX_QUANTITY.
+pub fn parse_stock_level(raw: i64) -> Result<i64, Invalid> {
+    if !(0..=MAX_QUANTITY).contains(&raw) {
+        return Err(Invalid(format!("must be between 0 and {MAX_QUANTITY}")));
+    }
+    Ok(raw)
+}
+
+/// A plausible e-mail address: one '@' with text on both sides, a dot in the
+/// domain, no spaces, at most 254 characters. Deliverability is not our
+/// business; catching garbage is.
+pub fn parse_email(raw: &str) -> Result<String, Invalid> {
+    let email = raw.trim();
+    let bad = || Invalid("must be an e-mail address like name@example.com".into());
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    if local.is_empty() || domain.contains('@') || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+        return Err(bad());
+    }
+    Ok(email.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_rules() {
+        assert_eq!(Sku::parse(" LAP-001 ").unwrap().as_str(), "LAP-001");
+        assert!(Sku::parse("").is_err());
+        assert!(Sku::parse("has space").is_err());
+        assert!(Sku::parse(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn quantity_and_levels() {
+        assert!(parse_quantity(0).is_err());
+        assert!(parse_quantity(-3).is_err());
+        assert_eq!(parse_quantity(5), Ok(5));
+        assert!(parse_quantity(MAX_QUANTITY + 1).is_err());
+        assert_eq!(parse_stock_level(0), Ok(0));
+        assert!(parse_stock_level(-1).is_err());
+    }
+
+    #[test]
+    fn emails() {
+        assert!(parse_email("a@example.com").is_ok());
+        assert!(parse_email("nope").is_err());
+        assert!(parse_email("@example.com").is_err());
+        assert!(parse_email("a@b@c.com").is_err());
+        assert!(parse_email("a@localhost").is_err());
+        assert!(parse_email("a b@example.com").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name("  Laptop ").unwrap(), "Laptop");
+        assert!(parse_name("   ").is_err());
+        assert!(parse_name("a\u{0}b").is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! `/api/stats` and the live dashboard feed on `/ws/dashboard`: a snapshot on
+//! connect, then a fresh one every second while anyone is watching. One task
+//! computes each snapshot and broadcasts it, however many browsers are open.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::store::queries::{Figures, OrderView, ProductView};
+use crate::worker::PROCESSOR_GROUP;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+const PUSH_EVERY: Duration = Duration::from_secs(1);
+const SNAPSHOT_PRODUCTS: i64 = 200;
+const SNAPSHOT_ORDERS: i64 = 15;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Events in the log not yet processed; null if the log is unreachable.
+    pub backlog: Option<u64>,
+    pub event_log: String,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub generated_at: DateTime<Utc>,
+    pub stats: Stats,
+    pub products: Vec<ProductView>,
+    pub recent_orders: Vec<OrderView>,
+}
+
+pub struct Hub {
+    sender: broadcast::Sender<Arc<str>>,
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        // Slow clients skip snapshots (they lag) rather than buffer them.
+        let (sender, _) = broadcast::channel(4);
+        Hub { sender }
+    }
+}
+
+async fn compute_stats(state: &AppState) -> Result<Stats, ApiError> {
+    let figures = state.store.figures().await?;
+    let backlog = match state.log.backlog(PROCESSOR_GROUP).await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::debug!(error = %e, "backlog unavailable");
+            None
+        }
+    };
+    Ok(Stats {
+        figures,
+        backlog,
+        event_log: state.log.describe(),
+        database: state.store.describe().to_string(),
+    })
+}
+
+pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
+    Ok(Snapshot {
+        generated_at: Utc::now(),
+        stats: compute_stats(state).await?,
+        products: state.store.list_products(SNAPSHOT_PRODUCTS, None).await?,
+        recent_orders: state.store.recent_orders(SNAPSHOT_ORDERS).await?,
+    })
+}
+
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    Ok(Json(compute_stats(&state).await?))
+}
+
+pub fn spawn_publisher(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if state.dashboard.sender.receiver_count() == 0 {
+                continue;
+            }
+            match snapshot(&state).await {
+                Ok(snap) => {
+                    let json: Arc<str> = serde_json::to_string(&snap).expect("snapshots serialize").into();
+                    let _ = state.dashboard.sender.send(json);
+                }
+                Err(e) => tracing::debug!(error = e.message, "dashboard snapshot failed"),
+            }
+        }
+    });
+}
+
+pub async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| feed(socket, state))
+}
+
+async fn feed(mut socket: WebSocket, state: AppState) {
+    let mut updates = state.dashboard.sender.subscribe();
+    if let Ok(first) = snapshot(&state).await {
+        let json = serde_json::to_string(&first).expect("snapshots serialize");
+        if socket.send(Message::Text(json.into())).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            update = updates.recv() => match update {
+                Ok(json) => {
+                    if socket.send(Message::Text(json.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                // The dashboard sends nothing we act on; a close or an error ends the feed.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The HTTP gateway: validates commands, appends them as events, answers at
+//! once; serves reads from the read model, the live dashboard over a
+//! WebSocket, and the embedded React app.
+
+mod assets;
+mod dashboard;
+pub mod error;
+mod orders;
+mod products;
+
+use crate::store::Store;
+use crate::stream::EventLog;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use serde_json::json;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use dashboard::Snapshot;
+
+/// Request bodies beyond this are refused with 413: no order needs more.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct Gateway {
+    pub store: Store,
+    pub log: Arc<dyn EventLog>,
+    pub api_token: Option<String>,
+    pub dashboard: dashboard::Hub,
+    pub shutdown: CancellationToken,
+}
+
+pub type AppState = Arc<Gateway>;
+
+/// JSON body extractor whose rejections are our JSON errors.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl Gateway {
+    pub fn new(store: Store, log: Arc<dyn EventLog>, api_token: Option<String>, shutdown: CancellationToken) -> AppState {
+        let gateway = Arc::new(Gateway {
+            store,
+            log,
+            api_token,
+            dashboard: dashboard::Hub::new(),
+            shutdown,
+        });
+        dashboard::spawn_publisher(gateway.clone());
+        gateway
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    // Paths are registered without a trailing slash; `serve` strips one
+    // before routing, so `/api/orders/` works as the reference's did.
+    let api = Router::new()
+        .route("/api/products", get(products::list).post(products::create))
+        .route("/api/products/{id}", get(products::one))
+        .route("/api/products/{id}/stock", post(products::receive_stock))
+        .route("/api/orders", get(orders::list).post(orders::place))
+        .route("/api/orders/{id}", get(orders::one))
+        .route("/api/stats", get(dashboard::stats))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token_for_writes))
+        .fallback(api_not_found);
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/ws/dashboard", get(dashboard::websocket))
+        .merge(api)
+        .fallback(assets::serve)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when both the log and the database answer.
+async fn ready(State(state): State<AppState>) -> Response {
+    readiness(&*state.log, &state.store).await
+}
+
+pub async fn readiness(log: &dyn EventLog, store: &Store) -> Response {
+    let log_ok = log.ping().await.map_err(|e| e.to_string());
+    let db_ok = store.ping().await.map_err(|e| e.to_string());
+    let status = if log_ok.is_ok() && db_ok.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let describe = |r: Result<(), String>| match r {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(e),
+    };
+    (
+        status,
+        Json(json!({
+            "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+            "event_log": describe(log_ok),
+            "database": describe(db_ok),
+        })),
+    )
+        .into_response()
+}
+
+/// With --api-token set, writes need `Authorization: Bearer <token>`.
+/// Reads stay open so the dashboard works without credentials.
+async fn require_token_for_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.api_token {
+        if request.method() != axum::http::Method::GET {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if presented != Some(token.as_str()) {
+                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Paging parameters shared by the list routes.
+#[derive(Debug, serde::Deserialize)]
+pub struct Page {
+    pub limit: Option<i64>,
+    pub after: Option<uuid::Uuid>,
+}
+
+impl Page {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(100),
+            Some(n) if (1..=1000).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::invalid("limit", "must be between 1 and 1000")),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Order routes: place (validate, price from the catalog, append
+//! `order.placed`, 202), list and read, with an optional long-poll.
+
+use super::error::ApiError;
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
+use crate::domain::catalog::{parse_email, parse_quantity};
+use crate::domain::events::{OrderLine, OrderPlaced};
+use crate::domain::{DomainEvent, Money};
+use crate::store::queries::{OrderView, ORDER_STATUSES};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Most lines one order may have.
+const MAX_LINES: usize = 100;
+/// Longest long-poll a client may ask for.
+const MAX_WAIT_SECS: u64 = 30;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    pub customer_email: String,
+    pub items: Vec<PlaceOrderItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderItem {
+    pub product_id: Uuid,
+    pub quantity: i64,
+    /// Optional; when given it must equal the catalog price.
+    #[serde(default)]
+    pub unit_price: Option<Money>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OrderListQuery {
+    pub status: Option<String>,
+    // Not `#[serde(flatten)] Page`: flattening makes query numbers strings.
+    pub limit: Option<i64>,
+    pub after: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OneOrderQuery {
+    /// Long-poll: wait up to this many seconds for a decision.
+    pub wait: Option<u64>,
+}
+
+pub async fn place(State(state): State<AppState>, ApiJson(body): ApiJson<PlaceOrder>) -> Result<Response, ApiError> {
+    let customer_email = parse_email(&body.customer_email).map_err(|e| ApiError::invalid("customer_email", e))?;
+    if body.items.is_empty() {
+        return Err(ApiError::invalid("items", "an order needs at least one item"));
+    }
+    if body.items.len() > MAX_LINES {
+        return Err(ApiError::invalid("items", format!("at most {MAX_LINES} items per order")));
+    }
+    let mut lines = Vec::with_capacity(body.items.len());
+    let mut total = Money::ZERO;
+    for (i, item) in body.items.iter().enumerate() {
+        let quantity = parse_quantity(item.quantity).map_err(|e| ApiError::invalid(&format!("items[{i}].quantity"), e))?;
+        let product = state
+            .store
+            .get_product(item.product_id)
+            .await?
+            .ok_or_else(|| ApiError::invalid(&format!("items[{i}].product_id"), format!("unknown product {}", item.product_id)))?;
+        if let Some(given) = item.unit_price {
+            if given != product.price {
+                return Err(ApiError::invalid(
+                    &format!("items[{i}].unit_price"),
+                    format!("{given} does not match the catalog price {} of {}", product.price, product.sku),
+                ));
+            }
+        }
+        total = total.plus(product.price.times(quantity));
+        lines.push(OrderLine {
+            product_id: item.product_id,
+            quantity,
+            unit_price: product.price,
+        });
+    }
+
+    let order_id = Uuid::now_v7();
+    let event = DomainEvent::OrderPlaced(OrderPlaced {
+        order_id,
+        customer_email,
+        items: lines,
+        total,
+    });
+    let receipt = state.log.append(&event.into_envelope(Utc::now())).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/orders/{order_id}"))],
+        Json(json!({
+            "order_id": order_id,
+            "status": "QUEUED",
+            "msg_id": receipt.msg_id(),
+            "total": total,
+        })),
+    )
+        .into_response())
+}
+
+pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<OrderListQuery>) -> Result<Json<Vec<OrderView>>, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(raw) => {
+            let upper = raw.to_ascii_uppercase();
+            if !ORDER_STATUSES.contains(&upper.as_str()) {
+                return Err(ApiError::invalid("status", format!("must be one of {}", ORDER_STATUSES.join(", "))));
+            }
+            Some(upper)
+        }
+    };
+    let page = Page { limit: query.limit, after: query.after };
+    Ok(Json(state.store.list_orders(status.as_deref(), page.limit()?, page.after).await?))
+}
+
+/// One order. With `?wait=N` the answer waits up to N seconds for the order
+/// to be decided (useful right after placing it).
+pub async fn one(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<OneOrderQuery>,
+) -> Result<Json<OrderView>, ApiError> {
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let order = state.store.get_order(id).await?;
+        let decided = order.as_ref().is_some_and(|o| o.status != "PENDING");
+        if decided || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
+            return match order {
+                Some(order) => Ok(Json(order)),
+                None => Err(ApiError::not_found(format!(
+                    "order {id} not found (an order just placed appears once a worker has processed it)"
+                ))),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

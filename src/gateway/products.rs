@@ -1,0 +1,150 @@
+//! Catalog and stock routes.
+
+use super::error::ApiError;
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
+use crate::domain::catalog::{parse_name, parse_quantity, parse_stock_level, Sku};
+use crate::domain::events::{ProductCreated, StockReceived};
+use crate::domain::{DomainEvent, Money};
+use crate::store::queries::ProductView;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    pub sku: String,
+    pub name: String,
+    pub price: Money,
+    #[serde(default)]
+    pub category_name: Option<String>,
+    #[serde(default)]
+    pub low_stock_threshold: Option<i64>,
+    #[serde(default)]
+    pub reorder_quantity: Option<i64>,
+    /// Stock to receive right away (a `stock.received` after the creation).
+    #[serde(default, alias = "stock", alias = "quantity")]
+    pub initial_stock: Option<i64>,
+    /// Accepted for compatibility with the reference's clients; ignored.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveStock {
+    pub quantity: i64,
+}
+
+pub async fn list(State(state): State<AppState>, ApiQuery(page): ApiQuery<Page>) -> Result<Json<Vec<ProductView>>, ApiError> {
+    Ok(Json(state.store.list_products(page.limit()?, page.after).await?))
+}
+
+pub async fn one(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<ProductView>, ApiError> {
+    match state.store.get_product(id).await? {
+        Some(product) => Ok(Json(product)),
+        None => Err(ApiError::not_found(format!("product {id} not found"))),
+    }
+}
+
+/// Creates a product: claims the sku (409 if taken), appends
+/// `product.created` (and `stock.received` for initial stock), answers 201.
+/// The read model shows the product once a worker has applied the event.
+pub async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<CreateProduct>) -> Result<Response, ApiError> {
+    let sku = Sku::parse(&body.sku).map_err(|e| ApiError::invalid("sku", e))?;
+    let name = parse_name(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+    let category_name = match body.category_name.as_deref() {
+        None | Some("") => "General".to_string(),
+        Some(raw) => parse_name(raw).map_err(|e| ApiError::invalid("category_name", e))?,
+    };
+    let low_stock_threshold = parse_stock_level(body.low_stock_threshold.unwrap_or(10)).map_err(|e| ApiError::invalid("low_stock_threshold", e))?;
+    let reorder_quantity = parse_stock_level(body.reorder_quantity.unwrap_or(50)).map_err(|e| ApiError::invalid("reorder_quantity", e))?;
+    let initial_stock = match body.initial_stock {
+        None | Some(0) => None,
+        Some(q) => Some(parse_quantity(q).map_err(|e| ApiError::invalid("initial_stock", e))?),
+    };
+    let _ = body.description;
+
+    let product_id = Uuid::now_v7();
+    if !state.store.claim_sku(sku.as_str(), product_id).await? {
+        return Err(ApiError::conflict(format!("a product with sku {} already exists", sku.as_str())));
+    }
+    let now = Utc::now();
+    let created = ProductCreated {
+        product_id,
+        sku: sku.as_str().to_string(),
+        name,
+        price: body.price,
+        category_name,
+        low_stock_threshold,
+        reorder_quantity,
+    };
+    let receipt = match state
+        .log
+        .append(&DomainEvent::ProductCreated(created.clone()).into_envelope(now))
+        .await
+    {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            // Nothing was recorded: free the sku so a retry can succeed.
+            if let Err(release) = state.store.release_sku(sku.as_str(), product_id).await {
+                tracing::error!(error = %release, sku = sku.as_str(), "could not release a sku claim");
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(quantity) = initial_stock {
+        // Same key, same partition, after the creation: applied in order.
+        state
+            .log
+            .append(&DomainEvent::StockReceived(StockReceived { product_id, quantity }).into_envelope(now))
+            .await?;
+    }
+    let body = json!({
+        "id": product_id,
+        "sku": created.sku,
+        "name": created.name,
+        "price": created.price,
+        "category_name": created.category_name,
+        "low_stock_threshold": created.low_stock_threshold,
+        "reorder_quantity": created.reorder_quantity,
+        "on_hand": 0,
+        "reserved": 0,
+        "available": 0,
+        "incoming_stock": initial_stock.unwrap_or(0),
+        "status": "QUEUED",
+        "msg_id": receipt.msg_id(),
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/products/{product_id}"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// Receives stock for an existing product: appends `stock.received`, 202.
+pub async fn receive_stock(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ReceiveStock>,
+) -> Result<Response, ApiError> {
+    let quantity = parse_quantity(body.quantity).map_err(|e| ApiError::invalid("quantity", e))?;
+    if state.store.get_product(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("product {id} not found")));
+    }
+    let receipt = state
+        .log
+        .append(&DomainEvent::StockReceived(StockReceived { product_id: id, quantity }).into_envelope(Utc::now()))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "product_id": id, "quantity": quantity, "status": "QUEUED", "msg_id": receipt.msg_id() })),
+    )
+        .into_response())
+}

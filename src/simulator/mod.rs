@@ -1,0 +1,216 @@
+//! The traffic simulator: seeds a demo catalog through the API when it is
+//! empty, then places orders with random items and quantities at the pace of
+//! a profile, and acts as the supplier by restocking products that run low.
+//! It talks to the gateway over HTTP only, like any client.
+
+use crate::config::Profile;
+use rand::prelude::*;
+use serde::Deserialize;
+use serde_json::json;
+use std::ops::Range;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+impl Profile {
+    /// Milliseconds between two orders.
+    fn pause_ms(self) -> Option<Range<u64>> {
+        match self {
+            Profile::None => None,
+            Profile::Normal => Some(2_000..5_000),
+            Profile::Burst => Some(100..500),
+        }
+    }
+}
+
+/// The demo catalog: (sku, name, category, price in cents, initial stock).
+const DEMO_CATALOG: &[(&str, &str, &str, i64, i64)] = &[
+    ("LAP-001", "Laptop Pro 14", "Electronics", 129_999, 40),
+    ("PHN-001", "Smartphone X", "Electronics", 79_900, 60),
+    ("HDP-001", "Noise-cancelling Headphones", "Electronics", 24_950, 80),
+    ("KBD-001", "Mechanical Keyboard", "Accessories", 8_999, 120),
+    ("MSE-001", "Wireless Mouse", "Accessories", 2_999, 150),
+    ("MON-001", "27\" 4K Monitor", "Electronics", 38_900, 30),
+    ("CHR-001", "Ergonomic Chair", "Furniture", 34_900, 25),
+    ("DSK-001", "Standing Desk", "Furniture", 49_900, 20),
+    ("CBL-001", "USB-C Cable 2 m", "Accessories", 1_299, 300),
+    ("BAG-001", "Laptop Backpack", "Accessories", 5_999, 70),
+];
+
+const CUSTOMERS: &[&str] = &["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"];
+
+#[derive(Debug, Deserialize)]
+struct Product {
+    id: Uuid,
+    available: i64,
+    low_stock_threshold: i64,
+    reorder_quantity: i64,
+}
+
+pub struct Simulator {
+    http: reqwest::Client,
+    target: String,
+    token: Option<String>,
+    profile: Profile,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SimulatorReport {
+    pub accepted: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub restocks: u64,
+}
+
+impl Simulator {
+    pub fn new(target: &str, token: Option<String>, profile: Profile) -> Simulator {
+        Simulator {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("a default HTTP client builds"),
+            target: target.trim_end_matches('/').to_string(),
+            token,
+            profile,
+        }
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.post(format!("{}{path}", self.target));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn products(&self) -> reqwest::Result<Vec<Product>> {
+        self.http
+            .get(format!("{}/api/products?limit=1000", self.target))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+
+    /// Runs until `shutdown` (or forever). Returns what it did.
+    pub async fn run(&self, shutdown: CancellationToken) -> SimulatorReport {
+        let mut report = SimulatorReport::default();
+        let Some(pause) = self.profile.pause_ms() else {
+            return report;
+        };
+        let Some(mut products) = self.prepare(&shutdown).await else {
+            return report;
+        };
+        tracing::info!(profile = ?self.profile, products = products.len(), target = %self.target, "simulator placing orders");
+        let mut rng = StdRng::from_os_rng();
+        let mut placed: u64 = 0;
+        loop {
+            let wait = Duration::from_millis(rng.random_range(pause.clone()));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match self.place_random_order(&mut rng, &products).await {
+                Ok(true) => report.accepted += 1,
+                Ok(false) => report.refused += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::warn!(error = %e, "simulator could not reach the gateway");
+                }
+            }
+            placed += 1;
+            if placed % 10 == 0 {
+                if let Ok(fresh) = self.products().await {
+                    report.restocks += self.restock_low(&fresh).await;
+                    if !fresh.is_empty() {
+                        products = fresh;
+                    }
+                }
+            }
+            if placed % 50 == 0 {
+                tracing::info!(accepted = report.accepted, refused = report.refused, failed = report.failed, restocks = report.restocks, "simulator progress");
+            }
+        }
+        tracing::info!(accepted = report.accepted, refused = report.refused, failed = report.failed, restocks = report.restocks, "simulator stopped");
+        report
+    }
+
+    /// Waits for the gateway, seeds the catalog if empty, and waits until the
+    /// products are visible (workers have applied them).
+    async fn prepare(&self, shutdown: &CancellationToken) -> Option<Vec<Product>> {
+        let mut seeded = false;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.products().await {
+                Ok(products) if !products.is_empty() => return Some(products),
+                Ok(_) if !seeded => {
+                    self.seed().await;
+                    seeded = true;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(error = %e, target = %self.target, "waiting for the gateway"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(3));
+        }
+    }
+
+    async fn seed(&self) {
+        tracing::info!(products = DEMO_CATALOG.len(), "seeding the demo catalog");
+        for &(sku, name, category, cents, stock) in DEMO_CATALOG {
+            let body = json!({
+                "sku": sku,
+                "name": name,
+                "category_name": category,
+                "price": cents as f64 / 100.0,
+                "low_stock_threshold": stock / 5,
+                "reorder_quantity": stock,
+                "initial_stock": stock,
+            });
+            match self.post("/api/products").json(&body).send().await {
+                Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT => {}
+                Ok(r) => tracing::warn!(status = %r.status(), sku, "seeding a product was refused"),
+                Err(e) => tracing::warn!(error = %e, sku, "seeding a product failed"),
+            }
+        }
+    }
+
+    /// Ok(true) when the gateway accepted the order, Ok(false) when it
+    /// refused it (4xx), Err when it could not be reached or failed.
+    async fn place_random_order(&self, rng: &mut StdRng, products: &[Product]) -> Result<bool, reqwest::Error> {
+        let lines = rng.random_range(1..=3.min(products.len()));
+        let items: Vec<_> = products
+            .choose_multiple(rng, lines)
+            .map(|p| json!({ "product_id": p.id, "quantity": rng.random_range(1..=4) }))
+            .collect();
+        let customer = CUSTOMERS.choose(rng).expect("non-empty");
+        let body = json!({ "customer_email": format!("{customer}@example.com"), "items": items });
+        let response = self.post("/api/orders").json(&body).send().await?;
+        if response.status().is_server_error() {
+            return response.error_for_status().map(|_| false);
+        }
+        Ok(response.status().is_success())
+    }
+
+    /// The supplier: products below their threshold get their reorder
+    /// quantity delivered.
+    async fn restock_low(&self, products: &[Product]) -> u64 {
+        let mut restocked = 0;
+        for p in products.iter().filter(|p| p.available < p.low_stock_threshold) {
+            let quantity = p.reorder_quantity.max(1);
+            let sent = self
+                .post(&format!("/api/products/{}/stock", p.id))
+                .json(&json!({ "quantity": quantity }))
+                .send()
+                .await;
+            if matches!(sent, Ok(ref r) if r.status().is_success()) {
+                restocked += 1;
+            }
+        }
+        restocked
+    }
+}

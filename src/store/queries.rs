@@ -1,0 +1,298 @@
+//! Reads for the API and the dashboard, and the few writes the gateway makes
+//! directly (sku claims). Everything else is written by projections.
+
+use super::{now_millis, uuid_col, Store, StoreError};
+use crate::domain::Money;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProductView {
+    pub id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub price: Money,
+    pub category_name: String,
+    pub low_stock_threshold: i64,
+    pub reorder_quantity: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OrderItemView {
+    pub product_id: Uuid,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OrderView {
+    pub order_id: Uuid,
+    pub customer_email: String,
+    pub status: String,
+    pub total: Money,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<OrderItemView>>,
+}
+
+/// Figures the read model knows; the gateway adds the log's backlog.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Figures {
+    pub total_sales: Money,
+    pub today_sales: Money,
+    pub order_count: i64,
+    pub orders_by_status: BTreeMap<String, i64>,
+    pub orders_last_minute: i64,
+    pub products: i64,
+    pub low_stock_products: i64,
+}
+
+pub const ORDER_STATUSES: &[&str] = &["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
+
+fn millis_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+const PRODUCT_COLUMNS: &str = "p.id, p.sku, p.name, p.price_cents, p.category_name, p.low_stock_threshold, \
+     p.reorder_quantity, p.created_at, COALESCE(i.on_hand, 0) AS on_hand, COALESCE(i.reserved, 0) AS reserved \
+     FROM products p LEFT JOIN inventory i ON i.product_id = p.id";
+
+fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> {
+    let on_hand: i64 = row.try_get("on_hand")?;
+    let reserved: i64 = row.try_get("reserved")?;
+    Ok(ProductView {
+        id: uuid_col(row, "id")?,
+        sku: row.try_get("sku")?,
+        name: row.try_get("name")?,
+        price: Money::from_total_cents(row.try_get("price_cents")?),
+        category_name: row.try_get("category_name")?,
+        low_stock_threshold: row.try_get("low_stock_threshold")?,
+        reorder_quantity: row.try_get("reorder_quantity")?,
+        on_hand,
+        reserved,
+        available: on_hand - reserved,
+        created_at: millis_to_time(row.try_get("created_at")?),
+    })
+}
+
+fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
+    let decided: Option<i64> = row.try_get("decided_at")?;
+    Ok(OrderView {
+        order_id: uuid_col(row, "id")?,
+        customer_email: row.try_get("customer_email")?,
+        status: row.try_get("status")?,
+        total: Money::from_total_cents(row.try_get("total_cents")?),
+        reason: row.try_get("reason")?,
+        created_at: millis_to_time(row.try_get("placed_at")?),
+        decided_at: decided.map(millis_to_time),
+        items: None,
+    })
+}
+
+impl Store {
+    /// Claims `sku` for `product_id`. False when another product has it.
+    pub async fn claim_sku(&self, sku: &str, product_id: Uuid) -> Result<bool, StoreError> {
+        let inserted = sqlx::query("INSERT INTO sku_claims (sku, product_id, claimed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(sku)
+            .bind(product_id.to_string())
+            .bind(now_millis())
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Gives a claim back when the product.created append failed.
+    pub async fn release_sku(&self, sku: &str, product_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sku_claims WHERE sku = $1 AND product_id = $2")
+            .bind(sku)
+            .bind(product_id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_products(&self, limit: i64, after: Option<Uuid>) -> Result<Vec<ProductView>, StoreError> {
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        let rows = sqlx::query(&format!("SELECT {PRODUCT_COLUMNS} WHERE p.id > $1 ORDER BY p.id LIMIT $2"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(product_from_row).collect()
+    }
+
+    pub async fn get_product(&self, id: Uuid) -> Result<Option<ProductView>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {PRODUCT_COLUMNS} WHERE p.id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(product_from_row).transpose()
+    }
+
+    pub async fn list_orders(&self, status: Option<&str>, limit: i64, after: Option<Uuid>) -> Result<Vec<OrderView>, StoreError> {
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        let rows = match status {
+            Some(status) => {
+                sqlx::query("SELECT * FROM orders WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3")
+                    .bind(status)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM orders WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(order_from_row).collect()
+    }
+
+    pub async fn recent_orders(&self, limit: i64) -> Result<Vec<OrderView>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM orders ORDER BY placed_at DESC, id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    pub async fn get_order(&self, id: Uuid) -> Result<Option<OrderView>, StoreError> {
+        let Some(row) = sqlx::query("SELECT * FROM orders WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut order = order_from_row(&row)?;
+        let items = sqlx::query("SELECT product_id, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no")
+            .bind(id.to_string())
+            .fetch_all(self.pool())
+            .await?;
+        order.items = Some(
+            items
+                .iter()
+                .map(|r| {
+                    Ok(OrderItemView {
+                        product_id: uuid_col(r, "product_id")?,
+                        quantity: r.try_get("quantity")?,
+                        unit_price: Money::from_total_cents(r.try_get("unit_price_cents")?),
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        );
+        Ok(Some(order))
+    }
+
+    pub async fn figures(&self) -> Result<Figures, StoreError> {
+        let now = now_millis();
+        let start_of_day = now - now.rem_euclid(86_400_000);
+        let sales = |since: i64| {
+            sqlx::query(
+                "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS cents FROM orders \
+                 WHERE status IN ('CONFIRMED', 'SHIPPED') AND placed_at >= $1",
+            )
+            .bind(since)
+        };
+        let total: i64 = sales(i64::MIN).fetch_one(self.pool()).await?.try_get("cents")?;
+        let today: i64 = sales(start_of_day).fetch_one(self.pool()).await?.try_get("cents")?;
+
+        let mut orders_by_status: BTreeMap<String, i64> = ORDER_STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
+        let mut order_count = 0;
+        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+            .fetch_all(self.pool())
+            .await?
+        {
+            let n: i64 = row.try_get("n")?;
+            order_count += n;
+            orders_by_status.insert(row.try_get("status")?, n);
+        }
+        let orders_last_minute: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE placed_at >= $1")
+            .bind(now - 60_000)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS products, \
+             CAST(COALESCE(SUM(CASE WHEN COALESCE(i.on_hand, 0) - COALESCE(i.reserved, 0) < p.low_stock_threshold THEN 1 ELSE 0 END), 0) AS BIGINT) AS low \
+             FROM products p LEFT JOIN inventory i ON i.product_id = p.id",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(Figures {
+            total_sales: Money::from_total_cents(total),
+            today_sales: Money::from_total_cents(today),
+            order_count,
+            orders_by_status,
+            orders_last_minute,
+            products: row.try_get("products")?,
+            low_stock_products: row.try_get("low")?,
+        })
+    }
+
+    /// Checks the business invariants of DESIGN.md section 5 against the read
+    /// model and returns every violation found (empty when all hold). Meant
+    /// for quiescent moments: tests call it once the log is drained.
+    pub async fn invariant_violations(&self) -> Result<Vec<String>, StoreError> {
+        let mut violations = Vec::new();
+        let rows = sqlx::query(
+            "SELECT i.product_id, i.on_hand, i.reserved, i.received_total, i.shipped_total, \
+             CAST(COALESCE((SELECT SUM(oi.quantity) FROM order_items oi JOIN orders o ON o.id = oi.order_id \
+                  WHERE oi.product_id = i.product_id AND o.status = 'CONFIRMED'), 0) AS BIGINT) AS confirmed_qty \
+             FROM inventory i",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        for row in rows {
+            let id: String = row.try_get("product_id")?;
+            let on_hand: i64 = row.try_get("on_hand")?;
+            let reserved: i64 = row.try_get("reserved")?;
+            let received: i64 = row.try_get("received_total")?;
+            let shipped: i64 = row.try_get("shipped_total")?;
+            let confirmed: i64 = row.try_get("confirmed_qty")?;
+            if !(0 <= reserved && reserved <= on_hand) {
+                violations.push(format!("{id}: reserved {reserved} outside 0..={on_hand}"));
+            }
+            if on_hand != received - shipped {
+                violations.push(format!("{id}: on_hand {on_hand} != received {received} - shipped {shipped}"));
+            }
+            if reserved != confirmed {
+                violations.push(format!("{id}: reserved {reserved} != confirmed quantities {confirmed}"));
+            }
+        }
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS by_orders, \
+             CAST(COALESCE((SELECT SUM(oi.quantity * oi.unit_price_cents) FROM order_items oi JOIN orders o \
+                  ON o.id = oi.order_id WHERE o.status IN ('CONFIRMED', 'SHIPPED')), 0) AS BIGINT) AS by_items \
+             FROM orders WHERE status IN ('CONFIRMED', 'SHIPPED')",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        let (by_orders, by_items): (i64, i64) = (row.try_get("by_orders")?, row.try_get("by_items")?);
+        if by_orders != by_items {
+            violations.push(format!("revenue {by_orders} != sum of confirmed/shipped lines {by_items}"));
+        }
+        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE status = 'PENDING'")
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?;
+        if pending > 0 {
+            violations.push(format!("{pending} orders still PENDING"));
+        }
+        Ok(violations)
+    }
+}
