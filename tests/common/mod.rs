@@ -1,0 +1,209 @@
+//! Test harness: starts StreamStock on real backends on ephemeral ports and
+//! drives it over HTTP, like a client would.
+//!
+//! The Valkey + PostgreSQL backend pair needs the servers that
+//! `scripts/test.sh` starts (it exports their URLs). Running these tests
+//! without them is an error with a hint, never a silent skip.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+use std::time::Duration;
+use streamstock::config::{AllArgs, BatchArgs, CommonArgs, Durability, GatewayArgs, LogFormat, Profile};
+use streamstock::store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    EmbeddedSqlite,
+    ValkeyPostgres,
+}
+
+pub fn valkey_url() -> String {
+    std::env::var("STREAMSTOCK_TEST_VALKEY_URL").expect(
+        "STREAMSTOCK_TEST_VALKEY_URL is not set: run the suite with ./scripts/test.sh, which starts Valkey and PostgreSQL",
+    )
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("STREAMSTOCK_TEST_DATABASE_URL").expect(
+        "STREAMSTOCK_TEST_DATABASE_URL is not set: run the suite with ./scripts/test.sh, which starts Valkey and PostgreSQL",
+    )
+}
+
+/// A fresh, empty PostgreSQL database for one test.
+pub async fn fresh_postgres_database() -> String {
+    sqlx::any::install_default_drivers();
+    let admin = postgres_admin_url();
+    let name = format!("streamstock_test_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+/// Settings for one isolated deployment on `backend`: its own data dir,
+/// database and Valkey namespace.
+pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> CommonArgs {
+    let (valkey_url, database_url) = match backend {
+        Backend::EmbeddedSqlite => (None, None),
+        Backend::ValkeyPostgres => (Some(valkey_url()), Some(fresh_postgres_database().await)),
+    };
+    CommonArgs {
+        valkey_url,
+        database_url,
+        data_dir: data_dir.to_path_buf(),
+        partitions: 4,
+        valkey_namespace: format!("test-{}", Uuid::new_v4().simple()),
+        durability: Durability::Strict,
+        log_format: LogFormat::Text,
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub common: CommonArgs,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl TestApp {
+    /// `streamstock all --profile none` on a fresh deployment.
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let common = isolated_settings(backend, dir.path()).await;
+        let mut app = TestApp::spawn_with(common).await;
+        app._data_dir = Some(dir);
+        app
+    }
+
+    /// Starts `all` with given settings (e.g. again on the same data dir).
+    pub async fn spawn_with(common: CommonArgs) -> TestApp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let args = AllArgs {
+            gateway: GatewayArgs {
+                listen: listener.local_addr().unwrap(),
+                api_token: None,
+                insecure: false,
+            },
+            batch: BatchArgs {
+                batch_size: 64,
+                batch_wait_ms: 50,
+            },
+            profile: Profile::None,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(streamstock::app::run_all_on(common.clone(), args, listener, shutdown.clone()));
+        let app = TestApp {
+            base,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            common,
+            shutdown,
+            task: Some(task),
+            _data_dir: None,
+        };
+        app.wait_healthy().await;
+        app
+    }
+
+    async fn wait_healthy(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(self.url("/ready")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the app at {} did not become ready", self.base);
+    }
+
+    /// Graceful shutdown; returns the data dir so a test can restart on it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("shutdown finished in time")
+                .expect("app task did not panic")
+                .expect("app exited cleanly");
+        }
+        self._data_dir.take()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.common.database_url()).await.expect("connect to the app's database")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).json(body).send().await.expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a product with initial stock and waits until it is visible.
+    pub async fn create_product(&self, sku: &str, price: f64, stock: i64) -> Uuid {
+        let (status, body) = self
+            .post("/api/products", &json!({ "sku": sku, "name": format!("Product {sku}"), "price": price, "initial_stock": stock, "low_stock_threshold": 2 }))
+            .await;
+        assert_eq!(status, 201, "create {sku}: {body}");
+        let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+        self.wait_for(&format!("product {sku} with stock {stock}"), || async {
+            let (s, p) = self.get(&format!("/api/products/{id}")).await;
+            s == 200 && p["on_hand"].as_i64() == Some(stock)
+        })
+        .await;
+        id
+    }
+
+    /// Polls `check` every 50 ms for up to 30 s.
+    pub async fn wait_for<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..600 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// Waits until the log is drained and `expected` orders are decided.
+    pub async fn wait_until_decided(&self, expected: i64) {
+        self.wait_for(&format!("{expected} decided orders and an empty backlog"), || async {
+            let (_, stats) = self.get("/api/stats").await;
+            let by_status = &stats["orders_by_status"];
+            let decided: i64 = ["CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"]
+                .iter()
+                .map(|s| by_status[*s].as_i64().unwrap_or(0))
+                .sum();
+            decided == expected && stats["backlog"].as_u64() == Some(0)
+        })
+        .await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,161 @@
+//! End to end over the real HTTP API, on each backend pair: products, stock,
+//! concurrent orders that must partly be rejected, then the business
+//! invariants of DESIGN.md section 5 checked against the read model.
+
+mod common;
+
+use common::{Backend, TestApp};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+async fn concurrent_orders_keep_the_invariants(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let widget = app.create_product("WIDGET-1", 12.50, 10).await;
+    let gadget = app.create_product("GADGET-1", 99.99, 4).await;
+    let gizmo = app.create_product("GIZMO-1", 0.35, 0).await;
+
+    // Stock received after creation lands on top of the initial stock.
+    let (status, body) = app.post(&format!("/api/products/{gizmo}/stock"), &json!({ "quantity": 6 })).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "QUEUED");
+    app.wait_for("gizmo stock", || async {
+        app.get(&format!("/api/products/{gizmo}")).await.1["on_hand"] == 6
+    })
+    .await;
+
+    // 60 orders at once, asking for far more than the 20 units in stock.
+    let products = [widget, gadget, gizmo];
+    let orders: Vec<Value> = (0..60)
+        .map(|i| {
+            let mut items = vec![json!({ "product_id": products[i % 3], "quantity": 1 + (i % 2) })];
+            if i % 4 == 0 {
+                items.push(json!({ "product_id": products[(i + 1) % 3], "quantity": 1 }));
+            }
+            json!({ "customer_email": format!("buyer{i}@example.com"), "items": items })
+        })
+        .collect();
+    let answers = futures::future::join_all(orders.iter().map(|o| app.post("/api/orders", o))).await;
+    let mut totals: HashMap<Uuid, i64> = HashMap::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 202, "{body}");
+        assert_eq!(body["status"], "QUEUED");
+        assert!(body["msg_id"].as_str().is_some_and(|m| !m.is_empty()));
+        let id: Uuid = body["order_id"].as_str().unwrap().parse().unwrap();
+        totals.insert(id, (body["total"].as_f64().unwrap() * 100.0).round() as i64);
+    }
+    assert_eq!(totals.len(), 60, "every order got its own id");
+
+    app.wait_until_decided(60).await;
+
+    // Every accepted order exists once and is decided.
+    let (_, listed) = app.get("/api/orders?limit=1000").await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 60);
+    let mut confirmed_cents = 0;
+    let (mut confirmed, mut rejected) = (0, 0);
+    for order in listed {
+        let id: Uuid = order["order_id"].as_str().unwrap().parse().unwrap();
+        assert!(totals.contains_key(&id), "unexpected order {id}");
+        match order["status"].as_str().unwrap() {
+            "CONFIRMED" => {
+                confirmed += 1;
+                confirmed_cents += totals[&id];
+            }
+            "REJECTED" => {
+                rejected += 1;
+                let reason = order["reason"].as_str().unwrap();
+                assert!(reason.contains("insufficient stock for"), "{reason}");
+                assert!(["WIDGET-1", "GADGET-1", "GIZMO-1"].iter().any(|s| reason.contains(s)), "{reason}");
+            }
+            other => panic!("order {id} ended {other}"),
+        }
+    }
+    assert!(confirmed > 0 && rejected > 0, "confirmed {confirmed}, rejected {rejected}");
+
+    // No oversell, reservations match confirmed orders, revenue exact.
+    let store = app.store().await;
+    let violations = store.invariant_violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:#?}");
+    let (_, products) = app.get("/api/products").await;
+    let mut reserved_total = 0;
+    for p in products.as_array().unwrap() {
+        let (on_hand, reserved, available) = (p["on_hand"].as_i64().unwrap(), p["reserved"].as_i64().unwrap(), p["available"].as_i64().unwrap());
+        assert!(0 <= reserved && reserved <= on_hand, "{p}");
+        assert_eq!(available, on_hand - reserved);
+        reserved_total += reserved;
+    }
+    assert!(reserved_total <= 20);
+    let (_, stats) = app.get("/api/stats").await;
+    assert_eq!((stats["total_sales"].as_f64().unwrap() * 100.0).round() as i64, confirmed_cents);
+    assert_eq!(stats["order_count"], 60);
+    assert_eq!(stats["orders_by_status"]["CONFIRMED"], confirmed);
+    assert_eq!(stats["orders_by_status"]["REJECTED"], rejected);
+
+    // One order in full, with its lines at the catalog price.
+    let first = listed[0]["order_id"].as_str().unwrap();
+    let (status, order) = app.get(&format!("/api/orders/{first}")).await;
+    assert_eq!(status, 200);
+    assert!(!order["items"].as_array().unwrap().is_empty());
+
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sqlite_concurrent_orders_keep_the_invariants() {
+    concurrent_orders_keep_the_invariants(Backend::EmbeddedSqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_postgres_concurrent_orders_keep_the_invariants() {
+    concurrent_orders_keep_the_invariants(Backend::ValkeyPostgres).await;
+}
+
+/// Everything survives a restart, and nothing is applied twice: the
+/// embedded log and the SQLite database both live in the data dir.
+async fn restart_loses_nothing(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let common = common::isolated_settings(backend, dir.path()).await;
+    let app = TestApp::spawn_with(common.clone()).await;
+    let product = app.create_product("KEEP-1", 5.00, 3).await;
+    for i in 0..5 {
+        let (status, _) = app
+            .post("/api/orders", &json!({ "customer_email": format!("r{i}@example.com"), "items": [{ "product_id": product, "quantity": 1 }] }))
+            .await;
+        assert_eq!(status, 202);
+    }
+    app.wait_until_decided(5).await;
+    app.stop().await;
+
+    let again = TestApp::spawn_with(common).await;
+    // New work after the restart is processed, and the old is still there once.
+    let (status, _) = again
+        .post("/api/products/", &json!({ "sku": "KEEP-2", "name": "Second", "price": 1 }))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = again.post(&format!("/api/products/{product}/stock"), &json!({ "quantity": 2 })).await;
+    assert_eq!(status, 202);
+    again
+        .wait_for("stock after restart", || async {
+            again.get(&format!("/api/products/{product}")).await.1["on_hand"] == 5
+        })
+        .await;
+    let (_, p) = again.get(&format!("/api/products/{product}")).await;
+    assert_eq!(p["reserved"], 3, "3 of the 5 orders were confirmed before the restart: {p}");
+    let (_, stats) = again.get("/api/stats").await;
+    assert_eq!(stats["orders_by_status"]["CONFIRMED"], 3);
+    assert_eq!(stats["orders_by_status"]["REJECTED"], 2);
+    let violations = again.store().await.invariant_violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:#?}");
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sqlite_restart_loses_nothing() {
+    restart_loses_nothing(Backend::EmbeddedSqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_postgres_restart_loses_nothing() {
+    restart_loses_nothing(Backend::ValkeyPostgres).await;
+}
