@@ -73,20 +73,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders", get(orders::list).post(orders::place))
         .route("/api/orders/{id}", get(orders::one))
         .route("/api/stats", get(dashboard::stats))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token_for_writes))
-        .fallback(api_not_found);
+        .layer(middleware::from_fn_with_state(state.clone(), require_token_for_writes));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/ws/dashboard", get(dashboard::websocket))
         .merge(api)
-        .fallback(assets::serve)
+        .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-async fn api_not_found() -> ApiError {
-    ApiError::not_found("no such route")
+/// Unknown API paths get a JSON 404; everything else is the dashboard's.
+async fn fallback(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") || uri.path().starts_with("/ws/") {
+        return ApiError::not_found(format!("no route {}", uri.path())).into_response();
+    }
+    assets::serve(uri).await
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -63,9 +63,14 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
     }
 }
 
-pub struct TestApp {
+/// An HTTP client for one gateway, with a method per thing tests do.
+pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+}
+
+pub struct TestApp {
+    pub api: Api,
     pub common: CommonArgs,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -101,8 +106,7 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(streamstock::app::run_all_on(common.clone(), args, listener, shutdown.clone()));
         let app = TestApp {
-            base,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            api: Api::new(&base),
             common,
             shutdown,
             task: Some(task),
@@ -110,18 +114,6 @@ impl TestApp {
         };
         app.wait_healthy().await;
         app
-    }
-
-    async fn wait_healthy(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.http.get(self.url("/ready")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the app at {} did not become ready", self.base);
     }
 
     /// Graceful shutdown; returns the data dir so a test can restart on it.
@@ -137,12 +129,40 @@ impl TestApp {
         self._data_dir.take()
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     pub async fn store(&self) -> Store {
         Store::connect(&self.common.database_url()).await.expect("connect to the app's database")
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        }
+    }
+
+    pub async fn wait_healthy(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(self.url("/ready")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the app at {} did not become ready", self.base);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

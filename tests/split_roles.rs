@@ -1,0 +1,144 @@
+//! Roles in separate processes, as in production: one `serve`, two
+//! `worker`s and a `simulate`, each a real `streamstock` process, sharing a
+//! real Valkey and PostgreSQL. Also checks SIGTERM gives a clean exit 0, and
+//! that a split role without Valkey is refused with a clear error.
+
+mod common;
+
+use common::Api;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamstock");
+
+struct Role {
+    name: &'static str,
+    child: Child,
+}
+
+impl Role {
+    fn start(name: &'static str, args: &[&str], env: &[(&str, &str)]) -> Role {
+        let mut command = Command::new(BIN);
+        command.args(args).stdout(Stdio::null()).stderr(Stdio::inherit()).env("RUST_LOG", "warn");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Role {
+            name,
+            child: command.spawn().expect("spawn streamstock"),
+        }
+    }
+
+    /// SIGTERM, then the exit status within 30 s.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not stop after SIGTERM", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_workers_and_simulator_as_separate_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let valkey = common::valkey_url();
+    let database = common::fresh_postgres_database().await;
+    let namespace = format!("split-{}", uuid::Uuid::new_v4().simple());
+    let data_dir = dir.path().to_str().unwrap().to_string();
+    let env = [
+        ("STREAMSTOCK_VALKEY_URL", valkey.as_str()),
+        ("DATABASE_URL", database.as_str()),
+        ("STREAMSTOCK_VALKEY_NAMESPACE", namespace.as_str()),
+        ("STREAMSTOCK_PARTITIONS", "4"),
+        ("STREAMSTOCK_DATA_DIR", data_dir.as_str()),
+        ("STREAMSTOCK_BATCH_WAIT_MS", "50"),
+    ];
+    let migrate = Command::new(BIN).arg("migrate").envs(env).output().unwrap();
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], &env);
+    let worker_a = Role::start("worker a", &["worker", "--listen", "127.0.0.1:0"], &env);
+    let worker_b = Role::start("worker b", &["worker", "--listen", "127.0.0.1:0"], &env);
+    let api = Api::new(&format!("http://{listen}"));
+    api.wait_healthy().await;
+
+    let tea = api.create_product("TEA-1", 4.20, 15).await;
+    let pot = api.create_product("POT-1", 35.00, 3).await;
+    let answers = futures::future::join_all((0..40).map(|i| {
+        let items = if i % 5 == 0 {
+            json!([{ "product_id": tea, "quantity": 1 }, { "product_id": pot, "quantity": 1 }])
+        } else {
+            json!([{ "product_id": tea, "quantity": 1 + i % 2 }])
+        };
+        let api = &api;
+        async move { api.post("/api/orders", &json!({ "customer_email": format!("s{i}@example.com"), "items": items })).await }
+    }))
+    .await;
+    assert!(answers.iter().all(|(status, _)| *status == 202), "{answers:?}");
+    api.wait_until_decided(40).await;
+
+    let store = streamstock::store::Store::connect(&database).await.unwrap();
+    let violations = store.invariant_violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:#?}");
+    let (_, stats) = api.get("/api/stats").await;
+    assert_eq!(stats["order_count"], 40);
+    assert!(stats["orders_by_status"]["REJECTED"].as_i64().unwrap() > 0, "{stats}");
+
+    // The simulator as its own process against the same gateway.
+    let simulated = Command::new(BIN)
+        .args(["simulate", "--target", &format!("http://{listen}"), "--profile", "burst", "--duration-secs", "3"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(simulated.status.success(), "{}", String::from_utf8_lossy(&simulated.stderr));
+    let report = String::from_utf8_lossy(&simulated.stdout);
+    let accepted: u64 = report
+        .split("orders accepted: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected simulator report: {report}"));
+    assert!(accepted > 0, "{report}");
+    api.wait_until_decided(40 + accepted as i64).await;
+    assert!(store.invariant_violations().await.unwrap().is_empty());
+
+    for role in [worker_a, worker_b, gateway] {
+        let name = role.name;
+        let status = role.terminate();
+        assert!(status.success(), "{name} exited with {status} after SIGTERM");
+    }
+}
+
+#[test]
+fn split_roles_without_valkey_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["worker", "serve"] {
+        let out = Command::new(BIN)
+            .args([role, "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .env_remove("STREAMSTOCK_VALKEY_URL")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{role} started without a shared log");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("needs a shared event log") && stderr.contains("--valkey-url"), "{stderr}");
+    }
+}
