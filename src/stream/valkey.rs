@@ -23,8 +23,7 @@ const FIELD: &str = "e";
 type RawEntry = (String, HashMap<String, String>);
 /// Entries delivered to a consumer that has not acked them for this long are
 /// taken over by whoever reads next (the owner most likely died).
-const CLAIM_IDLE: Duration = Duration::from_secs(30);
-const CLAIM_EVERY: Duration = Duration::from_secs(10);
+pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -46,6 +45,7 @@ pub struct ValkeyLog {
     durability: Durability,
     groups_ready: Mutex<HashSet<String>>,
     last_claim: Mutex<Option<Instant>>,
+    claim_idle: Duration,
 }
 
 fn unavailable(e: Error) -> LogError {
@@ -122,7 +122,15 @@ impl ValkeyLog {
             durability,
             groups_ready: Mutex::new(HashSet::new()),
             last_claim: Mutex::new(None),
+            claim_idle: DEFAULT_CLAIM_IDLE,
         })
+    }
+
+    /// How long an entry stays pending with a silent consumer before another
+    /// takes it over (checked at most every third of that).
+    pub fn with_claim_idle(mut self, idle: Duration) -> ValkeyLog {
+        self.claim_idle = idle;
+        self
     }
 
     pub fn durability(&self) -> Durability {
@@ -168,7 +176,7 @@ impl ValkeyLog {
     async fn claim_idle(&self, group: &str, consumer: &str, max: usize) -> Result<Vec<Delivery>, LogError> {
         {
             let mut last = self.last_claim.lock().expect("lock");
-            if last.is_some_and(|t| t.elapsed() < CLAIM_EVERY) {
+            if last.is_some_and(|t| t.elapsed() < self.claim_idle / 3) {
                 return Ok(Vec::new());
             }
             *last = Some(Instant::now());
@@ -181,7 +189,7 @@ impl ValkeyLog {
                     self.stream_key(p),
                     group,
                     consumer,
-                    CLAIM_IDLE.as_millis() as u64,
+                    self.claim_idle.as_millis() as u64,
                     "0-0",
                     Some(max as u64),
                     false,
@@ -261,9 +269,9 @@ impl EventLog for ValkeyLog {
         }
         let keys: Vec<String> = (0..self.partitions).map(|p| self.stream_key(p)).collect();
         let ids: Vec<&str> = vec![">"; keys.len()];
-        let response: XReadResponse<String, String, String, String> = self
+        let raw: Value = self
             .reader
-            .xreadgroup_map(
+            .xreadgroup(
                 group,
                 consumer,
                 Some(max as u64),
@@ -274,6 +282,11 @@ impl EventLog for ValkeyLog {
             )
             .await
             .map_err(unavailable)?;
+        // A read that times out answers nil, not an empty map.
+        if raw.is_null() {
+            return Ok(Vec::new());
+        }
+        let response: XReadResponse<String, String, String, String> = raw.into_xread_response().map_err(unavailable)?;
         let mut out = Vec::new();
         for (stream, entries) in response {
             let partition = self
