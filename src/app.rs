@@ -37,7 +37,8 @@ pub async fn open_log(common: &CommonArgs, standalone_role: Option<&str>) -> any
         Some(url) => {
             let log = ValkeyLog::connect(url, &common.valkey_namespace, common.partitions, common.durability == Durability::Strict)
                 .await
-                .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?;
+                .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?
+                .with_claim_idle(std::time::Duration::from_millis(common.claim_idle_ms));
             Ok(Arc::new(log))
         }
         None => {

@@ -51,6 +51,10 @@ pub struct CommonArgs {
     /// relaxed: it waits only for the append.
     #[arg(long, env = "STREAMSTOCK_DURABILITY", value_enum, default_value_t = Durability::Strict, global = true)]
     pub durability: Durability,
+    /// Valkey: entries a consumer left unacked this long (it likely died)
+    /// are taken over by another worker, in milliseconds.
+    #[arg(long, env = "STREAMSTOCK_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000), global = true)]
+    pub claim_idle_ms: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 }

@@ -7,53 +7,9 @@ mod common;
 
 use common::Api;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_streamstock");
-
-struct Role {
-    name: &'static str,
-    child: Child,
-}
-
-impl Role {
-    fn start(name: &'static str, args: &[&str], env: &[(&str, &str)]) -> Role {
-        let mut command = Command::new(BIN);
-        command.args(args).stdout(Stdio::null()).stderr(Stdio::inherit()).env("RUST_LOG", "warn");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        Role {
-            name,
-            child: command.spawn().expect("spawn streamstock"),
-        }
-    }
-
-    /// SIGTERM, then the exit status within 30 s.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not stop after SIGTERM", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::process::{free_port, Role, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_workers_and_simulator_as_separate_processes() {

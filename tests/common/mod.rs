@@ -6,6 +6,8 @@
 //! without them is an error with a hint, never a silent skip.
 #![allow(dead_code)]
 
+pub mod process;
+
 use serde_json::{json, Value};
 use sqlx::Connection;
 use std::time::Duration;
@@ -59,6 +61,7 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
         partitions: 4,
         valkey_namespace: format!("test-{}", Uuid::new_v4().simple()),
         durability: Durability::Strict,
+        claim_idle_ms: 30_000,
         log_format: LogFormat::Text,
     }
 }
