@@ -115,6 +115,33 @@ start_postgres() {
   log "PostgreSQL: $("$bin/postgres" --version) on port $port"
 }
 
+ensure_chromium() {
+  local bin="${STREAMSTOCK_TEST_CHROMIUM:-}"
+  [[ -z "$bin" ]] && bin="$(command -v chromium || command -v chromium-browser || true)"
+  if [[ -z "$bin" && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing Chromium from Debian's packages (browser tests)"
+    (apt-get install -y -q chromium >&2 || { apt-get update -q >&2 && apt-get install -y -q chromium >&2; }) || true
+    bin="$(command -v chromium || true)"
+  fi
+  if [[ -z "$bin" ]]; then
+    log "error: Chromium not found for the browser tests. Install it with: apt-get install chromium"
+    return 1
+  fi
+  export STREAMSTOCK_TEST_CHROMIUM="$bin"
+  log "Chromium: $("$bin" --version 2>/dev/null | head -n1)"
+}
+
+ensure_web_tools() {
+  # The dashboard build (build.rs) installs web/node_modules; the browser
+  # test also needs playwright-core from there, so make sure it is present.
+  if [[ ! -d "$ROOT/web/node_modules/playwright-core" ]]; then
+    log "installing the dashboard's npm packages"
+    (cd "$ROOT/web" && npm ci --no-audit --no-fund >&2)
+  fi
+}
+
+ensure_chromium
+ensure_web_tools
 if [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]]; then log "using Valkey at $STREAMSTOCK_TEST_VALKEY_URL"; else start_valkey; fi
 if [[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]]; then log "using PostgreSQL at $STREAMSTOCK_TEST_DATABASE_URL"; else start_postgres; fi
 
