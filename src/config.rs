@@ -174,9 +174,24 @@ pub struct SimulateArgs {
     pub api_token: Option<String>,
 }
 
+/// A URL fit for logs: any password (and user) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://:secret@host:6379"), "redis://***@host:6379");
+        assert_eq!(redact_url("postgres://u:p@db/x"), "postgres://***@db/x");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::process::{free_port, Role};
+use common::process::{free_port, Role, SharedDeployment};
 use common::Api;
 use serde_json::json;
 use std::collections::HashSet;
@@ -117,24 +117,12 @@ async fn embedded_all_survives_kill_9_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let valkey = common::valkey_url();
-    let database = common::fresh_postgres_database().await;
-    let namespace = format!("crash-{}", Uuid::new_v4().simple());
-    let data_dir = dir.path().to_str().unwrap().to_string();
-    let env = [
-        ("STREAMSTOCK_VALKEY_URL", valkey.as_str()),
-        ("DATABASE_URL", database.as_str()),
-        ("STREAMSTOCK_VALKEY_NAMESPACE", namespace.as_str()),
-        ("STREAMSTOCK_PARTITIONS", "4"),
-        ("STREAMSTOCK_DATA_DIR", data_dir.as_str()),
-        ("STREAMSTOCK_BATCH_WAIT_MS", "20"),
-        // A killed worker's unacked entries are taken over after 1 s.
-        ("STREAMSTOCK_CLAIM_IDLE_MS", "1000"),
-    ];
+    // A killed worker's unacked entries are taken over after 1 s.
+    let deployment = SharedDeployment::new().await.with("STREAMSTOCK_CLAIM_IDLE_MS", "1000");
+    let env = &deployment.env;
     let listen = format!("127.0.0.1:{}", free_port());
-    let gateway = Role::start("serve", &["serve", "--listen", &listen], &env);
-    let survivor = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], &env);
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
+    let survivor = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
     let api = Arc::new(Api::new(&format!("http://{listen}")));
     api.wait_healthy().await;
     let stock = vec![
@@ -145,7 +133,7 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
 
     let mut accepted = HashSet::new();
     for round in 0..3 {
-        let victim = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], &env);
+        let victim = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
         let load = tokio::spawn(place_orders_until(api.clone(), products.clone(), Instant::now() + Duration::from_millis(1500)));
         tokio::time::sleep(Duration::from_millis(600 + 150 * round)).await;
         victim.kill_hard();
@@ -153,7 +141,7 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
     }
     assert!(accepted.len() > 20, "too few orders: {}", accepted.len());
 
-    let store = Store::connect(&database).await.unwrap();
+    let store = Store::connect(&deployment.database).await.unwrap();
     assert_every_accepted_order_processed_once(&api, &store, &accepted, &stock).await;
     assert!(survivor.terminate().success());
     assert!(gateway.terminate().success());

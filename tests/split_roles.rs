@@ -9,31 +9,20 @@ use common::Api;
 use serde_json::json;
 use std::process::Command;
 
-use common::process::{free_port, Role, BIN};
+use common::process::{free_port, Role, SharedDeployment, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_workers_and_simulator_as_separate_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let valkey = common::valkey_url();
-    let database = common::fresh_postgres_database().await;
-    let namespace = format!("split-{}", uuid::Uuid::new_v4().simple());
-    let data_dir = dir.path().to_str().unwrap().to_string();
-    let env = [
-        ("STREAMSTOCK_VALKEY_URL", valkey.as_str()),
-        ("DATABASE_URL", database.as_str()),
-        ("STREAMSTOCK_VALKEY_NAMESPACE", namespace.as_str()),
-        ("STREAMSTOCK_PARTITIONS", "4"),
-        ("STREAMSTOCK_DATA_DIR", data_dir.as_str()),
-        ("STREAMSTOCK_BATCH_WAIT_MS", "50"),
-    ];
-    let migrate = Command::new(BIN).arg("migrate").envs(env).output().unwrap();
+    let deployment = SharedDeployment::new().await;
+    let env = &deployment.env;
+    let migrate = Command::new(BIN).arg("migrate").envs(env.iter().map(|(k, v)| (k, v))).output().unwrap();
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let gateway = Role::start("serve", &["serve", "--listen", &listen], &env);
-    let worker_a = Role::start("worker a", &["worker", "--listen", "127.0.0.1:0"], &env);
-    let worker_b = Role::start("worker b", &["worker", "--listen", "127.0.0.1:0"], &env);
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
+    let worker_a = Role::start("worker a", &["worker", "--listen", "127.0.0.1:0"], env);
+    let worker_b = Role::start("worker b", &["worker", "--listen", "127.0.0.1:0"], env);
     let api = Api::new(&format!("http://{listen}"));
     api.wait_healthy().await;
 
@@ -52,7 +41,7 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     assert!(answers.iter().all(|(status, _)| *status == 202), "{answers:?}");
     api.wait_until_decided(40).await;
 
-    let store = streamstock::store::Store::connect(&database).await.unwrap();
+    let store = streamstock::store::Store::connect(&deployment.database).await.unwrap();
     let violations = store.invariant_violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     let (_, stats) = api.get("/api/stats").await;

@@ -81,7 +81,7 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (dialect, url, description) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Dialect::Postgres, url.to_string(), format!("PostgreSQL at {}", redact(url)))
+            (Dialect::Postgres, url.to_string(), format!("PostgreSQL at {}", crate::config::redact_url(url)))
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
             if let Some(parent) = std::path::Path::new(path).parent() {
@@ -92,7 +92,7 @@ impl Store {
             let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
             (Dialect::Sqlite, url, format!("SQLite at {path}"))
         } else {
-            return Err(StoreError::UnsupportedUrl(redact(url)));
+            return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
         };
 
         let options = AnyPoolOptions::new()
@@ -150,13 +150,6 @@ impl Store {
     }
 }
 
-/// Hides a password in a URL for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
 
 /// Reads a UUID stored as text.
 pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<uuid::Uuid, StoreError> {

@@ -114,7 +114,7 @@ impl ValkeyLog {
         };
 
         Ok(ValkeyLog {
-            url_for_display: redact(url),
+            url_for_display: crate::config::redact_url(url),
             namespace: namespace.to_string(),
             partitions,
             client,
@@ -207,13 +207,6 @@ impl ValkeyLog {
     }
 }
 
-/// Hides a password in a URL for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
 
 #[async_trait]
 impl EventLog for ValkeyLog {
@@ -340,16 +333,5 @@ impl EventLog for ValkeyLog {
     async fn ping(&self) -> Result<(), LogError> {
         let _: String = self.client.ping(None).await.map_err(unavailable)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("redis://:secret@host:6379"), "redis://***@host:6379");
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -11,12 +11,10 @@ pub struct Role {
 }
 
 impl Role {
-    pub fn start(name: &'static str, args: &[&str], env: &[(&str, &str)]) -> Role {
+    pub fn start(name: &'static str, args: &[&str], env: &[(String, String)]) -> Role {
         let mut command = Command::new(BIN);
         command.args(args).stdout(Stdio::null()).stderr(Stdio::inherit()).env("RUST_LOG", "warn");
-        for (k, v) in env {
-            command.env(k, v);
-        }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         Role {
             name,
             child: command.spawn().expect("spawn streamstock"),
@@ -54,3 +52,36 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+
+/// One deployment shared by several processes: a fresh PostgreSQL database,
+/// a fresh Valkey namespace, and the environment that points roles at them.
+pub struct SharedDeployment {
+    pub database: String,
+    pub env: Vec<(String, String)>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl SharedDeployment {
+    pub async fn new() -> SharedDeployment {
+        let dir = tempfile::tempdir().unwrap();
+        let database = super::fresh_postgres_database().await;
+        let env = [
+            ("STREAMSTOCK_VALKEY_URL", super::valkey_url()),
+            ("DATABASE_URL", database.clone()),
+            ("STREAMSTOCK_VALKEY_NAMESPACE", format!("procs-{}", uuid::Uuid::new_v4().simple())),
+            ("STREAMSTOCK_PARTITIONS", "4".to_string()),
+            ("STREAMSTOCK_DATA_DIR", dir.path().display().to_string()),
+            ("STREAMSTOCK_BATCH_WAIT_MS", "20".to_string()),
+        ];
+        SharedDeployment {
+            database,
+            env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            _data_dir: dir,
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: &str) -> SharedDeployment {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+}
