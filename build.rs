@@ -26,7 +26,10 @@ fn main() {
     if std::env::var_os("STREAMSTOCK_SKIP_WEB_BUILD").is_some() && built.exists() {
         return;
     }
-    let newest_source = SOURCES.iter().filter_map(|s| newest_mtime(Path::new(s))).max();
+    let newest_source = SOURCES
+        .iter()
+        .filter_map(|s| newest_mtime(Path::new(s)))
+        .max();
     let last_build = modified(&built);
     let stale = match (newest_source, last_build) {
         (_, None) => true,
@@ -48,7 +51,10 @@ fn npm(dir: &Path, args: &[&str]) {
     let status = Command::new("npm").args(args).current_dir(dir).status();
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => panic!("`npm {}` in web/ failed with {s}; see its output above", args.join(" ")),
+        Ok(s) => panic!(
+            "`npm {}` in web/ failed with {s}; see its output above",
+            args.join(" ")
+        ),
         Err(e) => panic!(
             "could not run npm ({e}). The dashboard is built with Node.js 20+ and npm; \
              install them (e.g. `apt-get install nodejs npm`) and build again"

@@ -2,11 +2,14 @@
 //! tokio task until shutdown. `main` only parses the command line and calls
 //! one of these; tests call them directly on ephemeral ports.
 
-use crate::config::{AllArgs, CommonArgs, Durability, GatewayArgs, Profile, ServeArgs, SimulateArgs, WorkerArgs};
+use crate::config::{
+    AllArgs, CommonArgs, Durability, GatewayArgs, Profile, ServeArgs, SimulateArgs, WorkerArgs,
+};
 use crate::gateway::{self, Gateway};
 use crate::simulator::Simulator;
 use crate::store::Store;
 use crate::stream::embedded::EmbeddedLog;
+use crate::stream::lease::{LeaseStore, LocalLeases};
 use crate::stream::valkey::ValkeyLog;
 use crate::stream::EventLog;
 use crate::worker::{self, WorkerOptions};
@@ -25,21 +28,42 @@ pub async fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
     let store = Store::connect(&url)
         .await
         .context("cannot open the database (--database-url / DATABASE_URL)")?;
-    store.migrate().await.context("cannot migrate the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
     Ok(store)
+}
+
+/// The event log and the partition leases that go with it.
+#[derive(Clone)]
+pub struct LogBackend {
+    pub log: Arc<dyn EventLog>,
+    pub leases: Arc<dyn LeaseStore>,
 }
 
 /// Opens the event log: Valkey when --valkey-url is set, else the embedded
 /// log. A role running on its own (`serve`, `worker`) needs a log other
 /// processes can reach, so it refuses the embedded one.
-pub async fn open_log(common: &CommonArgs, standalone_role: Option<&str>) -> anyhow::Result<Arc<dyn EventLog>> {
+pub async fn open_log(
+    common: &CommonArgs,
+    standalone_role: Option<&str>,
+) -> anyhow::Result<LogBackend> {
     match &common.valkey_url {
         Some(url) => {
-            let log = ValkeyLog::connect(url, &common.valkey_namespace, common.partitions, common.durability == Durability::Strict)
-                .await
-                .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?
-                .with_claim_idle(std::time::Duration::from_millis(common.claim_idle_ms));
-            Ok(Arc::new(log))
+            let log = ValkeyLog::connect(
+                url,
+                &common.valkey_namespace,
+                common.partitions,
+                common.durability == Durability::Strict,
+            )
+            .await
+            .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?;
+            let log = Arc::new(log);
+            Ok(LogBackend {
+                log: log.clone(),
+                leases: log,
+            })
         }
         None => {
             if let Some(role) = standalone_role {
@@ -50,21 +74,32 @@ pub async fn open_log(common: &CommonArgs, standalone_role: Option<&str>) -> any
                 );
             }
             let dir = common.data_dir.join("log");
-            let log = EmbeddedLog::open(&dir, common.partitions).with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
-            Ok(Arc::new(log))
+            let log = EmbeddedLog::open(&dir, common.partitions)
+                .with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
+            Ok(LogBackend {
+                log: Arc::new(log),
+                leases: Arc::new(LocalLeases::new()),
+            })
         }
     }
 }
 
 async fn bind(gateway: &GatewayArgs) -> anyhow::Result<TcpListener> {
     gateway.check_exposure().map_err(anyhow::Error::msg)?;
-    TcpListener::bind(gateway.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen / STREAMSTOCK_LISTEN)", gateway.listen))
+    TcpListener::bind(gateway.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (--listen / STREAMSTOCK_LISTEN)",
+            gateway.listen
+        )
+    })
 }
 
 /// Serves the gateway on `listener` until `shutdown`.
-pub async fn serve_gateway(listener: TcpListener, state: gateway::AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve_gateway(
+    listener: TcpListener,
+    state: gateway::AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let app = NormalizePathLayer::trim_trailing_slash().layer(gateway::router(state));
     let address = listener.local_addr()?;
     tracing::info!(%address, "gateway listening; dashboard on http://{address}/");
@@ -74,29 +109,47 @@ pub async fn serve_gateway(listener: TcpListener, state: gateway::AppState, shut
         .context("gateway failed")
 }
 
-pub async fn run_all(common: CommonArgs, args: AllArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_all(
+    common: CommonArgs,
+    args: AllArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = bind(&args.gateway).await?;
     run_all_on(common, args, listener, shutdown).await
 }
 
 /// `all` on an already bound listener (tests bind port 0).
-pub async fn run_all_on(common: CommonArgs, args: AllArgs, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_all_on(
+    common: CommonArgs,
+    args: AllArgs,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let store = open_store(&common).await?;
-    let log = open_log(&common, None).await?;
+    let backend = open_log(&common, None).await?;
     let address = listener.local_addr()?;
 
     let worker = tokio::spawn(worker::run(
-        log.clone(),
+        backend.clone(),
         store.clone(),
-        WorkerOptions::new(args.batch.batch_size as usize, args.batch.batch_wait()),
+        WorkerOptions::new(&args.processing),
         shutdown.clone(),
     ));
     let simulator = (args.profile != Profile::None).then(|| {
-        let sim = Simulator::new(&format!("http://{address}"), args.gateway.api_token.clone(), args.profile);
+        let sim = Simulator::new(
+            &format!("http://{address}"),
+            args.gateway.api_token.clone(),
+            args.profile,
+        );
         let token = shutdown.clone();
         tokio::spawn(async move { sim.run(token).await })
     });
-    let state = Gateway::new(store.clone(), log, args.gateway.api_token.clone(), shutdown.clone());
+    let state = Gateway::new(
+        store.clone(),
+        backend.log,
+        args.gateway.api_token.clone(),
+        shutdown.clone(),
+    );
     let served = serve_gateway(listener, state, shutdown.clone()).await;
     // The gateway returns on shutdown (or failure): stop and drain the rest.
     shutdown.cancel();
@@ -108,28 +161,47 @@ pub async fn run_all_on(common: CommonArgs, args: AllArgs, listener: TcpListener
     served
 }
 
-pub async fn run_serve(common: CommonArgs, args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_serve(
+    common: CommonArgs,
+    args: ServeArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = bind(&args.gateway).await?;
     let store = open_store(&common).await?;
-    let log = open_log(&common, Some("serve")).await?;
-    let state = Gateway::new(store.clone(), log, args.gateway.api_token.clone(), shutdown.clone());
+    let log = open_log(&common, Some("serve")).await?.log;
+    let state = Gateway::new(
+        store.clone(),
+        log,
+        args.gateway.api_token.clone(),
+        shutdown.clone(),
+    );
     let served = serve_gateway(listener, state, shutdown).await;
     store.close().await;
     served
 }
 
-pub async fn run_worker(common: CommonArgs, args: WorkerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen / STREAMSTOCK_LISTEN)", args.listen))?;
+pub async fn run_worker(
+    common: CommonArgs,
+    args: WorkerArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (--listen / STREAMSTOCK_LISTEN)",
+            args.listen
+        )
+    })?;
     let store = open_store(&common).await?;
-    let log = open_log(&common, Some("worker")).await?;
+    let backend = open_log(&common, Some("worker")).await?;
 
     // A worker answers /health and /ready for orchestrators.
-    let probe_log = log.clone();
+    let probe_log = backend.log.clone();
     let probe_store = store.clone();
     let probes = axum::Router::new()
-        .route("/health", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/health",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
         .route(
             "/ready",
             axum::routing::get(move || {
@@ -145,9 +217,9 @@ pub async fn run_worker(common: CommonArgs, args: WorkerArgs, shutdown: Cancella
     });
 
     worker::run(
-        log,
+        backend,
         store.clone(),
-        WorkerOptions::new(args.batch.batch_size as usize, args.batch.batch_wait()),
+        WorkerOptions::new(&args.processing),
         shutdown.clone(),
     )
     .await;
@@ -168,7 +240,9 @@ pub async fn run_simulate(args: SimulateArgs, shutdown: CancellationToken) -> an
             stop.cancel();
         });
     }
-    let report = Simulator::new(&args.target, args.api_token, args.profile).run(shutdown).await;
+    let report = Simulator::new(&args.target, args.api_token, args.profile)
+        .run(shutdown)
+        .await;
     println!(
         "orders accepted: {}, refused: {}, failed: {}, restocks: {}",
         report.accepted, report.refused, report.failed, report.restocks

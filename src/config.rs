@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "streamstock", version, about = "Event-driven inventory: gateway, workers, dashboard and simulator in one binary")]
+#[command(
+    name = "streamstock",
+    version,
+    about = "Event-driven inventory: gateway, workers, dashboard and simulator in one binary"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -39,22 +43,28 @@ pub struct CommonArgs {
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Where the embedded log and the default SQLite database live.
-    #[arg(long, env = "STREAMSTOCK_DATA_DIR", default_value = "./streamstock-data", global = true)]
+    #[arg(
+        long,
+        env = "STREAMSTOCK_DATA_DIR",
+        default_value = "./streamstock-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Number of log partitions; fixed for the life of a deployment.
     #[arg(long, env = "STREAMSTOCK_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024), global = true)]
     pub partitions: u32,
     /// Prefix of every Valkey key this deployment uses.
-    #[arg(long, env = "STREAMSTOCK_VALKEY_NAMESPACE", default_value = "streamstock", global = true)]
+    #[arg(
+        long,
+        env = "STREAMSTOCK_VALKEY_NAMESPACE",
+        default_value = "streamstock",
+        global = true
+    )]
     pub valkey_namespace: String,
     /// strict: a 2xx waits until the event is on disk (Valkey WAITAOF);
     /// relaxed: it waits only for the append.
     #[arg(long, env = "STREAMSTOCK_DURABILITY", value_enum, default_value_t = Durability::Strict, global = true)]
     pub durability: Durability,
-    /// Valkey: entries a consumer left unacked this long (it likely died)
-    /// are taken over by another worker, in milliseconds.
-    #[arg(long, env = "STREAMSTOCK_CLAIM_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000), global = true)]
-    pub claim_idle_ms: u64,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 }
@@ -63,7 +73,10 @@ impl CommonArgs {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir.join("streamstock.db").display()),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.join("streamstock.db").display()
+            ),
         }
     }
 }
@@ -108,18 +121,26 @@ impl GatewayArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct BatchArgs {
+pub struct ProcessingArgs {
     /// Most events a worker applies in one transaction.
     #[arg(long, env = "STREAMSTOCK_BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
     /// How long a worker waits for a batch to fill, in milliseconds.
     #[arg(long, env = "STREAMSTOCK_BATCH_WAIT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch_wait_ms: u64,
+    /// A worker's partition leases last this long without renewal (it renews
+    /// every third of it); a dead worker's partitions move after this, in ms.
+    #[arg(long, env = "STREAMSTOCK_LEASE_TTL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub lease_ttl_ms: u64,
 }
 
-impl BatchArgs {
+impl ProcessingArgs {
     pub fn batch_wait(&self) -> Duration {
         Duration::from_millis(self.batch_wait_ms)
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
     }
 }
 
@@ -138,7 +159,7 @@ pub struct AllArgs {
     #[command(flatten)]
     pub gateway: GatewayArgs,
     #[command(flatten)]
-    pub batch: BatchArgs,
+    pub processing: ProcessingArgs,
     /// Simulator profile, or `none` to run without it.
     #[arg(long, env = "SIM_PROFILE", value_enum, default_value_t = Profile::Normal)]
     pub profile: Profile,
@@ -156,7 +177,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "STREAMSTOCK_LISTEN", default_value = "127.0.0.1:8001")]
     pub listen: SocketAddr,
     #[command(flatten)]
-    pub batch: BatchArgs,
+    pub processing: ProcessingArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -177,7 +198,9 @@ pub struct SimulateArgs {
 /// A URL fit for logs: any password (and user) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_string(),
     }
 }
@@ -188,9 +211,15 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("redis://:secret@host:6379"), "redis://***@host:6379");
+        assert_eq!(
+            redact_url("redis://:secret@host:6379"),
+            "redis://***@host:6379"
+        );
         assert_eq!(redact_url("postgres://u:p@db/x"), "postgres://***@db/x");
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]
@@ -201,7 +230,15 @@ mod tests {
 
     #[test]
     fn global_flags_go_after_the_subcommand() {
-        let cli = Cli::try_parse_from(["streamstock", "worker", "--partitions", "4", "--valkey-url", "redis://x"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "streamstock",
+            "worker",
+            "--partitions",
+            "4",
+            "--valkey-url",
+            "redis://x",
+        ])
+        .unwrap();
         assert_eq!(cli.common.partitions, 4);
         assert!(matches!(cli.command, Command::Worker(_)));
     }
@@ -214,7 +251,17 @@ mod tests {
             insecure: false,
         };
         assert!(args.check_exposure().is_err());
-        assert!(GatewayArgs { api_token: Some("t".into()), ..args.clone() }.check_exposure().is_ok());
-        assert!(GatewayArgs { insecure: true, ..args }.check_exposure().is_ok());
+        assert!(GatewayArgs {
+            api_token: Some("t".into()),
+            ..args.clone()
+        }
+        .check_exposure()
+        .is_ok());
+        assert!(GatewayArgs {
+            insecure: true,
+            ..args
+        }
+        .check_exposure()
+        .is_ok());
     }
 }

@@ -7,7 +7,9 @@ use common::{Backend, TestApp};
 use serde_json::{json, Value};
 
 fn error_code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not a JSON error: {body}"))
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a JSON error: {body}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,47 +18,94 @@ async fn bad_requests_get_clear_json_errors() {
     let product = app.create_product("ERR-1", 19.99, 5).await;
 
     // Duplicate sku.
-    let (status, body) = app.post("/api/products", &json!({ "sku": "ERR-1", "name": "Again", "price": 1 })).await;
+    let (status, body) = app
+        .post(
+            "/api/products",
+            &json!({ "sku": "ERR-1", "name": "Again", "price": 1 }),
+        )
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(error_code(&body), "conflict");
 
     // Field validation names the field.
     let cases = [
         (json!({ "sku": "", "name": "x", "price": 1 }), "sku"),
-        (json!({ "sku": "OK-1", "name": "x", "price": 1.234 }), "price"),
+        (
+            json!({ "sku": "OK-1", "name": "x", "price": 1.234 }),
+            "price",
+        ),
         (json!({ "sku": "OK-1", "name": "x", "price": -5 }), "price"),
         (json!({ "sku": "OK-1", "name": "  ", "price": 5 }), "name"),
-        (json!({ "sku": "OK-1", "name": "x", "price": 5, "initial_stock": -1 }), "initial_stock"),
+        (
+            json!({ "sku": "OK-1", "name": "x", "price": 5, "initial_stock": -1 }),
+            "initial_stock",
+        ),
         (json!({ "sku": "OK-1", "name": "x" }), "price"),
     ];
     for (body, field) in cases {
         let (status, answer) = app.post("/api/products", &body).await;
         assert_eq!(status, 422, "{body} → {answer}");
-        assert!(answer["error"]["message"].as_str().unwrap().contains(field), "{body} → {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(field),
+            "{body} → {answer}"
+        );
     }
 
     let order = |items: Value| json!({ "customer_email": "a@example.com", "items": items });
     let cases = [
-        (json!({ "customer_email": "nope", "items": [{ "product_id": product, "quantity": 1 }] }), "customer_email"),
+        (
+            json!({ "customer_email": "nope", "items": [{ "product_id": product, "quantity": 1 }] }),
+            "customer_email",
+        ),
         (order(json!([])), "items"),
-        (order(json!([{ "product_id": product, "quantity": 0 }])), "items[0].quantity"),
-        (order(json!([{ "product_id": product, "quantity": "2" }])), "items[0].quantity"),
-        (order(json!([{ "product_id": "not-a-uuid", "quantity": 1 }])), "items[0].product_id"),
-        (order(json!([{ "product_id": uuid::Uuid::now_v7(), "quantity": 1 }])), "unknown product"),
-        (order(json!([{ "product_id": product, "quantity": 1, "unit_price": 20.00 }])), "catalog price"),
+        (
+            order(json!([{ "product_id": product, "quantity": 0 }])),
+            "items[0].quantity",
+        ),
+        (
+            order(json!([{ "product_id": product, "quantity": "2" }])),
+            "items[0].quantity",
+        ),
+        (
+            order(json!([{ "product_id": "not-a-uuid", "quantity": 1 }])),
+            "items[0].product_id",
+        ),
+        (
+            order(json!([{ "product_id": uuid::Uuid::now_v7(), "quantity": 1 }])),
+            "unknown product",
+        ),
+        (
+            order(json!([{ "product_id": product, "quantity": 1, "unit_price": 20.00 }])),
+            "catalog price",
+        ),
     ];
     for (body, needle) in cases {
         let (status, answer) = app.post("/api/orders", &body).await;
         assert_eq!(status, 422, "{body} → {answer}");
-        assert!(answer["error"]["message"].as_str().unwrap().contains(needle), "{body} → {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{body} → {answer}"
+        );
     }
     // The right unit price is accepted.
-    let (status, _) = app.post("/api/orders", &order(json!([{ "product_id": product, "quantity": 1, "unit_price": 19.99 }]))).await;
+    let (status, _) = app
+        .post(
+            "/api/orders",
+            &order(json!([{ "product_id": product, "quantity": 1, "unit_price": 19.99 }])),
+        )
+        .await;
     assert_eq!(status, 202);
 
     // Malformed JSON, wrong content type, oversized body.
     let raw = |body: &'static str, content_type: &'static str| {
-        app.http.post(app.url("/api/orders")).header("content-type", content_type).body(body).send()
+        app.http
+            .post(app.url("/api/orders"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
     };
     let r = raw("{not json", "application/json").await.unwrap();
     assert_eq!(r.status(), 400);
@@ -64,11 +113,20 @@ async fn bad_requests_get_clear_json_errors() {
     let r = raw("{}", "text/plain").await.unwrap();
     assert_eq!(r.status(), 415);
     let big = "x".repeat(100 * 1024);
-    let r = app.http.post(app.url("/api/orders")).header("content-type", "application/json").body(format!("{{\"customer_email\":\"{big}\"}}")).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/api/orders"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"customer_email\":\"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 
     // Unknown things.
-    let (status, body) = app.get(&format!("/api/products/{}", uuid::Uuid::now_v7())).await;
+    let (status, body) = app
+        .get(&format!("/api/products/{}", uuid::Uuid::now_v7()))
+        .await;
     assert_eq!((status, error_code(&body)), (404, "not_found"));
     let (status, body) = app.get("/api/products/123").await;
     assert_eq!((status, error_code(&body)), (400, "invalid_path"));
@@ -78,7 +136,12 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!((status, error_code(&body)), (422, "invalid_field"));
     let (status, body) = app.get("/api/orders?limit=0").await;
     assert_eq!((status, error_code(&body)), (422, "invalid_field"));
-    let (status, _) = app.post(&format!("/api/products/{}/stock", uuid::Uuid::now_v7()), &json!({ "quantity": 1 })).await;
+    let (status, _) = app
+        .post(
+            &format!("/api/products/{}/stock", uuid::Uuid::now_v7()),
+            &json!({ "quantity": 1 }),
+        )
+        .await;
     assert_eq!(status, 404);
 
     // Nothing invalid was recorded: one order, the valid one.

@@ -43,7 +43,12 @@ async fn place_orders_until(api: Arc<Api>, products: Vec<Uuid>, stop: Instant) -
 
 /// `stock` holds each product's id and the units ever received: a receipt
 /// applied twice would show as more on hand.
-async fn assert_every_accepted_order_processed_once(api: &Api, store: &Store, accepted: &HashSet<Uuid>, stock: &[(Uuid, i64)]) {
+async fn assert_every_accepted_order_processed_once(
+    api: &Api,
+    store: &Store,
+    accepted: &HashSet<Uuid>,
+    stock: &[(Uuid, i64)],
+) {
     eprintln!("{} orders were answered 202", accepted.len());
     api.wait_for("every accepted order decided", || async {
         let mut all = Vec::new();
@@ -85,7 +90,17 @@ async fn embedded_all_survives_kill_9_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap().to_string();
     let listen = format!("127.0.0.1:{}", free_port());
-    let args = ["all", "--profile", "none", "--listen", &listen, "--data-dir", &data_dir, "--batch-wait-ms", "20"];
+    let args = [
+        "all",
+        "--profile",
+        "none",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data_dir,
+        "--batch-wait-ms",
+        "20",
+    ];
     let api = Arc::new(Api::new(&format!("http://{listen}")));
 
     let mut running = Some(Role::start("all", &args, &[]));
@@ -101,24 +116,36 @@ async fn embedded_all_survives_kill_9_under_load() {
             running = Some(Role::start("all", &args, &[]));
             api.wait_healthy().await;
         }
-        let load = tokio::spawn(place_orders_until(api.clone(), products.clone(), Instant::now() + Duration::from_millis(1500)));
+        let load = tokio::spawn(place_orders_until(
+            api.clone(),
+            products.clone(),
+            Instant::now() + Duration::from_millis(1500),
+        ));
         tokio::time::sleep(Duration::from_millis(700 + 100 * round)).await;
         running.take().expect("started above").kill_hard();
         accepted.extend(load.await.unwrap());
     }
-    assert!(accepted.len() > 20, "the load produced too few orders ({}) to mean anything", accepted.len());
+    assert!(
+        accepted.len() > 20,
+        "the load produced too few orders ({}) to mean anything",
+        accepted.len()
+    );
 
     let last = Role::start("all", &args, &[]);
     api.wait_healthy().await;
-    let store = Store::connect(&format!("sqlite://{data_dir}/streamstock.db")).await.unwrap();
+    let store = Store::connect(&format!("sqlite://{data_dir}/streamstock.db"))
+        .await
+        .unwrap();
     assert_every_accepted_order_processed_once(&api, &store, &accepted, &stock).await;
     assert!(last.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
-    // A killed worker's unacked entries are taken over after 1 s.
-    let deployment = SharedDeployment::new().await.with("STREAMSTOCK_CLAIM_IDLE_MS", "1000");
+    // A killed worker's partitions (and unacked entries) move after 1.5 s.
+    let deployment = SharedDeployment::new()
+        .await
+        .with("STREAMSTOCK_LEASE_TTL_MS", "1500");
     let env = &deployment.env;
     let listen = format!("127.0.0.1:{}", free_port());
     let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
@@ -134,7 +161,11 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
     let mut accepted = HashSet::new();
     for round in 0..3 {
         let victim = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
-        let load = tokio::spawn(place_orders_until(api.clone(), products.clone(), Instant::now() + Duration::from_millis(1500)));
+        let load = tokio::spawn(place_orders_until(
+            api.clone(),
+            products.clone(),
+            Instant::now() + Duration::from_millis(1500),
+        ));
         tokio::time::sleep(Duration::from_millis(600 + 150 * round)).await;
         victim.kill_hard();
         accepted.extend(load.await.unwrap());

@@ -11,7 +11,8 @@ use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_figures_in_chromium() {
-    let chromium = std::env::var("STREAMSTOCK_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let chromium =
+        std::env::var("STREAMSTOCK_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
         "no Chromium at {chromium}: run the suite with ./scripts/test.sh (it installs Debian's chromium) \
@@ -28,7 +29,8 @@ async fn dashboard_shows_live_figures_in_chromium() {
     }
     app.wait_until_decided(3).await;
 
-    let screenshot = std::env::temp_dir().join(format!("streamstock-dashboard-{}.png", std::process::id()));
+    let screenshot =
+        std::env::temp_dir().join(format!("streamstock-dashboard-{}.png", std::process::id()));
     let base = app.base.clone();
     let shot = screenshot.clone();
     let output = tokio::task::spawn_blocking(move || {
@@ -45,9 +47,17 @@ async fn dashboard_shows_live_figures_in_chromium() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "browser check failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "browser check failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("\"ok\":true"), "{stdout}");
-    assert!(std::fs::metadata(&screenshot).map(|m| m.len() > 10_000).unwrap_or(false), "no screenshot");
+    assert!(
+        std::fs::metadata(&screenshot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "no screenshot"
+    );
     eprintln!("dashboard screenshot: {}", screenshot.display());
     app.stop().await;
 }

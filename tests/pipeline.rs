@@ -16,7 +16,12 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     let gizmo = app.create_product("GIZMO-1", 0.35, 0).await;
 
     // Stock received after creation lands on top of the initial stock.
-    let (status, body) = app.post(&format!("/api/products/{gizmo}/stock"), &json!({ "quantity": 6 })).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/products/{gizmo}/stock"),
+            &json!({ "quantity": 6 }),
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "QUEUED");
     app.wait_for("gizmo stock", || async {
@@ -35,7 +40,8 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
             json!({ "customer_email": format!("buyer{i}@example.com"), "items": items })
         })
         .collect();
-    let answers = futures::future::join_all(orders.iter().map(|o| app.post("/api/orders", o))).await;
+    let answers =
+        futures::future::join_all(orders.iter().map(|o| app.post("/api/orders", o))).await;
     let mut totals: HashMap<Uuid, i64> = HashMap::new();
     for (status, body) in &answers {
         assert_eq!(*status, 202, "{body}");
@@ -66,12 +72,20 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
                 rejected += 1;
                 let reason = order["reason"].as_str().unwrap();
                 assert!(reason.contains("insufficient stock for"), "{reason}");
-                assert!(["WIDGET-1", "GADGET-1", "GIZMO-1"].iter().any(|s| reason.contains(s)), "{reason}");
+                assert!(
+                    ["WIDGET-1", "GADGET-1", "GIZMO-1"]
+                        .iter()
+                        .any(|s| reason.contains(s)),
+                    "{reason}"
+                );
             }
             other => panic!("order {id} ended {other}"),
         }
     }
-    assert!(confirmed > 0 && rejected > 0, "confirmed {confirmed}, rejected {rejected}");
+    assert!(
+        confirmed > 0 && rejected > 0,
+        "confirmed {confirmed}, rejected {rejected}"
+    );
 
     // No oversell, reservations match confirmed orders, revenue exact.
     let store = app.store().await;
@@ -80,14 +94,21 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     let (_, products) = app.get("/api/products").await;
     let mut reserved_total = 0;
     for p in products.as_array().unwrap() {
-        let (on_hand, reserved, available) = (p["on_hand"].as_i64().unwrap(), p["reserved"].as_i64().unwrap(), p["available"].as_i64().unwrap());
+        let (on_hand, reserved, available) = (
+            p["on_hand"].as_i64().unwrap(),
+            p["reserved"].as_i64().unwrap(),
+            p["available"].as_i64().unwrap(),
+        );
         assert!(0 <= reserved && reserved <= on_hand, "{p}");
         assert_eq!(available, on_hand - reserved);
         reserved_total += reserved;
     }
     assert!(reserved_total <= 20);
     let (_, stats) = app.get("/api/stats").await;
-    assert_eq!((stats["total_sales"].as_f64().unwrap() * 100.0).round() as i64, confirmed_cents);
+    assert_eq!(
+        (stats["total_sales"].as_f64().unwrap() * 100.0).round() as i64,
+        confirmed_cents
+    );
     assert_eq!(stats["order_count"], 60);
     assert_eq!(stats["orders_by_status"]["CONFIRMED"], confirmed);
     assert_eq!(stats["orders_by_status"]["REJECTED"], rejected);
@@ -130,10 +151,18 @@ async fn restart_loses_nothing(backend: Backend) {
     let again = TestApp::spawn_with(common).await;
     // New work after the restart is processed, and the old is still there once.
     let (status, _) = again
-        .post("/api/products/", &json!({ "sku": "KEEP-2", "name": "Second", "price": 1 }))
+        .post(
+            "/api/products/",
+            &json!({ "sku": "KEEP-2", "name": "Second", "price": 1 }),
+        )
         .await;
     assert_eq!(status, 201);
-    let (status, _) = again.post(&format!("/api/products/{product}/stock"), &json!({ "quantity": 2 })).await;
+    let (status, _) = again
+        .post(
+            &format!("/api/products/{product}/stock"),
+            &json!({ "quantity": 2 }),
+        )
+        .await;
     assert_eq!(status, 202);
     again
         .wait_for("stock after restart", || async {
@@ -141,7 +170,10 @@ async fn restart_loses_nothing(backend: Backend) {
         })
         .await;
     let (_, p) = again.get(&format!("/api/products/{product}")).await;
-    assert_eq!(p["reserved"], 3, "3 of the 5 orders were confirmed before the restart: {p}");
+    assert_eq!(
+        p["reserved"], 3,
+        "3 of the 5 orders were confirmed before the restart: {p}"
+    );
     let (_, stats) = again.get("/api/stats").await;
     assert_eq!(stats["orders_by_status"]["CONFIRMED"], 3);
     assert_eq!(stats["orders_by_status"]["REJECTED"], 2);

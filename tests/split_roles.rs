@@ -15,8 +15,16 @@ use common::process::{free_port, Role, SharedDeployment, BIN};
 async fn serve_workers_and_simulator_as_separate_processes() {
     let deployment = SharedDeployment::new().await;
     let env = &deployment.env;
-    let migrate = Command::new(BIN).arg("migrate").envs(env.iter().map(|(k, v)| (k, v))).output().unwrap();
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let migrate = Command::new(BIN)
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -35,26 +43,52 @@ async fn serve_workers_and_simulator_as_separate_processes() {
             json!([{ "product_id": tea, "quantity": 1 + i % 2 }])
         };
         let api = &api;
-        async move { api.post("/api/orders", &json!({ "customer_email": format!("s{i}@example.com"), "items": items })).await }
+        async move {
+            api.post(
+                "/api/orders",
+                &json!({ "customer_email": format!("s{i}@example.com"), "items": items }),
+            )
+            .await
+        }
     }))
     .await;
-    assert!(answers.iter().all(|(status, _)| *status == 202), "{answers:?}");
+    assert!(
+        answers.iter().all(|(status, _)| *status == 202),
+        "{answers:?}"
+    );
     api.wait_until_decided(40).await;
 
-    let store = streamstock::store::Store::connect(&deployment.database).await.unwrap();
+    let store = streamstock::store::Store::connect(&deployment.database)
+        .await
+        .unwrap();
     let violations = store.invariant_violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     let (_, stats) = api.get("/api/stats").await;
     assert_eq!(stats["order_count"], 40);
-    assert!(stats["orders_by_status"]["REJECTED"].as_i64().unwrap() > 0, "{stats}");
+    assert!(
+        stats["orders_by_status"]["REJECTED"].as_i64().unwrap() > 0,
+        "{stats}"
+    );
 
     // The simulator as its own process against the same gateway.
     let simulated = Command::new(BIN)
-        .args(["simulate", "--target", &format!("http://{listen}"), "--profile", "burst", "--duration-secs", "3"])
+        .args([
+            "simulate",
+            "--target",
+            &format!("http://{listen}"),
+            "--profile",
+            "burst",
+            "--duration-secs",
+            "3",
+        ])
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(simulated.status.success(), "{}", String::from_utf8_lossy(&simulated.stderr));
+    assert!(
+        simulated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&simulated.stderr)
+    );
     let report = String::from_utf8_lossy(&simulated.stdout);
     let accepted: u64 = report
         .split("orders accepted: ")
@@ -69,7 +103,10 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     for role in [worker_a, worker_b, gateway] {
         let name = role.name;
         let status = role.terminate();
-        assert!(status.success(), "{name} exited with {status} after SIGTERM");
+        assert!(
+            status.success(),
+            "{name} exited with {status} after SIGTERM"
+        );
     }
 }
 
@@ -78,12 +115,21 @@ fn split_roles_without_valkey_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     for role in ["worker", "serve"] {
         let out = Command::new(BIN)
-            .args([role, "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args([
+                role,
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .env_remove("STREAMSTOCK_VALKEY_URL")
             .output()
             .unwrap();
         assert!(!out.status.success(), "{role} started without a shared log");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("needs a shared event log") && stderr.contains("--valkey-url"), "{stderr}");
+        assert!(
+            stderr.contains("needs a shared event log") && stderr.contains("--valkey-url"),
+            "{stderr}"
+        );
     }
 }

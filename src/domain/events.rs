@@ -135,10 +135,7 @@ impl DomainEvent {
     /// downstream. The id is still a valid UUID v7: its timestamp is the
     /// cause's, its "random" bits a hash of (cause id, follow-up type).
     pub fn into_follow_up_of(self, cause: &Envelope) -> Envelope {
-        let digest = Uuid::new_v5(
-            &cause.event_id,
-            self.event_type().as_bytes(),
-        );
+        let digest = Uuid::new_v5(&cause.event_id, self.event_type().as_bytes());
         let millis = cause.occurred_at.timestamp_millis().max(0) as u64;
         let random: [u8; 10] = digest.as_bytes()[6..16].try_into().expect("10 bytes");
         let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();

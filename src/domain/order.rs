@@ -110,7 +110,10 @@ mod tests {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let stock = BTreeMap::from([(a, level("A", 5, 2)), (b, level("B", 1, 0))]);
         match reserve_all_or_nothing(&order(&[(a, 3), (b, 1)]), &stock) {
-            Decision::Confirm { reservations, event } => {
+            Decision::Confirm {
+                reservations,
+                event,
+            } => {
                 assert_eq!(reservations, BTreeMap::from([(a, 3), (b, 1)]));
                 assert_eq!(event.total.cents(), 400);
             }

@@ -34,7 +34,10 @@ pub async fn serve(uri: Uri) -> Response {
     }
     match Dashboard::get("index.html") {
         Some(index) => (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
             index.data,
         )
             .into_response(),

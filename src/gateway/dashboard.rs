@@ -94,7 +94,9 @@ pub fn spawn_publisher(state: AppState) {
             }
             match snapshot(&state).await {
                 Ok(snap) => {
-                    let json: Arc<str> = serde_json::to_string(&snap).expect("snapshots serialize").into();
+                    let json: Arc<str> = serde_json::to_string(&snap)
+                        .expect("snapshots serialize")
+                        .into();
                     let _ = state.dashboard.sender.send(json);
                 }
                 Err(e) => tracing::debug!(error = e.message, "dashboard snapshot failed"),

@@ -50,7 +50,12 @@ pub struct ApiPath<T>(pub T);
 pub struct ApiQuery<T>(pub T);
 
 impl Gateway {
-    pub fn new(store: Store, log: Arc<dyn EventLog>, api_token: Option<String>, shutdown: CancellationToken) -> AppState {
+    pub fn new(
+        store: Store,
+        log: Arc<dyn EventLog>,
+        api_token: Option<String>,
+        shutdown: CancellationToken,
+    ) -> AppState {
         let gateway = Arc::new(Gateway {
             store,
             log,
@@ -73,7 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders", get(orders::list).post(orders::place))
         .route("/api/orders/{id}", get(orders::one))
         .route("/api/stats", get(dashboard::stats))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token_for_writes));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_token_for_writes,
+        ));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -126,7 +134,11 @@ pub async fn readiness(log: &dyn EventLog, store: &Store) -> Response {
 
 /// With --api-token set, writes need `Authorization: Bearer <token>`.
 /// Reads stay open so the dashboard works without credentials.
-async fn require_token_for_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn require_token_for_writes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(token) = &state.api_token {
         if request.method() != axum::http::Method::GET {
             let presented = request
@@ -135,7 +147,12 @@ async fn require_token_for_writes(State(state): State<AppState>, request: Reques
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if presented != Some(token.as_str()) {
-                return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response();
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                )
+                .into_response();
             }
         }
     }

@@ -53,28 +53,47 @@ pub struct OneOrderQuery {
     pub wait: Option<u64>,
 }
 
-pub async fn place(State(state): State<AppState>, ApiJson(body): ApiJson<PlaceOrder>) -> Result<Response, ApiError> {
-    let customer_email = parse_email(&body.customer_email).map_err(|e| ApiError::invalid("customer_email", e))?;
+pub async fn place(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PlaceOrder>,
+) -> Result<Response, ApiError> {
+    let customer_email =
+        parse_email(&body.customer_email).map_err(|e| ApiError::invalid("customer_email", e))?;
     if body.items.is_empty() {
-        return Err(ApiError::invalid("items", "an order needs at least one item"));
+        return Err(ApiError::invalid(
+            "items",
+            "an order needs at least one item",
+        ));
     }
     if body.items.len() > MAX_LINES {
-        return Err(ApiError::invalid("items", format!("at most {MAX_LINES} items per order")));
+        return Err(ApiError::invalid(
+            "items",
+            format!("at most {MAX_LINES} items per order"),
+        ));
     }
     let mut lines = Vec::with_capacity(body.items.len());
     let mut total = Money::ZERO;
     for (i, item) in body.items.iter().enumerate() {
-        let quantity = parse_quantity(item.quantity).map_err(|e| ApiError::invalid(&format!("items[{i}].quantity"), e))?;
+        let quantity = parse_quantity(item.quantity)
+            .map_err(|e| ApiError::invalid(&format!("items[{i}].quantity"), e))?;
         let product = state
             .store
             .get_product(item.product_id)
             .await?
-            .ok_or_else(|| ApiError::invalid(&format!("items[{i}].product_id"), format!("unknown product {}", item.product_id)))?;
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    &format!("items[{i}].product_id"),
+                    format!("unknown product {}", item.product_id),
+                )
+            })?;
         if let Some(given) = item.unit_price {
             if given != product.price {
                 return Err(ApiError::invalid(
                     &format!("items[{i}].unit_price"),
-                    format!("{given} does not match the catalog price {} of {}", product.price, product.sku),
+                    format!(
+                        "{given} does not match the catalog price {} of {}",
+                        product.price, product.sku
+                    ),
                 ));
             }
         }
@@ -107,19 +126,33 @@ pub async fn place(State(state): State<AppState>, ApiJson(body): ApiJson<PlaceOr
         .into_response())
 }
 
-pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<OrderListQuery>) -> Result<Json<Vec<OrderView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<OrderListQuery>,
+) -> Result<Json<Vec<OrderView>>, ApiError> {
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(raw) => {
             let upper = raw.to_ascii_uppercase();
             if !ORDER_STATUSES.contains(&upper.as_str()) {
-                return Err(ApiError::invalid("status", format!("must be one of {}", ORDER_STATUSES.join(", "))));
+                return Err(ApiError::invalid(
+                    "status",
+                    format!("must be one of {}", ORDER_STATUSES.join(", ")),
+                ));
             }
             Some(upper)
         }
     };
-    let page = Page { limit: query.limit, after: query.after };
-    Ok(Json(state.store.list_orders(status.as_deref(), page.limit()?, page.after).await?))
+    let page = Page {
+        limit: query.limit,
+        after: query.after,
+    };
+    Ok(Json(
+        state
+            .store
+            .list_orders(status.as_deref(), page.limit()?, page.after)
+            .await?,
+    ))
 }
 
 /// One order. With `?wait=N` the answer waits up to N seconds for the order

@@ -41,11 +41,19 @@ pub struct ReceiveStock {
     pub quantity: i64,
 }
 
-pub async fn list(State(state): State<AppState>, ApiQuery(page): ApiQuery<Page>) -> Result<Json<Vec<ProductView>>, ApiError> {
-    Ok(Json(state.store.list_products(page.limit()?, page.after).await?))
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Vec<ProductView>>, ApiError> {
+    Ok(Json(
+        state.store.list_products(page.limit()?, page.after).await?,
+    ))
 }
 
-pub async fn one(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<ProductView>, ApiError> {
+pub async fn one(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<ProductView>, ApiError> {
     match state.store.get_product(id).await? {
         Some(product) => Ok(Json(product)),
         None => Err(ApiError::not_found(format!("product {id} not found"))),
@@ -55,15 +63,20 @@ pub async fn one(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> R
 /// Creates a product: claims the sku (409 if taken), appends
 /// `product.created` (and `stock.received` for initial stock), answers 201.
 /// The read model shows the product once a worker has applied the event.
-pub async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<CreateProduct>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateProduct>,
+) -> Result<Response, ApiError> {
     let sku = Sku::parse(&body.sku).map_err(|e| ApiError::invalid("sku", e))?;
     let name = parse_name(&body.name).map_err(|e| ApiError::invalid("name", e))?;
     let category_name = match body.category_name.as_deref() {
         None | Some("") => "General".to_string(),
         Some(raw) => parse_name(raw).map_err(|e| ApiError::invalid("category_name", e))?,
     };
-    let low_stock_threshold = parse_stock_level(body.low_stock_threshold.unwrap_or(10)).map_err(|e| ApiError::invalid("low_stock_threshold", e))?;
-    let reorder_quantity = parse_stock_level(body.reorder_quantity.unwrap_or(50)).map_err(|e| ApiError::invalid("reorder_quantity", e))?;
+    let low_stock_threshold = parse_stock_level(body.low_stock_threshold.unwrap_or(10))
+        .map_err(|e| ApiError::invalid("low_stock_threshold", e))?;
+    let reorder_quantity = parse_stock_level(body.reorder_quantity.unwrap_or(50))
+        .map_err(|e| ApiError::invalid("reorder_quantity", e))?;
     let initial_stock = match body.initial_stock {
         None | Some(0) => None,
         Some(q) => Some(parse_quantity(q).map_err(|e| ApiError::invalid("initial_stock", e))?),
@@ -72,7 +85,10 @@ pub async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<Create
 
     let product_id = Uuid::now_v7();
     if !state.store.claim_sku(sku.as_str(), product_id).await? {
-        return Err(ApiError::conflict(format!("a product with sku {} already exists", sku.as_str())));
+        return Err(ApiError::conflict(format!(
+            "a product with sku {} already exists",
+            sku.as_str()
+        )));
     }
     let now = Utc::now();
     let created = ProductCreated {
@@ -102,7 +118,13 @@ pub async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<Create
         // Same key, same partition, after the creation: applied in order.
         state
             .log
-            .append(&DomainEvent::StockReceived(StockReceived { product_id, quantity }).into_envelope(now))
+            .append(
+                &DomainEvent::StockReceived(StockReceived {
+                    product_id,
+                    quantity,
+                })
+                .into_envelope(now),
+            )
             .await?;
     }
     let body = json!({
@@ -140,7 +162,13 @@ pub async fn receive_stock(
     }
     let receipt = state
         .log
-        .append(&DomainEvent::StockReceived(StockReceived { product_id: id, quantity }).into_envelope(Utc::now()))
+        .append(
+            &DomainEvent::StockReceived(StockReceived {
+                product_id: id,
+                quantity,
+            })
+            .into_envelope(Utc::now()),
+        )
         .await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -27,7 +27,13 @@ impl Profile {
 const DEMO_CATALOG: &[(&str, &str, &str, i64, i64)] = &[
     ("LAP-001", "Laptop Pro 14", "Electronics", 129_999, 40),
     ("PHN-001", "Smartphone X", "Electronics", 79_900, 60),
-    ("HDP-001", "Noise-cancelling Headphones", "Electronics", 24_950, 80),
+    (
+        "HDP-001",
+        "Noise-cancelling Headphones",
+        "Electronics",
+        24_950,
+        80,
+    ),
     ("KBD-001", "Mechanical Keyboard", "Accessories", 8_999, 120),
     ("MSE-001", "Wireless Mouse", "Accessories", 2_999, 150),
     ("MON-001", "27\" 4K Monitor", "Electronics", 38_900, 30),
@@ -37,7 +43,9 @@ const DEMO_CATALOG: &[(&str, &str, &str, i64, i64)] = &[
     ("BAG-001", "Laptop Backpack", "Accessories", 5_999, 70),
 ];
 
-const CUSTOMERS: &[&str] = &["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"];
+const CUSTOMERS: &[&str] = &[
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+];
 
 #[derive(Debug, Deserialize)]
 struct Product {
@@ -129,10 +137,22 @@ impl Simulator {
                 }
             }
             if placed % 50 == 0 {
-                tracing::info!(accepted = report.accepted, refused = report.refused, failed = report.failed, restocks = report.restocks, "simulator progress");
+                tracing::info!(
+                    accepted = report.accepted,
+                    refused = report.refused,
+                    failed = report.failed,
+                    restocks = report.restocks,
+                    "simulator progress"
+                );
             }
         }
-        tracing::info!(accepted = report.accepted, refused = report.refused, failed = report.failed, restocks = report.restocks, "simulator stopped");
+        tracing::info!(
+            accepted = report.accepted,
+            refused = report.refused,
+            failed = report.failed,
+            restocks = report.restocks,
+            "simulator stopped"
+        );
         report
     }
 
@@ -149,7 +169,9 @@ impl Simulator {
                     seeded = true;
                 }
                 Ok(_) => {}
-                Err(e) => tracing::info!(error = %e, target = %self.target, "waiting for the gateway"),
+                Err(e) => {
+                    tracing::info!(error = %e, target = %self.target, "waiting for the gateway")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -172,7 +194,8 @@ impl Simulator {
                 "initial_stock": stock,
             });
             match self.post("/api/products").json(&body).send().await {
-                Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT => {}
+                Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT => {
+                }
                 Ok(r) => tracing::warn!(status = %r.status(), sku, "seeding a product was refused"),
                 Err(e) => tracing::warn!(error = %e, sku, "seeding a product failed"),
             }
@@ -181,7 +204,11 @@ impl Simulator {
 
     /// Ok(true) when the gateway accepted the order, Ok(false) when it
     /// refused it (4xx), Err when it could not be reached or failed.
-    async fn place_random_order(&self, rng: &mut StdRng, products: &[Product]) -> Result<bool, reqwest::Error> {
+    async fn place_random_order(
+        &self,
+        rng: &mut StdRng,
+        products: &[Product],
+    ) -> Result<bool, reqwest::Error> {
         let lines = rng.random_range(1..=3.min(products.len()));
         let items: Vec<_> = products
             .choose_multiple(rng, lines)
@@ -200,7 +227,10 @@ impl Simulator {
     /// quantity delivered.
     async fn restock_low(&self, products: &[Product]) -> u64 {
         let mut restocked = 0;
-        for p in products.iter().filter(|p| p.available < p.low_stock_threshold) {
+        for p in products
+            .iter()
+            .filter(|p| p.available < p.low_stock_threshold)
+        {
             let quantity = p.reorder_quantity.max(1);
             let sent = self
                 .post(&format!("/api/products/{}/stock", p.id))

@@ -56,8 +56,10 @@ impl StoreError {
             StoreError::Query(sqlx::Error::Database(db)) => {
                 // 40001 serialization failure, 40P01 deadlock (PostgreSQL);
                 // SQLITE_BUSY (5) and SQLITE_LOCKED (6).
-                matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "55P03"))
-                    || db.message().contains("database is locked")
+                matches!(
+                    db.code().as_deref(),
+                    Some("40001" | "40P01" | "5" | "6" | "55P03")
+                ) || db.message().contains("database is locked")
             }
             _ => false,
         }
@@ -80,20 +82,30 @@ impl Store {
     /// gateway can read while a worker writes.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (dialect, url, description) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Dialect::Postgres, url.to_string(), format!("PostgreSQL at {}", crate::config::redact_url(url)))
-        } else if let Some(path) = url.strip_prefix("sqlite://") {
-            let path = path.split('?').next().unwrap_or(path);
-            if let Some(parent) = std::path::Path::new(path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        let (dialect, url, description) =
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                (
+                    Dialect::Postgres,
+                    url.to_string(),
+                    format!("PostgreSQL at {}", crate::config::redact_url(url)),
+                )
+            } else if let Some(path) = url.strip_prefix("sqlite://") {
+                let path = path.split('?').next().unwrap_or(path);
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+                    }
                 }
-            }
-            let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
-            (Dialect::Sqlite, url, format!("SQLite at {path}"))
-        } else {
-            return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
-        };
+                let url = if url.contains('?') {
+                    url.to_string()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                (Dialect::Sqlite, url, format!("SQLite at {path}"))
+            } else {
+                return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
+            };
 
         let options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(10))
@@ -150,12 +162,12 @@ impl Store {
     }
 }
 
-
 /// Reads a UUID stored as text.
 pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<uuid::Uuid, StoreError> {
     use sqlx::Row;
     let raw: String = row.try_get(col)?;
-    uuid::Uuid::from_str(&raw).map_err(|e| StoreError::Inconsistent(format!("bad uuid in {col}: {e}")))
+    uuid::Uuid::from_str(&raw)
+        .map_err(|e| StoreError::Inconsistent(format!("bad uuid in {col}: {e}")))
 }
 
 pub fn now_millis() -> i64 {

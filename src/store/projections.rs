@@ -31,7 +31,11 @@ impl Store {
     /// Applies a batch of deliveries for consumer group `group` in one
     /// transaction. Events that cannot be decoded or applied are archived
     /// with their error instead of blocking the partition.
-    pub async fn apply_batch(&self, group: &str, deliveries: &[Delivery]) -> Result<BatchOutcome, StoreError> {
+    pub async fn apply_batch(
+        &self,
+        group: &str,
+        deliveries: &[Delivery],
+    ) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.pool().begin().await?;
         let mut outcome = BatchOutcome::default();
         let now = now_millis();
@@ -61,7 +65,14 @@ impl Store {
             }
             let error = match DomainEvent::from_envelope(envelope) {
                 Ok(event) => {
-                    apply_event(&mut tx, self.dialect(), envelope, event, &mut outcome.follow_ups).await?;
+                    apply_event(
+                        &mut tx,
+                        self.dialect(),
+                        envelope,
+                        event,
+                        &mut outcome.follow_ups,
+                    )
+                    .await?;
                     outcome.applied += 1;
                     None
                 }
@@ -88,14 +99,16 @@ impl Store {
     /// Outbox rows not yet published (left by a crash between commit and
     /// publish), oldest first.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<Envelope>, StoreError> {
-        let rows = sqlx::query("SELECT envelope FROM outbox ORDER BY created_at, event_id LIMIT $1")
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT envelope FROM outbox ORDER BY created_at, event_id LIMIT $1")
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
         rows.iter()
             .map(|row| {
                 let json: String = row.try_get("envelope")?;
-                serde_json::from_str(&json).map_err(|e| StoreError::Inconsistent(format!("outbox row: {e}")))
+                serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Inconsistent(format!("outbox row: {e}")))
             })
             .collect()
     }
@@ -161,7 +174,11 @@ async fn apply_event(
     }
 }
 
-async fn create_product(tx: &mut Tx<'_>, e: &ProductCreated, envelope: &Envelope) -> Result<(), StoreError> {
+async fn create_product(
+    tx: &mut Tx<'_>,
+    e: &ProductCreated,
+    envelope: &Envelope,
+) -> Result<(), StoreError> {
     let at = envelope.occurred_at.timestamp_millis();
     sqlx::query(
         "INSERT INTO products (id, sku, name, price_cents, category_name, low_stock_threshold, reorder_quantity, created_at) \
@@ -180,11 +197,13 @@ async fn create_product(tx: &mut Tx<'_>, e: &ProductCreated, envelope: &Envelope
     // Stock may have arrived first (different workers, same partition key
     // but no ordering across consumers yet): the inventory row is an upsert
     // on both sides so the order of the two does not matter.
-    sqlx::query("INSERT INTO inventory (product_id, updated_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(e.product_id.to_string())
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO inventory (product_id, updated_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(e.product_id.to_string())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -270,7 +289,10 @@ async fn place_and_decide(
 
     let now = now_millis();
     match reserve_all_or_nothing(order, &stock) {
-        Decision::Confirm { reservations, event } => {
+        Decision::Confirm {
+            reservations,
+            event,
+        } => {
             for (product_id, quantity) in reservations {
                 // The guard repeats the decision's check in SQL: if it ever
                 // fails, the transaction aborts rather than oversell.
@@ -300,7 +322,13 @@ async fn place_and_decide(
     }
 }
 
-async fn set_decision(tx: &mut Tx<'_>, order_id: &str, status: &str, reason: Option<&str>, now: i64) -> Result<(), StoreError> {
+async fn set_decision(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    status: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE orders SET status = $1, reason = $2, decided_at = $3 WHERE id = $4")
         .bind(status)
         .bind(reason)

@@ -122,13 +122,19 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_products(&self, limit: i64, after: Option<Uuid>) -> Result<Vec<ProductView>, StoreError> {
+    pub async fn list_products(
+        &self,
+        limit: i64,
+        after: Option<Uuid>,
+    ) -> Result<Vec<ProductView>, StoreError> {
         let after = after.map(|a| a.to_string()).unwrap_or_default();
-        let rows = sqlx::query(&format!("SELECT {PRODUCT_COLUMNS} WHERE p.id > $1 ORDER BY p.id LIMIT $2"))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {PRODUCT_COLUMNS} WHERE p.id > $1 ORDER BY p.id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(product_from_row).collect()
     }
 
@@ -140,16 +146,23 @@ impl Store {
         row.as_ref().map(product_from_row).transpose()
     }
 
-    pub async fn list_orders(&self, status: Option<&str>, limit: i64, after: Option<Uuid>) -> Result<Vec<OrderView>, StoreError> {
+    pub async fn list_orders(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+        after: Option<Uuid>,
+    ) -> Result<Vec<OrderView>, StoreError> {
         let after = after.map(|a| a.to_string()).unwrap_or_default();
         let rows = match status {
             Some(status) => {
-                sqlx::query("SELECT * FROM orders WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3")
-                    .bind(status)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(self.pool())
-                    .await?
+                sqlx::query(
+                    "SELECT * FROM orders WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(status)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
             }
             None => {
                 sqlx::query("SELECT * FROM orders WHERE id > $1 ORDER BY id LIMIT $2")
@@ -208,10 +221,17 @@ impl Store {
             )
             .bind(since)
         };
-        let total: i64 = sales(i64::MIN).fetch_one(self.pool()).await?.try_get("cents")?;
-        let today: i64 = sales(start_of_day).fetch_one(self.pool()).await?.try_get("cents")?;
+        let total: i64 = sales(i64::MIN)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("cents")?;
+        let today: i64 = sales(start_of_day)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("cents")?;
 
-        let mut orders_by_status: BTreeMap<String, i64> = ORDER_STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
+        let mut orders_by_status: BTreeMap<String, i64> =
+            ORDER_STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
         let mut order_count = 0;
         for row in sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
             .fetch_all(self.pool())
@@ -221,11 +241,12 @@ impl Store {
             order_count += n;
             orders_by_status.insert(row.try_get("status")?, n);
         }
-        let orders_last_minute: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE placed_at >= $1")
-            .bind(now - 60_000)
-            .fetch_one(self.pool())
-            .await?
-            .try_get("n")?;
+        let orders_last_minute: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE placed_at >= $1")
+                .bind(now - 60_000)
+                .fetch_one(self.pool())
+                .await?
+                .try_get("n")?;
         let row = sqlx::query(
             "SELECT COUNT(*) AS products, \
              CAST(COALESCE(SUM(CASE WHEN COALESCE(i.on_hand, 0) - COALESCE(i.reserved, 0) < p.low_stock_threshold THEN 1 ELSE 0 END), 0) AS BIGINT) AS low \
@@ -268,10 +289,14 @@ impl Store {
                 violations.push(format!("{id}: reserved {reserved} outside 0..={on_hand}"));
             }
             if on_hand != received - shipped {
-                violations.push(format!("{id}: on_hand {on_hand} != received {received} - shipped {shipped}"));
+                violations.push(format!(
+                    "{id}: on_hand {on_hand} != received {received} - shipped {shipped}"
+                ));
             }
             if reserved != confirmed {
-                violations.push(format!("{id}: reserved {reserved} != confirmed quantities {confirmed}"));
+                violations.push(format!(
+                    "{id}: reserved {reserved} != confirmed quantities {confirmed}"
+                ));
             }
         }
         let row = sqlx::query(
@@ -282,9 +307,12 @@ impl Store {
         )
         .fetch_one(self.pool())
         .await?;
-        let (by_orders, by_items): (i64, i64) = (row.try_get("by_orders")?, row.try_get("by_items")?);
+        let (by_orders, by_items): (i64, i64) =
+            (row.try_get("by_orders")?, row.try_get("by_items")?);
         if by_orders != by_items {
-            violations.push(format!("revenue {by_orders} != sum of confirmed/shipped lines {by_items}"));
+            violations.push(format!(
+                "revenue {by_orders} != sum of confirmed/shipped lines {by_items}"
+            ));
         }
         let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE status = 'PENDING'")
             .fetch_one(self.pool())

@@ -12,7 +12,7 @@
 //! are redelivered after a restart; the worker's inbox makes that harmless.
 //! The log lives in one process: split roles need Valkey.
 
-use super::{partition_for, AppendReceipt, Delivery, EntryId, EventLog, LogError};
+use super::{partition_for, AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats};
 use crate::domain::Envelope;
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
@@ -76,7 +76,10 @@ impl EmbeddedLog {
                 )));
             }
         } else {
-            write_atomically(&meta_path, &serde_json::to_vec(&serde_json::json!({ "partitions": partitions })).unwrap())?;
+            write_atomically(
+                &meta_path,
+                &serde_json::to_vec(&serde_json::json!({ "partitions": partitions })).unwrap(),
+            )?;
         }
 
         let mut files = Vec::new();
@@ -105,7 +108,11 @@ impl EmbeddedLog {
         })
     }
 
-    fn with_group<T>(&self, group: &str, f: impl FnOnce(&mut GroupState) -> T) -> Result<T, LogError> {
+    fn with_group<T>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut GroupState) -> T,
+    ) -> Result<T, LogError> {
         let mut groups = self.groups.lock().expect("group lock poisoned");
         if !groups.contains_key(group) {
             let state = self.load_group(group)?;
@@ -116,7 +123,10 @@ impl EmbeddedLog {
 
     fn load_group(&self, group: &str) -> Result<GroupState, LogError> {
         let n = self.shared.partitions.len();
-        let file = self.dir.join("groups").join(format!("{}.json", sanitize(group)));
+        let file = self
+            .dir
+            .join("groups")
+            .join(format!("{}.json", sanitize(group)));
         let mut committed = vec![0u64; n];
         if file.exists() {
             let stored: Vec<u64> = serde_json::from_slice(&fs::read(&file)?)
@@ -133,25 +143,32 @@ impl EmbeddedLog {
         })
     }
 
-    fn collect(&self, group: &str, max: usize) -> Result<Vec<Delivery>, LogError> {
+    fn collect(
+        &self,
+        group: &str,
+        partitions: &[u32],
+        max: usize,
+    ) -> Result<Vec<Delivery>, LogError> {
         self.with_group(group, |state| {
             let mut out = Vec::new();
             // Fair across partitions: take a share from each in turn, so one
             // hot partition cannot starve the others.
-            let share = (max / self.shared.partitions.len()).max(1);
+            let share = (max / partitions.len().max(1)).max(1);
             loop {
                 let before = out.len();
-                for (p, entries) in self.shared.partitions.iter().enumerate() {
+                for &p in partitions {
+                    let Some(entries) = self.shared.partitions.get(p as usize) else {
+                        continue;
+                    };
                     let entries = entries.read().expect("partition lock poisoned");
+                    let p = p as usize;
                     let mut taken = 0;
-                    while (state.next[p] as usize) < entries.len() && taken < share && out.len() < max {
+                    while (state.next[p] as usize) < entries.len()
+                        && taken < share
+                        && out.len() < max
+                    {
                         let offset = state.next[p];
-                        let entry = &entries[offset as usize];
-                        out.push(Delivery {
-                            partition: p as u32,
-                            id: EntryId { ms: 0, seq: offset },
-                            envelope: (**entry).clone(),
-                        });
+                        out.push(delivery(p as u32, offset, &entries[offset as usize]));
                         state.next[p] += 1;
                         taken += 1;
                     }
@@ -164,9 +181,23 @@ impl EmbeddedLog {
     }
 }
 
+fn delivery(partition: u32, offset: u64, entry: &Entry) -> Delivery {
+    Delivery {
+        partition,
+        id: EntryId { ms: 0, seq: offset },
+        envelope: (**entry).clone(),
+    }
+}
+
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -188,7 +219,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Reads a partition file, cutting off a torn final line (a crash during an
 /// append that was never acknowledged).
 fn load_partition(path: &Path) -> Result<(File, Vec<Entry>), LogError> {
-    let mut file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
     let mut entries = Vec::new();
     let mut good_len: u64 = 0;
     {
@@ -215,7 +250,11 @@ fn load_partition(path: &Path) -> Result<(File, Vec<Entry>), LogError> {
     Ok((file, entries))
 }
 
-fn run_writer(mut files: Vec<File>, mut rx: mpsc::UnboundedReceiver<AppendRequest>, shared: Arc<Shared>) {
+fn run_writer(
+    mut files: Vec<File>,
+    mut rx: mpsc::UnboundedReceiver<AppendRequest>,
+    shared: Arc<Shared>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -275,7 +314,8 @@ impl EventLog for EmbeddedLog {
 
     async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
         let partition = partition_for(&envelope.key, self.partitions());
-        let mut line = serde_json::to_vec(envelope).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(envelope).map_err(|e| LogError::Corrupt(e.to_string()))?;
         line.push(b'\n');
         let (done, answer) = oneshot::channel();
         self.writer
@@ -297,6 +337,7 @@ impl EventLog for EmbeddedLog {
         &self,
         group: &str,
         _consumer: &str,
+        partitions: &[u32],
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
@@ -305,7 +346,7 @@ impl EventLog for EmbeddedLog {
             // Register interest before looking, so an append between the look
             // and the wait still wakes us.
             let notified = self.shared.appended.notified();
-            let found = self.collect(group, max.max(1))?;
+            let found = self.collect(group, partitions, max.max(1))?;
             if !found.is_empty() {
                 return Ok(found);
             }
@@ -330,21 +371,51 @@ impl EventLog for EmbeddedLog {
             (state.file.clone(), state.committed.clone())
         })?;
         let (file, committed) = snapshot;
-        tokio::task::spawn_blocking(move || write_atomically(&file, &serde_json::to_vec(&committed).unwrap()))
-            .await
-            .map_err(|e| LogError::Unavailable(e.to_string()))??;
+        tokio::task::spawn_blocking(move || {
+            write_atomically(&file, &serde_json::to_vec(&committed).unwrap())
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(e.to_string()))??;
         Ok(())
     }
 
-    async fn backlog(&self, group: &str) -> Result<u64, LogError> {
-        let committed = self.with_group(group, |state| state.committed.clone())?;
-        Ok(self
-            .shared
-            .partitions
-            .iter()
-            .zip(committed)
-            .map(|(entries, c)| (entries.read().expect("partition lock poisoned").len() as u64).saturating_sub(c))
-            .sum())
+    async fn take_over(
+        &self,
+        group: &str,
+        _consumer: &str,
+        partition: u32,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let p = partition as usize;
+        let Some(entries) = self.shared.partitions.get(p) else {
+            return Ok(Vec::new());
+        };
+        self.with_group(group, |state| {
+            let entries = entries.read().expect("partition lock poisoned");
+            (state.committed[p]..state.next[p])
+                .filter(|offset| !state.acked_ahead[p].contains(offset))
+                .map(|offset| delivery(partition, offset, &entries[offset as usize]))
+                .collect()
+        })
+    }
+
+    async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
+        self.with_group(group, |state| {
+            self.shared
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(p, entries)| {
+                    let length = entries.read().expect("partition lock poisoned").len() as u64;
+                    PartitionStats {
+                        partition: p as u32,
+                        length,
+                        lag: length.saturating_sub(state.next[p]),
+                        pending: state.next[p].saturating_sub(state.committed[p])
+                            - state.acked_ahead[p].len() as u64,
+                    }
+                })
+                .collect()
+        })
     }
 
     async fn ping(&self) -> Result<(), LogError> {

@@ -3,6 +3,7 @@
 //! the zero-setup default), and the consumer-group reads workers use.
 
 pub mod embedded;
+pub mod lease;
 pub mod valkey;
 
 use crate::domain::Envelope;
@@ -61,6 +62,17 @@ pub struct Delivery {
     pub envelope: Result<Envelope, String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStats {
+    pub partition: u32,
+    /// Entries in the partition's log.
+    pub length: u64,
+    /// Entries not yet delivered to the group.
+    pub lag: u64,
+    /// Entries delivered but not acked.
+    pub pending: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("event log unavailable: {0}")]
@@ -88,21 +100,44 @@ pub trait EventLog: Send + Sync + 'static {
     /// entry is durable, so a 2xx built on it never loses the event.
     async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError>;
 
-    /// Up to `max` entries for `consumer` in `group`, across all partitions,
-    /// waiting at most `block` when there are none. Entries stay pending for
-    /// the group until acked.
+    /// Up to `max` new entries for `consumer` in `group` from `partitions`
+    /// (the ones it owns), waiting at most `block` when there are none.
+    /// Entries stay pending for the group until acked.
     async fn read_group(
         &self,
         group: &str,
         consumer: &str,
+        partitions: &[u32],
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError>;
 
+    /// Makes `consumer` the holder of every entry of `partition` that was
+    /// delivered in `group` but never acked (its previous owner died or gave
+    /// it up), and returns them in log order, to be processed before any new
+    /// entry of the partition.
+    async fn take_over(
+        &self,
+        group: &str,
+        consumer: &str,
+        partition: u32,
+    ) -> Result<Vec<Delivery>, LogError>;
+
     async fn ack(&self, group: &str, entries: &[(u32, EntryId)]) -> Result<(), LogError>;
 
+    /// Per partition: entries in the log, not yet delivered, and delivered
+    /// but not acked, for `group`.
+    async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError>;
+
     /// Entries appended but not yet acked by `group` (unread + pending).
-    async fn backlog(&self, group: &str) -> Result<u64, LogError>;
+    async fn backlog(&self, group: &str) -> Result<u64, LogError> {
+        Ok(self
+            .partition_stats(group)
+            .await?
+            .iter()
+            .map(|p| p.lag + p.pending)
+            .sum())
+    }
 
     /// Cheap reachability check for `/ready`.
     async fn ping(&self) -> Result<(), LogError>;

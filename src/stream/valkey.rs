@@ -8,22 +8,25 @@
 //! (Redis < 7.2) or without AOF run in relaxed durability, said loudly at
 //! start-up.
 
-use super::{AppendReceipt, Delivery, EntryId, EventLog, LogError};
+use super::lease::LeaseStore;
+use super::{AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats};
 use crate::domain::Envelope;
 use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::streams::XReadResponse;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FIELD: &str = "e";
 
 /// One stream entry as fred returns it: id and field map.
 type RawEntry = (String, HashMap<String, String>);
-/// Entries delivered to a consumer that has not acked them for this long are
-/// taken over by whoever reads next (the owner most likely died).
-pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// How long a command may wait for Valkey before it fails (and the gateway
+/// answers 503): fred would otherwise queue it until Valkey is back.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Blocking reads wait up to the batch wait (at most 10 s) on top of that.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -44,19 +47,20 @@ pub struct ValkeyLog {
     reader: Client,
     durability: Durability,
     groups_ready: Mutex<HashSet<String>>,
-    last_claim: Mutex<Option<Instant>>,
-    claim_idle: Duration,
 }
 
 fn unavailable(e: Error) -> LogError {
     LogError::Unavailable(e.to_string())
 }
 
-async fn connect_client(config: &Config) -> Result<Client, LogError> {
+async fn connect_client(config: &Config, command_timeout: Duration) -> Result<Client, LogError> {
     let client = Builder::from_config(config.clone())
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(5);
             c.internal_command_timeout = Duration::from_secs(10);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build()
@@ -66,11 +70,16 @@ async fn connect_client(config: &Config) -> Result<Client, LogError> {
 }
 
 impl ValkeyLog {
-    pub async fn connect(url: &str, namespace: &str, partitions: u32, want_strict: bool) -> Result<ValkeyLog, LogError> {
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        partitions: u32,
+        want_strict: bool,
+    ) -> Result<ValkeyLog, LogError> {
         let config = Config::from_url(url)
             .map_err(|e| LogError::Corrupt(format!("invalid --valkey-url: {e}")))?;
-        let client = connect_client(&config).await?;
-        let reader = connect_client(&config).await?;
+        let client = connect_client(&config, COMMAND_TIMEOUT).await?;
+        let reader = connect_client(&config, READ_TIMEOUT).await?;
 
         // The partition count is part of the data's layout: refuse to run
         // with a different one than the deployment started with.
@@ -95,7 +104,10 @@ impl ValkeyLog {
         let durability = if want_strict {
             // WAITAOF 1 0 1 fails at once where the command is missing or AOF is off.
             let probe: Result<Value, Error> = client
-                .custom(fred::cmd!("WAITAOF"), vec![Value::from(1), Value::from(0), Value::from(1)])
+                .custom(
+                    fred::cmd!("WAITAOF"),
+                    vec![Value::from(1), Value::from(0), Value::from(1)],
+                )
                 .await;
             match probe {
                 Ok(_) => Durability::Strict,
@@ -109,7 +121,9 @@ impl ValkeyLog {
                 }
             }
         } else {
-            tracing::warn!("--durability relaxed: acknowledged events can be lost if Valkey crashes");
+            tracing::warn!(
+                "--durability relaxed: acknowledged events can be lost if Valkey crashes"
+            );
             Durability::Relaxed
         };
 
@@ -121,16 +135,7 @@ impl ValkeyLog {
             reader,
             durability,
             groups_ready: Mutex::new(HashSet::new()),
-            last_claim: Mutex::new(None),
-            claim_idle: DEFAULT_CLAIM_IDLE,
         })
-    }
-
-    /// How long an entry stays pending with a silent consumer before another
-    /// takes it over (checked at most every third of that).
-    pub fn with_claim_idle(mut self, idle: Duration) -> ValkeyLog {
-        self.claim_idle = idle;
-        self
     }
 
     pub fn durability(&self) -> Durability {
@@ -151,62 +156,41 @@ impl ValkeyLog {
             return Ok(());
         }
         for p in 0..self.partitions {
-            let created: Result<Value, Error> = self.client.xgroup_create(self.stream_key(p), group, "0", true).await;
+            let created: Result<Value, Error> = self
+                .client
+                .xgroup_create(self.stream_key(p), group, "0", true)
+                .await;
             if let Err(e) = created {
                 if !e.details().contains("BUSYGROUP") {
                     return Err(unavailable(e));
                 }
             }
         }
-        self.groups_ready.lock().expect("lock").insert(group.to_string());
+        self.groups_ready
+            .lock()
+            .expect("lock")
+            .insert(group.to_string());
         Ok(())
     }
 
-    fn decode(partition: u32, id: &str, fields: &HashMap<String, String>) -> Result<Delivery, LogError> {
+    fn decode(
+        partition: u32,
+        id: &str,
+        fields: &HashMap<String, String>,
+    ) -> Result<Delivery, LogError> {
         let id: EntryId = id.parse()?;
         let envelope = match fields.get(FIELD) {
-            Some(json) => serde_json::from_str::<Envelope>(json).map_err(|e| format!("undecodable log entry: {e}")),
+            Some(json) => serde_json::from_str::<Envelope>(json)
+                .map_err(|e| format!("undecodable log entry: {e}")),
             None => Err(format!("log entry has no `{FIELD}` field")),
         };
-        Ok(Delivery { partition, id, envelope })
-    }
-
-    /// Takes over entries another consumer was given but never acked (it
-    /// probably died), so they are not stuck pending forever.
-    async fn claim_idle(&self, group: &str, consumer: &str, max: usize) -> Result<Vec<Delivery>, LogError> {
-        {
-            let mut last = self.last_claim.lock().expect("lock");
-            if last.is_some_and(|t| t.elapsed() < self.claim_idle / 3) {
-                return Ok(Vec::new());
-            }
-            *last = Some(Instant::now());
-        }
-        let mut out = Vec::new();
-        for p in 0..self.partitions {
-            let (_next, entries): (String, Vec<RawEntry>) = self
-                .client
-                .xautoclaim_values(
-                    self.stream_key(p),
-                    group,
-                    consumer,
-                    self.claim_idle.as_millis() as u64,
-                    "0-0",
-                    Some(max as u64),
-                    false,
-                )
-                .await
-                .map_err(unavailable)?;
-            for (id, fields) in entries {
-                out.push(Self::decode(p, &id, &fields)?);
-            }
-        }
-        if !out.is_empty() {
-            tracing::info!(claimed = out.len(), group, "took over idle pending entries");
-        }
-        Ok(out)
+        Ok(Delivery {
+            partition,
+            id,
+            envelope,
+        })
     }
 }
-
 
 #[async_trait]
 impl EventLog for ValkeyLog {
@@ -219,7 +203,10 @@ impl EventLog for ValkeyLog {
             Durability::Strict => "strict",
             Durability::Relaxed => "relaxed",
         };
-        format!("Valkey streams at {} ({durability} durability)", self.url_for_display)
+        format!(
+            "Valkey streams at {} ({durability} durability)",
+            self.url_for_display
+        )
     }
 
     async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
@@ -227,13 +214,22 @@ impl EventLog for ValkeyLog {
         let json = serde_json::to_string(envelope).map_err(|e| LogError::Corrupt(e.to_string()))?;
         let id: String = self
             .client
-            .xadd(self.stream_key(partition), false, None, "*", vec![(FIELD, json)])
+            .xadd(
+                self.stream_key(partition),
+                false,
+                None,
+                "*",
+                vec![(FIELD, json)],
+            )
             .await
             .map_err(unavailable)?;
         if self.durability == Durability::Strict {
             let acked: Vec<i64> = self
                 .client
-                .custom(fred::cmd!("WAITAOF"), vec![Value::from(1), Value::from(0), Value::from(5_000)])
+                .custom(
+                    fred::cmd!("WAITAOF"),
+                    vec![Value::from(1), Value::from(0), Value::from(5_000)],
+                )
                 .await
                 .map_err(unavailable)?;
             if acked.first().copied().unwrap_or(0) < 1 {
@@ -252,15 +248,16 @@ impl EventLog for ValkeyLog {
         &self,
         group: &str,
         consumer: &str,
+        partitions: &[u32],
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
         self.ensure_group(group).await?;
-        let claimed = self.claim_idle(group, consumer, max).await?;
-        if !claimed.is_empty() {
-            return Ok(claimed);
+        if partitions.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(Vec::new());
         }
-        let keys: Vec<String> = (0..self.partitions).map(|p| self.stream_key(p)).collect();
+        let keys: Vec<String> = partitions.iter().map(|&p| self.stream_key(p)).collect();
         let ids: Vec<&str> = vec![">"; keys.len()];
         let raw: Value = self
             .reader
@@ -279,7 +276,8 @@ impl EventLog for ValkeyLog {
         if raw.is_null() {
             return Ok(Vec::new());
         }
-        let response: XReadResponse<String, String, String, String> = raw.into_xread_response().map_err(unavailable)?;
+        let response: XReadResponse<String, String, String, String> =
+            raw.into_xread_response().map_err(unavailable)?;
         let mut out = Vec::new();
         for (stream, entries) in response {
             let partition = self
@@ -307,31 +305,210 @@ impl EventLog for ValkeyLog {
         Ok(())
     }
 
-    async fn backlog(&self, group: &str) -> Result<u64, LogError> {
+    async fn take_over(
+        &self,
+        group: &str,
+        consumer: &str,
+        partition: u32,
+    ) -> Result<Vec<Delivery>, LogError> {
         self.ensure_group(group).await?;
-        let mut total = 0u64;
+        let mut out = Vec::new();
+        let mut cursor = "0-0".to_string();
+        // XAUTOCLAIM with no idle minimum: we hold the partition's lease, so
+        // whoever had these entries has lost it.
+        loop {
+            let (next, entries): (String, Vec<RawEntry>) = self
+                .client
+                .xautoclaim_values(
+                    self.stream_key(partition),
+                    group,
+                    consumer,
+                    0,
+                    cursor.as_str(),
+                    Some(500),
+                    false,
+                )
+                .await
+                .map_err(unavailable)?;
+            for (id, fields) in entries {
+                out.push(Self::decode(partition, &id, &fields)?);
+            }
+            if next == "0-0" {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
+        self.ensure_group(group).await?;
+        let mut stats = Vec::new();
         for p in 0..self.partitions {
-            let groups: Vec<HashMap<String, Value>> =
-                self.client.xinfo_groups(self.stream_key(p)).await.map_err(unavailable)?;
+            let groups: Vec<HashMap<String, Value>> = self
+                .client
+                .xinfo_groups(self.stream_key(p))
+                .await
+                .map_err(unavailable)?;
             let info = groups
                 .iter()
                 .find(|g| g.get("name").and_then(|v| v.as_string()).as_deref() == Some(group));
-            if let Some(info) = info {
-                let pending = info.get("pending").and_then(|v| v.as_u64()).unwrap_or(0);
-                // `lag` is nil when Valkey cannot compute it (after deletions);
-                // fall back to the stream length, an upper bound.
-                let lag = match info.get("lag").and_then(|v| v.as_u64()) {
-                    Some(lag) => lag,
-                    None => self.client.xlen(self.stream_key(p)).await.map_err(unavailable)?,
-                };
-                total += lag + pending;
-            }
+            let length: u64 = self
+                .client
+                .xlen(self.stream_key(p))
+                .await
+                .map_err(unavailable)?;
+            let (lag, pending) = match info {
+                Some(info) => (
+                    // `lag` is nil when Valkey cannot compute it (after
+                    // deletions): the stream length is an upper bound.
+                    info.get("lag").and_then(|v| v.as_u64()).unwrap_or(length),
+                    info.get("pending").and_then(|v| v.as_u64()).unwrap_or(0),
+                ),
+                None => (length, 0),
+            };
+            stats.push(PartitionStats {
+                partition: p,
+                length,
+                lag,
+                pending,
+            });
         }
-        Ok(total)
+        Ok(stats)
     }
 
     async fn ping(&self) -> Result<(), LogError> {
         let _: String = self.client.ping(None).await.map_err(unavailable)?;
         Ok(())
+    }
+}
+
+/// Server-side scripts keep each lease operation atomic, and use Valkey's
+/// clock so workers on different hosts agree on who is alive.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"#;
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+impl ValkeyLog {
+    fn members_key(&self, group: &str) -> String {
+        format!("{}:members:{group}", self.namespace)
+    }
+
+    fn lease_key(&self, group: &str, partition: u32) -> String {
+        format!("{}:lease:{group}:{partition}", self.namespace)
+    }
+}
+
+#[async_trait]
+impl LeaseStore for ValkeyLog {
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, LogError> {
+        let mut members: Vec<String> = self
+            .client
+            .eval(
+                HEARTBEAT,
+                vec![self.members_key(group)],
+                vec![member.to_string(), ttl.as_millis().to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        members.sort();
+        Ok(members)
+    }
+
+    async fn try_acquire(
+        &self,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError> {
+        let set: Option<String> = self
+            .client
+            .set(
+                self.lease_key(group, partition),
+                member,
+                Some(Expiration::PX(ttl.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn renew(
+        &self,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError> {
+        let renewed: i64 = self
+            .client
+            .eval(
+                RENEW,
+                vec![self.lease_key(group, partition)],
+                vec![member.to_string(), ttl.as_millis().to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(renewed == 1)
+    }
+
+    async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError> {
+        let _: i64 = self
+            .client
+            .eval(
+                RELEASE,
+                vec![self.lease_key(group, partition)],
+                vec![member.to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn leave(&self, group: &str, member: &str) -> Result<(), LogError> {
+        let _: i64 = self
+            .client
+            .zrem(self.members_key(group), member)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn owners(&self, group: &str, partitions: u32) -> Result<Vec<Option<String>>, LogError> {
+        let mut owners = Vec::new();
+        for p in 0..partitions {
+            let owner: Option<String> = self
+                .client
+                .get(self.lease_key(group, p))
+                .await
+                .map_err(unavailable)?;
+            owners.push(owner);
+        }
+        Ok(owners)
     }
 }

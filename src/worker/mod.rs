@@ -3,11 +3,17 @@
 //! the follow-up events, then acks. See store::projections for the
 //! exactly-once argument.
 
+mod ownership;
+
+use crate::app::LogBackend;
+use crate::config::ProcessingArgs;
 use crate::domain::Envelope;
 use crate::store::Store;
 use crate::stream::{Delivery, EventLog};
-use std::sync::Arc;
+use ownership::Ownership;
+use std::collections::BTreeSet;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// The consumer group of the read-model processor.
@@ -16,14 +22,16 @@ pub const PROCESSOR_GROUP: &str = "processor";
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     pub group: String,
-    /// Unique per process: Valkey tracks pending entries per consumer.
+    /// Unique per process: Valkey tracks pending entries per consumer, and
+    /// leases name their holder.
     pub consumer: String,
     pub batch_size: usize,
     pub batch_wait: Duration,
+    pub lease_ttl: Duration,
 }
 
 impl WorkerOptions {
-    pub fn new(batch_size: usize, batch_wait: Duration) -> WorkerOptions {
+    pub fn new(args: &ProcessingArgs) -> WorkerOptions {
         WorkerOptions {
             group: PROCESSOR_GROUP.to_string(),
             consumer: format!(
@@ -32,8 +40,9 @@ impl WorkerOptions {
                 std::process::id(),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
-            batch_size,
-            batch_wait,
+            batch_size: args.batch_size as usize,
+            batch_wait: args.batch_wait(),
+            lease_ttl: args.lease_ttl(),
         }
     }
 }
@@ -64,16 +73,83 @@ impl Backoff {
     }
 }
 
-pub async fn run(log: Arc<dyn EventLog>, store: Store, options: WorkerOptions, shutdown: CancellationToken) {
+pub async fn run(
+    backend: LogBackend,
+    store: Store,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) {
+    let log = backend.log;
     tracing::info!(consumer = %options.consumer, group = %options.group, log = %log.describe(), database = %store.describe(), "worker started");
+    let ownership = Ownership {
+        leases: backend.leases,
+        group: options.group.clone(),
+        member: options.consumer.clone(),
+        partitions: log.partitions(),
+        ttl: options.lease_ttl,
+    };
+    let (owned_tx, mut owned_rx) = watch::channel(BTreeSet::new());
+    // The coordinator outlives the processing loop by design: it stops only
+    // after the last batch is acked, then hands the leases back.
+    let stop_coordinator = CancellationToken::new();
+    let coordinator = {
+        let stop = stop_coordinator.clone();
+        let ownership = ownership.clone();
+        tokio::spawn(async move { ownership.run(owned_tx, stop).await })
+    };
+
     relay_outbox(&*log, &store).await;
+    let mut processing: BTreeSet<u32> = BTreeSet::new();
     let mut idle_rounds = 0u32;
     while !shutdown.is_cancelled() {
+        let owned = owned_rx.borrow_and_update().clone();
+        if owned != processing {
+            tracing::info!(partitions = ?owned, "processing partitions");
+        }
+        // A partition just acquired may hold entries its previous owner read
+        // but never acked: they come first, in log order.
+        for &p in owned.difference(&processing) {
+            match log.take_over(&options.group, &options.consumer, p).await {
+                Ok(left_over) if !left_over.is_empty() => {
+                    tracing::info!(
+                        partition = p,
+                        entries = left_over.len(),
+                        "taking over unacked entries"
+                    );
+                    for chunk in left_over.chunks(options.batch_size) {
+                        if !process_batch(&*log, &store, &options, chunk, &shutdown).await {
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "taking over unacked entries failed; they stay pending")
+                }
+            }
+        }
+        processing = owned;
+        if processing.is_empty() {
+            // Nothing to do until the coordinator hands us a partition.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = owned_rx.changed() => {}
+                _ = tokio::time::sleep(options.batch_wait) => {}
+            }
+            continue;
+        }
+        let partitions: Vec<u32> = processing.iter().copied().collect();
         // The read is not cancelled on shutdown: it returns within
         // batch_wait, and dropping it mid-flight could strand entries that
         // Valkey already marked as delivered to us.
         let batch = match log
-            .read_group(&options.group, &options.consumer, options.batch_size, options.batch_wait)
+            .read_group(
+                &options.group,
+                &options.consumer,
+                &partitions,
+                options.batch_size,
+                options.batch_wait,
+            )
             .await
         {
             Ok(batch) => batch,
@@ -99,13 +175,22 @@ pub async fn run(log: Arc<dyn EventLog>, store: Store, options: WorkerOptions, s
             break;
         }
     }
+    stop_coordinator.cancel();
+    let owned = coordinator.await.unwrap_or_default();
+    ownership.release_all(&owned).await;
     tracing::info!(consumer = %options.consumer, "worker stopped");
 }
 
 /// Applies, publishes and acks one batch, retrying transient failures.
 /// Returns false if shutdown interrupted it before the ack (the entries stay
 /// pending and are redelivered; the inbox makes that harmless).
-async fn process_batch(log: &dyn EventLog, store: &Store, options: &WorkerOptions, batch: &[Delivery], shutdown: &CancellationToken) -> bool {
+async fn process_batch(
+    log: &dyn EventLog,
+    store: &Store,
+    options: &WorkerOptions,
+    batch: &[Delivery],
+    shutdown: &CancellationToken,
+) -> bool {
     let mut backoff = Backoff::new();
     let outcome = loop {
         match store.apply_batch(&options.group, batch).await {
@@ -122,7 +207,12 @@ async fn process_batch(log: &dyn EventLog, store: &Store, options: &WorkerOption
             }
         }
     };
-    tracing::debug!(applied = outcome.applied, duplicates = outcome.duplicates, failed = outcome.failed, "batch committed");
+    tracing::debug!(
+        applied = outcome.applied,
+        duplicates = outcome.duplicates,
+        failed = outcome.failed,
+        "batch committed"
+    );
 
     // Publishing is retried even during shutdown for a short while: the
     // follow-ups are safe in the outbox either way.
@@ -159,7 +249,10 @@ async fn publish(log: &dyn EventLog, store: &Store, events: &[Envelope]) -> anyh
 async fn relay_outbox(log: &dyn EventLog, store: &Store) {
     match store.pending_outbox(1000).await {
         Ok(events) if !events.is_empty() => {
-            tracing::info!(count = events.len(), "republishing follow-up events left in the outbox");
+            tracing::info!(
+                count = events.len(),
+                "republishing follow-up events left in the outbox"
+            );
             if let Err(e) = publish(log, store, &events).await {
                 tracing::warn!(error = %e, "republishing the outbox failed; will retry");
             }

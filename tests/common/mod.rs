@@ -11,7 +11,9 @@ pub mod process;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use std::time::Duration;
-use streamstock::config::{AllArgs, BatchArgs, CommonArgs, Durability, GatewayArgs, LogFormat, Profile};
+use streamstock::config::{
+    AllArgs, CommonArgs, Durability, GatewayArgs, LogFormat, ProcessingArgs, Profile,
+};
 use streamstock::store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -41,8 +43,13 @@ pub async fn fresh_postgres_database() -> String {
     sqlx::any::install_default_drivers();
     let admin = postgres_admin_url();
     let name = format!("streamstock_test_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::AnyConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create a test database");
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
     let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{name}")
 }
@@ -61,7 +68,6 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
         partitions: 4,
         valkey_namespace: format!("test-{}", Uuid::new_v4().simple()),
         durability: Durability::Strict,
-        claim_idle_ms: 30_000,
         log_format: LogFormat::Text,
     }
 }
@@ -100,14 +106,20 @@ impl TestApp {
                 api_token: None,
                 insecure: false,
             },
-            batch: BatchArgs {
+            processing: ProcessingArgs {
                 batch_size: 64,
                 batch_wait_ms: 50,
+                lease_ttl_ms: 3_000,
             },
             profile: Profile::None,
         };
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(streamstock::app::run_all_on(common.clone(), args, listener, shutdown.clone()));
+        let task = tokio::spawn(streamstock::app::run_all_on(
+            common.clone(),
+            args,
+            listener,
+            shutdown.clone(),
+        ));
         let app = TestApp {
             api: Api::new(&base),
             common,
@@ -133,7 +145,9 @@ impl TestApp {
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(&self.common.database_url()).await.expect("connect to the app's database")
+        Store::connect(&self.common.database_url())
+            .await
+            .expect("connect to the app's database")
     }
 }
 
@@ -148,7 +162,10 @@ impl Api {
     pub fn new(base: &str) -> Api {
         Api {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
         }
     }
 
@@ -175,7 +192,13 @@ impl Api {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self.http.post(self.url(path)).json(body).send().await.expect("POST");
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -212,15 +235,18 @@ impl Api {
 
     /// Waits until the log is drained and `expected` orders are decided.
     pub async fn wait_until_decided(&self, expected: i64) {
-        self.wait_for(&format!("{expected} decided orders and an empty backlog"), || async {
-            let (_, stats) = self.get("/api/stats").await;
-            let by_status = &stats["orders_by_status"];
-            let decided: i64 = ["CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"]
-                .iter()
-                .map(|s| by_status[*s].as_i64().unwrap_or(0))
-                .sum();
-            decided == expected && stats["backlog"].as_u64() == Some(0)
-        })
+        self.wait_for(
+            &format!("{expected} decided orders and an empty backlog"),
+            || async {
+                let (_, stats) = self.get("/api/stats").await;
+                let by_status = &stats["orders_by_status"];
+                let decided: i64 = ["CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"]
+                    .iter()
+                    .map(|s| by_status[*s].as_i64().unwrap_or(0))
+                    .sum();
+                decided == expected && stats["backlog"].as_u64() == Some(0)
+            },
+        )
         .await;
     }
 }

@@ -13,7 +13,11 @@ pub struct Role {
 impl Role {
     pub fn start(name: &'static str, args: &[&str], env: &[(String, String)]) -> Role {
         let mut command = Command::new(BIN);
-        command.args(args).stdout(Stdio::null()).stderr(Stdio::inherit()).env("RUST_LOG", "warn");
+        command
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env("RUST_LOG", "warn");
         command.envs(env.iter().map(|(k, v)| (k, v)));
         Role {
             name,
@@ -30,13 +34,20 @@ impl Role {
     /// SIGTERM, then the exit status within 30 s.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "{} did not stop after SIGTERM", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop after SIGTERM",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -49,9 +60,12 @@ impl Drop for Role {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
-
 
 /// One deployment shared by several processes: a fresh PostgreSQL database,
 /// a fresh Valkey namespace, and the environment that points roles at them.
@@ -68,7 +82,10 @@ impl SharedDeployment {
         let env = [
             ("STREAMSTOCK_VALKEY_URL", super::valkey_url()),
             ("DATABASE_URL", database.clone()),
-            ("STREAMSTOCK_VALKEY_NAMESPACE", format!("procs-{}", uuid::Uuid::new_v4().simple())),
+            (
+                "STREAMSTOCK_VALKEY_NAMESPACE",
+                format!("procs-{}", uuid::Uuid::new_v4().simple()),
+            ),
             ("STREAMSTOCK_PARTITIONS", "4".to_string()),
             ("STREAMSTOCK_DATA_DIR", dir.path().display().to_string()),
             ("STREAMSTOCK_BATCH_WAIT_MS", "20".to_string()),

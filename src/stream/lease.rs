@@ -1,0 +1,252 @@
+//! Partition ownership: each partition of a consumer group is processed by
+//! one worker at a time. Workers announce themselves with heartbeats; the
+//! live members, sorted by name, split the partitions round-robin
+//! (partition p belongs to member p mod n); a worker holds a partition
+//! through a lease it must renew, and takes a partition only once its lease
+//! is free. A worker that dies stops renewing: its leases expire and the
+//! others take its partitions within one lease TTL.
+
+use super::LogError;
+use async_trait::async_trait;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Marks `member` alive for `ttl`; returns every live member.
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, LogError>;
+    /// Takes the partition's lease if nobody holds it.
+    async fn try_acquire(
+        &self,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError>;
+    /// Extends a lease `member` holds; false if it was lost (expired, taken).
+    async fn renew(
+        &self,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError>;
+    /// Gives a lease back (only if `member` holds it).
+    async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError>;
+    /// Removes `member` from the live set (graceful shutdown).
+    async fn leave(&self, group: &str, member: &str) -> Result<(), LogError>;
+    /// The holder of each partition's lease, for `status`.
+    async fn owners(&self, group: &str, partitions: u32) -> Result<Vec<Option<String>>, LogError>;
+}
+
+/// The partitions `me` should own when `members` are alive: p mod n.
+pub fn fair_share(partitions: u32, members: &[String], me: &str) -> BTreeSet<u32> {
+    let mut sorted: Vec<&String> = members.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let Some(index) = sorted.iter().position(|m| m.as_str() == me) else {
+        return BTreeSet::new();
+    };
+    (0..partitions)
+        .filter(|p| (*p as usize) % sorted.len() == index)
+        .collect()
+}
+
+/// Leases for the embedded log, which lives in one process: the same rules,
+/// kept in memory, timed with tokio's clock (so tests can pause it).
+#[derive(Default)]
+pub struct LocalLeases {
+    state: Mutex<LocalState>,
+}
+
+#[derive(Default)]
+struct LocalState {
+    members: HashMap<(String, String), Instant>,
+    leases: HashMap<(String, u32), (String, Instant)>,
+}
+
+impl LocalLeases {
+    pub fn new() -> LocalLeases {
+        LocalLeases::default()
+    }
+}
+
+#[async_trait]
+impl LeaseStore for LocalLeases {
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, LogError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("lease lock");
+        state
+            .members
+            .insert((group.to_string(), member.to_string()), now + ttl);
+        state.members.retain(|_, expiry| *expiry > now);
+        let mut alive: Vec<String> = state
+            .members
+            .keys()
+            .filter(|(g, _)| g == group)
+            .map(|(_, m)| m.clone())
+            .collect();
+        alive.sort();
+        Ok(alive)
+    }
+
+    async fn try_acquire(
+        &self,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("lease lock");
+        let key = (group.to_string(), partition);
+        match state.leases.get(&key) {
+            Some((holder, expiry)) if *expiry > now && holder != member => Ok(false),
+            _ => {
+                state.leases.insert(key, (member.to_string(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn renew(
+        &self,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError> {
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("lease lock");
+        match state.leases.get_mut(&(group.to_string(), partition)) {
+            Some((holder, expiry)) if holder == member && *expiry > now => {
+                *expiry = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError> {
+        let mut state = self.state.lock().expect("lease lock");
+        let key = (group.to_string(), partition);
+        if state
+            .leases
+            .get(&key)
+            .is_some_and(|(holder, _)| holder == member)
+        {
+            state.leases.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn leave(&self, group: &str, member: &str) -> Result<(), LogError> {
+        self.state
+            .lock()
+            .expect("lease lock")
+            .members
+            .remove(&(group.to_string(), member.to_string()));
+        Ok(())
+    }
+
+    async fn owners(&self, group: &str, partitions: u32) -> Result<Vec<Option<String>>, LogError> {
+        let now = Instant::now();
+        let state = self.state.lock().expect("lease lock");
+        Ok((0..partitions)
+            .map(|p| {
+                state
+                    .leases
+                    .get(&(group.to_string(), p))
+                    .filter(|(_, expiry)| *expiry > now)
+                    .map(|(holder, _)| holder.clone())
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("w{i}")).collect()
+    }
+
+    #[test]
+    fn fair_share_covers_every_partition_once() {
+        for n in 1..=5 {
+            let members = names(n);
+            let mut seen = BTreeSet::new();
+            for m in &members {
+                let share = fair_share(8, &members, m);
+                assert!(
+                    share.len() == 8 / n || share.len() == 8 / n + 1,
+                    "{n} members: {m} gets {share:?}"
+                );
+                for p in share {
+                    assert!(seen.insert(p), "partition {p} assigned twice");
+                }
+            }
+            assert_eq!(seen.len(), 8);
+        }
+        assert!(fair_share(8, &names(2), "stranger").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_are_exclusive_until_they_expire() {
+        let leases = LocalLeases::new();
+        let ttl = Duration::from_secs(5);
+        assert!(leases.try_acquire("g", 0, "a", ttl).await.unwrap());
+        assert!(!leases.try_acquire("g", 0, "b", ttl).await.unwrap());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(leases.renew("g", 0, "a", ttl).await.unwrap());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(
+            !leases.try_acquire("g", 0, "b", ttl).await.unwrap(),
+            "renewed lease still held"
+        );
+        // a stops renewing (dies): after the TTL, b gets it and a cannot renew.
+        tokio::time::advance(Duration::from_millis(5001)).await;
+        assert!(leases.try_acquire("g", 0, "b", ttl).await.unwrap());
+        assert!(!leases.renew("g", 0, "a", ttl).await.unwrap());
+        assert_eq!(
+            leases.owners("g", 2).await.unwrap(),
+            vec![Some("b".to_string()), None]
+        );
+        leases.release("g", 0, "a").await.unwrap();
+        assert_eq!(
+            leases.owners("g", 1).await.unwrap(),
+            vec![Some("b".to_string())],
+            "only the holder releases"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_members_drop_out() {
+        let leases = LocalLeases::new();
+        let ttl = Duration::from_secs(3);
+        leases.heartbeat("g", "a", ttl).await.unwrap();
+        assert_eq!(
+            leases.heartbeat("g", "b", ttl).await.unwrap(),
+            vec!["a", "b"]
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        leases.heartbeat("g", "b", ttl).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(leases.heartbeat("g", "b", ttl).await.unwrap(), vec!["b"]);
+        leases.leave("g", "b").await.unwrap();
+        assert_eq!(leases.heartbeat("g", "c", ttl).await.unwrap(), vec!["c"]);
+    }
+}

@@ -1,0 +1,171 @@
+//! Keeps this worker's set of owned partitions up to date: heartbeats,
+//! renews its leases, gives up partitions that now belong to another member
+//! and takes the ones that are its own as soon as their lease is free.
+
+use crate::stream::lease::{fair_share, LeaseStore};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Ownership {
+    pub leases: Arc<dyn LeaseStore>,
+    pub group: String,
+    pub member: String,
+    pub partitions: u32,
+    pub ttl: Duration,
+}
+
+impl Ownership {
+    /// One round: returns the partitions held afterwards.
+    pub async fn step(
+        &self,
+        owned: &BTreeSet<u32>,
+    ) -> Result<BTreeSet<u32>, crate::stream::LogError> {
+        let members = self
+            .leases
+            .heartbeat(&self.group, &self.member, self.ttl)
+            .await?;
+        let desired = fair_share(self.partitions, &members, &self.member);
+        let mut held = BTreeSet::new();
+        for &p in owned {
+            if !desired.contains(&p) {
+                self.leases.release(&self.group, p, &self.member).await?;
+                tracing::info!(partition = p, "released partition to rebalance");
+            } else if self
+                .leases
+                .renew(&self.group, p, &self.member, self.ttl)
+                .await?
+            {
+                held.insert(p);
+            } else {
+                tracing::warn!(partition = p, "lost the lease of a partition");
+            }
+        }
+        for &p in desired.difference(owned) {
+            if self
+                .leases
+                .try_acquire(&self.group, p, &self.member, self.ttl)
+                .await?
+            {
+                tracing::info!(partition = p, "acquired partition");
+                held.insert(p);
+            }
+        }
+        Ok(held)
+    }
+
+    /// Runs rounds every third of the TTL until `stop`, publishing the owned
+    /// set. If the lease store cannot be reached for a whole TTL, this worker
+    /// can no longer know it still owns anything, and owns nothing.
+    pub async fn run(
+        self,
+        owned_tx: watch::Sender<BTreeSet<u32>>,
+        stop: CancellationToken,
+    ) -> BTreeSet<u32> {
+        let mut owned = BTreeSet::new();
+        let mut last_success = Instant::now();
+        let mut tick = tokio::time::interval(self.ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match self.step(&owned).await {
+                Ok(held) => {
+                    owned = held;
+                    last_success = Instant::now();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "partition leases could not be renewed");
+                    if last_success.elapsed() >= self.ttl && !owned.is_empty() {
+                        tracing::warn!(
+                            "leases expired while the lease store was unreachable; pausing"
+                        );
+                        owned.clear();
+                    }
+                }
+            }
+            owned_tx.send_if_modified(|current| {
+                if *current != owned {
+                    current.clone_from(&owned);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        owned
+    }
+
+    /// Gives everything back on a graceful stop, so others take over at once.
+    pub async fn release_all(&self, owned: &BTreeSet<u32>) {
+        for &p in owned {
+            if let Err(e) = self.leases.release(&self.group, p, &self.member).await {
+                tracing::warn!(partition = p, error = %e, "could not release a lease; it will expire");
+            }
+        }
+        if let Err(e) = self.leases.leave(&self.group, &self.member).await {
+            tracing::warn!(error = %e, "could not leave the group; membership will expire");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::lease::LocalLeases;
+
+    fn worker(leases: &Arc<LocalLeases>, name: &str) -> Ownership {
+        Ownership {
+            leases: leases.clone(),
+            group: "g".into(),
+            member: name.into(),
+            partitions: 8,
+            ttl: Duration::from_secs(3),
+        }
+    }
+
+    /// Two workers split 8 partitions 4/4 without ever both holding one; when
+    /// one dies, the other has all 8 within a TTL and a round.
+    #[tokio::test(start_paused = true)]
+    async fn rebalances_fairly_and_takes_over_a_dead_worker() {
+        let leases = Arc::new(LocalLeases::new());
+        let (a, b) = (worker(&leases, "a"), worker(&leases, "b"));
+        let (mut owned_a, mut owned_b) = (BTreeSet::new(), BTreeSet::new());
+        owned_a = a.step(&owned_a).await.unwrap();
+        assert_eq!(owned_a.len(), 8, "alone, a takes everything");
+
+        // b joins: it gets what is free (nothing yet), a gives its half back.
+        for _ in 0..3 {
+            owned_b = b.step(&owned_b).await.unwrap();
+            owned_a = a.step(&owned_a).await.unwrap();
+            assert!(owned_a.is_disjoint(&owned_b), "{owned_a:?} {owned_b:?}");
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!((owned_a.len(), owned_b.len()), (4, 4));
+        assert_eq!(owned_a.union(&owned_b).count(), 8);
+
+        // a dies (no more steps). b's membership view drops a after the TTL,
+        // and a's leases expire: b owns all 8.
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            owned_b = b.step(&owned_b).await.unwrap();
+        }
+        assert_eq!(owned_b.len(), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn graceful_release_hands_over_at_once() {
+        let leases = Arc::new(LocalLeases::new());
+        let (a, b) = (worker(&leases, "a"), worker(&leases, "b"));
+        let owned_a = a.step(&BTreeSet::new()).await.unwrap();
+        a.release_all(&owned_a).await;
+        let owned_b = b.step(&BTreeSet::new()).await.unwrap();
+        assert_eq!(owned_b.len(), 8, "no wait for expiry after a graceful stop");
+    }
+}
