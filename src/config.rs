@@ -31,6 +31,49 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Apply read-model migrations and exit.
     Migrate,
+    /// Partitions, owners, lag, pending and dead letters.
+    Status(StatusArgs),
+    /// Inspect, replay or purge dead-lettered events.
+    Dlq(DlqArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqAction {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append dead-lettered events to the log again, to be processed anew.
+    Replay(DlqSelection),
+    /// Delete dead letters for good.
+    Purge(DlqSelection),
+}
+
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct DlqSelection {
+    /// Dead-letter ids, as `dlq list` shows them.
+    pub ids: Vec<String>,
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -132,6 +175,13 @@ pub struct ProcessingArgs {
     /// every third of it); a dead worker's partitions move after this, in ms.
     #[arg(long, env = "STREAMSTOCK_LEASE_TTL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
     pub lease_ttl_ms: u64,
+    /// Failed attempts at an event before it goes to the dead letters.
+    #[arg(long, env = "STREAMSTOCK_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Wait before the first retry of a failed event, doubling each time
+    /// (at most 30 s), in milliseconds.
+    #[arg(long, env = "STREAMSTOCK_RETRY_BACKOFF_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub retry_backoff_ms: u64,
 }
 
 impl ProcessingArgs {

@@ -8,6 +8,7 @@
 //! - `simulator`: the traffic generator
 //! - `config`, `app`, `telemetry`, `shutdown`: the binary's edges
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod domain;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use streamstock::config::{Cli, Command};
-use streamstock::{app, shutdown, telemetry};
+use streamstock::{admin, app, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -13,6 +13,8 @@ async fn main() -> std::process::ExitCode {
         Command::Worker(args) => app::run_worker(cli.common, args, stop).await,
         Command::Simulate(args) => app::run_simulate(args, stop).await,
         Command::Migrate => app::run_migrate(cli.common).await,
+        Command::Status(args) => admin::status(cli.common, args).await,
+        Command::Dlq(args) => admin::dlq(cli.common, args.action).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -69,6 +69,19 @@ pub struct OrderRejected {
     pub reason: String,
 }
 
+/// Something an operator should see on the dashboard's alert feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRaised {
+    pub alert_id: Uuid,
+    /// What kind of alert: `dead_letter`, `low_stock`, `rejection`, ...
+    pub kind: String,
+    /// `info`, `warning` or `error`.
+    pub severity: String,
+    /// What it is about: an event id, a product id, an order id.
+    pub subject: String,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
     ProductCreated(ProductCreated),
@@ -76,6 +89,7 @@ pub enum DomainEvent {
     OrderPlaced(OrderPlaced),
     OrderConfirmed(OrderConfirmed),
     OrderRejected(OrderRejected),
+    AlertRaised(AlertRaised),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +113,7 @@ impl DomainEvent {
             DomainEvent::OrderPlaced(_) => "order.placed",
             DomainEvent::OrderConfirmed(_) => "order.confirmed",
             DomainEvent::OrderRejected(_) => "order.rejected",
+            DomainEvent::AlertRaised(_) => "alert.raised",
         }
     }
 
@@ -111,6 +126,7 @@ impl DomainEvent {
             DomainEvent::OrderPlaced(e) => e.order_id.to_string(),
             DomainEvent::OrderConfirmed(e) => e.order_id.to_string(),
             DomainEvent::OrderRejected(e) => e.order_id.to_string(),
+            DomainEvent::AlertRaised(e) => e.alert_id.to_string(),
         }
     }
 
@@ -121,6 +137,7 @@ impl DomainEvent {
             DomainEvent::OrderPlaced(e) => serde_json::to_value(e),
             DomainEvent::OrderConfirmed(e) => serde_json::to_value(e),
             DomainEvent::OrderRejected(e) => serde_json::to_value(e),
+            DomainEvent::AlertRaised(e) => serde_json::to_value(e),
         };
         value.expect("domain events always serialize")
     }
@@ -172,6 +189,7 @@ impl DomainEvent {
             "order.placed" => DomainEvent::OrderPlaced(decode(envelope)?),
             "order.confirmed" => DomainEvent::OrderConfirmed(decode(envelope)?),
             "order.rejected" => DomainEvent::OrderRejected(decode(envelope)?),
+            "alert.raised" => DomainEvent::AlertRaised(decode(envelope)?),
             other => return Err(DecodeError::UnknownType(other.to_string())),
         })
     }

@@ -5,6 +5,7 @@
 mod assets;
 mod dashboard;
 pub mod error;
+mod operations;
 mod orders;
 mod products;
 
@@ -78,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders", get(orders::list).post(orders::place))
         .route("/api/orders/{id}", get(orders::one))
         .route("/api/stats", get(dashboard::stats))
+        .route("/api/alerts", get(operations::alerts))
+        .route("/api/dead-letters", get(operations::dead_letters))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_token_for_writes,

@@ -32,6 +32,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("stored data is inconsistent: {0}")]
     Inconsistent(String),
+    /// A handler refused an event whose content it cannot apply.
+    #[error("event refused: {0}")]
+    Rejected(String),
 }
 
 impl From<sqlx::Error> for StoreError {

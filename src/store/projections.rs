@@ -96,6 +96,39 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Counts one more failed attempt at `event_id` for `group`; returns the
+    /// total so far (kept across restarts).
+    pub async fn record_failed_attempt(
+        &self,
+        group: &str,
+        event_id: &str,
+        error: &str,
+    ) -> Result<u32, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO event_attempts (group_name, event_id, attempts, last_error, updated_at) VALUES ($1, $2, 1, $3, $4) \
+             ON CONFLICT (group_name, event_id) DO UPDATE SET attempts = event_attempts.attempts + 1, \
+             last_error = excluded.last_error, updated_at = excluded.updated_at RETURNING attempts",
+        )
+        .bind(group)
+        .bind(event_id)
+        .bind(error)
+        .bind(now_millis())
+        .fetch_one(self.pool())
+        .await?;
+        let attempts: i64 = row.try_get("attempts")?;
+        Ok(attempts as u32)
+    }
+
+    /// Forgets the failed attempts of events (they were replayed).
+    pub async fn clear_attempts(&self, group: &str, event_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM event_attempts WHERE group_name = $1 AND event_id = $2")
+            .bind(group)
+            .bind(event_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Outbox rows not yet published (left by a crash between commit and
     /// publish), oldest first.
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<Envelope>, StoreError> {
@@ -171,6 +204,21 @@ async fn apply_event(
         // transaction as the decision; the decision events themselves are
         // archived (for audit and rebuild) and change nothing live.
         DomainEvent::OrderConfirmed(_) | DomainEvent::OrderRejected(_) => Ok(()),
+        DomainEvent::AlertRaised(e) => {
+            sqlx::query(
+                "INSERT INTO alerts (id, kind, severity, subject, message, raised_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(e.alert_id.to_string())
+            .bind(&e.kind)
+            .bind(&e.severity)
+            .bind(&e.subject)
+            .bind(&e.message)
+            .bind(envelope.occurred_at.timestamp_millis())
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
     }
 }
 
@@ -208,6 +256,14 @@ async fn create_product(
 }
 
 async fn receive_stock(tx: &mut Tx<'_>, e: &StockReceived) -> Result<(), StoreError> {
+    // The gateway never emits these, but the log is an open interface: a
+    // receipt that would take stock away is refused, not applied.
+    if e.quantity <= 0 {
+        return Err(StoreError::Rejected(format!(
+            "stock.received for {} has quantity {}; it must be positive",
+            e.product_id, e.quantity
+        )));
+    }
     sqlx::query(
         "INSERT INTO inventory (product_id, on_hand, received_total, updated_at) VALUES ($1, $2, $2, $3) \
          ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \

@@ -57,6 +57,16 @@ pub struct Figures {
     pub low_stock_products: i64,
 }
 
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AlertView {
+    pub id: Uuid,
+    pub kind: String,
+    pub severity: String,
+    pub subject: String,
+    pub message: String,
+    pub raised_at: DateTime<Utc>,
+}
+
 pub const ORDER_STATUSES: &[&str] = &["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
 
 fn millis_to_time(ms: i64) -> DateTime<Utc> {
@@ -209,6 +219,26 @@ impl Store {
                 .collect::<Result<_, StoreError>>()?,
         );
         Ok(Some(order))
+    }
+
+    /// Newest alerts first.
+    pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<AlertView>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM alerts ORDER BY raised_at DESC, id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AlertView {
+                    id: uuid_col(row, "id")?,
+                    kind: row.try_get("kind")?,
+                    severity: row.try_get("severity")?,
+                    subject: row.try_get("subject")?,
+                    message: row.try_get("message")?,
+                    raised_at: millis_to_time(row.try_get("raised_at")?),
+                })
+            })
+            .collect()
     }
 
     pub async fn figures(&self) -> Result<Figures, StoreError> {

@@ -12,6 +12,7 @@
 //! are redelivered after a restart; the worker's inbox makes that harmless.
 //! The log lives in one process: split roles need Valkey.
 
+use super::dead_letter::DeadLetter;
 use super::{partition_for, AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats};
 use crate::domain::Envelope;
 use async_trait::async_trait;
@@ -53,6 +54,10 @@ pub struct EmbeddedLog {
     groups: Mutex<HashMap<String, GroupState>>,
     /// Serialises offset-file writes so an older snapshot never lands last.
     persist: tokio::sync::Mutex<()>,
+    /// Dead letters per group, mirrored in `dead-letters/<group>.jsonl`.
+    dead: tokio::sync::Mutex<HashMap<String, Vec<DeadLetter>>>,
+    /// Held for the log's lifetime: one process per data dir.
+    _lock: File,
 }
 
 const META_FILE: &str = "meta.json";
@@ -63,6 +68,19 @@ impl EmbeddedLog {
     /// keys would silently move partitions and lose their order.
     pub fn open(dir: &Path, partitions: u32) -> Result<EmbeddedLog, LogError> {
         fs::create_dir_all(dir.join("groups"))?;
+        fs::create_dir_all(dir.join("dead-letters"))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        if lock.try_lock().is_err() {
+            return Err(LogError::Unavailable(format!(
+                "the embedded log in {} is in use by another streamstock process; stop it first \
+                 (split roles and concurrent tools need Valkey)",
+                dir.display()
+            )));
+        }
         let meta_path = dir.join(META_FILE);
         if meta_path.exists() {
             let meta: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path)?)
@@ -105,6 +123,8 @@ impl EmbeddedLog {
             writer: tx,
             groups: Mutex::new(HashMap::new()),
             persist: tokio::sync::Mutex::new(()),
+            dead: tokio::sync::Mutex::new(HashMap::new()),
+            _lock: lock,
         })
     }
 
@@ -187,6 +207,51 @@ fn delivery(partition: u32, offset: u64, entry: &Entry) -> Delivery {
         id: EntryId { ms: 0, seq: offset },
         envelope: (**entry).clone(),
     }
+}
+
+impl EmbeddedLog {
+    fn dead_letter_file(&self, group: &str) -> PathBuf {
+        self.dir
+            .join("dead-letters")
+            .join(format!("{}.jsonl", sanitize(group)))
+    }
+
+    /// Runs `f` on the group's dead letters, loading them on first use.
+    async fn with_dead_letters<T>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut Vec<DeadLetter>, &Path) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        let mut all = self.dead.lock().await;
+        let file = self.dead_letter_file(group);
+        if !all.contains_key(group) {
+            let mut letters = Vec::new();
+            if file.exists() {
+                for line in fs::read_to_string(&file)?
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                {
+                    match serde_json::from_str::<DeadLetter>(line) {
+                        Ok(letter) => letters.push(letter),
+                        Err(e) => {
+                            tracing::warn!(file = %file.display(), error = %e, "skipping a torn dead-letter line")
+                        }
+                    }
+                }
+            }
+            all.insert(group.to_string(), letters);
+        }
+        f(all.get_mut(group).expect("inserted above"), &file)
+    }
+}
+
+fn rewrite_dead_letters(file: &Path, letters: &[DeadLetter]) -> Result<(), LogError> {
+    let mut bytes = Vec::new();
+    for letter in letters {
+        bytes.extend(serde_json::to_vec(letter).map_err(|e| LogError::Corrupt(e.to_string()))?);
+        bytes.push(b'\n');
+    }
+    Ok(write_atomically(file, &bytes)?)
 }
 
 fn sanitize(name: &str) -> String {
@@ -416,6 +481,53 @@ impl EventLog for EmbeddedLog {
                 })
                 .collect()
         })
+    }
+
+    async fn dead_letter(&self, group: &str, letter: &DeadLetter) -> Result<String, LogError> {
+        self.with_dead_letters(group, |letters, file| {
+            let next = letters
+                .iter()
+                .filter_map(|l| l.id.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let mut letter = letter.clone();
+            letter.id = next.to_string();
+            let mut line =
+                serde_json::to_vec(&letter).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            line.push(b'\n');
+            let mut f = OpenOptions::new().create(true).append(true).open(file)?;
+            f.write_all(&line)?;
+            f.sync_data()?;
+            letters.push(letter);
+            Ok(next.to_string())
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
+        self.with_dead_letters(group, |letters, _| {
+            Ok(letters.iter().take(limit).cloned().collect())
+        })
+        .await
+    }
+
+    async fn remove_dead_letters(&self, group: &str, ids: &[String]) -> Result<u64, LogError> {
+        self.with_dead_letters(group, |letters, file| {
+            let before = letters.len();
+            letters.retain(|l| !ids.contains(&l.id));
+            let removed = (before - letters.len()) as u64;
+            if removed > 0 {
+                rewrite_dead_letters(file, letters)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn dead_letter_count(&self, group: &str) -> Result<u64, LogError> {
+        self.with_dead_letters(group, |letters, _| Ok(letters.len() as u64))
+            .await
     }
 
     async fn ping(&self) -> Result<(), LogError> {

@@ -2,12 +2,14 @@
 //! with two backends (Valkey Streams for scale-out, an embedded file log for
 //! the zero-setup default), and the consumer-group reads workers use.
 
+pub mod dead_letter;
 pub mod embedded;
 pub mod lease;
 pub mod valkey;
 
 use crate::domain::Envelope;
 use async_trait::async_trait;
+use dead_letter::DeadLetter;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -128,6 +130,17 @@ pub trait EventLog: Send + Sync + 'static {
     /// Per partition: entries in the log, not yet delivered, and delivered
     /// but not acked, for `group`.
     async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError>;
+
+    /// Stores a dead letter for `group`; returns its id.
+    async fn dead_letter(&self, group: &str, letter: &DeadLetter) -> Result<String, LogError>;
+
+    /// The oldest `limit` dead letters of `group`.
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError>;
+
+    /// Removes dead letters by id; returns how many were removed.
+    async fn remove_dead_letters(&self, group: &str, ids: &[String]) -> Result<u64, LogError>;
+
+    async fn dead_letter_count(&self, group: &str) -> Result<u64, LogError>;
 
     /// Entries appended but not yet acked by `group` (unread + pending).
     async fn backlog(&self, group: &str) -> Result<u64, LogError> {

@@ -8,6 +8,7 @@
 //! (Redis < 7.2) or without AOF run in relaxed durability, said loudly at
 //! start-up.
 
+use super::dead_letter::DeadLetter;
 use super::lease::LeaseStore;
 use super::{AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats};
 use crate::domain::Envelope;
@@ -378,6 +379,59 @@ impl EventLog for ValkeyLog {
         Ok(stats)
     }
 
+    async fn dead_letter(&self, group: &str, letter: &DeadLetter) -> Result<String, LogError> {
+        let json = serde_json::to_string(letter).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        let id: String = self
+            .client
+            .xadd(
+                self.dead_letter_key(group),
+                false,
+                None,
+                "*",
+                vec![(FIELD, json)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(id)
+    }
+
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
+        let entries: Vec<RawEntry> = self
+            .client
+            .xrange_values(self.dead_letter_key(group), "-", "+", Some(limit as u64))
+            .await
+            .map_err(unavailable)?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let json = fields
+                    .get(FIELD)
+                    .ok_or_else(|| LogError::Corrupt(format!("dead letter {id} has no body")))?;
+                let mut letter: DeadLetter = serde_json::from_str(json)
+                    .map_err(|e| LogError::Corrupt(format!("dead letter {id}: {e}")))?;
+                letter.id = id;
+                Ok(letter)
+            })
+            .collect()
+    }
+
+    async fn remove_dead_letters(&self, group: &str, ids: &[String]) -> Result<u64, LogError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.client
+            .xdel(self.dead_letter_key(group), ids.to_vec())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn dead_letter_count(&self, group: &str) -> Result<u64, LogError> {
+        self.client
+            .xlen(self.dead_letter_key(group))
+            .await
+            .map_err(unavailable)
+    }
+
     async fn ping(&self) -> Result<(), LogError> {
         let _: String = self.client.ping(None).await.map_err(unavailable)?;
         Ok(())
@@ -409,6 +463,10 @@ return 0
 impl ValkeyLog {
     fn members_key(&self, group: &str) -> String {
         format!("{}:members:{group}", self.namespace)
+    }
+
+    fn dead_letter_key(&self, group: &str) -> String {
+        format!("{}:dead-letters:{group}", self.namespace)
     }
 
     fn lease_key(&self, group: &str, partition: u32) -> String {

@@ -28,6 +28,8 @@ pub struct WorkerOptions {
     pub batch_size: usize,
     pub batch_wait: Duration,
     pub lease_ttl: Duration,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
 }
 
 impl WorkerOptions {
@@ -43,6 +45,8 @@ impl WorkerOptions {
             batch_size: args.batch_size as usize,
             batch_wait: args.batch_wait(),
             lease_ttl: args.lease_ttl(),
+            max_attempts: args.max_attempts,
+            retry_backoff: Duration::from_millis(args.retry_backoff_ms),
         }
     }
 }
@@ -191,33 +195,52 @@ async fn process_batch(
     batch: &[Delivery],
     shutdown: &CancellationToken,
 ) -> bool {
-    let mut backoff = Backoff::new();
-    let outcome = loop {
-        match store.apply_batch(&options.group, batch).await {
-            Ok(outcome) => break outcome,
-            Err(e) => {
-                if e.is_transient() {
-                    tracing::warn!(error = %e, size = batch.len(), "applying a batch failed; retrying");
-                } else {
-                    tracing::error!(error = %e, size = batch.len(), "applying a batch failed; retrying");
-                }
-                if !backoff.wait(shutdown).await {
+    // Entries no handler can ever apply go straight to the dead letters.
+    let mut applicable = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        match poison_reason(delivery) {
+            None => applicable.push(delivery.clone()),
+            Some(reason) => {
+                if !dead_letter(log, options, delivery, reason, 1, shutdown).await {
                     return false;
                 }
             }
         }
+    }
+
+    let mut backoff = Backoff::new();
+    let follow_ups = loop {
+        match store.apply_batch(&options.group, &applicable).await {
+            Ok(outcome) => {
+                tracing::debug!(
+                    applied = outcome.applied,
+                    duplicates = outcome.duplicates,
+                    "batch committed"
+                );
+                break outcome.follow_ups;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, size = applicable.len(), "applying a batch failed; retrying");
+                if !backoff.wait(shutdown).await {
+                    return false;
+                }
+            }
+            Err(e) => {
+                // Some event in the batch fails: apply them one at a time to
+                // find it, without holding back the others.
+                tracing::warn!(error = %e, size = applicable.len(), "a batch failed; applying its events one by one");
+                match apply_one_by_one(log, store, options, &applicable, shutdown).await {
+                    Some(follow_ups) => break follow_ups,
+                    None => return false,
+                }
+            }
+        }
     };
-    tracing::debug!(
-        applied = outcome.applied,
-        duplicates = outcome.duplicates,
-        failed = outcome.failed,
-        "batch committed"
-    );
 
     // Publishing is retried even during shutdown for a short while: the
     // follow-ups are safe in the outbox either way.
     let mut backoff = Backoff::new();
-    while let Err(e) = publish(log, store, &outcome.follow_ups).await {
+    while let Err(e) = publish(log, store, &follow_ups).await {
         tracing::warn!(error = %e, "publishing follow-up events failed; retrying");
         if !backoff.wait(shutdown).await {
             return false;
@@ -230,6 +253,143 @@ async fn process_batch(
         if !backoff.wait(shutdown).await {
             return false;
         }
+    }
+    true
+}
+
+/// Why an entry can never be applied, if so: it is not an envelope, or of
+/// an unknown type or newer version, or its payload does not fit its type.
+fn poison_reason(delivery: &Delivery) -> Option<String> {
+    match &delivery.envelope {
+        Err(problem) => Some(problem.clone()),
+        Ok(envelope) => crate::domain::DomainEvent::from_envelope(envelope)
+            .err()
+            .map(|e| e.to_string()),
+    }
+}
+
+/// Applies each event in its own transaction, in order. An event whose
+/// handler fails is retried with exponential backoff; its attempts are
+/// counted in the database (so they survive restarts) and after
+/// `max_attempts` it is dead-lettered and the partition moves on.
+async fn apply_one_by_one(
+    log: &dyn EventLog,
+    store: &Store,
+    options: &WorkerOptions,
+    deliveries: &[Delivery],
+    shutdown: &CancellationToken,
+) -> Option<Vec<Envelope>> {
+    let mut follow_ups = Vec::new();
+    for delivery in deliveries {
+        let single = std::slice::from_ref(delivery);
+        let mut transient = Backoff::new();
+        loop {
+            let error = match store.apply_batch(&options.group, single).await {
+                Ok(outcome) => {
+                    follow_ups.extend(outcome.follow_ups);
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    if !transient.wait(shutdown).await {
+                        return None;
+                    }
+                    continue;
+                }
+                Err(e) => e.to_string(),
+            };
+            let event_id = delivery
+                .envelope
+                .as_ref()
+                .map(|e| e.event_id.to_string())
+                .unwrap_or_default();
+            let attempts = match store
+                .record_failed_attempt(&options.group, &event_id, &error)
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not record a failed attempt; retrying");
+                    if !transient.wait(shutdown).await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            tracing::warn!(%event_id, attempts, max = options.max_attempts, %error, "event failed");
+            if attempts >= options.max_attempts {
+                if !dead_letter(log, options, delivery, error, attempts, shutdown).await {
+                    return None;
+                }
+                break;
+            }
+            let delay = options
+                .retry_backoff
+                .saturating_mul(1 << (attempts - 1).min(16))
+                .min(Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+    Some(follow_ups)
+}
+
+/// Stores the entry as a dead letter and raises an alert about it. The
+/// caller acks the entry afterwards. Returns false if shutdown came first.
+async fn dead_letter(
+    log: &dyn EventLog,
+    options: &WorkerOptions,
+    delivery: &Delivery,
+    error: String,
+    attempts: u32,
+    shutdown: &CancellationToken,
+) -> bool {
+    let letter = crate::stream::dead_letter::DeadLetter {
+        id: String::new(),
+        partition: delivery.partition,
+        entry_id: delivery.id.to_string(),
+        envelope: delivery.envelope.as_ref().ok().cloned(),
+        error,
+        attempts,
+        failed_at: chrono::Utc::now(),
+    };
+    let mut backoff = Backoff::new();
+    while let Err(e) = log.dead_letter(&options.group, &letter).await {
+        tracing::warn!(error = %e, "storing a dead letter failed; retrying");
+        if !backoff.wait(shutdown).await {
+            return false;
+        }
+    }
+    tracing::error!(
+        partition = letter.partition,
+        entry = %letter.entry_id,
+        event_type = letter.event_type(),
+        attempts,
+        error = %letter.error,
+        "event moved to the dead letters"
+    );
+    let subject = letter
+        .envelope
+        .as_ref()
+        .map(|e| e.event_id.to_string())
+        .unwrap_or_else(|| letter.entry_id.clone());
+    let alert = crate::domain::DomainEvent::AlertRaised(crate::domain::events::AlertRaised {
+        alert_id: uuid::Uuid::now_v7(),
+        kind: "dead_letter".into(),
+        severity: "error".into(),
+        subject,
+        message: format!(
+            "{} on partition {} dead-lettered after {attempts} attempt(s): {}",
+            letter.event_type(),
+            letter.partition,
+            letter.error
+        ),
+    })
+    .into_envelope(chrono::Utc::now());
+    if let Err(e) = log.append(&alert).await {
+        // The dead letter itself is stored; only the dashboard misses it.
+        tracing::warn!(error = %e, "could not raise the dead-letter alert");
     }
     true
 }

@@ -98,6 +98,15 @@ impl TestApp {
 
     /// Starts `all` with given settings (e.g. again on the same data dir).
     pub async fn spawn_with(common: CommonArgs) -> TestApp {
+        TestApp::spawn_with_processing(common, 3, 20).await
+    }
+
+    /// As `spawn_with`, with the worker's retry settings.
+    pub async fn spawn_with_processing(
+        common: CommonArgs,
+        max_attempts: u32,
+        retry_backoff_ms: u64,
+    ) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let args = AllArgs {
@@ -110,6 +119,8 @@ impl TestApp {
                 batch_size: 64,
                 batch_wait_ms: 50,
                 lease_ttl_ms: 3_000,
+                max_attempts,
+                retry_backoff_ms,
             },
             profile: Profile::None,
         };

@@ -1,0 +1,38 @@
+//! Dead letters: events a worker gave up on (undecodable, of an unknown type
+//! or newer version, or failing their handler N times), kept with the reason
+//! so an operator can inspect, replay or purge them (`streamstock dlq`).
+
+use crate::domain::Envelope;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The dead-letter entry's own id (assigned when stored).
+    #[serde(default)]
+    pub id: String,
+    pub partition: u32,
+    /// Where the event was in its partition.
+    pub entry_id: String,
+    /// The event, when it could be decoded as an envelope at all.
+    pub envelope: Option<Envelope>,
+    pub error: String,
+    pub attempts: u32,
+    pub failed_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    pub fn event_type(&self) -> &str {
+        self.envelope
+            .as_ref()
+            .map(|e| e.event_type.as_str())
+            .unwrap_or("(undecodable)")
+    }
+
+    pub fn key(&self) -> &str {
+        self.envelope
+            .as_ref()
+            .map(|e| e.key.as_str())
+            .unwrap_or("-")
+    }
+}

@@ -1,0 +1,269 @@
+//! Poison events (an unknown type, a newer version, an invalid payload, a
+//! handler that always fails, bytes that are not an event) end in the dead
+//! letters with their reason and an alert, and do not stop their partition;
+//! `streamstock dlq` lists, replays and purges them.
+
+mod common;
+
+use chrono::Utc;
+use common::process::BIN;
+use common::{Backend, TestApp};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::sync::Arc;
+use streamstock::domain::events::StockReceived;
+use streamstock::domain::{DomainEvent, Envelope};
+use streamstock::stream::embedded::EmbeddedLog;
+use streamstock::stream::valkey::ValkeyLog;
+use streamstock::stream::EventLog;
+use uuid::Uuid;
+
+/// Poison for `product`, then a good receipt of 2 units after it in the
+/// same partition (same key).
+fn poison_then_good(product: Uuid) -> Vec<Envelope> {
+    let receipt = |quantity| {
+        DomainEvent::StockReceived(StockReceived {
+            product_id: product,
+            quantity,
+        })
+        .into_envelope(Utc::now())
+    };
+    let mut unknown = receipt(1);
+    unknown.event_type = "product.teleported".into();
+    let mut newer = receipt(1);
+    newer.version = 99;
+    let mut invalid = receipt(1);
+    invalid.payload = json!({ "product_id": product, "quantity": "lots" });
+    let always_fails = receipt(-3);
+    vec![unknown, newer, invalid, always_fails, receipt(2)]
+}
+
+async fn dead_letters(app: &TestApp, want: usize) -> Vec<Value> {
+    app.wait_for(&format!("{want} dead letters"), || async {
+        app.get("/api/dead-letters")
+            .await
+            .1
+            .as_array()
+            .map_or(0, Vec::len)
+            >= want
+    })
+    .await;
+    app.get("/api/dead-letters")
+        .await
+        .1
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+async fn check_dead_letters(app: &TestApp, product: Uuid, extra: usize) {
+    // The good event behind the poison was applied: the partition moved on.
+    app.wait_for("the receipt behind the poison", || async {
+        app.get(&format!("/api/products/{product}")).await.1["on_hand"] == 7
+    })
+    .await;
+    let letters = dead_letters(app, 4 + extra).await;
+    assert_eq!(letters.len(), 4 + extra, "{letters:#?}");
+    let find = |needle: &str| {
+        letters
+            .iter()
+            .find(|l| l["error"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("no dead letter mentioning {needle}: {letters:#?}"))
+    };
+    assert_eq!(
+        find("unknown event type `product.teleported`")["attempts"],
+        1
+    );
+    assert_eq!(find("version 99")["attempts"], 1);
+    assert_eq!(find("invalid payload for `stock.received`")["attempts"], 1);
+    let failing = find("must be positive");
+    assert_eq!(failing["attempts"], 3, "retried up to --max-attempts");
+    assert_eq!(failing["envelope"]["payload"]["quantity"], -3);
+    assert!(failing["failed_at"].as_str().is_some());
+
+    app.wait_for("an alert per dead letter", || async {
+        let (_, alerts) = app.get("/api/alerts").await;
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "dead_letter")
+            .count()
+            == 4 + extra
+    })
+    .await;
+    let violations = app.store().await.invariant_violations().await.unwrap();
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_poison_goes_to_dead_letters_and_dlq_commands_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = common::isolated_settings(Backend::EmbeddedSqlite, dir.path()).await;
+    let app = TestApp::spawn_with(common.clone()).await;
+    let product = app.create_product("POISON-1", 1.00, 5).await;
+    app.stop().await;
+
+    // The embedded log belongs to one process: write the poison while the
+    // app is down, as another producer would have.
+    {
+        let log = EmbeddedLog::open(&dir.path().join("log"), common.partitions).unwrap();
+        for envelope in poison_then_good(product) {
+            log.append(&envelope).await.unwrap();
+        }
+    }
+    let app = TestApp::spawn_with(common.clone()).await;
+    check_dead_letters(&app, product, 0).await;
+    app.stop().await;
+
+    // The operator's commands, against the stopped deployment.
+    let dlq = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["dlq"])
+            .args(args)
+            .args([
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+                "--partitions",
+                "4",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dlq {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listed: Vec<Value> = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();
+    assert_eq!(listed.len(), 4);
+    let table = dlq(&["list"]);
+    assert!(
+        table.contains("product.teleported") && table.contains("must be positive"),
+        "{table}"
+    );
+    let unknown_id = listed
+        .iter()
+        .find(|l| l["envelope"]["event_type"] == "product.teleported")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(dlq(&["purge", &unknown_id]).contains("purged 1"));
+    assert!(dlq(&["replay", "--all"]).contains("replayed 3"));
+    assert!(dlq(&["list"]).contains("no dead letters"));
+
+    // Replayed, they are processed anew (and, still poison, fail anew).
+    let app = TestApp::spawn_with(common).await;
+    let letters = dead_letters(&app, 3).await;
+    assert_eq!(letters.len(), 3);
+    assert!(
+        letters.iter().any(|l| l["attempts"] == 3),
+        "the failing one got all its attempts again"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_poison_goes_to_dead_letters() {
+    let app = TestApp::spawn(Backend::ValkeyPostgres).await;
+    let product = app.create_product("POISON-2", 1.00, 5).await;
+    let log = Arc::new(
+        ValkeyLog::connect(
+            &common::valkey_url(),
+            &app.common.valkey_namespace,
+            app.common.partitions,
+            true,
+        )
+        .await
+        .unwrap(),
+    );
+    for envelope in poison_then_good(product) {
+        log.append(&envelope).await.unwrap();
+    }
+    // Bytes that are not an event at all, straight into a partition stream.
+    let raw = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&common::valkey_url()).unwrap(),
+    )
+    .build()
+    .unwrap();
+    fred::prelude::ClientLike::init(&raw).await.unwrap();
+    let _: String = fred::prelude::StreamsInterface::xadd(
+        &raw,
+        format!("{}:events:0", app.common.valkey_namespace),
+        false,
+        None,
+        "*",
+        vec![("e", "{not json")],
+    )
+    .await
+    .unwrap();
+    check_dead_letters(&app, product, 1).await;
+    let letters = dead_letters(&app, 5).await;
+    assert!(
+        letters.iter().any(
+            |l| l["envelope"].is_null() && l["error"].as_str().unwrap().contains("undecodable")
+        ),
+        "{letters:#?}"
+    );
+    app.stop().await;
+}
+
+/// The attempt count lives in the database: a restart does not give a
+/// poison event a fresh set of attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut common = common::isolated_settings(Backend::EmbeddedSqlite, dir.path()).await;
+    common.partitions = 4;
+    let app = TestApp::spawn_with(common.clone()).await;
+    let product = app.create_product("POISON-3", 1.00, 5).await;
+    app.stop().await;
+    {
+        let log = EmbeddedLog::open(&dir.path().join("log"), 4).unwrap();
+        log.append(
+            &DomainEvent::StockReceived(StockReceived {
+                product_id: product,
+                quantity: -1,
+            })
+            .into_envelope(Utc::now()),
+        )
+        .await
+        .unwrap();
+    }
+    let attempts = |app: &TestApp| {
+        let url = app.common.database_url();
+        async move {
+            let store = streamstock::store::Store::connect(&url).await.unwrap();
+            let row: Option<(i64,)> = sqlx::query_as("SELECT attempts FROM event_attempts")
+                .fetch_optional(store.pool())
+                .await
+                .unwrap();
+            row.map(|r| r.0).unwrap_or(0)
+        }
+    };
+    // Two runs that each fail once and then wait a long backoff.
+    for run in 1..=2 {
+        let app = TestApp::spawn_with_processing(common.clone(), 10, 60_000).await;
+        app.wait_for(&format!("attempt {run}"), || attempts(&app).await_eq(run))
+            .await;
+        app.stop().await;
+    }
+    // Third run allows 2 attempts: the count is already 2, so one more
+    // failure (the third) dead-letters it. A reset count would stop at 2.
+    let app = TestApp::spawn_with_processing(common, 2, 10).await;
+    let letters = dead_letters(&app, 1).await;
+    assert_eq!(letters[0]["attempts"], 3, "{letters:#?}");
+    app.stop().await;
+}
+
+trait AwaitEq {
+    async fn await_eq(self, want: i64) -> bool;
+}
+
+impl<F: std::future::Future<Output = i64>> AwaitEq for F {
+    async fn await_eq(self, want: i64) -> bool {
+        self.await == want
+    }
+}
