@@ -128,7 +128,7 @@ impl Simulator {
                 }
             }
             placed += 1;
-            if placed % 10 == 0 {
+            if placed.is_multiple_of(10) {
                 if let Ok(fresh) = self.products().await {
                     report.restocks += self.restock_low(&fresh).await;
                     if !fresh.is_empty() {
@@ -136,7 +136,7 @@ impl Simulator {
                     }
                 }
             }
-            if placed % 50 == 0 {
+            if placed.is_multiple_of(50) {
                 tracing::info!(
                     accepted = report.accepted,
                     refused = report.refused,

@@ -169,7 +169,7 @@ pub async fn run(
             idle_rounds += 1;
             // Leftovers of a crash between commit and publish, checked when
             // there is nothing else to do.
-            if idle_rounds % 5 == 0 {
+            if idle_rounds.is_multiple_of(5) {
                 relay_outbox(&*log, &store).await;
             }
             continue;
