@@ -34,6 +34,30 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     let api = Api::new(&format!("http://{listen}"));
     api.wait_healthy().await;
 
+    // The two workers split the 4 partitions 2/2, each owned by one of them.
+    let status = || {
+        let out = Command::new(BIN)
+            .args(["status", "--json"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let owner_counts = |report: &serde_json::Value| {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for p in report["partitions"].as_array().unwrap() {
+            if let Some(owner) = p["owner"].as_str() {
+                *counts.entry(owner.to_string()).or_default() += 1;
+            }
+        }
+        counts
+    };
+    api.wait_for("two workers owning two partitions each", || async {
+        owner_counts(&status()).values().copied().collect::<Vec<_>>() == vec![2, 2]
+    })
+    .await;
+
     let tea = api.create_product("TEA-1", 4.20, 15).await;
     let pot = api.create_product("POT-1", 35.00, 3).await;
     let answers = futures::future::join_all((0..40).map(|i| {
@@ -100,7 +124,19 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     api.wait_until_decided(40 + accepted as i64).await;
     assert!(store.invariant_violations().await.unwrap().is_empty());
 
-    for role in [worker_a, worker_b, gateway] {
+    let report = status();
+    assert_eq!(report["lag"], 0, "{report}");
+    assert_eq!(report["pending"], 0, "{report}");
+    assert_eq!(report["dead_letters"], 0, "{report}");
+
+    // A worker stopped with SIGTERM hands its partitions over at once.
+    assert!(worker_a.terminate().success());
+    api.wait_for("the other worker owning all four partitions", || async {
+        owner_counts(&status()).values().copied().collect::<Vec<_>>() == vec![4]
+    })
+    .await;
+
+    for role in [worker_b, gateway] {
         let name = role.name;
         let status = role.terminate();
         assert!(
