@@ -196,6 +196,7 @@ pub async fn run_worker(
 
     // A worker answers /health and /ready for orchestrators.
     let probe_log = backend.log.clone();
+    let metrics_log = backend.log.clone();
     let probe_store = store.clone();
     let probes = axum::Router::new()
         .route(
@@ -208,6 +209,10 @@ pub async fn run_worker(
                 let (log, store) = (probe_log.clone(), probe_store.clone());
                 async move { gateway::readiness(&*log, &store).await }
             }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || crate::metrics::serve(metrics_log.clone())),
         );
     let probe_shutdown = shutdown.clone();
     let probe_server = tokio::spawn(async move {

@@ -13,6 +13,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod metrics;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;

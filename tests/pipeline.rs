@@ -113,6 +113,42 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     assert_eq!(stats["orders_by_status"]["CONFIRMED"], confirmed);
     assert_eq!(stats["orders_by_status"]["REJECTED"], rejected);
 
+    // Prometheus metrics of both roles (gateway and worker run in `all`).
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {prefix} in:\n{metrics}"))
+    };
+    // 5 product/stock events, 60 orders and their 60 decisions.
+    assert!(value("streamstock_events_processed_total{status=\"applied\"}") >= 125.0);
+    assert_eq!(
+        value("streamstock_events_appended_total{type=\"order.placed\",result=\"ok\"}"),
+        60.0
+    );
+    assert_eq!(value("streamstock_worker_up"), 1.0);
+    assert_eq!(value("streamstock_dead_letters"), 0.0);
+    assert!(value("streamstock_batch_duration_seconds_count") > 0.0);
+    assert!(
+        metrics.contains("streamstock_partition_owned{partition=\"3\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("streamstock_partition_lag{partition=\"0\"} 0"),
+        "{metrics}"
+    );
+
     // One order in full, with its lines at the catalog price.
     let first = listed[0]["order_id"].as_str().unwrap();
     let (status, order) = app.get(&format!("/api/orders/{first}")).await;

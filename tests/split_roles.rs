@@ -41,7 +41,11 @@ async fn serve_workers_and_simulator_as_separate_processes() {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let owner_counts = |report: &serde_json::Value| {
@@ -54,7 +58,11 @@ async fn serve_workers_and_simulator_as_separate_processes() {
         counts
     };
     api.wait_for("two workers owning two partitions each", || async {
-        owner_counts(&status()).values().copied().collect::<Vec<_>>() == vec![2, 2]
+        owner_counts(&status())
+            .values()
+            .copied()
+            .collect::<Vec<_>>()
+            == vec![2, 2]
     })
     .await;
 
@@ -132,7 +140,11 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     // A worker stopped with SIGTERM hands its partitions over at once.
     assert!(worker_a.terminate().success());
     api.wait_for("the other worker owning all four partitions", || async {
-        owner_counts(&status()).values().copied().collect::<Vec<_>>() == vec![4]
+        owner_counts(&status())
+            .values()
+            .copied()
+            .collect::<Vec<_>>()
+            == vec![4]
     })
     .await;
 

@@ -65,6 +65,7 @@ impl Gateway {
             shutdown,
         });
         dashboard::spawn_publisher(gateway.clone());
+        crate::metrics::spawn_log_gauges(gateway.log.clone(), gateway.shutdown.clone());
         gateway
     }
 }
@@ -89,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/ws/dashboard", get(dashboard::websocket))
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| crate::metrics::serve(state.log.clone())),
+        )
         .merge(api)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -160,6 +165,21 @@ async fn require_token_for_writes(
         }
     }
     next.run(request).await
+}
+
+impl Gateway {
+    /// Appends an event durably, recording its latency and outcome.
+    pub async fn append(
+        &self,
+        envelope: &crate::domain::Envelope,
+    ) -> Result<crate::stream::AppendReceipt, crate::stream::LogError> {
+        let started = std::time::Instant::now();
+        let result = self.log.append(envelope).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(crate::metrics::EVENTS_APPENDED, "type" => envelope.event_type.clone(), "result" => outcome).increment(1);
+        metrics::histogram!(crate::metrics::APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+        result
+    }
 }
 
 /// Paging parameters shared by the list routes.

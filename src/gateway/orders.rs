@@ -112,7 +112,7 @@ pub async fn place(
         items: lines,
         total,
     });
-    let receipt = state.log.append(&event.into_envelope(Utc::now())).await?;
+    let receipt = state.append(&event.into_envelope(Utc::now())).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/api/orders/{order_id}"))],

@@ -101,7 +101,6 @@ pub async fn create(
         reorder_quantity,
     };
     let receipt = match state
-        .log
         .append(&DomainEvent::ProductCreated(created.clone()).into_envelope(now))
         .await
     {
@@ -117,7 +116,6 @@ pub async fn create(
     if let Some(quantity) = initial_stock {
         // Same key, same partition, after the creation: applied in order.
         state
-            .log
             .append(
                 &DomainEvent::StockReceived(StockReceived {
                     product_id,
@@ -161,7 +159,6 @@ pub async fn receive_stock(
         return Err(ApiError::not_found(format!("product {id} not found")));
     }
     let receipt = state
-        .log
         .append(
             &DomainEvent::StockReceived(StockReceived {
                 product_id: id,

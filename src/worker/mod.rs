@@ -102,6 +102,8 @@ pub async fn run(
         tokio::spawn(async move { ownership.run(owned_tx, stop).await })
     };
 
+    crate::metrics::spawn_log_gauges(log.clone(), stop_coordinator.clone());
+    metrics::gauge!(crate::metrics::WORKER_UP).set(1.0);
     relay_outbox(&*log, &store).await;
     let mut processing: BTreeSet<u32> = BTreeSet::new();
     let mut idle_rounds = 0u32;
@@ -182,6 +184,7 @@ pub async fn run(
     stop_coordinator.cancel();
     let owned = coordinator.await.unwrap_or_default();
     ownership.release_all(&owned).await;
+    metrics::gauge!(crate::metrics::WORKER_UP).set(0.0);
     tracing::info!(consumer = %options.consumer, "worker stopped");
 }
 
@@ -195,6 +198,7 @@ async fn process_batch(
     batch: &[Delivery],
     shutdown: &CancellationToken,
 ) -> bool {
+    let started = std::time::Instant::now();
     // Entries no handler can ever apply go straight to the dead letters.
     let mut applicable = Vec::with_capacity(batch.len());
     for delivery in batch {
@@ -217,6 +221,7 @@ async fn process_batch(
                     duplicates = outcome.duplicates,
                     "batch committed"
                 );
+                record_outcome(&outcome);
                 break outcome.follow_ups;
             }
             Err(e) if e.is_transient() => {
@@ -254,7 +259,24 @@ async fn process_batch(
             return false;
         }
     }
+    metrics::histogram!(crate::metrics::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+    let now = chrono::Utc::now();
+    for envelope in applicable.iter().filter_map(|d| d.envelope.as_ref().ok()) {
+        let latency = (now - envelope.occurred_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as f64
+            / 1e6;
+        metrics::histogram!(crate::metrics::EVENT_LATENCY_SECONDS).record(latency);
+    }
     true
+}
+
+fn record_outcome(outcome: &crate::store::projections::BatchOutcome) {
+    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "applied")
+        .increment(outcome.applied as u64);
+    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "duplicate")
+        .increment(outcome.duplicates as u64);
 }
 
 /// Why an entry can never be applied, if so: it is not an envelope, or of
@@ -286,6 +308,7 @@ async fn apply_one_by_one(
         loop {
             let error = match store.apply_batch(&options.group, single).await {
                 Ok(outcome) => {
+                    record_outcome(&outcome);
                     follow_ups.extend(outcome.follow_ups);
                     break;
                 }
@@ -316,6 +339,8 @@ async fn apply_one_by_one(
                 }
             };
             tracing::warn!(%event_id, attempts, max = options.max_attempts, %error, "event failed");
+            metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "failed_attempt")
+                .increment(1);
             if attempts >= options.max_attempts {
                 if !dead_letter(log, options, delivery, error, attempts, shutdown).await {
                     return None;
@@ -361,6 +386,7 @@ async fn dead_letter(
             return false;
         }
     }
+    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "dead_lettered").increment(1);
     tracing::error!(
         partition = letter.partition,
         entry = %letter.entry_id,

@@ -1,0 +1,108 @@
+//! Prometheus metrics for every role, served as text on `/metrics`.
+//! One process-wide recorder; roles record through the `metrics` macros.
+
+use crate::stream::EventLog;
+use crate::worker::PROCESSOR_GROUP;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const EVENTS_PROCESSED: &str = "streamstock_events_processed_total";
+pub const BATCH_SECONDS: &str = "streamstock_batch_duration_seconds";
+pub const EVENT_LATENCY_SECONDS: &str = "streamstock_event_latency_seconds";
+pub const EVENTS_APPENDED: &str = "streamstock_events_appended_total";
+pub const APPEND_SECONDS: &str = "streamstock_append_duration_seconds";
+pub const PARTITION_LAG: &str = "streamstock_partition_lag";
+pub const PARTITION_PENDING: &str = "streamstock_partition_pending";
+pub const PARTITION_OWNED: &str = "streamstock_partition_owned";
+pub const DEAD_LETTERS: &str = "streamstock_dead_letters";
+pub const WORKER_UP: &str = "streamstock_worker_up";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("static buckets are valid")
+            .install_recorder()
+            .expect("the metrics recorder is installed once")
+    })
+}
+
+pub fn render() -> String {
+    handle().render()
+}
+
+/// Describes the metrics (HELP lines) and keeps the log-derived gauges
+/// (lag, pending, dead letters per partition) fresh every few seconds.
+pub fn spawn_log_gauges(log: Arc<dyn EventLog>, shutdown: CancellationToken) {
+    handle();
+    metrics::describe_counter!(EVENTS_PROCESSED, "Events handled by workers, by outcome");
+    metrics::describe_histogram!(BATCH_SECONDS, "Time to apply, publish and ack one batch");
+    metrics::describe_histogram!(
+        EVENT_LATENCY_SECONDS,
+        "From an event's occurrence to its commit in the read model"
+    );
+    metrics::describe_counter!(
+        EVENTS_APPENDED,
+        "Events appended by the gateway, by type and result"
+    );
+    metrics::describe_histogram!(APPEND_SECONDS, "Durable append latency seen by the gateway");
+    metrics::describe_gauge!(
+        PARTITION_LAG,
+        "Entries not yet delivered to the processor group"
+    );
+    metrics::describe_gauge!(PARTITION_PENDING, "Entries delivered but not yet acked");
+    metrics::describe_gauge!(
+        PARTITION_OWNED,
+        "1 when this worker holds the partition's lease"
+    );
+    metrics::describe_gauge!(DEAD_LETTERS, "Dead-lettered events waiting for an operator");
+    metrics::describe_gauge!(WORKER_UP, "1 while this process runs a worker");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            refresh_log_gauges(&*log).await;
+            handle().run_upkeep();
+        }
+    });
+}
+
+pub async fn refresh_log_gauges(log: &dyn EventLog) {
+    if let Ok(stats) = log.partition_stats(PROCESSOR_GROUP).await {
+        for s in stats {
+            let partition = s.partition.to_string();
+            metrics::gauge!(PARTITION_LAG, "partition" => partition.clone()).set(s.lag as f64);
+            metrics::gauge!(PARTITION_PENDING, "partition" => partition).set(s.pending as f64);
+        }
+    }
+    if let Ok(n) = log.dead_letter_count(PROCESSOR_GROUP).await {
+        metrics::gauge!(DEAD_LETTERS).set(n as f64);
+    }
+}
+
+/// `/metrics` handler: fresh log figures, then the text exposition.
+pub async fn serve(
+    log: Arc<dyn EventLog>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    refresh_log_gauges(&*log).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        render(),
+    )
+}
