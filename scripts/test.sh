@@ -73,6 +73,8 @@ start_valkey() {
   VALKEY_PID=$!
   wait_for_port 127.0.0.1 "$port" "valkey-server"
   export STREAMSTOCK_TEST_VALKEY_URL="redis://127.0.0.1:$port"
+  # Outage tests start (and kill) Valkey servers of their own.
+  export STREAMSTOCK_TEST_VALKEY_SERVER="$bin"
   log "Valkey: $("$bin" --version | head -n1) on port $port"
 }
 
@@ -142,7 +144,12 @@ ensure_web_tools() {
 
 ensure_chromium
 ensure_web_tools
-if [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]]; then log "using Valkey at $STREAMSTOCK_TEST_VALKEY_URL"; else start_valkey; fi
+if [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]]; then
+  log "using Valkey at $STREAMSTOCK_TEST_VALKEY_URL"
+  [[ -n "${STREAMSTOCK_TEST_VALKEY_SERVER:-}" ]] || export STREAMSTOCK_TEST_VALKEY_SERVER="$(find_valkey_server)"
+else
+  start_valkey
+fi
 if [[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]]; then log "using PostgreSQL at $STREAMSTOCK_TEST_DATABASE_URL"; else start_postgres; fi
 
 cd "$ROOT"

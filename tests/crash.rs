@@ -51,24 +51,9 @@ async fn assert_every_accepted_order_processed_once(
 ) {
     eprintln!("{} orders were answered 202", accepted.len());
     api.wait_for("every accepted order decided", || async {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let path = match &after {
-                Some(a) => format!("/api/orders?limit=1000&after={a}"),
-                None => "/api/orders?limit=1000".to_string(),
-            };
-            let (status, page) = api.get(&path).await;
-            if status != 200 {
-                return false;
-            }
-            let page = page.as_array().unwrap().clone();
-            if page.is_empty() {
-                break;
-            }
-            after = page.last().unwrap()["order_id"].as_str().map(String::from);
-            all.extend(page);
-        }
+        let Some(all) = api.all_orders().await else {
+            return false;
+        };
         let decided: HashSet<Uuid> = all
             .iter()
             .filter(|o| o["status"] != "PENDING")

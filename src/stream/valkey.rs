@@ -447,6 +447,20 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 "#;
+/// Takes a free lease, or keeps one this member already holds (after a
+/// Valkey restart its lease may still be there).
+const ACQUIRE: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -502,18 +516,16 @@ impl LeaseStore for ValkeyLog {
         member: &str,
         ttl: Duration,
     ) -> Result<bool, LogError> {
-        let set: Option<String> = self
+        let acquired: i64 = self
             .client
-            .set(
-                self.lease_key(group, partition),
-                member,
-                Some(Expiration::PX(ttl.as_millis() as i64)),
-                Some(SetOptions::NX),
-                false,
+            .eval(
+                ACQUIRE,
+                vec![self.lease_key(group, partition)],
+                vec![member.to_string(), ttl.as_millis().to_string()],
             )
             .await
             .map_err(unavailable)?;
-        Ok(set.is_some())
+        Ok(acquired == 1)
     }
 
     async fn renew(

@@ -214,6 +214,28 @@ impl Api {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Every order in the read model, following the pages.
+    pub async fn all_orders(&self) -> Option<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/api/orders?limit=1000&after={a}"),
+                None => "/api/orders?limit=1000".to_string(),
+            };
+            let (status, page) = self.get(&path).await;
+            if status != 200 {
+                return None;
+            }
+            let page = page.as_array()?.clone();
+            match page.last() {
+                None => return Some(all),
+                Some(last) => after = last["order_id"].as_str().map(String::from),
+            }
+            all.extend(page);
+        }
+    }
+
     /// Creates a product with initial stock and waits until it is visible.
     pub async fn create_product(&self, sku: &str, price: f64, stock: i64) -> Uuid {
         let (status, body) = self
