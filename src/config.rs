@@ -35,6 +35,21 @@ pub enum Command {
     Status(StatusArgs),
     /// Inspect, replay or purge dead-lettered events.
     Dlq(DlqArgs),
+    /// Measure worker drain throughput on the configured backends, next to
+    /// raw references of the same servers, and print a table.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Orders in the backlog the worker drains.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub orders: u64,
+    /// Products the orders are spread over.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub products: u64,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod gateway;

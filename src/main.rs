@@ -1,6 +1,6 @@
 use clap::Parser;
 use streamstock::config::{Cli, Command};
-use streamstock::{admin, app, shutdown, telemetry};
+use streamstock::{admin, app, bench, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -15,6 +15,7 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate => app::run_migrate(cli.common).await,
         Command::Status(args) => admin::status(cli.common, args).await,
         Command::Dlq(args) => admin::dlq(cli.common, args.action).await,
+        Command::Bench(args) => bench::run(cli.common, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

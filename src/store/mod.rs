@@ -8,6 +8,7 @@
 
 pub mod projections;
 pub mod queries;
+pub mod sql;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};

@@ -1,19 +1,28 @@
 //! Applying consumed events to the read model with exactly-once effects.
 //!
-//! A batch is one transaction: for each event the inbox row, its effects and
-//! its archive row; then the outbox rows of the follow-up events it caused.
-//! The log is acked only after commit, so a crash anywhere either leaves the
-//! transaction unapplied (the events are redelivered and applied once) or
-//! applied (redelivery finds the inbox rows and changes nothing).
+//! A batch is one transaction: the inbox rows of its events, their effects,
+//! their archive rows, and the outbox rows of the follow-up events they
+//! caused. The log is acked only after commit, so a crash anywhere either
+//! leaves the transaction unapplied (the events are redelivered and applied
+//! once) or applied (redelivery finds the inbox rows and changes nothing).
+//!
+//! The batch is a unit of work: it loads the state its events touch (stock
+//! rows locked, known orders) in a few statements, applies the events in log
+//! order in memory (the order decision is the pure domain function), and
+//! writes the result back with one multi-row statement per table. Stock is
+//! written as deltas, so a row another worker changed in between (only
+//! possible for rows this batch could not lock because they did not exist
+//! yet) is added to, never overwritten.
 
+use super::sql::{bind_all, multi_insert, placeholders, values_lists, SqlValue};
 use super::{now_millis, Dialect, Store, StoreError};
-use crate::domain::events::{OrderPlaced, ProductCreated, StockReceived};
-use crate::domain::order::{reserve_all_or_nothing, Decision, StockLevel};
+use crate::domain::order::{requested_quantities, reserve_all_or_nothing, Decision, StockLevel};
 use crate::domain::{DomainEvent, Envelope};
 use crate::stream::Delivery;
 use sqlx::any::Any;
 use sqlx::{Row, Transaction};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use uuid::Uuid;
 
 type Tx<'a> = Transaction<'a, Any>;
 
@@ -27,71 +36,136 @@ pub struct BatchOutcome {
     pub follow_ups: Vec<Envelope>,
 }
 
+/// One product's stock as the batch sees it: what was loaded (for
+/// decisions) plus what the batch changed (written back as deltas).
+#[derive(Debug, Default, Clone)]
+struct Stock {
+    sku: Option<String>,
+    on_hand: i64,
+    reserved: i64,
+    delta_on_hand: i64,
+    delta_reserved: i64,
+    delta_received: i64,
+    touched: bool,
+    /// The row was in the database when the batch began.
+    existed: bool,
+}
+
+/// Rows the batch will write, table by table.
+#[derive(Default)]
+struct Writes {
+    products: Vec<Vec<SqlValue>>,
+    orders: Vec<Vec<SqlValue>>,
+    order_items: Vec<Vec<SqlValue>>,
+    alerts: Vec<Vec<SqlValue>>,
+    archive: Vec<Vec<SqlValue>>,
+}
+
 impl Store {
     /// Applies a batch of deliveries for consumer group `group` in one
-    /// transaction. Events that cannot be decoded or applied are archived
-    /// with their error instead of blocking the partition.
+    /// transaction. A handler that refuses an event fails the whole batch
+    /// (nothing is written); the worker then retries the events one by one.
     pub async fn apply_batch(
         &self,
         group: &str,
         deliveries: &[Delivery],
     ) -> Result<BatchOutcome, StoreError> {
-        let mut tx = self.pool().begin().await?;
         let mut outcome = BatchOutcome::default();
         let now = now_millis();
+        let mut seen = HashSet::new();
+        let mut candidates: Vec<(&Delivery, &Envelope)> = Vec::new();
         for delivery in deliveries {
-            let envelope = match &delivery.envelope {
-                Ok(envelope) => envelope,
+            match &delivery.envelope {
+                Ok(envelope) if seen.insert(envelope.event_id) => {
+                    candidates.push((delivery, envelope))
+                }
+                Ok(_) => outcome.duplicates += 1,
                 Err(problem) => {
                     tracing::error!(partition = delivery.partition, entry = %delivery.id, %problem, "skipping undecodable log entry");
                     outcome.failed += 1;
-                    continue;
                 }
-            };
-            let first_time = sqlx::query(
-                "INSERT INTO processed_events (group_name, event_id, processed_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(group)
-            .bind(envelope.event_id.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !first_time {
-                outcome.duplicates += 1;
-                continue;
             }
-            let error = match DomainEvent::from_envelope(envelope) {
+        }
+        if candidates.is_empty() {
+            return Ok(outcome);
+        }
+
+        let mut tx = self.pool().begin().await?;
+        // The inbox first: on SQLite this write takes the database's write
+        // lock at once, so everything read below stays true until commit.
+        let fresh_ids = record_in_inbox(&mut tx, group, &candidates, now).await?;
+        let fresh: Vec<(&Delivery, &Envelope)> = candidates
+            .into_iter()
+            .filter(|(_, e)| fresh_ids.contains(&e.event_id.to_string()))
+            .collect();
+        outcome.duplicates += seen.len() - fresh.len();
+
+        let decoded: Vec<(&Delivery, &Envelope, Result<DomainEvent, String>)> = fresh
+            .into_iter()
+            .map(|(d, e)| {
+                (
+                    d,
+                    e,
+                    DomainEvent::from_envelope(e).map_err(|err| err.to_string()),
+                )
+            })
+            .collect();
+        let mut product_ids = BTreeSet::new();
+        let mut order_ids = Vec::new();
+        for (_, _, event) in &decoded {
+            match event {
+                Ok(DomainEvent::ProductCreated(e)) => {
+                    product_ids.insert(e.product_id);
+                }
+                Ok(DomainEvent::StockReceived(e)) => {
+                    product_ids.insert(e.product_id);
+                }
+                Ok(DomainEvent::OrderPlaced(e)) => {
+                    order_ids.push(e.order_id);
+                    product_ids.extend(e.items.iter().map(|l| l.product_id));
+                }
+                _ => {}
+            }
+        }
+        let mut stock = load_stock(&mut tx, self.dialect(), &product_ids).await?;
+        let mut known_orders = existing_orders(&mut tx, &order_ids).await?;
+
+        let mut writes = Writes::default();
+        for (delivery, envelope, event) in decoded {
+            let error = match event {
                 Ok(event) => {
-                    apply_event(
-                        &mut tx,
-                        self.dialect(),
-                        envelope,
+                    apply(
                         event,
+                        envelope,
+                        &mut stock,
+                        &mut known_orders,
+                        &mut writes,
                         &mut outcome.follow_ups,
-                    )
-                    .await?;
+                        now,
+                    )?;
                     outcome.applied += 1;
                     None
                 }
                 Err(e) => {
                     tracing::error!(event_id = %envelope.event_id, event_type = %envelope.event_type, error = %e, "event not applied");
                     outcome.failed += 1;
-                    Some(e.to_string())
+                    Some(e)
                 }
             };
-            archive(&mut tx, delivery, envelope, error.as_deref(), now).await?;
+            writes.archive.push(vec![
+                envelope.event_id.to_string().into(),
+                envelope.event_type.as_str().into(),
+                envelope.key.as_str().into(),
+                i64::from(envelope.version).into(),
+                envelope.occurred_at.timestamp_millis().into(),
+                envelope.payload.to_string().into(),
+                i64::from(delivery.partition).into(),
+                delivery.id.to_string().into(),
+                now.into(),
+                error.into(),
+            ]);
         }
-        for follow_up in &outcome.follow_ups {
-            sqlx::query("INSERT INTO outbox (event_id, envelope, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(follow_up.event_id.to_string())
-                .bind(serde_json::to_string(follow_up).expect("envelopes serialize"))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
+        flush(&mut tx, writes, &stock, &outcome.follow_ups, now).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -147,9 +221,16 @@ impl Store {
     }
 
     pub async fn remove_from_outbox(&self, events: &[Envelope]) -> Result<(), StoreError> {
-        for event in events {
-            sqlx::query("DELETE FROM outbox WHERE event_id = $1")
-                .bind(event.event_id.to_string())
+        for chunk in events.chunks(1000) {
+            let sql = format!(
+                "DELETE FROM outbox WHERE event_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let values = chunk
+                .iter()
+                .map(|e| SqlValue::from(e.event_id.to_string()))
+                .collect();
+            bind_all(sqlx::query(&sql), values)
                 .execute(self.pool())
                 .await?;
         }
@@ -157,240 +238,406 @@ impl Store {
     }
 }
 
-async fn archive(
+/// Inserts the inbox rows; returns the ids that were not there yet.
+async fn record_in_inbox(
     tx: &mut Tx<'_>,
-    delivery: &Delivery,
-    envelope: &Envelope,
-    error: Option<&str>,
+    group: &str,
+    events: &[(&Delivery, &Envelope)],
     now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO event_archive (event_id, event_type, event_key, version, occurred_at, payload, \
-         partition_no, entry_id, processed_at, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(envelope.event_id.to_string())
-    .bind(&envelope.event_type)
-    .bind(&envelope.key)
-    .bind(i64::from(envelope.version))
-    .bind(envelope.occurred_at.timestamp_millis())
-    .bind(envelope.payload.to_string())
-    .bind(i64::from(delivery.partition))
-    .bind(delivery.id.to_string())
-    .bind(now)
-    .bind(error)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn apply_event(
-    tx: &mut Tx<'_>,
-    dialect: Dialect,
-    envelope: &Envelope,
-    event: DomainEvent,
-    follow_ups: &mut Vec<Envelope>,
-) -> Result<(), StoreError> {
-    match event {
-        DomainEvent::ProductCreated(e) => create_product(tx, &e, envelope).await,
-        DomainEvent::StockReceived(e) => receive_stock(tx, &e).await,
-        DomainEvent::OrderPlaced(e) => {
-            if let Some(decision) = place_and_decide(tx, dialect, &e, envelope).await? {
-                follow_ups.push(decision.into_follow_up_of(envelope));
-            }
-            Ok(())
-        }
-        // The decision's effects were applied when it was made, in the same
-        // transaction as the decision; the decision events themselves are
-        // archived (for audit and rebuild) and change nothing live.
-        DomainEvent::OrderConfirmed(_) | DomainEvent::OrderRejected(_) => Ok(()),
-        DomainEvent::AlertRaised(e) => {
-            sqlx::query(
-                "INSERT INTO alerts (id, kind, severity, subject, message, raised_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(e.alert_id.to_string())
-            .bind(&e.kind)
-            .bind(&e.severity)
-            .bind(&e.subject)
-            .bind(&e.message)
-            .bind(envelope.occurred_at.timestamp_millis())
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
+) -> Result<HashSet<String>, StoreError> {
+    let rows = events
+        .iter()
+        .map(|(_, e)| vec![group.into(), e.event_id.to_string().into(), now.into()])
+        .collect();
+    let mut fresh = HashSet::new();
+    for (sql, values) in multi_insert(
+        "processed_events",
+        &["group_name", "event_id", "processed_at"],
+        rows,
+        "ON CONFLICT DO NOTHING RETURNING event_id",
+    ) {
+        for row in bind_all(sqlx::query(&sql), values)
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            fresh.insert(row.try_get::<String, _>("event_id")?);
         }
     }
+    Ok(fresh)
 }
 
-async fn create_product(
-    tx: &mut Tx<'_>,
-    e: &ProductCreated,
-    envelope: &Envelope,
-) -> Result<(), StoreError> {
-    let at = envelope.occurred_at.timestamp_millis();
-    sqlx::query(
-        "INSERT INTO products (id, sku, name, price_cents, category_name, low_stock_threshold, reorder_quantity, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-    )
-    .bind(e.product_id.to_string())
-    .bind(&e.sku)
-    .bind(&e.name)
-    .bind(e.price.cents())
-    .bind(&e.category_name)
-    .bind(e.low_stock_threshold)
-    .bind(e.reorder_quantity)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    // Stock may have arrived first (different workers, same partition key
-    // but no ordering across consumers yet): the inventory row is an upsert
-    // on both sides so the order of the two does not matter.
-    sqlx::query(
-        "INSERT INTO inventory (product_id, updated_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-    )
-    .bind(e.product_id.to_string())
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn receive_stock(tx: &mut Tx<'_>, e: &StockReceived) -> Result<(), StoreError> {
-    // The gateway never emits these, but the log is an open interface: a
-    // receipt that would take stock away is refused, not applied.
-    if e.quantity <= 0 {
-        return Err(StoreError::Rejected(format!(
-            "stock.received for {} has quantity {}; it must be positive",
-            e.product_id, e.quantity
-        )));
-    }
-    sqlx::query(
-        "INSERT INTO inventory (product_id, on_hand, received_total, updated_at) VALUES ($1, $2, $2, $3) \
-         ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
-         received_total = inventory.received_total + excluded.received_total, updated_at = excluded.updated_at",
-    )
-    .bind(e.product_id.to_string())
-    .bind(e.quantity)
-    .bind(now_millis())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Records the order and decides it: all items reserved, or none.
-/// The stock rows are locked (PostgreSQL: `FOR UPDATE`, in product-id order so
-/// concurrent workers cannot deadlock on one order; SQLite: the transaction
-/// already holds the database's write lock) so no other worker can reserve
-/// the same units between the check and the reservation.
-async fn place_and_decide(
+/// Loads (and on PostgreSQL locks, in product-id order so concurrent
+/// workers cannot deadlock) the stock rows of `products`.
+async fn load_stock(
     tx: &mut Tx<'_>,
     dialect: Dialect,
-    order: &OrderPlaced,
-    envelope: &Envelope,
-) -> Result<Option<DomainEvent>, StoreError> {
-    let order_id = order.order_id.to_string();
-    let inserted = sqlx::query(
-        "INSERT INTO orders (id, customer_email, status, total_cents, placed_at) VALUES ($1, $2, 'PENDING', $3, $4) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&order_id)
-    .bind(&order.customer_email)
-    .bind(order.total.cents())
-    .bind(envelope.occurred_at.timestamp_millis())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        // Already placed under another event id: never decide twice.
-        return Ok(None);
-    }
-    for (line_no, line) in order.items.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&order_id)
-        .bind(line_no as i64)
-        .bind(line.product_id.to_string())
-        .bind(line.quantity)
-        .bind(line.unit_price.cents())
-        .execute(&mut **tx)
-        .await?;
-    }
-
-    let wanted = crate::domain::order::requested_quantities(order);
-    let mut stock = BTreeMap::new();
-    for product_id in wanted.keys() {
+    products: &BTreeSet<Uuid>,
+) -> Result<BTreeMap<Uuid, Stock>, StoreError> {
+    let mut stock: BTreeMap<Uuid, Stock> = BTreeMap::new();
+    let ids: Vec<Uuid> = products.iter().copied().collect();
+    for chunk in ids.chunks(1000) {
         let lock = match dialect {
             Dialect::Postgres => " FOR UPDATE OF i",
             Dialect::Sqlite => "",
         };
-        let row = sqlx::query(&format!(
-            "SELECT p.sku, i.on_hand, i.reserved FROM inventory i JOIN products p ON p.id = i.product_id \
-             WHERE i.product_id = $1{lock}"
-        ))
-        .bind(product_id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = row {
+        let sql = format!(
+            "SELECT i.product_id, p.sku, i.on_hand, i.reserved FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+             WHERE i.product_id IN ({}) ORDER BY i.product_id{lock}",
+            placeholders(1, chunk.len())
+        );
+        let values = chunk
+            .iter()
+            .map(|id| SqlValue::from(id.to_string()))
+            .collect();
+        for row in bind_all(sqlx::query(&sql), values)
+            .fetch_all(&mut **tx)
+            .await?
+        {
             stock.insert(
-                *product_id,
-                StockLevel {
+                super::uuid_col(&row, "product_id")?,
+                Stock {
                     sku: row.try_get("sku")?,
                     on_hand: row.try_get("on_hand")?,
                     reserved: row.try_get("reserved")?,
+                    existed: true,
+                    ..Stock::default()
                 },
             );
         }
     }
-
-    let now = now_millis();
-    match reserve_all_or_nothing(order, &stock) {
-        Decision::Confirm {
-            reservations,
-            event,
-        } => {
-            for (product_id, quantity) in reservations {
-                // The guard repeats the decision's check in SQL: if it ever
-                // fails, the transaction aborts rather than oversell.
-                let updated = sqlx::query(
-                    "UPDATE inventory SET reserved = reserved + $1, updated_at = $2 \
-                     WHERE product_id = $3 AND on_hand - reserved >= $1",
-                )
-                .bind(quantity)
-                .bind(now)
-                .bind(product_id.to_string())
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                if updated != 1 {
-                    return Err(StoreError::Inconsistent(format!(
-                        "stock of {product_id} changed under a lock while confirming order {order_id}"
-                    )));
-                }
-            }
-            set_decision(tx, &order_id, "CONFIRMED", None, now).await?;
-            Ok(Some(DomainEvent::OrderConfirmed(event)))
-        }
-        Decision::Reject(event) => {
-            set_decision(tx, &order_id, "REJECTED", Some(&event.reason), now).await?;
-            Ok(Some(DomainEvent::OrderRejected(event)))
-        }
-    }
+    Ok(stock)
 }
 
-async fn set_decision(
-    tx: &mut Tx<'_>,
-    order_id: &str,
-    status: &str,
-    reason: Option<&str>,
+async fn existing_orders(tx: &mut Tx<'_>, orders: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+    let mut known = HashSet::new();
+    for chunk in orders.chunks(1000) {
+        let sql = format!(
+            "SELECT id FROM orders WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let values = chunk
+            .iter()
+            .map(|id| SqlValue::from(id.to_string()))
+            .collect();
+        for row in bind_all(sqlx::query(&sql), values)
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            known.insert(super::uuid_col(&row, "id")?);
+        }
+    }
+    Ok(known)
+}
+
+/// One event's effect on the batch's in-memory state.
+fn apply(
+    event: DomainEvent,
+    envelope: &Envelope,
+    stock: &mut BTreeMap<Uuid, Stock>,
+    known_orders: &mut HashSet<Uuid>,
+    writes: &mut Writes,
+    follow_ups: &mut Vec<Envelope>,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE orders SET status = $1, reason = $2, decided_at = $3 WHERE id = $4")
-        .bind(status)
-        .bind(reason)
-        .bind(now)
-        .bind(order_id)
-        .execute(&mut **tx)
-        .await?;
+    match event {
+        DomainEvent::ProductCreated(e) => {
+            writes.products.push(vec![
+                e.product_id.to_string().into(),
+                e.sku.as_str().into(),
+                e.name.as_str().into(),
+                e.price.cents().into(),
+                e.category_name.as_str().into(),
+                e.low_stock_threshold.into(),
+                e.reorder_quantity.into(),
+                envelope.occurred_at.timestamp_millis().into(),
+            ]);
+            // Stock may have arrived first: the row exists, keep its figures.
+            let row = stock.entry(e.product_id).or_default();
+            row.sku.get_or_insert(e.sku);
+            row.touched = true;
+        }
+        DomainEvent::StockReceived(e) => {
+            // The gateway never emits these, but the log is an open
+            // interface: a receipt that would take stock away is refused.
+            if e.quantity <= 0 {
+                return Err(StoreError::Rejected(format!(
+                    "stock.received for {} has quantity {}; it must be positive",
+                    e.product_id, e.quantity
+                )));
+            }
+            let row = stock.entry(e.product_id).or_default();
+            row.on_hand += e.quantity;
+            row.delta_on_hand += e.quantity;
+            row.delta_received += e.quantity;
+            row.touched = true;
+        }
+        DomainEvent::OrderPlaced(order) => {
+            // Already placed (under another event id): never decide twice.
+            if !known_orders.insert(order.order_id) {
+                return Ok(());
+            }
+            let levels: BTreeMap<Uuid, StockLevel> = requested_quantities(&order)
+                .keys()
+                .filter_map(|id| {
+                    let row = stock.get(id)?;
+                    Some((
+                        *id,
+                        StockLevel {
+                            sku: row.sku.clone()?,
+                            on_hand: row.on_hand,
+                            reserved: row.reserved,
+                        },
+                    ))
+                })
+                .collect();
+            let (status, reason, decision) = match reserve_all_or_nothing(&order, &levels) {
+                Decision::Confirm {
+                    reservations,
+                    event,
+                } => {
+                    for (product_id, quantity) in reservations {
+                        let row = stock.get_mut(&product_id).expect("decided on a loaded row");
+                        row.reserved += quantity;
+                        row.delta_reserved += quantity;
+                        row.touched = true;
+                    }
+                    ("CONFIRMED", None, DomainEvent::OrderConfirmed(event))
+                }
+                Decision::Reject(event) => (
+                    "REJECTED",
+                    Some(event.reason.clone()),
+                    DomainEvent::OrderRejected(event),
+                ),
+            };
+            let order_id = order.order_id.to_string();
+            writes.orders.push(vec![
+                order_id.as_str().into(),
+                order.customer_email.as_str().into(),
+                status.into(),
+                order.total.cents().into(),
+                reason.into(),
+                envelope.occurred_at.timestamp_millis().into(),
+                now.into(),
+            ]);
+            for (line_no, line) in order.items.iter().enumerate() {
+                writes.order_items.push(vec![
+                    order_id.as_str().into(),
+                    (line_no as i64).into(),
+                    line.product_id.to_string().into(),
+                    line.quantity.into(),
+                    line.unit_price.cents().into(),
+                ]);
+            }
+            follow_ups.push(decision.into_follow_up_of(envelope));
+        }
+        // The decision's effects were applied when it was made, in the same
+        // transaction as the decision; the decision events themselves are
+        // archived (for audit and rebuild) and change nothing live.
+        DomainEvent::OrderConfirmed(_) | DomainEvent::OrderRejected(_) => {}
+        DomainEvent::AlertRaised(e) => {
+            writes.alerts.push(vec![
+                e.alert_id.to_string().into(),
+                e.kind.into(),
+                e.severity.into(),
+                e.subject.into(),
+                e.message.into(),
+                envelope.occurred_at.timestamp_millis().into(),
+            ]);
+        }
+    }
+    Ok(())
+}
+
+async fn execute_all(
+    tx: &mut Tx<'_>,
+    statements: Vec<(String, Vec<SqlValue>)>,
+) -> Result<(), StoreError> {
+    for (sql, values) in statements {
+        bind_all(sqlx::query(&sql), values)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes the batch's rows, one multi-row statement per table.
+async fn flush(
+    tx: &mut Tx<'_>,
+    writes: Writes,
+    stock: &BTreeMap<Uuid, Stock>,
+    follow_ups: &[Envelope],
+    now: i64,
+) -> Result<(), StoreError> {
+    let product_columns = [
+        "id",
+        "sku",
+        "name",
+        "price_cents",
+        "category_name",
+        "low_stock_threshold",
+        "reorder_quantity",
+        "created_at",
+    ];
+    execute_all(
+        tx,
+        multi_insert(
+            "products",
+            &product_columns,
+            writes.products,
+            "ON CONFLICT DO NOTHING",
+        ),
+    )
+    .await?;
+
+    // Rows that existed are updated by their deltas (PostgreSQL holds their
+    // locks); new rows are inserted, adding to any row created meanwhile.
+    // (An upsert cannot serve both: SQLite checks the inserted row's CHECK
+    // constraints before it resolves the conflict.)
+    let deltas = |s: &Stock| -> [SqlValue; 3] {
+        [
+            s.delta_on_hand.into(),
+            s.delta_reserved.into(),
+            s.delta_received.into(),
+        ]
+    };
+    let existing: Vec<Vec<SqlValue>> = stock
+        .iter()
+        .filter(|(_, s)| {
+            s.touched
+                && s.existed
+                && (s.delta_on_hand, s.delta_reserved, s.delta_received) != (0, 0, 0)
+        })
+        .map(|(id, s)| {
+            let mut row = vec![SqlValue::from(id.to_string())];
+            row.extend(deltas(s));
+            row
+        })
+        .collect();
+    for (values_sql, values) in values_lists(&["TEXT", "BIGINT", "BIGINT", "BIGINT"], existing) {
+        let sql = format!(
+            "WITH delta (product_id, on_hand, reserved, received) AS (VALUES {values_sql}) \
+             UPDATE inventory SET on_hand = inventory.on_hand + delta.on_hand, \
+             reserved = inventory.reserved + delta.reserved, \
+             received_total = inventory.received_total + delta.received, updated_at = {now} \
+             FROM delta WHERE inventory.product_id = delta.product_id"
+        );
+        bind_all(sqlx::query(&sql), values)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let created: Vec<Vec<SqlValue>> = stock
+        .iter()
+        .filter(|(_, s)| s.touched && !s.existed)
+        .map(|(id, s)| {
+            let mut row = vec![SqlValue::from(id.to_string())];
+            row.extend(deltas(s));
+            row.push(now.into());
+            row
+        })
+        .collect();
+    execute_all(
+        tx,
+        multi_insert(
+            "inventory",
+            &["product_id", "on_hand", "reserved", "received_total", "updated_at"],
+            created,
+            "ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
+             reserved = inventory.reserved + excluded.reserved, \
+             received_total = inventory.received_total + excluded.received_total, updated_at = excluded.updated_at",
+        ),
+    )
+    .await?;
+
+    let order_columns = [
+        "id",
+        "customer_email",
+        "status",
+        "total_cents",
+        "reason",
+        "placed_at",
+        "decided_at",
+    ];
+    execute_all(
+        tx,
+        multi_insert(
+            "orders",
+            &order_columns,
+            writes.orders,
+            "ON CONFLICT DO NOTHING",
+        ),
+    )
+    .await?;
+    let item_columns = [
+        "order_id",
+        "line_no",
+        "product_id",
+        "quantity",
+        "unit_price_cents",
+    ];
+    execute_all(
+        tx,
+        multi_insert(
+            "order_items",
+            &item_columns,
+            writes.order_items,
+            "ON CONFLICT DO NOTHING",
+        ),
+    )
+    .await?;
+    let alert_columns = ["id", "kind", "severity", "subject", "message", "raised_at"];
+    execute_all(
+        tx,
+        multi_insert(
+            "alerts",
+            &alert_columns,
+            writes.alerts,
+            "ON CONFLICT DO NOTHING",
+        ),
+    )
+    .await?;
+    let archive_columns = [
+        "event_id",
+        "event_type",
+        "event_key",
+        "version",
+        "occurred_at",
+        "payload",
+        "partition_no",
+        "entry_id",
+        "processed_at",
+        "error",
+    ];
+    execute_all(
+        tx,
+        multi_insert(
+            "event_archive",
+            &archive_columns,
+            writes.archive,
+            "ON CONFLICT DO NOTHING",
+        ),
+    )
+    .await?;
+    let outbox = follow_ups
+        .iter()
+        .map(|f| {
+            vec![
+                f.event_id.to_string().into(),
+                serde_json::to_string(f)
+                    .expect("envelopes serialize")
+                    .into(),
+                now.into(),
+            ]
+        })
+        .collect();
+    execute_all(
+        tx,
+        multi_insert(
+            "outbox",
+            &["event_id", "envelope", "created_at"],
+            outbox,
+            "ON CONFLICT DO NOTHING",
+        ),
+    )
+    .await?;
     Ok(())
 }

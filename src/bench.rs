@@ -1,0 +1,345 @@
+//! `streamstock bench`: how fast a worker drains a backlog of orders, with
+//! the exactly-once machinery on, next to raw references measured on the
+//! same servers in the same run (plain appends to the log, plain inserts
+//! into the database), so the runtime's overhead shows as a ratio.
+//!
+//! It never touches existing data: it works in a fresh Valkey namespace, a
+//! fresh PostgreSQL database (created from --database-url, dropped after)
+//! or a fresh SQLite file and embedded log under the data dir (removed
+//! after).
+
+use crate::app::{open_log, open_store, LogBackend};
+use crate::config::{BenchArgs, CommonArgs};
+use crate::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};
+use crate::domain::{DomainEvent, Envelope, Money};
+use crate::store::Store;
+use crate::worker::{self, WorkerOptions, PROCESSOR_GROUP};
+use anyhow::Context;
+use chrono::Utc;
+use futures::StreamExt;
+use rand::prelude::*;
+use sqlx::Connection;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Appends in flight at once, like many gateway requests.
+const APPEND_CONCURRENCY: usize = 128;
+
+struct Row {
+    what: String,
+    count: u64,
+    seconds: f64,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.seconds.max(1e-9)
+    }
+}
+
+pub async fn run(common: CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
+    let id = Uuid::new_v4().simple().to_string()[..8].to_string();
+    let mut settings = common.clone();
+    settings.valkey_namespace = format!("bench-{id}");
+    let scratch_dir = common.data_dir.join(format!("bench-{id}"));
+    settings.data_dir = scratch_dir.clone();
+    let admin_url = common
+        .database_url
+        .clone()
+        .filter(|u| u.starts_with("postgres"));
+    if let Some(admin) = &admin_url {
+        settings.database_url =
+            Some(create_database(admin, &format!("streamstock_bench_{id}")).await?);
+    } else {
+        settings.database_url = None; // SQLite in the scratch dir
+    }
+    let result = measure(&settings, &args).await;
+    if let Some(admin) = &admin_url {
+        drop_database(admin, &format!("streamstock_bench_{id}")).await;
+    }
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    let rows = result?;
+
+    println!();
+    println!(
+        "{:<58} {:>10} {:>9} {:>12}",
+        "measurement", "count", "seconds", "per second"
+    );
+    for row in &rows {
+        println!(
+            "{:<58} {:>10} {:>9.2} {:>12.0}",
+            row.what,
+            row.count,
+            row.seconds,
+            row.rate()
+        );
+    }
+    let find = |prefix: &str| {
+        rows.iter()
+            .find(|r| r.what.starts_with(prefix))
+            .map(Row::rate)
+    };
+    if let (Some(drain), Some(raw_db)) =
+        (find("worker drain: orders"), find("raw database inserts"))
+    {
+        println!(
+            "\norders drained per raw database insert rate: {:.3}",
+            drain / raw_db
+        );
+    }
+    if let (Some(append), Some(raw_log)) = (find("durable appends"), find("raw log appends")) {
+        println!(
+            "durable appends per raw log append rate:     {:.3}",
+            append / raw_log
+        );
+    }
+    Ok(())
+}
+
+async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
+    let store = open_store(settings).await?;
+    let backend = open_log(settings, None).await?;
+    eprintln!("bench: {} and {}", backend.log.describe(), store.describe());
+    let mut rows = Vec::new();
+
+    // Catalog: products with stock enough for most orders.
+    let mut rng = StdRng::seed_from_u64(7);
+    let products: Vec<(Uuid, Money)> = (0..args.products)
+        .map(|_| {
+            (
+                Uuid::now_v7(),
+                Money::from_cents(rng.random_range(100..100_000)).expect("in range"),
+            )
+        })
+        .collect();
+    let mut seed = Vec::new();
+    for (i, (id, price)) in products.iter().enumerate() {
+        seed.push(
+            DomainEvent::ProductCreated(ProductCreated {
+                product_id: *id,
+                sku: format!("BENCH-{i}"),
+                name: format!("Bench product {i}"),
+                price: *price,
+                category_name: "Bench".into(),
+                low_stock_threshold: 10,
+                reorder_quantity: 100,
+            })
+            .into_envelope(Utc::now()),
+        );
+        seed.push(
+            DomainEvent::StockReceived(StockReceived {
+                product_id: *id,
+                quantity: 1_000_000,
+            })
+            .into_envelope(Utc::now()),
+        );
+    }
+    append_all(&backend, seed).await?;
+
+    // The backlog: orders of 1–3 lines.
+    let orders: Vec<Envelope> = (0..args.orders)
+        .map(|i| {
+            let lines: Vec<OrderLine> = (0..rng.random_range(1..=3))
+                .map(|_| {
+                    let (product_id, unit_price) = products[rng.random_range(0..products.len())];
+                    OrderLine {
+                        product_id,
+                        quantity: rng.random_range(1..=3),
+                        unit_price,
+                    }
+                })
+                .collect();
+            let total = lines
+                .iter()
+                .fold(Money::ZERO, |t, l| t.plus(l.unit_price.times(l.quantity)));
+            DomainEvent::OrderPlaced(OrderPlaced {
+                order_id: Uuid::now_v7(),
+                customer_email: format!("bench{}@example.com", i % 1000),
+                items: lines,
+                total,
+            })
+            .into_envelope(Utc::now())
+        })
+        .collect();
+    let payload_bytes = serde_json::to_vec(&orders[0])
+        .map(|v| v.len())
+        .unwrap_or(300);
+    eprintln!("bench: appending {} orders", args.orders);
+    let started = Instant::now();
+    append_all(&backend, orders).await?;
+    rows.push(Row {
+        what: format!(
+            "durable appends of order.placed ({} in flight)",
+            APPEND_CONCURRENCY
+        ),
+        count: args.orders,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+
+    // The drain: one worker owning every partition, until nothing is left.
+    eprintln!("bench: draining");
+    let shutdown = CancellationToken::new();
+    let worker_task = tokio::spawn(worker::run(
+        backend.clone(),
+        store.clone(),
+        WorkerOptions::new(&args.processing),
+        shutdown.clone(),
+    ));
+    let started = Instant::now();
+    let expected_events = 2 * args.products + 2 * args.orders;
+    let mut last_report = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let decided = decided_orders(&store).await?;
+        let backlog = backend.log.backlog(PROCESSOR_GROUP).await?;
+        if decided >= args.orders && backlog == 0 {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "bench: {decided} of {} orders decided, backlog {backlog}",
+                args.orders
+            );
+            last_report = Instant::now();
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the drain did not finish within an hour"
+        );
+    }
+    let drain = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    worker_task.await.context("worker panicked")?;
+    rows.push(Row {
+        what: "worker drain: orders decided".into(),
+        count: args.orders,
+        seconds: drain,
+    });
+    rows.push(Row {
+        what: "worker drain: events applied (orders, decisions, catalog)".into(),
+        count: expected_events,
+        seconds: drain,
+    });
+    let violations = store.invariant_violations().await?;
+    anyhow::ensure!(
+        violations.is_empty(),
+        "invariants broken after the drain: {violations:?}"
+    );
+
+    // Raw references on the same servers.
+    rows.push(raw_log_appends(&backend, args.orders, payload_bytes).await?);
+    rows.push(raw_database_inserts(&store, args.orders, args.processing.batch_size as u64).await?);
+    store.close().await;
+    Ok(rows)
+}
+
+async fn append_all(backend: &LogBackend, events: Vec<Envelope>) -> anyhow::Result<()> {
+    let log = backend.log.clone();
+    let mut appends = futures::stream::iter(events.into_iter().map(|e| {
+        let log = log.clone();
+        async move { log.append(&e).await }
+    }))
+    .buffer_unordered(APPEND_CONCURRENCY);
+    while let Some(result) = appends.next().await {
+        result?;
+    }
+    Ok(())
+}
+
+async fn decided_orders(store: &Store) -> anyhow::Result<u64> {
+    let figures = store.figures().await?;
+    Ok(figures.order_count.saturating_sub(
+        figures
+            .orders_by_status
+            .get("PENDING")
+            .copied()
+            .unwrap_or(0),
+    ) as u64)
+}
+
+/// The log's own append path without envelopes or our code around it:
+/// Valkey XADD of a same-sized payload (same durability wait), or the
+/// embedded log's appends of a same-sized event.
+async fn raw_log_appends(
+    backend: &LogBackend,
+    count: u64,
+    payload_bytes: usize,
+) -> anyhow::Result<Row> {
+    let filler = "x".repeat(payload_bytes.saturating_sub(200));
+    let events: Vec<Envelope> = (0..count)
+        .map(|_| Envelope {
+            event_id: Uuid::now_v7(),
+            event_type: "bench.raw".into(),
+            key: Uuid::now_v7().to_string(),
+            occurred_at: Utc::now(),
+            version: 1,
+            payload: serde_json::json!({ "filler": filler }),
+        })
+        .collect();
+    let started = Instant::now();
+    append_all(backend, events).await?;
+    Ok(Row {
+        what: format!("raw log appends, same size ({})", backend.log.describe()),
+        count,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Plain single-row INSERTs of similar width, committed in transactions of
+/// one batch each, on one connection: what the database does for us at best
+/// per statement.
+async fn raw_database_inserts(store: &Store, count: u64, batch: u64) -> anyhow::Result<Row> {
+    let pool = store.pool();
+    sqlx::query("CREATE TABLE bench_raw (id TEXT PRIMARY KEY, a BIGINT NOT NULL, b TEXT NOT NULL)")
+        .execute(pool)
+        .await?;
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count {
+        let mut tx = pool.begin().await?;
+        for i in done..(done + batch).min(count) {
+            sqlx::query("INSERT INTO bench_raw (id, a, b) VALUES ($1, $2, $3)")
+                .bind(Uuid::now_v7().to_string())
+                .bind(i as i64)
+                .bind("bench@example.com")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        done = (done + batch).min(count);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_raw").execute(pool).await?;
+    Ok(Row {
+        what: format!("raw database inserts ({})", store.describe()),
+        count,
+        seconds,
+    })
+}
+
+async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(admin_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .context("creating the bench database")?;
+    let (base, _) = admin_url
+        .split('?')
+        .next()
+        .unwrap_or(admin_url)
+        .rsplit_once('/')
+        .context("the database URL has no path")?;
+    Ok(format!("{base}/{name}"))
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::AnyConnection::connect(admin_url).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}

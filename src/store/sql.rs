@@ -1,0 +1,159 @@
+//! Multi-row statements built at run time with numbered parameters, which
+//! both PostgreSQL and SQLite accept: one round trip for a whole batch.
+
+use sqlx::any::{Any, AnyArguments};
+use sqlx::query::Query;
+
+/// A value bound into a generated statement.
+#[derive(Debug, Clone)]
+pub enum SqlValue {
+    Int(i64),
+    Text(String),
+    OptText(Option<String>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> SqlValue {
+        SqlValue::Int(v)
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(v: String) -> SqlValue {
+        SqlValue::Text(v)
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> SqlValue {
+        SqlValue::Text(v.to_string())
+    }
+}
+
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> SqlValue {
+        SqlValue::OptText(v)
+    }
+}
+
+/// Parameters per statement, under SQLite's 32766 and PostgreSQL's 65535.
+const MAX_PARAMS: usize = 30_000;
+
+pub fn bind_all<'q>(
+    mut query: Query<'q, Any, AnyArguments<'q>>,
+    values: Vec<SqlValue>,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    for value in values {
+        query = match value {
+            SqlValue::Int(v) => query.bind(v),
+            SqlValue::Text(v) => query.bind(v),
+            SqlValue::OptText(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+/// `INSERT INTO table (columns) VALUES (…), (…) suffix`, split into as many
+/// statements as the parameter limit needs. Returns (sql, values) pairs.
+pub fn multi_insert(
+    table: &str,
+    columns: &[&str],
+    rows: Vec<Vec<SqlValue>>,
+    suffix: &str,
+) -> Vec<(String, Vec<SqlValue>)> {
+    let per_statement = (MAX_PARAMS / columns.len()).max(1);
+    let mut statements = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<SqlValue>> = rows.by_ref().take(per_statement).collect();
+        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+        let mut values = Vec::with_capacity(chunk.len() * columns.len());
+        for (r, row) in chunk.into_iter().enumerate() {
+            debug_assert_eq!(row.len(), columns.len());
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..columns.len() {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", values.len() + c + 1));
+            }
+            sql.push(')');
+            values.extend(row);
+        }
+        sql.push(' ');
+        sql.push_str(suffix);
+        statements.push((sql, values));
+    }
+    statements
+}
+
+/// `(CAST($1 AS T1), CAST($2 AS T2)), (…)` for a `VALUES` list whose column
+/// types both databases must know, split under the parameter limit.
+pub fn values_lists(types: &[&str], rows: Vec<Vec<SqlValue>>) -> Vec<(String, Vec<SqlValue>)> {
+    let per_statement = (MAX_PARAMS / types.len()).max(1);
+    let mut lists = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        for (r, row) in rows.by_ref().take(per_statement).enumerate() {
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            let cells: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(c, t)| format!("CAST(${} AS {t})", values.len() + c + 1))
+                .collect();
+            sql.push_str(&format!("({})", cells.join(", ")));
+            values.extend(row);
+        }
+        lists.push((sql, values));
+    }
+    lists
+}
+
+/// `$first, $first+1, …` for an `IN (…)` list of `count` parameters.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_parameters_across_rows() {
+        let rows = vec![
+            vec![SqlValue::Int(1), "a".into()],
+            vec![SqlValue::Int(2), "b".into()],
+        ];
+        let statements = multi_insert("t", &["x", "y"], rows, "ON CONFLICT DO NOTHING");
+        assert_eq!(statements.len(), 1);
+        assert_eq!(
+            statements[0].0,
+            "INSERT INTO t (x, y) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(statements[0].1.len(), 4);
+        assert_eq!(placeholders(3, 2), "$3, $4");
+    }
+
+    #[test]
+    fn splits_under_the_parameter_limit() {
+        let rows = (0..20_000)
+            .map(|i| vec![SqlValue::Int(i), SqlValue::Int(i)])
+            .collect();
+        let statements = multi_insert("t", &["x", "y"], rows, "");
+        assert_eq!(statements.len(), 2);
+        assert!(statements.iter().all(|(_, v)| v.len() <= MAX_PARAMS));
+        assert!(statements[1]
+            .0
+            .starts_with("INSERT INTO t (x, y) VALUES ($1, $2)"));
+    }
+}
