@@ -93,7 +93,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         // The inbox first: on SQLite this write takes the database's write
         // lock at once, so everything read below stays true until commit.
-        let fresh_ids = record_in_inbox(&mut tx, group, &candidates, now).await?;
+        let fresh_ids = record_in_inbox(&mut tx, self.dialect(), group, &candidates, now).await?;
         let fresh: Vec<(&Delivery, &Envelope)> = candidates
             .into_iter()
             .filter(|(_, e)| fresh_ids.contains(&e.event_id.to_string()))
@@ -128,7 +128,7 @@ impl Store {
             }
         }
         let mut stock = load_stock(&mut tx, self.dialect(), &product_ids).await?;
-        let mut known_orders = existing_orders(&mut tx, &order_ids).await?;
+        let mut known_orders = existing_orders(&mut tx, self.dialect(), &order_ids).await?;
 
         let mut writes = Writes::default();
         for (delivery, envelope, event) in decoded {
@@ -165,7 +165,15 @@ impl Store {
                 error.into(),
             ]);
         }
-        flush(&mut tx, writes, &stock, &outcome.follow_ups, now).await?;
+        flush(
+            &mut tx,
+            self.dialect(),
+            writes,
+            &stock,
+            &outcome.follow_ups,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -224,7 +232,7 @@ impl Store {
         for chunk in events.chunks(1000) {
             let sql = format!(
                 "DELETE FROM outbox WHERE event_id IN ({})",
-                placeholders(1, chunk.len())
+                placeholders(self.dialect(), 1, chunk.len())
             );
             let values = chunk
                 .iter()
@@ -241,6 +249,7 @@ impl Store {
 /// Inserts the inbox rows; returns the ids that were not there yet.
 async fn record_in_inbox(
     tx: &mut Tx<'_>,
+    dialect: Dialect,
     group: &str,
     events: &[(&Delivery, &Envelope)],
     now: i64,
@@ -251,6 +260,7 @@ async fn record_in_inbox(
         .collect();
     let mut fresh = HashSet::new();
     for (sql, values) in multi_insert(
+        dialect,
         "processed_events",
         &["group_name", "event_id", "processed_at"],
         rows,
@@ -283,7 +293,7 @@ async fn load_stock(
         let sql = format!(
             "SELECT i.product_id, p.sku, i.on_hand, i.reserved FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
              WHERE i.product_id IN ({}) ORDER BY i.product_id{lock}",
-            placeholders(1, chunk.len())
+            placeholders(dialect, 1, chunk.len())
         );
         let values = chunk
             .iter()
@@ -308,12 +318,16 @@ async fn load_stock(
     Ok(stock)
 }
 
-async fn existing_orders(tx: &mut Tx<'_>, orders: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+async fn existing_orders(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    orders: &[Uuid],
+) -> Result<HashSet<Uuid>, StoreError> {
     let mut known = HashSet::new();
     for chunk in orders.chunks(1000) {
         let sql = format!(
             "SELECT id FROM orders WHERE id IN ({})",
-            placeholders(1, chunk.len())
+            placeholders(dialect, 1, chunk.len())
         );
         let values = chunk
             .iter()
@@ -463,6 +477,7 @@ async fn execute_all(
 /// Writes the batch's rows, one multi-row statement per table.
 async fn flush(
     tx: &mut Tx<'_>,
+    dialect: Dialect,
     writes: Writes,
     stock: &BTreeMap<Uuid, Stock>,
     follow_ups: &[Envelope],
@@ -481,6 +496,7 @@ async fn flush(
     execute_all(
         tx,
         multi_insert(
+            dialect,
             "products",
             &product_columns,
             writes.products,
@@ -513,7 +529,9 @@ async fn flush(
             row
         })
         .collect();
-    for (values_sql, values) in values_lists(&["TEXT", "BIGINT", "BIGINT", "BIGINT"], existing) {
+    for (values_sql, values) in
+        values_lists(dialect, &["TEXT", "BIGINT", "BIGINT", "BIGINT"], existing)
+    {
         let sql = format!(
             "WITH delta (product_id, on_hand, reserved, received) AS (VALUES {values_sql}) \
              UPDATE inventory SET on_hand = inventory.on_hand + delta.on_hand, \
@@ -538,6 +556,7 @@ async fn flush(
     execute_all(
         tx,
         multi_insert(
+        dialect,
             "inventory",
             &["product_id", "on_hand", "reserved", "received_total", "updated_at"],
             created,
@@ -560,6 +579,7 @@ async fn flush(
     execute_all(
         tx,
         multi_insert(
+            dialect,
             "orders",
             &order_columns,
             writes.orders,
@@ -577,6 +597,7 @@ async fn flush(
     execute_all(
         tx,
         multi_insert(
+            dialect,
             "order_items",
             &item_columns,
             writes.order_items,
@@ -588,6 +609,7 @@ async fn flush(
     execute_all(
         tx,
         multi_insert(
+            dialect,
             "alerts",
             &alert_columns,
             writes.alerts,
@@ -610,6 +632,7 @@ async fn flush(
     execute_all(
         tx,
         multi_insert(
+            dialect,
             "event_archive",
             &archive_columns,
             writes.archive,
@@ -632,6 +655,7 @@ async fn flush(
     execute_all(
         tx,
         multi_insert(
+            dialect,
             "outbox",
             &["event_id", "envelope", "created_at"],
             outbox,

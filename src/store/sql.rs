@@ -1,6 +1,10 @@
-//! Multi-row statements built at run time with numbered parameters, which
-//! both PostgreSQL and SQLite accept: one round trip for a whole batch.
+//! Multi-row statements built at run time: one round trip for a whole batch.
+//!
+//! Parameters are `$n` for PostgreSQL and plain `?` for SQLite: SQLite looks
+//! a named parameter up by a linear scan, so binding thousands of `$n` costs
+//! time quadratic in their number, while `?` binds in order.
 
+use super::Dialect;
 use sqlx::any::{Any, AnyArguments};
 use sqlx::query::Query;
 
@@ -39,6 +43,14 @@ impl From<Option<String>> for SqlValue {
 /// Parameters per statement, under SQLite's 32766 and PostgreSQL's 65535.
 const MAX_PARAMS: usize = 30_000;
 
+/// The `n`th (from 1) parameter of a statement.
+fn param(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Postgres => format!("${n}"),
+        Dialect::Sqlite => "?".to_string(),
+    }
+}
+
 pub fn bind_all<'q>(
     mut query: Query<'q, Any, AnyArguments<'q>>,
     values: Vec<SqlValue>,
@@ -56,6 +68,7 @@ pub fn bind_all<'q>(
 /// `INSERT INTO table (columns) VALUES (…), (…) suffix`, split into as many
 /// statements as the parameter limit needs. Returns (sql, values) pairs.
 pub fn multi_insert(
+    dialect: Dialect,
     table: &str,
     columns: &[&str],
     rows: Vec<Vec<SqlValue>>,
@@ -78,7 +91,7 @@ pub fn multi_insert(
                 if c > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("${}", values.len() + c + 1));
+                sql.push_str(&param(dialect, values.len() + c + 1));
             }
             sql.push(')');
             values.extend(row);
@@ -92,7 +105,11 @@ pub fn multi_insert(
 
 /// `(CAST($1 AS T1), CAST($2 AS T2)), (…)` for a `VALUES` list whose column
 /// types both databases must know, split under the parameter limit.
-pub fn values_lists(types: &[&str], rows: Vec<Vec<SqlValue>>) -> Vec<(String, Vec<SqlValue>)> {
+pub fn values_lists(
+    dialect: Dialect,
+    types: &[&str],
+    rows: Vec<Vec<SqlValue>>,
+) -> Vec<(String, Vec<SqlValue>)> {
     let per_statement = (MAX_PARAMS / types.len()).max(1);
     let mut lists = Vec::new();
     let mut rows = rows.into_iter().peekable();
@@ -106,7 +123,7 @@ pub fn values_lists(types: &[&str], rows: Vec<Vec<SqlValue>>) -> Vec<(String, Ve
             let cells: Vec<String> = types
                 .iter()
                 .enumerate()
-                .map(|(c, t)| format!("CAST(${} AS {t})", values.len() + c + 1))
+                .map(|(c, t)| format!("CAST({} AS {t})", param(dialect, values.len() + c + 1)))
                 .collect();
             sql.push_str(&format!("({})", cells.join(", ")));
             values.extend(row);
@@ -116,10 +133,10 @@ pub fn values_lists(types: &[&str], rows: Vec<Vec<SqlValue>>) -> Vec<(String, Ve
     lists
 }
 
-/// `$first, $first+1, …` for an `IN (…)` list of `count` parameters.
-pub fn placeholders(first: usize, count: usize) -> String {
+/// The parameters of an `IN (…)` list of `count`, numbered from `first`.
+pub fn placeholders(dialect: Dialect, first: usize, count: usize) -> String {
     (first..first + count)
-        .map(|i| format!("${i}"))
+        .map(|i| param(dialect, i))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -134,14 +151,26 @@ mod tests {
             vec![SqlValue::Int(1), "a".into()],
             vec![SqlValue::Int(2), "b".into()],
         ];
-        let statements = multi_insert("t", &["x", "y"], rows, "ON CONFLICT DO NOTHING");
+        let statements = multi_insert(
+            Dialect::Postgres,
+            "t",
+            &["x", "y"],
+            rows.clone(),
+            "ON CONFLICT DO NOTHING",
+        );
         assert_eq!(statements.len(), 1);
         assert_eq!(
             statements[0].0,
             "INSERT INTO t (x, y) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
         );
         assert_eq!(statements[0].1.len(), 4);
-        assert_eq!(placeholders(3, 2), "$3, $4");
+        assert_eq!(placeholders(Dialect::Postgres, 3, 2), "$3, $4");
+        let statements = multi_insert(Dialect::Sqlite, "t", &["x", "y"], rows, "");
+        assert_eq!(
+            statements[0].0,
+            "INSERT INTO t (x, y) VALUES (?, ?), (?, ?) "
+        );
+        assert_eq!(placeholders(Dialect::Sqlite, 3, 2), "?, ?");
     }
 
     #[test]
@@ -149,7 +178,7 @@ mod tests {
         let rows = (0..20_000)
             .map(|i| vec![SqlValue::Int(i), SqlValue::Int(i)])
             .collect();
-        let statements = multi_insert("t", &["x", "y"], rows, "");
+        let statements = multi_insert(Dialect::Postgres, "t", &["x", "y"], rows, "");
         assert_eq!(statements.len(), 2);
         assert!(statements.iter().all(|(_, v)| v.len() <= MAX_PARAMS));
         assert!(statements[1]

@@ -242,6 +242,7 @@ async fn process_batch(
         }
     };
 
+    let applied_at = started.elapsed();
     // Publishing is retried even during shutdown for a short while: the
     // follow-ups are safe in the outbox either way.
     let mut backoff = Backoff::new();
@@ -251,6 +252,7 @@ async fn process_batch(
             return false;
         }
     }
+    let published_at = started.elapsed();
     let ids: Vec<_> = batch.iter().map(|d| (d.partition, d.id)).collect();
     let mut backoff = Backoff::new();
     while let Err(e) = log.ack(&options.group, &ids).await {
@@ -259,6 +261,13 @@ async fn process_batch(
             return false;
         }
     }
+    tracing::debug!(
+        size = batch.len(),
+        apply_ms = applied_at.as_millis() as u64,
+        publish_ms = (published_at - applied_at).as_millis() as u64,
+        ack_ms = (started.elapsed() - published_at).as_millis() as u64,
+        "batch done"
+    );
     metrics::histogram!(crate::metrics::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
     let now = chrono::Utc::now();
     for envelope in applicable.iter().filter_map(|d| d.envelope.as_ref().ok()) {
