@@ -302,9 +302,9 @@ impl Store {
         let mut violations = Vec::new();
         let rows = sqlx::query(
             "SELECT i.product_id, i.on_hand, i.reserved, i.received_total, i.shipped_total, \
-             CAST(COALESCE((SELECT SUM(oi.quantity) FROM order_items oi JOIN orders o ON o.id = oi.order_id \
-                  WHERE oi.product_id = i.product_id AND o.status = 'CONFIRMED'), 0) AS BIGINT) AS confirmed_qty \
-             FROM inventory i",
+             CAST(COALESCE(c.quantity, 0) AS BIGINT) AS confirmed_qty FROM inventory i LEFT JOIN \
+             (SELECT oi.product_id, SUM(oi.quantity) AS quantity FROM order_items oi JOIN orders o ON o.id = oi.order_id \
+              WHERE o.status = 'CONFIRMED' GROUP BY oi.product_id) c ON c.product_id = i.product_id",
         )
         .fetch_all(self.pool())
         .await?;

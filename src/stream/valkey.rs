@@ -259,13 +259,15 @@ impl EventLog for ValkeyLog {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = partitions.iter().map(|&p| self.stream_key(p)).collect();
+        // COUNT applies per stream: share `max` among them.
+        let per_stream = max.div_ceil(partitions.len()).max(1);
         let ids: Vec<&str> = vec![">"; keys.len()];
         let raw: Value = self
             .reader
             .xreadgroup(
                 group,
                 consumer,
-                Some(max as u64),
+                Some(per_stream as u64),
                 Some(block.as_millis().max(1) as u64),
                 false,
                 keys,

