@@ -276,6 +276,30 @@ async fn record_in_inbox(
     Ok(fresh)
 }
 
+/// Runs `sql` (whose `{ids}` is replaced by an `IN` list) for `ids`, in
+/// chunks, and returns every row.
+async fn select_by_ids(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    sql: &str,
+    ids: &[Uuid],
+) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+    let mut rows = Vec::new();
+    for chunk in ids.chunks(1000) {
+        let sql = sql.replace("{ids}", &placeholders(dialect, 1, chunk.len()));
+        let values = chunk
+            .iter()
+            .map(|id| SqlValue::from(id.to_string()))
+            .collect();
+        rows.extend(
+            bind_all(sqlx::query(&sql), values)
+                .fetch_all(&mut **tx)
+                .await?,
+        );
+    }
+    Ok(rows)
+}
+
 /// Loads (and on PostgreSQL locks, in product-id order so concurrent
 /// workers cannot deadlock) the stock rows of `products`.
 async fn load_stock(
@@ -283,37 +307,25 @@ async fn load_stock(
     dialect: Dialect,
     products: &BTreeSet<Uuid>,
 ) -> Result<BTreeMap<Uuid, Stock>, StoreError> {
-    let mut stock: BTreeMap<Uuid, Stock> = BTreeMap::new();
+    let lock = match dialect {
+        Dialect::Postgres => " FOR UPDATE OF i",
+        Dialect::Sqlite => "",
+    };
+    let sql = format!(
+        "SELECT i.product_id, p.sku, i.on_hand, i.reserved FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+         WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
+    );
     let ids: Vec<Uuid> = products.iter().copied().collect();
-    for chunk in ids.chunks(1000) {
-        let lock = match dialect {
-            Dialect::Postgres => " FOR UPDATE OF i",
-            Dialect::Sqlite => "",
+    let mut stock = BTreeMap::new();
+    for row in select_by_ids(tx, dialect, &sql, &ids).await? {
+        let loaded = Stock {
+            sku: row.try_get("sku")?,
+            on_hand: row.try_get("on_hand")?,
+            reserved: row.try_get("reserved")?,
+            existed: true,
+            ..Stock::default()
         };
-        let sql = format!(
-            "SELECT i.product_id, p.sku, i.on_hand, i.reserved FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
-             WHERE i.product_id IN ({}) ORDER BY i.product_id{lock}",
-            placeholders(dialect, 1, chunk.len())
-        );
-        let values = chunk
-            .iter()
-            .map(|id| SqlValue::from(id.to_string()))
-            .collect();
-        for row in bind_all(sqlx::query(&sql), values)
-            .fetch_all(&mut **tx)
-            .await?
-        {
-            stock.insert(
-                super::uuid_col(&row, "product_id")?,
-                Stock {
-                    sku: row.try_get("sku")?,
-                    on_hand: row.try_get("on_hand")?,
-                    reserved: row.try_get("reserved")?,
-                    existed: true,
-                    ..Stock::default()
-                },
-            );
-        }
+        stock.insert(super::uuid_col(&row, "product_id")?, loaded);
     }
     Ok(stock)
 }
@@ -323,24 +335,14 @@ async fn existing_orders(
     dialect: Dialect,
     orders: &[Uuid],
 ) -> Result<HashSet<Uuid>, StoreError> {
-    let mut known = HashSet::new();
-    for chunk in orders.chunks(1000) {
-        let sql = format!(
-            "SELECT id FROM orders WHERE id IN ({})",
-            placeholders(dialect, 1, chunk.len())
-        );
-        let values = chunk
-            .iter()
-            .map(|id| SqlValue::from(id.to_string()))
-            .collect();
-        for row in bind_all(sqlx::query(&sql), values)
-            .fetch_all(&mut **tx)
-            .await?
-        {
-            known.insert(super::uuid_col(&row, "id")?);
-        }
-    }
-    Ok(known)
+    let rows = select_by_ids(
+        tx,
+        dialect,
+        "SELECT id FROM orders WHERE id IN ({ids})",
+        orders,
+    )
+    .await?;
+    rows.iter().map(|row| super::uuid_col(row, "id")).collect()
 }
 
 /// One event's effect on the batch's in-memory state.

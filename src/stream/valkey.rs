@@ -481,6 +481,27 @@ impl ValkeyLog {
         format!("{}:members:{group}", self.namespace)
     }
 
+    /// Runs ACQUIRE or RENEW on a partition's lease: true when held after.
+    async fn lease_script(
+        &self,
+        script: &str,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError> {
+        let held: i64 = self
+            .client
+            .eval(
+                script,
+                vec![self.lease_key(group, partition)],
+                vec![member.to_string(), ttl.as_millis().to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
     fn dead_letter_key(&self, group: &str) -> String {
         format!("{}:dead-letters:{group}", self.namespace)
     }
@@ -518,16 +539,8 @@ impl LeaseStore for ValkeyLog {
         member: &str,
         ttl: Duration,
     ) -> Result<bool, LogError> {
-        let acquired: i64 = self
-            .client
-            .eval(
-                ACQUIRE,
-                vec![self.lease_key(group, partition)],
-                vec![member.to_string(), ttl.as_millis().to_string()],
-            )
+        self.lease_script(ACQUIRE, group, partition, member, ttl)
             .await
-            .map_err(unavailable)?;
-        Ok(acquired == 1)
     }
 
     async fn renew(
@@ -537,16 +550,8 @@ impl LeaseStore for ValkeyLog {
         member: &str,
         ttl: Duration,
     ) -> Result<bool, LogError> {
-        let renewed: i64 = self
-            .client
-            .eval(
-                RENEW,
-                vec![self.lease_key(group, partition)],
-                vec![member.to_string(), ttl.as_millis().to_string()],
-            )
+        self.lease_script(RENEW, group, partition, member, ttl)
             .await
-            .map_err(unavailable)?;
-        Ok(renewed == 1)
     }
 
     async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError> {
