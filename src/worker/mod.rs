@@ -77,6 +77,12 @@ impl Backoff {
     }
 }
 
+/// The wait before retrying an event that failed `attempts` times: the base
+/// doubled per attempt, at most 30 s.
+fn retry_delay(base: Duration, attempts: u32) -> Duration {
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(Duration::from_secs(30))
+}
+
 pub async fn run(
     backend: LogBackend,
     store: Store,
@@ -392,10 +398,7 @@ async fn apply_one_by_one(
                 }
                 break;
             }
-            let delay = options
-                .retry_backoff
-                .saturating_mul(1 << (attempts - 1).min(16))
-                .min(Duration::from_secs(30));
+            let delay = retry_delay(options.retry_backoff, attempts);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return None,
@@ -490,5 +493,43 @@ async fn relay_outbox(log: &dyn EventLog, store: &Store) {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "reading the outbox failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn retry_delays_double_up_to_a_cap() {
+        let base = Duration::from_millis(200);
+        let delays: Vec<u64> = (1..=6).map(|a| retry_delay(base, a).as_millis() as u64).collect();
+        assert_eq!(delays, vec![200, 400, 800, 1600, 3200, 6400]);
+        assert_eq!(retry_delay(base, 40), Duration::from_secs(30));
+    }
+
+    /// The backoff waits 100 ms, 200 ms, 400 ms… up to 5 s, measured on
+    /// tokio's paused clock, and gives up at once on shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_and_stops_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut backoff = Backoff::new();
+        let mut waited = Vec::new();
+        for _ in 0..8 {
+            let started = Instant::now();
+            assert!(backoff.wait(&shutdown).await);
+            waited.push(started.elapsed().as_millis() as u64);
+        }
+        assert_eq!(waited, vec![100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stop.cancel();
+        });
+        let started = Instant::now();
+        assert!(!backoff.wait(&shutdown).await, "shutdown interrupts the wait");
+        assert_eq!(started.elapsed().as_millis(), 10);
     }
 }
