@@ -112,6 +112,8 @@ start_postgres() {
     -o "-p $port -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
     start >/dev/null
   export STREAMSTOCK_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  # Outage tests start (and stop) PostgreSQL servers of their own.
+  export STREAMSTOCK_TEST_PG_BIN="$bin"
   log "PostgreSQL: $("$bin/postgres" --version) on port $port"
 }
 

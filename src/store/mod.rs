@@ -112,7 +112,9 @@ impl Store {
             };
 
         let options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(10))
+            // Short: while the database is down, requests fail fast with 503
+            // instead of queueing for a connection.
+            .acquire_timeout(Duration::from_secs(3))
             .max_connections(match dialect {
                 Dialect::Postgres => 16,
                 Dialect::Sqlite => 8,

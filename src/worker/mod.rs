@@ -80,7 +80,8 @@ impl Backoff {
 /// The wait before retrying an event that failed `attempts` times: the base
 /// doubled per attempt, at most 30 s.
 fn retry_delay(base: Duration, attempts: u32) -> Duration {
-    base.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(Duration::from_secs(30))
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(Duration::from_secs(30))
 }
 
 pub async fn run(
@@ -504,7 +505,9 @@ mod tests {
     #[test]
     fn retry_delays_double_up_to_a_cap() {
         let base = Duration::from_millis(200);
-        let delays: Vec<u64> = (1..=6).map(|a| retry_delay(base, a).as_millis() as u64).collect();
+        let delays: Vec<u64> = (1..=6)
+            .map(|a| retry_delay(base, a).as_millis() as u64)
+            .collect();
         assert_eq!(delays, vec![200, 400, 800, 1600, 3200, 6400]);
         assert_eq!(retry_delay(base, 40), Duration::from_secs(30));
     }
@@ -529,7 +532,10 @@ mod tests {
             stop.cancel();
         });
         let started = Instant::now();
-        assert!(!backoff.wait(&shutdown).await, "shutdown interrupts the wait");
+        assert!(
+            !backoff.wait(&shutdown).await,
+            "shutdown interrupts the wait"
+        );
         assert_eq!(started.elapsed().as_millis(), 10);
     }
 }
