@@ -13,12 +13,17 @@ use streamstock::store::Store;
 use uuid::Uuid;
 
 /// Places orders from 6 concurrent clients until `stop`, recording the ids
-/// the gateway answered 202 for. Requests that fail (the server died) are
-/// simply not counted: their fate is unknown to the client.
-async fn place_orders_until(api: Arc<Api>, products: Vec<Uuid>, stop: Instant) -> HashSet<Uuid> {
+/// the gateway answered 202 for, and how many requests got no answer (the
+/// server died, or a timeout): their fate is unknown to the client.
+async fn place_orders_until(
+    api: Arc<Api>,
+    products: Vec<Uuid>,
+    stop: Instant,
+) -> (HashSet<Uuid>, usize) {
     let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let unanswered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients = (0..6).map(|c| {
-        let (api, products, accepted) = (api.clone(), products.clone(), accepted.clone());
+        let (api, products, accepted, unanswered) = (api.clone(), products.clone(), accepted.clone(), unanswered.clone());
         tokio::spawn(async move {
             let mut i = 0usize;
             while Instant::now() < stop {
@@ -31,14 +36,17 @@ async fn place_orders_until(api: Arc<Api>, products: Vec<Uuid>, stop: Instant) -
                         accepted.lock().unwrap().insert(answer["order_id"].as_str().unwrap().parse().unwrap());
                     }
                     Ok(r) => assert!(r.status().is_server_error(), "unexpected {}", r.status()),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(_) => {
+                        unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
                 }
             }
         })
     });
     futures::future::join_all(clients).await;
     let ids = accepted.lock().unwrap().clone();
-    ids
+    (ids, unanswered.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// `stock` holds each product's id and the units ever received: a receipt
@@ -108,7 +116,7 @@ async fn embedded_all_survives_kill_9_under_load() {
         ));
         tokio::time::sleep(Duration::from_millis(700 + 100 * round)).await;
         running.take().expect("started above").kill_hard();
-        accepted.extend(load.await.unwrap());
+        accepted.extend(load.await.unwrap().0);
     }
     assert!(
         accepted.len() > 20,
@@ -144,6 +152,7 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
     let products: Vec<Uuid> = stock.iter().map(|s| s.0).collect();
 
     let mut accepted = HashSet::new();
+    let mut unanswered = 0;
     for round in 0..3 {
         let victim = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
         let load = tokio::spawn(place_orders_until(
@@ -153,12 +162,23 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
         ));
         tokio::time::sleep(Duration::from_millis(600 + 150 * round)).await;
         victim.kill_hard();
-        accepted.extend(load.await.unwrap());
+        let (ids, lost) = load.await.unwrap();
+        accepted.extend(ids);
+        unanswered += lost;
     }
     assert!(accepted.len() > 20, "too few orders: {}", accepted.len());
 
     let store = Store::connect(&deployment.database).await.unwrap();
     assert_every_accepted_order_processed_once(&api, &store, &accepted, &stock).await;
+    // The gateway was never killed: every request that got an answer is
+    // accounted for, so the read model holds exactly the orders answered 202
+    // (give or take requests that timed out on the client, if any).
+    let orders = api.all_orders().await.unwrap().len();
+    assert!(
+        orders >= accepted.len() && orders <= accepted.len() + unanswered,
+        "{orders} orders for {} answered 202 and {unanswered} unanswered",
+        accepted.len()
+    );
     assert!(survivor.terminate().success());
     assert!(gateway.terminate().success());
 }
