@@ -181,7 +181,7 @@ impl GatewayArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ProcessingArgs {
     /// Most events a worker applies in one transaction.
-    #[arg(long, env = "STREAMSTOCK_BATCH_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "STREAMSTOCK_BATCH_SIZE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
     /// How long a worker waits for a batch to fill, in milliseconds.
     #[arg(long, env = "STREAMSTOCK_BATCH_WAIT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]

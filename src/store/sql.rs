@@ -51,6 +51,9 @@ fn param(dialect: Dialect, n: usize) -> String {
     }
 }
 
+/// Binds `values` in order. The statement is not kept prepared: generated
+/// SQL varies with the batch's row count, and caching every variant would
+/// only evict the statements worth keeping.
 pub fn bind_all<'q>(
     mut query: Query<'q, Any, AnyArguments<'q>>,
     values: Vec<SqlValue>,
@@ -62,7 +65,7 @@ pub fn bind_all<'q>(
             SqlValue::OptText(v) => query.bind(v),
         };
     }
-    query
+    query.persistent(false)
 }
 
 /// `INSERT INTO table (columns) VALUES (…), (…) suffix`, split into as many
