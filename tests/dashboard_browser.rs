@@ -1,13 +1,19 @@
 //! The dashboard in a real browser: headless Chromium, driven by
 //! web/e2e/dashboard.mjs (playwright-core), against a running StreamStock.
-//! The page must show the server's figures and update live over the
-//! WebSocket. `scripts/test.sh` installs Chromium when it is missing.
+//! The page must show the server's figures and alerts and update live over
+//! the WebSocket. It runs on Valkey + PostgreSQL. `scripts/test.sh`
+//! installs Chromium when it is missing.
 
 mod common;
 
+use chrono::Utc;
 use common::{Backend, TestApp};
 use serde_json::json;
 use std::process::Command;
+use streamstock::domain::events::StockReceived;
+use streamstock::domain::DomainEvent;
+use streamstock::stream::valkey::ValkeyLog;
+use streamstock::stream::EventLog;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_figures_in_chromium() {
@@ -18,7 +24,7 @@ async fn dashboard_shows_live_figures_in_chromium() {
         "no Chromium at {chromium}: run the suite with ./scripts/test.sh (it installs Debian's chromium) \
          or set STREAMSTOCK_TEST_CHROMIUM"
     );
-    let app = TestApp::spawn(Backend::EmbeddedSqlite).await;
+    let app = TestApp::spawn(Backend::ValkeyPostgres).await;
     let a = app.create_product("DASH-A", 10.00, 5).await;
     app.create_product("DASH-B", 2.50, 1).await;
     for i in 0..3 {
@@ -28,6 +34,33 @@ async fn dashboard_shows_live_figures_in_chromium() {
         assert_eq!(status, 202);
     }
     app.wait_until_decided(3).await;
+
+    // An event no worker understands: dead-lettered, with an alert that the
+    // page must show.
+    let log = ValkeyLog::connect(
+        &common::valkey_url(),
+        &app.common.valkey_namespace,
+        app.common.partitions,
+        true,
+    )
+    .await
+    .unwrap();
+    let mut odd = DomainEvent::StockReceived(StockReceived {
+        product_id: a,
+        quantity: 1,
+    })
+    .into_envelope(Utc::now());
+    odd.event_type = "stock.teleported".into();
+    log.append(&odd).await.unwrap();
+    app.wait_for("the dead-letter alert", || async {
+        !app.get("/api/alerts")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
 
     let screenshot =
         std::env::temp_dir().join(format!("streamstock-dashboard-{}.png", std::process::id()));

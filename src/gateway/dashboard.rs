@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::store::queries::{Figures, OrderView, ProductView};
+use crate::store::queries::{AlertView, Figures, OrderView, ProductView};
 use crate::worker::PROCESSOR_GROUP;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 const SNAPSHOT_PRODUCTS: i64 = 200;
 const SNAPSHOT_ORDERS: i64 = 15;
+const SNAPSHOT_ALERTS: i64 = 10;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -36,6 +37,7 @@ pub struct Snapshot {
     pub stats: Stats,
     pub products: Vec<ProductView>,
     pub recent_orders: Vec<OrderView>,
+    pub alerts: Vec<AlertView>,
 }
 
 pub struct Hub {
@@ -73,6 +75,7 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
         stats: compute_stats(state).await?,
         products: state.store.list_products(SNAPSHOT_PRODUCTS, None).await?,
         recent_orders: state.store.recent_orders(SNAPSHOT_ORDERS).await?,
+        alerts: state.store.recent_alerts(SNAPSHOT_ALERTS).await?,
     })
 }
 

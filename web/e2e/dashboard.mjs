@@ -85,6 +85,14 @@ try {
     .locator('[data-testid="orders"] tbody tr', { hasText: placed.order_id.slice(-8) })
     .waitFor({ timeout: 15000 });
 
+  // The alert feed shows the server's alerts (or says there are none).
+  const alerts = await api("/api/alerts");
+  if (alerts.length === 0) {
+    await page.getByTestId("alerts-empty").waitFor({ timeout: 15000 });
+  } else {
+    await page.getByTestId("alerts").filter({ hasText: alerts[0].message }).waitFor({ timeout: 15000 });
+  }
+
   await page.screenshot({ path: screenshot, fullPage: true });
   check(problems.length === 0, `the page reported errors: ${problems.join("; ")}`);
   console.log(JSON.stringify({ ok: true, products: products.length, orders: before + 1, screenshot }));

@@ -1,5 +1,5 @@
 import { useDashboard } from "./useDashboard";
-import type { ProductRow, Snapshot } from "./types";
+import type { AlertRow, ProductRow, Snapshot } from "./types";
 
 const money = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
 const STATUSES = ["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
@@ -62,6 +62,10 @@ function Dashboard({ snapshot }: { snapshot: Snapshot }) {
           </table>
         </section>
       </div>
+      <section>
+        <h2>Alerts</h2>
+        <Alerts alerts={snapshot.alerts} />
+      </section>
       <footer className="muted">
         {stats.event_log} · {stats.database} · updated {new Date(snapshot.generated_at).toLocaleTimeString()}
       </footer>
@@ -75,6 +79,21 @@ function Figure({ label, value, testId }: { label: string; value: string; testId
       <span>{label}</span>
       <strong data-testid={testId}>{value}</strong>
     </div>
+  );
+}
+
+function Alerts({ alerts }: { alerts: AlertRow[] }) {
+  if (alerts.length === 0) return <p className="muted" data-testid="alerts-empty">No alerts.</p>;
+  return (
+    <ul className="alerts" data-testid="alerts">
+      {alerts.map((a) => (
+        <li key={a.id} className={`alert ${a.severity}`}>
+          <span className="mono">{new Date(a.raised_at).toLocaleTimeString()}</span>
+          <span className="badge">{a.kind}</span>
+          <span>{a.message}</span>
+        </li>
+      ))}
+    </ul>
   );
 }
 

@@ -35,9 +35,19 @@ export interface OrderRow {
   created_at: string;
 }
 
+export interface AlertRow {
+  id: string;
+  kind: string;
+  severity: string;
+  subject: string;
+  message: string;
+  raised_at: string;
+}
+
 export interface Snapshot {
   generated_at: string;
   stats: Stats;
   products: ProductRow[];
   recent_orders: OrderRow[];
+  alerts: AlertRow[];
 }
