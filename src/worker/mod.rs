@@ -9,7 +9,7 @@ use crate::app::LogBackend;
 use crate::config::ProcessingArgs;
 use crate::domain::Envelope;
 use crate::store::Store;
-use crate::stream::{Delivery, EventLog};
+use crate::stream::{Delivery, EventLog, LogError};
 use ownership::Ownership;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -113,6 +113,7 @@ pub async fn run(
     metrics::gauge!(crate::metrics::WORKER_UP).set(1.0);
     relay_outbox(&*log, &store).await;
     let mut processing: BTreeSet<u32> = BTreeSet::new();
+    let mut prefetch: Option<tokio::task::JoinHandle<Result<Vec<Delivery>, LogError>>> = None;
     let mut idle_rounds = 0u32;
     while !shutdown.is_cancelled() {
         let owned = owned_rx.borrow_and_update().clone();
@@ -154,17 +155,25 @@ pub async fn run(
         let partitions: Vec<u32> = processing.iter().copied().collect();
         // The read is not cancelled on shutdown: it returns within
         // batch_wait, and dropping it mid-flight could strand entries that
-        // Valkey already marked as delivered to us.
-        let batch = match log
-            .read_group(
-                &options.group,
-                &options.consumer,
-                &partitions,
-                options.batch_size,
-                options.batch_wait,
-            )
-            .await
-        {
+        // Valkey already marked as delivered to us. A batch read ahead
+        // (below) is used even if ownership changed meanwhile: its entries
+        // were delivered to us, and the inbox makes any overlap harmless.
+        let read = match prefetch.take() {
+            Some(ahead) => ahead
+                .await
+                .unwrap_or_else(|e| Err(LogError::Unavailable(format!("read task failed: {e}")))),
+            None => {
+                log.read_group(
+                    &options.group,
+                    &options.consumer,
+                    &partitions,
+                    options.batch_size,
+                    options.batch_wait,
+                )
+                .await
+            }
+        };
+        let batch = match read {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the log failed; retrying");
@@ -183,9 +192,32 @@ pub async fn run(
             }
             continue;
         }
+        // Read the next batch while this one is applied: the read and the
+        // database work overlap instead of taking turns.
+        prefetch = Some(tokio::spawn(read_ahead(
+            log.clone(),
+            options.clone(),
+            partitions,
+        )));
         idle_rounds = 0;
         if !process_batch(&*log, &store, &options, &batch, &shutdown).await {
             break;
+        }
+    }
+    // A batch already read ahead is still ours to finish before stopping.
+    if let Some(ahead) = prefetch.take() {
+        if let Ok(Ok(batch)) = ahead.await {
+            if !batch.is_empty() {
+                // Bounded: if a backend is down, give up after a grace
+                // period; the entries stay pending for the next owner.
+                let grace = CancellationToken::new();
+                let expire = grace.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    expire.cancel();
+                });
+                process_batch(&*log, &store, &options, &batch, &grace).await;
+            }
         }
     }
     stop_coordinator.cancel();
@@ -193,6 +225,21 @@ pub async fn run(
     ownership.release_all(&owned).await;
     metrics::gauge!(crate::metrics::WORKER_UP).set(0.0);
     tracing::info!(consumer = %options.consumer, "worker stopped");
+}
+
+async fn read_ahead(
+    log: std::sync::Arc<dyn EventLog>,
+    options: WorkerOptions,
+    partitions: Vec<u32>,
+) -> Result<Vec<Delivery>, LogError> {
+    log.read_group(
+        &options.group,
+        &options.consumer,
+        &partitions,
+        options.batch_size,
+        options.batch_wait,
+    )
+    .await
 }
 
 /// Applies, publishes and acks one batch, retrying transient failures.
