@@ -114,6 +114,7 @@ pub async fn run(
     relay_outbox(&*log, &store).await;
     let mut processing: BTreeSet<u32> = BTreeSet::new();
     let mut prefetch: Option<tokio::task::JoinHandle<Result<Vec<Delivery>, LogError>>> = None;
+    let mut finishing: Option<tokio::task::JoinHandle<bool>> = None;
     let mut idle_rounds = 0u32;
     while !shutdown.is_cancelled() {
         let owned = owned_rx.borrow_and_update().clone();
@@ -200,9 +201,26 @@ pub async fn run(
             partitions,
         )));
         idle_rounds = 0;
-        if !process_batch(&*log, &store, &options, &batch, &shutdown).await {
+        let Some(committed) = apply_phase(&*log, &store, &options, &batch, &shutdown).await else {
             break;
+        };
+        // Publishing and acking batch N overlaps applying batch N+1; batch
+        // N+1's follow-ups are published only after batch N's.
+        if let Some(previous) = finishing.take() {
+            if !previous.await.unwrap_or(false) {
+                break;
+            }
         }
+        finishing = Some(tokio::spawn(finish_owned(
+            log.clone(),
+            store.clone(),
+            options.clone(),
+            committed,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(previous) = finishing.take() {
+        let _ = previous.await;
     }
     // A batch already read ahead is still ours to finish before stopping.
     if let Some(ahead) = prefetch.take() {
@@ -242,6 +260,16 @@ async fn read_ahead(
     .await
 }
 
+/// A batch whose transaction committed: what remains is publishing its
+/// follow-up events and acking it.
+struct Committed {
+    follow_ups: Vec<Envelope>,
+    ids: Vec<(u32, crate::stream::EntryId)>,
+    occurred: Vec<chrono::DateTime<chrono::Utc>>,
+    started: std::time::Instant,
+    applied_in: Duration,
+}
+
 /// Applies, publishes and acks one batch, retrying transient failures.
 /// Returns false if shutdown interrupted it before the ack (the entries stay
 /// pending and are redelivered; the inbox makes that harmless).
@@ -252,6 +280,21 @@ async fn process_batch(
     batch: &[Delivery],
     shutdown: &CancellationToken,
 ) -> bool {
+    match apply_phase(log, store, options, batch, shutdown).await {
+        Some(committed) => finish_phase(log, store, options, committed, shutdown).await,
+        None => false,
+    }
+}
+
+/// Dead-letters what can never apply and commits the rest. None if
+/// shutdown interrupted.
+async fn apply_phase(
+    log: &dyn EventLog,
+    store: &Store,
+    options: &WorkerOptions,
+    batch: &[Delivery],
+    shutdown: &CancellationToken,
+) -> Option<Committed> {
     let started = std::time::Instant::now();
     // Entries no handler can ever apply go straight to the dead letters.
     let mut applicable = Vec::with_capacity(batch.len());
@@ -260,57 +303,77 @@ async fn process_batch(
             None => applicable.push(delivery.clone()),
             Some(reason) => {
                 if !dead_letter(log, options, delivery, reason, 1, shutdown).await {
-                    return false;
+                    return None;
                 }
             }
         }
     }
-
     // One transaction for the whole batch. (Per-partition transactions in
     // parallel were measured slower on PostgreSQL: they lock the same
     // product rows and wait on each other.)
-    let follow_ups = match apply_share(log, store, options, &applicable, shutdown).await {
-        Some(follow_ups) => follow_ups,
-        None => return false,
-    };
+    let follow_ups = apply_share(log, store, options, &applicable, shutdown).await?;
+    Some(Committed {
+        follow_ups,
+        ids: batch.iter().map(|d| (d.partition, d.id)).collect(),
+        occurred: applicable
+            .iter()
+            .filter_map(|d| d.envelope.as_ref().ok())
+            .map(|e| e.occurred_at)
+            .collect(),
+        started,
+        applied_in: started.elapsed(),
+    })
+}
 
-    let applied_at = started.elapsed();
-    // Publishing is retried even during shutdown for a short while: the
-    // follow-ups are safe in the outbox either way.
+/// Publishes a committed batch's follow-ups, then acks it. False if
+/// shutdown interrupted (the follow-ups are safe in the outbox, the entries
+/// stay pending).
+async fn finish_phase(
+    log: &dyn EventLog,
+    store: &Store,
+    options: &WorkerOptions,
+    committed: Committed,
+    shutdown: &CancellationToken,
+) -> bool {
+    let finishing = std::time::Instant::now();
     let mut backoff = Backoff::new();
-    while let Err(e) = publish(log, store, &follow_ups).await {
+    while let Err(e) = publish(log, store, &committed.follow_ups).await {
         tracing::warn!(error = %e, "publishing follow-up events failed; retrying");
         if !backoff.wait(shutdown).await {
             return false;
         }
     }
-    let published_at = started.elapsed();
-    let ids: Vec<_> = batch.iter().map(|d| (d.partition, d.id)).collect();
     let mut backoff = Backoff::new();
-    while let Err(e) = log.ack(&options.group, &ids).await {
+    while let Err(e) = log.ack(&options.group, &committed.ids).await {
         tracing::warn!(error = %e, "acking a batch failed; retrying");
         if !backoff.wait(shutdown).await {
             return false;
         }
     }
     tracing::debug!(
-        size = batch.len(),
-        apply_ms = applied_at.as_millis() as u64,
-        publish_ms = (published_at - applied_at).as_millis() as u64,
-        ack_ms = (started.elapsed() - published_at).as_millis() as u64,
+        size = committed.ids.len(),
+        apply_ms = committed.applied_in.as_millis() as u64,
+        publish_and_ack_ms = finishing.elapsed().as_millis() as u64,
         "batch done"
     );
-    metrics::histogram!(crate::metrics::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::BATCH_SECONDS)
+        .record(committed.started.elapsed().as_secs_f64());
     let now = chrono::Utc::now();
-    for envelope in applicable.iter().filter_map(|d| d.envelope.as_ref().ok()) {
-        let latency = (now - envelope.occurred_at)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(0) as f64
-            / 1e6;
+    for occurred in committed.occurred {
+        let latency = (now - occurred).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
         metrics::histogram!(crate::metrics::EVENT_LATENCY_SECONDS).record(latency);
     }
     true
+}
+
+async fn finish_owned(
+    log: std::sync::Arc<dyn EventLog>,
+    store: Store,
+    options: WorkerOptions,
+    committed: Committed,
+    shutdown: CancellationToken,
+) -> bool {
+    finish_phase(&*log, &store, &options, committed, &shutdown).await
 }
 
 /// Applies events of one transaction's worth, retrying transient failures;
