@@ -1,5 +1,5 @@
 //! The read model: catalog, inventory, orders, the event archive and the
-//! worker's inbox/outbox, in PostgreSQL or SQLite through sqlx.
+//! worker's outbox and retry counts, in PostgreSQL or SQLite through sqlx.
 //!
 //! The seam between the two databases is sqlx's `Any` driver: one set of
 //! portable SQL (numbered `$n` parameters, `ON CONFLICT`, integer cents and

@@ -1,10 +1,12 @@
 //! Applying consumed events to the read model with exactly-once effects.
 //!
-//! A batch is one transaction: the inbox rows of its events, their effects,
-//! their archive rows, and the outbox rows of the follow-up events they
-//! caused. The log is acked only after commit, so a crash anywhere either
-//! leaves the transaction unapplied (the events are redelivered and applied
-//! once) or applied (redelivery finds the inbox rows and changes nothing).
+//! A batch is one transaction: the archive rows of its events, their
+//! effects, and the outbox rows of the follow-up events they caused. The
+//! archive is the read model's inbox: its primary key is the event id, so an
+//! event whose archive row exists has been applied. The log is acked only
+//! after commit, so a crash anywhere either leaves the transaction unapplied
+//! (the events are redelivered and applied once) or applied (redelivery
+//! finds the archive rows and changes nothing).
 //!
 //! The batch is a unit of work: it loads the state its events touch (stock
 //! rows locked, known orders) in a few statements, applies the events in log
@@ -58,18 +60,15 @@ struct Writes {
     orders: Vec<Vec<SqlValue>>,
     order_items: Vec<Vec<SqlValue>>,
     alerts: Vec<Vec<SqlValue>>,
-    archive: Vec<Vec<SqlValue>>,
 }
 
 impl Store {
-    /// Applies a batch of deliveries for consumer group `group` in one
-    /// transaction. A handler that refuses an event fails the whole batch
-    /// (nothing is written); the worker then retries the events one by one.
-    pub async fn apply_batch(
-        &self,
-        group: &str,
-        deliveries: &[Delivery],
-    ) -> Result<BatchOutcome, StoreError> {
+    /// Applies a batch of deliveries to the read model in one transaction.
+    /// One consumer group (the processor) maintains the read model, so the
+    /// archive alone tells what was applied. A handler that refuses an event
+    /// fails the whole batch (nothing is written); the worker then retries
+    /// the events one by one.
+    pub async fn apply_batch(&self, deliveries: &[Delivery]) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let now = now_millis();
         let mut seen = HashSet::new();
@@ -91,9 +90,10 @@ impl Store {
         }
 
         let mut tx = self.pool().begin().await?;
-        // The inbox first: on SQLite this write takes the database's write
-        // lock at once, so everything read below stays true until commit.
-        let fresh_ids = record_in_inbox(&mut tx, self.dialect(), group, &candidates, now).await?;
+        // The archive (the inbox) first: on SQLite this write takes the
+        // database's write lock at once, so everything read below stays true
+        // until commit.
+        let fresh_ids = archive_new_events(&mut tx, self.dialect(), &candidates, now).await?;
         let fresh: Vec<(&Delivery, &Envelope)> = candidates
             .into_iter()
             .filter(|(_, e)| fresh_ids.contains(&e.event_id.to_string()))
@@ -131,8 +131,9 @@ impl Store {
         let mut known_orders = existing_orders(&mut tx, self.dialect(), &order_ids).await?;
 
         let mut writes = Writes::default();
-        for (delivery, envelope, event) in decoded {
-            let error = match event {
+        let mut refused = Vec::new();
+        for (_, envelope, event) in decoded {
+            match event {
                 Ok(event) => {
                     apply(
                         event,
@@ -144,26 +145,22 @@ impl Store {
                         now,
                     )?;
                     outcome.applied += 1;
-                    None
                 }
                 Err(e) => {
                     tracing::error!(event_id = %envelope.event_id, event_type = %envelope.event_type, error = %e, "event not applied");
                     outcome.failed += 1;
-                    Some(e)
+                    refused.push((envelope.event_id.to_string(), e));
                 }
-            };
-            writes.archive.push(vec![
-                envelope.event_id.to_string().into(),
-                envelope.event_type.as_str().into(),
-                envelope.key.as_str().into(),
-                i64::from(envelope.version).into(),
-                envelope.occurred_at.timestamp_millis().into(),
-                envelope.payload.to_string().into(),
-                i64::from(delivery.partition).into(),
-                delivery.id.to_string().into(),
-                now.into(),
-                error.into(),
-            ]);
+            }
+        }
+        // Rare (the worker dead-letters undecodable events before): keep the
+        // reason beside the archived event.
+        for (event_id, error) in refused {
+            sqlx::query("UPDATE event_archive SET error = $1 WHERE event_id = $2")
+                .bind(error)
+                .bind(event_id)
+                .execute(&mut *tx)
+                .await?;
         }
         flush(
             &mut tx,
@@ -246,23 +243,46 @@ impl Store {
     }
 }
 
-/// Inserts the inbox rows; returns the ids that were not there yet.
-async fn record_in_inbox(
+/// Archives the events not archived yet; returns their ids (the events to
+/// apply now).
+async fn archive_new_events(
     tx: &mut Tx<'_>,
     dialect: Dialect,
-    group: &str,
     events: &[(&Delivery, &Envelope)],
     now: i64,
 ) -> Result<HashSet<String>, StoreError> {
     let rows = events
         .iter()
-        .map(|(_, e)| vec![group.into(), e.event_id.to_string().into(), now.into()])
+        .map(|(delivery, envelope)| {
+            vec![
+                envelope.event_id.to_string().into(),
+                envelope.event_type.as_str().into(),
+                envelope.key.as_str().into(),
+                i64::from(envelope.version).into(),
+                envelope.occurred_at.timestamp_millis().into(),
+                envelope.payload.to_string().into(),
+                i64::from(delivery.partition).into(),
+                delivery.id.to_string().into(),
+                now.into(),
+            ]
+        })
         .collect();
+    let columns = [
+        "event_id",
+        "event_type",
+        "event_key",
+        "version",
+        "occurred_at",
+        "payload",
+        "partition_no",
+        "entry_id",
+        "processed_at",
+    ];
     let mut fresh = HashSet::new();
     for (sql, values) in multi_insert(
         dialect,
-        "processed_events",
-        &["group_name", "event_id", "processed_at"],
+        "event_archive",
+        &columns,
         rows,
         "ON CONFLICT DO NOTHING RETURNING event_id",
     ) {
@@ -615,29 +635,6 @@ async fn flush(
             "alerts",
             &alert_columns,
             writes.alerts,
-            "ON CONFLICT DO NOTHING",
-        ),
-    )
-    .await?;
-    let archive_columns = [
-        "event_id",
-        "event_type",
-        "event_key",
-        "version",
-        "occurred_at",
-        "payload",
-        "partition_no",
-        "entry_id",
-        "processed_at",
-        "error",
-    ];
-    execute_all(
-        tx,
-        multi_insert(
-            dialect,
-            "event_archive",
-            &archive_columns,
-            writes.archive,
             "ON CONFLICT DO NOTHING",
         ),
     )

@@ -9,7 +9,8 @@
 //!
 //! Consumer groups keep a committed offset per partition in
 //! `groups/<group>.json` (written atomically on every ack). Entries past it
-//! are redelivered after a restart; the worker's inbox makes that harmless.
+//! are redelivered after a restart; the read model's inbox (the event
+//! archive) makes that harmless.
 //! The log lives in one process: split roles need Valkey.
 
 use super::dead_letter::DeadLetter;

@@ -1,5 +1,5 @@
 //! The stream processor: reads batches from the log, applies each batch to
-//! the read model in one transaction (inbox + effects + outbox), publishes
+//! the read model in one transaction (archive/inbox + effects + outbox), publishes
 //! the follow-up events, then acks. See store::projections for the
 //! exactly-once argument.
 
@@ -158,7 +158,7 @@ pub async fn run(
         // batch_wait, and dropping it mid-flight could strand entries that
         // Valkey already marked as delivered to us. A batch read ahead
         // (below) is used even if ownership changed meanwhile: its entries
-        // were delivered to us, and the inbox makes any overlap harmless.
+        // were delivered to us, and the archive (the inbox) makes any overlap harmless.
         let read = match prefetch.take() {
             Some(ahead) => ahead
                 .await
@@ -272,7 +272,7 @@ struct Committed {
 
 /// Applies, publishes and acks one batch, retrying transient failures.
 /// Returns false if shutdown interrupted it before the ack (the entries stay
-/// pending and are redelivered; the inbox makes that harmless).
+/// pending and are redelivered; the archive, as inbox, makes that harmless).
 async fn process_batch(
     log: &dyn EventLog,
     store: &Store,
@@ -388,7 +388,7 @@ async fn apply_share(
 ) -> Option<Vec<Envelope>> {
     let mut backoff = Backoff::new();
     loop {
-        match store.apply_batch(&options.group, share).await {
+        match store.apply_batch(share).await {
             Ok(outcome) => {
                 tracing::debug!(
                     applied = outcome.applied,
@@ -448,7 +448,7 @@ async fn apply_one_by_one(
         let single = std::slice::from_ref(delivery);
         let mut transient = Backoff::new();
         loop {
-            let error = match store.apply_batch(&options.group, single).await {
+            let error = match store.apply_batch(single).await {
                 Ok(outcome) => {
                     record_outcome(&outcome);
                     follow_ups.extend(outcome.follow_ups);
