@@ -12,7 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/servers.sh"
 
 [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]] || start_valkey
-[[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]] || start_postgres
+# A PostgreSQL with its default durability (fsync, synchronous commit).
+[[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]] || STREAMSTOCK_PG_DURABLE=1 start_postgres
 
 cd "$ROOT"
 cargo build --release --quiet

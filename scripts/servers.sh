@@ -92,7 +92,14 @@ find_pg_bin() {
 }
 
 start_postgres() {
-  local bin port
+  local bin port durability
+  # Tests trade PostgreSQL's crash safety for speed; the benchmark keeps it
+  # (STREAMSTOCK_PG_DURABLE=1), as a production server would.
+  if [[ "${STREAMSTOCK_PG_DURABLE:-0}" == 1 ]]; then
+    durability=""
+  else
+    durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
   bin="$(find_pg_bin)"
   port="$(free_port)"
   PG_CTL="$bin/pg_ctl"
@@ -109,7 +116,7 @@ start_postgres() {
     || { cat "$WORK/initdb.log" >&2; return 1; }
   touch "$WORK/postgres.log" && chmod 666 "$WORK/postgres.log"
   "${AS_POSTGRES[@]}" "$PG_CTL" -D "$PG_DATA" -l "$WORK/postgres.log" -w -t 60 \
-    -o "-p $port -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-p $port -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=400 $durability" \
     start >/dev/null
   export STREAMSTOCK_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
   # Outage tests start (and stop) PostgreSQL servers of their own.
