@@ -6,7 +6,6 @@ use crate::worker::PROCESSOR_GROUP;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 pub const EVENTS_PROCESSED: &str = "streamstock_events_processed_total";
 pub const BATCH_SECONDS: &str = "streamstock_batch_duration_seconds";
@@ -25,25 +24,32 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The process's recorder, installed on first use.
+/// The process's recorder, installed (with the metrics' descriptions and an
+/// upkeep thread) on first use. Every role calls it before recording.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
+        let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("static buckets are valid")
             .install_recorder()
-            .expect("the metrics recorder is installed once")
+            .expect("the metrics recorder is installed once");
+        describe();
+        // Histogram samples wait in the recorder until drained: keep them
+        // bounded even when nobody scrapes. A thread, not a task, so it does
+        // not depend on which tokio runtime installed the recorder.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            })
+            .expect("the metrics upkeep thread starts");
+        handle
     })
 }
 
-pub fn render() -> String {
-    handle().render()
-}
-
-/// Describes the metrics (HELP lines) and keeps the log-derived gauges
-/// (lag, pending, dead letters per partition) fresh every few seconds.
-pub fn spawn_log_gauges(log: Arc<dyn EventLog>, shutdown: CancellationToken) {
-    handle();
+fn describe() {
     metrics::describe_counter!(EVENTS_PROCESSED, "Events handled by workers, by outcome");
     metrics::describe_histogram!(BATCH_SECONDS, "Time to apply, publish and ack one batch");
     metrics::describe_histogram!(
@@ -66,21 +72,11 @@ pub fn spawn_log_gauges(log: Arc<dyn EventLog>, shutdown: CancellationToken) {
     );
     metrics::describe_gauge!(DEAD_LETTERS, "Dead-lettered events waiting for an operator");
     metrics::describe_gauge!(WORKER_UP, "1 while this process runs a worker");
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            refresh_log_gauges(&*log).await;
-            handle().run_upkeep();
-        }
-    });
 }
 
-pub async fn refresh_log_gauges(log: &dyn EventLog) {
+/// The log-derived gauges (lag, pending per partition, dead letters) are
+/// read from the log when scraped, so they are never stale.
+async fn refresh_log_gauges(log: &dyn EventLog) {
     if let Ok(stats) = log.partition_stats(PROCESSOR_GROUP).await {
         for s in stats {
             let partition = s.partition.to_string();
@@ -98,11 +94,12 @@ pub async fn serve(
     log: Arc<dyn EventLog>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     refresh_log_gauges(&*log).await;
+    let text = handle().render();
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        render(),
+        text,
     )
 }

@@ -65,7 +65,7 @@ impl Gateway {
             shutdown,
         });
         dashboard::spawn_publisher(gateway.clone());
-        crate::metrics::spawn_log_gauges(gateway.log.clone(), gateway.shutdown.clone());
+        crate::metrics::handle();
         gateway
     }
 }

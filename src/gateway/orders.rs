@@ -71,21 +71,19 @@ pub async fn place(
             format!("at most {MAX_LINES} items per order"),
         ));
     }
+    let ids: Vec<Uuid> = body.items.iter().map(|item| item.product_id).collect();
+    let catalog = state.store.get_products(&ids).await?;
     let mut lines = Vec::with_capacity(body.items.len());
     let mut total = Money::ZERO;
     for (i, item) in body.items.iter().enumerate() {
         let quantity = parse_quantity(item.quantity)
             .map_err(|e| ApiError::invalid(&format!("items[{i}].quantity"), e))?;
-        let product = state
-            .store
-            .get_product(item.product_id)
-            .await?
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    &format!("items[{i}].product_id"),
-                    format!("unknown product {}", item.product_id),
-                )
-            })?;
+        let product = catalog.get(&item.product_id).ok_or_else(|| {
+            ApiError::invalid(
+                &format!("items[{i}].product_id"),
+                format!("unknown product {}", item.product_id),
+            )
+        })?;
         if let Some(given) = item.unit_price {
             if given != product.price {
                 return Err(ApiError::invalid(

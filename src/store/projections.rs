@@ -18,9 +18,9 @@
 
 use super::sql::{bind_all, multi_insert, placeholders, values_lists, SqlValue};
 use super::{now_millis, Dialect, Store, StoreError};
-use crate::domain::order::{requested_quantities, reserve_all_or_nothing, Decision, StockLevel};
+use crate::domain::order::{reserve_all_or_nothing, Decision, StockLevel};
 use crate::domain::{DomainEvent, Envelope};
-use crate::stream::Delivery;
+use crate::stream::Decoded;
 use sqlx::any::Any;
 use sqlx::{Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -33,7 +33,6 @@ type Tx<'a> = Transaction<'a, Any>;
 pub struct BatchOutcome {
     pub applied: usize,
     pub duplicates: usize,
-    pub failed: usize,
     /// Follow-up events to publish (already stored in the outbox).
     pub follow_ups: Vec<Envelope>,
 }
@@ -48,8 +47,8 @@ struct Stock {
     delta_on_hand: i64,
     delta_reserved: i64,
     delta_received: i64,
-    touched: bool,
-    /// The row was in the database when the batch began.
+    /// The row was in the database when the batch began. Rows that were not
+    /// are in the map only because an event of the batch created them.
     existed: bool,
 }
 
@@ -63,29 +62,22 @@ struct Writes {
 }
 
 impl Store {
-    /// Applies a batch of deliveries to the read model in one transaction.
+    /// Applies a batch of decoded events to the read model in one transaction.
     /// One consumer group (the processor) maintains the read model, so the
     /// archive alone tells what was applied. A handler that refuses an event
     /// fails the whole batch (nothing is written); the worker then retries
     /// the events one by one.
-    pub async fn apply_batch(&self, deliveries: &[Delivery]) -> Result<BatchOutcome, StoreError> {
+    pub async fn apply_batch(&self, events: &[Decoded]) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let now = now_millis();
+        // An event may come twice in one batch (a republished follow-up).
         let mut seen = HashSet::new();
-        let mut candidates: Vec<(&Delivery, &Envelope)> = Vec::new();
-        for delivery in deliveries {
-            match &delivery.envelope {
-                Ok(envelope) if seen.insert(envelope.event_id) => {
-                    candidates.push((delivery, envelope))
-                }
-                Ok(_) => outcome.duplicates += 1,
-                Err(problem) => {
-                    tracing::error!(partition = delivery.partition, entry = %delivery.id, %problem, "skipping undecodable log entry");
-                    outcome.failed += 1;
-                }
-            }
-        }
+        let candidates: Vec<&Decoded> = events
+            .iter()
+            .filter(|d| seen.insert(d.envelope.event_id))
+            .collect();
         if candidates.is_empty() {
+            outcome.duplicates = events.len();
             return Ok(outcome);
         }
 
@@ -94,33 +86,23 @@ impl Store {
         // database's write lock at once, so everything read below stays true
         // until commit.
         let fresh_ids = archive_new_events(&mut tx, self.dialect(), &candidates, now).await?;
-        let fresh: Vec<(&Delivery, &Envelope)> = candidates
+        let fresh: Vec<&Decoded> = candidates
             .into_iter()
-            .filter(|(_, e)| fresh_ids.contains(&e.event_id.to_string()))
+            .filter(|d| fresh_ids.contains(&d.envelope.event_id))
             .collect();
-        outcome.duplicates += seen.len() - fresh.len();
+        outcome.duplicates = events.len() - fresh.len();
 
-        let decoded: Vec<(&Delivery, &Envelope, Result<DomainEvent, String>)> = fresh
-            .into_iter()
-            .map(|(d, e)| {
-                (
-                    d,
-                    e,
-                    DomainEvent::from_envelope(e).map_err(|err| err.to_string()),
-                )
-            })
-            .collect();
         let mut product_ids = BTreeSet::new();
         let mut order_ids = Vec::new();
-        for (_, _, event) in &decoded {
-            match event {
-                Ok(DomainEvent::ProductCreated(e)) => {
+        for decoded in &fresh {
+            match &decoded.event {
+                DomainEvent::ProductCreated(e) => {
                     product_ids.insert(e.product_id);
                 }
-                Ok(DomainEvent::StockReceived(e)) => {
+                DomainEvent::StockReceived(e) => {
                     product_ids.insert(e.product_id);
                 }
-                Ok(DomainEvent::OrderPlaced(e)) => {
+                DomainEvent::OrderPlaced(e) => {
                     order_ids.push(e.order_id);
                     product_ids.extend(e.items.iter().map(|l| l.product_id));
                 }
@@ -131,36 +113,16 @@ impl Store {
         let mut known_orders = existing_orders(&mut tx, self.dialect(), &order_ids).await?;
 
         let mut writes = Writes::default();
-        let mut refused = Vec::new();
-        for (_, envelope, event) in decoded {
-            match event {
-                Ok(event) => {
-                    apply(
-                        event,
-                        envelope,
-                        &mut stock,
-                        &mut known_orders,
-                        &mut writes,
-                        &mut outcome.follow_ups,
-                        now,
-                    )?;
-                    outcome.applied += 1;
-                }
-                Err(e) => {
-                    tracing::error!(event_id = %envelope.event_id, event_type = %envelope.event_type, error = %e, "event not applied");
-                    outcome.failed += 1;
-                    refused.push((envelope.event_id.to_string(), e));
-                }
-            }
-        }
-        // Rare (the worker dead-letters undecodable events before): keep the
-        // reason beside the archived event.
-        for (event_id, error) in refused {
-            sqlx::query("UPDATE event_archive SET error = $1 WHERE event_id = $2")
-                .bind(error)
-                .bind(event_id)
-                .execute(&mut *tx)
-                .await?;
+        for decoded in fresh {
+            apply(
+                decoded,
+                &mut stock,
+                &mut known_orders,
+                &mut writes,
+                &mut outcome.follow_ups,
+                now,
+            )?;
+            outcome.applied += 1;
         }
         flush(
             &mut tx,
@@ -248,21 +210,21 @@ impl Store {
 async fn archive_new_events(
     tx: &mut Tx<'_>,
     dialect: Dialect,
-    events: &[(&Delivery, &Envelope)],
+    events: &[&Decoded],
     now: i64,
-) -> Result<HashSet<String>, StoreError> {
+) -> Result<HashSet<Uuid>, StoreError> {
     let rows = events
         .iter()
-        .map(|(delivery, envelope)| {
+        .map(|d| {
             vec![
-                envelope.event_id.to_string().into(),
-                envelope.event_type.as_str().into(),
-                envelope.key.as_str().into(),
-                i64::from(envelope.version).into(),
-                envelope.occurred_at.timestamp_millis().into(),
-                envelope.payload.to_string().into(),
-                i64::from(delivery.partition).into(),
-                delivery.id.to_string().into(),
+                d.envelope.event_id.to_string().into(),
+                d.envelope.event_type.as_str().into(),
+                d.envelope.key.as_str().into(),
+                i64::from(d.envelope.version).into(),
+                d.envelope.occurred_at.timestamp_millis().into(),
+                d.envelope.payload.to_string().into(),
+                i64::from(d.partition).into(),
+                d.id.to_string().into(),
                 now.into(),
             ]
         })
@@ -290,7 +252,7 @@ async fn archive_new_events(
             .fetch_all(&mut **tx)
             .await?
         {
-            fresh.insert(row.try_get::<String, _>("event_id")?);
+            fresh.insert(super::uuid_col(&row, "event_id")?);
         }
     }
     Ok(fresh)
@@ -367,15 +329,15 @@ async fn existing_orders(
 
 /// One event's effect on the batch's in-memory state.
 fn apply(
-    event: DomainEvent,
-    envelope: &Envelope,
+    decoded: &Decoded,
     stock: &mut BTreeMap<Uuid, Stock>,
     known_orders: &mut HashSet<Uuid>,
     writes: &mut Writes,
     follow_ups: &mut Vec<Envelope>,
     now: i64,
 ) -> Result<(), StoreError> {
-    match event {
+    let envelope = &decoded.envelope;
+    match &decoded.event {
         DomainEvent::ProductCreated(e) => {
             writes.products.push(vec![
                 e.product_id.to_string().into(),
@@ -389,8 +351,7 @@ fn apply(
             ]);
             // Stock may have arrived first: the row exists, keep its figures.
             let row = stock.entry(e.product_id).or_default();
-            row.sku.get_or_insert(e.sku);
-            row.touched = true;
+            row.sku.get_or_insert_with(|| e.sku.clone());
         }
         DomainEvent::StockReceived(e) => {
             // The gateway never emits these, but the log is an open
@@ -405,15 +366,16 @@ fn apply(
             row.on_hand += e.quantity;
             row.delta_on_hand += e.quantity;
             row.delta_received += e.quantity;
-            row.touched = true;
         }
         DomainEvent::OrderPlaced(order) => {
             // Already placed (under another event id): never decide twice.
             if !known_orders.insert(order.order_id) {
                 return Ok(());
             }
-            let levels: BTreeMap<Uuid, StockLevel> = requested_quantities(&order)
-                .keys()
+            let levels: BTreeMap<Uuid, StockLevel> = order
+                .items
+                .iter()
+                .map(|line| &line.product_id)
                 .filter_map(|id| {
                     let row = stock.get(id)?;
                     Some((
@@ -426,7 +388,7 @@ fn apply(
                     ))
                 })
                 .collect();
-            let (status, reason, decision) = match reserve_all_or_nothing(&order, &levels) {
+            let (status, reason, decision) = match reserve_all_or_nothing(order, &levels) {
                 Decision::Confirm {
                     reservations,
                     event,
@@ -435,7 +397,6 @@ fn apply(
                         let row = stock.get_mut(&product_id).expect("decided on a loaded row");
                         row.reserved += quantity;
                         row.delta_reserved += quantity;
-                        row.touched = true;
                     }
                     ("CONFIRMED", None, DomainEvent::OrderConfirmed(event))
                 }
@@ -473,10 +434,10 @@ fn apply(
         DomainEvent::AlertRaised(e) => {
             writes.alerts.push(vec![
                 e.alert_id.to_string().into(),
-                e.kind.into(),
-                e.severity.into(),
-                e.subject.into(),
-                e.message.into(),
+                e.kind.as_str().into(),
+                e.severity.as_str().into(),
+                e.subject.as_str().into(),
+                e.message.as_str().into(),
                 envelope.occurred_at.timestamp_millis().into(),
             ]);
         }
@@ -541,9 +502,7 @@ async fn flush(
     let existing: Vec<Vec<SqlValue>> = stock
         .iter()
         .filter(|(_, s)| {
-            s.touched
-                && s.existed
-                && (s.delta_on_hand, s.delta_reserved, s.delta_received) != (0, 0, 0)
+            s.existed && (s.delta_on_hand, s.delta_reserved, s.delta_received) != (0, 0, 0)
         })
         .map(|(id, s)| {
             let mut row = vec![SqlValue::from(id.to_string())];
@@ -567,7 +526,7 @@ async fn flush(
     }
     let created: Vec<Vec<SqlValue>> = stock
         .iter()
-        .filter(|(_, s)| s.touched && !s.existed)
+        .filter(|(_, s)| !s.existed)
         .map(|(id, s)| {
             let mut row = vec![SqlValue::from(id.to_string())];
             row.extend(deltas(s));

@@ -156,6 +156,30 @@ impl Store {
         row.as_ref().map(product_from_row).transpose()
     }
 
+    /// The products among `ids` that exist, in one query (an order's lines).
+    pub async fn get_products(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, ProductView>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let sql = format!(
+            "SELECT {PRODUCT_COLUMNS} WHERE p.id IN ({})",
+            super::sql::placeholders(self.dialect(), 1, ids.len())
+        );
+        let values = ids
+            .iter()
+            .map(|id| super::sql::SqlValue::from(id.to_string()))
+            .collect();
+        let rows = super::sql::bind_all(sqlx::query(&sql), values)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| product_from_row(row).map(|p| (p.id, p)))
+            .collect()
+    }
+
     pub async fn list_orders(
         &self,
         status: Option<&str>,

@@ -22,6 +22,25 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// A dead letter for the entry at `partition`/`entry`, failed now.
+    pub fn new(
+        partition: u32,
+        entry: super::EntryId,
+        envelope: Option<Envelope>,
+        error: String,
+        attempts: u32,
+    ) -> DeadLetter {
+        DeadLetter {
+            id: String::new(),
+            partition,
+            entry_id: entry.to_string(),
+            envelope,
+            error,
+            attempts,
+            failed_at: Utc::now(),
+        }
+    }
+
     pub fn event_type(&self) -> &str {
         self.envelope
             .as_ref()

@@ -64,6 +64,32 @@ pub struct Delivery {
     pub envelope: Result<Envelope, String>,
 }
 
+/// A delivery whose envelope decoded into a domain event this build
+/// understands: the only kind the read model applies.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub partition: u32,
+    pub id: EntryId,
+    pub envelope: Envelope,
+    pub event: crate::domain::DomainEvent,
+}
+
+impl Delivery {
+    /// Decodes the entry once; `Err` says why no handler can ever apply it
+    /// (not an envelope, unknown type, newer version, payload not fitting).
+    pub fn decode(&self) -> Result<Decoded, String> {
+        let envelope = self.envelope.as_ref().map_err(Clone::clone)?;
+        let event =
+            crate::domain::DomainEvent::from_envelope(envelope).map_err(|e| e.to_string())?;
+        Ok(Decoded {
+            partition: self.partition,
+            id: self.id,
+            envelope: envelope.clone(),
+            event,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionStats {
     pub partition: u32,

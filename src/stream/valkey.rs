@@ -54,6 +54,18 @@ fn unavailable(e: Error) -> LogError {
     LogError::Unavailable(e.to_string())
 }
 
+/// `WAITAOF 1 0 timeout`: waits until this connection's writes are in the
+/// local AOF; returns how many local AOFs confirmed (0 or 1).
+async fn wait_for_aof(client: &Client, timeout_ms: i64) -> Result<i64, Error> {
+    let confirmed: Vec<i64> = client
+        .custom(
+            fred::cmd!("WAITAOF"),
+            vec![Value::from(1), Value::from(0), Value::from(timeout_ms)],
+        )
+        .await?;
+    Ok(confirmed.first().copied().unwrap_or(0))
+}
+
 async fn connect_client(config: &Config, command_timeout: Duration) -> Result<Client, LogError> {
     let client = Builder::from_config(config.clone())
         .with_connection_config(|c| {
@@ -103,14 +115,8 @@ impl ValkeyLog {
         }
 
         let durability = if want_strict {
-            // WAITAOF 1 0 1 fails at once where the command is missing or AOF is off.
-            let probe: Result<Value, Error> = client
-                .custom(
-                    fred::cmd!("WAITAOF"),
-                    vec![Value::from(1), Value::from(0), Value::from(1)],
-                )
-                .await;
-            match probe {
+            // WAITAOF fails at once where the command is missing or AOF is off.
+            match wait_for_aof(&client, 1).await {
                 Ok(_) => Durability::Strict,
                 Err(e) => {
                     tracing::warn!(
@@ -212,28 +218,12 @@ impl EventLog for ValkeyLog {
 
     async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
         let partition = super::partition_for(&envelope.key, self.partitions);
-        let json = serde_json::to_string(envelope).map_err(|e| LogError::Corrupt(e.to_string()))?;
-        let id: String = self
-            .client
-            .xadd(
-                self.stream_key(partition),
-                false,
-                None,
-                "*",
-                vec![(FIELD, json)],
-            )
-            .await
-            .map_err(unavailable)?;
+        let id = self.xadd_json(self.stream_key(partition), envelope).await?;
         if self.durability == Durability::Strict {
-            let acked: Vec<i64> = self
-                .client
-                .custom(
-                    fred::cmd!("WAITAOF"),
-                    vec![Value::from(1), Value::from(0), Value::from(5_000)],
-                )
+            let fsynced = wait_for_aof(&self.client, 5_000)
                 .await
                 .map_err(unavailable)?;
-            if acked.first().copied().unwrap_or(0) < 1 {
+            if fsynced < 1 {
                 return Err(LogError::Unavailable(
                     "Valkey did not confirm the append reached its AOF within 5 s".into(),
                 ));
@@ -388,19 +378,7 @@ impl EventLog for ValkeyLog {
     }
 
     async fn dead_letter(&self, group: &str, letter: &DeadLetter) -> Result<String, LogError> {
-        let json = serde_json::to_string(letter).map_err(|e| LogError::Corrupt(e.to_string()))?;
-        let id: String = self
-            .client
-            .xadd(
-                self.dead_letter_key(group),
-                false,
-                None,
-                "*",
-                vec![(FIELD, json)],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(id)
+        self.xadd_json(self.dead_letter_key(group), letter).await
     }
 
     async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
@@ -506,6 +484,19 @@ impl ValkeyLog {
             .await
             .map_err(unavailable)?;
         Ok(held == 1)
+    }
+
+    /// XADD of `value` as JSON in the entry's one field; returns the entry id.
+    async fn xadd_json(
+        &self,
+        key: String,
+        value: &impl serde::Serialize,
+    ) -> Result<String, LogError> {
+        let json = serde_json::to_string(value).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        self.client
+            .xadd(key, false, None, "*", vec![(FIELD, json)])
+            .await
+            .map_err(unavailable)
     }
 
     fn dead_letter_key(&self, group: &str) -> String {

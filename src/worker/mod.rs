@@ -9,7 +9,8 @@ use crate::app::LogBackend;
 use crate::config::ProcessingArgs;
 use crate::domain::Envelope;
 use crate::store::Store;
-use crate::stream::{Delivery, EventLog, LogError};
+use crate::stream::dead_letter::DeadLetter;
+use crate::stream::{Decoded, Delivery, EventLog, LogError};
 use ownership::Ownership;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -91,6 +92,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let log = backend.log;
+    crate::metrics::handle();
     tracing::info!(consumer = %options.consumer, group = %options.group, log = %log.describe(), database = %store.describe(), "worker started");
     let ownership = Ownership {
         leases: backend.leases,
@@ -109,7 +111,6 @@ pub async fn run(
         tokio::spawn(async move { ownership.run(owned_tx, stop).await })
     };
 
-    crate::metrics::spawn_log_gauges(log.clone(), stop_coordinator.clone());
     metrics::gauge!(crate::metrics::WORKER_UP).set(1.0);
     relay_outbox(&*log, &store).await;
     let mut processing: BTreeSet<u32> = BTreeSet::new();
@@ -163,16 +164,7 @@ pub async fn run(
             Some(ahead) => ahead
                 .await
                 .unwrap_or_else(|e| Err(LogError::Unavailable(format!("read task failed: {e}")))),
-            None => {
-                log.read_group(
-                    &options.group,
-                    &options.consumer,
-                    &partitions,
-                    options.batch_size,
-                    options.batch_wait,
-                )
-                .await
-            }
+            None => read_batch(&*log, &options, &partitions).await,
         };
         let batch = match read {
             Ok(batch) => batch,
@@ -245,19 +237,53 @@ pub async fn run(
     tracing::info!(consumer = %options.consumer, "worker stopped");
 }
 
+async fn read_batch(
+    log: &dyn EventLog,
+    options: &WorkerOptions,
+    partitions: &[u32],
+) -> Result<Vec<Delivery>, LogError> {
+    log.read_group(
+        &options.group,
+        &options.consumer,
+        partitions,
+        options.batch_size,
+        options.batch_wait,
+    )
+    .await
+}
+
 async fn read_ahead(
     log: std::sync::Arc<dyn EventLog>,
     options: WorkerOptions,
     partitions: Vec<u32>,
 ) -> Result<Vec<Delivery>, LogError> {
-    log.read_group(
-        &options.group,
-        &options.consumer,
-        &partitions,
-        options.batch_size,
-        options.batch_wait,
-    )
-    .await
+    read_batch(&*log, &options, &partitions).await
+}
+
+/// Runs `attempt` until it succeeds, backing off between failures, logged
+/// as `what`. False if shutdown came first.
+async fn retry_until_done<F, Fut, E>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match attempt().await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                if !backoff.wait(shutdown).await {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// A batch whose transaction committed: what remains is publishing its
@@ -296,13 +322,21 @@ async fn apply_phase(
     shutdown: &CancellationToken,
 ) -> Option<Committed> {
     let started = std::time::Instant::now();
-    // Entries no handler can ever apply go straight to the dead letters.
+    // Each entry is decoded once; those no handler can ever apply go
+    // straight to the dead letters.
     let mut applicable = Vec::with_capacity(batch.len());
     for delivery in batch {
-        match poison_reason(delivery) {
-            None => applicable.push(delivery.clone()),
-            Some(reason) => {
-                if !dead_letter(log, options, delivery, reason, 1, shutdown).await {
+        match delivery.decode() {
+            Ok(decoded) => applicable.push(decoded),
+            Err(reason) => {
+                let letter = DeadLetter::new(
+                    delivery.partition,
+                    delivery.id,
+                    delivery.envelope.as_ref().ok().cloned(),
+                    reason,
+                    1,
+                );
+                if !dead_letter(log, options, letter, shutdown).await {
                     return None;
                 }
             }
@@ -315,11 +349,7 @@ async fn apply_phase(
     Some(Committed {
         follow_ups,
         ids: batch.iter().map(|d| (d.partition, d.id)).collect(),
-        occurred: applicable
-            .iter()
-            .filter_map(|d| d.envelope.as_ref().ok())
-            .map(|e| e.occurred_at)
-            .collect(),
+        occurred: applicable.iter().map(|d| d.envelope.occurred_at).collect(),
         started,
         applied_in: started.elapsed(),
     })
@@ -336,19 +366,19 @@ async fn finish_phase(
     shutdown: &CancellationToken,
 ) -> bool {
     let finishing = std::time::Instant::now();
-    let mut backoff = Backoff::new();
-    while let Err(e) = publish(log, store, &committed.follow_ups).await {
-        tracing::warn!(error = %e, "publishing follow-up events failed; retrying");
-        if !backoff.wait(shutdown).await {
-            return false;
-        }
+    if !retry_until_done("publishing follow-up events", shutdown, || {
+        publish(log, store, &committed.follow_ups)
+    })
+    .await
+    {
+        return false;
     }
-    let mut backoff = Backoff::new();
-    while let Err(e) = log.ack(&options.group, &committed.ids).await {
-        tracing::warn!(error = %e, "acking a batch failed; retrying");
-        if !backoff.wait(shutdown).await {
-            return false;
-        }
+    if !retry_until_done("acking a batch", shutdown, || {
+        log.ack(&options.group, &committed.ids)
+    })
+    .await
+    {
+        return false;
     }
     tracing::debug!(
         size = committed.ids.len(),
@@ -383,7 +413,7 @@ async fn apply_share(
     log: &dyn EventLog,
     store: &Store,
     options: &WorkerOptions,
-    share: &[Delivery],
+    share: &[Decoded],
     shutdown: &CancellationToken,
 ) -> Option<Vec<Envelope>> {
     let mut backoff = Backoff::new();
@@ -421,17 +451,6 @@ fn record_outcome(outcome: &crate::store::projections::BatchOutcome) {
         .increment(outcome.duplicates as u64);
 }
 
-/// Why an entry can never be applied, if so: it is not an envelope, or of
-/// an unknown type or newer version, or its payload does not fit its type.
-fn poison_reason(delivery: &Delivery) -> Option<String> {
-    match &delivery.envelope {
-        Err(problem) => Some(problem.clone()),
-        Ok(envelope) => crate::domain::DomainEvent::from_envelope(envelope)
-            .err()
-            .map(|e| e.to_string()),
-    }
-}
-
 /// Applies each event in its own transaction, in order. An event whose
 /// handler fails is retried with exponential backoff; its attempts are
 /// counted in the database (so they survive restarts) and after
@@ -440,12 +459,12 @@ async fn apply_one_by_one(
     log: &dyn EventLog,
     store: &Store,
     options: &WorkerOptions,
-    deliveries: &[Delivery],
+    events: &[Decoded],
     shutdown: &CancellationToken,
 ) -> Option<Vec<Envelope>> {
     let mut follow_ups = Vec::new();
-    for delivery in deliveries {
-        let single = std::slice::from_ref(delivery);
+    for decoded in events {
+        let single = std::slice::from_ref(decoded);
         let mut transient = Backoff::new();
         loop {
             let error = match store.apply_batch(single).await {
@@ -462,11 +481,7 @@ async fn apply_one_by_one(
                 }
                 Err(e) => e.to_string(),
             };
-            let event_id = delivery
-                .envelope
-                .as_ref()
-                .map(|e| e.event_id.to_string())
-                .unwrap_or_default();
+            let event_id = decoded.envelope.event_id.to_string();
             let attempts = match store
                 .record_failed_attempt(&options.group, &event_id, &error)
                 .await
@@ -484,7 +499,14 @@ async fn apply_one_by_one(
             metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "failed_attempt")
                 .increment(1);
             if attempts >= options.max_attempts {
-                if !dead_letter(log, options, delivery, error, attempts, shutdown).await {
+                let letter = DeadLetter::new(
+                    decoded.partition,
+                    decoded.id,
+                    Some(decoded.envelope.clone()),
+                    error,
+                    attempts,
+                );
+                if !dead_letter(log, options, letter, shutdown).await {
                     return None;
                 }
                 break;
@@ -504,27 +526,17 @@ async fn apply_one_by_one(
 async fn dead_letter(
     log: &dyn EventLog,
     options: &WorkerOptions,
-    delivery: &Delivery,
-    error: String,
-    attempts: u32,
+    letter: DeadLetter,
     shutdown: &CancellationToken,
 ) -> bool {
-    let letter = crate::stream::dead_letter::DeadLetter {
-        id: String::new(),
-        partition: delivery.partition,
-        entry_id: delivery.id.to_string(),
-        envelope: delivery.envelope.as_ref().ok().cloned(),
-        error,
-        attempts,
-        failed_at: chrono::Utc::now(),
-    };
-    let mut backoff = Backoff::new();
-    while let Err(e) = log.dead_letter(&options.group, &letter).await {
-        tracing::warn!(error = %e, "storing a dead letter failed; retrying");
-        if !backoff.wait(shutdown).await {
-            return false;
-        }
+    let stored = retry_until_done("storing a dead letter", shutdown, || async {
+        log.dead_letter(&options.group, &letter).await.map(|_| ())
+    })
+    .await;
+    if !stored {
+        return false;
     }
+    let attempts = letter.attempts;
     metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "dead_lettered").increment(1);
     tracing::error!(
         partition = letter.partition,
