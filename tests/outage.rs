@@ -5,14 +5,12 @@
 
 mod common;
 
+use common::load::{assert_accepted_orders_processed_once, place_orders_until};
 use common::process::free_port;
-use common::{Backend, TestApp};
-use serde_json::json;
-use std::collections::HashSet;
+use common::{Api, Backend, TestApp};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// A valkey-server of this test's own, with AOF fsynced on every write.
 struct OwnValkey {
@@ -88,39 +86,16 @@ async fn valkey_killed_under_load_loses_no_accepted_order() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = common::isolated_settings(Backend::ValkeyPostgres, dir.path()).await;
     settings.valkey_url = Some(valkey.url());
-    let app = Arc::new(TestApp::spawn_with(settings).await);
+    let app = TestApp::spawn_with(settings).await;
     let product = app.create_product("OUTAGE-1", 3.00, 1000).await;
 
     // Load: 4 clients for 7 s, recording what the gateway answered.
-    let accepted = Arc::new(Mutex::new(HashSet::<Uuid>::new()));
-    let unavailable = Arc::new(Mutex::new(0u32));
-    let stop = Instant::now() + Duration::from_secs(7);
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            let (app, accepted, unavailable) = (app.clone(), accepted.clone(), unavailable.clone());
-            tokio::spawn(async move {
-                while Instant::now() < stop {
-                    let body = json!({ "customer_email": format!("o{c}@example.com"), "items": [{ "product_id": product, "quantity": 1 }] });
-                    let sent = Instant::now();
-                    let r = app.http.post(app.url("/api/orders")).json(&body).send().await.expect("the gateway always answers");
-                    assert!(sent.elapsed() < Duration::from_secs(8), "an answer took {:?}", sent.elapsed());
-                    match r.status().as_u16() {
-                        202 => {
-                            let v: serde_json::Value = r.json().await.unwrap();
-                            accepted.lock().unwrap().insert(v["order_id"].as_str().unwrap().parse().unwrap());
-                        }
-                        503 => {
-                            let v: serde_json::Value = r.json().await.unwrap();
-                            assert!(v["error"]["code"].as_str().is_some(), "{v}");
-                            *unavailable.lock().unwrap() += 1;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        other => panic!("unexpected status {other}: {}", r.text().await.unwrap_or_default()),
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = tokio::spawn(place_orders_until(
+        Arc::new(Api::new(&app.base)),
+        4,
+        vec![product],
+        Instant::now() + Duration::from_secs(7),
+    ));
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     valkey.kill_hard();
@@ -130,43 +105,18 @@ async fn valkey_killed_under_load_loses_no_accepted_order() {
     assert_eq!(status, 503, "{ready}");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     valkey.restart();
-    for client in clients {
-        client.await.unwrap();
-    }
-    let accepted = accepted.lock().unwrap().clone();
-    let unavailable = *unavailable.lock().unwrap();
-    eprintln!(
-        "{} orders accepted, {unavailable} answered 503",
-        accepted.len()
+    let report = load.await.unwrap();
+    assert_eq!(
+        report.unanswered, 0,
+        "the gateway always answers, within 8 s"
     );
-    assert!(unavailable > 0, "the outage was not noticed");
+    assert!(report.unavailable > 0, "the outage was not noticed");
     assert!(
-        accepted.len() > 10,
+        report.accepted.len() > 10,
         "too few orders accepted: {}",
-        accepted.len()
+        report.accepted.len()
     );
-
-    // After the restart from the AOF every accepted order is decided once.
-    app.wait_for("every accepted order decided", || async {
-        let Some(orders) = app.all_orders().await else {
-            return false;
-        };
-        let decided: HashSet<Uuid> = orders
-            .iter()
-            .filter(|o| o["status"] != "PENDING")
-            .map(|o| o["order_id"].as_str().unwrap().parse().unwrap())
-            .collect();
-        accepted.is_subset(&decided)
-    })
-    .await;
-    let violations = app.store().await.invariant_violations().await.unwrap();
-    assert!(violations.is_empty(), "{violations:#?}");
-    let (_, p) = app.get(&format!("/api/products/{product}")).await;
-    assert_eq!(p["on_hand"], 1000, "stock applied exactly once: {p}");
-    match Arc::try_unwrap(app) {
-        Ok(app) => {
-            app.stop().await;
-        }
-        Err(_) => panic!("the app is still shared"),
-    }
+    let store = app.store().await;
+    assert_accepted_orders_processed_once(&app, &store, &report.accepted, &[(product, 1000)]).await;
+    app.stop().await;
 }
