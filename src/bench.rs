@@ -18,7 +18,6 @@ use anyhow::Context;
 use chrono::Utc;
 use futures::StreamExt;
 use rand::prelude::*;
-use sqlx::Connection;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -49,14 +48,17 @@ pub async fn run(common: CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|u| u.starts_with("postgres"));
     if let Some(admin) = &admin_url {
-        settings.database_url =
-            Some(create_database(admin, &format!("streamstock_bench_{id}")).await?);
+        settings.database_url = Some(
+            Store::create_database(admin, &format!("streamstock_bench_{id}"))
+                .await
+                .context("creating the bench database")?,
+        );
     } else {
         settings.database_url = None; // SQLite in the scratch dir
     }
     let result = measure(&settings, &args).await;
     if let Some(admin) = &admin_url {
-        drop_database(admin, &format!("streamstock_bench_{id}")).await;
+        Store::drop_database(admin, &format!("streamstock_bench_{id}")).await;
     }
     let _ = std::fs::remove_dir_all(&scratch_dir);
     let rows = result?;
@@ -314,30 +316,4 @@ async fn raw_database_inserts(store: &Store, count: u64, batch: u64) -> anyhow::
         count,
         seconds,
     })
-}
-
-async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(admin_url)
-        .await
-        .context("connecting to PostgreSQL")?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .context("creating the bench database")?;
-    let (base, _) = admin_url
-        .split('?')
-        .next()
-        .unwrap_or(admin_url)
-        .rsplit_once('/')
-        .context("the database URL has no path")?;
-    Ok(format!("{base}/{name}"))
-}
-
-async fn drop_database(admin_url: &str, name: &str) {
-    if let Ok(mut conn) = sqlx::AnyConnection::connect(admin_url).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    }
 }

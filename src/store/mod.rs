@@ -163,6 +163,30 @@ impl Store {
         &self.description
     }
 
+    /// Creates database `name` on the PostgreSQL server of `admin_url`;
+    /// returns the URL of the new database (for tests and the benchmark).
+    pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        let without_query = admin_url.split('?').next().unwrap_or(admin_url);
+        let (server, _) = without_query
+            .rsplit_once('/')
+            .ok_or_else(|| StoreError::UnsupportedUrl(crate::config::redact_url(admin_url)))?;
+        Ok(format!("{server}/{name}"))
+    }
+
+    /// Drops database `name`, disconnecting its sessions; best effort.
+    pub async fn drop_database(admin_url: &str, name: &str) {
+        if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

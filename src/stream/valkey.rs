@@ -145,10 +145,6 @@ impl ValkeyLog {
         })
     }
 
-    pub fn durability(&self) -> Durability {
-        self.durability
-    }
-
     fn stream_key(&self, partition: u32) -> String {
         format!("{}:events:{partition}", self.namespace)
     }

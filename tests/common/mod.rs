@@ -10,7 +10,6 @@ pub mod load;
 pub mod process;
 
 use serde_json::{json, Value};
-use sqlx::Connection;
 use std::time::Duration;
 use streamstock::config::{
     AllArgs, CommonArgs, Durability, GatewayArgs, LogFormat, ProcessingArgs, Profile,
@@ -41,18 +40,10 @@ pub fn postgres_admin_url() -> String {
 
 /// A fresh, empty PostgreSQL database for one test.
 pub async fn fresh_postgres_database() -> String {
-    sqlx::any::install_default_drivers();
-    let admin = postgres_admin_url();
     let name = format!("streamstock_test_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::AnyConnection::connect(&admin)
+    Store::create_database(&postgres_admin_url(), &name)
         .await
-        .expect("connect to the test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create a test database");
-    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-    format!("{base}/{name}")
+        .expect("create a test database")
 }
 
 /// Settings for one isolated deployment on `backend`: its own data dir,
