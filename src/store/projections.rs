@@ -16,7 +16,7 @@
 //! possible for rows this batch could not lock because they did not exist
 //! yet) is added to, never overwritten.
 
-use super::sql::{bind_all, multi_insert, placeholders, values_lists, SqlValue};
+use super::sql::{bind_all, multi_insert, parameter_list, values_lists, SqlValue};
 use super::{now_millis, Dialect, Store, StoreError};
 use crate::domain::order::{reserve_all_or_nothing, Decision, StockLevel};
 use crate::domain::{DomainEvent, Envelope};
@@ -191,7 +191,7 @@ impl Store {
         for chunk in events.chunks(1000) {
             let sql = format!(
                 "DELETE FROM outbox WHERE event_id IN ({})",
-                placeholders(self.dialect(), 1, chunk.len())
+                parameter_list(self.dialect(), 1, chunk.len())
             );
             let values = chunk
                 .iter()
@@ -268,7 +268,7 @@ async fn select_by_ids(
 ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
     let mut rows = Vec::new();
     for chunk in ids.chunks(1000) {
-        let sql = sql.replace("{ids}", &placeholders(dialect, 1, chunk.len()));
+        let sql = sql.replace("{ids}", &parameter_list(dialect, 1, chunk.len()));
         let values = chunk
             .iter()
             .map(|id| SqlValue::from(id.to_string()))

@@ -166,7 +166,7 @@ impl Store {
         }
         let sql = format!(
             "SELECT {PRODUCT_COLUMNS} WHERE p.id IN ({})",
-            super::sql::placeholders(self.dialect(), 1, ids.len())
+            super::sql::parameter_list(self.dialect(), 1, ids.len())
         );
         let values = ids
             .iter()

@@ -137,7 +137,7 @@ pub fn values_lists(
 }
 
 /// The parameters of an `IN (…)` list of `count`, numbered from `first`.
-pub fn placeholders(dialect: Dialect, first: usize, count: usize) -> String {
+pub fn parameter_list(dialect: Dialect, first: usize, count: usize) -> String {
     (first..first + count)
         .map(|i| param(dialect, i))
         .collect::<Vec<_>>()
@@ -167,13 +167,13 @@ mod tests {
             "INSERT INTO t (x, y) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
         );
         assert_eq!(statements[0].1.len(), 4);
-        assert_eq!(placeholders(Dialect::Postgres, 3, 2), "$3, $4");
+        assert_eq!(parameter_list(Dialect::Postgres, 3, 2), "$3, $4");
         let statements = multi_insert(Dialect::Sqlite, "t", &["x", "y"], rows, "");
         assert_eq!(
             statements[0].0,
             "INSERT INTO t (x, y) VALUES (?, ?), (?, ?) "
         );
-        assert_eq!(placeholders(Dialect::Sqlite, 3, 2), "?, ?");
+        assert_eq!(parameter_list(Dialect::Sqlite, 3, 2), "?, ?");
     }
 
     #[test]
