@@ -143,7 +143,8 @@ async fn select(
     group: &str,
     selection: &DlqSelection,
 ) -> anyhow::Result<Vec<DeadLetter>> {
-    let all = log.dead_letters(group, usize::MAX).await?;
+    let count = log.dead_letter_count(group).await? as usize;
+    let all = log.dead_letters(group, count.max(1)).await?;
     if selection.all {
         return Ok(all);
     }

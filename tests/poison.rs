@@ -207,6 +207,37 @@ async fn valkey_poison_goes_to_dead_letters() {
         ),
         "{letters:#?}"
     );
+
+    // The operator's commands work against Valkey while the app runs.
+    let common = &app.common;
+    let dlq = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("dlq")
+            .args(args)
+            .args(["--valkey-url", common.valkey_url.as_deref().unwrap()])
+            .args(["--valkey-namespace", &common.valkey_namespace])
+            .args(["--database-url", common.database_url.as_deref().unwrap()])
+            .args(["--partitions", &common.partitions.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dlq {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listed: Vec<Value> = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();
+    assert_eq!(listed.len(), 5);
+    let undecodable = listed.iter().find(|l| l["envelope"].is_null()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(dlq(&["purge", &undecodable]).contains("purged 1"));
+    assert!(dlq(&["replay", "--all"]).contains("replayed 4"));
+    // Replayed, the four are processed anew and, still poison, fail anew.
+    let again = dead_letters(&app, 4).await;
+    assert_eq!(again.len(), 4, "{again:#?}");
     app.stop().await;
 }
 
