@@ -1,7 +1,7 @@
-//! Operator commands: `streamstock status` and `streamstock dlq`.
+//! Operator commands: `streamstock status`, `dlq` and `rebuild`.
 
 use crate::app::{open_log, open_store};
-use crate::config::{CommonArgs, DlqAction, DlqSelection, StatusArgs};
+use crate::config::{CommonArgs, DlqAction, DlqSelection, RebuildArgs, StatusArgs};
 use crate::stream::dead_letter::DeadLetter;
 use crate::worker::PROCESSOR_GROUP;
 use anyhow::Context;
@@ -156,4 +156,84 @@ async fn select(
         }
     }
     Ok(chosen)
+}
+
+/// Rebuilds the projections from the archive while no worker runs (a
+/// worker applying events meanwhile would race the replay). On the embedded
+/// log, opening it takes its lock, so a running `streamstock all` makes this
+/// fail with that explanation; on Valkey, partition leases show live workers.
+pub async fn rebuild(common: CommonArgs, args: RebuildArgs) -> anyhow::Result<()> {
+    let backend = open_log(&common, None).await?;
+    let owners = backend
+        .leases
+        .owners(PROCESSOR_GROUP, backend.log.partitions())
+        .await
+        .context("reading partition leases")?;
+    if let Some((partition, owner)) = owners
+        .iter()
+        .enumerate()
+        .find_map(|(p, o)| o.as_ref().map(|o| (p, o)))
+    {
+        anyhow::bail!(
+            "worker {owner} owns partition {partition}: stop every worker before rebuilding the read model"
+        );
+    }
+    let store = open_store(&common).await?;
+    let before = store.projection_checksums().await?;
+    let started = std::time::Instant::now();
+    let mut last_report = std::time::Instant::now();
+    let replayed = store
+        .rebuild(&mut |done, total| {
+            if last_report.elapsed() >= std::time::Duration::from_secs(1) || done == total {
+                eprintln!("replayed {done} of {total} archived events");
+                last_report = std::time::Instant::now();
+            }
+        })
+        .await
+        .context("rebuilding the read model (nothing was changed)")?;
+    let after = store.projection_checksums().await?;
+    store.close().await;
+    let identical = before == after;
+    if args.json {
+        let tables: Vec<_> = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| {
+                json!({"table": a.table, "rows_before": b.rows, "rows_after": a.rows,
+                "checksum_before": b.checksum, "checksum_after": a.checksum, "identical": a == b})
+            })
+            .collect();
+        let report = json!({"replayed": replayed, "seconds": started.elapsed().as_secs_f64(),
+            "identical": identical, "tables": tables});
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "replayed {replayed} events in {:.1} s\n",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<16}  {:>10}  {:>10}  {:<32}  {:<32}  result",
+        "table", "rows before", "rows after", "checksum before", "checksum after"
+    );
+    for (b, a) in before.iter().zip(&after) {
+        println!(
+            "{:<16}  {:>10}  {:>10}  {:<32}  {:<32}  {}",
+            a.table,
+            b.rows,
+            a.rows,
+            b.checksum,
+            a.checksum,
+            if a == b { "identical" } else { "CHANGED" }
+        );
+    }
+    println!(
+        "\n{}",
+        if identical {
+            "the rebuilt read model is identical to the one it replaced"
+        } else {
+            "the rebuilt read model differs from the one it replaced (see CHANGED above)"
+        }
+    );
+    Ok(())
 }

@@ -249,8 +249,15 @@ pub async fn run_simulate(args: SimulateArgs, shutdown: CancellationToken) -> an
         .run(shutdown)
         .await;
     println!(
-        "orders accepted: {}, refused: {}, failed: {}, restocks: {}",
-        report.accepted, report.refused, report.failed, report.restocks
+        "orders accepted: {}, refused: {}, failed: {}; shipped: {}, cancelled: {}; \
+         purchase orders delivered: {}, direct restocks: {}",
+        report.accepted,
+        report.refused,
+        report.failed,
+        report.shipped,
+        report.cancelled,
+        report.deliveries,
+        report.restocks
     );
     Ok(())
 }

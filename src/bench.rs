@@ -133,6 +133,7 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
             DomainEvent::StockReceived(StockReceived {
                 product_id: *id,
                 quantity: 1_000_000,
+                purchase_order_id: None,
             })
             .into_envelope(Utc::now()),
         );

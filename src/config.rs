@@ -35,6 +35,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Inspect, replay or purge dead-lettered events.
     Dlq(DlqArgs),
+    /// Drop the read model's projections and rebuild them from the event
+    /// archive; prints a checksum of every table before and after.
+    Rebuild(RebuildArgs),
     /// Measure worker drain throughput on the configured backends, next to
     /// raw references of the same servers, and print a table.
     Bench(BenchArgs),
@@ -50,6 +53,13 @@ pub struct BenchArgs {
     pub products: u64,
     #[command(flatten)]
     pub processing: ProcessingArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -15,6 +15,7 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate => app::run_migrate(cli.common).await,
         Command::Status(args) => admin::status(cli.common, args).await,
         Command::Dlq(args) => admin::dlq(cli.common, args.action).await,
+        Command::Rebuild(args) => admin::rebuild(cli.common, args).await,
         Command::Bench(args) => bench::run(cli.common, args).await,
     };
     match result {

@@ -48,6 +48,7 @@ async fn dashboard_shows_live_figures_in_chromium() {
     let mut odd = DomainEvent::StockReceived(StockReceived {
         product_id: a,
         quantity: 1,
+        purchase_order_id: None,
     })
     .into_envelope(Utc::now());
     odd.event_type = "stock.teleported".into();

@@ -50,6 +50,7 @@ fn event(key: Uuid, quantity: i64) -> Envelope {
     DomainEvent::StockReceived(StockReceived {
         product_id: key,
         quantity,
+        purchase_order_id: None,
     })
     .into_envelope(Utc::now())
 }

@@ -25,6 +25,7 @@ fn poison_then_good(product: Uuid) -> Vec<Envelope> {
         DomainEvent::StockReceived(StockReceived {
             product_id: product,
             quantity,
+            purchase_order_id: None,
         })
         .into_envelope(Utc::now())
     };
@@ -257,6 +258,7 @@ async fn attempts_survive_restarts() {
             &DomainEvent::StockReceived(StockReceived {
                 product_id: product,
                 quantity: -1,
+                purchase_order_id: None,
             })
             .into_envelope(Utc::now()),
         )

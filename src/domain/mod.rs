@@ -1,8 +1,10 @@
-//! The domain: money, validated inputs, events and the order decision.
+//! The domain: money, validated inputs, events, the order decision and the
+//! inventory state machine (order lifecycle, restock cycle).
 //! Pure logic, no I/O: everything here is unit-tested without a database.
 
 pub mod catalog;
 pub mod events;
+pub mod inventory;
 pub mod money;
 pub mod order;
 

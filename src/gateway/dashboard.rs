@@ -4,6 +4,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::store::analytics::{PurchaseOrderView, Throughput, TopProduct};
 use crate::store::queries::{AlertView, Figures, OrderView, ProductView};
 use crate::worker::PROCESSOR_GROUP;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -20,6 +21,8 @@ const PUSH_EVERY: Duration = Duration::from_secs(1);
 const SNAPSHOT_PRODUCTS: i64 = 200;
 const SNAPSHOT_ORDERS: i64 = 15;
 const SNAPSHOT_ALERTS: i64 = 10;
+const TOP_PRODUCTS: i64 = 5;
+const SNAPSHOT_PURCHASE_ORDERS: i64 = 10;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -27,6 +30,9 @@ pub struct Stats {
     pub figures: Figures,
     /// Events in the log not yet processed; null if the log is unreachable.
     pub backlog: Option<u64>,
+    /// Order events per second and per minute (event time).
+    pub throughput: Throughput,
+    pub top_products: Vec<TopProduct>,
     pub event_log: String,
     pub database: String,
 }
@@ -38,6 +44,7 @@ pub struct Snapshot {
     pub products: Vec<ProductView>,
     pub recent_orders: Vec<OrderView>,
     pub alerts: Vec<AlertView>,
+    pub open_purchase_orders: Vec<PurchaseOrderView>,
 }
 
 pub struct Hub {
@@ -64,6 +71,8 @@ async fn compute_stats(state: &AppState) -> Result<Stats, ApiError> {
     Ok(Stats {
         figures,
         backlog,
+        throughput: state.store.throughput(Utc::now()).await?,
+        top_products: state.store.top_products(TOP_PRODUCTS).await?,
         event_log: state.log.describe(),
         database: state.store.describe().to_string(),
     })
@@ -76,6 +85,10 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
         products: state.store.list_products(SNAPSHOT_PRODUCTS, None).await?,
         recent_orders: state.store.recent_orders(SNAPSHOT_ORDERS).await?,
         alerts: state.store.recent_alerts(SNAPSHOT_ALERTS).await?,
+        open_purchase_orders: state
+            .store
+            .list_purchase_orders(Some("OPEN"), SNAPSHOT_PURCHASE_ORDERS, None)
+            .await?,
     })
 }
 

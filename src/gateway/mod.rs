@@ -8,6 +8,7 @@ pub mod error;
 mod operations;
 mod orders;
 mod products;
+mod restock;
 
 use crate::store::Store;
 use crate::stream::EventLog;
@@ -79,6 +80,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/products/{id}/stock", post(products::receive_stock))
         .route("/api/orders", get(orders::list).post(orders::place))
         .route("/api/orders/{id}", get(orders::one))
+        .route("/api/orders/{id}/cancel", post(orders::cancel))
+        .route("/api/orders/{id}/ship", post(orders::ship))
+        .route("/api/purchase-orders", get(restock::list))
+        .route("/api/purchase-orders/{id}/receive", post(restock::receive))
+        .route("/api/events", get(operations::events))
         .route("/api/stats", get(dashboard::stats))
         .route("/api/alerts", get(operations::alerts))
         .route("/api/dead-letters", get(operations::dead_letters))

@@ -1,10 +1,12 @@
 //! Order routes: place (validate, price from the catalog, append
-//! `order.placed`, 202), list and read, with an optional long-poll.
+//! `order.placed`, 202), list and read, with an optional long-poll, and the
+//! lifecycle commands cancel and ship.
 
 use super::error::ApiError;
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
 use crate::domain::catalog::{parse_email, parse_quantity};
-use crate::domain::events::{OrderLine, OrderPlaced};
+use crate::domain::events::{OrderCancelRequested, OrderLine, OrderPlaced, OrderShipRequested};
+use crate::domain::inventory::OrderStatus;
 use crate::domain::{DomainEvent, Money};
 use crate::store::queries::{OrderView, ORDER_STATUSES};
 use axum::extract::State;
@@ -175,4 +177,99 @@ pub async fn one(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How long after its id was issued an order the read model does not show
+/// yet may still be waiting in the log (a command for it is then accepted,
+/// and the worker refuses it with a recorded reason if it never existed).
+const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
+
+#[derive(Debug, Clone, Copy)]
+enum Lifecycle {
+    Cancel,
+    Ship,
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    lifecycle_command(state, id, Lifecycle::Cancel).await
+}
+
+pub async fn ship(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    lifecycle_command(state, id, Lifecycle::Ship).await
+}
+
+/// Checks the command against the order's state in the read model (409 when
+/// it cannot be allowed), then appends it for the worker, which decides for
+/// good: two racing commands are both accepted here and the second one is
+/// refused there, with its reason recorded (alert and audit trail).
+async fn lifecycle_command(
+    state: AppState,
+    id: Uuid,
+    command: Lifecycle,
+) -> Result<Response, ApiError> {
+    let verb = match command {
+        Lifecycle::Cancel => "cancel",
+        Lifecycle::Ship => "ship",
+    };
+    match state.store.get_order(id).await? {
+        Some(order) => {
+            let status = OrderStatus::parse(&order.status).ok_or_else(|| {
+                ApiError::from(crate::store::StoreError::Inconsistent(format!(
+                    "order {id} has status {}",
+                    order.status
+                )))
+            })?;
+            let refusal = match command {
+                Lifecycle::Cancel => status.cancel_refusal(),
+                Lifecycle::Ship => status.ship_refusal(),
+            };
+            if let Some(why) = refusal {
+                return Err(ApiError::conflict(format!(
+                    "cannot {verb} order {id}: {why}"
+                )));
+            }
+        }
+        None if !may_still_be_queued(id) => {
+            return Err(ApiError::not_found(format!("order {id} not found")));
+        }
+        None => {}
+    }
+    let event = match command {
+        Lifecycle::Cancel => {
+            DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id: id })
+        }
+        Lifecycle::Ship => DomainEvent::OrderShipRequested(OrderShipRequested { order_id: id }),
+    };
+    let receipt = state.append(&event.into_envelope(Utc::now())).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/orders/{id}"))],
+        Json(json!({
+            "order_id": id,
+            "command": verb,
+            "status": "QUEUED",
+            "msg_id": receipt.msg_id(),
+        })),
+    )
+        .into_response())
+}
+
+/// Order ids are UUID v7 issued by the gateway: one issued recently may name
+/// an order still in the log; any other unknown id names no order.
+fn may_still_be_queued(id: Uuid) -> bool {
+    let Some(timestamp) = id.get_timestamp() else {
+        return false;
+    };
+    let (seconds, nanos) = timestamp.to_unix();
+    let Some(issued) = chrono::DateTime::from_timestamp(seconds as i64, nanos) else {
+        return false;
+    };
+    let age = Utc::now() - issued;
+    id.get_version_num() == 7 && age >= -chrono::Duration::minutes(1) && age <= QUEUED_FOR_AT_MOST
 }

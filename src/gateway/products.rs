@@ -120,6 +120,7 @@ pub async fn create(
                 &DomainEvent::StockReceived(StockReceived {
                     product_id,
                     quantity,
+                    purchase_order_id: None,
                 })
                 .into_envelope(now),
             )
@@ -163,6 +164,7 @@ pub async fn receive_stock(
             &DomainEvent::StockReceived(StockReceived {
                 product_id: id,
                 quantity,
+                purchase_order_id: None,
             })
             .into_envelope(Utc::now()),
         )

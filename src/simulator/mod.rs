@@ -1,7 +1,9 @@
 //! The traffic simulator: seeds a demo catalog through the API when it is
 //! empty, then places orders with random items and quantities at the pace of
-//! a profile, and acts as the supplier by restocking products that run low.
-//! It talks to the gateway over HTTP only, like any client.
+//! a profile. It also plays the warehouse (ships most confirmed orders),
+//! customers who change their mind (cancel some), and the supplier (delivers
+//! the purchase orders the workers draft when stock runs low). It talks to
+//! the gateway over HTTP only, like any client.
 
 use crate::config::Profile;
 use rand::prelude::*;
@@ -62,11 +64,33 @@ pub struct Simulator {
     profile: Profile,
 }
 
+#[derive(Debug, Deserialize)]
+struct OrderSummary {
+    order_id: Uuid,
+}
+
+#[derive(Debug, Deserialize)]
+struct PurchaseOrder {
+    id: Uuid,
+    product_id: Uuid,
+}
+
+/// Of the confirmed orders the warehouse handles each round, this share is
+/// cancelled by the customer instead of shipped.
+const CANCEL_SHARE: f64 = 0.15;
+/// Confirmed orders handled per round (a round every 10 placed orders).
+const ORDERS_PER_ROUND: usize = 10;
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SimulatorReport {
     pub accepted: u64,
     pub refused: u64,
     pub failed: u64,
+    pub shipped: u64,
+    pub cancelled: u64,
+    /// Purchase orders delivered.
+    pub deliveries: u64,
+    /// Direct receipts for products low without a purchase order.
     pub restocks: u64,
 }
 
@@ -92,13 +116,7 @@ impl Simulator {
     }
 
     async fn products(&self) -> reqwest::Result<Vec<Product>> {
-        self.http
-            .get(format!("{}/api/products?limit=1000", self.target))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
+        self.get("/api/products?limit=1000").await
     }
 
     /// Runs until `shutdown` (or forever). Returns what it did.
@@ -129,31 +147,80 @@ impl Simulator {
             }
             placed += 1;
             if placed.is_multiple_of(10) {
+                self.warehouse_round(&mut rng, &mut report).await;
                 if let Ok(fresh) = self.products().await {
-                    report.restocks += self.restock_low(&fresh).await;
+                    self.supplier_round(&fresh, &mut report).await;
                     if !fresh.is_empty() {
                         products = fresh;
                     }
                 }
             }
             if placed.is_multiple_of(50) {
-                tracing::info!(
-                    accepted = report.accepted,
-                    refused = report.refused,
-                    failed = report.failed,
-                    restocks = report.restocks,
-                    "simulator progress"
-                );
+                tracing::info!(?report, "simulator progress");
             }
         }
-        tracing::info!(
-            accepted = report.accepted,
-            refused = report.refused,
-            failed = report.failed,
-            restocks = report.restocks,
-            "simulator stopped"
-        );
+        tracing::info!(?report, "simulator stopped");
         report
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> reqwest::Result<T> {
+        self.http
+            .get(format!("{}{path}", self.target))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+
+    /// The warehouse ships confirmed orders; some customers cancel instead.
+    async fn warehouse_round(&self, rng: &mut StdRng, report: &mut SimulatorReport) {
+        let path = format!("/api/orders?status=CONFIRMED&limit={ORDERS_PER_ROUND}");
+        let Ok(confirmed) = self.get::<Vec<OrderSummary>>(&path).await else {
+            return;
+        };
+        for order in confirmed {
+            let cancel = rng.random_bool(CANCEL_SHARE);
+            let action = if cancel { "cancel" } else { "ship" };
+            let sent = self
+                .post(&format!("/api/orders/{}/{action}", order.order_id))
+                .send()
+                .await;
+            if matches!(sent, Ok(ref r) if r.status().is_success()) {
+                if cancel {
+                    report.cancelled += 1;
+                } else {
+                    report.shipped += 1;
+                }
+            }
+        }
+    }
+
+    /// The supplier delivers every open purchase order, and restocks
+    /// directly a product that is low without one (it never crossed its
+    /// threshold, e.g. created empty).
+    async fn supplier_round(&self, products: &[Product], report: &mut SimulatorReport) {
+        let Ok(open) = self
+            .get::<Vec<PurchaseOrder>>("/api/purchase-orders?status=OPEN&limit=1000")
+            .await
+        else {
+            return;
+        };
+        for po in &open {
+            let sent = self
+                .post(&format!("/api/purchase-orders/{}/receive", po.id))
+                .send()
+                .await;
+            if matches!(sent, Ok(ref r) if r.status().is_success()) {
+                report.deliveries += 1;
+            }
+        }
+        let on_order: Vec<Uuid> = open.iter().map(|po| po.product_id).collect();
+        let without_po: Vec<&Product> = products
+            .iter()
+            .filter(|p| !on_order.contains(&p.id))
+            .collect();
+        report.restocks += self.restock_low(&without_po).await;
     }
 
     /// Waits for the gateway, seeds the catalog if empty, and waits until the
@@ -223,9 +290,8 @@ impl Simulator {
         Ok(response.status().is_success())
     }
 
-    /// The supplier: products below their threshold get their reorder
-    /// quantity delivered.
-    async fn restock_low(&self, products: &[Product]) -> u64 {
+    /// Products below their threshold get their reorder quantity delivered.
+    async fn restock_low(&self, products: &[&Product]) -> u64 {
         let mut restocked = 0;
         for p in products
             .iter()

@@ -6,8 +6,10 @@
 //! millisecond times) runs on both, and the few places where the dialects
 //! differ ask `Dialect`. Both are exercised by the same tests.
 
+pub mod analytics;
 pub mod projections;
 pub mod queries;
+pub mod rebuild;
 pub mod sql;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};

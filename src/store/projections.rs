@@ -1,32 +1,41 @@
 //! Applying consumed events to the read model with exactly-once effects.
 //!
 //! A batch is one transaction: the archive rows of its events, their
-//! effects, and the outbox rows of the follow-up events they caused. The
-//! archive is the read model's inbox: its primary key is the event id, so an
-//! event whose archive row exists has been applied. The log is acked only
-//! after commit, so a crash anywhere either leaves the transaction unapplied
-//! (the events are redelivered and applied once) or applied (redelivery
-//! finds the archive rows and changes nothing).
+//! effects, the archive rows of the follow-up events (decisions) they
+//! caused, and those follow-ups' outbox rows. The archive is the read
+//! model's inbox: its primary key is the event id, so an event whose archive
+//! row exists has been applied. A follow-up is applied in the transaction
+//! that decides it (a confirmation reserves stock at once, so no other order
+//! can take it), and archived there; when the log delivers it later, the
+//! archive says it is applied. The log is acked only after commit, so a crash
+//! anywhere either leaves the transaction unapplied (the events are
+//! redelivered and applied once) or applied (redelivery changes nothing).
 //!
 //! The batch is a unit of work: it loads the state its events touch (stock
-//! rows locked, known orders) in a few statements, applies the events in log
-//! order in memory (the order decision is the pure domain function), and
-//! writes the result back with one multi-row statement per table. Stock is
-//! written as deltas, so a row another worker changed in between (only
-//! possible for rows this batch could not lock because they did not exist
-//! yet) is added to, never overwritten.
+//! rows locked, their orders and purchase orders) into the domain's
+//! `Inventory` in a few statements, lets the domain handle the events in log
+//! order, and writes back what changed with one multi-row statement per
+//! table. Stock is written as deltas, so a row another worker changed in
+//! between (only possible for rows this batch could not lock because they
+//! did not exist yet) is added to, never overwritten.
+//!
+//! The archive's order (its `seq`) is the replay order of `rebuild`: a
+//! batch's events are archived first, its follow-ups last, once the stock
+//! rows they depend on are locked.
 
 use super::sql::{bind_all, multi_insert, parameter_list, values_lists, SqlValue};
 use super::{now_millis, Dialect, Store, StoreError};
-use crate::domain::order::{reserve_all_or_nothing, Decision, StockLevel};
-use crate::domain::{DomainEvent, Envelope};
-use crate::stream::Decoded;
+use crate::domain::inventory::{
+    Inventory, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
+};
+use crate::domain::{events::OrderLine, DomainEvent, Envelope, Money};
+use crate::stream::{partition_for, Decoded};
 use sqlx::any::Any;
 use sqlx::{Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use uuid::Uuid;
 
-type Tx<'a> = Transaction<'a, Any>;
+pub(super) type Tx<'a> = Transaction<'a, Any>;
 
 /// What one batch did, for logs and metrics.
 #[derive(Debug, Default)]
@@ -37,39 +46,28 @@ pub struct BatchOutcome {
     pub follow_ups: Vec<Envelope>,
 }
 
-/// One product's stock as the batch sees it: what was loaded (for
-/// decisions) plus what the batch changed (written back as deltas).
-#[derive(Debug, Default, Clone)]
-struct Stock {
-    sku: Option<String>,
-    on_hand: i64,
-    reserved: i64,
-    delta_on_hand: i64,
-    delta_reserved: i64,
-    delta_received: i64,
-    /// The row was in the database when the batch began. Rows that were not
-    /// are in the map only because an event of the batch created them.
-    existed: bool,
-}
-
-/// Rows the batch will write, table by table.
-#[derive(Default)]
-struct Writes {
-    products: Vec<Vec<SqlValue>>,
-    orders: Vec<Vec<SqlValue>>,
-    order_items: Vec<Vec<SqlValue>>,
-    alerts: Vec<Vec<SqlValue>>,
+/// An archive row to write: the envelope and where the log holds it.
+struct ArchiveRow<'a> {
+    envelope: &'a Envelope,
+    partition: u32,
+    /// Empty for a follow-up: it is archived before it is published.
+    entry_id: String,
 }
 
 impl Store {
     /// Applies a batch of decoded events to the read model in one transaction.
     /// One consumer group (the processor) maintains the read model, so the
-    /// archive alone tells what was applied. A handler that refuses an event
+    /// archive alone tells what was applied. An event the domain refuses
     /// fails the whole batch (nothing is written); the worker then retries
-    /// the events one by one.
-    pub async fn apply_batch(&self, events: &[Decoded]) -> Result<BatchOutcome, StoreError> {
+    /// the events one by one. `partitions` places follow-ups in the archive.
+    pub async fn apply_batch(
+        &self,
+        events: &[Decoded],
+        partitions: u32,
+    ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
-        let now = now_millis();
+        let now = chrono::Utc::now();
+        let now_ms = now.timestamp_millis();
         // An event may come twice in one batch (a republished follow-up).
         let mut seen = HashSet::new();
         let candidates: Vec<&Decoded> = events
@@ -82,58 +80,101 @@ impl Store {
         }
 
         let mut tx = self.pool().begin().await?;
+        let dialect = self.dialect();
         // The archive (the inbox) first: on SQLite this write takes the
         // database's write lock at once, so everything read below stays true
         // until commit.
-        let fresh_ids = archive_new_events(&mut tx, self.dialect(), &candidates, now).await?;
+        let rows: Vec<ArchiveRow> = candidates
+            .iter()
+            .map(|d| ArchiveRow {
+                envelope: &d.envelope,
+                partition: d.partition,
+                entry_id: d.id.to_string(),
+            })
+            .collect();
+        let fresh_ids = archive(&mut tx, dialect, &rows, now_ms).await?;
         let fresh: Vec<&Decoded> = candidates
             .into_iter()
             .filter(|d| fresh_ids.contains(&d.envelope.event_id))
             .collect();
         outcome.duplicates = events.len() - fresh.len();
-
-        let mut product_ids = BTreeSet::new();
-        let mut order_ids = Vec::new();
-        for decoded in &fresh {
-            match &decoded.event {
-                DomainEvent::ProductCreated(e) => {
-                    product_ids.insert(e.product_id);
-                }
-                DomainEvent::StockReceived(e) => {
-                    product_ids.insert(e.product_id);
-                }
-                DomainEvent::OrderPlaced(e) => {
-                    order_ids.push(e.order_id);
-                    product_ids.extend(e.items.iter().map(|l| l.product_id));
-                }
-                _ => {}
-            }
+        if fresh.is_empty() {
+            tx.commit().await?;
+            return Ok(outcome);
         }
-        let mut stock = load_stock(&mut tx, self.dialect(), &product_ids).await?;
-        let mut known_orders = existing_orders(&mut tx, self.dialect(), &order_ids).await?;
 
-        let mut writes = Writes::default();
-        for decoded in fresh {
-            apply(
-                decoded,
-                &mut stock,
-                &mut known_orders,
-                &mut writes,
-                &mut outcome.follow_ups,
-                now,
-            )?;
+        let mut inventory = Inventory::default();
+        load_state(
+            &mut tx,
+            dialect,
+            fresh.iter().map(|d| &d.event),
+            &mut inventory,
+            true,
+        )
+        .await?;
+        let baseline = inventory.clone();
+        let mut follow_ups = Vec::new();
+        for decoded in &fresh {
+            let decided = inventory
+                .handle(&decoded.envelope, &decoded.event, now)
+                .map_err(|refused| {
+                    StoreError::Rejected(format!(
+                        "{} {}: {refused}",
+                        decoded.envelope.event_type, decoded.envelope.event_id
+                    ))
+                })?;
+            follow_ups.extend(decided);
             outcome.applied += 1;
         }
-        flush(
+
+        let mut writes = Writes::default();
+        writes.events(
+            fresh
+                .iter()
+                .map(|d| (&d.envelope, &d.event))
+                .chain(follow_ups.iter().map(|(env, event)| (env, event))),
+            &baseline.orders,
+        );
+        writes.stock(&baseline.products, &inventory.products);
+        writes.orders(&baseline.orders, &inventory.orders);
+        writes.purchase_orders(&baseline.purchase_orders, &inventory.purchase_orders);
+        writes.flush(&mut tx, dialect).await?;
+
+        // Follow-ups last: their archive order follows the locks above.
+        let follow_up_rows: Vec<ArchiveRow> = follow_ups
+            .iter()
+            .map(|(env, _)| ArchiveRow {
+                envelope: env,
+                partition: partition_for(&env.key, partitions),
+                entry_id: String::new(),
+            })
+            .collect();
+        archive(&mut tx, dialect, &follow_up_rows, now_ms).await?;
+        let outbox = follow_ups
+            .iter()
+            .map(|(f, _)| {
+                vec![
+                    f.event_id.to_string().into(),
+                    serde_json::to_string(f)
+                        .expect("envelopes serialize")
+                        .into(),
+                    now_ms.into(),
+                ]
+            })
+            .collect();
+        execute_all(
             &mut tx,
-            self.dialect(),
-            writes,
-            &stock,
-            &outcome.follow_ups,
-            now,
+            multi_insert(
+                dialect,
+                "outbox",
+                &["event_id", "envelope", "created_at"],
+                outbox,
+                "ON CONFLICT DO NOTHING",
+            ),
         )
         .await?;
         tx.commit().await?;
+        outcome.follow_ups = follow_ups.into_iter().map(|(env, _)| env).collect();
         Ok(outcome)
     }
 
@@ -205,26 +246,51 @@ impl Store {
     }
 }
 
-/// Archives the events not archived yet; returns their ids (the events to
-/// apply now).
-async fn archive_new_events(
+/// Runs `sql` (whose `{ids}` is replaced by an `IN` list) for `ids`, in
+/// chunks, and returns every row.
+pub(super) async fn select_by_ids(
     tx: &mut Tx<'_>,
     dialect: Dialect,
-    events: &[&Decoded],
+    sql: &str,
+    ids: &[Uuid],
+) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+    let mut rows = Vec::new();
+    for chunk in ids.chunks(1000) {
+        let sql = sql.replace("{ids}", &parameter_list(dialect, 1, chunk.len()));
+        let values = chunk
+            .iter()
+            .map(|id| SqlValue::from(id.to_string()))
+            .collect();
+        rows.extend(
+            bind_all(sqlx::query(&sql), values)
+                .fetch_all(&mut **tx)
+                .await?,
+        );
+    }
+    Ok(rows)
+}
+
+/// Archives the events not archived yet; returns their ids (the events to
+/// apply now).
+async fn archive(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    events: &[ArchiveRow<'_>],
     now: i64,
 ) -> Result<HashSet<Uuid>, StoreError> {
     let rows = events
         .iter()
-        .map(|d| {
+        .map(|row| {
+            let e = row.envelope;
             vec![
-                d.envelope.event_id.to_string().into(),
-                d.envelope.event_type.as_str().into(),
-                d.envelope.key.as_str().into(),
-                i64::from(d.envelope.version).into(),
-                d.envelope.occurred_at.timestamp_millis().into(),
-                d.envelope.payload.to_string().into(),
-                i64::from(d.partition).into(),
-                d.id.to_string().into(),
+                e.event_id.to_string().into(),
+                e.event_type.as_str().into(),
+                e.key.as_str().into(),
+                i64::from(e.version).into(),
+                e.occurred_at.timestamp_millis().into(),
+                e.payload.to_string().into(),
+                i64::from(row.partition).into(),
+                row.entry_id.as_str().into(),
                 now.into(),
             ]
         })
@@ -258,194 +324,206 @@ async fn archive_new_events(
     Ok(fresh)
 }
 
-/// Runs `sql` (whose `{ids}` is replaced by an `IN` list) for `ids`, in
-/// chunks, and returns every row.
-async fn select_by_ids(
+/// Loads into `inventory` the state `events` touch: their orders (with
+/// lines), their purchase orders and, if `with_stock`, their products' stock
+/// (locked on PostgreSQL, in product-id order so concurrent workers cannot
+/// deadlock) with each product's open purchase order.
+pub(super) async fn load_state<'e>(
     tx: &mut Tx<'_>,
     dialect: Dialect,
-    sql: &str,
-    ids: &[Uuid],
-) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
-    let mut rows = Vec::new();
-    for chunk in ids.chunks(1000) {
-        let sql = sql.replace("{ids}", &parameter_list(dialect, 1, chunk.len()));
-        let values = chunk
-            .iter()
-            .map(|id| SqlValue::from(id.to_string()))
-            .collect();
-        rows.extend(
-            bind_all(sqlx::query(&sql), values)
-                .fetch_all(&mut **tx)
-                .await?,
-        );
+    events: impl Iterator<Item = &'e DomainEvent>,
+    inventory: &mut Inventory,
+    with_stock: bool,
+) -> Result<(), StoreError> {
+    let mut order_ids = BTreeSet::new();
+    let mut product_ids = BTreeSet::new();
+    let mut purchase_order_ids = BTreeSet::new();
+    for event in events {
+        match event {
+            DomainEvent::ProductCreated(e) => {
+                product_ids.insert(e.product_id);
+            }
+            DomainEvent::StockReceived(e) => {
+                product_ids.insert(e.product_id);
+                purchase_order_ids.extend(e.purchase_order_id);
+            }
+            DomainEvent::OrderPlaced(e) => {
+                order_ids.insert(e.order_id);
+                product_ids.extend(e.items.iter().map(|l| l.product_id));
+            }
+            DomainEvent::OrderConfirmed(e) => {
+                order_ids.insert(e.order_id);
+            }
+            DomainEvent::OrderRejected(e) => {
+                order_ids.insert(e.order_id);
+            }
+            DomainEvent::OrderCancelRequested(e) => {
+                order_ids.insert(e.order_id);
+            }
+            DomainEvent::OrderShipRequested(e) => {
+                order_ids.insert(e.order_id);
+            }
+            DomainEvent::OrderCancelled(e) => {
+                order_ids.insert(e.order_id);
+            }
+            DomainEvent::OrderShipped(e) => {
+                order_ids.insert(e.order_id);
+            }
+            DomainEvent::StockLow(e) => {
+                product_ids.insert(e.product_id);
+            }
+            DomainEvent::PurchaseOrderDrafted(e) => {
+                product_ids.insert(e.product_id);
+                purchase_order_ids.insert(e.purchase_order_id);
+            }
+            DomainEvent::PurchaseOrderReceived(e) => {
+                product_ids.insert(e.product_id);
+                purchase_order_ids.insert(e.purchase_order_id);
+            }
+            DomainEvent::AlertRaised(_) => {}
+        }
     }
-    Ok(rows)
-}
-
-/// Loads (and on PostgreSQL locks, in product-id order so concurrent
-/// workers cannot deadlock) the stock rows of `products`.
-async fn load_stock(
-    tx: &mut Tx<'_>,
-    dialect: Dialect,
-    products: &BTreeSet<Uuid>,
-) -> Result<BTreeMap<Uuid, Stock>, StoreError> {
+    let order_ids: Vec<Uuid> = order_ids.into_iter().collect();
+    for (id, order) in load_orders(tx, dialect, &order_ids).await? {
+        product_ids.extend(order.lines.iter().map(|l| l.product_id));
+        inventory.orders.insert(id, order);
+    }
+    if !with_stock {
+        return Ok(());
+    }
+    let purchase_order_ids: Vec<Uuid> = purchase_order_ids.into_iter().collect();
+    let rows = select_by_ids(
+        tx,
+        dialect,
+        "SELECT * FROM purchase_orders WHERE id IN ({ids})",
+        &purchase_order_ids,
+    )
+    .await?;
+    for row in rows {
+        let po = purchase_order_from_row(&row)?;
+        product_ids.insert(po.product_id);
+        inventory
+            .purchase_orders
+            .insert(super::uuid_col(&row, "id")?, po);
+    }
     let lock = match dialect {
         Dialect::Postgres => " FOR UPDATE OF i",
         Dialect::Sqlite => "",
     };
     let sql = format!(
-        "SELECT i.product_id, p.sku, i.on_hand, i.reserved FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+        "SELECT i.product_id, p.sku, p.low_stock_threshold, p.reorder_quantity, i.on_hand, i.reserved, \
+         i.received_total, i.shipped_total, i.updated_at, po.id AS po_id, po.quantity AS po_quantity, \
+         po.drafted_at AS po_drafted_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+         LEFT JOIN purchase_orders po ON po.product_id = i.product_id AND po.status = 'OPEN' \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
-    let ids: Vec<Uuid> = products.iter().copied().collect();
-    let mut stock = BTreeMap::new();
+    let ids: Vec<Uuid> = product_ids.into_iter().collect();
     for row in select_by_ids(tx, dialect, &sql, &ids).await? {
-        let loaded = Stock {
-            sku: row.try_get("sku")?,
-            on_hand: row.try_get("on_hand")?,
-            reserved: row.try_get("reserved")?,
-            existed: true,
-            ..Stock::default()
-        };
-        stock.insert(super::uuid_col(&row, "product_id")?, loaded);
-    }
-    Ok(stock)
-}
-
-async fn existing_orders(
-    tx: &mut Tx<'_>,
-    dialect: Dialect,
-    orders: &[Uuid],
-) -> Result<HashSet<Uuid>, StoreError> {
-    let rows = select_by_ids(
-        tx,
-        dialect,
-        "SELECT id FROM orders WHERE id IN ({ids})",
-        orders,
-    )
-    .await?;
-    rows.iter().map(|row| super::uuid_col(row, "id")).collect()
-}
-
-/// One event's effect on the batch's in-memory state.
-fn apply(
-    decoded: &Decoded,
-    stock: &mut BTreeMap<Uuid, Stock>,
-    known_orders: &mut HashSet<Uuid>,
-    writes: &mut Writes,
-    follow_ups: &mut Vec<Envelope>,
-    now: i64,
-) -> Result<(), StoreError> {
-    let envelope = &decoded.envelope;
-    match &decoded.event {
-        DomainEvent::ProductCreated(e) => {
-            writes.products.push(vec![
-                e.product_id.to_string().into(),
-                e.sku.as_str().into(),
-                e.name.as_str().into(),
-                e.price.cents().into(),
-                e.category_name.as_str().into(),
-                e.low_stock_threshold.into(),
-                e.reorder_quantity.into(),
-                envelope.occurred_at.timestamp_millis().into(),
-            ]);
-            // Stock may have arrived first: the row exists, keep its figures.
-            let row = stock.entry(e.product_id).or_default();
-            row.sku.get_or_insert_with(|| e.sku.clone());
+        let product_id = super::uuid_col(&row, "product_id")?;
+        let open: Option<String> = row.try_get("po_id")?;
+        let open = open
+            .map(|raw| {
+                raw.parse::<Uuid>()
+                    .map_err(|e| StoreError::Inconsistent(format!("purchase order id {raw}: {e}")))
+            })
+            .transpose()?;
+        if let Some(po_id) = open {
+            inventory
+                .purchase_orders
+                .entry(po_id)
+                .or_insert(PurchaseOrderState {
+                    product_id,
+                    quantity: row.try_get("po_quantity")?,
+                    status: PurchaseOrderStatus::Open,
+                    drafted_at: row.try_get("po_drafted_at")?,
+                    received_at: None,
+                });
         }
-        DomainEvent::StockReceived(e) => {
-            // The gateway never emits these, but the log is an open
-            // interface: a receipt that would take stock away is refused.
-            if e.quantity <= 0 {
-                return Err(StoreError::Rejected(format!(
-                    "stock.received for {} has quantity {}; it must be positive",
-                    e.product_id, e.quantity
-                )));
-            }
-            let row = stock.entry(e.product_id).or_default();
-            row.on_hand += e.quantity;
-            row.delta_on_hand += e.quantity;
-            row.delta_received += e.quantity;
-        }
-        DomainEvent::OrderPlaced(order) => {
-            // Already placed (under another event id): never decide twice.
-            if !known_orders.insert(order.order_id) {
-                return Ok(());
-            }
-            let levels: BTreeMap<Uuid, StockLevel> = order
-                .items
-                .iter()
-                .map(|line| &line.product_id)
-                .filter_map(|id| {
-                    let row = stock.get(id)?;
-                    Some((
-                        *id,
-                        StockLevel {
-                            sku: row.sku.clone()?,
-                            on_hand: row.on_hand,
-                            reserved: row.reserved,
-                        },
-                    ))
-                })
-                .collect();
-            let (status, reason, decision) = match reserve_all_or_nothing(order, &levels) {
-                Decision::Confirm {
-                    reservations,
-                    event,
-                } => {
-                    for (product_id, quantity) in reservations {
-                        let row = stock.get_mut(&product_id).expect("decided on a loaded row");
-                        row.reserved += quantity;
-                        row.delta_reserved += quantity;
-                    }
-                    ("CONFIRMED", None, DomainEvent::OrderConfirmed(event))
-                }
-                Decision::Reject(event) => (
-                    "REJECTED",
-                    Some(event.reason.clone()),
-                    DomainEvent::OrderRejected(event),
-                ),
-            };
-            let order_id = order.order_id.to_string();
-            writes.orders.push(vec![
-                order_id.as_str().into(),
-                order.customer_email.as_str().into(),
-                status.into(),
-                order.total.cents().into(),
-                reason.into(),
-                envelope.occurred_at.timestamp_millis().into(),
-                now.into(),
-            ]);
-            for (line_no, line) in order.items.iter().enumerate() {
-                writes.order_items.push(vec![
-                    order_id.as_str().into(),
-                    (line_no as i64).into(),
-                    line.product_id.to_string().into(),
-                    line.quantity.into(),
-                    line.unit_price.cents().into(),
-                ]);
-            }
-            follow_ups.push(decision.into_follow_up_of(envelope));
-        }
-        // The decision's effects were applied when it was made, in the same
-        // transaction as the decision; the decision events themselves are
-        // archived (for audit and rebuild) and change nothing live.
-        DomainEvent::OrderConfirmed(_) | DomainEvent::OrderRejected(_) => {}
-        DomainEvent::AlertRaised(e) => {
-            writes.alerts.push(vec![
-                e.alert_id.to_string().into(),
-                e.kind.as_str().into(),
-                e.severity.as_str().into(),
-                e.subject.as_str().into(),
-                e.message.as_str().into(),
-                envelope.occurred_at.timestamp_millis().into(),
-            ]);
-        }
+        let threshold: Option<i64> = row.try_get("low_stock_threshold")?;
+        let reorder: Option<i64> = row.try_get("reorder_quantity")?;
+        inventory.products.insert(
+            product_id,
+            ProductState {
+                sku: row.try_get("sku")?,
+                low_stock_threshold: threshold.unwrap_or(0),
+                reorder_quantity: reorder.unwrap_or(0),
+                on_hand: row.try_get("on_hand")?,
+                reserved: row.try_get("reserved")?,
+                received_total: row.try_get("received_total")?,
+                shipped_total: row.try_get("shipped_total")?,
+                open_purchase_order: open,
+                updated_at: row.try_get("updated_at")?,
+            },
+        );
     }
     Ok(())
 }
 
-async fn execute_all(
+/// Orders among `ids` that exist, with their lines.
+async fn load_orders(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    ids: &[Uuid],
+) -> Result<BTreeMap<Uuid, OrderState>, StoreError> {
+    let mut orders = BTreeMap::new();
+    for row in select_by_ids(tx, dialect, "SELECT * FROM orders WHERE id IN ({ids})", ids).await? {
+        let status: String = row.try_get("status")?;
+        let cancel_requested: i64 = row.try_get("cancel_requested")?;
+        orders.insert(
+            super::uuid_col(&row, "id")?,
+            OrderState {
+                customer_email: row.try_get("customer_email")?,
+                status: OrderStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Inconsistent(format!("order status {status}")))?,
+                lines: Vec::new(),
+                total: Money::from_total_cents(row.try_get("total_cents")?),
+                reason: row.try_get("reason")?,
+                cancel_requested: cancel_requested != 0,
+                placed_at: row.try_get("placed_at")?,
+                decided_at: row.try_get("decided_at")?,
+                updated_at: row.try_get("updated_at")?,
+            },
+        );
+    }
+    if orders.is_empty() {
+        return Ok(orders);
+    }
+    let existing: Vec<Uuid> = orders.keys().copied().collect();
+    let lines = select_by_ids(
+        tx,
+        dialect,
+        "SELECT * FROM order_items WHERE order_id IN ({ids}) ORDER BY order_id, line_no",
+        &existing,
+    )
+    .await?;
+    for row in lines {
+        let order_id = super::uuid_col(&row, "order_id")?;
+        if let Some(order) = orders.get_mut(&order_id) {
+            order.lines.push(OrderLine {
+                product_id: super::uuid_col(&row, "product_id")?,
+                quantity: row.try_get("quantity")?,
+                unit_price: Money::from_total_cents(row.try_get("unit_price_cents")?),
+            });
+        }
+    }
+    Ok(orders)
+}
+
+pub(super) fn purchase_order_from_row(
+    row: &sqlx::any::AnyRow,
+) -> Result<PurchaseOrderState, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(PurchaseOrderState {
+        product_id: super::uuid_col(row, "product_id")?,
+        quantity: row.try_get("quantity")?,
+        status: PurchaseOrderStatus::parse(&status)
+            .ok_or_else(|| StoreError::Inconsistent(format!("purchase order status {status}")))?,
+        drafted_at: row.try_get("drafted_at")?,
+        received_at: row.try_get("received_at")?,
+    })
+}
+
+pub(super) async fn execute_all(
     tx: &mut Tx<'_>,
     statements: Vec<(String, Vec<SqlValue>)>,
 ) -> Result<(), StoreError> {
@@ -457,169 +535,345 @@ async fn execute_all(
     Ok(())
 }
 
-/// Writes the batch's rows, one multi-row statement per table.
-async fn flush(
-    tx: &mut Tx<'_>,
-    dialect: Dialect,
-    writes: Writes,
-    stock: &BTreeMap<Uuid, Stock>,
-    follow_ups: &[Envelope],
-    now: i64,
-) -> Result<(), StoreError> {
-    let product_columns = [
-        "id",
-        "sku",
-        "name",
-        "price_cents",
-        "category_name",
-        "low_stock_threshold",
-        "reorder_quantity",
-        "created_at",
-    ];
-    execute_all(
-        tx,
-        multi_insert(
-            dialect,
-            "products",
-            &product_columns,
-            writes.products,
-            "ON CONFLICT DO NOTHING",
-        ),
-    )
-    .await?;
+/// A tumbling window: (granularity, window start, event type).
+type Window = (&'static str, i64, String);
 
-    // Rows that existed are updated by their deltas (PostgreSQL holds their
-    // locks); new rows are inserted, adding to any row created meanwhile.
-    // (An upsert cannot serve both: SQLite checks the inserted row's CHECK
-    // constraints before it resolves the conflict.)
-    let deltas = |s: &Stock| -> [SqlValue; 3] {
-        [
-            s.delta_on_hand.into(),
-            s.delta_reserved.into(),
-            s.delta_received.into(),
-        ]
-    };
-    let existing: Vec<Vec<SqlValue>> = stock
-        .iter()
-        .filter(|(_, s)| {
-            s.existed && (s.delta_on_hand, s.delta_reserved, s.delta_received) != (0, 0, 0)
-        })
-        .map(|(id, s)| {
-            let mut row = vec![SqlValue::from(id.to_string())];
-            row.extend(deltas(s));
-            row
-        })
-        .collect();
-    for (values_sql, values) in
-        values_lists(dialect, &["TEXT", "BIGINT", "BIGINT", "BIGINT"], existing)
-    {
-        let sql = format!(
-            "WITH delta (product_id, on_hand, reserved, received) AS (VALUES {values_sql}) \
-             UPDATE inventory SET on_hand = inventory.on_hand + delta.on_hand, \
-             reserved = inventory.reserved + delta.reserved, \
-             received_total = inventory.received_total + delta.received, updated_at = {now} \
-             FROM delta WHERE inventory.product_id = delta.product_id"
-        );
-        bind_all(sqlx::query(&sql), values)
-            .execute(&mut **tx)
-            .await?;
+/// The rows a unit of work writes, table by table: rows that come from
+/// events (catalog entries, order lines, alerts, throughput windows) and rows
+/// that come from the difference between the state before and after.
+#[derive(Default)]
+pub(super) struct Writes {
+    products: Vec<Vec<SqlValue>>,
+    order_items: Vec<Vec<SqlValue>>,
+    alerts: Vec<Vec<SqlValue>>,
+    windows: BTreeMap<Window, (i64, i64)>,
+    stock_updates: Vec<Vec<SqlValue>>,
+    stock_inserts: Vec<Vec<SqlValue>>,
+    orders: Vec<Vec<SqlValue>>,
+    purchase_orders: Vec<(PurchaseOrderStatus, Vec<SqlValue>)>,
+}
+
+impl Writes {
+    /// Rows written straight from applied events. `orders_before` tells
+    /// which placed orders are new (a repeated placement writes no lines).
+    pub(super) fn events<'e>(
+        &mut self,
+        events: impl Iterator<Item = (&'e Envelope, &'e DomainEvent)>,
+        orders_before: &BTreeMap<Uuid, OrderState>,
+    ) {
+        for (envelope, event) in events {
+            let at = envelope.occurred_at.timestamp_millis();
+            let mut amount = 0;
+            match event {
+                DomainEvent::ProductCreated(e) => self.products.push(vec![
+                    e.product_id.to_string().into(),
+                    e.sku.as_str().into(),
+                    e.name.as_str().into(),
+                    e.price.cents().into(),
+                    e.category_name.as_str().into(),
+                    e.low_stock_threshold.into(),
+                    e.reorder_quantity.into(),
+                    at.into(),
+                ]),
+                DomainEvent::OrderPlaced(e) if !orders_before.contains_key(&e.order_id) => {
+                    let order_id = e.order_id.to_string();
+                    for (line_no, line) in e.items.iter().enumerate() {
+                        self.order_items.push(vec![
+                            order_id.as_str().into(),
+                            (line_no as i64).into(),
+                            line.product_id.to_string().into(),
+                            line.quantity.into(),
+                            line.unit_price.cents().into(),
+                        ]);
+                    }
+                }
+                DomainEvent::OrderConfirmed(e) => amount = e.total.cents(),
+                DomainEvent::AlertRaised(e) => self.alerts.push(vec![
+                    e.alert_id.to_string().into(),
+                    e.kind.as_str().into(),
+                    e.severity.as_str().into(),
+                    e.subject.as_str().into(),
+                    e.message.as_str().into(),
+                    at.into(),
+                ]),
+                _ => {}
+            }
+            for (granularity, width) in [("s", 1_000), ("m", 60_000)] {
+                let window = (
+                    granularity,
+                    at - at.rem_euclid(width),
+                    envelope.event_type.clone(),
+                );
+                let counts = self.windows.entry(window).or_default();
+                counts.0 += 1;
+                counts.1 += amount;
+            }
+        }
     }
-    let created: Vec<Vec<SqlValue>> = stock
-        .iter()
-        .filter(|(_, s)| !s.existed)
-        .map(|(id, s)| {
-            let mut row = vec![SqlValue::from(id.to_string())];
-            row.extend(deltas(s));
-            row.push(now.into());
-            row
-        })
-        .collect();
-    execute_all(
-        tx,
-        multi_insert(
-        dialect,
-            "inventory",
-            &["product_id", "on_hand", "reserved", "received_total", "updated_at"],
-            created,
-            "ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
-             reserved = inventory.reserved + excluded.reserved, \
-             received_total = inventory.received_total + excluded.received_total, updated_at = excluded.updated_at",
-        ),
-    )
-    .await?;
 
-    let order_columns = [
-        "id",
-        "customer_email",
-        "status",
-        "total_cents",
-        "reason",
-        "placed_at",
-        "decided_at",
-    ];
-    execute_all(
-        tx,
-        multi_insert(
+    /// Stock rows: those that existed are updated by their deltas, new ones
+    /// inserted (adding to a row created meanwhile).
+    pub(super) fn stock(
+        &mut self,
+        before: &BTreeMap<Uuid, ProductState>,
+        after: &BTreeMap<Uuid, ProductState>,
+    ) {
+        let zero = ProductState::default();
+        for (id, now) in after {
+            let was = before.get(id);
+            let base = was.unwrap_or(&zero);
+            let row: Vec<SqlValue> = vec![
+                id.to_string().into(),
+                (now.on_hand - base.on_hand).into(),
+                (now.reserved - base.reserved).into(),
+                (now.received_total - base.received_total).into(),
+                (now.shipped_total - base.shipped_total).into(),
+                now.updated_at.into(),
+            ];
+            match was {
+                Some(was) if was == now => {}
+                Some(_) => self.stock_updates.push(row),
+                None => self.stock_inserts.push(row),
+            }
+        }
+    }
+
+    /// Orders whose state changed, written whole (upsert).
+    pub(super) fn orders(
+        &mut self,
+        before: &BTreeMap<Uuid, OrderState>,
+        after: &BTreeMap<Uuid, OrderState>,
+    ) {
+        for (id, order) in after {
+            if before.get(id) == Some(order) {
+                continue;
+            }
+            self.orders.push(vec![
+                id.to_string().into(),
+                order.customer_email.as_str().into(),
+                order.status.as_str().into(),
+                order.total.cents().into(),
+                order.reason.clone().into(),
+                i64::from(order.cancel_requested).into(),
+                order.placed_at.into(),
+                order.decided_at.into(),
+                order.updated_at.into(),
+            ]);
+        }
+    }
+
+    pub(super) fn purchase_orders(
+        &mut self,
+        before: &BTreeMap<Uuid, PurchaseOrderState>,
+        after: &BTreeMap<Uuid, PurchaseOrderState>,
+    ) {
+        for (id, po) in after {
+            if before.get(id) == Some(po) {
+                continue;
+            }
+            self.purchase_orders.push((
+                po.status,
+                vec![
+                    id.to_string().into(),
+                    po.product_id.to_string().into(),
+                    po.quantity.into(),
+                    po.status.as_str().into(),
+                    po.drafted_at.into(),
+                    po.received_at.into(),
+                ],
+            ));
+        }
+    }
+
+    pub(super) async fn flush(self, tx: &mut Tx<'_>, dialect: Dialect) -> Result<(), StoreError> {
+        let product_columns = [
+            "id",
+            "sku",
+            "name",
+            "price_cents",
+            "category_name",
+            "low_stock_threshold",
+            "reorder_quantity",
+            "created_at",
+        ];
+        execute_all(
+            tx,
+            multi_insert(
+                dialect,
+                "products",
+                &product_columns,
+                self.products,
+                "ON CONFLICT DO NOTHING",
+            ),
+        )
+        .await?;
+
+        // Stock: rows that existed by their deltas (PostgreSQL holds their
+        // locks); new rows inserted, adding to any row created meanwhile.
+        // (An upsert cannot serve both: SQLite checks the inserted row's
+        // CHECK constraints before it resolves the conflict.)
+        let latest = match dialect {
+            Dialect::Postgres => "GREATEST",
+            Dialect::Sqlite => "MAX",
+        };
+        for (values_sql, values) in values_lists(
             dialect,
-            "orders",
-            &order_columns,
-            writes.orders,
-            "ON CONFLICT DO NOTHING",
-        ),
-    )
-    .await?;
-    let item_columns = [
-        "order_id",
-        "line_no",
-        "product_id",
-        "quantity",
-        "unit_price_cents",
-    ];
-    execute_all(
-        tx,
-        multi_insert(
-            dialect,
-            "order_items",
-            &item_columns,
-            writes.order_items,
-            "ON CONFLICT DO NOTHING",
-        ),
-    )
-    .await?;
-    let alert_columns = ["id", "kind", "severity", "subject", "message", "raised_at"];
-    execute_all(
-        tx,
-        multi_insert(
-            dialect,
-            "alerts",
-            &alert_columns,
-            writes.alerts,
-            "ON CONFLICT DO NOTHING",
-        ),
-    )
-    .await?;
-    let outbox = follow_ups
-        .iter()
-        .map(|f| {
-            vec![
-                f.event_id.to_string().into(),
-                serde_json::to_string(f)
-                    .expect("envelopes serialize")
-                    .into(),
-                now.into(),
-            ]
-        })
-        .collect();
-    execute_all(
-        tx,
-        multi_insert(
-            dialect,
-            "outbox",
-            &["event_id", "envelope", "created_at"],
-            outbox,
-            "ON CONFLICT DO NOTHING",
-        ),
-    )
-    .await?;
-    Ok(())
+            &["TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"],
+            self.stock_updates,
+        ) {
+            let sql = format!(
+                "WITH delta (product_id, on_hand, reserved, received, shipped, updated_at) AS (VALUES {values_sql}) \
+                 UPDATE inventory SET on_hand = inventory.on_hand + delta.on_hand, \
+                 reserved = inventory.reserved + delta.reserved, \
+                 received_total = inventory.received_total + delta.received, \
+                 shipped_total = inventory.shipped_total + delta.shipped, \
+                 updated_at = {latest}(inventory.updated_at, delta.updated_at) \
+                 FROM delta WHERE inventory.product_id = delta.product_id"
+            );
+            bind_all(sqlx::query(&sql), values)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let stock_columns = [
+            "product_id",
+            "on_hand",
+            "reserved",
+            "received_total",
+            "shipped_total",
+            "updated_at",
+        ];
+        execute_all(
+            tx,
+            multi_insert(
+                dialect,
+                "inventory",
+                &stock_columns,
+                self.stock_inserts,
+                &format!(
+                    "ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
+                     reserved = inventory.reserved + excluded.reserved, \
+                     received_total = inventory.received_total + excluded.received_total, \
+                     shipped_total = inventory.shipped_total + excluded.shipped_total, \
+                     updated_at = {latest}(inventory.updated_at, excluded.updated_at)"
+                ),
+            ),
+        )
+        .await?;
+
+        let order_columns = [
+            "id",
+            "customer_email",
+            "status",
+            "total_cents",
+            "reason",
+            "cancel_requested",
+            "placed_at",
+            "decided_at",
+            "updated_at",
+        ];
+        execute_all(
+            tx,
+            multi_insert(
+                dialect,
+                "orders",
+                &order_columns,
+                self.orders,
+                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
+                 cancel_requested = excluded.cancel_requested, decided_at = excluded.decided_at, \
+                 updated_at = excluded.updated_at",
+            ),
+        )
+        .await?;
+        let item_columns = [
+            "order_id",
+            "line_no",
+            "product_id",
+            "quantity",
+            "unit_price_cents",
+        ];
+        execute_all(
+            tx,
+            multi_insert(
+                dialect,
+                "order_items",
+                &item_columns,
+                self.order_items,
+                "ON CONFLICT DO NOTHING",
+            ),
+        )
+        .await?;
+
+        // Closed purchase orders before new open ones: the one-open-per-
+        // product index is checked row by row.
+        let mut purchase_orders = self.purchase_orders;
+        purchase_orders.sort_by_key(|(status, _)| *status == PurchaseOrderStatus::Open);
+        let po_columns = [
+            "id",
+            "product_id",
+            "quantity",
+            "status",
+            "drafted_at",
+            "received_at",
+        ];
+        execute_all(
+            tx,
+            multi_insert(
+                dialect,
+                "purchase_orders",
+                &po_columns,
+                purchase_orders.into_iter().map(|(_, row)| row).collect(),
+                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at",
+            ),
+        )
+        .await?;
+
+        let alert_columns = ["id", "kind", "severity", "subject", "message", "raised_at"];
+        execute_all(
+            tx,
+            multi_insert(
+                dialect,
+                "alerts",
+                &alert_columns,
+                self.alerts,
+                "ON CONFLICT DO NOTHING",
+            ),
+        )
+        .await?;
+
+        // Windows last and in key order: concurrent workers add to the same
+        // rows, so they take these locks in one order, just before commit.
+        let windows = self
+            .windows
+            .into_iter()
+            .map(|((granularity, start, event_type), (events, amount))| {
+                vec![
+                    granularity.into(),
+                    start.into(),
+                    event_type.into(),
+                    events.into(),
+                    amount.into(),
+                ]
+            })
+            .collect();
+        execute_all(
+            tx,
+            multi_insert(
+                dialect,
+                "throughput",
+                &[
+                    "granularity",
+                    "window_start",
+                    "event_type",
+                    "events",
+                    "amount_cents",
+                ],
+                windows,
+                "ON CONFLICT (granularity, window_start, event_type) DO UPDATE SET \
+                 events = throughput.events + excluded.events, \
+                 amount_cents = throughput.amount_cents + excluded.amount_cents",
+            ),
+        )
+        .await?;
+        Ok(())
+    }
 }

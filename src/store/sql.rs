@@ -14,6 +14,7 @@ pub enum SqlValue {
     Int(i64),
     Text(String),
     OptText(Option<String>),
+    OptInt(Option<i64>),
 }
 
 impl From<i64> for SqlValue {
@@ -31,6 +32,12 @@ impl From<String> for SqlValue {
 impl From<&str> for SqlValue {
     fn from(v: &str) -> SqlValue {
         SqlValue::Text(v.to_string())
+    }
+}
+
+impl From<Option<i64>> for SqlValue {
+    fn from(v: Option<i64>) -> SqlValue {
+        SqlValue::OptInt(v)
     }
 }
 
@@ -63,6 +70,7 @@ pub fn bind_all<'q>(
             SqlValue::Int(v) => query.bind(v),
             SqlValue::Text(v) => query.bind(v),
             SqlValue::OptText(v) => query.bind(v),
+            SqlValue::OptInt(v) => query.bind(v),
         };
     }
     query.persistent(false)

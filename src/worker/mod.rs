@@ -418,7 +418,7 @@ async fn apply_share(
 ) -> Option<Vec<Envelope>> {
     let mut backoff = Backoff::new();
     loop {
-        match store.apply_batch(share).await {
+        match store.apply_batch(share, log.partitions()).await {
             Ok(outcome) => {
                 tracing::debug!(
                     applied = outcome.applied,
@@ -467,7 +467,7 @@ async fn apply_one_by_one(
         let single = std::slice::from_ref(decoded);
         let mut transient = Backoff::new();
         loop {
-            let error = match store.apply_batch(single).await {
+            let error = match store.apply_batch(single, log.partitions()).await {
                 Ok(outcome) => {
                     record_outcome(&outcome);
                     follow_ups.extend(outcome.follow_ups);

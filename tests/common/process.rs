@@ -102,3 +102,22 @@ impl SharedDeployment {
         self
     }
 }
+
+/// Runs `streamstock <args>` against the deployment of `common` (the
+/// operator's commands: rebuild, dlq, status) and returns its output.
+pub fn run_cli(common: &streamstock::config::CommonArgs, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .args(["--data-dir", common.data_dir.to_str().unwrap()])
+        .args(["--partitions", &common.partitions.to_string()])
+        .args(["--valkey-namespace", &common.valkey_namespace])
+        .env("RUST_LOG", "warn");
+    if let Some(url) = &common.valkey_url {
+        command.args(["--valkey-url", url]);
+    }
+    if let Some(url) = &common.database_url {
+        command.args(["--database-url", url]);
+    }
+    command.output().expect("run streamstock")
+}

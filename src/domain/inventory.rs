@@ -1,0 +1,667 @@
+//! The inventory as a state machine over events. Pure: no I/O.
+//!
+//! Two functions carry the whole business:
+//! - `Inventory::apply` is the projection: what an event does to products,
+//!   orders and purchase orders. It never decides anything, so replaying the
+//!   event archive through it (`streamstock rebuild`) reproduces the live
+//!   read model exactly. An event that cannot apply to the state (shipping a
+//!   cancelled order, closing a purchase order twice) is refused with a
+//!   reason instead of corrupting a count.
+//! - `Inventory::handle` is what a worker does live: apply the event, then
+//!   decide the follow-up events it calls for (confirm or reject an order,
+//!   ship, cancel with compensation, low stock, purchase orders, refusals of
+//!   commands that are not allowed), and handle each of those in turn. The
+//!   follow-ups are the recorded decisions: rebuild reads them instead of
+//!   deciding again.
+//!
+//! The store loads the part of the state a batch touches into an
+//! `Inventory`, runs this, and writes back what changed.
+
+use super::events::{
+    AlertRaised, OrderCancelled, OrderLine, OrderShipped, PurchaseOrderDrafted, StockLow,
+    StockReceived,
+};
+use super::order::{reserve_all_or_nothing, Decision, StockLevel};
+use super::{DomainEvent, Envelope, Money};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OrderStatus {
+    /// Placed, not decided yet.
+    Pending,
+    Confirmed,
+    Rejected,
+    Cancelled,
+    Shipped,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Rejected => "REJECTED",
+            OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::Shipped => "SHIPPED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<OrderStatus> {
+        [
+            OrderStatus::Pending,
+            OrderStatus::Confirmed,
+            OrderStatus::Rejected,
+            OrderStatus::Cancelled,
+            OrderStatus::Shipped,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Why a cancel is refused in this state; None when it is allowed
+    /// (confirmed: release the reservation; pending: cancel once decided).
+    pub fn cancel_refusal(self) -> Option<&'static str> {
+        match self {
+            OrderStatus::Pending | OrderStatus::Confirmed => None,
+            OrderStatus::Rejected => Some("it was rejected, so nothing is reserved"),
+            OrderStatus::Cancelled => Some("it is already cancelled"),
+            OrderStatus::Shipped => Some("it has already shipped"),
+        }
+    }
+
+    /// Why shipping is refused in this state; None when it is allowed.
+    pub fn ship_refusal(self) -> Option<&'static str> {
+        match self {
+            OrderStatus::Confirmed => None,
+            OrderStatus::Pending => Some("it is not decided yet"),
+            OrderStatus::Rejected => Some("it was rejected"),
+            OrderStatus::Cancelled => Some("it was cancelled"),
+            OrderStatus::Shipped => Some("it has already shipped"),
+        }
+    }
+}
+
+/// One product: its catalog settings for restocking and its stock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductState {
+    /// None while only stock is known (a receipt can come before the
+    /// catalog entry is applied).
+    pub sku: Option<String>,
+    pub low_stock_threshold: i64,
+    pub reorder_quantity: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub received_total: i64,
+    pub shipped_total: i64,
+    pub open_purchase_order: Option<Uuid>,
+    /// The latest event time that changed the figures (Unix milliseconds).
+    /// A maximum, so it does not depend on the order of events from
+    /// different partitions.
+    pub updated_at: i64,
+}
+
+impl ProductState {
+    pub fn available(&self) -> i64 {
+        self.on_hand - self.reserved
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderState {
+    pub customer_email: String,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// A cancel arrived while the order was pending: cancel it once decided.
+    pub cancel_requested: bool,
+    /// Event times (Unix milliseconds), so a rebuild reproduces them.
+    pub placed_at: i64,
+    pub decided_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurchaseOrderStatus {
+    Open,
+    Received,
+}
+
+impl PurchaseOrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurchaseOrderStatus::Open => "OPEN",
+            PurchaseOrderStatus::Received => "RECEIVED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PurchaseOrderStatus> {
+        match text {
+            "OPEN" => Some(PurchaseOrderStatus::Open),
+            "RECEIVED" => Some(PurchaseOrderStatus::Received),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseOrderState {
+    pub product_id: Uuid,
+    pub quantity: i64,
+    pub status: PurchaseOrderStatus,
+    pub drafted_at: i64,
+    pub received_at: Option<i64>,
+}
+
+/// An event that cannot apply to the state it meets; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// The state a batch works on: everything it touches, or (in tests and in
+/// rebuild) everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub products: BTreeMap<Uuid, ProductState>,
+    pub orders: BTreeMap<Uuid, OrderState>,
+    pub purchase_orders: BTreeMap<Uuid, PurchaseOrderState>,
+}
+
+/// Alert kinds raised by decisions.
+pub const ALERT_LOW_STOCK: &str = "low_stock";
+pub const ALERT_REJECTION: &str = "rejection";
+pub const ALERT_COMMAND_REFUSED: &str = "command_refused";
+
+impl Inventory {
+    /// The projection of one event (see the module comment). `at` is the
+    /// event's time in Unix milliseconds.
+    pub fn apply(&mut self, event: &DomainEvent, at: i64) -> Result<(), Refused> {
+        match event {
+            DomainEvent::ProductCreated(e) => {
+                let product = self.products.entry(e.product_id).or_default();
+                if product.sku.is_some() {
+                    return Err(Refused(format!("product {} already exists", e.product_id)));
+                }
+                product.sku = Some(e.sku.clone());
+                product.low_stock_threshold = e.low_stock_threshold;
+                product.reorder_quantity = e.reorder_quantity;
+                product.updated_at = product.updated_at.max(at);
+            }
+            DomainEvent::StockReceived(e) => {
+                // The gateway never emits these, but the log is an open
+                // interface: a receipt that would take stock away is refused.
+                if e.quantity <= 0 {
+                    return Err(Refused(format!(
+                        "stock.received for {} has quantity {}; it must be positive",
+                        e.product_id, e.quantity
+                    )));
+                }
+                if let Some(po_id) = e.purchase_order_id {
+                    let po = self.open_purchase_order(po_id, e.product_id)?;
+                    po.status = PurchaseOrderStatus::Received;
+                    po.received_at = Some(at);
+                }
+                let product = self.products.entry(e.product_id).or_default();
+                if e.purchase_order_id.is_some() {
+                    product.open_purchase_order = None;
+                }
+                product.on_hand += e.quantity;
+                product.received_total += e.quantity;
+                product.updated_at = product.updated_at.max(at);
+            }
+            DomainEvent::OrderPlaced(e) => {
+                // A second placement of the same order (under another event
+                // id) changes nothing: the first one is the order.
+                self.orders.entry(e.order_id).or_insert_with(|| OrderState {
+                    customer_email: e.customer_email.clone(),
+                    status: OrderStatus::Pending,
+                    lines: e.items.clone(),
+                    total: e.total,
+                    reason: None,
+                    cancel_requested: false,
+                    placed_at: at,
+                    decided_at: None,
+                    updated_at: at,
+                });
+            }
+            DomainEvent::OrderConfirmed(e) => {
+                let lines =
+                    self.transition(e.order_id, OrderStatus::Pending, OrderStatus::Confirmed, at)?;
+                for line in &lines {
+                    let product = self.product_mut(line.product_id)?;
+                    product.reserved += line.quantity;
+                    product.updated_at = product.updated_at.max(at);
+                }
+                let order = self
+                    .orders
+                    .get_mut(&e.order_id)
+                    .expect("transitioned above");
+                order.decided_at = Some(at);
+            }
+            DomainEvent::OrderRejected(e) => {
+                self.transition(e.order_id, OrderStatus::Pending, OrderStatus::Rejected, at)?;
+                let order = self
+                    .orders
+                    .get_mut(&e.order_id)
+                    .expect("transitioned above");
+                order.reason = Some(e.reason.clone());
+                order.decided_at = Some(at);
+            }
+            DomainEvent::OrderCancelRequested(e) => {
+                // Only a pending order changes: it is cancelled once decided.
+                // In any other state the decision (cancelled or refused) is
+                // its own event.
+                if let Some(order) = self.orders.get_mut(&e.order_id) {
+                    if order.status == OrderStatus::Pending {
+                        order.cancel_requested = true;
+                    }
+                }
+            }
+            DomainEvent::OrderCancelled(e) => {
+                let lines = self.transition(
+                    e.order_id,
+                    OrderStatus::Confirmed,
+                    OrderStatus::Cancelled,
+                    at,
+                )?;
+                for line in &lines {
+                    let product = self.product_mut(line.product_id)?;
+                    product.reserved -= line.quantity;
+                    product.updated_at = product.updated_at.max(at);
+                }
+            }
+            DomainEvent::OrderShipped(e) => {
+                let lines =
+                    self.transition(e.order_id, OrderStatus::Confirmed, OrderStatus::Shipped, at)?;
+                for line in &lines {
+                    let product = self.product_mut(line.product_id)?;
+                    product.reserved -= line.quantity;
+                    product.on_hand -= line.quantity;
+                    product.shipped_total += line.quantity;
+                    product.updated_at = product.updated_at.max(at);
+                }
+            }
+            DomainEvent::PurchaseOrderDrafted(e) => {
+                let product = self.product_mut(e.product_id)?;
+                if let Some(open) = product.open_purchase_order {
+                    return Err(Refused(format!(
+                        "product {} already has an open purchase order {open}",
+                        e.product_id
+                    )));
+                }
+                product.open_purchase_order = Some(e.purchase_order_id);
+                self.purchase_orders.insert(
+                    e.purchase_order_id,
+                    PurchaseOrderState {
+                        product_id: e.product_id,
+                        quantity: e.quantity,
+                        status: PurchaseOrderStatus::Open,
+                        drafted_at: at,
+                        received_at: None,
+                    },
+                );
+            }
+            // Commands whose outcome is its own event, and notices that
+            // change no state (their rows are written from the event).
+            DomainEvent::OrderShipRequested(_)
+            | DomainEvent::PurchaseOrderReceived(_)
+            | DomainEvent::StockLow(_)
+            | DomainEvent::AlertRaised(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Live processing: applies `event` (whose envelope is `envelope`), then
+    /// decides and handles its follow-ups, breadth first. Returns every
+    /// follow-up, causes before effects, each with its envelope (ids derived
+    /// from the cause, time `now`). On error nothing is to be kept: the
+    /// caller discards this state.
+    pub fn handle(
+        &mut self,
+        envelope: &Envelope,
+        event: &DomainEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
+        let mut follow_ups = Vec::new();
+        let mut queue = VecDeque::from([(envelope.clone(), event.clone())]);
+        while let Some((cause, event)) = queue.pop_front() {
+            let before = self.availability_before(&event);
+            self.apply(&event, cause.occurred_at.timestamp_millis())?;
+            for (ordinal, decision) in self.decide(&cause, &event, &before).into_iter().enumerate()
+            {
+                let follow_up = decision.clone().into_follow_up_of(&cause, ordinal, now);
+                follow_ups.push((follow_up.clone(), decision.clone()));
+                queue.push_back((follow_up, decision));
+            }
+        }
+        Ok(follow_ups)
+    }
+
+    /// Available stock, before an event, of the products whose availability
+    /// it can lower (only a reservation does), to see a threshold crossing.
+    fn availability_before(&self, event: &DomainEvent) -> BTreeMap<Uuid, i64> {
+        let DomainEvent::OrderConfirmed(e) = event else {
+            return BTreeMap::new();
+        };
+        let Some(order) = self.orders.get(&e.order_id) else {
+            return BTreeMap::new();
+        };
+        order
+            .lines
+            .iter()
+            .filter_map(|line| {
+                Some((
+                    line.product_id,
+                    self.products.get(&line.product_id)?.available(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The decisions an event calls for, given the state after it.
+    fn decide(
+        &self,
+        cause: &Envelope,
+        event: &DomainEvent,
+        before: &BTreeMap<Uuid, i64>,
+    ) -> Vec<DomainEvent> {
+        let refuse = |subject: Uuid, message: String| {
+            alert(cause, ALERT_COMMAND_REFUSED, "warning", subject, message)
+        };
+        match event {
+            DomainEvent::OrderPlaced(e) => {
+                let order = &self.orders[&e.order_id];
+                if order.status != OrderStatus::Pending {
+                    return Vec::new(); // a repeated placement of a decided order
+                }
+                let levels: BTreeMap<Uuid, StockLevel> = e
+                    .items
+                    .iter()
+                    .filter_map(|line| {
+                        let product = self.products.get(&line.product_id)?;
+                        Some((
+                            line.product_id,
+                            StockLevel {
+                                sku: product.sku.clone()?,
+                                on_hand: product.on_hand,
+                                reserved: product.reserved,
+                            },
+                        ))
+                    })
+                    .collect();
+                match reserve_all_or_nothing(e, &levels) {
+                    Decision::Confirm { event, .. } => vec![DomainEvent::OrderConfirmed(event)],
+                    Decision::Reject(event) => vec![DomainEvent::OrderRejected(event)],
+                }
+            }
+            DomainEvent::OrderConfirmed(e) => {
+                let mut decisions = Vec::new();
+                for (product_id, &was) in before {
+                    let product = &self.products[product_id];
+                    let threshold = product.low_stock_threshold;
+                    if !(was >= threshold && product.available() < threshold) {
+                        continue;
+                    }
+                    let sku = product.sku.clone().unwrap_or_default();
+                    decisions.push(DomainEvent::StockLow(StockLow {
+                        product_id: *product_id,
+                        sku: sku.clone(),
+                        available: product.available(),
+                        threshold,
+                    }));
+                    let mut message = format!(
+                        "{sku}: available {} fell below the threshold {threshold}",
+                        product.available()
+                    );
+                    if product.open_purchase_order.is_none() && product.reorder_quantity > 0 {
+                        let purchase_order_id = Uuid::new_v5(
+                            &cause.event_id,
+                            format!("purchase-order/{product_id}").as_bytes(),
+                        );
+                        decisions.push(DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
+                            purchase_order_id,
+                            product_id: *product_id,
+                            quantity: product.reorder_quantity,
+                        }));
+                        message.push_str(&format!(
+                            "; purchase order {purchase_order_id} drafted for {}",
+                            product.reorder_quantity
+                        ));
+                    }
+                    decisions.push(alert(
+                        cause,
+                        ALERT_LOW_STOCK,
+                        "warning",
+                        *product_id,
+                        message,
+                    ));
+                }
+                if self.orders[&e.order_id].cancel_requested {
+                    decisions.push(DomainEvent::OrderCancelled(OrderCancelled {
+                        order_id: e.order_id,
+                    }));
+                }
+                decisions
+            }
+            DomainEvent::OrderRejected(e) => vec![alert(
+                cause,
+                ALERT_REJECTION,
+                "info",
+                e.order_id,
+                format!("order {} rejected: {}", e.order_id, e.reason),
+            )],
+            DomainEvent::OrderCancelRequested(e) => match self.orders.get(&e.order_id) {
+                None => vec![refuse(
+                    e.order_id,
+                    format!("cannot cancel order {}: no such order", e.order_id),
+                )],
+                Some(order) => match order.status.cancel_refusal() {
+                    Some(why) => vec![refuse(
+                        e.order_id,
+                        format!("cannot cancel order {}: {why}", e.order_id),
+                    )],
+                    // Pending: apply() noted the request; the confirmation
+                    // will cancel it.
+                    None if order.status == OrderStatus::Pending => Vec::new(),
+                    None => vec![DomainEvent::OrderCancelled(OrderCancelled {
+                        order_id: e.order_id,
+                    })],
+                },
+            },
+            DomainEvent::OrderShipRequested(e) => match self.orders.get(&e.order_id) {
+                None => vec![refuse(
+                    e.order_id,
+                    format!("cannot ship order {}: no such order", e.order_id),
+                )],
+                Some(order) => match order.status.ship_refusal() {
+                    Some(why) => vec![refuse(
+                        e.order_id,
+                        format!("cannot ship order {}: {why}", e.order_id),
+                    )],
+                    None => vec![DomainEvent::OrderShipped(OrderShipped {
+                        order_id: e.order_id,
+                    })],
+                },
+            },
+            DomainEvent::PurchaseOrderReceived(e) => {
+                let id = e.purchase_order_id;
+                match self.purchase_orders.get(&id) {
+                    Some(po)
+                        if po.status == PurchaseOrderStatus::Open
+                            && po.product_id == e.product_id =>
+                    {
+                        vec![DomainEvent::StockReceived(StockReceived {
+                            product_id: po.product_id,
+                            quantity: po.quantity,
+                            purchase_order_id: Some(id),
+                        })]
+                    }
+                    Some(po) if po.product_id != e.product_id => {
+                        vec![refuse(
+                            id,
+                            format!("purchase order {id} is not for product {}", e.product_id),
+                        )]
+                    }
+                    Some(_) => vec![refuse(
+                        id,
+                        format!("purchase order {id} was already received"),
+                    )],
+                    None => vec![refuse(
+                        id,
+                        format!("cannot receive purchase order {id}: no such purchase order"),
+                    )],
+                }
+            }
+            DomainEvent::ProductCreated(_)
+            | DomainEvent::StockReceived(_)
+            | DomainEvent::OrderCancelled(_)
+            | DomainEvent::OrderShipped(_)
+            | DomainEvent::StockLow(_)
+            | DomainEvent::PurchaseOrderDrafted(_)
+            | DomainEvent::AlertRaised(_) => Vec::new(),
+        }
+    }
+
+    /// Moves an order from `from` to `to`; returns its lines.
+    fn transition(
+        &mut self,
+        order_id: Uuid,
+        from: OrderStatus,
+        to: OrderStatus,
+        at: i64,
+    ) -> Result<Vec<OrderLine>, Refused> {
+        let order = self.orders.get_mut(&order_id).ok_or_else(|| {
+            Refused(format!(
+                "order {order_id} is unknown; it cannot become {}",
+                to.as_str()
+            ))
+        })?;
+        if order.status != from {
+            return Err(Refused(format!(
+                "order {order_id} is {}; only a {} order can become {}",
+                order.status.as_str(),
+                from.as_str(),
+                to.as_str()
+            )));
+        }
+        order.status = to;
+        order.updated_at = at;
+        // A cancel noted while pending is carried out at the confirmation
+        // (which still needs to see it); any later state ends it.
+        if to != OrderStatus::Confirmed {
+            order.cancel_requested = false;
+        }
+        Ok(order.lines.clone())
+    }
+
+    fn product_mut(&mut self, product_id: Uuid) -> Result<&mut ProductState, Refused> {
+        self.products
+            .get_mut(&product_id)
+            .ok_or_else(|| Refused(format!("product {product_id} is unknown")))
+    }
+
+    fn open_purchase_order(
+        &mut self,
+        po_id: Uuid,
+        product_id: Uuid,
+    ) -> Result<&mut PurchaseOrderState, Refused> {
+        match self.purchase_orders.get_mut(&po_id) {
+            Some(po) if po.status == PurchaseOrderStatus::Open && po.product_id == product_id => {
+                Ok(po)
+            }
+            Some(po) if po.product_id != product_id => Err(Refused(format!(
+                "purchase order {po_id} is for product {}, not {product_id}",
+                po.product_id
+            ))),
+            Some(_) => Err(Refused(format!(
+                "purchase order {po_id} was already received"
+            ))),
+            None => Err(Refused(format!("purchase order {po_id} is unknown"))),
+        }
+    }
+
+    /// The business invariants of DESIGN.md section 5 that this state can
+    /// check on its own (it holds every order of its products): tests run
+    /// it after every step.
+    pub fn invariant_violations(&self) -> Vec<String> {
+        let mut violations = Vec::new();
+        let mut confirmed: BTreeMap<Uuid, i64> = BTreeMap::new();
+        for order in self.orders.values() {
+            if order.status == OrderStatus::Confirmed {
+                for line in &order.lines {
+                    *confirmed.entry(line.product_id).or_default() += line.quantity;
+                }
+            }
+        }
+        let mut open_per_product: BTreeMap<Uuid, BTreeSet<Uuid>> = BTreeMap::new();
+        for (id, po) in &self.purchase_orders {
+            if po.status == PurchaseOrderStatus::Open {
+                open_per_product
+                    .entry(po.product_id)
+                    .or_default()
+                    .insert(*id);
+            }
+        }
+        for (id, p) in &self.products {
+            if !(0 <= p.reserved && p.reserved <= p.on_hand) {
+                violations.push(format!(
+                    "{id}: reserved {} outside 0..={}",
+                    p.reserved, p.on_hand
+                ));
+            }
+            if p.on_hand != p.received_total - p.shipped_total {
+                violations.push(format!(
+                    "{id}: on_hand {} != received {} - shipped {}",
+                    p.on_hand, p.received_total, p.shipped_total
+                ));
+            }
+            let want = confirmed.get(id).copied().unwrap_or(0);
+            if p.reserved != want {
+                violations.push(format!(
+                    "{id}: reserved {} != confirmed quantities {want}",
+                    p.reserved
+                ));
+            }
+            let open = open_per_product.remove(id).unwrap_or_default();
+            if open.len() > 1
+                || p.open_purchase_order
+                    .map(|o| !open.contains(&o))
+                    .unwrap_or(!open.is_empty())
+            {
+                violations.push(format!(
+                    "{id}: open purchase orders {open:?} vs {:?}",
+                    p.open_purchase_order
+                ));
+            }
+        }
+        violations
+    }
+}
+
+/// An alert decided in answer to `cause`; its id derives from the cause, so
+/// deciding again gives the same alert.
+fn alert(
+    cause: &Envelope,
+    kind: &str,
+    severity: &str,
+    subject: Uuid,
+    message: String,
+) -> DomainEvent {
+    DomainEvent::AlertRaised(AlertRaised {
+        alert_id: Uuid::new_v5(
+            &cause.event_id,
+            format!("alert/{kind}/{subject}").as_bytes(),
+        ),
+        kind: kind.to_string(),
+        severity: severity.to_string(),
+        subject: subject.to_string(),
+        message,
+    })
+}
+
+#[cfg(test)]
+#[path = "inventory_tests.rs"]
+mod tests;

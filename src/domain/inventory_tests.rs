@@ -1,0 +1,593 @@
+//! Every transition of the inventory state machine, legal and illegal, and
+//! property tests over random interleavings of commands.
+
+use super::*;
+use crate::domain::events::{
+    OrderCancelRequested, OrderConfirmed, OrderPlaced, OrderShipRequested, ProductCreated,
+    PurchaseOrderReceived,
+};
+use chrono::TimeZone;
+
+fn at(second: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
+}
+
+/// A tiny driver: handles commands like a worker, keeping the archive in
+/// the order the store writes it (a batch's events, then their follow-ups).
+struct World {
+    inventory: Inventory,
+    archive: Vec<Envelope>,
+    /// Follow-ups of the current batch, archived when it ends.
+    batch_follow_ups: Vec<Envelope>,
+    clock: i64,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            inventory: Inventory::default(),
+            archive: Vec::new(),
+            batch_follow_ups: Vec::new(),
+            clock: 0,
+        }
+    }
+
+    /// Handles one command of the current batch; returns its follow-ups.
+    fn step(&mut self, command: DomainEvent, ends_batch: bool) -> Vec<DomainEvent> {
+        self.clock += 1;
+        let envelope = command.clone().into_envelope(at(self.clock));
+        self.archive.push(envelope.clone());
+        let follow_ups = self
+            .inventory
+            .handle(&envelope, &command, at(self.clock))
+            .unwrap();
+        self.batch_follow_ups
+            .extend(follow_ups.iter().map(|(env, _)| env.clone()));
+        if ends_batch {
+            self.archive.append(&mut self.batch_follow_ups);
+        }
+        follow_ups.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Handles a batch of commands; returns the follow-ups' events.
+    fn batch(&mut self, commands: Vec<DomainEvent>) -> Vec<DomainEvent> {
+        let last = commands.len().saturating_sub(1);
+        let mut follow_ups = Vec::new();
+        for (i, command) in commands.into_iter().enumerate() {
+            follow_ups.extend(self.step(command, i == last));
+        }
+        follow_ups
+    }
+
+    fn one(&mut self, command: DomainEvent) -> Vec<DomainEvent> {
+        self.batch(vec![command])
+    }
+
+    /// What `streamstock rebuild` does: apply the archive, deciding nothing.
+    fn replayed(&self) -> Inventory {
+        let mut fresh = Inventory::default();
+        for envelope in &self.archive {
+            let event = DomainEvent::from_envelope(envelope).unwrap();
+            fresh
+                .apply(&event, envelope.occurred_at.timestamp_millis())
+                .unwrap();
+        }
+        fresh
+    }
+
+    fn product(&mut self, sku: &str, threshold: i64, reorder: i64, stock: i64) -> Uuid {
+        let id = Uuid::now_v7();
+        self.one(DomainEvent::ProductCreated(ProductCreated {
+            product_id: id,
+            sku: sku.into(),
+            name: sku.into(),
+            price: Money::from_cents(250).unwrap(),
+            category_name: "c".into(),
+            low_stock_threshold: threshold,
+            reorder_quantity: reorder,
+        }));
+        if stock > 0 {
+            self.one(receive(id, stock));
+        }
+        id
+    }
+
+    fn stock(&self, id: Uuid) -> (i64, i64) {
+        let p = &self.inventory.products[&id];
+        (p.on_hand, p.reserved)
+    }
+
+    fn status(&self, order: Uuid) -> OrderStatus {
+        self.inventory.orders[&order].status
+    }
+}
+
+fn receive(product_id: Uuid, quantity: i64) -> DomainEvent {
+    DomainEvent::StockReceived(StockReceived {
+        product_id,
+        quantity,
+        purchase_order_id: None,
+    })
+}
+
+fn place(lines: &[(Uuid, i64)]) -> (Uuid, DomainEvent) {
+    let order_id = Uuid::now_v7();
+    let items: Vec<OrderLine> = lines
+        .iter()
+        .map(|&(product_id, quantity)| OrderLine {
+            product_id,
+            quantity,
+            unit_price: Money::from_cents(250).unwrap(),
+        })
+        .collect();
+    let total = items.iter().fold(Money::default(), |t, l| {
+        t.plus(l.unit_price.times(l.quantity))
+    });
+    let event = DomainEvent::OrderPlaced(OrderPlaced {
+        order_id,
+        customer_email: "c@example.com".into(),
+        items,
+        total,
+    });
+    (order_id, event)
+}
+
+fn cancel(order_id: Uuid) -> DomainEvent {
+    DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
+}
+
+fn ship(order_id: Uuid) -> DomainEvent {
+    DomainEvent::OrderShipRequested(OrderShipRequested { order_id })
+}
+
+fn types(events: &[DomainEvent]) -> Vec<&'static str> {
+    events.iter().map(DomainEvent::event_type).collect()
+}
+
+fn refusal(events: &[DomainEvent]) -> String {
+    match events {
+        [DomainEvent::AlertRaised(a)] if a.kind == ALERT_COMMAND_REFUSED => a.message.clone(),
+        other => panic!("expected one refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn placed_order_is_confirmed_and_reserves() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 3), (a, 2)]);
+    assert_eq!(types(&w.one(placed)), ["order.confirmed"]);
+    assert_eq!(w.status(order), OrderStatus::Confirmed);
+    assert_eq!(w.stock(a), (10, 5));
+    assert!(w.inventory.orders[&order].decided_at.is_some());
+}
+
+#[test]
+fn short_order_is_rejected_whole_with_a_reason() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let b = w.product("B-7", 0, 0, 1);
+    let (order, placed) = place(&[(a, 1), (b, 2)]);
+    let follow = w.one(placed);
+    assert_eq!(types(&follow), ["order.rejected", "alert.raised"]);
+    assert_eq!(w.status(order), OrderStatus::Rejected);
+    let reason = w.inventory.orders[&order].reason.clone().unwrap();
+    assert!(
+        reason.contains("B-7") && reason.contains("short by 1"),
+        "{reason}"
+    );
+    assert_eq!(w.stock(a), (10, 0), "nothing reserved");
+}
+
+#[test]
+fn ship_commits_the_reservation() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 4)]);
+    w.one(placed);
+    assert_eq!(types(&w.one(ship(order))), ["order.shipped"]);
+    assert_eq!(w.status(order), OrderStatus::Shipped);
+    assert_eq!(w.stock(a), (6, 0));
+    assert_eq!(w.inventory.products[&a].shipped_total, 4);
+}
+
+#[test]
+fn cancel_releases_the_reservation() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 4)]);
+    w.one(placed);
+    assert_eq!(types(&w.one(cancel(order))), ["order.cancelled"]);
+    assert_eq!(w.status(order), OrderStatus::Cancelled);
+    assert_eq!(w.stock(a), (10, 0));
+}
+
+#[test]
+fn cancel_before_the_decision_cancels_once_decided() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 4)]);
+    // The placement is applied but not decided yet (as rebuild sees it, or
+    // a worker that decides later): the cancel is noted...
+    let envelope = placed.clone().into_envelope(at(100));
+    w.inventory.apply(&placed, 0).unwrap();
+    assert!(w.one(cancel(order)).is_empty());
+    assert!(w.inventory.orders[&order].cancel_requested);
+    // ...and carried out when the confirmation comes.
+    let confirmed = DomainEvent::OrderConfirmed(OrderConfirmed {
+        order_id: order,
+        total: Money::from_cents(1000).unwrap(),
+    });
+    let follow = w.inventory.handle(&envelope, &confirmed, at(101)).unwrap();
+    assert_eq!(
+        types(&follow.into_iter().map(|(_, e)| e).collect::<Vec<_>>()),
+        ["order.cancelled"]
+    );
+    assert_eq!(w.status(order), OrderStatus::Cancelled);
+    assert_eq!(w.stock(a), (10, 0));
+    assert!(!w.inventory.orders[&order].cancel_requested);
+}
+
+#[test]
+fn cancel_in_the_same_batch_as_the_placement_cancels_it() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 4)]);
+    assert_eq!(
+        types(&w.batch(vec![placed, cancel(order)])),
+        ["order.confirmed", "order.cancelled"]
+    );
+    assert_eq!(w.status(order), OrderStatus::Cancelled);
+    assert_eq!(w.stock(a), (10, 0));
+    assert_eq!(w.replayed(), w.inventory);
+}
+
+#[test]
+fn commands_in_the_wrong_state_are_refused_with_a_reason() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 5);
+    let (shipped, placed) = place(&[(a, 1)]);
+    w.one(placed);
+    w.one(ship(shipped));
+    let (cancelled, placed) = place(&[(a, 1)]);
+    w.one(placed);
+    w.one(cancel(cancelled));
+    let (rejected, placed) = place(&[(a, 100)]);
+    w.one(placed);
+    let before = w.inventory.clone();
+
+    assert!(refusal(&w.one(cancel(shipped))).contains("already shipped"));
+    assert!(refusal(&w.one(ship(shipped))).contains("already shipped"));
+    assert!(refusal(&w.one(ship(cancelled))).contains("was cancelled"));
+    assert!(refusal(&w.one(cancel(cancelled))).contains("already cancelled"));
+    assert!(refusal(&w.one(ship(rejected))).contains("was rejected"));
+    assert!(refusal(&w.one(cancel(rejected))).contains("was rejected"));
+    let ghost = Uuid::now_v7();
+    assert!(refusal(&w.one(ship(ghost))).contains("no such order"));
+    assert!(refusal(&w.one(cancel(ghost))).contains("no such order"));
+    assert_eq!(w.inventory, before, "refusals change no state");
+}
+
+#[test]
+fn shipping_a_pending_order_is_refused() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 5);
+    let (order, placed) = place(&[(a, 1)]);
+    w.inventory.apply(&placed, 0).unwrap();
+    assert!(refusal(&w.one(ship(order))).contains("not decided yet"));
+}
+
+#[test]
+fn decision_events_that_do_not_fit_the_state_are_refused() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 5);
+    let (order, placed) = place(&[(a, 1)]);
+    w.one(placed);
+    let total = Money::from_cents(250).unwrap();
+    let confirmed = DomainEvent::OrderConfirmed(OrderConfirmed {
+        order_id: order,
+        total,
+    });
+    let shipped = DomainEvent::OrderShipped(OrderShipped { order_id: order });
+    let cancelled = DomainEvent::OrderCancelled(OrderCancelled { order_id: order });
+    let before = w.inventory.clone();
+    let err = w.inventory.clone().apply(&confirmed, 0).unwrap_err();
+    assert!(
+        err.0.contains("is CONFIRMED; only a PENDING order"),
+        "{err}"
+    );
+    w.inventory.apply(&shipped, 0).unwrap();
+    assert!(w
+        .inventory
+        .clone()
+        .apply(&cancelled, 0)
+        .unwrap_err()
+        .0
+        .contains("is SHIPPED"));
+    assert!(w
+        .inventory
+        .clone()
+        .apply(&shipped, 0)
+        .unwrap_err()
+        .0
+        .contains("is SHIPPED"));
+    let ghost = DomainEvent::OrderShipped(OrderShipped {
+        order_id: Uuid::now_v7(),
+    });
+    assert!(before
+        .clone()
+        .apply(&ghost, 0)
+        .unwrap_err()
+        .0
+        .contains("unknown"));
+    let negative = receive(a, -3);
+    assert!(before
+        .clone()
+        .apply(&negative, 0)
+        .unwrap_err()
+        .0
+        .contains("must be positive"));
+}
+
+#[test]
+fn duplicate_product_is_refused_but_stock_may_come_first() {
+    let mut inventory = Inventory::default();
+    let id = Uuid::now_v7();
+    inventory.apply(&receive(id, 4), 0).unwrap();
+    let created = DomainEvent::ProductCreated(ProductCreated {
+        product_id: id,
+        sku: "S".into(),
+        name: "S".into(),
+        price: Money::from_cents(1).unwrap(),
+        category_name: "c".into(),
+        low_stock_threshold: 1,
+        reorder_quantity: 1,
+    });
+    inventory.apply(&created, 0).unwrap();
+    assert_eq!(inventory.products[&id].on_hand, 4);
+    assert!(inventory
+        .apply(&created, 0)
+        .unwrap_err()
+        .0
+        .contains("already exists"));
+}
+
+#[test]
+fn restock_cycle_low_stock_once_per_crossing_one_open_po() {
+    let mut w = World::new();
+    let a = w.product("A", 5, 20, 10);
+    // 10 → 4: crosses below 5.
+    let (_, placed) = place(&[(a, 6)]);
+    let follow = w.one(placed);
+    assert_eq!(
+        types(&follow),
+        [
+            "order.confirmed",
+            "stock.low",
+            "purchase_order.drafted",
+            "alert.raised"
+        ]
+    );
+    let DomainEvent::PurchaseOrderDrafted(po) = &follow[2] else {
+        unreachable!()
+    };
+    assert_eq!((po.product_id, po.quantity), (a, 20));
+    assert_eq!(
+        w.inventory.products[&a].open_purchase_order,
+        Some(po.purchase_order_id)
+    );
+    // 4 → 3: already below, no second notice.
+    let (_, placed) = place(&[(a, 1)]);
+    assert_eq!(types(&w.one(placed)), ["order.confirmed"]);
+    // Receiving the purchase order closes it and brings the stock in.
+    let received = DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
+        purchase_order_id: po.purchase_order_id,
+        product_id: a,
+    });
+    assert_eq!(types(&w.one(received.clone())), ["stock.received"]);
+    assert_eq!(w.stock(a), (30, 7));
+    let closed = &w.inventory.purchase_orders[&po.purchase_order_id];
+    assert_eq!(closed.status, PurchaseOrderStatus::Received);
+    assert_eq!(w.inventory.products[&a].open_purchase_order, None);
+    // A second receipt of the same purchase order is refused.
+    assert!(refusal(&w.one(received)).contains("already received"));
+    assert_eq!(w.stock(a), (30, 7));
+    // Back above the threshold, a new crossing drafts a new purchase order.
+    let (_, placed) = place(&[(a, 20)]);
+    assert_eq!(
+        types(&w.one(placed)),
+        [
+            "order.confirmed",
+            "stock.low",
+            "purchase_order.drafted",
+            "alert.raised"
+        ]
+    );
+    assert_eq!(w.replayed(), w.inventory);
+}
+
+#[test]
+fn a_crossing_with_a_purchase_order_open_drafts_no_second_one() {
+    let mut w = World::new();
+    let a = w.product("A", 5, 20, 6);
+    let (_, placed) = place(&[(a, 2)]);
+    assert_eq!(
+        w.one(placed).len(),
+        4,
+        "crossing: confirmed, low, drafted, alert"
+    );
+    // A direct receipt lifts it above again; the purchase order stays open.
+    w.one(receive(a, 10));
+    let (_, placed) = place(&[(a, 12)]);
+    assert_eq!(
+        types(&w.one(placed)),
+        ["order.confirmed", "stock.low", "alert.raised"]
+    );
+    assert_eq!(
+        w.inventory
+            .purchase_orders
+            .values()
+            .filter(|p| p.status == PurchaseOrderStatus::Open)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn receiving_an_unknown_or_foreign_purchase_order_is_refused() {
+    let mut w = World::new();
+    let a = w.product("A", 5, 20, 6);
+    let b = w.product("B", 0, 0, 0);
+    let ghost = Uuid::now_v7();
+    let message = refusal(
+        &w.one(DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
+            purchase_order_id: ghost,
+            product_id: a,
+        })),
+    );
+    assert!(message.contains("no such purchase order"), "{message}");
+    let (_, placed) = place(&[(a, 2)]);
+    let follow = w.one(placed);
+    let DomainEvent::PurchaseOrderDrafted(po) = &follow[2] else {
+        unreachable!()
+    };
+    let message = refusal(
+        &w.one(DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
+            purchase_order_id: po.purchase_order_id,
+            product_id: b,
+        })),
+    );
+    assert!(message.contains("is not for product"), "{message}");
+    // A stock.received naming a closed or foreign purchase order cannot apply.
+    let bad = DomainEvent::StockReceived(StockReceived {
+        product_id: b,
+        quantity: 20,
+        purchase_order_id: Some(po.purchase_order_id),
+    });
+    assert!(w.inventory.clone().apply(&bad, 0).is_err());
+}
+
+#[test]
+fn handling_is_deterministic() {
+    let mut w = World::new();
+    let a = w.product("A", 5, 20, 6);
+    let (_, placed) = place(&[(a, 2)]);
+    let envelope = placed.clone().into_envelope(at(50));
+    let first = w
+        .inventory
+        .clone()
+        .handle(&envelope, &placed, at(60))
+        .unwrap();
+    let again = w
+        .inventory
+        .clone()
+        .handle(&envelope, &placed, at(60))
+        .unwrap();
+    assert_eq!(first, again);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PRODUCTS: usize = 3;
+
+    #[derive(Debug, Clone)]
+    enum Command {
+        Receive { product: usize, quantity: i64 },
+        Place { lines: Vec<(usize, i64)> },
+        PlaceUnknownProduct,
+        Cancel { order: usize },
+        Ship { order: usize },
+        CancelUnknownOrder,
+        ReceivePurchaseOrder { product: usize },
+        ReceiveOldPurchaseOrder { product: usize },
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            3 => (0..PRODUCTS, 1i64..15).prop_map(|(product, quantity)| Command::Receive { product, quantity }),
+            6 => prop::collection::vec((0..PRODUCTS, 1i64..6), 1..4).prop_map(|lines| Command::Place { lines }),
+            1 => Just(Command::PlaceUnknownProduct),
+            3 => (0usize..64).prop_map(|order| Command::Cancel { order }),
+            3 => (0usize..64).prop_map(|order| Command::Ship { order }),
+            1 => Just(Command::CancelUnknownOrder),
+            2 => (0..PRODUCTS).prop_map(|product| Command::ReceivePurchaseOrder { product }),
+            1 => (0..PRODUCTS).prop_map(|product| Command::ReceiveOldPurchaseOrder { product }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// After every command of a random interleaving (in random batches):
+        /// the invariants of DESIGN.md section 5 hold, no order stays
+        /// pending, stock.low comes exactly once per crossing, and replaying
+        /// the archive without deciding gives the same state.
+        #[test]
+        fn invariants_hold_after_every_step(
+            commands in prop::collection::vec(command(), 1..60),
+            batch_ends in prop::collection::vec(any::<bool>(), 60),
+        ) {
+            let mut w = World::new();
+            let products: Vec<Uuid> = (0..PRODUCTS)
+                .map(|i| w.product(&format!("P{i}"), 4 + i as i64, 10 * (i as i64), 8))
+                .collect();
+            let mut orders: Vec<Uuid> = Vec::new();
+            let mut received_pos: Vec<(Uuid, Uuid)> = Vec::new();
+            for (step, command) in commands.into_iter().enumerate() {
+                let available_before: Vec<i64> =
+                    products.iter().map(|p| w.inventory.products[p].available()).collect();
+                let event = match command {
+                    Command::Receive { product, quantity } => receive(products[product], quantity),
+                    Command::Place { lines } => {
+                        let lines: Vec<(Uuid, i64)> = lines.iter().map(|&(p, q)| (products[p], q)).collect();
+                        let (id, placed) = place(&lines);
+                        orders.push(id);
+                        placed
+                    }
+                    Command::PlaceUnknownProduct => {
+                        let (id, placed) = place(&[(Uuid::now_v7(), 1)]);
+                        orders.push(id);
+                        placed
+                    }
+                    Command::Cancel { order } if !orders.is_empty() => cancel(orders[order % orders.len()]),
+                    Command::Ship { order } if !orders.is_empty() => ship(orders[order % orders.len()]),
+                    Command::Cancel { .. } | Command::Ship { .. } | Command::CancelUnknownOrder => cancel(Uuid::now_v7()),
+                    Command::ReceivePurchaseOrder { product } => {
+                        let product_id = products[product];
+                        match w.inventory.products[&product_id].open_purchase_order {
+                            Some(po) => {
+                                received_pos.push((po, product_id));
+                                DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived { purchase_order_id: po, product_id })
+                            }
+                            None => receive(product_id, 1),
+                        }
+                    }
+                    Command::ReceiveOldPurchaseOrder { product } => match received_pos.get(product) {
+                        Some(&(po, product_id)) => DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived { purchase_order_id: po, product_id }),
+                        None => receive(products[product], 2),
+                    },
+                };
+                // Batches change only the archive's order (a batch's
+                // events, then its follow-ups), which replay must not mind.
+                let follow = w.step(event, batch_ends[step]);
+
+                let violations = w.inventory.invariant_violations();
+                prop_assert!(violations.is_empty(), "step {}: {:?}", step, violations);
+                for (id, order) in &w.inventory.orders {
+                    prop_assert!(order.status != OrderStatus::Pending, "order {} left pending", id);
+                }
+                for (i, product) in products.iter().enumerate() {
+                    let threshold = w.inventory.products[product].low_stock_threshold;
+                    let after = w.inventory.products[product].available();
+                    let crossed = available_before[i] >= threshold && after < threshold;
+                    let notices = follow.iter().filter(|e| matches!(e, DomainEvent::StockLow(s) if s.product_id == *product)).count();
+                    prop_assert_eq!(notices, usize::from(crossed), "product {} {} -> {}", i, available_before[i], after);
+                }
+            }
+            w.archive.append(&mut w.batch_follow_ups);
+            prop_assert_eq!(w.replayed(), w.inventory.clone());
+        }
+    }
+}

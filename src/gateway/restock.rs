@@ -1,0 +1,81 @@
+//! The restock cycle's routes: purchase orders drafted by the workers when
+//! stock runs low, and their receipt (by an operator, or the simulator
+//! acting as the supplier).
+
+use super::error::ApiError;
+use super::{ApiPath, ApiQuery, AppState, Page};
+use crate::domain::events::PurchaseOrderReceived;
+use crate::domain::DomainEvent;
+use crate::store::analytics::PurchaseOrderView;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Debug, Deserialize)]
+pub struct PurchaseOrderQuery {
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub after: Option<Uuid>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PurchaseOrderQuery>,
+) -> Result<Json<Vec<PurchaseOrderView>>, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(raw) => match raw.to_ascii_uppercase().as_str() {
+            s @ ("OPEN" | "RECEIVED") => Some(s.to_string()),
+            _ => return Err(ApiError::invalid("status", "must be OPEN or RECEIVED")),
+        },
+    };
+    let page = Page {
+        limit: query.limit,
+        after: query.after,
+    };
+    Ok(Json(
+        state
+            .store
+            .list_purchase_orders(status.as_deref(), page.limit()?, page.after)
+            .await?,
+    ))
+}
+
+/// Records the delivery of an open purchase order (202). The worker closes
+/// it and receives its stock, or refuses a repeated receipt with a reason.
+pub async fn receive(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let po = state
+        .store
+        .get_purchase_order(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("purchase order {id} not found")))?;
+    if po.status != "OPEN" {
+        return Err(ApiError::conflict(format!(
+            "purchase order {id} was already received"
+        )));
+    }
+    let event = DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
+        purchase_order_id: id,
+        product_id: po.product_id,
+    });
+    let receipt = state.append(&event.into_envelope(Utc::now())).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "purchase_order_id": id,
+            "product_id": po.product_id,
+            "quantity": po.quantity,
+            "status": "QUEUED",
+            "msg_id": receipt.msg_id(),
+        })),
+    )
+        .into_response())
+}

@@ -1,0 +1,302 @@
+//! Reads for the restock cycle, the audit trail and the dashboard's
+//! analytics: purchase orders, archived events, throughput windows and top
+//! products.
+
+use super::sql::{bind_all, SqlValue};
+use super::{uuid_col, Dialect, Store, StoreError};
+use crate::domain::Money;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PurchaseOrderView {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    pub sku: Option<String>,
+    pub quantity: i64,
+    /// OPEN or RECEIVED.
+    pub status: String,
+    pub drafted_at: DateTime<Utc>,
+    pub received_at: Option<DateTime<Utc>>,
+}
+
+/// One archived event: its envelope and where the log held it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ArchivedEvent {
+    /// Position in the archive: the order events were applied in.
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub key: String,
+    pub occurred_at: DateTime<Utc>,
+    pub version: i64,
+    pub payload: serde_json::Value,
+    pub partition: i64,
+    /// The log entry id; null for a follow-up archived by the transaction
+    /// that decided it (before it was published).
+    pub entry_id: Option<String>,
+    pub processed_at: DateTime<Utc>,
+}
+
+/// Filters of `GET /api/events`.
+#[derive(Debug, Default, Clone)]
+pub struct EventFilter {
+    pub key: Option<String>,
+    pub event_type: Option<String>,
+    /// Events archived after this one.
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// One tumbling window of event time.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Window {
+    pub start: DateTime<Utc>,
+    pub placed: i64,
+    pub confirmed: i64,
+    pub rejected: i64,
+    pub shipped: i64,
+    pub cancelled: i64,
+    /// Sum of the totals of orders confirmed in the window.
+    pub revenue: Money,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Throughput {
+    /// The last 60 one-second windows, oldest first.
+    pub per_second: Vec<Window>,
+    /// The last 60 one-minute windows, oldest first.
+    pub per_minute: Vec<Window>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopProduct {
+    pub product_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    /// Units in confirmed and shipped orders.
+    pub units: i64,
+    pub revenue: Money,
+}
+
+impl Store {
+    /// The archive's order column: a sequence on PostgreSQL, the rowid
+    /// (assigned in insertion order) on SQLite.
+    pub(crate) fn archive_seq(&self) -> &'static str {
+        match self.dialect() {
+            Dialect::Postgres => "seq",
+            Dialect::Sqlite => "rowid",
+        }
+    }
+
+    pub async fn list_purchase_orders(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+        after: Option<Uuid>,
+    ) -> Result<Vec<PurchaseOrderView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT po.*, p.sku FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id \
+             WHERE ($1 = '' OR po.status = $1) AND po.id > $2 ORDER BY po.id LIMIT $3",
+        )
+        .bind(status.unwrap_or(""))
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(purchase_order_view).collect()
+    }
+
+    pub async fn get_purchase_order(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<PurchaseOrderView>, StoreError> {
+        let row = sqlx::query(
+            "SELECT po.*, p.sku FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id WHERE po.id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(purchase_order_view).transpose()
+    }
+
+    /// Whether `event_id` is in the archive (a valid `after` cursor).
+    pub async fn is_archived(&self, event_id: Uuid) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM event_archive WHERE event_id = $1")
+                .bind(event_id.to_string())
+                .fetch_optional(self.pool())
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Archived events in the order they were applied, filtered.
+    pub async fn archived_events(
+        &self,
+        filter: &EventFilter,
+    ) -> Result<Vec<ArchivedEvent>, StoreError> {
+        let seq = self.archive_seq();
+        let mut sql = format!("SELECT {seq} AS seq, a.* FROM event_archive a WHERE 1 = 1");
+        let mut values: Vec<SqlValue> = Vec::new();
+        let mut param = |sql: &mut String, clause: &str, value: SqlValue| {
+            values.push(value);
+            let n = values.len();
+            let placeholder = match self.dialect() {
+                Dialect::Postgres => format!("${n}"),
+                Dialect::Sqlite => "?".to_string(),
+            };
+            sql.push_str(&clause.replace("{}", &placeholder));
+        };
+        if let Some(key) = &filter.key {
+            param(&mut sql, " AND event_key = {}", key.clone().into());
+        }
+        if let Some(event_type) = &filter.event_type {
+            param(&mut sql, " AND event_type = {}", event_type.clone().into());
+        }
+        if let Some(after) = filter.after {
+            param(
+                &mut sql,
+                &format!(" AND {seq} > (SELECT {seq} FROM event_archive WHERE event_id = {{}})"),
+                after.to_string().into(),
+            );
+        }
+        param(
+            &mut sql,
+            &format!(" ORDER BY {seq} LIMIT {{}}"),
+            filter.limit.into(),
+        );
+        let rows = bind_all(sqlx::query(&sql), values)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload")?;
+                let entry_id: String = row.try_get("entry_id")?;
+                Ok(ArchivedEvent {
+                    seq: row.try_get("seq")?,
+                    event_id: uuid_col(row, "event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    key: row.try_get("event_key")?,
+                    occurred_at: time(row.try_get("occurred_at")?),
+                    version: row.try_get("version")?,
+                    payload: serde_json::from_str(&payload).map_err(|e| {
+                        StoreError::Inconsistent(format!("archived payload is not JSON: {e}"))
+                    })?,
+                    partition: row.try_get("partition_no")?,
+                    entry_id: (!entry_id.is_empty()).then_some(entry_id),
+                    processed_at: time(row.try_get("processed_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// The last 60 seconds and 60 minutes of order events (event time,
+    /// tumbling windows), ending at `now`; empty windows are zeros.
+    pub async fn throughput(&self, now: DateTime<Utc>) -> Result<Throughput, StoreError> {
+        let now = now.timestamp_millis();
+        Ok(Throughput {
+            per_second: self.windows("s", 1_000, now).await?,
+            per_minute: self.windows("m", 60_000, now).await?,
+        })
+    }
+
+    async fn windows(
+        &self,
+        granularity: &str,
+        width: i64,
+        now: i64,
+    ) -> Result<Vec<Window>, StoreError> {
+        const COUNT: i64 = 60;
+        let last = now - now.rem_euclid(width);
+        let first = last - (COUNT - 1) * width;
+        let mut windows: BTreeMap<i64, Window> = (0..COUNT)
+            .map(|i| {
+                let start = first + i * width;
+                (
+                    start,
+                    Window {
+                        start: time(start),
+                        ..Window::default()
+                    },
+                )
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT window_start, event_type, events, amount_cents FROM throughput \
+             WHERE granularity = $1 AND window_start >= $2 AND window_start <= $3 AND event_type LIKE 'order.%'",
+        )
+        .bind(granularity)
+        .bind(first)
+        .bind(last)
+        .fetch_all(self.pool())
+        .await?;
+        for row in rows {
+            let start: i64 = row.try_get("window_start")?;
+            let Some(window) = windows.get_mut(&start) else {
+                continue;
+            };
+            let events: i64 = row.try_get("events")?;
+            let event_type: String = row.try_get("event_type")?;
+            match event_type.as_str() {
+                "order.placed" => window.placed += events,
+                "order.confirmed" => {
+                    window.confirmed += events;
+                    window.revenue = window
+                        .revenue
+                        .plus(Money::from_total_cents(row.try_get("amount_cents")?));
+                }
+                "order.rejected" => window.rejected += events,
+                "order.shipped" => window.shipped += events,
+                "order.cancelled" => window.cancelled += events,
+                _ => {}
+            }
+        }
+        Ok(windows.into_values().collect())
+    }
+
+    /// Best sellers by revenue of confirmed and shipped orders.
+    pub async fn top_products(&self, limit: i64) -> Result<Vec<TopProduct>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT oi.product_id, p.sku, p.name, CAST(SUM(oi.quantity) AS BIGINT) AS units, \
+             CAST(SUM(oi.quantity * oi.unit_price_cents) AS BIGINT) AS revenue_cents \
+             FROM order_items oi JOIN orders o ON o.id = oi.order_id JOIN products p ON p.id = oi.product_id \
+             WHERE o.status IN ('CONFIRMED', 'SHIPPED') GROUP BY oi.product_id, p.sku, p.name \
+             ORDER BY revenue_cents DESC, oi.product_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TopProduct {
+                    product_id: uuid_col(row, "product_id")?,
+                    sku: row.try_get("sku")?,
+                    name: row.try_get("name")?,
+                    units: row.try_get("units")?,
+                    revenue: Money::from_total_cents(row.try_get("revenue_cents")?),
+                })
+            })
+            .collect()
+    }
+}
+
+fn purchase_order_view(row: &sqlx::any::AnyRow) -> Result<PurchaseOrderView, StoreError> {
+    let received: Option<i64> = row.try_get("received_at")?;
+    Ok(PurchaseOrderView {
+        id: uuid_col(row, "id")?,
+        product_id: uuid_col(row, "product_id")?,
+        sku: row.try_get("sku")?,
+        quantity: row.try_get("quantity")?,
+        status: row.try_get("status")?,
+        drafted_at: time(row.try_get("drafted_at")?),
+        received_at: received.map(time),
+    })
+}

@@ -1,0 +1,446 @@
+//! The inventory domain end to end over the HTTP API, on each backend pair:
+//! every order lifecycle path (ship, cancel with compensation, refusals of
+//! commands in the wrong state, a cancel before the decision), the restock
+//! cycle (low stock once per crossing, one open purchase order, receipt),
+//! the audit trail, the analytics, and `streamstock rebuild` reproducing the
+//! read model checksum for checksum.
+
+mod common;
+
+use common::process::{run_cli, Role, SharedDeployment};
+use common::{Api, Backend, TestApp};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+async fn product(api: &Api, sku: &str, stock: i64, threshold: i64, reorder: i64) -> Uuid {
+    let (status, body) = api
+        .post(
+            "/api/products",
+            &json!({ "sku": sku, "name": sku, "price": 10.0, "category_name": "tests",
+                     "initial_stock": stock, "low_stock_threshold": threshold, "reorder_quantity": reorder }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    api.wait_for(&format!("{sku} stocked"), || async {
+        api.get(&format!("/api/products/{id}")).await.1["on_hand"] == stock
+    })
+    .await;
+    id
+}
+
+async fn order(api: &Api, product: Uuid, quantity: i64) -> Uuid {
+    let (status, body) = api
+        .post(
+            "/api/orders",
+            &json!({ "customer_email": "life@example.com", "items": [{ "product_id": product, "quantity": quantity }] }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body["order_id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn status_of(api: &Api, order: Uuid) -> String {
+    let (_, body) = api.get(&format!("/api/orders/{order}?wait=10")).await;
+    body["status"].as_str().unwrap_or("").to_string()
+}
+
+async fn wait_status(api: &Api, order: Uuid, want: &str) {
+    api.wait_for(&format!("order {order} {want}"), || async {
+        status_of(api, order).await == want
+    })
+    .await;
+}
+
+async fn stock(api: &Api, product: Uuid) -> (i64, i64) {
+    let (_, p) = api.get(&format!("/api/products/{product}")).await;
+    (
+        p["on_hand"].as_i64().unwrap(),
+        p["reserved"].as_i64().unwrap(),
+    )
+}
+
+async fn events(api: &Api, query: &str) -> Vec<Value> {
+    let (status, body) = api.get(&format!("/api/events?{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect()
+}
+
+async fn lifecycle_paths(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let a = product(&app, "LIFE-A", 20, 0, 0).await;
+
+    // confirmed → shipped: on-hand and reserved both drop.
+    let shipped = order(&app, a, 2).await;
+    wait_status(&app, shipped, "CONFIRMED").await;
+    assert_eq!(stock(&app, a).await, (20, 2));
+    let (status, body) = app
+        .post(&format!("/api/orders/{shipped}/ship"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "QUEUED");
+    wait_status(&app, shipped, "SHIPPED").await;
+    assert_eq!(stock(&app, a).await, (18, 0));
+
+    // confirmed → cancelled: the reservation is released.
+    let cancelled = order(&app, a, 3).await;
+    wait_status(&app, cancelled, "CONFIRMED").await;
+    assert_eq!(stock(&app, a).await, (18, 3));
+    let (status, body) = app
+        .post(&format!("/api/orders/{cancelled}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    wait_status(&app, cancelled, "CANCELLED").await;
+    assert_eq!(stock(&app, a).await, (18, 0));
+
+    // rejected: the reason names the product and the shortfall.
+    let rejected = order(&app, a, 100).await;
+    wait_status(&app, rejected, "REJECTED").await;
+    let (_, body) = app.get(&format!("/api/orders/{rejected}")).await;
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("LIFE-A") && reason.contains("short by 82"),
+        "{reason}"
+    );
+
+    // Commands in the wrong state: 409 with the reason, nothing changes.
+    for (path, why) in [
+        (format!("/api/orders/{shipped}/ship"), "already shipped"),
+        (format!("/api/orders/{shipped}/cancel"), "already shipped"),
+        (format!("/api/orders/{cancelled}/ship"), "was cancelled"),
+        (
+            format!("/api/orders/{cancelled}/cancel"),
+            "already cancelled",
+        ),
+        (format!("/api/orders/{rejected}/ship"), "was rejected"),
+        (format!("/api/orders/{rejected}/cancel"), "was rejected"),
+    ] {
+        let (status, body) = app.post(&path, &json!({})).await;
+        assert_eq!(status, 409, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "conflict");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(why),
+            "{path}: {body}"
+        );
+    }
+    // An id no order ever had: 404. A fresh v7 id may be an order still in
+    // the log: accepted, then refused by the worker with a recorded reason.
+    let (status, _) = app
+        .post(&format!("/api/orders/{}/ship", Uuid::new_v4()), &json!({}))
+        .await;
+    assert_eq!(status, 404);
+    let ghost = Uuid::now_v7();
+    let (status, _) = app
+        .post(&format!("/api/orders/{ghost}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 202);
+    app.wait_for("the ghost's refusal", || async {
+        types(&events(&app, &format!("key={ghost}")).await)
+            == ["order.cancel_requested", "alert.raised"]
+    })
+    .await;
+    let refusal = &events(&app, &format!("key={ghost}&type=alert.raised")).await[0];
+    assert_eq!(refusal["payload"]["kind"], "command_refused");
+    assert!(refusal["payload"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no such order"));
+    assert!(
+        refusal["entry_id"].is_null(),
+        "a decision is archived before it is published"
+    );
+
+    // A race: cancel and ship at once. One wins; the other is refused,
+    // either here (409) or by the worker (recorded), never both applied.
+    let raced = order(&app, a, 4).await;
+    wait_status(&app, raced, "CONFIRMED").await;
+    let cancel_path = format!("/api/orders/{raced}/cancel");
+    let ship_path = format!("/api/orders/{raced}/ship");
+    let empty = json!({});
+    let (c, s) = tokio::join!(app.post(&cancel_path, &empty), app.post(&ship_path, &empty));
+    assert!(c.0 == 202 || s.0 == 202, "{c:?} {s:?}");
+    app.wait_for("the race decided", || async {
+        let status = status_of(&app, raced).await;
+        status == "CANCELLED" || status == "SHIPPED"
+    })
+    .await;
+    if c.0 == 202 && s.0 == 202 {
+        app.wait_for("the loser's refusal", || async {
+            events(&app, &format!("key={raced}&type=alert.raised"))
+                .await
+                .len()
+                == 1
+        })
+        .await;
+    }
+    let (on_hand, reserved) = stock(&app, a).await;
+    assert_eq!(reserved, 0);
+    assert_eq!(
+        on_hand,
+        if status_of(&app, raced).await == "SHIPPED" {
+            14
+        } else {
+            18
+        }
+    );
+
+    // The audit trail of one order, in the order it was applied, paged.
+    let trail = events(&app, &format!("key={shipped}")).await;
+    assert_eq!(
+        types(&trail),
+        [
+            "order.placed",
+            "order.confirmed",
+            "order.ship_requested",
+            "order.shipped"
+        ]
+    );
+    assert!(trail
+        .windows(2)
+        .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
+    let first = events(&app, &format!("key={shipped}&limit=1")).await;
+    let rest = events(
+        &app,
+        &format!(
+            "key={shipped}&after={}",
+            first[0]["event_id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(types(&first), ["order.placed"]);
+    assert_eq!(
+        types(&rest),
+        ["order.confirmed", "order.ship_requested", "order.shipped"]
+    );
+    let (status, body) = app
+        .get(&format!("/api/events?after={}", Uuid::now_v7()))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = app.get("/api/events?limit=0").await;
+    assert_eq!(status, 422);
+
+    // Analytics: windows over event time and top products.
+    let (_, stats) = app.get("/api/stats").await;
+    let per_minute = stats["throughput"]["per_minute"].as_array().unwrap();
+    assert_eq!(per_minute.len(), 60);
+    let placed: i64 = per_minute
+        .iter()
+        .map(|w| w["placed"].as_i64().unwrap())
+        .sum();
+    let shipped_n: i64 = per_minute
+        .iter()
+        .map(|w| w["shipped"].as_i64().unwrap())
+        .sum();
+    assert_eq!(placed, 4);
+    assert!(shipped_n >= 1);
+    assert_eq!(stats["top_products"][0]["sku"], "LIFE-A");
+    assert_eq!(stats["orders_by_status"]["REJECTED"], 1);
+
+    let store = app.store().await;
+    assert_eq!(
+        store.invariant_violations().await.unwrap(),
+        Vec::<String>::new()
+    );
+    rebuild_reproduces(app).await;
+}
+
+/// Stops the app, rebuilds its read model with the real CLI and checks
+/// every projection table's checksum is unchanged.
+async fn rebuild_reproduces(app: TestApp) {
+    let common = app.common.clone();
+    // While the app runs, rebuild refuses (the worker would race it).
+    let refused = run_cli(&common, &["rebuild"]);
+    assert!(
+        !refused.status.success(),
+        "rebuild must refuse while the app runs"
+    );
+    let dir = app.stop().await;
+    let store = streamstock::store::Store::connect(&common.database_url())
+        .await
+        .unwrap();
+    let before = store.projection_checksums().await.unwrap();
+    assert!(before.iter().find(|t| t.table == "orders").unwrap().rows > 0);
+    let out = run_cli(&common, &["rebuild", "--json"]);
+    assert!(
+        out.status.success(),
+        "rebuild: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["identical"], true, "{report:#}");
+    assert_eq!(store.projection_checksums().await.unwrap(), before);
+    assert_eq!(
+        store.invariant_violations().await.unwrap(),
+        Vec::<String>::new()
+    );
+    drop(dir);
+}
+
+async fn restock_cycle(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let p = product(&app, "RESTOCK-A", 8, 5, 20).await;
+
+    // 8 → 4 crosses below 5: stock.low once, a purchase order, an alert.
+    let first = order(&app, p, 4).await;
+    wait_status(&app, first, "CONFIRMED").await;
+    // 4 → 3: still below, no second notice or purchase order.
+    let second = order(&app, p, 1).await;
+    wait_status(&app, second, "CONFIRMED").await;
+    app.wait_for("one open purchase order", || async {
+        app.get("/api/purchase-orders?status=OPEN")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    let (_, open) = app.get("/api/purchase-orders?status=open").await;
+    let po = open[0].clone();
+    assert_eq!(po["product_id"], p.to_string());
+    assert_eq!(po["quantity"], 20);
+    assert_eq!(po["sku"], "RESTOCK-A");
+    assert_eq!(
+        types(&events(&app, &format!("key={p}&type=stock.low")).await).len(),
+        1
+    );
+    let (_, alerts) = app.get("/api/alerts").await;
+    assert!(alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["kind"] == "low_stock" && a["subject"] == p.to_string()));
+
+    // The supplier delivers: stock.received closes the purchase order.
+    let po_id = po["id"].as_str().unwrap();
+    let (status, body) = app
+        .post(&format!("/api/purchase-orders/{po_id}/receive"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_for("the delivery", || async { stock(&app, p).await == (28, 5) })
+        .await;
+    let (_, received) = app.get("/api/purchase-orders?status=RECEIVED").await;
+    assert_eq!(received[0]["id"], po_id);
+    assert!(received[0]["received_at"].is_string());
+    let receipts = events(&app, &format!("key={p}&type=stock.received")).await;
+    assert_eq!(
+        receipts.last().unwrap()["payload"]["purchase_order_id"],
+        po_id
+    );
+    assert_eq!(receipts.last().unwrap()["version"], 2);
+    // Received twice: 409; unknown: 404; bad status filter: 422.
+    let (status, _) = app
+        .post(&format!("/api/purchase-orders/{po_id}/receive"), &json!({}))
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = app
+        .post(
+            &format!("/api/purchase-orders/{}/receive", Uuid::now_v7()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app.get("/api/purchase-orders?status=LOST").await;
+    assert_eq!(status, 422);
+
+    // Above the threshold again (23 available), a new crossing drafts a new
+    // purchase order: once per crossing.
+    let third = order(&app, p, 20).await;
+    wait_status(&app, third, "CONFIRMED").await;
+    app.wait_for("a second stock.low", || async {
+        events(&app, &format!("key={p}&type=stock.low")).await.len() == 2
+    })
+    .await;
+    app.wait_for("a new open purchase order", || async {
+        let (_, open) = app.get("/api/purchase-orders?status=OPEN").await;
+        open.as_array().unwrap().len() == 1 && open[0]["id"] != po_id
+    })
+    .await;
+    let store = app.store().await;
+    assert_eq!(
+        store.invariant_violations().await.unwrap(),
+        Vec::<String>::new()
+    );
+    rebuild_reproduces(app).await;
+}
+
+#[tokio::test]
+async fn embedded_sqlite_lifecycle_paths_and_rebuild() {
+    lifecycle_paths(Backend::EmbeddedSqlite).await;
+}
+
+#[tokio::test]
+async fn valkey_postgres_lifecycle_paths_and_rebuild() {
+    lifecycle_paths(Backend::ValkeyPostgres).await;
+}
+
+#[tokio::test]
+async fn embedded_sqlite_restock_cycle_and_rebuild() {
+    restock_cycle(Backend::EmbeddedSqlite).await;
+}
+
+#[tokio::test]
+async fn valkey_postgres_restock_cycle_and_rebuild() {
+    restock_cycle(Backend::ValkeyPostgres).await;
+}
+
+/// A cancel that reaches the log before the order is decided: the product
+/// is applied by a first worker, which then stops; the order and its cancel
+/// wait in the log (the cancel is accepted: the id is fresh); a new worker
+/// decides the order, then cancels it, releasing the reservation.
+#[tokio::test]
+async fn valkey_postgres_cancel_before_the_decision() {
+    let deployment = SharedDeployment::new().await;
+    let listen = format!("127.0.0.1:{}", common::process::free_port());
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], &deployment.env);
+    let start_worker = || {
+        let listen = format!("127.0.0.1:{}", common::process::free_port());
+        Role::start("worker", &["worker", "--listen", &listen], &deployment.env)
+    };
+    let api = Api::new(&format!("http://{listen}"));
+    api.wait_healthy().await;
+    let first_worker = start_worker();
+    let p = product(&api, "EARLY-1", 5, 0, 0).await;
+    assert!(first_worker.terminate().success());
+
+    let o = order(&api, p, 2).await;
+    let (status, body) = api
+        .post(&format!("/api/orders/{o}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        api.get(&format!("/api/orders/{o}")).await.0,
+        404,
+        "nothing decided yet"
+    );
+
+    let worker = start_worker();
+    wait_status(&api, o, "CANCELLED").await;
+    assert_eq!(stock(&api, p).await, (5, 0));
+    let mut trail = types(&events(&api, &format!("key={o}")).await)
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    assert_eq!(trail.first().map(String::as_str), Some("order.placed"));
+    assert_eq!(trail.last().map(String::as_str), Some("order.cancelled"));
+    trail.sort();
+    assert_eq!(
+        trail,
+        [
+            "order.cancel_requested",
+            "order.cancelled",
+            "order.confirmed",
+            "order.placed"
+        ]
+    );
+    assert!(worker.terminate().success());
+    assert!(gateway.terminate().success());
+}
