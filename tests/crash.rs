@@ -4,6 +4,7 @@
 mod common;
 
 use common::load::{assert_accepted_orders_processed_once, place_orders_until};
+use common::process::assert_rebuild_identical;
 use common::process::{free_port, Role, SharedDeployment};
 use common::Api;
 use std::collections::HashSet;
@@ -66,6 +67,8 @@ async fn embedded_all_survives_kill_9_under_load() {
         .unwrap();
     assert_accepted_orders_processed_once(&api, &store, &accepted, &stock).await;
     assert!(last.terminate().success());
+    // Replaying the archive the crashes left gives the same read model.
+    assert_rebuild_identical(&["--data-dir", &data_dir], &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,4 +120,5 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
     );
     assert!(survivor.terminate().success());
     assert!(gateway.terminate().success());
+    assert_rebuild_identical(&[], env);
 }

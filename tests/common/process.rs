@@ -121,3 +121,27 @@ pub fn run_cli(common: &streamstock::config::CommonArgs, args: &[&str]) -> std::
     }
     command.output().expect("run streamstock")
 }
+
+/// Runs `streamstock rebuild --json` with `args` and `env` (the deployment
+/// must be stopped) and asserts the rebuilt read model is identical to the
+/// live one, table by table.
+pub fn assert_rebuild_identical(args: &[&str], env: &[(String, String)]) {
+    let out = Command::new(BIN)
+        .args(["rebuild", "--json"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run streamstock rebuild");
+    assert!(
+        out.status.success(),
+        "rebuild failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(
+        report["identical"], true,
+        "rebuild changed the read model: {report:#}"
+    );
+    assert!(report["replayed"].as_u64().unwrap() > 0, "{report:#}");
+}
