@@ -34,6 +34,10 @@ async fn dashboard_shows_live_figures_in_chromium() {
         assert_eq!(status, 202);
     }
     app.wait_until_decided(3).await;
+    // DASH-A went from 3 available to 1, below its threshold of 2: a
+    // purchase order is open for the page to show.
+    let (_, open) = app.get("/api/purchase-orders?status=OPEN").await;
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
 
     // An event no worker understands: dead-lettered, with an alert that the
     // page must show.
@@ -63,8 +67,8 @@ async fn dashboard_shows_live_figures_in_chromium() {
     })
     .await;
 
-    let screenshot =
-        std::env::temp_dir().join(format!("streamstock-dashboard-{}.png", std::process::id()));
+    // Kept under target/tmp so a person can look at what the browser saw.
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let base = app.base.clone();
     let shot = screenshot.clone();
     let output = tokio::task::spawn_blocking(move || {

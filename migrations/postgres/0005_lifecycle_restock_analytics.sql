@@ -31,6 +31,8 @@ CREATE TABLE throughput (
 );
 
 -- The order in which events were applied: rebuild replays in this order,
--- and the audit API pages by it.
+-- and the audit API pages by it. A BRIN index: seq grows with the table's
+-- physical order, so a tiny block-range index finds a range of it, and it
+-- costs the hot insert path next to nothing (a B-tree here was measurable).
 ALTER TABLE event_archive ADD COLUMN seq BIGSERIAL;
-CREATE UNIQUE INDEX event_archive_by_seq ON event_archive (seq);
+CREATE INDEX event_archive_by_seq ON event_archive USING BRIN (seq);

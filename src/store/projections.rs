@@ -92,7 +92,7 @@ impl Store {
                 entry_id: d.id.to_string(),
             })
             .collect();
-        let fresh_ids = archive(&mut tx, dialect, &rows, now_ms).await?;
+        let fresh_ids = archive(&mut tx, dialect, &rows, now_ms, true).await?;
         let fresh: Vec<&Decoded> = candidates
             .into_iter()
             .filter(|d| fresh_ids.contains(&d.envelope.event_id))
@@ -149,7 +149,7 @@ impl Store {
                 entry_id: String::new(),
             })
             .collect();
-        archive(&mut tx, dialect, &follow_up_rows, now_ms).await?;
+        archive(&mut tx, dialect, &follow_up_rows, now_ms, false).await?;
         let outbox = follow_ups
             .iter()
             .map(|(f, _)| {
@@ -270,13 +270,14 @@ pub(super) async fn select_by_ids(
     Ok(rows)
 }
 
-/// Archives the events not archived yet; returns their ids (the events to
-/// apply now).
+/// Archives the events not archived yet; with `report_fresh`, returns their
+/// ids (the events to apply now).
 async fn archive(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     events: &[ArchiveRow<'_>],
     now: i64,
+    report_fresh: bool,
 ) -> Result<HashSet<Uuid>, StoreError> {
     let rows = events
         .iter()
@@ -307,17 +308,18 @@ async fn archive(
         "processed_at",
     ];
     let mut fresh = HashSet::new();
-    for (sql, values) in multi_insert(
-        dialect,
-        "event_archive",
-        &columns,
-        rows,
-        "ON CONFLICT DO NOTHING RETURNING event_id",
-    ) {
-        for row in bind_all(sqlx::query(&sql), values)
-            .fetch_all(&mut **tx)
-            .await?
-        {
+    let suffix = if report_fresh {
+        "ON CONFLICT DO NOTHING RETURNING event_id"
+    } else {
+        "ON CONFLICT DO NOTHING"
+    };
+    for (sql, values) in multi_insert(dialect, "event_archive", &columns, rows, suffix) {
+        let query = bind_all(sqlx::query(&sql), values);
+        if !report_fresh {
+            query.execute(&mut **tx).await?;
+            continue;
+        }
+        for row in query.fetch_all(&mut **tx).await? {
             fresh.insert(super::uuid_col(&row, "event_id")?);
         }
     }

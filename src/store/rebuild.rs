@@ -20,7 +20,8 @@ use serde::Serialize;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
-/// Archived events replayed per chunk.
+/// Archive positions (`seq`) replayed per chunk: a range, not a LIMIT, so
+/// each chunk is one index range scan (PostgreSQL's index on seq is a BRIN).
 const CHUNK: i64 = 5_000;
 
 /// A table the projections maintain: what rebuild drops and rewrites.
@@ -175,10 +176,15 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let dialect = self.dialect();
         let seq = self.archive_seq();
-        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM event_archive")
-            .fetch_one(self.pool())
-            .await?
-            .try_get("n")?;
+        let extent = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(MIN({seq}), 0) AS BIGINT) AS first, \
+             CAST(COALESCE(MAX({seq}), 0) AS BIGINT) AS last FROM event_archive"
+        ))
+        .fetch_one(self.pool())
+        .await?;
+        let total: i64 = extent.try_get("n")?;
+        let first: i64 = extent.try_get("first")?;
+        let last: i64 = extent.try_get("last")?;
         let mut tx = self.pool().begin().await?;
         for projection in PROJECTIONS {
             sqlx::query(&format!("DELETE FROM {}", projection.table))
@@ -186,24 +192,26 @@ impl Store {
                 .await?;
         }
         let mut inventory = Inventory::default();
-        let mut last_seq = i64::MIN;
         let mut replayed = 0u64;
         let select = format!(
-            "SELECT {seq} AS seq, event_id, event_type, event_key, version, occurred_at, payload \
-             FROM event_archive WHERE {seq} > $1 ORDER BY {seq} LIMIT $2"
+            "SELECT event_id, event_type, event_key, version, occurred_at, payload \
+             FROM event_archive WHERE {seq} >= $1 AND {seq} < $2 ORDER BY {seq}"
         );
-        loop {
+        // Events archived while this runs (none: workers are stopped) would
+        // be past `last` and are left for the workers' next batches.
+        let mut from = first;
+        while total > 0 && from <= last {
             let rows = sqlx::query(&select)
-                .bind(last_seq)
-                .bind(CHUNK)
+                .bind(from)
+                .bind(from + CHUNK)
                 .fetch_all(&mut *tx)
                 .await?;
+            from += CHUNK;
             if rows.is_empty() {
-                break;
+                continue;
             }
             let mut chunk = Vec::with_capacity(rows.len());
             for row in &rows {
-                last_seq = row.try_get("seq")?;
                 let envelope = archived_envelope(row)?;
                 let event = DomainEvent::from_envelope(&envelope).map_err(|e| {
                     StoreError::Inconsistent(format!(

@@ -85,6 +85,39 @@ try {
     .locator('[data-testid="orders"] tbody tr', { hasText: placed.order_id.slice(-8) })
     .waitFor({ timeout: 15000 });
 
+  // Throughput charts: uPlot canvases fed the server's windows of event time.
+  for (const id of ["chart-per-second", "chart-per-minute"]) {
+    await page.locator(`[data-testid="${id}"] canvas`).first().waitFor({ timeout: 15000 });
+  }
+  const after = await api("/api/stats");
+  const placedLastHour = after.throughput.per_minute.reduce((n, w) => n + w.placed, 0);
+  check(placedLastHour === before + 1, `the API's windows hold ${placedLastHour} placed orders, not ${before + 1}`);
+  await page.waitForFunction(
+    (n) => Number(document.querySelector('[data-testid="chart-per-minute"]')?.dataset.placed) === n,
+    placedLastHour,
+    { timeout: 15000 },
+  );
+
+  // Top products and open purchase orders are the server's.
+  const top = after.top_products;
+  check(top.length > 0, "the test needs sales");
+  await page.waitForFunction(
+    (t) => {
+      const cells = [...document.querySelectorAll('[data-testid="top-products"] tbody tr:first-child td')].map((c) => c.textContent);
+      return cells[0] === t.sku && cells[2] === String(t.units);
+    },
+    top[0],
+    { timeout: 15000 },
+  );
+  const open = await api("/api/purchase-orders?status=OPEN");
+  if (open.length === 0) {
+    await page.getByTestId("purchase-orders-empty").waitFor({ timeout: 15000 });
+  } else {
+    await page
+      .locator('[data-testid="purchase-orders"] tbody tr', { hasText: open[0].id.slice(-8) })
+      .waitFor({ timeout: 15000 });
+  }
+
   // The alert feed shows the server's alerts (or says there are none).
   const alerts = await api("/api/alerts");
   if (alerts.length === 0) {

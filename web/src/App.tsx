@@ -1,5 +1,6 @@
 import { useDashboard } from "./useDashboard";
-import type { AlertRow, ProductRow, Snapshot } from "./types";
+import { ThroughputChart } from "./ThroughputChart";
+import type { AlertRow, ProductRow, PurchaseOrderRow, Snapshot, TopProduct } from "./types";
 
 const money = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
 const STATUSES = ["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
@@ -39,6 +40,10 @@ function Dashboard({ snapshot }: { snapshot: Snapshot }) {
           </div>
         ))}
       </section>
+      <div className="charts">
+        <ThroughputChart title="Orders per second (last minute)" windows={stats.throughput.per_second} testId="chart-per-second" />
+        <ThroughputChart title="Orders per minute (last hour)" windows={stats.throughput.per_minute} testId="chart-per-minute" />
+      </div>
       <div className="columns">
         <section>
           <h2>Inventory</h2>
@@ -60,6 +65,16 @@ function Dashboard({ snapshot }: { snapshot: Snapshot }) {
               ))}
             </tbody>
           </table>
+        </section>
+      </div>
+      <div className="columns">
+        <section>
+          <h2>Top products</h2>
+          <TopProducts products={stats.top_products} />
+        </section>
+        <section>
+          <h2>Open purchase orders</h2>
+          <PurchaseOrders orders={snapshot.open_purchase_orders} />
         </section>
       </div>
       <section>
@@ -116,6 +131,48 @@ function InventoryTable({ products }: { products: ProductRow[] }) {
             <td className="num">{p.on_hand}</td>
             <td className="num">{p.reserved}</td>
             <td className="num">{p.available}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function TopProducts({ products }: { products: TopProduct[] }) {
+  if (products.length === 0) return <p className="muted" data-testid="top-products-empty">No sales yet.</p>;
+  return (
+    <table data-testid="top-products">
+      <thead>
+        <tr><th>SKU</th><th>Name</th><th className="num">Units</th><th className="num">Revenue</th></tr>
+      </thead>
+      <tbody>
+        {products.map((p) => (
+          <tr key={p.product_id}>
+            <td className="mono">{p.sku}</td>
+            <td>{p.name}</td>
+            <td className="num">{p.units}</td>
+            <td className="num">{money.format(p.revenue)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function PurchaseOrders({ orders }: { orders: PurchaseOrderRow[] }) {
+  if (orders.length === 0) return <p className="muted" data-testid="purchase-orders-empty">None open.</p>;
+  return (
+    <table data-testid="purchase-orders">
+      <thead>
+        <tr><th>Purchase order</th><th>SKU</th><th className="num">Quantity</th><th>Drafted</th></tr>
+      </thead>
+      <tbody>
+        {orders.map((po) => (
+          <tr key={po.id}>
+            <td className="mono">{po.id.slice(-8)}</td>
+            <td className="mono">{po.sku ?? "?"}</td>
+            <td className="num">{po.quantity}</td>
+            <td>{new Date(po.drafted_at).toLocaleTimeString()}</td>
           </tr>
         ))}
       </tbody>

@@ -12,6 +12,36 @@ export interface Stats {
   low_stock_products: number;
   event_log: string;
   database: string;
+  throughput: { per_second: Window[]; per_minute: Window[] };
+  top_products: TopProduct[];
+}
+
+/** One tumbling window of event time: order events and confirmed revenue. */
+export interface Window {
+  start: string;
+  placed: number;
+  confirmed: number;
+  rejected: number;
+  shipped: number;
+  cancelled: number;
+  revenue: number;
+}
+
+export interface TopProduct {
+  product_id: string;
+  sku: string;
+  name: string;
+  units: number;
+  revenue: number;
+}
+
+export interface PurchaseOrderRow {
+  id: string;
+  product_id: string;
+  sku: string | null;
+  quantity: number;
+  status: string;
+  drafted_at: string;
 }
 
 export interface ProductRow {
@@ -50,4 +80,5 @@ export interface Snapshot {
   products: ProductRow[];
   recent_orders: OrderRow[];
   alerts: AlertRow[];
+  open_purchase_orders: PurchaseOrderRow[];
 }
