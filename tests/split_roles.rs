@@ -111,7 +111,7 @@ async fn serve_workers_and_simulator_as_separate_processes() {
             "--profile",
             "burst",
             "--duration-secs",
-            "3",
+            "5",
         ])
         .env("RUST_LOG", "warn")
         .output()
@@ -129,6 +129,16 @@ async fn serve_workers_and_simulator_as_separate_processes() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected simulator report: {report}"));
     assert!(accepted > 0, "{report}");
+    // Every ten orders it also played the warehouse and the customers.
+    let count = |label: &str| -> u64 {
+        report
+            .split(label)
+            .nth(1)
+            .and_then(|rest| rest.split([',', ';']).next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {label} in the simulator report: {report}"))
+    };
+    assert!(count("shipped: ") + count("cancelled: ") > 0, "{report}");
     api.wait_until_decided(40 + accepted as i64).await;
     assert!(store.invariant_violations().await.unwrap().is_empty());
 
