@@ -36,3 +36,13 @@ CREATE TABLE throughput (
 -- costs the hot insert path next to nothing (a B-tree here was measurable).
 ALTER TABLE event_archive ADD COLUMN seq BIGSERIAL;
 CREATE INDEX event_archive_by_seq ON event_archive USING BRIN (seq);
+
+-- The outbox becomes one row per committed batch that has follow-ups to
+-- publish, listing their ids: their envelopes are in the archive, written by
+-- the same transaction. (A row per event doubled every decision's write.)
+-- Rows an older version left in `outbox` are still published, then removed.
+CREATE TABLE outbox_batches (
+    id TEXT PRIMARY KEY,
+    event_ids TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);

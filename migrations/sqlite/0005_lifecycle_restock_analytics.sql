@@ -31,3 +31,13 @@ CREATE TABLE throughput (
 
 -- The order in which events were applied is the archive's rowid (SQLite
 -- assigns it in insertion order); rebuild replays in that order.
+
+-- The outbox becomes one row per committed batch that has follow-ups to
+-- publish, listing their ids: their envelopes are in the archive, written by
+-- the same transaction. (A row per event doubled every decision's write.)
+-- Rows an older version left in `outbox` are still published, then removed.
+CREATE TABLE outbox_batches (
+    id TEXT PRIMARY KEY,
+    event_ids TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);

@@ -257,7 +257,7 @@ impl DomainEvent {
 
     /// A new envelope with a fresh UUID v7 (time-ordered) id.
     pub fn into_envelope(self, occurred_at: DateTime<Utc>) -> Envelope {
-        self.into_envelope_with_id(Uuid::now_v7(), occurred_at)
+        self.envelope_with_id(Uuid::now_v7(), occurred_at)
     }
 
     /// A follow-up event (a decision) gets an id derived from the event that
@@ -266,8 +266,8 @@ impl DomainEvent {
     /// still a valid UUID v7: its timestamp is the cause's, its "random" bits
     /// a hash of (cause id, ordinal, follow-up type). `occurred_at` is when
     /// the decision was made.
-    pub fn into_follow_up_of(
-        self,
+    pub fn follow_up_of(
+        &self,
         cause: &Envelope,
         ordinal: usize,
         occurred_at: DateTime<Utc>,
@@ -277,10 +277,14 @@ impl DomainEvent {
         let millis = cause.occurred_at.timestamp_millis().max(0) as u64;
         let random: [u8; 10] = digest.as_bytes()[6..16].try_into().expect("10 bytes");
         let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
-        self.into_envelope_with_id(id, occurred_at)
+        // Millisecond precision, as the archive keeps it: a follow-up
+        // republished from the archive is then the very envelope first sent.
+        let occurred_at =
+            DateTime::from_timestamp_millis(occurred_at.timestamp_millis()).unwrap_or(occurred_at);
+        self.envelope_with_id(id, occurred_at)
     }
 
-    fn into_envelope_with_id(self, event_id: Uuid, occurred_at: DateTime<Utc>) -> Envelope {
+    fn envelope_with_id(&self, event_id: Uuid, occurred_at: DateTime<Utc>) -> Envelope {
         Envelope {
             event_id,
             event_type: self.event_type().to_string(),
@@ -417,7 +421,7 @@ mod tests {
                 order_id: Uuid::nil(),
                 reason: "x".into(),
             })
-            .into_follow_up_of(c, 0, Utc::now())
+            .follow_up_of(c, 0, Utc::now())
         };
         let a = follow(&cause);
         let b = follow(&cause);
@@ -428,7 +432,7 @@ mod tests {
             order_id: Uuid::nil(),
             reason: "x".into(),
         })
-        .into_follow_up_of(&cause, 1, Utc::now());
+        .follow_up_of(&cause, 1, Utc::now());
         assert_ne!(a.event_id, second.event_id, "ordinals give distinct ids");
     }
 

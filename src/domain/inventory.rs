@@ -24,7 +24,7 @@ use super::events::{
 use super::order::{reserve_all_or_nothing, Decision, StockLevel};
 use super::{DomainEvent, Envelope, Money};
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -325,19 +325,32 @@ impl Inventory {
         event: &DomainEvent,
         now: DateTime<Utc>,
     ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
-        let mut follow_ups = Vec::new();
-        let mut queue = VecDeque::from([(envelope.clone(), event.clone())]);
-        while let Some((cause, event)) = queue.pop_front() {
-            let before = self.availability_before(&event);
-            self.apply(&event, cause.occurred_at.timestamp_millis())?;
-            for (ordinal, decision) in self.decide(&cause, &event, &before).into_iter().enumerate()
-            {
-                let follow_up = decision.clone().into_follow_up_of(&cause, ordinal, now);
-                follow_ups.push((follow_up.clone(), decision.clone()));
-                queue.push_back((follow_up, decision));
-            }
+        let mut follow_ups = self.step(envelope, event, now)?;
+        let mut next = 0;
+        while next < follow_ups.len() {
+            let (cause, follow_up) = &follow_ups[next];
+            let decided = self.step(cause, follow_up, now)?;
+            follow_ups.extend(decided);
+            next += 1;
         }
         Ok(follow_ups)
+    }
+
+    /// Applies one event and returns the decisions it calls for.
+    fn step(
+        &mut self,
+        cause: &Envelope,
+        event: &DomainEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
+        let before = self.availability_before(event);
+        self.apply(event, cause.occurred_at.timestamp_millis())?;
+        Ok(self
+            .decide(cause, event, &before)
+            .into_iter()
+            .enumerate()
+            .map(|(ordinal, decision)| (decision.follow_up_of(cause, ordinal, now), decision))
+            .collect())
     }
 
     /// Available stock, before an event, of the products whose availability

@@ -2,7 +2,7 @@
 //!
 //! A batch is one transaction: the archive rows of its events, their
 //! effects, the archive rows of the follow-up events (decisions) they
-//! caused, and those follow-ups' outbox rows. The archive is the read
+//! caused, and one outbox row listing those follow-ups. The archive is the read
 //! model's inbox: its primary key is the event id, so an event whose archive
 //! row exists has been applied. A follow-up is applied in the transaction
 //! that decides it (a confirmation reserves stock at once, so no other order
@@ -42,8 +42,30 @@ pub(super) type Tx<'a> = Transaction<'a, Any>;
 pub struct BatchOutcome {
     pub applied: usize,
     pub duplicates: usize,
-    /// Follow-up events to publish (already stored in the outbox).
+    /// Follow-up events to publish (already listed in the outbox).
     pub follow_ups: Vec<Envelope>,
+    /// The outbox rows to remove once `follow_ups` are published.
+    pub outbox: OutboxRows,
+}
+
+/// Outbox rows, by table: one row per committed batch listing its
+/// follow-ups' ids (their envelopes are in the archive), and rows of the
+/// older one-row-per-event outbox, only ever drained.
+#[derive(Debug, Default, Clone)]
+pub struct OutboxRows {
+    pub batches: Vec<Uuid>,
+    pub legacy_events: Vec<Uuid>,
+}
+
+impl OutboxRows {
+    pub fn extend(&mut self, other: OutboxRows) {
+        self.batches.extend(other.batches);
+        self.legacy_events.extend(other.legacy_events);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.legacy_events.is_empty()
+    }
 }
 
 /// An archive row to write: the envelope and where the log holds it.
@@ -150,29 +172,25 @@ impl Store {
             })
             .collect();
         archive(&mut tx, dialect, &follow_up_rows, now_ms, false).await?;
-        let outbox = follow_ups
-            .iter()
-            .map(|(f, _)| {
-                vec![
-                    f.event_id.to_string().into(),
-                    serde_json::to_string(f)
-                        .expect("envelopes serialize")
-                        .into(),
-                    now_ms.into(),
-                ]
-            })
-            .collect();
-        execute_all(
-            &mut tx,
-            multi_insert(
-                dialect,
-                "outbox",
-                &["event_id", "envelope", "created_at"],
-                outbox,
-                "ON CONFLICT DO NOTHING",
-            ),
-        )
-        .await?;
+        // One outbox row for the whole batch: the follow-ups' envelopes are
+        // already in the archive, so the outbox only says which of them are
+        // not yet published (a row per event doubled every decision's write).
+        if !follow_ups.is_empty() {
+            let batch_id = Uuid::now_v7();
+            let ids: Vec<String> = follow_ups
+                .iter()
+                .map(|(f, _)| f.event_id.to_string())
+                .collect();
+            sqlx::query(
+                "INSERT INTO outbox_batches (id, event_ids, created_at) VALUES ($1, $2, $3)",
+            )
+            .bind(batch_id.to_string())
+            .bind(serde_json::to_string(&ids).expect("strings serialize"))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            outcome.outbox.batches.push(batch_id);
+        }
         tx.commit().await?;
         outcome.follow_ups = follow_ups.into_iter().map(|(env, _)| env).collect();
         Ok(outcome)
@@ -211,36 +229,85 @@ impl Store {
         Ok(())
     }
 
-    /// Outbox rows not yet published (left by a crash between commit and
-    /// publish), oldest first.
-    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<Envelope>, StoreError> {
-        let rows =
+    /// Follow-ups committed but not yet published (left by a crash between
+    /// commit and publish, or in flight in another worker), oldest first,
+    /// with the outbox rows that list them.
+    pub async fn pending_outbox(
+        &self,
+        limit: i64,
+    ) -> Result<(Vec<Envelope>, OutboxRows), StoreError> {
+        let mut events = Vec::new();
+        let mut rows = OutboxRows::default();
+        let batches = sqlx::query(
+            "SELECT id, event_ids FROM outbox_batches ORDER BY created_at, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        for batch in batches {
+            let listed: String = batch.try_get("event_ids")?;
+            let ids: Vec<Uuid> = serde_json::from_str(&listed)
+                .map_err(|e| StoreError::Inconsistent(format!("outbox row: {e}")))?;
+            let mut by_id: std::collections::HashMap<Uuid, Envelope> = Default::default();
+            for chunk in ids.chunks(1000) {
+                let sql = format!(
+                    "SELECT * FROM event_archive WHERE event_id IN ({})",
+                    parameter_list(self.dialect(), 1, chunk.len())
+                );
+                let values = chunk
+                    .iter()
+                    .map(|id| SqlValue::from(id.to_string()))
+                    .collect();
+                for row in bind_all(sqlx::query(&sql), values)
+                    .fetch_all(self.pool())
+                    .await?
+                {
+                    let envelope = super::rebuild::archived_envelope(&row)?;
+                    by_id.insert(envelope.event_id, envelope);
+                }
+            }
+            // In the order they were decided.
+            for id in ids {
+                let envelope = by_id.remove(&id).ok_or_else(|| {
+                    StoreError::Inconsistent(format!("outbox lists {id}, which is not archived"))
+                })?;
+                events.push(envelope);
+            }
+            rows.batches.push(super::uuid_col(&batch, "id")?);
+        }
+        let legacy =
             sqlx::query("SELECT envelope FROM outbox ORDER BY created_at, event_id LIMIT $1")
                 .bind(limit)
                 .fetch_all(self.pool())
                 .await?;
-        rows.iter()
-            .map(|row| {
-                let json: String = row.try_get("envelope")?;
-                serde_json::from_str(&json)
-                    .map_err(|e| StoreError::Inconsistent(format!("outbox row: {e}")))
-            })
-            .collect()
+        for row in legacy {
+            let json: String = row.try_get("envelope")?;
+            let envelope: Envelope = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Inconsistent(format!("outbox row: {e}")))?;
+            rows.legacy_events.push(envelope.event_id);
+            events.push(envelope);
+        }
+        Ok((events, rows))
     }
 
-    pub async fn remove_from_outbox(&self, events: &[Envelope]) -> Result<(), StoreError> {
-        for chunk in events.chunks(1000) {
-            let sql = format!(
-                "DELETE FROM outbox WHERE event_id IN ({})",
-                parameter_list(self.dialect(), 1, chunk.len())
-            );
-            let values = chunk
-                .iter()
-                .map(|e| SqlValue::from(e.event_id.to_string()))
-                .collect();
-            bind_all(sqlx::query(&sql), values)
-                .execute(self.pool())
-                .await?;
+    pub async fn remove_from_outbox(&self, rows: &OutboxRows) -> Result<(), StoreError> {
+        for (table, column, ids) in [
+            ("outbox_batches", "id", &rows.batches),
+            ("outbox", "event_id", &rows.legacy_events),
+        ] {
+            for chunk in ids.chunks(1000) {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE {column} IN ({})",
+                    parameter_list(self.dialect(), 1, chunk.len())
+                );
+                let values = chunk
+                    .iter()
+                    .map(|id| SqlValue::from(id.to_string()))
+                    .collect();
+                bind_all(sqlx::query(&sql), values)
+                    .execute(self.pool())
+                    .await?;
+            }
         }
         Ok(())
     }

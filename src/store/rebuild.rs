@@ -262,7 +262,7 @@ impl Store {
     }
 }
 
-fn archived_envelope(row: &sqlx::any::AnyRow) -> Result<Envelope, StoreError> {
+pub(super) fn archived_envelope(row: &sqlx::any::AnyRow) -> Result<Envelope, StoreError> {
     let payload: String = row.try_get("payload")?;
     let version: i64 = row.try_get("version")?;
     let occurred: i64 = row.try_get("occurred_at")?;

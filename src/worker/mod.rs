@@ -9,6 +9,7 @@ mod recent;
 use crate::app::LogBackend;
 use crate::config::ProcessingArgs;
 use crate::domain::Envelope;
+use crate::store::projections::OutboxRows;
 use crate::store::Store;
 use crate::stream::dead_letter::DeadLetter;
 use crate::stream::{Decoded, Delivery, EventLog, LogError};
@@ -300,6 +301,7 @@ where
 /// follow-up events and acking it.
 struct Committed {
     follow_ups: Vec<Envelope>,
+    outbox: OutboxRows,
     ids: Vec<(u32, crate::stream::EntryId)>,
     occurred: Vec<chrono::DateTime<chrono::Utc>>,
     started: std::time::Instant,
@@ -361,10 +363,11 @@ async fn apply_phase(
     // product rows and wait on each other.)
     metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "duplicate")
         .increment(known_applied);
-    let follow_ups = apply_share(log, store, options, &applicable, shutdown).await?;
+    let (follow_ups, outbox) = apply_share(log, store, options, &applicable, shutdown).await?;
     recent.remember(follow_ups.iter().map(|f| f.event_id));
     Some(Committed {
         follow_ups,
+        outbox,
         ids: batch.iter().map(|d| (d.partition, d.id)).collect(),
         occurred: applicable.iter().map(|d| d.envelope.occurred_at).collect(),
         started,
@@ -384,7 +387,7 @@ async fn finish_phase(
 ) -> bool {
     let finishing = std::time::Instant::now();
     if !retry_until_done("publishing follow-up events", shutdown, || {
-        publish(log, store, &committed.follow_ups)
+        publish(log, store, &committed.follow_ups, &committed.outbox)
     })
     .await
     {
@@ -432,7 +435,7 @@ async fn apply_share(
     options: &WorkerOptions,
     share: &[Decoded],
     shutdown: &CancellationToken,
-) -> Option<Vec<Envelope>> {
+) -> Option<(Vec<Envelope>, OutboxRows)> {
     let mut backoff = Backoff::new();
     loop {
         match store.apply_batch(share, log.partitions()).await {
@@ -443,7 +446,7 @@ async fn apply_share(
                     "batch committed"
                 );
                 record_outcome(&outcome);
-                return Some(outcome.follow_ups);
+                return Some((outcome.follow_ups, outcome.outbox));
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, size = share.len(), "applying a batch failed; retrying");
@@ -478,8 +481,9 @@ async fn apply_one_by_one(
     options: &WorkerOptions,
     events: &[Decoded],
     shutdown: &CancellationToken,
-) -> Option<Vec<Envelope>> {
+) -> Option<(Vec<Envelope>, OutboxRows)> {
     let mut follow_ups = Vec::new();
+    let mut outbox = OutboxRows::default();
     for decoded in events {
         let single = std::slice::from_ref(decoded);
         let mut transient = Backoff::new();
@@ -488,6 +492,7 @@ async fn apply_one_by_one(
                 Ok(outcome) => {
                     record_outcome(&outcome);
                     follow_ups.extend(outcome.follow_ups);
+                    outbox.extend(outcome.outbox);
                     break;
                 }
                 Err(e) if e.is_transient() => {
@@ -535,7 +540,7 @@ async fn apply_one_by_one(
             }
         }
     }
-    Some(follow_ups)
+    Some((follow_ups, outbox))
 }
 
 /// Stores the entry as a dead letter and raises an alert about it. The
@@ -588,26 +593,30 @@ async fn dead_letter(
     true
 }
 
-async fn publish(log: &dyn EventLog, store: &Store, events: &[Envelope]) -> anyhow::Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
+async fn publish(
+    log: &dyn EventLog,
+    store: &Store,
+    events: &[Envelope],
+    outbox: &OutboxRows,
+) -> anyhow::Result<()> {
     let appends = events.iter().map(|e| log.append(e));
     for result in futures::future::join_all(appends).await {
         result?;
     }
-    store.remove_from_outbox(events).await?;
+    if !outbox.is_empty() {
+        store.remove_from_outbox(outbox).await?;
+    }
     Ok(())
 }
 
 async fn relay_outbox(log: &dyn EventLog, store: &Store) {
     match store.pending_outbox(1000).await {
-        Ok(events) if !events.is_empty() => {
+        Ok((events, rows)) if !rows.is_empty() => {
             tracing::info!(
                 count = events.len(),
                 "republishing follow-up events left in the outbox"
             );
-            if let Err(e) = publish(log, store, &events).await {
+            if let Err(e) = publish(log, store, &events, &rows).await {
                 tracing::warn!(error = %e, "republishing the outbox failed; will retry");
             }
         }
