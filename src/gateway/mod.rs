@@ -188,6 +188,25 @@ impl Gateway {
     }
 }
 
+/// A list route's `?status=` filter: case-insensitive, one of `allowed`;
+/// empty or absent means no filter.
+pub fn status_filter(raw: Option<&str>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(raw) => {
+            let upper = raw.to_ascii_uppercase();
+            if allowed.contains(&upper.as_str()) {
+                Ok(Some(upper))
+            } else {
+                Err(ApiError::invalid(
+                    "status",
+                    format!("must be one of {}", allowed.join(", ")),
+                ))
+            }
+        }
+    }
+}
+
 /// Paging parameters shared by the list routes.
 #[derive(Debug, serde::Deserialize)]
 pub struct Page {

@@ -130,19 +130,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<OrderListQuery>,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
-    let status = match query.status.as_deref() {
-        None | Some("") => None,
-        Some(raw) => {
-            let upper = raw.to_ascii_uppercase();
-            if !ORDER_STATUSES.contains(&upper.as_str()) {
-                return Err(ApiError::invalid(
-                    "status",
-                    format!("must be one of {}", ORDER_STATUSES.join(", ")),
-                ));
-            }
-            Some(upper)
-        }
-    };
+    let status = super::status_filter(query.status.as_deref(), ORDER_STATUSES)?;
     let page = Page {
         limit: query.limit,
         after: query.after,

@@ -27,13 +27,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PurchaseOrderQuery>,
 ) -> Result<Json<Vec<PurchaseOrderView>>, ApiError> {
-    let status = match query.status.as_deref() {
-        None | Some("") => None,
-        Some(raw) => match raw.to_ascii_uppercase().as_str() {
-            s @ ("OPEN" | "RECEIVED") => Some(s.to_string()),
-            _ => return Err(ApiError::invalid("status", "must be OPEN or RECEIVED")),
-        },
-    };
+    let status = super::status_filter(query.status.as_deref(), &["OPEN", "RECEIVED"])?;
     let page = Page {
         limit: query.limit,
         after: query.after,

@@ -604,6 +604,62 @@ pub(super) async fn execute_all(
     Ok(())
 }
 
+// The columns each projection table is written with; `rebuild` checksums
+// the same columns, so a column written here is a column compared there.
+pub(super) const PRODUCT_COLUMNS: &[&str] = &[
+    "id",
+    "sku",
+    "name",
+    "price_cents",
+    "category_name",
+    "low_stock_threshold",
+    "reorder_quantity",
+    "created_at",
+];
+pub(super) const STOCK_COLUMNS: &[&str] = &[
+    "product_id",
+    "on_hand",
+    "reserved",
+    "received_total",
+    "shipped_total",
+    "updated_at",
+];
+pub(super) const ORDER_COLUMNS: &[&str] = &[
+    "id",
+    "customer_email",
+    "status",
+    "total_cents",
+    "reason",
+    "cancel_requested",
+    "placed_at",
+    "decided_at",
+    "updated_at",
+];
+pub(super) const ITEM_COLUMNS: &[&str] = &[
+    "order_id",
+    "line_no",
+    "product_id",
+    "quantity",
+    "unit_price_cents",
+];
+pub(super) const PURCHASE_ORDER_COLUMNS: &[&str] = &[
+    "id",
+    "product_id",
+    "quantity",
+    "status",
+    "drafted_at",
+    "received_at",
+];
+pub(super) const ALERT_COLUMNS: &[&str] =
+    &["id", "kind", "severity", "subject", "message", "raised_at"];
+pub(super) const WINDOW_COLUMNS: &[&str] = &[
+    "granularity",
+    "window_start",
+    "event_type",
+    "events",
+    "amount_cents",
+];
+
 /// A tumbling window: (granularity, window start, event type).
 type Window = (&'static str, i64, String);
 
@@ -755,22 +811,12 @@ impl Writes {
     }
 
     pub(super) async fn flush(self, tx: &mut Tx<'_>, dialect: Dialect) -> Result<(), StoreError> {
-        let product_columns = [
-            "id",
-            "sku",
-            "name",
-            "price_cents",
-            "category_name",
-            "low_stock_threshold",
-            "reorder_quantity",
-            "created_at",
-        ];
         execute_all(
             tx,
             multi_insert(
                 dialect,
                 "products",
-                &product_columns,
+                PRODUCT_COLUMNS,
                 self.products,
                 "ON CONFLICT DO NOTHING",
             ),
@@ -803,20 +849,12 @@ impl Writes {
                 .execute(&mut **tx)
                 .await?;
         }
-        let stock_columns = [
-            "product_id",
-            "on_hand",
-            "reserved",
-            "received_total",
-            "shipped_total",
-            "updated_at",
-        ];
         execute_all(
             tx,
             multi_insert(
                 dialect,
                 "inventory",
-                &stock_columns,
+                STOCK_COLUMNS,
                 self.stock_inserts,
                 &format!(
                     "ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
@@ -829,23 +867,12 @@ impl Writes {
         )
         .await?;
 
-        let order_columns = [
-            "id",
-            "customer_email",
-            "status",
-            "total_cents",
-            "reason",
-            "cancel_requested",
-            "placed_at",
-            "decided_at",
-            "updated_at",
-        ];
         execute_all(
             tx,
             multi_insert(
                 dialect,
                 "orders",
-                &order_columns,
+                ORDER_COLUMNS,
                 self.orders,
                 "ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
                  cancel_requested = excluded.cancel_requested, decided_at = excluded.decided_at, \
@@ -853,19 +880,12 @@ impl Writes {
             ),
         )
         .await?;
-        let item_columns = [
-            "order_id",
-            "line_no",
-            "product_id",
-            "quantity",
-            "unit_price_cents",
-        ];
         execute_all(
             tx,
             multi_insert(
                 dialect,
                 "order_items",
-                &item_columns,
+                ITEM_COLUMNS,
                 self.order_items,
                 "ON CONFLICT DO NOTHING",
             ),
@@ -876,33 +896,24 @@ impl Writes {
         // product index is checked row by row.
         let mut purchase_orders = self.purchase_orders;
         purchase_orders.sort_by_key(|(status, _)| *status == PurchaseOrderStatus::Open);
-        let po_columns = [
-            "id",
-            "product_id",
-            "quantity",
-            "status",
-            "drafted_at",
-            "received_at",
-        ];
         execute_all(
             tx,
             multi_insert(
                 dialect,
                 "purchase_orders",
-                &po_columns,
+                PURCHASE_ORDER_COLUMNS,
                 purchase_orders.into_iter().map(|(_, row)| row).collect(),
                 "ON CONFLICT (id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at",
             ),
         )
         .await?;
 
-        let alert_columns = ["id", "kind", "severity", "subject", "message", "raised_at"];
         execute_all(
             tx,
             multi_insert(
                 dialect,
                 "alerts",
-                &alert_columns,
+                ALERT_COLUMNS,
                 self.alerts,
                 "ON CONFLICT DO NOTHING",
             ),
@@ -929,13 +940,7 @@ impl Writes {
             multi_insert(
                 dialect,
                 "throughput",
-                &[
-                    "granularity",
-                    "window_start",
-                    "event_type",
-                    "events",
-                    "amount_cents",
-                ],
+                WINDOW_COLUMNS,
                 windows,
                 "ON CONFLICT (granularity, window_start, event_type) DO UPDATE SET \
                  events = throughput.events + excluded.events, \

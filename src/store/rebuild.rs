@@ -10,7 +10,7 @@
 //! memory and are written once at the end, so an intermediate state never
 //! meets the stock constraints half-replayed.
 
-use super::projections::{load_state, Writes};
+use super::projections::{self as columns, load_state, Writes};
 use super::{Store, StoreError};
 use crate::domain::inventory::Inventory;
 use crate::domain::{DomainEvent, Envelope};
@@ -35,82 +35,37 @@ pub const PROJECTIONS: &[Projection] = &[
     Projection {
         table: "products",
         order_by: "id",
-        columns: &[
-            "id",
-            "sku",
-            "name",
-            "price_cents",
-            "category_name",
-            "low_stock_threshold",
-            "reorder_quantity",
-            "created_at",
-        ],
+        columns: columns::PRODUCT_COLUMNS,
     },
     Projection {
         table: "inventory",
         order_by: "product_id",
-        columns: &[
-            "product_id",
-            "on_hand",
-            "reserved",
-            "received_total",
-            "shipped_total",
-            "updated_at",
-        ],
+        columns: columns::STOCK_COLUMNS,
     },
     Projection {
         table: "orders",
         order_by: "id",
-        columns: &[
-            "id",
-            "customer_email",
-            "status",
-            "total_cents",
-            "reason",
-            "cancel_requested",
-            "placed_at",
-            "decided_at",
-            "updated_at",
-        ],
+        columns: columns::ORDER_COLUMNS,
     },
     Projection {
         table: "order_items",
         order_by: "order_id, line_no",
-        columns: &[
-            "order_id",
-            "line_no",
-            "product_id",
-            "quantity",
-            "unit_price_cents",
-        ],
+        columns: columns::ITEM_COLUMNS,
     },
     Projection {
         table: "purchase_orders",
         order_by: "id",
-        columns: &[
-            "id",
-            "product_id",
-            "quantity",
-            "status",
-            "drafted_at",
-            "received_at",
-        ],
+        columns: columns::PURCHASE_ORDER_COLUMNS,
     },
     Projection {
         table: "alerts",
         order_by: "id",
-        columns: &["id", "kind", "severity", "subject", "message", "raised_at"],
+        columns: columns::ALERT_COLUMNS,
     },
     Projection {
         table: "throughput",
         order_by: "granularity, window_start, event_type",
-        columns: &[
-            "granularity",
-            "window_start",
-            "event_type",
-            "events",
-            "amount_cents",
-        ],
+        columns: columns::WINDOW_COLUMNS,
     },
 ];
 
@@ -197,8 +152,8 @@ impl Store {
             "SELECT event_id, event_type, event_key, version, occurred_at, payload \
              FROM event_archive WHERE {seq} >= $1 AND {seq} < $2 ORDER BY {seq}"
         );
-        // Events archived while this runs (none: workers are stopped) would
-        // be past `last` and are left for the workers' next batches.
+        // `seq` has gaps (values taken by inserts that conflicted), so a
+        // range may hold fewer than CHUNK events, or none.
         let mut from = first;
         while total > 0 && from <= last {
             let rows = sqlx::query(&select)
