@@ -88,6 +88,10 @@ async fn lifecycle_paths(backend: Backend) {
     assert_eq!(body["status"], "QUEUED");
     wait_status(&app, shipped, "SHIPPED").await;
     assert_eq!(stock(&app, a).await, (18, 0));
+    let (_, body) = app.get(&format!("/api/orders/{shipped}")).await;
+    let time =
+        |field: &str| chrono::DateTime::parse_from_rfc3339(body[field].as_str().unwrap()).unwrap();
+    assert!(time("updated_at") >= time("decided_at"), "{body}");
 
     // confirmed → cancelled: the reservation is released.
     let cancelled = order(&app, a, 3).await;

@@ -41,6 +41,9 @@ pub struct OrderView {
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
+    /// When the order last changed state (placed, decided, shipped or
+    /// cancelled), in event time.
+    pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<OrderItemView>>,
 }
@@ -105,6 +108,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
         reason: row.try_get("reason")?,
         created_at: millis_to_time(row.try_get("placed_at")?),
         decided_at: decided.map(millis_to_time),
+        updated_at: millis_to_time(row.try_get("updated_at")?),
         items: None,
     })
 }
