@@ -144,6 +144,44 @@ async fn bad_requests_get_clear_json_errors() {
         .await;
     assert_eq!(status, 404);
 
+    // The lifecycle, restock and audit routes.
+    let empty = json!({});
+    let (status, body) = app.post("/api/orders/123/ship", &empty).await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_path"));
+    let (status, body) = app
+        .post(
+            &format!("/api/orders/{}/cancel", uuid::Uuid::new_v4()),
+            &empty,
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let (status, body) = app
+        .post(
+            &format!("/api/purchase-orders/{}/receive", uuid::Uuid::now_v7()),
+            &empty,
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let (status, body) = app.post("/api/purchase-orders/x/receive", &empty).await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_path"));
+    for path in [
+        "/api/purchase-orders?status=LOST",
+        "/api/purchase-orders?limit=5000",
+        "/api/events?limit=0",
+        &format!("/api/events?key={}", "k".repeat(201)),
+        &format!("/api/events?after={}", uuid::Uuid::now_v7()),
+    ] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (422, "invalid_field"),
+            "{path}"
+        );
+    }
+    let (status, body) = app.get("/api/events?after=yesterday").await;
+    assert_eq!(status, 400, "{body}");
+    error_code(&body);
+
     // Nothing invalid was recorded: one order, the valid one.
     app.wait_until_decided(1).await;
     let (_, stats) = app.get("/api/stats").await;

@@ -481,37 +481,15 @@ pub(super) async fn load_state<'e>(
     };
     let sql = format!(
         "SELECT i.product_id, p.sku, p.low_stock_threshold, p.reorder_quantity, i.on_hand, i.reserved, \
-         i.received_total, i.shipped_total, i.updated_at, po.id AS po_id, po.quantity AS po_quantity, \
-         po.drafted_at AS po_drafted_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
-         LEFT JOIN purchase_orders po ON po.product_id = i.product_id AND po.status = 'OPEN' \
+         i.received_total, i.shipped_total, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
     let ids: Vec<Uuid> = product_ids.into_iter().collect();
     for row in select_by_ids(tx, dialect, &sql, &ids).await? {
-        let product_id = super::uuid_col(&row, "product_id")?;
-        let open: Option<String> = row.try_get("po_id")?;
-        let open = open
-            .map(|raw| {
-                raw.parse::<Uuid>()
-                    .map_err(|e| StoreError::Inconsistent(format!("purchase order id {raw}: {e}")))
-            })
-            .transpose()?;
-        if let Some(po_id) = open {
-            inventory
-                .purchase_orders
-                .entry(po_id)
-                .or_insert(PurchaseOrderState {
-                    product_id,
-                    quantity: row.try_get("po_quantity")?,
-                    status: PurchaseOrderStatus::Open,
-                    drafted_at: row.try_get("po_drafted_at")?,
-                    received_at: None,
-                });
-        }
         let threshold: Option<i64> = row.try_get("low_stock_threshold")?;
         let reorder: Option<i64> = row.try_get("reorder_quantity")?;
         inventory.products.insert(
-            product_id,
+            super::uuid_col(&row, "product_id")?,
             ProductState {
                 sku: row.try_get("sku")?,
                 low_stock_threshold: threshold.unwrap_or(0),
@@ -520,10 +498,29 @@ pub(super) async fn load_state<'e>(
                 reserved: row.try_get("reserved")?,
                 received_total: row.try_get("received_total")?,
                 shipped_total: row.try_get("shipped_total")?,
-                open_purchase_order: open,
+                open_purchase_order: None,
                 updated_at: row.try_get("updated_at")?,
             },
         );
+    }
+    // Open purchase orders in a statement of their own, after the stock
+    // rows are locked: on PostgreSQL it reads what a worker that held those
+    // locks before us committed (a join in the locking statement would
+    // show the rows as they were when it started waiting).
+    let open = select_by_ids(
+        tx,
+        dialect,
+        "SELECT * FROM purchase_orders WHERE status = 'OPEN' AND product_id IN ({ids})",
+        &ids,
+    )
+    .await?;
+    for row in open {
+        let po = purchase_order_from_row(&row)?;
+        let po_id = super::uuid_col(&row, "id")?;
+        if let Some(product) = inventory.products.get_mut(&po.product_id) {
+            product.open_purchase_order = Some(po_id);
+        }
+        inventory.purchase_orders.entry(po_id).or_insert(po);
     }
     Ok(())
 }
