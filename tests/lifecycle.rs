@@ -506,3 +506,134 @@ async fn valkey_postgres_older_versions_are_upcast_newer_dead_lettered() {
     );
     rebuild_reproduces(app).await;
 }
+
+/// Two worker processes under a mixed load: orders, ships and cancels of
+/// confirmed orders, and deliveries of open purchase orders, all at once.
+/// Decisions about one product come from orders in every partition, so both
+/// workers decide low stock and purchase orders for the same products. Once
+/// drained: the invariants hold, no order is left pending, no product has
+/// two open purchase orders, and a rebuild reproduces the read model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
+    let deployment = SharedDeployment::new().await;
+    let listen = format!("127.0.0.1:{}", common::process::free_port());
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], &deployment.env);
+    let workers: Vec<Role> = (0..2)
+        .map(|_| {
+            let listen = format!("127.0.0.1:{}", common::process::free_port());
+            Role::start("worker", &["worker", "--listen", &listen], &deployment.env)
+        })
+        .collect();
+    let api = std::sync::Arc::new(Api::new(&format!("http://{listen}")));
+    api.wait_healthy().await;
+    let mut products = Vec::new();
+    for (i, stock) in [40, 25, 60].into_iter().enumerate() {
+        products.push(product(&api, &format!("MIX-{i}"), stock, 10, 30).await);
+    }
+
+    let stop = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let placed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Uuid>::new()));
+    let customers = (0..4).map(|c| {
+        let (api, products, placed) = (api.clone(), products.clone(), placed.clone());
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while std::time::Instant::now() < stop {
+                i += 1;
+                let items = json!([{ "product_id": products[(c + i) % 3], "quantity": 1 + i % 3 }]);
+                let (status, body) = api
+                    .post(
+                        "/api/orders",
+                        &json!({ "customer_email": "mix@example.com", "items": items }),
+                    )
+                    .await;
+                assert_eq!(status, 202, "{body}");
+                placed
+                    .lock()
+                    .unwrap()
+                    .push(body["order_id"].as_str().unwrap().parse().unwrap());
+            }
+        })
+    });
+    // The warehouse and the supplier: ship most confirmed orders, cancel
+    // every fourth, deliver open purchase orders.
+    let operations = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut round = 0usize;
+            let empty = json!({});
+            while std::time::Instant::now() < stop {
+                round += 1;
+                let (_, confirmed) = api.get("/api/orders?status=CONFIRMED&limit=20").await;
+                for (n, order) in confirmed.as_array().unwrap().iter().enumerate() {
+                    let action = if (round + n) % 4 == 0 {
+                        "cancel"
+                    } else {
+                        "ship"
+                    };
+                    let path = format!(
+                        "/api/orders/{}/{action}",
+                        order["order_id"].as_str().unwrap()
+                    );
+                    let (status, body) = api.post(&path, &empty).await;
+                    assert!(status == 202 || status == 409, "{path}: {status} {body}");
+                }
+                let (_, open) = api.get("/api/purchase-orders?status=OPEN").await;
+                for po in open.as_array().unwrap() {
+                    let path = format!(
+                        "/api/purchase-orders/{}/receive",
+                        po["id"].as_str().unwrap()
+                    );
+                    let (status, body) = api.post(&path, &empty).await;
+                    assert!(status == 202 || status == 409, "{path}: {status} {body}");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    };
+    for customer in customers {
+        customer.await.unwrap();
+    }
+    operations.await.unwrap();
+    let placed = placed.lock().unwrap().len() as i64;
+    assert!(placed > 30, "too few orders to mean anything: {placed}");
+    api.wait_until_decided(placed).await;
+
+    let (_, stats) = api.get("/api/stats").await;
+    let by_status = &stats["orders_by_status"];
+    assert!(by_status["SHIPPED"].as_i64().unwrap() > 0, "{stats}");
+    assert!(by_status["CANCELLED"].as_i64().unwrap() > 0, "{stats}");
+    let (_, open) = api.get("/api/purchase-orders?status=OPEN").await;
+    let mut open_products: Vec<&str> = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|po| po["product_id"].as_str().unwrap())
+        .collect();
+    let before = open_products.len();
+    open_products.dedup();
+    open_products.sort();
+    open_products.dedup();
+    assert_eq!(
+        open_products.len(),
+        before,
+        "two open purchase orders for one product: {open}"
+    );
+    let (_, all_pos) = api.get("/api/purchase-orders").await;
+    assert!(
+        !all_pos.as_array().unwrap().is_empty(),
+        "the load drafted no purchase order"
+    );
+    let store = streamstock::store::Store::connect(&deployment.database)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.invariant_violations().await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    for worker in workers {
+        assert!(worker.terminate().success());
+    }
+    assert!(gateway.terminate().success());
+    common::process::assert_rebuild_identical(&[], &deployment.env);
+}
