@@ -565,7 +565,7 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
                 round += 1;
                 let (_, confirmed) = api.get("/api/orders?status=CONFIRMED&limit=20").await;
                 for (n, order) in confirmed.as_array().unwrap().iter().enumerate() {
-                    let action = if (round + n) % 4 == 0 {
+                    let action = if (round + n).is_multiple_of(4) {
                         "cancel"
                     } else {
                         "ship"
