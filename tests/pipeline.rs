@@ -135,6 +135,7 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     // decisions were applied when made, so the log's copies are duplicates.
     assert!(value("streamstock_events_processed_total{status=\"applied\"}") >= 65.0);
     assert!(value("streamstock_events_processed_total{status=\"duplicate\"}") >= 60.0);
+    assert!(value("streamstock_events_processed_total{status=\"decided\"}") >= 60.0);
     assert_eq!(
         value("streamstock_events_appended_total{type=\"order.placed\",result=\"ok\"}"),
         60.0

@@ -469,6 +469,9 @@ fn record_outcome(outcome: &crate::store::projections::BatchOutcome) {
         .increment(outcome.applied as u64);
     metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "duplicate")
         .increment(outcome.duplicates as u64);
+    // Follow-ups (decisions) are applied in the transaction that makes them.
+    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "decided")
+        .increment(outcome.follow_ups.len() as u64);
 }
 
 /// Applies each event in its own transaction, in order. An event whose
