@@ -358,11 +358,11 @@ async fn apply_phase(
             }
         }
     }
+    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "duplicate")
+        .increment(known_applied);
     // One transaction for the whole batch. (Per-partition transactions in
     // parallel were measured slower on PostgreSQL: they lock the same
     // product rows and wait on each other.)
-    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "duplicate")
-        .increment(known_applied);
     let (follow_ups, outbox) = apply_share(log, store, options, &applicable, shutdown).await?;
     recent.remember(follow_ups.iter().map(|f| f.event_id));
     Some(Committed {
