@@ -396,6 +396,25 @@ async fn valkey_postgres_restock_cycle_and_rebuild() {
     restock_cycle(Backend::ValkeyPostgres).await;
 }
 
+/// The audit trail of an order cancelled before its decision: placed first,
+/// cancelled last; the cancel request and the confirmation in between, in
+/// whichever order the batches put them.
+fn assert_cancel_trail(trail: &[Value]) {
+    let mut types: Vec<&str> = types(trail);
+    assert_eq!(types.first(), Some(&"order.placed"), "{types:?}");
+    assert_eq!(types.last(), Some(&"order.cancelled"), "{types:?}");
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "order.cancel_requested",
+            "order.cancelled",
+            "order.confirmed",
+            "order.placed"
+        ]
+    );
+}
+
 /// A cancel that reaches the log before the order is decided: the product
 /// is applied by a first worker, which then stops; the order and its cancel
 /// wait in the log (the cancel is accepted: the id is fresh); a new worker
@@ -429,22 +448,7 @@ async fn valkey_postgres_cancel_before_the_decision() {
     let worker = start_worker();
     wait_status(&api, o, "CANCELLED").await;
     assert_eq!(stock(&api, p).await, (5, 0));
-    let mut trail = types(&events(&api, &format!("key={o}")).await)
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-    assert_eq!(trail.first().map(String::as_str), Some("order.placed"));
-    assert_eq!(trail.last().map(String::as_str), Some("order.cancelled"));
-    trail.sort();
-    assert_eq!(
-        trail,
-        [
-            "order.cancel_requested",
-            "order.cancelled",
-            "order.confirmed",
-            "order.placed"
-        ]
-    );
+    assert_cancel_trail(&events(&api, &format!("key={o}")).await);
     assert!(worker.terminate().success());
     assert!(gateway.terminate().success());
 }
@@ -636,4 +640,61 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
     }
     assert!(gateway.terminate().success());
     common::process::assert_rebuild_identical(&[], &deployment.env);
+}
+
+/// The same on the embedded log: with the app stopped, an order and its
+/// cancel are in the log before any worker has decided the order (written
+/// as the gateway would have); at start the worker decides it, then
+/// cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sqlite_cancel_before_the_decision() {
+    use streamstock::domain::events::{OrderCancelRequested, OrderLine, OrderPlaced};
+    use streamstock::domain::{DomainEvent, Money};
+    use streamstock::stream::EventLog;
+    let dir = tempfile::tempdir().unwrap();
+    let common = common::isolated_settings(Backend::EmbeddedSqlite, dir.path()).await;
+    let app = TestApp::spawn_with(common.clone()).await;
+    let p = product(&app, "EARLY-2", 5, 0, 0).await;
+    app.stop().await;
+
+    let order_id = Uuid::now_v7();
+    {
+        let log = streamstock::stream::embedded::EmbeddedLog::open(
+            &dir.path().join("log"),
+            common.partitions,
+        )
+        .unwrap();
+        let price = Money::from_cents(1000).unwrap();
+        let placed = DomainEvent::OrderPlaced(OrderPlaced {
+            order_id,
+            customer_email: "early@example.com".into(),
+            items: vec![OrderLine {
+                product_id: p,
+                quantity: 2,
+                unit_price: price,
+            }],
+            total: price.times(2),
+        });
+        let cancel = DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id });
+        for event in [placed, cancel] {
+            log.append(&event.into_envelope(chrono::Utc::now()))
+                .await
+                .unwrap();
+        }
+    }
+
+    let app = TestApp::spawn_with(common.clone()).await;
+    wait_status(&app, order_id, "CANCELLED").await;
+    assert_eq!(stock(&app, p).await, (5, 0));
+    assert_cancel_trail(&events(&app, &format!("key={order_id}")).await);
+    let common_for_rebuild = app.common.clone();
+    app.stop().await;
+    let out = run_cli(&common_for_rebuild, &["rebuild", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["identical"], true, "{report:#}");
 }
