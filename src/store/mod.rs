@@ -7,10 +7,12 @@
 //! differ ask `Dialect`. Both are exercised by the same tests.
 
 pub mod analytics;
+pub mod outbox;
 pub mod projections;
 pub mod queries;
 pub mod rebuild;
 pub mod sql;
+mod writes;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};

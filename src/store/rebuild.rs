@@ -10,7 +10,8 @@
 //! memory and are written once at the end, so an intermediate state never
 //! meets the stock constraints half-replayed.
 
-use super::projections::{self as columns, load_state, Writes};
+use super::projections::load_state;
+use super::writes::{self as columns, Writes};
 use super::{Store, StoreError};
 use crate::domain::inventory::Inventory;
 use crate::domain::{DomainEvent, Envelope};

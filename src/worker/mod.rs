@@ -9,7 +9,7 @@ mod recent;
 use crate::app::LogBackend;
 use crate::config::ProcessingArgs;
 use crate::domain::Envelope;
-use crate::store::projections::OutboxRows;
+use crate::store::outbox::OutboxRows;
 use crate::store::Store;
 use crate::stream::dead_letter::DeadLetter;
 use crate::stream::{Decoded, Delivery, EventLog, LogError};
