@@ -11,6 +11,10 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+/// Named columns, never `*` (see `queries::ORDER_FIELDS`).
+const PURCHASE_ORDER_FIELDS: &str =
+    "po.id, po.product_id, po.quantity, po.status, po.drafted_at, po.received_at, p.sku";
+
 fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
@@ -102,10 +106,10 @@ impl Store {
         limit: i64,
         after: Option<Uuid>,
     ) -> Result<Vec<PurchaseOrderView>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT po.*, p.sku FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id \
+        let rows = sqlx::query(&format!(
+            "SELECT {PURCHASE_ORDER_FIELDS} FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id \
              WHERE ($1 = '' OR po.status = $1) AND po.id > $2 ORDER BY po.id LIMIT $3",
-        )
+        ))
         .bind(status.unwrap_or(""))
         .bind(after.map(|a| a.to_string()).unwrap_or_default())
         .bind(limit)
@@ -118,9 +122,9 @@ impl Store {
         &self,
         id: Uuid,
     ) -> Result<Option<PurchaseOrderView>, StoreError> {
-        let row = sqlx::query(
-            "SELECT po.*, p.sku FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id WHERE po.id = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {PURCHASE_ORDER_FIELDS} FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id WHERE po.id = $1"
+        ))
         .bind(id.to_string())
         .fetch_optional(self.pool())
         .await?;
@@ -144,7 +148,10 @@ impl Store {
         filter: &EventFilter,
     ) -> Result<Vec<ArchivedEvent>, StoreError> {
         let seq = self.archive_seq();
-        let mut sql = format!("SELECT {seq} AS seq, a.* FROM event_archive a WHERE 1 = 1");
+        let mut sql = format!(
+            "SELECT {seq} AS seq, event_id, event_type, event_key, version, occurred_at, payload, \
+             partition_no, entry_id, processed_at FROM event_archive WHERE 1 = 1"
+        );
         let mut values: Vec<SqlValue> = Vec::new();
         let mut param = |sql: &mut String, clause: &str, value: SqlValue| {
             values.push(value);

@@ -54,7 +54,7 @@ impl Store {
             let mut by_id: std::collections::HashMap<Uuid, Envelope> = Default::default();
             for chunk in ids.chunks(1000) {
                 let sql = format!(
-                    "SELECT * FROM event_archive WHERE event_id IN ({})",
+                    "SELECT event_id, event_type, event_key, version, occurred_at, payload FROM event_archive WHERE event_id IN ({})",
                     parameter_list(self.dialect(), 1, chunk.len())
                 );
                 let values = chunk

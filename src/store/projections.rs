@@ -363,7 +363,7 @@ pub(super) async fn load_state<'e>(
     let rows = select_by_ids(
         tx,
         dialect,
-        "SELECT * FROM purchase_orders WHERE id IN ({ids})",
+        "SELECT id, product_id, quantity, status, drafted_at, received_at FROM purchase_orders WHERE id IN ({ids})",
         &purchase_order_ids,
     )
     .await?;
@@ -409,7 +409,8 @@ pub(super) async fn load_state<'e>(
     let open = select_by_ids(
         tx,
         dialect,
-        "SELECT * FROM purchase_orders WHERE status = 'OPEN' AND product_id IN ({ids})",
+        "SELECT id, product_id, quantity, status, drafted_at, received_at FROM purchase_orders \
+         WHERE status = 'OPEN' AND product_id IN ({ids})",
         &ids,
     )
     .await?;
@@ -431,7 +432,8 @@ async fn load_orders(
     ids: &[Uuid],
 ) -> Result<BTreeMap<Uuid, OrderState>, StoreError> {
     let mut orders = BTreeMap::new();
-    for row in select_by_ids(tx, dialect, "SELECT * FROM orders WHERE id IN ({ids})", ids).await? {
+    for row in select_by_ids(tx, dialect, "SELECT id, customer_email, status, total_cents, reason, cancel_requested, placed_at, decided_at, updated_at \
+         FROM orders WHERE id IN ({ids})", ids).await? {
         let status: String = row.try_get("status")?;
         let cancel_requested: i64 = row.try_get("cancel_requested")?;
         orders.insert(
@@ -457,7 +459,8 @@ async fn load_orders(
     let lines = select_by_ids(
         tx,
         dialect,
-        "SELECT * FROM order_items WHERE order_id IN ({ids}) ORDER BY order_id, line_no",
+        "SELECT order_id, line_no, product_id, quantity, unit_price_cents FROM order_items \
+         WHERE order_id IN ({ids}) ORDER BY order_id, line_no",
         &existing,
     )
     .await?;

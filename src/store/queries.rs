@@ -98,6 +98,12 @@ fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> {
     })
 }
 
+/// Reads name their columns, never `SELECT *`: a SQLite connection that read
+/// the schema before a migration ran on another connection prepares `*` with
+/// the old column count, and the statement's rows then no longer fit it.
+const ORDER_FIELDS: &str =
+    "id, customer_email, status, total_cents, reason, placed_at, decided_at, updated_at";
+
 fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
     let decided: Option<i64> = row.try_get("decided_at")?;
     Ok(OrderView {
@@ -194,7 +200,7 @@ impl Store {
         let rows = match status {
             Some(status) => {
                 sqlx::query(
-                    "SELECT * FROM orders WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3",
+                    &format!("SELECT {ORDER_FIELDS} FROM orders WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3"),
                 )
                 .bind(status)
                 .bind(after)
@@ -203,7 +209,9 @@ impl Store {
                 .await?
             }
             None => {
-                sqlx::query("SELECT * FROM orders WHERE id > $1 ORDER BY id LIMIT $2")
+                sqlx::query(&format!(
+                    "SELECT {ORDER_FIELDS} FROM orders WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
                     .bind(after)
                     .bind(limit)
                     .fetch_all(self.pool())
@@ -214,15 +222,17 @@ impl Store {
     }
 
     pub async fn recent_orders(&self, limit: i64) -> Result<Vec<OrderView>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM orders ORDER BY placed_at DESC, id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_FIELDS} FROM orders ORDER BY placed_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(order_from_row).collect()
     }
 
     pub async fn get_order(&self, id: Uuid) -> Result<Option<OrderView>, StoreError> {
-        let Some(row) = sqlx::query("SELECT * FROM orders WHERE id = $1")
+        let Some(row) = sqlx::query(&format!("SELECT {ORDER_FIELDS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(self.pool())
             .await?
@@ -251,7 +261,9 @@ impl Store {
 
     /// Newest alerts first.
     pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<AlertView>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM alerts ORDER BY raised_at DESC, id DESC LIMIT $1")
+        let rows = sqlx::query(
+            "SELECT id, kind, severity, subject, message, raised_at FROM alerts ORDER BY raised_at DESC, id DESC LIMIT $1",
+        )
             .bind(limit)
             .fetch_all(self.pool())
             .await?;

@@ -1,0 +1,161 @@
+//! Upgrading a read model written by the previous release (migrations
+//! 0001–0004) on both databases: migration 0005 runs on existing rows, the
+//! old one-row-per-event outbox is still relayed, and a rebuild replays the
+//! old archive (decisions archived when they came back from the log).
+
+mod common;
+
+use chrono::Utc;
+use streamstock::domain::events::{
+    OrderConfirmed, OrderLine, OrderPlaced, ProductCreated, StockReceived,
+};
+use streamstock::domain::{DomainEvent, Envelope, Money};
+use streamstock::store::Store;
+use uuid::Uuid;
+
+async fn upgrade(store: Store, dialect: &str) {
+    // The schema the previous release left.
+    let old = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.as_str() < "0005" {
+            std::fs::copy(&path, old.path().join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(old.path())
+        .await
+        .unwrap()
+        .run(store.pool())
+        .await
+        .unwrap();
+
+    // Rows as that release wrote them: the order decided when placed, its
+    // confirmation archived when it came back from the log, one follow-up
+    // still in the per-event outbox.
+    let product = Uuid::now_v7();
+    let order = Uuid::now_v7();
+    let price = Money::from_cents(250).unwrap();
+    let events = [
+        DomainEvent::ProductCreated(ProductCreated {
+            product_id: product,
+            sku: "OLD-1".into(),
+            name: "old".into(),
+            price,
+            category_name: "c".into(),
+            low_stock_threshold: 1,
+            reorder_quantity: 5,
+        }),
+        DomainEvent::StockReceived(StockReceived {
+            product_id: product,
+            quantity: 10,
+            purchase_order_id: None,
+        }),
+        DomainEvent::OrderPlaced(OrderPlaced {
+            order_id: order,
+            customer_email: "old@example.com".into(),
+            items: vec![OrderLine {
+                product_id: product,
+                quantity: 3,
+                unit_price: price,
+            }],
+            total: price.times(3),
+        }),
+        DomainEvent::OrderConfirmed(OrderConfirmed {
+            order_id: order,
+            total: price.times(3),
+        }),
+    ];
+    let at = Utc::now().timestamp_millis();
+    for (i, event) in events.iter().enumerate() {
+        let mut envelope = event.clone().into_envelope(Utc::now());
+        envelope.version = 1; // that release wrote every type at version 1
+        if let Some(fields) = envelope.payload.as_object_mut() {
+            fields.remove("purchase_order_id");
+        }
+        sqlx::query(
+            "INSERT INTO event_archive (event_id, event_type, event_key, version, occurred_at, payload, partition_no, entry_id, processed_at) \
+             VALUES ($1, $2, $3, 1, $4, $5, 0, $6, $7)",
+        )
+        .bind(envelope.event_id.to_string())
+        .bind(&envelope.event_type)
+        .bind(&envelope.key)
+        .bind(at + i as i64)
+        .bind(envelope.payload.to_string())
+        .bind(format!("1-{i}"))
+        .bind(at)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let statements = [
+        format!("INSERT INTO products VALUES ('{product}', 'OLD-1', 'old', 250, 'c', 1, 5, {at})"),
+        format!("INSERT INTO inventory VALUES ('{product}', 10, 3, 10, 0, {at})"),
+        format!("INSERT INTO orders VALUES ('{order}', 'old@example.com', 'CONFIRMED', 750, NULL, {}, {})", at + 2, at + 2),
+        format!("INSERT INTO order_items VALUES ('{order}', 0, '{product}', 3, 250)"),
+    ];
+    for sql in statements {
+        sqlx::query(&sql).execute(store.pool()).await.unwrap();
+    }
+    let leftover: Envelope = DomainEvent::OrderConfirmed(OrderConfirmed {
+        order_id: order,
+        total: price.times(3),
+    })
+    .into_envelope(Utc::now());
+    sqlx::query("INSERT INTO outbox (event_id, envelope, created_at) VALUES ($1, $2, $3)")
+        .bind(leftover.event_id.to_string())
+        .bind(serde_json::to_string(&leftover).unwrap())
+        .bind(at)
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    // This release's migrations on top.
+    store.migrate().await.unwrap();
+    let order_row = store.get_order(order).await.unwrap().unwrap();
+    assert_eq!(order_row.status, "CONFIRMED");
+    assert_eq!(
+        order_row.updated_at,
+        order_row.decided_at.unwrap(),
+        "updated_at filled in from decided_at"
+    );
+    let (pending, rows) = store.pending_outbox(100).await.unwrap();
+    assert_eq!(pending, vec![leftover]);
+    assert_eq!(rows.legacy_events.len(), 1);
+    store.remove_from_outbox(&rows).await.unwrap();
+    assert!(store.pending_outbox(100).await.unwrap().1.is_empty());
+
+    // The old archive replays into the same orders and stock.
+    let replayed = store.rebuild(&mut |_, _| {}).await.unwrap();
+    assert_eq!(replayed, 4);
+    let product_row = store.get_product(product).await.unwrap().unwrap();
+    assert_eq!((product_row.on_hand, product_row.reserved), (10, 3));
+    assert_eq!(
+        store.get_order(order).await.unwrap().unwrap().status,
+        "CONFIRMED"
+    );
+    assert_eq!(
+        store.invariant_violations().await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_read_model_of_the_previous_release_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/old.db", dir.path().display()))
+        .await
+        .unwrap();
+    upgrade(store, "sqlite").await;
+}
+
+#[tokio::test]
+async fn postgres_read_model_of_the_previous_release_upgrades() {
+    let store = Store::connect(&common::fresh_postgres_database().await)
+        .await
+        .unwrap();
+    upgrade(store, "postgres").await;
+}
