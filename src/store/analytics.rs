@@ -2,10 +2,10 @@
 //! analytics: purchase orders, archived events, throughput windows and top
 //! products.
 
-use super::sql::{bind_all, SqlValue};
-use super::{uuid_col, Dialect, Store, StoreError};
-use crate::domain::Money;
-use chrono::{DateTime, TimeZone, Utc};
+use super::sql::{bind_all, param, SqlValue};
+use super::{archived_envelope, time_of_millis, uuid_col, Dialect, Store, StoreError};
+use crate::domain::{Envelope, Money};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -14,10 +14,6 @@ use uuid::Uuid;
 /// Named columns, never `*` (see `queries::ORDER_FIELDS`).
 const PURCHASE_ORDER_FIELDS: &str =
     "po.id, po.product_id, po.quantity, po.status, po.drafted_at, po.received_at, p.sku";
-
-fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PurchaseOrderView {
@@ -36,12 +32,8 @@ pub struct PurchaseOrderView {
 pub struct ArchivedEvent {
     /// Position in the archive: the order events were applied in.
     pub seq: i64,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub key: String,
-    pub occurred_at: DateTime<Utc>,
-    pub version: i64,
-    pub payload: serde_json::Value,
+    #[serde(flatten)]
+    pub envelope: Envelope,
     pub partition: i64,
     /// The log entry id; null for a follow-up archived by the transaction
     /// that decided it (before it was published).
@@ -152,15 +144,11 @@ impl Store {
             "SELECT {seq} AS seq, event_id, event_type, event_key, version, occurred_at, payload, \
              partition_no, entry_id, processed_at FROM event_archive WHERE 1 = 1"
         );
+        // Each filter adds a clause whose `{}` is its parameter.
         let mut values: Vec<SqlValue> = Vec::new();
         let mut param = |sql: &mut String, clause: &str, value: SqlValue| {
             values.push(value);
-            let n = values.len();
-            let placeholder = match self.dialect() {
-                Dialect::Postgres => format!("${n}"),
-                Dialect::Sqlite => "?".to_string(),
-            };
-            sql.push_str(&clause.replace("{}", &placeholder));
+            sql.push_str(&clause.replace("{}", &param(self.dialect(), values.len())));
         };
         if let Some(key) = &filter.key {
             param(&mut sql, " AND event_key = {}", key.clone().into());
@@ -185,21 +173,13 @@ impl Store {
             .await?;
         rows.iter()
             .map(|row| {
-                let payload: String = row.try_get("payload")?;
                 let entry_id: String = row.try_get("entry_id")?;
                 Ok(ArchivedEvent {
                     seq: row.try_get("seq")?,
-                    event_id: uuid_col(row, "event_id")?,
-                    event_type: row.try_get("event_type")?,
-                    key: row.try_get("event_key")?,
-                    occurred_at: time(row.try_get("occurred_at")?),
-                    version: row.try_get("version")?,
-                    payload: serde_json::from_str(&payload).map_err(|e| {
-                        StoreError::Inconsistent(format!("archived payload is not JSON: {e}"))
-                    })?,
+                    envelope: archived_envelope(row)?,
                     partition: row.try_get("partition_no")?,
                     entry_id: (!entry_id.is_empty()).then_some(entry_id),
-                    processed_at: time(row.try_get("processed_at")?),
+                    processed_at: time_of_millis(row.try_get("processed_at")?),
                 })
             })
             .collect()
@@ -230,7 +210,7 @@ impl Store {
                 (
                     start,
                     Window {
-                        start: time(start),
+                        start: time_of_millis(start),
                         ..Window::default()
                     },
                 )
@@ -303,7 +283,7 @@ fn purchase_order_view(row: &sqlx::any::AnyRow) -> Result<PurchaseOrderView, Sto
         sku: row.try_get("sku")?,
         quantity: row.try_get("quantity")?,
         status: row.try_get("status")?,
-        drafted_at: time(row.try_get("drafted_at")?),
-        received_at: received.map(time),
+        drafted_at: time_of_millis(row.try_get("drafted_at")?),
+        received_at: received.map(time_of_millis),
     })
 }

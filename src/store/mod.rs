@@ -209,6 +209,31 @@ pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<uuid::Uuid, StoreError
         .map_err(|e| StoreError::Inconsistent(format!("bad uuid in {col}: {e}")))
 }
 
+/// A time stored as Unix milliseconds (the read model's representation).
+pub(crate) fn time_of_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// An envelope read back from an `event_archive` row (its event_id,
+/// event_type, event_key, version, occurred_at and payload columns).
+pub(crate) fn archived_envelope(row: &AnyRow) -> Result<crate::domain::Envelope, StoreError> {
+    let payload: String = row.try_get("payload")?;
+    let version: i64 = row.try_get("version")?;
+    let occurred: i64 = row.try_get("occurred_at")?;
+    use sqlx::Row;
+    Ok(crate::domain::Envelope {
+        event_id: uuid_col(row, "event_id")?,
+        event_type: row.try_get("event_type")?,
+        key: row.try_get("event_key")?,
+        occurred_at: chrono::DateTime::from_timestamp_millis(occurred)
+            .ok_or_else(|| StoreError::Inconsistent(format!("archived time {occurred}")))?,
+        version: u32::try_from(version)
+            .map_err(|_| StoreError::Inconsistent(format!("archived version {version}")))?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Inconsistent(format!("archived payload is not JSON: {e}")))?,
+    })
+}
+
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

@@ -5,7 +5,7 @@
 //! is left after a crash. Rows of the older one-row-per-event `outbox` table
 //! are still published, then removed.
 
-use super::sql::{bind_all, parameter_list, SqlValue};
+use super::sql::{bind_all, by_ids};
 use super::{Store, StoreError};
 use crate::domain::Envelope;
 use sqlx::Row;
@@ -52,20 +52,14 @@ impl Store {
             let ids: Vec<Uuid> = serde_json::from_str(&listed)
                 .map_err(|e| StoreError::Inconsistent(format!("outbox row: {e}")))?;
             let mut by_id: std::collections::HashMap<Uuid, Envelope> = Default::default();
-            for chunk in ids.chunks(1000) {
-                let sql = format!(
-                    "SELECT event_id, event_type, event_key, version, occurred_at, payload FROM event_archive WHERE event_id IN ({})",
-                    parameter_list(self.dialect(), 1, chunk.len())
-                );
-                let values = chunk
-                    .iter()
-                    .map(|id| SqlValue::from(id.to_string()))
-                    .collect();
+            let select = "SELECT event_id, event_type, event_key, version, occurred_at, payload \
+                          FROM event_archive WHERE event_id IN ({ids})";
+            for (sql, values) in by_ids(self.dialect(), select, &ids) {
                 for row in bind_all(sqlx::query(&sql), values)
                     .fetch_all(self.pool())
                     .await?
                 {
-                    let envelope = super::rebuild::archived_envelope(&row)?;
+                    let envelope = super::archived_envelope(&row)?;
                     by_id.insert(envelope.event_id, envelope);
                 }
             }
@@ -98,15 +92,8 @@ impl Store {
             ("outbox_batches", "id", &rows.batches),
             ("outbox", "event_id", &rows.legacy_events),
         ] {
-            for chunk in ids.chunks(1000) {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE {column} IN ({})",
-                    parameter_list(self.dialect(), 1, chunk.len())
-                );
-                let values = chunk
-                    .iter()
-                    .map(|id| SqlValue::from(id.to_string()))
-                    .collect();
+            let delete = format!("DELETE FROM {table} WHERE {column} IN ({{ids}})");
+            for (sql, values) in by_ids(self.dialect(), &delete, ids) {
                 bind_all(sqlx::query(&sql), values)
                     .execute(self.pool())
                     .await?;

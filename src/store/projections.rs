@@ -24,7 +24,7 @@
 //! rows they depend on are locked.
 
 use super::outbox::OutboxRows;
-use super::sql::{bind_all, multi_insert, parameter_list, SqlValue};
+use super::sql::{bind_all, by_ids, multi_insert};
 use super::writes::Writes;
 use super::{now_millis, Dialect, Store, StoreError};
 use crate::domain::inventory::{
@@ -221,12 +221,7 @@ pub(super) async fn select_by_ids(
     ids: &[Uuid],
 ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
     let mut rows = Vec::new();
-    for chunk in ids.chunks(1000) {
-        let sql = sql.replace("{ids}", &parameter_list(dialect, 1, chunk.len()));
-        let values = chunk
-            .iter()
-            .map(|id| SqlValue::from(id.to_string()))
-            .collect();
+    for (sql, values) in by_ids(dialect, sql, ids) {
         rows.extend(
             bind_all(sqlx::query(&sql), values)
                 .fetch_all(&mut **tx)

@@ -1,9 +1,9 @@
 //! Reads for the API and the dashboard, and the few writes the gateway makes
 //! directly (sku claims). Everything else is written by projections.
 
-use super::{now_millis, uuid_col, Store, StoreError};
+use super::{now_millis, time_of_millis, uuid_col, Store, StoreError};
 use crate::domain::Money;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -72,10 +72,6 @@ pub struct AlertView {
 
 pub const ORDER_STATUSES: &[&str] = &["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
 
-fn millis_to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
 const PRODUCT_COLUMNS: &str = "p.id, p.sku, p.name, p.price_cents, p.category_name, p.low_stock_threshold, \
      p.reorder_quantity, p.created_at, COALESCE(i.on_hand, 0) AS on_hand, COALESCE(i.reserved, 0) AS reserved \
      FROM products p LEFT JOIN inventory i ON i.product_id = p.id";
@@ -94,7 +90,7 @@ fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> {
         on_hand,
         reserved,
         available: on_hand - reserved,
-        created_at: millis_to_time(row.try_get("created_at")?),
+        created_at: time_of_millis(row.try_get("created_at")?),
     })
 }
 
@@ -112,9 +108,9 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
         status: row.try_get("status")?,
         total: Money::from_total_cents(row.try_get("total_cents")?),
         reason: row.try_get("reason")?,
-        created_at: millis_to_time(row.try_get("placed_at")?),
-        decided_at: decided.map(millis_to_time),
-        updated_at: millis_to_time(row.try_get("updated_at")?),
+        created_at: time_of_millis(row.try_get("placed_at")?),
+        decided_at: decided.map(time_of_millis),
+        updated_at: time_of_millis(row.try_get("updated_at")?),
         items: None,
     })
 }
@@ -171,23 +167,18 @@ impl Store {
         &self,
         ids: &[Uuid],
     ) -> Result<std::collections::HashMap<Uuid, ProductView>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Default::default());
+        let select = format!("SELECT {PRODUCT_COLUMNS} WHERE p.id IN ({{ids}})");
+        let mut products = std::collections::HashMap::new();
+        for (sql, values) in super::sql::by_ids(self.dialect(), &select, ids) {
+            for row in super::sql::bind_all(sqlx::query(&sql), values)
+                .fetch_all(self.pool())
+                .await?
+            {
+                let product = product_from_row(&row)?;
+                products.insert(product.id, product);
+            }
         }
-        let sql = format!(
-            "SELECT {PRODUCT_COLUMNS} WHERE p.id IN ({})",
-            super::sql::parameter_list(self.dialect(), 1, ids.len())
-        );
-        let values = ids
-            .iter()
-            .map(|id| super::sql::SqlValue::from(id.to_string()))
-            .collect();
-        let rows = super::sql::bind_all(sqlx::query(&sql), values)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|row| product_from_row(row).map(|p| (p.id, p)))
-            .collect()
+        Ok(products)
     }
 
     pub async fn list_orders(
@@ -275,7 +266,7 @@ impl Store {
                     severity: row.try_get("severity")?,
                     subject: row.try_get("subject")?,
                     message: row.try_get("message")?,
-                    raised_at: millis_to_time(row.try_get("raised_at")?),
+                    raised_at: time_of_millis(row.try_get("raised_at")?),
                 })
             })
             .collect()

@@ -12,10 +12,9 @@
 
 use super::projections::load_state;
 use super::writes::{self as columns, Writes};
-use super::{Store, StoreError};
+use super::{archived_envelope, Store, StoreError};
 use crate::domain::inventory::Inventory;
-use crate::domain::{DomainEvent, Envelope};
-use chrono::{TimeZone, Utc};
+use crate::domain::DomainEvent;
 use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::Row;
@@ -216,23 +215,4 @@ impl Store {
         tx.commit().await?;
         Ok(replayed)
     }
-}
-
-pub(super) fn archived_envelope(row: &sqlx::any::AnyRow) -> Result<Envelope, StoreError> {
-    let payload: String = row.try_get("payload")?;
-    let version: i64 = row.try_get("version")?;
-    let occurred: i64 = row.try_get("occurred_at")?;
-    Ok(Envelope {
-        event_id: super::uuid_col(row, "event_id")?,
-        event_type: row.try_get("event_type")?,
-        key: row.try_get("event_key")?,
-        occurred_at: Utc
-            .timestamp_millis_opt(occurred)
-            .single()
-            .ok_or_else(|| StoreError::Inconsistent(format!("archived time {occurred}")))?,
-        version: u32::try_from(version)
-            .map_err(|_| StoreError::Inconsistent(format!("archived version {version}")))?,
-        payload: serde_json::from_str(&payload)
-            .map_err(|e| StoreError::Inconsistent(format!("archived payload is not JSON: {e}")))?,
-    })
 }

@@ -51,7 +51,7 @@ impl From<Option<String>> for SqlValue {
 const MAX_PARAMS: usize = 30_000;
 
 /// The `n`th (from 1) parameter of a statement.
-fn param(dialect: Dialect, n: usize) -> String {
+pub fn param(dialect: Dialect, n: usize) -> String {
     match dialect {
         Dialect::Postgres => format!("${n}"),
         Dialect::Sqlite => "?".to_string(),
@@ -142,6 +142,24 @@ pub fn values_lists(
         lists.push((sql, values));
     }
     lists
+}
+
+/// Ids per `IN (…)` list: far under both databases' parameter limits.
+const IDS_PER_STATEMENT: usize = 1000;
+
+/// `sql` (whose `{ids}` stands for an `IN` list) for every chunk of `ids`,
+/// with the values to bind: one statement per 1000 ids.
+pub fn by_ids(dialect: Dialect, sql: &str, ids: &[uuid::Uuid]) -> Vec<(String, Vec<SqlValue>)> {
+    ids.chunks(IDS_PER_STATEMENT)
+        .map(|chunk| {
+            let sql = sql.replace("{ids}", &parameter_list(dialect, 1, chunk.len()));
+            let values = chunk
+                .iter()
+                .map(|id| SqlValue::from(id.to_string()))
+                .collect();
+            (sql, values)
+        })
+        .collect()
 }
 
 /// The parameters of an `IN (…)` list of `count`, numbered from `first`.

@@ -80,7 +80,7 @@ pub(super) const WINDOW_COLUMNS: &[&str] = &[
 ];
 
 /// A tumbling window: (granularity, window start, event type).
-type Window = (&'static str, i64, String);
+type Window = (&'static str, i64, &'static str);
 
 /// The rows a unit of work writes, table by table: rows that come from
 /// events (catalog entries, order lines, alerts, throughput windows) and rows
@@ -143,11 +143,7 @@ impl Writes {
                 _ => {}
             }
             for (granularity, width) in [("s", 1_000), ("m", 60_000)] {
-                let window = (
-                    granularity,
-                    at - at.rem_euclid(width),
-                    envelope.event_type.clone(),
-                );
+                let window = (granularity, at - at.rem_euclid(width), event.event_type());
                 let counts = self.windows.entry(window).or_default();
                 counts.0 += 1;
                 counts.1 += amount;
