@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::process::{run_cli, Role, SharedDeployment};
+use common::process::{assert_rebuild_identical_for, run_cli, Role, SharedDeployment};
 use common::{Api, Backend, TestApp};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -271,14 +271,7 @@ async fn rebuild_reproduces(app: TestApp) {
         .unwrap();
     let before = store.projection_checksums().await.unwrap();
     assert!(before.iter().find(|t| t.table == "inventory").unwrap().rows > 0);
-    let out = run_cli(&common, &["rebuild", "--json"]);
-    assert!(
-        out.status.success(),
-        "rebuild: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["identical"], true, "{report:#}");
+    assert_rebuild_identical_for(&common);
     assert_eq!(store.projection_checksums().await.unwrap(), before);
     assert_eq!(
         store.invariant_violations().await.unwrap(),
@@ -689,12 +682,5 @@ async fn embedded_sqlite_cancel_before_the_decision() {
     assert_cancel_trail(&events(&app, &format!("key={order_id}")).await);
     let common_for_rebuild = app.common.clone();
     app.stop().await;
-    let out = run_cli(&common_for_rebuild, &["rebuild", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["identical"], true, "{report:#}");
+    assert_rebuild_identical_for(&common_for_rebuild);
 }

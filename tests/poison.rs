@@ -6,10 +6,9 @@
 mod common;
 
 use chrono::Utc;
-use common::process::BIN;
+use common::process::run_cli_ok;
 use common::{Backend, TestApp};
 use serde_json::{json, Value};
-use std::process::Command;
 use std::sync::Arc;
 use streamstock::domain::events::StockReceived;
 use streamstock::domain::{DomainEvent, Envelope};
@@ -118,25 +117,7 @@ async fn embedded_poison_goes_to_dead_letters_and_dlq_commands_work() {
     app.stop().await;
 
     // The operator's commands, against the stopped deployment.
-    let dlq = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["dlq"])
-            .args(args)
-            .args([
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--partitions",
-                "4",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dlq {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let dlq = |args: &[&str]| run_cli_ok(&common, &[&["dlq"], args].concat());
     let listed: Vec<Value> = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();
     assert_eq!(listed.len(), 4);
     let table = dlq(&["list"]);
@@ -211,23 +192,7 @@ async fn valkey_poison_goes_to_dead_letters() {
 
     // The operator's commands work against Valkey while the app runs.
     let common = &app.common;
-    let dlq = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("dlq")
-            .args(args)
-            .args(["--valkey-url", common.valkey_url.as_deref().unwrap()])
-            .args(["--valkey-namespace", &common.valkey_namespace])
-            .args(["--database-url", common.database_url.as_deref().unwrap()])
-            .args(["--partitions", &common.partitions.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dlq {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let dlq = |args: &[&str]| run_cli_ok(common, &[&["dlq"], args].concat());
     let listed: Vec<Value> = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();
     assert_eq!(listed.len(), 5);
     let undecodable = listed.iter().find(|l| l["envelope"].is_null()).unwrap()["id"]

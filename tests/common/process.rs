@@ -103,23 +103,52 @@ impl SharedDeployment {
     }
 }
 
+/// The flags that point an operator command at the deployment of `common`.
+pub fn deployment_args(common: &streamstock::config::CommonArgs) -> Vec<String> {
+    let mut args = vec![
+        "--data-dir".to_string(),
+        common.data_dir.display().to_string(),
+        "--partitions".to_string(),
+        common.partitions.to_string(),
+        "--valkey-namespace".to_string(),
+        common.valkey_namespace.clone(),
+    ];
+    if let Some(url) = &common.valkey_url {
+        args.extend(["--valkey-url".to_string(), url.clone()]);
+    }
+    if let Some(url) = &common.database_url {
+        args.extend(["--database-url".to_string(), url.clone()]);
+    }
+    args
+}
+
 /// Runs `streamstock <args>` against the deployment of `common` (the
 /// operator's commands: rebuild, dlq, status) and returns its output.
 pub fn run_cli(common: &streamstock::config::CommonArgs, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(BIN);
-    command
+    Command::new(BIN)
         .args(args)
-        .args(["--data-dir", common.data_dir.to_str().unwrap()])
-        .args(["--partitions", &common.partitions.to_string()])
-        .args(["--valkey-namespace", &common.valkey_namespace])
-        .env("RUST_LOG", "warn");
-    if let Some(url) = &common.valkey_url {
-        command.args(["--valkey-url", url]);
-    }
-    if let Some(url) = &common.database_url {
-        command.args(["--database-url", url]);
-    }
-    command.output().expect("run streamstock")
+        .args(deployment_args(common))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run streamstock")
+}
+
+/// As `run_cli`, for a command that must succeed: its standard output.
+pub fn run_cli_ok(common: &streamstock::config::CommonArgs, args: &[&str]) -> String {
+    let out = run_cli(common, args);
+    assert!(
+        out.status.success(),
+        "streamstock {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `assert_rebuild_identical` for the (stopped) deployment of `common`.
+pub fn assert_rebuild_identical_for(common: &streamstock::config::CommonArgs) {
+    let args = deployment_args(common);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_rebuild_identical(&args, &[]);
 }
 
 /// Runs `streamstock rebuild --json` with `args` and `env` (the deployment
