@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::load::{assert_accepted_orders_processed_once, place_orders_until};
+use common::load::{assert_accepted_orders_processed_once, outage_under_load, Outage};
 use common::process::free_port;
-use common::{Api, Backend, TestApp};
+use common::{Backend, TestApp};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A valkey-server of this test's own, with AOF fsynced on every write.
@@ -74,6 +73,16 @@ impl OwnValkey {
     }
 }
 
+impl Outage for OwnValkey {
+    fn stop_hard(&mut self) {
+        self.kill_hard();
+    }
+
+    fn restart(&mut self) {
+        OwnValkey::restart(self);
+    }
+}
+
 impl Drop for OwnValkey {
     fn drop(&mut self) {
         self.kill_hard();
@@ -89,33 +98,15 @@ async fn valkey_killed_under_load_loses_no_accepted_order() {
     let app = TestApp::spawn_with(settings).await;
     let product = app.create_product("OUTAGE-1", 3.00, 1000).await;
 
-    // Load: 4 clients for 7 s, recording what the gateway answered.
-    let load = tokio::spawn(place_orders_until(
-        Arc::new(Api::new(&app.base)),
-        4,
-        vec![product],
-        Instant::now() + Duration::from_secs(7),
-    ));
-
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    valkey.kill_hard();
-    // While the log is down: readiness says so, and writes get 503.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, ready) = app.get("/ready").await;
-    assert_eq!(status, 503, "{ready}");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    valkey.restart();
-    let report = load.await.unwrap();
-    assert_eq!(
-        report.unanswered, 0,
-        "the gateway always answers, within 8 s"
-    );
-    assert!(report.unavailable > 0, "the outage was not noticed");
-    assert!(
-        report.accepted.len() > 10,
-        "too few orders accepted: {}",
-        report.accepted.len()
-    );
+    // 4 clients for 7 s; Valkey killed 1.5 s in, restarted 2.5 s later.
+    let report = outage_under_load(
+        &app,
+        product,
+        Duration::from_secs(7),
+        &mut valkey,
+        Duration::from_millis(2500),
+    )
+    .await;
     let store = app.store().await;
     assert_accepted_orders_processed_once(&app, &store, &report.accepted, &[(product, 1000)]).await;
     app.stop().await;

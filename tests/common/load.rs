@@ -110,3 +110,47 @@ pub async fn assert_accepted_orders_processed_once(
         );
     }
 }
+
+/// A backend server a test stops hard and starts again.
+pub trait Outage {
+    fn stop_hard(&mut self);
+    fn restart(&mut self);
+}
+
+/// Orders from 4 clients on `product` for `load_for`; 1.5 s in, `server` is
+/// stopped hard for `down_for`, then restarted. Checks what every outage
+/// test needs: readiness says 503 while it is down, every request got an
+/// answer, the outage was noticed, and enough orders were accepted.
+pub async fn outage_under_load(
+    app: &super::TestApp,
+    product: Uuid,
+    load_for: Duration,
+    server: &mut impl Outage,
+    down_for: Duration,
+) -> LoadReport {
+    let load = tokio::spawn(place_orders_until(
+        Arc::new(Api::new(&app.base)),
+        4,
+        vec![product],
+        Instant::now() + load_for,
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.stop_hard();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, ready) = app.get("/ready").await;
+    assert_eq!(status, 503, "{ready}");
+    tokio::time::sleep(down_for).await;
+    server.restart();
+    let report = load.await.unwrap();
+    assert_eq!(
+        report.unanswered, 0,
+        "the gateway always answers, within 8 s"
+    );
+    assert!(report.unavailable > 0, "the outage was not noticed");
+    assert!(
+        report.accepted.len() > 10,
+        "too few orders accepted: {}",
+        report.accepted.len()
+    );
+    report
+}
