@@ -38,26 +38,30 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    pub const ALL: [OrderStatus; 5] = [
+        OrderStatus::Pending,
+        OrderStatus::Confirmed,
+        OrderStatus::Rejected,
+        OrderStatus::Cancelled,
+        OrderStatus::Shipped,
+    ];
+
+    /// The names the read model and the API use.
+    pub const NAMES: [&'static str; 5] =
+        ["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            OrderStatus::Pending => "PENDING",
-            OrderStatus::Confirmed => "CONFIRMED",
-            OrderStatus::Rejected => "REJECTED",
-            OrderStatus::Cancelled => "CANCELLED",
-            OrderStatus::Shipped => "SHIPPED",
+            OrderStatus::Pending => Self::NAMES[0],
+            OrderStatus::Confirmed => Self::NAMES[1],
+            OrderStatus::Rejected => Self::NAMES[2],
+            OrderStatus::Cancelled => Self::NAMES[3],
+            OrderStatus::Shipped => Self::NAMES[4],
         }
     }
 
     pub fn parse(text: &str) -> Option<OrderStatus> {
-        [
-            OrderStatus::Pending,
-            OrderStatus::Confirmed,
-            OrderStatus::Rejected,
-            OrderStatus::Cancelled,
-            OrderStatus::Shipped,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     /// Why a cancel is refused in this state; None when it is allowed
@@ -131,19 +135,20 @@ pub enum PurchaseOrderStatus {
 }
 
 impl PurchaseOrderStatus {
+    /// The names the read model and the API use.
+    pub const NAMES: [&'static str; 2] = ["OPEN", "RECEIVED"];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            PurchaseOrderStatus::Open => "OPEN",
-            PurchaseOrderStatus::Received => "RECEIVED",
+            PurchaseOrderStatus::Open => Self::NAMES[0],
+            PurchaseOrderStatus::Received => Self::NAMES[1],
         }
     }
 
     pub fn parse(text: &str) -> Option<PurchaseOrderStatus> {
-        match text {
-            "OPEN" => Some(PurchaseOrderStatus::Open),
-            "RECEIVED" => Some(PurchaseOrderStatus::Received),
-            _ => None,
-        }
+        [PurchaseOrderStatus::Open, PurchaseOrderStatus::Received]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::domain::inventory::PurchaseOrderStatus;
 use crate::store::analytics::{PurchaseOrderView, Throughput, TopProduct};
 use crate::store::queries::{AlertView, Figures, OrderView, ProductView};
 use crate::worker::PROCESSOR_GROUP;
@@ -87,7 +88,11 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
         alerts: state.store.recent_alerts(SNAPSHOT_ALERTS).await?,
         open_purchase_orders: state
             .store
-            .list_purchase_orders(Some("OPEN"), SNAPSHOT_PURCHASE_ORDERS, None)
+            .list_purchase_orders(
+                Some(PurchaseOrderStatus::Open.as_str()),
+                SNAPSHOT_PURCHASE_ORDERS,
+                None,
+            )
             .await?,
     })
 }

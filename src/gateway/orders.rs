@@ -8,7 +8,7 @@ use crate::domain::catalog::{parse_email, parse_quantity};
 use crate::domain::events::{OrderCancelRequested, OrderLine, OrderPlaced, OrderShipRequested};
 use crate::domain::inventory::OrderStatus;
 use crate::domain::{DomainEvent, Money};
-use crate::store::queries::{OrderView, ORDER_STATUSES};
+use crate::store::queries::OrderView;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -130,7 +130,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<OrderListQuery>,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
-    let status = super::status_filter(query.status.as_deref(), ORDER_STATUSES)?;
+    let status = super::status_filter(query.status.as_deref(), &OrderStatus::NAMES)?;
     let page = Page {
         limit: query.limit,
         after: query.after,

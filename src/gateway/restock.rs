@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use super::{ApiPath, ApiQuery, AppState, Page};
 use crate::domain::events::PurchaseOrderReceived;
+use crate::domain::inventory::PurchaseOrderStatus;
 use crate::domain::DomainEvent;
 use crate::store::analytics::PurchaseOrderView;
 use axum::extract::State;
@@ -27,7 +28,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PurchaseOrderQuery>,
 ) -> Result<Json<Vec<PurchaseOrderView>>, ApiError> {
-    let status = super::status_filter(query.status.as_deref(), &["OPEN", "RECEIVED"])?;
+    let status = super::status_filter(query.status.as_deref(), &PurchaseOrderStatus::NAMES)?;
     let page = Page {
         limit: query.limit,
         after: query.after,
@@ -51,7 +52,7 @@ pub async fn receive(
         .get_purchase_order(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("purchase order {id} not found")))?;
-    if po.status != "OPEN" {
+    if po.status != PurchaseOrderStatus::Open.as_str() {
         return Err(ApiError::conflict(format!(
             "purchase order {id} was already received"
         )));

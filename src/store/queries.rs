@@ -70,8 +70,6 @@ pub struct AlertView {
     pub raised_at: DateTime<Utc>,
 }
 
-pub const ORDER_STATUSES: &[&str] = &["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
-
 const PRODUCT_COLUMNS: &str = "p.id, p.sku, p.name, p.price_cents, p.category_name, p.low_stock_threshold, \
      p.reorder_quantity, p.created_at, COALESCE(i.on_hand, 0) AS on_hand, COALESCE(i.reserved, 0) AS reserved \
      FROM products p LEFT JOIN inventory i ON i.product_id = p.id";
@@ -292,7 +290,10 @@ impl Store {
             .try_get("cents")?;
 
         let mut orders_by_status: BTreeMap<String, i64> =
-            ORDER_STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
+            crate::domain::inventory::OrderStatus::NAMES
+                .iter()
+                .map(|s| (s.to_string(), 0))
+                .collect();
         let mut order_count = 0;
         for row in sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
             .fetch_all(self.pool())
