@@ -175,7 +175,9 @@ pub struct Inventory {
     pub purchase_orders: BTreeMap<Uuid, PurchaseOrderState>,
 }
 
-/// Alert kinds raised by decisions.
+/// Alert kinds: raised by decisions, and by a worker that dead-letters an
+/// event.
+pub const ALERT_DEAD_LETTER: &str = "dead_letter";
 pub const ALERT_LOW_STOCK: &str = "low_stock";
 pub const ALERT_REJECTION: &str = "rejection";
 pub const ALERT_COMMAND_REFUSED: &str = "command_refused";

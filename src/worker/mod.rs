@@ -578,7 +578,7 @@ async fn dead_letter(
         .unwrap_or_else(|| letter.entry_id.clone());
     let alert = crate::domain::DomainEvent::AlertRaised(crate::domain::events::AlertRaised {
         alert_id: uuid::Uuid::now_v7(),
-        kind: "dead_letter".into(),
+        kind: crate::domain::inventory::ALERT_DEAD_LETTER.into(),
         severity: "error".into(),
         subject,
         message: format!(
