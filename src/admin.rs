@@ -179,11 +179,18 @@ pub async fn rebuild(common: CommonArgs, args: RebuildArgs) -> anyhow::Result<()
         );
     }
     let store = open_store(&common).await?;
+    // The live model gets the windows' retention first, as the worker would
+    // at its next pass, so before and after are compared under one rule.
+    let windows = common.retention.windows();
+    store
+        .prune_windows(&windows)
+        .await
+        .context("applying the throughput windows' retention")?;
     let before = store.projection_checksums().await?;
     let started = std::time::Instant::now();
     let mut last_report = std::time::Instant::now();
     let replayed = store
-        .rebuild(&mut |done, total| {
+        .rebuild(&windows, &mut |done, total| {
             if last_report.elapsed() >= std::time::Duration::from_secs(1) || done == total {
                 eprintln!("replayed {done} of {total} archived events");
                 last_report = std::time::Instant::now();

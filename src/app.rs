@@ -8,7 +8,7 @@ use crate::config::{
 use crate::gateway::{self, Gateway};
 use crate::simulator::Simulator;
 use crate::store::Store;
-use crate::stream::embedded::EmbeddedLog;
+use crate::stream::embedded::{EmbeddedLog, EmbeddedOptions};
 use crate::stream::lease::{LeaseStore, LocalLeases};
 use crate::stream::valkey::ValkeyLog;
 use crate::stream::EventLog;
@@ -25,7 +25,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 /// Opens the read-model database and brings its schema up to date.
 pub async fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
     let url = common.database_url();
-    let store = Store::connect(&url)
+    let store = Store::connect_with(&url, common.retention.sqlite_memory_mib)
         .await
         .context("cannot open the database (--database-url / DATABASE_URL)")?;
     store
@@ -58,7 +58,8 @@ pub async fn open_log(
                 common.durability == Durability::Strict,
             )
             .await
-            .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?;
+            .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?
+            .with_retention(*common.retention.log_retention);
             let log = Arc::new(log);
             Ok(LogBackend {
                 log: log.clone(),
@@ -74,7 +75,12 @@ pub async fn open_log(
                 );
             }
             let dir = common.data_dir.join("log");
-            let log = EmbeddedLog::open(&dir, common.partitions)
+            let options = EmbeddedOptions {
+                retention: *common.retention.log_retention,
+                segment_bytes: common.retention.log_segment_bytes,
+                ..EmbeddedOptions::default()
+            };
+            let log = EmbeddedLog::open_with(&dir, common.partitions, options)
                 .with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
             Ok(LogBackend {
                 log: Arc::new(log),
@@ -132,7 +138,7 @@ pub async fn run_all_on(
     let worker = tokio::spawn(worker::run(
         backend.clone(),
         store.clone(),
-        WorkerOptions::new(&args.processing),
+        WorkerOptions::new(&args.processing, common.retention.windows()),
         shutdown.clone(),
     ));
     let simulator = (args.profile != Profile::None).then(|| {
@@ -148,6 +154,7 @@ pub async fn run_all_on(
         store.clone(),
         backend.log,
         args.gateway.api_token.clone(),
+        args.gateway.limits(),
         shutdown.clone(),
     );
     let served = serve_gateway(listener, state, shutdown.clone()).await;
@@ -173,6 +180,7 @@ pub async fn run_serve(
         store.clone(),
         log,
         args.gateway.api_token.clone(),
+        args.gateway.limits(),
         shutdown.clone(),
     );
     let served = serve_gateway(listener, state, shutdown).await;
@@ -224,7 +232,7 @@ pub async fn run_worker(
     worker::run(
         backend,
         store.clone(),
-        WorkerOptions::new(&args.processing),
+        WorkerOptions::new(&args.processing, common.retention.windows()),
         shutdown.clone(),
     )
     .await;

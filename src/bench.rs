@@ -186,7 +186,7 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     let worker_task = tokio::spawn(worker::run(
         backend.clone(),
         store.clone(),
-        WorkerOptions::new(&args.processing),
+        WorkerOptions::new(&args.processing, settings.retention.windows()),
         shutdown.clone(),
     ));
     let started = Instant::now();

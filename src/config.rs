@@ -135,6 +135,75 @@ pub struct CommonArgs {
     pub durability: Durability,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// How much each bounded resource may hold: log entries after every group
+/// acked them, throughput windows, SQLite's memory.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Keep log entries this long after every consumer group acked them
+    /// (e.g. `1h`, for inspection or a second group); `0s` trims them as
+    /// soon as they are acked. The event archive in the database is kept
+    /// whole regardless.
+    #[arg(
+        long,
+        env = "STREAMSTOCK_LOG_RETENTION",
+        default_value = "0s",
+        global = true
+    )]
+    pub log_retention: humantime::Duration,
+    /// Embedded log only: a partition's segment file is sealed, and a new
+    /// one begun, past this many bytes. Acked entries are deleted a whole
+    /// segment at a time, and opening the log reads one segment per
+    /// partition.
+    #[arg(long, env = "STREAMSTOCK_LOG_SEGMENT_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)), global = true)]
+    pub log_segment_bytes: u64,
+    /// Per-second throughput windows are kept this long (event time, behind
+    /// the newest window).
+    #[arg(
+        long,
+        env = "STREAMSTOCK_PER_SECOND_RETENTION",
+        default_value = "1h",
+        global = true
+    )]
+    pub per_second_retention: humantime::Duration,
+    /// Per-minute throughput windows are kept this long.
+    #[arg(
+        long,
+        env = "STREAMSTOCK_PER_MINUTE_RETENTION",
+        default_value = "7d",
+        global = true
+    )]
+    pub per_minute_retention: humantime::Duration,
+    /// SQLite's memory budget in MiB: the page caches of all its pooled
+    /// connections together (memory-mapped reads are off, so the budget is
+    /// what SQLite adds to the process's RSS).
+    #[arg(long, env = "STREAMSTOCK_SQLITE_MEMORY_MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65_536), global = true)]
+    pub sqlite_memory_mib: u32,
+}
+
+impl Default for RetentionArgs {
+    /// The command line's defaults (a test checks they agree).
+    fn default() -> RetentionArgs {
+        RetentionArgs {
+            log_retention: Duration::ZERO.into(),
+            log_segment_bytes: 16 << 20,
+            per_second_retention: Duration::from_secs(3600).into(),
+            per_minute_retention: Duration::from_secs(7 * 24 * 3600).into(),
+            sqlite_memory_mib: 32,
+        }
+    }
+}
+
+impl RetentionArgs {
+    pub fn windows(&self) -> crate::store::analytics::WindowRetention {
+        crate::store::analytics::WindowRetention {
+            per_second: *self.per_second_retention,
+            per_minute: *self.per_minute_retention,
+        }
+    }
 }
 
 impl CommonArgs {
@@ -172,9 +241,24 @@ pub struct GatewayArgs {
     /// Allow a non-loopback --listen without --api-token.
     #[arg(long)]
     pub insecure: bool,
+    /// Appends the gateway has in flight to the log, at most. A request
+    /// that finds them all taken waits up to a second, then gets 503 with
+    /// Retry-After: the log is behind, and nothing queues without bound.
+    #[arg(long, env = "STREAMSTOCK_MAX_IN_FLIGHT_APPENDS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight_appends: u32,
+    /// Dashboard WebSocket connections served at once; more get 503.
+    #[arg(long, env = "STREAMSTOCK_MAX_DASHBOARD_CLIENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_dashboard_clients: u32,
 }
 
 impl GatewayArgs {
+    pub fn limits(&self) -> crate::gateway::Limits {
+        crate::gateway::Limits {
+            in_flight_appends: self.max_in_flight_appends as usize,
+            dashboard_clients: self.max_dashboard_clients as usize,
+        }
+    }
+
     /// Refuses to expose an unauthenticated API beyond this machine.
     pub fn check_exposure(&self) -> Result<(), String> {
         if !self.listen.ip().is_loopback() && self.api_token.is_none() && !self.insecure {
@@ -207,6 +291,10 @@ pub struct ProcessingArgs {
     /// (at most 30 s), in milliseconds.
     #[arg(long, env = "STREAMSTOCK_RETRY_BACKOFF_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub retry_backoff_ms: u64,
+    /// Dead letters wait for an operator (`streamstock dlq`); when their
+    /// count reaches this, the worker raises a critical alert.
+    #[arg(long, env = "STREAMSTOCK_DEAD_LETTER_ALERT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub dead_letter_alert: u64,
 }
 
 impl ProcessingArgs {
@@ -319,11 +407,31 @@ mod tests {
     }
 
     #[test]
+    fn retention_defaults_match_the_command_line() {
+        let cli = Cli::try_parse_from(["streamstock", "migrate"]).unwrap();
+        let parsed = cli.common.retention;
+        let default = RetentionArgs::default();
+        assert_eq!(*parsed.log_retention, *default.log_retention);
+        assert_eq!(*parsed.per_second_retention, *default.per_second_retention);
+        assert_eq!(*parsed.per_minute_retention, *default.per_minute_retention);
+        assert_eq!(parsed.sqlite_memory_mib, default.sqlite_memory_mib);
+        assert_eq!(parsed.log_segment_bytes, default.log_segment_bytes);
+        let cli =
+            Cli::try_parse_from(["streamstock", "migrate", "--log-retention", "90s"]).unwrap();
+        assert_eq!(*cli.common.retention.log_retention, Duration::from_secs(90));
+        assert!(
+            Cli::try_parse_from(["streamstock", "migrate", "--log-retention", "soon"]).is_err()
+        );
+    }
+
+    #[test]
     fn non_loopback_needs_a_token() {
         let args = GatewayArgs {
             listen: "0.0.0.0:8000".parse().unwrap(),
             api_token: None,
             insecure: false,
+            max_in_flight_appends: 16,
+            max_dashboard_clients: 4,
         };
         assert!(args.check_exposure().is_err());
         assert!(GatewayArgs {

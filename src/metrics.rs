@@ -17,6 +17,12 @@ pub const PARTITION_PENDING: &str = "streamstock_partition_pending";
 pub const PARTITION_OWNED: &str = "streamstock_partition_owned";
 pub const DEAD_LETTERS: &str = "streamstock_dead_letters";
 pub const WORKER_UP: &str = "streamstock_worker_up";
+pub const REQUESTS_SHED: &str = "streamstock_requests_shed_total";
+pub const LOG_RETAINED_ENTRIES: &str = "streamstock_log_retained_entries";
+pub const LOG_RETAINED_BYTES: &str = "streamstock_log_retained_bytes";
+pub const LOG_TRIMMED: &str = "streamstock_log_trimmed_entries_total";
+pub const WINDOWS_PRUNED: &str = "streamstock_throughput_windows_pruned_total";
+pub const DEAD_LETTER_ALERT_AT: &str = "streamstock_dead_letter_alert_threshold";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -72,6 +78,30 @@ fn describe() {
     );
     metrics::describe_gauge!(DEAD_LETTERS, "Dead-lettered events waiting for an operator");
     metrics::describe_gauge!(WORKER_UP, "1 while this process runs a worker");
+    metrics::describe_counter!(
+        REQUESTS_SHED,
+        "Requests refused with 503 because a bound was full, by bound"
+    );
+    metrics::describe_gauge!(
+        LOG_RETAINED_ENTRIES,
+        "Entries the partition's log still holds"
+    );
+    metrics::describe_gauge!(
+        LOG_RETAINED_BYTES,
+        "Bytes the partition's log holds (Valkey: its memory estimate)"
+    );
+    metrics::describe_counter!(
+        LOG_TRIMMED,
+        "Log entries removed after every consumer group acked them"
+    );
+    metrics::describe_counter!(
+        WINDOWS_PRUNED,
+        "Throughput windows removed past their retention"
+    );
+    metrics::describe_gauge!(
+        DEAD_LETTER_ALERT_AT,
+        "Dead letters at which the worker raises a critical alert"
+    );
 }
 
 /// The log-derived gauges (lag, pending per partition, dead letters) are
@@ -81,7 +111,13 @@ async fn refresh_log_gauges(log: &dyn EventLog) {
         for s in stats {
             let partition = s.partition.to_string();
             metrics::gauge!(PARTITION_LAG, "partition" => partition.clone()).set(s.lag as f64);
-            metrics::gauge!(PARTITION_PENDING, "partition" => partition).set(s.pending as f64);
+            metrics::gauge!(PARTITION_PENDING, "partition" => partition.clone())
+                .set(s.pending as f64);
+            metrics::gauge!(LOG_RETAINED_ENTRIES, "partition" => partition.clone())
+                .set(s.length as f64);
+            if let Some(bytes) = s.bytes {
+                metrics::gauge!(LOG_RETAINED_BYTES, "partition" => partition).set(bytes as f64);
+            }
         }
     }
     if let Ok(n) = log.dead_letter_count(PROCESSOR_GROUP).await {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use streamstock::domain::events::StockReceived;
 use streamstock::domain::{DomainEvent, Envelope};
-use streamstock::stream::embedded::EmbeddedLog;
+use streamstock::stream::embedded::{EmbeddedLog, EmbeddedOptions};
 use streamstock::stream::lease::{LeaseStore, LocalLeases};
 use streamstock::stream::valkey::ValkeyLog;
 use streamstock::stream::{partition_for, EventLog};
@@ -25,25 +25,155 @@ const ALL: [u32; 4] = [0, 1, 2, 3];
 /// Opens the same log again (a restart), with a given partition count.
 type Opener = Box<dyn Fn(u32) -> Pin<Box<dyn Future<Output = anyhow::Result<Arc<dyn EventLog>>>>>>;
 
+/// Segments of about three entries: every test reads across segment
+/// boundaries, and trimming has whole segments to delete.
+const TINY_SEGMENT: u64 = 600;
+
 fn embedded(dir: PathBuf) -> Opener {
+    embedded_retaining(dir, Duration::ZERO)
+}
+
+fn embedded_retaining(dir: PathBuf, retention: Duration) -> Opener {
     Box::new(move |partitions| {
         let dir = dir.clone();
-        Box::pin(
-            async move { Ok(Arc::new(EmbeddedLog::open(&dir, partitions)?) as Arc<dyn EventLog>) },
-        )
+        let options = EmbeddedOptions {
+            segment_bytes: TINY_SEGMENT,
+            retention,
+            ..EmbeddedOptions::default()
+        };
+        Box::pin(async move {
+            Ok(Arc::new(EmbeddedLog::open_with(&dir, partitions, options)?) as Arc<dyn EventLog>)
+        })
     })
 }
 
 fn valkey() -> Opener {
+    valkey_retaining(Duration::ZERO)
+}
+
+fn valkey_retaining(retention: Duration) -> Opener {
     let namespace = format!("conformance-{}", Uuid::new_v4().simple());
     Box::new(move |partitions| {
         let namespace = namespace.clone();
         Box::pin(async move {
-            let log =
-                ValkeyLog::connect(&common::valkey_url(), &namespace, partitions, true).await?;
+            let log = ValkeyLog::connect(&common::valkey_url(), &namespace, partitions, true)
+                .await?
+                .with_retention(retention);
             Ok(Arc::new(log) as Arc<dyn EventLog>)
         })
     })
+}
+
+fn quantities(deliveries: &[streamstock::stream::Delivery]) -> Vec<i64> {
+    deliveries
+        .iter()
+        .map(|d| {
+            d.envelope.as_ref().unwrap().payload["quantity"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Reads `want` entries of one partition for `group` (10 s at most).
+async fn read_partition(
+    log: &dyn EventLog,
+    group: &str,
+    consumer: &str,
+    partition: u32,
+    want: usize,
+) -> Vec<streamstock::stream::Delivery> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        if got.len() >= want {
+            break;
+        }
+        got.extend(
+            log.read_group(
+                group,
+                consumer,
+                &[partition],
+                want - got.len(),
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    got
+}
+
+fn ids(deliveries: &[streamstock::stream::Delivery]) -> Vec<(u32, streamstock::stream::EntryId)> {
+    deliveries.iter().map(|d| (d.partition, d.id)).collect()
+}
+
+/// Trimming removes what every group acked and nothing any group still
+/// needs: a second group that is behind, and a dead consumer's pending
+/// entries, which its successor takes over after the trim, all there.
+async fn trim_keeps_what_any_group_still_needs(open: Opener) {
+    let log = open(PARTITIONS).await.unwrap();
+    let key = Uuid::now_v7();
+    let partition = partition_for(&key.to_string(), PARTITIONS);
+    for q in 1..=30 {
+        log.append(&event(key, q)).await.unwrap();
+    }
+    // Group "ahead": its consumer read all 30, acked 1..=20, then died.
+    let ahead = read_partition(&*log, "ahead", "doomed", partition, 30).await;
+    assert_eq!(quantities(&ahead), (1..=30).collect::<Vec<_>>());
+    log.ack("ahead", &ids(&ahead[..20])).await.unwrap();
+    // Group "behind" read and acked 1..=10 only.
+    let behind = read_partition(&*log, "behind", "slow", partition, 10).await;
+    assert_eq!(quantities(&behind), (1..=10).collect::<Vec<_>>());
+    log.ack("behind", &ids(&behind)).await.unwrap();
+
+    log.trim(&ALL).await.unwrap();
+    let length = log.partition_stats("ahead").await.unwrap()[partition as usize].length;
+    assert!(
+        (20..30).contains(&length),
+        "entries 1..=10 may go (at least some did), 11..=30 stay: {length} retained"
+    );
+
+    // The dead consumer's pending entries, handed to its successor intact.
+    let taken = log
+        .take_over("ahead", "successor", partition)
+        .await
+        .unwrap();
+    assert_eq!(quantities(&taken), (21..=30).collect::<Vec<_>>());
+    // The group behind goes on where it was.
+    let rest = read_partition(&*log, "behind", "slow", partition, 20).await;
+    assert_eq!(quantities(&rest), (11..=30).collect::<Vec<_>>());
+
+    log.ack("ahead", &ids(&taken)).await.unwrap();
+    log.ack("behind", &ids(&rest)).await.unwrap();
+    let trimmed = log.trim(&ALL).await.unwrap();
+    assert!(trimmed.entries > 0);
+    let stats = log.partition_stats("behind").await.unwrap();
+    assert!(
+        stats[partition as usize].length < 20,
+        "with everything acked, the log keeps at most its newest segment: {:?}",
+        stats[partition as usize]
+    );
+    assert_eq!(log.backlog("behind").await.unwrap(), 0);
+
+    // Appends and reads go on after trimming.
+    log.append(&event(key, 31)).await.unwrap();
+    let next = read_partition(&*log, "behind", "slow", partition, 1).await;
+    assert_eq!(quantities(&next), vec![31]);
+}
+
+/// With a retention, acked entries stay until they are that old.
+async fn retention_keeps_acked_entries(open: Opener) {
+    let log = open(PARTITIONS).await.unwrap();
+    let key = Uuid::now_v7();
+    let partition = partition_for(&key.to_string(), PARTITIONS);
+    for q in 1..=12 {
+        log.append(&event(key, q)).await.unwrap();
+    }
+    let all = read_partition(&*log, GROUP, "c", partition, 12).await;
+    log.ack(GROUP, &ids(&all)).await.unwrap();
+    assert_eq!(log.trim(&ALL).await.unwrap().entries, 0);
+    let stats = log.partition_stats(GROUP).await.unwrap();
+    assert_eq!(stats[partition as usize].length, 12);
 }
 
 fn event(key: Uuid, quantity: i64) -> Envelope {
@@ -315,36 +445,176 @@ conformance!(
     unacked_entries_are_redelivered,
     take_over_hands_unacked_entries_to_the_new_owner,
     partition_count_is_fixed,
-    blocking_read_wakes_on_append
+    blocking_read_wakes_on_append,
+    trim_keeps_what_any_group_still_needs
 );
 
-/// A crash in the middle of an append leaves a torn last line; reopening
-/// cuts it off and keeps every complete (acknowledged) entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_log_retention_keeps_acked_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    retention_keeps_acked_entries(embedded_retaining(
+        dir.path().to_path_buf(),
+        Duration::from_secs(3600),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_log_retention_keeps_acked_entries() {
+    retention_keeps_acked_entries(valkey_retaining(Duration::from_secs(3600))).await;
+}
+
+fn open_tiny(dir: &std::path::Path) -> EmbeddedLog {
+    let options = EmbeddedOptions {
+        segment_bytes: TINY_SEGMENT,
+        ..EmbeddedOptions::default()
+    };
+    EmbeddedLog::open_with(dir, PARTITIONS, options).unwrap()
+}
+
+/// The segment files of a partition, oldest first.
+fn segment_files(dir: &std::path::Path, partition: u32) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(format!("partition-{partition}")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A crash in the middle of an append leaves a torn last line in the newest
+/// segment; reopening cuts it off and keeps every complete (acknowledged)
+/// entry, in this segment and the sealed ones before it.
 #[tokio::test]
 async fn embedded_log_cuts_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let key = Uuid::now_v7();
     let partition = partition_for(&key.to_string(), PARTITIONS);
     {
-        let log = EmbeddedLog::open(dir.path(), PARTITIONS).unwrap();
-        log.append(&event(key, 1)).await.unwrap();
-        log.append(&event(key, 2)).await.unwrap();
+        let log = open_tiny(dir.path());
+        for q in 1..=7 {
+            log.append(&event(key, q)).await.unwrap();
+        }
     }
-    let file = dir.path().join(format!("partition-{partition}.log"));
-    let mut bytes = std::fs::read(&file).unwrap();
+    let segments = segment_files(dir.path(), partition);
+    assert!(segments.len() >= 2, "the entries span several segments");
+    let newest = segments.last().unwrap();
+    let mut bytes = std::fs::read(newest).unwrap();
     bytes.extend_from_slice(b"{\"event_id\":\"0191");
-    std::fs::write(&file, bytes).unwrap();
+    std::fs::write(newest, bytes).unwrap();
 
-    let log = EmbeddedLog::open(dir.path(), PARTITIONS).unwrap();
-    log.append(&event(key, 3)).await.unwrap();
-    let got = read_all(&log, "c", 3).await;
-    let quantities: Vec<i64> = got
-        .iter()
-        .map(|d| {
-            d.envelope.as_ref().unwrap().payload["quantity"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(quantities, vec![1, 2, 3]);
+    let log = open_tiny(dir.path());
+    log.append(&event(key, 8)).await.unwrap();
+    let got = read_all(&log, "c", 8).await;
+    assert_eq!(quantities(&got), (1..=8).collect::<Vec<_>>());
+}
+
+/// Deleted segments stay deleted across a restart, and the log goes on
+/// from where it was: offsets keep counting, the group resumes at its
+/// committed offset, nothing acked comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_log_restarts_after_segments_were_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Uuid::now_v7();
+    let partition = partition_for(&key.to_string(), PARTITIONS);
+    let last_offset;
+    {
+        let log = open_tiny(dir.path());
+        for q in 1..=20 {
+            log.append(&event(key, q)).await.unwrap();
+        }
+        let got = read_partition(&log, GROUP, "c", partition, 20).await;
+        log.ack(GROUP, &ids(&got[..15])).await.unwrap();
+        let trimmed = log.trim(&ALL).await.unwrap();
+        assert!(trimmed.entries >= 9, "{trimmed:?}");
+        last_offset = got.last().unwrap().id;
+    }
+    let first_kept = segment_files(dir.path(), partition)[0].clone();
+    let log = open_tiny(dir.path());
+    let again = read_partition(&log, GROUP, "c", partition, 5).await;
+    assert_eq!(quantities(&again), (16..=20).collect::<Vec<_>>());
+    let receipt = log.append(&event(key, 21)).await.unwrap();
+    assert!(
+        receipt.id > last_offset,
+        "offsets keep counting after a trim"
+    );
+    let stats = log.partition_stats(GROUP).await.unwrap()[partition as usize];
+    assert_eq!(stats.lag, 1);
+    assert_eq!(stats.pending, 5);
+    assert!(stats.bytes.unwrap() > 0);
+    assert_eq!(segment_files(dir.path(), partition)[0], first_kept);
+}
+
+/// A group whose committed offset is below the oldest segment (its file
+/// came back from a backup, say) resumes at the oldest entry kept, with a
+/// warning in the log, instead of failing or reading garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_log_group_behind_the_oldest_segment_resumes_at_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Uuid::now_v7();
+    let partition = partition_for(&key.to_string(), PARTITIONS);
+    {
+        let log = open_tiny(dir.path());
+        for q in 1..=20 {
+            log.append(&event(key, q)).await.unwrap();
+        }
+        let got = read_partition(&log, GROUP, "c", partition, 20).await;
+        log.ack(GROUP, &ids(&got)).await.unwrap();
+        log.trim(&ALL).await.unwrap();
+    }
+    std::fs::write(dir.path().join("groups/restored.json"), b"[0,0,0,0]").unwrap();
+    let log = open_tiny(dir.path());
+    let kept = log.partition_stats(GROUP).await.unwrap()[partition as usize].length;
+    assert!(kept > 0 && kept < 20, "{kept}");
+    let got = read_partition(&log, "restored", "c", partition, kept as usize).await;
+    assert_eq!(
+        quantities(&got),
+        ((20 - kept as i64 + 1)..=20).collect::<Vec<_>>()
+    );
+}
+
+/// A data dir written by the previous release (one file per partition,
+/// committed offsets per group) is converted on open without losing an
+/// entry: acked entries stay acked, the rest are delivered, appends follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_log_converts_a_previous_release_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Uuid::now_v7();
+    let partition = partition_for(&key.to_string(), PARTITIONS);
+    // The previous release's layout, byte for byte: meta.json, one JSON
+    // line per envelope in partition-<p>.log, groups/<group>.json.
+    std::fs::create_dir_all(dir.path().join("groups")).unwrap();
+    std::fs::write(dir.path().join("meta.json"), br#"{"partitions":4}"#).unwrap();
+    for p in 0..PARTITIONS {
+        let mut lines = Vec::new();
+        if p == partition {
+            for q in 1..=6 {
+                lines.extend(serde_json::to_vec(&event(key, q)).unwrap());
+                lines.push(b'\n');
+            }
+        }
+        std::fs::write(dir.path().join(format!("partition-{p}.log")), lines).unwrap();
+    }
+    let mut committed = vec![0u64; PARTITIONS as usize];
+    committed[partition as usize] = 4;
+    std::fs::write(
+        dir.path().join(format!("groups/{GROUP}.json")),
+        serde_json::to_vec(&committed).unwrap(),
+    )
+    .unwrap();
+
+    let log = open_tiny(dir.path());
+    assert!(!dir
+        .path()
+        .join(format!("partition-{partition}.log"))
+        .exists());
+    let got = read_partition(&log, GROUP, "c", partition, 2).await;
+    assert_eq!(quantities(&got), vec![5, 6]);
+    assert_eq!(got[0].id.seq, 4, "offsets are those of the old file");
+    let receipt = log.append(&event(key, 7)).await.unwrap();
+    assert_eq!(receipt.id.seq, 6);
+    // A new group sees the whole converted history.
+    let fresh = read_partition(&log, "fresh", "c", partition, 7).await;
+    assert_eq!(quantities(&fresh), (1..=7).collect::<Vec<_>>());
 }

@@ -129,7 +129,10 @@ async fn upgrade(store: Store, dialect: &str) {
     assert!(store.pending_outbox(100).await.unwrap().1.is_empty());
 
     // The old archive replays into the same orders and stock.
-    let replayed = store.rebuild(&mut |_, _| {}).await.unwrap();
+    let replayed = store
+        .rebuild(&Default::default(), &mut |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(replayed, 4);
     let product_row = store.get_product(product).await.unwrap().unwrap();
     assert_eq!((product_row.on_hand, product_row.reserved), (10, 3));

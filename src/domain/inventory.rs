@@ -178,6 +178,8 @@ pub struct Inventory {
 /// Alert kinds: raised by decisions, and by a worker that dead-letters an
 /// event.
 pub const ALERT_DEAD_LETTER: &str = "dead_letter";
+/// The dead letters reached the operator's alert threshold.
+pub const ALERT_DEAD_LETTERS_PILING_UP: &str = "dead_letters_piling_up";
 pub const ALERT_LOW_STOCK: &str = "low_stock";
 pub const ALERT_REJECTION: &str = "rejection";
 pub const ALERT_COMMAND_REFUSED: &str = "command_refused";

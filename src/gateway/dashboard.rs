@@ -50,13 +50,19 @@ pub struct Snapshot {
 
 pub struct Hub {
     sender: broadcast::Sender<Arc<str>>,
+    /// One permit per open dashboard connection: their number is bounded.
+    clients: Arc<tokio::sync::Semaphore>,
 }
 
 impl Hub {
-    pub fn new() -> Hub {
-        // Slow clients skip snapshots (they lag) rather than buffer them.
+    pub fn new(max_clients: usize) -> Hub {
+        // Slow clients skip snapshots (they lag) rather than buffer them:
+        // each holds at most this many, whatever the number of clients.
         let (sender, _) = broadcast::channel(4);
-        Hub { sender }
+        Hub {
+            sender,
+            clients: Arc::new(tokio::sync::Semaphore::new(max_clients.max(1))),
+        }
     }
 }
 
@@ -126,8 +132,21 @@ pub fn spawn_publisher(state: AppState) {
     });
 }
 
-pub async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| feed(socket, state))
+pub async fn websocket(
+    State(state): State<AppState>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Ok(permit) = state.dashboard.clients.clone().try_acquire_owned() else {
+        metrics::counter!(crate::metrics::REQUESTS_SHED, "reason" => "dashboard_clients")
+            .increment(1);
+        return Err(ApiError::overloaded(
+            "too many dashboard connections are open; retry shortly",
+        ));
+    };
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        feed(socket, state).await;
+        drop(permit);
+    }))
 }
 
 async fn feed(mut socket: WebSocket, state: AppState) {

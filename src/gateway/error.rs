@@ -15,7 +15,12 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds a client should wait before retrying (503s of overload).
+    pub retry_after: Option<u32>,
 }
+
+/// What an overloaded gateway tells clients to wait, in seconds.
+const RETRY_AFTER_SECS: u32 = 1;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -23,6 +28,16 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The gateway or the log is behind the offered load: 503 with
+    /// `Retry-After`, nothing recorded.
+    pub fn overloaded(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
         }
     }
 
@@ -47,7 +62,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -73,6 +94,12 @@ impl From<StoreError> for ApiError {
 
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> ApiError {
+        if let LogError::Overloaded(reason) = &e {
+            tracing::debug!(%reason, "event log overloaded");
+            return ApiError::overloaded(
+                "the event log is behind the offered load; nothing was recorded, retry shortly",
+            );
+        }
         tracing::warn!(error = %e, "event log unavailable");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

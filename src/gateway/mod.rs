@@ -28,12 +28,37 @@ pub use dashboard::Snapshot;
 /// Request bodies beyond this are refused with 413: no order needs more.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// How much the gateway takes on at once; beyond it, requests get 503.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Appends in flight to the log.
+    pub in_flight_appends: usize,
+    /// Dashboard WebSocket connections.
+    pub dashboard_clients: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            in_flight_appends: 2048,
+            dashboard_clients: 256,
+        }
+    }
+}
+
+/// How long a request waits for an append slot before it is refused.
+const APPEND_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct Gateway {
     pub store: Store,
     pub log: Arc<dyn EventLog>,
     pub api_token: Option<String>,
     pub dashboard: dashboard::Hub,
     pub shutdown: CancellationToken,
+    /// One permit per append in flight: the bound on what the gateway
+    /// queues toward the log, whatever the offered load.
+    append_slots: tokio::sync::Semaphore,
+    limits: Limits,
 }
 
 pub type AppState = Arc<Gateway>;
@@ -56,14 +81,17 @@ impl Gateway {
         store: Store,
         log: Arc<dyn EventLog>,
         api_token: Option<String>,
+        limits: Limits,
         shutdown: CancellationToken,
     ) -> AppState {
         let gateway = Arc::new(Gateway {
             store,
             log,
             api_token,
-            dashboard: dashboard::Hub::new(),
+            dashboard: dashboard::Hub::new(limits.dashboard_clients),
             shutdown,
+            append_slots: tokio::sync::Semaphore::new(limits.in_flight_appends.max(1)),
+            limits,
         });
         dashboard::spawn_publisher(gateway.clone());
         crate::metrics::handle();
@@ -174,17 +202,33 @@ async fn require_token_for_writes(
 }
 
 impl Gateway {
-    /// Appends an event durably, recording its latency and outcome.
+    /// Appends an event durably, recording its latency and outcome. When
+    /// every append slot stays taken for a moment, the log is behind the
+    /// offered load: the request is refused (503, Retry-After) rather than
+    /// queued without bound.
     pub async fn append(
         &self,
         envelope: &crate::domain::Envelope,
-    ) -> Result<crate::stream::AppendReceipt, crate::stream::LogError> {
+    ) -> Result<crate::stream::AppendReceipt, ApiError> {
         let started = std::time::Instant::now();
+        let _slot = match tokio::time::timeout(APPEND_SLOT_WAIT, self.append_slots.acquire()).await
+        {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => unreachable!("the append semaphore is never closed"),
+            Err(_) => {
+                metrics::counter!(crate::metrics::REQUESTS_SHED, "reason" => "append_slots")
+                    .increment(1);
+                return Err(ApiError::overloaded(format!(
+                    "{} appends are already in flight to the event log; retry shortly",
+                    self.limits.in_flight_appends
+                )));
+            }
+        };
         let result = self.log.append(envelope).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!(crate::metrics::EVENTS_APPENDED, "type" => envelope.event_type.clone(), "result" => outcome).increment(1);
         metrics::histogram!(crate::metrics::APPEND_SECONDS).record(started.elapsed().as_secs_f64());
-        result
+        Ok(result?)
     }
 }
 

@@ -110,7 +110,7 @@ pub async fn create(
             if let Err(release) = state.store.release_sku(sku.as_str(), product_id).await {
                 tracing::error!(error = %release, sku = sku.as_str(), "could not release a sku claim");
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     if let Some(quantity) = initial_stock {

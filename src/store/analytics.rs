@@ -82,7 +82,54 @@ pub struct TopProduct {
     pub revenue: Money,
 }
 
+/// How long throughput windows are kept: a window goes once it starts
+/// more than this before the newest window of its granularity. Measured in
+/// event time against the data itself, not the wall clock, so the worker's
+/// pruning and `rebuild` (which prunes the same way after replaying) keep
+/// the same rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowRetention {
+    pub per_second: std::time::Duration,
+    pub per_minute: std::time::Duration,
+}
+
+impl Default for WindowRetention {
+    fn default() -> WindowRetention {
+        WindowRetention {
+            per_second: std::time::Duration::from_secs(3600),
+            per_minute: std::time::Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Deletes the windows past `retention` on `conn`; returns how many went.
+pub(crate) async fn prune_windows_on(
+    conn: &mut sqlx::AnyConnection,
+    retention: &WindowRetention,
+) -> Result<u64, StoreError> {
+    let mut pruned = 0;
+    for (granularity, keep) in [("s", retention.per_second), ("m", retention.per_minute)] {
+        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        pruned += sqlx::query(
+            "DELETE FROM throughput WHERE granularity = $1 AND window_start < \
+             (SELECT MAX(window_start) FROM throughput WHERE granularity = $1) - $2",
+        )
+        .bind(granularity)
+        .bind(keep_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(pruned)
+}
+
 impl Store {
+    /// Applies the windows' retention to the live read model.
+    pub async fn prune_windows(&self, retention: &WindowRetention) -> Result<u64, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        prune_windows_on(&mut conn, retention).await
+    }
+
     /// The archive's order column: a sequence on PostgreSQL, the rowid
     /// (assigned in insertion order) on SQLite.
     pub(crate) fn archive_seq(&self) -> &'static str {

@@ -81,14 +81,23 @@ pub struct Store {
     description: String,
 }
 
+/// SQLite's page caches, all connections together, by default (MiB).
+pub const DEFAULT_SQLITE_MEMORY_MIB: u32 = 32;
+
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 impl Store {
+    /// Connects with the default SQLite memory budget.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, DEFAULT_SQLITE_MEMORY_MIB).await
+    }
+
     /// Connects to `url` (postgres://… or sqlite://…). SQLite files are
     /// created when missing and run in WAL mode with a busy timeout, so the
-    /// gateway can read while a worker writes.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+    /// gateway can read while a worker writes; all its connections' page
+    /// caches together stay within `sqlite_memory_mib`.
+    pub async fn connect_with(url: &str, sqlite_memory_mib: u32) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (dialect, url, description) =
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -115,26 +124,38 @@ impl Store {
                 return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
             };
 
+        // PostgreSQL serves the gateway's reads and the workers' batches
+        // side by side. SQLite has one writer at a time (WAL), so a few
+        // connections are enough for the readers; each one's page cache
+        // counts in this process's memory.
+        let connections: u32 = match dialect {
+            Dialect::Postgres => 16,
+            Dialect::Sqlite => 6,
+        };
+        let cache_kib_per_connection =
+            (u64::from(sqlite_memory_mib) * 1024 / u64::from(connections)).max(1024);
+        let cache_pragma = format!("PRAGMA cache_size = -{cache_kib_per_connection}");
         let options = AnyPoolOptions::new()
             // Short: while the database is down, requests fail fast with 503
             // instead of queueing for a connection.
             .acquire_timeout(Duration::from_secs(3))
-            .max_connections(match dialect {
-                Dialect::Postgres => 16,
-                Dialect::Sqlite => 8,
-            })
+            .max_connections(connections)
             .after_connect(move |conn, _meta| {
+                let cache_pragma = cache_pragma.clone();
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
-                        // 64 MiB of page cache and memory-mapped reads: the
-                        // read model's indexes stay in memory.
-                        conn.execute("PRAGMA cache_size = -65536").await?;
-                        conn.execute("PRAGMA mmap_size = 268435456").await?;
-                        conn.execute("PRAGMA temp_store = MEMORY").await?;
+                        // The budget's share of page cache (negative: KiB).
+                        // No memory-mapped I/O: mapped pages would count in
+                        // RSS once per connection, outside the budget; the
+                        // OS page cache still keeps hot pages close.
+                        conn.execute(cache_pragma.as_str()).await?;
+                        conn.execute("PRAGMA mmap_size = 0").await?;
+                        // Sorts and temporary indexes spill to files, not RSS.
+                        conn.execute("PRAGMA temp_store = FILE").await?;
                     }
                     Ok(())
                 })

@@ -10,6 +10,7 @@
 //! memory and are written once at the end, so an intermediate state never
 //! meets the stock constraints half-replayed.
 
+use super::analytics::{prune_windows_on, WindowRetention};
 use super::projections::load_state;
 use super::writes::{self as columns, Writes};
 use super::{archived_envelope, Store, StoreError};
@@ -125,8 +126,11 @@ impl Store {
     /// Empties the projections and replays the archive into them, in one
     /// transaction. `progress(replayed, total)` is called after each chunk.
     /// Returns the number of events replayed.
+    /// Replays the archive into empty projections in one transaction; the
+    /// throughput windows then get the same retention the worker applies.
     pub async fn rebuild(
         &self,
+        windows: &WindowRetention,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<u64, StoreError> {
         let dialect = self.dialect();
@@ -212,6 +216,7 @@ impl Store {
         writes.stock(&BTreeMap::new(), &inventory.products);
         writes.purchase_orders(&BTreeMap::new(), &inventory.purchase_orders);
         writes.flush(&mut tx, dialect).await?;
+        prune_windows_on(&mut tx, windows).await?;
         tx.commit().await?;
         Ok(replayed)
     }

@@ -93,8 +93,10 @@ impl Delivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionStats {
     pub partition: u32,
-    /// Entries in the partition's log.
+    /// Entries the partition's log holds (acked ones are trimmed).
     pub length: u64,
+    /// Bytes those entries take (Valkey: its memory estimate), when known.
+    pub bytes: Option<u64>,
     /// Entries not yet delivered to the group.
     pub lag: u64,
     /// Entries delivered but not acked.
@@ -109,6 +111,16 @@ pub enum LogError {
     Io(#[from] std::io::Error),
     #[error("event log corrupt or misconfigured: {0}")]
     Corrupt(String),
+    /// The log is reachable but behind the offered load: retry later.
+    #[error("event log overloaded: {0}")]
+    Overloaded(String),
+}
+
+/// What one `trim` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    pub entries: u64,
+    pub bytes: u64,
 }
 
 /// The stable partition of a key: xxh3 is fixed by its specification, so the
@@ -152,6 +164,12 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>, LogError>;
 
     async fn ack(&self, group: &str, entries: &[(u32, EntryId)]) -> Result<(), LogError>;
+
+    /// Removes from `partitions` the entries every consumer group has
+    /// acked (and that are older than the log's retention), never one a
+    /// group still needs: pending entries of any consumer, dead or alive,
+    /// stay. Called by the partitions' owner now and then, not per event.
+    async fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError>;
 
     /// Per partition: entries in the log, not yet delivered, and delivered
     /// but not acked, for `group`.

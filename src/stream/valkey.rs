@@ -10,7 +10,7 @@
 
 use super::dead_letter::DeadLetter;
 use super::lease::LeaseStore;
-use super::{AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats};
+use super::{AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats, Trimmed};
 use crate::domain::Envelope;
 use async_trait::async_trait;
 use fred::prelude::*;
@@ -47,6 +47,8 @@ pub struct ValkeyLog {
     /// Blocking XREADGROUP holds a connection; it gets its own.
     reader: Client,
     durability: Durability,
+    /// Acked entries are kept at least this long before trimming.
+    retention: Duration,
     groups_ready: Mutex<HashSet<String>>,
 }
 
@@ -141,8 +143,15 @@ impl ValkeyLog {
             client,
             reader,
             durability,
+            retention: Duration::ZERO,
             groups_ready: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Keeps acked entries for `retention` before `trim` removes them.
+    pub fn with_retention(mut self, retention: Duration) -> ValkeyLog {
+        self.retention = retention;
+        self
     }
 
     fn stream_key(&self, partition: u32) -> String {
@@ -363,14 +372,40 @@ impl EventLog for ValkeyLog {
                 ),
                 None => (length, 0),
             };
+            let bytes: Option<u64> = self
+                .client
+                .custom(
+                    fred::cmd!("MEMORY"),
+                    vec![Value::from("USAGE"), Value::from(self.stream_key(p))],
+                )
+                .await
+                .map_err(unavailable)?;
             stats.push(PartitionStats {
                 partition: p,
                 length,
+                bytes,
                 lag,
                 pending,
             });
         }
         Ok(stats)
+    }
+
+    async fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError> {
+        let mut trimmed = Trimmed::default();
+        for &p in partitions {
+            let removed: u64 = self
+                .client
+                .eval(
+                    TRIM_ACKED,
+                    vec![self.stream_key(p)],
+                    vec![self.retention.as_millis().to_string()],
+                )
+                .await
+                .map_err(unavailable)?;
+            trimmed.entries += removed;
+        }
+        Ok(trimmed)
     }
 
     async fn dead_letter(&self, group: &str, letter: &DeadLetter) -> Result<String, LogError> {
@@ -419,6 +454,47 @@ impl EventLog for ValkeyLog {
         Ok(())
     }
 }
+
+/// Trims a partition's stream below the oldest entry any consumer group
+/// still needs, in one atomic step: for each group, its oldest pending
+/// entry (delivered to some consumer, alive or dead, and not acked) or else
+/// the entry after the last one it was delivered. With a retention (ARGV[1],
+/// ms) entries newer than that stay too. A stream with no group is left
+/// alone: nothing is known to be consumed. Returns the entries removed.
+/// IDs are compared as numbers, never as strings.
+const TRIM_ACKED: &str = r#"
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function less(a_ms, a_seq, b_ms, b_seq)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local min_ms, min_seq = nil, nil
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local ms, seq
+  if tonumber(info['pending']) > 0 then
+    local summary = redis.call('XPENDING', KEYS[1], info['name'])
+    ms, seq = parse(summary[2])
+  else
+    ms, seq = parse(info['last-delivered-id'])
+    seq = seq + 1
+  end
+  if min_ms == nil or less(ms, seq, min_ms, min_seq) then min_ms, min_seq = ms, seq end
+end
+local retention = tonumber(ARGV[1])
+if retention > 0 then
+  local t = redis.call('TIME')
+  local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - retention
+  if less(cutoff, 0, min_ms, min_seq) then min_ms, min_seq = cutoff, 0 end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))
+"#;
 
 /// Server-side scripts keep each lease operation atomic, and use Valkey's
 /// clock so workers on different hosts agree on who is alive.

@@ -3,12 +3,14 @@
 //! the follow-up events, then acks. See store::projections for the
 //! exactly-once argument.
 
+mod housekeeping;
 mod ownership;
 mod recent;
 
 use crate::app::LogBackend;
 use crate::config::ProcessingArgs;
 use crate::domain::Envelope;
+use crate::store::analytics::WindowRetention;
 use crate::store::outbox::OutboxRows;
 use crate::store::Store;
 use crate::stream::dead_letter::DeadLetter;
@@ -37,10 +39,15 @@ pub struct WorkerOptions {
     pub lease_ttl: Duration,
     pub max_attempts: u32,
     pub retry_backoff: Duration,
+    /// Dead letters at which a critical alert is raised.
+    pub dead_letter_alert: u64,
+    pub windows: WindowRetention,
+    /// How often acked entries are trimmed from the owned partitions.
+    pub trim_every: Duration,
 }
 
 impl WorkerOptions {
-    pub fn new(args: &ProcessingArgs) -> WorkerOptions {
+    pub fn new(args: &ProcessingArgs, windows: WindowRetention) -> WorkerOptions {
         WorkerOptions {
             group: PROCESSOR_GROUP.to_string(),
             consumer: format!(
@@ -54,6 +61,9 @@ impl WorkerOptions {
             lease_ttl: args.lease_ttl(),
             max_attempts: args.max_attempts,
             retry_backoff: Duration::from_millis(args.retry_backoff_ms),
+            dead_letter_alert: args.dead_letter_alert,
+            windows,
+            trim_every: Duration::from_secs(1),
         }
     }
 }
@@ -117,7 +127,20 @@ pub async fn run(
         tokio::spawn(async move { ownership.run(owned_tx, stop).await })
     };
 
+    let housekeeping = {
+        let chores = housekeeping::Housekeeping {
+            log: log.clone(),
+            store: store.clone(),
+            windows: options.windows,
+            trim_every: options.trim_every,
+            prune_every: Duration::from_secs(60),
+        };
+        let (owned, stop) = (owned_rx.clone(), stop_coordinator.clone());
+        tokio::spawn(async move { chores.run(owned, stop).await })
+    };
+
     metrics::gauge!(crate::metrics::WORKER_UP).set(1.0);
+    metrics::gauge!(crate::metrics::DEAD_LETTER_ALERT_AT).set(options.dead_letter_alert as f64);
     relay_outbox(&*log, &store).await;
     let mut processing: BTreeSet<u32> = BTreeSet::new();
     let mut prefetch: Option<tokio::task::JoinHandle<Result<Vec<Delivery>, LogError>>> = None;
@@ -242,6 +265,7 @@ pub async fn run(
         }
     }
     stop_coordinator.cancel();
+    let _ = housekeeping.await;
     let owned = coordinator.await.unwrap_or_default();
     ownership.release_all(&owned).await;
     metrics::gauge!(crate::metrics::WORKER_UP).set(0.0);
@@ -593,7 +617,44 @@ async fn dead_letter(
         // The dead letter itself is stored; only the dashboard misses it.
         tracing::warn!(error = %e, "could not raise the dead-letter alert");
     }
+    raise_if_dead_letters_pile_up(log, options).await;
     true
+}
+
+/// Dead letters are never dropped: they wait for an operator. When their
+/// number reaches the threshold, that is worth a critical alert of its own
+/// (once per crossing: the count goes up one letter at a time).
+async fn raise_if_dead_letters_pile_up(log: &dyn EventLog, options: &WorkerOptions) {
+    let count = match log.dead_letter_count(&options.group).await {
+        Ok(count) => count,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count the dead letters");
+            return;
+        }
+    };
+    metrics::gauge!(crate::metrics::DEAD_LETTERS).set(count as f64);
+    if count != options.dead_letter_alert {
+        return;
+    }
+    tracing::error!(
+        count,
+        "dead letters reached the alert threshold; see `streamstock dlq list`"
+    );
+    let alert = crate::domain::DomainEvent::AlertRaised(crate::domain::events::AlertRaised {
+        alert_id: uuid::Uuid::now_v7(),
+        kind: crate::domain::inventory::ALERT_DEAD_LETTERS_PILING_UP.into(),
+        severity: "critical".into(),
+        subject: "dead-letters".into(),
+        message: format!(
+            "{count} events wait in the dead letters (alert threshold {}); \
+             inspect them with `streamstock dlq list`, then replay or purge",
+            options.dead_letter_alert
+        ),
+    })
+    .into_envelope(chrono::Utc::now());
+    if let Err(e) = log.append(&alert).await {
+        tracing::warn!(error = %e, "could not raise the dead-letters alert");
+    }
 }
 
 async fn publish(

@@ -12,7 +12,7 @@ pub mod process;
 use serde_json::{json, Value};
 use std::time::Duration;
 use streamstock::config::{
-    AllArgs, CommonArgs, Durability, GatewayArgs, LogFormat, ProcessingArgs, Profile,
+    AllArgs, CommonArgs, Durability, GatewayArgs, LogFormat, ProcessingArgs, Profile, RetentionArgs,
 };
 use streamstock::store::Store;
 use tokio::net::TcpListener;
@@ -61,6 +61,7 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
         valkey_namespace: format!("test-{}", Uuid::new_v4().simple()),
         durability: Durability::Strict,
         log_format: LogFormat::Text,
+        retention: RetentionArgs::default(),
     }
 }
 
@@ -106,6 +107,8 @@ impl TestApp {
                 listen: listener.local_addr().unwrap(),
                 api_token: None,
                 insecure: false,
+                max_in_flight_appends: 2048,
+                max_dashboard_clients: 64,
             },
             processing: ProcessingArgs {
                 batch_size: 64,
@@ -113,6 +116,7 @@ impl TestApp {
                 lease_ttl_ms: 3_000,
                 max_attempts,
                 retry_backoff_ms,
+                dead_letter_alert: 100,
             },
             profile: Profile::None,
         };

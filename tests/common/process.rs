@@ -31,6 +31,14 @@ impl Role {
         self.child.wait().expect("reap");
     }
 
+    /// SIGSTOP: the process freezes (a long pause, a stalled host) while
+    /// its sockets stay open.
+    pub fn pause(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-STOP", &pid]).status();
+        assert!(status.expect("kill").success(), "SIGSTOP {}", self.name);
+    }
+
     /// SIGTERM, then the exit status within 30 s.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

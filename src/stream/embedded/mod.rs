@@ -1,0 +1,822 @@
+//! The embedded event log: segment files per partition in the data dir, for
+//! `streamstock all` with nothing installed.
+//!
+//! Durability: a single writer thread takes the pending appends (a bounded
+//! queue: when it is full an append waits briefly, then fails as
+//! overloaded), writes them, `fdatasync`s each touched segment once and only
+//! then answers the callers (group commit), so an acknowledged append
+//! survives kill -9 and power loss. A torn last line left by a crash
+//! mid-write is cut off on open; it was never acknowledged.
+//!
+//! Entries live on disk only (see `segments`): a consumer reads them from
+//! its partition's files when they are delivered, and opening a log reads
+//! only each partition's newest segment, so memory and start-up time do not
+//! grow with the history.
+//!
+//! Consumer groups keep a committed offset per partition in
+//! `groups/<group>.json` (written atomically on every ack). Entries past it
+//! are redelivered after a restart; the read model's inbox (the event
+//! archive) makes that harmless. `trim` deletes the sealed segments every
+//! group has committed past (and that are older than the retention).
+//! The log lives in one process: split roles need Valkey.
+
+mod segments;
+
+use super::dead_letter::DeadLetter;
+use super::{
+    partition_for, AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats, Trimmed,
+};
+use crate::domain::Envelope;
+use async_trait::async_trait;
+use segments::{Cursor, PartitionFiles};
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Tunables of the embedded log; `Default` is what `streamstock all` uses.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// A segment is sealed, and a new one begun, past this size. It bounds
+    /// what opening and seeking read, and is the unit in which acked
+    /// entries are deleted.
+    pub segment_bytes: u64,
+    /// Acked entries are kept at least this long (whole segments).
+    pub retention: Duration,
+    /// Appends waiting for the writer, at most.
+    pub queue_capacity: usize,
+    /// How long an append waits for room in a full queue before it fails
+    /// as overloaded.
+    pub queue_wait: Duration,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> EmbeddedOptions {
+        EmbeddedOptions {
+            // 16 MiB: about 40,000 orders; finding an entry or opening the
+            // log reads at most this much per partition.
+            segment_bytes: 16 << 20,
+            retention: Duration::ZERO,
+            // One writer batch's worth: about 4 MB of lines at most.
+            queue_capacity: 8192,
+            queue_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+struct AppendRequest {
+    partition: u32,
+    line: Vec<u8>,
+    done: oneshot::Sender<Result<EntryId, String>>,
+}
+
+/// One consumer group's position in one partition.
+#[derive(Debug, Clone)]
+struct GroupPartition {
+    /// Every entry below it is acked.
+    committed: u64,
+    /// The next entry to hand out.
+    next: u64,
+    /// Where `next` is on disk, once found.
+    cursor: Option<Cursor>,
+    /// Acked entries above `committed` (acks can come out of order).
+    acked_ahead: BTreeSet<u64>,
+}
+
+struct GroupState {
+    partitions: Vec<GroupPartition>,
+    file: PathBuf,
+}
+
+struct Shared {
+    partitions: Vec<RwLock<PartitionFiles>>,
+    appended: Notify,
+}
+
+struct Inner {
+    dir: PathBuf,
+    options: EmbeddedOptions,
+    shared: Arc<Shared>,
+    groups: Mutex<HashMap<String, GroupState>>,
+}
+
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+    writer: mpsc::Sender<AppendRequest>,
+    /// Serialises offset-file writes so an older snapshot never lands last.
+    persist: tokio::sync::Mutex<()>,
+    /// Dead letters per group, mirrored in `dead-letters/<group>.jsonl`.
+    dead: tokio::sync::Mutex<HashMap<String, Vec<DeadLetter>>>,
+    /// Held for the log's lifetime: one process per data dir.
+    _lock: File,
+}
+
+const META_FILE: &str = "meta.json";
+
+impl EmbeddedLog {
+    /// Opens the log under `dir` with the default options.
+    pub fn open(dir: &Path, partitions: u32) -> Result<EmbeddedLog, LogError> {
+        EmbeddedLog::open_with(dir, partitions, EmbeddedOptions::default())
+    }
+
+    /// Opens (or creates) the log under `dir`. The partition count is fixed
+    /// for the life of a log: opening with another count is an error, since
+    /// keys would silently move partitions and lose their order. A data dir
+    /// an older release wrote (one file per partition) is converted.
+    pub fn open_with(
+        dir: &Path,
+        partitions: u32,
+        options: EmbeddedOptions,
+    ) -> Result<EmbeddedLog, LogError> {
+        fs::create_dir_all(dir.join("groups"))?;
+        fs::create_dir_all(dir.join("dead-letters"))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        if lock.try_lock().is_err() {
+            return Err(LogError::Unavailable(format!(
+                "the embedded log in {} is in use by another streamstock process; stop it first \
+                 (split roles and concurrent tools need Valkey)",
+                dir.display()
+            )));
+        }
+        let meta_path = dir.join(META_FILE);
+        if meta_path.exists() {
+            let meta: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path)?)
+                .map_err(|e| LogError::Corrupt(format!("{}: {e}", meta_path.display())))?;
+            let stored = meta["partitions"].as_u64().unwrap_or(0) as u32;
+            if stored != partitions {
+                return Err(LogError::Corrupt(format!(
+                    "the log in {} has {stored} partitions but --partitions is {partitions}; \
+                     the partition count is fixed for the life of a deployment",
+                    dir.display()
+                )));
+            }
+        } else {
+            write_atomically(
+                &meta_path,
+                &serde_json::to_vec(&serde_json::json!({ "partitions": partitions })).unwrap(),
+            )?;
+        }
+
+        let mut active = Vec::new();
+        let mut views = Vec::new();
+        for p in 0..partitions {
+            let (files, file) = segments::open_partition(
+                &dir.join(format!("partition-{p}")),
+                &dir.join(format!("partition-{p}.log")),
+            )?;
+            active.push(ActiveSegment {
+                file,
+                base: files.active_base(),
+                bytes: files.segments[&files.active_base()].bytes,
+            });
+            views.push(RwLock::new(files));
+        }
+        let shared = Arc::new(Shared {
+            partitions: views,
+            appended: Notify::new(),
+        });
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            options: options.clone(),
+            shared: shared.clone(),
+            groups: Mutex::new(HashMap::new()),
+        });
+        // Every group that ever committed counts when deciding what may be
+        // deleted, so all are loaded now, not on first use.
+        for entry in fs::read_dir(dir.join("groups"))? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
+                    inner.with_group(name, |_| ())?;
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let segment_bytes = options.segment_bytes.max(1);
+        std::thread::Builder::new()
+            .name("embedded-log-writer".into())
+            .spawn(move || run_writer(active, rx, shared, segment_bytes))?;
+        Ok(EmbeddedLog {
+            inner,
+            writer: tx,
+            persist: tokio::sync::Mutex::new(()),
+            dead: tokio::sync::Mutex::new(HashMap::new()),
+            _lock: lock,
+        })
+    }
+
+    /// Runs blocking file work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| LogError::Unavailable(format!("embedded log task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn with_group<T>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut GroupState) -> T,
+    ) -> Result<T, LogError> {
+        let mut groups = self.groups.lock().expect("group lock poisoned");
+        if !groups.contains_key(group) {
+            let state = self.load_group(group)?;
+            groups.insert(group.to_string(), state);
+        }
+        Ok(f(groups.get_mut(group).expect("inserted above")))
+    }
+
+    fn files(&self, partition: usize) -> std::sync::RwLockReadGuard<'_, PartitionFiles> {
+        self.shared.partitions[partition]
+            .read()
+            .expect("partition lock poisoned")
+    }
+
+    fn load_group(&self, group: &str) -> Result<GroupState, LogError> {
+        let n = self.shared.partitions.len();
+        let file = self
+            .dir
+            .join("groups")
+            .join(format!("{}.json", sanitize(group)));
+        let stored: Option<Vec<u64>> = if file.exists() {
+            Some(
+                serde_json::from_slice(&fs::read(&file)?)
+                    .map_err(|e| LogError::Corrupt(format!("{}: {e}", file.display())))?,
+            )
+        } else {
+            None
+        };
+        let mut partitions = Vec::with_capacity(n);
+        for p in 0..n {
+            let files = self.files(p);
+            let wanted = stored.as_ref().and_then(|s| s.get(p).copied()).unwrap_or(0);
+            // Entries below the first segment are gone. A group that never
+            // committed starts at the oldest entry kept; one that had
+            // committed less than that lost entries to trimming (it was not
+            // known when they were deleted, or its file was replaced): say so.
+            let committed = wanted.clamp(files.first(), files.end);
+            if stored.is_some() && committed != wanted {
+                tracing::warn!(
+                    group,
+                    partition = p,
+                    committed = wanted,
+                    first_kept = files.first(),
+                    end = files.end,
+                    "the group's committed offset is outside the log; it resumes at the nearest entry kept"
+                );
+            }
+            partitions.push(GroupPartition {
+                committed,
+                next: committed,
+                cursor: None,
+                acked_ahead: BTreeSet::new(),
+            });
+        }
+        Ok(GroupState { partitions, file })
+    }
+
+    /// Up to `share` new entries of one partition for the group, read from
+    /// disk at the group's cursor.
+    fn read_partition(
+        &self,
+        state: &mut GroupPartition,
+        partition: u32,
+        share: usize,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let (mut cursor, plan) = {
+            let files = self.files(partition as usize);
+            if state.next >= files.end {
+                return Ok(Vec::new());
+            }
+            let cursor = match state.cursor {
+                Some(c) if files.segments.contains_key(&c.base) => c,
+                _ => segments::locate(&files, state.next)?,
+            };
+            (cursor, segments::plan_read(&files, cursor.base))
+        };
+        if cursor.offset != state.next {
+            // Only a group that was created after its entries were deleted
+            // gets here; what it never saw, it cannot process.
+            tracing::warn!(
+                partition,
+                from = state.next,
+                to = cursor.offset,
+                "entries below the oldest segment were deleted; the group skips them"
+            );
+            state.committed = state.committed.max(cursor.offset);
+            state.next = cursor.offset;
+        }
+        let entries = segments::read_entries(&plan, &mut cursor, share)?;
+        state.next = cursor.offset;
+        state.cursor = Some(cursor);
+        Ok(entries
+            .into_iter()
+            .map(|(offset, line)| delivery(partition, offset, &line))
+            .collect())
+    }
+
+    fn collect(
+        &self,
+        group: &str,
+        partitions: &[u32],
+        max: usize,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let n = self.shared.partitions.len() as u32;
+        self.with_group(group, |state| {
+            let mut out = Vec::new();
+            // Fair across partitions: take a share from each in turn, so one
+            // hot partition cannot starve the others.
+            let share = (max / partitions.len().max(1)).max(1);
+            loop {
+                let before = out.len();
+                for &p in partitions.iter().filter(|&&p| p < n) {
+                    let room = share.min(max - out.len());
+                    if room == 0 {
+                        break;
+                    }
+                    out.extend(self.read_partition(&mut state.partitions[p as usize], p, room)?);
+                }
+                if out.len() >= max || out.len() == before {
+                    return Ok(out);
+                }
+            }
+        })?
+    }
+
+    /// The group's delivered but unacked entries of `partition`, in order.
+    fn unacked(&self, group: &str, partition: u32) -> Result<Vec<Delivery>, LogError> {
+        let p = partition as usize;
+        let Some(view) = self.shared.partitions.get(p) else {
+            return Ok(Vec::new());
+        };
+        let (committed, next, acked) = self.with_group(group, |state| {
+            let gp = &state.partitions[p];
+            (gp.committed, gp.next, gp.acked_ahead.clone())
+        })?;
+        if next <= committed {
+            return Ok(Vec::new());
+        }
+        let (mut cursor, plan) = {
+            let files = view.read().expect("partition lock poisoned");
+            let cursor = segments::locate(&files, committed)?;
+            (cursor, segments::plan_read(&files, cursor.base))
+        };
+        let entries = segments::read_entries(&plan, &mut cursor, (next - committed) as usize)?;
+        Ok(entries
+            .into_iter()
+            .filter(|(offset, _)| !acked.contains(offset))
+            .map(|(offset, line)| delivery(partition, offset, &line))
+            .collect())
+    }
+
+    /// Deletes the sealed segments of `partitions` that every group has
+    /// committed past and that were sealed longer ago than the retention.
+    fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError> {
+        let mut trimmed = Trimmed::default();
+        let sealed_before = SystemTime::now()
+            .checked_sub(self.options.retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        for &p in partitions {
+            let p = p as usize;
+            if p >= self.shared.partitions.len() {
+                continue;
+            }
+            // The lowest committed offset of any group: nothing at or above
+            // it may go. With no group at all, nothing is known to be
+            // consumed, and nothing goes.
+            let below = {
+                let groups = self.groups.lock().expect("group lock poisoned");
+                match groups.values().map(|g| g.partitions[p].committed).min() {
+                    Some(min) => min,
+                    None => continue,
+                }
+            };
+            let removed: Vec<(u64, segments::Segment, u64)> = {
+                let mut files = self.shared.partitions[p]
+                    .write()
+                    .expect("partition lock poisoned");
+                let bases = files.deletable(below, sealed_before);
+                bases
+                    .into_iter()
+                    .map(|base| {
+                        let segment = files.segments.remove(&base).expect("listed above");
+                        let next = files.first();
+                        (base, segment, next)
+                    })
+                    .collect()
+            };
+            if removed.is_empty() {
+                continue;
+            }
+            for (base, segment, next) in &removed {
+                fs::remove_file(&segment.path)?;
+                trimmed.entries += next - base;
+                trimmed.bytes += segment.bytes;
+            }
+            segments::sync_dir(&self.files(p).dir)?;
+        }
+        Ok(trimmed)
+    }
+}
+
+fn delivery(partition: u32, offset: u64, line: &[u8]) -> Delivery {
+    Delivery {
+        partition,
+        id: EntryId { ms: 0, seq: offset },
+        envelope: serde_json::from_slice::<Envelope>(line)
+            .map_err(|e| format!("undecodable log entry: {e}")),
+    }
+}
+
+impl EmbeddedLog {
+    fn dead_letter_file(&self, group: &str) -> PathBuf {
+        self.inner
+            .dir
+            .join("dead-letters")
+            .join(format!("{}.jsonl", sanitize(group)))
+    }
+
+    /// Runs `f` on the group's dead letters, loading them on first use.
+    async fn with_dead_letters<T>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut Vec<DeadLetter>, &Path) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        let mut all = self.dead.lock().await;
+        let file = self.dead_letter_file(group);
+        if !all.contains_key(group) {
+            let mut letters = Vec::new();
+            if file.exists() {
+                for line in fs::read_to_string(&file)?
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                {
+                    match serde_json::from_str::<DeadLetter>(line) {
+                        Ok(letter) => letters.push(letter),
+                        Err(e) => {
+                            tracing::warn!(file = %file.display(), error = %e, "skipping a torn dead-letter line")
+                        }
+                    }
+                }
+            }
+            all.insert(group.to_string(), letters);
+        }
+        f(all.get_mut(group).expect("inserted above"), &file)
+    }
+}
+
+fn rewrite_dead_letters(file: &Path, letters: &[DeadLetter]) -> Result<(), LogError> {
+    let mut bytes = Vec::new();
+    for letter in letters {
+        bytes.extend(serde_json::to_vec(letter).map_err(|e| LogError::Corrupt(e.to_string()))?);
+        bytes.push(b'\n');
+    }
+    Ok(write_atomically(file, &bytes)?)
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        // Persist the rename itself.
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The segment a partition's appends go to, owned by the writer thread.
+struct ActiveSegment {
+    file: File,
+    base: u64,
+    bytes: u64,
+}
+
+fn run_writer(
+    mut active: Vec<ActiveSegment>,
+    mut rx: mpsc::Receiver<AppendRequest>,
+    shared: Arc<Shared>,
+    segment_bytes: u64,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 4096 {
+                break;
+            }
+        }
+        let partitions = active.len();
+        let mut per_partition: Vec<Vec<u8>> = vec![Vec::new(); partitions];
+        let mut counts = vec![0u64; partitions];
+        for req in &batch {
+            per_partition[req.partition as usize].extend_from_slice(&req.line);
+            counts[req.partition as usize] += 1;
+        }
+        let mut failure: Option<String> = None;
+        for (p, bytes) in per_partition.iter().enumerate() {
+            if bytes.is_empty() {
+                continue;
+            }
+            let segment = &mut active[p];
+            match segment
+                .file
+                .write_all(bytes)
+                .and_then(|_| segment.file.sync_data())
+            {
+                Ok(()) => segment.bytes += bytes.len() as u64,
+                Err(e) => {
+                    // Cut off whatever part of the batch reached the file,
+                    // so later appends do not follow a torn line.
+                    let _ = segment.file.set_len(segment.bytes);
+                    failure = Some(format!("append to partition {p} failed: {e}"));
+                    counts[p] = 0;
+                }
+            }
+        }
+        // Publish the new durable ends, then answer: offsets are assigned
+        // in queue order within each partition.
+        let mut next_offset = vec![0u64; partitions];
+        for (p, segment) in active.iter_mut().enumerate() {
+            let mut files = shared.partitions[p]
+                .write()
+                .expect("partition lock poisoned");
+            next_offset[p] = files.end;
+            if counts[p] == 0 {
+                continue;
+            }
+            files.end += counts[p];
+            if let Some(s) = files.segments.get_mut(&segment.base) {
+                s.bytes = segment.bytes;
+            }
+            if segment.bytes >= segment_bytes {
+                roll(segment, &mut files);
+            }
+        }
+        shared.appended.notify_waiters();
+        for req in batch {
+            let p = req.partition as usize;
+            let answer = match &failure {
+                Some(message) if counts[p] == 0 => Err(message.clone()),
+                _ => {
+                    let offset = next_offset[p];
+                    next_offset[p] += 1;
+                    Ok(EntryId { ms: 0, seq: offset })
+                }
+            };
+            let _ = req.done.send(answer);
+        }
+        if let Some(message) = failure {
+            tracing::error!(%message, "embedded log write failed");
+        }
+    }
+}
+
+/// Seals the active segment and starts a new one at the partition's end.
+/// If the new file cannot be made, appends go on into the old one and the
+/// roll is tried again after the next write.
+fn roll(segment: &mut ActiveSegment, files: &mut PartitionFiles) {
+    let base = files.end;
+    let path = segments::segment_path(&files.dir, base);
+    let created = File::create(&path)
+        .and_then(|_| segments::sync_dir(&files.dir))
+        .and_then(|_| OpenOptions::new().append(true).open(&path));
+    match created {
+        Ok(file) => {
+            if let Some(old) = files.segments.get_mut(&segment.base) {
+                old.sealed_at = Some(SystemTime::now());
+            }
+            files.segments.insert(
+                base,
+                segments::Segment {
+                    path,
+                    bytes: 0,
+                    sealed_at: None,
+                },
+            );
+            *segment = ActiveSegment {
+                file,
+                base,
+                bytes: 0,
+            };
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "could not start a new segment")
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for EmbeddedLog {
+    fn partitions(&self) -> u32 {
+        self.inner.shared.partitions.len() as u32
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded log at {}", self.inner.dir.display())
+    }
+
+    async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
+        let partition = partition_for(&envelope.key, self.partitions());
+        let mut line =
+            serde_json::to_vec(envelope).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        line.push(b'\n');
+        let stopped = || LogError::Unavailable("embedded log writer stopped".into());
+        // A full queue means the disk is behind the offered load: wait a
+        // little for room, then refuse rather than queue without bound.
+        let slot = match tokio::time::timeout(self.inner.options.queue_wait, self.writer.reserve())
+            .await
+        {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(stopped()),
+            Err(_) => {
+                return Err(LogError::Overloaded(format!(
+                    "the embedded log's write queue ({} appends) stayed full for {} ms",
+                    self.inner.options.queue_capacity,
+                    self.inner.options.queue_wait.as_millis()
+                )))
+            }
+        };
+        let (done, answer) = oneshot::channel();
+        slot.send(AppendRequest {
+            partition,
+            line,
+            done,
+        });
+        let id = answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(LogError::Unavailable)?;
+        Ok(AppendReceipt { partition, id })
+    }
+
+    async fn read_group(
+        &self,
+        group: &str,
+        _consumer: &str,
+        partitions: &[u32],
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            // Register interest before looking, so an append between the look
+            // and the wait still wakes us.
+            let notified = self.inner.shared.appended.notified();
+            let (group_name, wanted) = (group.to_string(), partitions.to_vec());
+            let found = self
+                .blocking(move |inner| inner.collect(&group_name, &wanted, max.max(1)))
+                .await?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, group: &str, acked: &[(u32, EntryId)]) -> Result<(), LogError> {
+        let _persisting = self.persist.lock().await;
+        let snapshot = self.inner.with_group(group, |state| {
+            for &(p, id) in acked {
+                let Some(gp) = state.partitions.get_mut(p as usize) else {
+                    continue;
+                };
+                if id.seq >= gp.committed && id.seq < gp.next {
+                    gp.acked_ahead.insert(id.seq);
+                }
+                while gp.acked_ahead.remove(&gp.committed) {
+                    gp.committed += 1;
+                }
+            }
+            let committed: Vec<u64> = state.partitions.iter().map(|gp| gp.committed).collect();
+            (state.file.clone(), committed)
+        })?;
+        let (file, committed) = snapshot;
+        tokio::task::spawn_blocking(move || {
+            write_atomically(&file, &serde_json::to_vec(&committed).unwrap())
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(e.to_string()))??;
+        Ok(())
+    }
+
+    async fn take_over(
+        &self,
+        group: &str,
+        _consumer: &str,
+        partition: u32,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let group = group.to_string();
+        self.blocking(move |inner| inner.unacked(&group, partition))
+            .await
+    }
+
+    async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
+        self.inner.with_group(group, |state| {
+            state
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(p, gp)| {
+                    let files = self.inner.files(p);
+                    let (length, bytes) = files.retained();
+                    PartitionStats {
+                        partition: p as u32,
+                        length,
+                        bytes: Some(bytes),
+                        lag: files.end.saturating_sub(gp.next),
+                        pending: gp.next.saturating_sub(gp.committed) - gp.acked_ahead.len() as u64,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    async fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError> {
+        let partitions = partitions.to_vec();
+        self.blocking(move |inner| inner.trim(&partitions)).await
+    }
+    async fn dead_letter(&self, group: &str, letter: &DeadLetter) -> Result<String, LogError> {
+        self.with_dead_letters(group, |letters, file| {
+            let next = letters
+                .iter()
+                .filter_map(|l| l.id.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let mut letter = letter.clone();
+            letter.id = next.to_string();
+            let mut line =
+                serde_json::to_vec(&letter).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            line.push(b'\n');
+            let mut f = OpenOptions::new().create(true).append(true).open(file)?;
+            f.write_all(&line)?;
+            f.sync_data()?;
+            letters.push(letter);
+            Ok(next.to_string())
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
+        self.with_dead_letters(group, |letters, _| {
+            Ok(letters.iter().take(limit).cloned().collect())
+        })
+        .await
+    }
+
+    async fn remove_dead_letters(&self, group: &str, ids: &[String]) -> Result<u64, LogError> {
+        self.with_dead_letters(group, |letters, file| {
+            let before = letters.len();
+            letters.retain(|l| !ids.contains(&l.id));
+            let removed = (before - letters.len()) as u64;
+            if removed > 0 {
+                rewrite_dead_letters(file, letters)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn dead_letter_count(&self, group: &str) -> Result<u64, LogError> {
+        self.with_dead_letters(group, |letters, _| Ok(letters.len() as u64))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), LogError> {
+        if self.writer.is_closed() {
+            return Err(LogError::Unavailable("embedded log writer stopped".into()));
+        }
+        Ok(())
+    }
+}

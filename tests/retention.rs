@@ -1,0 +1,193 @@
+//! Log retention never loses work: entries are trimmed while workers are
+//! killed with pending entries, and still every order the gateway accepted
+//! is decided exactly once, the invariants hold, and `rebuild` from the
+//! archive gives the same read model. On both backend pairs.
+
+mod common;
+
+use common::load::{assert_accepted_orders_processed_once, place_orders_until};
+use common::process::{assert_rebuild_identical, free_port, Role, SharedDeployment};
+use common::Api;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamstock::store::Store;
+use streamstock::stream::valkey::ValkeyLog;
+use streamstock::stream::EventLog;
+use uuid::Uuid;
+
+const PARTITIONS: u32 = 4;
+/// The processor's consumer group (see worker::PROCESSOR_GROUP).
+const GROUP: &str = "processor";
+
+/// First offsets of the segment files of each partition of an embedded log.
+fn segment_bases(log_dir: &Path) -> Vec<Vec<u64>> {
+    (0..PARTITIONS)
+        .map(|p| {
+            let mut bases: Vec<u64> = std::fs::read_dir(log_dir.join(format!("partition-{p}")))
+                .map(|dir| {
+                    dir.filter_map(|e| {
+                        let path = e.ok()?.path();
+                        (path.extension()? == "seg")
+                            .then(|| path.file_stem()?.to_str()?.parse().ok())?
+                    })
+                    .collect()
+                })
+                .unwrap_or_default();
+            bases.sort();
+            bases
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_trimming_under_kill_9_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_string();
+    let log_dir = dir.path().join("log");
+    let listen = format!("127.0.0.1:{}", free_port());
+    // Segments of 8 KiB (about 20 entries): the worker's trimming deletes
+    // segments all through the run, between and around the kills.
+    let args = [
+        "all",
+        "--profile",
+        "none",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data_dir,
+        "--partitions",
+        "4",
+        "--batch-wait-ms",
+        "20",
+        "--log-segment-bytes",
+        "8192",
+    ];
+    let api = Arc::new(Api::new(&format!("http://{listen}")));
+    let mut running = Some(Role::start("all", &args, &[]));
+    api.wait_healthy().await;
+    let stock = vec![
+        (api.create_product("TRIM-A", 1.25, 600).await, 600),
+        (api.create_product("TRIM-B", 9.99, 50).await, 50),
+    ];
+    let products: Vec<Uuid> = stock.iter().map(|s| s.0).collect();
+    let mut accepted = HashSet::new();
+    let mut trimmed_before_a_kill = false;
+    for round in 0..3 {
+        if running.is_none() {
+            running = Some(Role::start("all", &args, &[]));
+            api.wait_healthy().await;
+        }
+        let load = tokio::spawn(place_orders_until(
+            api.clone(),
+            6,
+            products.clone(),
+            Instant::now() + Duration::from_millis(2500),
+        ));
+        tokio::time::sleep(Duration::from_millis(1800 + 100 * round)).await;
+        trimmed_before_a_kill |= segment_bases(&log_dir)
+            .iter()
+            .any(|bases| bases.first().is_some_and(|&b| b > 0));
+        running.take().expect("started above").kill_hard();
+        accepted.extend(load.await.unwrap().accepted);
+    }
+    assert!(accepted.len() > 50, "too few orders: {}", accepted.len());
+    assert!(
+        trimmed_before_a_kill,
+        "segments were deleted while the load ran: {:?}",
+        segment_bases(&log_dir)
+    );
+
+    let last = Role::start("all", &args, &[]);
+    api.wait_healthy().await;
+    let store = Store::connect(&format!("sqlite://{data_dir}/streamstock.db"))
+        .await
+        .unwrap();
+    assert_accepted_orders_processed_once(&api, &store, &accepted, &stock).await;
+    // Drained and trimmed: each partition keeps about its newest segment.
+    api.wait_for("the drained log trimmed to its newest segments", || async {
+        segment_bases(&log_dir).iter().all(|bases| bases.len() <= 2)
+    })
+    .await;
+    assert!(last.terminate().success());
+    store.close().await;
+    assert_rebuild_identical(&["--data-dir", &data_dir, "--partitions", "4"], &[]);
+}
+
+/// A worker frozen (SIGSTOP) with entries delivered to it, then killed:
+/// the test trims every partition over and over before the survivor takes
+/// the dead worker's partitions over. The pending entries stay, the
+/// survivor processes them, and the streams end up empty once all is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_trimming_keeps_a_killed_workers_pending_entries() {
+    let deployment = SharedDeployment::new()
+        .await
+        .with("STREAMSTOCK_LEASE_TTL_MS", "1500");
+    let env = &deployment.env;
+    let namespace = env
+        .iter()
+        .find(|(k, _)| k == "STREAMSTOCK_VALKEY_NAMESPACE")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let log = ValkeyLog::connect(&common::valkey_url(), &namespace, PARTITIONS, true)
+        .await
+        .unwrap();
+    let all: Vec<u32> = (0..PARTITIONS).collect();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
+    let survivor = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
+    let api = Arc::new(Api::new(&format!("http://{listen}")));
+    api.wait_healthy().await;
+    let stock = vec![
+        (api.create_product("VTRIM-A", 2.50, 400).await, 400),
+        (api.create_product("VTRIM-B", 15.00, 40).await, 40),
+    ];
+    let products: Vec<Uuid> = stock.iter().map(|s| s.0).collect();
+
+    let mut accepted = HashSet::new();
+    let mut pending_at_kill = 0;
+    for round in 0..2 {
+        let victim = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
+        let load = tokio::spawn(place_orders_until(
+            api.clone(),
+            6,
+            products.clone(),
+            Instant::now() + Duration::from_millis(2500),
+        ));
+        // Let the victim take its share of partitions, then freeze it: its
+        // blocked read is still served, so entries pile up pending for it.
+        tokio::time::sleep(Duration::from_millis(900 + 100 * round)).await;
+        victim.pause();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        victim.kill_hard();
+        let stats = log.partition_stats(GROUP).await.unwrap();
+        pending_at_kill += stats.iter().map(|s| s.pending).sum::<u64>();
+        // Trim while those entries wait for a new owner.
+        let until = Instant::now() + Duration::from_millis(1200);
+        while Instant::now() < until {
+            log.trim(&all).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        accepted.extend(load.await.unwrap().accepted);
+    }
+    assert!(accepted.len() > 50, "too few orders: {}", accepted.len());
+    assert!(
+        pending_at_kill > 0,
+        "the killed workers held pending entries while the log was trimmed"
+    );
+
+    let store = Store::connect(&deployment.database).await.unwrap();
+    assert_accepted_orders_processed_once(&api, &store, &accepted, &stock).await;
+    // The survivor trims what it owns: once everything is acked, nothing
+    // is left in the streams.
+    api.wait_for("the streams trimmed empty", || async {
+        let stats = log.partition_stats(GROUP).await.unwrap();
+        stats.iter().all(|s| s.length == 0 && s.pending == 0)
+    })
+    .await;
+    assert!(survivor.terminate().success());
+    assert!(gateway.terminate().success());
+    store.close().await;
+    assert_rebuild_identical(&[], env);
+}
