@@ -253,15 +253,18 @@ pub async fn run_simulate(args: SimulateArgs, shutdown: CancellationToken) -> an
             stop.cancel();
         });
     }
-    let report = Simulator::new(&args.target, args.api_token, args.profile)
-        .run(shutdown)
-        .await;
+    let simulator = Simulator::new(&args.target, args.api_token, args.profile);
+    let report = match args.rate {
+        Some(rate) => Arc::new(simulator).run_at_rate(rate, shutdown).await,
+        None => simulator.run(shutdown).await,
+    };
     println!(
-        "orders accepted: {}, refused: {}, failed: {}; shipped: {}, cancelled: {}; \
-         purchase orders delivered: {}, direct restocks: {}",
+        "orders accepted: {}, refused: {}, failed: {}, skipped (gateway behind the rate): {}; \
+         shipped: {}, cancelled: {}; purchase orders delivered: {}, direct restocks: {}",
         report.accepted,
         report.refused,
         report.failed,
+        report.skipped,
         report.shipped,
         report.cancelled,
         report.deliveries,

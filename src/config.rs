@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Products the orders are spread over.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub products: u64,
+    /// Instead of the drain: time pages of the audit trail on an archive of
+    /// this many synthetic events.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
+    pub archive_events: Option<u64>,
     #[command(flatten)]
     pub processing: ProcessingArgs,
 }
@@ -353,6 +357,10 @@ pub struct SimulateArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, env = "SIM_DURATION_SECS")]
     pub duration_secs: Option<u64>,
+    /// Place orders at this steady rate per second instead of the
+    /// profile's pace (open loop, for soak and load runs).
+    #[arg(long, env = "SIM_RATE", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate: Option<u32>,
     /// Bearer token for a gateway started with --api-token.
     #[arg(long, env = "STREAMSTOCK_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,

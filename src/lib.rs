@@ -6,7 +6,7 @@
 //! - `worker`: the processor loop (batch → transaction → publish → ack)
 //! - `gateway`: the HTTP API, WebSocket feed and embedded dashboard
 //! - `simulator`: the traffic generator
-//! - `config`, `app`, `telemetry`, `shutdown`: the binary's edges
+//! - `config`, `app`, `telemetry`, `shutdown`, `memory`: the binary's edges
 
 pub mod admin;
 pub mod app;
@@ -14,6 +14,7 @@ pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod memory;
 pub mod metrics;
 pub mod shutdown;
 pub mod simulator;

@@ -1,9 +1,19 @@
 use clap::Parser;
 use streamstock::config::{Cli, Command};
-use streamstock::{admin, app, bench, shutdown, telemetry};
+use streamstock::{admin, app, bench, memory, shutdown, telemetry};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before any thread exists: the allocator's arenas are set up per thread.
+    memory::limit_allocator_arenas();
+    memory::spawn_free_memory_release();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+        .block_on(run())
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.common.log_format);
     let stop = shutdown::on_signals();

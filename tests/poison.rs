@@ -92,6 +92,30 @@ async fn check_dead_letters(app: &TestApp, product: Uuid, extra: usize) {
             == 4 + extra
     })
     .await;
+    // The fourth dead letter reached the test app's alert threshold (4):
+    // one critical alert, raised once, however many letters follow.
+    app.wait_for("the dead letters piling up alert", || async {
+        let (_, alerts) = app.get("/api/alerts").await;
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "dead_letters_piling_up")
+    })
+    .await;
+    let (_, alerts) = app.get("/api/alerts").await;
+    let piling: Vec<&Value> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "dead_letters_piling_up")
+        .collect();
+    assert_eq!(piling.len(), 1, "{piling:#?}");
+    assert_eq!(piling[0]["severity"], "critical");
+    assert!(piling[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("4 events wait"));
     let violations = app.store().await.invariant_violations().await.unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
 }

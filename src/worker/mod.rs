@@ -133,7 +133,9 @@ pub async fn run(
             store: store.clone(),
             windows: options.windows,
             trim_every: options.trim_every,
-            prune_every: Duration::from_secs(60),
+            // A few times per retention period, at most once a minute.
+            prune_every: (options.windows.per_second / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
         };
         let (owned, stop) = (owned_rx.clone(), stop_coordinator.clone());
         tokio::spawn(async move { chores.run(owned, stop).await })

@@ -116,7 +116,9 @@ impl TestApp {
                 lease_ttl_ms: 3_000,
                 max_attempts,
                 retry_backoff_ms,
-                dead_letter_alert: 100,
+                // The poison tests make four dead letters: the fourth
+                // raises the piling-up alert.
+                dead_letter_alert: 4,
             },
             profile: Profile::None,
         };

@@ -120,6 +120,10 @@ pub fn deployment_args(common: &streamstock::config::CommonArgs) -> Vec<String> 
         common.partitions.to_string(),
         "--valkey-namespace".to_string(),
         common.valkey_namespace.clone(),
+        "--per-second-retention".to_string(),
+        common.retention.per_second_retention.to_string(),
+        "--per-minute-retention".to_string(),
+        common.retention.per_minute_retention.to_string(),
     ];
     if let Some(url) = &common.valkey_url {
         args.extend(["--valkey-url".to_string(), url.clone()]);

@@ -8,6 +8,8 @@
 //! or a fresh SQLite file and embedded log under the data dir (removed
 //! after).
 
+mod archive;
+
 use crate::app::{open_log, open_store, LogBackend};
 use crate::config::{BenchArgs, CommonArgs};
 use crate::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};
@@ -56,12 +58,18 @@ pub async fn run(common: CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         settings.database_url = None; // SQLite in the scratch dir
     }
-    let result = measure(&settings, &args).await;
+    let result = match args.archive_events {
+        Some(count) => archive_paging(&settings, count).await.map(|()| Vec::new()),
+        None => measure(&settings, &args).await,
+    };
     if let Some(admin) = &admin_url {
         Store::drop_database(admin, &format!("streamstock_bench_{id}")).await;
     }
     let _ = std::fs::remove_dir_all(&scratch_dir);
     let rows = result?;
+    if rows.is_empty() {
+        return Ok(());
+    }
 
     println!();
     println!(
@@ -97,6 +105,13 @@ pub async fn run(common: CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn archive_paging(settings: &CommonArgs, count: u64) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    let result = archive::run(&store, count).await;
+    store.close().await;
+    result
 }
 
 async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
