@@ -68,6 +68,16 @@ impl OwnValkey {
         }
     }
 
+    /// SIGSTOP or SIGCONT: the server freezes with its connections open.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            status.expect("kill").success(),
+            "kill {signal} valkey-server"
+        );
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -109,5 +119,96 @@ async fn valkey_killed_under_load_loses_no_accepted_order() {
     .await;
     let store = app.store().await;
     assert_accepted_orders_processed_once(&app, &store, &report.accepted, &[(product, 1000)]).await;
+    app.stop().await;
+}
+
+/// With the log frozen (Valkey stopped with SIGSTOP), appends pile up: the
+/// gateway holds at most `--max-in-flight-appends` of them, and every other
+/// order waits a second at most, then gets 503 `overloaded` with
+/// `Retry-After`, never a hang. Once Valkey runs again, orders are accepted
+/// and processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_log_sheds_requests_with_503_and_retry_after() {
+    let valkey = OwnValkey::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::isolated_settings(Backend::ValkeyPostgres, dir.path()).await;
+    settings.valkey_url = Some(valkey.url());
+    let app = TestApp::spawn_with_args(settings, |args| {
+        args.gateway.max_in_flight_appends = 2;
+    })
+    .await;
+    let product = app.create_product("SHED-1", 1.00, 100).await;
+    let order = serde_json::json!({
+        "customer_email": "shed@example.com",
+        "items": [{ "product_id": product, "quantity": 1 }]
+    });
+
+    valkey.signal("-STOP");
+    let started = Instant::now();
+    let requests = (0..8).map(|_| {
+        let request = app
+            .http
+            .post(app.url("/api/orders"))
+            .json(&order)
+            .timeout(Duration::from_secs(20))
+            .send();
+        async move {
+            let answer = request.await.expect("every request is answered");
+            let status = answer.status().as_u16();
+            let retry_after = answer
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body: serde_json::Value = answer.json().await.unwrap();
+            (status, retry_after, body, started.elapsed())
+        }
+    });
+    let shed = tokio::spawn(futures::future::join_all(requests));
+    // The six without a slot are answered within about a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    valkey.signal("-CONT");
+    let answers = shed.await.unwrap();
+    let overloaded: Vec<_> = answers
+        .iter()
+        .filter(|(status, _, body, _)| *status == 503 && body["error"]["code"] == "overloaded")
+        .collect();
+    assert_eq!(overloaded.len(), 6, "{answers:#?}");
+    for (_, retry_after, _, elapsed) in &overloaded {
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert!(
+            *elapsed < Duration::from_millis(2500),
+            "shed after {elapsed:?}"
+        );
+    }
+    // The two that held the slots were either appended once Valkey ran
+    // again, or timed out as unavailable: nothing else.
+    for (status, _, body, _) in answers
+        .iter()
+        .filter(|(_, _, b, _)| b["error"]["code"] != "overloaded")
+    {
+        assert!(
+            *status == 202 || (*status == 503 && body["error"]["code"] == "event_log_unavailable"),
+            "{status} {body}"
+        );
+    }
+
+    // Running again: orders go through and are decided.
+    let (status, body) = app.post("/api/orders", &order).await;
+    assert_eq!(status, 202, "{body}");
+    let accepted = answers.iter().filter(|(s, ..)| *s == 202).count() as i64 + 1;
+    app.wait_until_decided(accepted).await;
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("streamstock_requests_shed_total{reason=\"append_slots\"} 6"),
+        "{metrics}"
+    );
     app.stop().await;
 }

@@ -100,9 +100,18 @@ impl TestApp {
         max_attempts: u32,
         retry_backoff_ms: u64,
     ) -> TestApp {
+        TestApp::spawn_with_args(common, |args| {
+            args.processing.max_attempts = max_attempts;
+            args.processing.retry_backoff_ms = retry_backoff_ms;
+        })
+        .await
+    }
+
+    /// As `spawn_with`, after `adjust` changed the role's settings.
+    pub async fn spawn_with_args(common: CommonArgs, adjust: impl FnOnce(&mut AllArgs)) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let args = AllArgs {
+        let mut args = AllArgs {
             gateway: GatewayArgs {
                 listen: listener.local_addr().unwrap(),
                 api_token: None,
@@ -114,14 +123,15 @@ impl TestApp {
                 batch_size: 64,
                 batch_wait_ms: 50,
                 lease_ttl_ms: 3_000,
-                max_attempts,
-                retry_backoff_ms,
+                max_attempts: 3,
+                retry_backoff_ms: 20,
                 // The poison tests make four dead letters: the fourth
                 // raises the piling-up alert.
                 dead_letter_alert: 4,
             },
             profile: Profile::None,
         };
+        adjust(&mut args);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(streamstock::app::run_all_on(
             common.clone(),
