@@ -5,7 +5,7 @@ mod common;
 
 use common::load::{assert_accepted_orders_processed_once, place_orders_until};
 use common::process::assert_rebuild_identical;
-use common::process::{free_port, Role, SharedDeployment};
+use common::process::{free_port, Role, ServeAndWorker, SharedDeployment};
 use common::Api;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -78,16 +78,8 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
         .await
         .with("STREAMSTOCK_LEASE_TTL_MS", "1500");
     let env = &deployment.env;
-    let listen = format!("127.0.0.1:{}", free_port());
-    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
-    let survivor = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
-    let api = Arc::new(Api::new(&format!("http://{listen}")));
-    api.wait_healthy().await;
-    let stock = vec![
-        (api.create_product("VK-A", 2.50, 300).await, 300),
-        (api.create_product("VK-B", 15.00, 30).await, 30),
-    ];
-    let products: Vec<Uuid> = stock.iter().map(|s| s.0).collect();
+    let stage = ServeAndWorker::start(env, &[("VK-A", 2.50, 300), ("VK-B", 15.00, 30)]).await;
+    let (api, stock, products) = (stage.api.clone(), stage.stock.clone(), stage.product_ids());
 
     let mut accepted = HashSet::new();
     let mut unanswered = 0;
@@ -118,7 +110,6 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
         "{orders} orders for {} answered 202 and {unanswered} unanswered",
         accepted.len()
     );
-    assert!(survivor.terminate().success());
-    assert!(gateway.terminate().success());
+    stage.stop();
     assert_rebuild_identical(&[], env);
 }

@@ -268,16 +268,8 @@ async fn unacked_entries_are_redelivered(open: Opener) {
     if again.len() < 4 {
         again.extend(read_all(&*log, "survivor", 4 - again.len()).await);
     }
-    let quantities: Vec<i64> = again
-        .iter()
-        .map(|d| {
-            d.envelope.as_ref().unwrap().payload["quantity"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
     assert_eq!(
-        quantities,
+        quantities(&again),
         vec![3, 4, 5, 6],
         "exactly the unacked entries, in order"
     );
@@ -305,15 +297,7 @@ async fn take_over_hands_unacked_entries_to_the_new_owner(open: Opener) {
         .await
         .unwrap();
     let taken = log.take_over(GROUP, "new-owner", partition).await.unwrap();
-    let quantities: Vec<i64> = taken
-        .iter()
-        .map(|d| {
-            d.envelope.as_ref().unwrap().payload["quantity"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(quantities, vec![2, 3]);
+    assert_eq!(quantities(&taken), vec![2, 3]);
     let ids: Vec<_> = taken.iter().map(|d| (d.partition, d.id)).collect();
     log.ack(GROUP, &ids).await.unwrap();
     assert_eq!(log.backlog(GROUP).await.unwrap(), 0);

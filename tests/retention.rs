@@ -7,7 +7,8 @@ mod common;
 
 use common::load::{assert_accepted_orders_processed_once, place_orders_until};
 use common::process::{
-    assert_rebuild_identical, assert_rebuild_identical_for, free_port, Role, SharedDeployment,
+    assert_rebuild_identical, assert_rebuild_identical_for, free_port, Role, ServeAndWorker,
+    SharedDeployment,
 };
 use common::{Api, Backend, TestApp};
 use serde_json::json;
@@ -138,16 +139,8 @@ async fn valkey_trimming_keeps_a_killed_workers_pending_entries() {
         .await
         .unwrap();
     let all: Vec<u32> = (0..PARTITIONS).collect();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
-    let survivor = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
-    let api = Arc::new(Api::new(&format!("http://{listen}")));
-    api.wait_healthy().await;
-    let stock = vec![
-        (api.create_product("VTRIM-A", 2.50, 400).await, 400),
-        (api.create_product("VTRIM-B", 15.00, 40).await, 40),
-    ];
-    let products: Vec<Uuid> = stock.iter().map(|s| s.0).collect();
+    let stage = ServeAndWorker::start(env, &[("VTRIM-A", 2.50, 400), ("VTRIM-B", 15.00, 40)]).await;
+    let (api, stock, products) = (stage.api.clone(), stage.stock.clone(), stage.product_ids());
 
     let mut accepted = HashSet::new();
     let mut pending_at_kill = 0;
@@ -190,8 +183,7 @@ async fn valkey_trimming_keeps_a_killed_workers_pending_entries() {
         stats.iter().all(|s| s.length == 0 && s.pending == 0)
     })
     .await;
-    assert!(survivor.terminate().success());
-    assert!(gateway.terminate().success());
+    stage.stop();
     store.close().await;
     assert_rebuild_identical(&[], env);
 }

@@ -111,6 +111,48 @@ impl SharedDeployment {
     }
 }
 
+/// A `serve` and a long-lived `worker` on one shared deployment, with
+/// products created through the gateway: the stage of the tests that kill
+/// other workers under load.
+pub struct ServeAndWorker {
+    pub gateway: Role,
+    pub worker: Role,
+    pub api: std::sync::Arc<super::Api>,
+    /// Each product's id and the units it was stocked with.
+    pub stock: Vec<(uuid::Uuid, i64)>,
+}
+
+impl ServeAndWorker {
+    /// Starts both roles and creates `products` (sku, price, stock).
+    pub async fn start(env: &[(String, String)], products: &[(&str, f64, i64)]) -> ServeAndWorker {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
+        let worker = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
+        let api = std::sync::Arc::new(super::Api::new(&format!("http://{listen}")));
+        api.wait_healthy().await;
+        let mut stock = Vec::new();
+        for &(sku, price, units) in products {
+            stock.push((api.create_product(sku, price, units).await, units));
+        }
+        ServeAndWorker {
+            gateway,
+            worker,
+            api,
+            stock,
+        }
+    }
+
+    pub fn product_ids(&self) -> Vec<uuid::Uuid> {
+        self.stock.iter().map(|s| s.0).collect()
+    }
+
+    /// SIGTERM to both; each must exit 0.
+    pub fn stop(self) {
+        assert!(self.worker.terminate().success());
+        assert!(self.gateway.terminate().success());
+    }
+}
+
 /// The flags that point an operator command at the deployment of `common`.
 pub fn deployment_args(common: &streamstock::config::CommonArgs) -> Vec<String> {
     let mut args = vec![
