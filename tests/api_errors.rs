@@ -216,3 +216,55 @@ async fn long_poll_returns_the_decision_and_paging_works() {
     assert_eq!(rejected.as_array().unwrap().len(), 1);
     app.stop().await;
 }
+
+/// Sends a WebSocket upgrade request for the dashboard feed on a raw
+/// connection and returns the connection and the answer's head (status
+/// line and headers, lowercased).
+async fn open_dashboard_socket(address: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET /ws/dashboard HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    (
+        stream,
+        String::from_utf8(head).unwrap().to_ascii_lowercase(),
+    )
+}
+
+/// The dashboard feed serves at most `--max-dashboard-clients` sockets;
+/// one more gets 503 with Retry-After, and a slot freed is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sockets_beyond_the_limit_get_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = common::isolated_settings(Backend::EmbeddedSqlite, dir.path()).await;
+    let app = TestApp::spawn_with_args(common, |args| {
+        args.gateway.max_dashboard_clients = 1;
+    })
+    .await;
+    let address = app.base.trim_start_matches("http://").to_string();
+    let (first, head) = open_dashboard_socket(&address).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    let (_, head) = open_dashboard_socket(&address).await;
+    assert!(head.starts_with("http/1.1 503 "), "{head}");
+    assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
+
+    // The first client leaves: its slot is free again.
+    drop(first);
+    app.wait_for("the freed dashboard slot", || async {
+        open_dashboard_socket(&address)
+            .await
+            .1
+            .starts_with("http/1.1 101 ")
+    })
+    .await;
+    app.stop().await;
+}
