@@ -327,8 +327,9 @@ pub struct AllArgs {
     pub gateway: GatewayArgs,
     #[command(flatten)]
     pub processing: ProcessingArgs,
-    /// Simulator profile, or `none` to run without it.
-    #[arg(long, env = "SIM_PROFILE", value_enum, default_value_t = Profile::Normal)]
+    /// Simulator profile, or `none` to run without it. Any case: the
+    /// reference's README and compose file write `NORMAL` and `BURST`.
+    #[arg(long, env = "SIM_PROFILE", value_enum, ignore_case = true, default_value_t = Profile::Normal)]
     pub profile: Profile,
 }
 
@@ -352,7 +353,8 @@ pub struct SimulateArgs {
     /// Gateway to send traffic to.
     #[arg(long, env = "API_URL", default_value = "http://127.0.0.1:8000")]
     pub target: String,
-    #[arg(long, env = "SIM_PROFILE", value_enum, default_value_t = Profile::Normal)]
+    /// Traffic profile, in any case (`normal`, `NORMAL`, `burst`, `BURST`).
+    #[arg(long, env = "SIM_PROFILE", value_enum, ignore_case = true, default_value_t = Profile::Normal)]
     pub profile: Profile,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long, env = "SIM_DURATION_SECS")]
@@ -430,6 +432,31 @@ mod tests {
         assert!(
             Cli::try_parse_from(["streamstock", "migrate", "--log-retention", "soon"]).is_err()
         );
+    }
+
+    /// The Python reference's README and compose file spell the profiles
+    /// in capitals; its users' settings keep working.
+    #[test]
+    fn profiles_are_read_in_any_case() {
+        for (spelling, expected) in [
+            ("NORMAL", Profile::Normal),
+            ("Burst", Profile::Burst),
+            ("burst", Profile::Burst),
+            ("NONE", Profile::None),
+        ] {
+            let cli = Cli::try_parse_from(["streamstock", "all", "--profile", spelling]).unwrap();
+            let Command::All(args) = cli.command else {
+                panic!("not `all`")
+            };
+            assert_eq!(args.profile, expected, "{spelling}");
+            let cli =
+                Cli::try_parse_from(["streamstock", "simulate", "--profile", spelling]).unwrap();
+            let Command::Simulate(args) = cli.command else {
+                panic!("not `simulate`")
+            };
+            assert_eq!(args.profile, expected, "{spelling}");
+        }
+        assert!(Cli::try_parse_from(["streamstock", "all", "--profile", "HEAVY"]).is_err());
     }
 
     #[test]
