@@ -191,12 +191,13 @@ pub struct RetentionArgs {
 impl Default for RetentionArgs {
     /// The command line's defaults (a test checks they agree).
     fn default() -> RetentionArgs {
+        let windows = crate::store::analytics::WindowRetention::default();
         RetentionArgs {
             log_retention: Duration::ZERO.into(),
             log_segment_bytes: 16 << 20,
-            per_second_retention: Duration::from_secs(3600).into(),
-            per_minute_retention: Duration::from_secs(7 * 24 * 3600).into(),
-            sqlite_memory_mib: 32,
+            per_second_retention: windows.per_second.into(),
+            per_minute_retention: windows.per_minute.into(),
+            sqlite_memory_mib: crate::store::DEFAULT_SQLITE_MEMORY_MIB,
         }
     }
 }

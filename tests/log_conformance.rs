@@ -83,21 +83,29 @@ async fn read_partition(
     partition: u32,
     want: usize,
 ) -> Vec<streamstock::stream::Delivery> {
+    read_until(log, group, consumer, &[partition], want, want).await
+}
+
+/// Reads from `partitions`, at most `per_read` entries a call, until `want`
+/// entries arrived or 10 s passed.
+async fn read_until(
+    log: &dyn EventLog,
+    group: &str,
+    consumer: &str,
+    partitions: &[u32],
+    per_read: usize,
+    want: usize,
+) -> Vec<streamstock::stream::Delivery> {
     let mut got = Vec::new();
     for _ in 0..100 {
         if got.len() >= want {
             break;
         }
+        let max = per_read.min(want - got.len());
         got.extend(
-            log.read_group(
-                group,
-                consumer,
-                &[partition],
-                want - got.len(),
-                Duration::from_millis(100),
-            )
-            .await
-            .unwrap(),
+            log.read_group(group, consumer, partitions, max, Duration::from_millis(100))
+                .await
+                .unwrap(),
         );
     }
     got
@@ -185,24 +193,14 @@ fn event(key: Uuid, quantity: i64) -> Envelope {
     .into_envelope(Utc::now())
 }
 
-/// Reads until `want` entries arrived or 10 s passed.
+/// Reads from every partition, 7 entries a call, until `want` entries
+/// arrived or 10 s passed.
 async fn read_all(
     log: &dyn EventLog,
     consumer: &str,
     want: usize,
 ) -> Vec<streamstock::stream::Delivery> {
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        if got.len() >= want {
-            break;
-        }
-        got.extend(
-            log.read_group(GROUP, consumer, &ALL, 7, Duration::from_millis(100))
-                .await
-                .unwrap(),
-        );
-    }
-    got
+    read_until(log, GROUP, consumer, &ALL, 7, want).await
 }
 
 async fn append_read_ack_in_key_order(open: Opener) {
@@ -458,13 +456,11 @@ fn open_tiny(dir: &std::path::Path) -> EmbeddedLog {
 
 /// The segment files of a partition, oldest first.
 fn segment_files(dir: &std::path::Path, partition: u32) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(format!("partition-{partition}")))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    files.sort();
-    files
+    let folder = dir.join(format!("partition-{partition}"));
+    common::segment_bases(dir, partition)
+        .into_iter()
+        .map(|base| folder.join(format!("{base:020}.seg")))
+        .collect()
 }
 
 /// A crash in the middle of an append leaves a torn last line in the newest

@@ -197,15 +197,7 @@ async fn a_frozen_log_sheds_requests_with_503_and_retry_after() {
     assert_eq!(status, 202, "{body}");
     let accepted = answers.iter().filter(|(s, ..)| *s == 202).count() as i64 + 1;
     app.wait_until_decided(accepted).await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("streamstock_requests_shed_total{reason=\"append_slots\"} 6"),
         "{metrics}"

@@ -114,15 +114,7 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     assert_eq!(stats["orders_by_status"]["REJECTED"], rejected);
 
     // Prometheus metrics of both roles (gateway and worker run in `all`).
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let value = |prefix: &str| -> f64 {
         metrics
             .lines()

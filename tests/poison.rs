@@ -56,6 +56,18 @@ async fn dead_letters(app: &TestApp, want: usize) -> Vec<Value> {
         .unwrap()
 }
 
+/// The alerts of `kind` that `/api/alerts` lists.
+async fn alerts_of_kind(app: &TestApp, kind: &str) -> Vec<Value> {
+    let (_, alerts) = app.get("/api/alerts").await;
+    alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
 async fn check_dead_letters(app: &TestApp, product: Uuid, extra: usize) {
     // The good event behind the poison was applied: the partition moved on.
     app.wait_for("the receipt behind the poison", || async {
@@ -82,34 +94,18 @@ async fn check_dead_letters(app: &TestApp, product: Uuid, extra: usize) {
     assert!(failing["failed_at"].as_str().is_some());
 
     app.wait_for("an alert per dead letter", || async {
-        let (_, alerts) = app.get("/api/alerts").await;
-        alerts
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["kind"] == "dead_letter")
-            .count()
-            == 4 + extra
+        alerts_of_kind(app, "dead_letter").await.len() == 4 + extra
     })
     .await;
     // The fourth dead letter reached the test app's alert threshold (4):
     // one critical alert, raised once, however many letters follow.
     app.wait_for("the dead letters piling up alert", || async {
-        let (_, alerts) = app.get("/api/alerts").await;
-        alerts
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["kind"] == "dead_letters_piling_up")
+        !alerts_of_kind(app, "dead_letters_piling_up")
+            .await
+            .is_empty()
     })
     .await;
-    let (_, alerts) = app.get("/api/alerts").await;
-    let piling: Vec<&Value> = alerts
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == "dead_letters_piling_up")
-        .collect();
+    let piling = alerts_of_kind(app, "dead_letters_piling_up").await;
     assert_eq!(piling.len(), 1, "{piling:#?}");
     assert_eq!(piling[0]["severity"], "critical");
     assert!(piling[0]["message"]

@@ -29,20 +29,7 @@ const GROUP: &str = "processor";
 /// First offsets of the segment files of each partition of an embedded log.
 fn segment_bases(log_dir: &Path) -> Vec<Vec<u64>> {
     (0..PARTITIONS)
-        .map(|p| {
-            let mut bases: Vec<u64> = std::fs::read_dir(log_dir.join(format!("partition-{p}")))
-                .map(|dir| {
-                    dir.filter_map(|e| {
-                        let path = e.ok()?.path();
-                        (path.extension()? == "seg")
-                            .then(|| path.file_stem()?.to_str()?.parse().ok())?
-                    })
-                    .collect()
-                })
-                .unwrap_or_default();
-            bases.sort();
-            bases
-        })
+        .map(|p| common::segment_bases(log_dir, p))
         .collect()
 }
 

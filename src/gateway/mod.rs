@@ -37,15 +37,6 @@ pub struct Limits {
     pub dashboard_clients: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            in_flight_appends: 2048,
-            dashboard_clients: 256,
-        }
-    }
-}
-
 /// How long a request waits for an append slot before it is refused.
 const APPEND_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -13,17 +13,19 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// How often acked entries are trimmed from the owned partitions.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Housekeeping {
     pub log: Arc<dyn EventLog>,
     pub store: Store,
     pub windows: WindowRetention,
-    pub trim_every: Duration,
     pub prune_every: Duration,
 }
 
 impl Housekeeping {
     pub async fn run(self, owned: watch::Receiver<BTreeSet<u32>>, stop: CancellationToken) {
-        let mut trim_tick = tokio::time::interval(self.trim_every);
+        let mut trim_tick = tokio::time::interval(TRIM_EVERY);
         let mut prune_tick = tokio::time::interval(self.prune_every);
         trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -42,8 +42,6 @@ pub struct WorkerOptions {
     /// Dead letters at which a critical alert is raised.
     pub dead_letter_alert: u64,
     pub windows: WindowRetention,
-    /// How often acked entries are trimmed from the owned partitions.
-    pub trim_every: Duration,
 }
 
 impl WorkerOptions {
@@ -63,7 +61,6 @@ impl WorkerOptions {
             retry_backoff: Duration::from_millis(args.retry_backoff_ms),
             dead_letter_alert: args.dead_letter_alert,
             windows,
-            trim_every: Duration::from_secs(1),
         }
     }
 }
@@ -132,7 +129,6 @@ pub async fn run(
             log: log.clone(),
             store: store.clone(),
             windows: options.windows,
-            trim_every: options.trim_every,
             // A few times per retention period, at most once a minute.
             prune_every: (options.windows.per_second / 4)
                 .clamp(Duration::from_secs(1), Duration::from_secs(60)),
@@ -602,23 +598,20 @@ async fn dead_letter(
         .as_ref()
         .map(|e| e.event_id.to_string())
         .unwrap_or_else(|| letter.entry_id.clone());
-    let alert = crate::domain::DomainEvent::AlertRaised(crate::domain::events::AlertRaised {
-        alert_id: uuid::Uuid::now_v7(),
-        kind: crate::domain::inventory::ALERT_DEAD_LETTER.into(),
-        severity: "error".into(),
+    let message = format!(
+        "{} on partition {} dead-lettered after {attempts} attempt(s): {}",
+        letter.event_type(),
+        letter.partition,
+        letter.error
+    );
+    raise_alert(
+        log,
+        crate::domain::inventory::ALERT_DEAD_LETTER,
+        "error",
         subject,
-        message: format!(
-            "{} on partition {} dead-lettered after {attempts} attempt(s): {}",
-            letter.event_type(),
-            letter.partition,
-            letter.error
-        ),
-    })
-    .into_envelope(chrono::Utc::now());
-    if let Err(e) = log.append(&alert).await {
-        // The dead letter itself is stored; only the dashboard misses it.
-        tracing::warn!(error = %e, "could not raise the dead-letter alert");
-    }
+        message,
+    )
+    .await;
     raise_if_dead_letters_pile_up(log, options).await;
     true
 }
@@ -642,20 +635,41 @@ async fn raise_if_dead_letters_pile_up(log: &dyn EventLog, options: &WorkerOptio
         count,
         "dead letters reached the alert threshold; see `streamstock dlq list`"
     );
+    let message = format!(
+        "{count} events wait in the dead letters (alert threshold {}); \
+         inspect them with `streamstock dlq list`, then replay or purge",
+        options.dead_letter_alert
+    );
+    raise_alert(
+        log,
+        crate::domain::inventory::ALERT_DEAD_LETTERS_PILING_UP,
+        "critical",
+        "dead-letters".into(),
+        message,
+    )
+    .await;
+}
+
+/// Appends an `alert.raised` for the dashboard feed. Best effort: what it
+/// reports (a stored dead letter, say) is already safe; only the dashboard
+/// misses the alert if the log refuses it.
+async fn raise_alert(
+    log: &dyn EventLog,
+    kind: &str,
+    severity: &str,
+    subject: String,
+    message: String,
+) {
     let alert = crate::domain::DomainEvent::AlertRaised(crate::domain::events::AlertRaised {
         alert_id: uuid::Uuid::now_v7(),
-        kind: crate::domain::inventory::ALERT_DEAD_LETTERS_PILING_UP.into(),
-        severity: "critical".into(),
-        subject: "dead-letters".into(),
-        message: format!(
-            "{count} events wait in the dead letters (alert threshold {}); \
-             inspect them with `streamstock dlq list`, then replay or purge",
-            options.dead_letter_alert
-        ),
+        kind: kind.into(),
+        severity: severity.into(),
+        subject,
+        message,
     })
     .into_envelope(chrono::Utc::now());
     if let Err(e) = log.append(&alert).await {
-        tracing::warn!(error = %e, "could not raise the dead-letters alert");
+        tracing::warn!(error = %e, kind, "could not raise an alert");
     }
 }
 

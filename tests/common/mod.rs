@@ -65,6 +65,22 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
     }
 }
 
+/// The first offsets of the segment files of one partition of an embedded
+/// log in `log_dir`, oldest first (empty if the partition has no folder).
+pub fn segment_bases(log_dir: &std::path::Path, partition: u32) -> Vec<u64> {
+    let mut bases: Vec<u64> = std::fs::read_dir(log_dir.join(format!("partition-{partition}")))
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let path = e.ok()?.path();
+                (path.extension()? == "seg").then(|| path.file_stem()?.to_str()?.parse().ok())?
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    bases.sort();
+    bases
+}
+
 /// An HTTP client for one gateway, with a method per thing tests do.
 pub struct Api {
     pub base: String,
@@ -198,6 +214,18 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the app at {} did not become ready", self.base);
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -80,8 +80,8 @@ struct GroupPartition {
     committed: u64,
     /// The next entry to hand out.
     next: u64,
-    /// Where `next` is on disk, once found.
-    cursor: Option<Cursor>,
+    /// Where `next` is on disk, once found: (segment base, byte offset).
+    next_at: Option<(u64, u64)>,
     /// Acked entries above `committed` (acks can come out of order).
     acked_ahead: BTreeSet<u64>,
 }
@@ -91,15 +91,14 @@ struct GroupState {
     file: PathBuf,
 }
 
-struct Shared {
-    partitions: Vec<RwLock<PartitionFiles>>,
-    appended: Notify,
-}
-
+/// What the log's handle, its read tasks and its writer thread share.
 struct Inner {
     dir: PathBuf,
     options: EmbeddedOptions,
-    shared: Arc<Shared>,
+    /// Each partition's segments and end, extended by the writer.
+    partitions: Vec<RwLock<PartitionFiles>>,
+    /// Woken after every durable write, for blocked reads.
+    appended: Notify,
     groups: Mutex<HashMap<String, GroupState>>,
 }
 
@@ -178,14 +177,11 @@ impl EmbeddedLog {
             });
             views.push(RwLock::new(files));
         }
-        let shared = Arc::new(Shared {
-            partitions: views,
-            appended: Notify::new(),
-        });
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             options: options.clone(),
-            shared: shared.clone(),
+            partitions: views,
+            appended: Notify::new(),
             groups: Mutex::new(HashMap::new()),
         });
         // Every group that ever committed counts when deciding what may be
@@ -199,10 +195,10 @@ impl EmbeddedLog {
             }
         }
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let segment_bytes = options.segment_bytes.max(1);
+        let writer_inner = inner.clone();
         std::thread::Builder::new()
             .name("embedded-log-writer".into())
-            .spawn(move || run_writer(active, rx, shared, segment_bytes))?;
+            .spawn(move || run_writer(active, rx, &writer_inner))?;
         Ok(EmbeddedLog {
             inner,
             writer: tx,
@@ -239,13 +235,13 @@ impl Inner {
     }
 
     fn files(&self, partition: usize) -> std::sync::RwLockReadGuard<'_, PartitionFiles> {
-        self.shared.partitions[partition]
+        self.partitions[partition]
             .read()
             .expect("partition lock poisoned")
     }
 
     fn load_group(&self, group: &str) -> Result<GroupState, LogError> {
-        let n = self.shared.partitions.len();
+        let n = self.partitions.len();
         let file = self
             .dir
             .join("groups")
@@ -280,51 +276,75 @@ impl Inner {
             partitions.push(GroupPartition {
                 committed,
                 next: committed,
-                cursor: None,
+                next_at: None,
                 acked_ahead: BTreeSet::new(),
             });
         }
         Ok(GroupState { partitions, file })
     }
 
+    /// Reads up to `max` entries of `partition` from offset `from` (found at
+    /// `at`, a segment base and byte offset, when known), decoded. Returns
+    /// them and where reading stopped; None when `from` is at the end.
+    /// An offset below the oldest segment starts at the oldest entry kept:
+    /// the returned deliveries then begin above `from`.
+    fn read_from(
+        &self,
+        partition: u32,
+        from: u64,
+        at: Option<(u64, u64)>,
+        max: usize,
+    ) -> Result<Option<(Vec<Delivery>, Cursor)>, LogError> {
+        let (mut cursor, plan) = {
+            let files = self.files(partition as usize);
+            if from >= files.end {
+                return Ok(None);
+            }
+            let cursor = match at {
+                Some((base, pos)) if files.segments.contains_key(&base) => Cursor {
+                    offset: from,
+                    base,
+                    pos,
+                },
+                _ => segments::locate(&files, from)?,
+            };
+            (cursor, segments::plan_read(&files, cursor.base))
+        };
+        let mut deliveries = Vec::new();
+        segments::read_entries(&plan, &mut cursor, max, |offset, line| {
+            deliveries.push(delivery(partition, offset, line))
+        })?;
+        Ok(Some((deliveries, cursor)))
+    }
+
     /// Up to `share` new entries of one partition for the group, read from
-    /// disk at the group's cursor.
+    /// disk where the group left off.
     fn read_partition(
         &self,
         state: &mut GroupPartition,
         partition: u32,
         share: usize,
     ) -> Result<Vec<Delivery>, LogError> {
-        let (mut cursor, plan) = {
-            let files = self.files(partition as usize);
-            if state.next >= files.end {
-                return Ok(Vec::new());
-            }
-            let cursor = match state.cursor {
-                Some(c) if files.segments.contains_key(&c.base) => c,
-                _ => segments::locate(&files, state.next)?,
-            };
-            (cursor, segments::plan_read(&files, cursor.base))
+        let Some((deliveries, cursor)) =
+            self.read_from(partition, state.next, state.next_at, share)?
+        else {
+            return Ok(Vec::new());
         };
-        if cursor.offset != state.next {
+        let first = deliveries.first().map_or(cursor.offset, |d| d.id.seq);
+        if first != state.next {
             // Only a group that was created after its entries were deleted
             // gets here; what it never saw, it cannot process.
             tracing::warn!(
                 partition,
                 from = state.next,
-                to = cursor.offset,
+                to = first,
                 "entries below the oldest segment were deleted; the group skips them"
             );
-            state.committed = state.committed.max(cursor.offset);
-            state.next = cursor.offset;
+            state.committed = state.committed.max(first);
         }
-        let entries = segments::read_entries(&plan, &mut cursor, share)?;
         state.next = cursor.offset;
-        state.cursor = Some(cursor);
-        Ok(entries
-            .into_iter()
-            .map(|(offset, line)| delivery(partition, offset, &line))
-            .collect())
+        state.next_at = Some((cursor.base, cursor.pos));
+        Ok(deliveries)
     }
 
     fn collect(
@@ -333,7 +353,7 @@ impl Inner {
         partitions: &[u32],
         max: usize,
     ) -> Result<Vec<Delivery>, LogError> {
-        let n = self.shared.partitions.len() as u32;
+        let n = self.partitions.len() as u32;
         self.with_group(group, |state| {
             let mut out = Vec::new();
             // Fair across partitions: take a share from each in turn, so one
@@ -358,9 +378,9 @@ impl Inner {
     /// The group's delivered but unacked entries of `partition`, in order.
     fn unacked(&self, group: &str, partition: u32) -> Result<Vec<Delivery>, LogError> {
         let p = partition as usize;
-        let Some(view) = self.shared.partitions.get(p) else {
+        if p >= self.partitions.len() {
             return Ok(Vec::new());
-        };
+        }
         let (committed, next, acked) = self.with_group(group, |state| {
             let gp = &state.partitions[p];
             (gp.committed, gp.next, gp.acked_ahead.clone())
@@ -368,17 +388,10 @@ impl Inner {
         if next <= committed {
             return Ok(Vec::new());
         }
-        let (mut cursor, plan) = {
-            let files = view.read().expect("partition lock poisoned");
-            let cursor = segments::locate(&files, committed)?;
-            (cursor, segments::plan_read(&files, cursor.base))
-        };
-        let entries = segments::read_entries(&plan, &mut cursor, (next - committed) as usize)?;
-        Ok(entries
-            .into_iter()
-            .filter(|(offset, _)| !acked.contains(offset))
-            .map(|(offset, line)| delivery(partition, offset, &line))
-            .collect())
+        let read = self.read_from(partition, committed, None, (next - committed) as usize)?;
+        let mut deliveries = read.map(|(d, _)| d).unwrap_or_default();
+        deliveries.retain(|d| !acked.contains(&d.id.seq));
+        Ok(deliveries)
     }
 
     /// Deletes the sealed segments of `partitions` that every group has
@@ -390,7 +403,7 @@ impl Inner {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         for &p in partitions {
             let p = p as usize;
-            if p >= self.shared.partitions.len() {
+            if p >= self.partitions.len() {
                 continue;
             }
             // The lowest committed offset of any group: nothing at or above
@@ -404,9 +417,7 @@ impl Inner {
                 }
             };
             let removed: Vec<(u64, segments::Segment, u64)> = {
-                let mut files = self.shared.partitions[p]
-                    .write()
-                    .expect("partition lock poisoned");
+                let mut files = self.partitions[p].write().expect("partition lock poisoned");
                 let bases = files.deletable(below, sealed_before);
                 bases
                     .into_iter()
@@ -508,7 +519,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)?;
     if let Some(parent) = path.parent() {
         // Persist the rename itself.
-        File::open(parent)?.sync_all()?;
+        segments::sync_dir(parent)?;
     }
     Ok(())
 }
@@ -523,9 +534,9 @@ struct ActiveSegment {
 fn run_writer(
     mut active: Vec<ActiveSegment>,
     mut rx: mpsc::Receiver<AppendRequest>,
-    shared: Arc<Shared>,
-    segment_bytes: u64,
+    inner: &Inner,
 ) {
+    let segment_bytes = inner.options.segment_bytes.max(1);
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -541,38 +552,33 @@ fn run_writer(
             per_partition[req.partition as usize].extend_from_slice(&req.line);
             counts[req.partition as usize] += 1;
         }
+        // Per partition: the offset of its first entry in this batch, once
+        // written and synced; None when its write failed (or it had none).
+        let mut next_offset: Vec<Option<u64>> = vec![None; partitions];
         let mut failure: Option<String> = None;
         for (p, bytes) in per_partition.iter().enumerate() {
             if bytes.is_empty() {
                 continue;
             }
             let segment = &mut active[p];
-            match segment
+            if let Err(e) = segment
                 .file
                 .write_all(bytes)
                 .and_then(|_| segment.file.sync_data())
             {
-                Ok(()) => segment.bytes += bytes.len() as u64,
-                Err(e) => {
-                    // Cut off whatever part of the batch reached the file,
-                    // so later appends do not follow a torn line.
-                    let _ = segment.file.set_len(segment.bytes);
-                    failure = Some(format!("append to partition {p} failed: {e}"));
-                    counts[p] = 0;
-                }
-            }
-        }
-        // Publish the new durable ends, then answer: offsets are assigned
-        // in queue order within each partition.
-        let mut next_offset = vec![0u64; partitions];
-        for (p, segment) in active.iter_mut().enumerate() {
-            let mut files = shared.partitions[p]
-                .write()
-                .expect("partition lock poisoned");
-            next_offset[p] = files.end;
-            if counts[p] == 0 {
+                // Cut off whatever part of the batch reached the file,
+                // so later appends do not follow a torn line.
+                let _ = segment.file.set_len(segment.bytes);
+                failure = Some(format!("append to partition {p} failed: {e}"));
                 continue;
             }
+            segment.bytes += bytes.len() as u64;
+            // Publish the new durable end; offsets are assigned in queue
+            // order within the partition.
+            let mut files = inner.partitions[p]
+                .write()
+                .expect("partition lock poisoned");
+            next_offset[p] = Some(files.end);
             files.end += counts[p];
             if let Some(s) = files.segments.get_mut(&segment.base) {
                 s.bytes = segment.bytes;
@@ -581,16 +587,17 @@ fn run_writer(
                 roll(segment, &mut files);
             }
         }
-        shared.appended.notify_waiters();
+        inner.appended.notify_waiters();
         for req in batch {
-            let p = req.partition as usize;
-            let answer = match &failure {
-                Some(message) if counts[p] == 0 => Err(message.clone()),
-                _ => {
-                    let offset = next_offset[p];
-                    next_offset[p] += 1;
-                    Ok(EntryId { ms: 0, seq: offset })
+            let answer = match &mut next_offset[req.partition as usize] {
+                Some(offset) => {
+                    *offset += 1;
+                    Ok(EntryId {
+                        ms: 0,
+                        seq: *offset - 1,
+                    })
                 }
+                None => Err(failure.clone().unwrap_or_default()),
             };
             let _ = req.done.send(answer);
         }
@@ -637,7 +644,7 @@ fn roll(segment: &mut ActiveSegment, files: &mut PartitionFiles) {
 #[async_trait]
 impl EventLog for EmbeddedLog {
     fn partitions(&self) -> u32 {
-        self.inner.shared.partitions.len() as u32
+        self.inner.partitions.len() as u32
     }
 
     fn describe(&self) -> String {
@@ -690,7 +697,7 @@ impl EventLog for EmbeddedLog {
         loop {
             // Register interest before looking, so an append between the look
             // and the wait still wakes us.
-            let notified = self.inner.shared.appended.notified();
+            let notified = self.inner.appended.notified();
             let (group_name, wanted) = (group.to_string(), partitions.to_vec());
             let found = self
                 .blocking(move |inner| inner.collect(&group_name, &wanted, max.max(1)))
