@@ -1,21 +1,25 @@
 //! StreamStock: an event-driven inventory system in one binary.
 //!
-//! - `domain`: money, validated inputs, events, the order decision (pure)
-//! - `stream`: the partitioned event log trait and its two backends
+//! The layers, each importing only those above it in this list (see
+//! docs/architecture.md; `tests/architecture.rs` checks it):
+//!
+//! - `telemetry`: logging, metric names and secret redaction (a leaf)
+//! - `domain`: money, validated inputs, events, the order decision (pure, no I/O)
+//! - `stream`: the partitioned event log trait, its two backends, leases
 //! - `store`: the read model, projections with exactly-once effects
-//! - `worker`: the processor loop (batch → transaction → publish → ack)
-//! - `gateway`: the HTTP API, WebSocket feed and embedded dashboard
-//! - `simulator`: the traffic generator
-//! - `config`, `app`, `telemetry`, `shutdown`, `memory`: the binary's edges
+//! - `worker`: the processor (batch → transaction → publish → ack)
+//! - `gateway`: the HTTP API, WebSocket feed, probes and embedded dashboard
+//! - `simulator`: the traffic generator, an HTTP client of the gateway
+//! - `cli`: settings from flags and environment, the roles and commands
+//!
+//! Process-wide edges that any layer's binary needs, importing nothing:
+//! - `shutdown`: the signal handler that cancels every role
+//! - `memory`: allocator limits and returning freed memory to the OS
 
-pub mod admin;
-pub mod app;
-pub mod bench;
-pub mod config;
+pub mod cli;
 pub mod domain;
 pub mod gateway;
 pub mod memory;
-pub mod metrics;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;

@@ -1,6 +1,6 @@
 use clap::Parser;
-use streamstock::config::{Cli, Command};
-use streamstock::{admin, app, bench, memory, shutdown, telemetry};
+use streamstock::cli::{self, config::Cli};
+use streamstock::{memory, shutdown, telemetry};
 
 fn main() -> std::process::ExitCode {
     // Before any thread exists: the allocator's arenas are set up per thread.
@@ -15,20 +15,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.common.log_format);
+    telemetry::init_logging(cli.common.log_format);
     let stop = shutdown::on_signals();
-    let result = match cli.command {
-        Command::All(args) => app::run_all(cli.common, args, stop).await,
-        Command::Serve(args) => app::run_serve(cli.common, args, stop).await,
-        Command::Worker(args) => app::run_worker(cli.common, args, stop).await,
-        Command::Simulate(args) => app::run_simulate(args, stop).await,
-        Command::Migrate => app::run_migrate(cli.common).await,
-        Command::Status(args) => admin::status(cli.common, args).await,
-        Command::Dlq(args) => admin::dlq(cli.common, args.action).await,
-        Command::Rebuild(args) => admin::rebuild(cli.common, args).await,
-        Command::Bench(args) => bench::run(cli.common, args).await,
-    };
-    match result {
+    match cli::run(cli, stop).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

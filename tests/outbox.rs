@@ -8,7 +8,7 @@ use chrono::Utc;
 use streamstock::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};
 use streamstock::domain::{DomainEvent, Money};
 use streamstock::store::Store;
-use streamstock::stream::{Decoded, EntryId};
+use streamstock::stream::{partition_for, Decoded, EntryId};
 use uuid::Uuid;
 
 fn decoded(event: DomainEvent, seq: u64) -> Decoded {
@@ -61,7 +61,10 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
         decoded(order(2), 3),
         decoded(order(5), 4),
     ];
-    let outcome = store.apply_batch(&batch, 4).await.unwrap();
+    let outcome = store
+        .apply_batch(&batch, &|key| partition_for(key, 4))
+        .await
+        .unwrap();
     assert_eq!(outcome.applied, 4);
     let types: Vec<&str> = outcome
         .follow_ups
@@ -87,7 +90,10 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
     assert_eq!(rows.batches, outcome.outbox.batches);
 
     // Redelivered: nothing applied again, nothing new to publish.
-    let again = store.apply_batch(&batch, 4).await.unwrap();
+    let again = store
+        .apply_batch(&batch, &|key| partition_for(key, 4))
+        .await
+        .unwrap();
     assert_eq!((again.applied, again.duplicates), (0, 4));
     assert!(again.follow_ups.is_empty() && again.outbox.is_empty());
 

@@ -23,7 +23,7 @@ use streamstock::stream::EventLog;
 use uuid::Uuid;
 
 const PARTITIONS: u32 = 4;
-/// The processor's consumer group (see worker::PROCESSOR_GROUP).
+/// The processor's consumer group (see stream::PROCESSOR_GROUP).
 const GROUP: &str = "processor";
 
 /// First offsets of the segment files of each partition of an embedded log.

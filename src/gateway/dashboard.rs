@@ -7,7 +7,7 @@ use super::AppState;
 use crate::domain::inventory::PurchaseOrderStatus;
 use crate::store::analytics::{PurchaseOrderView, Throughput, TopProduct};
 use crate::store::queries::{AlertView, Figures, OrderView, ProductView};
-use crate::worker::PROCESSOR_GROUP;
+use crate::stream::PROCESSOR_GROUP;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
@@ -137,7 +137,7 @@ pub async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Ok(permit) = state.dashboard.clients.clone().try_acquire_owned() else {
-        metrics::counter!(crate::metrics::REQUESTS_SHED, "reason" => "dashboard_clients")
+        metrics::counter!(crate::telemetry::metrics::REQUESTS_SHED, "reason" => "dashboard_clients")
             .increment(1);
         return Err(ApiError::overloaded(
             "too many dashboard connections are open; retry shortly",

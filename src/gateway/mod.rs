@@ -7,6 +7,7 @@ mod dashboard;
 pub mod error;
 mod operations;
 mod orders;
+pub mod probes;
 mod products;
 mod restock;
 
@@ -17,9 +18,8 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use error::ApiError;
-use serde_json::json;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -85,7 +85,7 @@ impl Gateway {
             limits,
         });
         dashboard::spawn_publisher(gateway.clone());
-        crate::metrics::handle();
+        crate::telemetry::metrics::handle();
         gateway
     }
 }
@@ -112,12 +112,19 @@ pub fn router(state: AppState) -> Router {
             require_token_for_writes,
         ));
     Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+        .route("/health", get(probes::health))
+        .route(
+            "/ready",
+            get(|State(state): State<AppState>| async move {
+                probes::readiness(&*state.log, &state.store).await
+            }),
+        )
         .route("/ws/dashboard", get(dashboard::websocket))
         .route(
             "/metrics",
-            get(|State(state): State<AppState>| crate::metrics::serve(state.log.clone())),
+            get(|State(state): State<AppState>| async move {
+                probes::prometheus(&*state.log).await
+            }),
         )
         .merge(api)
         .fallback(fallback)
@@ -131,38 +138,6 @@ async fn fallback(uri: axum::http::Uri) -> Response {
         return ApiError::not_found(format!("no route {}", uri.path())).into_response();
     }
     assets::serve(uri).await
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// Ready when both the log and the database answer.
-async fn ready(State(state): State<AppState>) -> Response {
-    readiness(&*state.log, &state.store).await
-}
-
-pub async fn readiness(log: &dyn EventLog, store: &Store) -> Response {
-    let log_ok = log.ping().await.map_err(|e| e.to_string());
-    let db_ok = store.ping().await.map_err(|e| e.to_string());
-    let status = if log_ok.is_ok() && db_ok.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let describe = |r: Result<(), String>| match r {
-        Ok(()) => json!("ok"),
-        Err(e) => json!(e),
-    };
-    (
-        status,
-        Json(json!({
-            "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
-            "event_log": describe(log_ok),
-            "database": describe(db_ok),
-        })),
-    )
-        .into_response()
 }
 
 /// With --api-token set, writes need `Authorization: Bearer <token>`.
@@ -207,7 +182,7 @@ impl Gateway {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) => unreachable!("the append semaphore is never closed"),
             Err(_) => {
-                metrics::counter!(crate::metrics::REQUESTS_SHED, "reason" => "append_slots")
+                metrics::counter!(crate::telemetry::metrics::REQUESTS_SHED, "reason" => "append_slots")
                     .increment(1);
                 return Err(ApiError::overloaded(format!(
                     "{} appends are already in flight to the event log; retry shortly",
@@ -217,8 +192,9 @@ impl Gateway {
         };
         let result = self.log.append(envelope).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!(crate::metrics::EVENTS_APPENDED, "type" => envelope.event_type.clone(), "result" => outcome).increment(1);
-        metrics::histogram!(crate::metrics::APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::telemetry::metrics::EVENTS_APPENDED, "type" => envelope.event_type.clone(), "result" => outcome).increment(1);
+        metrics::histogram!(crate::telemetry::metrics::APPEND_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         Ok(result?)
     }
 }

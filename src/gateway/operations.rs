@@ -6,7 +6,7 @@ use super::{ApiQuery, AppState};
 use crate::store::analytics::{ArchivedEvent, EventFilter};
 use crate::store::queries::AlertView;
 use crate::stream::dead_letter::DeadLetter;
-use crate::worker::PROCESSOR_GROUP;
+use crate::stream::PROCESSOR_GROUP;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;

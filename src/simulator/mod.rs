@@ -5,7 +5,6 @@
 //! the purchase orders the workers draft when stock runs low). It talks to
 //! the gateway over HTTP only, like any client.
 
-use crate::config::Profile;
 use rand::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
@@ -13,6 +12,17 @@ use std::ops::Range;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// How much traffic the simulator makes (`--profile`, `SIM_PROFILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// No simulator (only with `all`).
+    None,
+    /// 2–5 s between orders.
+    Normal,
+    /// 0.1–0.5 s between orders.
+    Burst,
+}
 
 impl Profile {
     /// Milliseconds between two orders.

@@ -104,7 +104,7 @@ impl Store {
                 (
                     Dialect::Postgres,
                     url.to_string(),
-                    format!("PostgreSQL at {}", crate::config::redact_url(url)),
+                    format!("PostgreSQL at {}", crate::telemetry::redact_url(url)),
                 )
             } else if let Some(path) = url.strip_prefix("sqlite://") {
                 let path = path.split('?').next().unwrap_or(path);
@@ -121,7 +121,9 @@ impl Store {
                 };
                 (Dialect::Sqlite, url, format!("SQLite at {path}"))
             } else {
-                return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
+                return Err(StoreError::UnsupportedUrl(crate::telemetry::redact_url(
+                    url,
+                )));
             };
 
         // PostgreSQL serves the gateway's reads and the workers' batches
@@ -199,7 +201,7 @@ impl Store {
         let without_query = admin_url.split('?').next().unwrap_or(admin_url);
         let (server, _) = without_query
             .rsplit_once('/')
-            .ok_or_else(|| StoreError::UnsupportedUrl(crate::config::redact_url(admin_url)))?;
+            .ok_or_else(|| StoreError::UnsupportedUrl(crate::telemetry::redact_url(admin_url)))?;
         Ok(format!("{server}/{name}"))
     }
 

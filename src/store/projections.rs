@@ -31,7 +31,7 @@ use crate::domain::inventory::{
     Inventory, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
 use crate::domain::{events::OrderLine, DomainEvent, Envelope, Money};
-use crate::stream::{partition_for, Decoded};
+use crate::stream::Decoded;
 use sqlx::any::Any;
 use sqlx::{Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -63,11 +63,12 @@ impl Store {
     /// One consumer group (the processor) maintains the read model, so the
     /// archive alone tells what was applied. An event the domain refuses
     /// fails the whole batch (nothing is written); the worker then retries
-    /// the events one by one. `partitions` places follow-ups in the archive.
+    /// the events one by one. `partition_of` tells which partition the log
+    /// will put a follow-up in (by its key), for its archive row.
     pub async fn apply_batch(
         &self,
         events: &[Decoded],
-        partitions: u32,
+        partition_of: &(dyn Fn(&str) -> u32 + Sync),
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let now = chrono::Utc::now();
@@ -149,7 +150,7 @@ impl Store {
             .iter()
             .map(|(env, _)| ArchiveRow {
                 envelope: env,
-                partition: partition_for(&env.key, partitions),
+                partition: partition_of(&env.key),
                 entry_id: String::new(),
             })
             .collect();

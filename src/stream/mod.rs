@@ -10,9 +10,24 @@ pub mod valkey;
 use crate::domain::Envelope;
 use async_trait::async_trait;
 use dead_letter::DeadLetter;
+use lease::LeaseStore;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The consumer group of the workers that maintain the read model. The
+/// operations views (backlog, dead letters, lag) report for it; the log
+/// itself serves any number of groups.
+pub const PROCESSOR_GROUP: &str = "processor";
+
+/// An event log and the partition leases that go with it: Valkey serves
+/// both; the embedded log's leases live in its one process.
+#[derive(Clone)]
+pub struct LogBackend {
+    pub log: Arc<dyn EventLog>,
+    pub leases: Arc<dyn LeaseStore>,
+}
 
 /// A log entry id, `ms-seq` as Valkey writes it. Compared numerically, never
 /// as a string ("10-0" sorts after "9-0").
@@ -132,6 +147,11 @@ pub fn partition_for(key: &str, partitions: u32) -> u32 {
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     fn partitions(&self) -> u32;
+
+    /// The partition `append` puts an entry with this key in.
+    fn partition_of(&self, key: &str) -> u32 {
+        partition_for(key, self.partitions())
+    }
 
     /// Human-readable backend description for logs and `/api/stats`.
     fn describe(&self) -> String;

@@ -52,7 +52,8 @@ impl Housekeeping {
                         bytes = trimmed.bytes,
                         "trimmed acked log entries"
                     );
-                    metrics::counter!(crate::metrics::LOG_TRIMMED).increment(trimmed.entries);
+                    metrics::counter!(crate::telemetry::metrics::LOG_TRIMMED)
+                        .increment(trimmed.entries);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "trimming the log failed; will retry"),
@@ -62,7 +63,7 @@ impl Housekeeping {
     async fn prune(&self) {
         match self.store.prune_windows(&self.windows).await {
             Ok(pruned) => {
-                metrics::counter!(crate::metrics::WINDOWS_PRUNED).increment(pruned);
+                metrics::counter!(crate::telemetry::metrics::WINDOWS_PRUNED).increment(pruned);
             }
             Err(e) => tracing::warn!(error = %e, "pruning throughput windows failed; will retry"),
         }

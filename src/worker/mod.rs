@@ -7,22 +7,17 @@ mod housekeeping;
 mod ownership;
 mod recent;
 
-use crate::app::LogBackend;
-use crate::config::ProcessingArgs;
 use crate::domain::Envelope;
 use crate::store::analytics::WindowRetention;
 use crate::store::outbox::OutboxRows;
 use crate::store::Store;
 use crate::stream::dead_letter::DeadLetter;
-use crate::stream::{Decoded, Delivery, EventLog, LogError};
+use crate::stream::{Decoded, Delivery, EventLog, LogBackend, LogError};
 use ownership::Ownership;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// The consumer group of the read-model processor.
-pub const PROCESSOR_GROUP: &str = "processor";
 
 /// Follow-up ids a worker remembers as committed (see `recent`): about
 /// 10 MB, far more than are ever in flight between publish and delivery.
@@ -44,25 +39,16 @@ pub struct WorkerOptions {
     pub windows: WindowRetention,
 }
 
-impl WorkerOptions {
-    pub fn new(args: &ProcessingArgs, windows: WindowRetention) -> WorkerOptions {
-        WorkerOptions {
-            group: PROCESSOR_GROUP.to_string(),
-            consumer: format!(
-                "{}-{}-{}",
-                hostname(),
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
-            batch_size: args.batch_size as usize,
-            batch_wait: args.batch_wait(),
-            lease_ttl: args.lease_ttl(),
-            max_attempts: args.max_attempts,
-            retry_backoff: Duration::from_millis(args.retry_backoff_ms),
-            dead_letter_alert: args.dead_letter_alert,
-            windows,
-        }
-    }
+/// A consumer name no other process uses: host, process id and a random
+/// suffix (a restarted process must not inherit its predecessor's pending
+/// entries by name).
+pub fn unique_consumer_name() -> String {
+    format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 fn hostname() -> String {
@@ -105,7 +91,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let log = backend.log;
-    crate::metrics::handle();
+    crate::telemetry::metrics::handle();
     tracing::info!(consumer = %options.consumer, group = %options.group, log = %log.describe(), database = %store.describe(), "worker started");
     let ownership = Ownership {
         leases: backend.leases,
@@ -137,8 +123,9 @@ pub async fn run(
         tokio::spawn(async move { chores.run(owned, stop).await })
     };
 
-    metrics::gauge!(crate::metrics::WORKER_UP).set(1.0);
-    metrics::gauge!(crate::metrics::DEAD_LETTER_ALERT_AT).set(options.dead_letter_alert as f64);
+    metrics::gauge!(crate::telemetry::metrics::WORKER_UP).set(1.0);
+    metrics::gauge!(crate::telemetry::metrics::DEAD_LETTER_ALERT_AT)
+        .set(options.dead_letter_alert as f64);
     relay_outbox(&*log, &store).await;
     let mut processing: BTreeSet<u32> = BTreeSet::new();
     let mut prefetch: Option<tokio::task::JoinHandle<Result<Vec<Delivery>, LogError>>> = None;
@@ -266,7 +253,7 @@ pub async fn run(
     let _ = housekeeping.await;
     let owned = coordinator.await.unwrap_or_default();
     ownership.release_all(&owned).await;
-    metrics::gauge!(crate::metrics::WORKER_UP).set(0.0);
+    metrics::gauge!(crate::telemetry::metrics::WORKER_UP).set(0.0);
     tracing::info!(consumer = %options.consumer, "worker stopped");
 }
 
@@ -380,7 +367,7 @@ async fn apply_phase(
             }
         }
     }
-    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "duplicate")
+    metrics::counter!(crate::telemetry::metrics::EVENTS_PROCESSED, "status" => "duplicate")
         .increment(known_applied);
     // One transaction for the whole batch. (Per-partition transactions in
     // parallel were measured slower on PostgreSQL: they lock the same
@@ -428,12 +415,12 @@ async fn finish_phase(
         publish_and_ack_ms = finishing.elapsed().as_millis() as u64,
         "batch done"
     );
-    metrics::histogram!(crate::metrics::BATCH_SECONDS)
+    metrics::histogram!(crate::telemetry::metrics::BATCH_SECONDS)
         .record(committed.started.elapsed().as_secs_f64());
     let now = chrono::Utc::now();
     for occurred in committed.occurred {
         let latency = (now - occurred).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-        metrics::histogram!(crate::metrics::EVENT_LATENCY_SECONDS).record(latency);
+        metrics::histogram!(crate::telemetry::metrics::EVENT_LATENCY_SECONDS).record(latency);
     }
     true
 }
@@ -460,7 +447,7 @@ async fn apply_share(
 ) -> Option<(Vec<Envelope>, OutboxRows)> {
     let mut backoff = Backoff::new();
     loop {
-        match store.apply_batch(share, log.partitions()).await {
+        match store.apply_batch(share, &|key| log.partition_of(key)).await {
             Ok(outcome) => {
                 tracing::debug!(
                     applied = outcome.applied,
@@ -487,12 +474,12 @@ async fn apply_share(
 }
 
 fn record_outcome(outcome: &crate::store::projections::BatchOutcome) {
-    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "applied")
+    metrics::counter!(crate::telemetry::metrics::EVENTS_PROCESSED, "status" => "applied")
         .increment(outcome.applied as u64);
-    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "duplicate")
+    metrics::counter!(crate::telemetry::metrics::EVENTS_PROCESSED, "status" => "duplicate")
         .increment(outcome.duplicates as u64);
     // Follow-ups (decisions) are applied in the transaction that makes them.
-    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "decided")
+    metrics::counter!(crate::telemetry::metrics::EVENTS_PROCESSED, "status" => "decided")
         .increment(outcome.follow_ups.len() as u64);
 }
 
@@ -513,7 +500,10 @@ async fn apply_one_by_one(
         let single = std::slice::from_ref(decoded);
         let mut transient = Backoff::new();
         loop {
-            let error = match store.apply_batch(single, log.partitions()).await {
+            let error = match store
+                .apply_batch(single, &|key| log.partition_of(key))
+                .await
+            {
                 Ok(outcome) => {
                     record_outcome(&outcome);
                     follow_ups.extend(outcome.follow_ups);
@@ -543,7 +533,7 @@ async fn apply_one_by_one(
                 }
             };
             tracing::warn!(%event_id, attempts, max = options.max_attempts, %error, "event failed");
-            metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "failed_attempt")
+            metrics::counter!(crate::telemetry::metrics::EVENTS_PROCESSED, "status" => "failed_attempt")
                 .increment(1);
             if attempts >= options.max_attempts {
                 let letter = DeadLetter::new(
@@ -584,7 +574,8 @@ async fn dead_letter(
         return false;
     }
     let attempts = letter.attempts;
-    metrics::counter!(crate::metrics::EVENTS_PROCESSED, "status" => "dead_lettered").increment(1);
+    metrics::counter!(crate::telemetry::metrics::EVENTS_PROCESSED, "status" => "dead_lettered")
+        .increment(1);
     tracing::error!(
         partition = letter.partition,
         entry = %letter.entry_id,
@@ -627,7 +618,7 @@ async fn raise_if_dead_letters_pile_up(log: &dyn EventLog, options: &WorkerOptio
             return;
         }
     };
-    metrics::gauge!(crate::metrics::DEAD_LETTERS).set(count as f64);
+    metrics::gauge!(crate::telemetry::metrics::DEAD_LETTERS).set(count as f64);
     if count != options.dead_letter_alert {
         return;
     }

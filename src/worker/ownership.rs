@@ -92,7 +92,7 @@ impl Ownership {
             }
             for p in 0..self.partitions {
                 let held = if owned.contains(&p) { 1.0 } else { 0.0 };
-                metrics::gauge!(crate::metrics::PARTITION_OWNED, "partition" => p.to_string())
+                metrics::gauge!(crate::telemetry::metrics::PARTITION_OWNED, "partition" => p.to_string())
                     .set(held);
             }
             owned_tx.send_if_modified(|current| {

@@ -11,7 +11,7 @@ pub mod process;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use streamstock::config::{
+use streamstock::cli::config::{
     AllArgs, CommonArgs, Durability, GatewayArgs, LogFormat, ProcessingArgs, Profile, RetentionArgs,
 };
 use streamstock::store::Store;
@@ -149,7 +149,7 @@ impl TestApp {
         };
         adjust(&mut args);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(streamstock::app::run_all_on(
+        let task = tokio::spawn(streamstock::cli::roles::run_all_on(
             common.clone(),
             args,
             listener,

@@ -154,7 +154,7 @@ impl ServeAndWorker {
 }
 
 /// The flags that point an operator command at the deployment of `common`.
-pub fn deployment_args(common: &streamstock::config::CommonArgs) -> Vec<String> {
+pub fn deployment_args(common: &streamstock::cli::config::CommonArgs) -> Vec<String> {
     let mut args = vec![
         "--data-dir".to_string(),
         common.data_dir.display().to_string(),
@@ -178,7 +178,10 @@ pub fn deployment_args(common: &streamstock::config::CommonArgs) -> Vec<String> 
 
 /// Runs `streamstock <args>` against the deployment of `common` (the
 /// operator's commands: rebuild, dlq, status) and returns its output.
-pub fn run_cli(common: &streamstock::config::CommonArgs, args: &[&str]) -> std::process::Output {
+pub fn run_cli(
+    common: &streamstock::cli::config::CommonArgs,
+    args: &[&str],
+) -> std::process::Output {
     Command::new(BIN)
         .args(args)
         .args(deployment_args(common))
@@ -188,7 +191,7 @@ pub fn run_cli(common: &streamstock::config::CommonArgs, args: &[&str]) -> std::
 }
 
 /// As `run_cli`, for a command that must succeed: its standard output.
-pub fn run_cli_ok(common: &streamstock::config::CommonArgs, args: &[&str]) -> String {
+pub fn run_cli_ok(common: &streamstock::cli::config::CommonArgs, args: &[&str]) -> String {
     let out = run_cli(common, args);
     assert!(
         out.status.success(),
@@ -199,7 +202,7 @@ pub fn run_cli_ok(common: &streamstock::config::CommonArgs, args: &[&str]) -> St
 }
 
 /// `assert_rebuild_identical` for the (stopped) deployment of `common`.
-pub fn assert_rebuild_identical_for(common: &streamstock::config::CommonArgs) {
+pub fn assert_rebuild_identical_for(common: &streamstock::cli::config::CommonArgs) {
     let args = deployment_args(common);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_rebuild_identical(&args, &[]);

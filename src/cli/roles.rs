@@ -1,18 +1,14 @@
-//! Wiring: opens the backends the settings name and runs each role as a
-//! tokio task until shutdown. `main` only parses the command line and calls
-//! one of these; tests call them directly on ephemeral ports.
+//! The roles: `all`, `serve`, `worker`, `simulate` and `migrate`. Each
+//! opens the backends its settings name and runs as tokio tasks until
+//! shutdown; tests call them directly on ephemeral ports.
 
-use crate::config::{
-    AllArgs, CommonArgs, Durability, GatewayArgs, Profile, ServeArgs, SimulateArgs, WorkerArgs,
+use super::backends::{open_log, open_store};
+use super::config::{
+    AllArgs, CommonArgs, GatewayArgs, Profile, ServeArgs, SimulateArgs, WorkerArgs,
 };
 use crate::gateway::{self, Gateway};
 use crate::simulator::Simulator;
-use crate::store::Store;
-use crate::stream::embedded::{EmbeddedLog, EmbeddedOptions};
-use crate::stream::lease::{LeaseStore, LocalLeases};
-use crate::stream::valkey::ValkeyLog;
-use crate::stream::EventLog;
-use crate::worker::{self, WorkerOptions};
+use crate::worker;
 use anyhow::{bail, Context};
 use axum::extract::Request;
 use axum::ServiceExt;
@@ -21,74 +17,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
-
-/// Opens the read-model database and brings its schema up to date.
-pub async fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
-    let url = common.database_url();
-    let store = Store::connect_with(&url, common.retention.sqlite_memory_mib)
-        .await
-        .context("cannot open the database (--database-url / DATABASE_URL)")?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
-    Ok(store)
-}
-
-/// The event log and the partition leases that go with it.
-#[derive(Clone)]
-pub struct LogBackend {
-    pub log: Arc<dyn EventLog>,
-    pub leases: Arc<dyn LeaseStore>,
-}
-
-/// Opens the event log: Valkey when --valkey-url is set, else the embedded
-/// log. A role running on its own (`serve`, `worker`) needs a log other
-/// processes can reach, so it refuses the embedded one.
-pub async fn open_log(
-    common: &CommonArgs,
-    standalone_role: Option<&str>,
-) -> anyhow::Result<LogBackend> {
-    match &common.valkey_url {
-        Some(url) => {
-            let log = ValkeyLog::connect(
-                url,
-                &common.valkey_namespace,
-                common.partitions,
-                common.durability == Durability::Strict,
-            )
-            .await
-            .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?
-            .with_retention(*common.retention.log_retention);
-            let log = Arc::new(log);
-            Ok(LogBackend {
-                log: log.clone(),
-                leases: log,
-            })
-        }
-        None => {
-            if let Some(role) = standalone_role {
-                bail!(
-                    "`streamstock {role}` on its own needs a shared event log: pass --valkey-url (or set \
-                     STREAMSTOCK_VALKEY_URL). The embedded log lives inside one process; use `streamstock all` \
-                     to run every role on it"
-                );
-            }
-            let dir = common.data_dir.join("log");
-            let options = EmbeddedOptions {
-                retention: *common.retention.log_retention,
-                segment_bytes: common.retention.log_segment_bytes,
-                ..EmbeddedOptions::default()
-            };
-            let log = EmbeddedLog::open_with(&dir, common.partitions, options)
-                .with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
-            Ok(LogBackend {
-                log: Arc::new(log),
-                leases: Arc::new(LocalLeases::new()),
-            })
-        }
-    }
-}
 
 async fn bind(gateway: &GatewayArgs) -> anyhow::Result<TcpListener> {
     gateway.check_exposure().map_err(anyhow::Error::msg)?;
@@ -138,7 +66,7 @@ pub async fn run_all_on(
     let worker = tokio::spawn(worker::run(
         backend.clone(),
         store.clone(),
-        WorkerOptions::new(&args.processing, common.retention.windows()),
+        args.processing.worker_options(common.retention.windows()),
         shutdown.clone(),
     ));
     let simulator = (args.profile != Profile::None).then(|| {
@@ -202,26 +130,8 @@ pub async fn run_worker(
     let store = open_store(&common).await?;
     let backend = open_log(&common, Some("worker")).await?;
 
-    // A worker answers /health and /ready for orchestrators.
-    let probe_log = backend.log.clone();
-    let metrics_log = backend.log.clone();
-    let probe_store = store.clone();
-    let probes = axum::Router::new()
-        .route(
-            "/health",
-            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
-        )
-        .route(
-            "/ready",
-            axum::routing::get(move || {
-                let (log, store) = (probe_log.clone(), probe_store.clone());
-                async move { gateway::readiness(&*log, &store).await }
-            }),
-        )
-        .route(
-            "/metrics",
-            axum::routing::get(move || crate::metrics::serve(metrics_log.clone())),
-        );
+    // A worker answers /health, /ready and /metrics for orchestrators.
+    let probes = gateway::probes::probe_router(backend.log.clone(), store.clone());
     let probe_shutdown = shutdown.clone();
     let probe_server = tokio::spawn(async move {
         axum::serve(listener, probes)
@@ -232,7 +142,7 @@ pub async fn run_worker(
     worker::run(
         backend,
         store.clone(),
-        WorkerOptions::new(&args.processing, common.retention.windows()),
+        args.processing.worker_options(common.retention.windows()),
         shutdown.clone(),
     )
     .await;

@@ -6,6 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::simulator::Profile;
+use crate::store::analytics::WindowRetention;
+use crate::stream::PROCESSOR_GROUP;
+pub use crate::telemetry::LogFormat;
+use crate::worker::{self, WorkerOptions};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "streamstock",
@@ -191,7 +197,7 @@ pub struct RetentionArgs {
 impl Default for RetentionArgs {
     /// The command line's defaults (a test checks they agree).
     fn default() -> RetentionArgs {
-        let windows = crate::store::analytics::WindowRetention::default();
+        let windows = WindowRetention::default();
         RetentionArgs {
             log_retention: Duration::ZERO.into(),
             log_segment_bytes: 16 << 20,
@@ -203,8 +209,8 @@ impl Default for RetentionArgs {
 }
 
 impl RetentionArgs {
-    pub fn windows(&self) -> crate::store::analytics::WindowRetention {
-        crate::store::analytics::WindowRetention {
+    pub fn windows(&self) -> WindowRetention {
+        WindowRetention {
             per_second: *self.per_second_retention,
             per_minute: *self.per_minute_retention,
         }
@@ -227,12 +233,6 @@ impl CommonArgs {
 pub enum Durability {
     Strict,
     Relaxed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -310,16 +310,21 @@ impl ProcessingArgs {
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms)
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Profile {
-    /// No simulator (only with `all`).
-    None,
-    /// 2–5 s between orders.
-    Normal,
-    /// 0.1–0.5 s between orders.
-    Burst,
+    /// The worker's own settings, under a consumer name unique to this process.
+    pub fn worker_options(&self, windows: WindowRetention) -> WorkerOptions {
+        WorkerOptions {
+            group: PROCESSOR_GROUP.to_string(),
+            consumer: worker::unique_consumer_name(),
+            batch_size: self.batch_size as usize,
+            batch_wait: self.batch_wait(),
+            lease_ttl: self.lease_ttl(),
+            max_attempts: self.max_attempts,
+            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+            dead_letter_alert: self.dead_letter_alert,
+            windows,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -369,32 +374,9 @@ pub struct SimulateArgs {
     pub api_token: Option<String>,
 }
 
-/// A URL fit for logs: any password (and user) replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("redis://:secret@host:6379"),
-            "redis://***@host:6379"
-        );
-        assert_eq!(redact_url("postgres://u:p@db/x"), "postgres://***@db/x");
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-    }
 
     #[test]
     fn cli_is_well_formed() {

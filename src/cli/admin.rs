@@ -1,9 +1,9 @@
 //! Operator commands: `streamstock status`, `dlq` and `rebuild`.
 
-use crate::app::{open_log, open_store};
-use crate::config::{CommonArgs, DlqAction, DlqSelection, RebuildArgs, StatusArgs};
+use super::backends::{open_log, open_store};
+use super::config::{CommonArgs, DlqAction, DlqSelection, RebuildArgs, StatusArgs};
 use crate::stream::dead_letter::DeadLetter;
-use crate::worker::PROCESSOR_GROUP;
+use crate::stream::PROCESSOR_GROUP;
 use anyhow::Context;
 use serde_json::json;
 

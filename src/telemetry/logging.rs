@@ -1,8 +1,14 @@
 //! Logging: human-readable text by default, JSON lines for journald/ELK.
 //! RUST_LOG overrides the default level filter.
 
-use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()

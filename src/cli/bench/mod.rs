@@ -10,12 +10,14 @@
 
 mod archive;
 
-use crate::app::{open_log, open_store, LogBackend};
-use crate::config::{BenchArgs, CommonArgs};
+use super::backends::{open_log, open_store};
+use super::config::{BenchArgs, CommonArgs};
 use crate::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};
 use crate::domain::{DomainEvent, Envelope, Money};
 use crate::store::Store;
-use crate::worker::{self, WorkerOptions, PROCESSOR_GROUP};
+use crate::stream::LogBackend;
+use crate::stream::PROCESSOR_GROUP;
+use crate::worker;
 use anyhow::Context;
 use chrono::Utc;
 use futures::StreamExt;
@@ -201,7 +203,7 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     let worker_task = tokio::spawn(worker::run(
         backend.clone(),
         store.clone(),
-        WorkerOptions::new(&args.processing, settings.retention.windows()),
+        args.processing.worker_options(settings.retention.windows()),
         shutdown.clone(),
     ));
     let started = Instant::now();

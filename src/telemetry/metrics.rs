@@ -1,10 +1,8 @@
 //! Prometheus metrics for every role, served as text on `/metrics`.
 //! One process-wide recorder; roles record through the `metrics` macros.
 
-use crate::stream::EventLog;
-use crate::worker::PROCESSOR_GROUP;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const EVENTS_PROCESSED: &str = "streamstock_events_processed_total";
@@ -102,40 +100,4 @@ fn describe() {
         DEAD_LETTER_ALERT_AT,
         "Dead letters at which the worker raises a critical alert"
     );
-}
-
-/// The log-derived gauges (lag, pending per partition, dead letters) are
-/// read from the log when scraped, so they are never stale.
-async fn refresh_log_gauges(log: &dyn EventLog) {
-    if let Ok(stats) = log.partition_stats(PROCESSOR_GROUP).await {
-        for s in stats {
-            let partition = s.partition.to_string();
-            metrics::gauge!(PARTITION_LAG, "partition" => partition.clone()).set(s.lag as f64);
-            metrics::gauge!(PARTITION_PENDING, "partition" => partition.clone())
-                .set(s.pending as f64);
-            metrics::gauge!(LOG_RETAINED_ENTRIES, "partition" => partition.clone())
-                .set(s.length as f64);
-            if let Some(bytes) = s.bytes {
-                metrics::gauge!(LOG_RETAINED_BYTES, "partition" => partition).set(bytes as f64);
-            }
-        }
-    }
-    if let Ok(n) = log.dead_letter_count(PROCESSOR_GROUP).await {
-        metrics::gauge!(DEAD_LETTERS).set(n as f64);
-    }
-}
-
-/// `/metrics` handler: fresh log figures, then the text exposition.
-pub async fn serve(
-    log: Arc<dyn EventLog>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    refresh_log_gauges(&*log).await;
-    let text = handle().render();
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        text,
-    )
 }

@@ -1,0 +1,105 @@
+//! What orchestrators and scrapers ask every process: `/health` (the
+//! process answers), `/ready` (its log and database answer) and `/metrics`
+//! (Prometheus text). The gateway serves them beside its API; a worker
+//! serves them alone through `probe_router`.
+
+use crate::store::Store;
+use crate::stream::{EventLog, PROCESSOR_GROUP};
+use crate::telemetry::metrics;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Each backend's answer: `"ok"` or the error it gave.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub event_log: String,
+    pub database: String,
+}
+
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// 200 when both the log and the database answer, else 503.
+pub async fn readiness(log: &dyn EventLog, store: &Store) -> Response {
+    let log_ok = log.ping().await.map_err(|e| e.to_string());
+    let db_ok = store.ping().await.map_err(|e| e.to_string());
+    let ready = log_ok.is_ok() && db_ok.is_ok();
+    let describe = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_string());
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        event_log: describe(log_ok),
+        database: describe(db_ok),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The log-derived gauges (lag, pending per partition, dead letters) are
+/// read from the log when scraped, so they are never stale.
+async fn refresh_log_gauges(log: &dyn EventLog) {
+    if let Ok(stats) = log.partition_stats(PROCESSOR_GROUP).await {
+        for s in stats {
+            let partition = s.partition.to_string();
+            ::metrics::gauge!(metrics::PARTITION_LAG, "partition" => partition.clone())
+                .set(s.lag as f64);
+            ::metrics::gauge!(metrics::PARTITION_PENDING, "partition" => partition.clone())
+                .set(s.pending as f64);
+            ::metrics::gauge!(metrics::LOG_RETAINED_ENTRIES, "partition" => partition.clone())
+                .set(s.length as f64);
+            if let Some(bytes) = s.bytes {
+                ::metrics::gauge!(metrics::LOG_RETAINED_BYTES, "partition" => partition)
+                    .set(bytes as f64);
+            }
+        }
+    }
+    if let Ok(n) = log.dead_letter_count(PROCESSOR_GROUP).await {
+        ::metrics::gauge!(metrics::DEAD_LETTERS).set(n as f64);
+    }
+}
+
+/// `/metrics`: fresh log figures, then the text exposition.
+pub async fn prometheus(log: &dyn EventLog) -> Response {
+    refresh_log_gauges(log).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::handle().render(),
+    )
+        .into_response()
+}
+
+#[derive(Clone)]
+struct Backends {
+    log: Arc<dyn EventLog>,
+    store: Store,
+}
+
+/// `/health`, `/ready` and `/metrics` on their own, for a worker process.
+pub fn probe_router(log: Arc<dyn EventLog>, store: Store) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route(
+            "/ready",
+            get(|State(b): State<Backends>| async move { readiness(&*b.log, &b.store).await }),
+        )
+        .route(
+            "/metrics",
+            get(|State(b): State<Backends>| async move { prometheus(&*b.log).await }),
+        )
+        .with_state(Backends { log, store })
+}

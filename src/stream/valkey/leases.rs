@@ -1,0 +1,155 @@
+//! The Valkey backend's partition leases: a member set with heartbeats and
+//! one lease key per partition, each changed by a server-side script.
+
+use super::{unavailable, ValkeyLog};
+use crate::stream::lease::LeaseStore;
+use crate::stream::LogError;
+use async_trait::async_trait;
+use fred::prelude::*;
+use std::time::Duration;
+
+/// Server-side scripts keep each lease operation atomic, and use Valkey's
+/// clock so workers on different hosts agree on who is alive.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"#;
+/// Takes a free lease, or keeps one this member already holds (after a
+/// Valkey restart its lease may still be there).
+const ACQUIRE: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+impl ValkeyLog {
+    fn members_key(&self, group: &str) -> String {
+        format!("{}:members:{group}", self.namespace)
+    }
+
+    /// Runs ACQUIRE or RENEW on a partition's lease: true when held after.
+    async fn lease_script(
+        &self,
+        script: &str,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError> {
+        let held: i64 = self
+            .client
+            .eval(
+                script,
+                vec![self.lease_key(group, partition)],
+                vec![member.to_string(), ttl.as_millis().to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
+    fn lease_key(&self, group: &str, partition: u32) -> String {
+        format!("{}:lease:{group}:{partition}", self.namespace)
+    }
+}
+
+#[async_trait]
+impl LeaseStore for ValkeyLog {
+    async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<Vec<String>, LogError> {
+        let mut members: Vec<String> = self
+            .client
+            .eval(
+                HEARTBEAT,
+                vec![self.members_key(group)],
+                vec![member.to_string(), ttl.as_millis().to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        members.sort();
+        Ok(members)
+    }
+
+    async fn try_acquire(
+        &self,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError> {
+        self.lease_script(ACQUIRE, group, partition, member, ttl)
+            .await
+    }
+
+    async fn renew(
+        &self,
+        group: &str,
+        partition: u32,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, LogError> {
+        self.lease_script(RENEW, group, partition, member, ttl)
+            .await
+    }
+
+    async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError> {
+        let _: i64 = self
+            .client
+            .eval(
+                RELEASE,
+                vec![self.lease_key(group, partition)],
+                vec![member.to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn leave(&self, group: &str, member: &str) -> Result<(), LogError> {
+        let _: i64 = self
+            .client
+            .zrem(self.members_key(group), member)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn owners(&self, group: &str, partitions: u32) -> Result<Vec<Option<String>>, LogError> {
+        let mut owners = Vec::new();
+        for p in 0..partitions {
+            let owner: Option<String> = self
+                .client
+                .get(self.lease_key(group, p))
+                .await
+                .map_err(unavailable)?;
+            owners.push(owner);
+        }
+        Ok(owners)
+    }
+}

@@ -1,0 +1,326 @@
+//! The Valkey backend's event log: XADD (+ WAITAOF) appends, consumer-group
+//! reads, take-over of a dead consumer's pending entries, acks, trimming,
+//! and dead letters in a stream of their own.
+
+use super::{unavailable, wait_for_aof, Durability, RawEntry, ValkeyLog, FIELD};
+use crate::domain::Envelope;
+use crate::stream::dead_letter::DeadLetter;
+use crate::stream::{
+    AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats, Trimmed,
+};
+use async_trait::async_trait;
+use fred::prelude::*;
+use fred::types::streams::XReadResponse;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[async_trait]
+impl EventLog for ValkeyLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn describe(&self) -> String {
+        let durability = match self.durability {
+            Durability::Strict => "strict",
+            Durability::Relaxed => "relaxed",
+        };
+        format!(
+            "Valkey streams at {} ({durability} durability)",
+            self.url_for_display
+        )
+    }
+
+    async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
+        let partition = self.partition_of(&envelope.key);
+        let id = self.xadd_json(self.stream_key(partition), envelope).await?;
+        if self.durability == Durability::Strict {
+            let fsynced = wait_for_aof(&self.client, 5_000)
+                .await
+                .map_err(unavailable)?;
+            if fsynced < 1 {
+                return Err(LogError::Unavailable(
+                    "Valkey did not confirm the append reached its AOF within 5 s".into(),
+                ));
+            }
+        }
+        Ok(AppendReceipt {
+            partition,
+            id: id.parse()?,
+        })
+    }
+
+    async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        partitions: &[u32],
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        self.ensure_group(group).await?;
+        if partitions.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = partitions.iter().map(|&p| self.stream_key(p)).collect();
+        // COUNT applies per stream: share `max` among them.
+        let per_stream = max.div_ceil(partitions.len()).max(1);
+        let ids: Vec<&str> = vec![">"; keys.len()];
+        let raw: Value = self
+            .reader
+            .xreadgroup(
+                group,
+                consumer,
+                Some(per_stream as u64),
+                Some(block.as_millis().max(1) as u64),
+                false,
+                keys,
+                ids,
+            )
+            .await
+            .map_err(unavailable)?;
+        // A read that times out answers nil, not an empty map.
+        if raw.is_null() {
+            return Ok(Vec::new());
+        }
+        let response: XReadResponse<String, String, String, String> =
+            raw.into_xread_response().map_err(unavailable)?;
+        let mut out = Vec::new();
+        for (stream, entries) in response {
+            let partition = self
+                .partition_of_key(&stream)
+                .ok_or_else(|| LogError::Corrupt(format!("unexpected stream `{stream}`")))?;
+            for (id, fields) in entries {
+                out.push(Self::decode(partition, &id, &fields)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&self, group: &str, entries: &[(u32, EntryId)]) -> Result<(), LogError> {
+        let mut by_partition: HashMap<u32, Vec<String>> = HashMap::new();
+        for (p, id) in entries {
+            by_partition.entry(*p).or_default().push(id.to_string());
+        }
+        // Concurrently: the XACKs share one round trip (and, with
+        // appendfsync always, one fsync) instead of one per partition.
+        let acks = by_partition.into_iter().map(|(p, ids)| async move {
+            let _: i64 = self
+                .client
+                .xack(self.stream_key(p), group, ids)
+                .await
+                .map_err(unavailable)?;
+            Ok::<(), LogError>(())
+        });
+        for result in futures::future::join_all(acks).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn take_over(
+        &self,
+        group: &str,
+        consumer: &str,
+        partition: u32,
+    ) -> Result<Vec<Delivery>, LogError> {
+        self.ensure_group(group).await?;
+        let mut out = Vec::new();
+        let mut cursor = "0-0".to_string();
+        // XAUTOCLAIM with no idle minimum: we hold the partition's lease, so
+        // whoever had these entries has lost it.
+        loop {
+            let (next, entries): (String, Vec<RawEntry>) = self
+                .client
+                .xautoclaim_values(
+                    self.stream_key(partition),
+                    group,
+                    consumer,
+                    0,
+                    cursor.as_str(),
+                    Some(500),
+                    false,
+                )
+                .await
+                .map_err(unavailable)?;
+            for (id, fields) in entries {
+                out.push(Self::decode(partition, &id, &fields)?);
+            }
+            if next == "0-0" {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
+        self.ensure_group(group).await?;
+        let mut stats = Vec::new();
+        for p in 0..self.partitions {
+            let groups: Vec<HashMap<String, Value>> = self
+                .client
+                .xinfo_groups(self.stream_key(p))
+                .await
+                .map_err(unavailable)?;
+            let info = groups
+                .iter()
+                .find(|g| g.get("name").and_then(|v| v.as_string()).as_deref() == Some(group));
+            let length: u64 = self
+                .client
+                .xlen(self.stream_key(p))
+                .await
+                .map_err(unavailable)?;
+            let (lag, pending) = match info {
+                Some(info) => (
+                    // `lag` is nil when Valkey cannot compute it (after
+                    // deletions): the stream length is an upper bound.
+                    info.get("lag").and_then(|v| v.as_u64()).unwrap_or(length),
+                    info.get("pending").and_then(|v| v.as_u64()).unwrap_or(0),
+                ),
+                None => (length, 0),
+            };
+            let bytes: Option<u64> = self
+                .client
+                .custom(
+                    fred::cmd!("MEMORY"),
+                    vec![Value::from("USAGE"), Value::from(self.stream_key(p))],
+                )
+                .await
+                .map_err(unavailable)?;
+            stats.push(PartitionStats {
+                partition: p,
+                length,
+                bytes,
+                lag,
+                pending,
+            });
+        }
+        Ok(stats)
+    }
+
+    async fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError> {
+        let mut trimmed = Trimmed::default();
+        for &p in partitions {
+            let removed: u64 = self
+                .client
+                .eval(
+                    TRIM_ACKED,
+                    vec![self.stream_key(p)],
+                    vec![self.retention.as_millis().to_string()],
+                )
+                .await
+                .map_err(unavailable)?;
+            trimmed.entries += removed;
+        }
+        Ok(trimmed)
+    }
+
+    async fn dead_letter(&self, group: &str, letter: &DeadLetter) -> Result<String, LogError> {
+        self.xadd_json(self.dead_letter_key(group), letter).await
+    }
+
+    async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
+        let entries: Vec<RawEntry> = self
+            .client
+            .xrange_values(self.dead_letter_key(group), "-", "+", Some(limit as u64))
+            .await
+            .map_err(unavailable)?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let json = fields
+                    .get(FIELD)
+                    .ok_or_else(|| LogError::Corrupt(format!("dead letter {id} has no body")))?;
+                let mut letter: DeadLetter = serde_json::from_str(json)
+                    .map_err(|e| LogError::Corrupt(format!("dead letter {id}: {e}")))?;
+                letter.id = id;
+                Ok(letter)
+            })
+            .collect()
+    }
+
+    async fn remove_dead_letters(&self, group: &str, ids: &[String]) -> Result<u64, LogError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.client
+            .xdel(self.dead_letter_key(group), ids.to_vec())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn dead_letter_count(&self, group: &str) -> Result<u64, LogError> {
+        self.client
+            .xlen(self.dead_letter_key(group))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ping(&self) -> Result<(), LogError> {
+        let _: String = self.client.ping(None).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Trims a partition's stream below the oldest entry any consumer group
+/// still needs, in one atomic step: for each group, its oldest pending
+/// entry (delivered to some consumer, alive or dead, and not acked) or else
+/// the entry after the last one it was delivered. With a retention (ARGV[1],
+/// ms) entries newer than that stay too. A stream with no group is left
+/// alone: nothing is known to be consumed. Returns the entries removed.
+/// IDs are compared as numbers, never as strings.
+const TRIM_ACKED: &str = r#"
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function less(a_ms, a_seq, b_ms, b_seq)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local min_ms, min_seq = nil, nil
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local ms, seq
+  if tonumber(info['pending']) > 0 then
+    local summary = redis.call('XPENDING', KEYS[1], info['name'])
+    ms, seq = parse(summary[2])
+  else
+    ms, seq = parse(info['last-delivered-id'])
+    seq = seq + 1
+  end
+  if min_ms == nil or less(ms, seq, min_ms, min_seq) then min_ms, min_seq = ms, seq end
+end
+local retention = tonumber(ARGV[1])
+if retention > 0 then
+  local t = redis.call('TIME')
+  local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - retention
+  if less(cutoff, 0, min_ms, min_seq) then min_ms, min_seq = cutoff, 0 end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))
+"#;
+
+impl ValkeyLog {
+    /// XADD of `value` as JSON in the entry's one field; returns the entry id.
+    async fn xadd_json(
+        &self,
+        key: String,
+        value: &impl serde::Serialize,
+    ) -> Result<String, LogError> {
+        let json = serde_json::to_string(value).map_err(|e| LogError::Corrupt(e.to_string()))?;
+        self.client
+            .xadd(key, false, None, "*", vec![(FIELD, json)])
+            .await
+            .map_err(unavailable)
+    }
+
+    fn dead_letter_key(&self, group: &str) -> String {
+        format!("{}:dead-letters:{group}", self.namespace)
+    }
+}

@@ -1,0 +1,207 @@
+//! The Valkey Streams backend: one stream per partition
+//! (`<namespace>:events:<p>`), one consumer group per processor group.
+//!
+//! Durability: Valkey must run with AOF on; after each XADD the gateway waits
+//! for `WAITAOF 1 0` so the entry is fsynced before the 2xx. Concurrent
+//! appends share one connection, so their WAITAOFs are pipelined and one
+//! fsync covers many of them (group commit). Servers without WAITAOF
+//! (Redis < 7.2) or without AOF run in relaxed durability, said loudly at
+//! start-up.
+//!
+//! `log` implements the event log on this connection, `leases` the
+//! partition leases; both share the connection and key layout set up here.
+
+mod leases;
+mod log;
+
+use super::{Delivery, EntryId, LogError};
+use crate::domain::Envelope;
+use fred::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const FIELD: &str = "e";
+
+/// One stream entry as fred returns it: id and field map.
+type RawEntry = (String, HashMap<String, String>);
+/// How long a command may wait for Valkey before it fails (and the gateway
+/// answers 503): fred would otherwise queue it until Valkey is back.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Blocking reads wait up to the batch wait (at most 10 s) on top of that.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// WAITAOF after each append: the entry is on disk before the 2xx.
+    Strict,
+    /// The server cannot confirm fsync (no AOF, or no WAITAOF): an append is
+    /// acknowledged once it is in the server's memory.
+    Relaxed,
+}
+
+pub struct ValkeyLog {
+    url_for_display: String,
+    namespace: String,
+    partitions: u32,
+    /// Appends, acks and queries share this pipelined connection.
+    client: Client,
+    /// Blocking XREADGROUP holds a connection; it gets its own.
+    reader: Client,
+    durability: Durability,
+    /// Acked entries are kept at least this long before trimming.
+    retention: Duration,
+    groups_ready: Mutex<HashSet<String>>,
+}
+
+fn unavailable(e: Error) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+/// `WAITAOF 1 0 timeout`: waits until this connection's writes are in the
+/// local AOF; returns how many local AOFs confirmed (0 or 1).
+async fn wait_for_aof(client: &Client, timeout_ms: i64) -> Result<i64, Error> {
+    let confirmed: Vec<i64> = client
+        .custom(
+            fred::cmd!("WAITAOF"),
+            vec![Value::from(1), Value::from(0), Value::from(timeout_ms)],
+        )
+        .await?;
+    Ok(confirmed.first().copied().unwrap_or(0))
+}
+
+async fn connect_client(config: &Config, command_timeout: Duration) -> Result<Client, LogError> {
+    let client = Builder::from_config(config.clone())
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+            c.internal_command_timeout = Duration::from_secs(10);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .map_err(unavailable)?;
+    client.init().await.map_err(unavailable)?;
+    Ok(client)
+}
+
+impl ValkeyLog {
+    pub async fn connect(
+        url: &str,
+        namespace: &str,
+        partitions: u32,
+        want_strict: bool,
+    ) -> Result<ValkeyLog, LogError> {
+        let config = Config::from_url(url)
+            .map_err(|e| LogError::Corrupt(format!("invalid --valkey-url: {e}")))?;
+        let client = connect_client(&config, COMMAND_TIMEOUT).await?;
+        let reader = connect_client(&config, READ_TIMEOUT).await?;
+
+        // The partition count is part of the data's layout: refuse to run
+        // with a different one than the deployment started with.
+        let meta_key = format!("{namespace}:meta:partitions");
+        let stored: Option<u32> = client.get(&meta_key).await.map_err(unavailable)?;
+        match stored {
+            Some(n) if n != partitions => {
+                return Err(LogError::Corrupt(format!(
+                    "Valkey namespace `{namespace}` has {n} partitions but --partitions is {partitions}; \
+                     the partition count is fixed for the life of a deployment"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                let _: Option<String> = client
+                    .set(&meta_key, partitions, None, Some(SetOptions::NX), false)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+
+        let durability = if want_strict {
+            // WAITAOF fails at once where the command is missing or AOF is off.
+            match wait_for_aof(&client, 1).await {
+                Ok(_) => Durability::Strict,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "Valkey cannot confirm appends are on disk (needs Valkey >= 7.2 with appendonly yes); \
+                         running with RELAXED durability: an acknowledged event can be lost if Valkey crashes"
+                    );
+                    Durability::Relaxed
+                }
+            }
+        } else {
+            tracing::warn!(
+                "--durability relaxed: acknowledged events can be lost if Valkey crashes"
+            );
+            Durability::Relaxed
+        };
+
+        Ok(ValkeyLog {
+            url_for_display: crate::telemetry::redact_url(url),
+            namespace: namespace.to_string(),
+            partitions,
+            client,
+            reader,
+            durability,
+            retention: Duration::ZERO,
+            groups_ready: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Keeps acked entries for `retention` before `trim` removes them.
+    pub fn with_retention(mut self, retention: Duration) -> ValkeyLog {
+        self.retention = retention;
+        self
+    }
+
+    fn stream_key(&self, partition: u32) -> String {
+        format!("{}:events:{partition}", self.namespace)
+    }
+
+    fn partition_of_key(&self, stream: &str) -> Option<u32> {
+        stream.rsplit(':').next()?.parse().ok()
+    }
+
+    /// Creates the group on every partition stream (from the beginning), once.
+    async fn ensure_group(&self, group: &str) -> Result<(), LogError> {
+        if self.groups_ready.lock().expect("lock").contains(group) {
+            return Ok(());
+        }
+        for p in 0..self.partitions {
+            let created: Result<Value, Error> = self
+                .client
+                .xgroup_create(self.stream_key(p), group, "0", true)
+                .await;
+            if let Err(e) = created {
+                if !e.details().contains("BUSYGROUP") {
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        self.groups_ready
+            .lock()
+            .expect("lock")
+            .insert(group.to_string());
+        Ok(())
+    }
+
+    fn decode(
+        partition: u32,
+        id: &str,
+        fields: &HashMap<String, String>,
+    ) -> Result<Delivery, LogError> {
+        let id: EntryId = id.parse()?;
+        let envelope = match fields.get(FIELD) {
+            Some(json) => serde_json::from_str::<Envelope>(json)
+                .map_err(|e| format!("undecodable log entry: {e}")),
+            None => Err(format!("log entry has no `{FIELD}` field")),
+        };
+        Ok(Delivery {
+            partition,
+            id,
+            envelope,
+        })
+    }
+}
