@@ -9,6 +9,7 @@ use chrono::Utc;
 use streamstock::domain::events::{
     OrderConfirmed, OrderLine, OrderPlaced, ProductCreated, StockReceived,
 };
+use streamstock::domain::status::OrderStatus;
 use streamstock::domain::{DomainEvent, Envelope, Money};
 use streamstock::store::Store;
 use uuid::Uuid;
@@ -116,7 +117,7 @@ async fn upgrade(store: Store, dialect: &str) {
     // This release's migrations on top.
     store.migrate().await.unwrap();
     let order_row = store.get_order(order).await.unwrap().unwrap();
-    assert_eq!(order_row.status, "CONFIRMED");
+    assert_eq!(order_row.status, OrderStatus::Confirmed);
     assert_eq!(
         order_row.updated_at,
         order_row.decided_at.unwrap(),
@@ -138,7 +139,7 @@ async fn upgrade(store: Store, dialect: &str) {
     assert_eq!((product_row.on_hand, product_row.reserved), (10, 3));
     assert_eq!(
         store.get_order(order).await.unwrap().unwrap().status,
-        "CONFIRMED"
+        OrderStatus::Confirmed
     );
     assert_eq!(
         store.invariant_violations().await.unwrap(),

@@ -3,33 +3,15 @@
 //! `DomainEvent` is what the domain and the projections work with.
 
 use super::money::Money;
+use super::status::{AlertKind, Severity};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The schema version of each event type this build writes, which is also
-/// the newest it understands. An older version is upcast when read (see
-/// `upcast`); a newer one is refused, so an old worker never guesses at a
-/// shape it does not know (the event goes to the dead letters).
-/// None for a type this build does not know.
+/// The schema version of an event type this build writes, which is also
+/// the newest it understands; None for a type this build does not know.
 pub fn current_version(event_type: &str) -> Option<u32> {
-    match event_type {
-        // v2 added `purchase_order_id` (a receipt that closes a purchase order).
-        "stock.received" => Some(2),
-        "product.created"
-        | "order.placed"
-        | "order.confirmed"
-        | "order.rejected"
-        | "order.cancel_requested"
-        | "order.ship_requested"
-        | "order.cancelled"
-        | "order.shipped"
-        | "stock.low"
-        | "purchase_order.drafted"
-        | "purchase_order.received"
-        | "alert.raised" => Some(1),
-        _ => None,
-    }
+    EventType::from_name(event_type).map(EventType::version)
 }
 
 /// What the log stores: a typed event's JSON plus the routing and identity
@@ -149,10 +131,8 @@ pub struct PurchaseOrderReceived {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertRaised {
     pub alert_id: Uuid,
-    /// What kind of alert: `dead_letter`, `low_stock`, `rejection`, ...
-    pub kind: String,
-    /// `info`, `warning` or `error`.
-    pub severity: String,
+    pub kind: AlertKind,
+    pub severity: Severity,
     /// What it is about: an event id, a product id, an order id. It is also
     /// the event's key, so `GET /api/events?key=<order id>` shows an order's
     /// refusals beside its other events.
@@ -160,21 +140,98 @@ pub struct AlertRaised {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum DomainEvent {
-    ProductCreated(ProductCreated),
-    StockReceived(StockReceived),
-    OrderPlaced(OrderPlaced),
-    OrderConfirmed(OrderConfirmed),
-    OrderRejected(OrderRejected),
-    OrderCancelRequested(OrderCancelRequested),
-    OrderShipRequested(OrderShipRequested),
-    OrderCancelled(OrderCancelled),
-    OrderShipped(OrderShipped),
-    StockLow(StockLow),
-    PurchaseOrderDrafted(PurchaseOrderDrafted),
-    PurchaseOrderReceived(PurchaseOrderReceived),
-    AlertRaised(AlertRaised),
+/// Defines every event type once: its payload struct (the variant's name),
+/// its name on the wire and its schema version. From that one table come
+/// `EventType`, `DomainEvent` and the conversions between them and JSON.
+macro_rules! event_types {
+    ($($variant:ident => $name:literal, version $version:literal;)*) => {
+        /// The kind of an event, without its payload.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType {
+            $($variant,)*
+        }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
+
+            /// The name the envelope, the archive and the API use.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(EventType::$variant => $name,)*
+                }
+            }
+
+            /// The schema version this build writes, also the newest it
+            /// reads. An older version is upcast when read (see `upcast`);
+            /// a newer one is refused, so an old worker never guesses at a
+            /// shape it does not know (the event goes to the dead letters).
+            pub const fn version(self) -> u32 {
+                match self {
+                    $(EventType::$variant => $version,)*
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<EventType> {
+                match name {
+                    $($name => Some(EventType::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum DomainEvent {
+            $($variant($variant),)*
+        }
+
+        impl DomainEvent {
+            pub fn kind(&self) -> EventType {
+                match self {
+                    $(DomainEvent::$variant(_) => EventType::$variant,)*
+                }
+            }
+
+            fn payload(&self) -> serde_json::Value {
+                let value = match self {
+                    $(DomainEvent::$variant(e) => serde_json::to_value(e),)*
+                };
+                value.expect("domain events always serialize")
+            }
+
+            /// The typed event of `kind` from a payload of its current shape.
+            fn from_payload(
+                kind: EventType,
+                payload: &serde_json::Value,
+            ) -> Result<DomainEvent, serde_json::Error> {
+                Ok(match kind {
+                    $(EventType::$variant => DomainEvent::$variant(Deserialize::deserialize(payload)?),)*
+                })
+            }
+        }
+    };
+}
+
+event_types! {
+    ProductCreated => "product.created", version 1;
+    // v2 added `purchase_order_id` (a receipt that closes a purchase order).
+    StockReceived => "stock.received", version 2;
+    OrderPlaced => "order.placed", version 1;
+    OrderConfirmed => "order.confirmed", version 1;
+    OrderRejected => "order.rejected", version 1;
+    OrderCancelRequested => "order.cancel_requested", version 1;
+    OrderShipRequested => "order.ship_requested", version 1;
+    OrderCancelled => "order.cancelled", version 1;
+    OrderShipped => "order.shipped", version 1;
+    StockLow => "stock.low", version 1;
+    PurchaseOrderDrafted => "purchase_order.drafted", version 1;
+    PurchaseOrderReceived => "purchase_order.received", version 1;
+    AlertRaised => "alert.raised", version 1;
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,21 +255,7 @@ pub enum DecodeError {
 
 impl DomainEvent {
     pub fn event_type(&self) -> &'static str {
-        match self {
-            DomainEvent::ProductCreated(_) => "product.created",
-            DomainEvent::StockReceived(_) => "stock.received",
-            DomainEvent::OrderPlaced(_) => "order.placed",
-            DomainEvent::OrderConfirmed(_) => "order.confirmed",
-            DomainEvent::OrderRejected(_) => "order.rejected",
-            DomainEvent::OrderCancelRequested(_) => "order.cancel_requested",
-            DomainEvent::OrderShipRequested(_) => "order.ship_requested",
-            DomainEvent::OrderCancelled(_) => "order.cancelled",
-            DomainEvent::OrderShipped(_) => "order.shipped",
-            DomainEvent::StockLow(_) => "stock.low",
-            DomainEvent::PurchaseOrderDrafted(_) => "purchase_order.drafted",
-            DomainEvent::PurchaseOrderReceived(_) => "purchase_order.received",
-            DomainEvent::AlertRaised(_) => "alert.raised",
-        }
+        self.kind().name()
     }
 
     /// The aggregate id: product, stock and purchase-order events are keyed
@@ -234,25 +277,6 @@ impl DomainEvent {
             DomainEvent::PurchaseOrderReceived(e) => e.product_id.to_string(),
             DomainEvent::AlertRaised(e) => e.subject.clone(),
         }
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        let value = match self {
-            DomainEvent::ProductCreated(e) => serde_json::to_value(e),
-            DomainEvent::StockReceived(e) => serde_json::to_value(e),
-            DomainEvent::OrderPlaced(e) => serde_json::to_value(e),
-            DomainEvent::OrderConfirmed(e) => serde_json::to_value(e),
-            DomainEvent::OrderRejected(e) => serde_json::to_value(e),
-            DomainEvent::OrderCancelRequested(e) => serde_json::to_value(e),
-            DomainEvent::OrderShipRequested(e) => serde_json::to_value(e),
-            DomainEvent::OrderCancelled(e) => serde_json::to_value(e),
-            DomainEvent::OrderShipped(e) => serde_json::to_value(e),
-            DomainEvent::StockLow(e) => serde_json::to_value(e),
-            DomainEvent::PurchaseOrderDrafted(e) => serde_json::to_value(e),
-            DomainEvent::PurchaseOrderReceived(e) => serde_json::to_value(e),
-            DomainEvent::AlertRaised(e) => serde_json::to_value(e),
-        };
-        value.expect("domain events always serialize")
     }
 
     /// A new envelope with a fresh UUID v7 (time-ordered) id.
@@ -290,8 +314,7 @@ impl DomainEvent {
             event_type: self.event_type().to_string(),
             key: self.key(),
             occurred_at,
-            version: current_version(self.event_type())
-                .expect("every domain event type has a version"),
+            version: self.kind().version(),
             payload: self.payload(),
         }
     }
@@ -299,8 +322,9 @@ impl DomainEvent {
     /// Reads an envelope of any version this build understands: older
     /// payloads are upcast to the current shape first.
     pub fn from_envelope(envelope: &Envelope) -> Result<DomainEvent, DecodeError> {
-        let understood = current_version(&envelope.event_type)
+        let kind = EventType::from_name(&envelope.event_type)
             .ok_or_else(|| DecodeError::UnknownType(envelope.event_type.clone()))?;
+        let understood = kind.version();
         if envelope.version > understood {
             return Err(DecodeError::NewerVersion {
                 event_type: envelope.event_type.clone(),
@@ -313,47 +337,15 @@ impl DomainEvent {
                 event_type: envelope.event_type.clone(),
             });
         }
-        let upcast_payload;
-        let payload = if envelope.version < understood {
-            upcast_payload = upcast(
-                &envelope.event_type,
-                envelope.version,
-                envelope.payload.clone(),
-            );
-            &upcast_payload
+        let decoded = if envelope.version < understood {
+            let payload = upcast(kind, envelope.version, envelope.payload.clone());
+            DomainEvent::from_payload(kind, &payload)
         } else {
-            &envelope.payload
+            DomainEvent::from_payload(kind, &envelope.payload)
         };
-        fn decode<T: serde::de::DeserializeOwned>(
-            env: &Envelope,
-            payload: &serde_json::Value,
-        ) -> Result<T, DecodeError> {
-            T::deserialize(payload).map_err(|source| DecodeError::InvalidPayload {
-                event_type: env.event_type.clone(),
-                source,
-            })
-        }
-        Ok(match envelope.event_type.as_str() {
-            "product.created" => DomainEvent::ProductCreated(decode(envelope, payload)?),
-            "stock.received" => DomainEvent::StockReceived(decode(envelope, payload)?),
-            "order.placed" => DomainEvent::OrderPlaced(decode(envelope, payload)?),
-            "order.confirmed" => DomainEvent::OrderConfirmed(decode(envelope, payload)?),
-            "order.rejected" => DomainEvent::OrderRejected(decode(envelope, payload)?),
-            "order.cancel_requested" => {
-                DomainEvent::OrderCancelRequested(decode(envelope, payload)?)
-            }
-            "order.ship_requested" => DomainEvent::OrderShipRequested(decode(envelope, payload)?),
-            "order.cancelled" => DomainEvent::OrderCancelled(decode(envelope, payload)?),
-            "order.shipped" => DomainEvent::OrderShipped(decode(envelope, payload)?),
-            "stock.low" => DomainEvent::StockLow(decode(envelope, payload)?),
-            "purchase_order.drafted" => {
-                DomainEvent::PurchaseOrderDrafted(decode(envelope, payload)?)
-            }
-            "purchase_order.received" => {
-                DomainEvent::PurchaseOrderReceived(decode(envelope, payload)?)
-            }
-            "alert.raised" => DomainEvent::AlertRaised(decode(envelope, payload)?),
-            other => return Err(DecodeError::UnknownType(other.to_string())),
+        decoded.map_err(|source| DecodeError::InvalidPayload {
+            event_type: envelope.event_type.clone(),
+            source,
         })
     }
 }
@@ -363,16 +355,16 @@ impl DomainEvent {
 /// the log and in the archive are never rewritten: they are upcast each time
 /// they are read (by a worker, or by `rebuild`).
 pub fn upcast(
-    event_type: &str,
+    kind: EventType,
     mut version: u32,
     mut payload: serde_json::Value,
 ) -> serde_json::Value {
-    while version < current_version(event_type).unwrap_or(version) {
+    while version < kind.version() {
         // One arm per (type, version) step as the schema evolves.
         #[allow(clippy::single_match)]
-        match (event_type, version) {
+        match (kind, version) {
             // v1 → v2: every v1 receipt was a direct one (no purchase order).
-            ("stock.received", 1) => {
+            (EventType::StockReceived, 1) => {
                 if let Some(fields) = payload.as_object_mut() {
                     fields
                         .entry("purchase_order_id")
@@ -401,6 +393,18 @@ mod tests {
             }],
             total: Money::from_cents(300).unwrap(),
         })
+    }
+
+    #[test]
+    fn every_event_type_has_one_name_and_a_version() {
+        let names: std::collections::BTreeSet<&str> =
+            EventType::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), EventType::ALL.len(), "names are unique");
+        for kind in EventType::ALL {
+            assert_eq!(EventType::from_name(kind.name()), Some(*kind));
+            assert!(kind.version() >= 1);
+        }
+        assert_eq!(EventType::from_name("order.teleported"), None);
     }
 
     #[test]

@@ -27,42 +27,11 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum OrderStatus {
-    /// Placed, not decided yet.
-    Pending,
-    Confirmed,
-    Rejected,
-    Cancelled,
-    Shipped,
-}
+pub use super::status::{AlertKind, OrderStatus, PurchaseOrderStatus, Severity};
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 5] = [
-        OrderStatus::Pending,
-        OrderStatus::Confirmed,
-        OrderStatus::Rejected,
-        OrderStatus::Cancelled,
-        OrderStatus::Shipped,
-    ];
-
-    /// The names the read model and the API use.
-    pub const NAMES: [&'static str; 5] =
-        ["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => Self::NAMES[0],
-            OrderStatus::Confirmed => Self::NAMES[1],
-            OrderStatus::Rejected => Self::NAMES[2],
-            OrderStatus::Cancelled => Self::NAMES[3],
-            OrderStatus::Shipped => Self::NAMES[4],
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<OrderStatus> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
+    /// The statuses whose orders count as sales (revenue, best sellers).
+    pub const SOLD: [OrderStatus; 2] = [OrderStatus::Confirmed, OrderStatus::Shipped];
 
     /// Why a cancel is refused in this state; None when it is allowed
     /// (confirmed: release the reservation; pending: cancel once decided).
@@ -128,30 +97,6 @@ pub struct OrderState {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PurchaseOrderStatus {
-    Open,
-    Received,
-}
-
-impl PurchaseOrderStatus {
-    /// The names the read model and the API use.
-    pub const NAMES: [&'static str; 2] = ["OPEN", "RECEIVED"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PurchaseOrderStatus::Open => Self::NAMES[0],
-            PurchaseOrderStatus::Received => Self::NAMES[1],
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<PurchaseOrderStatus> {
-        [PurchaseOrderStatus::Open, PurchaseOrderStatus::Received]
-            .into_iter()
-            .find(|s| s.as_str() == text)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurchaseOrderState {
     pub product_id: Uuid,
@@ -174,15 +119,6 @@ pub struct Inventory {
     pub orders: BTreeMap<Uuid, OrderState>,
     pub purchase_orders: BTreeMap<Uuid, PurchaseOrderState>,
 }
-
-/// Alert kinds: raised by decisions, and by a worker that dead-letters an
-/// event.
-pub const ALERT_DEAD_LETTER: &str = "dead_letter";
-/// The dead letters reached the operator's alert threshold.
-pub const ALERT_DEAD_LETTERS_PILING_UP: &str = "dead_letters_piling_up";
-pub const ALERT_LOW_STOCK: &str = "low_stock";
-pub const ALERT_REJECTION: &str = "rejection";
-pub const ALERT_COMMAND_REFUSED: &str = "command_refused";
 
 impl Inventory {
     /// The projection of one event (see the module comment). `at` is the
@@ -391,7 +327,13 @@ impl Inventory {
         before: &BTreeMap<Uuid, i64>,
     ) -> Vec<DomainEvent> {
         let refuse = |subject: Uuid, message: String| {
-            alert(cause, ALERT_COMMAND_REFUSED, "warning", subject, message)
+            alert(
+                cause,
+                AlertKind::CommandRefused,
+                Severity::Warning,
+                subject,
+                message,
+            )
         };
         match event {
             DomainEvent::OrderPlaced(e) => {
@@ -455,8 +397,8 @@ impl Inventory {
                     }
                     decisions.push(alert(
                         cause,
-                        ALERT_LOW_STOCK,
-                        "warning",
+                        AlertKind::LowStock,
+                        Severity::Warning,
                         *product_id,
                         message,
                     ));
@@ -470,8 +412,8 @@ impl Inventory {
             }
             DomainEvent::OrderRejected(e) => vec![alert(
                 cause,
-                ALERT_REJECTION,
-                "info",
+                AlertKind::Rejection,
+                Severity::Info,
                 e.order_id,
                 format!("order {} rejected: {}", e.order_id, e.reason),
             )],
@@ -667,8 +609,8 @@ impl Inventory {
 /// deciding again gives the same alert.
 fn alert(
     cause: &Envelope,
-    kind: &str,
-    severity: &str,
+    kind: AlertKind,
+    severity: Severity,
     subject: Uuid,
     message: String,
 ) -> DomainEvent {
@@ -677,8 +619,8 @@ fn alert(
             &cause.event_id,
             format!("alert/{kind}/{subject}").as_bytes(),
         ),
-        kind: kind.to_string(),
-        severity: severity.to_string(),
+        kind,
+        severity,
         subject: subject.to_string(),
         message,
     })

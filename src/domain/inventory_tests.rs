@@ -146,7 +146,7 @@ fn types(events: &[DomainEvent]) -> Vec<&'static str> {
 
 fn refusal(events: &[DomainEvent]) -> String {
     match events {
-        [DomainEvent::AlertRaised(a)] if a.kind == ALERT_COMMAND_REFUSED => a.message.clone(),
+        [DomainEvent::AlertRaised(a)] if a.kind == AlertKind::CommandRefused => a.message.clone(),
         other => panic!("expected one refusal, got {other:?}"),
     }
 }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod inventory;
 pub mod money;
 pub mod order;
+pub mod status;
 
 pub use events::{DomainEvent, Envelope};
 pub use money::Money;

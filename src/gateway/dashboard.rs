@@ -95,7 +95,7 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
         open_purchase_orders: state
             .store
             .list_purchase_orders(
-                Some(PurchaseOrderStatus::Open.as_str()),
+                Some(PurchaseOrderStatus::Open),
                 SNAPSHOT_PURCHASE_ORDERS,
                 None,
             )

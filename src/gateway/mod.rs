@@ -11,6 +11,7 @@ pub mod probes;
 mod products;
 mod restock;
 
+use crate::domain::status::Named;
 use crate::store::Store;
 use crate::stream::EventLog;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
@@ -201,20 +202,15 @@ impl Gateway {
 
 /// A list route's `?status=` filter: case-insensitive, one of `allowed`;
 /// empty or absent means no filter.
-pub fn status_filter(raw: Option<&str>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+pub fn status_filter<S: Named>(raw: Option<&str>) -> Result<Option<S>, ApiError> {
     match raw {
         None | Some("") => Ok(None),
-        Some(raw) => {
-            let upper = raw.to_ascii_uppercase();
-            if allowed.contains(&upper.as_str()) {
-                Ok(Some(upper))
-            } else {
-                Err(ApiError::invalid(
-                    "status",
-                    format!("must be one of {}", allowed.join(", ")),
-                ))
-            }
-        }
+        Some(raw) => S::parse(&raw.to_ascii_uppercase())
+            .map(Some)
+            .ok_or_else(|| {
+                let names: Vec<&str> = S::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::invalid("status", format!("must be one of {}", names.join(", ")))
+            }),
     }
 }
 

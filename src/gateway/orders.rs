@@ -130,7 +130,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<OrderListQuery>,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
-    let status = super::status_filter(query.status.as_deref(), &OrderStatus::NAMES)?;
+    let status = super::status_filter::<OrderStatus>(query.status.as_deref())?;
     let page = Page {
         limit: query.limit,
         after: query.after,
@@ -138,7 +138,7 @@ pub async fn list(
     Ok(Json(
         state
             .store
-            .list_orders(status.as_deref(), page.limit()?, page.after)
+            .list_orders(status, page.limit()?, page.after)
             .await?,
     ))
 }
@@ -154,7 +154,9 @@ pub async fn one(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let order = state.store.get_order(id).await?;
-        let decided = order.as_ref().is_some_and(|o| o.status != "PENDING");
+        let decided = order
+            .as_ref()
+            .is_some_and(|o| o.status != OrderStatus::Pending);
         if decided || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
             return match order {
                 Some(order) => Ok(Json(order)),
@@ -207,12 +209,7 @@ async fn lifecycle_command(
     };
     match state.store.get_order(id).await? {
         Some(order) => {
-            let status = OrderStatus::parse(&order.status).ok_or_else(|| {
-                ApiError::from(crate::store::StoreError::Inconsistent(format!(
-                    "order {id} has status {}",
-                    order.status
-                )))
-            })?;
+            let status = order.status;
             let refusal = match command {
                 Lifecycle::Cancel => status.cancel_refusal(),
                 Lifecycle::Ship => status.ship_refusal(),

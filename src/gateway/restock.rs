@@ -28,7 +28,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PurchaseOrderQuery>,
 ) -> Result<Json<Vec<PurchaseOrderView>>, ApiError> {
-    let status = super::status_filter(query.status.as_deref(), &PurchaseOrderStatus::NAMES)?;
+    let status = super::status_filter::<PurchaseOrderStatus>(query.status.as_deref())?;
     let page = Page {
         limit: query.limit,
         after: query.after,
@@ -36,7 +36,7 @@ pub async fn list(
     Ok(Json(
         state
             .store
-            .list_purchase_orders(status.as_deref(), page.limit()?, page.after)
+            .list_purchase_orders(status, page.limit()?, page.after)
             .await?,
     ))
 }
@@ -52,7 +52,7 @@ pub async fn receive(
         .get_purchase_order(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("purchase order {id} not found")))?;
-    if po.status != PurchaseOrderStatus::Open.as_str() {
+    if po.status != PurchaseOrderStatus::Open {
         return Err(ApiError::conflict(format!(
             "purchase order {id} was already received"
         )));

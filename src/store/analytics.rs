@@ -4,6 +4,8 @@
 
 use super::sql::{bind_all, param, SqlValue};
 use super::{archived_envelope, time_of_millis, uuid_col, Dialect, Store, StoreError};
+use crate::domain::events::EventType;
+use crate::domain::status::{OrderStatus, PurchaseOrderStatus};
 use crate::domain::{Envelope, Money};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -22,7 +24,7 @@ pub struct PurchaseOrderView {
     pub sku: Option<String>,
     pub quantity: i64,
     /// OPEN or RECEIVED.
-    pub status: String,
+    pub status: PurchaseOrderStatus,
     pub drafted_at: DateTime<Utc>,
     pub received_at: Option<DateTime<Utc>>,
 }
@@ -141,7 +143,7 @@ impl Store {
 
     pub async fn list_purchase_orders(
         &self,
-        status: Option<&str>,
+        status: Option<PurchaseOrderStatus>,
         limit: i64,
         after: Option<Uuid>,
     ) -> Result<Vec<PurchaseOrderView>, StoreError> {
@@ -149,7 +151,7 @@ impl Store {
             "SELECT {PURCHASE_ORDER_FIELDS} FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id \
              WHERE ($1 = '' OR po.status = $1) AND po.id > $2 ORDER BY po.id LIMIT $3",
         ))
-        .bind(status.unwrap_or(""))
+        .bind(status.map(|s| s.as_str()).unwrap_or(""))
         .bind(after.map(|a| a.to_string()).unwrap_or_default())
         .bind(limit)
         .fetch_all(self.pool())
@@ -279,17 +281,17 @@ impl Store {
             };
             let events: i64 = row.try_get("events")?;
             let event_type: String = row.try_get("event_type")?;
-            match event_type.as_str() {
-                "order.placed" => window.placed += events,
-                "order.confirmed" => {
+            match EventType::from_name(&event_type) {
+                Some(EventType::OrderPlaced) => window.placed += events,
+                Some(EventType::OrderConfirmed) => {
                     window.confirmed += events;
                     window.revenue = window
                         .revenue
                         .plus(Money::from_total_cents(row.try_get("amount_cents")?));
                 }
-                "order.rejected" => window.rejected += events,
-                "order.shipped" => window.shipped += events,
-                "order.cancelled" => window.cancelled += events,
+                Some(EventType::OrderRejected) => window.rejected += events,
+                Some(EventType::OrderShipped) => window.shipped += events,
+                Some(EventType::OrderCancelled) => window.cancelled += events,
                 _ => {}
             }
         }
@@ -298,13 +300,14 @@ impl Store {
 
     /// Best sellers by revenue of confirmed and shipped orders.
     pub async fn top_products(&self, limit: i64) -> Result<Vec<TopProduct>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT oi.product_id, p.sku, p.name, CAST(SUM(oi.quantity) AS BIGINT) AS units, \
              CAST(SUM(oi.quantity * oi.unit_price_cents) AS BIGINT) AS revenue_cents \
              FROM order_items oi JOIN orders o ON o.id = oi.order_id JOIN products p ON p.id = oi.product_id \
-             WHERE o.status IN ('CONFIRMED', 'SHIPPED') GROUP BY oi.product_id, p.sku, p.name \
+             WHERE o.status IN ({}) GROUP BY oi.product_id, p.sku, p.name \
              ORDER BY revenue_cents DESC, oi.product_id LIMIT $1",
-        )
+            super::sql_list(&OrderStatus::SOLD)
+        ))
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
@@ -329,7 +332,7 @@ fn purchase_order_view(row: &sqlx::any::AnyRow) -> Result<PurchaseOrderView, Sto
         product_id: uuid_col(row, "product_id")?,
         sku: row.try_get("sku")?,
         quantity: row.try_get("quantity")?,
-        status: row.try_get("status")?,
+        status: super::named_col(row, "status")?,
         drafted_at: time_of_millis(row.try_get("drafted_at")?),
         received_at: received.map(time_of_millis),
     })

@@ -14,6 +14,7 @@ pub mod rebuild;
 pub mod sql;
 mod writes;
 
+use crate::domain::status::Named;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
@@ -230,6 +231,24 @@ pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<uuid::Uuid, StoreError
     let raw: String = row.try_get(col)?;
     uuid::Uuid::from_str(&raw)
         .map_err(|e| StoreError::Inconsistent(format!("bad uuid in {col}: {e}")))
+}
+
+/// Reads one of a closed set of names (a status, an alert kind) stored as
+/// text; a name this build does not know means the data is inconsistent.
+pub(crate) fn named_col<N: Named>(row: &AnyRow, col: &str) -> Result<N, StoreError> {
+    use sqlx::Row;
+    let raw: String = row.try_get(col)?;
+    N::parse(&raw).ok_or_else(|| StoreError::Inconsistent(format!("unknown {col} `{raw}`")))
+}
+
+/// Names as an SQL list (`'CONFIRMED', 'SHIPPED'`), for statements that
+/// filter on them. The names are this build's own, never user input.
+pub(crate) fn sql_list<N: Named>(names: &[N]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{}'", n.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A time stored as Unix milliseconds (the read model's representation).

@@ -28,7 +28,7 @@ use super::sql::{bind_all, by_ids, multi_insert};
 use super::writes::Writes;
 use super::{now_millis, Dialect, Store, StoreError};
 use crate::domain::inventory::{
-    Inventory, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
+    Inventory, OrderState, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
 use crate::domain::{events::OrderLine, DomainEvent, Envelope, Money};
 use crate::stream::Decoded;
@@ -402,14 +402,12 @@ pub(super) async fn load_state<'e>(
     // rows are locked: on PostgreSQL it reads what a worker that held those
     // locks before us committed (a join in the locking statement would
     // show the rows as they were when it started waiting).
-    let open = select_by_ids(
-        tx,
-        dialect,
+    let open_of_products = format!(
         "SELECT id, product_id, quantity, status, drafted_at, received_at FROM purchase_orders \
-         WHERE status = 'OPEN' AND product_id IN ({ids})",
-        &ids,
-    )
-    .await?;
+         WHERE status = '{}' AND product_id IN ({{ids}})",
+        PurchaseOrderStatus::Open.as_str()
+    );
+    let open = select_by_ids(tx, dialect, &open_of_products, &ids).await?;
     for row in open {
         let po = purchase_order_from_row(&row)?;
         let po_id = super::uuid_col(&row, "id")?;
@@ -430,14 +428,12 @@ async fn load_orders(
     let mut orders = BTreeMap::new();
     for row in select_by_ids(tx, dialect, "SELECT id, customer_email, status, total_cents, reason, cancel_requested, placed_at, decided_at, updated_at \
          FROM orders WHERE id IN ({ids})", ids).await? {
-        let status: String = row.try_get("status")?;
         let cancel_requested: i64 = row.try_get("cancel_requested")?;
         orders.insert(
             super::uuid_col(&row, "id")?,
             OrderState {
                 customer_email: row.try_get("customer_email")?,
-                status: OrderStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Inconsistent(format!("order status {status}")))?,
+                status: super::named_col(&row, "status")?,
                 lines: Vec::new(),
                 total: Money::from_total_cents(row.try_get("total_cents")?),
                 reason: row.try_get("reason")?,
@@ -476,12 +472,10 @@ async fn load_orders(
 pub(super) fn purchase_order_from_row(
     row: &sqlx::any::AnyRow,
 ) -> Result<PurchaseOrderState, StoreError> {
-    let status: String = row.try_get("status")?;
     Ok(PurchaseOrderState {
         product_id: super::uuid_col(row, "product_id")?,
         quantity: row.try_get("quantity")?,
-        status: PurchaseOrderStatus::parse(&status)
-            .ok_or_else(|| StoreError::Inconsistent(format!("purchase order status {status}")))?,
+        status: super::named_col(row, "status")?,
         drafted_at: row.try_get("drafted_at")?,
         received_at: row.try_get("received_at")?,
     })

@@ -2,6 +2,7 @@
 //! directly (sku claims). Everything else is written by projections.
 
 use super::{now_millis, time_of_millis, uuid_col, Store, StoreError};
+use crate::domain::status::{AlertKind, OrderStatus, Severity};
 use crate::domain::Money;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -36,7 +37,7 @@ pub struct OrderItemView {
 pub struct OrderView {
     pub order_id: Uuid,
     pub customer_email: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub total: Money,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -54,7 +55,7 @@ pub struct Figures {
     pub total_sales: Money,
     pub today_sales: Money,
     pub order_count: i64,
-    pub orders_by_status: BTreeMap<String, i64>,
+    pub orders_by_status: BTreeMap<OrderStatus, i64>,
     pub orders_last_minute: i64,
     pub products: i64,
     pub low_stock_products: i64,
@@ -63,8 +64,8 @@ pub struct Figures {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AlertView {
     pub id: Uuid,
-    pub kind: String,
-    pub severity: String,
+    pub kind: AlertKind,
+    pub severity: Severity,
     pub subject: String,
     pub message: String,
     pub raised_at: DateTime<Utc>,
@@ -103,7 +104,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
     Ok(OrderView {
         order_id: uuid_col(row, "id")?,
         customer_email: row.try_get("customer_email")?,
-        status: row.try_get("status")?,
+        status: super::named_col(row, "status")?,
         total: Money::from_total_cents(row.try_get("total_cents")?),
         reason: row.try_get("reason")?,
         created_at: time_of_millis(row.try_get("placed_at")?),
@@ -181,7 +182,7 @@ impl Store {
 
     pub async fn list_orders(
         &self,
-        status: Option<&str>,
+        status: Option<OrderStatus>,
         limit: i64,
         after: Option<Uuid>,
     ) -> Result<Vec<OrderView>, StoreError> {
@@ -191,7 +192,7 @@ impl Store {
                 sqlx::query(
                     &format!("SELECT {ORDER_FIELDS} FROM orders WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3"),
                 )
-                .bind(status)
+                .bind(status.as_str())
                 .bind(after)
                 .bind(limit)
                 .fetch_all(self.pool())
@@ -260,8 +261,8 @@ impl Store {
             .map(|row| {
                 Ok(AlertView {
                     id: uuid_col(row, "id")?,
-                    kind: row.try_get("kind")?,
-                    severity: row.try_get("severity")?,
+                    kind: super::named_col(row, "kind")?,
+                    severity: super::named_col(row, "severity")?,
                     subject: row.try_get("subject")?,
                     message: row.try_get("message")?,
                     raised_at: time_of_millis(row.try_get("raised_at")?),
@@ -273,13 +274,12 @@ impl Store {
     pub async fn figures(&self) -> Result<Figures, StoreError> {
         let now = now_millis();
         let start_of_day = now - now.rem_euclid(86_400_000);
-        let sales = |since: i64| {
-            sqlx::query(
-                "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS cents FROM orders \
-                 WHERE status IN ('CONFIRMED', 'SHIPPED') AND placed_at >= $1",
-            )
-            .bind(since)
-        };
+        let sold_since = format!(
+            "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS cents FROM orders \
+             WHERE status IN ({}) AND placed_at >= $1",
+            super::sql_list(&OrderStatus::SOLD)
+        );
+        let sales = |since: i64| sqlx::query(&sold_since).bind(since);
         let total: i64 = sales(i64::MIN)
             .fetch_one(self.pool())
             .await?
@@ -289,11 +289,8 @@ impl Store {
             .await?
             .try_get("cents")?;
 
-        let mut orders_by_status: BTreeMap<String, i64> =
-            crate::domain::inventory::OrderStatus::NAMES
-                .iter()
-                .map(|s| (s.to_string(), 0))
-                .collect();
+        let mut orders_by_status: BTreeMap<OrderStatus, i64> =
+            OrderStatus::ALL.iter().map(|s| (*s, 0)).collect();
         let mut order_count = 0;
         for row in sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
             .fetch_all(self.pool())
@@ -301,7 +298,7 @@ impl Store {
         {
             let n: i64 = row.try_get("n")?;
             order_count += n;
-            orders_by_status.insert(row.try_get("status")?, n);
+            orders_by_status.insert(super::named_col(&row, "status")?, n);
         }
         let orders_last_minute: i64 =
             sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE placed_at >= $1")

@@ -7,6 +7,7 @@ mod housekeeping;
 mod ownership;
 mod recent;
 
+use crate::domain::status::{AlertKind, Severity};
 use crate::domain::Envelope;
 use crate::store::analytics::WindowRetention;
 use crate::store::outbox::OutboxRows;
@@ -597,8 +598,8 @@ async fn dead_letter(
     );
     raise_alert(
         log,
-        crate::domain::inventory::ALERT_DEAD_LETTER,
-        "error",
+        AlertKind::DeadLetter,
+        Severity::Error,
         subject,
         message,
     )
@@ -633,8 +634,8 @@ async fn raise_if_dead_letters_pile_up(log: &dyn EventLog, options: &WorkerOptio
     );
     raise_alert(
         log,
-        crate::domain::inventory::ALERT_DEAD_LETTERS_PILING_UP,
-        "critical",
+        AlertKind::DeadLettersPilingUp,
+        Severity::Critical,
         "dead-letters".into(),
         message,
     )
@@ -646,21 +647,21 @@ async fn raise_if_dead_letters_pile_up(log: &dyn EventLog, options: &WorkerOptio
 /// misses the alert if the log refuses it.
 async fn raise_alert(
     log: &dyn EventLog,
-    kind: &str,
-    severity: &str,
+    kind: AlertKind,
+    severity: Severity,
     subject: String,
     message: String,
 ) {
     let alert = crate::domain::DomainEvent::AlertRaised(crate::domain::events::AlertRaised {
         alert_id: uuid::Uuid::now_v7(),
-        kind: kind.into(),
-        severity: severity.into(),
+        kind,
+        severity,
         subject,
         message,
     })
     .into_envelope(chrono::Utc::now());
     if let Err(e) = log.append(&alert).await {
-        tracing::warn!(error = %e, kind, "could not raise an alert");
+        tracing::warn!(error = %e, %kind, "could not raise an alert");
     }
 }
 

@@ -4,6 +4,7 @@
 //! type filter. The archive is filled with synthetic rows by one SQL
 //! statement in a scratch database, so millions take seconds to make.
 
+use crate::domain::events::EventType;
 use crate::store::analytics::EventFilter;
 use crate::store::{Dialect, Store};
 use std::time::Instant;
@@ -27,11 +28,12 @@ async fn fill(store: &Store, count: u64) -> anyhow::Result<()> {
     let payload = r#"{"order_id":"0190e1a2-7b3c-7def-8123-456789abcdef","customer_email":"alice@example.com","items":[{"product_id":"0190e1a2-7b3c-7def-8123-000000000001","quantity":2,"unit_price":12.99},{"product_id":"0190e1a2-7b3c-7def-8123-000000000002","quantity":1,"unit_price":249.5}]}"#;
     let columns = "event_id, event_type, event_key, version, occurred_at, payload, \
                    partition_no, entry_id, processed_at";
+    let (placed, confirmed) = (EventType::OrderPlaced, EventType::OrderConfirmed);
     let sql = match store.dialect() {
         Dialect::Postgres => format!(
             "INSERT INTO event_archive ({columns}) SELECT \
              '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'), \
-             CASE WHEN i % 2 = 0 THEN 'order.placed' ELSE 'order.confirmed' END, \
+             CASE WHEN i % 2 = 0 THEN '{placed}' ELSE '{confirmed}' END, \
              'key-' || (i % 100000), 1, 1700000000000 + i, $1, i % 8, i || '-0', 1700000000000 + i \
              FROM generate_series(1, $2) AS i"
         ),
@@ -39,7 +41,7 @@ async fn fill(store: &Store, count: u64) -> anyhow::Result<()> {
             "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) \
              INSERT INTO event_archive ({columns}) SELECT \
              printf('00000000-0000-7000-8000-%012d', i), \
-             CASE WHEN i % 2 = 0 THEN 'order.placed' ELSE 'order.confirmed' END, \
+             CASE WHEN i % 2 = 0 THEN '{placed}' ELSE '{confirmed}' END, \
              'key-' || (i % 100000), 1, 1700000000000 + i, $1, i % 8, i || '-0', 1700000000000 + i \
              FROM s"
         ),
@@ -96,11 +98,11 @@ pub async fn run(store: &Store, count: u64) -> anyhow::Result<()> {
         ),
         (
             "type order.confirmed, first page",
-            page(Some("order.confirmed"), None),
+            page(Some(EventType::OrderConfirmed.name()), None),
         ),
         (
             "type order.confirmed, after the middle event",
-            page(Some("order.confirmed"), Some(count / 2)),
+            page(Some(EventType::OrderConfirmed.name()), Some(count / 2)),
         ),
         (
             "key filter (one aggregate)",

@@ -13,6 +13,7 @@ mod archive;
 use super::backends::{open_log, open_store};
 use super::config::{BenchArgs, CommonArgs};
 use crate::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};
+use crate::domain::status::OrderStatus;
 use crate::domain::{DomainEvent, Envelope, Money};
 use crate::store::Store;
 use crate::stream::LogBackend;
@@ -270,7 +271,7 @@ async fn decided_orders(store: &Store) -> anyhow::Result<u64> {
     Ok(figures.order_count.saturating_sub(
         figures
             .orders_by_status
-            .get("PENDING")
+            .get(&OrderStatus::Pending)
             .copied()
             .unwrap_or(0),
     ) as u64)

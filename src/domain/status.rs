@@ -1,0 +1,130 @@
+//! The closed sets of names the system writes: order and purchase-order
+//! statuses, alert kinds and severities. Each is an enum whose wire name
+//! (in events, the read model's columns and the API) is written once, here.
+
+/// A closed set of names, for code that handles any of them alike (a
+/// `?status=` filter, a column read back from the database).
+pub trait Named: Copy + Sized + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    fn parse(text: &str) -> Option<Self>;
+}
+
+/// An enum whose variants each have one wire name: serde, `Display`,
+/// `as_str` and `parse` all use it.
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident => $text:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+            serde::Serialize, serde::Deserialize,
+        )]
+        pub enum $name {
+            $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl Named for $name {
+            const ALL: &'static [$name] = $name::ALL;
+
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+
+            fn parse(text: &str) -> Option<$name> {
+                $name::parse(text)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// Where an order is in its lifecycle.
+    pub enum OrderStatus {
+        /// Placed, not decided yet.
+        Pending => "PENDING",
+        Confirmed => "CONFIRMED",
+        Rejected => "REJECTED",
+        Cancelled => "CANCELLED",
+        Shipped => "SHIPPED",
+    }
+}
+
+named_enum! {
+    pub enum PurchaseOrderStatus {
+        Open => "OPEN",
+        Received => "RECEIVED",
+    }
+}
+
+named_enum! {
+    /// What an alert is about.
+    pub enum AlertKind {
+        /// A worker dead-lettered an event.
+        DeadLetter => "dead_letter",
+        /// The dead letters reached the operator's alert threshold.
+        DeadLettersPilingUp => "dead_letters_piling_up",
+        LowStock => "low_stock",
+        Rejection => "rejection",
+        /// A ship, cancel or receipt that the order's state does not allow.
+        CommandRefused => "command_refused",
+    }
+}
+
+named_enum! {
+    pub enum Severity {
+        Info => "info",
+        Warning => "warning",
+        Error => "error",
+        Critical => "critical",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_text_and_json() {
+        for status in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(*status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<AlertKind>("\"low_stock\"").unwrap(),
+            AlertKind::LowStock
+        );
+        assert_eq!(Severity::parse("loud"), None);
+        assert!(serde_json::from_str::<PurchaseOrderStatus>("\"open\"").is_err());
+    }
+}
