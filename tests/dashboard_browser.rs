@@ -50,7 +50,7 @@ async fn dashboard_shows_live_figures_in_chromium() {
     .await
     .unwrap();
     let mut odd = DomainEvent::StockReceived(StockReceived {
-        product_id: a,
+        product_id: a.into(),
         quantity: 1,
         purchase_order_id: None,
     })

@@ -650,7 +650,7 @@ async fn embedded_sqlite_cancel_before_the_decision() {
     let p = product(&app, "EARLY-2", 5, 0, 0).await;
     app.stop().await;
 
-    let order_id = Uuid::now_v7();
+    let order_id = streamstock::domain::OrderId::new();
     {
         let log = streamstock::stream::embedded::EmbeddedLog::open(
             &dir.path().join("log"),
@@ -662,7 +662,7 @@ async fn embedded_sqlite_cancel_before_the_decision() {
             order_id,
             customer_email: "early@example.com".into(),
             items: vec![OrderLine {
-                product_id: p,
+                product_id: p.into(),
                 quantity: 2,
                 unit_price: price,
             }],
@@ -677,7 +677,7 @@ async fn embedded_sqlite_cancel_before_the_decision() {
     }
 
     let app = TestApp::spawn_with(common.clone()).await;
-    wait_status(&app, order_id, "CANCELLED").await;
+    wait_status(&app, order_id.as_uuid(), "CANCELLED").await;
     assert_eq!(stock(&app, p).await, (5, 0));
     assert_cancel_trail(&events(&app, &format!("key={order_id}")).await);
     let common_for_rebuild = app.common.clone();

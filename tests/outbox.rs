@@ -6,10 +6,9 @@ mod common;
 
 use chrono::Utc;
 use streamstock::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};
-use streamstock::domain::{DomainEvent, Money};
+use streamstock::domain::{DomainEvent, Money, OrderId, ProductId};
 use streamstock::store::Store;
 use streamstock::stream::{partition_for, Decoded, EntryId};
-use uuid::Uuid;
 
 fn decoded(event: DomainEvent, seq: u64) -> Decoded {
     let envelope = event.clone().into_envelope(Utc::now());
@@ -23,11 +22,11 @@ fn decoded(event: DomainEvent, seq: u64) -> Decoded {
 
 async fn follow_ups_wait_in_the_outbox(store: Store) {
     store.migrate().await.unwrap();
-    let product = Uuid::now_v7();
+    let product = ProductId::new();
     let price = Money::from_cents(500).unwrap();
     let order = |quantity| {
         DomainEvent::OrderPlaced(OrderPlaced {
-            order_id: Uuid::now_v7(),
+            order_id: OrderId::new(),
             customer_email: "o@example.com".into(),
             items: vec![OrderLine {
                 product_id: product,

@@ -22,7 +22,7 @@ use uuid::Uuid;
 fn poison_then_good(product: Uuid) -> Vec<Envelope> {
     let receipt = |quantity| {
         DomainEvent::StockReceived(StockReceived {
-            product_id: product,
+            product_id: product.into(),
             quantity,
             purchase_order_id: None,
         })
@@ -241,7 +241,7 @@ async fn attempts_survive_restarts() {
         let log = EmbeddedLog::open(&dir.path().join("log"), 4).unwrap();
         log.append(
             &DomainEvent::StockReceived(StockReceived {
-                product_id: product,
+                product_id: product.into(),
                 quantity: -1,
                 purchase_order_id: None,
             })

@@ -10,9 +10,8 @@ use streamstock::domain::events::{
     OrderConfirmed, OrderLine, OrderPlaced, ProductCreated, StockReceived,
 };
 use streamstock::domain::status::OrderStatus;
-use streamstock::domain::{DomainEvent, Envelope, Money};
+use streamstock::domain::{DomainEvent, Envelope, Money, OrderId, ProductId};
 use streamstock::store::Store;
-use uuid::Uuid;
 
 async fn upgrade(store: Store, dialect: &str) {
     // The schema the previous release left.
@@ -37,8 +36,8 @@ async fn upgrade(store: Store, dialect: &str) {
     // Rows as that release wrote them: the order decided when placed, its
     // confirmation archived when it came back from the log, one follow-up
     // still in the per-event outbox.
-    let product = Uuid::now_v7();
-    let order = Uuid::now_v7();
+    let product = ProductId::new();
+    let order = OrderId::new();
     let price = Money::from_cents(250).unwrap();
     let events = [
         DomainEvent::ProductCreated(ProductCreated {

@@ -46,12 +46,22 @@ pub fn parse_name(raw: &str) -> Result<String, Invalid> {
     Ok(name.to_string())
 }
 
-/// A quantity of units: 1 to MAX_QUANTITY.
-pub fn parse_quantity(raw: i64) -> Result<i64, Invalid> {
-    if !(1..=MAX_QUANTITY).contains(&raw) {
-        return Err(Invalid(format!("must be between 1 and {MAX_QUANTITY}")));
+/// A quantity of units on an order line or a receipt: 1 to MAX_QUANTITY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct Quantity(i64);
+
+impl Quantity {
+    pub fn parse(raw: i64) -> Result<Quantity, Invalid> {
+        if !(1..=MAX_QUANTITY).contains(&raw) {
+            return Err(Invalid(format!("must be between 1 and {MAX_QUANTITY}")));
+        }
+        Ok(Quantity(raw))
     }
-    Ok(raw)
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
 }
 
 /// A threshold or reorder amount: 0 to MAX_QUANTITY.
@@ -65,7 +75,24 @@ pub fn parse_stock_level(raw: i64) -> Result<i64, Invalid> {
 /// A plausible e-mail address: one '@' with text on both sides, a dot in the
 /// domain, no spaces, at most 254 characters. Deliverability is not our
 /// business; catching garbage is.
-pub fn parse_email(raw: &str) -> Result<String, Invalid> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Email, Invalid> {
+        parse_email(raw).map(Email)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+fn parse_email(raw: &str) -> Result<String, Invalid> {
     let email = raw.trim();
     let bad = || Invalid("must be an e-mail address like name@example.com".into());
     if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -97,17 +124,20 @@ mod tests {
 
     #[test]
     fn quantity_and_levels() {
-        assert!(parse_quantity(0).is_err());
-        assert!(parse_quantity(-3).is_err());
-        assert_eq!(parse_quantity(5), Ok(5));
-        assert!(parse_quantity(MAX_QUANTITY + 1).is_err());
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(-3).is_err());
+        assert_eq!(Quantity::parse(5).map(Quantity::get), Ok(5));
+        assert!(Quantity::parse(MAX_QUANTITY + 1).is_err());
         assert_eq!(parse_stock_level(0), Ok(0));
         assert!(parse_stock_level(-1).is_err());
     }
 
     #[test]
     fn emails() {
-        assert!(parse_email("a@example.com").is_ok());
+        assert_eq!(
+            Email::parse(" a@example.com ").unwrap().as_str(),
+            "a@example.com"
+        );
         assert!(parse_email("nope").is_err());
         assert!(parse_email("@example.com").is_err());
         assert!(parse_email("a@b@c.com").is_err());

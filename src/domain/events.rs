@@ -2,6 +2,7 @@
 //! (DESIGN.md section 3). The envelope is what the log stores; the typed
 //! `DomainEvent` is what the domain and the projections work with.
 
+use super::ids::{OrderId, ProductId, PurchaseOrderId};
 use super::money::Money;
 use super::status::{AlertKind, Severity};
 use chrono::{DateTime, Utc};
@@ -29,7 +30,7 @@ pub struct Envelope {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProductCreated {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub sku: String,
     pub name: String,
     pub price: Money,
@@ -40,16 +41,16 @@ pub struct ProductCreated {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StockReceived {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub quantity: i64,
     /// Set when the receipt is the delivery of a purchase order, which it
     /// closes; None for stock received directly (POST .../stock).
-    pub purchase_order_id: Option<Uuid>,
+    pub purchase_order_id: Option<PurchaseOrderId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub quantity: i64,
     /// The catalog price when the order was accepted: the order is charged at
     /// this price even if the catalog changes before it is decided.
@@ -58,7 +59,7 @@ pub struct OrderLine {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderPlaced {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     pub customer_email: String,
     pub items: Vec<OrderLine>,
     pub total: Money,
@@ -66,13 +67,13 @@ pub struct OrderPlaced {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderConfirmed {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     pub total: Money,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderRejected {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     pub reason: String,
 }
 
@@ -80,31 +81,31 @@ pub struct OrderRejected {
 /// decides, and records the outcome as `order.cancelled` or a refusal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderCancelRequested {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
 }
 
 /// The warehouse asks to ship an order (a command, like a cancel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderShipRequested {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
 }
 
 /// The reservation is released: each line's quantity goes back to available.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderCancelled {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
 }
 
 /// The reservation is committed: on-hand and reserved both drop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderShipped {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
 }
 
 /// Available stock of a product fell below its threshold (once per crossing).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StockLow {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub sku: String,
     pub available: i64,
     pub threshold: i64,
@@ -114,8 +115,8 @@ pub struct StockLow {
 /// per product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PurchaseOrderDrafted {
-    pub purchase_order_id: Uuid,
-    pub product_id: Uuid,
+    pub purchase_order_id: PurchaseOrderId,
+    pub product_id: ProductId,
     pub quantity: i64,
 }
 
@@ -123,8 +124,8 @@ pub struct PurchaseOrderDrafted {
 /// order and receives its stock with `stock.received`, or refuses it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PurchaseOrderReceived {
-    pub purchase_order_id: Uuid,
-    pub product_id: Uuid,
+    pub purchase_order_id: PurchaseOrderId,
+    pub product_id: ProductId,
 }
 
 /// Something an operator should see on the dashboard's alert feed.
@@ -384,10 +385,10 @@ mod tests {
 
     fn placed() -> DomainEvent {
         DomainEvent::OrderPlaced(OrderPlaced {
-            order_id: Uuid::now_v7(),
+            order_id: OrderId::new(),
             customer_email: "a@example.com".into(),
             items: vec![OrderLine {
-                product_id: Uuid::now_v7(),
+                product_id: ProductId::new(),
                 quantity: 2,
                 unit_price: Money::from_cents(150).unwrap(),
             }],
@@ -422,7 +423,7 @@ mod tests {
         let cause = placed().into_envelope(Utc::now());
         let follow = |c: &Envelope| {
             DomainEvent::OrderRejected(OrderRejected {
-                order_id: Uuid::nil(),
+                order_id: OrderId::default(),
                 reason: "x".into(),
             })
             .follow_up_of(c, 0, Utc::now())
@@ -433,7 +434,7 @@ mod tests {
         assert_eq!(a.event_id.get_version_num(), 7);
         assert_ne!(a.event_id, cause.event_id);
         let second = DomainEvent::OrderRejected(OrderRejected {
-            order_id: Uuid::nil(),
+            order_id: OrderId::default(),
             reason: "x".into(),
         })
         .follow_up_of(&cause, 1, Utc::now());
@@ -471,7 +472,7 @@ mod tests {
 
     #[test]
     fn stock_received_v1_is_upcast_to_v2() {
-        let product_id = Uuid::now_v7();
+        let product_id = ProductId::new();
         let v1 = Envelope {
             event_id: Uuid::now_v7(),
             event_type: "stock.received".into(),
@@ -492,7 +493,7 @@ mod tests {
         let v2 = DomainEvent::StockReceived(StockReceived {
             product_id,
             quantity: 3,
-            purchase_order_id: Some(Uuid::now_v7()),
+            purchase_order_id: Some(PurchaseOrderId::new()),
         })
         .into_envelope(Utc::now());
         assert_eq!(v2.version, 2);

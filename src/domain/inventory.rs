@@ -22,7 +22,7 @@ use super::events::{
     StockReceived,
 };
 use super::order::{reserve_all_or_nothing, Decision, StockLevel};
-use super::{DomainEvent, Envelope, Money};
+use super::{DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -68,7 +68,7 @@ pub struct ProductState {
     pub reserved: i64,
     pub received_total: i64,
     pub shipped_total: i64,
-    pub open_purchase_order: Option<Uuid>,
+    pub open_purchase_order: Option<PurchaseOrderId>,
     /// The latest event time that changed the figures (Unix milliseconds).
     /// A maximum, so it does not depend on the order of events from
     /// different partitions.
@@ -99,7 +99,7 @@ pub struct OrderState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurchaseOrderState {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub quantity: i64,
     pub status: PurchaseOrderStatus,
     pub drafted_at: i64,
@@ -115,9 +115,9 @@ pub struct Refused(pub String);
 /// rebuild) everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
-    pub products: BTreeMap<Uuid, ProductState>,
-    pub orders: BTreeMap<Uuid, OrderState>,
-    pub purchase_orders: BTreeMap<Uuid, PurchaseOrderState>,
+    pub products: BTreeMap<ProductId, ProductState>,
+    pub orders: BTreeMap<OrderId, OrderState>,
+    pub purchase_orders: BTreeMap<PurchaseOrderId, PurchaseOrderState>,
 }
 
 impl Inventory {
@@ -300,7 +300,7 @@ impl Inventory {
 
     /// Available stock, before an event, of the products whose availability
     /// it can lower (only a reservation does), to see a threshold crossing.
-    fn availability_before(&self, event: &DomainEvent) -> BTreeMap<Uuid, i64> {
+    fn availability_before(&self, event: &DomainEvent) -> BTreeMap<ProductId, i64> {
         let DomainEvent::OrderConfirmed(e) = event else {
             return BTreeMap::new();
         };
@@ -324,7 +324,7 @@ impl Inventory {
         &self,
         cause: &Envelope,
         event: &DomainEvent,
-        before: &BTreeMap<Uuid, i64>,
+        before: &BTreeMap<ProductId, i64>,
     ) -> Vec<DomainEvent> {
         let refuse = |subject: Uuid, message: String| {
             alert(
@@ -341,7 +341,7 @@ impl Inventory {
                 if order.status != OrderStatus::Pending {
                     return Vec::new(); // a repeated placement of a decided order
                 }
-                let levels: BTreeMap<Uuid, StockLevel> = e
+                let levels: BTreeMap<ProductId, StockLevel> = e
                     .items
                     .iter()
                     .filter_map(|line| {
@@ -381,10 +381,10 @@ impl Inventory {
                         product.available()
                     );
                     if product.open_purchase_order.is_none() && product.reorder_quantity > 0 {
-                        let purchase_order_id = Uuid::new_v5(
+                        let purchase_order_id = PurchaseOrderId(Uuid::new_v5(
                             &cause.event_id,
                             format!("purchase-order/{product_id}").as_bytes(),
-                        );
+                        ));
                         decisions.push(DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
                             purchase_order_id,
                             product_id: *product_id,
@@ -399,7 +399,7 @@ impl Inventory {
                         cause,
                         AlertKind::LowStock,
                         Severity::Warning,
-                        *product_id,
+                        product_id.as_uuid(),
                         message,
                     ));
                 }
@@ -414,17 +414,17 @@ impl Inventory {
                 cause,
                 AlertKind::Rejection,
                 Severity::Info,
-                e.order_id,
+                e.order_id.as_uuid(),
                 format!("order {} rejected: {}", e.order_id, e.reason),
             )],
             DomainEvent::OrderCancelRequested(e) => match self.orders.get(&e.order_id) {
                 None => vec![refuse(
-                    e.order_id,
+                    e.order_id.as_uuid(),
                     format!("cannot cancel order {}: no such order", e.order_id),
                 )],
                 Some(order) => match order.status.cancel_refusal() {
                     Some(why) => vec![refuse(
-                        e.order_id,
+                        e.order_id.as_uuid(),
                         format!("cannot cancel order {}: {why}", e.order_id),
                     )],
                     // Pending: apply() noted the request; the confirmation
@@ -437,12 +437,12 @@ impl Inventory {
             },
             DomainEvent::OrderShipRequested(e) => match self.orders.get(&e.order_id) {
                 None => vec![refuse(
-                    e.order_id,
+                    e.order_id.as_uuid(),
                     format!("cannot ship order {}: no such order", e.order_id),
                 )],
                 Some(order) => match order.status.ship_refusal() {
                     Some(why) => vec![refuse(
-                        e.order_id,
+                        e.order_id.as_uuid(),
                         format!("cannot ship order {}: {why}", e.order_id),
                     )],
                     None => vec![DomainEvent::OrderShipped(OrderShipped {
@@ -465,16 +465,16 @@ impl Inventory {
                     }
                     Some(po) if po.product_id != e.product_id => {
                         vec![refuse(
-                            id,
+                            id.as_uuid(),
                             format!("purchase order {id} is not for product {}", e.product_id),
                         )]
                     }
                     Some(_) => vec![refuse(
-                        id,
+                        id.as_uuid(),
                         format!("purchase order {id} was already received"),
                     )],
                     None => vec![refuse(
-                        id,
+                        id.as_uuid(),
                         format!("cannot receive purchase order {id}: no such purchase order"),
                     )],
                 }
@@ -492,7 +492,7 @@ impl Inventory {
     /// Moves an order from `from` to `to`; returns its lines.
     fn transition(
         &mut self,
-        order_id: Uuid,
+        order_id: OrderId,
         from: OrderStatus,
         to: OrderStatus,
         at: i64,
@@ -521,7 +521,7 @@ impl Inventory {
         Ok(order.lines.clone())
     }
 
-    fn product_mut(&mut self, product_id: Uuid) -> Result<&mut ProductState, Refused> {
+    fn product_mut(&mut self, product_id: ProductId) -> Result<&mut ProductState, Refused> {
         self.products
             .get_mut(&product_id)
             .ok_or_else(|| Refused(format!("product {product_id} is unknown")))
@@ -529,8 +529,8 @@ impl Inventory {
 
     fn open_purchase_order(
         &mut self,
-        po_id: Uuid,
-        product_id: Uuid,
+        po_id: PurchaseOrderId,
+        product_id: ProductId,
     ) -> Result<&mut PurchaseOrderState, Refused> {
         match self.purchase_orders.get_mut(&po_id) {
             Some(po) if po.status == PurchaseOrderStatus::Open && po.product_id == product_id => {
@@ -552,7 +552,7 @@ impl Inventory {
     /// it after every step.
     pub fn invariant_violations(&self) -> Vec<String> {
         let mut violations = Vec::new();
-        let mut confirmed: BTreeMap<Uuid, i64> = BTreeMap::new();
+        let mut confirmed: BTreeMap<ProductId, i64> = BTreeMap::new();
         for order in self.orders.values() {
             if order.status == OrderStatus::Confirmed {
                 for line in &order.lines {
@@ -560,7 +560,7 @@ impl Inventory {
                 }
             }
         }
-        let mut open_per_product: BTreeMap<Uuid, BTreeSet<Uuid>> = BTreeMap::new();
+        let mut open_per_product: BTreeMap<ProductId, BTreeSet<PurchaseOrderId>> = BTreeMap::new();
         for (id, po) in &self.purchase_orders {
             if po.status == PurchaseOrderStatus::Open {
                 open_per_product

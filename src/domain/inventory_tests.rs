@@ -75,8 +75,8 @@ impl World {
         fresh
     }
 
-    fn product(&mut self, sku: &str, threshold: i64, reorder: i64, stock: i64) -> Uuid {
-        let id = Uuid::now_v7();
+    fn product(&mut self, sku: &str, threshold: i64, reorder: i64, stock: i64) -> ProductId {
+        let id = ProductId::new();
         self.one(DomainEvent::ProductCreated(ProductCreated {
             product_id: id,
             sku: sku.into(),
@@ -92,17 +92,17 @@ impl World {
         id
     }
 
-    fn stock(&self, id: Uuid) -> (i64, i64) {
+    fn stock(&self, id: ProductId) -> (i64, i64) {
         let p = &self.inventory.products[&id];
         (p.on_hand, p.reserved)
     }
 
-    fn status(&self, order: Uuid) -> OrderStatus {
+    fn status(&self, order: OrderId) -> OrderStatus {
         self.inventory.orders[&order].status
     }
 }
 
-fn receive(product_id: Uuid, quantity: i64) -> DomainEvent {
+fn receive(product_id: ProductId, quantity: i64) -> DomainEvent {
     DomainEvent::StockReceived(StockReceived {
         product_id,
         quantity,
@@ -110,8 +110,8 @@ fn receive(product_id: Uuid, quantity: i64) -> DomainEvent {
     })
 }
 
-fn place(lines: &[(Uuid, i64)]) -> (Uuid, DomainEvent) {
-    let order_id = Uuid::now_v7();
+fn place(lines: &[(ProductId, i64)]) -> (OrderId, DomainEvent) {
+    let order_id = OrderId::new();
     let items: Vec<OrderLine> = lines
         .iter()
         .map(|&(product_id, quantity)| OrderLine {
@@ -132,11 +132,11 @@ fn place(lines: &[(Uuid, i64)]) -> (Uuid, DomainEvent) {
     (order_id, event)
 }
 
-fn cancel(order_id: Uuid) -> DomainEvent {
+fn cancel(order_id: OrderId) -> DomainEvent {
     DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
 }
 
-fn ship(order_id: Uuid) -> DomainEvent {
+fn ship(order_id: OrderId) -> DomainEvent {
     DomainEvent::OrderShipRequested(OrderShipRequested { order_id })
 }
 
@@ -262,7 +262,7 @@ fn commands_in_the_wrong_state_are_refused_with_a_reason() {
     assert!(refusal(&w.one(cancel(cancelled))).contains("already cancelled"));
     assert!(refusal(&w.one(ship(rejected))).contains("was rejected"));
     assert!(refusal(&w.one(cancel(rejected))).contains("was rejected"));
-    let ghost = Uuid::now_v7();
+    let ghost = OrderId::new();
     assert!(refusal(&w.one(ship(ghost))).contains("no such order"));
     assert!(refusal(&w.one(cancel(ghost))).contains("no such order"));
     assert_eq!(w.inventory, before, "refusals change no state");
@@ -312,7 +312,7 @@ fn decision_events_that_do_not_fit_the_state_are_refused() {
         .0
         .contains("is SHIPPED"));
     let ghost = DomainEvent::OrderShipped(OrderShipped {
-        order_id: Uuid::now_v7(),
+        order_id: OrderId::new(),
     });
     assert!(before
         .clone()
@@ -332,7 +332,7 @@ fn decision_events_that_do_not_fit_the_state_are_refused() {
 #[test]
 fn duplicate_product_is_refused_but_stock_may_come_first() {
     let mut inventory = Inventory::default();
-    let id = Uuid::now_v7();
+    let id = ProductId::new();
     inventory.apply(&receive(id, 4), 0).unwrap();
     let created = DomainEvent::ProductCreated(ProductCreated {
         product_id: id,
@@ -438,7 +438,7 @@ fn receiving_an_unknown_or_foreign_purchase_order_is_refused() {
     let mut w = World::new();
     let a = w.product("A", 5, 20, 6);
     let b = w.product("B", 0, 0, 0);
-    let ghost = Uuid::now_v7();
+    let ghost = PurchaseOrderId::new();
     let message = refusal(
         &w.one(DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
             purchase_order_id: ghost,
@@ -530,30 +530,30 @@ mod properties {
             batch_ends in prop::collection::vec(any::<bool>(), 60),
         ) {
             let mut w = World::new();
-            let products: Vec<Uuid> = (0..PRODUCTS)
+            let products: Vec<ProductId> = (0..PRODUCTS)
                 .map(|i| w.product(&format!("P{i}"), 4 + i as i64, 10 * (i as i64), 8))
                 .collect();
-            let mut orders: Vec<Uuid> = Vec::new();
-            let mut received_pos: Vec<(Uuid, Uuid)> = Vec::new();
+            let mut orders: Vec<OrderId> = Vec::new();
+            let mut received_pos: Vec<(PurchaseOrderId, ProductId)> = Vec::new();
             for (step, command) in commands.into_iter().enumerate() {
                 let available_before: Vec<i64> =
                     products.iter().map(|p| w.inventory.products[p].available()).collect();
                 let event = match command {
                     Command::Receive { product, quantity } => receive(products[product], quantity),
                     Command::Place { lines } => {
-                        let lines: Vec<(Uuid, i64)> = lines.iter().map(|&(p, q)| (products[p], q)).collect();
+                        let lines: Vec<(ProductId, i64)> = lines.iter().map(|&(p, q)| (products[p], q)).collect();
                         let (id, placed) = place(&lines);
                         orders.push(id);
                         placed
                     }
                     Command::PlaceUnknownProduct => {
-                        let (id, placed) = place(&[(Uuid::now_v7(), 1)]);
+                        let (id, placed) = place(&[(ProductId::new(), 1)]);
                         orders.push(id);
                         placed
                     }
                     Command::Cancel { order } if !orders.is_empty() => cancel(orders[order % orders.len()]),
                     Command::Ship { order } if !orders.is_empty() => ship(orders[order % orders.len()]),
-                    Command::Cancel { .. } | Command::Ship { .. } | Command::CancelUnknownOrder => cancel(Uuid::now_v7()),
+                    Command::Cancel { .. } | Command::Ship { .. } | Command::CancelUnknownOrder => cancel(OrderId::new()),
                     Command::ReceivePurchaseOrder { product } => {
                         let product_id = products[product];
                         match w.inventory.products[&product_id].open_purchase_order {

@@ -4,10 +4,12 @@
 
 pub mod catalog;
 pub mod events;
+pub mod ids;
 pub mod inventory;
 pub mod money;
 pub mod order;
 pub mod status;
 
 pub use events::{DomainEvent, Envelope};
+pub use ids::{OrderId, ProductId, PurchaseOrderId};
 pub use money::Money;

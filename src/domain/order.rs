@@ -2,8 +2,8 @@
 //! snapshot of stock that the caller has locked, and says what to do.
 
 use super::events::{OrderConfirmed, OrderPlaced, OrderRejected};
+use super::ProductId;
 use std::collections::BTreeMap;
-use uuid::Uuid;
 
 /// Stock of one product as the decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ impl StockLevel {
 pub enum Decision {
     /// Reserve these quantities (per product, summed over the order's lines).
     Confirm {
-        reservations: BTreeMap<Uuid, i64>,
+        reservations: BTreeMap<ProductId, i64>,
         event: OrderConfirmed,
     },
     Reject(OrderRejected),
@@ -33,7 +33,7 @@ pub enum Decision {
 /// an order listing one product twice cannot reserve more than exists.
 /// A BTreeMap keeps product ids sorted: callers lock rows in this order,
 /// which keeps concurrent workers from deadlocking on each other.
-pub fn requested_quantities(order: &OrderPlaced) -> BTreeMap<Uuid, i64> {
+pub fn requested_quantities(order: &OrderPlaced) -> BTreeMap<ProductId, i64> {
     let mut wanted = BTreeMap::new();
     for line in &order.items {
         *wanted.entry(line.product_id).or_insert(0) += line.quantity;
@@ -44,7 +44,10 @@ pub fn requested_quantities(order: &OrderPlaced) -> BTreeMap<Uuid, i64> {
 /// All or nothing: confirm only if every product has enough available stock.
 /// The rejection reason names the first product that falls short and by how
 /// much, or the product that does not exist.
-pub fn reserve_all_or_nothing(order: &OrderPlaced, stock: &BTreeMap<Uuid, StockLevel>) -> Decision {
+pub fn reserve_all_or_nothing(
+    order: &OrderPlaced,
+    stock: &BTreeMap<ProductId, StockLevel>,
+) -> Decision {
     let wanted = requested_quantities(order);
     for (product_id, &quantity) in &wanted {
         let reason = match stock.get(product_id) {
@@ -81,9 +84,9 @@ mod tests {
     use crate::domain::events::OrderLine;
     use crate::domain::money::Money;
 
-    fn order(lines: &[(Uuid, i64)]) -> OrderPlaced {
+    fn order(lines: &[(ProductId, i64)]) -> OrderPlaced {
         OrderPlaced {
-            order_id: Uuid::now_v7(),
+            order_id: crate::domain::OrderId::new(),
             customer_email: "c@example.com".into(),
             items: lines
                 .iter()
@@ -107,7 +110,7 @@ mod tests {
 
     #[test]
     fn confirms_when_every_item_is_available() {
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (ProductId::new(), ProductId::new());
         let stock = BTreeMap::from([(a, level("A", 5, 2)), (b, level("B", 1, 0))]);
         match reserve_all_or_nothing(&order(&[(a, 3), (b, 1)]), &stock) {
             Decision::Confirm {
@@ -123,7 +126,7 @@ mod tests {
 
     #[test]
     fn rejects_whole_order_when_one_item_is_short() {
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (ProductId::new(), ProductId::new());
         let stock = BTreeMap::from([(a, level("A", 5, 0)), (b, level("B-7", 3, 2))]);
         match reserve_all_or_nothing(&order(&[(a, 1), (b, 2)]), &stock) {
             Decision::Reject(r) => {
@@ -136,7 +139,7 @@ mod tests {
 
     #[test]
     fn sums_repeated_lines_of_one_product() {
-        let a = Uuid::now_v7();
+        let a = ProductId::new();
         let stock = BTreeMap::from([(a, level("A", 3, 0))]);
         assert!(matches!(
             reserve_all_or_nothing(&order(&[(a, 2), (a, 2)]), &stock),
@@ -150,7 +153,7 @@ mod tests {
 
     #[test]
     fn rejects_unknown_product() {
-        let a = Uuid::now_v7();
+        let a = ProductId::new();
         match reserve_all_or_nothing(&order(&[(a, 1)]), &BTreeMap::new()) {
             Decision::Reject(r) => assert!(r.reason.contains("unknown product")),
             other => panic!("expected reject, got {other:?}"),

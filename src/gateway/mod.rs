@@ -200,33 +200,74 @@ impl Gateway {
     }
 }
 
-/// A list route's `?status=` filter: case-insensitive, one of `allowed`;
-/// empty or absent means no filter.
-pub fn status_filter<S: Named>(raw: Option<&str>) -> Result<Option<S>, ApiError> {
-    match raw {
-        None | Some("") => Ok(None),
-        Some(raw) => S::parse(&raw.to_ascii_uppercase())
-            .map(Some)
-            .ok_or_else(|| {
-                let names: Vec<&str> = S::ALL.iter().map(|s| s.as_str()).collect();
-                ApiError::invalid("status", format!("must be one of {}", names.join(", ")))
-            }),
+/// A list route's `?status=` filter: case-insensitive, one of the
+/// statuses of what is listed; empty or absent means no filter.
+#[derive(Debug, serde::Deserialize)]
+pub struct StatusFilter {
+    pub status: Option<String>,
+}
+
+impl StatusFilter {
+    pub fn parse<S: Named>(&self) -> Result<Option<S>, ApiError> {
+        match self.status.as_deref() {
+            None | Some("") => Ok(None),
+            Some(raw) => S::parse(&raw.to_ascii_uppercase())
+                .map(Some)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = S::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::invalid("status", format!("must be one of {}", names.join(", ")))
+                }),
+        }
     }
 }
 
-/// Paging parameters shared by the list routes.
-#[derive(Debug, serde::Deserialize)]
-pub struct Page {
-    pub limit: Option<i64>,
-    pub after: Option<uuid::Uuid>,
+/// Every list route's paging, `?limit=` (1–1000, default 100) and
+/// `?after=<id of the last item seen>`, read from the query string beside
+/// the route's own filters and checked in one place. `Id` is the listed
+/// items' id type, so a product id is refused as an order list's cursor.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging<Id> {
+    pub limit: i64,
+    pub after: Option<Id>,
 }
 
-impl Page {
-    pub fn limit(&self) -> Result<i64, ApiError> {
-        match self.limit {
-            None => Ok(100),
-            Some(n) if (1..=1000).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid("limit", "must be between 1 and 1000")),
-        }
+/// Items per page when `?limit=` is absent, and the most a page may hold.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+#[derive(Debug, serde::Deserialize)]
+struct PagingQuery<Id> {
+    limit: Option<i64>,
+    after: Option<Id>,
+}
+
+/// A `?limit=` alone (the alerts and dead letters, which are not paged).
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        )),
+    }
+}
+
+impl<S, Id> FromRequestParts<S> for Paging<Id>
+where
+    S: Send + Sync,
+    Id: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Paging<Id>, ApiError> {
+        let ApiQuery(query) = ApiQuery::<PagingQuery<Id>>::from_request_parts(parts, state).await?;
+        Ok(Paging {
+            limit: page_limit(query.limit)?,
+            after: query.after,
+        })
     }
 }

@@ -2,7 +2,7 @@
 //! audit trail (the event archive).
 
 use super::error::ApiError;
-use super::{ApiQuery, AppState};
+use super::{ApiQuery, AppState, Paging};
 use crate::store::analytics::{ArchivedEvent, EventFilter};
 use crate::store::queries::AlertView;
 use crate::stream::dead_letter::DeadLetter;
@@ -19,11 +19,7 @@ pub struct Limit {
 
 impl Limit {
     fn value(&self) -> Result<i64, ApiError> {
-        match self.limit {
-            None => Ok(100),
-            Some(n) if (1..=1000).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid("limit", "must be between 1 and 1000")),
-        }
+        super::page_limit(self.limit)
     }
 }
 
@@ -53,8 +49,6 @@ pub struct EventQuery {
     pub key: Option<String>,
     #[serde(rename = "type")]
     pub event_type: Option<String>,
-    pub after: Option<Uuid>,
-    pub limit: Option<i64>,
 }
 
 /// Archived events in the order they were applied, by key and/or type,
@@ -62,6 +56,7 @@ pub struct EventQuery {
 pub async fn events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<EventQuery>,
+    paging: Paging<Uuid>,
 ) -> Result<Json<Vec<ArchivedEvent>>, ApiError> {
     let text = |field: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
         match value {
@@ -71,7 +66,7 @@ pub async fn events(
             Some(v) => Ok(Some(v)),
         }
     };
-    if let Some(after) = query.after {
+    if let Some(after) = paging.after {
         if !state.store.is_archived(after).await? {
             return Err(ApiError::invalid(
                 "after",
@@ -82,8 +77,8 @@ pub async fn events(
     let filter = EventFilter {
         key: text("key", query.key)?,
         event_type: text("type", query.event_type)?,
-        after: query.after,
-        limit: Limit { limit: query.limit }.value()?,
+        after: paging.after,
+        limit: paging.limit,
     };
     Ok(Json(state.store.archived_events(&filter).await?))
 }

@@ -3,11 +3,11 @@
 //! lifecycle commands cancel and ship.
 
 use super::error::ApiError;
-use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
-use crate::domain::catalog::{parse_email, parse_quantity};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging, StatusFilter};
+use crate::domain::catalog::{Email, Quantity};
 use crate::domain::events::{OrderCancelRequested, OrderLine, OrderPlaced, OrderShipRequested};
 use crate::domain::inventory::OrderStatus;
-use crate::domain::{DomainEvent, Money};
+use crate::domain::{DomainEvent, Money, OrderId, ProductId};
 use crate::store::queries::OrderView;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -17,7 +17,6 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Most lines one order may have.
 const MAX_LINES: usize = 100;
@@ -34,19 +33,11 @@ pub struct PlaceOrder {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderItem {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub quantity: i64,
     /// Optional; when given it must equal the catalog price.
     #[serde(default)]
     pub unit_price: Option<Money>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct OrderListQuery {
-    pub status: Option<String>,
-    // Not `#[serde(flatten)] Page`: flattening makes query numbers strings.
-    pub limit: Option<i64>,
-    pub after: Option<Uuid>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,7 +51,7 @@ pub async fn place(
     ApiJson(body): ApiJson<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     let customer_email =
-        parse_email(&body.customer_email).map_err(|e| ApiError::invalid("customer_email", e))?;
+        Email::parse(&body.customer_email).map_err(|e| ApiError::invalid("customer_email", e))?;
     if body.items.is_empty() {
         return Err(ApiError::invalid(
             "items",
@@ -73,12 +64,12 @@ pub async fn place(
             format!("at most {MAX_LINES} items per order"),
         ));
     }
-    let ids: Vec<Uuid> = body.items.iter().map(|item| item.product_id).collect();
+    let ids: Vec<ProductId> = body.items.iter().map(|item| item.product_id).collect();
     let catalog = state.store.get_products(&ids).await?;
     let mut lines = Vec::with_capacity(body.items.len());
     let mut total = Money::ZERO;
     for (i, item) in body.items.iter().enumerate() {
-        let quantity = parse_quantity(item.quantity)
+        let quantity = Quantity::parse(item.quantity)
             .map_err(|e| ApiError::invalid(&format!("items[{i}].quantity"), e))?;
         let product = catalog.get(&item.product_id).ok_or_else(|| {
             ApiError::invalid(
@@ -97,18 +88,18 @@ pub async fn place(
                 ));
             }
         }
-        total = total.plus(product.price.times(quantity));
+        total = total.plus(product.price.times(quantity.get()));
         lines.push(OrderLine {
             product_id: item.product_id,
-            quantity,
+            quantity: quantity.get(),
             unit_price: product.price,
         });
     }
 
-    let order_id = Uuid::now_v7();
+    let order_id = OrderId::new();
     let event = DomainEvent::OrderPlaced(OrderPlaced {
         order_id,
-        customer_email,
+        customer_email: customer_email.into_string(),
         items: lines,
         total,
     });
@@ -128,17 +119,14 @@ pub async fn place(
 
 pub async fn list(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<OrderListQuery>,
+    ApiQuery(filter): ApiQuery<StatusFilter>,
+    paging: Paging<OrderId>,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
-    let status = super::status_filter::<OrderStatus>(query.status.as_deref())?;
-    let page = Page {
-        limit: query.limit,
-        after: query.after,
-    };
+    let status = filter.parse::<OrderStatus>()?;
     Ok(Json(
         state
             .store
-            .list_orders(status, page.limit()?, page.after)
+            .list_orders(status, paging.limit, paging.after)
             .await?,
     ))
 }
@@ -147,7 +135,7 @@ pub async fn list(
 /// to be decided (useful right after placing it).
 pub async fn one(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<OrderId>,
     ApiQuery(query): ApiQuery<OneOrderQuery>,
 ) -> Result<Json<OrderView>, ApiError> {
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
@@ -182,14 +170,14 @@ enum Lifecycle {
 
 pub async fn cancel(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<OrderId>,
 ) -> Result<Response, ApiError> {
     lifecycle_command(state, id, Lifecycle::Cancel).await
 }
 
 pub async fn ship(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<OrderId>,
 ) -> Result<Response, ApiError> {
     lifecycle_command(state, id, Lifecycle::Ship).await
 }
@@ -200,7 +188,7 @@ pub async fn ship(
 /// refused there, with its reason recorded (alert and audit trail).
 async fn lifecycle_command(
     state: AppState,
-    id: Uuid,
+    id: OrderId,
     command: Lifecycle,
 ) -> Result<Response, ApiError> {
     let verb = match command {
@@ -247,7 +235,7 @@ async fn lifecycle_command(
 
 /// Order ids are UUID v7 issued by the gateway: one issued recently may name
 /// an order still in the log; any other unknown id names no order.
-fn may_still_be_queued(id: Uuid) -> bool {
+fn may_still_be_queued(OrderId(id): OrderId) -> bool {
     let Some(timestamp) = id.get_timestamp() else {
         return false;
     };

@@ -1,10 +1,10 @@
 //! Catalog and stock routes.
 
 use super::error::ApiError;
-use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
-use crate::domain::catalog::{parse_name, parse_quantity, parse_stock_level, Sku};
+use super::{ApiJson, ApiPath, AppState, Paging};
+use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
 use crate::domain::events::{ProductCreated, StockReceived};
-use crate::domain::{DomainEvent, Money};
+use crate::domain::{DomainEvent, Money, ProductId};
 use crate::store::queries::ProductView;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,7 +13,6 @@ use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,16 +42,19 @@ pub struct ReceiveStock {
 
 pub async fn list(
     State(state): State<AppState>,
-    ApiQuery(page): ApiQuery<Page>,
+    paging: Paging<ProductId>,
 ) -> Result<Json<Vec<ProductView>>, ApiError> {
     Ok(Json(
-        state.store.list_products(page.limit()?, page.after).await?,
+        state
+            .store
+            .list_products(paging.limit, paging.after)
+            .await?,
     ))
 }
 
 pub async fn one(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ProductId>,
 ) -> Result<Json<ProductView>, ApiError> {
     match state.store.get_product(id).await? {
         Some(product) => Ok(Json(product)),
@@ -79,11 +81,11 @@ pub async fn create(
         .map_err(|e| ApiError::invalid("reorder_quantity", e))?;
     let initial_stock = match body.initial_stock {
         None | Some(0) => None,
-        Some(q) => Some(parse_quantity(q).map_err(|e| ApiError::invalid("initial_stock", e))?),
+        Some(q) => Some(Quantity::parse(q).map_err(|e| ApiError::invalid("initial_stock", e))?),
     };
     let _ = body.description;
 
-    let product_id = Uuid::now_v7();
+    let product_id = ProductId::new();
     if !state.store.claim_sku(sku.as_str(), product_id).await? {
         return Err(ApiError::conflict(format!(
             "a product with sku {} already exists",
@@ -119,7 +121,7 @@ pub async fn create(
             .append(
                 &DomainEvent::StockReceived(StockReceived {
                     product_id,
-                    quantity,
+                    quantity: quantity.get(),
                     purchase_order_id: None,
                 })
                 .into_envelope(now),
@@ -137,7 +139,7 @@ pub async fn create(
         "on_hand": 0,
         "reserved": 0,
         "available": 0,
-        "incoming_stock": initial_stock.unwrap_or(0),
+        "incoming_stock": initial_stock.map_or(0, Quantity::get),
         "status": "QUEUED",
         "msg_id": receipt.msg_id(),
     });
@@ -152,10 +154,10 @@ pub async fn create(
 /// Receives stock for an existing product: appends `stock.received`, 202.
 pub async fn receive_stock(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ProductId>,
     ApiJson(body): ApiJson<ReceiveStock>,
 ) -> Result<Response, ApiError> {
-    let quantity = parse_quantity(body.quantity).map_err(|e| ApiError::invalid("quantity", e))?;
+    let quantity = Quantity::parse(body.quantity).map_err(|e| ApiError::invalid("quantity", e))?;
     if state.store.get_product(id).await?.is_none() {
         return Err(ApiError::not_found(format!("product {id} not found")));
     }
@@ -163,7 +165,7 @@ pub async fn receive_stock(
         .append(
             &DomainEvent::StockReceived(StockReceived {
                 product_id: id,
-                quantity,
+                quantity: quantity.get(),
                 purchase_order_id: None,
             })
             .into_envelope(Utc::now()),

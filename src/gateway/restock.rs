@@ -3,40 +3,28 @@
 //! acting as the supplier).
 
 use super::error::ApiError;
-use super::{ApiPath, ApiQuery, AppState, Page};
+use super::{ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::events::PurchaseOrderReceived;
 use crate::domain::inventory::PurchaseOrderStatus;
-use crate::domain::DomainEvent;
+use crate::domain::{DomainEvent, PurchaseOrderId};
 use crate::store::analytics::PurchaseOrderView;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
-
-#[derive(Debug, Deserialize)]
-pub struct PurchaseOrderQuery {
-    pub status: Option<String>,
-    pub limit: Option<i64>,
-    pub after: Option<Uuid>,
-}
 
 pub async fn list(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<PurchaseOrderQuery>,
+    ApiQuery(filter): ApiQuery<StatusFilter>,
+    paging: Paging<PurchaseOrderId>,
 ) -> Result<Json<Vec<PurchaseOrderView>>, ApiError> {
-    let status = super::status_filter::<PurchaseOrderStatus>(query.status.as_deref())?;
-    let page = Page {
-        limit: query.limit,
-        after: query.after,
-    };
+    let status = filter.parse::<PurchaseOrderStatus>()?;
     Ok(Json(
         state
             .store
-            .list_purchase_orders(status, page.limit()?, page.after)
+            .list_purchase_orders(status, paging.limit, paging.after)
             .await?,
     ))
 }
@@ -45,7 +33,7 @@ pub async fn list(
 /// it and receives its stock, or refuses a repeated receipt with a reason.
 pub async fn receive(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<PurchaseOrderId>,
 ) -> Result<Response, ApiError> {
     let po = state
         .store

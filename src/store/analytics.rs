@@ -6,7 +6,7 @@ use super::sql::{bind_all, param, SqlValue};
 use super::{archived_envelope, time_of_millis, uuid_col, Dialect, Store, StoreError};
 use crate::domain::events::EventType;
 use crate::domain::status::{OrderStatus, PurchaseOrderStatus};
-use crate::domain::{Envelope, Money};
+use crate::domain::{Envelope, Money, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
@@ -19,8 +19,8 @@ const PURCHASE_ORDER_FIELDS: &str =
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PurchaseOrderView {
-    pub id: Uuid,
-    pub product_id: Uuid,
+    pub id: PurchaseOrderId,
+    pub product_id: ProductId,
     pub sku: Option<String>,
     pub quantity: i64,
     /// OPEN or RECEIVED.
@@ -76,7 +76,7 @@ pub struct Throughput {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TopProduct {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub sku: String,
     pub name: String,
     /// Units in confirmed and shipped orders.
@@ -145,7 +145,7 @@ impl Store {
         &self,
         status: Option<PurchaseOrderStatus>,
         limit: i64,
-        after: Option<Uuid>,
+        after: Option<PurchaseOrderId>,
     ) -> Result<Vec<PurchaseOrderView>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {PURCHASE_ORDER_FIELDS} FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id \
@@ -161,7 +161,7 @@ impl Store {
 
     pub async fn get_purchase_order(
         &self,
-        id: Uuid,
+        id: PurchaseOrderId,
     ) -> Result<Option<PurchaseOrderView>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {PURCHASE_ORDER_FIELDS} FROM purchase_orders po LEFT JOIN products p ON p.id = po.product_id WHERE po.id = $1"

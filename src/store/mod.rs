@@ -225,11 +225,12 @@ impl Store {
     }
 }
 
-/// Reads a UUID stored as text.
-pub(crate) fn uuid_col(row: &AnyRow, col: &str) -> Result<uuid::Uuid, StoreError> {
+/// Reads a UUID stored as text, as whichever id type the column holds.
+pub(crate) fn uuid_col<Id: From<uuid::Uuid>>(row: &AnyRow, col: &str) -> Result<Id, StoreError> {
     use sqlx::Row;
     let raw: String = row.try_get(col)?;
     uuid::Uuid::from_str(&raw)
+        .map(Id::from)
         .map_err(|e| StoreError::Inconsistent(format!("bad uuid in {col}: {e}")))
 }
 

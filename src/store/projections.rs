@@ -30,7 +30,9 @@ use super::{now_millis, Dialect, Store, StoreError};
 use crate::domain::inventory::{
     Inventory, OrderState, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
-use crate::domain::{events::OrderLine, DomainEvent, Envelope, Money};
+use crate::domain::{
+    events::OrderLine, DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId,
+};
 use crate::stream::Decoded;
 use sqlx::any::Any;
 use sqlx::{Row, Transaction};
@@ -215,11 +217,11 @@ impl Store {
 
 /// Runs `sql` (whose `{ids}` is replaced by an `IN` list) for `ids`, in
 /// chunks, and returns every row.
-pub(super) async fn select_by_ids(
+pub(super) async fn select_by_ids<Id: std::fmt::Display>(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     sql: &str,
-    ids: &[Uuid],
+    ids: &[Id],
 ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
     let mut rows = Vec::new();
     for (sql, values) in by_ids(dialect, sql, ids) {
@@ -347,7 +349,7 @@ pub(super) async fn load_state<'e>(
             DomainEvent::AlertRaised(_) => {}
         }
     }
-    let order_ids: Vec<Uuid> = order_ids.into_iter().collect();
+    let order_ids: Vec<OrderId> = order_ids.into_iter().collect();
     for (id, order) in load_orders(tx, dialect, &order_ids).await? {
         product_ids.extend(order.lines.iter().map(|l| l.product_id));
         inventory.orders.insert(id, order);
@@ -355,7 +357,7 @@ pub(super) async fn load_state<'e>(
     if !with_stock {
         return Ok(());
     }
-    let purchase_order_ids: Vec<Uuid> = purchase_order_ids.into_iter().collect();
+    let purchase_order_ids: Vec<PurchaseOrderId> = purchase_order_ids.into_iter().collect();
     let rows = select_by_ids(
         tx,
         dialect,
@@ -379,7 +381,7 @@ pub(super) async fn load_state<'e>(
          i.received_total, i.shipped_total, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
-    let ids: Vec<Uuid> = product_ids.into_iter().collect();
+    let ids: Vec<ProductId> = product_ids.into_iter().collect();
     for row in select_by_ids(tx, dialect, &sql, &ids).await? {
         let threshold: Option<i64> = row.try_get("low_stock_threshold")?;
         let reorder: Option<i64> = row.try_get("reorder_quantity")?;
@@ -423,8 +425,8 @@ pub(super) async fn load_state<'e>(
 async fn load_orders(
     tx: &mut Tx<'_>,
     dialect: Dialect,
-    ids: &[Uuid],
-) -> Result<BTreeMap<Uuid, OrderState>, StoreError> {
+    ids: &[OrderId],
+) -> Result<BTreeMap<OrderId, OrderState>, StoreError> {
     let mut orders = BTreeMap::new();
     for row in select_by_ids(tx, dialect, "SELECT id, customer_email, status, total_cents, reason, cancel_requested, placed_at, decided_at, updated_at \
          FROM orders WHERE id IN ({ids})", ids).await? {
@@ -447,7 +449,7 @@ async fn load_orders(
     if orders.is_empty() {
         return Ok(orders);
     }
-    let existing: Vec<Uuid> = orders.keys().copied().collect();
+    let existing: Vec<OrderId> = orders.keys().copied().collect();
     let lines = select_by_ids(
         tx,
         dialect,

@@ -3,7 +3,7 @@
 
 use super::{now_millis, time_of_millis, uuid_col, Store, StoreError};
 use crate::domain::status::{AlertKind, OrderStatus, Severity};
-use crate::domain::Money;
+use crate::domain::{Money, OrderId, ProductId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProductView {
-    pub id: Uuid,
+    pub id: ProductId,
     pub sku: String,
     pub name: String,
     pub price: Money,
@@ -28,14 +28,14 @@ pub struct ProductView {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OrderItemView {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub quantity: i64,
     pub unit_price: Money,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OrderView {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
     pub customer_email: String,
     pub status: OrderStatus,
     pub total: Money,
@@ -116,7 +116,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
 
 impl Store {
     /// Claims `sku` for `product_id`. False when another product has it.
-    pub async fn claim_sku(&self, sku: &str, product_id: Uuid) -> Result<bool, StoreError> {
+    pub async fn claim_sku(&self, sku: &str, product_id: ProductId) -> Result<bool, StoreError> {
         let inserted = sqlx::query("INSERT INTO sku_claims (sku, product_id, claimed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(sku)
             .bind(product_id.to_string())
@@ -128,7 +128,7 @@ impl Store {
     }
 
     /// Gives a claim back when the product.created append failed.
-    pub async fn release_sku(&self, sku: &str, product_id: Uuid) -> Result<(), StoreError> {
+    pub async fn release_sku(&self, sku: &str, product_id: ProductId) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sku_claims WHERE sku = $1 AND product_id = $2")
             .bind(sku)
             .bind(product_id.to_string())
@@ -140,7 +140,7 @@ impl Store {
     pub async fn list_products(
         &self,
         limit: i64,
-        after: Option<Uuid>,
+        after: Option<ProductId>,
     ) -> Result<Vec<ProductView>, StoreError> {
         let after = after.map(|a| a.to_string()).unwrap_or_default();
         let rows = sqlx::query(&format!(
@@ -153,7 +153,7 @@ impl Store {
         rows.iter().map(product_from_row).collect()
     }
 
-    pub async fn get_product(&self, id: Uuid) -> Result<Option<ProductView>, StoreError> {
+    pub async fn get_product(&self, id: ProductId) -> Result<Option<ProductView>, StoreError> {
         let row = sqlx::query(&format!("SELECT {PRODUCT_COLUMNS} WHERE p.id = $1"))
             .bind(id.to_string())
             .fetch_optional(self.pool())
@@ -164,8 +164,8 @@ impl Store {
     /// The products among `ids` that exist, in one query (an order's lines).
     pub async fn get_products(
         &self,
-        ids: &[Uuid],
-    ) -> Result<std::collections::HashMap<Uuid, ProductView>, StoreError> {
+        ids: &[ProductId],
+    ) -> Result<std::collections::HashMap<ProductId, ProductView>, StoreError> {
         let select = format!("SELECT {PRODUCT_COLUMNS} WHERE p.id IN ({{ids}})");
         let mut products = std::collections::HashMap::new();
         for (sql, values) in super::sql::by_ids(self.dialect(), &select, ids) {
@@ -184,7 +184,7 @@ impl Store {
         &self,
         status: Option<OrderStatus>,
         limit: i64,
-        after: Option<Uuid>,
+        after: Option<OrderId>,
     ) -> Result<Vec<OrderView>, StoreError> {
         let after = after.map(|a| a.to_string()).unwrap_or_default();
         let rows = match status {
@@ -221,7 +221,7 @@ impl Store {
         rows.iter().map(order_from_row).collect()
     }
 
-    pub async fn get_order(&self, id: Uuid) -> Result<Option<OrderView>, StoreError> {
+    pub async fn get_order(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {
         let Some(row) = sqlx::query(&format!("SELECT {ORDER_FIELDS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(self.pool())

@@ -149,7 +149,11 @@ const IDS_PER_STATEMENT: usize = 1000;
 
 /// `sql` (whose `{ids}` stands for an `IN` list) for every chunk of `ids`,
 /// with the values to bind: one statement per 1000 ids.
-pub fn by_ids(dialect: Dialect, sql: &str, ids: &[uuid::Uuid]) -> Vec<(String, Vec<SqlValue>)> {
+pub fn by_ids<Id: std::fmt::Display>(
+    dialect: Dialect,
+    sql: &str,
+    ids: &[Id],
+) -> Vec<(String, Vec<SqlValue>)> {
     ids.chunks(IDS_PER_STATEMENT)
         .map(|chunk| {
             let sql = sql.replace("{ids}", &parameter_list(dialect, 1, chunk.len()));

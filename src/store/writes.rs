@@ -8,8 +8,8 @@ use super::sql::{bind_all, multi_insert, values_lists, SqlValue};
 use super::{Dialect, StoreError};
 use crate::domain::inventory::{OrderState, ProductState, PurchaseOrderState, PurchaseOrderStatus};
 use crate::domain::{DomainEvent, Envelope};
+use crate::domain::{OrderId, ProductId, PurchaseOrderId};
 use std::collections::BTreeMap;
-use uuid::Uuid;
 
 pub(super) async fn execute_all(
     tx: &mut Tx<'_>,
@@ -103,7 +103,7 @@ impl Writes {
     pub(super) fn events<'e>(
         &mut self,
         events: impl Iterator<Item = (&'e Envelope, &'e DomainEvent)>,
-        orders_before: &BTreeMap<Uuid, OrderState>,
+        orders_before: &BTreeMap<OrderId, OrderState>,
     ) {
         for (envelope, event) in events {
             let at = envelope.occurred_at.timestamp_millis();
@@ -155,8 +155,8 @@ impl Writes {
     /// inserted (adding to a row created meanwhile).
     pub(super) fn stock(
         &mut self,
-        before: &BTreeMap<Uuid, ProductState>,
-        after: &BTreeMap<Uuid, ProductState>,
+        before: &BTreeMap<ProductId, ProductState>,
+        after: &BTreeMap<ProductId, ProductState>,
     ) {
         let zero = ProductState::default();
         for (id, now) in after {
@@ -181,8 +181,8 @@ impl Writes {
     /// Orders whose state changed, written whole (upsert).
     pub(super) fn orders(
         &mut self,
-        before: &BTreeMap<Uuid, OrderState>,
-        after: &BTreeMap<Uuid, OrderState>,
+        before: &BTreeMap<OrderId, OrderState>,
+        after: &BTreeMap<OrderId, OrderState>,
     ) {
         for (id, order) in after {
             if before.get(id) == Some(order) {
@@ -204,8 +204,8 @@ impl Writes {
 
     pub(super) fn purchase_orders(
         &mut self,
-        before: &BTreeMap<Uuid, PurchaseOrderState>,
-        after: &BTreeMap<Uuid, PurchaseOrderState>,
+        before: &BTreeMap<PurchaseOrderId, PurchaseOrderState>,
+        after: &BTreeMap<PurchaseOrderId, PurchaseOrderState>,
     ) {
         for (id, po) in after {
             if before.get(id) == Some(po) {

@@ -14,7 +14,7 @@ use super::backends::{open_log, open_store};
 use super::config::{BenchArgs, CommonArgs};
 use crate::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};
 use crate::domain::status::OrderStatus;
-use crate::domain::{DomainEvent, Envelope, Money};
+use crate::domain::{DomainEvent, Envelope, Money, OrderId, ProductId};
 use crate::store::Store;
 use crate::stream::LogBackend;
 use crate::stream::PROCESSOR_GROUP;
@@ -125,10 +125,10 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
 
     // Catalog: products with stock enough for most orders.
     let mut rng = StdRng::seed_from_u64(7);
-    let products: Vec<(Uuid, Money)> = (0..args.products)
+    let products: Vec<(ProductId, Money)> = (0..args.products)
         .map(|_| {
             (
-                Uuid::now_v7(),
+                ProductId::new(),
                 Money::from_cents(rng.random_range(100..100_000)).expect("in range"),
             )
         })
@@ -175,7 +175,7 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
                 .iter()
                 .fold(Money::ZERO, |t, l| t.plus(l.unit_price.times(l.quantity)));
             DomainEvent::OrderPlaced(OrderPlaced {
-                order_id: Uuid::now_v7(),
+                order_id: OrderId::new(),
                 customer_email: format!("bench{}@example.com", i % 1000),
                 items: lines,
                 total,
