@@ -2,13 +2,13 @@
 //! `{"error": {"code", "message"}}`, 4xx for the client's mistakes, 503 when
 //! a backend is unreachable, and internals logged, never shown.
 
+use super::responses::{ErrorBody, ErrorDetail};
 use crate::store::StoreError;
 use crate::stream::LogError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -61,7 +61,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        });
         let mut response = (self.status, body).into_response();
         if let Some(seconds) = self.retry_after {
             response

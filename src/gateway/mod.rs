@@ -9,6 +9,7 @@ mod operations;
 mod orders;
 pub mod probes;
 mod products;
+pub mod responses;
 mod restock;
 
 use crate::domain::status::Named;

@@ -3,6 +3,7 @@
 //! lifecycle commands cancel and ship.
 
 use super::error::ApiError;
+use super::responses::{Accepted, CommandQueued, OrderQueued, Queued};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::catalog::{Email, Quantity};
 use crate::domain::events::{OrderCancelRequested, OrderLine, OrderPlaced, OrderShipRequested};
@@ -10,12 +11,9 @@ use crate::domain::inventory::OrderStatus;
 use crate::domain::{DomainEvent, Money, OrderId, ProductId};
 use crate::store::queries::OrderView;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::json;
 use std::time::Duration;
 
 /// Most lines one order may have.
@@ -49,7 +47,7 @@ pub struct OneOrderQuery {
 pub async fn place(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<PlaceOrder>,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted<OrderQueued>, ApiError> {
     let customer_email =
         Email::parse(&body.customer_email).map_err(|e| ApiError::invalid("customer_email", e))?;
     if body.items.is_empty() {
@@ -104,17 +102,15 @@ pub async fn place(
         total,
     });
     let receipt = state.append(&event.into_envelope(Utc::now())).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/api/orders/{order_id}"))],
-        Json(json!({
-            "order_id": order_id,
-            "status": "QUEUED",
-            "msg_id": receipt.msg_id(),
-            "total": total,
-        })),
-    )
-        .into_response())
+    Ok(Accepted {
+        body: OrderQueued {
+            order_id,
+            status: Queued::Queued,
+            msg_id: receipt.msg_id(),
+            total,
+        },
+        location: Some(format!("/api/orders/{order_id}")),
+    })
 }
 
 pub async fn list(
@@ -171,14 +167,14 @@ enum Lifecycle {
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted<CommandQueued>, ApiError> {
     lifecycle_command(state, id, Lifecycle::Cancel).await
 }
 
 pub async fn ship(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted<CommandQueued>, ApiError> {
     lifecycle_command(state, id, Lifecycle::Ship).await
 }
 
@@ -190,7 +186,7 @@ async fn lifecycle_command(
     state: AppState,
     id: OrderId,
     command: Lifecycle,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted<CommandQueued>, ApiError> {
     let verb = match command {
         Lifecycle::Cancel => "cancel",
         Lifecycle::Ship => "ship",
@@ -220,17 +216,15 @@ async fn lifecycle_command(
         Lifecycle::Ship => DomainEvent::OrderShipRequested(OrderShipRequested { order_id: id }),
     };
     let receipt = state.append(&event.into_envelope(Utc::now())).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/api/orders/{id}"))],
-        Json(json!({
-            "order_id": id,
-            "command": verb,
-            "status": "QUEUED",
-            "msg_id": receipt.msg_id(),
-        })),
-    )
-        .into_response())
+    Ok(Accepted {
+        body: CommandQueued {
+            order_id: id,
+            command: verb,
+            status: Queued::Queued,
+            msg_id: receipt.msg_id(),
+        },
+        location: Some(format!("/api/orders/{id}")),
+    })
 }
 
 /// Order ids are UUID v7 issued by the gateway: one issued recently may name

@@ -1,18 +1,16 @@
 //! Catalog and stock routes.
 
 use super::error::ApiError;
+use super::responses::{Accepted, Created, ProductQueued, Queued, StockQueued};
 use super::{ApiJson, ApiPath, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
 use crate::domain::events::{ProductCreated, StockReceived};
 use crate::domain::{DomainEvent, Money, ProductId};
 use crate::store::queries::ProductView;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::json;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +66,7 @@ pub async fn one(
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateProduct>,
-) -> Result<Response, ApiError> {
+) -> Result<Created<ProductQueued>, ApiError> {
     let sku = Sku::parse(&body.sku).map_err(|e| ApiError::invalid("sku", e))?;
     let name = parse_name(&body.name).map_err(|e| ApiError::invalid("name", e))?;
     let category_name = match body.category_name.as_deref() {
@@ -128,27 +126,25 @@ pub async fn create(
             )
             .await?;
     }
-    let body = json!({
-        "id": product_id,
-        "sku": created.sku,
-        "name": created.name,
-        "price": created.price,
-        "category_name": created.category_name,
-        "low_stock_threshold": created.low_stock_threshold,
-        "reorder_quantity": created.reorder_quantity,
-        "on_hand": 0,
-        "reserved": 0,
-        "available": 0,
-        "incoming_stock": initial_stock.map_or(0, Quantity::get),
-        "status": "QUEUED",
-        "msg_id": receipt.msg_id(),
-    });
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/api/products/{product_id}"))],
-        Json(body),
-    )
-        .into_response())
+    let body = ProductQueued {
+        id: product_id,
+        sku: created.sku,
+        name: created.name,
+        price: created.price,
+        category_name: created.category_name,
+        low_stock_threshold: created.low_stock_threshold,
+        reorder_quantity: created.reorder_quantity,
+        on_hand: 0,
+        reserved: 0,
+        available: 0,
+        incoming_stock: initial_stock.map_or(0, Quantity::get),
+        status: Queued::Queued,
+        msg_id: receipt.msg_id(),
+    };
+    Ok(Created {
+        body,
+        location: format!("/api/products/{product_id}"),
+    })
 }
 
 /// Receives stock for an existing product: appends `stock.received`, 202.
@@ -156,7 +152,7 @@ pub async fn receive_stock(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,
     ApiJson(body): ApiJson<ReceiveStock>,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted<StockQueued>, ApiError> {
     let quantity = Quantity::parse(body.quantity).map_err(|e| ApiError::invalid("quantity", e))?;
     if state.store.get_product(id).await?.is_none() {
         return Err(ApiError::not_found(format!("product {id} not found")));
@@ -171,9 +167,13 @@ pub async fn receive_stock(
             .into_envelope(Utc::now()),
         )
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "product_id": id, "quantity": quantity, "status": "QUEUED", "msg_id": receipt.msg_id() })),
-    )
-        .into_response())
+    Ok(Accepted {
+        body: StockQueued {
+            product_id: id,
+            quantity: quantity.get(),
+            status: Queued::Queued,
+            msg_id: receipt.msg_id(),
+        },
+        location: None,
+    })
 }

@@ -3,17 +3,15 @@
 //! acting as the supplier).
 
 use super::error::ApiError;
+use super::responses::{Accepted, Queued, ReceiptQueued};
 use super::{ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::events::PurchaseOrderReceived;
 use crate::domain::inventory::PurchaseOrderStatus;
 use crate::domain::{DomainEvent, PurchaseOrderId};
 use crate::store::analytics::PurchaseOrderView;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde_json::json;
 
 pub async fn list(
     State(state): State<AppState>,
@@ -34,7 +32,7 @@ pub async fn list(
 pub async fn receive(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<PurchaseOrderId>,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted<ReceiptQueued>, ApiError> {
     let po = state
         .store
         .get_purchase_order(id)
@@ -50,15 +48,14 @@ pub async fn receive(
         product_id: po.product_id,
     });
     let receipt = state.append(&event.into_envelope(Utc::now())).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "purchase_order_id": id,
-            "product_id": po.product_id,
-            "quantity": po.quantity,
-            "status": "QUEUED",
-            "msg_id": receipt.msg_id(),
-        })),
-    )
-        .into_response())
+    Ok(Accepted {
+        body: ReceiptQueued {
+            purchase_order_id: id,
+            product_id: po.product_id,
+            quantity: po.quantity,
+            status: Queued::Queued,
+            msg_id: receipt.msg_id(),
+        },
+        location: None,
+    })
 }

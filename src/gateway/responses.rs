@@ -1,0 +1,125 @@
+//! The bodies the gateway answers with, each a struct that derives
+//! `Serialize`, and the status codes that go with them. A write is answered
+//! once its event is durable in the log: 202 (or 201 for a new product)
+//! with `status: "QUEUED"` and the log entry's id.
+
+use crate::domain::{Money, OrderId, ProductId, PurchaseOrderId};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+/// What every accepted write says of itself: in the log, not yet applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Queued {
+    #[serde(rename = "QUEUED")]
+    Queued,
+}
+
+/// 202 Accepted, with the place to watch the outcome when there is one.
+pub struct Accepted<T> {
+    pub body: T,
+    pub location: Option<String>,
+}
+
+/// 201 Created, with the new resource's place.
+pub struct Created<T> {
+    pub body: T,
+    pub location: String,
+}
+
+impl<T: Serialize> IntoResponse for Accepted<T> {
+    fn into_response(self) -> Response {
+        match self.location {
+            Some(location) => (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(self.body),
+            )
+                .into_response(),
+            None => (StatusCode::ACCEPTED, Json(self.body)).into_response(),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::CREATED,
+            [(header::LOCATION, self.location)],
+            Json(self.body),
+        )
+            .into_response()
+    }
+}
+
+/// `POST /api/orders`.
+#[derive(Debug, Serialize)]
+pub struct OrderQueued {
+    pub order_id: OrderId,
+    pub status: Queued,
+    pub msg_id: String,
+    pub total: Money,
+}
+
+/// `POST /api/orders/{id}/cancel` and `/ship`.
+#[derive(Debug, Serialize)]
+pub struct CommandQueued {
+    pub order_id: OrderId,
+    /// `cancel` or `ship`.
+    pub command: &'static str,
+    pub status: Queued,
+    pub msg_id: String,
+}
+
+/// `POST /api/products`: the product as it will be once applied.
+#[derive(Debug, Serialize)]
+pub struct ProductQueued {
+    pub id: ProductId,
+    pub sku: String,
+    pub name: String,
+    pub price: Money,
+    pub category_name: String,
+    pub low_stock_threshold: i64,
+    pub reorder_quantity: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    /// The initial stock, received right after the creation.
+    pub incoming_stock: i64,
+    pub status: Queued,
+    pub msg_id: String,
+}
+
+/// `POST /api/products/{id}/stock`.
+#[derive(Debug, Serialize)]
+pub struct StockQueued {
+    pub product_id: ProductId,
+    pub quantity: i64,
+    pub status: Queued,
+    pub msg_id: String,
+}
+
+/// `POST /api/purchase-orders/{id}/receive`.
+#[derive(Debug, Serialize)]
+pub struct ReceiptQueued {
+    pub purchase_order_id: PurchaseOrderId,
+    pub product_id: ProductId,
+    pub quantity: i64,
+    pub status: Queued,
+    pub msg_id: String,
+}
+
+/// Every error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_field`, `not_found`, `conflict`,
+    /// `unauthorized`, `overloaded`, `unavailable`, ...
+    pub code: &'static str,
+    pub message: String,
+}
