@@ -249,7 +249,9 @@ async fn lifecycle_paths(backend: Backend) {
 
     let store = app.store().await;
     assert_eq!(
-        store.invariant_violations().await.unwrap(),
+        common::invariants::invariant_violations(&store)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     rebuild_reproduces(app).await;
@@ -274,7 +276,9 @@ async fn rebuild_reproduces(app: TestApp) {
     assert_rebuild_identical_for(&common);
     assert_eq!(store.projection_checksums().await.unwrap(), before);
     assert_eq!(
-        store.invariant_violations().await.unwrap(),
+        common::invariants::invariant_violations(&store)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     drop(dir);
@@ -363,7 +367,9 @@ async fn restock_cycle(backend: Backend) {
     .await;
     let store = app.store().await;
     assert_eq!(
-        store.invariant_violations().await.unwrap(),
+        common::invariants::invariant_violations(&store)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     rebuild_reproduces(app).await;
@@ -624,7 +630,9 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
         .await
         .unwrap();
     assert_eq!(
-        store.invariant_violations().await.unwrap(),
+        common::invariants::invariant_violations(&store)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
 

@@ -100,7 +100,9 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
     let (pending, rows) = store.pending_outbox(100).await.unwrap();
     assert!(pending.is_empty() && rows.is_empty());
     assert_eq!(
-        store.invariant_violations().await.unwrap(),
+        common::invariants::invariant_violations(&store)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
 }

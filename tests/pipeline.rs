@@ -89,7 +89,9 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
 
     // No oversell, reservations match confirmed orders, revenue exact.
     let store = app.store().await;
-    let violations = store.invariant_violations().await.unwrap();
+    let violations = common::invariants::invariant_violations(&store)
+        .await
+        .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     let (_, products) = app.get("/api/products").await;
     let mut reserved_total = 0;
@@ -208,7 +210,9 @@ async fn restart_loses_nothing(backend: Backend) {
     let (_, stats) = again.get("/api/stats").await;
     assert_eq!(stats["orders_by_status"]["CONFIRMED"], 3);
     assert_eq!(stats["orders_by_status"]["REJECTED"], 2);
-    let violations = again.store().await.invariant_violations().await.unwrap();
+    let violations = common::invariants::invariant_violations(&again.store().await)
+        .await
+        .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     again.stop().await;
 }

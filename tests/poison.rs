@@ -112,7 +112,9 @@ async fn check_dead_letters(app: &TestApp, product: Uuid, extra: usize) {
         .as_str()
         .unwrap()
         .contains("4 events wait"));
-    let violations = app.store().await.invariant_violations().await.unwrap();
+    let violations = common::invariants::invariant_violations(&app.store().await)
+        .await
+        .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
 }
 

@@ -93,7 +93,9 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     let store = streamstock::store::Store::connect(&deployment.database)
         .await
         .unwrap();
-    let violations = store.invariant_violations().await.unwrap();
+    let violations = common::invariants::invariant_violations(&store)
+        .await
+        .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     let (_, stats) = api.get("/api/stats").await;
     assert_eq!(stats["order_count"], 40);
@@ -140,7 +142,10 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     };
     assert!(count("shipped: ") + count("cancelled: ") > 0, "{report}");
     api.wait_until_decided(40 + accepted as i64).await;
-    assert!(store.invariant_violations().await.unwrap().is_empty());
+    assert!(common::invariants::invariant_violations(&store)
+        .await
+        .unwrap()
+        .is_empty());
 
     let report = status();
     assert_eq!(report["lag"], 0, "{report}");

@@ -141,7 +141,9 @@ async fn upgrade(store: Store, dialect: &str) {
         OrderStatus::Confirmed
     );
     assert_eq!(
-        store.invariant_violations().await.unwrap(),
+        common::invariants::invariant_violations(&store)
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
 }

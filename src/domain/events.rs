@@ -7,6 +7,7 @@ use super::money::Money;
 use super::status::{AlertKind, Severity};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 /// The schema version of an event type this build writes, which is also
@@ -235,6 +236,16 @@ impl std::fmt::Display for EventType {
     }
 }
 
+/// The aggregates a set of events touches (see `DomainEvent::touches`),
+/// sorted: the store locks stock rows in this order, so concurrent workers
+/// cannot deadlock on each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub products: BTreeSet<ProductId>,
+    pub orders: BTreeSet<OrderId>,
+    pub purchase_orders: BTreeSet<PurchaseOrderId>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("unknown event type `{0}`")]
@@ -277,6 +288,49 @@ impl DomainEvent {
             DomainEvent::PurchaseOrderDrafted(e) => e.product_id.to_string(),
             DomainEvent::PurchaseOrderReceived(e) => e.product_id.to_string(),
             DomainEvent::AlertRaised(e) => e.subject.clone(),
+        }
+    }
+
+    /// Adds to `touched` the aggregates this event reads or changes, which
+    /// are what must be loaded (and, for stock, locked) before the domain
+    /// handles it. An order's products come with the order (its lines).
+    pub fn touches(&self, touched: &mut Touched) {
+        match self {
+            DomainEvent::ProductCreated(ProductCreated { product_id, .. })
+            | DomainEvent::StockLow(StockLow { product_id, .. }) => {
+                touched.products.insert(*product_id);
+            }
+            DomainEvent::StockReceived(e) => {
+                touched.products.insert(e.product_id);
+                touched.purchase_orders.extend(e.purchase_order_id);
+            }
+            DomainEvent::OrderPlaced(e) => {
+                touched.orders.insert(e.order_id);
+                touched
+                    .products
+                    .extend(e.items.iter().map(|line| line.product_id));
+            }
+            DomainEvent::OrderConfirmed(OrderConfirmed { order_id, .. })
+            | DomainEvent::OrderRejected(OrderRejected { order_id, .. })
+            | DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
+            | DomainEvent::OrderShipRequested(OrderShipRequested { order_id })
+            | DomainEvent::OrderCancelled(OrderCancelled { order_id })
+            | DomainEvent::OrderShipped(OrderShipped { order_id }) => {
+                touched.orders.insert(*order_id);
+            }
+            DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
+                purchase_order_id,
+                product_id,
+                ..
+            })
+            | DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
+                purchase_order_id,
+                product_id,
+            }) => {
+                touched.products.insert(*product_id);
+                touched.purchase_orders.insert(*purchase_order_id);
+            }
+            DomainEvent::AlertRaised(_) => {}
         }
     }
 
@@ -406,6 +460,31 @@ mod tests {
             assert!(kind.version() >= 1);
         }
         assert_eq!(EventType::from_name("order.teleported"), None);
+    }
+
+    #[test]
+    fn events_name_the_aggregates_they_touch() {
+        let mut touched = Touched::default();
+        let DomainEvent::OrderPlaced(order) = placed() else {
+            unreachable!()
+        };
+        DomainEvent::OrderPlaced(order.clone()).touches(&mut touched);
+        let po = PurchaseOrderId::new();
+        DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
+            purchase_order_id: po,
+            product_id: order.items[0].product_id,
+        })
+        .touches(&mut touched);
+        DomainEvent::OrderShipped(OrderShipped {
+            order_id: order.order_id,
+        })
+        .touches(&mut touched);
+        assert_eq!(touched.orders, BTreeSet::from([order.order_id]));
+        assert_eq!(
+            touched.products,
+            BTreeSet::from([order.items[0].product_id])
+        );
+        assert_eq!(touched.purchase_orders, BTreeSet::from([po]));
     }
 
     #[test]

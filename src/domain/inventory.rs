@@ -18,8 +18,9 @@
 //! `Inventory`, runs this, and writes back what changed.
 
 use super::events::{
-    AlertRaised, OrderCancelled, OrderLine, OrderShipped, PurchaseOrderDrafted, StockLow,
-    StockReceived,
+    AlertRaised, OrderCancelRequested, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced,
+    OrderShipRequested, OrderShipped, ProductCreated, PurchaseOrderDrafted, PurchaseOrderReceived,
+    StockLow, StockReceived,
 };
 use super::order::{reserve_all_or_nothing, Decision, StockLevel};
 use super::{DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId};
@@ -32,26 +33,65 @@ pub use super::status::{AlertKind, OrderStatus, PurchaseOrderStatus, Severity};
 impl OrderStatus {
     /// The statuses whose orders count as sales (revenue, best sellers).
     pub const SOLD: [OrderStatus; 2] = [OrderStatus::Confirmed, OrderStatus::Shipped];
+}
 
-    /// Why a cancel is refused in this state; None when it is allowed
-    /// (confirmed: release the reservation; pending: cancel once decided).
-    pub fn cancel_refusal(self) -> Option<&'static str> {
+/// A command on an order that the worker decides (the gateway checks it
+/// first against the read model, with the same rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderCommand {
+    Cancel,
+    Ship,
+}
+
+impl OrderCommand {
+    pub fn verb(self) -> &'static str {
         match self {
-            OrderStatus::Pending | OrderStatus::Confirmed => None,
-            OrderStatus::Rejected => Some("it was rejected, so nothing is reserved"),
-            OrderStatus::Cancelled => Some("it is already cancelled"),
-            OrderStatus::Shipped => Some("it has already shipped"),
+            OrderCommand::Cancel => "cancel",
+            OrderCommand::Ship => "ship",
         }
     }
 
-    /// Why shipping is refused in this state; None when it is allowed.
-    pub fn ship_refusal(self) -> Option<&'static str> {
+    /// Why the command is refused for an order in `status`; None when it is
+    /// allowed. A cancel is allowed while confirmed (the reservation is
+    /// released) and while pending (it is carried out once decided).
+    pub fn refusal(self, status: OrderStatus) -> Option<&'static str> {
+        match (self, status) {
+            (OrderCommand::Cancel, OrderStatus::Pending | OrderStatus::Confirmed) => None,
+            (OrderCommand::Cancel, OrderStatus::Rejected) => {
+                Some("it was rejected, so nothing is reserved")
+            }
+            (OrderCommand::Cancel, OrderStatus::Cancelled) => Some("it is already cancelled"),
+            (OrderCommand::Ship, OrderStatus::Confirmed) => None,
+            (OrderCommand::Ship, OrderStatus::Pending) => Some("it is not decided yet"),
+            (OrderCommand::Ship, OrderStatus::Rejected) => Some("it was rejected"),
+            (OrderCommand::Ship, OrderStatus::Cancelled) => Some("it was cancelled"),
+            (_, OrderStatus::Shipped) => Some("it has already shipped"),
+        }
+    }
+
+    /// The event that asks the worker to carry the command out.
+    pub fn request(self, order_id: OrderId) -> DomainEvent {
         match self {
-            OrderStatus::Confirmed => None,
-            OrderStatus::Pending => Some("it is not decided yet"),
-            OrderStatus::Rejected => Some("it was rejected"),
-            OrderStatus::Cancelled => Some("it was cancelled"),
-            OrderStatus::Shipped => Some("it has already shipped"),
+            OrderCommand::Cancel => {
+                DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
+            }
+            OrderCommand::Ship => DomainEvent::OrderShipRequested(OrderShipRequested { order_id }),
+        }
+    }
+
+    /// The event that records the command carried out.
+    fn outcome_event(self, order_id: OrderId) -> DomainEvent {
+        match self {
+            OrderCommand::Cancel => DomainEvent::OrderCancelled(OrderCancelled { order_id }),
+            OrderCommand::Ship => DomainEvent::OrderShipped(OrderShipped { order_id }),
+        }
+    }
+
+    /// The status an allowed command moves a confirmed order to.
+    fn outcome(self) -> OrderStatus {
+        match self {
+            OrderCommand::Cancel => OrderStatus::Cancelled,
+            OrderCommand::Ship => OrderStatus::Shipped,
         }
     }
 }
@@ -125,67 +165,13 @@ impl Inventory {
     /// event's time in Unix milliseconds.
     pub fn apply(&mut self, event: &DomainEvent, at: i64) -> Result<(), Refused> {
         match event {
-            DomainEvent::ProductCreated(e) => {
-                let product = self.products.entry(e.product_id).or_default();
-                if product.sku.is_some() {
-                    return Err(Refused(format!("product {} already exists", e.product_id)));
-                }
-                product.sku = Some(e.sku.clone());
-                product.low_stock_threshold = e.low_stock_threshold;
-                product.reorder_quantity = e.reorder_quantity;
-                product.updated_at = product.updated_at.max(at);
-            }
-            DomainEvent::StockReceived(e) => {
-                // The gateway never emits these, but the log is an open
-                // interface: a receipt that would take stock away is refused.
-                if e.quantity <= 0 {
-                    return Err(Refused(format!(
-                        "stock.received for {} has quantity {}; it must be positive",
-                        e.product_id, e.quantity
-                    )));
-                }
-                if let Some(po_id) = e.purchase_order_id {
-                    let po = self.open_purchase_order(po_id, e.product_id)?;
-                    po.status = PurchaseOrderStatus::Received;
-                    po.received_at = Some(at);
-                }
-                let product = self.products.entry(e.product_id).or_default();
-                if e.purchase_order_id.is_some() {
-                    product.open_purchase_order = None;
-                }
-                product.on_hand += e.quantity;
-                product.received_total += e.quantity;
-                product.updated_at = product.updated_at.max(at);
-            }
+            DomainEvent::ProductCreated(e) => self.create_product(e, at),
+            DomainEvent::StockReceived(e) => self.receive_stock(e, at),
             DomainEvent::OrderPlaced(e) => {
-                // A second placement of the same order (under another event
-                // id) changes nothing: the first one is the order.
-                self.orders.entry(e.order_id).or_insert_with(|| OrderState {
-                    customer_email: e.customer_email.clone(),
-                    status: OrderStatus::Pending,
-                    lines: e.items.clone(),
-                    total: e.total,
-                    reason: None,
-                    cancel_requested: false,
-                    placed_at: at,
-                    decided_at: None,
-                    updated_at: at,
-                });
+                self.place_order(e, at);
+                Ok(())
             }
-            DomainEvent::OrderConfirmed(e) => {
-                let lines =
-                    self.transition(e.order_id, OrderStatus::Pending, OrderStatus::Confirmed, at)?;
-                for line in &lines {
-                    let product = self.product_mut(line.product_id)?;
-                    product.reserved += line.quantity;
-                    product.updated_at = product.updated_at.max(at);
-                }
-                let order = self
-                    .orders
-                    .get_mut(&e.order_id)
-                    .expect("transitioned above");
-                order.decided_at = Some(at);
-            }
+            DomainEvent::OrderConfirmed(e) => self.reserve(e.order_id, at),
             DomainEvent::OrderRejected(e) => {
                 self.transition(e.order_id, OrderStatus::Pending, OrderStatus::Rejected, at)?;
                 let order = self
@@ -194,6 +180,7 @@ impl Inventory {
                     .expect("transitioned above");
                 order.reason = Some(e.reason.clone());
                 order.decided_at = Some(at);
+                Ok(())
             }
             DomainEvent::OrderCancelRequested(e) => {
                 // Only a pending order changes: it is cancelled once decided.
@@ -204,58 +191,127 @@ impl Inventory {
                         order.cancel_requested = true;
                     }
                 }
+                Ok(())
             }
-            DomainEvent::OrderCancelled(e) => {
-                let lines = self.transition(
-                    e.order_id,
-                    OrderStatus::Confirmed,
-                    OrderStatus::Cancelled,
-                    at,
-                )?;
-                for line in &lines {
-                    let product = self.product_mut(line.product_id)?;
-                    product.reserved -= line.quantity;
-                    product.updated_at = product.updated_at.max(at);
-                }
-            }
-            DomainEvent::OrderShipped(e) => {
-                let lines =
-                    self.transition(e.order_id, OrderStatus::Confirmed, OrderStatus::Shipped, at)?;
-                for line in &lines {
-                    let product = self.product_mut(line.product_id)?;
-                    product.reserved -= line.quantity;
-                    product.on_hand -= line.quantity;
-                    product.shipped_total += line.quantity;
-                    product.updated_at = product.updated_at.max(at);
-                }
-            }
-            DomainEvent::PurchaseOrderDrafted(e) => {
-                let product = self.product_mut(e.product_id)?;
-                if let Some(open) = product.open_purchase_order {
-                    return Err(Refused(format!(
-                        "product {} already has an open purchase order {open}",
-                        e.product_id
-                    )));
-                }
-                product.open_purchase_order = Some(e.purchase_order_id);
-                self.purchase_orders.insert(
-                    e.purchase_order_id,
-                    PurchaseOrderState {
-                        product_id: e.product_id,
-                        quantity: e.quantity,
-                        status: PurchaseOrderStatus::Open,
-                        drafted_at: at,
-                        received_at: None,
-                    },
-                );
-            }
+            DomainEvent::OrderCancelled(e) => self.release(e.order_id, OrderCommand::Cancel, at),
+            DomainEvent::OrderShipped(e) => self.release(e.order_id, OrderCommand::Ship, at),
+            DomainEvent::PurchaseOrderDrafted(e) => self.draft_purchase_order(e, at),
             // Commands whose outcome is its own event, and notices that
             // change no state (their rows are written from the event).
             DomainEvent::OrderShipRequested(_)
             | DomainEvent::PurchaseOrderReceived(_)
             | DomainEvent::StockLow(_)
-            | DomainEvent::AlertRaised(_) => {}
+            | DomainEvent::AlertRaised(_) => Ok(()),
         }
+    }
+
+    fn create_product(&mut self, e: &ProductCreated, at: i64) -> Result<(), Refused> {
+        let product = self.products.entry(e.product_id).or_default();
+        if product.sku.is_some() {
+            return Err(Refused(format!("product {} already exists", e.product_id)));
+        }
+        product.sku = Some(e.sku.clone());
+        product.low_stock_threshold = e.low_stock_threshold;
+        product.reorder_quantity = e.reorder_quantity;
+        product.updated_at = product.updated_at.max(at);
+        Ok(())
+    }
+
+    fn receive_stock(&mut self, e: &StockReceived, at: i64) -> Result<(), Refused> {
+        // The gateway never emits these, but the log is an open interface:
+        // a receipt that would take stock away is refused.
+        if e.quantity <= 0 {
+            return Err(Refused(format!(
+                "stock.received for {} has quantity {}; it must be positive",
+                e.product_id, e.quantity
+            )));
+        }
+        if let Some(po_id) = e.purchase_order_id {
+            let po = self.open_purchase_order(po_id, e.product_id)?;
+            po.status = PurchaseOrderStatus::Received;
+            po.received_at = Some(at);
+        }
+        let product = self.products.entry(e.product_id).or_default();
+        if e.purchase_order_id.is_some() {
+            product.open_purchase_order = None;
+        }
+        product.on_hand += e.quantity;
+        product.received_total += e.quantity;
+        product.updated_at = product.updated_at.max(at);
+        Ok(())
+    }
+
+    /// A second placement of the same order (under another event id)
+    /// changes nothing: the first one is the order.
+    fn place_order(&mut self, e: &OrderPlaced, at: i64) {
+        self.orders.entry(e.order_id).or_insert_with(|| OrderState {
+            customer_email: e.customer_email.clone(),
+            status: OrderStatus::Pending,
+            lines: e.items.clone(),
+            total: e.total,
+            reason: None,
+            cancel_requested: false,
+            placed_at: at,
+            decided_at: None,
+            updated_at: at,
+        });
+    }
+
+    /// The confirmation: every line's quantity becomes reserved.
+    fn reserve(&mut self, order_id: OrderId, at: i64) -> Result<(), Refused> {
+        let lines = self.transition(order_id, OrderStatus::Pending, OrderStatus::Confirmed, at)?;
+        for line in &lines {
+            let product = self.product_mut(line.product_id)?;
+            product.reserved += line.quantity;
+            product.updated_at = product.updated_at.max(at);
+        }
+        self.orders
+            .get_mut(&order_id)
+            .expect("transitioned above")
+            .decided_at = Some(at);
+        Ok(())
+    }
+
+    /// A cancel or a shipment of a confirmed order: the reservation ends,
+    /// released back to available (cancel) or taken off the shelf (ship).
+    fn release(
+        &mut self,
+        order_id: OrderId,
+        command: OrderCommand,
+        at: i64,
+    ) -> Result<(), Refused> {
+        let lines = self.transition(order_id, OrderStatus::Confirmed, command.outcome(), at)?;
+        for line in &lines {
+            let product = self.product_mut(line.product_id)?;
+            product.reserved -= line.quantity;
+            if command == OrderCommand::Ship {
+                product.on_hand -= line.quantity;
+                product.shipped_total += line.quantity;
+            }
+            product.updated_at = product.updated_at.max(at);
+        }
+        Ok(())
+    }
+
+    fn draft_purchase_order(&mut self, e: &PurchaseOrderDrafted, at: i64) -> Result<(), Refused> {
+        let product = self.product_mut(e.product_id)?;
+        if let Some(open) = product.open_purchase_order {
+            return Err(Refused(format!(
+                "product {} already has an open purchase order {open}",
+                e.product_id
+            )));
+        }
+        product.open_purchase_order = Some(e.purchase_order_id);
+        self.purchase_orders.insert(
+            e.purchase_order_id,
+            PurchaseOrderState {
+                product_id: e.product_id,
+                quantity: e.quantity,
+                status: PurchaseOrderStatus::Open,
+                drafted_at: at,
+                received_at: None,
+            },
+        );
         Ok(())
     }
 
@@ -326,90 +382,9 @@ impl Inventory {
         event: &DomainEvent,
         before: &BTreeMap<ProductId, i64>,
     ) -> Vec<DomainEvent> {
-        let refuse = |subject: Uuid, message: String| {
-            alert(
-                cause,
-                AlertKind::CommandRefused,
-                Severity::Warning,
-                subject,
-                message,
-            )
-        };
         match event {
-            DomainEvent::OrderPlaced(e) => {
-                let order = &self.orders[&e.order_id];
-                if order.status != OrderStatus::Pending {
-                    return Vec::new(); // a repeated placement of a decided order
-                }
-                let levels: BTreeMap<ProductId, StockLevel> = e
-                    .items
-                    .iter()
-                    .filter_map(|line| {
-                        let product = self.products.get(&line.product_id)?;
-                        Some((
-                            line.product_id,
-                            StockLevel {
-                                sku: product.sku.clone()?,
-                                on_hand: product.on_hand,
-                                reserved: product.reserved,
-                            },
-                        ))
-                    })
-                    .collect();
-                match reserve_all_or_nothing(e, &levels) {
-                    Decision::Confirm { event, .. } => vec![DomainEvent::OrderConfirmed(event)],
-                    Decision::Reject(event) => vec![DomainEvent::OrderRejected(event)],
-                }
-            }
-            DomainEvent::OrderConfirmed(e) => {
-                let mut decisions = Vec::new();
-                for (product_id, &was) in before {
-                    let product = &self.products[product_id];
-                    let threshold = product.low_stock_threshold;
-                    if !(was >= threshold && product.available() < threshold) {
-                        continue;
-                    }
-                    let sku = product.sku.clone().unwrap_or_default();
-                    decisions.push(DomainEvent::StockLow(StockLow {
-                        product_id: *product_id,
-                        sku: sku.clone(),
-                        available: product.available(),
-                        threshold,
-                    }));
-                    let mut message = format!(
-                        "{sku}: available {} fell below the threshold {threshold}",
-                        product.available()
-                    );
-                    if product.open_purchase_order.is_none() && product.reorder_quantity > 0 {
-                        let purchase_order_id = PurchaseOrderId(Uuid::new_v5(
-                            &cause.event_id,
-                            format!("purchase-order/{product_id}").as_bytes(),
-                        ));
-                        decisions.push(DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
-                            purchase_order_id,
-                            product_id: *product_id,
-                            quantity: product.reorder_quantity,
-                        }));
-                        message.push_str(&format!(
-                            "; purchase order {purchase_order_id} drafted for {}",
-                            product.reorder_quantity
-                        ));
-                    }
-                    decisions.push(alert(
-                        cause,
-                        AlertKind::LowStock,
-                        Severity::Warning,
-                        product_id.as_uuid(),
-                        message,
-                    ));
-                }
-                if self.orders[&e.order_id].cancel_requested {
-                    decisions.push(DomainEvent::OrderCancelled(OrderCancelled {
-                        order_id: e.order_id,
-                    }));
-                }
-                decisions
-            }
+            DomainEvent::OrderPlaced(e) => self.decide_placement(e),
+            DomainEvent::OrderConfirmed(e) => self.decide_after_reservation(cause, e, before),
             DomainEvent::OrderRejected(e) => vec![alert(
                 cause,
                 AlertKind::Rejection,
@@ -417,68 +392,13 @@ impl Inventory {
                 e.order_id.as_uuid(),
                 format!("order {} rejected: {}", e.order_id, e.reason),
             )],
-            DomainEvent::OrderCancelRequested(e) => match self.orders.get(&e.order_id) {
-                None => vec![refuse(
-                    e.order_id.as_uuid(),
-                    format!("cannot cancel order {}: no such order", e.order_id),
-                )],
-                Some(order) => match order.status.cancel_refusal() {
-                    Some(why) => vec![refuse(
-                        e.order_id.as_uuid(),
-                        format!("cannot cancel order {}: {why}", e.order_id),
-                    )],
-                    // Pending: apply() noted the request; the confirmation
-                    // will cancel it.
-                    None if order.status == OrderStatus::Pending => Vec::new(),
-                    None => vec![DomainEvent::OrderCancelled(OrderCancelled {
-                        order_id: e.order_id,
-                    })],
-                },
-            },
-            DomainEvent::OrderShipRequested(e) => match self.orders.get(&e.order_id) {
-                None => vec![refuse(
-                    e.order_id.as_uuid(),
-                    format!("cannot ship order {}: no such order", e.order_id),
-                )],
-                Some(order) => match order.status.ship_refusal() {
-                    Some(why) => vec![refuse(
-                        e.order_id.as_uuid(),
-                        format!("cannot ship order {}: {why}", e.order_id),
-                    )],
-                    None => vec![DomainEvent::OrderShipped(OrderShipped {
-                        order_id: e.order_id,
-                    })],
-                },
-            },
-            DomainEvent::PurchaseOrderReceived(e) => {
-                let id = e.purchase_order_id;
-                match self.purchase_orders.get(&id) {
-                    Some(po)
-                        if po.status == PurchaseOrderStatus::Open
-                            && po.product_id == e.product_id =>
-                    {
-                        vec![DomainEvent::StockReceived(StockReceived {
-                            product_id: po.product_id,
-                            quantity: po.quantity,
-                            purchase_order_id: Some(id),
-                        })]
-                    }
-                    Some(po) if po.product_id != e.product_id => {
-                        vec![refuse(
-                            id.as_uuid(),
-                            format!("purchase order {id} is not for product {}", e.product_id),
-                        )]
-                    }
-                    Some(_) => vec![refuse(
-                        id.as_uuid(),
-                        format!("purchase order {id} was already received"),
-                    )],
-                    None => vec![refuse(
-                        id.as_uuid(),
-                        format!("cannot receive purchase order {id}: no such purchase order"),
-                    )],
-                }
+            DomainEvent::OrderCancelRequested(e) => {
+                self.decide_command(cause, e.order_id, OrderCommand::Cancel)
             }
+            DomainEvent::OrderShipRequested(e) => {
+                self.decide_command(cause, e.order_id, OrderCommand::Ship)
+            }
+            DomainEvent::PurchaseOrderReceived(e) => self.decide_receipt(cause, e),
             DomainEvent::ProductCreated(_)
             | DomainEvent::StockReceived(_)
             | DomainEvent::OrderCancelled(_)
@@ -487,6 +407,145 @@ impl Inventory {
             | DomainEvent::PurchaseOrderDrafted(_)
             | DomainEvent::AlertRaised(_) => Vec::new(),
         }
+    }
+
+    /// Confirm or reject a new order, all or nothing.
+    fn decide_placement(&self, e: &OrderPlaced) -> Vec<DomainEvent> {
+        if self.orders[&e.order_id].status != OrderStatus::Pending {
+            return Vec::new(); // a repeated placement of a decided order
+        }
+        let levels: BTreeMap<ProductId, StockLevel> = e
+            .items
+            .iter()
+            .filter_map(|line| {
+                let product = self.products.get(&line.product_id)?;
+                Some((
+                    line.product_id,
+                    StockLevel {
+                        sku: product.sku.clone()?,
+                        on_hand: product.on_hand,
+                        reserved: product.reserved,
+                    },
+                ))
+            })
+            .collect();
+        match reserve_all_or_nothing(e, &levels) {
+            Decision::Confirm { event, .. } => vec![DomainEvent::OrderConfirmed(event)],
+            Decision::Reject(event) => vec![DomainEvent::OrderRejected(event)],
+        }
+    }
+
+    /// After a reservation: low stock (once per crossing) with a purchase
+    /// order and an alert, and the cancel that waited for the decision.
+    fn decide_after_reservation(
+        &self,
+        cause: &Envelope,
+        e: &OrderConfirmed,
+        before: &BTreeMap<ProductId, i64>,
+    ) -> Vec<DomainEvent> {
+        let mut decisions = Vec::new();
+        for (&product_id, &was) in before {
+            let product = &self.products[&product_id];
+            let threshold = product.low_stock_threshold;
+            if was >= threshold && product.available() < threshold {
+                decisions.extend(self.decide_restock(cause, product_id, product));
+            }
+        }
+        if self.orders[&e.order_id].cancel_requested {
+            decisions.push(DomainEvent::OrderCancelled(OrderCancelled {
+                order_id: e.order_id,
+            }));
+        }
+        decisions
+    }
+
+    /// A product's available stock crossed below its threshold.
+    fn decide_restock(
+        &self,
+        cause: &Envelope,
+        product_id: ProductId,
+        product: &ProductState,
+    ) -> Vec<DomainEvent> {
+        let threshold = product.low_stock_threshold;
+        let sku = product.sku.clone().unwrap_or_default();
+        let mut decisions = vec![DomainEvent::StockLow(StockLow {
+            product_id,
+            sku: sku.clone(),
+            available: product.available(),
+            threshold,
+        })];
+        let mut message = format!(
+            "{sku}: available {} fell below the threshold {threshold}",
+            product.available()
+        );
+        if product.open_purchase_order.is_none() && product.reorder_quantity > 0 {
+            let purchase_order_id = PurchaseOrderId(Uuid::new_v5(
+                &cause.event_id,
+                format!("purchase-order/{product_id}").as_bytes(),
+            ));
+            decisions.push(DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
+                purchase_order_id,
+                product_id,
+                quantity: product.reorder_quantity,
+            }));
+            message.push_str(&format!(
+                "; purchase order {purchase_order_id} drafted for {}",
+                product.reorder_quantity
+            ));
+        }
+        decisions.push(alert(
+            cause,
+            AlertKind::LowStock,
+            Severity::Warning,
+            product_id.as_uuid(),
+            message,
+        ));
+        decisions
+    }
+
+    /// A cancel or ship request: carried out, or refused with the reason.
+    fn decide_command(
+        &self,
+        cause: &Envelope,
+        order_id: OrderId,
+        command: OrderCommand,
+    ) -> Vec<DomainEvent> {
+        let verb = command.verb();
+        let why = match self.orders.get(&order_id) {
+            None => "no such order",
+            Some(order) => match command.refusal(order.status) {
+                Some(why) => why,
+                // Pending: apply() noted the cancel; the confirmation will
+                // carry it out.
+                None if order.status == OrderStatus::Pending => return Vec::new(),
+                None => return vec![command.outcome_event(order_id)],
+            },
+        };
+        vec![refusal(
+            cause,
+            order_id.as_uuid(),
+            format!("cannot {verb} order {order_id}: {why}"),
+        )]
+    }
+
+    /// A supplier's delivery: the stock comes in, or the receipt is refused.
+    fn decide_receipt(&self, cause: &Envelope, e: &PurchaseOrderReceived) -> Vec<DomainEvent> {
+        let id = e.purchase_order_id;
+        let message = match self.purchase_orders.get(&id) {
+            Some(po) if po.status == PurchaseOrderStatus::Open && po.product_id == e.product_id => {
+                return vec![DomainEvent::StockReceived(StockReceived {
+                    product_id: po.product_id,
+                    quantity: po.quantity,
+                    purchase_order_id: Some(id),
+                })];
+            }
+            Some(po) if po.product_id != e.product_id => {
+                format!("purchase order {id} is not for product {}", e.product_id)
+            }
+            Some(_) => format!("purchase order {id} was already received"),
+            None => format!("cannot receive purchase order {id}: no such purchase order"),
+        };
+        vec![refusal(cause, id.as_uuid(), message)]
     }
 
     /// Moves an order from `from` to `to`; returns its lines.
@@ -603,6 +662,17 @@ impl Inventory {
         }
         violations
     }
+}
+
+/// A command that the state does not allow, recorded with its reason.
+fn refusal(cause: &Envelope, subject: Uuid, message: String) -> DomainEvent {
+    alert(
+        cause,
+        AlertKind::CommandRefused,
+        Severity::Warning,
+        subject,
+        message,
+    )
 }
 
 /// An alert decided in answer to `cause`; its id derives from the cause, so

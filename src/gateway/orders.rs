@@ -6,8 +6,8 @@ use super::error::ApiError;
 use super::responses::{Accepted, CommandQueued, OrderQueued, Queued};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::catalog::{Email, Quantity};
-use crate::domain::events::{OrderCancelRequested, OrderLine, OrderPlaced, OrderShipRequested};
-use crate::domain::inventory::OrderStatus;
+use crate::domain::events::{OrderLine, OrderPlaced};
+use crate::domain::inventory::{OrderCommand, OrderStatus};
 use crate::domain::{DomainEvent, Money, OrderId, ProductId};
 use crate::store::queries::OrderView;
 use axum::extract::State;
@@ -158,24 +158,18 @@ pub async fn one(
 /// and the worker refuses it with a recorded reason if it never existed).
 const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
 
-#[derive(Debug, Clone, Copy)]
-enum Lifecycle {
-    Cancel,
-    Ship,
-}
-
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
 ) -> Result<Accepted<CommandQueued>, ApiError> {
-    lifecycle_command(state, id, Lifecycle::Cancel).await
+    lifecycle_command(state, id, OrderCommand::Cancel).await
 }
 
 pub async fn ship(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
 ) -> Result<Accepted<CommandQueued>, ApiError> {
-    lifecycle_command(state, id, Lifecycle::Ship).await
+    lifecycle_command(state, id, OrderCommand::Ship).await
 }
 
 /// Checks the command against the order's state in the read model (409 when
@@ -185,20 +179,12 @@ pub async fn ship(
 async fn lifecycle_command(
     state: AppState,
     id: OrderId,
-    command: Lifecycle,
+    command: OrderCommand,
 ) -> Result<Accepted<CommandQueued>, ApiError> {
-    let verb = match command {
-        Lifecycle::Cancel => "cancel",
-        Lifecycle::Ship => "ship",
-    };
+    let verb = command.verb();
     match state.store.get_order(id).await? {
         Some(order) => {
-            let status = order.status;
-            let refusal = match command {
-                Lifecycle::Cancel => status.cancel_refusal(),
-                Lifecycle::Ship => status.ship_refusal(),
-            };
-            if let Some(why) = refusal {
+            if let Some(why) = command.refusal(order.status) {
                 return Err(ApiError::conflict(format!(
                     "cannot {verb} order {id}: {why}"
                 )));
@@ -209,13 +195,9 @@ async fn lifecycle_command(
         }
         None => {}
     }
-    let event = match command {
-        Lifecycle::Cancel => {
-            DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id: id })
-        }
-        Lifecycle::Ship => DomainEvent::OrderShipRequested(OrderShipRequested { order_id: id }),
-    };
-    let receipt = state.append(&event.into_envelope(Utc::now())).await?;
+    let receipt = state
+        .append(&command.request(id).into_envelope(Utc::now()))
+        .await?;
     Ok(Accepted {
         body: CommandQueued {
             order_id: id,

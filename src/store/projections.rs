@@ -27,6 +27,7 @@ use super::outbox::OutboxRows;
 use super::sql::{bind_all, by_ids, multi_insert};
 use super::writes::Writes;
 use super::{now_millis, Dialect, Store, StoreError};
+use crate::domain::events::Touched;
 use crate::domain::inventory::{
     Inventory, OrderState, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
@@ -36,7 +37,7 @@ use crate::domain::{
 use crate::stream::Decoded;
 use sqlx::any::Any;
 use sqlx::{Row, Transaction};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 pub(super) type Tx<'a> = Transaction<'a, Any>;
@@ -88,64 +89,15 @@ impl Store {
 
         let mut tx = self.pool().begin().await?;
         let dialect = self.dialect();
-        // The archive (the inbox) first: on SQLite this write takes the
-        // database's write lock at once, so everything read below stays true
-        // until commit.
-        let rows: Vec<ArchiveRow> = candidates
-            .iter()
-            .map(|d| ArchiveRow {
-                envelope: &d.envelope,
-                partition: d.partition,
-                entry_id: d.id.to_string(),
-            })
-            .collect();
-        let fresh_ids = archive(&mut tx, dialect, &rows, now_ms, true).await?;
-        let fresh: Vec<&Decoded> = candidates
-            .into_iter()
-            .filter(|d| fresh_ids.contains(&d.envelope.event_id))
-            .collect();
+        let fresh = archive_fresh(&mut tx, dialect, candidates, now_ms).await?;
         outcome.duplicates = events.len() - fresh.len();
         if fresh.is_empty() {
             tx.commit().await?;
             return Ok(outcome);
         }
 
-        let mut inventory = Inventory::default();
-        load_state(
-            &mut tx,
-            dialect,
-            fresh.iter().map(|d| &d.event),
-            &mut inventory,
-            true,
-        )
-        .await?;
-        let baseline = inventory.clone();
-        let mut follow_ups = Vec::new();
-        for decoded in &fresh {
-            let decided = inventory
-                .handle(&decoded.envelope, &decoded.event, now)
-                .map_err(|refused| {
-                    StoreError::Rejected(format!(
-                        "{} {}: {refused}",
-                        decoded.envelope.event_type, decoded.envelope.event_id
-                    ))
-                })?;
-            follow_ups.extend(decided);
-            outcome.applied += 1;
-        }
-
-        let mut writes = Writes::default();
-        writes.events(
-            fresh
-                .iter()
-                .map(|d| (&d.envelope, &d.event))
-                .chain(follow_ups.iter().map(|(env, event)| (env, event))),
-            &baseline.orders,
-        );
-        writes.stock(&baseline.products, &inventory.products);
-        writes.orders(&baseline.orders, &inventory.orders);
-        writes.purchase_orders(&baseline.purchase_orders, &inventory.purchase_orders);
-        writes.flush(&mut tx, dialect).await?;
+        let follow_ups = handle_and_write(&mut tx, dialect, &fresh, now).await?;
+        outcome.applied = fresh.len();
 
         // Follow-ups last: their archive order follows the locks above.
         let follow_up_rows: Vec<ArchiveRow> = follow_ups
@@ -213,6 +165,78 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// Archives `candidates` (the inbox) and returns those not archived before,
+/// which are the ones to apply. The archive is written first: on SQLite
+/// this write takes the database's write lock at once, so everything read
+/// after it stays true until commit.
+async fn archive_fresh<'d>(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    candidates: Vec<&'d Decoded>,
+    now_ms: i64,
+) -> Result<Vec<&'d Decoded>, StoreError> {
+    let rows: Vec<ArchiveRow> = candidates
+        .iter()
+        .map(|d| ArchiveRow {
+            envelope: &d.envelope,
+            partition: d.partition,
+            entry_id: d.id.to_string(),
+        })
+        .collect();
+    let fresh_ids = archive(tx, dialect, &rows, now_ms, true).await?;
+    Ok(candidates
+        .into_iter()
+        .filter(|d| fresh_ids.contains(&d.envelope.event_id))
+        .collect())
+}
+
+/// The unit of work: loads the state `fresh` touches, lets the domain
+/// handle each event in log order (deciding follow-ups), and writes back
+/// what changed. Returns the follow-ups with their envelopes.
+async fn handle_and_write(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    fresh: &[&Decoded],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<(Envelope, DomainEvent)>, StoreError> {
+    let mut inventory = Inventory::default();
+    load_state(
+        tx,
+        dialect,
+        fresh.iter().map(|d| &d.event),
+        &mut inventory,
+        true,
+    )
+    .await?;
+    let baseline = inventory.clone();
+    let mut follow_ups = Vec::new();
+    for decoded in fresh {
+        let decided = inventory
+            .handle(&decoded.envelope, &decoded.event, now)
+            .map_err(|refused| {
+                StoreError::Rejected(format!(
+                    "{} {}: {refused}",
+                    decoded.envelope.event_type, decoded.envelope.event_id
+                ))
+            })?;
+        follow_ups.extend(decided);
+    }
+
+    let mut writes = Writes::default();
+    writes.events(
+        fresh
+            .iter()
+            .map(|d| (&d.envelope, &d.event))
+            .chain(follow_ups.iter().map(|(env, event)| (env, event))),
+        &baseline.orders,
+    );
+    writes.stock(&baseline.products, &inventory.products);
+    writes.orders(&baseline.orders, &inventory.orders);
+    writes.purchase_orders(&baseline.purchase_orders, &inventory.purchase_orders);
+    writes.flush(tx, dialect).await?;
+    Ok(follow_ups)
 }
 
 /// Runs `sql` (whose `{ids}` is replaced by an `IN` list) for `ids`, in
@@ -301,54 +325,15 @@ pub(super) async fn load_state<'e>(
     inventory: &mut Inventory,
     with_stock: bool,
 ) -> Result<(), StoreError> {
-    let mut order_ids = BTreeSet::new();
-    let mut product_ids = BTreeSet::new();
-    let mut purchase_order_ids = BTreeSet::new();
+    let mut touched = Touched::default();
     for event in events {
-        match event {
-            DomainEvent::ProductCreated(e) => {
-                product_ids.insert(e.product_id);
-            }
-            DomainEvent::StockReceived(e) => {
-                product_ids.insert(e.product_id);
-                purchase_order_ids.extend(e.purchase_order_id);
-            }
-            DomainEvent::OrderPlaced(e) => {
-                order_ids.insert(e.order_id);
-                product_ids.extend(e.items.iter().map(|l| l.product_id));
-            }
-            DomainEvent::OrderConfirmed(e) => {
-                order_ids.insert(e.order_id);
-            }
-            DomainEvent::OrderRejected(e) => {
-                order_ids.insert(e.order_id);
-            }
-            DomainEvent::OrderCancelRequested(e) => {
-                order_ids.insert(e.order_id);
-            }
-            DomainEvent::OrderShipRequested(e) => {
-                order_ids.insert(e.order_id);
-            }
-            DomainEvent::OrderCancelled(e) => {
-                order_ids.insert(e.order_id);
-            }
-            DomainEvent::OrderShipped(e) => {
-                order_ids.insert(e.order_id);
-            }
-            DomainEvent::StockLow(e) => {
-                product_ids.insert(e.product_id);
-            }
-            DomainEvent::PurchaseOrderDrafted(e) => {
-                product_ids.insert(e.product_id);
-                purchase_order_ids.insert(e.purchase_order_id);
-            }
-            DomainEvent::PurchaseOrderReceived(e) => {
-                product_ids.insert(e.product_id);
-                purchase_order_ids.insert(e.purchase_order_id);
-            }
-            DomainEvent::AlertRaised(_) => {}
-        }
+        event.touches(&mut touched);
     }
+    let Touched {
+        orders: order_ids,
+        products: mut product_ids,
+        purchase_orders: purchase_order_ids,
+    } = touched;
     let order_ids: Vec<OrderId> = order_ids.into_iter().collect();
     for (id, order) in load_orders(tx, dialect, &order_ids).await? {
         product_ids.extend(order.lines.iter().map(|l| l.product_id));
@@ -372,6 +357,18 @@ pub(super) async fn load_state<'e>(
             .purchase_orders
             .insert(super::uuid_col(&row, "id")?, po);
     }
+    let ids: Vec<ProductId> = product_ids.into_iter().collect();
+    load_stock(tx, dialect, &ids, inventory).await
+}
+
+/// Loads the stock of `ids` (locked on PostgreSQL, in product-id order)
+/// and each product's open purchase order.
+async fn load_stock(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    ids: &[ProductId],
+    inventory: &mut Inventory,
+) -> Result<(), StoreError> {
     let lock = match dialect {
         Dialect::Postgres => " FOR UPDATE OF i",
         Dialect::Sqlite => "",
@@ -381,8 +378,7 @@ pub(super) async fn load_state<'e>(
          i.received_total, i.shipped_total, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
-    let ids: Vec<ProductId> = product_ids.into_iter().collect();
-    for row in select_by_ids(tx, dialect, &sql, &ids).await? {
+    for row in select_by_ids(tx, dialect, &sql, ids).await? {
         let threshold: Option<i64> = row.try_get("low_stock_threshold")?;
         let reorder: Option<i64> = row.try_get("reorder_quantity")?;
         inventory.products.insert(
@@ -409,7 +405,7 @@ pub(super) async fn load_state<'e>(
          WHERE status = '{}' AND product_id IN ({{ids}})",
         PurchaseOrderStatus::Open.as_str()
     );
-    let open = select_by_ids(tx, dialect, &open_of_products, &ids).await?;
+    let open = select_by_ids(tx, dialect, &open_of_products, ids).await?;
     for row in open {
         let po = purchase_order_from_row(&row)?;
         let po_id = super::uuid_col(&row, "id")?;

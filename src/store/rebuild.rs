@@ -11,11 +11,14 @@
 //! meets the stock constraints half-replayed.
 
 use super::analytics::{prune_windows_on, WindowRetention};
-use super::projections::load_state;
-use super::writes::{self as columns, Writes};
-use super::{archived_envelope, Store, StoreError};
+use super::projections::{load_state, Tx};
+use super::writes::{
+    AlertRow, OrderItemRow, OrderRow, ProductRow, PurchaseOrderRow, StockRow, TableRow, WindowRow,
+    Writes,
+};
+use super::{archived_envelope, Dialect, Store, StoreError};
 use crate::domain::inventory::Inventory;
-use crate::domain::DomainEvent;
+use crate::domain::{DomainEvent, Envelope};
 use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::Row;
@@ -34,39 +37,39 @@ pub struct Projection {
 
 pub const PROJECTIONS: &[Projection] = &[
     Projection {
-        table: "products",
+        table: ProductRow::TABLE,
         order_by: "id",
-        columns: columns::PRODUCT_COLUMNS,
+        columns: ProductRow::COLUMNS,
     },
     Projection {
-        table: "inventory",
+        table: StockRow::TABLE,
         order_by: "product_id",
-        columns: columns::STOCK_COLUMNS,
+        columns: StockRow::COLUMNS,
     },
     Projection {
-        table: "orders",
+        table: OrderRow::TABLE,
         order_by: "id",
-        columns: columns::ORDER_COLUMNS,
+        columns: OrderRow::COLUMNS,
     },
     Projection {
-        table: "order_items",
+        table: OrderItemRow::TABLE,
         order_by: "order_id, line_no",
-        columns: columns::ITEM_COLUMNS,
+        columns: OrderItemRow::COLUMNS,
     },
     Projection {
-        table: "purchase_orders",
+        table: PurchaseOrderRow::TABLE,
         order_by: "id",
-        columns: columns::PURCHASE_ORDER_COLUMNS,
+        columns: PurchaseOrderRow::COLUMNS,
     },
     Projection {
-        table: "alerts",
+        table: AlertRow::TABLE,
         order_by: "id",
-        columns: columns::ALERT_COLUMNS,
+        columns: AlertRow::COLUMNS,
     },
     Projection {
-        table: "throughput",
+        table: WindowRow::TABLE,
         order_by: "granularity, window_start, event_type",
-        columns: columns::WINDOW_COLUMNS,
+        columns: WindowRow::COLUMNS,
     },
 ];
 
@@ -124,10 +127,9 @@ impl Store {
     }
 
     /// Empties the projections and replays the archive into them, in one
-    /// transaction. `progress(replayed, total)` is called after each chunk.
-    /// Returns the number of events replayed.
-    /// Replays the archive into empty projections in one transaction; the
-    /// throughput windows then get the same retention the worker applies.
+    /// transaction; the throughput windows then get the same retention the
+    /// worker applies. `progress(replayed, total)` is called after each
+    /// chunk. Returns the number of events replayed.
     pub async fn rebuild(
         &self,
         windows: &WindowRetention,
@@ -169,46 +171,8 @@ impl Store {
             if rows.is_empty() {
                 continue;
             }
-            let mut chunk = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let envelope = archived_envelope(row)?;
-                let event = DomainEvent::from_envelope(&envelope).map_err(|e| {
-                    StoreError::Inconsistent(format!(
-                        "archived event {} cannot be read: {e}",
-                        envelope.event_id
-                    ))
-                })?;
-                chunk.push((envelope, event));
-            }
-            // Orders come from the database (written by earlier chunks);
-            // products and purchase orders stay in `inventory`.
-            inventory.orders.clear();
-            load_state(
-                &mut tx,
-                dialect,
-                chunk.iter().map(|(_, e)| e),
-                &mut inventory,
-                false,
-            )
-            .await?;
-            let orders_before = inventory.orders.clone();
-            for (envelope, event) in &chunk {
-                inventory
-                    .apply(event, envelope.occurred_at.timestamp_millis())
-                    .map_err(|refused| {
-                        StoreError::Inconsistent(format!(
-                            "replaying {} {}: {refused}",
-                            envelope.event_type, envelope.event_id
-                        ))
-                    })?;
-            }
-            let mut writes = Writes::default();
-            writes.events(
-                chunk.iter().map(|(env, event)| (env, event)),
-                &orders_before,
-            );
-            writes.orders(&orders_before, &inventory.orders);
-            writes.flush(&mut tx, dialect).await?;
+            let chunk = decode_chunk(&rows)?;
+            replay_chunk(&mut tx, dialect, &chunk, &mut inventory).await?;
             replayed += chunk.len() as u64;
             progress(replayed, total.max(0) as u64);
         }
@@ -220,4 +184,53 @@ impl Store {
         tx.commit().await?;
         Ok(replayed)
     }
+}
+
+/// The archived rows of a chunk, read as domain events.
+fn decode_chunk(rows: &[sqlx::any::AnyRow]) -> Result<Vec<(Envelope, DomainEvent)>, StoreError> {
+    let mut chunk = Vec::with_capacity(rows.len());
+    for row in rows {
+        let envelope = archived_envelope(row)?;
+        let event = DomainEvent::from_envelope(&envelope).map_err(|e| {
+            StoreError::Inconsistent(format!(
+                "archived event {} cannot be read: {e}",
+                envelope.event_id
+            ))
+        })?;
+        chunk.push((envelope, event));
+    }
+    Ok(chunk)
+}
+
+/// Applies a chunk through the projection only (nothing is decided) and
+/// writes its orders and event rows.
+async fn replay_chunk(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    chunk: &[(Envelope, DomainEvent)],
+    inventory: &mut Inventory,
+) -> Result<(), StoreError> {
+    // Orders come from the database (written by earlier chunks);
+    // products and purchase orders stay in `inventory`.
+    inventory.orders.clear();
+    load_state(tx, dialect, chunk.iter().map(|(_, e)| e), inventory, false).await?;
+    let orders_before = inventory.orders.clone();
+    for (envelope, event) in chunk {
+        inventory
+            .apply(event, envelope.occurred_at.timestamp_millis())
+            .map_err(|refused| {
+                StoreError::Inconsistent(format!(
+                    "replaying {} {}: {refused}",
+                    envelope.event_type, envelope.event_id
+                ))
+            })?;
+    }
+    let mut writes = Writes::default();
+    writes.events(
+        chunk.iter().map(|(env, event)| (env, event)),
+        &orders_before,
+    );
+    writes.orders(&orders_before, &inventory.orders);
+    writes.flush(tx, dialect).await?;
+    Ok(())
 }

@@ -23,61 +23,199 @@ pub(super) async fn execute_all(
     Ok(())
 }
 
-// The columns each projection table is written with; `rebuild` checksums
-// the same columns, so a column written here is a column compared there.
-pub(super) const PRODUCT_COLUMNS: &[&str] = &[
-    "id",
-    "sku",
-    "name",
-    "price_cents",
-    "category_name",
-    "low_stock_threshold",
-    "reorder_quantity",
-    "created_at",
-];
-pub(super) const STOCK_COLUMNS: &[&str] = &[
-    "product_id",
-    "on_hand",
-    "reserved",
-    "received_total",
-    "shipped_total",
-    "updated_at",
-];
-pub(super) const ORDER_COLUMNS: &[&str] = &[
-    "id",
-    "customer_email",
-    "status",
-    "total_cents",
-    "reason",
-    "cancel_requested",
-    "placed_at",
-    "decided_at",
-    "updated_at",
-];
-pub(super) const ITEM_COLUMNS: &[&str] = &[
-    "order_id",
-    "line_no",
-    "product_id",
-    "quantity",
-    "unit_price_cents",
-];
-pub(super) const PURCHASE_ORDER_COLUMNS: &[&str] = &[
-    "id",
-    "product_id",
-    "quantity",
-    "status",
-    "drafted_at",
-    "received_at",
-];
-pub(super) const ALERT_COLUMNS: &[&str] =
-    &["id", "kind", "severity", "subject", "message", "raised_at"];
-pub(super) const WINDOW_COLUMNS: &[&str] = &[
-    "granularity",
-    "window_start",
-    "event_type",
-    "events",
-    "amount_cents",
-];
+/// A row of a projection table. Its columns are its fields, in order, so
+/// the values a row gives always line up with the columns it is written
+/// to; `rebuild` checksums the same columns, so a column written here is a
+/// column compared there.
+pub(super) trait TableRow {
+    const TABLE: &'static str;
+    const COLUMNS: &'static [&'static str];
+    /// Each column's SQL type, for `VALUES` lists both databases must type.
+    const SQL_TYPES: &'static [&'static str];
+    /// What an insert does when the row exists already.
+    fn on_conflict(dialect: Dialect) -> String;
+    fn into_values(self) -> Vec<SqlValue>;
+}
+
+/// Declares a projection table once: its row type, name, columns (the
+/// fields, with their SQL types) and conflict clause.
+macro_rules! table_row {
+    (
+        $(#[$meta:meta])*
+        $row:ident in $table:literal {
+            $($column:ident: $ty:ty => $sql_type:literal,)*
+        }
+        on conflict $on_conflict:expr
+    ) => {
+        $(#[$meta])*
+        pub(super) struct $row {
+            $(pub $column: $ty,)*
+        }
+
+        impl TableRow for $row {
+            const TABLE: &'static str = $table;
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($column)),*];
+            const SQL_TYPES: &'static [&'static str] = &[$($sql_type),*];
+
+            fn on_conflict(dialect: Dialect) -> String {
+                let clause: fn(Dialect) -> String = $on_conflict;
+                clause(dialect)
+            }
+
+            fn into_values(self) -> Vec<SqlValue> {
+                vec![$(self.$column.into()),*]
+            }
+        }
+    };
+}
+
+/// The SQL function for the later of two event times.
+fn latest(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => "GREATEST",
+        Dialect::Sqlite => "MAX",
+    }
+}
+
+table_row! {
+    /// A catalog entry, written once from `product.created`.
+    ProductRow in "products" {
+        id: String => "TEXT",
+        sku: String => "TEXT",
+        name: String => "TEXT",
+        price_cents: i64 => "BIGINT",
+        category_name: String => "TEXT",
+        low_stock_threshold: i64 => "BIGINT",
+        reorder_quantity: i64 => "BIGINT",
+        created_at: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT DO NOTHING".into()
+}
+
+table_row! {
+    /// A product's stock, written as deltas: an insert adds to a row that
+    /// another worker created meanwhile.
+    StockRow in "inventory" {
+        product_id: String => "TEXT",
+        on_hand: i64 => "BIGINT",
+        reserved: i64 => "BIGINT",
+        received_total: i64 => "BIGINT",
+        shipped_total: i64 => "BIGINT",
+        updated_at: i64 => "BIGINT",
+    }
+    on conflict |dialect| format!(
+        "ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
+         reserved = inventory.reserved + excluded.reserved, \
+         received_total = inventory.received_total + excluded.received_total, \
+         shipped_total = inventory.shipped_total + excluded.shipped_total, \
+         updated_at = {}(inventory.updated_at, excluded.updated_at)",
+        latest(dialect)
+    )
+}
+
+table_row! {
+    /// An order, written whole whenever its state changes.
+    OrderRow in "orders" {
+        id: String => "TEXT",
+        customer_email: String => "TEXT",
+        status: &'static str => "TEXT",
+        total_cents: i64 => "BIGINT",
+        reason: Option<String> => "TEXT",
+        cancel_requested: i64 => "BIGINT",
+        placed_at: i64 => "BIGINT",
+        decided_at: Option<i64> => "BIGINT",
+        updated_at: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
+                     cancel_requested = excluded.cancel_requested, decided_at = excluded.decided_at, \
+                     updated_at = excluded.updated_at".into()
+}
+
+table_row! {
+    /// An order line, written once from `order.placed`.
+    OrderItemRow in "order_items" {
+        order_id: String => "TEXT",
+        line_no: i64 => "BIGINT",
+        product_id: String => "TEXT",
+        quantity: i64 => "BIGINT",
+        unit_price_cents: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT DO NOTHING".into()
+}
+
+table_row! {
+    PurchaseOrderRow in "purchase_orders" {
+        id: String => "TEXT",
+        product_id: String => "TEXT",
+        quantity: i64 => "BIGINT",
+        status: &'static str => "TEXT",
+        drafted_at: i64 => "BIGINT",
+        received_at: Option<i64> => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at".into()
+}
+
+table_row! {
+    AlertRow in "alerts" {
+        id: String => "TEXT",
+        kind: &'static str => "TEXT",
+        severity: &'static str => "TEXT",
+        subject: String => "TEXT",
+        message: String => "TEXT",
+        raised_at: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT DO NOTHING".into()
+}
+
+table_row! {
+    /// Events (and confirmed revenue) per tumbling window and event type.
+    WindowRow in "throughput" {
+        granularity: &'static str => "TEXT",
+        window_start: i64 => "BIGINT",
+        event_type: &'static str => "TEXT",
+        events: i64 => "BIGINT",
+        amount_cents: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (granularity, window_start, event_type) DO UPDATE SET \
+                     events = throughput.events + excluded.events, \
+                     amount_cents = throughput.amount_cents + excluded.amount_cents".into()
+}
+
+/// The multi-row inserts of `rows` into their table.
+fn inserts<R: TableRow>(dialect: Dialect, rows: Vec<R>) -> Vec<(String, Vec<SqlValue>)> {
+    multi_insert(
+        dialect,
+        R::TABLE,
+        R::COLUMNS,
+        rows.into_iter().map(R::into_values).collect(),
+        &R::on_conflict(dialect),
+    )
+}
+
+/// Stock rows that existed, changed by their deltas (PostgreSQL holds
+/// their locks). An upsert cannot serve both these and new rows: SQLite
+/// checks the inserted row's CHECK constraints before it resolves the
+/// conflict.
+fn stock_updates(dialect: Dialect, rows: Vec<StockRow>) -> Vec<(String, Vec<SqlValue>)> {
+    let values = rows.into_iter().map(StockRow::into_values).collect();
+    values_lists(dialect, StockRow::SQL_TYPES, values)
+        .into_iter()
+        .map(|(values_sql, values)| {
+            let sql = format!(
+                "WITH delta ({columns}) AS (VALUES {values_sql}) \
+                 UPDATE inventory SET on_hand = inventory.on_hand + delta.on_hand, \
+                 reserved = inventory.reserved + delta.reserved, \
+                 received_total = inventory.received_total + delta.received_total, \
+                 shipped_total = inventory.shipped_total + delta.shipped_total, \
+                 updated_at = {latest}(inventory.updated_at, delta.updated_at) \
+                 FROM delta WHERE inventory.product_id = delta.product_id",
+                columns = StockRow::COLUMNS.join(", "),
+                latest = latest(dialect),
+            );
+            (sql, values)
+        })
+        .collect()
+}
 
 /// A tumbling window: (granularity, window start, event type).
 type Window = (&'static str, i64, &'static str);
@@ -87,14 +225,14 @@ type Window = (&'static str, i64, &'static str);
 /// that come from the difference between the state before and after.
 #[derive(Default)]
 pub(super) struct Writes {
-    products: Vec<Vec<SqlValue>>,
-    order_items: Vec<Vec<SqlValue>>,
-    alerts: Vec<Vec<SqlValue>>,
+    products: Vec<ProductRow>,
+    order_items: Vec<OrderItemRow>,
+    alerts: Vec<AlertRow>,
     windows: BTreeMap<Window, (i64, i64)>,
-    stock_updates: Vec<Vec<SqlValue>>,
-    stock_inserts: Vec<Vec<SqlValue>>,
-    orders: Vec<Vec<SqlValue>>,
-    purchase_orders: Vec<(PurchaseOrderStatus, Vec<SqlValue>)>,
+    stock_updates: Vec<StockRow>,
+    stock_inserts: Vec<StockRow>,
+    orders: Vec<OrderRow>,
+    purchase_orders: Vec<(PurchaseOrderStatus, PurchaseOrderRow)>,
 }
 
 impl Writes {
@@ -109,37 +247,37 @@ impl Writes {
             let at = envelope.occurred_at.timestamp_millis();
             let mut amount = 0;
             match event {
-                DomainEvent::ProductCreated(e) => self.products.push(vec![
-                    e.product_id.to_string().into(),
-                    e.sku.as_str().into(),
-                    e.name.as_str().into(),
-                    e.price.cents().into(),
-                    e.category_name.as_str().into(),
-                    e.low_stock_threshold.into(),
-                    e.reorder_quantity.into(),
-                    at.into(),
-                ]),
+                DomainEvent::ProductCreated(e) => self.products.push(ProductRow {
+                    id: e.product_id.to_string(),
+                    sku: e.sku.clone(),
+                    name: e.name.clone(),
+                    price_cents: e.price.cents(),
+                    category_name: e.category_name.clone(),
+                    low_stock_threshold: e.low_stock_threshold,
+                    reorder_quantity: e.reorder_quantity,
+                    created_at: at,
+                }),
                 DomainEvent::OrderPlaced(e) if !orders_before.contains_key(&e.order_id) => {
                     let order_id = e.order_id.to_string();
                     for (line_no, line) in e.items.iter().enumerate() {
-                        self.order_items.push(vec![
-                            order_id.as_str().into(),
-                            (line_no as i64).into(),
-                            line.product_id.to_string().into(),
-                            line.quantity.into(),
-                            line.unit_price.cents().into(),
-                        ]);
+                        self.order_items.push(OrderItemRow {
+                            order_id: order_id.clone(),
+                            line_no: line_no as i64,
+                            product_id: line.product_id.to_string(),
+                            quantity: line.quantity,
+                            unit_price_cents: line.unit_price.cents(),
+                        });
                     }
                 }
                 DomainEvent::OrderConfirmed(e) => amount = e.total.cents(),
-                DomainEvent::AlertRaised(e) => self.alerts.push(vec![
-                    e.alert_id.to_string().into(),
-                    e.kind.as_str().into(),
-                    e.severity.as_str().into(),
-                    e.subject.as_str().into(),
-                    e.message.as_str().into(),
-                    at.into(),
-                ]),
+                DomainEvent::AlertRaised(e) => self.alerts.push(AlertRow {
+                    id: e.alert_id.to_string(),
+                    kind: e.kind.as_str(),
+                    severity: e.severity.as_str(),
+                    subject: e.subject.clone(),
+                    message: e.message.clone(),
+                    raised_at: at,
+                }),
                 _ => {}
             }
             for (granularity, width) in [("s", 1_000), ("m", 60_000)] {
@@ -162,14 +300,14 @@ impl Writes {
         for (id, now) in after {
             let was = before.get(id);
             let base = was.unwrap_or(&zero);
-            let row: Vec<SqlValue> = vec![
-                id.to_string().into(),
-                (now.on_hand - base.on_hand).into(),
-                (now.reserved - base.reserved).into(),
-                (now.received_total - base.received_total).into(),
-                (now.shipped_total - base.shipped_total).into(),
-                now.updated_at.into(),
-            ];
+            let row = StockRow {
+                product_id: id.to_string(),
+                on_hand: now.on_hand - base.on_hand,
+                reserved: now.reserved - base.reserved,
+                received_total: now.received_total - base.received_total,
+                shipped_total: now.shipped_total - base.shipped_total,
+                updated_at: now.updated_at,
+            };
             match was {
                 Some(was) if was == now => {}
                 Some(_) => self.stock_updates.push(row),
@@ -188,17 +326,17 @@ impl Writes {
             if before.get(id) == Some(order) {
                 continue;
             }
-            self.orders.push(vec![
-                id.to_string().into(),
-                order.customer_email.as_str().into(),
-                order.status.as_str().into(),
-                order.total.cents().into(),
-                order.reason.clone().into(),
-                i64::from(order.cancel_requested).into(),
-                order.placed_at.into(),
-                order.decided_at.into(),
-                order.updated_at.into(),
-            ]);
+            self.orders.push(OrderRow {
+                id: id.to_string(),
+                customer_email: order.customer_email.clone(),
+                status: order.status.as_str(),
+                total_cents: order.total.cents(),
+                reason: order.reason.clone(),
+                cancel_requested: i64::from(order.cancel_requested),
+                placed_at: order.placed_at,
+                decided_at: order.decided_at,
+                updated_at: order.updated_at,
+            });
         }
     }
 
@@ -213,156 +351,53 @@ impl Writes {
             }
             self.purchase_orders.push((
                 po.status,
-                vec![
-                    id.to_string().into(),
-                    po.product_id.to_string().into(),
-                    po.quantity.into(),
-                    po.status.as_str().into(),
-                    po.drafted_at.into(),
-                    po.received_at.into(),
-                ],
+                PurchaseOrderRow {
+                    id: id.to_string(),
+                    product_id: po.product_id.to_string(),
+                    quantity: po.quantity,
+                    status: po.status.as_str(),
+                    drafted_at: po.drafted_at,
+                    received_at: po.received_at,
+                },
             ));
         }
     }
 
+    /// Writes every table, in an order that matters:
+    /// - stock rows that existed are updated before new ones are inserted;
+    /// - closed purchase orders before new open ones, as the
+    ///   one-open-per-product index is checked row by row;
+    /// - windows last and in key order: concurrent workers add to the same
+    ///   rows, so they take these locks in one order, just before commit.
     pub(super) async fn flush(self, tx: &mut Tx<'_>, dialect: Dialect) -> Result<(), StoreError> {
-        execute_all(
-            tx,
-            multi_insert(
-                dialect,
-                "products",
-                PRODUCT_COLUMNS,
-                self.products,
-                "ON CONFLICT DO NOTHING",
-            ),
-        )
-        .await?;
-
-        // Stock: rows that existed by their deltas (PostgreSQL holds their
-        // locks); new rows inserted, adding to any row created meanwhile.
-        // (An upsert cannot serve both: SQLite checks the inserted row's
-        // CHECK constraints before it resolves the conflict.)
-        let latest = match dialect {
-            Dialect::Postgres => "GREATEST",
-            Dialect::Sqlite => "MAX",
-        };
-        for (values_sql, values) in values_lists(
-            dialect,
-            &["TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"],
-            self.stock_updates,
-        ) {
-            let sql = format!(
-                "WITH delta (product_id, on_hand, reserved, received, shipped, updated_at) AS (VALUES {values_sql}) \
-                 UPDATE inventory SET on_hand = inventory.on_hand + delta.on_hand, \
-                 reserved = inventory.reserved + delta.reserved, \
-                 received_total = inventory.received_total + delta.received, \
-                 shipped_total = inventory.shipped_total + delta.shipped, \
-                 updated_at = {latest}(inventory.updated_at, delta.updated_at) \
-                 FROM delta WHERE inventory.product_id = delta.product_id"
-            );
-            bind_all(sqlx::query(&sql), values)
-                .execute(&mut **tx)
-                .await?;
-        }
-        execute_all(
-            tx,
-            multi_insert(
-                dialect,
-                "inventory",
-                STOCK_COLUMNS,
-                self.stock_inserts,
-                &format!(
-                    "ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
-                     reserved = inventory.reserved + excluded.reserved, \
-                     received_total = inventory.received_total + excluded.received_total, \
-                     shipped_total = inventory.shipped_total + excluded.shipped_total, \
-                     updated_at = {latest}(inventory.updated_at, excluded.updated_at)"
-                ),
-            ),
-        )
-        .await?;
-
-        execute_all(
-            tx,
-            multi_insert(
-                dialect,
-                "orders",
-                ORDER_COLUMNS,
-                self.orders,
-                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
-                 cancel_requested = excluded.cancel_requested, decided_at = excluded.decided_at, \
-                 updated_at = excluded.updated_at",
-            ),
-        )
-        .await?;
-        execute_all(
-            tx,
-            multi_insert(
-                dialect,
-                "order_items",
-                ITEM_COLUMNS,
-                self.order_items,
-                "ON CONFLICT DO NOTHING",
-            ),
-        )
-        .await?;
-
-        // Closed purchase orders before new open ones: the one-open-per-
-        // product index is checked row by row.
         let mut purchase_orders = self.purchase_orders;
         purchase_orders.sort_by_key(|(status, _)| *status == PurchaseOrderStatus::Open);
-        execute_all(
-            tx,
-            multi_insert(
-                dialect,
-                "purchase_orders",
-                PURCHASE_ORDER_COLUMNS,
-                purchase_orders.into_iter().map(|(_, row)| row).collect(),
-                "ON CONFLICT (id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at",
-            ),
-        )
-        .await?;
-
-        execute_all(
-            tx,
-            multi_insert(
-                dialect,
-                "alerts",
-                ALERT_COLUMNS,
-                self.alerts,
-                "ON CONFLICT DO NOTHING",
-            ),
-        )
-        .await?;
-
-        // Windows last and in key order: concurrent workers add to the same
-        // rows, so they take these locks in one order, just before commit.
-        let windows = self
+        let windows: Vec<WindowRow> = self
             .windows
             .into_iter()
-            .map(|((granularity, start, event_type), (events, amount))| {
-                vec![
-                    granularity.into(),
-                    start.into(),
-                    event_type.into(),
-                    events.into(),
-                    amount.into(),
-                ]
-            })
+            .map(
+                |((granularity, window_start, event_type), (events, amount_cents))| WindowRow {
+                    granularity,
+                    window_start,
+                    event_type,
+                    events,
+                    amount_cents,
+                },
+            )
             .collect();
-        execute_all(
-            tx,
-            multi_insert(
+        let statements = [
+            inserts(dialect, self.products),
+            stock_updates(dialect, self.stock_updates),
+            inserts(dialect, self.stock_inserts),
+            inserts(dialect, self.orders),
+            inserts(dialect, self.order_items),
+            inserts(
                 dialect,
-                "throughput",
-                WINDOW_COLUMNS,
-                windows,
-                "ON CONFLICT (granularity, window_start, event_type) DO UPDATE SET \
-                 events = throughput.events + excluded.events, \
-                 amount_cents = throughput.amount_cents + excluded.amount_cents",
+                purchase_orders.into_iter().map(|(_, row)| row).collect(),
             ),
-        )
-        .await?;
-        Ok(())
+            inserts(dialect, self.alerts),
+            inserts(dialect, windows),
+        ];
+        execute_all(tx, statements.into_iter().flatten().collect()).await
     }
 }

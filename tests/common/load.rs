@@ -99,7 +99,9 @@ pub async fn assert_accepted_orders_processed_once(
         accepted.is_subset(&decided) && decided.len() == all.len()
     })
     .await;
-    let violations = store.invariant_violations().await.unwrap();
+    let violations = crate::common::invariants::invariant_violations(store)
+        .await
+        .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     for (id, received) in stock {
         let (_, product) = api.get(&format!("/api/products/{id}")).await;

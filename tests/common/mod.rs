@@ -6,6 +6,7 @@
 //! without them is an error with a hint, never a silent skip.
 #![allow(dead_code)]
 
+pub mod invariants;
 pub mod load;
 pub mod process;
 
