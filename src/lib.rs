@@ -12,7 +12,8 @@
 //! - `simulator`: the traffic generator, an HTTP client of the gateway
 //! - `cli`: settings from flags and environment, the roles and commands
 //!
-//! Process-wide edges that any layer's binary needs, importing nothing:
+//! Leaves that any layer may use, importing nothing:
+//! - `retry`: the one backoff policy and retry loop, interrupted by a stop
 //! - `shutdown`: the signal handler that cancels every role
 //! - `memory`: allocator limits and returning freed memory to the OS
 
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod domain;
 pub mod gateway;
 pub mod memory;
+pub mod retry;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;

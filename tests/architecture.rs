@@ -9,18 +9,26 @@ use std::path::{Path, PathBuf};
 /// docs/architecture.md and the list in src/lib.rs.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry", &[]),
+    ("retry", &[]),
     ("shutdown", &[]),
     ("memory", &[]),
     ("domain", &["telemetry"]),
-    ("stream", &["telemetry", "domain"]),
-    ("store", &["telemetry", "domain", "stream"]),
-    ("worker", &["telemetry", "domain", "stream", "store"]),
-    ("gateway", &["telemetry", "domain", "stream", "store"]),
-    ("simulator", &["telemetry", "domain"]),
+    ("stream", &["telemetry", "retry", "domain"]),
+    ("store", &["telemetry", "retry", "domain", "stream"]),
+    (
+        "worker",
+        &["telemetry", "retry", "domain", "stream", "store"],
+    ),
+    (
+        "gateway",
+        &["telemetry", "retry", "domain", "stream", "store"],
+    ),
+    ("simulator", &["telemetry", "retry", "domain"]),
     (
         "cli",
         &[
             "telemetry",
+            "retry",
             "domain",
             "stream",
             "store",

@@ -5,6 +5,7 @@
 //! the purchase orders the workers draft when stock runs low). It talks to
 //! the gateway over HTTP only, like any client.
 
+use crate::retry::{pause, Backoff};
 use rand::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
@@ -313,7 +314,12 @@ impl Simulator {
     /// products are visible (workers have applied them).
     async fn prepare(&self, shutdown: &CancellationToken) -> Option<Vec<Product>> {
         let mut seeded = false;
-        let mut delay = Duration::from_millis(200);
+        // Waiting for a gateway that is starting: soon at first, then less often.
+        let mut delays = Backoff {
+            first: Duration::from_millis(200),
+            max: Duration::from_secs(3),
+        }
+        .delays();
         loop {
             match self.products().await {
                 Ok(products) if !products.is_empty() => return Some(products),
@@ -326,11 +332,9 @@ impl Simulator {
                     tracing::info!(error = %e, target = %self.target, "waiting for the gateway")
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(3));
+            pause(delays.next().unwrap_or_default(), shutdown)
+                .await
+                .ok()?;
         }
     }
 

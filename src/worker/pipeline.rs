@@ -1,0 +1,214 @@
+//! The processor as a pipeline of three stages, each a task, joined by
+//! bounded channels:
+//!
+//! ```text
+//!   read ──batch──▶ apply ──committed──▶ publish & ack
+//! ```
+//!
+//! - **read** follows the partitions this worker owns: a partition just
+//!   acquired first yields the entries its previous owner read but never
+//!   acked (in log order), then new entries, a batch at a time;
+//! - **apply** commits each batch to the read model in one transaction;
+//! - **publish & ack** appends each batch's follow-ups and acks it, in
+//!   commit order, and relays the outbox when the pipeline is idle.
+//!
+//! Order: one batch at a time through each stage, in the order read, so a
+//! partition's events are applied, and their decisions published, in log
+//! order. Backpressure: each channel holds one batch, so reading runs at
+//! most two batches ahead of applying, and applying one ahead of acking.
+//!
+//! Shutdown: `shutdown` stops the reading; the stages then finish what
+//! they hold and return in turn as their input closes. `stop` makes them
+//! give up instead (what was not acked stays pending in the log, to be
+//! delivered again); the worker fires it a grace period after shutdown.
+
+use super::apply::{batch_span, Applier, Committed};
+use super::publish::{publish_and_ack, relay_outbox};
+use super::recent::RecentlyCommitted;
+use super::{WorkerOptions, RECENT_FOLLOW_UPS};
+use crate::retry::{Stopped, OUTAGE};
+use crate::store::Store;
+use crate::stream::{Delivery, EventLog, LogError};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Idle batch waits after which the outbox is checked for leftovers.
+const IDLE_WAITS_BEFORE_RELAY: u32 = 5;
+
+#[derive(Clone)]
+pub(super) struct Processor {
+    pub log: Arc<dyn EventLog>,
+    pub store: Store,
+    pub options: WorkerOptions,
+}
+
+impl Processor {
+    /// Runs the three stages until shutdown has drained them, or `stop`.
+    pub async fn run(
+        self,
+        owned: watch::Receiver<BTreeSet<u32>>,
+        shutdown: CancellationToken,
+        stop: CancellationToken,
+    ) {
+        let (batches, to_apply) = mpsc::channel(1);
+        let (commits, to_publish) = mpsc::channel(1);
+        let read = tokio::spawn(self.clone().read(owned, batches, shutdown));
+        let publish = tokio::spawn(self.clone().publish(to_publish, stop.clone()));
+        self.apply(to_apply, commits, &stop).await;
+        // Each stage ends when its input closes or a stage after it is gone.
+        for (stage, done) in [("read", read.await), ("publish", publish.await)] {
+            if let Err(e) = done {
+                tracing::error!(stage, error = %e, "a worker stage panicked");
+            }
+        }
+    }
+
+    /// The read stage: the owned partitions' entries, batch by batch.
+    async fn read(
+        self,
+        mut owned: watch::Receiver<BTreeSet<u32>>,
+        batches: mpsc::Sender<Vec<Delivery>>,
+        shutdown: CancellationToken,
+    ) {
+        let options = &self.options;
+        let mut processing: BTreeSet<u32> = BTreeSet::new();
+        while !shutdown.is_cancelled() {
+            let now_owned = owned.borrow_and_update().clone();
+            if now_owned != processing {
+                tracing::info!(partitions = ?now_owned, "processing partitions");
+            }
+            for &partition in now_owned.difference(&processing) {
+                for batch in self.left_over(partition).await {
+                    if batches.send(batch).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            processing = now_owned;
+            if processing.is_empty() {
+                // Nothing to do until the coordinator hands us a partition.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = owned.changed() => {}
+                    _ = tokio::time::sleep(options.batch_wait) => {}
+                }
+                continue;
+            }
+            let partitions: Vec<u32> = processing.iter().copied().collect();
+            // The read is not cancelled on shutdown: it returns within
+            // batch_wait, and dropping it mid-flight could strand entries
+            // that Valkey already marked as delivered to us.
+            match self.read_batch(&partitions).await {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(batch) => {
+                    // Waits while the apply stage is busy: the backpressure.
+                    if batches.send(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the log failed; retrying");
+                    let pause = OUTAGE.delays().next().unwrap_or_default();
+                    if crate::retry::pause(pause, &shutdown).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The entries of a just-acquired partition that its previous owner
+    /// read but never acked, in batches, to be processed before any new one.
+    async fn left_over(&self, partition: u32) -> Vec<Vec<Delivery>> {
+        let options = &self.options;
+        match self
+            .log
+            .take_over(&options.group, &options.consumer, partition)
+            .await
+        {
+            Ok(left_over) => {
+                if !left_over.is_empty() {
+                    tracing::info!(
+                        partition,
+                        entries = left_over.len(),
+                        "taking over unacked entries"
+                    );
+                }
+                left_over
+                    .chunks(options.batch_size)
+                    .map(<[Delivery]>::to_vec)
+                    .collect()
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "taking over unacked entries failed; they stay pending");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn read_batch(&self, partitions: &[u32]) -> Result<Vec<Delivery>, LogError> {
+        let options = &self.options;
+        self.log
+            .read_group(
+                &options.group,
+                &options.consumer,
+                partitions,
+                options.batch_size,
+                options.batch_wait,
+            )
+            .await
+    }
+
+    /// The apply stage, on the worker's own task.
+    async fn apply(
+        &self,
+        mut to_apply: mpsc::Receiver<Vec<Delivery>>,
+        commits: mpsc::Sender<Committed>,
+        stop: &CancellationToken,
+    ) {
+        let mut applier = Applier {
+            log: &*self.log,
+            store: &self.store,
+            options: &self.options,
+            recent: RecentlyCommitted::new(RECENT_FOLLOW_UPS),
+        };
+        while let Some(batch) = to_apply.recv().await {
+            let committed = applier.apply(&batch, stop).instrument(batch_span(&batch));
+            let Ok(committed) = committed.await else {
+                return; // Stopped: the entries stay pending.
+            };
+            if commits.send(committed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The publish-and-ack stage.
+    async fn publish(self, mut to_publish: mpsc::Receiver<Committed>, stop: CancellationToken) {
+        let (log, store) = (&*self.log, &self.store);
+        relay_outbox(log, store).await;
+        let idle = self.options.batch_wait * IDLE_WAITS_BEFORE_RELAY;
+        loop {
+            let committed = tokio::select! {
+                next = to_publish.recv() => match next {
+                    Some(committed) => committed,
+                    None => return,
+                },
+                // Leftovers of a crash between commit and publish, checked
+                // when there is nothing else to do.
+                _ = tokio::time::sleep(idle) => {
+                    relay_outbox(log, store).await;
+                    continue;
+                }
+            };
+            let done: Result<(), Stopped> =
+                publish_and_ack(log, store, &self.options, committed, &stop).await;
+            if done.is_err() {
+                return;
+            }
+        }
+    }
+}
