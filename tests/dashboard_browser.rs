@@ -29,14 +29,14 @@ async fn dashboard_shows_live_figures_in_chromium() {
     app.create_product("DASH-B", 2.50, 1).await;
     for i in 0..3 {
         let (status, _) = app
-            .post("/api/orders", &json!({ "customer_email": format!("d{i}@example.com"), "items": [{ "product_id": a, "quantity": 2 }] }))
+            .place_order(&json!({ "customer_email": format!("d{i}@example.com"), "items": [{ "product_id": a, "quantity": 2 }] }))
             .await;
         assert_eq!(status, 202);
     }
     app.wait_until_decided(3).await;
     // DASH-A went from 3 available to 1, below its threshold of 2: a
     // purchase order is open for the page to show.
-    let (_, open) = app.get("/api/purchase-orders?status=OPEN").await;
+    let (_, open) = app.purchase_orders("OPEN").await;
     assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
 
     // An event no worker understands: dead-lettered, with an alert that the
@@ -58,12 +58,7 @@ async fn dashboard_shows_live_figures_in_chromium() {
     odd.event_type = "stock.teleported".into();
     log.append(&odd).await.unwrap();
     app.wait_for("the dead-letter alert", || async {
-        !app.get("/api/alerts")
-            .await
-            .1
-            .as_array()
-            .unwrap()
-            .is_empty()
+        !app.alerts().await.1.as_array().unwrap().is_empty()
     })
     .await;
 

@@ -143,7 +143,7 @@ async fn postgres_stopped_under_load_loses_no_accepted_order() {
     let app = TestApp::spawn_with(settings).await;
     let product = app.create_product("DB-OUT-1", 2.00, 1000).await;
 
-    // 4 clients for 8 s; PostgreSQL stopped 1.5 s in, restarted 3 s later.
+    // 4 clients for 8 s; PostgreSQL stopped once orders flow, restarted 3 s later.
     let report = outage_under_load(
         &app,
         product,

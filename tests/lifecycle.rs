@@ -14,16 +14,13 @@ use uuid::Uuid;
 
 async fn product(api: &Api, sku: &str, stock: i64, threshold: i64, reorder: i64) -> Uuid {
     let (status, body) = api
-        .post(
-            "/api/products",
-            &json!({ "sku": sku, "name": sku, "price": 10.0, "category_name": "tests",
-                     "initial_stock": stock, "low_stock_threshold": threshold, "reorder_quantity": reorder }),
-        )
+        .add_product(&json!({ "sku": sku, "name": sku, "price": 10.0, "category_name": "tests",
+                              "initial_stock": stock, "low_stock_threshold": threshold, "reorder_quantity": reorder }))
         .await;
     assert_eq!(status, 201, "{body}");
     let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
     api.wait_for(&format!("{sku} stocked"), || async {
-        api.get(&format!("/api/products/{id}")).await.1["on_hand"] == stock
+        api.product(id).await.1["on_hand"] == stock
     })
     .await;
     id
@@ -31,17 +28,14 @@ async fn product(api: &Api, sku: &str, stock: i64, threshold: i64, reorder: i64)
 
 async fn order(api: &Api, product: Uuid, quantity: i64) -> Uuid {
     let (status, body) = api
-        .post(
-            "/api/orders",
-            &json!({ "customer_email": "life@example.com", "items": [{ "product_id": product, "quantity": quantity }] }),
-        )
+        .order_of("life@example.com", &[(product, quantity)])
         .await;
     assert_eq!(status, 202, "{body}");
     body["order_id"].as_str().unwrap().parse().unwrap()
 }
 
 async fn status_of(api: &Api, order: Uuid) -> String {
-    let (_, body) = api.get(&format!("/api/orders/{order}?wait=10")).await;
+    let (_, body) = api.order_waiting(order, 10).await;
     body["status"].as_str().unwrap_or("").to_string()
 }
 
@@ -53,7 +47,7 @@ async fn wait_status(api: &Api, order: Uuid, want: &str) {
 }
 
 async fn stock(api: &Api, product: Uuid) -> (i64, i64) {
-    let (_, p) = api.get(&format!("/api/products/{product}")).await;
+    let (_, p) = api.product(product).await;
     (
         p["on_hand"].as_i64().unwrap(),
         p["reserved"].as_i64().unwrap(),
@@ -61,7 +55,7 @@ async fn stock(api: &Api, product: Uuid) -> (i64, i64) {
 }
 
 async fn events(api: &Api, query: &str) -> Vec<Value> {
-    let (status, body) = api.get(&format!("/api/events?{query}")).await;
+    let (status, body) = api.events(query).await;
     assert_eq!(status, 200, "{body}");
     body.as_array().unwrap().clone()
 }
@@ -81,14 +75,12 @@ async fn lifecycle_paths(backend: Backend) {
     let shipped = order(&app, a, 2).await;
     wait_status(&app, shipped, "CONFIRMED").await;
     assert_eq!(stock(&app, a).await, (20, 2));
-    let (status, body) = app
-        .post(&format!("/api/orders/{shipped}/ship"), &json!({}))
-        .await;
+    let (status, body) = app.ship(shipped).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "QUEUED");
     wait_status(&app, shipped, "SHIPPED").await;
     assert_eq!(stock(&app, a).await, (18, 0));
-    let (_, body) = app.get(&format!("/api/orders/{shipped}")).await;
+    let (_, body) = app.order(shipped).await;
     let time =
         |field: &str| chrono::DateTime::parse_from_rfc3339(body[field].as_str().unwrap()).unwrap();
     assert!(time("updated_at") >= time("decided_at"), "{body}");
@@ -97,9 +89,7 @@ async fn lifecycle_paths(backend: Backend) {
     let cancelled = order(&app, a, 3).await;
     wait_status(&app, cancelled, "CONFIRMED").await;
     assert_eq!(stock(&app, a).await, (18, 3));
-    let (status, body) = app
-        .post(&format!("/api/orders/{cancelled}/cancel"), &json!({}))
-        .await;
+    let (status, body) = app.cancel(cancelled).await;
     assert_eq!(status, 202, "{body}");
     wait_status(&app, cancelled, "CANCELLED").await;
     assert_eq!(stock(&app, a).await, (18, 0));
@@ -107,7 +97,7 @@ async fn lifecycle_paths(backend: Backend) {
     // rejected: the reason names the product and the shortfall.
     let rejected = order(&app, a, 100).await;
     wait_status(&app, rejected, "REJECTED").await;
-    let (_, body) = app.get(&format!("/api/orders/{rejected}")).await;
+    let (_, body) = app.order(rejected).await;
     let reason = body["reason"].as_str().unwrap();
     assert!(
         reason.contains("LIFE-A") && reason.contains("short by 82"),
@@ -115,35 +105,32 @@ async fn lifecycle_paths(backend: Backend) {
     );
 
     // Commands in the wrong state: 409 with the reason, nothing changes.
-    for (path, why) in [
-        (format!("/api/orders/{shipped}/ship"), "already shipped"),
-        (format!("/api/orders/{shipped}/cancel"), "already shipped"),
-        (format!("/api/orders/{cancelled}/ship"), "was cancelled"),
-        (
-            format!("/api/orders/{cancelled}/cancel"),
-            "already cancelled",
-        ),
-        (format!("/api/orders/{rejected}/ship"), "was rejected"),
-        (format!("/api/orders/{rejected}/cancel"), "was rejected"),
+    for (order, ship, why) in [
+        (shipped, true, "already shipped"),
+        (shipped, false, "already shipped"),
+        (cancelled, true, "was cancelled"),
+        (cancelled, false, "already cancelled"),
+        (rejected, true, "was rejected"),
+        (rejected, false, "was rejected"),
     ] {
-        let (status, body) = app.post(&path, &json!({})).await;
-        assert_eq!(status, 409, "{path}: {body}");
+        let (status, body) = if ship {
+            app.ship(order).await
+        } else {
+            app.cancel(order).await
+        };
+        assert_eq!(status, 409, "{order} ship={ship}: {body}");
         assert_eq!(body["error"]["code"], "conflict");
         assert!(
             body["error"]["message"].as_str().unwrap().contains(why),
-            "{path}: {body}"
+            "{order} ship={ship}: {body}"
         );
     }
     // An id no order ever had: 404. A fresh v7 id may be an order still in
     // the log: accepted, then refused by the worker with a recorded reason.
-    let (status, _) = app
-        .post(&format!("/api/orders/{}/ship", Uuid::new_v4()), &json!({}))
-        .await;
+    let (status, _) = app.ship(Uuid::new_v4()).await;
     assert_eq!(status, 404);
     let ghost = Uuid::now_v7();
-    let (status, _) = app
-        .post(&format!("/api/orders/{ghost}/cancel"), &json!({}))
-        .await;
+    let (status, _) = app.cancel(ghost).await;
     assert_eq!(status, 202);
     app.wait_for("the ghost's refusal", || async {
         types(&events(&app, &format!("key={ghost}")).await)
@@ -165,10 +152,7 @@ async fn lifecycle_paths(backend: Backend) {
     // either here (409) or by the worker (recorded), never both applied.
     let raced = order(&app, a, 4).await;
     wait_status(&app, raced, "CONFIRMED").await;
-    let cancel_path = format!("/api/orders/{raced}/cancel");
-    let ship_path = format!("/api/orders/{raced}/ship");
-    let empty = json!({});
-    let (c, s) = tokio::join!(app.post(&cancel_path, &empty), app.post(&ship_path, &empty));
+    let (c, s) = tokio::join!(app.cancel(raced), app.ship(raced));
     assert!(c.0 == 202 || s.0 == 202, "{c:?} {s:?}");
     app.wait_for("the race decided", || async {
         let status = status_of(&app, raced).await;
@@ -223,15 +207,13 @@ async fn lifecycle_paths(backend: Backend) {
         types(&rest),
         ["order.confirmed", "order.ship_requested", "order.shipped"]
     );
-    let (status, body) = app
-        .get(&format!("/api/events?after={}", Uuid::now_v7()))
-        .await;
+    let (status, body) = app.events(&format!("after={}", Uuid::now_v7())).await;
     assert_eq!(status, 422, "{body}");
-    let (status, _) = app.get("/api/events?limit=0").await;
+    let (status, _) = app.events("limit=0").await;
     assert_eq!(status, 422);
 
     // Analytics: windows over event time and top products.
-    let (_, stats) = app.get("/api/stats").await;
+    let (_, stats) = app.stats().await;
     let per_minute = stats["throughput"]["per_minute"].as_array().unwrap();
     assert_eq!(per_minute.len(), 60);
     let placed: i64 = per_minute
@@ -295,7 +277,7 @@ async fn restock_cycle(backend: Backend) {
     let second = order(&app, p, 1).await;
     wait_status(&app, second, "CONFIRMED").await;
     app.wait_for("one open purchase order", || async {
-        app.get("/api/purchase-orders?status=OPEN")
+        app.purchase_orders("OPEN")
             .await
             .1
             .as_array()
@@ -304,7 +286,7 @@ async fn restock_cycle(backend: Backend) {
             == 1
     })
     .await;
-    let (_, open) = app.get("/api/purchase-orders?status=open").await;
+    let (_, open) = app.purchase_orders("open").await;
     let po = open[0].clone();
     assert_eq!(po["product_id"], p.to_string());
     assert_eq!(po["quantity"], 20);
@@ -313,7 +295,7 @@ async fn restock_cycle(backend: Backend) {
         types(&events(&app, &format!("key={p}&type=stock.low")).await).len(),
         1
     );
-    let (_, alerts) = app.get("/api/alerts").await;
+    let (_, alerts) = app.alerts().await;
     assert!(alerts
         .as_array()
         .unwrap()
@@ -322,13 +304,11 @@ async fn restock_cycle(backend: Backend) {
 
     // The supplier delivers: stock.received closes the purchase order.
     let po_id = po["id"].as_str().unwrap();
-    let (status, body) = app
-        .post(&format!("/api/purchase-orders/{po_id}/receive"), &json!({}))
-        .await;
+    let (status, body) = app.receive_purchase_order(po_id).await;
     assert_eq!(status, 202, "{body}");
     app.wait_for("the delivery", || async { stock(&app, p).await == (28, 5) })
         .await;
-    let (_, received) = app.get("/api/purchase-orders?status=RECEIVED").await;
+    let (_, received) = app.purchase_orders("RECEIVED").await;
     assert_eq!(received[0]["id"], po_id);
     assert!(received[0]["received_at"].is_string());
     let receipts = events(&app, &format!("key={p}&type=stock.received")).await;
@@ -338,18 +318,11 @@ async fn restock_cycle(backend: Backend) {
     );
     assert_eq!(receipts.last().unwrap()["version"], 2);
     // Received twice: 409; unknown: 404; bad status filter: 422.
-    let (status, _) = app
-        .post(&format!("/api/purchase-orders/{po_id}/receive"), &json!({}))
-        .await;
+    let (status, _) = app.receive_purchase_order(po_id).await;
     assert_eq!(status, 409);
-    let (status, _) = app
-        .post(
-            &format!("/api/purchase-orders/{}/receive", Uuid::now_v7()),
-            &json!({}),
-        )
-        .await;
+    let (status, _) = app.receive_purchase_order(Uuid::now_v7()).await;
     assert_eq!(status, 404);
-    let (status, _) = app.get("/api/purchase-orders?status=LOST").await;
+    let (status, _) = app.purchase_orders("LOST").await;
     assert_eq!(status, 422);
 
     // Above the threshold again (23 available), a new crossing drafts a new
@@ -361,7 +334,7 @@ async fn restock_cycle(backend: Backend) {
     })
     .await;
     app.wait_for("a new open purchase order", || async {
-        let (_, open) = app.get("/api/purchase-orders?status=OPEN").await;
+        let (_, open) = app.purchase_orders("OPEN").await;
         open.as_array().unwrap().len() == 1 && open[0]["id"] != po_id
     })
     .await;
@@ -375,25 +348,7 @@ async fn restock_cycle(backend: Backend) {
     rebuild_reproduces(app).await;
 }
 
-#[tokio::test]
-async fn embedded_sqlite_lifecycle_paths_and_rebuild() {
-    lifecycle_paths(Backend::EmbeddedSqlite).await;
-}
-
-#[tokio::test]
-async fn valkey_postgres_lifecycle_paths_and_rebuild() {
-    lifecycle_paths(Backend::ValkeyPostgres).await;
-}
-
-#[tokio::test]
-async fn embedded_sqlite_restock_cycle_and_rebuild() {
-    restock_cycle(Backend::EmbeddedSqlite).await;
-}
-
-#[tokio::test]
-async fn valkey_postgres_restock_cycle_and_rebuild() {
-    restock_cycle(Backend::ValkeyPostgres).await;
-}
+backend_pairs!(lifecycle_paths, restock_cycle);
 
 /// The audit trail of an order cancelled before its decision: placed first,
 /// cancelled last; the cancel request and the confirmation in between, in
@@ -434,15 +389,9 @@ async fn valkey_postgres_cancel_before_the_decision() {
     assert!(first_worker.terminate().success());
 
     let o = order(&api, p, 2).await;
-    let (status, body) = api
-        .post(&format!("/api/orders/{o}/cancel"), &json!({}))
-        .await;
+    let (status, body) = api.cancel(o).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(
-        api.get(&format!("/api/orders/{o}")).await.0,
-        404,
-        "nothing decided yet"
-    );
+    assert_eq!(api.order(o).await.0, 404, "nothing decided yet");
 
     let worker = start_worker();
     wait_status(&api, o, "CANCELLED").await;
@@ -494,7 +443,7 @@ async fn valkey_postgres_older_versions_are_upcast_newer_dead_lettered() {
         "the archive keeps the event as it was written"
     );
     app.wait_for("the v3 receipt dead-lettered", || async {
-        let (_, letters) = app.get("/api/dead-letters").await;
+        let (_, letters) = app.dead_letters().await;
         letters.as_array().unwrap().iter().any(|l| {
             l["error"].as_str().unwrap().contains(
                 "`stock.received` has version 3, newer than the 2 this worker understands",
@@ -542,13 +491,8 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
             let mut i = 0usize;
             while std::time::Instant::now() < stop {
                 i += 1;
-                let items = json!([{ "product_id": products[(c + i) % 3], "quantity": 1 + i % 3 }]);
-                let (status, body) = api
-                    .post(
-                        "/api/orders",
-                        &json!({ "customer_email": "mix@example.com", "items": items }),
-                    )
-                    .await;
+                let line = (products[(c + i) % 3], 1 + (i % 3) as i64);
+                let (status, body) = api.order_of("mix@example.com", &[line]).await;
                 assert_eq!(status, 202, "{body}");
                 placed
                     .lock()
@@ -563,31 +507,23 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
         let api = api.clone();
         tokio::spawn(async move {
             let mut round = 0usize;
-            let empty = json!({});
             while std::time::Instant::now() < stop {
                 round += 1;
-                let (_, confirmed) = api.get("/api/orders?status=CONFIRMED&limit=20").await;
+                let (_, confirmed) = api.orders("status=CONFIRMED&limit=20").await;
                 for (n, order) in confirmed.as_array().unwrap().iter().enumerate() {
-                    let action = if (round + n).is_multiple_of(4) {
-                        "cancel"
+                    let id = order["order_id"].as_str().unwrap();
+                    let (status, body) = if (round + n).is_multiple_of(4) {
+                        api.cancel(id).await
                     } else {
-                        "ship"
+                        api.ship(id).await
                     };
-                    let path = format!(
-                        "/api/orders/{}/{action}",
-                        order["order_id"].as_str().unwrap()
-                    );
-                    let (status, body) = api.post(&path, &empty).await;
-                    assert!(status == 202 || status == 409, "{path}: {status} {body}");
+                    assert!(status == 202 || status == 409, "{id}: {status} {body}");
                 }
-                let (_, open) = api.get("/api/purchase-orders?status=OPEN").await;
+                let (_, open) = api.purchase_orders("OPEN").await;
                 for po in open.as_array().unwrap() {
-                    let path = format!(
-                        "/api/purchase-orders/{}/receive",
-                        po["id"].as_str().unwrap()
-                    );
-                    let (status, body) = api.post(&path, &empty).await;
-                    assert!(status == 202 || status == 409, "{path}: {status} {body}");
+                    let id = po["id"].as_str().unwrap();
+                    let (status, body) = api.receive_purchase_order(id).await;
+                    assert!(status == 202 || status == 409, "{id}: {status} {body}");
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
@@ -601,11 +537,11 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
     assert!(placed > 30, "too few orders to mean anything: {placed}");
     api.wait_until_decided(placed).await;
 
-    let (_, stats) = api.get("/api/stats").await;
+    let (_, stats) = api.stats().await;
     let by_status = &stats["orders_by_status"];
     assert!(by_status["SHIPPED"].as_i64().unwrap() > 0, "{stats}");
     assert!(by_status["CANCELLED"].as_i64().unwrap() > 0, "{stats}");
-    let (_, open) = api.get("/api/purchase-orders?status=OPEN").await;
+    let (_, open) = api.purchase_orders("OPEN").await;
     let mut open_products: Vec<&str> = open
         .as_array()
         .unwrap()
@@ -621,7 +557,7 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
         before,
         "two open purchase orders for one product: {open}"
     );
-    let (_, all_pos) = api.get("/api/purchase-orders").await;
+    let (_, all_pos) = api.purchase_orders("").await;
     assert!(
         !all_pos.as_array().unwrap().is_empty(),
         "the load drafted no purchase order"

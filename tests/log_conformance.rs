@@ -304,49 +304,91 @@ async fn take_over_hands_unacked_entries_to_the_new_owner(open: Opener) {
     assert_eq!(stats[partition as usize].pending, 0);
 }
 
-/// Leases: exclusive while renewed, free after the TTL, released only by
-/// their holder; members drop out when they stop heartbeating.
+/// Polls `check` every 20 ms until it holds; panics after 10 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Leases: exclusive while held, extended by a renewal, free after the
+/// TTL, released only by their holder; members drop out when they stop
+/// heartbeating. No step races the TTL: what must still hold is checked
+/// under a TTL far longer than the test, and what must expire is waited for
+/// (and must not come before its TTL).
 async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
     let group = format!("leases-{}", Uuid::new_v4().simple());
-    let ttl = Duration::from_millis(400);
-    assert!(leases.try_acquire(&group, 1, "a", ttl).await.unwrap());
-    assert!(!leases.try_acquire(&group, 1, "b", ttl).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(leases.renew(&group, 1, "a", ttl).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(
-        !leases.try_acquire(&group, 1, "b", ttl).await.unwrap(),
-        "a renewed it"
-    );
+    let long = Duration::from_secs(60);
+    let short = Duration::from_millis(300);
+
+    // Exclusive, and released only by its holder.
+    assert!(leases.try_acquire(&group, 1, "a", long).await.unwrap());
+    assert!(!leases.try_acquire(&group, 1, "b", long).await.unwrap());
     leases.release(&group, 1, "b").await.unwrap();
     assert_eq!(
         leases.owners(&group, 2).await.unwrap(),
         vec![None, Some("a".to_string())]
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!leases.renew(&group, 1, "a", ttl).await.unwrap(), "expired");
-    assert!(leases.try_acquire(&group, 1, "b", ttl).await.unwrap());
 
-    assert_eq!(leases.heartbeat(&group, "a", ttl).await.unwrap(), vec!["a"]);
+    // A renewal extends the lease: taken for `short`, renewed for `long`,
+    // it is still a's well after `short` (waiting longer only makes the
+    // check stricter).
+    assert!(leases.try_acquire(&group, 2, "a", short).await.unwrap());
+    assert!(leases.renew(&group, 2, "a", long).await.unwrap());
+    tokio::time::sleep(short * 3).await;
+    assert!(
+        !leases.try_acquire(&group, 2, "b", long).await.unwrap(),
+        "a renewed it"
+    );
+
+    // Not renewed, a lease expires: b gets it after `short`, not before.
+    let taken_at = tokio::time::Instant::now();
+    assert!(leases.try_acquire(&group, 3, "a", short).await.unwrap());
+    eventually("a's lease expires", || async {
+        leases.try_acquire(&group, 3, "b", long).await.unwrap()
+    })
+    .await;
+    assert!(
+        taken_at.elapsed() >= short - Duration::from_millis(20),
+        "expired after {:?}, before its TTL",
+        taken_at.elapsed()
+    );
+    assert!(
+        !leases.renew(&group, 3, "a", long).await.unwrap(),
+        "expired"
+    );
+
+    // Members: a heartbeats once, b keeps heartbeating; a drops out.
     assert_eq!(
-        leases.heartbeat(&group, "b", ttl).await.unwrap(),
+        leases.heartbeat(&group, "a", short).await.unwrap(),
+        vec!["a"]
+    );
+    assert_eq!(
+        leases.heartbeat(&group, "b", long).await.unwrap(),
         vec!["a", "b"]
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        leases.heartbeat(&group, "b", ttl).await.unwrap(),
-        vec!["b"],
-        "a went silent"
-    );
+    eventually("a went silent", || async {
+        leases.heartbeat(&group, "b", long).await.unwrap() == vec!["b"]
+    })
+    .await;
     leases.leave(&group, "b").await.unwrap();
-    assert_eq!(leases.heartbeat(&group, "c", ttl).await.unwrap(), vec!["c"]);
+    assert_eq!(
+        leases.heartbeat(&group, "c", long).await.unwrap(),
+        vec!["c"]
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The local leases run on tokio's clock: paused, the test is exact.
+#[tokio::test(start_paused = true)]
 async fn local_leases_are_exclusive_and_expire() {
     leases_are_exclusive_and_expire(Arc::new(LocalLeases::new())).await;
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valkey_leases_are_exclusive_and_expire() {
     let log = ValkeyLog::connect(
@@ -379,22 +421,35 @@ async fn blocking_read_wakes_on_append(open: Opener) {
         .await
         .unwrap()
         .is_empty());
+    // The reader says when its read starts; the append comes well after
+    // that. A read that did not wait returns at once with nothing; one that
+    // waited out its timeout returns after 5 s: both fail below.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let reader = {
         let log = log.clone();
         tokio::spawn(async move {
-            log.read_group(GROUP, "c", &ALL, 10, Duration::from_secs(5))
+            let started = std::time::Instant::now();
+            started_tx.send(()).unwrap();
+            let got = log
+                .read_group(GROUP, "c", &ALL, 10, Duration::from_secs(5))
                 .await
-                .unwrap()
+                .unwrap();
+            (got, started.elapsed())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let started = std::time::Instant::now();
+    started_rx.await.unwrap();
+    let hold = Duration::from_millis(300);
+    tokio::time::sleep(hold).await;
     log.append(&event(Uuid::now_v7(), 1)).await.unwrap();
-    let got = reader.await.unwrap();
-    assert_eq!(got.len(), 1);
+    let (got, waited) = reader.await.unwrap();
+    assert_eq!(got.len(), 1, "the read returned before the append");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the read waited for its timeout instead of the append"
+        waited >= hold,
+        "the read returned after {waited:?}, before the append"
+    );
+    assert!(
+        waited < Duration::from_secs(4),
+        "the read waited {waited:?}, for its timeout instead of the append"
     );
 }
 

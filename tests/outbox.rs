@@ -107,15 +107,4 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
     );
 }
 
-#[tokio::test]
-async fn sqlite_follow_ups_wait_in_the_outbox() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/outbox.db", dir.path().display());
-    follow_ups_wait_in_the_outbox(Store::connect(&url).await.unwrap()).await;
-}
-
-#[tokio::test]
-async fn postgres_follow_ups_wait_in_the_outbox() {
-    let url = common::fresh_postgres_database().await;
-    follow_ups_wait_in_the_outbox(Store::connect(&url).await.unwrap()).await;
-}
+database_pairs!(follow_ups_wait_in_the_outbox);

@@ -16,16 +16,11 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     let gizmo = app.create_product("GIZMO-1", 0.35, 0).await;
 
     // Stock received after creation lands on top of the initial stock.
-    let (status, body) = app
-        .post(
-            &format!("/api/products/{gizmo}/stock"),
-            &json!({ "quantity": 6 }),
-        )
-        .await;
+    let (status, body) = app.receive_stock(gizmo, 6).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "QUEUED");
     app.wait_for("gizmo stock", || async {
-        app.get(&format!("/api/products/{gizmo}")).await.1["on_hand"] == 6
+        app.product(gizmo).await.1["on_hand"] == 6
     })
     .await;
 
@@ -40,8 +35,7 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
             json!({ "customer_email": format!("buyer{i}@example.com"), "items": items })
         })
         .collect();
-    let answers =
-        futures::future::join_all(orders.iter().map(|o| app.post("/api/orders", o))).await;
+    let answers = futures::future::join_all(orders.iter().map(|o| app.place_order(o))).await;
     let mut totals: HashMap<Uuid, i64> = HashMap::new();
     for (status, body) in &answers {
         assert_eq!(*status, 202, "{body}");
@@ -55,7 +49,7 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     app.wait_until_decided(60).await;
 
     // Every accepted order exists once and is decided.
-    let (_, listed) = app.get("/api/orders?limit=1000").await;
+    let (_, listed) = app.orders("limit=1000").await;
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 60);
     let mut confirmed_cents = 0;
@@ -93,7 +87,7 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
         .await
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
-    let (_, products) = app.get("/api/products").await;
+    let (_, products) = app.products().await;
     let mut reserved_total = 0;
     for p in products.as_array().unwrap() {
         let (on_hand, reserved, available) = (
@@ -106,7 +100,7 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
         reserved_total += reserved;
     }
     assert!(reserved_total <= 20);
-    let (_, stats) = app.get("/api/stats").await;
+    let (_, stats) = app.stats().await;
     assert_eq!(
         (stats["total_sales"].as_f64().unwrap() * 100.0).round() as i64,
         confirmed_cents
@@ -148,21 +142,11 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
 
     // One order in full, with its lines at the catalog price.
     let first = listed[0]["order_id"].as_str().unwrap();
-    let (status, order) = app.get(&format!("/api/orders/{first}")).await;
+    let (status, order) = app.order(first).await;
     assert_eq!(status, 200);
     assert!(!order["items"].as_array().unwrap().is_empty());
 
     app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_sqlite_concurrent_orders_keep_the_invariants() {
-    concurrent_orders_keep_the_invariants(Backend::EmbeddedSqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn valkey_postgres_concurrent_orders_keep_the_invariants() {
-    concurrent_orders_keep_the_invariants(Backend::ValkeyPostgres).await;
 }
 
 /// Everything survives a restart, and nothing is applied twice: the
@@ -174,7 +158,7 @@ async fn restart_loses_nothing(backend: Backend) {
     let product = app.create_product("KEEP-1", 5.00, 3).await;
     for i in 0..5 {
         let (status, _) = app
-            .post("/api/orders", &json!({ "customer_email": format!("r{i}@example.com"), "items": [{ "product_id": product, "quantity": 1 }] }))
+            .order_of(&format!("r{i}@example.com"), &[(product, 1)])
             .await;
         assert_eq!(status, 202);
     }
@@ -190,24 +174,19 @@ async fn restart_loses_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201);
-    let (status, _) = again
-        .post(
-            &format!("/api/products/{product}/stock"),
-            &json!({ "quantity": 2 }),
-        )
-        .await;
+    let (status, _) = again.receive_stock(product, 2).await;
     assert_eq!(status, 202);
     again
         .wait_for("stock after restart", || async {
-            again.get(&format!("/api/products/{product}")).await.1["on_hand"] == 5
+            again.product(product).await.1["on_hand"] == 5
         })
         .await;
-    let (_, p) = again.get(&format!("/api/products/{product}")).await;
+    let (_, p) = again.product(product).await;
     assert_eq!(
         p["reserved"], 3,
         "3 of the 5 orders were confirmed before the restart: {p}"
     );
-    let (_, stats) = again.get("/api/stats").await;
+    let (_, stats) = again.stats().await;
     assert_eq!(stats["orders_by_status"]["CONFIRMED"], 3);
     assert_eq!(stats["orders_by_status"]["REJECTED"], 2);
     let violations = common::invariants::invariant_violations(&again.store().await)
@@ -217,12 +196,4 @@ async fn restart_loses_nothing(backend: Backend) {
     again.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_sqlite_restart_loses_nothing() {
-    restart_loses_nothing(Backend::EmbeddedSqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn valkey_postgres_restart_loses_nothing() {
-    restart_loses_nothing(Backend::ValkeyPostgres).await;
-}
+backend_pairs!(concurrent_orders_keep_the_invariants, restart_loses_nothing);

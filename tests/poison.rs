@@ -40,25 +40,15 @@ fn poison_then_good(product: Uuid) -> Vec<Envelope> {
 
 async fn dead_letters(app: &TestApp, want: usize) -> Vec<Value> {
     app.wait_for(&format!("{want} dead letters"), || async {
-        app.get("/api/dead-letters")
-            .await
-            .1
-            .as_array()
-            .map_or(0, Vec::len)
-            >= want
+        app.dead_letters().await.1.as_array().map_or(0, Vec::len) >= want
     })
     .await;
-    app.get("/api/dead-letters")
-        .await
-        .1
-        .as_array()
-        .cloned()
-        .unwrap()
+    app.dead_letters().await.1.as_array().cloned().unwrap()
 }
 
 /// The alerts of `kind` that `/api/alerts` lists.
 async fn alerts_of_kind(app: &TestApp, kind: &str) -> Vec<Value> {
-    let (_, alerts) = app.get("/api/alerts").await;
+    let (_, alerts) = app.alerts().await;
     alerts
         .as_array()
         .unwrap()
@@ -71,7 +61,7 @@ async fn alerts_of_kind(app: &TestApp, kind: &str) -> Vec<Value> {
 async fn check_dead_letters(app: &TestApp, product: Uuid, extra: usize) {
     // The good event behind the poison was applied: the partition moved on.
     app.wait_for("the receipt behind the poison", || async {
-        app.get(&format!("/api/products/{product}")).await.1["on_hand"] == 7
+        app.product(product).await.1["on_hand"] == 7
     })
     .await;
     let letters = dead_letters(app, 4 + extra).await;

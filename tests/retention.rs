@@ -178,56 +178,55 @@ async fn valkey_trimming_keeps_a_killed_workers_pending_entries() {
 /// Per-second throughput windows older than their retention (2 s here,
 /// behind the newest window) are pruned by the worker while per-minute ones
 /// stay; `rebuild` applies the same rule, and its checksums are identical.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throughput_windows_are_pruned_and_rebuild_agrees() {
-    for backend in [Backend::EmbeddedSqlite, Backend::ValkeyPostgres] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut common = common::isolated_settings(backend, dir.path()).await;
-        common.retention.per_second_retention = Duration::from_secs(2).into();
-        let app = TestApp::spawn_with(common.clone()).await;
-        let product = app.create_product("WINDOW-1", 3.00, 100).await;
-        let order = |q: i64| {
-            json!({
-                "customer_email": "w@example.com",
-                "items": [{ "product_id": product, "quantity": q }]
-            })
-        };
-        for q in 1..=3 {
-            assert_eq!(app.post("/api/orders", &order(q)).await.0, 202);
-        }
-        app.wait_until_decided(3).await;
-        tokio::time::sleep(Duration::from_millis(3500)).await;
-        assert_eq!(app.post("/api/orders", &order(1)).await.0, 202);
-        app.wait_until_decided(4).await;
-
-        let store = app.store().await;
-        let span = |granularity: &'static str| {
-            let store = store.clone();
-            async move {
-                let row = sqlx::query(
-                    "SELECT COUNT(*) AS n, CAST(COALESCE(MIN(window_start), 0) AS BIGINT) AS first, \
-                     CAST(COALESCE(MAX(window_start), 0) AS BIGINT) AS last \
-                     FROM throughput WHERE granularity = $1",
-                )
-                .bind(granularity)
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-                let n: i64 = row.get("n");
-                let first: i64 = row.get("first");
-                let last: i64 = row.get("last");
-                (n, last - first)
-            }
-        };
-        app.wait_for("per-second windows older than 2 s pruned", || async {
-            let (n, spread) = span("s").await;
-            n > 0 && spread <= 2_000
+async fn throughput_windows_are_pruned_and_rebuild_agrees(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut common = common::isolated_settings(backend, dir.path()).await;
+    common.retention.per_second_retention = Duration::from_secs(2).into();
+    let app = TestApp::spawn_with(common.clone()).await;
+    let product = app.create_product("WINDOW-1", 3.00, 100).await;
+    let order = |q: i64| {
+        json!({
+            "customer_email": "w@example.com",
+            "items": [{ "product_id": product, "quantity": q }]
         })
-        .await;
-        let (minutes, _) = span("m").await;
-        assert!(minutes > 0, "per-minute windows are kept for days");
-        store.close().await;
-        app.stop().await;
-        assert_rebuild_identical_for(&common);
+    };
+    for q in 1..=3 {
+        assert_eq!(app.place_order(&order(q)).await.0, 202);
     }
+    app.wait_until_decided(3).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(app.place_order(&order(1)).await.0, 202);
+    app.wait_until_decided(4).await;
+
+    let store = app.store().await;
+    let span = |granularity: &'static str| {
+        let store = store.clone();
+        async move {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n, CAST(COALESCE(MIN(window_start), 0) AS BIGINT) AS first, \
+                 CAST(COALESCE(MAX(window_start), 0) AS BIGINT) AS last \
+                 FROM throughput WHERE granularity = $1",
+            )
+            .bind(granularity)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            let n: i64 = row.get("n");
+            let first: i64 = row.get("first");
+            let last: i64 = row.get("last");
+            (n, last - first)
+        }
+    };
+    app.wait_for("per-second windows older than 2 s pruned", || async {
+        let (n, spread) = span("s").await;
+        n > 0 && spread <= 2_000
+    })
+    .await;
+    let (minutes, _) = span("m").await;
+    assert!(minutes > 0, "per-minute windows are kept for days");
+    store.close().await;
+    app.stop().await;
+    assert_rebuild_identical_for(&common);
 }
+
+backend_pairs!(throughput_windows_are_pruned_and_rebuild_agrees);

@@ -76,8 +76,7 @@ async fn serve_workers_and_simulator_as_separate_processes() {
         };
         let api = &api;
         async move {
-            api.post(
-                "/api/orders",
+            api.place_order(
                 &json!({ "customer_email": format!("s{i}@example.com"), "items": items }),
             )
             .await
@@ -97,7 +96,7 @@ async fn serve_workers_and_simulator_as_separate_processes() {
         .await
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
-    let (_, stats) = api.get("/api/stats").await;
+    let (_, stats) = api.stats().await;
     assert_eq!(stats["order_count"], 40);
     assert!(
         stats["orders_by_status"]["REJECTED"].as_i64().unwrap() > 0,

@@ -11,9 +11,13 @@ use streamstock::domain::events::{
 };
 use streamstock::domain::status::OrderStatus;
 use streamstock::domain::{DomainEvent, Envelope, Money, OrderId, ProductId};
-use streamstock::store::Store;
+use streamstock::store::{Dialect, Store};
 
-async fn upgrade(store: Store, dialect: &str) {
+async fn read_model_of_the_previous_release_upgrades(store: Store) {
+    let dialect = match store.dialect() {
+        Dialect::Sqlite => "sqlite",
+        Dialect::Postgres => "postgres",
+    };
     // The schema the previous release left.
     let old = tempfile::tempdir().unwrap();
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -148,19 +152,4 @@ async fn upgrade(store: Store, dialect: &str) {
     );
 }
 
-#[tokio::test]
-async fn sqlite_read_model_of_the_previous_release_upgrades() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}/old.db", dir.path().display()))
-        .await
-        .unwrap();
-    upgrade(store, "sqlite").await;
-}
-
-#[tokio::test]
-async fn postgres_read_model_of_the_previous_release_upgrades() {
-    let store = Store::connect(&common::fresh_postgres_database().await)
-        .await
-        .unwrap();
-    upgrade(store, "postgres").await;
-}
+database_pairs!(read_model_of_the_previous_release_upgrades);

@@ -53,6 +53,8 @@ impl Processor {
         shutdown: CancellationToken,
         stop: CancellationToken,
     ) {
+        // Follow-ups a crash left unpublished go out before anything new.
+        relay_outbox(&*self.log, &self.store).await;
         let (batches, to_apply) = mpsc::channel(1);
         let (commits, to_publish) = mpsc::channel(1);
         let read = tokio::spawn(self.clone().read(owned, batches, shutdown));
@@ -189,7 +191,6 @@ impl Processor {
     /// The publish-and-ack stage.
     async fn publish(self, mut to_publish: mpsc::Receiver<Committed>, stop: CancellationToken) {
         let (log, store) = (&*self.log, &self.store);
-        relay_outbox(log, store).await;
         let idle = self.options.batch_wait * IDLE_WAITS_BEFORE_RELAY;
         loop {
             let committed = tokio::select! {

@@ -104,7 +104,7 @@ pub async fn assert_accepted_orders_processed_once(
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     for (id, received) in stock {
-        let (_, product) = api.get(&format!("/api/products/{id}")).await;
+        let (_, product) = api.product(id).await;
         assert_eq!(
             product["on_hand"].as_i64(),
             Some(*received),
@@ -119,8 +119,8 @@ pub trait Outage {
     fn restart(&mut self);
 }
 
-/// Orders from 4 clients on `product` for `load_for`; 1.5 s in, `server` is
-/// stopped hard for `down_for`, then restarted. Checks what every outage
+/// Orders from 4 clients on `product` for `load_for`; once orders are
+/// being decided, `server` is stopped hard for `down_for`, then restarted. Checks what every outage
 /// test needs: readiness says 503 while it is down, every request got an
 /// answer, the outage was noticed, and enough orders were accepted.
 pub async fn outage_under_load(
@@ -136,11 +136,16 @@ pub async fn outage_under_load(
         vec![product],
         Instant::now() + load_for,
     ));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Orders flow (some are decided) before the outage begins.
+    app.wait_for("orders decided before the outage", || async {
+        app.stats().await.1["order_count"].as_i64().unwrap_or(0) >= 10
+    })
+    .await;
     server.stop_hard();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, ready) = app.get("/ready").await;
-    assert_eq!(status, 503, "{ready}");
+    app.wait_for("/ready to answer 503 during the outage", || async {
+        app.get("/ready").await.0 == 503
+    })
+    .await;
     tokio::time::sleep(down_for).await;
     server.restart();
     let report = load.await.unwrap();
