@@ -116,6 +116,10 @@ pub struct CommonArgs {
     /// Valkey (or Redis 7) URL for the shared event log; unset: embedded log.
     #[arg(long, env = "STREAMSTOCK_VALKEY_URL", global = true)]
     pub valkey_url: Option<String>,
+    /// The reference's name for the same URL (its compose file sets
+    /// REDIS_URL): used when --valkey-url is not given.
+    #[arg(long, env = "REDIS_URL", hide = true, global = true)]
+    pub redis_url: Option<String>,
     /// Read-model database: postgres://… or sqlite://…
     /// [default: sqlite://<data-dir>/streamstock.db]
     #[arg(long, env = "DATABASE_URL", global = true)]
@@ -218,6 +222,15 @@ impl RetentionArgs {
 }
 
 impl CommonArgs {
+    /// Settings under the reference's names take effect where ours are
+    /// not given: REDIS_URL for the Valkey URL.
+    pub fn with_reference_names(mut self) -> CommonArgs {
+        if self.valkey_url.is_none() {
+            self.valkey_url = self.redis_url.take();
+        }
+        self
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
@@ -377,6 +390,34 @@ pub struct SimulateArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_url_stands_in_for_the_valkey_url() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap()
+                .common
+                .with_reference_names()
+                .valkey_url
+        };
+        assert_eq!(
+            parse(&["streamstock", "migrate", "--redis-url", "redis://r"]).as_deref(),
+            Some("redis://r")
+        );
+        assert_eq!(
+            parse(&[
+                "streamstock",
+                "migrate",
+                "--redis-url",
+                "redis://r",
+                "--valkey-url",
+                "redis://v"
+            ])
+            .as_deref(),
+            Some("redis://v"),
+            "ours wins"
+        );
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -14,7 +14,8 @@ use config::{Cli, Command};
 use tokio_util::sync::CancellationToken;
 
 /// Runs the command `cli` names until it ends or `stop` fires.
-pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
+    cli.common = cli.common.with_reference_names();
     match cli.command {
         Command::All(args) => roles::run_all(cli.common, args, stop).await,
         Command::Serve(args) => roles::run_serve(cli.common, args, stop).await,

@@ -112,6 +112,7 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
     };
     CommonArgs {
         valkey_url,
+        redis_url: None,
         database_url,
         data_dir: data_dir.to_path_buf(),
         partitions: 4,
