@@ -264,6 +264,14 @@ pub struct GatewayArgs {
     /// Retry-After: the log is behind, and nothing queues without bound.
     #[arg(long, env = "STREAMSTOCK_MAX_IN_FLIGHT_APPENDS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight_appends: u32,
+    /// Requests the gateway handles at once; more get 503 with
+    /// Retry-After at once (the probes /health, /ready and /metrics aside).
+    #[arg(long, env = "STREAMSTOCK_MAX_IN_FLIGHT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight_requests: u32,
+    /// How long a request may take before it is answered 503 (longer than
+    /// the 30 s an order's `?wait=` may take).
+    #[arg(long, env = "STREAMSTOCK_REQUEST_TIMEOUT", default_value = "35s")]
+    pub request_timeout: humantime::Duration,
     /// Dashboard WebSocket connections served at once; more get 503.
     #[arg(long, env = "STREAMSTOCK_MAX_DASHBOARD_CLIENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_dashboard_clients: u32,
@@ -272,6 +280,8 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     pub fn limits(&self) -> crate::gateway::Limits {
         crate::gateway::Limits {
+            requests_in_flight: self.max_in_flight_requests as usize,
+            request_timeout: *self.request_timeout,
             in_flight_appends: self.max_in_flight_appends as usize,
             dashboard_clients: self.max_dashboard_clients as usize,
         }
@@ -491,6 +501,8 @@ mod tests {
             insecure: false,
             max_in_flight_appends: 16,
             max_dashboard_clients: 4,
+            max_in_flight_requests: 16,
+            request_timeout: std::time::Duration::from_secs(35).into(),
         };
         assert!(args.check_exposure().is_err());
         assert!(GatewayArgs {

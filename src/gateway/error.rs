@@ -41,6 +41,15 @@ impl ApiError {
         }
     }
 
+    /// The request ran past the gateway's time limit: 503 with
+    /// `Retry-After`. (What it had appended, if anything, stays appended.)
+    pub fn timed_out(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message)
+        }
+    }
+
     /// A field failed validation: the message names it.
     pub fn invalid(field: &str, problem: impl std::fmt::Display) -> ApiError {
         ApiError::new(

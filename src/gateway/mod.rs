@@ -5,6 +5,7 @@
 mod assets;
 mod dashboard;
 pub mod error;
+mod front_door;
 mod operations;
 mod orders;
 pub mod probes;
@@ -33,6 +34,10 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How much the gateway takes on at once; beyond it, requests get 503.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Requests being handled at once (the probes aside).
+    pub requests_in_flight: usize,
+    /// How long a request may take before it is answered 503.
+    pub request_timeout: std::time::Duration,
     /// Appends in flight to the log.
     pub in_flight_appends: usize,
     /// Dashboard WebSocket connections.
@@ -51,6 +56,8 @@ pub struct Gateway {
     /// One permit per append in flight: the bound on what the gateway
     /// queues toward the log, whatever the offered load.
     append_slots: tokio::sync::Semaphore,
+    /// One permit per request in flight (see `front_door`).
+    request_slots: Arc<tokio::sync::Semaphore>,
     limits: Limits,
 }
 
@@ -84,6 +91,9 @@ impl Gateway {
             dashboard: dashboard::Hub::new(limits.dashboard_clients),
             shutdown,
             append_slots: tokio::sync::Semaphore::new(limits.in_flight_appends.max(1)),
+            request_slots: Arc::new(tokio::sync::Semaphore::new(
+                limits.requests_in_flight.max(1),
+            )),
             limits,
         });
         dashboard::spawn_publisher(gateway.clone());
@@ -131,6 +141,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            front_door::front_door,
+        ))
         .with_state(state)
 }
 

@@ -21,6 +21,9 @@ pub const LOG_RETAINED_BYTES: &str = "streamstock_log_retained_bytes";
 pub const LOG_TRIMMED: &str = "streamstock_log_trimmed_entries_total";
 pub const WINDOWS_PRUNED: &str = "streamstock_throughput_windows_pruned_total";
 pub const DEAD_LETTER_ALERT_AT: &str = "streamstock_dead_letter_alert_threshold";
+pub const HTTP_REQUESTS: &str = "streamstock_http_requests_total";
+pub const HTTP_SECONDS: &str = "streamstock_http_request_duration_seconds";
+pub const HTTP_IN_FLIGHT: &str = "streamstock_http_requests_in_flight";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -95,6 +98,18 @@ fn describe() {
     metrics::describe_counter!(
         WINDOWS_PRUNED,
         "Throughput windows removed past their retention"
+    );
+    metrics::describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered by the gateway, by route, method and status"
+    );
+    metrics::describe_histogram!(
+        HTTP_SECONDS,
+        "Time to answer an HTTP request, by route, method and status"
+    );
+    metrics::describe_gauge!(
+        HTTP_IN_FLIGHT,
+        "Requests the gateway is handling (the probes aside)"
     );
     metrics::describe_gauge!(
         DEAD_LETTER_ALERT_AT,

@@ -192,6 +192,8 @@ impl TestApp {
                 insecure: false,
                 max_in_flight_appends: 2048,
                 max_dashboard_clients: 64,
+                max_in_flight_requests: 1024,
+                request_timeout: Duration::from_secs(35).into(),
             },
             processing: ProcessingArgs {
                 batch_size: 64,
