@@ -253,9 +253,22 @@ pub struct GatewayArgs {
     /// Address the gateway listens on.
     #[arg(long, env = "STREAMSTOCK_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Bearer token required on write requests; unset: no auth.
+    /// Bearer token required on writes and on the audit trail, the dead
+    /// letters and the metrics; unset: no auth.
     #[arg(long, env = "STREAMSTOCK_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// A file holding the token (its first line), so it stays out of `ps`
+    /// and of the environment.
+    #[arg(long, env = "STREAMSTOCK_API_TOKEN_FILE", conflicts_with = "api_token")]
+    pub api_token_file: Option<PathBuf>,
+    /// Origins whose web pages may call the API (CORS), comma-separated,
+    /// e.g. https://ops.example.com; unset: none.
+    #[arg(
+        long = "cors-origin",
+        env = "STREAMSTOCK_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// Allow a non-loopback --listen without --api-token.
     #[arg(long)]
     pub insecure: bool,
@@ -278,6 +291,38 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// Reads `--api-token-file` into the token.
+    pub fn load_token_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.api_token_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --api-token-file {}: {e}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.is_empty() {
+            return Err(format!("--api-token-file {} is empty", path.display()));
+        }
+        self.api_token = Some(token.to_string());
+        Ok(())
+    }
+
+    /// Who may call the gateway (see gateway::auth), once the token file
+    /// is loaded.
+    pub fn access(&self) -> Result<crate::gateway::Access, String> {
+        let cors_origins = self
+            .cors_origins
+            .iter()
+            .map(|origin| {
+                axum::http::HeaderValue::from_str(origin.trim())
+                    .map_err(|_| format!("--cors-origin {origin:?} is not a valid origin"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(crate::gateway::Access {
+            api_token: self.api_token.clone(),
+            cors_origins,
+        })
+    }
+
     pub fn limits(&self) -> crate::gateway::Limits {
         crate::gateway::Limits {
             requests_in_flight: self.max_in_flight_requests as usize,
@@ -430,6 +475,44 @@ mod tests {
     }
 
     #[test]
+    fn the_token_file_gives_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let args = |file: &std::path::Path| {
+            let cli = Cli::try_parse_from([
+                "streamstock",
+                "serve",
+                "--api-token-file",
+                file.to_str().unwrap(),
+            ])
+            .unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("not `serve`")
+            };
+            args.gateway
+        };
+        std::fs::write(&file, "  s3cret  \nsecond line\n").unwrap();
+        let mut gateway = args(&file);
+        gateway.load_token_file().unwrap();
+        assert_eq!(gateway.api_token.as_deref(), Some("s3cret"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(args(&file).load_token_file().unwrap_err().contains("empty"));
+        assert!(args(&dir.path().join("missing"))
+            .load_token_file()
+            .unwrap_err()
+            .contains("cannot read"));
+        assert!(Cli::try_parse_from([
+            "streamstock",
+            "serve",
+            "--api-token",
+            "a",
+            "--api-token-file",
+            "b"
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
@@ -498,6 +581,8 @@ mod tests {
         let args = GatewayArgs {
             listen: "0.0.0.0:8000".parse().unwrap(),
             api_token: None,
+            api_token_file: None,
+            cors_origins: Vec::new(),
             insecure: false,
             max_in_flight_appends: 16,
             max_dashboard_clients: 4,

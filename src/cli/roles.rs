@@ -45,9 +45,10 @@ pub async fn serve_gateway(
 
 pub async fn run_all(
     common: CommonArgs,
-    args: AllArgs,
+    mut args: AllArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    args.gateway.load_token_file().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.gateway).await?;
     run_all_on(common, args, listener, shutdown).await
 }
@@ -81,7 +82,7 @@ pub async fn run_all_on(
     let state = Gateway::new(
         store.clone(),
         backend.log,
-        args.gateway.api_token.clone(),
+        args.gateway.access().map_err(anyhow::Error::msg)?,
         args.gateway.limits(),
         shutdown.clone(),
     );
@@ -98,16 +99,17 @@ pub async fn run_all_on(
 
 pub async fn run_serve(
     common: CommonArgs,
-    args: ServeArgs,
+    mut args: ServeArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    args.gateway.load_token_file().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.gateway).await?;
     let store = open_store(&common).await?;
     let log = open_log(&common, Some("serve")).await?.log;
     let state = Gateway::new(
         store.clone(),
         log,
-        args.gateway.api_token.clone(),
+        args.gateway.access().map_err(anyhow::Error::msg)?,
         args.gateway.limits(),
         shutdown.clone(),
     );

@@ -3,6 +3,7 @@
 //! WebSocket, and the embedded React app.
 
 mod assets;
+pub mod auth;
 mod dashboard;
 pub mod error;
 mod front_door;
@@ -16,9 +17,9 @@ mod restock;
 use crate::domain::status::Named;
 use crate::store::Store;
 use crate::stream::EventLog;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -44,13 +45,23 @@ pub struct Limits {
     pub dashboard_clients: usize,
 }
 
+/// Who may call the gateway, and from which web pages.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// With a token, writes and the sensitive reads need it (see `auth`).
+    pub api_token: Option<String>,
+    /// Origins whose pages may call the API from a browser (CORS); empty:
+    /// none, so only same-origin pages (the dashboard) can.
+    pub cors_origins: Vec<HeaderValue>,
+}
+
 /// How long a request waits for an append slot before it is refused.
 const APPEND_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Gateway {
     pub store: Store,
     pub log: Arc<dyn EventLog>,
-    pub api_token: Option<String>,
+    pub access: Access,
     pub dashboard: dashboard::Hub,
     pub shutdown: CancellationToken,
     /// One permit per append in flight: the bound on what the gateway
@@ -80,14 +91,14 @@ impl Gateway {
     pub fn new(
         store: Store,
         log: Arc<dyn EventLog>,
-        api_token: Option<String>,
+        access: Access,
         limits: Limits,
         shutdown: CancellationToken,
     ) -> AppState {
         let gateway = Arc::new(Gateway {
             store,
             log,
-            api_token,
+            access,
             dashboard: dashboard::Hub::new(limits.dashboard_clients),
             shutdown,
             append_slots: tokio::sync::Semaphore::new(limits.in_flight_appends.max(1)),
@@ -118,11 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(operations::events))
         .route("/api/stats", get(dashboard::stats))
         .route("/api/alerts", get(operations::alerts))
-        .route("/api/dead-letters", get(operations::dead_letters))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_token_for_writes,
-        ));
+        .route("/api/dead-letters", get(operations::dead_letters));
     Router::new()
         .route("/health", get(probes::health))
         .route(
@@ -143,9 +150,39 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            auth::require_token,
+        ))
+        .layer(tower::util::option_layer(cors(&state.access)))
+        // Outermost: every answer, refusals included, gets an id and is
+        // counted.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             front_door::front_door,
         ))
         .with_state(state)
+}
+
+/// CORS for the configured origins; with none, no CORS layer at all, so
+/// browsers keep other sites' pages out.
+fn cors(access: &Access) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if access.cors_origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(access.cors_origins.clone()))
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            axum::http::HeaderName::from_static(front_door::REQUEST_ID),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            axum::http::HeaderName::from_static(front_door::REQUEST_ID),
+        ]);
+    Some(layer)
 }
 
 /// Unknown API paths get a JSON 404; everything else is the dashboard's.
@@ -154,33 +191,6 @@ async fn fallback(uri: axum::http::Uri) -> Response {
         return ApiError::not_found(format!("no route {}", uri.path())).into_response();
     }
     assets::serve(uri).await
-}
-
-/// With --api-token set, writes need `Authorization: Bearer <token>`.
-/// Reads stay open so the dashboard works without credentials.
-async fn require_token_for_writes(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(token) = &state.api_token {
-        if request.method() != axum::http::Method::GET {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if presented != Some(token.as_str()) {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong bearer token",
-                )
-                .into_response();
-            }
-        }
-    }
-    next.run(request).await
 }
 
 impl Gateway {

@@ -181,6 +181,11 @@ impl TestApp {
         .await
     }
 
+    /// Keeps `dir` (the deployment's data dir) alive as long as the app.
+    pub fn keep_data_dir(&mut self, dir: tempfile::TempDir) {
+        self._data_dir = Some(dir);
+    }
+
     /// As `spawn_with`, after `adjust` changed the role's settings.
     pub async fn spawn_with_args(common: CommonArgs, adjust: impl FnOnce(&mut AllArgs)) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -189,6 +194,8 @@ impl TestApp {
             gateway: GatewayArgs {
                 listen: listener.local_addr().unwrap(),
                 api_token: None,
+                api_token_file: None,
+                cors_origins: Vec::new(),
                 insecure: false,
                 max_in_flight_appends: 2048,
                 max_dashboard_clients: 64,
