@@ -63,7 +63,24 @@ pub async fn place(
         ));
     }
     let ids: Vec<ProductId> = body.items.iter().map(|item| item.product_id).collect();
-    let catalog = state.store.get_products(&ids).await?;
+    let mut catalog = state.store.get_products(&ids).await?;
+    // A product this gateway just created may not be applied yet: its id
+    // works in the very next request, so wait for it (bounded).
+    let missing: Vec<ProductId> = ids
+        .iter()
+        .filter(|id| !catalog.contains_key(id))
+        .copied()
+        .collect();
+    for id in &missing {
+        if state.store.claimed_sku(*id).await?.is_some() {
+            if let Some(product) =
+                super::products::readable_product(&state, *id, 0, super::products::APPLIED_WAIT)
+                    .await?
+            {
+                catalog.insert(*id, product);
+            }
+        }
+    }
     let mut lines = Vec::with_capacity(body.items.len());
     let mut total = Money::ZERO;
     for (i, item) in body.items.iter().enumerate() {

@@ -1,16 +1,19 @@
 //! Catalog and stock routes.
 
 use super::error::ApiError;
-use super::responses::{Accepted, Created, ProductQueued, Queued, StockQueued};
+use super::responses::{Accepted, ProductPending, ProductQueued, Queued, StockQueued, Stored};
 use super::{ApiJson, ApiPath, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
 use crate::domain::events::{ProductCreated, StockReceived};
 use crate::domain::{DomainEvent, Money, ProductId};
 use crate::store::queries::ProductView;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
+use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,23 +53,76 @@ pub async fn list(
     ))
 }
 
-pub async fn one(
-    State(state): State<AppState>,
-    ApiPath(id): ApiPath<ProductId>,
-) -> Result<Json<ProductView>, ApiError> {
-    match state.store.get_product(id).await? {
-        Some(product) => Ok(Json(product)),
-        None => Err(ApiError::not_found(format!("product {id} not found"))),
+/// How long a request waits for a worker to apply a product this gateway
+/// just created (normally a few batch waits, tens of milliseconds).
+pub(super) const APPLIED_WAIT: Duration = Duration::from_secs(5);
+
+/// The product, once a worker has applied it with at least `on_hand` units;
+/// None if that takes longer than `wait`.
+pub(super) async fn readable_product(
+    state: &AppState,
+    id: ProductId,
+    on_hand: i64,
+    wait: Duration,
+) -> Result<Option<ProductView>, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(product) = state.store.get_product(id).await? {
+            if product.on_hand >= on_hand {
+                return Ok(Some(product));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
+/// A product, or (202) one the gateway created that no worker has applied
+/// yet: an id the gateway returned is never answered 404.
+pub enum OneProduct {
+    Found(ProductView),
+    Pending(ProductPending),
+}
+
+impl IntoResponse for OneProduct {
+    fn into_response(self) -> Response {
+        match self {
+            OneProduct::Found(product) => Json(product).into_response(),
+            OneProduct::Pending(pending) => (StatusCode::ACCEPTED, Json(pending)).into_response(),
+        }
+    }
+}
+
+pub async fn one(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<ProductId>,
+) -> Result<OneProduct, ApiError> {
+    if let Some(product) = state.store.get_product(id).await? {
+        return Ok(OneProduct::Found(product));
+    }
+    let Some(sku) = state.store.claimed_sku(id).await? else {
+        return Err(ApiError::not_found(format!("product {id} not found")));
+    };
+    Ok(match readable_product(&state, id, 0, APPLIED_WAIT).await? {
+        Some(product) => OneProduct::Found(product),
+        None => OneProduct::Pending(ProductPending {
+            id,
+            sku,
+            status: Queued::Queued,
+        }),
+    })
+}
+
 /// Creates a product: claims the sku (409 if taken), appends
-/// `product.created` (and `stock.received` for initial stock), answers 201.
-/// The read model shows the product once a worker has applied the event.
+/// `product.created` (and `stock.received` for initial stock), and answers
+/// 201 once a worker has applied them, so the id works in the very next
+/// request; 202 with the same body if that takes longer than APPLIED_WAIT.
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateProduct>,
-) -> Result<Created<ProductQueued>, ApiError> {
+) -> Result<Stored<ProductQueued>, ApiError> {
     let sku = Sku::parse(&body.sku).map_err(|e| ApiError::invalid("sku", e))?;
     let name = parse_name(&body.name).map_err(|e| ApiError::invalid("name", e))?;
     let category_name = match body.category_name.as_deref() {
@@ -126,6 +182,8 @@ pub async fn create(
             )
             .await?;
     }
+    let incoming = initial_stock.map_or(0, Quantity::get);
+    let applied = readable_product(&state, product_id, incoming, APPLIED_WAIT).await?;
     let body = ProductQueued {
         id: product_id,
         sku: created.sku,
@@ -134,16 +192,17 @@ pub async fn create(
         category_name: created.category_name,
         low_stock_threshold: created.low_stock_threshold,
         reorder_quantity: created.reorder_quantity,
-        on_hand: 0,
-        reserved: 0,
-        available: 0,
-        incoming_stock: initial_stock.map_or(0, Quantity::get),
+        on_hand: applied.as_ref().map_or(0, |p| p.on_hand),
+        reserved: applied.as_ref().map_or(0, |p| p.reserved),
+        available: applied.as_ref().map_or(0, |p| p.available),
+        incoming_stock: if applied.is_some() { 0 } else { incoming },
         status: Queued::Queued,
         msg_id: receipt.msg_id(),
     };
-    Ok(Created {
+    Ok(Stored {
         body,
         location: format!("/api/products/{product_id}"),
+        readable: applied.is_some(),
     })
 }
 
@@ -154,7 +213,10 @@ pub async fn receive_stock(
     ApiJson(body): ApiJson<ReceiveStock>,
 ) -> Result<Accepted<StockQueued>, ApiError> {
     let quantity = Quantity::parse(body.quantity).map_err(|e| ApiError::invalid("quantity", e))?;
-    if state.store.get_product(id).await?.is_none() {
+    // A product this gateway created is accepted before a worker applies
+    // it: the receipt is keyed like the creation, so it is applied after it.
+    if state.store.get_product(id).await?.is_none() && state.store.claimed_sku(id).await?.is_none()
+    {
         return Err(ApiError::not_found(format!("product {id} not found")));
     }
     let receipt = state

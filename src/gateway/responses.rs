@@ -22,12 +22,6 @@ pub struct Accepted<T> {
     pub location: Option<String>,
 }
 
-/// 201 Created, with the new resource's place.
-pub struct Created<T> {
-    pub body: T,
-    pub location: String,
-}
-
 impl<T: Serialize> IntoResponse for Accepted<T> {
     fn into_response(self) -> Response {
         match self.location {
@@ -42,15 +36,32 @@ impl<T: Serialize> IntoResponse for Accepted<T> {
     }
 }
 
-impl<T: Serialize> IntoResponse for Created<T> {
+/// 201 Created once what was created is readable; 202 Accepted, with the
+/// same body and place, while a worker has yet to apply it.
+pub struct Stored<T> {
+    pub body: T,
+    pub location: String,
+    pub readable: bool,
+}
+
+impl<T: Serialize> IntoResponse for Stored<T> {
     fn into_response(self) -> Response {
-        (
-            StatusCode::CREATED,
-            [(header::LOCATION, self.location)],
-            Json(self.body),
-        )
-            .into_response()
+        let status = if self.readable {
+            StatusCode::CREATED
+        } else {
+            StatusCode::ACCEPTED
+        };
+        (status, [(header::LOCATION, self.location)], Json(self.body)).into_response()
     }
+}
+
+/// `GET /api/products/{id}` of a product created but not yet applied:
+/// 202, and what is known of it.
+#[derive(Debug, Serialize)]
+pub struct ProductPending {
+    pub id: ProductId,
+    pub sku: String,
+    pub status: Queued,
 }
 
 /// `POST /api/orders`.

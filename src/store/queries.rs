@@ -127,6 +127,16 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// The sku of a product this deployment's gateways issued (its
+    /// creation is in the log), whether or not a worker has applied it yet.
+    pub async fn claimed_sku(&self, product_id: ProductId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT sku FROM sku_claims WHERE product_id = $1")
+            .bind(product_id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get("sku")).transpose()?)
+    }
+
     /// Gives a claim back when the product.created append failed.
     pub async fn release_sku(&self, sku: &str, product_id: ProductId) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sku_claims WHERE sku = $1 AND product_id = $2")

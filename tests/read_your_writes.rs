@@ -1,0 +1,93 @@
+//! An id the gateway returns in a 2xx works in the very next request: a
+//! product created is stocked and ordered at once, and the `Location` of a
+//! creation never answers 404, even while no worker runs.
+
+mod common;
+
+use common::process::{free_port, Role, SharedDeployment};
+use common::{Api, Backend, TestApp};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Create, stock, order and read back, with no wait in between.
+async fn create_stock_and_order_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let created = app
+        .http
+        .post(app.url("/api/products"))
+        .json(&json!({ "sku": "RYW-1", "name": "At once", "price": 2.5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "readable when answered");
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    let body: serde_json::Value = created.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_string();
+
+    assert_eq!(app.get(&location).await.0, 200, "GET of the Location");
+    let (status, body) = app.receive_stock(&id, 5).await;
+    assert_eq!(status, 202, "{body}");
+    let product: uuid::Uuid = id.parse().unwrap();
+    let (status, body) = app.order_of("now@example.com", &[(product, 1)]).await;
+    assert_eq!(status, 202, "{body}");
+    let order = body["order_id"].as_str().unwrap();
+    let (status, decided) = app.order_waiting(order, 10).await;
+    assert_eq!(status, 200, "{decided}");
+    assert_ne!(decided["status"], "PENDING", "{decided}");
+
+    // Initial stock comes with the creation: readable with it.
+    let (status, body) = app
+        .add_product(&json!({ "sku": "RYW-2", "name": "Stocked", "price": 1, "initial_stock": 7 }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["on_hand"], 7, "{body}");
+    app.stop().await;
+}
+
+backend_pairs!(create_stock_and_order_at_once);
+
+/// With no worker running, a creation is answered 202 once the bounded wait
+/// is over; its Location answers 202 (not 404) and takes stock; a worker
+/// started later applies both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_worker_the_location_answers_202_not_404() {
+    let deployment = SharedDeployment::new().await;
+    let env = &deployment.env;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
+    let api = Api::new(&format!("http://{listen}"));
+    api.wait_healthy().await;
+
+    let started = Instant::now();
+    let created = api
+        .http
+        .post(api.url("/api/products"))
+        .json(&json!({ "sku": "LATE-1", "name": "Late", "price": 3 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    assert!(started.elapsed() >= Duration::from_secs(4), "waited first");
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    let body: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(body["status"], "QUEUED");
+    let id = body["id"].as_str().unwrap().to_string();
+
+    let (status, pending) = api.get(&location).await;
+    assert_eq!(status, 202, "{pending}");
+    assert_eq!(pending["sku"], "LATE-1");
+    assert_eq!(pending["status"], "QUEUED");
+    let (status, body) = api.receive_stock(&id, 4).await;
+    assert_eq!(status, 202, "{body}");
+    // An id no gateway issued is still unknown.
+    assert_eq!(api.product(uuid::Uuid::now_v7()).await.0, 404);
+
+    let worker = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
+    api.wait_for("the late product applied with its stock", || async {
+        let (status, product) = api.get(&location).await;
+        status == 200 && product["on_hand"] == 4
+    })
+    .await;
+    assert!(worker.terminate().success());
+    assert!(gateway.terminate().success());
+}
