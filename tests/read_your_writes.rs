@@ -31,6 +31,9 @@ async fn create_stock_and_order_at_once(backend: Backend) {
     let (status, body) = app.order_of("now@example.com", &[(product, 1)]).await;
     assert_eq!(status, 202, "{body}");
     let order = body["order_id"].as_str().unwrap();
+    let location = format!("/api/orders/{order}");
+    let (status, placed) = app.get(&location).await;
+    assert_eq!(status, 200, "GET of the order's Location: {placed}");
     let (status, decided) = app.order_waiting(order, 10).await;
     assert_eq!(status, 200, "{decided}");
     assert_ne!(decided["status"], "PENDING", "{decided}");
@@ -47,8 +50,8 @@ async fn create_stock_and_order_at_once(backend: Backend) {
 backend_pairs!(create_stock_and_order_at_once);
 
 /// With no worker running, a creation is answered 202 once the bounded wait
-/// is over; its Location answers 202 (not 404) and takes stock; a worker
-/// started later applies both.
+/// is over; its Location answers 202 (not 404) and takes stock, and so does
+/// an order's; a worker started later applies them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_worker_the_location_answers_202_not_404() {
     let deployment = SharedDeployment::new().await;
@@ -57,6 +60,10 @@ async fn without_a_worker_the_location_answers_202_not_404() {
     let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
     let api = Api::new(&format!("http://{listen}"));
     api.wait_healthy().await;
+    // One product applied while a worker runs, then no worker.
+    let worker = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
+    let early = api.create_product("EARLY-1", 1.0, 10).await;
+    assert!(worker.terminate().success());
 
     let started = Instant::now();
     let created = api
@@ -82,12 +89,23 @@ async fn without_a_worker_the_location_answers_202_not_404() {
     // An id no gateway issued is still unknown.
     assert_eq!(api.product(uuid::Uuid::now_v7()).await.0, 404);
 
+    // An order placed now waits in the log: its Location answers 202; an
+    // id that is not a recent one of ours, 404 at once.
+    let (status, body) = api.order_of("late@example.com", &[(early, 1)]).await;
+    assert_eq!(status, 202, "{body}");
+    let order = body["order_id"].as_str().unwrap().to_string();
+    let (status, pending) = api.order(&order).await;
+    assert_eq!(status, 202, "{pending}");
+    assert_eq!(pending["status"], "QUEUED");
+    assert_eq!(api.order(uuid::Uuid::new_v4()).await.0, 404);
+
     let worker = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
     api.wait_for("the late product applied with its stock", || async {
         let (status, product) = api.get(&location).await;
         status == 200 && product["on_hand"] == 4
     })
     .await;
+    assert_eq!(api.order_waiting(&order, 10).await.0, 200);
     assert!(worker.terminate().success());
     assert!(gateway.terminate().success());
 }

@@ -3,7 +3,7 @@
 //! lifecycle commands cancel and ship.
 
 use super::error::ApiError;
-use super::responses::{Accepted, CommandQueued, OrderQueued, Queued};
+use super::responses::{Accepted, CommandQueued, OrderPending, OrderQueued, Queued};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::catalog::{Email, Quantity};
 use crate::domain::events::{OrderLine, OrderPlaced};
@@ -11,6 +11,8 @@ use crate::domain::inventory::{OrderCommand, OrderStatus};
 use crate::domain::{DomainEvent, Money, OrderId, ProductId};
 use crate::store::queries::OrderView;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
@@ -144,29 +146,58 @@ pub async fn list(
     ))
 }
 
+/// An order, or (202) one that may still be in the log: an id the gateway
+/// just returned is never answered 404.
+pub enum OneOrder {
+    Found(OrderView),
+    Queued(OrderPending),
+}
+
+impl IntoResponse for OneOrder {
+    fn into_response(self) -> Response {
+        match self {
+            OneOrder::Found(order) => Json(order).into_response(),
+            OneOrder::Queued(pending) => (StatusCode::ACCEPTED, Json(pending)).into_response(),
+        }
+    }
+}
+
 /// One order. With `?wait=N` the answer waits up to N seconds for the order
-/// to be decided (useful right after placing it).
+/// to be decided (useful right after placing it). An order not in the read
+/// model whose id this gateway may have issued lately is waited for (up to
+/// APPLIED_WAIT, or N if longer), then answered 202 if still not there.
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
     ApiQuery(query): ApiQuery<OneOrderQuery>,
-) -> Result<Json<OrderView>, ApiError> {
+) -> Result<OneOrder, ApiError> {
+    let started = tokio::time::Instant::now();
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
-    let deadline = tokio::time::Instant::now() + wait;
+    let queued = may_still_be_queued(id);
+    let wait_for_missing = if queued {
+        wait.max(super::products::APPLIED_WAIT)
+    } else {
+        wait
+    };
     loop {
         let order = state.store.get_order(id).await?;
-        let decided = order
-            .as_ref()
-            .is_some_and(|o| o.status != OrderStatus::Pending);
-        if decided || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
+        let waited = started.elapsed();
+        let done = state.shutdown.is_cancelled()
+            || match &order {
+                Some(order) => order.status != OrderStatus::Pending || waited >= wait,
+                None => waited >= wait_for_missing,
+            };
+        if done {
             return match order {
-                Some(order) => Ok(Json(order)),
-                None => Err(ApiError::not_found(format!(
-                    "order {id} not found (an order just placed appears once a worker has processed it)"
-                ))),
+                Some(order) => Ok(OneOrder::Found(order)),
+                None if queued => Ok(OneOrder::Queued(OrderPending {
+                    order_id: id,
+                    status: Queued::Queued,
+                })),
+                None => Err(ApiError::not_found(format!("order {id} not found"))),
             };
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -64,6 +64,14 @@ pub struct ProductPending {
     pub status: Queued,
 }
 
+/// `GET /api/orders/{id}` of an order not yet applied whose id this
+/// gateway may have issued lately: 202.
+#[derive(Debug, Serialize)]
+pub struct OrderPending {
+    pub order_id: OrderId,
+    pub status: Queued,
+}
+
 /// `POST /api/orders`.
 #[derive(Debug, Serialize)]
 pub struct OrderQueued {
