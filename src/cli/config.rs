@@ -285,6 +285,10 @@ pub struct GatewayArgs {
     /// the 30 s an order's `?wait=` may take).
     #[arg(long, env = "STREAMSTOCK_REQUEST_TIMEOUT", default_value = "35s")]
     pub request_timeout: humantime::Duration,
+    /// How long the first answer to a POST with an Idempotency-Key is kept
+    /// for its retries.
+    #[arg(long, env = "STREAMSTOCK_IDEMPOTENCY_TTL", default_value = "24h")]
+    pub idempotency_ttl: humantime::Duration,
     /// Dashboard WebSocket connections served at once; more get 503.
     #[arg(long, env = "STREAMSTOCK_MAX_DASHBOARD_CLIENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_dashboard_clients: u32,
@@ -329,6 +333,7 @@ impl GatewayArgs {
             request_timeout: *self.request_timeout,
             in_flight_appends: self.max_in_flight_appends as usize,
             dashboard_clients: self.max_dashboard_clients as usize,
+            idempotency_ttl: *self.idempotency_ttl,
         }
     }
 
@@ -588,6 +593,7 @@ mod tests {
             max_dashboard_clients: 4,
             max_in_flight_requests: 16,
             request_timeout: std::time::Duration::from_secs(35).into(),
+            idempotency_ttl: std::time::Duration::from_secs(86_400).into(),
         };
         assert!(args.check_exposure().is_err());
         assert!(GatewayArgs {

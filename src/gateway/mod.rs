@@ -7,6 +7,7 @@ pub mod auth;
 mod dashboard;
 pub mod error;
 mod front_door;
+pub mod idempotency;
 mod operations;
 mod orders;
 pub mod probes;
@@ -43,6 +44,8 @@ pub struct Limits {
     pub in_flight_appends: usize,
     /// Dashboard WebSocket connections.
     pub dashboard_clients: usize,
+    /// How long an Idempotency-Key's first answer is kept.
+    pub idempotency_ttl: std::time::Duration,
 }
 
 /// Who may call the gateway, and from which web pages.
@@ -108,6 +111,7 @@ impl Gateway {
             limits,
         });
         dashboard::spawn_publisher(gateway.clone());
+        idempotency::spawn_pruner(gateway.clone());
         crate::telemetry::metrics::handle();
         gateway
     }
@@ -150,6 +154,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             auth::require_token,
         ))
         .layer(tower::util::option_layer(cors(&state.access)))
@@ -176,6 +184,7 @@ fn cors(access: &Access) -> Option<tower_http::cors::CorsLayer> {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             axum::http::HeaderName::from_static(front_door::REQUEST_ID),
+            axum::http::HeaderName::from_static(idempotency::IDEMPOTENCY_KEY),
         ])
         .expose_headers([
             header::LOCATION,

@@ -7,6 +7,7 @@
 //! differ ask `Dialect`. Both are exercised by the same tests.
 
 pub mod analytics;
+pub mod idempotency;
 pub mod outbox;
 pub mod projections;
 pub mod queries;

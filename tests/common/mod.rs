@@ -201,6 +201,7 @@ impl TestApp {
                 max_dashboard_clients: 64,
                 max_in_flight_requests: 1024,
                 request_timeout: Duration::from_secs(35).into(),
+                idempotency_ttl: Duration::from_secs(86_400).into(),
             },
             processing: ProcessingArgs {
                 batch_size: 64,

@@ -1,0 +1,170 @@
+//! `Idempotency-Key` on POST: a client that retries a request (after a
+//! timeout, say) with the same key gets the first answer again, with the
+//! same ids and status, and nothing is appended twice. The key's first
+//! answer is kept (in the read-model database, shared by every gateway of
+//! the deployment and surviving restarts) for `--idempotency-ttl`.
+//!
+//! - The same key with another method, path or body: 422.
+//! - Concurrent requests with one key: one does the work, the others wait
+//!   for its answer (up to IN_PROGRESS_WAIT, then 409 with Retry-After).
+//! - A first request that failed with a 5xx did nothing: its key is freed.
+
+use super::error::ApiError;
+use super::{AppState, MAX_BODY_BYTES};
+use crate::store::idempotency::{KeyClaim, StoredAnswer};
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Marks an answer replayed from an earlier request with the same key.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// How long a retry waits for the first request with its key to finish.
+const IN_PROGRESS_WAIT: Duration = Duration::from_secs(10);
+/// The longest key accepted.
+const MAX_KEY_LEN: usize = 255;
+
+fn invalid_key(problem: &str) -> Response {
+    ApiError::invalid("Idempotency-Key", problem).into_response()
+}
+
+/// What identifies a request: method, path and body, hashed.
+fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(method.as_str().as_bytes());
+    hasher.update(b" ");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body);
+    format!("{:032x}", hasher.digest128())
+}
+
+fn replay(answer: StoredAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, answer.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(REPLAYED, HeaderValue::from_static("true"));
+    if let Some(location) = answer.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let Some(key) = request.headers().get(IDEMPOTENCY_KEY) else {
+        return next.run(request).await;
+    };
+    let key = match key.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_KEY_LEN => key.to_string(),
+        _ => return invalid_key("must be 1 to 255 visible ASCII characters"),
+    };
+    let (parts, body) = request.into_parts();
+    let body = match to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is over {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response()
+        }
+    };
+    let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
+    let ttl_ms = state.limits.idempotency_ttl.as_millis() as i64;
+    let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
+    loop {
+        let claim = match state
+            .store
+            .claim_idempotency_key(&key, &fingerprint, ttl_ms)
+            .await
+        {
+            Ok(claim) => claim,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        match claim {
+            KeyClaim::Owned => break,
+            KeyClaim::Answered(answer) => return replay(answer),
+            KeyClaim::Mismatch => {
+                return ApiError::invalid(
+                    "Idempotency-Key",
+                    format!(
+                        "{key} was used for a different request; a key names one request \
+                         (method, path and body)"
+                    ),
+                )
+                .into_response()
+            }
+            KeyClaim::InProgress if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            KeyClaim::InProgress => {
+                let mut busy = ApiError::conflict(format!(
+                    "a request with Idempotency-Key {key} is still being handled; retry shortly"
+                ));
+                busy.retry_after = Some(1);
+                return busy.into_response();
+            }
+        }
+    }
+
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let status = response.status();
+    if status.is_server_error() {
+        // Nothing was done (the handlers answer 5xx only before appending):
+        // free the key so the retry does the work.
+        if let Err(e) = state.store.release_idempotency_key(&key).await {
+            tracing::warn!(error = %e, "could not free an idempotency key");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, MAX_BODY_BYTES).await.unwrap_or_default();
+    let answer = StoredAnswer {
+        status: status.as_u16(),
+        location: parts
+            .headers
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    if let Err(e) = state.store.record_idempotent_answer(&key, &answer).await {
+        tracing::warn!(error = %e, "could not record an idempotent answer");
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Removes expired keys now and then, until shutdown.
+pub(super) fn spawn_pruner(state: AppState) {
+    let ttl = state.limits.idempotency_ttl;
+    let every = (ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match state
+                .store
+                .prune_idempotency_keys(ttl.as_millis() as i64)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(keys = n, "expired idempotency keys removed"),
+                Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed; will retry"),
+            }
+        }
+    });
+}

@@ -1,0 +1,128 @@
+//! Idempotency keys: the first answer to a POST that carried an
+//! `Idempotency-Key`, kept for the key's lifetime so its retries get the
+//! same answer instead of doing the work again. In the read-model
+//! database, so every gateway of a deployment (and a restarted one) sees
+//! the same keys; the primary key makes one of two concurrent requests
+//! the owner.
+
+use super::{now_millis, Store, StoreError};
+use sqlx::Row;
+
+/// The first answer to a key, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+/// What a request finds when it claims its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key is new: this request does the work and records its answer.
+    Owned,
+    /// The key's first request is still being handled.
+    InProgress,
+    /// The key was used for a request with another method, path or body.
+    Mismatch,
+    /// The key's first answer, to be replayed.
+    Answered(StoredAnswer),
+}
+
+impl Store {
+    /// Claims `key` for a request with `fingerprint`; a key older than
+    /// `ttl_ms` counts as new.
+    pub async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: i64,
+    ) -> Result<KeyClaim, StoreError> {
+        let now = now_millis();
+        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND created_at < $2")
+            .bind(key)
+            .bind(now - ttl_ms)
+            .execute(self.pool())
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (idem_key, fingerprint, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(KeyClaim::Owned);
+        }
+        let row = sqlx::query(
+            "SELECT fingerprint, CAST(status AS BIGINT) AS status, location, body \
+             FROM idempotency_keys WHERE idem_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
+        // Expired and deleted by another request in between: try again.
+        let Some(row) = row else {
+            return Ok(KeyClaim::InProgress);
+        };
+        let stored: String = row.try_get("fingerprint")?;
+        if stored != fingerprint {
+            return Ok(KeyClaim::Mismatch);
+        }
+        let status: Option<i64> = row.try_get("status")?;
+        Ok(match status {
+            None => KeyClaim::InProgress,
+            Some(status) => KeyClaim::Answered(StoredAnswer {
+                status: u16::try_from(status).map_err(|_| {
+                    StoreError::Inconsistent(format!("idempotency key {key}: status {status}"))
+                })?,
+                location: row.try_get("location")?,
+                body: row
+                    .try_get::<Option<String>, _>("body")?
+                    .unwrap_or_default(),
+            }),
+        })
+    }
+
+    /// Records the answer of the request that owns `key`.
+    pub async fn record_idempotent_answer(
+        &self,
+        key: &str,
+        answer: &StoredAnswer,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, location = $2, body = $3 WHERE idem_key = $4",
+        )
+        .bind(i64::from(answer.status))
+        .bind(answer.location.as_deref())
+        .bind(answer.body.as_str())
+        .bind(key)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Frees `key` after its request failed without doing anything (a 5xx),
+    /// so a retry does the work.
+    pub async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = $1 AND status IS NULL")
+            .bind(key)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes keys older than `ttl_ms`; returns how many.
+    pub async fn prune_idempotency_keys(&self, ttl_ms: i64) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                .bind(now_millis() - ttl_ms)
+                .execute(self.pool())
+                .await?
+                .rows_affected(),
+        )
+    }
+}
