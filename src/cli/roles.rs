@@ -15,8 +15,6 @@ use axum::ServiceExt;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::Layer;
-use tower_http::normalize_path::NormalizePathLayer;
 
 async fn bind(gateway: &GatewayArgs) -> anyhow::Result<TcpListener> {
     gateway.check_exposure().map_err(anyhow::Error::msg)?;
@@ -34,7 +32,9 @@ pub async fn serve_gateway(
     state: gateway::AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = NormalizePathLayer::trim_trailing_slash().layer(gateway::router(state));
+    let app = tower::ServiceBuilder::new()
+        .map_request(gateway::trim_api_trailing_slash)
+        .service(gateway::router(state));
     let address = listener.local_addr()?;
     tracing::info!(%address, "gateway listening; dashboard on http://{address}/");
     axum::serve(listener, ServiceExt::<Request>::into_make_service(app))

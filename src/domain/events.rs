@@ -18,7 +18,7 @@ pub fn current_version(event_type: &str) -> Option<u32> {
 
 /// What the log stores: a typed event's JSON plus the routing and identity
 /// fields every consumer needs without decoding the payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Envelope {
     pub event_id: Uuid,
     pub event_type: String,

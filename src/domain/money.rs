@@ -91,6 +91,24 @@ impl fmt::Display for Money {
 }
 
 /// On the wire (events and API) money is a decimal number, like the reference.
+/// In the OpenAPI document: a number with at most two decimals.
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+            .minimum(Some(0.0))
+            .multiple_of(Some(0.01))
+            .description(Some(
+                "An amount of money in currency units, with at most two decimals",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Money {}
+
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(self.as_decimal())

@@ -22,7 +22,7 @@ macro_rules! named_enum {
         $(#[$meta])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
-            serde::Serialize, serde::Deserialize,
+            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
         )]
         pub enum $name {
             $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)*

@@ -3,6 +3,7 @@
 //! computes each snapshot and broadcasts it, however many browsers are open.
 
 use super::error::ApiError;
+use super::responses::ErrorBody;
 use super::AppState;
 use crate::domain::inventory::PurchaseOrderStatus;
 use crate::store::analytics::{PurchaseOrderView, Throughput, TopProduct};
@@ -25,7 +26,7 @@ const SNAPSHOT_ALERTS: i64 = 10;
 const TOP_PRODUCTS: i64 = 5;
 const SNAPSHOT_PURCHASE_ORDERS: i64 = 10;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     #[serde(flatten)]
     pub figures: Figures,
@@ -103,6 +104,8 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/api/stats", tag = "operations",
+    responses((status = 200, description = "The figures the dashboard shows", body = Stats), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     Ok(Json(compute_stats(&state).await?))
 }

@@ -8,6 +8,7 @@ mod dashboard;
 pub mod error;
 mod front_door;
 pub mod idempotency;
+pub mod openapi;
 mod operations;
 mod orders;
 pub mod probes;
@@ -18,15 +19,18 @@ mod restock;
 use crate::domain::status::Named;
 use crate::store::Store;
 use crate::stream::EventLog;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::{header, HeaderValue};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use dashboard::Snapshot;
 
@@ -118,38 +122,10 @@ impl Gateway {
 }
 
 pub fn router(state: AppState) -> Router {
-    // Paths are registered without a trailing slash; `serve` strips one
-    // before routing, so `/api/orders/` works as the reference's did.
-    let api = Router::new()
-        .route("/api/products", get(products::list).post(products::create))
-        .route("/api/products/{id}", get(products::one))
-        .route("/api/products/{id}/stock", post(products::receive_stock))
-        .route("/api/orders", get(orders::list).post(orders::place))
-        .route("/api/orders/{id}", get(orders::one))
-        .route("/api/orders/{id}/cancel", post(orders::cancel))
-        .route("/api/orders/{id}/ship", post(orders::ship))
-        .route("/api/purchase-orders", get(restock::list))
-        .route("/api/purchase-orders/{id}/receive", post(restock::receive))
-        .route("/api/events", get(operations::events))
-        .route("/api/stats", get(dashboard::stats))
-        .route("/api/alerts", get(operations::alerts))
-        .route("/api/dead-letters", get(operations::dead_letters));
-    Router::new()
-        .route("/health", get(probes::health))
-        .route(
-            "/ready",
-            get(|State(state): State<AppState>| async move {
-                probes::readiness(&*state.log, &state.store).await
-            }),
-        )
+    let (router, api) = documented_routes().split_for_parts();
+    router
         .route("/ws/dashboard", get(dashboard::websocket))
-        .route(
-            "/metrics",
-            get(|State(state): State<AppState>| async move {
-                probes::prometheus(&*state.log).await
-            }),
-        )
-        .merge(api)
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
@@ -192,6 +168,46 @@ fn cors(access: &Access) -> Option<tower_http::cors::CorsLayer> {
             axum::http::HeaderName::from_static(front_door::REQUEST_ID),
         ]);
     Some(layer)
+}
+
+/// Every documented route: the API, the probes and the metrics. Paths are
+/// registered without a trailing slash; `serve` strips one from /api/
+/// paths before routing, so `/api/orders/` works as the reference's did.
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(products::list, products::create))
+        .routes(routes!(products::one))
+        .routes(routes!(products::receive_stock))
+        .routes(routes!(orders::list, orders::place))
+        .routes(routes!(orders::one))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(orders::ship))
+        .routes(routes!(restock::list))
+        .routes(routes!(restock::receive))
+        .routes(routes!(operations::events))
+        .routes(routes!(dashboard::stats))
+        .routes(routes!(operations::alerts))
+        .routes(routes!(operations::dead_letters))
+        .routes(routes!(probes::health))
+        .routes(routes!(probes::ready))
+        .routes(routes!(probes::metrics))
+}
+
+/// `/api/orders/` is `/api/orders`, as the reference's routes took both.
+/// Only under /api/: the docs page's own paths end in a slash.
+pub fn trim_api_trailing_slash(mut request: axum::extract::Request) -> axum::extract::Request {
+    let path = request.uri().path();
+    if path.starts_with("/api/") && path.len() > "/api/".len() && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(uri) = rebuilt.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 /// Unknown API paths get a JSON 404; everything else is the dashboard's.

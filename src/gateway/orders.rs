@@ -3,6 +3,7 @@
 //! lifecycle commands cancel and ship.
 
 use super::error::ApiError;
+use super::responses::ErrorBody;
 use super::responses::{Accepted, CommandQueued, OrderPending, OrderQueued, Queued};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::catalog::{Email, Quantity};
@@ -23,14 +24,14 @@ const MAX_LINES: usize = 100;
 /// Longest long-poll a client may ask for.
 const MAX_WAIT_SECS: u64 = 30;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     pub customer_email: String,
     pub items: Vec<PlaceOrderItem>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderItem {
     pub product_id: ProductId,
@@ -46,6 +47,12 @@ pub struct OneOrderQuery {
     pub wait: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/api/orders", tag = "orders",
+    request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
+    responses((status = 202, description = "The order is in the log; a worker confirms or rejects it", body = OrderQueued, headers(("Location" = String, description = "The order's URL"))),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 422, description = "A field is invalid, or a product unknown", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn place(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<PlaceOrder>,
@@ -132,6 +139,10 @@ pub async fn place(
     })
 }
 
+#[utoipa::path(get, path = "/api/orders", tag = "orders",
+    params(("status" = Option<OrderStatus>, Query, description = "Only orders in this status (any case)"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
+    responses((status = 200, description = "Orders by id", body = Vec<OrderView>),
+        (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<StatusFilter>,
@@ -166,6 +177,12 @@ impl IntoResponse for OneOrder {
 /// to be decided (useful right after placing it). An order not in the read
 /// model whose id this gateway may have issued lately is waited for (up to
 /// APPLIED_WAIT, or N if longer), then answered 202 if still not there.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = OrderId, Path, description = "The order's id"),
+        ("wait" = Option<u64>, Query, description = "Seconds (up to 30) to wait for a decision")),
+    responses((status = 200, description = "The order with its lines", body = OrderView),
+        (status = 202, description = "Not processed yet; the id may still be in the log", body = OrderPending),
+        (status = 404, description = "No such order", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
@@ -206,6 +223,13 @@ pub async fn one(
 /// and the worker refuses it with a recorded reason if it never existed).
 const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
 
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders",
+    params(("id" = OrderId, Path, description = "The order's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
+    responses((status = 202, description = "The command is in the log; a worker carries it out or records why not", body = CommandQueued),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 409, description = "The order's state does not allow it", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
@@ -213,6 +237,13 @@ pub async fn cancel(
     lifecycle_command(state, id, OrderCommand::Cancel).await
 }
 
+#[utoipa::path(post, path = "/api/orders/{id}/ship", tag = "orders",
+    params(("id" = OrderId, Path, description = "The order's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
+    responses((status = 202, description = "The command is in the log; a worker carries it out or records why not", body = CommandQueued),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 409, description = "The order's state does not allow it", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn ship(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,

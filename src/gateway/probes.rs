@@ -14,21 +14,38 @@ use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
+    /// Always `ok`.
     pub status: &'static str,
 }
 
 /// Each backend's answer: `"ok"` or the error it gave.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub status: &'static str,
     pub event_log: String,
     pub database: String,
 }
 
+#[utoipa::path(get, path = "/health", tag = "probes",
+    responses((status = 200, description = "The process answers", body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/ready", tag = "probes",
+    responses((status = 200, description = "The log and the database answer", body = Readiness),
+        (status = 503, description = "A backend does not answer", body = Readiness)))]
+pub async fn ready(State(state): State<super::AppState>) -> Response {
+    readiness(&*state.log, &state.store).await
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (status = 401, description = "A token is required", body = super::responses::ErrorBody)))]
+pub async fn metrics(State(state): State<super::AppState>) -> Response {
+    prometheus(&*state.log).await
 }
 
 /// 200 when both the log and the database answer, else 503.

@@ -1,6 +1,7 @@
 //! Catalog and stock routes.
 
 use super::error::ApiError;
+use super::responses::ErrorBody;
 use super::responses::{Accepted, ProductPending, ProductQueued, Queued, StockQueued, Stored};
 use super::{ApiJson, ApiPath, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
@@ -15,7 +16,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use std::time::Duration;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     pub sku: String,
@@ -35,12 +36,16 @@ pub struct CreateProduct {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveStock {
     pub quantity: i64,
 }
 
+#[utoipa::path(get, path = "/api/products", tag = "products",
+    params(("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
+    responses((status = 200, description = "Products by id", body = Vec<ProductView>),
+        (status = 422, description = "A bad limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     paging: Paging<ProductId>,
@@ -95,6 +100,11 @@ impl IntoResponse for OneProduct {
     }
 }
 
+#[utoipa::path(get, path = "/api/products/{id}", tag = "products",
+    params(("id" = ProductId, Path, description = "The product's id")),
+    responses((status = 200, description = "The product", body = ProductView),
+        (status = 202, description = "Created by this deployment, not yet applied by a worker", body = ProductPending),
+        (status = 404, description = "No such product", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,
@@ -119,6 +129,14 @@ pub async fn one(
 /// `product.created` (and `stock.received` for initial stock), and answers
 /// 201 once a worker has applied them, so the id works in the very next
 /// request; 202 with the same body if that takes longer than APPLIED_WAIT.
+#[utoipa::path(post, path = "/api/products", tag = "products",
+    request_body = CreateProduct,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
+    responses((status = 201, description = "Created and readable", body = ProductQueued, headers(("Location" = String, description = "The product's URL"))),
+        (status = 202, description = "Created; a worker has yet to apply it", body = ProductQueued, headers(("Location" = String, description = "The product's URL"))),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 409, description = "The sku is taken", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateProduct>,
@@ -207,6 +225,14 @@ pub async fn create(
 }
 
 /// Receives stock for an existing product: appends `stock.received`, 202.
+#[utoipa::path(post, path = "/api/products/{id}/stock", tag = "products",
+    request_body = ReceiveStock,
+    params(("id" = ProductId, Path, description = "The product's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
+    responses((status = 202, description = "The receipt is in the log", body = StockQueued),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn receive_stock(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Serialize;
 
 /// What every accepted write says of itself: in the log, not yet applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum Queued {
     #[serde(rename = "QUEUED")]
     Queued,
@@ -57,7 +57,7 @@ impl<T: Serialize> IntoResponse for Stored<T> {
 
 /// `GET /api/products/{id}` of a product created but not yet applied:
 /// 202, and what is known of it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductPending {
     pub id: ProductId,
     pub sku: String,
@@ -66,14 +66,14 @@ pub struct ProductPending {
 
 /// `GET /api/orders/{id}` of an order not yet applied whose id this
 /// gateway may have issued lately: 202.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderPending {
     pub order_id: OrderId,
     pub status: Queued,
 }
 
 /// `POST /api/orders`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderQueued {
     pub order_id: OrderId,
     pub status: Queued,
@@ -82,7 +82,7 @@ pub struct OrderQueued {
 }
 
 /// `POST /api/orders/{id}/cancel` and `/ship`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CommandQueued {
     pub order_id: OrderId,
     /// `cancel` or `ship`.
@@ -92,7 +92,7 @@ pub struct CommandQueued {
 }
 
 /// `POST /api/products`: the product as it will be once applied.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductQueued {
     pub id: ProductId,
     pub sku: String,
@@ -111,7 +111,7 @@ pub struct ProductQueued {
 }
 
 /// `POST /api/products/{id}/stock`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StockQueued {
     pub product_id: ProductId,
     pub quantity: i64,
@@ -120,7 +120,7 @@ pub struct StockQueued {
 }
 
 /// `POST /api/purchase-orders/{id}/receive`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReceiptQueued {
     pub purchase_order_id: PurchaseOrderId,
     pub product_id: ProductId,
@@ -130,12 +130,12 @@ pub struct ReceiptQueued {
 }
 
 /// Every error: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_field`, `not_found`, `conflict`,
     /// `unauthorized`, `overloaded`, `unavailable`, ...

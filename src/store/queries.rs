@@ -11,7 +11,7 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ProductView {
     pub id: ProductId,
     pub sku: String,
@@ -26,14 +26,14 @@ pub struct ProductView {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct OrderItemView {
     pub product_id: ProductId,
     pub quantity: i64,
     pub unit_price: Money,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: OrderId,
     pub customer_email: String,
@@ -50,7 +50,7 @@ pub struct OrderView {
 }
 
 /// Figures the read model knows; the gateway adds the log's backlog.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Figures {
     pub total_sales: Money,
     pub today_sales: Money,
@@ -61,7 +61,7 @@ pub struct Figures {
     pub low_stock_products: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AlertView {
     pub id: Uuid,
     pub kind: AlertKind,

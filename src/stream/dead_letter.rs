@@ -6,7 +6,7 @@ use crate::domain::Envelope;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The dead-letter entry's own id (assigned when stored).
     #[serde(default)]

@@ -1,0 +1,158 @@
+//! The OpenAPI document and the docs page: `/openapi.json` is OpenAPI 3.1
+//! and lists every route the gateway serves, each documented route is
+//! served, and `/docs` is Swagger UI from the binary itself.
+
+mod common;
+
+use common::{Backend, TestApp};
+use serde_json::Value;
+
+/// Every route the gateway serves besides the dashboard, its WebSocket and
+/// the docs themselves, as (method, path template).
+const SERVED: &[(&str, &str)] = &[
+    ("get", "/api/products"),
+    ("post", "/api/products"),
+    ("get", "/api/products/{id}"),
+    ("post", "/api/products/{id}/stock"),
+    ("get", "/api/orders"),
+    ("post", "/api/orders"),
+    ("get", "/api/orders/{id}"),
+    ("post", "/api/orders/{id}/cancel"),
+    ("post", "/api/orders/{id}/ship"),
+    ("get", "/api/purchase-orders"),
+    ("post", "/api/purchase-orders/{id}/receive"),
+    ("get", "/api/events"),
+    ("get", "/api/stats"),
+    ("get", "/api/alerts"),
+    ("get", "/api/dead-letters"),
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/metrics"),
+];
+
+async fn document(app: &TestApp) -> Value {
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    doc
+}
+
+fn documented(doc: &Value) -> Vec<(String, String)> {
+    let mut routes = Vec::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            routes.push((method.clone(), path.clone()));
+        }
+    }
+    routes.sort();
+    routes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_lists_exactly_the_routes_served() {
+    let app = TestApp::spawn(Backend::EmbeddedSqlite).await;
+    let doc = document(&app).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut served: Vec<(String, String)> = SERVED
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    served.sort();
+    assert_eq!(documented(&doc), served);
+
+    // Every documented route is routed (not the fallback's 404, not 405).
+    let id = uuid::Uuid::new_v4();
+    for (method, path) in documented(&doc) {
+        let url = app.url(&path.replace("{id}", &id.to_string()));
+        let request = match method.as_str() {
+            "get" => app.http.get(url),
+            "post" => app.http.post(url).json(&serde_json::json!({})),
+            other => panic!("unexpected method {other}"),
+        };
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            status != 405 && !message.starts_with("no route"),
+            "{method} {path} is documented but not routed: {status} {body}"
+        );
+    }
+
+    // Schemas exist for the bodies and the error shape.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "ErrorBody",
+        "OrderView",
+        "ProductView",
+        "PlaceOrder",
+        "CreateProduct",
+        "Stats",
+    ] {
+        assert!(schemas.contains_key(name), "no schema {name}");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    app.stop().await;
+}
+
+/// Routes can only be added with their documentation: the gateway registers
+/// its API through `routes!`, never a bare `.route("/api…`.
+#[test]
+fn api_routes_are_registered_only_with_their_docs() {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/gateway/mod.rs"),
+    )
+    .unwrap();
+    for bare in [
+        ".route(\"/api",
+        ".route(\"/health",
+        ".route(\"/ready",
+        ".route(\"/metrics",
+    ] {
+        assert!(
+            !source.contains(bare),
+            "a route registered without docs: {bare}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_are_served_from_the_binary() {
+    let app = TestApp::spawn(Backend::EmbeddedSqlite).await;
+    let page = app.http.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(!html.contains("https://"), "no CDN: {html}");
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/docs"))
+        .send()
+        .await
+        .unwrap();
+    assert!(redirect.status().is_redirection() || redirect.status() == 200);
+    for asset in [
+        "/docs/swagger-ui.css",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-initializer.js",
+    ] {
+        let answer = app.http.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{asset}");
+    }
+    let init = app
+        .http
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/openapi.json"), "{init}");
+    app.stop().await;
+}
