@@ -99,7 +99,6 @@ impl utoipa::PartialSchema for Money {
             .schema_type(Type::Number)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
             .minimum(Some(0.0))
-            .multiple_of(Some(0.01))
             .description(Some(
                 "An amount of money in currency units, with at most two decimals",
             ))

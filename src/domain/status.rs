@@ -22,7 +22,7 @@ macro_rules! named_enum {
         $(#[$meta])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
-            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+            serde::Serialize, serde::Deserialize,
         )]
         pub enum $name {
             $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)*
@@ -44,6 +44,20 @@ macro_rules! named_enum {
                 }
             }
         }
+
+        /// In the OpenAPI document: one of the wire names. (Written by hand:
+        /// a derive inside this macro does not see the serde renames.)
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{ObjectBuilder, Type};
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([$($text),*]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl Named for $name {
             const ALL: &'static [$name] = $name::ALL;

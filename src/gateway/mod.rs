@@ -122,7 +122,8 @@ impl Gateway {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (router, api) = documented_routes().split_for_parts();
+    let (router, mut api) = documented_routes().split_for_parts();
+    utoipa::Modify::modify(&openapi::CommonErrors, &mut api);
     router
         .route("/ws/dashboard", get(dashboard::websocket))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", api))

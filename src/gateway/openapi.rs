@@ -30,6 +30,52 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
+/// The refusals any route can give before its handler runs: a path, query
+/// or body that does not parse (400); for writes, a body over 64 KiB (413)
+/// or not JSON (415); and, beyond the gateway's bounds, 503. Applied once
+/// the routes have added their paths (see `gateway::router`).
+pub struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, HttpMethod, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for (method, operation) in [
+                (HttpMethod::Get, item.get.as_mut()),
+                (HttpMethod::Post, item.post.as_mut()),
+            ] {
+                let Some(operation) = operation else { continue };
+                let mut statuses = vec![
+                    ("400", "A path, query or body that does not parse"),
+                    ("503", "Overloaded, timed out, or a backend is unreachable (Retry-After)"),
+                ];
+                if method == HttpMethod::Post {
+                    statuses.push(("413", "A body over 64 KiB"));
+                    statuses.push(("415", "A body that is not JSON"));
+                }
+                for (status, description) in statuses {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
+
 /// The bearer token, as a security scheme the docs page can fill in.
 struct BearerToken;
 

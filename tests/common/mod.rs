@@ -140,9 +140,14 @@ pub fn segment_bases(log_dir: &std::path::Path, partition: u32) -> Vec<u64> {
 }
 
 /// An HTTP client for one gateway, with a method per thing tests do.
+/// Every JSON answer it receives through `get` and `post` (and so through
+/// the endpoint methods) is checked against the gateway's own OpenAPI
+/// document: the status must be documented for the route, and the body
+/// must match its schema.
 pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+    contract: tokio::sync::OnceCell<Value>,
 }
 
 pub struct TestApp {
@@ -269,6 +274,7 @@ impl Api {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
+            contract: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -303,7 +309,10 @@ impl Api {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).send().await.expect("GET");
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let body = r.json().await.unwrap_or(Value::Null);
+        self.check_against_contract("get", path, status, &body)
+            .await;
+        (status, body)
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -315,7 +324,70 @@ impl Api {
             .await
             .expect("POST");
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let body = r.json().await.unwrap_or(Value::Null);
+        self.check_against_contract("post", path, status, &body)
+            .await;
+        (status, body)
+    }
+
+    /// The gateway's OpenAPI document, fetched once.
+    async fn contract(&self) -> &Value {
+        self.contract
+            .get_or_init(|| async {
+                let answer = self.http.get(self.url("/openapi.json")).send().await;
+                match answer {
+                    Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
+                    // A worker's probe port has no document: nothing to check.
+                    _ => Value::Null,
+                }
+            })
+            .await
+    }
+
+    /// Panics unless `status` is documented for `method path` and `body`
+    /// matches the documented schema. Paths the document does not list
+    /// (the dashboard, unknown routes) are not checked.
+    async fn check_against_contract(&self, method: &str, path: &str, status: u16, body: &Value) {
+        let contract = self.contract().await;
+        let Some(paths) = contract["paths"].as_object() else {
+            return;
+        };
+        let path = path.split('?').next().unwrap_or(path);
+        let path = if path.len() > 5 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
+        let segments: Vec<&str> = path.split('/').collect();
+        let Some(operation) = paths.iter().find_map(|(template, operations)| {
+            let pattern: Vec<&str> = template.split('/').collect();
+            let matches = pattern.len() == segments.len()
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p.starts_with('{') || p == s);
+            matches.then(|| &operations[method])
+        }) else {
+            return;
+        };
+        if operation.is_null() {
+            return; // a method the route does not have: the gateway says 405
+        }
+        let response = &operation["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "{method} {path} answered {status}, which its OpenAPI operation does not list: {body}"
+        );
+        let Some(schema) = response["content"]["application/json"]["schema"].as_object() else {
+            return;
+        };
+        let root = serde_json::json!({
+            "components": contract["components"],
+            "allOf": [schema],
+        });
+        if let Err(error) = jsonschema::draft202012::validate(&root, body) {
+            panic!("{method} {path} → {status}: the body does not match the document: {error}\n{body:#}");
+        }
     }
 
     // One method per endpoint, so tests say what they ask for; `get` and
