@@ -156,3 +156,55 @@ async fn docs_are_served_from_the_binary() {
     assert!(init.contains("/openapi.json"), "{init}");
     app.stop().await;
 }
+
+/// The committed contract files are what the code makes today:
+/// `web/openapi.json` is `streamstock openapi`, and `web/src/api.ts` (the
+/// dashboard's types) is openapi-typescript's output for it. Run
+/// `./scripts/gen-types.sh` after changing a route or a type.
+#[test]
+fn the_dashboard_types_come_from_the_current_document() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let hint = "out of date: run ./scripts/gen-types.sh";
+    let printed = std::process::Command::new(common::process::BIN)
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let current: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    let committed: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("web/openapi.json")).unwrap())
+            .unwrap();
+    assert!(current == committed, "web/openapi.json is {hint}");
+
+    let generated = tempfile::tempdir().unwrap().keep().join("api.ts");
+    let cli = root.join("web/node_modules/openapi-typescript/bin/cli.js");
+    let status = std::process::Command::new("node")
+        .arg(&cli)
+        .arg(root.join("web/openapi.json"))
+        .arg("-o")
+        .arg(&generated)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cli.display()));
+    assert!(status.success(), "openapi-typescript failed");
+    assert_eq!(
+        std::fs::read_to_string(&generated).unwrap(),
+        std::fs::read_to_string(root.join("web/src/api.ts")).unwrap(),
+        "web/src/api.ts is {hint}"
+    );
+}
+
+/// Operation ids name the operations in generated clients: one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operation_ids_are_unique() {
+    let app = TestApp::spawn(Backend::EmbeddedSqlite).await;
+    let doc = document(&app).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for operations in doc["paths"].as_object().unwrap().values() {
+        for operation in operations.as_object().unwrap().values() {
+            let id = operation["operationId"].as_str().unwrap().to_string();
+            assert!(ids.insert(id.clone()), "operationId {id} twice");
+        }
+    }
+    app.stop().await;
+}

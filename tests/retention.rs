@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::load::{assert_accepted_orders_processed_once, place_orders_until};
+use common::load::{assert_accepted_orders_processed_once, place_orders_until, place_orders_while};
 use common::process::{
     assert_rebuild_identical, assert_rebuild_identical_for, free_port, Role, ServeAndWorker,
     SharedDeployment,
@@ -71,17 +71,31 @@ async fn embedded_trimming_under_kill_9_loses_nothing() {
             running = Some(Role::start("all", &args, &[]));
             api.wait_healthy().await;
         }
-        let load = tokio::spawn(place_orders_until(
+        let placing = tokio_util::sync::CancellationToken::new();
+        let load = tokio::spawn(place_orders_while(
             api.clone(),
             6,
             products.clone(),
-            Instant::now() + Duration::from_millis(2500),
+            placing.clone(),
         ));
-        tokio::time::sleep(Duration::from_millis(1800 + 100 * round)).await;
-        trimmed_before_a_kill |= segment_bases(&log_dir)
-            .iter()
-            .any(|bases| bases.first().is_some_and(|&b| b > 0));
+        // Kill once the worker has trimmed segments under this load (it
+        // trims each second), or after 8 s; at least 1.5 s in, later in
+        // later rounds, so the kills fall at different points.
+        let started = Instant::now();
+        let earliest = Duration::from_millis(1500 + 300 * round);
+        loop {
+            let trimmed = segment_bases(&log_dir)
+                .iter()
+                .any(|bases| bases.first().is_some_and(|&b| b > 0));
+            trimmed_before_a_kill |= trimmed;
+            let elapsed = started.elapsed();
+            if (trimmed && elapsed >= earliest) || elapsed >= Duration::from_secs(8) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         running.take().expect("started above").kill_hard();
+        placing.cancel();
         accepted.extend(load.await.unwrap().accepted);
     }
     assert!(accepted.len() > 50, "too few orders: {}", accepted.len());

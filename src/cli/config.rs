@@ -47,6 +47,8 @@ pub enum Command {
     /// Measure worker drain throughput on the configured backends, next to
     /// raw references of the same servers, and print a table.
     Bench(BenchArgs),
+    /// Print the gateway's OpenAPI document (what /openapi.json serves).
+    Openapi,
 }
 
 #[derive(Debug, Clone, Args)]

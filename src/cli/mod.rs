@@ -26,5 +26,9 @@ pub async fn run(mut cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
         Command::Dlq(args) => admin::dlq(cli.common, args.action).await,
         Command::Rebuild(args) => admin::rebuild(cli.common, args).await,
         Command::Bench(args) => bench::run(cli.common, args).await,
+        Command::Openapi => {
+            println!("{}", crate::gateway::openapi_document().to_pretty_json()?);
+            Ok(())
+        }
     }
 }

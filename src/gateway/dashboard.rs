@@ -39,7 +39,9 @@ pub struct Stats {
     pub database: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What `/ws/dashboard` pushes each second (in the OpenAPI document's
+/// components, so the page's TypeScript types come from it).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub generated_at: DateTime<Utc>,
     pub stats: Stats,
@@ -104,7 +106,7 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     })
 }
 
-#[utoipa::path(get, path = "/api/stats", tag = "operations",
+#[utoipa::path(get, path = "/api/stats", operation_id = "get_stats", tag = "operations",
     responses((status = 200, description = "The figures the dashboard shows", body = Stats), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     Ok(Json(compute_stats(&state).await?))

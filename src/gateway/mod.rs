@@ -171,6 +171,13 @@ fn cors(access: &Access) -> Option<tower_http::cors::CorsLayer> {
     Some(layer)
 }
 
+/// The OpenAPI document the gateway serves at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = documented_routes().split_for_parts();
+    utoipa::Modify::modify(&openapi::CommonErrors, &mut api);
+    api
+}
+
 /// Every documented route: the API, the probes and the metrics. Paths are
 /// registered without a trailing slash; `serve` strips one from /api/
 /// paths before routing, so `/api/orders/` works as the reference's did.

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "operations", description = "Alerts, the audit trail, dead letters, figures"),
         (name = "probes", description = "Health, readiness and metrics")
     ),
+    components(schemas(super::dashboard::Snapshot)),
     modifiers(&BearerToken)
 )]
 pub struct ApiDoc;
@@ -58,7 +59,10 @@ impl Modify for CommonErrors {
                 let Some(operation) = operation else { continue };
                 let mut statuses = vec![
                     ("400", "A path, query or body that does not parse"),
-                    ("503", "Overloaded, timed out, or a backend is unreachable (Retry-After)"),
+                    (
+                        "503",
+                        "Overloaded, timed out, or a backend is unreachable (Retry-After)",
+                    ),
                 ];
                 if method == HttpMethod::Post {
                     statuses.push(("413", "A body over 64 KiB"));

@@ -25,7 +25,7 @@ impl Limit {
 }
 
 /// Newest first.
-#[utoipa::path(get, path = "/api/alerts", tag = "operations",
+#[utoipa::path(get, path = "/api/alerts", operation_id = "list_alerts", tag = "operations",
     params(("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)")),
     responses((status = 200, description = "Alerts, newest first", body = Vec<AlertView>),
         (status = 422, description = "A bad limit", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
@@ -37,7 +37,7 @@ pub async fn alerts(
 }
 
 /// Oldest first, as they would be replayed.
-#[utoipa::path(get, path = "/api/dead-letters", tag = "operations",
+#[utoipa::path(get, path = "/api/dead-letters", operation_id = "list_dead_letters", tag = "operations",
     params(("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)")),
     responses((status = 200, description = "Dead letters, oldest first", body = Vec<DeadLetter>),
         (status = 401, description = "A token is required", body = ErrorBody),
@@ -63,7 +63,7 @@ pub struct EventQuery {
 
 /// Archived events in the order they were applied, by key and/or type,
 /// paged with `after=<event_id>`.
-#[utoipa::path(get, path = "/api/events", tag = "operations",
+#[utoipa::path(get, path = "/api/events", operation_id = "list_events", tag = "operations",
     params(("key" = Option<String>, Query, description = "Only events of this aggregate (a product or order id)"),
         ("type" = Option<String>, Query, description = "Only events of this type, e.g. order.placed"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Archived events in the order they were applied", body = Vec<ArchivedEvent>),

@@ -47,7 +47,7 @@ pub struct OneOrderQuery {
     pub wait: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/api/orders", tag = "orders",
+#[utoipa::path(post, path = "/api/orders", operation_id = "place_order", tag = "orders",
     request_body = PlaceOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The order is in the log; a worker confirms or rejects it", body = OrderQueued, headers(("Location" = String, description = "The order's URL"))),
@@ -139,7 +139,7 @@ pub async fn place(
     })
 }
 
-#[utoipa::path(get, path = "/api/orders", tag = "orders",
+#[utoipa::path(get, path = "/api/orders", operation_id = "list_orders", tag = "orders",
     params(("status" = Option<OrderStatus>, Query, description = "Only orders in this status (any case)"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Orders by id", body = Vec<OrderView>),
         (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
@@ -177,7 +177,7 @@ impl IntoResponse for OneOrder {
 /// to be decided (useful right after placing it). An order not in the read
 /// model whose id this gateway may have issued lately is waited for (up to
 /// APPLIED_WAIT, or N if longer), then answered 202 if still not there.
-#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+#[utoipa::path(get, path = "/api/orders/{id}", operation_id = "get_order", tag = "orders",
     params(("id" = OrderId, Path, description = "The order's id"),
         ("wait" = Option<u64>, Query, description = "Seconds (up to 30) to wait for a decision")),
     responses((status = 200, description = "The order with its lines", body = OrderView),
@@ -223,7 +223,7 @@ pub async fn one(
 /// and the worker refuses it with a recorded reason if it never existed).
 const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
 
-#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders",
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", operation_id = "cancel_order", tag = "orders",
     params(("id" = OrderId, Path, description = "The order's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The command is in the log; a worker carries it out or records why not", body = CommandQueued),
@@ -237,7 +237,7 @@ pub async fn cancel(
     lifecycle_command(state, id, OrderCommand::Cancel).await
 }
 
-#[utoipa::path(post, path = "/api/orders/{id}/ship", tag = "orders",
+#[utoipa::path(post, path = "/api/orders/{id}/ship", operation_id = "ship_order", tag = "orders",
     params(("id" = OrderId, Path, description = "The order's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The command is in the log; a worker carries it out or records why not", body = CommandQueued),

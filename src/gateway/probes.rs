@@ -28,20 +28,20 @@ pub struct Readiness {
     pub database: String,
 }
 
-#[utoipa::path(get, path = "/health", tag = "probes",
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "probes",
     responses((status = 200, description = "The process answers", body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-#[utoipa::path(get, path = "/ready", tag = "probes",
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "probes",
     responses((status = 200, description = "The log and the database answer", body = Readiness),
         (status = 503, description = "A backend does not answer", body = Readiness)))]
 pub async fn ready(State(state): State<super::AppState>) -> Response {
     readiness(&*state.log, &state.store).await
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "probes",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "probes",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
         (status = 401, description = "A token is required", body = super::responses::ErrorBody)))]
 pub async fn metrics(State(state): State<super::AppState>) -> Response {

@@ -42,7 +42,7 @@ pub struct ReceiveStock {
     pub quantity: i64,
 }
 
-#[utoipa::path(get, path = "/api/products", tag = "products",
+#[utoipa::path(get, path = "/api/products", operation_id = "list_products", tag = "products",
     params(("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Products by id", body = Vec<ProductView>),
         (status = 422, description = "A bad limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
@@ -100,7 +100,7 @@ impl IntoResponse for OneProduct {
     }
 }
 
-#[utoipa::path(get, path = "/api/products/{id}", tag = "products",
+#[utoipa::path(get, path = "/api/products/{id}", operation_id = "get_product", tag = "products",
     params(("id" = ProductId, Path, description = "The product's id")),
     responses((status = 200, description = "The product", body = ProductView),
         (status = 202, description = "Created by this deployment, not yet applied by a worker", body = ProductPending),
@@ -129,7 +129,7 @@ pub async fn one(
 /// `product.created` (and `stock.received` for initial stock), and answers
 /// 201 once a worker has applied them, so the id works in the very next
 /// request; 202 with the same body if that takes longer than APPLIED_WAIT.
-#[utoipa::path(post, path = "/api/products", tag = "products",
+#[utoipa::path(post, path = "/api/products", operation_id = "create_product", tag = "products",
     request_body = CreateProduct,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 201, description = "Created and readable", body = ProductQueued, headers(("Location" = String, description = "The product's URL"))),
@@ -225,7 +225,7 @@ pub async fn create(
 }
 
 /// Receives stock for an existing product: appends `stock.received`, 202.
-#[utoipa::path(post, path = "/api/products/{id}/stock", tag = "products",
+#[utoipa::path(post, path = "/api/products/{id}/stock", operation_id = "receive_stock", tag = "products",
     request_body = ReceiveStock,
     params(("id" = ProductId, Path, description = "The product's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 
-#[utoipa::path(get, path = "/api/purchase-orders", tag = "restock",
+#[utoipa::path(get, path = "/api/purchase-orders", operation_id = "list_purchase_orders", tag = "restock",
     params(("status" = Option<PurchaseOrderStatus>, Query, description = "Only purchase orders in this status (any case)"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Purchase orders by id", body = Vec<PurchaseOrderView>),
         (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
@@ -34,7 +34,7 @@ pub async fn list(
 
 /// Records the delivery of an open purchase order (202). The worker closes
 /// it and receives its stock, or refuses a repeated receipt with a reason.
-#[utoipa::path(post, path = "/api/purchase-orders/{id}/receive", tag = "restock",
+#[utoipa::path(post, path = "/api/purchase-orders/{id}/receive", operation_id = "receive_purchase_order", tag = "restock",
     params(("id" = PurchaseOrderId, Path, description = "The purchase order's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The delivery is in the log", body = ReceiptQueued),

@@ -30,12 +30,33 @@ pub async fn place_orders_until(
     products: Vec<Uuid>,
     stop: Instant,
 ) -> LoadReport {
+    let running = tokio_util::sync::CancellationToken::new();
+    let timer = {
+        let running = running.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(stop)).await;
+            running.cancel();
+        })
+    };
+    let report = place_orders_while(api, clients, products, running).await;
+    timer.abort();
+    report
+}
+
+/// As `place_orders_until`, until `running` is cancelled.
+pub async fn place_orders_while(
+    api: Arc<Api>,
+    clients: usize,
+    products: Vec<Uuid>,
+    running: tokio_util::sync::CancellationToken,
+) -> LoadReport {
     let report = Arc::new(Mutex::new(LoadReport::default()));
     let tasks = (0..clients).map(|c| {
         let (api, products, report) = (api.clone(), products.clone(), report.clone());
+        let running = running.clone();
         tokio::spawn(async move {
             let mut i = 0usize;
-            while Instant::now() < stop {
+            while !running.is_cancelled() {
                 i += 1;
                 let items = json!([{ "product_id": products[(c + i) % products.len()], "quantity": 1 + i % 3 }]);
                 let body = json!({ "customer_email": format!("load{c}@example.com"), "items": items });

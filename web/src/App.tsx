@@ -29,7 +29,7 @@ function Dashboard({ snapshot }: { snapshot: Snapshot }) {
         <Figure label="Today's sales" value={money.format(stats.today_sales)} testId="today-sales" />
         <Figure label="Orders accepted" value={stats.order_count.toString()} testId="order-count" />
         <Figure label="Orders in the last minute" value={stats.orders_last_minute.toString()} testId="orders-last-minute" />
-        <Figure label="Events waiting" value={stats.backlog === null ? "n/a" : stats.backlog.toString()} testId="backlog" />
+        <Figure label="Events waiting" value={stats.backlog == null ? "n/a" : stats.backlog.toString()} testId="backlog" />
         <Figure label="Low-stock products" value={`${stats.low_stock_products} / ${stats.products}`} testId="low-stock" />
       </section>
       <section className="statuses">
