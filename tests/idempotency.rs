@@ -14,16 +14,15 @@ use std::time::Duration;
 /// replay.
 async fn post_with_key(api: &Api, path: &str, key: &str, body: &Value) -> (u16, Value, bool) {
     let answer = api
-        .http
-        .post(api.url(path))
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = answer.status().as_u16();
-    let replayed = answer.headers().get("idempotent-replayed").is_some();
-    (status, answer.json().await.unwrap_or(Value::Null), replayed)
+        .send(
+            api.http
+                .post(api.url(path))
+                .header("idempotency-key", key)
+                .json(body),
+        )
+        .await;
+    let replayed = answer.header("idempotent-replayed").is_some();
+    (answer.status, answer.body, replayed)
 }
 
 fn order_body(product: &str, quantity: i64) -> Value {

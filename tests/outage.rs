@@ -145,22 +145,18 @@ async fn a_frozen_log_sheds_requests_with_503_and_retry_after() {
 
     valkey.signal("-STOP");
     let started = Instant::now();
+    let api = std::sync::Arc::new(common::Api::new(&app.base));
     let requests = (0..8).map(|_| {
-        let request = app
+        let request = api
             .http
-            .post(app.url("/api/orders"))
+            .post(api.url("/api/orders"))
             .json(&order)
-            .timeout(Duration::from_secs(20))
-            .send();
+            .timeout(Duration::from_secs(20));
+        let api = api.clone();
         async move {
-            let answer = request.await.expect("every request is answered");
-            let status = answer.status().as_u16();
-            let retry_after = answer
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_string());
-            let body: serde_json::Value = answer.json().await.unwrap();
-            (status, retry_after, body, started.elapsed())
+            let answer = api.send(request).await;
+            let retry_after = answer.header("retry-after").map(str::to_string);
+            (answer.status, retry_after, answer.body, started.elapsed())
         }
     });
     let shed = tokio::spawn(futures::future::join_all(requests));

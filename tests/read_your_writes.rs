@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 async fn create_stock_and_order_at_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let created = app
-        .http
-        .post(app.url("/api/products"))
-        .json(&json!({ "sku": "RYW-1", "name": "At once", "price": 2.5 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201, "readable when answered");
-    let location = created.headers()["location"].to_str().unwrap().to_string();
-    let body: serde_json::Value = created.json().await.unwrap();
+        .send(
+            app.http
+                .post(app.url("/api/products"))
+                .json(&json!({ "sku": "RYW-1", "name": "At once", "price": 2.5 })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "readable when answered");
+    let location = created.header("location").unwrap().to_string();
+    let body = created.body;
     let id = body["id"].as_str().unwrap().to_string();
 
     assert_eq!(app.get(&location).await.0, 200, "GET of the Location");
@@ -67,16 +67,16 @@ async fn without_a_worker_the_location_answers_202_not_404() {
 
     let started = Instant::now();
     let created = api
-        .http
-        .post(api.url("/api/products"))
-        .json(&json!({ "sku": "LATE-1", "name": "Late", "price": 3 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 202);
+        .send(
+            api.http
+                .post(api.url("/api/products"))
+                .json(&json!({ "sku": "LATE-1", "name": "Late", "price": 3 })),
+        )
+        .await;
+    assert_eq!(created.status, 202);
     assert!(started.elapsed() >= Duration::from_secs(4), "waited first");
-    let location = created.headers()["location"].to_str().unwrap().to_string();
-    let body: serde_json::Value = created.json().await.unwrap();
+    let location = created.header("location").unwrap().to_string();
+    let body = created.body;
     assert_eq!(body["status"], "QUEUED");
     let id = body["id"].as_str().unwrap().to_string();
 

@@ -65,8 +65,13 @@ impl Modify for CommonErrors {
                     ),
                 ];
                 if method == HttpMethod::Post {
+                    statuses.push((
+                        "409",
+                        "The Idempotency-Key's first request is still being handled",
+                    ));
                     statuses.push(("413", "A body over 64 KiB"));
                     statuses.push(("415", "A body that is not JSON"));
+                    statuses.push(("422", "The Idempotency-Key was used for another request"));
                 }
                 for (status, description) in statuses {
                     operation

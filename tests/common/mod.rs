@@ -139,6 +139,23 @@ pub fn segment_bases(log_dir: &std::path::Path, partition: u32) -> Vec<u64> {
     bases
 }
 
+/// An answer received through `Api::send`, already checked against the
+/// OpenAPI document.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    /// The body as JSON (null when it is not).
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// An HTTP client for one gateway, with a method per thing tests do.
 /// Every JSON answer it receives through `get` and `post` (and so through
 /// the endpoint methods) is checked against the gateway's own OpenAPI
@@ -328,6 +345,33 @@ impl Api {
         self.check_against_contract("post", path, status, &body)
             .await;
         (status, body)
+    }
+
+    /// Sends `request` (built on `self.http`) and checks its answer against
+    /// the OpenAPI document, as `get` and `post` do.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let request = request.build().expect("a well-formed request");
+        let method = request.method().as_str().to_ascii_lowercase();
+        let path = request.url().path().to_string();
+        let response = self.http.execute(request).await.expect("an answer");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let json = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if json {
+            self.check_against_contract(&method, &path, status, &body)
+                .await;
+        }
+        Answer {
+            status,
+            headers,
+            text,
+            body,
+        }
     }
 
     /// The gateway's OpenAPI document, fetched once.
