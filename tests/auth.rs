@@ -168,3 +168,43 @@ async fn cors_opens_the_api_to_the_named_origins_only() {
     assert_eq!(allowed(&answer), None, "an origin not named stays out");
     open.stop().await;
 }
+
+/// A worker's /metrics needs the token too; its /health stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_metrics_need_the_token() {
+    let deployment = common::process::SharedDeployment::new().await;
+    let port = free_port();
+    let worker = Role::start(
+        "worker",
+        &[
+            "worker",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--api-token",
+            TOKEN,
+        ],
+        &deployment.env,
+    );
+    let api = common::Api::new(&format!("http://127.0.0.1:{port}"));
+    api.wait_healthy().await;
+    let metrics = |token: Option<&str>| {
+        let mut request = api.http.get(api.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        api.send(request)
+    };
+    let refused = metrics(None).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.body["error"]["code"], "unauthorized");
+    assert_eq!(metrics(Some("wrong")).await.status, 401);
+    let answer = metrics(Some(TOKEN)).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.text.contains("streamstock_worker_up"),
+        "{}",
+        answer.text
+    );
+    assert_eq!(api.get("/health").await.0, 200);
+    assert!(worker.terminate().success());
+}

@@ -296,19 +296,23 @@ pub struct GatewayArgs {
     pub max_dashboard_clients: u32,
 }
 
+/// The token in `path`: its first line, trimmed; an empty one is refused.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --api-token-file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(format!("--api-token-file {} is empty", path.display()));
+    }
+    Ok(token.to_string())
+}
+
 impl GatewayArgs {
     /// Reads `--api-token-file` into the token.
     pub fn load_token_file(&mut self) -> Result<(), String> {
-        let Some(path) = &self.api_token_file else {
-            return Ok(());
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read --api-token-file {}: {e}", path.display()))?;
-        let token = text.lines().next().unwrap_or("").trim();
-        if token.is_empty() {
-            return Err(format!("--api-token-file {} is empty", path.display()));
+        if let Some(path) = &self.api_token_file {
+            self.api_token = Some(read_token_file(path)?);
         }
-        self.api_token = Some(token.to_string());
         Ok(())
     }
 
@@ -422,9 +426,15 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Address of the worker's /health and /ready endpoints.
+    /// Address of the worker's /health, /ready and /metrics endpoints.
     #[arg(long, env = "STREAMSTOCK_LISTEN", default_value = "127.0.0.1:8001")]
     pub listen: SocketAddr,
+    /// Bearer token required on the worker's /metrics, as on the gateway's.
+    #[arg(long, env = "STREAMSTOCK_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// A file holding that token (its first line).
+    #[arg(long, env = "STREAMSTOCK_API_TOKEN_FILE", conflicts_with = "api_token")]
+    pub api_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub processing: ProcessingArgs,
 }

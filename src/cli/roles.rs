@@ -133,7 +133,11 @@ pub async fn run_worker(
     let backend = open_log(&common, Some("worker")).await?;
 
     // A worker answers /health, /ready and /metrics for orchestrators.
-    let probes = gateway::probes::probe_router(backend.log.clone(), store.clone());
+    let token = match &args.api_token_file {
+        Some(path) => Some(super::config::read_token_file(path).map_err(anyhow::Error::msg)?),
+        None => args.api_token.clone(),
+    };
+    let probes = gateway::probes::probe_router(backend.log.clone(), store.clone(), token);
     let probe_shutdown = shutdown.clone();
     let probe_server = tokio::spawn(async move {
         axum::serve(listener, probes)

@@ -31,6 +31,27 @@ fn token_matches(presented: Option<&str>, token: &str) -> bool {
     presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes())))
 }
 
+/// None when `headers` carry `Authorization: Bearer <token>`; else the 401.
+pub fn bearer_refusal(headers: &axum::http::HeaderMap, token: &str) -> Option<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if token_matches(presented, token) {
+        return None;
+    }
+    let mut refused = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong bearer token",
+    )
+    .into_response();
+    refused
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(refused)
+}
+
 pub async fn require_token(
     State(state): State<AppState>,
     request: Request,
@@ -38,21 +59,7 @@ pub async fn require_token(
 ) -> Response {
     if let Some(token) = &state.access.api_token {
         if needs_token(request.method(), request.uri().path()) {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if !token_matches(presented, token) {
-                let mut refused = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong bearer token",
-                )
-                .into_response();
-                refused
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            if let Some(refused) = bearer_refusal(request.headers(), token) {
                 return refused;
             }
         }

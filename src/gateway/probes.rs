@@ -104,10 +104,12 @@ pub async fn prometheus(log: &dyn EventLog) -> Response {
 struct Backends {
     log: Arc<dyn EventLog>,
     store: Store,
+    /// With a token, /metrics needs it, as on the gateway.
+    api_token: Option<Arc<str>>,
 }
 
 /// `/health`, `/ready` and `/metrics` on their own, for a worker process.
-pub fn probe_router(log: Arc<dyn EventLog>, store: Store) -> Router {
+pub fn probe_router(log: Arc<dyn EventLog>, store: Store, api_token: Option<String>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route(
@@ -116,7 +118,20 @@ pub fn probe_router(log: Arc<dyn EventLog>, store: Store) -> Router {
         )
         .route(
             "/metrics",
-            get(|State(b): State<Backends>| async move { prometheus(&*b.log).await }),
+            get(
+                |State(b): State<Backends>, headers: axum::http::HeaderMap| async move {
+                    if let Some(token) = &b.api_token {
+                        if let Some(refused) = super::auth::bearer_refusal(&headers, token) {
+                            return refused;
+                        }
+                    }
+                    prometheus(&*b.log).await
+                },
+            ),
         )
-        .with_state(Backends { log, store })
+        .with_state(Backends {
+            log,
+            store,
+            api_token: api_token.map(Arc::from),
+        })
 }
