@@ -4,7 +4,7 @@
 
 use super::error::ApiError;
 use super::responses::ErrorBody;
-use super::responses::{Accepted, CommandQueued, OrderPending, OrderQueued, Queued};
+use super::responses::{Accepted, CommandQueued, FoundOrQueued, OrderPending, OrderQueued, Queued};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::catalog::{Email, Quantity};
 use crate::domain::events::{OrderLine, OrderPlaced};
@@ -12,8 +12,6 @@ use crate::domain::inventory::{OrderCommand, OrderStatus};
 use crate::domain::{DomainEvent, Money, OrderId, ProductId};
 use crate::store::queries::OrderView;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
@@ -157,22 +155,6 @@ pub async fn list(
     ))
 }
 
-/// An order, or (202) one that may still be in the log: an id the gateway
-/// just returned is never answered 404.
-pub enum OneOrder {
-    Found(OrderView),
-    Queued(OrderPending),
-}
-
-impl IntoResponse for OneOrder {
-    fn into_response(self) -> Response {
-        match self {
-            OneOrder::Found(order) => Json(order).into_response(),
-            OneOrder::Queued(pending) => (StatusCode::ACCEPTED, Json(pending)).into_response(),
-        }
-    }
-}
-
 /// One order. With `?wait=N` the answer waits up to N seconds for the order
 /// to be decided (useful right after placing it). An order not in the read
 /// model whose id this gateway may have issued lately is waited for (up to
@@ -187,7 +169,7 @@ pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
     ApiQuery(query): ApiQuery<OneOrderQuery>,
-) -> Result<OneOrder, ApiError> {
+) -> Result<FoundOrQueued<OrderView, OrderPending>, ApiError> {
     let started = tokio::time::Instant::now();
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let queued = may_still_be_queued(id);
@@ -206,8 +188,8 @@ pub async fn one(
             };
         if done {
             return match order {
-                Some(order) => Ok(OneOrder::Found(order)),
-                None if queued => Ok(OneOrder::Queued(OrderPending {
+                Some(order) => Ok(FoundOrQueued::Found(order)),
+                None if queued => Ok(FoundOrQueued::Queued(OrderPending {
                     order_id: id,
                     status: Queued::Queued,
                 })),

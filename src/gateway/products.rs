@@ -2,15 +2,15 @@
 
 use super::error::ApiError;
 use super::responses::ErrorBody;
-use super::responses::{Accepted, ProductPending, ProductQueued, Queued, StockQueued, Stored};
+use super::responses::{
+    Accepted, FoundOrQueued, ProductPending, ProductQueued, Queued, StockQueued, Stored,
+};
 use super::{ApiJson, ApiPath, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
 use crate::domain::events::{ProductCreated, StockReceived};
 use crate::domain::{DomainEvent, Money, ProductId};
 use crate::store::queries::ProductView;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
@@ -84,22 +84,6 @@ pub(super) async fn readable_product(
     }
 }
 
-/// A product, or (202) one the gateway created that no worker has applied
-/// yet: an id the gateway returned is never answered 404.
-pub enum OneProduct {
-    Found(ProductView),
-    Pending(ProductPending),
-}
-
-impl IntoResponse for OneProduct {
-    fn into_response(self) -> Response {
-        match self {
-            OneProduct::Found(product) => Json(product).into_response(),
-            OneProduct::Pending(pending) => (StatusCode::ACCEPTED, Json(pending)).into_response(),
-        }
-    }
-}
-
 #[utoipa::path(get, path = "/api/products/{id}", operation_id = "get_product", tag = "products",
     params(("id" = ProductId, Path, description = "The product's id")),
     responses((status = 200, description = "The product", body = ProductView),
@@ -108,16 +92,16 @@ impl IntoResponse for OneProduct {
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,
-) -> Result<OneProduct, ApiError> {
+) -> Result<FoundOrQueued<ProductView, ProductPending>, ApiError> {
     if let Some(product) = state.store.get_product(id).await? {
-        return Ok(OneProduct::Found(product));
+        return Ok(FoundOrQueued::Found(product));
     }
     let Some(sku) = state.store.claimed_sku(id).await? else {
         return Err(ApiError::not_found(format!("product {id} not found")));
     };
     Ok(match readable_product(&state, id, 0, APPLIED_WAIT).await? {
-        Some(product) => OneProduct::Found(product),
-        None => OneProduct::Pending(ProductPending {
+        Some(product) => FoundOrQueued::Found(product),
+        None => FoundOrQueued::Queued(ProductPending {
             id,
             sku,
             status: Queued::Queued,

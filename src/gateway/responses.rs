@@ -55,6 +55,22 @@ impl<T: Serialize> IntoResponse for Stored<T> {
     }
 }
 
+/// A resource (200), or (202) what is known of one still in the log: an
+/// id the gateway returned is never answered 404.
+pub enum FoundOrQueued<T, Q> {
+    Found(T),
+    Queued(Q),
+}
+
+impl<T: Serialize, Q: Serialize> IntoResponse for FoundOrQueued<T, Q> {
+    fn into_response(self) -> Response {
+        match self {
+            FoundOrQueued::Found(found) => Json(found).into_response(),
+            FoundOrQueued::Queued(queued) => (StatusCode::ACCEPTED, Json(queued)).into_response(),
+        }
+    }
+}
+
 /// `GET /api/products/{id}` of a product created but not yet applied:
 /// 202, and what is known of it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -56,12 +56,15 @@ fn event_span(decoded: &Decoded) -> tracing::Span {
 }
 
 /// A span naming one batch: its partitions and entries.
+/// Its fields are only computed when debug spans are on.
 pub(super) fn batch_span(batch: &[Delivery]) -> tracing::Span {
-    let partitions: std::collections::BTreeSet<u32> = batch.iter().map(|d| d.partition).collect();
     tracing::debug_span!(
         "batch",
         size = batch.len(),
-        partitions = ?partitions,
+        partitions = ?batch
+            .iter()
+            .map(|d| d.partition)
+            .collect::<std::collections::BTreeSet<u32>>(),
         first = %batch.first().map(|d| d.id.to_string()).unwrap_or_default(),
         last = %batch.last().map(|d| d.id.to_string()).unwrap_or_default(),
     )
