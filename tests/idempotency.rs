@@ -182,3 +182,41 @@ async fn unusable_keys_are_refused() {
         .contains("Idempotency-Key"));
     app.stop().await;
 }
+
+/// However many keys the load brings, only the newest
+/// `--idempotency-max-keys` are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_bounded_in_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = common::isolated_settings(Backend::EmbeddedSqlite, dir.path()).await;
+    let app = TestApp::spawn_with_args(common, |args| {
+        args.gateway.idempotency_max_keys = 3;
+    })
+    .await;
+    let product = app.create_product("BOUND-1", 1.0, 100).await.to_string();
+    for n in 0..6 {
+        let (status, _, _) = post_with_key(
+            &app,
+            "/api/orders",
+            &format!("bounded-{n}"),
+            &order_body(&product, 1),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let store = app.store().await;
+    app.wait_for("at most 3 keys kept", || async {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM idempotency_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        sqlx::Row::get::<i64, _>(&row, "n") <= 3
+    })
+    .await;
+    // The newest key still answers as before.
+    let (status, _, replayed) =
+        post_with_key(&app, "/api/orders", "bounded-5", &order_body(&product, 1)).await;
+    assert_eq!((status, replayed), (202, true));
+    store.close().await;
+    app.stop().await;
+}

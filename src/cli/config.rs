@@ -291,6 +291,10 @@ pub struct GatewayArgs {
     /// for its retries.
     #[arg(long, env = "STREAMSTOCK_IDEMPOTENCY_TTL", default_value = "24h")]
     pub idempotency_ttl: humantime::Duration,
+    /// The most idempotency keys kept; beyond, the oldest are removed
+    /// (checked every few seconds), so load cannot grow the table unbounded.
+    #[arg(long, env = "STREAMSTOCK_IDEMPOTENCY_MAX_KEYS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idempotency_max_keys: u64,
     /// Dashboard WebSocket connections served at once; more get 503.
     #[arg(long, env = "STREAMSTOCK_MAX_DASHBOARD_CLIENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_dashboard_clients: u32,
@@ -340,6 +344,7 @@ impl GatewayArgs {
             in_flight_appends: self.max_in_flight_appends as usize,
             dashboard_clients: self.max_dashboard_clients as usize,
             idempotency_ttl: *self.idempotency_ttl,
+            idempotency_max_keys: self.idempotency_max_keys,
         }
     }
 
@@ -606,6 +611,7 @@ mod tests {
             max_in_flight_requests: 16,
             request_timeout: std::time::Duration::from_secs(35).into(),
             idempotency_ttl: std::time::Duration::from_secs(86_400).into(),
+            idempotency_max_keys: 1_000_000,
         };
         assert!(args.check_exposure().is_err());
         assert!(GatewayArgs {

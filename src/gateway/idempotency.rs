@@ -146,21 +146,31 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     Response::from_parts(parts, Body::from(body))
 }
 
-/// Removes expired keys now and then, until shutdown.
+/// Removes expired keys, and the oldest beyond `idempotency_max_keys`, now
+/// and then, until shutdown.
 pub(super) fn spawn_pruner(state: AppState) {
     let ttl = state.limits.idempotency_ttl;
-    let every = (ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let max_keys = state.limits.idempotency_max_keys;
+    let every = (ttl / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            match state
+            let pruned = match state
                 .store
                 .prune_idempotency_keys(ttl.as_millis() as i64)
                 .await
             {
+                Ok(n) => state
+                    .store
+                    .cap_idempotency_keys(max_keys)
+                    .await
+                    .map(|m| n + m),
+                Err(e) => Err(e),
+            };
+            match pruned {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(keys = n, "expired idempotency keys removed"),
                 Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed; will retry"),

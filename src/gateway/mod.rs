@@ -50,6 +50,8 @@ pub struct Limits {
     pub dashboard_clients: usize,
     /// How long an Idempotency-Key's first answer is kept.
     pub idempotency_ttl: std::time::Duration,
+    /// The most keys kept; beyond, the oldest go first.
+    pub idempotency_max_keys: u64,
 }
 
 /// Who may call the gateway, and from which web pages.

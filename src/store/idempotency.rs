@@ -115,6 +115,19 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps only the newest `max` keys; returns how many were removed.
+    pub async fn cap_idempotency_keys(&self, max: u64) -> Result<u64, StoreError> {
+        let offset = i64::try_from(max).unwrap_or(i64::MAX);
+        Ok(sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at <= \
+             (SELECT created_at FROM idempotency_keys ORDER BY created_at DESC LIMIT 1 OFFSET $1)",
+        )
+        .bind(offset)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
     /// Removes keys older than `ttl_ms`; returns how many.
     pub async fn prune_idempotency_keys(&self, ttl_ms: i64) -> Result<u64, StoreError> {
         Ok(

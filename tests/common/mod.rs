@@ -224,6 +224,7 @@ impl TestApp {
                 max_in_flight_requests: 1024,
                 request_timeout: Duration::from_secs(35).into(),
                 idempotency_ttl: Duration::from_secs(86_400).into(),
+                idempotency_max_keys: 1_000_000,
             },
             processing: ProcessingArgs {
                 batch_size: 64,
