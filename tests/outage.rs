@@ -115,8 +115,10 @@ async fn valkey_killed_under_load_loses_no_accepted_order() {
         Duration::from_secs(7),
         &mut valkey,
         Duration::from_millis(2500),
+        async || {},
     )
     .await;
+    assert!(report.unavailable > 0, "the outage was not noticed");
     let store = app.store().await;
     assert_accepted_orders_processed_once(&app, &store, &report.accepted, &[(product, 1000)]).await;
     app.stop().await;

@@ -295,6 +295,10 @@ pub struct GatewayArgs {
     /// (checked every few seconds), so load cannot grow the table unbounded.
     #[arg(long, env = "STREAMSTOCK_IDEMPOTENCY_MAX_KEYS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idempotency_max_keys: u64,
+    /// Products whose price the gateway keeps in memory, so an order needs
+    /// no database read (the least recently ordered fall out beyond it).
+    #[arg(long, env = "STREAMSTOCK_CATALOG_CACHE_PRODUCTS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub catalog_cache_products: u32,
     /// Dashboard WebSocket connections served at once; more get 503.
     #[arg(long, env = "STREAMSTOCK_MAX_DASHBOARD_CLIENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_dashboard_clients: u32,
@@ -345,6 +349,7 @@ impl GatewayArgs {
             dashboard_clients: self.max_dashboard_clients as usize,
             idempotency_ttl: *self.idempotency_ttl,
             idempotency_max_keys: self.idempotency_max_keys,
+            catalog_cache_products: self.catalog_cache_products as usize,
         }
     }
 
@@ -612,6 +617,7 @@ mod tests {
             request_timeout: std::time::Duration::from_secs(35).into(),
             idempotency_ttl: std::time::Duration::from_secs(86_400).into(),
             idempotency_max_keys: 1_000_000,
+            catalog_cache_products: 100,
         };
         assert!(args.check_exposure().is_err());
         assert!(GatewayArgs {

@@ -4,6 +4,7 @@
 
 mod assets;
 pub mod auth;
+pub mod catalog;
 mod dashboard;
 pub mod error;
 mod front_door;
@@ -52,6 +53,8 @@ pub struct Limits {
     pub idempotency_ttl: std::time::Duration,
     /// The most keys kept; beyond, the oldest go first.
     pub idempotency_max_keys: u64,
+    /// Products whose price is kept in memory (see `catalog`).
+    pub catalog_cache_products: usize,
 }
 
 /// Who may call the gateway, and from which web pages.
@@ -72,6 +75,8 @@ pub struct Gateway {
     pub log: Arc<dyn EventLog>,
     pub access: Access,
     pub dashboard: dashboard::Hub,
+    /// Prices of the products orders name, so placing one reads no database.
+    pub prices: catalog::PriceList,
     pub shutdown: CancellationToken,
     /// One permit per append in flight: the bound on what the gateway
     /// queues toward the log, whatever the offered load.
@@ -109,6 +114,7 @@ impl Gateway {
             log,
             access,
             dashboard: dashboard::Hub::new(limits.dashboard_clients),
+            prices: catalog::PriceList::new(limits.catalog_cache_products),
             shutdown,
             append_slots: tokio::sync::Semaphore::new(limits.in_flight_appends.max(1)),
             request_slots: Arc::new(tokio::sync::Semaphore::new(

@@ -2,6 +2,7 @@
 //! `order.placed`, 202), list and read, with an optional long-poll, and the
 //! lifecycle commands cancel and ship.
 
+use super::catalog::Priced;
 use super::error::ApiError;
 use super::responses::ErrorBody;
 use super::responses::{Accepted, CommandQueued, FoundOrQueued, OrderPending, OrderQueued, Queued};
@@ -15,6 +16,7 @@ use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Most lines one order may have.
@@ -70,24 +72,7 @@ pub async fn place(
         ));
     }
     let ids: Vec<ProductId> = body.items.iter().map(|item| item.product_id).collect();
-    let mut catalog = state.store.get_products(&ids).await?;
-    // A product this gateway just created may not be applied yet: its id
-    // works in the very next request, so wait for it (bounded).
-    let missing: Vec<ProductId> = ids
-        .iter()
-        .filter(|id| !catalog.contains_key(id))
-        .copied()
-        .collect();
-    for id in &missing {
-        if state.store.claimed_sku(*id).await?.is_some() {
-            if let Some(product) =
-                super::products::readable_product(&state, *id, 0, super::products::APPLIED_WAIT)
-                    .await?
-            {
-                catalog.insert(*id, product);
-            }
-        }
-    }
+    let catalog = priced(&state, &ids).await?;
     let mut lines = Vec::with_capacity(body.items.len());
     let mut total = Money::ZERO;
     for (i, item) in body.items.iter().enumerate() {
@@ -105,7 +90,7 @@ pub async fn place(
                     &format!("items[{i}].unit_price"),
                     format!(
                         "{given} does not match the catalog price {} of {}",
-                        product.price, product.sku
+                        product.price, &*product.sku
                     ),
                 ));
             }
@@ -198,6 +183,35 @@ pub async fn one(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The price of each product among `ids` that exists: from the gateway's
+/// price list, else the read model (one query for all the misses). A
+/// product this gateway just created may not be applied yet: its id works
+/// in the very next request, so it is waited for (bounded).
+async fn priced(
+    state: &AppState,
+    ids: &[ProductId],
+) -> Result<HashMap<ProductId, Priced>, ApiError> {
+    let (mut catalog, missing) = state.prices.lookup(ids);
+    if missing.is_empty() {
+        return Ok(catalog);
+    }
+    let stored = state.store.get_products(&missing).await?;
+    for product in stored.values() {
+        catalog.insert(product.id, state.prices.remember(product));
+    }
+    for id in missing.iter().filter(|id| !stored.contains_key(id)) {
+        if state.store.claimed_sku(*id).await?.is_some() {
+            if let Some(product) =
+                super::products::readable_product(state, *id, 0, super::products::APPLIED_WAIT)
+                    .await?
+            {
+                catalog.insert(*id, state.prices.remember(&product));
+            }
+        }
+    }
+    Ok(catalog)
 }
 
 /// How long after its id was issued an order the read model does not show

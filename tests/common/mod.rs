@@ -225,6 +225,7 @@ impl TestApp {
                 request_timeout: Duration::from_secs(35).into(),
                 idempotency_ttl: Duration::from_secs(86_400).into(),
                 idempotency_max_keys: 1_000_000,
+                catalog_cache_products: 10_000,
             },
             processing: ProcessingArgs {
                 batch_size: 64,
