@@ -1,6 +1,8 @@
 //! `/api/stats` and the live dashboard feed on `/ws/dashboard`: a snapshot on
-//! connect, then a fresh one every second while anyone is watching. One task
-//! computes each snapshot and broadcasts it, however many browsers are open.
+//! connect, then a fresh one every second while anyone is watching, and,
+//! between snapshots, each order status change the moment a worker commits
+//! it (a `StatusChanges` message). One task computes each snapshot and
+//! broadcasts it, however many browsers are open.
 
 use super::error::ApiError;
 use super::responses::ErrorBody;
@@ -51,8 +53,17 @@ pub struct Snapshot {
     pub open_purchase_orders: Vec<PurchaseOrderView>,
 }
 
+/// What `/ws/dashboard` pushes between snapshots: orders whose status a
+/// worker has just committed, as soon as it has.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StatusChanges {
+    pub status_changes: Vec<crate::stream::announce::StatusChange>,
+}
+
 pub struct Hub {
     sender: broadcast::Sender<Arc<str>>,
+    /// Status changes, serialized once for every client.
+    changes: broadcast::Sender<Arc<str>>,
     /// One permit per open dashboard connection: their number is bounded.
     clients: Arc<tokio::sync::Semaphore>,
 }
@@ -64,8 +75,25 @@ impl Hub {
         let (sender, _) = broadcast::channel(4);
         Hub {
             sender,
+            changes: broadcast::channel(64).0,
             clients: Arc::new(tokio::sync::Semaphore::new(max_clients.max(1))),
         }
+    }
+}
+
+impl Hub {
+    /// Passes an announcement on to the open dashboards, if any.
+    pub fn status_changed(&self, announcement: crate::stream::announce::Announcement) {
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        let message = StatusChanges {
+            status_changes: announcement.to_vec(),
+        };
+        let json: Arc<str> = serde_json::to_string(&message)
+            .expect("status changes serialize")
+            .into();
+        let _ = self.changes.send(json);
     }
 }
 
@@ -156,6 +184,7 @@ pub async fn websocket(
 
 async fn feed(mut socket: WebSocket, state: AppState) {
     let mut updates = state.dashboard.sender.subscribe();
+    let mut changes = state.dashboard.changes.subscribe();
     if let Ok(first) = snapshot(&state).await {
         let json = serde_json::to_string(&first).expect("snapshots serialize");
         if socket.send(Message::Text(json.into())).await.is_err() {
@@ -174,6 +203,16 @@ async fn feed(mut socket: WebSocket, state: AppState) {
                         return;
                     }
                 }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            change = changes.recv() => match change {
+                Ok(json) => {
+                    if socket.send(Message::Text(json.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                // The next snapshot has what a lagging client skipped.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             },

@@ -11,6 +11,7 @@ mod front_door;
 pub mod idempotency;
 pub mod openapi;
 mod operations;
+mod order_watch;
 mod orders;
 pub mod probes;
 mod products;
@@ -77,6 +78,8 @@ pub struct Gateway {
     pub dashboard: dashboard::Hub,
     /// Prices of the products orders name, so placing one reads no database.
     pub prices: catalog::PriceList,
+    /// Long polls waiting on an order's decision.
+    order_watch: order_watch::OrderWatch,
     pub shutdown: CancellationToken,
     /// One permit per append in flight: the bound on what the gateway
     /// queues toward the log, whatever the offered load.
@@ -115,6 +118,7 @@ impl Gateway {
             access,
             dashboard: dashboard::Hub::new(limits.dashboard_clients),
             prices: catalog::PriceList::new(limits.catalog_cache_products),
+            order_watch: Default::default(),
             shutdown,
             append_slots: tokio::sync::Semaphore::new(limits.in_flight_appends.max(1)),
             request_slots: Arc::new(tokio::sync::Semaphore::new(
@@ -123,6 +127,7 @@ impl Gateway {
             limits,
         });
         dashboard::spawn_publisher(gateway.clone());
+        order_watch::spawn_listener(gateway.clone());
         idempotency::spawn_pruner(gateway.clone());
         crate::telemetry::metrics::handle();
         gateway

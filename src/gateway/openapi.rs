@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "operations", description = "Alerts, the audit trail, dead letters, figures"),
         (name = "probes", description = "Health, readiness and metrics")
     ),
-    components(schemas(super::dashboard::Snapshot)),
+    components(schemas(super::dashboard::Snapshot, super::dashboard::StatusChanges)),
     modifiers(&BearerToken)
 )]
 pub struct ApiDoc;

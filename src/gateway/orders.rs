@@ -4,6 +4,7 @@
 
 use super::catalog::Priced;
 use super::error::ApiError;
+use super::order_watch::FALLBACK_CHECK;
 use super::responses::ErrorBody;
 use super::responses::{Accepted, CommandQueued, FoundOrQueued, OrderPending, OrderQueued, Queued};
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging, StatusFilter};
@@ -164,6 +165,9 @@ pub async fn one(
         wait
     };
     loop {
+        // Watch before reading, so a decision committed in between wakes us.
+        let watching = state.order_watch.watch(id);
+        let changed = watching.changed(FALLBACK_CHECK);
         let order = state.store.get_order(id).await?;
         let waited = started.elapsed();
         let done = state.shutdown.is_cancelled()
@@ -181,7 +185,15 @@ pub async fn one(
                 None => Err(ApiError::not_found(format!("order {id} not found"))),
             };
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let limit = match order {
+            Some(_) => wait,
+            None => wait_for_missing,
+        };
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(limit.saturating_sub(waited)) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
     }
 }
 

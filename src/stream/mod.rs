@@ -2,6 +2,7 @@
 //! with two backends (Valkey Streams for scale-out, an embedded file log for
 //! the zero-setup default), and the consumer-group reads workers use.
 
+pub mod announce;
 pub mod dead_letter;
 pub mod embedded;
 pub mod lease;
@@ -218,6 +219,14 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Cheap reachability check for `/ready`.
     async fn ping(&self) -> Result<(), LogError>;
+
+    /// Tells every gateway which orders' status a worker has just committed
+    /// (see `announce`). Best effort, and never makes the worker wait.
+    fn announce(&self, changes: announce::Announcement);
+
+    /// Every worker's announcements from now on, however many processes
+    /// they run in.
+    fn announcements(&self) -> tokio::sync::broadcast::Receiver<announce::Announcement>;
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub const DEAD_LETTER_ALERT_AT: &str = "streamstock_dead_letter_alert_threshold"
 pub const HTTP_REQUESTS: &str = "streamstock_http_requests_total";
 pub const HTTP_SECONDS: &str = "streamstock_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "streamstock_http_requests_in_flight";
+pub const ANNOUNCEMENTS_HEARD: &str = "streamstock_announcements_heard_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -106,6 +107,10 @@ fn describe() {
     metrics::describe_histogram!(
         HTTP_SECONDS,
         "Time to answer an HTTP request, by route, method and status"
+    );
+    metrics::describe_counter!(
+        ANNOUNCEMENTS_HEARD,
+        "Workers' announcements of committed status changes the gateway heard (they wake long polls)"
     );
     metrics::describe_gauge!(
         HTTP_IN_FLIGHT,

@@ -7,12 +7,14 @@
 use super::recent::RecentlyCommitted;
 use super::WorkerOptions;
 use crate::domain::events::AlertRaised;
+use crate::domain::status::OrderStatus;
 use crate::domain::status::{AlertKind, Severity};
 use crate::domain::{DomainEvent, Envelope};
 use crate::retry::{pause, Backoff, Stopped, OUTAGE};
 use crate::store::outbox::OutboxRows;
 use crate::store::projections::BatchOutcome;
 use crate::store::{Store, StoreError};
+use crate::stream::announce::StatusChange;
 use crate::stream::dead_letter::DeadLetter;
 use crate::stream::{Decoded, Delivery, EntryId, EventLog};
 use crate::telemetry::metrics as names;
@@ -41,6 +43,26 @@ pub(super) struct Applier<'a> {
     pub store: &'a Store,
     pub options: &'a WorkerOptions,
     pub recent: RecentlyCommitted,
+}
+
+/// The orders whose status the committed follow-ups set: the decisions,
+/// cancellations and shipments.
+fn status_changes(follow_ups: &[Envelope]) -> Vec<StatusChange> {
+    use crate::domain::events::EventType;
+    follow_ups
+        .iter()
+        .filter_map(|envelope| {
+            let status = match EventType::from_name(&envelope.event_type)? {
+                EventType::OrderConfirmed => OrderStatus::Confirmed,
+                EventType::OrderRejected => OrderStatus::Rejected,
+                EventType::OrderCancelled => OrderStatus::Cancelled,
+                EventType::OrderShipped => OrderStatus::Shipped,
+                _ => return None,
+            };
+            let order_id = envelope.key.parse().ok()?;
+            Some(StatusChange { order_id, status })
+        })
+        .collect()
 }
 
 /// A span naming one event, so every line logged while it is handled can
@@ -107,6 +129,11 @@ impl Applier<'_> {
         // product rows and wait on each other.)
         let (follow_ups, outbox) = self.apply_together(&applicable, stop).await?;
         self.recent.remember(follow_ups.iter().map(|f| f.event_id));
+        // Committed: whoever waits on these orders may look now.
+        let changes = status_changes(&follow_ups);
+        if !changes.is_empty() {
+            self.log.announce(changes.into());
+        }
         Ok(Committed {
             follow_ups,
             outbox,

@@ -584,6 +584,18 @@ export interface components {
             throughput: components["schemas"]["Throughput"];
             top_products: components["schemas"]["TopProduct"][];
         };
+        /** @description One order's new status, as committed to the read model. */
+        StatusChange: {
+            order_id: components["schemas"]["OrderId"];
+            status: components["schemas"]["OrderStatus"];
+        };
+        /**
+         * @description What `/ws/dashboard` pushes between snapshots: orders whose status a
+         *     worker has just committed, as soon as it has.
+         */
+        StatusChanges: {
+            status_changes: components["schemas"]["StatusChange"][];
+        };
         /** @description `POST /api/products/{id}/stock`. */
         StockQueued: {
             msg_id: string;

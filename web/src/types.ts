@@ -9,6 +9,8 @@ import type { components } from "./api";
 type Schemas = components["schemas"];
 
 export type Snapshot = Schemas["Snapshot"];
+/** Pushed between snapshots: orders whose status a worker just committed. */
+export type StatusChanges = Schemas["StatusChanges"];
 export type Stats = Schemas["Stats"];
 /** One tumbling window of event time: order events and confirmed revenue. */
 export type Window = Schemas["Window"];

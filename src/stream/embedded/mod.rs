@@ -111,6 +111,8 @@ pub struct EmbeddedLog {
     dead: tokio::sync::Mutex<HashMap<String, Vec<DeadLetter>>>,
     /// Held for the log's lifetime: one process per data dir.
     _lock: File,
+    /// One process holds the log, so its workers and gateway share this.
+    announcements: crate::stream::announce::LocalAnnouncements,
 }
 
 const META_FILE: &str = "meta.json";
@@ -205,6 +207,7 @@ impl EmbeddedLog {
             persist: tokio::sync::Mutex::new(()),
             dead: tokio::sync::Mutex::new(HashMap::new()),
             _lock: lock,
+            announcements: Default::default(),
         })
     }
 
@@ -825,5 +828,15 @@ impl EventLog for EmbeddedLog {
             return Err(LogError::Unavailable("embedded log writer stopped".into()));
         }
         Ok(())
+    }
+
+    fn announce(&self, changes: crate::stream::announce::Announcement) {
+        self.announcements.send(changes);
+    }
+
+    fn announcements(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::stream::announce::Announcement> {
+        self.announcements.subscribe()
     }
 }

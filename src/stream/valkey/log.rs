@@ -263,6 +263,16 @@ impl EventLog for ValkeyLog {
         let _: String = self.client.ping(None).await.map_err(unavailable)?;
         Ok(())
     }
+
+    fn announce(&self, changes: crate::stream::announce::Announcement) {
+        self.publish_announcement(changes);
+    }
+
+    fn announcements(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::stream::announce::Announcement> {
+        self.subscribe_announcements()
+    }
 }
 
 /// Trims a partition's stream below the oldest entry any consumer group

@@ -11,6 +11,7 @@
 //! `log` implements the event log on this connection, `leases` the
 //! partition leases; both share the connection and key layout set up here.
 
+mod announce;
 mod leases;
 mod log;
 
@@ -52,6 +53,12 @@ pub struct ValkeyLog {
     /// Acked entries are kept at least this long before trimming.
     retention: Duration,
     groups_ready: Mutex<HashSet<String>>,
+    /// For the announcement subscriber's own connection.
+    config: Config,
+    /// What this process heard announced (see `announce`).
+    announcements: crate::stream::announce::LocalAnnouncements,
+    /// Set once this process subscribes (a gateway; workers only publish).
+    subscribed: std::sync::OnceLock<()>,
 }
 
 fn unavailable(e: Error) -> LogError {
@@ -147,6 +154,9 @@ impl ValkeyLog {
             durability,
             retention: Duration::ZERO,
             groups_ready: Mutex::new(HashSet::new()),
+            config,
+            announcements: Default::default(),
+            subscribed: std::sync::OnceLock::new(),
         })
     }
 
