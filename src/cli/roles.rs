@@ -4,9 +4,10 @@
 
 use super::backends::{open_log, open_store};
 use super::config::{
-    AllArgs, CommonArgs, GatewayArgs, Profile, ServeArgs, SimulateArgs, WorkerArgs,
+    AllArgs, CommonArgs, GatewayArgs, Profile, ReportFormat, ServeArgs, SimulateArgs, WorkerArgs,
 };
 use crate::gateway::{self, Gateway};
+use crate::simulator::load::{LoadOptions, Pace};
 use crate::simulator::Simulator;
 use crate::worker;
 use anyhow::{bail, Context};
@@ -60,6 +61,9 @@ pub async fn run_all_on(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if matches!(args.profile, Profile::Steady | Profile::Max) {
+        bail!("--profile steady and max are load runs: start them with `streamstock simulate` against this gateway");
+    }
     let store = open_store(&common).await?;
     let backend = open_log(&common, None).await?;
     let address = listener.local_addr()?;
@@ -159,33 +163,62 @@ pub async fn run_worker(
 }
 
 pub async fn run_simulate(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if args.profile == Profile::None {
-        bail!("--profile none generates no traffic; choose normal or burst");
-    }
-    if let Some(secs) = args.duration_secs {
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
-            stop.cancel();
-        });
-    }
-    let simulator = Simulator::new(&args.target, args.api_token, args.profile);
-    let report = match args.rate {
-        Some(rate) => Arc::new(simulator).run_at_rate(rate, shutdown).await,
-        None => simulator.run(shutdown).await,
+    let profile = match (args.profile, args.rate) {
+        (Some(profile), _) => profile,
+        (None, Some(_)) => Profile::Steady,
+        (None, None) => Profile::Normal,
     };
-    println!(
-        "orders accepted: {}, refused: {}, failed: {}, skipped (gateway behind the rate): {}; \
-         shipped: {}, cancelled: {}; purchase orders delivered: {}, direct restocks: {}",
-        report.accepted,
-        report.refused,
-        report.failed,
-        report.skipped,
-        report.shipped,
-        report.cancelled,
-        report.deliveries,
-        report.restocks
-    );
+    if profile == Profile::None {
+        bail!("--profile none generates no traffic; choose normal, burst, steady or max");
+    }
+    let pace = match (profile, args.rate) {
+        (Profile::Steady, Some(rate)) => Some(Pace::Steady { rate }),
+        (Profile::Steady, None) => bail!("--profile steady needs --rate N (requests per second)"),
+        (Profile::Max, None) => Some(Pace::Max),
+        (Profile::Max, Some(_)) => {
+            bail!("--profile max sends as fast as answered; --rate is for steady")
+        }
+        (_, Some(_)) => bail!("--rate is for --profile steady"),
+        _ => None,
+    };
+    let simulator = Simulator::new(&args.target, args.api_token, profile);
+    let Some(pace) = pace else {
+        if let Some(duration) = args.duration {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                stop.cancel();
+            });
+        }
+        let report = simulator.run(shutdown).await;
+        println!(
+            "orders accepted: {}, refused: {}, failed: {}; shipped: {}, cancelled: {}; \
+             purchase orders delivered: {}, direct restocks: {}",
+            report.accepted,
+            report.refused,
+            report.failed,
+            report.shipped,
+            report.cancelled,
+            report.deliveries,
+            report.restocks
+        );
+        return Ok(());
+    };
+    let options = LoadOptions {
+        pace,
+        concurrency: args.concurrency as usize,
+        duration: args.duration,
+        orders: args.orders,
+        seed: args.seed.unwrap_or_else(rand::random),
+        mix: args.mix,
+        supplier_delay: *args.supplier_delay,
+        progress_every: std::time::Duration::from_secs(2),
+    };
+    let summary = Arc::new(simulator).run_load(options, shutdown).await;
+    match args.report {
+        ReportFormat::Text => print!("{}", summary.text()),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+    }
     Ok(())
 }
 

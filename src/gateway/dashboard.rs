@@ -75,7 +75,8 @@ impl Hub {
         let (sender, _) = broadcast::channel(4);
         Hub {
             sender,
-            changes: broadcast::channel(64).0,
+            // Many small messages a second under load: room for a few seconds.
+            changes: broadcast::channel(1024).0,
             clients: Arc::new(tokio::sync::Semaphore::new(max_clients.max(1))),
         }
     }

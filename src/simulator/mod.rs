@@ -5,6 +5,10 @@
 //! the purchase orders the workers draft when stock runs low). It talks to
 //! the gateway over HTTP only, like any client.
 
+pub mod load;
+pub mod schedule;
+pub mod summary;
+
 use crate::retry::{pause, Backoff};
 use rand::prelude::*;
 use serde::Deserialize;
@@ -23,13 +27,19 @@ pub enum Profile {
     Normal,
     /// 0.1–0.5 s between orders.
     Burst,
+    /// Open loop at `--rate` requests/s, latency from each request's
+    /// intended send time (`simulate` only).
+    Steady,
+    /// Closed loop: `--concurrency` connections, each as fast as answered
+    /// (`simulate` only).
+    Max,
 }
 
 impl Profile {
     /// Milliseconds between two orders.
     fn pause_ms(self) -> Option<Range<u64>> {
         match self {
-            Profile::None => None,
+            Profile::None | Profile::Steady | Profile::Max => None,
             Profile::Normal => Some(2_000..5_000),
             Profile::Burst => Some(100..500),
         }
@@ -103,9 +113,6 @@ pub struct SimulatorReport {
     pub deliveries: u64,
     /// Direct receipts for products low without a purchase order.
     pub restocks: u64,
-    /// Steady-rate mode: orders not sent because every connection was still
-    /// busy (the gateway is behind the rate asked for).
-    pub skipped: u64,
 }
 
 impl Simulator {
@@ -173,79 +180,6 @@ impl Simulator {
                 tracing::info!(?report, "simulator progress");
             }
         }
-        tracing::info!(?report, "simulator stopped");
-        report
-    }
-
-    /// Places orders at a steady `rate` per second (open loop: the pace does
-    /// not slow down when the gateway does; an order that finds all
-    /// `MAX_IN_FLIGHT` requests busy is skipped and counted), with the
-    /// supplier delivering purchase orders every second so stock keeps
-    /// coming. For soak and load runs.
-    pub async fn run_at_rate(
-        self: std::sync::Arc<Self>,
-        rate: u32,
-        shutdown: CancellationToken,
-    ) -> SimulatorReport {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        const MAX_IN_FLIGHT: usize = 256;
-        const TICKS_PER_SECOND: u32 = 100;
-        let mut report = SimulatorReport::default();
-        let Some(mut products) = self.prepare(&shutdown).await else {
-            return report;
-        };
-        tracing::info!(rate, products = products.len(), target = %self.target, "simulator placing orders at a steady rate");
-        let (accepted, refused, failed) = (
-            std::sync::Arc::new(AtomicU64::new(0)),
-            std::sync::Arc::new(AtomicU64::new(0)),
-            std::sync::Arc::new(AtomicU64::new(0)),
-        );
-        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
-        let mut rng = StdRng::from_os_rng();
-        let mut tick = tokio::time::interval(Duration::from_secs(1) / TICKS_PER_SECOND);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let (mut ticks, mut owed) = (0u64, 0f64);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            ticks += 1;
-            owed += f64::from(rate) / f64::from(TICKS_PER_SECOND);
-            while owed >= 1.0 {
-                owed -= 1.0;
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    report.skipped += 1;
-                    continue;
-                };
-                let body = random_order(&mut rng, &products);
-                let request = self.post("/api/orders").json(&body);
-                let (accepted, refused, failed) =
-                    (accepted.clone(), refused.clone(), failed.clone());
-                tokio::spawn(async move {
-                    let counter = match request.send().await {
-                        Ok(r) if r.status().is_success() => accepted,
-                        Ok(r) if r.status().is_client_error() => refused,
-                        _ => failed,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    drop(slot);
-                });
-            }
-            if ticks.is_multiple_of(u64::from(TICKS_PER_SECOND)) {
-                if let Ok(fresh) = self.products().await {
-                    self.supplier_round(&fresh, &mut report).await;
-                    if !fresh.is_empty() {
-                        products = fresh;
-                    }
-                }
-            }
-        }
-        // Let the requests in flight finish.
-        let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
-        report.accepted = accepted.load(Ordering::Relaxed);
-        report.refused = refused.load(Ordering::Relaxed);
-        report.failed = failed.load(Ordering::Relaxed);
         tracing::info!(?report, "simulator stopped");
         report
     }

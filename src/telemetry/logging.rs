@@ -1,5 +1,7 @@
-//! Logging: human-readable text by default, JSON lines for journald/ELK.
-//! RUST_LOG overrides the default level filter.
+//! Logging: human-readable text by default, JSON lines for journald/ELK,
+//! on stderr (journald takes both streams; a command's stdout stays its
+//! output alone, e.g. `simulate --report json`). RUST_LOG overrides the
+//! default level filter.
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +17,8 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,fred=warn,tower_http=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -1,0 +1,730 @@
+//! The load generator: the `steady` (open loop at a rate) and `max` (closed
+//! loop at a concurrency) profiles of `streamstock simulate`.
+//!
+//! Each request is an order placed (1–3 lines over Zipf-skewed products),
+//! or a confirmed order shipped or cancelled, in the proportions of the
+//! `--mix`. A supplier receives the purchase orders the workers draft once
+//! they are `--supplier-delay` old, so a long run reaches a steady state
+//! instead of emptying the warehouse. Decisions are heard on the
+//! dashboard's WebSocket, which gives each accepted order's decision
+//! latency. Errors are counted by status, never fatal.
+
+use super::schedule::{corrected_latency, OpenLoop, Popularity};
+use super::summary::{latency_histogram, record, Percentiles, Summary};
+use super::{Product, Simulator, CUSTOMERS};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use rand::prelude::*;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Open or closed loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// `rate` requests/s whatever the answers (at most `concurrency` in
+    /// flight; a request due while all are busy waits, and its wait counts).
+    Steady { rate: u32 },
+    /// `concurrency` connections, each sending its next request as soon as
+    /// the last is answered.
+    Max,
+}
+
+/// The share of each kind of request, in parts (`place=85,ship=12,cancel=3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mix {
+    pub place: u32,
+    pub ship: u32,
+    pub cancel: u32,
+}
+
+impl Default for Mix {
+    fn default() -> Mix {
+        Mix {
+            place: 85,
+            ship: 12,
+            cancel: 3,
+        }
+    }
+}
+
+impl std::str::FromStr for Mix {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Mix, String> {
+        let mut mix = Mix {
+            place: 0,
+            ship: 0,
+            cancel: 0,
+        };
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, parts) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}`: expected name=parts, e.g. place=85"))?;
+            let parts: u32 = parts
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{part}`: the parts must be a whole number"))?;
+            match name.trim() {
+                "place" => mix.place = parts,
+                "ship" => mix.ship = parts,
+                "cancel" => mix.cancel = parts,
+                other => {
+                    return Err(format!(
+                        "unknown request kind `{other}` (place, ship, cancel)"
+                    ))
+                }
+            }
+        }
+        if mix.place == 0 {
+            return Err("the mix must place some orders (place=N with N > 0)".into());
+        }
+        Ok(mix)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub pace: Pace,
+    pub concurrency: usize,
+    /// How long to send for, from the first request (the catalog's seeding
+    /// and the wait for the gateway do not count); else until shutdown.
+    pub duration: Option<Duration>,
+    /// Stop after this many orders were sent (else at shutdown).
+    pub orders: Option<u64>,
+    pub seed: u64,
+    pub mix: Mix,
+    pub supplier_delay: Duration,
+    /// How often the progress line is written.
+    pub progress_every: Duration,
+}
+
+/// What one request does.
+enum Action {
+    Place(serde_json::Value),
+    Ship(Uuid),
+    Cancel(Uuid),
+}
+
+impl Action {
+    fn verb(&self) -> &'static str {
+        match self {
+            Action::Place(_) => "place",
+            Action::Ship(_) => "ship",
+            Action::Cancel(_) => "cancel",
+        }
+    }
+}
+
+/// Orders tracked for their decision at most (beyond, they are not timed).
+const MAX_TRACKED: usize = 200_000;
+/// Confirmed orders kept for the warehouse and customers to act on.
+const MAX_CONFIRMED: usize = 10_000;
+/// How long the end of a run waits for the last decisions.
+const DECISION_GRACE: Duration = Duration::from_secs(5);
+
+/// Accepted orders waiting for their decision, and the decisions heard.
+#[derive(Default)]
+struct Decisions {
+    /// Accepted, not decided yet: when each was due.
+    pending: HashMap<Uuid, Instant>,
+    /// Decisions heard before their order's 202 was read (the WebSocket
+    /// can beat the HTTP answer): when each was heard.
+    early: HashMap<Uuid, Instant>,
+    latency: Option<Histogram<u64>>,
+    confirmed: VecDeque<Uuid>,
+}
+
+impl Decisions {
+    fn accepted(&mut self, order: Uuid, due: Instant) {
+        let latency = self.latency.get_or_insert_with(latency_histogram);
+        match self.early.remove(&order) {
+            Some(heard) => record(latency, corrected_latency(due, heard)),
+            None if self.pending.len() < MAX_TRACKED => {
+                self.pending.insert(order, due);
+            }
+            None => {}
+        }
+    }
+
+    fn heard(&mut self, order: Uuid, status: &str, at: Instant) {
+        if status == "CONFIRMED" {
+            if self.confirmed.len() == MAX_CONFIRMED {
+                self.confirmed.pop_front();
+            }
+            self.confirmed.push_back(order);
+        }
+        if status != "CONFIRMED" && status != "REJECTED" {
+            return;
+        }
+        match self.pending.remove(&order) {
+            Some(due) => record(
+                self.latency.get_or_insert_with(latency_histogram),
+                corrected_latency(due, at),
+            ),
+            None => {
+                // Another client's order, or ours before its 202: bounded.
+                if self.early.len() >= MAX_TRACKED {
+                    self.early.clear();
+                }
+                self.early.insert(order, at);
+            }
+        }
+    }
+}
+
+/// Everything the run's tasks record into.
+struct Recorder {
+    started: Instant,
+    latency: Mutex<Histogram<u64>>,
+    /// Since the last progress line.
+    recent: Mutex<Histogram<u64>>,
+    outcomes: Mutex<BTreeMap<String, u64>>,
+    accepted: AtomicU64,
+    orders_sent: AtomicU64,
+    errors: AtomicU64,
+    purchase_orders_received: AtomicU64,
+    decisions: Mutex<Decisions>,
+    /// Whether the dashboard feed answered (else no decision latency).
+    feed_connected: std::sync::atomic::AtomicBool,
+}
+
+impl Recorder {
+    fn new() -> Recorder {
+        Recorder {
+            started: Instant::now(),
+            latency: Mutex::new(latency_histogram()),
+            recent: Mutex::new(latency_histogram()),
+            outcomes: Mutex::default(),
+            accepted: AtomicU64::new(0),
+            orders_sent: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            purchase_orders_received: AtomicU64::new(0),
+            decisions: Mutex::default(),
+            feed_connected: Default::default(),
+        }
+    }
+
+    fn outcome(&self, label: String, latency: Duration) {
+        record(&mut self.latency.lock().expect("lock"), latency);
+        record(&mut self.recent.lock().expect("lock"), latency);
+        *self
+            .outcomes
+            .lock()
+            .expect("lock")
+            .entry(label)
+            .or_insert(0) += 1;
+    }
+}
+
+impl Simulator {
+    /// Runs a load profile until `shutdown` or `--orders`, and sums it up.
+    pub async fn run_load(
+        self: Arc<Self>,
+        options: LoadOptions,
+        shutdown: CancellationToken,
+    ) -> Summary {
+        let products = self.prepare(&shutdown).await.unwrap_or_default();
+        let recorder = Arc::new(Recorder::new());
+        // Sending stops at the duration or the order count; the feed, the
+        // supplier and the progress line run on until the last decisions
+        // are heard.
+        let stop = shutdown.child_token();
+        let background = shutdown.child_token();
+        if let Some(duration) = options.duration {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                stop.cancel();
+            });
+        }
+        let (connected, feed_ready) = tokio::sync::oneshot::channel();
+        let feed = tokio::spawn(listen_to_decisions(
+            self.feed_url(),
+            recorder.clone(),
+            connected,
+            background.clone(),
+        ));
+        // Decisions of the first orders are heard only if the feed is open
+        // before they are sent (a failure drops the sender at once).
+        let _ = tokio::time::timeout(Duration::from_secs(5), feed_ready).await;
+        let supplier = tokio::spawn(self.clone().supply(
+            options.supplier_delay,
+            recorder.clone(),
+            background.clone(),
+        ));
+        let progress = tokio::spawn(report_progress(
+            recorder.clone(),
+            options.progress_every,
+            background.clone(),
+        ));
+        if products.is_empty() {
+            tracing::warn!("no products to order; nothing sent");
+        } else {
+            tracing::info!(pace = ?options.pace, concurrency = options.concurrency, seed = options.seed,
+                products = products.len(), target = %self.target, "load run started");
+            let world = Arc::new(World {
+                popularity: Popularity::new(products.len()),
+                products,
+                mix: options.mix,
+            });
+            match options.pace {
+                Pace::Steady { rate } => {
+                    self.open_loop(rate, &options, world, &recorder, &stop)
+                        .await
+                }
+                Pace::Max => self.closed_loop(&options, world, &recorder, &stop).await,
+            }
+        }
+        let elapsed = recorder.started.elapsed();
+        // The last decisions, briefly.
+        let grace = Instant::now() + DECISION_GRACE;
+        while Instant::now() < grace
+            && recorder.feed_connected.load(Ordering::Relaxed)
+            && !recorder.decisions.lock().expect("lock").pending.is_empty()
+            && !shutdown.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        background.cancel();
+        let _ = tokio::join!(feed, supplier, progress);
+        {
+            let decisions = recorder.decisions.lock().expect("lock");
+            if !decisions.pending.is_empty() {
+                let unheard: Vec<&Uuid> = decisions.pending.keys().take(10).collect();
+                tracing::warn!(count = decisions.pending.len(), first = ?unheard, "accepted orders whose decision was not heard");
+            }
+        }
+        summarise(&recorder, &options, elapsed)
+    }
+
+    fn feed_url(&self) -> String {
+        let base = self
+            .target
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1);
+        format!("{base}/ws/dashboard")
+    }
+
+    async fn open_loop(
+        self: &Arc<Self>,
+        rate: u32,
+        options: &LoadOptions,
+        world: Arc<World>,
+        recorder: &Arc<Recorder>,
+        stop: &CancellationToken,
+    ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(options.concurrency));
+        let schedule = OpenLoop::new(Instant::now(), rate);
+        let mut rng = StdRng::seed_from_u64(options.seed);
+        for i in 0u64.. {
+            let due = schedule.intended(i);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+            // All busy: this request waits, and its wait is counted.
+            let slot = tokio::select! {
+                _ = stop.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            };
+            let action = world.next_action(&mut rng, recorder);
+            let last = self.count_order(&action, options, recorder);
+            let (simulator, recorder) = (self.clone(), recorder.clone());
+            tokio::spawn(async move {
+                simulator.send(action, due, &recorder).await;
+                drop(slot);
+            });
+            if last {
+                break;
+            }
+        }
+        let _ = slots.acquire_many(options.concurrency as u32).await;
+    }
+
+    async fn closed_loop(
+        self: &Arc<Self>,
+        options: &LoadOptions,
+        world: Arc<World>,
+        recorder: &Arc<Recorder>,
+        stop: &CancellationToken,
+    ) {
+        let connections = (0..options.concurrency).map(|c| {
+            let (simulator, world, recorder, stop, options) = (
+                self.clone(),
+                world.clone(),
+                recorder.clone(),
+                stop.clone(),
+                options.clone(),
+            );
+            let mut rng = StdRng::seed_from_u64(options.seed.wrapping_add(c as u64));
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    let action = world.next_action(&mut rng, &recorder);
+                    let last = simulator.count_order(&action, &options, &recorder);
+                    simulator.send(action, Instant::now(), &recorder).await;
+                    if last {
+                        stop.cancel();
+                    }
+                }
+            })
+        });
+        futures::future::join_all(connections).await;
+    }
+
+    /// Counts an order about to be sent; true when it is the last one
+    /// `--orders` allows.
+    fn count_order(&self, action: &Action, options: &LoadOptions, recorder: &Recorder) -> bool {
+        if !matches!(action, Action::Place(_)) {
+            return false;
+        }
+        let sent = recorder.orders_sent.fetch_add(1, Ordering::Relaxed) + 1;
+        options.orders.is_some_and(|limit| sent >= limit)
+    }
+
+    /// Sends one request and records its outcome and latency (from `due`).
+    async fn send(&self, action: Action, due: Instant, recorder: &Recorder) {
+        let verb = action.verb();
+        let request = match &action {
+            Action::Place(body) => self.post("/api/orders").json(body),
+            Action::Ship(order) => self.post(&format!("/api/orders/{order}/ship")),
+            Action::Cancel(order) => self.post(&format!("/api/orders/{order}/cancel")),
+        };
+        let answer = request.send().await;
+        let answered = Instant::now();
+        let label = match answer {
+            Ok(response) => {
+                let status = response.status();
+                if !status.is_success() && !status.is_client_error() {
+                    recorder.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if status == reqwest::StatusCode::ACCEPTED && verb == "place" {
+                    recorder.accepted.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(body) = response.json::<serde_json::Value>().await {
+                        if let Some(order) =
+                            body["order_id"].as_str().and_then(|id| id.parse().ok())
+                        {
+                            recorder
+                                .decisions
+                                .lock()
+                                .expect("lock")
+                                .accepted(order, due);
+                        }
+                    }
+                }
+                format!("{verb} {}", status.as_u16())
+            }
+            Err(e) => {
+                recorder.errors.fetch_add(1, Ordering::Relaxed);
+                let why = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect"
+                } else {
+                    "error"
+                };
+                format!("{verb} {why}")
+            }
+        };
+        recorder.outcome(label, corrected_latency(due, answered));
+    }
+
+    /// The supplier: receives each open purchase order once it is
+    /// `delay` old, and restocks low products that have none.
+    async fn supply(
+        self: Arc<Self>,
+        delay: Duration,
+        recorder: Arc<Recorder>,
+        stop: CancellationToken,
+    ) {
+        #[derive(serde::Deserialize)]
+        struct Open {
+            id: Uuid,
+            product_id: Uuid,
+            drafted_at: chrono::DateTime<chrono::Utc>,
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(open) = self
+                .get::<Vec<Open>>("/api/purchase-orders?status=OPEN&limit=1000")
+                .await
+            else {
+                continue;
+            };
+            let now = chrono::Utc::now();
+            for po in open
+                .iter()
+                .filter(|po| (now - po.drafted_at).to_std().unwrap_or_default() >= delay)
+            {
+                let sent = self
+                    .post(&format!("/api/purchase-orders/{}/receive", po.id))
+                    .send()
+                    .await;
+                if matches!(sent, Ok(ref r) if r.status().is_success()) {
+                    recorder
+                        .purchase_orders_received
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Ok(products) = self.products().await {
+                let low: Vec<&Product> = products
+                    .iter()
+                    .filter(|p| !open.iter().any(|po| po.product_id == p.id))
+                    .collect();
+                self.restock_low(&low).await;
+            }
+        }
+    }
+}
+
+/// The products and how the run picks among them.
+struct World {
+    products: Vec<Product>,
+    popularity: Popularity,
+    mix: Mix,
+}
+
+impl World {
+    fn next_action(&self, rng: &mut StdRng, recorder: &Recorder) -> Action {
+        let total = self.mix.place + self.mix.ship + self.mix.cancel;
+        let roll = rng.random_range(0..total);
+        if roll >= self.mix.place {
+            let confirmed = recorder
+                .decisions
+                .lock()
+                .expect("lock")
+                .confirmed
+                .pop_front();
+            if let Some(order) = confirmed {
+                return if roll < self.mix.place + self.mix.ship {
+                    Action::Ship(order)
+                } else {
+                    Action::Cancel(order)
+                };
+            }
+        }
+        Action::Place(self.order(rng))
+    }
+
+    /// 1–3 lines over distinct products picked by popularity, 1–4 units each.
+    fn order(&self, rng: &mut StdRng) -> serde_json::Value {
+        let lines = rng.random_range(1..=3.min(self.products.len()));
+        let mut picked: Vec<usize> = Vec::with_capacity(lines);
+        while picked.len() < lines {
+            let i = self.popularity.pick(rng);
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+        let items: Vec<_> = picked
+            .iter()
+            .map(|&i| json!({ "product_id": self.products[i].id, "quantity": rng.random_range(1..=4) }))
+            .collect();
+        let customer = CUSTOMERS.choose(rng).expect("non-empty");
+        json!({ "customer_email": format!("{customer}@example.com"), "items": items })
+    }
+}
+
+/// Hears decisions on the dashboard feed until `stop`.
+async fn listen_to_decisions(
+    url: String,
+    recorder: Arc<Recorder>,
+    connected: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
+) {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut socket = match tokio_tungstenite::connect_async(&url).await {
+        Ok((socket, _)) => socket,
+        Err(e) => {
+            tracing::warn!(error = %e, %url, "no dashboard feed: decision latency is not measured");
+            return;
+        }
+    };
+    recorder.feed_connected.store(true, Ordering::Relaxed);
+    // The gateway subscribes a feed to the changes before it sends the
+    // first snapshot: from that message on, no decision is missed.
+    let mut connected = Some(connected);
+    #[derive(serde::Deserialize)]
+    struct Changes {
+        status_changes: Vec<Change>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Change {
+        order_id: Uuid,
+        status: String,
+    }
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => break,
+            message = socket.next() => message,
+        };
+        if let Some(connected) = connected.take() {
+            let _ = connected.send(());
+        }
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => {
+                tracing::warn!("the dashboard feed closed: later decisions are not timed");
+                recorder.feed_connected.store(false, Ordering::Relaxed);
+                return;
+            }
+        };
+        let at = Instant::now();
+        // Snapshots do not parse as changes and are skipped.
+        if let Ok(changes) = serde_json::from_str::<Changes>(&text) {
+            let mut decisions = recorder.decisions.lock().expect("lock");
+            for change in changes.status_changes {
+                decisions.heard(change.order_id, &change.status, at);
+            }
+        }
+    }
+    let _ = socket.close(None).await;
+}
+
+/// Every `every`: the rate, the latency since the last update and what was
+/// not accepted, on a live line when stderr is a terminal (indicatif), as
+/// log lines otherwise.
+async fn report_progress(recorder: Arc<Recorder>, every: Duration, stop: CancellationToken) {
+    use std::io::IsTerminal;
+    let live = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let every = if live.is_some() {
+        Duration::from_secs(1)
+    } else {
+        every
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut last_total = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let (p50, p99, total) = {
+            let mut recent = recorder.recent.lock().expect("lock");
+            let line = (
+                recent.value_at_quantile(0.5) as f64 / 1000.0,
+                recent.value_at_quantile(0.99) as f64 / 1000.0,
+                recorder.latency.lock().expect("lock").len(),
+            );
+            recent.reset();
+            line
+        };
+        let not_accepted: BTreeMap<String, u64> = recorder
+            .outcomes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(label, _)| !label.ends_with(" 202"))
+            .map(|(label, n)| (label.clone(), *n))
+            .collect();
+        let rate = ((total - last_total) as f64 / every.as_secs_f64()).round();
+        let accepted = recorder.accepted.load(Ordering::Relaxed);
+        last_total = total;
+        match &live {
+            Some(bar) => bar.set_message(format!(
+                "{rate:.0} req/s  p50 {p50:.1} ms  p99 {p99:.1} ms  orders accepted {accepted}  not accepted {not_accepted:?}"
+            )),
+            None => tracing::info!(
+                elapsed_s = recorder.started.elapsed().as_secs(),
+                rate,
+                p50_ms = p50,
+                p99_ms = p99,
+                accepted,
+                ?not_accepted,
+                "load"
+            ),
+        }
+    }
+    if let Some(bar) = live {
+        bar.finish_and_clear();
+    }
+}
+
+fn summarise(recorder: &Recorder, options: &LoadOptions, elapsed: Duration) -> Summary {
+    let requests = recorder.outcomes.lock().expect("lock").clone();
+    let requests_total: u64 = requests.values().sum();
+    let decisions = recorder.decisions.lock().expect("lock");
+    Summary {
+        profile: match options.pace {
+            Pace::Steady { .. } => "steady".into(),
+            Pace::Max => "max".into(),
+        },
+        target_rate: match options.pace {
+            Pace::Steady { rate } => Some(rate),
+            Pace::Max => None,
+        },
+        concurrency: options.concurrency,
+        seed: options.seed,
+        elapsed_s: elapsed.as_secs_f64(),
+        requests_total,
+        achieved_rate: requests_total as f64 / elapsed.as_secs_f64().max(1e-9),
+        requests,
+        orders_accepted: recorder.accepted.load(Ordering::Relaxed),
+        errors: recorder.errors.load(Ordering::Relaxed),
+        latency: Percentiles::of(&recorder.latency.lock().expect("lock")),
+        decision_latency: decisions.latency.as_ref().and_then(Percentiles::of),
+        decisions_missing: decisions.pending.len() as u64,
+        purchase_orders_received: recorder.purchase_orders_received.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_parses_and_refuses_nonsense() {
+        assert_eq!(
+            "place=80, ship=15,cancel=5".parse::<Mix>(),
+            Ok(Mix {
+                place: 80,
+                ship: 15,
+                cancel: 5
+            })
+        );
+        assert_eq!(
+            "place=1".parse::<Mix>(),
+            Ok(Mix {
+                place: 1,
+                ship: 0,
+                cancel: 0
+            })
+        );
+        assert!("ship=10".parse::<Mix>().is_err());
+        assert!("place=x".parse::<Mix>().is_err());
+        assert!("place=1,refund=2".parse::<Mix>().is_err());
+        assert!("place".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn a_decision_heard_before_its_202_is_still_timed() {
+        let mut decisions = Decisions::default();
+        let due = Instant::now();
+        let (early, late) = (Uuid::now_v7(), Uuid::now_v7());
+        decisions.heard(early, "CONFIRMED", due + Duration::from_millis(3));
+        decisions.accepted(early, due);
+        decisions.accepted(late, due);
+        decisions.heard(late, "REJECTED", due + Duration::from_millis(7));
+        let latency = decisions.latency.as_ref().unwrap();
+        assert_eq!(latency.len(), 2);
+        assert!(decisions.pending.is_empty() && decisions.early.is_empty());
+        assert_eq!(decisions.confirmed, VecDeque::from([early]));
+    }
+}

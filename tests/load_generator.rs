@@ -1,0 +1,98 @@
+//! `streamstock simulate` as a load generator: an open-loop run at a rate
+//! sends what the rate asks for, and its report's counts are what the
+//! system recorded.
+
+mod common;
+
+use common::process::BIN;
+use common::{Backend, TestApp};
+use serde_json::Value;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_run_reports_what_the_system_recorded() {
+    let app = TestApp::spawn(Backend::EmbeddedSqlite).await;
+    let output = tokio::process::Command::new(BIN)
+        .args([
+            "simulate",
+            "--target",
+            &app.base,
+            "--profile",
+            "steady",
+            "--rate",
+            "200",
+            "--duration",
+            "5",
+            "--seed",
+            "7",
+            "--report",
+            "json",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    let count = |outcome: &str| report["requests"][outcome].as_i64().unwrap_or(0);
+
+    // 200/s for 5 s: the open loop sends what was due, however the
+    // gateway answers.
+    let total = report["requests_total"].as_i64().unwrap();
+    assert!(
+        (950..=1005).contains(&total),
+        "{total} requests: {report:#}"
+    );
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["profile"], "steady");
+    assert_eq!(report["target_rate"], 200);
+    assert_eq!(report["seed"], 7);
+    let accepted = report["orders_accepted"].as_i64().unwrap();
+    assert_eq!(accepted, count("place 202"), "{report:#}");
+    assert!(accepted > 700, "{report:#}");
+    let latency = &report["latency"];
+    assert_eq!(latency["count"].as_i64(), Some(total), "{report:#}");
+    for p in ["p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms"] {
+        assert!(latency[p].as_f64().unwrap() > 0.0, "{p}: {report:#}");
+    }
+    assert!(
+        latency["p50_ms"].as_f64() <= latency["p99_ms"].as_f64()
+            && latency["p99_ms"].as_f64() <= latency["max_ms"].as_f64(),
+        "{report:#}"
+    );
+    // Every accepted order's decision was heard on the dashboard feed.
+    assert_eq!(report["decisions_missing"], 0, "{report:#}");
+    assert_eq!(
+        report["decision_latency"]["count"].as_i64(),
+        Some(accepted),
+        "{report:#}"
+    );
+
+    // The system recorded exactly what the report counts.
+    app.wait_for("every order decided", || async {
+        let (_, stats) = app.stats().await;
+        stats["orders_by_status"]["PENDING"].as_i64().unwrap_or(0) == 0
+            && stats["order_count"].as_i64() == Some(accepted)
+    })
+    .await;
+    let (_, stats) = app.stats().await;
+    let by_status = |s: &str| stats["orders_by_status"][s].as_i64().unwrap_or(0);
+    assert_eq!(stats["order_count"].as_i64(), Some(accepted), "{stats:#}");
+    app.wait_for("ships and cancels applied", || async {
+        let (_, stats) = app.stats().await;
+        stats["orders_by_status"]["SHIPPED"].as_i64().unwrap_or(0) == count("ship 202")
+            && stats["orders_by_status"]["CANCELLED"].as_i64().unwrap_or(0) == count("cancel 202")
+    })
+    .await;
+    assert!(
+        by_status("CONFIRMED") + by_status("SHIPPED") > 0,
+        "{stats:#}"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    app.stop().await;
+}
