@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# Worker drain throughput on both backend pairs, each next to raw references
-# measured on the same servers in the same run:
-#   ./scripts/bench.sh                 # 100,000 orders per backend pair
-#   ./scripts/bench.sh --orders 20000  # extra arguments go to `streamstock bench`
-# Starts its own Valkey and PostgreSQL (as the tests do), builds in release
-# mode, and prints one table per backend pair.
+# The README's performance table: every figure measured in one run, on
+# servers this script starts itself (as the tests do), with the release
+# binary, the load generator on the same machine.
+#   ./scripts/bench.sh           # the whole table (about 15 minutes)
+#   ./scripts/bench.sh --quick   # shorter runs, to check the script
+# Prints progress on stderr and one markdown table on stdout. Needs wrk and
+# redis-benchmark (Debian's wrk and redis-tools), installed here if missing.
+# `streamstock bench` alone measures the worker's drain on one backend pair.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/servers.sh
 source "$ROOT/scripts/servers.sh"
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+if ((${#missing[@]})); then
+  echo "bench: installing ${missing[*]}" >&2
+  if [[ $(id -u) == 0 ]]; then
+    apt-get install -y --no-install-recommends "${missing[@]}" >&2
+  else
+    sudo apt-get install -y --no-install-recommends "${missing[@]}" >&2
+  fi
+fi
 
 [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]] || start_valkey
 # A PostgreSQL with its default durability (fsync, synchronous commit).
@@ -17,15 +31,6 @@ source "$ROOT/scripts/servers.sh"
 
 cd "$ROOT"
 cargo build --release --quiet
-BIN="$ROOT/target/release/streamstock"
-DATA="$WORK/bench-data"
-mkdir -p "$DATA"
-export RUST_LOG="${RUST_LOG:-warn}"
-
-echo
-echo "== embedded log -> SQLite"
-"$BIN" bench --data-dir "$DATA" "$@"
-echo
-echo "== Valkey -> PostgreSQL"
-"$BIN" bench --data-dir "$DATA" --valkey-url "$STREAMSTOCK_TEST_VALKEY_URL" \
-  --database-url "$STREAMSTOCK_TEST_DATABASE_URL" "$@"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), $(date -u +%F)" >&2
+python3 "$ROOT/scripts/bench_table.py" --bin "$ROOT/target/release/streamstock" \
+  --valkey-url "$STREAMSTOCK_TEST_VALKEY_URL" --database-url "$STREAMSTOCK_TEST_DATABASE_URL" "$@"

@@ -653,3 +653,51 @@ async fn embedded_log_converts_a_previous_release_data_dir() {
     let fresh = read_partition(&log, "fresh", "c", partition, 7).await;
     assert_eq!(quantities(&fresh), (1..=7).collect::<Vec<_>>());
 }
+
+/// Concurrent strict appends share their WAITAOFs (group commit): every
+/// append is answered with its own entry, read back in full, and Valkey ran
+/// fewer WAITAOFs than XADDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_valkey_appends_share_their_waitaof() {
+    let calls = |info: &str, command: &str| -> u64 {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0)
+    };
+    use fred::prelude::{Builder, ClientLike, Config};
+    let admin = Builder::from_config(Config::from_url(&common::valkey_url()).unwrap())
+        .build()
+        .unwrap();
+    admin.init().await.unwrap();
+    let stats = || async {
+        let info: String = admin
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .unwrap();
+        (calls(&info, "xadd"), calls(&info, "waitaof"))
+    };
+    let log = valkey()(4).await.unwrap();
+    let (xadd_before, waitaof_before) = stats().await;
+    let key = Uuid::new_v4();
+    let appends = (1..=400).map(|q| {
+        let log = log.clone();
+        async move { log.append(&event(key, q)).await.unwrap() }
+    });
+    let receipts = futures::future::join_all(appends).await;
+    let (xadd_after, waitaof_after) = stats().await;
+    let distinct: std::collections::HashSet<_> = receipts.iter().map(|r| r.id).collect();
+    assert_eq!(distinct.len(), 400, "each append has its own entry");
+    let got = read_until(log.as_ref(), GROUP, "c", &[receipts[0].partition], 400, 400).await;
+    assert_eq!(got.len(), 400);
+    // Other tests may share this Valkey, each connection's start-up probe
+    // is a WAITAOF of its own, and ungrouped appends run one WAITAOF per
+    // XADD: without grouping there would be at least as many as XADDs.
+    let (xadds, waitaofs) = (xadd_after - xadd_before, waitaof_after - waitaof_before);
+    assert!(xadds >= 400, "{xadds} XADDs");
+    assert!(
+        waitaofs < xadds,
+        "{waitaofs} WAITAOFs for {xadds} XADDs (400 of them concurrent): not grouped"
+    );
+}

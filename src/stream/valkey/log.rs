@@ -2,7 +2,7 @@
 //! reads, take-over of a dead consumer's pending entries, acks, trimming,
 //! and dead letters in a stream of their own.
 
-use super::{unavailable, wait_for_aof, Durability, RawEntry, ValkeyLog, FIELD};
+use super::{unavailable, Durability, RawEntry, ValkeyLog, FIELD};
 use crate::domain::Envelope;
 use crate::stream::dead_letter::DeadLetter;
 use crate::stream::{
@@ -35,14 +35,7 @@ impl EventLog for ValkeyLog {
         let partition = self.partition_of(&envelope.key);
         let id = self.xadd_json(self.stream_key(partition), envelope).await?;
         if self.durability == Durability::Strict {
-            let fsynced = wait_for_aof(&self.client, 5_000)
-                .await
-                .map_err(unavailable)?;
-            if fsynced < 1 {
-                return Err(LogError::Unavailable(
-                    "Valkey did not confirm the append reached its AOF within 5 s".into(),
-                ));
-            }
+            self.aof.synced(&self.client, 5_000).await?;
         }
         Ok(AppendReceipt {
             partition,

@@ -3,8 +3,7 @@
 //!
 //! Durability: Valkey must run with AOF on; after each XADD the gateway waits
 //! for `WAITAOF 1 0` so the entry is fsynced before the 2xx. Concurrent
-//! appends share one connection, so their WAITAOFs are pipelined and one
-//! fsync covers many of them (group commit). Servers without WAITAOF
+//! appends share one connection and one WAITAOF (`group_commit`). Servers without WAITAOF
 //! (Redis < 7.2) or without AOF run in relaxed durability, said loudly at
 //! start-up.
 //!
@@ -12,6 +11,7 @@
 //! partition leases; both share the connection and key layout set up here.
 
 mod announce;
+mod group_commit;
 mod leases;
 mod log;
 
@@ -59,6 +59,8 @@ pub struct ValkeyLog {
     announcements: crate::stream::announce::LocalAnnouncements,
     /// Set once this process subscribes (a gateway; workers only publish).
     subscribed: std::sync::OnceLock<()>,
+    /// Strict durability's WAITAOFs, shared by concurrent appends.
+    aof: group_commit::AofGroupCommit,
 }
 
 fn unavailable(e: Error) -> LogError {
@@ -157,6 +159,7 @@ impl ValkeyLog {
             config,
             announcements: Default::default(),
             subscribed: std::sync::OnceLock::new(),
+            aof: Default::default(),
         })
     }
 

@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Every figure of the README's performance table, measured in one run.
+
+Called by scripts/bench.sh, which starts Valkey and PostgreSQL, builds the
+release binary and installs wrk and redis-benchmark. Prints progress on
+stderr and one markdown table on stdout.
+
+Measured, on the one machine, load generator included:
+  - ingest: wrk and `simulate --profile max` (64 connections) posting orders
+    to `serve` alone on Valkey + PostgreSQL (a burst into the log while no
+    worker runs) and to embedded `all` (its worker included), beside the raw
+    XADD rate of the same Valkey (redis-benchmark, 64 clients) and the
+    gateway's GET /health floor (wrk);
+  - sustained capacity: the highest open-loop rate at which `serve` + one
+    `worker` on Valkey + PostgreSQL keep the backlog flat;
+  - drain: `streamstock bench` on both pairs;
+  - decision latency at 1,000 orders/s (`simulate --profile steady`) on both
+    pairs, with each role's peak RSS;
+  - start-up to ready, and the binary's size.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ARGS = argparse.ArgumentParser()
+ARGS.add_argument("--bin", required=True)
+ARGS.add_argument("--valkey-url", required=True)
+ARGS.add_argument("--database-url", required=True)
+ARGS.add_argument("--quick", action="store_true", help="shorter runs (a smoke test of the script)")
+OPTS = ARGS.parse_args()
+
+INGEST_SECONDS = 5 if OPTS.quick else 15
+SUSTAIN_SECONDS = 15 if OPTS.quick else 60
+LATENCY_SECONDS = 10 if OPTS.quick else 30
+DRAIN_ORDERS = "20000" if OPTS.quick else "100000"
+# Rates tried for the sustained capacity, highest first.
+LADDER = [9000, 8000, 7000, 6000, 5000, 4000, 3000, 2000]
+ROWS = []
+
+
+def say(*what):
+    print("bench:", *what, file=sys.stderr, flush=True)
+
+
+def row(measurement, pair, figure, reference="", ratio=""):
+    ROWS.append((measurement, pair, figure, reference, ratio))
+    say(measurement, pair, figure, reference, ratio)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+def wait_ready(base, timeout=60):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            with urllib.request.urlopen(base + "/ready", timeout=1) as answer:
+                if answer.status == 200:
+                    return time.monotonic() - start
+        except Exception:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"{base} not ready after {timeout} s")
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Deployment:
+    """Roles of one deployment: embedded (a data dir) or Valkey + PostgreSQL
+    (a fresh namespace and database)."""
+
+    def __init__(self, pair):
+        self.pair = pair
+        self.dir = tempfile.mkdtemp(prefix="streamstock-bench-")
+        self.processes = {}
+        self.env = dict(os.environ, RUST_LOG="warn", STREAMSTOCK_DATA_DIR=self.dir)
+        if pair == "valkey":
+            name = f"bench_{os.getpid()}_{int(time.time())}"
+            self.database = name
+            admin = OPTS.database_url
+            subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True)
+            self.env.update(
+                STREAMSTOCK_VALKEY_URL=OPTS.valkey_url,
+                STREAMSTOCK_VALKEY_NAMESPACE=name,
+                DATABASE_URL=admin.rsplit("/", 1)[0] + "/" + name,
+            )
+
+    def start(self, role, *args):
+        port = free_port()
+        process = subprocess.Popen(
+            [OPTS.bin, role, "--listen", f"127.0.0.1:{port}", *args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.dir, f"{role}.log"), "ab"),
+        )
+        self.processes[role] = process
+        base = f"http://127.0.0.1:{port}"
+        return base, wait_ready(base)
+
+    def stop(self, role):
+        process = self.processes.pop(role)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+    def close(self):
+        for role in list(self.processes):
+            self.stop(role)
+        if self.pair == "valkey":
+            subprocess.run(
+                ["psql", OPTS.database_url, "-qc", f"DROP DATABASE {self.database} WITH (FORCE)"],
+                check=False,
+            )
+        subprocess.run(["rm", "-rf", self.dir], check=False)
+
+
+def create_products(base, count=20):
+    ids = []
+    for i in range(count):
+        product = http(
+            "POST",
+            base + "/api/products",
+            {
+                "sku": f"BENCH-{i}",
+                "name": f"Bench {i}",
+                "price": 9.99,
+                "initial_stock": 1000000,
+                "low_stock_threshold": 1,
+                "reorder_quantity": 1000,
+            },
+        )
+        ids.append(product["id"])
+    for product_id in ids:  # applied (201 says so, 202 would not)
+        while http("GET", f"{base}/api/products/{product_id}").get("status") == "QUEUED":
+            time.sleep(0.1)
+    return ids
+
+
+def wrk(url, seconds, product_id=None):
+    args = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency"]
+    env = dict(os.environ)
+    if product_id:
+        script = os.path.join(tempfile.gettempdir(), "streamstock-bench-order.lua")
+        with open(script, "w") as f:
+            f.write(
+                'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                "wrk.body = '{\"customer_email\":\"a@example.com\",\"items\":[{\"product_id\":\""
+                + product_id
+                + "\",\"quantity\":1}]}'\n"
+            )
+        args += ["-s", script]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def ms(p):
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rate, ms(50), ms(99), int(non_2xx.group(1)) if non_2xx else 0
+
+
+def simulate(base, *args):
+    out = subprocess.run(
+        [OPTS.bin, "simulate", "--target", base, "--report", "json", "--seed", "1", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, RUST_LOG="warn"),
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"simulate failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def fmt_rate(rate):
+    return f"{rate:,.0f}/s"
+
+
+def ingest(pair, role_args):
+    deployment = Deployment(pair)
+    try:
+        if pair == "valkey":
+            base, _ = deployment.start("serve")
+            deployment.start("worker")
+            product = create_products(base)[0]
+            deployment.stop("worker")  # a burst into the log, no worker
+            label = "Valkey + PostgreSQL, `serve` alone"
+        else:
+            base, _ = deployment.start("all", *role_args)
+            product = create_products(base)[0]
+            label = "embedded `all`, worker included"
+        rate, p50, p99, bad = wrk(base + "/api/orders", INGEST_SECONDS, product)
+        health = wrk(base + "/health", max(5, INGEST_SECONDS // 3))[0]
+        row(
+            "ingest, wrk, 64 connections (p50 / p99)",
+            label,
+            f"{fmt_rate(rate)} ({p50:.1f} / {p99:.1f} ms)" + (f", {bad} non-2xx" if bad else ""),
+            f"GET /health {fmt_rate(health)}",
+            f"{rate / health:.2f}",
+        )
+        report = simulate(
+            base, "--profile", "max", "--concurrency", "64", "--mix", "place=1",
+            "--duration", str(INGEST_SECONDS), "--supplier-delay", "1h",
+        )
+        latency = report["latency"]
+        row(
+            "ingest, `simulate --profile max`, 64 connections (p50 / p99)",
+            label,
+            f"{fmt_rate(report['achieved_rate'])} ({latency['p50_ms']:.1f} / {latency['p99_ms']:.1f} ms)"
+            + (f", {report['errors']} errors" if report["errors"] else ""),
+        )
+        return rate
+    finally:
+        deployment.close()
+
+
+def raw_xadd():
+    host, port = OPTS.valkey_url.split("//")[1].rsplit(":", 1)
+    payload = "x" * 300
+    out = subprocess.run(
+        ["redis-benchmark", "-h", host, "-p", port, "-c", "64", "-n", "200000", "-q",
+         "XADD", "streamstock-bench-raw", "MAXLEN", "~", "100000", "*", "e", payload],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rate = float(re.search(r"([\d.]+) requests per second", out.replace("\r", "\n")).group(1))
+    subprocess.run(["redis-cli", "-h", host, "-p", port, "DEL", "streamstock-bench-raw"],
+                   capture_output=True, check=False)
+    return rate
+
+
+def backlog(base):
+    return http("GET", base + "/api/stats").get("backlog") or 0
+
+
+def sustained():
+    """The highest rate of the ladder at which the backlog stays flat."""
+    for rate in LADDER:
+        deployment = Deployment("valkey")
+        try:
+            base, _ = deployment.start("serve")
+            deployment.start("worker")
+            create_products(base)
+            say(f"sustained: trying {rate}/s for {SUSTAIN_SECONDS} s")
+            sim = subprocess.Popen(
+                [OPTS.bin, "simulate", "--target", base, "--report", "json", "--seed", "1",
+                 "--profile", "steady", "--rate", str(rate), "--concurrency", "256",
+                 "--mix", "place=1", "--duration", str(SUSTAIN_SECONDS)],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                env=dict(os.environ, RUST_LOG="warn"),
+            )
+            warm = min(15, SUSTAIN_SECONDS // 4)
+            time.sleep(warm + 2)
+            start_backlog = backlog(base)
+            time.sleep(SUSTAIN_SECONDS - warm - 3)
+            end_backlog = backlog(base)
+            report = json.loads(sim.communicate()[0])
+            flat = end_backlog - start_backlog <= rate and report["errors"] == 0
+            say(f"sustained {rate}/s: backlog {start_backlog} -> {end_backlog}, "
+                f"achieved {report['achieved_rate']:.0f}/s, errors {report['errors']}")
+            if flat and report["achieved_rate"] >= rate * 0.97:
+                latency = report["latency"]
+                row(
+                    f"sustained capacity, backlog flat for {SUSTAIN_SECONDS} s (request p50 / p99)",
+                    "Valkey + PostgreSQL, `serve` + one `worker`",
+                    f"{fmt_rate(rate)} ({latency['p50_ms']:.1f} / {latency['p99_ms']:.1f} ms), "
+                    f"backlog {start_backlog} -> {end_backlog}",
+                    f"tried {', '.join(str(r) for r in LADDER[:LADDER.index(rate) + 1])}/s",
+                )
+                return
+        finally:
+            deployment.close()
+    row("sustained capacity", "Valkey + PostgreSQL", f"below {LADDER[-1]}/s")
+
+
+def decision_latency(pair):
+    deployment = Deployment(pair)
+    try:
+        if pair == "valkey":
+            base, _ = deployment.start("serve")
+            deployment.start("worker")
+            label = "Valkey + PostgreSQL, `serve` + `worker`"
+        else:
+            base, _ = deployment.start("all", "--profile", "none")
+            label = "embedded `all`"
+        create_products(base)
+        sim = subprocess.Popen(
+            [OPTS.bin, "simulate", "--target", base, "--report", "json", "--seed", "1",
+             "--profile", "steady", "--rate", "1000", "--concurrency", "256",
+             "--duration", str(LATENCY_SECONDS), "--supplier-delay", "2s"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=dict(os.environ, RUST_LOG="warn"),
+        )
+        report = json.loads(sim.communicate()[0])
+        rss = {role: peak_rss_mb(p.pid) for role, p in deployment.processes.items()}
+        decision, request = report["decision_latency"], report["latency"]
+        row(
+            "decision latency at 1,000 orders/s, POST to decision heard (p50 / p99)",
+            label,
+            f"{decision['p50_ms']:.1f} / {decision['p99_ms']:.1f} ms",
+            f"request {request['p50_ms']:.1f} / {request['p99_ms']:.1f} ms; "
+            f"{report['decisions_missing']} not heard",
+        )
+        row(
+            "peak RSS at 1,000 orders/s",
+            label,
+            ", ".join(f"{role} {mb:.0f} MiB" for role, mb in rss.items()),
+        )
+    finally:
+        deployment.close()
+
+
+def startup():
+    for pair in ["embedded", "valkey"]:
+        deployment = Deployment(pair)
+        try:
+            if pair == "valkey":
+                _, serve = deployment.start("serve")
+                _, worker = deployment.start("worker")
+                row("start-up to ready", "Valkey + PostgreSQL",
+                    f"serve {serve * 1000:.0f} ms, worker {worker * 1000:.0f} ms")
+            else:
+                _, ready = deployment.start("all", "--profile", "none")
+                row("start-up to ready", "embedded `all`", f"{ready * 1000:.0f} ms")
+        finally:
+            deployment.close()
+
+
+def drain():
+    for pair, extra in [
+        ("embedded log -> SQLite", []),
+        ("Valkey -> PostgreSQL", ["--valkey-url", OPTS.valkey_url, "--database-url", OPTS.database_url]),
+    ]:
+        data = tempfile.mkdtemp(prefix="streamstock-bench-drain-")
+        out = subprocess.run(
+            [OPTS.bin, "bench", "--data-dir", data, "--orders", DRAIN_ORDERS, *extra],
+            capture_output=True, text=True, check=True, env=dict(os.environ, RUST_LOG="warn"),
+        ).stdout
+        subprocess.run(["rm", "-rf", data], check=False)
+
+        def rate(prefix):
+            for line in out.splitlines():
+                if line.startswith(prefix):
+                    return float(line.split()[-1])
+            raise SystemExit(f"no `{prefix}` in the bench output:\n{out}")
+
+        orders, raw = rate("worker drain: orders"), rate("raw database inserts")
+        row("drain, one worker, orders/s", pair, fmt_rate(orders),
+            f"raw single-row inserts {fmt_rate(raw)}", f"{orders / raw:.2f}")
+
+
+def main():
+    say("binary", OPTS.bin)
+    startup()
+    xadd = raw_xadd()
+    serve_rate = ingest("valkey", [])
+    row("raw XADD, redis-benchmark, 64 clients", "the same Valkey (appendfsync always)",
+        fmt_rate(xadd), "", f"`serve` ingest / raw: {serve_rate / xadd:.2f}")
+    ingest("embedded", ["--profile", "none"])
+    sustained()
+    decision_latency("embedded")
+    decision_latency("valkey")
+    drain()
+    size = os.path.getsize(OPTS.bin) / 1024 / 1024
+    stripped = subprocess.run(["sh", "-c", f"strip -o /dev/stdout {OPTS.bin} | wc -c"],
+                              capture_output=True, text=True).stdout.strip()
+    row("binary size", "", f"{size:.0f} MiB with line tables"
+        + (f", {int(stripped) / 1024 / 1024:.0f} MiB stripped" if stripped.isdigit() else ""))
+
+    print()
+    print("| measurement | backend pair | figure | reference (same run) | ratio |")
+    print("|---|---|---|---|---|")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+
+
+main()

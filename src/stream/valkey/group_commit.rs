@@ -1,0 +1,50 @@
+//! One WAITAOF for the appends that arrive together.
+//!
+//! Strict durability needs each XADD on disk before its 2xx: `WAITAOF 1 0`
+//! on the connection that sent it answers once everything the connection
+//! sent before is in the AOF. So a WAITAOF sent after an XADD's answer
+//! came back covers that XADD, and every other one answered by then. The
+//! appends that finish their XADD while a WAITAOF is in flight queue behind
+//! it; the first of them sends the next WAITAOF for all of them, and the
+//! rest find themselves covered when it returns. Under load this halves
+//! the commands per append (a profile of order ingest showed the Valkey
+//! client at a fifth of the gateway's CPU); alone, an append pays the
+//! same single WAITAOF as before.
+
+use super::{unavailable, wait_for_aof};
+use crate::stream::LogError;
+use fred::prelude::Client;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub(super) struct AofGroupCommit {
+    /// XADDs answered so far, numbered in the order their answers came.
+    answered: AtomicU64,
+    /// The highest number a returned WAITAOF covers; held by the one
+    /// append whose WAITAOF is in flight.
+    synced_through: tokio::sync::Mutex<u64>,
+}
+
+impl AofGroupCommit {
+    /// Call once the XADD has answered; returns once it is in the AOF.
+    pub(super) async fn synced(&self, client: &Client, timeout_ms: i64) -> Result<(), LogError> {
+        let mine = self.answered.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced_through = self.synced_through.lock().await;
+        if *synced_through >= mine {
+            return Ok(());
+        }
+        // Everything answered up to now is covered by a WAITAOF sent now.
+        let covers = self.answered.load(Ordering::SeqCst);
+        let fsynced = wait_for_aof(client, timeout_ms)
+            .await
+            .map_err(unavailable)?;
+        if fsynced < 1 {
+            return Err(LogError::Unavailable(format!(
+                "Valkey did not confirm the append reached its AOF within {} s",
+                timeout_ms / 1000
+            )));
+        }
+        *synced_through = covers;
+        Ok(())
+    }
+}
