@@ -36,6 +36,21 @@ pub(super) struct Committed {
     pub applied_in: Duration,
 }
 
+impl Committed {
+    /// `self` and the batch committed after it, published and acked as one
+    /// (in commit order): when the publish stage falls behind the apply
+    /// stage, it catches up with one round of appends, outbox removal and
+    /// acks instead of one per batch.
+    pub fn merge(mut self, next: Committed) -> Committed {
+        self.follow_ups.extend(next.follow_ups);
+        self.outbox.extend(next.outbox);
+        self.ids.extend(next.ids);
+        self.occurred.extend(next.occurred);
+        self.applied_in += next.applied_in;
+        self
+    }
+}
+
 /// The apply stage's state: the log (for dead letters and routing), the
 /// read model, and the follow-ups this worker committed lately.
 pub(super) struct Applier<'a> {
