@@ -42,7 +42,8 @@ impl AofGroupCommit {
         }
         if self.failures.load(Ordering::SeqCst) != failures_before {
             return Err(LogError::Unavailable(
-                "Valkey did not confirm an earlier append reached its AOF; not waiting again".into(),
+                "Valkey did not confirm an earlier append reached its AOF; not waiting again"
+                    .into(),
             ));
         }
         // Everything answered up to now is covered by a WAITAOF sent now.
