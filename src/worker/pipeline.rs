@@ -18,8 +18,9 @@
 //!
 //! Order: one batch at a time through each stage, in the order read, so a
 //! partition's events are applied, and their decisions published, in log
-//! order. Backpressure: the first channel holds one batch, so reading runs
-//! at most two batches ahead of applying; the second holds four committed
+//! order. Backpressure: the first channel holds one batch, and a batch is
+//! read only once there is room for it, so reading runs at most one batch
+//! ahead of applying; the second holds four committed
 //! batches, so applying runs at most five ahead of acking.
 //!
 //! Shutdown: `shutdown` stops the reading; the stages then finish what
@@ -107,17 +108,23 @@ impl Processor {
                 continue;
             }
             let partitions: Vec<u32> = processing.iter().copied().collect();
+            // Read only once the apply stage has room for the batch (the
+            // backpressure): a batch read earlier would wait in hand while
+            // newer entries pile up behind it, which added a whole apply
+            // cycle to every decision's latency.
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                slot = batches.reserve() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             // The read is not cancelled on shutdown: it returns within
             // batch_wait, and dropping it mid-flight could strand entries
             // that Valkey already marked as delivered to us.
             match self.read_batch(&partitions).await {
                 Ok(batch) if batch.is_empty() => {}
-                Ok(batch) => {
-                    // Waits while the apply stage is busy: the backpressure.
-                    if batches.send(batch).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(batch) => slot.send(batch),
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the log failed; retrying");
                     let pause = OUTAGE.delays().next().unwrap_or_default();
