@@ -187,9 +187,13 @@ def wrk(url, seconds, product_id=None):
     return rate, ms(50), ms(99), int(non_2xx.group(1)) if non_2xx else 0
 
 
+def simulate_command(base, *args):
+    return [OPTS.bin, "simulate", "--target", base, "--report", "json", "--seed", "1", *args]
+
+
 def simulate(base, *args):
     out = subprocess.run(
-        [OPTS.bin, "simulate", "--target", base, "--report", "json", "--seed", "1", *args],
+        simulate_command(base, *args),
         capture_output=True,
         text=True,
         env=dict(os.environ, RUST_LOG="warn"),
@@ -280,9 +284,9 @@ def sustained():
             create_products(base)
             say(f"sustained: trying {rate}/s for {SUSTAIN_SECONDS} s")
             sim = subprocess.Popen(
-                [OPTS.bin, "simulate", "--target", base, "--report", "json", "--seed", "1",
-                 "--profile", "steady", "--rate", str(rate), "--concurrency", "256",
-                 "--mix", "place=1", "--duration", str(SUSTAIN_SECONDS)],
+                simulate_command(base, "--profile", "steady", "--rate", str(rate),
+                                 "--concurrency", "256", "--mix", "place=1",
+                                 "--duration", str(SUSTAIN_SECONDS)),
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                 env=dict(os.environ, RUST_LOG="warn"),
             )
@@ -326,15 +330,11 @@ def decision_latency(pair, rate):
             base, _ = deployment.start("all", "--profile", "none")
             label = "embedded `all`"
         create_products(base)
-        sim = subprocess.Popen(
-            [OPTS.bin, "simulate", "--target", base, "--report", "json", "--seed", "1",
-             "--profile", "steady", "--rate", str(rate), "--concurrency", "256",
-             "--duration", str(LATENCY_SECONDS if rate >= 100 else LOW_LOAD_SECONDS),
-             "--supplier-delay", "2s"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env=dict(os.environ, RUST_LOG="warn"),
+        report = simulate(
+            base, "--profile", "steady", "--rate", str(rate), "--concurrency", "256",
+            "--duration", str(LATENCY_SECONDS if rate >= 100 else LOW_LOAD_SECONDS),
+            "--supplier-delay", "2s",
         )
-        report = json.loads(sim.communicate()[0])
         rss = {role: peak_rss_mb(p.pid) for role, p in deployment.processes.items()}
         decision, request = report["decision_latency"], report["latency"]
         row(

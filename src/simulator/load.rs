@@ -180,6 +180,8 @@ impl Decisions {
 /// Everything the run's tasks record into.
 struct Recorder {
     started: Instant,
+    /// Every latency but the most recent ones, which `recent` holds until
+    /// the next progress line folds them in: a request records once.
     latency: Mutex<Histogram<u64>>,
     /// Since the last progress line.
     recent: Mutex<Histogram<u64>>,
@@ -209,8 +211,17 @@ impl Recorder {
         }
     }
 
+    /// Folds the recent latencies into the run's; returns the run's count.
+    fn fold_recent(&self, recent: &mut Histogram<u64>) -> u64 {
+        let mut latency = self.latency.lock().expect("lock");
+        latency
+            .add(&*recent)
+            .expect("histograms of the same bounds add");
+        recent.reset();
+        latency.len()
+    }
+
     fn outcome(&self, label: String, latency: Duration) {
-        record(&mut self.latency.lock().expect("lock"), latency);
         record(&mut self.recent.lock().expect("lock"), latency);
         *self
             .outcomes
@@ -433,54 +444,28 @@ impl Simulator {
         recorder.outcome(label, corrected_latency(due, answered));
     }
 
-    /// The supplier: receives each open purchase order once it is
-    /// `delay` old, and restocks low products that have none.
+    /// The supplier: every second, receives each open purchase order once
+    /// it is `delay` old, and restocks low products that have none.
     async fn supply(
         self: Arc<Self>,
         delay: Duration,
         recorder: Arc<Recorder>,
         stop: CancellationToken,
     ) {
-        #[derive(serde::Deserialize)]
-        struct Open {
-            id: Uuid,
-            product_id: Uuid,
-            drafted_at: chrono::DateTime<chrono::Utc>,
-        }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(open) = self
-                .get::<Vec<Open>>("/api/purchase-orders?status=OPEN&limit=1000")
-                .await
-            else {
+            let Ok(products) = self.products().await else {
                 continue;
             };
-            let now = chrono::Utc::now();
-            for po in open
-                .iter()
-                .filter(|po| (now - po.drafted_at).to_std().unwrap_or_default() >= delay)
-            {
-                let sent = self
-                    .post(&format!("/api/purchase-orders/{}/receive", po.id))
-                    .send()
-                    .await;
-                if matches!(sent, Ok(ref r) if r.status().is_success()) {
-                    recorder
-                        .purchase_orders_received
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if let Ok(products) = self.products().await {
-                let low: Vec<&Product> = products
-                    .iter()
-                    .filter(|p| !open.iter().any(|po| po.product_id == p.id))
-                    .collect();
-                self.restock_low(&low).await;
-            }
+            let mut round = super::SimulatorReport::default();
+            self.supplier_round(&products, delay, &mut round).await;
+            recorder
+                .purchase_orders_received
+                .fetch_add(round.deliveries, Ordering::Relaxed);
         }
     }
 }
@@ -618,13 +603,11 @@ async fn report_progress(recorder: Arc<Recorder>, every: Duration, stop: Cancell
         }
         let (p50, p99, total) = {
             let mut recent = recorder.recent.lock().expect("lock");
-            let line = (
+            let (p50, p99) = (
                 recent.value_at_quantile(0.5) as f64 / 1000.0,
                 recent.value_at_quantile(0.99) as f64 / 1000.0,
-                recorder.latency.lock().expect("lock").len(),
             );
-            recent.reset();
-            line
+            (p50, p99, recorder.fold_recent(&mut recent))
         };
         let not_accepted: BTreeMap<String, u64> = recorder
             .outcomes
@@ -678,7 +661,10 @@ fn summarise(recorder: &Recorder, options: &LoadOptions, elapsed: Duration) -> S
         requests,
         orders_accepted: recorder.accepted.load(Ordering::Relaxed),
         errors: recorder.errors.load(Ordering::Relaxed),
-        latency: Percentiles::of(&recorder.latency.lock().expect("lock")),
+        latency: {
+            recorder.fold_recent(&mut recorder.recent.lock().expect("lock"));
+            Percentiles::of(&recorder.latency.lock().expect("lock"))
+        },
         decision_latency: decisions.latency.as_ref().and_then(Percentiles::of),
         decisions_missing: decisions.pending.len() as u64,
         purchase_orders_received: recorder.purchase_orders_received.load(Ordering::Relaxed),

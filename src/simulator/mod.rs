@@ -94,6 +94,7 @@ struct OrderSummary {
 struct PurchaseOrder {
     id: Uuid,
     product_id: Uuid,
+    drafted_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Of the confirmed orders the warehouse handles each round, this share is
@@ -170,7 +171,8 @@ impl Simulator {
             if placed.is_multiple_of(10) {
                 self.warehouse_round(&mut rng, &mut report).await;
                 if let Ok(fresh) = self.products().await {
-                    self.supplier_round(&fresh, &mut report).await;
+                    self.supplier_round(&fresh, Duration::ZERO, &mut report)
+                        .await;
                     if !fresh.is_empty() {
                         products = fresh;
                     }
@@ -217,17 +219,26 @@ impl Simulator {
         }
     }
 
-    /// The supplier delivers every open purchase order, and restocks
-    /// directly a product that is low without one (it never crossed its
-    /// threshold, e.g. created empty).
-    async fn supplier_round(&self, products: &[Product], report: &mut SimulatorReport) {
+    /// The supplier delivers every open purchase order at least `min_age`
+    /// old, and restocks directly a product that is low without one (it
+    /// never crossed its threshold, e.g. created empty).
+    async fn supplier_round(
+        &self,
+        products: &[Product],
+        min_age: Duration,
+        report: &mut SimulatorReport,
+    ) {
         let Ok(open) = self
             .get::<Vec<PurchaseOrder>>("/api/purchase-orders?status=OPEN&limit=1000")
             .await
         else {
             return;
         };
-        for po in &open {
+        let now = chrono::Utc::now();
+        for po in open
+            .iter()
+            .filter(|po| (now - po.drafted_at).to_std().unwrap_or_default() >= min_age)
+        {
             let sent = self
                 .post(&format!("/api/purchase-orders/{}/receive", po.id))
                 .send()
