@@ -3,10 +3,13 @@
 //!
 //! Durability: a single writer thread takes the pending appends (a bounded
 //! queue: when it is full an append waits briefly, then fails as
-//! overloaded), writes them, `fdatasync`s each touched segment once and only
-//! then answers the callers (group commit), so an acknowledged append
-//! survives kill -9 and power loss. A torn last line left by a crash
-//! mid-write is cut off on open; it was never acknowledged.
+//! overloaded), writes each partition's share to its segment, then the whole
+//! batch to the write-ahead journal (see `journal`), and answers the callers
+//! only once the journal is synced: one `fdatasync` per batch (group commit),
+//! so an acknowledged append survives kill -9 and power loss. A torn last
+//! line left by a crash mid-write is cut off on open; it was never
+//! acknowledged. Entries a crash lost from the segments are restored from
+//! the journal on open.
 //!
 //! Entries live on disk only (see `segments`): a consumer reads them from
 //! its partition's files when they are delivered, and opening a log reads
@@ -20,6 +23,7 @@
 //! group has committed past (and that are older than the retention).
 //! The log lives in one process: split roles need Valkey.
 
+mod journal;
 mod segments;
 
 use super::dead_letter::DeadLetter;
@@ -28,6 +32,7 @@ use super::{
 };
 use crate::domain::Envelope;
 use async_trait::async_trait;
+use journal::Journal;
 use segments::{Cursor, PartitionFiles};
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -51,6 +56,11 @@ pub struct EmbeddedOptions {
     /// How long an append waits for room in a full queue before it fails
     /// as overloaded.
     pub queue_wait: Duration,
+    /// Past this size the writer starts a new journal file, and the old
+    /// one is deleted once the segments written meanwhile are synced. The
+    /// journal's files hold at most twice this (the writer waits for a
+    /// checkpoint that lags), and so does what opening the log replays.
+    pub journal_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -63,6 +73,8 @@ impl Default for EmbeddedOptions {
             // One writer batch's worth: about 4 MB of lines at most.
             queue_capacity: 8192,
             queue_wait: Duration::from_millis(500),
+            // Eight flushes (one per partition) every 16 MiB of orders.
+            journal_bytes: 16 << 20,
         }
     }
 }
@@ -166,7 +178,7 @@ impl EmbeddedLog {
         }
 
         let mut active = Vec::new();
-        let mut views = Vec::new();
+        let mut opened = Vec::new();
         for p in 0..partitions {
             let (files, file) = segments::open_partition(
                 &dir.join(format!("partition-{p}")),
@@ -177,8 +189,12 @@ impl EmbeddedLog {
                 base: files.active_base(),
                 bytes: files.segments[&files.active_base()].bytes,
             });
-            views.push(RwLock::new(files));
+            opened.push(files);
         }
+        let recovered = journal::recover(dir)?;
+        replay(&recovered.records, &mut opened, &mut active)?;
+        let journal = recovered.finish(dir)?;
+        let views = opened.into_iter().map(RwLock::new).collect();
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             options: options.clone(),
@@ -200,7 +216,7 @@ impl EmbeddedLog {
         let writer_inner = inner.clone();
         std::thread::Builder::new()
             .name("embedded-log-writer".into())
-            .spawn(move || run_writer(active, rx, &writer_inner))?;
+            .spawn(move || run_writer(active, journal, rx, &writer_inner))?;
         Ok(EmbeddedLog {
             inner,
             writer: tx,
@@ -536,10 +552,15 @@ struct ActiveSegment {
 
 fn run_writer(
     mut active: Vec<ActiveSegment>,
+    mut journal: Journal,
     mut rx: mpsc::Receiver<AppendRequest>,
     inner: &Inner,
 ) {
     let segment_bytes = inner.options.segment_bytes.max(1);
+    let partitions = active.len();
+    // Segments written since the last checkpoint, not yet synced.
+    let mut unsynced = vec![false; partitions];
+    let mut checkpoints = Checkpoints::spawn();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -548,7 +569,6 @@ fn run_writer(
                 break;
             }
         }
-        let partitions = active.len();
         let mut per_partition: Vec<Vec<u8>> = vec![Vec::new(); partitions];
         let mut counts = vec![0u64; partitions];
         for req in &batch {
@@ -556,41 +576,66 @@ fn run_writer(
             counts[req.partition as usize] += 1;
         }
         // Per partition: the offset of its first entry in this batch, once
-        // written and synced; None when its write failed (or it had none).
-        let mut next_offset: Vec<Option<u64>> = vec![None; partitions];
+        // written; None when its write failed (or it had none).
+        let mut first_offset: Vec<Option<u64>> = vec![None; partitions];
         let mut failure: Option<String> = None;
+        // Each partition's lines go to its segment, unsynced: the journal
+        // below makes the whole batch durable with one fdatasync.
         for (p, bytes) in per_partition.iter().enumerate() {
             if bytes.is_empty() {
                 continue;
             }
             let segment = &mut active[p];
-            if let Err(e) = segment
-                .file
-                .write_all(bytes)
-                .and_then(|_| segment.file.sync_data())
-            {
+            if let Err(e) = segment.file.write_all(bytes) {
                 // Cut off whatever part of the batch reached the file,
                 // so later appends do not follow a torn line.
                 let _ = segment.file.set_len(segment.bytes);
                 failure = Some(format!("append to partition {p} failed: {e}"));
                 continue;
             }
-            segment.bytes += bytes.len() as u64;
+            unsynced[p] = true;
+            first_offset[p] = Some(
+                inner.partitions[p]
+                    .read()
+                    .expect("partition lock poisoned")
+                    .end,
+            );
+        }
+        let written = first_offset
+            .iter()
+            .enumerate()
+            .filter_map(|(p, first)| first.map(|first| (p as u32, first, &per_partition[p][..])));
+        if let Err(e) = journal.write_batch(written) {
+            // Nothing of the batch is durable: take it back out of the
+            // segments (readers never saw it: the ends are not moved yet).
+            for (p, first) in first_offset.iter_mut().enumerate() {
+                if first.take().is_some() {
+                    let _ = active[p].file.set_len(active[p].bytes);
+                }
+            }
+            failure = Some(format!("append to the journal failed: {e}"));
+        }
+        for (p, first) in first_offset.iter().enumerate() {
+            if first.is_none() {
+                continue;
+            }
+            let segment = &mut active[p];
+            segment.bytes += per_partition[p].len() as u64;
             // Publish the new durable end; offsets are assigned in queue
             // order within the partition.
             let mut files = inner.partitions[p]
                 .write()
                 .expect("partition lock poisoned");
-            next_offset[p] = Some(files.end);
             files.end += counts[p];
             if let Some(s) = files.segments.get_mut(&segment.base) {
                 s.bytes = segment.bytes;
             }
-            if segment.bytes >= segment_bytes {
-                roll(segment, &mut files);
+            if segment.bytes >= segment_bytes && roll(segment, &mut files) {
+                unsynced[p] = false;
             }
         }
         inner.appended.notify_waiters();
+        let mut next_offset = first_offset;
         for req in batch {
             let answer = match &mut next_offset[req.partition as usize] {
                 Some(offset) => {
@@ -607,16 +652,177 @@ fn run_writer(
         if let Some(message) = failure {
             tracing::error!(%message, "embedded log write failed");
         }
+        if journal.bytes() >= inner.options.journal_bytes {
+            checkpoints.start(
+                &active,
+                &mut unsynced,
+                &mut journal,
+                inner.options.journal_bytes,
+            );
+        }
     }
 }
 
-/// Seals the active segment and starts a new one at the partition's end.
-/// If the new file cannot be made, appends go on into the old one and the
-/// roll is tried again after the next write.
-fn roll(segment: &mut ActiveSegment, files: &mut PartitionFiles) {
+/// A journal file to delete once these segments are synced.
+struct Checkpoint {
+    segments: Vec<File>,
+    journal: PathBuf,
+}
+
+/// The checkpoint thread: syncing 16 MiB of segments takes tens of
+/// milliseconds, which the writer (and every append waiting on it) must not.
+struct Checkpoints {
+    jobs: std::sync::mpsc::Sender<Checkpoint>,
+    done: std::sync::mpsc::Receiver<()>,
+    /// A checkpoint was handed over and has not reported back.
+    running: bool,
+}
+
+impl Checkpoints {
+    fn spawn() -> Checkpoints {
+        let (jobs, queue) = std::sync::mpsc::channel::<Checkpoint>();
+        let (report, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("embedded-log-checkpoint".into())
+            .spawn(move || {
+                for job in queue {
+                    let synced = job.segments.iter().try_for_each(|f| f.sync_data());
+                    // On failure the old file stays: it still holds every
+                    // acknowledged entry, and the next open replays it.
+                    if let Err(e) = synced.and_then(|_| fs::remove_file(&job.journal)) {
+                        tracing::warn!(error = %e, journal = %job.journal.display(),
+                            "journal checkpoint failed; the file is kept until the log is next opened");
+                    }
+                    let _ = report.send(());
+                }
+            })
+            .expect("cannot start the embedded log's checkpoint thread");
+        Checkpoints {
+            jobs,
+            done,
+            running: false,
+        }
+    }
+
+    /// Moves the writer to a new journal file and has the segments written
+    /// meanwhile synced, then the old file deleted, off the writer's thread.
+    /// While the previous checkpoint still runs the writer keeps the current
+    /// file, up to twice the bound, and then waits for it.
+    fn start(
+        &mut self,
+        active: &[ActiveSegment],
+        unsynced: &mut [bool],
+        journal: &mut Journal,
+        bound: u64,
+    ) {
+        if self.running && self.done.try_recv().is_ok() {
+            self.running = false;
+        }
+        if self.running {
+            if journal.bytes() < bound.saturating_mul(2) {
+                return;
+            }
+            let _ = self.done.recv();
+            self.running = false;
+        }
+        let mut segments = Vec::new();
+        for (p, segment) in active.iter().enumerate() {
+            if unsynced[p] {
+                match segment.file.try_clone() {
+                    Ok(file) => segments.push(file),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "journal checkpoint postponed");
+                        return;
+                    }
+                }
+            }
+        }
+        let old = match journal.rotate() {
+            Ok(old) => old,
+            Err(e) => {
+                tracing::warn!(error = %e, "journal checkpoint postponed: no new journal file");
+                return;
+            }
+        };
+        let job = Checkpoint {
+            segments,
+            journal: old,
+        };
+        if self.jobs.send(job).is_ok() {
+            self.running = true;
+            unsynced.iter_mut().for_each(|u| *u = false);
+        }
+    }
+}
+
+/// Puts back into the segments whatever the journal holds past their ends:
+/// entries acknowledged before a crash that lost unsynced segment data. A
+/// record whose entries are all there already is skipped, so replaying twice
+/// changes nothing.
+fn replay(
+    records: &[journal::Record],
+    files: &mut [PartitionFiles],
+    active: &mut [ActiveSegment],
+) -> Result<(), LogError> {
+    let mut restored = vec![0u64; files.len()];
+    for record in records {
+        let p = record.partition as usize;
+        let (Some(files), Some(segment)) = (files.get_mut(p), active.get_mut(p)) else {
+            return Err(LogError::Corrupt(format!(
+                "the journal has entries of partition {p}, beyond the log's partitions"
+            )));
+        };
+        let count = record.count();
+        if record.first + count <= files.end {
+            continue;
+        }
+        if record.first > files.end {
+            return Err(LogError::Corrupt(format!(
+                "partition {p} ends at entry {} but the journal resumes it at {}: entries are missing",
+                files.end, record.first
+            )));
+        }
+        let missing = record.lines_after(files.end - record.first);
+        segment.file.write_all(missing)?;
+        segment.bytes += missing.len() as u64;
+        let added = record.first + count - files.end;
+        files.end += added;
+        restored[p] += added;
+        if let Some(s) = files.segments.get_mut(&segment.base) {
+            s.bytes = segment.bytes;
+        }
+    }
+    // The journal is emptied next, so what it covered must be on disk: the
+    // restored entries, and those a kill -9 left in the page cache only.
+    if !records.is_empty() {
+        for segment in active.iter() {
+            segment.file.sync_data()?;
+        }
+    }
+    for (p, &n) in restored.iter().enumerate() {
+        if n > 0 {
+            tracing::warn!(
+                partition = p,
+                entries = n,
+                "restored acknowledged entries from the journal"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Seals the active segment and starts a new one at the partition's end;
+/// returns whether it did. The sealed segment is synced first: opening the
+/// log reads only the newest segment, so the journal could not restore the
+/// tail of an older one. If either step fails, appends go on into the old
+/// segment and the roll is tried again after the next write.
+fn roll(segment: &mut ActiveSegment, files: &mut PartitionFiles) -> bool {
     let base = files.end;
     let path = segments::segment_path(&files.dir, base);
-    let created = File::create(&path)
+    let created = segment
+        .file
+        .sync_data()
+        .and_then(|_| File::create(&path))
         .and_then(|_| segments::sync_dir(&files.dir))
         .and_then(|_| OpenOptions::new().append(true).open(&path));
     match created {
@@ -637,9 +843,11 @@ fn roll(segment: &mut ActiveSegment, files: &mut PartitionFiles) {
                 base,
                 bytes: 0,
             };
+            true
         }
         Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "could not start a new segment")
+            tracing::warn!(error = %e, path = %path.display(), "could not start a new segment");
+            false
         }
     }
 }
