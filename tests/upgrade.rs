@@ -1,5 +1,6 @@
 //! Upgrading a read model written by the previous release (migrations
-//! 0001–0004) on both databases: migration 0005 runs on existing rows, the
+//! 0001–0004) on both databases: migrations 0005 and 0008 run on existing
+//! rows (0008 fills the running totals from the orders there), the
 //! old one-row-per-event outbox is still relayed, and a rebuild replays the
 //! old archive (decisions archived when they came back from the log).
 
@@ -119,6 +120,21 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
 
     // This release's migrations on top.
     store.migrate().await.unwrap();
+    // The running totals (migration 0008) start from the orders there.
+    assert_eq!(
+        common::invariants::invariant_violations(&store)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    let figures = store.figures().await.unwrap();
+    assert_eq!(figures.orders_by_status[&OrderStatus::Confirmed], 1);
+    assert_eq!(figures.total_sales.cents(), 750);
+    let top = store.top_products(5).await.unwrap();
+    assert_eq!(
+        (top.len(), top[0].units, top[0].revenue.cents()),
+        (1, 3, 750)
+    );
     let order_row = store.get_order(order).await.unwrap().unwrap();
     assert_eq!(order_row.status, OrderStatus::Confirmed);
     assert_eq!(

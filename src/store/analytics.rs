@@ -5,7 +5,7 @@
 use super::sql::{bind_all, param, SqlValue};
 use super::{archived_envelope, time_of_millis, uuid_col, Dialect, Store, StoreError};
 use crate::domain::events::EventType;
-use crate::domain::status::{OrderStatus, PurchaseOrderStatus};
+use crate::domain::status::PurchaseOrderStatus;
 use crate::domain::{Envelope, Money, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -300,14 +300,13 @@ impl Store {
 
     /// Best sellers by revenue of confirmed and shipped orders.
     pub async fn top_products(&self, limit: i64) -> Result<Vec<TopProduct>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT oi.product_id, p.sku, p.name, CAST(SUM(oi.quantity) AS BIGINT) AS units, \
-             CAST(SUM(oi.quantity * oi.unit_price_cents) AS BIGINT) AS revenue_cents \
-             FROM order_items oi JOIN orders o ON o.id = oi.order_id JOIN products p ON p.id = oi.product_id \
-             WHERE o.status IN ({}) GROUP BY oi.product_id, p.sku, p.name \
-             ORDER BY revenue_cents DESC, oi.product_id LIMIT $1",
-            super::sql_list(&OrderStatus::SOLD)
-        ))
+        // A running total (`product_sales`), not an aggregate over every
+        // sold line: the dashboard asks each second.
+        let rows = sqlx::query(
+            "SELECT s.product_id, p.sku, p.name, s.units, s.revenue_cents \
+             FROM product_sales s JOIN products p ON p.id = s.product_id \
+             WHERE s.units > 0 ORDER BY s.revenue_cents DESC, s.product_id LIMIT $1",
+        )
         .bind(limit)
         .fetch_all(self.pool())
         .await?;

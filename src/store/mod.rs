@@ -243,16 +243,6 @@ pub(crate) fn named_col<N: Named>(row: &AnyRow, col: &str) -> Result<N, StoreErr
     N::parse(&raw).ok_or_else(|| StoreError::Inconsistent(format!("unknown {col} `{raw}`")))
 }
 
-/// Names as an SQL list (`'CONFIRMED', 'SHIPPED'`), for statements that
-/// filter on them. The names are this build's own, never user input.
-pub(crate) fn sql_list<N: Named>(names: &[N]) -> String {
-    names
-        .iter()
-        .map(|n| format!("'{}'", n.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A time stored as Unix milliseconds (the read model's representation).
 pub(crate) fn time_of_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()

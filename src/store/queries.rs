@@ -283,39 +283,42 @@ impl Store {
 
     pub async fn figures(&self) -> Result<Figures, StoreError> {
         let now = now_millis();
-        let start_of_day = now - now.rem_euclid(86_400_000);
-        let sold_since = format!(
-            "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS cents FROM orders \
-             WHERE status IN ({}) AND placed_at >= $1",
-            super::sql_list(&OrderStatus::SOLD)
-        );
-        let sales = |since: i64| sqlx::query(&sold_since).bind(since);
-        let total: i64 = sales(i64::MIN)
-            .fetch_one(self.pool())
-            .await?
-            .try_get("cents")?;
-        let today: i64 = sales(start_of_day)
-            .fetch_one(self.pool())
-            .await?
-            .try_get("cents")?;
-
+        let start_of_day = now - now.rem_euclid(super::writes::DAY_MS);
+        // Running totals the workers keep (`order_totals`, `daily_sales`,
+        // the per-second windows): the dashboard asks each second, and
+        // aggregates over every order grew with the history.
         let mut orders_by_status: BTreeMap<OrderStatus, i64> =
             OrderStatus::ALL.iter().map(|s| (*s, 0)).collect();
-        let mut order_count = 0;
-        for row in sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+        let (mut order_count, mut total) = (0, 0);
+        for row in sqlx::query("SELECT status, orders, amount_cents FROM order_totals")
             .fetch_all(self.pool())
             .await?
         {
-            let n: i64 = row.try_get("n")?;
+            let status: OrderStatus = super::named_col(&row, "status")?;
+            let n: i64 = row.try_get("orders")?;
             order_count += n;
-            orders_by_status.insert(super::named_col(&row, "status")?, n);
+            orders_by_status.insert(status, n);
+            if OrderStatus::SOLD.contains(&status) {
+                total += row.try_get::<i64, _>("amount_cents")?;
+            }
         }
-        let orders_last_minute: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE placed_at >= $1")
-                .bind(now - 60_000)
-                .fetch_one(self.pool())
-                .await?
-                .try_get("n")?;
+        let today: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) AS cents FROM daily_sales \
+             WHERE day_start >= $1",
+        )
+        .bind(start_of_day)
+        .fetch_one(self.pool())
+        .await?
+        .try_get("cents")?;
+        let orders_last_minute: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT) AS n FROM throughput \
+             WHERE granularity = 's' AND event_type = $1 AND window_start >= $2",
+        )
+        .bind(crate::domain::events::EventType::OrderPlaced.name())
+        .bind(now - 60_000)
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?;
         let row = sqlx::query(
             "SELECT COUNT(*) AS products, \
              CAST(COALESCE(SUM(CASE WHEN COALESCE(i.on_hand, 0) - COALESCE(i.reserved, 0) < p.low_stock_threshold THEN 1 ELSE 0 END), 0) AS BIGINT) AS low \

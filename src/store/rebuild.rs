@@ -13,8 +13,8 @@
 use super::analytics::{prune_windows_on, WindowRetention};
 use super::projections::{load_state, Tx};
 use super::writes::{
-    AlertRow, OrderItemRow, OrderRow, ProductRow, PurchaseOrderRow, StockRow, TableRow, WindowRow,
-    Writes,
+    AlertRow, DailySalesRow, OrderItemRow, OrderRow, OrderTotalRow, ProductRow, ProductSalesRow,
+    PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,
 };
 use super::{archived_envelope, Dialect, Store, StoreError};
 use crate::domain::inventory::Inventory;
@@ -33,6 +33,10 @@ pub struct Projection {
     pub table: &'static str,
     order_by: &'static str,
     columns: &'static [&'static str],
+    /// The rows that carry information. A running total whose deltas
+    /// cancelled out stays as a row of zeros in a live read model, while a
+    /// rebuild, summing other spans of events, may never write it.
+    counts_rows: &'static str,
 }
 
 pub const PROJECTIONS: &[Projection] = &[
@@ -40,36 +44,61 @@ pub const PROJECTIONS: &[Projection] = &[
         table: ProductRow::TABLE,
         order_by: "id",
         columns: ProductRow::COLUMNS,
+        counts_rows: "TRUE",
     },
     Projection {
         table: StockRow::TABLE,
         order_by: "product_id",
         columns: StockRow::COLUMNS,
+        counts_rows: "TRUE",
     },
     Projection {
         table: OrderRow::TABLE,
         order_by: "id",
         columns: OrderRow::COLUMNS,
+        counts_rows: "TRUE",
     },
     Projection {
         table: OrderItemRow::TABLE,
         order_by: "order_id, line_no",
         columns: OrderItemRow::COLUMNS,
+        counts_rows: "TRUE",
     },
     Projection {
         table: PurchaseOrderRow::TABLE,
         order_by: "id",
         columns: PurchaseOrderRow::COLUMNS,
+        counts_rows: "TRUE",
     },
     Projection {
         table: AlertRow::TABLE,
         order_by: "id",
         columns: AlertRow::COLUMNS,
+        counts_rows: "TRUE",
     },
     Projection {
         table: WindowRow::TABLE,
         order_by: "granularity, window_start, event_type",
         columns: WindowRow::COLUMNS,
+        counts_rows: "TRUE",
+    },
+    Projection {
+        table: OrderTotalRow::TABLE,
+        order_by: "status",
+        columns: OrderTotalRow::COLUMNS,
+        counts_rows: "orders <> 0 OR amount_cents <> 0",
+    },
+    Projection {
+        table: DailySalesRow::TABLE,
+        order_by: "day_start",
+        columns: DailySalesRow::COLUMNS,
+        counts_rows: "amount_cents <> 0",
+    },
+    Projection {
+        table: ProductSalesRow::TABLE,
+        order_by: "product_id",
+        columns: ProductSalesRow::COLUMNS,
+        counts_rows: "units <> 0 OR revenue_cents <> 0",
     },
 ];
 
@@ -93,9 +122,10 @@ impl Store {
                 .map(|c| format!("CAST({c} AS TEXT) AS {c}"))
                 .collect();
             let sql = format!(
-                "SELECT {} FROM {} ORDER BY {}",
+                "SELECT {} FROM {} WHERE {} ORDER BY {}",
                 columns.join(", "),
                 projection.table,
+                projection.counts_rows,
                 projection.order_by
             );
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();

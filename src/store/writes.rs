@@ -6,7 +6,9 @@
 use super::projections::Tx;
 use super::sql::{bind_all, multi_insert, values_lists, SqlValue};
 use super::{Dialect, StoreError};
-use crate::domain::inventory::{OrderState, ProductState, PurchaseOrderState, PurchaseOrderStatus};
+use crate::domain::inventory::{
+    OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
+};
 use crate::domain::{DomainEvent, Envelope};
 use crate::domain::{OrderId, ProductId, PurchaseOrderId};
 use std::collections::BTreeMap;
@@ -181,6 +183,43 @@ table_row! {
                      amount_cents = throughput.amount_cents + excluded.amount_cents".into()
 }
 
+table_row! {
+    /// Orders and their totals per status (a running total, by deltas).
+    OrderTotalRow in "order_totals" {
+        status: &'static str => "TEXT",
+        orders: i64 => "BIGINT",
+        amount_cents: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (status) DO UPDATE SET \
+                     orders = order_totals.orders + excluded.orders, \
+                     amount_cents = order_totals.amount_cents + excluded.amount_cents".into()
+}
+
+table_row! {
+    /// Sold orders' totals by the UTC day they were placed on (by deltas).
+    DailySalesRow in "daily_sales" {
+        day_start: i64 => "BIGINT",
+        amount_cents: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (day_start) DO UPDATE SET \
+                     amount_cents = daily_sales.amount_cents + excluded.amount_cents".into()
+}
+
+table_row! {
+    /// Units and revenue of sold order lines per product (by deltas).
+    ProductSalesRow in "product_sales" {
+        product_id: String => "TEXT",
+        units: i64 => "BIGINT",
+        revenue_cents: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (product_id) DO UPDATE SET \
+                     units = product_sales.units + excluded.units, \
+                     revenue_cents = product_sales.revenue_cents + excluded.revenue_cents".into()
+}
+
+/// One UTC day in milliseconds: the unit of `daily_sales`.
+pub(super) const DAY_MS: i64 = 86_400_000;
+
 /// The multi-row inserts of `rows` into their table.
 fn inserts<R: TableRow>(dialect: Dialect, rows: Vec<R>) -> Vec<(String, Vec<SqlValue>)> {
     multi_insert(
@@ -233,6 +272,10 @@ pub(super) struct Writes {
     stock_inserts: Vec<StockRow>,
     orders: Vec<OrderRow>,
     purchase_orders: Vec<(PurchaseOrderStatus, PurchaseOrderRow)>,
+    /// Running totals' deltas, by key (the order their locks are taken in).
+    order_totals: BTreeMap<OrderStatus, (i64, i64)>,
+    daily_sales: BTreeMap<i64, i64>,
+    product_sales: BTreeMap<ProductId, (i64, i64)>,
 }
 
 impl Writes {
@@ -316,15 +359,23 @@ impl Writes {
         }
     }
 
-    /// Orders whose state changed, written whole (upsert).
+    /// Orders whose state changed, written whole (upsert), and what their
+    /// changes add to the running totals.
     pub(super) fn orders(
         &mut self,
         before: &BTreeMap<OrderId, OrderState>,
         after: &BTreeMap<OrderId, OrderState>,
     ) {
         for (id, order) in after {
-            if before.get(id) == Some(order) {
+            let was = before.get(id);
+            if was == Some(order) {
                 continue;
+            }
+            if was.map(|w| w.status) != Some(order.status) {
+                if let Some(was) = was {
+                    self.count(was, -1);
+                }
+                self.count(order, 1);
             }
             self.orders.push(OrderRow {
                 id: id.to_string(),
@@ -337,6 +388,24 @@ impl Writes {
                 decided_at: order.decided_at,
                 updated_at: order.updated_at,
             });
+        }
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) an order in the running totals.
+    fn count(&mut self, order: &OrderState, sign: i64) {
+        let total = order.total.cents();
+        let per_status = self.order_totals.entry(order.status).or_default();
+        per_status.0 += sign;
+        per_status.1 += sign * total;
+        if !OrderStatus::SOLD.contains(&order.status) {
+            return;
+        }
+        let day = order.placed_at - order.placed_at.rem_euclid(DAY_MS);
+        *self.daily_sales.entry(day).or_default() += sign * total;
+        for line in &order.lines {
+            let sales = self.product_sales.entry(line.product_id).or_default();
+            sales.0 += sign * line.quantity;
+            sales.1 += sign * line.quantity * line.unit_price.cents();
         }
     }
 
@@ -367,8 +436,9 @@ impl Writes {
     /// - stock rows that existed are updated before new ones are inserted;
     /// - closed purchase orders before new open ones, as the
     ///   one-open-per-product index is checked row by row;
-    /// - windows last and in key order: concurrent workers add to the same
-    ///   rows, so they take these locks in one order, just before commit.
+    /// - windows and running totals last, each in key order: concurrent
+    ///   workers add to the same rows, so they take these locks in one
+    ///   order, just before commit.
     pub(super) async fn flush(self, tx: &mut Tx<'_>, dialect: Dialect) -> Result<(), StoreError> {
         let mut purchase_orders = self.purchase_orders;
         purchase_orders.sort_by_key(|(status, _)| *status == PurchaseOrderStatus::Open);
@@ -385,6 +455,29 @@ impl Writes {
                 },
             )
             .collect();
+        let order_totals = (self.order_totals.into_iter())
+            .filter(|(_, delta)| *delta != (0, 0))
+            .map(|(status, (orders, amount_cents))| OrderTotalRow {
+                status: status.as_str(),
+                orders,
+                amount_cents,
+            })
+            .collect();
+        let daily_sales = (self.daily_sales.into_iter())
+            .filter(|(_, delta)| *delta != 0)
+            .map(|(day_start, amount_cents)| DailySalesRow {
+                day_start,
+                amount_cents,
+            })
+            .collect();
+        let product_sales = (self.product_sales.into_iter())
+            .filter(|(_, delta)| *delta != (0, 0))
+            .map(|(product, (units, revenue_cents))| ProductSalesRow {
+                product_id: product.to_string(),
+                units,
+                revenue_cents,
+            })
+            .collect();
         let statements = [
             inserts(dialect, self.products),
             stock_updates(dialect, self.stock_updates),
@@ -397,6 +490,9 @@ impl Writes {
             ),
             inserts(dialect, self.alerts),
             inserts(dialect, windows),
+            inserts(dialect, order_totals),
+            inserts(dialect, daily_sales),
+            inserts(dialect, product_sales),
         ];
         execute_all(tx, statements.into_iter().flatten().collect()).await
     }

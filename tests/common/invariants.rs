@@ -61,5 +61,58 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
     if pending > 0 {
         violations.push(format!("{pending} orders still PENDING"));
     }
+    // The running totals the workers keep equal the aggregates over the
+    // orders they stand for (rows of zeros count as absent).
+    let sold = "('CONFIRMED', 'SHIPPED')";
+    for (what, kept, computed) in [
+        (
+            "order_totals",
+            "SELECT status AS k, orders AS a, amount_cents AS b FROM order_totals \
+             WHERE orders <> 0 OR amount_cents <> 0".to_string(),
+            "SELECT status AS k, COUNT(*) AS a, SUM(total_cents) AS b FROM orders GROUP BY status"
+                .to_string(),
+        ),
+        (
+            "daily_sales",
+            "SELECT CAST(day_start AS TEXT) AS k, amount_cents AS a, 0 AS b FROM daily_sales \
+             WHERE amount_cents <> 0".to_string(),
+            format!(
+                "SELECT CAST(placed_at - (placed_at % 86400000) AS TEXT) AS k, SUM(total_cents) AS a, \
+                 0 AS b FROM orders WHERE status IN {sold} GROUP BY placed_at - (placed_at % 86400000)"
+            ),
+        ),
+        (
+            "product_sales",
+            "SELECT product_id AS k, units AS a, revenue_cents AS b FROM product_sales \
+             WHERE units <> 0 OR revenue_cents <> 0".to_string(),
+            format!(
+                "SELECT oi.product_id AS k, SUM(oi.quantity) AS a, \
+                 SUM(oi.quantity * oi.unit_price_cents) AS b FROM order_items oi \
+                 JOIN orders o ON o.id = oi.order_id WHERE o.status IN {sold} GROUP BY oi.product_id"
+            ),
+        ),
+    ] {
+        let kept = keyed_pairs(store, &kept).await?;
+        let computed = keyed_pairs(store, &computed).await?;
+        if kept != computed {
+            violations.push(format!(
+                "running totals in {what} {kept:?} != aggregates over the orders {computed:?}"
+            ));
+        }
+    }
     Ok(violations)
+}
+
+/// Rows of (k TEXT, a, b) as a sorted map, the numbers read as i64.
+async fn keyed_pairs(
+    store: &Store,
+    sql: &str,
+) -> Result<std::collections::BTreeMap<String, (i64, i64)>, sqlx::Error> {
+    let wrapped =
+        format!("SELECT k, CAST(a AS BIGINT) AS a, CAST(b AS BIGINT) AS b FROM ({sql}) t");
+    let mut out = std::collections::BTreeMap::new();
+    for row in sqlx::query(&wrapped).fetch_all(store.pool()).await? {
+        out.insert(row.try_get("k")?, (row.try_get("a")?, row.try_get("b")?));
+    }
+    Ok(out)
 }
