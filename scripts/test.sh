@@ -27,6 +27,18 @@ ensure_chromium() {
   log "Chromium: $("$bin" --version 2>/dev/null | head -n1)"
 }
 
+ensure_systemd_analyze() {
+  # The unit files in deploy/systemd are checked with systemd-analyze verify.
+  if ! command -v systemd-analyze >/dev/null && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing systemd from Debian's packages (systemd-analyze for the unit files)"
+    (apt-get install -y -q systemd >&2 || { apt-get update -q >&2 && apt-get install -y -q systemd >&2; }) || true
+  fi
+  if ! command -v systemd-analyze >/dev/null; then
+    log "error: systemd-analyze not found for the unit-file tests. Install it with: apt-get install systemd"
+    return 1
+  fi
+}
+
 ensure_web_tools() {
   # The dashboard build (build.rs) installs web/node_modules; the browser
   # test also needs playwright-core from there, so make sure it is present.
@@ -37,6 +49,7 @@ ensure_web_tools() {
 }
 
 ensure_chromium
+ensure_systemd_analyze
 ensure_web_tools
 if [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]]; then
   log "using Valkey at $STREAMSTOCK_TEST_VALKEY_URL"

@@ -1,5 +1,4 @@
-use clap::Parser;
-use streamstock::cli::{self, config::Cli};
+use streamstock::cli;
 use streamstock::{memory, shutdown, telemetry};
 
 fn main() -> std::process::ExitCode {
@@ -14,7 +13,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = cli::parse(&args);
     telemetry::init_logging(cli.common.log_format);
     let stop = shutdown::on_signals();
     match cli::run(cli, stop).await {

@@ -6,82 +6,9 @@
 mod common;
 
 use common::load::{assert_accepted_orders_processed_once, outage_under_load, Outage};
-use common::process::free_port;
+use common::process::OwnValkey;
 use common::{Backend, TestApp};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A valkey-server of this test's own, with AOF fsynced on every write.
-struct OwnValkey {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnValkey {
-    fn start() -> OwnValkey {
-        let mut valkey = OwnValkey {
-            dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-            child: None,
-        };
-        valkey.restart();
-        valkey
-    }
-
-    fn restart(&mut self) {
-        let bin = std::env::var("STREAMSTOCK_TEST_VALKEY_SERVER").expect(
-            "STREAMSTOCK_TEST_VALKEY_SERVER is not set: run the suite with ./scripts/test.sh",
-        );
-        let child = Command::new(bin)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--dir",
-                self.dir.path().to_str().unwrap(),
-            ])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start valkey-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "valkey-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill_hard(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// SIGSTOP or SIGCONT: the server freezes with its connections open.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status();
-        assert!(
-            status.expect("kill").success(),
-            "kill {signal} valkey-server"
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
 
 impl Outage for OwnValkey {
     fn stop_hard(&mut self) {
@@ -90,12 +17,6 @@ impl Outage for OwnValkey {
 
     fn restart(&mut self) {
         OwnValkey::restart(self);
-    }
-}
-
-impl Drop for OwnValkey {
-    fn drop(&mut self) {
-        self.kill_hard();
     }
 }
 

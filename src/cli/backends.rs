@@ -2,20 +2,41 @@
 //! the event log with its leases.
 
 use super::config::{CommonArgs, Durability};
-use crate::store::Store;
+use super::startup::Startup;
+use crate::store::{Store, StoreError};
 use crate::stream::embedded::{EmbeddedLog, EmbeddedOptions};
 use crate::stream::lease::LocalLeases;
 use crate::stream::valkey::ValkeyLog;
-use crate::stream::LogBackend;
+use crate::stream::{LogBackend, LogError};
 use anyhow::{bail, Context};
 use std::sync::Arc;
 
-/// Opens the read-model database and brings its schema up to date.
+/// Opens the read-model database and brings its schema up to date; fails
+/// at once when it does not answer (the operator commands).
 pub async fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
-    let url = common.database_url();
-    let store = Store::connect_with(&url, common.retention.sqlite_memory_mib)
-        .await
-        .context("cannot open the database (--database-url / DATABASE_URL)")?;
+    connect_store(common, None).await
+}
+
+/// `open_store` for a role: waits for the database as `startup` says.
+pub async fn wait_for_store(common: &CommonArgs, startup: &Startup) -> anyhow::Result<Store> {
+    connect_store(common, Some(startup)).await
+}
+
+async fn connect_store(common: &CommonArgs, startup: Option<&Startup>) -> anyhow::Result<Store> {
+    let url = common
+        .database_url_with_password()
+        .map_err(anyhow::Error::msg)?;
+    let connect = || Store::connect_with(&url, common.retention.sqlite_memory_mib);
+    let store = match startup {
+        Some(startup) => {
+            let what = format!("the database at {}", crate::telemetry::redact_url(&url));
+            startup
+                .wait_for(&what, |e| matches!(e, StoreError::Unavailable(_)), connect)
+                .await
+        }
+        None => connect().await.map_err(anyhow::Error::from),
+    }
+    .context("cannot open the database (--database-url / DATABASE_URL)")?;
     store
         .migrate()
         .await
@@ -30,15 +51,42 @@ pub async fn open_log(
     common: &CommonArgs,
     standalone_role: Option<&str>,
 ) -> anyhow::Result<LogBackend> {
+    connect_log(common, standalone_role, None).await
+}
+
+/// `open_log` for a role: waits for Valkey as `startup` says.
+pub async fn wait_for_log(
+    common: &CommonArgs,
+    standalone_role: Option<&str>,
+    startup: &Startup,
+) -> anyhow::Result<LogBackend> {
+    connect_log(common, standalone_role, Some(startup)).await
+}
+
+async fn connect_log(
+    common: &CommonArgs,
+    standalone_role: Option<&str>,
+    startup: Option<&Startup>,
+) -> anyhow::Result<LogBackend> {
     match &common.valkey_url {
         Some(url) => {
-            let log = ValkeyLog::connect(
-                url,
-                &common.valkey_namespace,
-                common.partitions,
-                common.durability == Durability::Strict,
-            )
-            .await
+            let connect = || {
+                ValkeyLog::connect(
+                    url,
+                    &common.valkey_namespace,
+                    common.partitions,
+                    common.durability == Durability::Strict,
+                )
+            };
+            let log = match startup {
+                Some(startup) => {
+                    let what = format!("Valkey at {}", crate::telemetry::redact_url(url));
+                    startup
+                        .wait_for(&what, |e| matches!(e, LogError::Unavailable(_)), connect)
+                        .await
+                }
+                None => connect().await.map_err(anyhow::Error::from),
+            }
             .context("cannot connect to Valkey (--valkey-url / STREAMSTOCK_VALKEY_URL)")?
             .with_retention(*common.retention.log_retention);
             let log = Arc::new(log);

@@ -49,6 +49,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the gateway's OpenAPI document (what /openapi.json serves).
     Openapi,
+    /// Print the effective settings of every role, where each comes from
+    /// (flag, environment, --config file, default), secrets masked.
+    Config,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -122,10 +125,19 @@ pub struct CommonArgs {
     /// REDIS_URL): used when --valkey-url is not given.
     #[arg(long, env = "REDIS_URL", hide = true, global = true)]
     pub redis_url: Option<String>,
+    /// A TOML file of settings (keys: the long flag names), beneath flags
+    /// and environment; see `streamstock config`.
+    #[arg(long, env = "STREAMSTOCK_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Read-model database: postgres://… or sqlite://…
     /// [default: sqlite://<data-dir>/streamstock.db]
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// A file whose first line is the database password, put into
+    /// --database-url, so the password stays out of the URL, `ps` and the
+    /// environment.
+    #[arg(long, env = "STREAMSTOCK_DATABASE_PASSWORD_FILE", global = true)]
+    pub database_password_file: Option<PathBuf>,
     /// Where the embedded log and the default SQLite database live.
     #[arg(
         long,
@@ -151,6 +163,16 @@ pub struct CommonArgs {
     pub durability: Durability,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// How long a role waits at start-up for its database, Valkey (or, for
+    /// the simulator, its gateway) to answer, retrying with backoff and
+    /// saying what it waits for, before it fails.
+    #[arg(
+        long,
+        env = "STREAMSTOCK_STARTUP_TIMEOUT",
+        default_value = "60s",
+        global = true
+    )]
+    pub startup_timeout: humantime::Duration,
     #[command(flatten)]
     pub retention: RetentionArgs,
 }
@@ -233,6 +255,17 @@ impl CommonArgs {
         self
     }
 
+    /// How the roles wait for their backends at start-up.
+    pub fn startup(
+        &self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> super::startup::Startup {
+        super::startup::Startup {
+            timeout: *self.startup_timeout,
+            shutdown: shutdown.clone(),
+        }
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
@@ -241,6 +274,29 @@ impl CommonArgs {
                 self.data_dir.join("streamstock.db").display()
             ),
         }
+    }
+
+    /// `database_url` with the password from --database-password-file, if
+    /// one is given.
+    pub fn database_url_with_password(&self) -> Result<String, String> {
+        let url = self.database_url();
+        let Some(path) = &self.database_password_file else {
+            return Ok(url);
+        };
+        let password = read_secret_file(path, "--database-password-file")?;
+        let mut parsed =
+            url::Url::parse(&url).map_err(|e| format!("invalid --database-url: {e}"))?;
+        if !parsed.scheme().starts_with("postgres") {
+            return Err("--database-password-file needs a postgres:// --database-url".into());
+        }
+        let no_user = || "--database-url has no user name to go with the password file".to_string();
+        if parsed.username().is_empty() {
+            return Err(no_user());
+        }
+        parsed
+            .set_password(Some(&password))
+            .map_err(|_| no_user())?;
+        Ok(parsed.to_string())
     }
 }
 
@@ -306,13 +362,18 @@ pub struct GatewayArgs {
 
 /// The token in `path`: its first line, trimmed; an empty one is refused.
 pub fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    read_secret_file(path, "--api-token-file")
+}
+
+/// The first line of the secret file `path` (given as `flag`), trimmed.
+pub fn read_secret_file(path: &std::path::Path, flag: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read --api-token-file {}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim();
-    if token.is_empty() {
-        return Err(format!("--api-token-file {} is empty", path.display()));
+        .map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim();
+    if secret.is_empty() {
+        return Err(format!("{flag} {} is empty", path.display()));
     }
-    Ok(token.to_string())
+    Ok(secret.to_string())
 }
 
 impl GatewayArgs {
@@ -436,8 +497,15 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Address of the worker's /health, /ready and /metrics endpoints.
-    #[arg(long, env = "STREAMSTOCK_LISTEN", default_value = "127.0.0.1:8001")]
+    /// Address of the worker's /health, /ready and /metrics endpoints. Its
+    /// own variable, so a gateway and a worker can share an environment
+    /// file (`--listen` still works on the command line).
+    #[arg(
+        long = "worker-listen",
+        visible_alias = "listen",
+        env = "STREAMSTOCK_WORKER_LISTEN",
+        default_value = "127.0.0.1:8001"
+    )]
     pub listen: SocketAddr,
     /// Bearer token required on the worker's /metrics, as on the gateway's.
     #[arg(long, env = "STREAMSTOCK_API_TOKEN", hide_env_values = true)]
@@ -640,6 +708,67 @@ mod tests {
             assert_eq!(args.profile, Some(expected), "{spelling}");
         }
         assert!(Cli::try_parse_from(["streamstock", "all", "--profile", "HEAVY"]).is_err());
+    }
+
+    #[test]
+    fn gateway_and_worker_listen_addresses_have_their_own_variables() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let env_of = |role: &str| {
+            let command = cli.find_subcommand(role).unwrap();
+            let listen = command
+                .get_arguments()
+                .find(|a| a.get_id() == "listen")
+                .unwrap();
+            listen.get_env().unwrap().to_str().unwrap().to_string()
+        };
+        assert_eq!(env_of("serve"), "STREAMSTOCK_LISTEN");
+        assert_eq!(env_of("all"), "STREAMSTOCK_LISTEN");
+        assert_eq!(env_of("worker"), "STREAMSTOCK_WORKER_LISTEN");
+        for flag in ["--worker-listen", "--listen"] {
+            let cli =
+                Cli::try_parse_from(["streamstock", "worker", flag, "127.0.0.1:9101"]).unwrap();
+            let Command::Worker(args) = cli.command else {
+                panic!("not `worker`")
+            };
+            assert_eq!(args.listen.port(), 9101, "{flag}");
+        }
+    }
+
+    #[test]
+    fn the_database_password_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-password");
+        std::fs::write(&file, "p@ss word/1\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "streamstock",
+            "--database-url",
+            "postgres://shop@db.internal:5432/streamstock",
+            "--database-password-file",
+            file.to_str().unwrap(),
+            "migrate",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.common.database_url_with_password().unwrap(),
+            "postgres://shop:p%40ss%20word%2F1@db.internal:5432/streamstock"
+        );
+        let no_user = CommonArgs {
+            database_url: Some("postgres://db.internal/streamstock".into()),
+            ..cli.common.clone()
+        };
+        assert!(no_user
+            .database_url_with_password()
+            .unwrap_err()
+            .contains("no user name"));
+        let missing = CommonArgs {
+            database_password_file: Some(dir.path().join("absent")),
+            ..cli.common
+        };
+        assert!(missing
+            .database_url_with_password()
+            .unwrap_err()
+            .contains("cannot read --database-password-file"));
     }
 
     #[test]

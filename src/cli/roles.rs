@@ -2,10 +2,12 @@
 //! opens the backends its settings name and runs as tokio tasks until
 //! shutdown; tests call them directly on ephemeral ports.
 
-use super::backends::{open_log, open_store};
+use super::backends::{open_store, wait_for_log, wait_for_store};
 use super::config::{
     AllArgs, CommonArgs, GatewayArgs, Profile, ReportFormat, ServeArgs, SimulateArgs, WorkerArgs,
 };
+use super::startup::Startup;
+use super::systemd;
 use crate::gateway::{self, Gateway};
 use crate::simulator::load::{LoadOptions, Pace};
 use crate::simulator::Simulator;
@@ -64,8 +66,9 @@ pub async fn run_all_on(
     if matches!(args.profile, Profile::Steady | Profile::Max) {
         bail!("--profile steady and max are load runs: start them with `streamstock simulate` against this gateway");
     }
-    let store = open_store(&common).await?;
-    let backend = open_log(&common, None).await?;
+    let startup = common.startup(&shutdown);
+    let store = wait_for_store(&common, &startup).await?;
+    let backend = wait_for_log(&common, None, &startup).await?;
     let address = listener.local_addr()?;
 
     let worker = tokio::spawn(worker::run(
@@ -90,6 +93,7 @@ pub async fn run_all_on(
         args.gateway.limits(),
         shutdown.clone(),
     );
+    systemd::ready(&format!("serving on {address}"));
     let served = serve_gateway(listener, state, shutdown.clone()).await;
     // The gateway returns on shutdown (or failure): stop and drain the rest.
     shutdown.cancel();
@@ -108,8 +112,9 @@ pub async fn run_serve(
 ) -> anyhow::Result<()> {
     args.gateway.load_token_file().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.gateway).await?;
-    let store = open_store(&common).await?;
-    let log = open_log(&common, Some("serve")).await?.log;
+    let startup = common.startup(&shutdown);
+    let store = wait_for_store(&common, &startup).await?;
+    let log = wait_for_log(&common, Some("serve"), &startup).await?.log;
     let state = Gateway::new(
         store.clone(),
         log,
@@ -117,6 +122,7 @@ pub async fn run_serve(
         args.gateway.limits(),
         shutdown.clone(),
     );
+    systemd::ready(&format!("serving on {}", listener.local_addr()?));
     let served = serve_gateway(listener, state, shutdown).await;
     store.close().await;
     served
@@ -129,12 +135,13 @@ pub async fn run_worker(
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
         format!(
-            "cannot listen on {} (--listen / STREAMSTOCK_LISTEN)",
+            "cannot listen on {} (--worker-listen / STREAMSTOCK_WORKER_LISTEN)",
             args.listen
         )
     })?;
-    let store = open_store(&common).await?;
-    let backend = open_log(&common, Some("worker")).await?;
+    let startup = common.startup(&shutdown);
+    let store = wait_for_store(&common, &startup).await?;
+    let backend = wait_for_log(&common, Some("worker"), &startup).await?;
 
     // A worker answers /health, /ready and /metrics for orchestrators.
     let token = match &args.api_token_file {
@@ -149,6 +156,7 @@ pub async fn run_worker(
             .await
     });
 
+    systemd::ready("processing");
     worker::run(
         backend,
         store.clone(),
@@ -162,7 +170,11 @@ pub async fn run_worker(
     Ok(())
 }
 
-pub async fn run_simulate(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_simulate(
+    common: CommonArgs,
+    args: SimulateArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let profile = match (args.profile, args.rate) {
         (Some(profile), _) => profile,
         (None, Some(_)) => Profile::Steady,
@@ -181,6 +193,8 @@ pub async fn run_simulate(args: SimulateArgs, shutdown: CancellationToken) -> an
         (_, Some(_)) => bail!("--rate is for --profile steady"),
         _ => None,
     };
+    wait_for_gateway(&args.target, &common.startup(&shutdown)).await?;
+    systemd::ready(&format!("sending traffic to {}", args.target));
     let simulator = Simulator::new(&args.target, args.api_token, profile);
     let Some(pace) = pace else {
         if let Some(duration) = args.duration {
@@ -219,6 +233,23 @@ pub async fn run_simulate(args: SimulateArgs, shutdown: CancellationToken) -> an
         ReportFormat::Text => print!("{}", summary.text()),
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
     }
+    Ok(())
+}
+
+/// Waits until the gateway at `target` answers `/health`.
+async fn wait_for_gateway(target: &str, startup: &Startup) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let health = format!("{}/health", target.trim_end_matches('/'));
+    startup
+        .wait_for(
+            &format!("the gateway at {target}"),
+            |e: &reqwest::Error| !e.is_builder(),
+            || async { client.get(&health).send().await?.error_for_status() },
+        )
+        .await
+        .with_context(|| format!("cannot reach the gateway (--target / API_URL: {target})"))?;
     Ok(())
 }
 

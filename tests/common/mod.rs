@@ -113,12 +113,15 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
     CommonArgs {
         valkey_url,
         redis_url: None,
+        config: None,
         database_url,
+        database_password_file: None,
         data_dir: data_dir.to_path_buf(),
         partitions: 4,
         valkey_namespace: format!("test-{}", Uuid::new_v4().simple()),
         durability: Durability::Strict,
         log_format: LogFormat::Text,
+        startup_timeout: std::time::Duration::from_secs(10).into(),
         retention: RetentionArgs::default(),
     }
 }

@@ -75,6 +75,90 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A valkey-server of this test's own, with AOF fsynced on every write.
+pub struct OwnValkey {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnValkey {
+    pub fn start() -> OwnValkey {
+        OwnValkey::start_on(free_port())
+    }
+
+    /// On `port`, which a test may have handed to a role before the
+    /// server is up.
+    pub fn start_on(port: u16) -> OwnValkey {
+        let mut valkey = OwnValkey {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            child: None,
+        };
+        valkey.restart();
+        valkey
+    }
+
+    pub fn restart(&mut self) {
+        let bin = std::env::var("STREAMSTOCK_TEST_VALKEY_SERVER").expect(
+            "STREAMSTOCK_TEST_VALKEY_SERVER is not set: run the suite with ./scripts/test.sh",
+        );
+        let child = Command::new(bin)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--dir",
+                self.dir.path().to_str().unwrap(),
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start valkey-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "valkey-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGSTOP or SIGCONT: the server freezes with its connections open.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            status.expect("kill").success(),
+            "kill {signal} valkey-server"
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnValkey {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
 /// One deployment shared by several processes: a fresh PostgreSQL database,
 /// a fresh Valkey namespace, and the environment that points roles at them.
 pub struct SharedDeployment {

@@ -1,0 +1,291 @@
+//! Running under systemd and starting before the backends:
+//! - the unit files in deploy/systemd pass `systemd-analyze verify`;
+//! - a role tells the service manager (sd_notify, through the socket in
+//!   NOTIFY_SOCKET) what it waits for, READY=1 only once its backends answer
+//!   and it serves, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on
+//!   SIGTERM;
+//! - a role waits at start-up for a backend that is not up yet, and gives up
+//!   after --startup-timeout with an error that names it.
+
+mod common;
+
+use common::process::{free_port, OwnValkey, Role, SharedDeployment, BIN};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const UNITS: [&str; 4] = [
+    "streamstock-serve.service",
+    "streamstock-worker@.service",
+    "streamstock-simulate.service",
+    "streamstock-all.service",
+];
+
+#[test]
+fn unit_files_pass_systemd_analyze_verify() {
+    let analyze = which("systemd-analyze").expect(
+        "systemd-analyze not found: run the suite with ./scripts/test.sh, which installs systemd",
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for unit in UNITS {
+        // verify checks that ExecStart's binary exists: point it at ours.
+        let text = std::fs::read_to_string(source.join(unit)).unwrap();
+        assert!(
+            text.contains("ExecStart=/usr/local/bin/streamstock "),
+            "{unit}"
+        );
+        let text = text.replace("/usr/local/bin/streamstock", BIN);
+        for (key, want) in [
+            ("Type", "notify"),
+            ("Restart", "on-failure"),
+            ("NoNewPrivileges", "yes"),
+            ("ProtectSystem", "strict"),
+            ("DynamicUser", "yes"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == format!("{key}={want}")),
+                "{unit} lacks {key}={want}"
+            );
+        }
+        let path = dir.path().join(unit);
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    // A template is verified through an instance of it.
+    let instance = dir.path().join("streamstock-worker@1.service");
+    std::os::unix::fs::symlink(dir.path().join("streamstock-worker@.service"), &instance).unwrap();
+    files.retain(|f| !f.ends_with("streamstock-worker@.service"));
+    files.push(instance);
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg("--man=no")
+        .args(&files)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains(dir.path().to_str().unwrap()),
+        "systemd-analyze verify: {}\n{stderr}",
+        out.status
+    );
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    })
+}
+
+/// The service manager's end of NOTIFY_SOCKET.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+    /// Every message so far, in order.
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        NotifySocket {
+            socket,
+            path,
+            _dir: dir,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Receives until a message contains `wanted`; returns its index in
+    /// `seen`. Fails with everything seen if it does not come in time.
+    fn wait_for(&mut self, wanted: &str, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        if let Some(i) = self.seen.iter().position(|m| m.contains(wanted)) {
+            return i;
+        }
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no `{wanted}` within {within:?}; heard {:?}",
+                self.seen
+            );
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            if let Ok(n) = self.socket.recv(&mut buffer) {
+                let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                self.seen.push(message.clone());
+                if message.contains(wanted) {
+                    return self.seen.len() - 1;
+                }
+            }
+        }
+    }
+
+    /// Messages containing `wanted` heard over the next `span`.
+    fn count_during(&mut self, wanted: &str, span: Duration) -> usize {
+        let start = self.seen.len();
+        let deadline = Instant::now() + span;
+        let mut buffer = vec![0u8; 4096];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            self.socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            if let Ok(n) = self.socket.recv(&mut buffer) {
+                self.seen
+                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            }
+        }
+        self.seen[start..]
+            .iter()
+            .filter(|m| m.contains(wanted))
+            .count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_waits_for_valkey_then_notifies_ready_pings_and_stopping() {
+    // Valkey's port is handed out before anything listens on it.
+    let valkey_port = free_port();
+    let mut notify = NotifySocket::bind();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let deployment = SharedDeployment::new()
+        .await
+        .with(
+            "STREAMSTOCK_VALKEY_URL",
+            &format!("redis://127.0.0.1:{valkey_port}"),
+        )
+        .with("NOTIFY_SOCKET", notify.path.to_str().unwrap())
+        .with("WATCHDOG_USEC", "200000");
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], &deployment.env);
+
+    // It says what it waits for, and is not ready.
+    let waiting = notify.wait_for("STATUS=waiting for Valkey", Duration::from_secs(20));
+    assert!(
+        !notify.seen[..=waiting]
+            .iter()
+            .any(|m| m.contains("READY=1")),
+        "READY=1 before Valkey answered: {:?}",
+        notify.seen
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        notify.count_during("READY=1", Duration::from_millis(100)) == 0,
+        "READY=1 before Valkey answered: {:?}",
+        notify.seen
+    );
+
+    // Valkey comes up; the gateway goes on by itself, then says READY=1.
+    let _valkey = OwnValkey::start_on(valkey_port);
+    notify.wait_for("READY=1", Duration::from_secs(30));
+    // Ready means serving: /ready answers at once.
+    let ready = reqwest::Client::new()
+        .get(format!("http://{listen}/ready"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the gateway answers once it said READY=1");
+    assert_eq!(ready.status(), 200);
+
+    // WATCHDOG_USEC 200 ms: a ping every 100 ms.
+    let pings = notify.count_during("WATCHDOG=1", Duration::from_millis(1000));
+    assert!(
+        pings >= 4,
+        "{pings} watchdog pings in 1 s: {:?}",
+        notify.seen
+    );
+
+    assert!(gateway.terminate().success());
+    notify.wait_for("STOPPING=1", Duration::from_secs(5));
+}
+
+/// Runs `args` with `env` and returns (exit code, stderr, seconds taken).
+fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, f64) {
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn a_role_gives_up_after_the_startup_timeout_naming_what_it_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let data_dir = dir.path().to_str().unwrap();
+
+    // Valkey that never comes: the worker waits 2 s, retrying, then fails.
+    let valkey_url = format!("redis://127.0.0.1:{closed}");
+    let (code, stderr, took) = run_to_end(
+        &[
+            "worker",
+            "--worker-listen",
+            "127.0.0.1:0",
+            "--startup-timeout",
+            "2s",
+        ],
+        &[
+            ("STREAMSTOCK_VALKEY_URL", valkey_url.as_str()),
+            ("STREAMSTOCK_DATA_DIR", data_dir),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        (1.5..20.0).contains(&took),
+        "gave up after {took} s: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "Valkey at redis://127.0.0.1:{closed} did not answer within 2s"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("waiting for Valkey"), "{stderr}");
+
+    // A database that never comes: named with its password masked.
+    let database_url = format!("postgres://app:secret@127.0.0.1:{closed}/shop");
+    let (code, stderr, _) = run_to_end(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--startup-timeout",
+            "2s",
+        ],
+        &[
+            ("DATABASE_URL", database_url.as_str()),
+            ("STREAMSTOCK_VALKEY_URL", valkey_url.as_str()),
+            ("STREAMSTOCK_DATA_DIR", data_dir),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the database at postgres://"), "{stderr}");
+    assert!(stderr.contains("did not answer within 2s"), "{stderr}");
+    assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+
+    // What waiting cannot mend fails at once: a malformed URL.
+    let (code, stderr, took) = run_to_end(
+        &["worker", "--worker-listen", "127.0.0.1:0"],
+        &[
+            ("STREAMSTOCK_VALKEY_URL", "redis://127.0.0.1:notaport"),
+            ("STREAMSTOCK_DATA_DIR", data_dir),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < 10.0, "waited {took} s on a malformed URL: {stderr}");
+    assert!(stderr.contains("invalid --valkey-url"), "{stderr}");
+}
