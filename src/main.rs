@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
 async fn run() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = cli::parse(&args);
-    telemetry::init_logging(cli.common.log_format);
+    telemetry::init_logging(cli.common.log_format, cli.command.name());
     let stop = shutdown::on_signals();
     match cli::run(cli, stop).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

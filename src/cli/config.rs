@@ -54,6 +54,25 @@ pub enum Command {
     Config,
 }
 
+impl Command {
+    /// The command's name: the `role` of every JSON log line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::All(_) => "all",
+            Command::Serve(_) => "serve",
+            Command::Worker(_) => "worker",
+            Command::Simulate(_) => "simulate",
+            Command::Migrate => "migrate",
+            Command::Status(_) => "status",
+            Command::Dlq(_) => "dlq",
+            Command::Rebuild(_) => "rebuild",
+            Command::Bench(_) => "bench",
+            Command::Openapi => "openapi",
+            Command::Config => "config",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Orders in the backlog the worker drains.

@@ -89,6 +89,8 @@ fn event_span(decoded: &Decoded) -> tracing::Span {
         entry = %decoded.id,
         event_id = %decoded.envelope.event_id,
         event_type = %decoded.envelope.event_type,
+        // The aggregate: an order's id for order events, a product's else.
+        key = %decoded.envelope.key,
     )
 }
 

@@ -1,11 +1,12 @@
-//! Running under systemd and starting before the backends:
+//! Running as a service: under systemd, before the backends, logging JSON.
 //! - the unit files in deploy/systemd pass `systemd-analyze verify`;
 //! - a role tells the service manager (sd_notify, through the socket in
 //!   NOTIFY_SOCKET) what it waits for, READY=1 only once its backends answer
 //!   and it serves, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on
 //!   SIGTERM;
 //! - a role waits at start-up for a backend that is not up yet, and gives up
-//!   after --startup-timeout with an error that names it.
+//!   after --startup-timeout with an error that names it;
+//! - with LOG_FORMAT=json every log line is one object with the role.
 
 mod common;
 
@@ -288,4 +289,45 @@ fn a_role_gives_up_after_the_startup_timeout_naming_what_it_waited_for() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(took < 10.0, "waited {took} s on a malformed URL: {stderr}");
     assert!(stderr.contains("invalid --valkey-url"), "{stderr}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_time_level_and_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let valkey_url = format!("redis://127.0.0.1:{}", free_port());
+    let out = Command::new(BIN)
+        .args([
+            "worker",
+            "--worker-listen",
+            "127.0.0.1:0",
+            "--startup-timeout",
+            "1s",
+        ])
+        .env("STREAMSTOCK_VALKEY_URL", &valkey_url)
+        .env("STREAMSTOCK_DATA_DIR", dir.path())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in &lines {
+        assert_eq!(line["role"], "worker", "{line}");
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("waiting for Valkey"))),
+        "{stderr}"
+    );
 }
