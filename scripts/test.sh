@@ -39,6 +39,19 @@ ensure_systemd_analyze() {
   fi
 }
 
+ensure_stunnel() {
+  # The TLS test puts stunnel in front of Valkey (PyPI's valkey-server has no TLS).
+  if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null \
+    && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing stunnel4 from Debian's packages (a TLS terminator for the TLS test)"
+    (apt-get install -y -q stunnel4 >&2 || { apt-get update -q >&2 && apt-get install -y -q stunnel4 >&2; }) || true
+  fi
+  if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
+    log "error: stunnel not found for the TLS test. Install it with: apt-get install stunnel4"
+    return 1
+  fi
+}
+
 ensure_web_tools() {
   # The dashboard build (build.rs) installs web/node_modules; the browser
   # test also needs playwright-core from there, so make sure it is present.
@@ -50,6 +63,7 @@ ensure_web_tools() {
 
 ensure_chromium
 ensure_systemd_analyze
+ensure_stunnel
 ensure_web_tools
 if [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]]; then
   log "using Valkey at $STREAMSTOCK_TEST_VALKEY_URL"

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::process::{free_port, OwnValkey, Role, SharedDeployment, BIN};
+use common::process::{free_port, run_to_end, OwnValkey, Role, SharedDeployment, BIN};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -205,22 +205,6 @@ async fn a_gateway_waits_for_valkey_then_notifies_ready_pings_and_stopping() {
 
     assert!(gateway.terminate().success());
     notify.wait_for("STOPPING=1", Duration::from_secs(5));
-}
-
-/// Runs `args` with `env` and returns (exit code, stderr, seconds taken).
-fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, f64) {
-    let started = Instant::now();
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        started.elapsed().as_secs_f64(),
-    )
 }
 
 #[test]

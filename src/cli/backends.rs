@@ -22,6 +22,20 @@ pub async fn wait_for_store(common: &CommonArgs, startup: &Startup) -> anyhow::R
     connect_store(common, Some(startup)).await
 }
 
+/// Whether waiting may mend `e`: a database down or unreachable, but not
+/// a TLS failure (a wrong CA, a server without TLS), which only fails again.
+/// rustls reports a failed handshake as an I/O error of kind InvalidData.
+fn store_down(e: &StoreError) -> bool {
+    match e {
+        StoreError::Unavailable(sqlx::Error::Tls(_)) => false,
+        StoreError::Unavailable(sqlx::Error::Io(io)) => {
+            io.kind() != std::io::ErrorKind::InvalidData
+        }
+        StoreError::Unavailable(_) => true,
+        _ => false,
+    }
+}
+
 async fn connect_store(common: &CommonArgs, startup: Option<&Startup>) -> anyhow::Result<Store> {
     let url = common
         .database_url_with_password()
@@ -30,9 +44,7 @@ async fn connect_store(common: &CommonArgs, startup: Option<&Startup>) -> anyhow
     let store = match startup {
         Some(startup) => {
             let what = format!("the database at {}", crate::telemetry::redact_url(&url));
-            startup
-                .wait_for(&what, |e| matches!(e, StoreError::Unavailable(_)), connect)
-                .await
+            startup.wait_for(&what, store_down, connect).await
         }
         None => connect().await.map_err(anyhow::Error::from),
     }
@@ -71,11 +83,12 @@ async fn connect_log(
     match &common.valkey_url {
         Some(url) => {
             let connect = || {
-                ValkeyLog::connect(
+                ValkeyLog::connect_tls(
                     url,
                     &common.valkey_namespace,
                     common.partitions,
                     common.durability == Durability::Strict,
+                    common.valkey_ca_file.as_deref(),
                 )
             };
             let log = match startup {

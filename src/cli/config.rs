@@ -140,6 +140,10 @@ pub struct CommonArgs {
     /// Valkey (or Redis 7) URL for the shared event log; unset: embedded log.
     #[arg(long, env = "STREAMSTOCK_VALKEY_URL", global = true)]
     pub valkey_url: Option<String>,
+    /// PEM file of the CA(s) to trust for a rediss:// --valkey-url, instead
+    /// of the system's.
+    #[arg(long, env = "STREAMSTOCK_VALKEY_CA_FILE", global = true)]
+    pub valkey_ca_file: Option<PathBuf>,
     /// The reference's name for the same URL (its compose file sets
     /// REDIS_URL): used when --valkey-url is not given.
     #[arg(long, env = "REDIS_URL", hide = true, global = true)]

@@ -113,6 +113,7 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
     CommonArgs {
         valkey_url,
         redis_url: None,
+        valkey_ca_file: None,
         config: None,
         database_url,
         database_password_file: None,

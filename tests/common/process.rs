@@ -1,5 +1,6 @@
 //! Real `streamstock` processes for tests that split roles or kill them.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,26 @@ impl Drop for Role {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// Runs the binary with `args` and `env` to its end; returns its exit
+/// code, its stderr and the seconds it took.
+pub fn run_to_end<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    args: &[&str],
+    env: &[(K, V)],
+) -> (Option<i32>, String, f64) {
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed().as_secs_f64(),
+    )
 }
 
 pub fn free_port() -> u16 {
@@ -157,6 +178,133 @@ impl Drop for OwnValkey {
     fn drop(&mut self) {
         self.kill_hard();
     }
+}
+
+/// A PostgreSQL server of a test's own (tests that stop it, or configure it).
+pub struct OwnPostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+    /// Server settings beyond the test defaults (`-c ssl=on`, ...).
+    options: String,
+}
+
+impl OwnPostgres {
+    pub fn start() -> OwnPostgres {
+        OwnPostgres::start_with(|_| Vec::new())
+    }
+
+    /// Starts one whose `setup` may write files into its folder (before
+    /// they are handed to the postgres user) and returns extra settings.
+    pub fn start_with(setup: impl FnOnce(&Path) -> Vec<String>) -> OwnPostgres {
+        let bin = std::env::var("STREAMSTOCK_TEST_PG_BIN").map(PathBuf::from).unwrap_or_else(|_| {
+            let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .expect("PostgreSQL server binaries in /usr/lib/postgresql (apt-get install postgresql)")
+                .flatten()
+                .map(|e| e.path().join("bin"))
+                .collect();
+            found.sort();
+            found.pop().expect("a PostgreSQL version under /usr/lib/postgresql")
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let options = setup(dir.path())
+            .iter()
+            .map(|o| format!(" -c {o}"))
+            .collect();
+        if is_root() {
+            // initdb refuses root: the server runs as the postgres user.
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+        }
+        let pg = OwnPostgres {
+            dir,
+            bin,
+            port: free_port(),
+            options,
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        pg.restart();
+        pg
+    }
+
+    pub fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    pub fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let out = command
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn restart(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
+            self.port,
+            self.dir.path().display(),
+            self.options
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+
+    pub fn stop_hard(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let this: &OwnPostgres = self;
+        let _ = std::panic::catch_unwind(|| OwnPostgres::stop_hard(this));
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// One deployment shared by several processes: a fresh PostgreSQL database,

@@ -91,8 +91,56 @@ async fn connect_client(config: &Config, command_timeout: Duration) -> Result<Cl
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build()
         .map_err(unavailable)?;
-    client.init().await.map_err(unavailable)?;
+    client.init().await.map_err(|e| {
+        // A certificate the CA does not vouch for, or a server that does not
+        // speak TLS: retrying cannot mend it. tokio-rustls reports TLS
+        // failures as I/O errors of kind InvalidData.
+        let tls_failed = *e.kind() == ErrorKind::Tls
+            || (config.tls.is_some()
+                && *e.kind() == ErrorKind::IO
+                && e.details().contains("InvalidData"));
+        if tls_failed {
+            LogError::Corrupt(format!(
+                "TLS with Valkey failed: {} (check --valkey-ca-file, and that the server \
+                 speaks TLS on that port)",
+                e.details()
+            ))
+        } else if config.tls.is_some() && *e.kind() == ErrorKind::Timeout {
+            // A plain-text server never answers the TLS greeting; a slow
+            // one may yet, so this stays worth a retry.
+            LogError::Unavailable(format!(
+                "no answer to TLS within 5 s: is the server speaking TLS on that port? ({e})"
+            ))
+        } else {
+            unavailable(e)
+        }
+    })?;
     Ok(client)
+}
+
+/// rustls trusting only the CA certificates in the PEM file `ca_file`.
+fn tls_trusting(ca_file: &std::path::Path) -> Result<fred::types::config::TlsConnector, LogError> {
+    use fred::rustls::pki_types::{pem::PemObject, CertificateDer};
+    use fred::rustls::{ClientConfig, RootCertStore};
+    let unreadable = |e: &dyn std::fmt::Display| {
+        LogError::Corrupt(format!(
+            "cannot read --valkey-ca-file {}: {e}",
+            ca_file.display()
+        ))
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| unreadable(&e))? {
+        roots
+            .add(cert.map_err(|e| unreadable(&e))?)
+            .map_err(|e| unreadable(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(unreadable(&"no certificate in it"));
+    }
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config.into())
 }
 
 impl ValkeyLog {
@@ -102,8 +150,28 @@ impl ValkeyLog {
         partitions: u32,
         want_strict: bool,
     ) -> Result<ValkeyLog, LogError> {
-        let config = Config::from_url(url)
+        ValkeyLog::connect_tls(url, namespace, partitions, want_strict, None).await
+    }
+
+    /// `connect`; a `rediss://` URL speaks TLS, trusting the system's CAs,
+    /// or only those in `ca_file` when one is given.
+    pub async fn connect_tls(
+        url: &str,
+        namespace: &str,
+        partitions: u32,
+        want_strict: bool,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<ValkeyLog, LogError> {
+        let mut config = Config::from_url(url)
             .map_err(|e| LogError::Corrupt(format!("invalid --valkey-url: {e}")))?;
+        if let Some(ca_file) = ca_file {
+            if config.tls.is_none() {
+                return Err(LogError::Corrupt(
+                    "--valkey-ca-file is for TLS: use a rediss:// --valkey-url".into(),
+                ));
+            }
+            config.tls = Some(tls_trusting(ca_file)?.into());
+        }
         let client = connect_client(&config, COMMAND_TIMEOUT).await?;
         let reader = connect_client(&config, READ_TIMEOUT).await?;
 
