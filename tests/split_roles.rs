@@ -35,19 +35,7 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     api.wait_healthy().await;
 
     // The two workers split the 4 partitions 2/2, each owned by one of them.
-    let status = || {
-        let out = Command::new(BIN)
-            .args(["status", "--json"])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let status = || common::process::status_report(env);
     let owner_counts = |report: &serde_json::Value| {
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
         for p in report["partitions"].as_array().unwrap() {

@@ -301,6 +301,24 @@ impl Api {
         }
     }
 
+    /// An API client that sends `token` as the bearer on every request,
+    /// as a client of a gateway started with --api-token does.
+    pub fn with_token(base: &str, token: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        Api {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            ..Api::new(base)
+        }
+    }
+
     pub async fn wait_healthy(&self) {
         for _ in 0..200 {
             if let Ok(r) = self.http.get(self.url("/ready")).send().await {

@@ -88,6 +88,21 @@ pub fn run_to_end<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
     )
 }
 
+/// `streamstock status --json` on the deployment of `env`.
+pub fn status_report(env: &[(String, String)]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["status", "--json"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
