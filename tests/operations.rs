@@ -315,3 +315,41 @@ fn json_logs_are_one_object_per_line_with_time_level_and_role() {
         "{stderr}"
     );
 }
+
+#[test]
+fn admin_commands_read_the_config_file_and_fail_at_once_on_an_unreachable_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let config = dir.path().join("streamstock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "valkey-url = \"redis://127.0.0.1:{closed}\"\n\
+             database-url = \"postgres://ops:secret@127.0.0.1:{closed}/shop\"\n\
+             data-dir = \"{}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for (command, names) in [
+        (vec!["status"], "Valkey"),
+        (vec!["dlq", "list"], "Valkey"),
+        (vec!["rebuild"], "Valkey"),
+        (vec!["migrate"], "database"),
+    ] {
+        let mut args = vec!["--config", config];
+        args.extend(command.iter().copied());
+        let (code, stderr, took) = run_to_end(&args, &[] as &[(&str, &str)]);
+        assert_eq!(code, Some(1), "{command:?}: {stderr}");
+        assert!(took < 10.0, "{command:?} waited {took} s: {stderr}");
+        assert!(
+            stderr.contains("cannot ") && stderr.contains(names),
+            "{command:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("secret"),
+            "{command:?} leaked the password: {stderr}"
+        );
+    }
+}

@@ -216,6 +216,9 @@ const ROLES: [&str; 4] = ["all", "serve", "worker", "simulate"];
 /// each were named in its place.
 pub fn effective(args: &[OsString], cli: Command) -> Result<String, String> {
     let file = FileSettings::locate_and_read(args)?;
+    // Listed in the order the flags are declared: the file's values, set as
+    // defaults, would otherwise move its flags to the end.
+    let declared = cli.clone();
     let cli = file.apply(cli)?;
     let at = args
         .iter()
@@ -240,15 +243,15 @@ pub fn effective(args: &[OsString], cli: Command) -> Result<String, String> {
         let sub = matches
             .subcommand_matches(role)
             .expect("parsed as this role");
-        let command = cli.find_subcommand(role).expect("a role");
-        let global_ids: Vec<&str> = cli
+        let command = declared.find_subcommand(role).expect("a role");
+        let global_ids: Vec<&str> = declared
             .get_arguments()
             .filter(|a| a.is_global_set())
             .map(|a| a.get_id().as_str())
             .collect();
         if !globals_done {
             out.push('\n');
-            for arg in cli.get_arguments().filter(|a| a.is_global_set()) {
+            for arg in declared.get_arguments().filter(|a| a.is_global_set()) {
                 describe(&mut out, arg, sub, &file, role);
             }
             globals_done = true;
@@ -390,6 +393,12 @@ mod tests {
         .collect();
         let text = effective(&args, Cli::command()).unwrap();
         assert!(text.contains("partitions = \"16\"  # file"), "{text}");
+        // In declaration order, where the file's value does not move it.
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {text}"))
+        };
+        assert!(at("partitions = ") < at("valkey-namespace = "), "{text}");
         assert!(
             text.contains("valkey-url = \"redis://***@10.0.0.5:6379\"  # flag"),
             "{text}"
