@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde_json::json;
 
 pub async fn status(common: CommonArgs, args: StatusArgs) -> anyhow::Result<()> {
-    let backend = open_log(&common, None).await?;
+    let backend = open_log(&common, None, None).await?;
     let group = PROCESSOR_GROUP;
     let stats = backend
         .log
@@ -67,7 +67,7 @@ pub async fn status(common: CommonArgs, args: StatusArgs) -> anyhow::Result<()> 
 }
 
 pub async fn dlq(common: CommonArgs, action: DlqAction) -> anyhow::Result<()> {
-    let log = open_log(&common, None).await?.log;
+    let log = open_log(&common, None, None).await?.log;
     let group = PROCESSOR_GROUP;
     match action {
         DlqAction::List { limit, json } => {
@@ -96,7 +96,7 @@ pub async fn dlq(common: CommonArgs, action: DlqAction) -> anyhow::Result<()> {
             }
         }
         DlqAction::Replay(selection) => {
-            let store = open_store(&common).await?;
+            let store = open_store(&common, None).await?;
             let letters = select(&*log, group, &selection).await?;
             let mut replayed = Vec::new();
             for letter in &letters {
@@ -163,7 +163,7 @@ async fn select(
 /// log, opening it takes its lock, so a running `streamstock all` makes this
 /// fail with that explanation; on Valkey, partition leases show live workers.
 pub async fn rebuild(common: CommonArgs, args: RebuildArgs) -> anyhow::Result<()> {
-    let backend = open_log(&common, None).await?;
+    let backend = open_log(&common, None, None).await?;
     let owners = backend
         .leases
         .owners(PROCESSOR_GROUP, backend.log.partitions())
@@ -178,7 +178,7 @@ pub async fn rebuild(common: CommonArgs, args: RebuildArgs) -> anyhow::Result<()
             "worker {owner} owns partition {partition}: stop every worker before rebuilding the read model"
         );
     }
-    let store = open_store(&common).await?;
+    let store = open_store(&common, None).await?;
     // The live model gets the windows' retention first, as the worker would
     // at its next pass, so before and after are compared under one rule.
     let windows = common.retention.windows();

@@ -11,32 +11,10 @@ use crate::stream::{LogBackend, LogError};
 use anyhow::{bail, Context};
 use std::sync::Arc;
 
-/// Opens the read-model database and brings its schema up to date; fails
-/// at once when it does not answer (the operator commands).
-pub async fn open_store(common: &CommonArgs) -> anyhow::Result<Store> {
-    connect_store(common, None).await
-}
-
-/// `open_store` for a role: waits for the database as `startup` says.
-pub async fn wait_for_store(common: &CommonArgs, startup: &Startup) -> anyhow::Result<Store> {
-    connect_store(common, Some(startup)).await
-}
-
-/// Whether waiting may mend `e`: a database down or unreachable, but not
-/// a TLS failure (a wrong CA, a server without TLS), which only fails again.
-/// rustls reports a failed handshake as an I/O error of kind InvalidData.
-fn store_down(e: &StoreError) -> bool {
-    match e {
-        StoreError::Unavailable(sqlx::Error::Tls(_)) => false,
-        StoreError::Unavailable(sqlx::Error::Io(io)) => {
-            io.kind() != std::io::ErrorKind::InvalidData
-        }
-        StoreError::Unavailable(_) => true,
-        _ => false,
-    }
-}
-
-async fn connect_store(common: &CommonArgs, startup: Option<&Startup>) -> anyhow::Result<Store> {
+/// Opens the read-model database and brings its schema up to date. A role
+/// passes `startup` to wait for a database that is not up yet; the operator
+/// commands pass None and fail at once.
+pub async fn open_store(common: &CommonArgs, startup: Option<&Startup>) -> anyhow::Result<Store> {
     let url = common
         .database_url_with_password()
         .map_err(anyhow::Error::msg)?;
@@ -44,7 +22,9 @@ async fn connect_store(common: &CommonArgs, startup: Option<&Startup>) -> anyhow
     let store = match startup {
         Some(startup) => {
             let what = format!("the database at {}", crate::telemetry::redact_url(&url));
-            startup.wait_for(&what, store_down, connect).await
+            let down =
+                |e: &StoreError| matches!(e, StoreError::Unavailable(_)) && !e.is_tls_failure();
+            startup.wait_for(&what, down, connect).await
         }
         None => connect().await.map_err(anyhow::Error::from),
     }
@@ -58,24 +38,9 @@ async fn connect_store(common: &CommonArgs, startup: Option<&Startup>) -> anyhow
 
 /// Opens the event log: Valkey when --valkey-url is set, else the embedded
 /// log. A role running on its own (`serve`, `worker`) needs a log other
-/// processes can reach, so it refuses the embedded one.
+/// processes can reach, so it refuses the embedded one. A role passes
+/// `startup` to wait for a Valkey that is not up yet.
 pub async fn open_log(
-    common: &CommonArgs,
-    standalone_role: Option<&str>,
-) -> anyhow::Result<LogBackend> {
-    connect_log(common, standalone_role, None).await
-}
-
-/// `open_log` for a role: waits for Valkey as `startup` says.
-pub async fn wait_for_log(
-    common: &CommonArgs,
-    standalone_role: Option<&str>,
-    startup: &Startup,
-) -> anyhow::Result<LogBackend> {
-    connect_log(common, standalone_role, Some(startup)).await
-}
-
-async fn connect_log(
     common: &CommonArgs,
     standalone_role: Option<&str>,
     startup: Option<&Startup>,

@@ -20,6 +20,9 @@
 //! worker-listen = "127.0.0.1:8101"
 //! ```
 //!
+//! A flag every command shares (`partitions`, `database-url`, …) set inside
+//! a command's table applies to every command, as it would at the top.
+//!
 //! How: each value the file gives becomes that flag's default before the
 //! command line is parsed, so clap's own order (flag, then environment, then
 //! default) does the rest. A key no command knows is an error, not a silent
@@ -191,7 +194,7 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 }
 
 /// Where an effective value came from, for `streamstock config`.
-pub fn source_of(
+fn source_of(
     matches: &ArgMatches,
     id: &str,
     file: &FileSettings,

@@ -2,7 +2,7 @@
 //! opens the backends its settings name and runs as tokio tasks until
 //! shutdown; tests call them directly on ephemeral ports.
 
-use super::backends::{open_store, wait_for_log, wait_for_store};
+use super::backends::{open_log, open_store};
 use super::config::{
     AllArgs, CommonArgs, GatewayArgs, Profile, ReportFormat, ServeArgs, SimulateArgs, WorkerArgs,
 };
@@ -67,8 +67,8 @@ pub async fn run_all_on(
         bail!("--profile steady and max are load runs: start them with `streamstock simulate` against this gateway");
     }
     let startup = common.startup(&shutdown);
-    let store = wait_for_store(&common, &startup).await?;
-    let backend = wait_for_log(&common, None, &startup).await?;
+    let store = open_store(&common, Some(&startup)).await?;
+    let backend = open_log(&common, None, Some(&startup)).await?;
     let address = listener.local_addr()?;
 
     let worker = tokio::spawn(worker::run(
@@ -113,8 +113,8 @@ pub async fn run_serve(
     args.gateway.load_token_file().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.gateway).await?;
     let startup = common.startup(&shutdown);
-    let store = wait_for_store(&common, &startup).await?;
-    let log = wait_for_log(&common, Some("serve"), &startup).await?.log;
+    let store = open_store(&common, Some(&startup)).await?;
+    let log = open_log(&common, Some("serve"), Some(&startup)).await?.log;
     let state = Gateway::new(
         store.clone(),
         log,
@@ -140,8 +140,8 @@ pub async fn run_worker(
         )
     })?;
     let startup = common.startup(&shutdown);
-    let store = wait_for_store(&common, &startup).await?;
-    let backend = wait_for_log(&common, Some("worker"), &startup).await?;
+    let store = open_store(&common, Some(&startup)).await?;
+    let backend = open_log(&common, Some("worker"), Some(&startup)).await?;
 
     // A worker answers /health, /ready and /metrics for orchestrators.
     let token = match &args.api_token_file {
@@ -254,7 +254,7 @@ async fn wait_for_gateway(target: &str, startup: &Startup) -> anyhow::Result<()>
 }
 
 pub async fn run_migrate(common: CommonArgs) -> anyhow::Result<()> {
-    let store = open_store(&common).await?;
+    let store = open_store(&common, None).await?;
     println!("migrations applied to {}", store.describe());
     store.close().await;
     Ok(())

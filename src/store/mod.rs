@@ -58,6 +58,20 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// The TLS handshake failed: a CA that did not sign the server's
+    /// certificate, or a server without TLS. Waiting does not mend it.
+    /// (rustls reports a failed handshake as an I/O error of kind
+    /// InvalidData.)
+    pub fn is_tls_failure(&self) -> bool {
+        match self {
+            StoreError::Unavailable(sqlx::Error::Tls(_)) => true,
+            StoreError::Unavailable(sqlx::Error::Io(io)) => {
+                io.kind() == std::io::ErrorKind::InvalidData
+            }
+            _ => false,
+        }
+    }
+
     /// Transient failures (lost connection, lock timeout, deadlock, write
     /// conflict) are worth retrying; anything else is a bug or bad data.
     pub fn is_transient(&self) -> bool {

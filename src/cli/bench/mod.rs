@@ -111,15 +111,15 @@ pub async fn run(common: CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn archive_paging(settings: &CommonArgs, count: u64) -> anyhow::Result<()> {
-    let store = open_store(settings).await?;
+    let store = open_store(settings, None).await?;
     let result = archive::run(&store, count).await;
     store.close().await;
     result
 }
 
 async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
-    let store = open_store(settings).await?;
-    let backend = open_log(settings, None).await?;
+    let store = open_store(settings, None).await?;
+    let backend = open_log(settings, None, None).await?;
     eprintln!("bench: {} and {}", backend.log.describe(), store.describe());
     let mut rows = Vec::new();
 
