@@ -1,14 +1,16 @@
 //! Keeps a long-running process's RSS close to what it actually holds.
 //!
-//! glibc's malloc gives each thread that allocates its own arena (up to 8
-//! per core) and keeps freed memory in them. Under tokio, batches are
-//! allocated and freed on whichever worker or blocking thread runs them,
-//! so every new high-water batch grew some arena for good. Measured with
-//! `scripts/soak.sh` (embedded `all`, 2,000 orders/s): RSS crept from 91 MB
-//! at minute 2 to 123 MB at minute 10 with the defaults, 60 to 70 MB in
-//! 4 minutes with two arenas. (mimalloc, tried as the global allocator, sat
-//! higher still: 120 to 139 MB.) So: two arenas, and freed memory handed
-//! back to the OS every few seconds.
+//! Rust's own heap is mimalloc (the global allocator, see src/main.rs),
+//! which returns freed pages to the OS by itself. SQLite's C code still
+//! allocates through glibc's malloc, and glibc gives each thread that
+//! allocates its own arena (up to 8 per core) and keeps freed memory in
+//! them. With every allocation on glibc, `scripts/soak.sh` (embedded `all`,
+//! 2,000 orders/s) measured RSS creeping from 91 MB at minute 2 to 123 MB
+//! at minute 10 with the defaults, 60 to 70 MB with two arenas. (mimalloc
+//! 2, tried then, sat at 120 to 139 MB; mimalloc 3, now, holds flat at
+//! 80 to 95 MB and buys a third more ingest.) So for what glibc still
+//! serves: two arenas, and freed memory handed back to the OS every few
+//! seconds.
 
 use std::time::Duration;
 
