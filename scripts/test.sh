@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs StreamStock's whole test suite against real servers it starts itself:
-# a Valkey (AOF on, fsync always) and a PostgreSQL, each on a free loopback
-# port in a temporary folder, torn down on exit. Servers given by
-# STREAMSTOCK_TEST_VALKEY_URL / STREAMSTOCK_TEST_DATABASE_URL are used as they
-# are. A server that cannot be found or installed is an error, never a skip.
+# a Valkey (AOF on, fsync always), a Valkey Cluster of three primaries and a
+# PostgreSQL, each on free loopback ports in a temporary folder, torn down on
+# exit. Servers given by STREAMSTOCK_TEST_VALKEY_URL,
+# STREAMSTOCK_TEST_VALKEY_CLUSTER_URL / STREAMSTOCK_TEST_DATABASE_URL are
+# used as they are. A server that cannot be found or installed is an error, never a skip.
 # Extra arguments go to the test runner (e.g. a test name filter).
 set -euo pipefail
 
@@ -70,6 +71,11 @@ if [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]]; then
   [[ -n "${STREAMSTOCK_TEST_VALKEY_SERVER:-}" ]] || export STREAMSTOCK_TEST_VALKEY_SERVER="$(find_valkey_server)"
 else
   start_valkey
+fi
+if [[ -n "${STREAMSTOCK_TEST_VALKEY_CLUSTER_URL:-}" ]]; then
+  log "using the Valkey Cluster at $STREAMSTOCK_TEST_VALKEY_CLUSTER_URL"
+else
+  start_valkey_cluster
 fi
 if [[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]]; then log "using PostgreSQL at $STREAMSTOCK_TEST_DATABASE_URL"; else start_postgres; fi
 

@@ -48,15 +48,24 @@ fn embedded_retaining(dir: PathBuf, retention: Duration) -> Opener {
 }
 
 fn valkey() -> Opener {
-    valkey_retaining(Duration::ZERO)
+    valkey_at(common::valkey_url(), Duration::ZERO)
 }
 
 fn valkey_retaining(retention: Duration) -> Opener {
+    valkey_at(common::valkey_url(), retention)
+}
+
+/// The same tests on a Valkey Cluster of three primaries.
+fn valkey_cluster() -> Opener {
+    valkey_at(common::valkey_cluster_url(), Duration::ZERO)
+}
+
+fn valkey_at(url: String, retention: Duration) -> Opener {
     let namespace = format!("conformance-{}", Uuid::new_v4().simple());
     Box::new(move |partitions| {
-        let namespace = namespace.clone();
+        let (url, namespace) = (url.clone(), namespace.clone());
         Box::pin(async move {
-            let log = ValkeyLog::connect(&common::valkey_url(), &namespace, partitions, true)
+            let log = ValkeyLog::connect(&url, &namespace, partitions, true)
                 .await?
                 .with_retention(retention);
             Ok(Arc::new(log) as Arc<dyn EventLog>)
@@ -402,6 +411,19 @@ async fn valkey_leases_are_exclusive_and_expire() {
     leases_are_exclusive_and_expire(Arc::new(log)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_cluster_leases_are_exclusive_and_expire() {
+    let log = ValkeyLog::connect(
+        &common::valkey_cluster_url(),
+        &format!("leases-{}", Uuid::new_v4().simple()),
+        PARTITIONS,
+        true,
+    )
+    .await
+    .unwrap();
+    leases_are_exclusive_and_expire(Arc::new(log)).await;
+}
+
 async fn partition_count_is_fixed(open: Opener) {
     let log = open(PARTITIONS).await.unwrap();
     log.append(&event(Uuid::now_v7(), 1)).await.unwrap();
@@ -471,6 +493,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(valkey()).await;
+                }
+            )*
+        }
+        mod valkey_cluster_log {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(valkey_cluster()).await;
                 }
             )*
         }
@@ -780,4 +811,111 @@ async fn concurrent_valkey_appends_share_their_waitaof() {
         waitaofs < xadds,
         "{waitaofs} WAITAOFs for {xadds} XADDs (400 of them concurrent): not grouped"
     );
+}
+
+/// On a cluster the partitions' streams spread over the primaries, and a
+/// strict append waits for a WAITAOF on the primary that took its XADD (a
+/// WAITAOF anywhere else answers at once and covers nothing). Appends whose
+/// partitions all live on one primary: that primary ran the WAITAOFs, fewer
+/// than the XADDs (grouped), and the other primaries ran neither. The
+/// cluster tests run one at a time (.config/nextest.toml), so the counts
+/// are this test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_cluster_appends_wait_for_the_aof_of_their_primary() {
+    use fred::interfaces::ClusterInterface;
+    use fred::prelude::{Builder, ClientLike, Config};
+    const SPREAD: u32 = 16;
+    let url = common::valkey_cluster_url();
+    let cluster = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    cluster.init().await.unwrap();
+    let routing = cluster.cached_cluster_state().unwrap();
+    let primaries = routing.unique_primary_nodes();
+    assert_eq!(primaries.len(), 3, "{url}");
+    let mut admins = Vec::new();
+    for primary in &primaries {
+        let admin = Builder::from_config(
+            Config::from_url(&format!("redis://{}:{}", primary.host, primary.port)).unwrap(),
+        )
+        .build()
+        .unwrap();
+        admin.init().await.unwrap();
+        admins.push(admin);
+    }
+    let namespace = format!("aof-{}", Uuid::new_v4().simple());
+    let log = ValkeyLog::connect(&url, &namespace, SPREAD, true)
+        .await
+        .unwrap();
+    let primary_of = |partition: u32| {
+        let key = format!("{namespace}:events:{partition}");
+        routing
+            .get_server(fred::util::redis_keyslot(key.as_bytes()))
+            .unwrap()
+            .clone()
+    };
+    // Sixteen partitions: all on one primary by chance is 3 in 3^16.
+    let spread: std::collections::BTreeSet<_> = (0..SPREAD).map(primary_of).collect();
+    assert!(
+        spread.len() >= 2,
+        "the partitions' streams did not spread: {spread:?}"
+    );
+
+    let calls = |info: &str, command: &str| -> u64 {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0)
+    };
+    let stats = || async {
+        let mut per_primary = Vec::new();
+        for admin in &admins {
+            let info: String = admin
+                .info(Some(fred::types::InfoKind::CommandStats))
+                .await
+                .unwrap();
+            per_primary.push((calls(&info, "xadd"), calls(&info, "waitaof")));
+        }
+        per_primary
+    };
+    // Keys whose partitions live on the first primary.
+    let target = primary_of(0);
+    let keys: Vec<Uuid> = std::iter::repeat_with(Uuid::new_v4)
+        .filter(|key| primary_of(log.partition_of(&key.to_string())) == target)
+        .take(300)
+        .collect();
+    let before = stats().await;
+    let appends = keys.iter().enumerate().map(|(q, &key)| {
+        let log = &log;
+        async move { log.append(&event(key, q as i64 + 1)).await.unwrap() }
+    });
+    let receipts = futures::future::join_all(appends).await;
+    let after = stats().await;
+    let partitions: Vec<u32> = receipts
+        .iter()
+        .map(|r| r.partition)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let got = read_until(&log, GROUP, "c", &partitions, 300, 300).await;
+    assert_eq!(got.len(), 300, "every append is read back");
+    for (primary, ((xadd_before, wait_before), (xadd_after, wait_after))) in
+        primaries.iter().zip(before.iter().zip(&after))
+    {
+        let (xadds, waitaofs) = (xadd_after - xadd_before, wait_after - wait_before);
+        if *primary == target {
+            assert_eq!(xadds, 300, "{primary}: the XADDs went elsewhere");
+            assert!(
+                waitaofs > 0 && waitaofs < xadds,
+                "{primary}: {waitaofs} WAITAOFs for {xadds} XADDs"
+            );
+        } else {
+            assert_eq!(
+                (xadds, waitaofs),
+                (0, 0),
+                "{primary} owns none of the streams appended to"
+            );
+        }
+    }
 }

@@ -89,6 +89,14 @@ pub fn valkey_url() -> String {
     )
 }
 
+/// A Valkey Cluster of three primaries (`valkey-cluster://...`).
+#[allow(dead_code)] // not every test binary uses it
+pub fn valkey_cluster_url() -> String {
+    std::env::var("STREAMSTOCK_TEST_VALKEY_CLUSTER_URL").expect(
+        "STREAMSTOCK_TEST_VALKEY_CLUSTER_URL is not set: run the suite with ./scripts/test.sh, which starts a Valkey Cluster",
+    )
+}
+
 pub fn postgres_admin_url() -> String {
     std::env::var("STREAMSTOCK_TEST_DATABASE_URL").expect(
         "STREAMSTOCK_TEST_DATABASE_URL is not set: run the suite with ./scripts/test.sh, which starts Valkey and PostgreSQL",

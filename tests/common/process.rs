@@ -352,7 +352,9 @@ impl SharedDeployment {
         }
     }
 
+    /// Sets `key` for every role, replacing what `new` set.
     pub fn with(mut self, key: &str, value: &str) -> SharedDeployment {
+        self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_string(), value.to_string()));
         self
     }

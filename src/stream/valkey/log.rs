@@ -33,9 +33,13 @@ impl EventLog for ValkeyLog {
 
     async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
         let partition = self.partition_of(&envelope.key);
-        let id = self.xadd_json(self.stream_key(partition), envelope).await?;
+        let key = self.stream_key(partition);
+        let id = self.xadd_json(key.clone(), envelope).await?;
         if self.durability == Durability::Strict {
-            self.aof.synced(&self.client, 5_000).await?;
+            // Looked up after the XADD: a redirect (the slot moved) has
+            // updated the client's map of the cluster by then.
+            let node = self.primary_of(&key);
+            self.aof.synced(&self.client, node, 5_000).await?;
         }
         Ok(AppendReceipt {
             partition,
@@ -56,39 +60,15 @@ impl EventLog for ValkeyLog {
             tokio::time::sleep(block).await;
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = partitions.iter().map(|&p| self.stream_key(p)).collect();
         // COUNT applies per stream: share `max` among them.
         let per_stream = max.div_ceil(partitions.len()).max(1);
-        let ids: Vec<&str> = vec![">"; keys.len()];
-        let raw: Value = self
-            .reader
-            .xreadgroup(
-                group,
-                consumer,
-                Some(per_stream as u64),
-                Some(block.as_millis().max(1) as u64),
-                false,
-                keys,
-                ids,
-            )
+        if self.cluster {
+            return self
+                .poll_each_partition(group, consumer, partitions, per_stream, block)
+                .await;
+        }
+        self.xreadgroup(group, consumer, partitions, per_stream, Some(block))
             .await
-            .map_err(unavailable)?;
-        // A read that times out answers nil, not an empty map.
-        if raw.is_null() {
-            return Ok(Vec::new());
-        }
-        let response: XReadResponse<String, String, String, String> =
-            raw.into_xread_response().map_err(unavailable)?;
-        let mut out = Vec::new();
-        for (stream, entries) in response {
-            let partition = self
-                .partition_of_key(&stream)
-                .ok_or_else(|| LogError::Corrupt(format!("unexpected stream `{stream}`")))?;
-            for (id, fields) in entries {
-                out.push(Self::decode(partition, &id, &fields)?);
-            }
-        }
-        Ok(out)
     }
 
     async fn ack(&self, group: &str, entries: &[(u32, EntryId)]) -> Result<(), LogError> {
@@ -178,7 +158,8 @@ impl EventLog for ValkeyLog {
             let bytes: Option<u64> = self
                 .client
                 .custom(
-                    fred::cmd!("MEMORY"),
+                    // Routed by the key, MEMORY USAGE's second word.
+                    fred::cmd!("MEMORY", hash: fred::types::ClusterHash::Offset(1)),
                     vec![Value::from("USAGE"), Value::from(self.stream_key(p))],
                 )
                 .await
@@ -309,7 +290,91 @@ end
 return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))
 "#;
 
+/// How an idle consumer on a cluster polls its partitions: the first wait
+/// after an empty round, doubled after each one, up to the last.
+const CLUSTER_POLL_FIRST: Duration = Duration::from_millis(1);
+const CLUSTER_POLL_MAX: Duration = Duration::from_millis(25);
+
 impl ValkeyLog {
+    /// One XREADGROUP over `partitions`' streams, blocking up to `block`
+    /// (None: not at all) for the first new entry.
+    async fn xreadgroup(
+        &self,
+        group: &str,
+        consumer: &str,
+        partitions: &[u32],
+        per_stream: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let keys: Vec<String> = partitions.iter().map(|&p| self.stream_key(p)).collect();
+        let ids: Vec<&str> = vec![">"; keys.len()];
+        let raw: Value = self
+            .reader
+            .xreadgroup(
+                group,
+                consumer,
+                Some(per_stream as u64),
+                block.map(|block| block.as_millis().max(1) as u64),
+                false,
+                keys,
+                ids,
+            )
+            .await
+            .map_err(unavailable)?;
+        // A read that times out answers nil, not an empty map.
+        if raw.is_null() {
+            return Ok(Vec::new());
+        }
+        let response: XReadResponse<String, String, String, String> =
+            raw.into_xread_response().map_err(unavailable)?;
+        let mut out = Vec::new();
+        for (stream, entries) in response {
+            let partition = self
+                .partition_of_key(&stream)
+                .ok_or_else(|| LogError::Corrupt(format!("unexpected stream `{stream}`")))?;
+            for (id, fields) in entries {
+                out.push(Self::decode(partition, &id, &fields)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The read on a cluster. One XREADGROUP may only name streams of one
+    /// slot, and the partitions' streams sit in different slots; a blocking
+    /// read per stream would hold its primary's one connection, so the
+    /// blocking reads of one primary's partitions would wait one after the
+    /// other. Instead every partition is read at once without blocking
+    /// (the reads of one primary share its connection, pipelined), and an
+    /// empty round waits a moment (1 ms, doubling up to 25 ms) before the
+    /// next, until `block` has passed. An idle consumer costs a read per
+    /// owned partition every 25 ms; an entry waits at most that long.
+    async fn poll_each_partition(
+        &self,
+        group: &str,
+        consumer: &str,
+        partitions: &[u32],
+        per_stream: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let deadline = tokio::time::Instant::now() + block;
+        let mut wait = CLUSTER_POLL_FIRST;
+        loop {
+            let reads = partitions.iter().map(|p| {
+                self.xreadgroup(group, consumer, std::slice::from_ref(p), per_stream, None)
+            });
+            let mut out = Vec::new();
+            for read in futures::future::join_all(reads).await {
+                out.extend(read?);
+            }
+            let now = tokio::time::Instant::now();
+            if !out.is_empty() || now >= deadline {
+                return Ok(out);
+            }
+            tokio::time::sleep(wait.min(deadline - now)).await;
+            wait = (wait * 2).min(CLUSTER_POLL_MAX);
+        }
+    }
+
     /// XADD of `value` as JSON in the entry's one field; returns the entry id.
     async fn xadd_json(
         &self,

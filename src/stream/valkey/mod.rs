@@ -7,6 +7,14 @@
 //! (Redis < 7.2) or without AOF run in relaxed durability, said loudly at
 //! start-up.
 //!
+//! Valkey Cluster (a `valkey-cluster://` or `redis-cluster://` URL): each
+//! key lives in one of 16,384 hash slots, spread over the primaries. Every
+//! partition's stream is a key of its own, so the partitions spread over
+//! the slots and hence over the primaries. Every command and script here
+//! names one key, so none crosses slots; the few places that differ on a
+//! cluster are the WAITAOF (sent to the primary that took the XADD, see
+//! `group_commit`) and the consumer's read (see `log`).
+//!
 //! `log` implements the event log on this connection, `leases` the
 //! partition leases; both share the connection and key layout set up here.
 
@@ -18,6 +26,7 @@ mod log;
 use super::{Delivery, EntryId, LogError};
 use crate::domain::Envelope;
 use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -60,7 +69,9 @@ pub struct ValkeyLog {
     /// Set once this process subscribes (a gateway; workers only publish).
     subscribed: std::sync::OnceLock<()>,
     /// Strict durability's WAITAOFs, shared by concurrent appends.
-    aof: group_commit::AofGroupCommit,
+    aof: group_commit::AofGroupCommits,
+    /// On Valkey Cluster (see the module's comment).
+    cluster: bool,
 }
 
 fn unavailable(e: Error) -> LogError {
@@ -68,14 +79,24 @@ fn unavailable(e: Error) -> LogError {
 }
 
 /// `WAITAOF 1 0 timeout`: waits until this connection's writes are in the
-/// local AOF; returns how many local AOFs confirmed (0 or 1).
-async fn wait_for_aof(client: &Client, timeout_ms: i64) -> Result<i64, Error> {
-    let confirmed: Vec<i64> = client
-        .custom(
-            fred::cmd!("WAITAOF"),
-            vec![Value::from(1), Value::from(0), Value::from(timeout_ms)],
-        )
-        .await?;
+/// local AOF; returns how many local AOFs confirmed (0 or 1). On a cluster
+/// `node` names the primary whose connection it must go down.
+async fn wait_for_aof(
+    client: &Client,
+    node: Option<&Server>,
+    timeout_ms: i64,
+) -> Result<i64, Error> {
+    let command = CustomCommand::new_static("WAITAOF", ClusterHash::Random, false);
+    let args = vec![Value::from(1), Value::from(0), Value::from(timeout_ms)];
+    let confirmed: Vec<i64> = match node {
+        Some(node) => {
+            client
+                .with_cluster_node(node.clone())
+                .custom(command, args)
+                .await?
+        }
+        None => client.custom(command, args).await?,
+    };
     Ok(confirmed.first().copied().unwrap_or(0))
 }
 
@@ -195,10 +216,25 @@ impl ValkeyLog {
             }
         }
 
+        let cluster = config.server.is_clustered();
         let durability = if want_strict {
-            // WAITAOF fails at once where the command is missing or AOF is off.
-            match wait_for_aof(&client, 1).await {
-                Ok(_) => Durability::Strict,
+            // WAITAOF fails at once where the command is missing or AOF is
+            // off; on a cluster, every primary must pass.
+            let primaries = match client.cached_cluster_state() {
+                Some(state) if cluster => {
+                    state.unique_primary_nodes().into_iter().map(Some).collect()
+                }
+                _ => vec![None],
+            };
+            let mut probe = Ok(());
+            for primary in &primaries {
+                if let Err(e) = wait_for_aof(&client, primary.as_ref(), 1).await {
+                    probe = Err(e);
+                    break;
+                }
+            }
+            match probe {
+                Ok(()) => Durability::Strict,
                 Err(e) => {
                     tracing::warn!(
                         error = %e,
@@ -228,6 +264,7 @@ impl ValkeyLog {
             announcements: Default::default(),
             subscribed: std::sync::OnceLock::new(),
             aof: Default::default(),
+            cluster,
         })
     }
 
@@ -239,6 +276,18 @@ impl ValkeyLog {
 
     fn stream_key(&self, partition: u32) -> String {
         format!("{}:events:{partition}", self.namespace)
+    }
+
+    /// The primary that owns `key`'s slot, on a cluster; None on a single
+    /// server.
+    fn primary_of(&self, key: &str) -> Option<Server> {
+        if !self.cluster {
+            return None;
+        }
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        self.client
+            .cached_cluster_state()
+            .and_then(|state| state.get_server(slot).cloned())
     }
 
     fn partition_of_key(&self, stream: &str) -> Option<u32> {
