@@ -6,7 +6,12 @@
 //!   SIGTERM;
 //! - a role waits at start-up for a backend that is not up yet, and gives up
 //!   after --startup-timeout with an error that names it;
-//! - with LOG_FORMAT=json every log line is one object with the role.
+//! - with LOG_FORMAT=json every log line is one object with the role, and a
+//!   line logged while an event is handled carries the event's span
+//!   (partition, entry, event id and type, and the key: the order or
+//!   product id);
+//! - the Prometheus alert rules in deploy/prometheus name only metrics the
+//!   roles export.
 
 mod common;
 
@@ -314,6 +319,118 @@ fn json_logs_are_one_object_per_line_with_time_level_and_role() {
                 .is_some_and(|m| m.starts_with("waiting for Valkey"))),
         "{stderr}"
     );
+}
+
+/// A worker logging JSON handles an event that fails (a receipt of -3
+/// units): its "event failed" line names the event through its span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_event_span_of_the_event_being_handled() {
+    use streamstock::domain::events::StockReceived;
+    use streamstock::domain::DomainEvent;
+    use streamstock::stream::EventLog;
+    let deployment = SharedDeployment::new().await;
+    let env = &deployment.env;
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    let log = streamstock::stream::valkey::ValkeyLog::connect(
+        &var("STREAMSTOCK_VALKEY_URL"),
+        &var("STREAMSTOCK_VALKEY_NAMESPACE"),
+        var("STREAMSTOCK_PARTITIONS").parse().unwrap(),
+        true,
+    )
+    .await
+    .unwrap();
+    let product = uuid::Uuid::new_v4();
+    let failing = DomainEvent::StockReceived(StockReceived {
+        product_id: product.into(),
+        quantity: -3,
+        purchase_order_id: None,
+    })
+    .into_envelope(chrono::Utc::now());
+    let receipt = log.append(&failing).await.unwrap();
+
+    let stderr_path = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let mut worker = Command::new(BIN)
+        .args(["worker", "--worker-listen", "127.0.0.1:0"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed_line = loop {
+        let text = std::fs::read_to_string(&stderr_path).unwrap();
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "event failed");
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no \"event failed\" line: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    assert_eq!(failed_line["role"], "worker", "{failed_line}");
+    let spans = failed_line["spans"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no span list: {failed_line}"));
+    let event = spans
+        .iter()
+        .find(|s| s["name"] == "event")
+        .unwrap_or_else(|| panic!("no event span: {failed_line}"));
+    assert_eq!(event["partition"], receipt.partition, "{failed_line}");
+    assert_eq!(event["entry"], receipt.id.to_string(), "{failed_line}");
+    assert_eq!(
+        event["event_id"],
+        failing.event_id.to_string(),
+        "{failed_line}"
+    );
+    assert_eq!(event["event_type"], "stock.received", "{failed_line}");
+    assert_eq!(event["key"], product.to_string(), "{failed_line}");
+}
+
+/// Every metric the alert rules use is one the roles declare (histogram
+/// series by their `_bucket`), and every rule has an expression, a
+/// duration and a summary.
+#[test]
+fn prometheus_alert_rules_name_only_metrics_the_roles_export() {
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/streamstock-alerts.yml"),
+    )
+    .unwrap();
+    let declared = include_str!("../src/telemetry/metrics.rs");
+    let mut named = std::collections::BTreeSet::new();
+    for (at, _) in rules.match_indices("streamstock_") {
+        let name: String = rules[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        named.insert(name);
+    }
+    assert!(named.len() >= 6, "{named:?}");
+    for name in &named {
+        let base = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(
+            declared.contains(&format!("\"{base}\"")),
+            "the alert rules use {name}, which no role exports"
+        );
+    }
+    let alerts = rules.matches("- alert:").count();
+    assert!(alerts >= 6, "{alerts} alerts");
+    for field in ["expr:", "for:", "summary:"] {
+        assert_eq!(
+            rules.matches(field).count(),
+            alerts,
+            "every alert has {field}"
+        );
+    }
 }
 
 #[test]

@@ -81,9 +81,11 @@ fn status_changes(follow_ups: &[Envelope]) -> Vec<StatusChange> {
 }
 
 /// A span naming one event, so every line logged while it is handled can
-/// be traced to it.
+/// be traced to it. At ERROR level so that it is on whatever RUST_LOG lets
+/// through (at INFO, RUST_LOG=warn would drop it from the warnings it is
+/// for); it is only made for events applied one at a time, which is rare.
 fn event_span(decoded: &Decoded) -> tracing::Span {
-    tracing::info_span!(
+    tracing::error_span!(
         "event",
         partition = decoded.partition,
         entry = %decoded.id,
