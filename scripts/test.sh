@@ -54,9 +54,11 @@ ensure_stunnel() {
 }
 
 ensure_web_tools() {
-  # The dashboard build (build.rs) installs web/node_modules; the browser
-  # test also needs playwright-core from there, so make sure it is present.
-  if [[ ! -d "$ROOT/web/node_modules/playwright-core" ]]; then
+  # The component tests (Vitest) and the browser test (playwright-core)
+  # run from web/node_modules: install it as build.rs would, when missing or
+  # older than the lockfile.
+  if [[ ! -f "$ROOT/web/node_modules/.package-lock.json" \
+        || "$ROOT/web/package-lock.json" -nt "$ROOT/web/node_modules/.package-lock.json" ]]; then
     log "installing the dashboard's npm packages"
     (cd "$ROOT/web" && npm ci --no-audit --no-fund >&2)
   fi
@@ -80,6 +82,8 @@ fi
 if [[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]]; then log "using PostgreSQL at $STREAMSTOCK_TEST_DATABASE_URL"; else start_postgres; fi
 
 cd "$ROOT"
+log "the dashboard's component tests (Vitest)"
+(cd "$ROOT/web" && npm test --silent)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"
 else

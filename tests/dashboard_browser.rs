@@ -1,22 +1,30 @@
 //! The dashboard in a real browser: headless Chromium, driven by
-//! web/e2e/dashboard.mjs (playwright-core), against a running StreamStock.
-//! The page must show the server's figures and alerts and update live over
-//! the WebSocket. It runs on Valkey + PostgreSQL. `scripts/test.sh`
-//! installs Chromium when it is missing.
+//! web/e2e/dashboard.mjs (playwright-core), against `streamstock all` on
+//! Valkey + PostgreSQL with an API token. The script checks the header
+//! (backends, workers), the live figures while the page's simulator runs,
+//! creating a product, an invalid form's error at its field, placing an
+//! order and following it to its final status, shipping it, replaying a
+//! dead letter, and reconnecting after this test restarts the server; it
+//! saves screenshots at 1440 and 390 px in both themes under
+//! target/tmp/dashboard/. `scripts/test.sh` installs Chromium when missing.
 
 mod common;
 
 use chrono::Utc;
-use common::{Backend, TestApp};
+use common::process::{free_port, Role, SharedDeployment};
+use common::Api;
 use serde_json::json;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use streamstock::domain::events::StockReceived;
 use streamstock::domain::DomainEvent;
 use streamstock::stream::valkey::ValkeyLog;
 use streamstock::stream::EventLog;
 
+const TOKEN: &str = "dashboard-e2e-token";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_shows_live_figures_in_chromium() {
+async fn dashboard_operates_the_pipeline_in_chromium() {
     let chromium =
         std::env::var("STREAMSTOCK_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -24,27 +32,38 @@ async fn dashboard_shows_live_figures_in_chromium() {
         "no Chromium at {chromium}: run the suite with ./scripts/test.sh (it installs Debian's chromium) \
          or set STREAMSTOCK_TEST_CHROMIUM"
     );
-    let app = TestApp::spawn(Backend::ValkeyPostgres).await;
-    let a = app.create_product("DASH-A", 10.00, 5).await;
-    app.create_product("DASH-B", 2.50, 1).await;
+    let deployment = SharedDeployment::new()
+        .await
+        .with("STREAMSTOCK_API_TOKEN", TOKEN)
+        .with("STREAMSTOCK_RETRY_BACKOFF_MS", "50");
+    let env = deployment.env.clone();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let start = || {
+        Role::start(
+            "all",
+            &["all", "--profile", "none", "--listen", &listen],
+            &env,
+        )
+    };
+    let mut server = Some(start());
+    let base = format!("http://{listen}");
+    let api = Api::with_token(&base, TOKEN);
+    api.wait_healthy().await;
+
+    let a = api.create_product("DASH-A", 10.00, 5).await;
+    api.create_product("DASH-B", 2.50, 1).await;
     for i in 0..3 {
-        let (status, _) = app
+        let (status, _) = api
             .place_order(&json!({ "customer_email": format!("d{i}@example.com"), "items": [{ "product_id": a, "quantity": 2 }] }))
             .await;
         assert_eq!(status, 202);
     }
-    app.wait_until_decided(3).await;
-    // DASH-A went from 3 available to 1, below its threshold of 2: a
-    // purchase order is open for the page to show.
-    let (_, open) = app.purchase_orders("OPEN").await;
-    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
-
-    // An event no worker understands: dead-lettered, with an alert that the
-    // page must show.
+    // An event no worker understands: dead-lettered, for the page to replay.
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
     let log = ValkeyLog::connect(
-        &common::valkey_url(),
-        &app.common.valkey_namespace,
-        app.common.partitions,
+        &var("STREAMSTOCK_VALKEY_URL"),
+        &var("STREAMSTOCK_VALKEY_NAMESPACE"),
+        var("STREAMSTOCK_PARTITIONS").parse().unwrap(),
         true,
     )
     .await
@@ -57,40 +76,55 @@ async fn dashboard_shows_live_figures_in_chromium() {
     .into_envelope(Utc::now());
     odd.event_type = "stock.teleported".into();
     log.append(&odd).await.unwrap();
-    app.wait_for("the dead-letter alert", || async {
-        !app.alerts().await.1.as_array().unwrap().is_empty()
+    api.wait_for("the dead letter", || async {
+        !api.dead_letters().await.1.as_array().unwrap().is_empty()
     })
     .await;
 
-    // Kept under target/tmp so a person can look at what the browser saw.
-    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    let base = app.base.clone();
-    let shot = screenshot.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("e2e/dashboard.mjs")
-            .arg(&base)
-            .arg(&shot)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
-            .env("STREAMSTOCK_TEST_CHROMIUM", &chromium)
-            .output()
-            .expect("run node (Node.js 20+ is needed for the dashboard build and this test)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "browser check failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("\"ok\":true"), "{stdout}");
-    assert!(
-        std::fs::metadata(&screenshot)
-            .map(|m| m.len() > 10_000)
-            .unwrap_or(false),
-        "no screenshot"
-    );
-    eprintln!("dashboard screenshot: {}", screenshot.display());
-    app.stop().await;
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut node = Command::new("node")
+        .arg("e2e/dashboard.mjs")
+        .arg(&base)
+        .arg(TOKEN)
+        .arg(&shots)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/web"))
+        .env("STREAMSTOCK_TEST_CHROMIUM", &chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node (Node.js 20+ is needed for the dashboard build and this test)");
+    let mut to_node = node.stdin.take().unwrap();
+    let mut said = Vec::new();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "restart" {
+            // The page must notice the server going away and coming back.
+            eprintln!("restarting the server");
+            assert!(server.take().unwrap().terminate().success());
+            server = Some(start());
+            api.wait_healthy().await;
+            eprintln!("the server is back");
+            writeln!(to_node, "restarted").unwrap();
+        }
+        said.push(line);
+    }
+    let status = node.wait().unwrap();
+    let said = said.join("\n");
+    assert!(status.success(), "browser check failed:\n{said}");
+    assert!(said.contains("\"ok\":true"), "{said}");
+    for name in [
+        "dashboard-1440-light.png",
+        "dashboard-1440-dark.png",
+        "dashboard-390-light.png",
+        "dashboard-390-dark.png",
+    ] {
+        let size = std::fs::metadata(shots.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(size > 10_000, "screenshot {name}: {size} bytes");
+    }
+    eprintln!("dashboard screenshots: {}", shots.display());
+    assert!(server.take().unwrap().terminate().success());
 }

@@ -415,14 +415,7 @@ async fn valkey_postgres_older_versions_are_upcast_newer_dead_lettered() {
     use streamstock::stream::EventLog;
     let app = TestApp::spawn(Backend::ValkeyPostgres).await;
     let p = product(&app, "UPCAST-1", 1, 0, 0).await;
-    let log = streamstock::stream::valkey::ValkeyLog::connect(
-        &common::valkey_url(),
-        &app.common.valkey_namespace,
-        app.common.partitions,
-        true,
-    )
-    .await
-    .unwrap();
+    let log = app.valkey_log().await;
     let envelope = |version: u32, quantity: i64| streamstock::domain::Envelope {
         event_id: Uuid::now_v7(),
         event_type: "stock.received".into(),

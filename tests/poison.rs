@@ -13,7 +13,6 @@ use std::sync::Arc;
 use streamstock::domain::events::StockReceived;
 use streamstock::domain::{DomainEvent, Envelope};
 use streamstock::stream::embedded::EmbeddedLog;
-use streamstock::stream::valkey::ValkeyLog;
 use streamstock::stream::EventLog;
 use uuid::Uuid;
 
@@ -163,16 +162,7 @@ async fn embedded_poison_goes_to_dead_letters_and_dlq_commands_work() {
 async fn valkey_poison_goes_to_dead_letters() {
     let app = TestApp::spawn(Backend::ValkeyPostgres).await;
     let product = app.create_product("POISON-2", 1.00, 5).await;
-    let log = Arc::new(
-        ValkeyLog::connect(
-            &common::valkey_url(),
-            &app.common.valkey_namespace,
-            app.common.partitions,
-            true,
-        )
-        .await
-        .unwrap(),
-    );
+    let log = Arc::new(app.valkey_log().await);
     for envelope in poison_then_good(product) {
         log.append(&envelope).await.unwrap();
     }
@@ -276,4 +266,63 @@ impl<F: std::future::Future<Output = i64>> AwaitEq for F {
     async fn await_eq(self, want: i64) -> bool {
         self.await == want
     }
+}
+
+/// The dashboard's buttons: `POST /api/dead-letters/replay` and `/purge`
+/// act on the letters named (or all), refuse an unknown id or an empty
+/// selection without touching anything, and a replayed letter is processed
+/// anew (still poison, it comes back with its attempts counted afresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_replayed_and_purged_through_the_api() {
+    let app = TestApp::spawn(Backend::ValkeyPostgres).await;
+    let product = app.create_product("POISON-API", 1.00, 5).await;
+    let log = app.valkey_log().await;
+    for envelope in poison_then_good(product) {
+        log.append(&envelope).await.unwrap();
+    }
+    check_dead_letters(&app, product, 0).await;
+    let letters = dead_letters(&app, 4).await;
+    let ids: Vec<String> = letters
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect();
+
+    let (status, body) = app
+        .post(
+            "/api/dead-letters/replay",
+            &json!({ "ids": [ids[0], "no-such-letter"] }),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-letter"));
+    for bad in [json!({}), json!({ "ids": [ids[0]], "all": true })] {
+        let (status, body) = app.post("/api/dead-letters/purge", &bad).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+    }
+    assert_eq!(dead_letters(&app, 4).await.len(), 4, "nothing was touched");
+
+    let (status, body) = app
+        .post("/api/dead-letters/replay", &json!({ "ids": [ids[0]] }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replayed"][0]["id"], ids[0].as_str());
+    assert!(body["replayed"][0]["msg_id"].is_string());
+    // Still poison: it fails anew and comes back as a new letter.
+    app.wait_for("the replayed letter to come back", || async {
+        let (_, now) = app.dead_letters().await;
+        let now = now.as_array().unwrap();
+        now.len() == 4 && !now.iter().any(|l| l["id"] == ids[0].as_str())
+    })
+    .await;
+
+    let (status, body) = app
+        .post("/api/dead-letters/purge", &json!({ "all": true }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["purged"], 4);
+    assert!(app.dead_letters().await.1.as_array().unwrap().is_empty());
+    app.stop().await;
 }

@@ -2,6 +2,7 @@
 
 use super::backends::{open_log, open_store};
 use super::config::{CommonArgs, DlqAction, DlqSelection, RebuildArgs, StatusArgs};
+use crate::store::dead_letters;
 use crate::stream::dead_letter::DeadLetter;
 use crate::stream::PROCESSOR_GROUP;
 use anyhow::Context;
@@ -98,40 +99,26 @@ pub async fn dlq(common: CommonArgs, action: DlqAction) -> anyhow::Result<()> {
         DlqAction::Replay(selection) => {
             let store = open_store(&common, None).await?;
             let letters = select(&*log, group, &selection).await?;
-            let mut replayed = Vec::new();
-            for letter in &letters {
-                let Some(envelope) = &letter.envelope else {
-                    println!(
-                        "{}: not replayable (the entry was not a readable event); purge it instead",
-                        letter.id
-                    );
-                    continue;
-                };
-                // Forget the failures first, so the replay gets every attempt.
-                store
-                    .clear_attempts(group, &envelope.event_id.to_string())
-                    .await?;
-                let receipt = log.append(envelope).await?;
+            let replayed = dead_letters::replay(&store, &*log, group, &letters).await?;
+            for id in &replayed.not_replayable {
                 println!(
-                    "{}: {} {} appended again as {}",
-                    letter.id,
-                    envelope.event_type,
-                    envelope.event_id,
-                    receipt.msg_id()
+                    "{id}: not replayable (the entry was not a readable event); purge it instead"
                 );
-                replayed.push(letter.id.clone());
             }
-            let removed = log.remove_dead_letters(group, &replayed).await?;
-            println!("replayed {removed} dead letter(s)");
+            // `appended` follows the letters' order, skipping the unreadable.
+            let envelopes = letters.iter().filter_map(|l| l.envelope.as_ref());
+            for ((id, msg_id), envelope) in replayed.appended.iter().zip(envelopes) {
+                println!(
+                    "{id}: {} {} appended again as {msg_id}",
+                    envelope.event_type, envelope.event_id
+                );
+            }
+            println!("replayed {} dead letter(s)", replayed.appended.len());
             store.close().await;
         }
         DlqAction::Purge(selection) => {
-            let ids: Vec<String> = select(&*log, group, &selection)
-                .await?
-                .into_iter()
-                .map(|l| l.id)
-                .collect();
-            let removed = log.remove_dead_letters(group, &ids).await?;
+            let letters = select(&*log, group, &selection).await?;
+            let removed = dead_letters::purge(&*log, group, &letters).await?;
             println!("purged {removed} dead letter(s)");
         }
     }
@@ -143,19 +130,15 @@ async fn select(
     group: &str,
     selection: &DlqSelection,
 ) -> anyhow::Result<Vec<DeadLetter>> {
-    let count = log.dead_letter_count(group).await? as usize;
-    let all = log.dead_letters(group, count.max(1)).await?;
-    if selection.all {
-        return Ok(all);
-    }
-    let mut chosen = Vec::new();
-    for id in &selection.ids {
-        match all.iter().find(|l| &l.id == id) {
-            Some(letter) => chosen.push(letter.clone()),
-            None => anyhow::bail!("no dead letter with id {id} (see `streamstock dlq list`)"),
-        }
-    }
-    Ok(chosen)
+    let ids = (!selection.all).then_some(selection.ids.as_slice());
+    dead_letters::choose(log, group, ids)
+        .await
+        .map_err(|e| match e {
+            dead_letters::DeadLetterError::Unknown(id) => {
+                anyhow::anyhow!("no dead letter with id {id} (see `streamstock dlq list`)")
+            }
+            other => other.into(),
+        })
 }
 
 /// Rebuilds the projections from the archive while no worker runs (a

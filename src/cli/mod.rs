@@ -10,6 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod config_file;
 pub mod roles;
+mod simulator_switch;
 pub mod startup;
 pub mod systemd;
 

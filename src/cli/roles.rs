@@ -6,8 +6,10 @@ use super::backends::{open_log, open_store};
 use super::config::{
     AllArgs, CommonArgs, GatewayArgs, Profile, ReportFormat, ServeArgs, SimulateArgs, WorkerArgs,
 };
+use super::simulator_switch::InProcessSimulator;
 use super::startup::Startup;
 use super::systemd;
+use crate::gateway::simulator_control::SimulatorSwitch;
 use crate::gateway::{self, Gateway};
 use crate::simulator::load::{LoadOptions, Pace};
 use crate::simulator::Simulator;
@@ -77,18 +79,22 @@ pub async fn run_all_on(
         args.processing.worker_options(common.retention.windows()),
         shutdown.clone(),
     ));
-    let simulator = (args.profile != Profile::None).then(|| {
-        let sim = Simulator::new(
-            &format!("http://{address}"),
-            args.gateway.api_token.clone(),
-            args.profile,
-        );
-        let token = shutdown.clone();
-        tokio::spawn(async move { sim.run(token).await })
-    });
+    // The simulator runs behind a switch the dashboard can turn.
+    let simulator = Arc::new(InProcessSimulator::new(
+        format!("http://{address}"),
+        args.gateway.api_token.clone(),
+        shutdown.clone(),
+    ));
+    match args.profile {
+        Profile::Normal => simulator.start("normal"),
+        Profile::Burst => simulator.start("burst"),
+        _ => {}
+    }
     let state = Gateway::new(
         store.clone(),
         backend.log,
+        backend.leases,
+        Some(simulator.clone()),
         args.gateway.access().map_err(anyhow::Error::msg)?,
         args.gateway.limits(),
         shutdown.clone(),
@@ -97,9 +103,7 @@ pub async fn run_all_on(
     let served = serve_gateway(listener, state, shutdown.clone()).await;
     // The gateway returns on shutdown (or failure): stop and drain the rest.
     shutdown.cancel();
-    if let Some(simulator) = simulator {
-        let _ = simulator.await;
-    }
+    simulator.finish().await;
     worker.await.context("worker task panicked")?;
     store.close().await;
     served
@@ -114,10 +118,12 @@ pub async fn run_serve(
     let listener = bind(&args.gateway).await?;
     let startup = common.startup(&shutdown);
     let store = open_store(&common, Some(&startup)).await?;
-    let log = open_log(&common, Some("serve"), Some(&startup)).await?.log;
+    let backend = open_log(&common, Some("serve"), Some(&startup)).await?;
     let state = Gateway::new(
         store.clone(),
-        log,
+        backend.log,
+        backend.leases,
+        None,
         args.gateway.access().map_err(anyhow::Error::msg)?,
         args.gateway.limits(),
         shutdown.clone(),

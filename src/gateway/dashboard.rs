@@ -10,7 +10,7 @@ use super::AppState;
 use crate::domain::inventory::PurchaseOrderStatus;
 use crate::store::analytics::{PurchaseOrderView, Throughput, TopProduct};
 use crate::store::queries::{AlertView, Figures, OrderView, ProductView};
-use crate::stream::PROCESSOR_GROUP;
+use crate::stream::{PartitionStats, PROCESSOR_GROUP};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
@@ -41,11 +41,43 @@ pub struct Stats {
     pub database: String,
 }
 
+/// The pipeline's health: what the dashboard's header shows.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Pipeline {
+    /// This gateway's version, and when it started.
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub event_log: String,
+    pub database: String,
+    pub partitions: u32,
+    /// Each worker holding partitions, with the partitions it holds.
+    pub workers: Vec<WorkerView>,
+    /// Partitions no worker holds: their events wait until one takes them.
+    pub unowned_partitions: Vec<u32>,
+    /// Entries ever appended to the log, and processed by the workers:
+    /// two snapshots a second apart give the rates in and out. Null (as
+    /// are `lag` and `dead_letters`) while the log is unreachable.
+    pub appended: Option<u64>,
+    pub processed: Option<u64>,
+    /// Entries appended but not yet processed (unread and pending).
+    pub lag: Option<u64>,
+    pub dead_letters: Option<u64>,
+}
+
+/// A worker (its member name: host, process id and a random suffix) and
+/// the partitions whose leases it holds.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WorkerView {
+    pub name: String,
+    pub partitions: Vec<u32>,
+}
+
 /// What `/ws/dashboard` pushes each second (in the OpenAPI document's
 /// components, so the page's TypeScript types come from it).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub generated_at: DateTime<Utc>,
+    pub pipeline: Pipeline,
     pub stats: Stats,
     pub products: Vec<ProductView>,
     pub recent_orders: Vec<OrderView>,
@@ -98,15 +130,27 @@ impl Hub {
     }
 }
 
-async fn compute_stats(state: &AppState) -> Result<Stats, ApiError> {
-    let figures = state.store.figures().await?;
-    let backlog = match state.log.backlog(PROCESSOR_GROUP).await {
-        Ok(n) => Some(n),
+/// The log's partition stats, or None (logged) while it is unreachable.
+async fn partition_stats(state: &AppState) -> Option<Vec<PartitionStats>> {
+    match state.log.partition_stats(PROCESSOR_GROUP).await {
+        Ok(stats) => Some(stats),
         Err(e) => {
-            tracing::debug!(error = %e, "backlog unavailable");
+            tracing::debug!(error = %e, "partition stats unavailable");
             None
         }
-    };
+    }
+}
+
+fn backlog_of(stats: &[PartitionStats]) -> u64 {
+    stats.iter().map(|p| p.lag + p.pending).sum()
+}
+
+async fn compute_stats(
+    state: &AppState,
+    log_stats: Option<&[PartitionStats]>,
+) -> Result<Stats, ApiError> {
+    let figures = state.store.figures().await?;
+    let backlog = log_stats.map(backlog_of);
     Ok(Stats {
         figures,
         backlog,
@@ -117,10 +161,52 @@ async fn compute_stats(state: &AppState) -> Result<Stats, ApiError> {
     })
 }
 
+async fn pipeline(state: &AppState, log_stats: Option<&[PartitionStats]>) -> Pipeline {
+    let partitions = state.log.partitions();
+    let owners = match state.leases.owners(PROCESSOR_GROUP, partitions).await {
+        Ok(owners) => owners,
+        Err(e) => {
+            tracing::debug!(error = %e, "partition owners unavailable");
+            vec![None; partitions as usize]
+        }
+    };
+    let mut workers: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    let mut unowned_partitions = Vec::new();
+    for (partition, owner) in owners.into_iter().enumerate() {
+        match owner {
+            Some(name) => workers.entry(name).or_default().push(partition as u32),
+            None => unowned_partitions.push(partition as u32),
+        }
+    }
+    let dead_letters = state.log.dead_letter_count(PROCESSOR_GROUP).await.ok();
+    Pipeline {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: state.started_at,
+        event_log: state.log.describe(),
+        database: state.store.describe().to_string(),
+        partitions,
+        workers: workers
+            .into_iter()
+            .map(|(name, partitions)| WorkerView { name, partitions })
+            .collect(),
+        unowned_partitions,
+        appended: log_stats.map(|stats| stats.iter().map(|p| p.appended).sum()),
+        processed: log_stats.map(|stats| {
+            let appended: u64 = stats.iter().map(|p| p.appended).sum();
+            appended.saturating_sub(backlog_of(stats))
+        }),
+        lag: log_stats.map(backlog_of),
+        dead_letters,
+    }
+}
+
 pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
+    // Read once: the backlog in the stats and the pipeline's figures agree.
+    let log_stats = partition_stats(state).await;
     Ok(Snapshot {
         generated_at: Utc::now(),
-        stats: compute_stats(state).await?,
+        pipeline: pipeline(state, log_stats.as_deref()).await,
+        stats: compute_stats(state, log_stats.as_deref()).await?,
         products: state.store.list_products(SNAPSHOT_PRODUCTS, None).await?,
         recent_orders: state.store.recent_orders(SNAPSHOT_ORDERS).await?,
         alerts: state.store.recent_alerts(SNAPSHOT_ALERTS).await?,
@@ -138,7 +224,8 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
 #[utoipa::path(get, path = "/api/stats", operation_id = "get_stats", tag = "operations",
     responses((status = 200, description = "The figures the dashboard shows", body = Stats), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
-    Ok(Json(compute_stats(&state).await?))
+    let log_stats = partition_stats(&state).await;
+    Ok(Json(compute_stats(&state, log_stats.as_deref()).await?))
 }
 
 pub fn spawn_publisher(state: AppState) {

@@ -17,6 +17,7 @@ pub mod probes;
 mod products;
 pub mod responses;
 mod restock;
+pub mod simulator_control;
 
 use crate::domain::status::Named;
 use crate::store::Store;
@@ -74,6 +75,13 @@ const APPEND_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Gateway {
     pub store: Store,
     pub log: Arc<dyn EventLog>,
+    /// The workers' partition leases: who processes what (the dashboard's
+    /// header).
+    pub leases: Arc<dyn crate::stream::lease::LeaseStore>,
+    /// When this gateway started (its uptime on the dashboard).
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The in-process simulator's controls (`all` only).
+    pub simulator: Option<Arc<dyn simulator_control::SimulatorSwitch>>,
     pub access: Access,
     pub dashboard: dashboard::Hub,
     /// Prices of the products orders name, so placing one reads no database.
@@ -108,6 +116,8 @@ impl Gateway {
     pub fn new(
         store: Store,
         log: Arc<dyn EventLog>,
+        leases: Arc<dyn crate::stream::lease::LeaseStore>,
+        simulator: Option<Arc<dyn simulator_control::SimulatorSwitch>>,
         access: Access,
         limits: Limits,
         shutdown: CancellationToken,
@@ -115,6 +125,9 @@ impl Gateway {
         let gateway = Arc::new(Gateway {
             store,
             log,
+            leases,
+            started_at: chrono::Utc::now(),
+            simulator,
             access,
             dashboard: dashboard::Hub::new(limits.dashboard_clients),
             prices: catalog::PriceList::new(limits.catalog_cache_products),
@@ -209,6 +222,9 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::stats))
         .routes(routes!(operations::alerts))
         .routes(routes!(operations::dead_letters))
+        .routes(routes!(operations::replay_dead_letters))
+        .routes(routes!(operations::purge_dead_letters))
+        .routes(routes!(simulator_control::get, simulator_control::control))
         .routes(routes!(probes::health))
         .routes(routes!(probes::ready))
         .routes(routes!(probes::metrics))

@@ -1,17 +1,116 @@
-//! Read-only views for operators: the alert feed, the dead letters and the
-//! audit trail (the event archive).
+//! Views for operators: the alert feed, the dead letters (with replay and
+//! purge) and the audit trail (the event archive).
 
 use super::error::ApiError;
 use super::responses::ErrorBody;
-use super::{ApiQuery, AppState, Paging};
+use super::{ApiJson, ApiQuery, AppState, Paging};
 use crate::store::analytics::{ArchivedEvent, EventFilter};
+use crate::store::dead_letters::{self, DeadLetterError};
 use crate::store::queries::AlertView;
 use crate::stream::dead_letter::DeadLetter;
 use crate::stream::PROCESSOR_GROUP;
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// Which dead letters a replay or purge acts on: those named, or all.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterSelection {
+    /// Dead letter ids (from `GET /api/dead-letters`).
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Every dead letter instead (`ids` must then be empty).
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl DeadLetterSelection {
+    fn ids(&self) -> Result<Option<&[String]>, ApiError> {
+        match (self.all, self.ids.is_empty()) {
+            (true, true) => Ok(None),
+            (false, false) if self.ids.len() <= 1000 => Ok(Some(&self.ids)),
+            (false, false) => Err(ApiError::invalid("ids", "at most 1000 at once")),
+            (true, false) => Err(ApiError::invalid("ids", "give ids or all, not both")),
+            (false, true) => Err(ApiError::invalid("ids", "name at least one, or set all")),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayedLetter {
+    /// The dead letter's id.
+    pub id: String,
+    /// Where its event was appended again.
+    pub msg_id: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayOutcome {
+    pub replayed: Vec<ReplayedLetter>,
+    /// Letters that were not a readable event: purge them instead.
+    pub not_replayable: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PurgeOutcome {
+    pub purged: u64,
+}
+
+impl From<DeadLetterError> for ApiError {
+    fn from(e: DeadLetterError) -> ApiError {
+        match e {
+            DeadLetterError::Unknown(id) => {
+                ApiError::not_found(format!("no dead letter with id {id}"))
+            }
+            DeadLetterError::Log(e) => e.into(),
+            DeadLetterError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Appends the chosen letters' events to the log again, with their failed
+/// attempts forgotten, and removes the letters: for after the cause is
+/// fixed. `streamstock dlq replay` does the same.
+#[utoipa::path(post, path = "/api/dead-letters/replay", operation_id = "replay_dead_letters", tag = "operations",
+    request_body = DeadLetterSelection,
+    responses((status = 200, description = "What was appended again", body = ReplayOutcome),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 404, description = "A named dead letter is not there (nothing was replayed)", body = ErrorBody),
+        (status = 422, description = "Neither ids nor all, or both", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+pub async fn replay_dead_letters(
+    State(state): State<AppState>,
+    ApiJson(selection): ApiJson<DeadLetterSelection>,
+) -> Result<Json<ReplayOutcome>, ApiError> {
+    let letters = dead_letters::choose(&*state.log, PROCESSOR_GROUP, selection.ids()?).await?;
+    let done = dead_letters::replay(&state.store, &*state.log, PROCESSOR_GROUP, &letters).await?;
+    Ok(Json(ReplayOutcome {
+        replayed: done
+            .appended
+            .into_iter()
+            .map(|(id, msg_id)| ReplayedLetter { id, msg_id })
+            .collect(),
+        not_replayable: done.not_replayable,
+    }))
+}
+
+/// Deletes the chosen dead letters for good. `streamstock dlq purge` does
+/// the same.
+#[utoipa::path(post, path = "/api/dead-letters/purge", operation_id = "purge_dead_letters", tag = "operations",
+    request_body = DeadLetterSelection,
+    responses((status = 200, description = "How many were deleted", body = PurgeOutcome),
+        (status = 401, description = "A token is required", body = ErrorBody),
+        (status = 404, description = "A named dead letter is not there (nothing was purged)", body = ErrorBody),
+        (status = 422, description = "Neither ids nor all, or both", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+pub async fn purge_dead_letters(
+    State(state): State<AppState>,
+    ApiJson(selection): ApiJson<DeadLetterSelection>,
+) -> Result<Json<PurgeOutcome>, ApiError> {
+    let letters = dead_letters::choose(&*state.log, PROCESSOR_GROUP, selection.ids()?).await?;
+    let purged = dead_letters::purge(&*state.log, PROCESSOR_GROUP, &letters).await?;
+    Ok(Json(PurgeOutcome { purged }))
+}
 
 #[derive(Debug, Deserialize)]
 pub struct Limit {

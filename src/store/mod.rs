@@ -7,6 +7,7 @@
 //! differ ask `Dialect`. Both are exercised by the same tests.
 
 pub mod analytics;
+pub mod dead_letters;
 pub mod idempotency;
 pub mod outbox;
 pub mod projections;

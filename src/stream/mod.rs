@@ -117,6 +117,10 @@ pub struct PartitionStats {
     pub lag: u64,
     /// Entries delivered but not acked.
     pub pending: u64,
+    /// Entries ever appended to the partition (trimmed ones included), so
+    /// that two readings a second apart give the append rate, and
+    /// `appended - lag - pending` the entries processed.
+    pub appended: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

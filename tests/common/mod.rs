@@ -283,6 +283,20 @@ impl TestApp {
         self._data_dir.take()
     }
 
+    /// The app's Valkey log, opened again: for a test to write into it
+    /// what another producer would (poison, old versions).
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn valkey_log(&self) -> streamstock::stream::valkey::ValkeyLog {
+        streamstock::stream::valkey::ValkeyLog::connect(
+            self.common.valkey_url.as_deref().expect("a Valkey app"),
+            &self.common.valkey_namespace,
+            self.common.partitions,
+            true,
+        )
+        .await
+        .unwrap()
+    }
+
     pub async fn store(&self) -> Store {
         Store::connect(&self.common.database_url())
             .await

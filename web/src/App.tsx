@@ -1,35 +1,50 @@
+import { useMemo, useState } from "react";
 import { useDashboard } from "./useDashboard";
-import { ThroughputChart } from "./ThroughputChart";
-import type { AlertRow, ProductRow, PurchaseOrderRow, Snapshot, TopProduct } from "./types";
+import { Header } from "./components/Header";
+import { LineChart } from "./components/LineChart";
+import { Inventory } from "./components/Inventory";
+import { Orders } from "./components/Orders";
+import { OrderDrawer } from "./components/OrderDrawer";
+import { CreateProductForm, PlaceOrderForm, ReceiveStockForm } from "./components/Forms";
+import { DeadLetters } from "./components/DeadLetters";
+import { SimulatorControl } from "./components/Simulator";
+import { Alerts, PurchaseOrders, TopProducts } from "./components/Tables";
+import { count, money, rate } from "./lib/format";
+import type { ProductRow, Snapshot } from "./types";
+import type { History } from "./lib/history";
 
-const money = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
 const STATUSES = ["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
+// Colours that read on both themes.
+const COLOR = { in: "#3b82f6", out: "#16a34a", lag: "#f59e0b", placed: "#8b95a5", confirmed: "#16a34a", rejected: "#dc2626", shipped: "#2563eb", cancelled: "#a855f7" };
 
 export function App() {
-  const { snapshot, connection } = useDashboard();
+  const { snapshot, history, connection, reconnectedAt } = useDashboard();
   return (
-    <main>
-      <header>
-        <h1>StreamStock</h1>
-        <span className={`connection ${connection}`} data-testid="connection">
-          {connection}
-        </span>
-      </header>
-      {snapshot ? <Dashboard snapshot={snapshot} /> : <p className="muted">Waiting for the first snapshot…</p>}
-    </main>
+    <>
+      <Header pipeline={snapshot?.pipeline ?? null} connection={connection} reconnectedAt={reconnectedAt} />
+      <main>
+        {snapshot ? <Dashboard snapshot={snapshot} history={history} /> : <p className="muted">Waiting for the first snapshot…</p>}
+      </main>
+    </>
   );
 }
 
-function Dashboard({ snapshot }: { snapshot: Snapshot }) {
+function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History }) {
   const { stats } = snapshot;
+  const [openOrder, setOpenOrder] = useState<string | null>(null);
+  const [receiving, setReceiving] = useState<ProductRow | null>(null);
+  const openStatus = snapshot.recent_orders.find((o) => o.order_id === openOrder)?.status;
+  const times = useMemo(() => history.points.map((p) => p.t), [history]);
+  const perSecond = stats.throughput.per_second;
   return (
     <>
+      <SimulatorControl />
       <section className="figures">
-        <Figure label="Total sales" value={money.format(stats.total_sales)} testId="total-sales" />
-        <Figure label="Today's sales" value={money.format(stats.today_sales)} testId="today-sales" />
+        <Figure label="Total sales" value={money(stats.total_sales)} testId="total-sales" />
+        <Figure label="Today's sales" value={money(stats.today_sales)} testId="today-sales" />
         <Figure label="Orders accepted" value={stats.order_count.toString()} testId="order-count" />
         <Figure label="Orders in the last minute" value={stats.orders_last_minute.toString()} testId="orders-last-minute" />
-        <Figure label="Events waiting" value={stats.backlog == null ? "n/a" : stats.backlog.toString()} testId="backlog" />
+        <Figure label="Events waiting" value={stats.backlog == null ? "n/a" : count(stats.backlog)} testId="backlog" />
         <Figure label="Low-stock products" value={`${stats.low_stock_products} / ${stats.products}`} testId="low-stock" />
       </section>
       <section className="statuses">
@@ -41,141 +56,68 @@ function Dashboard({ snapshot }: { snapshot: Snapshot }) {
         ))}
       </section>
       <div className="charts">
-        <ThroughputChart title="Orders per second (last minute)" windows={stats.throughput.per_second} testId="chart-per-second" />
-        <ThroughputChart title="Orders per minute (last hour)" windows={stats.throughput.per_minute} testId="chart-per-minute" />
+        <LineChart
+          title="Events per second: in (appended) and out (processed)"
+          times={times}
+          series={[
+            { label: "in", color: COLOR.in, values: history.points.map((p) => p.appended) },
+            { label: "out", color: COLOR.out, values: history.points.map((p) => p.processed) },
+          ]}
+          format={(v) => `${rate(v)}/s`}
+          testId="chart-throughput"
+        />
+        <LineChart
+          title="Order outcomes per second (last minute)"
+          times={perSecond.map((w) => Date.parse(w.start) / 1000)}
+          series={(["placed", "confirmed", "rejected", "shipped", "cancelled"] as const).map((key) => ({
+            label: key,
+            color: COLOR[key],
+            values: perSecond.map((w) => w[key]),
+          }))}
+          format={(v) => count(v)}
+          testId="chart-outcomes"
+        />
+        <LineChart
+          title="Lag: events waiting for the workers"
+          times={times}
+          series={[{ label: "lag", color: COLOR.lag, values: history.points.map((p) => p.lag) }]}
+          format={(v) => count(v)}
+          testId="chart-lag"
+        />
       </div>
       <div className="columns">
-        <section>
-          <h2>Inventory</h2>
-          <InventoryTable products={snapshot.products} />
-        </section>
-        <section>
-          <h2>Latest orders</h2>
-          <table data-testid="orders">
-            <thead>
-              <tr><th>Order</th><th>Status</th><th className="num">Total</th></tr>
-            </thead>
-            <tbody>
-              {snapshot.recent_orders.map((o) => (
-                <tr key={o.order_id} title={o.reason ?? o.customer_email}>
-                  <td className="mono">{o.order_id.slice(-8)}</td>
-                  <td><span className={`badge ${o.status.toLowerCase()}`}>{o.status}</span></td>
-                  <td className="num">{money.format(o.total)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </section>
+        <Inventory products={snapshot.products} purchaseOrders={snapshot.open_purchase_orders} onReceive={setReceiving} />
+        <div className="stack">
+          <Orders orders={snapshot.recent_orders} onOpen={setOpenOrder} />
+          <section className="card actions">
+            <h2>Actions</h2>
+            {receiving && <ReceiveStockForm product={receiving} onDone={() => setReceiving(null)} />}
+            <PlaceOrderForm products={snapshot.products} onPlaced={setOpenOrder} />
+            <CreateProductForm />
+          </section>
+        </div>
       </div>
-      <div className="columns">
-        <section>
-          <h2>Top products</h2>
-          <TopProducts products={stats.top_products} />
-        </section>
-        <section>
-          <h2>Open purchase orders</h2>
-          <PurchaseOrders orders={snapshot.open_purchase_orders} />
-        </section>
+      <div className="columns even">
+        <TopProducts products={stats.top_products} />
+        <PurchaseOrders orders={snapshot.open_purchase_orders} />
       </div>
-      <section>
-        <h2>Alerts</h2>
+      <div className="columns even">
         <Alerts alerts={snapshot.alerts} />
-      </section>
+        <DeadLetters count={snapshot.pipeline.dead_letters} />
+      </div>
       <footer className="muted">
         {stats.event_log} · {stats.database} · updated {new Date(snapshot.generated_at).toLocaleTimeString()}
       </footer>
+      {openOrder && <OrderDrawer orderId={openOrder} status={openStatus} onClose={() => setOpenOrder(null)} />}
     </>
   );
 }
 
 function Figure({ label, value, testId }: { label: string; value: string; testId: string }) {
   return (
-    <div className="figure">
+    <div className="figure card">
       <span>{label}</span>
       <strong data-testid={testId}>{value}</strong>
     </div>
-  );
-}
-
-function Alerts({ alerts }: { alerts: AlertRow[] }) {
-  if (alerts.length === 0) return <p className="muted" data-testid="alerts-empty">No alerts.</p>;
-  return (
-    <ul className="alerts" data-testid="alerts">
-      {alerts.map((a) => (
-        <li key={a.id} className={`alert ${a.severity}`}>
-          <span className="mono">{new Date(a.raised_at).toLocaleTimeString()}</span>
-          <span className="badge">{a.kind}</span>
-          <span>{a.message}</span>
-        </li>
-      ))}
-    </ul>
-  );
-}
-
-function InventoryTable({ products }: { products: ProductRow[] }) {
-  if (products.length === 0) return <p className="muted">No products yet.</p>;
-  return (
-    <table data-testid="inventory">
-      <thead>
-        <tr>
-          <th>SKU</th><th>Name</th><th className="num">Price</th>
-          <th className="num">On hand</th><th className="num">Reserved</th><th className="num">Available</th>
-        </tr>
-      </thead>
-      <tbody>
-        {products.map((p) => (
-          <tr key={p.id} className={p.available < p.low_stock_threshold ? "low" : undefined}>
-            <td className="mono">{p.sku}</td>
-            <td>{p.name}</td>
-            <td className="num">{money.format(p.price)}</td>
-            <td className="num">{p.on_hand}</td>
-            <td className="num">{p.reserved}</td>
-            <td className="num">{p.available}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
-  );
-}
-
-function TopProducts({ products }: { products: TopProduct[] }) {
-  if (products.length === 0) return <p className="muted" data-testid="top-products-empty">No sales yet.</p>;
-  return (
-    <table data-testid="top-products">
-      <thead>
-        <tr><th>SKU</th><th>Name</th><th className="num">Units</th><th className="num">Revenue</th></tr>
-      </thead>
-      <tbody>
-        {products.map((p) => (
-          <tr key={p.product_id}>
-            <td className="mono">{p.sku}</td>
-            <td>{p.name}</td>
-            <td className="num">{p.units}</td>
-            <td className="num">{money.format(p.revenue)}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
-  );
-}
-
-function PurchaseOrders({ orders }: { orders: PurchaseOrderRow[] }) {
-  if (orders.length === 0) return <p className="muted" data-testid="purchase-orders-empty">None open.</p>;
-  return (
-    <table data-testid="purchase-orders">
-      <thead>
-        <tr><th>Purchase order</th><th>SKU</th><th className="num">Quantity</th><th>Drafted</th></tr>
-      </thead>
-      <tbody>
-        {orders.map((po) => (
-          <tr key={po.id}>
-            <td className="mono">{po.id.slice(-8)}</td>
-            <td className="mono">{po.sku ?? "?"}</td>
-            <td className="num">{po.quantity}</td>
-            <td>{new Date(po.drafted_at).toLocaleTimeString()}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
   );
 }

@@ -38,6 +38,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/dead-letters/purge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Deletes the chosen dead letters for good. `streamstock dlq purge` does
+         *     the same.
+         */
+        post: operations["purge_dead_letters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/dead-letters/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Appends the chosen letters' events to the log again, with their failed
+         *     attempts forgotten, and removes the letters: for after the cause is
+         *     fixed. `streamstock dlq replay` does the same.
+         */
+        post: operations["replay_dead_letters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/events": {
         parameters: {
             query?: never;
@@ -219,6 +260,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/simulator": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_simulator"];
+        put?: never;
+        post: operations["control_simulator"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/stats": {
         parameters: {
             query?: never;
@@ -355,6 +412,13 @@ export interface components {
             /** Format: int32 */
             partition: number;
         };
+        /** @description Which dead letters a replay or purge acts on: those named, or all. */
+        DeadLetterSelection: {
+            /** @description Every dead letter instead (`ids` must then be empty). */
+            all?: boolean;
+            /** @description Dead letter ids (from `GET /api/dead-letters`). */
+            ids?: string[];
+        };
         /**
          * @description What the log stores: a typed event's JSON plus the routing and identity
          *     fields every consumer needs without decoding the payload.
@@ -451,6 +515,37 @@ export interface components {
              */
             updated_at: string;
         };
+        /** @description The pipeline's health: what the dashboard's header shows. */
+        Pipeline: {
+            /**
+             * Format: int64
+             * @description Entries ever appended to the log, and processed by the workers:
+             *     two snapshots a second apart give the rates in and out. Null (as
+             *     are `lag` and `dead_letters`) while the log is unreachable.
+             */
+            appended?: number | null;
+            database: string;
+            /** Format: int64 */
+            dead_letters?: number | null;
+            event_log: string;
+            /**
+             * Format: int64
+             * @description Entries appended but not yet processed (unread and pending).
+             */
+            lag?: number | null;
+            /** Format: int32 */
+            partitions: number;
+            /** Format: int64 */
+            processed?: number | null;
+            /** Format: date-time */
+            started_at: string;
+            /** @description Partitions no worker holds: their events wait until one takes them. */
+            unowned_partitions: number[];
+            /** @description This gateway's version, and when it started. */
+            version: string;
+            /** @description Each worker holding partitions, with the partitions it holds. */
+            workers: components["schemas"]["WorkerView"][];
+        };
         PlaceOrder: {
             customer_email: string;
             items: components["schemas"]["PlaceOrderItem"][];
@@ -533,6 +628,10 @@ export interface components {
             /** @description OPEN or RECEIVED. */
             status: components["schemas"]["PurchaseOrderStatus"];
         };
+        PurgeOutcome: {
+            /** Format: int64 */
+            purged: number;
+        };
         /**
          * @description What every accepted write says of itself: in the log, not yet applied.
          * @enum {string}
@@ -557,8 +656,34 @@ export interface components {
             /** Format: int64 */
             quantity: number;
         };
+        ReplayOutcome: {
+            /** @description Letters that were not a readable event: purge them instead. */
+            not_replayable: string[];
+            replayed: components["schemas"]["ReplayedLetter"][];
+        };
+        ReplayedLetter: {
+            /** @description The dead letter's id. */
+            id: string;
+            /** @description Where its event was appended again. */
+            msg_id: string;
+        };
         /** @enum {string} */
         Severity: "info" | "warning" | "error" | "critical";
+        SimulatorCommand: {
+            /** @description With `running: true`: `normal` or `burst` (default `normal`). */
+            profile?: string | null;
+            /** @description Start (true) or stop (false). */
+            running: boolean;
+        };
+        SimulatorState: {
+            /** @description Whether this process runs a simulator the page can control (`all`). */
+            available: boolean;
+            /** @description The running profile. */
+            profile?: string | null;
+            /** @description The profiles `POST` accepts. */
+            profiles: string[];
+            running: boolean;
+        };
         /**
          * @description What `/ws/dashboard` pushes each second (in the OpenAPI document's
          *     components, so the page's TypeScript types come from it).
@@ -568,6 +693,7 @@ export interface components {
             /** Format: date-time */
             generated_at: string;
             open_purchase_orders: components["schemas"]["PurchaseOrderView"][];
+            pipeline: components["schemas"]["Pipeline"];
             products: components["schemas"]["ProductView"][];
             recent_orders: components["schemas"]["OrderView"][];
             stats: components["schemas"]["Stats"];
@@ -637,6 +763,14 @@ export interface components {
             shipped: number;
             /** Format: date-time */
             start: string;
+        };
+        /**
+         * @description A worker (its member name: host, process id and a random suffix) and
+         *     the partitions whose leases it holds.
+         */
+        WorkerView: {
+            name: string;
+            partitions: number[];
         };
     };
     responses: never;
@@ -737,6 +871,198 @@ export interface operations {
                 };
             };
             /** @description A bad limit */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    purge_dead_letters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DeadLetterSelection"];
+            };
+        };
+        responses: {
+            /** @description How many were deleted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PurgeOutcome"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A named dead letter is not there (nothing was purged) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key's first request is still being handled */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Neither ids nor all, or both */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    replay_dead_letters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DeadLetterSelection"];
+            };
+        };
+        responses: {
+            /** @description What was appended again */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplayOutcome"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A named dead letter is not there (nothing was replayed) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key's first request is still being handled */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Neither ids nor all, or both */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1683,6 +2009,131 @@ export interface operations {
                 };
             };
             /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_simulator: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Whether the in-process simulator runs, and with which profile */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimulatorState"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Overloaded, timed out, or a backend is unreachable (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    control_simulator: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SimulatorCommand"];
+            };
+        };
+        responses: {
+            /** @description The simulator's state after the command */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimulatorState"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No simulator runs in this process (only `streamstock all` has one) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unknown profile */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Overloaded, timed out, or a backend is unreachable (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;

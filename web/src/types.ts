@@ -1,14 +1,17 @@
-// Shapes of the dashboard snapshot pushed on /ws/dashboard, taken from the
-// gateway's OpenAPI document: src/api.ts is generated from web/openapi.json
-// (`npm run types`), which `streamstock openapi` writes, so the page and
-// the server cannot drift (tests/openapi.rs checks both files are current).
-// Money is a decimal number of the currency unit.
+// Shapes of the dashboard snapshot pushed on /ws/dashboard and of the REST
+// answers, taken from the gateway's OpenAPI document: src/api.ts is
+// generated from web/openapi.json (`npm run types`), which `streamstock
+// openapi` writes, so the page and the server cannot drift
+// (tests/openapi.rs checks both files are current). Money is a decimal
+// number of the currency unit.
 
 import type { components } from "./api";
 
 type Schemas = components["schemas"];
 
 export type Snapshot = Schemas["Snapshot"];
+export type Pipeline = Schemas["Pipeline"];
+export type WorkerView = Schemas["WorkerView"];
 /** Pushed between snapshots: orders whose status a worker just committed. */
 export type StatusChanges = Schemas["StatusChanges"];
 export type Stats = Schemas["Stats"];
@@ -19,3 +22,6 @@ export type PurchaseOrderRow = Schemas["PurchaseOrderView"];
 export type ProductRow = Schemas["ProductView"];
 export type OrderRow = Schemas["OrderView"];
 export type AlertRow = Schemas["AlertView"];
+export type ArchivedEvent = Schemas["ArchivedEvent"];
+export type DeadLetter = Schemas["DeadLetter"];
+export type SimulatorState = Schemas["SimulatorState"];

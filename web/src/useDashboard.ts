@@ -1,44 +1,84 @@
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
+import { emptyHistory, record, type History } from "./lib/history";
 import type { Snapshot, StatusChanges } from "./types";
 
 export type Connection = "connecting" | "live" | "reconnecting";
 
+/** At most this many renders a second, however fast messages arrive. */
+const RENDERS_PER_SECOND = 4;
+
+export type Dashboard = {
+  snapshot: Snapshot | null;
+  history: History;
+  connection: Connection;
+  /** Set once the feed came back after being lost (a server restart). */
+  reconnectedAt: number | null;
+};
+
 // Subscribes to /ws/dashboard: the server sends a snapshot on connect, a
 // fresh one every second, and between them each order status change the
-// moment a worker commits it, which is applied to the recent orders shown
-// at once. Reconnects with capped backoff.
-export function useDashboard(): { snapshot: Snapshot | null; connection: Connection } {
-  const [snapshot, setSnapshot] = useState<Snapshot | null>(null);
-  const [connection, setConnection] = useState<Connection>("connecting");
+// moment a worker commits it. Messages are folded into a pending state as
+// they arrive and rendered at most RENDERS_PER_SECOND times a second, so
+// thousands of status changes a second cost a few renders. Reconnects with
+// capped backoff, and says so.
+export function useDashboard(): Dashboard {
+  const [view, setView] = useState<Dashboard>({
+    snapshot: null,
+    history: emptyHistory,
+    connection: "connecting",
+    reconnectedAt: null,
+  });
+  const pending = useRef(view);
 
   useEffect(() => {
     let socket: WebSocket | null = null;
     let retry: number | undefined;
+    let flush: number | undefined;
     let attempts = 0;
     let stopped = false;
+    let lost = false;
+
+    const update = (change: (current: Dashboard) => Dashboard, now = false) => {
+      pending.current = change(pending.current);
+      if (now) {
+        window.clearTimeout(flush);
+        flush = undefined;
+        setView(pending.current);
+      } else if (flush === undefined) {
+        flush = window.setTimeout(() => {
+          flush = undefined;
+          setView(pending.current);
+        }, 1000 / RENDERS_PER_SECOND);
+      }
+    };
 
     const connect = () => {
       const scheme = window.location.protocol === "https:" ? "wss" : "ws";
       socket = new WebSocket(`${scheme}://${window.location.host}/ws/dashboard`);
       socket.onopen = () => {
         attempts = 0;
-        setConnection("live");
+        const reconnected = lost;
+        update((d) => ({ ...d, connection: "live", reconnectedAt: reconnected ? Date.now() : d.reconnectedAt }), true);
       };
       socket.onmessage = (message) => {
+        let data: Snapshot | StatusChanges;
         try {
-          const data = JSON.parse(message.data) as Snapshot | StatusChanges;
-          if ("status_changes" in data) {
-            setSnapshot((current) => withStatusChanges(current, data));
-          } else {
-            setSnapshot(data);
-          }
+          data = JSON.parse(message.data);
         } catch {
-          // A malformed frame is ignored; the next snapshot replaces it.
+          return; // A malformed frame is ignored; the next snapshot replaces it.
+        }
+        if ("status_changes" in data) {
+          update((d) => ({ ...d, snapshot: withStatusChanges(d.snapshot, data as StatusChanges) }));
+        } else {
+          const snapshot = data as Snapshot;
+          const t = Date.parse(snapshot.generated_at) / 1000;
+          update((d) => ({ ...d, snapshot, history: record(d.history, t, snapshot.pipeline) }));
         }
       };
       socket.onclose = () => {
         if (stopped) return;
-        setConnection("reconnecting");
+        lost = true;
+        update((d) => ({ ...d, connection: "reconnecting" }), true);
         attempts += 1;
         retry = window.setTimeout(connect, Math.min(5000, 250 * 2 ** attempts));
       };
@@ -47,15 +87,16 @@ export function useDashboard(): { snapshot: Snapshot | null; connection: Connect
     return () => {
       stopped = true;
       window.clearTimeout(retry);
+      window.clearTimeout(flush);
       socket?.close();
     };
   }, []);
 
-  return { snapshot, connection };
+  return view;
 }
 
 // The snapshot with the recent orders' statuses brought up to date.
-function withStatusChanges(current: Snapshot | null, changes: StatusChanges): Snapshot | null {
+export function withStatusChanges(current: Snapshot | null, changes: StatusChanges): Snapshot | null {
   if (!current) return current;
   const status = new Map(changes.status_changes.map((c) => [c.order_id, c.status]));
   if (!current.recent_orders.some((order) => status.has(order.order_id))) return current;

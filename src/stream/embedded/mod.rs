@@ -974,6 +974,7 @@ impl EventLog for EmbeddedLog {
                         bytes: Some(bytes),
                         lag: files.end.saturating_sub(gp.next),
                         pending: gp.next.saturating_sub(gp.committed) - gp.acked_ahead.len() as u64,
+                        appended: files.end,
                     }
                 })
                 .collect()

@@ -25,8 +25,13 @@ impl EventLog for ValkeyLog {
             Durability::Strict => "strict",
             Durability::Relaxed => "relaxed",
         };
+        let server = if self.cluster {
+            "Valkey Cluster"
+        } else {
+            "Valkey"
+        };
         format!(
-            "Valkey streams at {} ({durability} durability)",
+            "{server} streams at {} ({durability} durability)",
             self.url_for_display
         )
     }
@@ -141,11 +146,18 @@ impl EventLog for ValkeyLog {
             let info = groups
                 .iter()
                 .find(|g| g.get("name").and_then(|v| v.as_string()).as_deref() == Some(group));
-            let length: u64 = self
+            // XINFO STREAM: the length, and entries-added (Valkey >= 7;
+            // older servers: the length stands in).
+            let stream: HashMap<String, Value> = self
                 .client
-                .xlen(self.stream_key(p))
+                .xinfo_stream(self.stream_key(p), false, None)
                 .await
                 .map_err(unavailable)?;
+            let length = stream.get("length").and_then(|v| v.as_u64()).unwrap_or(0);
+            let appended = stream
+                .get("entries-added")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(length);
             let (lag, pending) = match info {
                 Some(info) => (
                     // `lag` is nil when Valkey cannot compute it (after
@@ -170,6 +182,7 @@ impl EventLog for ValkeyLog {
                 bytes,
                 lag,
                 pending,
+                appended,
             });
         }
         Ok(stats)

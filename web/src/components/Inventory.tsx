@@ -1,0 +1,148 @@
+import { useMemo, useRef, useState } from "react";
+import { useVirtualizer } from "@tanstack/react-virtual";
+import { count, money } from "../lib/format";
+import { isLow, openPurchaseOrders, sortAndFilter, type Sort, type SortKey } from "../lib/inventory";
+import type { ProductRow, PurchaseOrderRow } from "../types";
+
+const COLUMNS: { key: SortKey; label: string; numeric?: boolean }[] = [
+  { key: "sku", label: "SKU" },
+  { key: "name", label: "Name" },
+  { key: "price", label: "Price", numeric: true },
+  { key: "on_hand", label: "On hand", numeric: true },
+  { key: "reserved", label: "Reserved", numeric: true },
+  { key: "available", label: "Available", numeric: true },
+];
+const ROW_HEIGHT = 40;
+
+// The inventory: sortable by any column, filtered by sku or name, each row
+// with a stock bar (reserved and available out of on hand), a low-stock
+// badge and its open purchase order. Rows are keyed by product, so the
+// live updates change them in place and keep the sort, the filter and the
+// scroll; only the rows in view are rendered.
+export function Inventory({
+  products,
+  purchaseOrders,
+  onReceive,
+}: {
+  products: ProductRow[];
+  purchaseOrders: PurchaseOrderRow[];
+  onReceive: (product: ProductRow) => void;
+}) {
+  const [filter, setFilter] = useState("");
+  const [lowOnly, setLowOnly] = useState(false);
+  const [sort, setSort] = useState<Sort>({ key: "sku", descending: false });
+  const rows = useMemo(() => sortAndFilter(products, filter, sort, lowOnly), [products, filter, sort, lowOnly]);
+  const open = useMemo(() => openPurchaseOrders(purchaseOrders), [purchaseOrders]);
+  const scroller = useRef<HTMLDivElement>(null);
+  const virtual = useVirtualizer({
+    count: rows.length,
+    getScrollElement: () => scroller.current,
+    estimateSize: () => ROW_HEIGHT,
+    overscan: 8,
+    // Without layout (tests, a hidden tab) render a first screenful.
+    initialRect: { width: 800, height: 480 },
+  });
+
+  const sortBy = (key: SortKey) =>
+    setSort((s) => (s.key === key ? { key, descending: !s.descending } : { key, descending: false }));
+
+  return (
+    <section className="card inventory">
+      <div className="card-head">
+        <h2>Inventory</h2>
+        <input
+          type="search"
+          placeholder="Filter by SKU or name"
+          aria-label="Filter products"
+          value={filter}
+          onChange={(e) => setFilter(e.target.value)}
+          data-testid="inventory-filter"
+        />
+        <label className="check">
+          <input type="checkbox" checked={lowOnly} onChange={(e) => setLowOnly(e.target.checked)} /> low stock only
+        </label>
+      </div>
+      {products.length === 0 ? (
+        <p className="muted">No products yet.</p>
+      ) : (
+        <div className="grid-table" role="table" data-testid="inventory" aria-rowcount={rows.length}>
+          <div className="grid-row head" role="row">
+            {COLUMNS.map((c) => (
+              <button
+                key={c.key}
+                type="button"
+                role="columnheader"
+                className={c.numeric ? "num" : undefined}
+                aria-sort={sort.key === c.key ? (sort.descending ? "descending" : "ascending") : "none"}
+                onClick={() => sortBy(c.key)}
+                data-testid={`sort-${c.key}`}
+              >
+                {c.label}
+                {sort.key === c.key ? (sort.descending ? " ▼" : " ▲") : ""}
+              </button>
+            ))}
+            <span role="columnheader">Stock</span>
+            <span role="columnheader" />
+          </div>
+          <div className="grid-body" ref={scroller}>
+            <div style={{ height: virtual.getTotalSize(), position: "relative" }}>
+              {virtual.getVirtualItems().map((item) => {
+                const p = rows[item.index];
+                const po = open.get(p.id);
+                return (
+                  <div
+                    key={p.id}
+                    role="row"
+                    className={`grid-row${isLow(p) ? " low" : ""}`}
+                    data-testid="inventory-row"
+                    data-sku={p.sku}
+                    style={{ position: "absolute", top: 0, left: 0, right: 0, height: ROW_HEIGHT, transform: `translateY(${item.start}px)` }}
+                  >
+                    <span role="cell" className="mono">{p.sku}</span>
+                    <span role="cell" className="name">
+                      <span className="ellipsis" title={p.name}>{p.name}</span>
+                      {isLow(p) && <span className="badge low" data-testid="low-badge">low</span>}
+                      {po && (
+                        <span className="badge po" title={`purchase order ${po.id} for ${po.quantity}`} data-testid="open-po">
+                          PO +{count(po.quantity)}
+                        </span>
+                      )}
+                    </span>
+                    <span role="cell" className="num">{money(p.price)}</span>
+                    <span role="cell" className="num" data-field="on_hand">{count(p.on_hand)}</span>
+                    <span role="cell" className="num" data-field="reserved">{count(p.reserved)}</span>
+                    <span role="cell" className="num" data-field="available">{count(p.available)}</span>
+                    <span role="cell"><StockBar product={p} /></span>
+                    <span role="cell" className="row-actions">
+                      <button type="button" className="link" onClick={() => onReceive(p)} data-testid="receive-stock">
+                        receive
+                      </button>
+                    </span>
+                  </div>
+                );
+              })}
+            </div>
+          </div>
+        </div>
+      )}
+    </section>
+  );
+}
+
+/** On hand as a bar: reserved, then available, with the threshold marked. */
+export function StockBar({ product }: { product: ProductRow }) {
+  const total = Math.max(product.on_hand, product.low_stock_threshold, 1);
+  const pct = (n: number) => `${Math.max(0, Math.min(100, (n / total) * 100))}%`;
+  return (
+    <div
+      className="stockbar"
+      role="img"
+      aria-label={`${product.reserved} reserved and ${product.available} available of ${product.on_hand} on hand`}
+      title={`${product.reserved} reserved · ${product.available} available · ${product.on_hand} on hand`}
+    >
+      <span className="reserved" style={{ width: pct(product.reserved) }} />
+      <span className={`available${isLow(product) ? " low" : ""}`} style={{ width: pct(product.available) }} />
+      <span className="threshold" style={{ left: pct(product.low_stock_threshold) }} />
+    </div>
+  );
+}

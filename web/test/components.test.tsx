@@ -1,0 +1,103 @@
+// @vitest-environment jsdom
+import { afterEach, describe, expect, it } from "vitest";
+import { cleanup, fireEvent, render, screen, within } from "@testing-library/react";
+import { Header } from "../src/components/Header";
+import { Inventory, StockBar } from "../src/components/Inventory";
+import { Orders } from "../src/components/Orders";
+import { order, pipeline, product } from "./fixtures";
+
+afterEach(cleanup);
+
+// jsdom lays nothing out: give elements the size of a screen, so the
+// virtualised inventory has a viewport to fill.
+Object.defineProperty(HTMLElement.prototype, "clientHeight", { configurable: true, get: () => 480 });
+Object.defineProperty(HTMLElement.prototype, "clientWidth", { configurable: true, get: () => 800 });
+
+describe("Header", () => {
+  it("shows the backends, the workers with their partitions, the lag and the dead letters", () => {
+    render(<Header pipeline={pipeline({ lag: 1234, dead_letters: 3 })} connection="live" reconnectedAt={null} />);
+    expect(screen.getByTestId("connection").textContent).toBe("live");
+    expect(screen.getByTestId("backends").textContent).toBe("Valkey + PostgreSQL");
+    const workers = screen.getAllByTestId("worker").map((w) => w.textContent);
+    expect(workers).toEqual(["host-1-abc: 0, 1", "host-2-def: 2, 3"]);
+    expect(screen.getByTestId("lag").textContent).toBe((1234).toLocaleString());
+    const dead = screen.getByTestId("dead-letter-count");
+    expect(dead.textContent).toBe("3");
+    expect(dead.getAttribute("href")).toBe("#dead-letters");
+  });
+  it("says when no worker is alive and which partitions nobody holds", () => {
+    render(<Header pipeline={pipeline({ workers: [], unowned_partitions: [0, 1, 2, 3] })} connection="reconnecting" reconnectedAt={null} />);
+    expect(screen.getByTestId("workers").textContent).toContain("none alive");
+    expect(screen.getByTestId("unowned").textContent).toContain("0, 1, 2, 3");
+    expect(screen.getByTestId("connection").textContent).toBe("reconnecting");
+  });
+  it("names the embedded pair", () => {
+    render(<Header pipeline={pipeline({ event_log: "embedded log at /var/lib/streamstock/log", database: "SQLite at /var/lib/streamstock/streamstock.db" })} connection="live" reconnectedAt={null} />);
+    expect(screen.getByTestId("backends").textContent).toBe("embedded log + SQLite");
+  });
+});
+
+describe("Inventory", () => {
+  const products = [
+    product({ sku: "B-2", name: "Bolt", on_hand: 9, reserved: 4, available: 5 }),
+    product({ sku: "A-1", name: "Anchor", on_hand: 50, available: 50 }),
+    product({ sku: "C-3", name: "Cable", on_hand: 3, reserved: 2, available: 1, low_stock_threshold: 2 }),
+  ];
+  const skus = () => screen.getAllByTestId("inventory-row").map((r) => r.dataset.sku);
+
+  it("sorts by a column header, and reverses on a second click", () => {
+    render(<Inventory products={products} purchaseOrders={[]} onReceive={() => {}} />);
+    expect(skus()).toEqual(["A-1", "B-2", "C-3"]);
+    fireEvent.click(screen.getByTestId("sort-available"));
+    expect(skus()).toEqual(["C-3", "B-2", "A-1"]);
+    fireEvent.click(screen.getByTestId("sort-available"));
+    expect(skus()).toEqual(["A-1", "B-2", "C-3"]);
+  });
+  it("filters, and keeps sort and filter when new figures arrive", () => {
+    const { rerender } = render(<Inventory products={products} purchaseOrders={[]} onReceive={() => {}} />);
+    fireEvent.click(screen.getByTestId("sort-on_hand"));
+    fireEvent.change(screen.getByTestId("inventory-filter"), { target: { value: "bol" } });
+    expect(skus()).toEqual(["B-2"]);
+    const updated = products.map((p) => (p.sku === "B-2" ? { ...p, on_hand: 8, available: 4 } : p));
+    rerender(<Inventory products={updated} purchaseOrders={[]} onReceive={() => {}} />);
+    expect(skus()).toEqual(["B-2"]);
+    const row = screen.getByTestId("inventory-row");
+    expect(row.querySelector('[data-field="available"]')!.textContent).toBe("4");
+  });
+  it("marks low stock and shows the open purchase order", () => {
+    const cable = products[2];
+    render(
+      <Inventory
+        products={products}
+        purchaseOrders={[{ id: "00000000-0000-7000-8000-0000000000aa", product_id: cable.id, quantity: 20, drafted_at: "2026-11-27T10:00:00Z", status: "OPEN", sku: "C-3" }]}
+        onReceive={() => {}}
+      />,
+    );
+    const row = screen.getAllByTestId("inventory-row").find((r) => r.dataset.sku === "C-3")!;
+    expect(within(row).getByTestId("low-badge")).toBeTruthy();
+    expect(within(row).getByTestId("open-po").textContent).toContain("+20");
+    expect(screen.getAllByTestId("low-badge")).toHaveLength(1);
+  });
+});
+
+describe("StockBar", () => {
+  it("splits on hand into reserved and available", () => {
+    render(<StockBar product={product({ on_hand: 10, reserved: 4, available: 6, low_stock_threshold: 2 })} />);
+    const bar = screen.getByRole("img");
+    expect(bar.getAttribute("aria-label")).toBe("4 reserved and 6 available of 10 on hand");
+    expect((bar.querySelector(".reserved") as HTMLElement).style.width).toBe("40%");
+    expect((bar.querySelector(".available") as HTMLElement).style.width).toBe("60%");
+  });
+});
+
+describe("Orders", () => {
+  it("lists the orders with their status and opens one on click", () => {
+    const orders = [order({ status: "CONFIRMED" }), order({ status: "REJECTED", reason: "out of stock" })];
+    let opened = "";
+    render(<Orders orders={orders} onOpen={(id) => (opened = id)} />);
+    const statuses = screen.getAllByTestId("order-status").map((s) => s.textContent);
+    expect(statuses).toEqual(["CONFIRMED", "REJECTED"]);
+    fireEvent.click(screen.getAllByTestId("order-row")[1]);
+    expect(opened).toBe(orders[1].order_id);
+  });
+});
