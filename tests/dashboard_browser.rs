@@ -3,8 +3,9 @@
 //! Valkey + PostgreSQL with an API token. The script checks the header
 //! (backends, workers), the live figures while the page's simulator runs,
 //! creating a product, an invalid form's error at its field, placing an
-//! order and following it to its final status, shipping it, replaying a
-//! dead letter, and reconnecting after this test restarts the server; it
+//! order and following it to its final status, shipping one and cancelling
+//! another, receiving stock and a purchase order, replaying and purging
+//! dead letters, and reconnecting after this test restarts the server; it
 //! saves screenshots at 1440 and 390 px in both themes under
 //! target/tmp/dashboard/. `scripts/test.sh` installs Chromium when missing.
 

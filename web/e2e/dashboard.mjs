@@ -118,6 +118,41 @@ try {
   await drawer.getByTestId("status-history").locator("li", { hasText: "order.shipped" }).waitFor(WAIT);
   await drawer.getByTestId("drawer-close").click();
 
+  step("cancelling an order from its drawer moves it to CANCELLED");
+  await order.locator('input[name="quantity"]').fill("1");
+  await order.getByRole("button", { name: "Place order" }).click();
+  await page.waitForFunction(
+    (before) => {
+      const text = document.querySelector('[data-testid="place-order"] [data-testid="form-result"]')?.textContent ?? "";
+      return text.includes("placed") && !text.includes(before);
+    },
+    placedId,
+    WAIT,
+  );
+  const secondId = (await order.getByTestId("form-result").innerText()).match(/order (\w+)/)[1];
+  await drawer.getByTestId("drawer-status").filter({ hasText: "CONFIRMED" }).waitFor(WAIT);
+  await drawer.getByTestId("cancel").click();
+  await drawer.getByTestId("drawer-status").filter({ hasText: "CANCELLED" }).waitFor(WAIT);
+  await page.locator('[data-testid="order-row"]', { hasText: secondId }).getByTestId("order-status").filter({ hasText: "CANCELLED" }).waitFor(WAIT);
+  await drawer.getByTestId("drawer-close").click();
+
+  step("receiving stock from an inventory row adds to it");
+  const dashB = page.locator('[data-testid="inventory-row"][data-sku="DASH-B"]');
+  const onHandB = Number((await dashB.locator('[data-field="on_hand"]').innerText()).replace(/\D/g, ""));
+  await dashB.getByTestId("receive-stock").click();
+  const receiveForm = page.getByTestId("receive-stock-form");
+  await receiveForm.locator('input[name="quantity"]').fill("5");
+  await receiveForm.getByRole("button", { name: "Receive" }).click();
+  await dashB.locator('[data-field="on_hand"]').filter({ hasText: String(onHandB + 5) }).waitFor(WAIT);
+
+  step("receiving a purchase order closes it and restocks its product");
+  const openBefore = await api("/api/purchase-orders?status=OPEN");
+  check(openBefore.length > 0, "the test needs an open purchase order");
+  const po = openBefore[0];
+  await page.locator('[data-testid="purchase-orders"] tr', { hasText: po.id.slice(-8) }).getByTestId("receive-po").click();
+  await page.getByTestId("purchase-order-message").filter({ hasText: "receiving" }).waitFor(WAIT);
+  await page.locator('[data-testid="purchase-orders"] tr', { hasText: po.id.slice(-8) }).waitFor({ state: "detached", ...WAIT });
+
   step("a dead letter appears and can be replayed");
   await page.waitForFunction(() => Number(document.querySelector('[data-testid="dead-letter-count"]')?.textContent) > 0, null, WAIT);
   const letter = page.getByTestId("dead-letter").first();
@@ -125,6 +160,17 @@ try {
   const letterId = await letter.getAttribute("data-id");
   await letter.getByTestId("replay").click();
   await page.getByTestId("dead-letter-message").filter({ hasText: `${letterId} appended to the log again` }).waitFor(WAIT);
+
+  step("a dead letter can be purged");
+  await page.waitForFunction((gone) => {
+    const ids = [...document.querySelectorAll('[data-testid="dead-letter"]')].map((l) => l.getAttribute("data-id"));
+    return ids.length > 0 && !ids.includes(gone);
+  }, letterId, WAIT);
+  const again = page.getByTestId("dead-letter").first();
+  const againId = await again.getAttribute("data-id");
+  await again.getByTestId("purge").click();
+  await page.getByTestId("dead-letter-message").filter({ hasText: `${againId} purged` }).waitFor(WAIT);
+  await page.locator(`[data-testid="dead-letter"][data-id="${againId}"]`).waitFor({ state: "detached", ...WAIT });
 
   step("the figures change while the simulator runs");
   const before = Number(await shown("order-count"));
