@@ -5,7 +5,9 @@
 //! creating a product, an invalid form's error at its field, placing an
 //! order and following it to its final status, shipping one and cancelling
 //! another, receiving stock and a purchase order, replaying and purging
-//! dead letters, and reconnecting after this test restarts the server; it
+//! dead letters, rendering at most a few times a second under the load of
+//! `simulate --profile max`, and reconnecting after this test restarts the
+//! server; it
 //! saves screenshots at 1440 and 390 px in both themes under
 //! target/tmp/dashboard/. `scripts/test.sh` installs Chromium when missing.
 
@@ -98,9 +100,29 @@ async fn dashboard_operates_the_pipeline_in_chromium() {
         .expect("run node (Node.js 20+ is needed for the dashboard build and this test)");
     let mut to_node = node.stdin.take().unwrap();
     let mut said = Vec::new();
+    let mut load = None;
     for line in BufReader::new(node.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
+        if line == "load" {
+            // As hard as this machine goes: the page must not try to keep up
+            // render by render.
+            load = Some(
+                Command::new(common::process::BIN)
+                    .args(["simulate", "--profile", "max", "--concurrency", "32"])
+                    .args(["--duration", "8s", "--mix", "place=1", "--target", &base])
+                    .env("STREAMSTOCK_API_TOKEN", TOKEN)
+                    .env("RUST_LOG", "error")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            writeln!(to_node, "started").unwrap();
+        }
         if line == "restart" {
+            if let Some(mut load) = load.take() {
+                load.wait().unwrap();
+            }
             // The page must notice the server going away and coming back.
             eprintln!("restarting the server");
             assert!(server.take().unwrap().terminate().success());

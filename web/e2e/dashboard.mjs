@@ -2,9 +2,10 @@
 // chromium) against a running `streamstock all` with an API token, and
 // checks what an operator sees and does:
 //   node e2e/dashboard.mjs <base-url> <token> <screenshot-dir>
-// The server may be restarted mid-run: the script prints "restart" on
-// stdout and waits for a line on stdin once the server is back (the Rust
-// test, tests/dashboard_browser.rs, does it). Exits non-zero with a message
+// The script asks the Rust test (tests/dashboard_browser.rs) for two
+// things by printing a line on stdout and waiting for one on stdin: "load"
+// (start a load generator against the server) and "restart" (restart the
+// server). Exits non-zero with a message
 // on the first failed check.
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
@@ -184,6 +185,31 @@ try {
   );
   await page.getByTestId("simulator-stop").click();
   await page.getByTestId("simulator-state").filter({ hasText: "stopped" }).waitFor(WAIT);
+
+  step("under heavy load the page renders a few times a second, no more");
+  const countBefore = Number(await shown("order-count"));
+  console.log("load");
+  await stdinLines.next(); // the test has started `simulate --profile max`
+  const renders = await page.evaluate(
+    () =>
+      new Promise((resolve) => {
+        // Each React commit that changes the page calls this once.
+        let calls = 0;
+        const observer = new MutationObserver(() => calls++);
+        observer.observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+        setTimeout(() => {
+          observer.disconnect();
+          resolve(calls);
+        }, 5000);
+      }),
+  );
+  const countAfter = Number(await shown("order-count"));
+  console.error(`e2e: ${renders} renders in 5 s while ${countAfter - countBefore} orders were accepted`);
+  check(countAfter - countBefore > 500, `the load made only ${countAfter - countBefore} orders`);
+  // Four coalesced updates a second (each a commit, and the charts' effects
+  // after it) and the header's clock: at most 10 a second. Rendering each
+  // of the feed's messages would be hundreds.
+  check(renders <= 50, `${renders} renders in 5 s under load`);
 
   step("screenshots at 1440 px and 390 px, light and dark");
   for (const scheme of ["light", "dark"]) {
