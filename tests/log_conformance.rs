@@ -337,8 +337,14 @@ async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
     let short = Duration::from_millis(300);
 
     // Exclusive, and released only by its holder.
-    assert!(leases.try_acquire(&group, 1, "a", long).await.unwrap());
-    assert!(!leases.try_acquire(&group, 1, "b", long).await.unwrap());
+    assert_eq!(
+        leases.try_acquire(&group, 1, "a", long, 0).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        leases.try_acquire(&group, 1, "b", long, 0).await.unwrap(),
+        None
+    );
     leases.release(&group, 1, "b").await.unwrap();
     assert_eq!(
         leases.owners(&group, 2).await.unwrap(),
@@ -348,21 +354,37 @@ async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
     // A renewal extends the lease: taken for `short`, renewed for `long`,
     // it is still a's well after `short` (waiting longer only makes the
     // check stricter).
-    assert!(leases.try_acquire(&group, 2, "a", short).await.unwrap());
+    assert_eq!(
+        leases.try_acquire(&group, 2, "a", short, 0).await.unwrap(),
+        Some(1)
+    );
     assert!(leases.renew(&group, 2, "a", long).await.unwrap());
     tokio::time::sleep(short * 3).await;
-    assert!(
-        !leases.try_acquire(&group, 2, "b", long).await.unwrap(),
+    assert_eq!(
+        leases.try_acquire(&group, 2, "b", long, 0).await.unwrap(),
+        None,
         "a renewed it"
     );
 
     // Not renewed, a lease expires: b gets it after `short`, not before.
     let taken_at = tokio::time::Instant::now();
-    assert!(leases.try_acquire(&group, 3, "a", short).await.unwrap());
+    assert_eq!(
+        leases.try_acquire(&group, 3, "a", short, 0).await.unwrap(),
+        Some(1)
+    );
     eventually("a's lease expires", || async {
-        leases.try_acquire(&group, 3, "b", long).await.unwrap()
+        leases
+            .try_acquire(&group, 3, "b", long, 0)
+            .await
+            .unwrap()
+            .is_some()
     })
     .await;
+    // b's is a new epoch; keeping it keeps the epoch.
+    assert_eq!(
+        leases.try_acquire(&group, 3, "b", long, 0).await.unwrap(),
+        Some(2)
+    );
     assert!(
         taken_at.elapsed() >= short - Duration::from_millis(20),
         "expired after {:?}, before its TTL",
@@ -371,6 +393,17 @@ async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
     assert!(
         !leases.renew(&group, 3, "a", long).await.unwrap(),
         "expired"
+    );
+    // Released and taken again: a newer epoch, and above the floor given.
+    leases.release(&group, 1, "a").await.unwrap();
+    assert_eq!(
+        leases.try_acquire(&group, 1, "b", long, 0).await.unwrap(),
+        Some(2)
+    );
+    leases.release(&group, 1, "b").await.unwrap();
+    assert_eq!(
+        leases.try_acquire(&group, 1, "a", long, 41).await.unwrap(),
+        Some(42)
     );
 
     // Members: a heartbeats once, b keeps heartbeating; a drops out.

@@ -5,6 +5,11 @@
 //! through a lease it must renew, and takes a partition only once its lease
 //! is free. A worker that dies stops renewing: its leases expire and the
 //! others take its partitions within one lease TTL.
+//!
+//! Each acquisition of a partition's lease carries a fencing epoch, higher
+//! than any issued for that partition before, so that work done under an
+//! older lease (by a worker that was paused past its TTL and does not know
+//! it lost the partition) can be told from the current owner's.
 
 use super::LogError;
 use async_trait::async_trait;
@@ -12,6 +17,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// A lease's fencing epoch (see the module's comment); 0 is never issued.
+pub type Epoch = u64;
 
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
@@ -22,14 +30,20 @@ pub trait LeaseStore: Send + Sync + 'static {
         member: &str,
         ttl: Duration,
     ) -> Result<Vec<String>, LogError>;
-    /// Takes the partition's lease if nobody holds it.
+    /// Takes the partition's lease if nobody holds it, with a new epoch
+    /// above every earlier one and above `floor` (the highest the caller
+    /// has seen recorded, so that a store that lost its counter, or an
+    /// in-process one after a restart, still issues higher ones). A lease
+    /// `member` already holds is kept, with its epoch. None: another
+    /// member holds it.
     async fn try_acquire(
         &self,
         group: &str,
         partition: u32,
         member: &str,
         ttl: Duration,
-    ) -> Result<bool, LogError>;
+        floor: Epoch,
+    ) -> Result<Option<Epoch>, LogError>;
     /// Extends a lease `member` holds; false if it was lost (expired, taken).
     async fn renew(
         &self,
@@ -69,7 +83,10 @@ pub struct LocalLeases {
 #[derive(Default)]
 struct LocalState {
     members: HashMap<(String, String), Instant>,
-    leases: HashMap<(String, u32), (String, Instant)>,
+    /// Holder, expiry and epoch of each lease.
+    leases: HashMap<(String, u32), (String, Instant, Epoch)>,
+    /// The last epoch issued per partition: kept when leases expire.
+    epochs: HashMap<(String, u32), Epoch>,
 }
 
 impl LocalLeases {
@@ -108,15 +125,25 @@ impl LeaseStore for LocalLeases {
         partition: u32,
         member: &str,
         ttl: Duration,
-    ) -> Result<bool, LogError> {
+        floor: Epoch,
+    ) -> Result<Option<Epoch>, LogError> {
         let now = Instant::now();
         let mut state = self.state.lock().expect("lease lock");
         let key = (group.to_string(), partition);
-        match state.leases.get(&key) {
-            Some((holder, expiry)) if *expiry > now && holder != member => Ok(false),
+        match state.leases.get_mut(&key) {
+            Some((holder, expiry, _)) if *expiry > now && holder != member => Ok(None),
+            Some((_, expiry, epoch)) if *expiry > now => {
+                *expiry = now + ttl;
+                Ok(Some(*epoch))
+            }
             _ => {
-                state.leases.insert(key, (member.to_string(), now + ttl));
-                Ok(true)
+                let last = state.epochs.entry(key.clone()).or_default();
+                *last = (*last).max(floor) + 1;
+                let epoch = *last;
+                state
+                    .leases
+                    .insert(key, (member.to_string(), now + ttl, epoch));
+                Ok(Some(epoch))
             }
         }
     }
@@ -131,7 +158,7 @@ impl LeaseStore for LocalLeases {
         let now = Instant::now();
         let mut state = self.state.lock().expect("lease lock");
         match state.leases.get_mut(&(group.to_string(), partition)) {
-            Some((holder, expiry)) if holder == member && *expiry > now => {
+            Some((holder, expiry, _)) if holder == member && *expiry > now => {
                 *expiry = now + ttl;
                 Ok(true)
             }
@@ -145,7 +172,7 @@ impl LeaseStore for LocalLeases {
         if state
             .leases
             .get(&key)
-            .is_some_and(|(holder, _)| holder == member)
+            .is_some_and(|(holder, _, _)| holder == member)
         {
             state.leases.remove(&key);
         }
@@ -169,8 +196,8 @@ impl LeaseStore for LocalLeases {
                 state
                     .leases
                     .get(&(group.to_string(), p))
-                    .filter(|(_, expiry)| *expiry > now)
-                    .map(|(holder, _)| holder.clone())
+                    .filter(|(_, expiry, _)| *expiry > now)
+                    .map(|(holder, _, _)| holder.clone())
             })
             .collect())
     }
@@ -208,18 +235,25 @@ mod tests {
     async fn leases_are_exclusive_until_they_expire() {
         let leases = LocalLeases::new();
         let ttl = Duration::from_secs(5);
-        assert!(leases.try_acquire("g", 0, "a", ttl).await.unwrap());
-        assert!(!leases.try_acquire("g", 0, "b", ttl).await.unwrap());
+        assert_eq!(
+            leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(leases.try_acquire("g", 0, "b", ttl, 0).await.unwrap(), None);
         tokio::time::advance(Duration::from_secs(4)).await;
         assert!(leases.renew("g", 0, "a", ttl).await.unwrap());
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(
-            !leases.try_acquire("g", 0, "b", ttl).await.unwrap(),
+        assert_eq!(
+            leases.try_acquire("g", 0, "b", ttl, 0).await.unwrap(),
+            None,
             "renewed lease still held"
         );
         // a stops renewing (dies): after the TTL, b gets it and a cannot renew.
         tokio::time::advance(Duration::from_millis(5001)).await;
-        assert!(leases.try_acquire("g", 0, "b", ttl).await.unwrap());
+        assert_eq!(
+            leases.try_acquire("g", 0, "b", ttl, 0).await.unwrap(),
+            Some(2)
+        );
         assert!(!leases.renew("g", 0, "a", ttl).await.unwrap());
         assert_eq!(
             leases.owners("g", 2).await.unwrap(),
@@ -230,6 +264,63 @@ mod tests {
             leases.owners("g", 1).await.unwrap(),
             vec![Some("b".to_string())],
             "only the holder releases"
+        );
+    }
+
+    /// The epoch rules, on tokio's paused clock: acquire, keep, renew, lose,
+    /// re-acquire; each acquisition above every earlier one and above the
+    /// floor; partitions and groups counted apart.
+    #[tokio::test(start_paused = true)]
+    async fn every_acquisition_gets_a_higher_epoch() {
+        let leases = LocalLeases::new();
+        let ttl = Duration::from_secs(3);
+        assert_eq!(
+            leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(),
+            Some(1)
+        );
+        // Keeping a held lease keeps its epoch (a renewal by acquisition).
+        assert_eq!(
+            leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(),
+            Some(1)
+        );
+        assert!(leases.renew("g", 0, "a", ttl).await.unwrap());
+        // Lost: a paused past its TTL; b takes it under a new epoch, and a
+        // can neither renew nor take it back without a newer one.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            leases.try_acquire("g", 0, "b", ttl, 0).await.unwrap(),
+            Some(2)
+        );
+        assert!(!leases.renew("g", 0, "a", ttl).await.unwrap());
+        assert_eq!(leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(), None);
+        // Released and re-acquired: newer again.
+        leases.release("g", 0, "b").await.unwrap();
+        assert_eq!(
+            leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(),
+            Some(3)
+        );
+        // The floor: what the read model recorded before a restart.
+        leases.release("g", 0, "a").await.unwrap();
+        assert_eq!(
+            leases.try_acquire("g", 0, "a", ttl, 41).await.unwrap(),
+            Some(42)
+        );
+        assert_eq!(
+            LocalLeases::new()
+                .try_acquire("g", 0, "a", ttl, 42)
+                .await
+                .unwrap(),
+            Some(43),
+            "a fresh store (a restarted process) issues above the floor"
+        );
+        // Other partitions and groups have epochs of their own.
+        assert_eq!(
+            leases.try_acquire("g", 1, "a", ttl, 0).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            leases.try_acquire("h", 0, "a", ttl, 0).await.unwrap(),
+            Some(1)
         );
     }
 

@@ -48,8 +48,9 @@ impl Ownership {
         for &p in desired.difference(owned) {
             if self
                 .leases
-                .try_acquire(&self.group, p, &self.member, self.ttl)
+                .try_acquire(&self.group, p, &self.member, self.ttl, 0)
                 .await?
+                .is_some()
             {
                 tracing::info!(partition = p, "acquired partition");
                 held.insert(p);

@@ -1,8 +1,11 @@
 //! The Valkey backend's partition leases: a member set with heartbeats and
-//! one lease key per partition, each changed by a server-side script.
+//! one lease key per partition, each changed by a server-side script. Each
+//! lease has an epoch counter beside it (`<lease key>:epoch`, never
+//! expiring) that ACQUIRE increments in the same script; the two keys
+//! share a hash tag, so on a cluster they sit in one slot.
 
 use super::{unavailable, ValkeyLog};
-use crate::stream::lease::LeaseStore;
+use crate::stream::lease::{Epoch, LeaseStore};
 use crate::stream::LogError;
 use async_trait::async_trait;
 use fred::prelude::*;
@@ -17,19 +20,28 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 "#;
-/// Takes a free lease, or keeps one this member already holds (after a
-/// Valkey restart its lease may still be there).
+/// Takes a free lease under a new epoch (one above the last, and above
+/// ARGV[3], the caller's floor), or keeps one this member already holds
+/// (after a Valkey restart its lease may still be there) with its epoch.
+/// Returns the epoch, or 0 when another member holds the lease.
 const ACQUIRE: &str = r#"
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  local epoch = redis.call('GET', KEYS[2])
+  if epoch then return tonumber(epoch) end
 end
-if holder then
+if holder and holder ~= ARGV[1] then
   return 0
 end
+local epoch = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if epoch <= floor then
+  epoch = floor + 1
+  redis.call('SET', KEYS[2], epoch)
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+return epoch
 "#;
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -49,29 +61,14 @@ impl ValkeyLog {
         format!("{}:members:{group}", self.namespace)
     }
 
-    /// Runs ACQUIRE or RENEW on a partition's lease: true when held after.
-    async fn lease_script(
-        &self,
-        script: &str,
-        group: &str,
-        partition: u32,
-        member: &str,
-        ttl: Duration,
-    ) -> Result<bool, LogError> {
-        let held: i64 = self
-            .client
-            .eval(
-                script,
-                vec![self.lease_key(group, partition)],
-                vec![member.to_string(), ttl.as_millis().to_string()],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(held == 1)
+    /// A partition's lease key. The braces are a hash tag: the lease and
+    /// its epoch counter hash to one slot on a cluster.
+    fn lease_key(&self, group: &str, partition: u32) -> String {
+        format!("{}:lease:{{{group}:{partition}}}", self.namespace)
     }
 
-    fn lease_key(&self, group: &str, partition: u32) -> String {
-        format!("{}:lease:{group}:{partition}", self.namespace)
+    fn epoch_key(&self, group: &str, partition: u32) -> String {
+        format!("{}:epoch", self.lease_key(group, partition))
     }
 }
 
@@ -102,9 +99,25 @@ impl LeaseStore for ValkeyLog {
         partition: u32,
         member: &str,
         ttl: Duration,
-    ) -> Result<bool, LogError> {
-        self.lease_script(ACQUIRE, group, partition, member, ttl)
+        floor: Epoch,
+    ) -> Result<Option<Epoch>, LogError> {
+        let epoch: i64 = self
+            .client
+            .eval(
+                ACQUIRE,
+                vec![
+                    self.lease_key(group, partition),
+                    self.epoch_key(group, partition),
+                ],
+                vec![
+                    member.to_string(),
+                    ttl.as_millis().to_string(),
+                    floor.to_string(),
+                ],
+            )
             .await
+            .map_err(unavailable)?;
+        Ok((epoch > 0).then_some(epoch as Epoch))
     }
 
     async fn renew(
@@ -114,8 +127,16 @@ impl LeaseStore for ValkeyLog {
         member: &str,
         ttl: Duration,
     ) -> Result<bool, LogError> {
-        self.lease_script(RENEW, group, partition, member, ttl)
+        let held: i64 = self
+            .client
+            .eval(
+                RENEW,
+                vec![self.lease_key(group, partition)],
+                vec![member.to_string(), ttl.as_millis().to_string()],
+            )
             .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
     }
 
     async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError> {
