@@ -61,7 +61,7 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
         decoded(order(5), 4),
     ];
     let outcome = store
-        .apply_batch(&batch, &|key| partition_for(key, 4))
+        .apply_batch(&batch, &|key| partition_for(key, 4), "outbox-test", &[])
         .await
         .unwrap();
     assert_eq!(outcome.applied, 4);
@@ -90,7 +90,7 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
 
     // Redelivered: nothing applied again, nothing new to publish.
     let again = store
-        .apply_batch(&batch, &|key| partition_for(key, 4))
+        .apply_batch(&batch, &|key| partition_for(key, 4), "outbox-test", &[])
         .await
         .unwrap();
     assert_eq!((again.applied, again.duplicates), (0, 4));

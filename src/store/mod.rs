@@ -43,6 +43,15 @@ pub enum StoreError {
     /// A handler refused an event whose content it cannot apply.
     #[error("event refused: {0}")]
     Rejected(String),
+    /// A batch read under a lease epoch older than one already recorded
+    /// for its partition: its reader lost the partition (see
+    /// `Store::apply_batch`). Nothing of the batch was applied.
+    #[error("partition {partition}: batch read under lease epoch {epoch}, but epoch {recorded} has committed since")]
+    Fenced {
+        partition: u32,
+        epoch: u64,
+        recorded: u64,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -68,10 +68,19 @@ impl Store {
     /// fails the whole batch (nothing is written); the worker then retries
     /// the events one by one. `partition_of` tells which partition the log
     /// will put a follow-up in (by its key), for its archive row.
+    /// `epochs`: each partition of the batch with the lease epoch it was
+    /// read under. The transaction first records them, and aborts with
+    /// `StoreError::Fenced` if a newer one is recorded for a partition: the
+    /// row's lock orders this against the new owner's commits, so a batch
+    /// of a worker that lost its partition is either committed before the
+    /// new owner's first batch (which then finds its events archived) or
+    /// not at all. Empty: no fencing (tests, tools).
     pub async fn apply_batch(
         &self,
         events: &[Decoded],
         partition_of: &(dyn Fn(&str) -> u32 + Sync),
+        group: &str,
+        epochs: &[(u32, u64)],
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let now = chrono::Utc::now();
@@ -89,6 +98,7 @@ impl Store {
 
         let mut tx = self.pool().begin().await?;
         let dialect = self.dialect();
+        record_epochs(&mut tx, group, epochs).await?;
         let fresh = archive_fresh(&mut tx, dialect, candidates, now_ms).await?;
         outcome.duplicates = events.len() - fresh.len();
         if fresh.is_empty() {
@@ -154,6 +164,24 @@ impl Store {
         .await?;
         let attempts: i64 = row.try_get("attempts")?;
         Ok(attempts as u32)
+    }
+
+    /// The latest epoch committed under, per partition of `group`: the
+    /// floor of the epochs a worker's new leases must exceed.
+    pub async fn partition_epochs(
+        &self,
+        group: &str,
+    ) -> Result<std::collections::HashMap<u32, u64>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT partition_id, epoch FROM partition_epochs WHERE group_name = $1",
+        )
+        .bind(group)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(partition, epoch)| (partition as u32, epoch as u64))
+            .collect())
     }
 
     /// Forgets the failed attempts of events (they were replayed).
@@ -477,4 +505,41 @@ pub(super) fn purchase_order_from_row(
         drafted_at: row.try_get("drafted_at")?,
         received_at: row.try_get("received_at")?,
     })
+}
+
+/// Records each partition's epoch unless a newer one is recorded, which
+/// fences the batch. The upsert takes the row's lock, so concurrent batches
+/// of one partition are ordered by it.
+async fn record_epochs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    group: &str,
+    epochs: &[(u32, u64)],
+) -> Result<(), StoreError> {
+    for &(partition, epoch) in epochs {
+        let recorded: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO partition_epochs (group_name, partition_id, epoch) VALUES ($1, $2, $3) \
+             ON CONFLICT (group_name, partition_id) DO UPDATE SET epoch = excluded.epoch \
+             WHERE partition_epochs.epoch <= excluded.epoch RETURNING epoch",
+        )
+        .bind(group)
+        .bind(partition as i64)
+        .bind(epoch as i64)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if recorded.is_none() {
+            let recorded: i64 = sqlx::query_scalar(
+                "SELECT epoch FROM partition_epochs WHERE group_name = $1 AND partition_id = $2",
+            )
+            .bind(group)
+            .bind(partition as i64)
+            .fetch_one(&mut **tx)
+            .await?;
+            return Err(StoreError::Fenced {
+                partition,
+                epoch,
+                recorded: recorded as u64,
+            });
+        }
+    }
+    Ok(())
 }

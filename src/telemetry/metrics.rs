@@ -25,6 +25,7 @@ pub const HTTP_REQUESTS: &str = "streamstock_http_requests_total";
 pub const HTTP_SECONDS: &str = "streamstock_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "streamstock_http_requests_in_flight";
 pub const ANNOUNCEMENTS_HEARD: &str = "streamstock_announcements_heard_total";
+pub const FENCED_BATCHES: &str = "streamstock_fenced_batches_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -115,6 +116,10 @@ fn describe() {
     metrics::describe_gauge!(
         HTTP_IN_FLIGHT,
         "Requests the gateway is handling (the probes aside)"
+    );
+    metrics::describe_counter!(
+        FENCED_BATCHES,
+        "Batches whose commit was refused because the partition's lease had moved to another worker"
     );
     metrics::describe_gauge!(
         DEAD_LETTER_ALERT_AT,

@@ -4,6 +4,7 @@
 //! together is retried one event at a time, so one poison event holds back
 //! only itself.
 
+use super::ownership::Owned;
 use super::recent::RecentlyCommitted;
 use super::WorkerOptions;
 use crate::domain::events::AlertRaised;
@@ -16,6 +17,7 @@ use crate::store::projections::BatchOutcome;
 use crate::store::{Store, StoreError};
 use crate::stream::announce::StatusChange;
 use crate::stream::dead_letter::DeadLetter;
+use crate::stream::lease::Epoch;
 use crate::stream::{Decoded, Delivery, EntryId, EventLog};
 use crate::telemetry::metrics as names;
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ pub(super) struct Committed {
     pub follow_ups: Vec<Envelope>,
     pub outbox: OutboxRows,
     pub ids: Vec<(u32, EntryId)>,
+    /// The epoch each partition's entries were committed under.
+    pub epochs: Owned,
     pub occurred: Vec<chrono::DateTime<chrono::Utc>>,
     pub started: Instant,
     pub applied_in: Duration,
@@ -45,19 +49,49 @@ impl Committed {
         self.follow_ups.extend(next.follow_ups);
         self.outbox.extend(next.outbox);
         self.ids.extend(next.ids);
+        self.epochs.extend(next.epochs);
         self.occurred.extend(next.occurred);
         self.applied_in += next.applied_in;
         self
     }
 }
 
+impl Committed {
+    /// Drops the acks of partitions no longer held under the epoch they
+    /// were committed under (see the publish stage).
+    pub fn keep_acks_of(&mut self, owned: &Owned) {
+        let epochs = &self.epochs;
+        let before = self.ids.len();
+        self.ids.retain(|(p, _)| {
+            owned
+                .get(p)
+                .is_some_and(|epoch| epochs.get(p) == Some(epoch))
+        });
+        if self.ids.len() < before {
+            tracing::info!(
+                skipped = before - self.ids.len(),
+                "not acking entries of partitions held by another worker since"
+            );
+        }
+    }
+}
+
 /// The apply stage's state: the log (for dead letters and routing), the
-/// read model, and the follow-ups this worker committed lately.
+/// read model, the follow-ups this worker committed lately, and the
+/// partitions whose batches were fenced (with the epoch refused).
 pub(super) struct Applier<'a> {
     pub log: &'a dyn EventLog,
     pub store: &'a Store,
     pub options: &'a WorkerOptions,
     pub recent: RecentlyCommitted,
+    pub fenced: std::collections::HashMap<u32, Epoch>,
+}
+
+/// A commit refused because the partition's lease moved on.
+struct Fenced {
+    partition: u32,
+    epoch: Epoch,
+    recorded: Epoch,
 }
 
 /// The orders whose status the committed follow-ups set: the decisions,
@@ -112,13 +146,57 @@ pub(super) fn batch_span(batch: &[Delivery]) -> tracing::Span {
 }
 
 impl Applier<'_> {
-    /// Dead-letters what can never apply and commits the rest.
+    /// Dead-letters what can never apply and commits the rest. `epochs`:
+    /// the lease epoch each partition was read under. A partition whose
+    /// commit is fenced (its lease moved on to another worker) is dropped
+    /// from this batch and from every later one read under that epoch: its
+    /// entries are neither applied nor acked here; the new holder takes
+    /// them over.
     pub async fn apply(
         &mut self,
         batch: &[Delivery],
+        epochs: &Owned,
         stop: &CancellationToken,
     ) -> Result<Committed, Stopped> {
         let started = Instant::now();
+        let mut batch: Vec<&Delivery> = batch.iter().collect();
+        loop {
+            let fenced = &self.fenced;
+            batch.retain(|d| {
+                let epoch = epochs.get(&d.partition).copied().unwrap_or(0);
+                fenced
+                    .get(&d.partition)
+                    .is_none_or(|&refused| epoch > refused)
+            });
+            match self.apply_read(&batch, epochs, stop).await? {
+                Ok(committed) => {
+                    return Ok(Committed {
+                        started,
+                        applied_in: started.elapsed(),
+                        ..committed
+                    })
+                }
+                Err(fenced) => {
+                    tracing::warn!(
+                        partition = fenced.partition,
+                        epoch = fenced.epoch,
+                        recorded = fenced.recorded,
+                        "lost this partition: another worker committed for it under a newer lease; \
+                         dropping the batches read under the old one"
+                    );
+                    metrics::counter!(names::FENCED_BATCHES).increment(1);
+                    self.fenced.insert(fenced.partition, fenced.epoch);
+                }
+            }
+        }
+    }
+
+    async fn apply_read(
+        &mut self,
+        batch: &[&Delivery],
+        epochs: &Owned,
+        stop: &CancellationToken,
+    ) -> Result<Result<Committed, Fenced>, Stopped> {
         // Each entry is decoded once; those no handler can ever apply go
         // straight to the dead letters.
         let mut applicable = Vec::with_capacity(batch.len());
@@ -141,26 +219,40 @@ impl Applier<'_> {
                 }
             }
         }
-        metrics::counter!(names::EVENTS_PROCESSED, "status" => "duplicate")
-            .increment(known_applied);
+        let batch_epochs: Vec<(u32, Epoch)> = batch
+            .iter()
+            .map(|d| d.partition)
+            .collect::<std::collections::BTreeSet<u32>>()
+            .into_iter()
+            .filter_map(|p| epochs.get(&p).map(|&epoch| (p, epoch)))
+            .collect();
         // One transaction for the whole batch. (Per-partition transactions
         // in parallel were measured slower on PostgreSQL: they lock the same
         // product rows and wait on each other.)
-        let (follow_ups, outbox) = self.apply_together(&applicable, stop).await?;
+        let (follow_ups, outbox) = match self
+            .apply_together(&applicable, &batch_epochs, stop)
+            .await?
+        {
+            Ok(done) => done,
+            Err(fenced) => return Ok(Err(fenced)),
+        };
+        metrics::counter!(names::EVENTS_PROCESSED, "status" => "duplicate")
+            .increment(known_applied);
         self.recent.remember(follow_ups.iter().map(|f| f.event_id));
         // Committed: whoever waits on these orders may look now.
         let changes = status_changes(&follow_ups);
         if !changes.is_empty() {
             self.log.announce(changes.into());
         }
-        Ok(Committed {
+        Ok(Ok(Committed {
             follow_ups,
             outbox,
             ids: batch.iter().map(|d| (d.partition, d.id)).collect(),
+            epochs: batch_epochs.into_iter().collect(),
             occurred: applicable.iter().map(|d| d.envelope.occurred_at).collect(),
-            started,
-            applied_in: started.elapsed(),
-        })
+            started: Instant::now(),
+            applied_in: Duration::ZERO,
+        }))
     }
 
     /// Applies `events` in one transaction, retrying transient failures; if
@@ -168,22 +260,32 @@ impl Applier<'_> {
     async fn apply_together(
         &self,
         events: &[Decoded],
+        epochs: &[(u32, Epoch)],
         stop: &CancellationToken,
-    ) -> Result<(Vec<Envelope>, OutboxRows), Stopped> {
-        match self.apply_retrying(events, stop).await? {
+    ) -> Result<Result<(Vec<Envelope>, OutboxRows), Fenced>, Stopped> {
+        match self.apply_retrying(events, epochs, stop).await? {
             Ok(outcome) => {
                 tracing::debug!(
                     applied = outcome.applied,
                     duplicates = outcome.duplicates,
                     "batch committed"
                 );
-                Ok((outcome.follow_ups, outcome.outbox))
+                Ok(Ok((outcome.follow_ups, outcome.outbox)))
             }
+            Err(StoreError::Fenced {
+                partition,
+                epoch,
+                recorded,
+            }) => Ok(Err(Fenced {
+                partition,
+                epoch,
+                recorded,
+            })),
             Err(e) => {
                 // Some event fails: apply them one at a time to find it,
                 // without holding back the others.
                 tracing::warn!(error = %e, size = events.len(), "a batch failed; applying its events one by one");
-                self.apply_one_by_one(events, stop).await
+                self.apply_one_by_one(events, epochs, stop).await
             }
         }
     }
@@ -193,12 +295,18 @@ impl Applier<'_> {
     async fn apply_retrying(
         &self,
         events: &[Decoded],
+        epochs: &[(u32, Epoch)],
         stop: &CancellationToken,
     ) -> Result<Result<BatchOutcome, StoreError>, Stopped> {
         let partition_of = |key: &str| self.log.partition_of(key);
+        let group = &self.options.group;
         let outcome = OUTAGE
             .until_done("applying a batch", stop, || async {
-                match self.store.apply_batch(events, &partition_of).await {
+                match self
+                    .store
+                    .apply_batch(events, &partition_of, group, epochs)
+                    .await
+                {
                     Err(e) if e.is_transient() => Err(e),
                     done => Ok(done),
                 }
@@ -217,28 +325,43 @@ impl Applier<'_> {
     async fn apply_one_by_one(
         &self,
         events: &[Decoded],
+        epochs: &[(u32, Epoch)],
         stop: &CancellationToken,
-    ) -> Result<(Vec<Envelope>, OutboxRows), Stopped> {
+    ) -> Result<Result<(Vec<Envelope>, OutboxRows), Fenced>, Stopped> {
         let mut follow_ups = Vec::new();
         let mut outbox = OutboxRows::default();
         for decoded in events {
+            let epoch: Vec<(u32, Epoch)> = epochs
+                .iter()
+                .filter(|(p, _)| *p == decoded.partition)
+                .copied()
+                .collect();
             let outcome = self
-                .apply_alone(decoded, stop)
+                .apply_alone(decoded, &epoch, stop)
                 .instrument(event_span(decoded));
-            if let Some(outcome) = outcome.await? {
-                follow_ups.extend(outcome.follow_ups);
-                outbox.extend(outcome.outbox);
+            match outcome.await? {
+                Ok(Some(outcome)) => {
+                    follow_ups.extend(outcome.follow_ups);
+                    outbox.extend(outcome.outbox);
+                }
+                Ok(None) => {}
+                // Committed events stay committed; the caller retries
+                // the batch without the fenced partition, and they are
+                // found archived.
+                Err(fenced) => return Ok(Err(fenced)),
             }
         }
-        Ok((follow_ups, outbox))
+        Ok(Ok((follow_ups, outbox)))
     }
 
-    /// One event until it applies (Some) or is dead-lettered (None).
+    /// One event until it applies (Some) or is dead-lettered (None), or
+    /// its partition's commit is fenced.
     async fn apply_alone(
         &self,
         decoded: &Decoded,
+        epochs: &[(u32, Epoch)],
         stop: &CancellationToken,
-    ) -> Result<Option<BatchOutcome>, Stopped> {
+    ) -> Result<Result<Option<BatchOutcome>, Fenced>, Stopped> {
         let event_retry = Backoff {
             first: self.options.retry_backoff,
             max: MAX_EVENT_RETRY,
@@ -246,10 +369,21 @@ impl Applier<'_> {
         let event_id = decoded.envelope.event_id.to_string();
         loop {
             let error = match self
-                .apply_retrying(std::slice::from_ref(decoded), stop)
+                .apply_retrying(std::slice::from_ref(decoded), epochs, stop)
                 .await?
             {
-                Ok(outcome) => return Ok(Some(outcome)),
+                Ok(outcome) => return Ok(Ok(Some(outcome))),
+                Err(StoreError::Fenced {
+                    partition,
+                    epoch,
+                    recorded,
+                }) => {
+                    return Ok(Err(Fenced {
+                        partition,
+                        epoch,
+                        recorded,
+                    }))
+                }
                 Err(e) => e.to_string(),
             };
             let attempts = OUTAGE
@@ -269,7 +403,7 @@ impl Applier<'_> {
                     attempts,
                 );
                 self.dead_letter(letter, stop).await?;
-                return Ok(None);
+                return Ok(Ok(None));
             }
             pause(event_retry.after_attempts(attempts), stop).await?;
         }

@@ -7,7 +7,6 @@
 use crate::store::analytics::WindowRetention;
 use crate::store::Store;
 use crate::stream::EventLog;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,13 +23,17 @@ pub struct Housekeeping {
 }
 
 impl Housekeeping {
-    pub async fn run(self, owned: watch::Receiver<BTreeSet<u32>>, stop: CancellationToken) {
+    pub async fn run(
+        self,
+        owned: watch::Receiver<super::ownership::Owned>,
+        stop: CancellationToken,
+    ) {
         let mut trim_tick = tokio::time::interval(TRIM_EVERY);
         let mut prune_tick = tokio::time::interval(self.prune_every);
         trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let owned_now: Vec<u32> = owned.borrow().iter().copied().collect();
+            let owned_now: Vec<u32> = owned.borrow().keys().copied().collect();
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = trim_tick.tick() => self.trim(&owned_now).await,

@@ -19,7 +19,6 @@ use crate::store::analytics::WindowRetention;
 use crate::store::Store;
 use crate::stream::LogBackend;
 use ownership::Ownership;
-use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -86,8 +85,9 @@ pub async fn run(
         member: options.consumer.clone(),
         partitions: log.partitions(),
         ttl: options.lease_ttl,
+        recorded_epochs: Some(store.clone()),
     };
-    let (owned_tx, owned_rx) = watch::channel(BTreeSet::new());
+    let (owned_tx, owned_rx) = watch::channel(ownership::Owned::new());
     // The coordinator outlives the processor by design: it stops only
     // after the last batch is acked, then hands the leases back.
     let stop_coordinator = CancellationToken::new();

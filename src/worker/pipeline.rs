@@ -30,13 +30,13 @@
 //! delivered again); the worker fires it a grace period after shutdown.
 
 use super::apply::{batch_span, Applier, Committed};
+use super::ownership::Owned;
 use super::publish::{publish_and_ack, relay_outbox};
 use super::recent::RecentlyCommitted;
 use super::{WorkerOptions, RECENT_FOLLOW_UPS};
 use crate::retry::{Stopped, OUTAGE};
 use crate::store::Store;
 use crate::stream::{Delivery, EventLog, LogError};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -56,7 +56,7 @@ impl Processor {
     /// Runs the three stages until shutdown has drained them, or `stop`.
     pub async fn run(
         self,
-        owned: watch::Receiver<BTreeSet<u32>>,
+        owned: watch::Receiver<Owned>,
         shutdown: CancellationToken,
         stop: CancellationToken,
     ) {
@@ -67,8 +67,8 @@ impl Processor {
         // Up to 4 committed batches wait for the publish stage, which
         // publishes whatever waits in one round.
         let (commits, to_publish) = mpsc::channel(4);
-        let read = tokio::spawn(self.clone().read(owned, batches, idle, shutdown));
-        let publish = tokio::spawn(self.clone().publish(to_publish, stop.clone()));
+        let read = tokio::spawn(self.clone().read(owned.clone(), batches, idle, shutdown));
+        let publish = tokio::spawn(self.clone().publish(to_publish, owned, stop.clone()));
         self.apply(to_apply, commits, apply_idle, &stop).await;
         // Each stage ends when its input closes or a stage after it is gone.
         for (stage, done) in [("read", read.await), ("publish", publish.await)] {
@@ -81,23 +81,30 @@ impl Processor {
     /// The read stage: the owned partitions' entries, batch by batch.
     async fn read(
         self,
-        mut owned: watch::Receiver<BTreeSet<u32>>,
-        batches: mpsc::Sender<Vec<Delivery>>,
+        mut owned: watch::Receiver<Owned>,
+        batches: mpsc::Sender<(Vec<Delivery>, Owned)>,
         mut apply_idle: watch::Receiver<bool>,
         shutdown: CancellationToken,
     ) {
         let options = &self.options;
-        let mut processing: BTreeSet<u32> = BTreeSet::new();
+        // The partitions read, each with the epoch of the lease it is read
+        // under; every batch carries them to the commit (fencing).
+        let mut processing = Owned::new();
         // Whether the last read filled a batch: a backlog to work through.
         let mut behind = false;
         while !shutdown.is_cancelled() {
             let now_owned = owned.borrow_and_update().clone();
             if now_owned != processing {
-                tracing::info!(partitions = ?now_owned, "processing partitions");
+                tracing::info!(partitions = ?now_owned.keys().collect::<Vec<_>>(), "processing partitions");
             }
-            for &partition in now_owned.difference(&processing) {
+            // Newly held (or held again under a new epoch): first what the
+            // previous holder left unacked.
+            for (&partition, epoch) in &now_owned {
+                if processing.get(&partition) == Some(epoch) {
+                    continue;
+                }
                 for batch in self.left_over(partition).await {
-                    if batches.send(batch).await.is_err() {
+                    if batches.send((batch, now_owned.clone())).await.is_err() {
                         return;
                     }
                 }
@@ -112,7 +119,7 @@ impl Processor {
                 }
                 continue;
             }
-            let partitions: Vec<u32> = processing.iter().copied().collect();
+            let partitions: Vec<u32> = processing.keys().copied().collect();
             // Read only once the apply stage has room for the batch (the
             // backpressure): a batch read earlier would wait in hand while
             // newer entries pile up behind it, which added a whole apply
@@ -145,7 +152,7 @@ impl Processor {
                 Ok(batch) if batch.is_empty() => behind = false,
                 Ok(batch) => {
                     behind = batch.len() >= options.batch_size;
-                    slot.send(batch)
+                    slot.send((batch, processing.clone()))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the log failed; retrying");
@@ -203,7 +210,7 @@ impl Processor {
     /// The apply stage, on the worker's own task.
     async fn apply(
         &self,
-        mut to_apply: mpsc::Receiver<Vec<Delivery>>,
+        mut to_apply: mpsc::Receiver<(Vec<Delivery>, Owned)>,
         commits: mpsc::Sender<Committed>,
         idle: watch::Sender<bool>,
         stop: &CancellationToken,
@@ -213,14 +220,17 @@ impl Processor {
             store: &self.store,
             options: &self.options,
             recent: RecentlyCommitted::new(RECENT_FOLLOW_UPS),
+            fenced: Default::default(),
         };
         loop {
             idle.send_replace(true);
-            let Some(batch) = to_apply.recv().await else {
+            let Some((batch, epochs)) = to_apply.recv().await else {
                 return;
             };
             idle.send_replace(false);
-            let committed = applier.apply(&batch, stop).instrument(batch_span(&batch));
+            let committed = applier
+                .apply(&batch, &epochs, stop)
+                .instrument(batch_span(&batch));
             let Ok(committed) = committed.await else {
                 return; // Stopped: the entries stay pending.
             };
@@ -230,8 +240,16 @@ impl Processor {
         }
     }
 
-    /// The publish-and-ack stage.
-    async fn publish(self, mut to_publish: mpsc::Receiver<Committed>, stop: CancellationToken) {
+    /// The publish-and-ack stage. It acks only the entries of partitions
+    /// still held under the epoch they were committed under: a partition
+    /// taken over meanwhile is the new holder's to ack (it takes the
+    /// entries over, and finds them archived).
+    async fn publish(
+        self,
+        mut to_publish: mpsc::Receiver<Committed>,
+        owned: watch::Receiver<Owned>,
+        stop: CancellationToken,
+    ) {
         let (log, store) = (&*self.log, &self.store);
         let idle = self.options.batch_wait * IDLE_WAITS_BEFORE_RELAY;
         loop {
@@ -252,6 +270,7 @@ impl Processor {
             while let Ok(next) = to_publish.try_recv() {
                 committed = committed.merge(next);
             }
+            committed.keep_acks_of(&owned.borrow());
             let done: Result<(), Stopped> =
                 publish_and_ack(log, store, &self.options, committed, &stop).await;
             if done.is_err() {
