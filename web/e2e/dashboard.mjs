@@ -225,6 +225,17 @@ try {
     check(overflow <= 0, `at 390 px the page is ${overflow} px wider than the screen`);
     await page.screenshot({ path: `${shots}/dashboard-390-${scheme}.png`, fullPage: true });
   }
+  // The narrowest phones: nothing wider than the screen.
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.waitForTimeout(600);
+  const overflow360 = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  const wide = await page.evaluate(() =>
+    [...document.querySelectorAll("body *")]
+      .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+      .slice(0, 6)
+      .map((e) => `${e.tagName.toLowerCase()}.${e.className}[${e.getAttribute("data-testid") ?? ""}]`),
+  );
+  check(overflow360 <= 0, `at 360 px the page is ${overflow360} px wider than the screen: ${wide.join(", ")}`);
   await page.emulateMedia({ colorScheme: "light" });
   await page.setViewportSize({ width: 1440, height: 1000 });
 
