@@ -188,6 +188,23 @@ pub trait EventLog: Send + Sync + 'static {
         partition: u32,
     ) -> Result<Vec<Delivery>, LogError>;
 
+    /// Entries of `partition` delivered in `group` to another consumer and
+    /// left unacked for at least `min_idle`, made `consumer`'s and returned
+    /// in log order. A worker that lost a partition while paused may read
+    /// entries of it after it wakes (a read it had in flight), and its
+    /// commit of them is then refused (fencing): the partition's holder
+    /// sweeps for such entries so they are not stranded. The embedded log
+    /// has no other process to strand them: nothing to do there.
+    async fn reclaim_stale(
+        &self,
+        _group: &str,
+        _consumer: &str,
+        _partition: u32,
+        _min_idle: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        Ok(Vec::new())
+    }
+
     async fn ack(&self, group: &str, entries: &[(u32, EntryId)]) -> Result<(), LogError>;
 
     /// Removes from `partitions` the entries every consumer group has

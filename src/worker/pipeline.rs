@@ -90,6 +90,7 @@ impl Processor {
         // The partitions read, each with the epoch of the lease it is read
         // under; every batch carries them to the commit (fencing).
         let mut processing = Owned::new();
+        let mut last_sweep = tokio::time::Instant::now();
         // Whether the last read filled a batch: a backlog to work through.
         let mut behind = false;
         while !shutdown.is_cancelled() {
@@ -110,6 +111,19 @@ impl Processor {
                 }
             }
             processing = now_owned;
+            // Every lease period: entries of our partitions stranded with a
+            // worker that read them after losing the partition (see
+            // EventLog::reclaim_stale).
+            if last_sweep.elapsed() >= options.lease_ttl {
+                last_sweep = tokio::time::Instant::now();
+                for &partition in processing.keys() {
+                    for batch in self.stranded(partition).await {
+                        if batches.send((batch, processing.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
             if processing.is_empty() {
                 // Nothing to do until the coordinator hands us a partition.
                 tokio::select! {
@@ -189,6 +203,40 @@ impl Processor {
             }
             Err(e) => {
                 tracing::warn!(partition, error = %e, "taking over unacked entries failed; they stay pending");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Entries of `partition` left unacked by another worker for a lease
+    /// period, in batches.
+    async fn stranded(&self, partition: u32) -> Vec<Vec<Delivery>> {
+        let options = &self.options;
+        match self
+            .log
+            .reclaim_stale(
+                &options.group,
+                &options.consumer,
+                partition,
+                options.lease_ttl,
+            )
+            .await
+        {
+            Ok(stranded) => {
+                if !stranded.is_empty() {
+                    tracing::warn!(
+                        partition,
+                        entries = stranded.len(),
+                        "reclaiming entries another worker read after losing the partition"
+                    );
+                }
+                stranded
+                    .chunks(options.batch_size)
+                    .map(<[Delivery]>::to_vec)
+                    .collect()
+            }
+            Err(e) => {
+                tracing::debug!(partition, error = %e, "sweeping for stranded entries failed");
                 Vec::new()
             }
         }

@@ -13,11 +13,21 @@ pub struct Role {
 
 impl Role {
     pub fn start(name: &'static str, args: &[&str], env: &[(String, String)]) -> Role {
+        Role::start_with_log(name, args, env, Stdio::inherit())
+    }
+
+    /// `start`, its log (stderr) going to `log` (e.g. a file to read).
+    pub fn start_with_log(
+        name: &'static str,
+        args: &[&str],
+        env: &[(String, String)],
+        log: impl Into<Stdio>,
+    ) -> Role {
         let mut command = Command::new(BIN);
         command
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .env("RUST_LOG", "warn");
         command.envs(env.iter().map(|(k, v)| (k, v)));
         Role {
@@ -38,6 +48,13 @@ impl Role {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-STOP", &pid]).status();
         assert!(status.expect("kill").success(), "SIGSTOP {}", self.name);
+    }
+
+    /// SIGCONT: a paused process carries on where it stopped.
+    pub fn resume(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-CONT", &pid]).status();
+        assert!(status.expect("kill").success(), "SIGCONT {}", self.name);
     }
 
     /// SIGTERM, then the exit status within 30 s.

@@ -134,6 +134,60 @@ impl EventLog for ValkeyLog {
         Ok(out)
     }
 
+    async fn reclaim_stale(
+        &self,
+        group: &str,
+        consumer: &str,
+        partition: u32,
+        min_idle: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let key = self.stream_key(partition);
+        // XPENDING's summary: (count, first, last, [(consumer, count)]).
+        let summary: Value = self
+            .client
+            .xpending(key.clone(), group, ())
+            .await
+            .map_err(unavailable)?;
+        let others_pending = match summary.into_array().get(3) {
+            Some(Value::Array(consumers)) => consumers.iter().any(|c| match c {
+                Value::Array(pair) => {
+                    pair.first().and_then(|v| v.as_string()).as_deref() != Some(consumer)
+                }
+                _ => false,
+            }),
+            _ => false,
+        };
+        if !others_pending {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut cursor = "0-0".to_string();
+        loop {
+            let (next, entries): (String, Vec<RawEntry>) = self
+                .client
+                .xautoclaim_values(
+                    key.clone(),
+                    group,
+                    consumer,
+                    min_idle.as_millis() as u64,
+                    cursor.as_str(),
+                    Some(500),
+                    false,
+                )
+                .await
+                .map_err(unavailable)?;
+            for (id, fields) in entries {
+                out.push(Self::decode(partition, &id, &fields)?);
+            }
+            if next == "0-0" {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
     async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
         self.ensure_group(group).await?;
         let mut stats = Vec::new();
