@@ -177,6 +177,26 @@ pub trait EventLog: Send + Sync + 'static {
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError>;
 
+    /// `read_group` for a worker holding `owned`'s partitions under the
+    /// lease epochs given: a partition whose lease `consumer` no longer
+    /// holds under that epoch yields nothing, checked where the entries are
+    /// handed out, so a worker that lost a partition while paused cannot
+    /// take its new entries from the new holder (fencing, see `lease`).
+    /// The embedded log lives in one process, where a lease only moves to
+    /// the same consumer: it reads as `read_group`.
+    async fn read_fenced(
+        &self,
+        group: &str,
+        consumer: &str,
+        owned: &[(u32, lease::Epoch)],
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let partitions: Vec<u32> = owned.iter().map(|&(p, _)| p).collect();
+        self.read_group(group, consumer, &partitions, max, block)
+            .await
+    }
+
     /// Makes `consumer` the holder of every entry of `partition` that was
     /// delivered in `group` but never acked (its previous owner died or gave
     /// it up), and returns them in log order, to be processed before any new

@@ -133,7 +133,8 @@ impl Processor {
                 }
                 continue;
             }
-            let partitions: Vec<u32> = processing.keys().copied().collect();
+            let partitions: Vec<(u32, crate::stream::lease::Epoch)> =
+                processing.iter().map(|(&p, &e)| (p, e)).collect();
             // Read only once the apply stage has room for the batch (the
             // backpressure): a batch read earlier would wait in hand while
             // newer entries pile up behind it, which added a whole apply
@@ -242,10 +243,13 @@ impl Processor {
         }
     }
 
-    async fn read_batch(&self, partitions: &[u32]) -> Result<Vec<Delivery>, LogError> {
+    async fn read_batch(
+        &self,
+        partitions: &[(u32, crate::stream::lease::Epoch)],
+    ) -> Result<Vec<Delivery>, LogError> {
         let options = &self.options;
         self.log
-            .read_group(
+            .read_fenced(
                 &options.group,
                 &options.consumer,
                 partitions,

@@ -61,13 +61,15 @@ impl ValkeyLog {
         format!("{}:members:{group}", self.namespace)
     }
 
-    /// A partition's lease key. The braces are a hash tag: the lease and
-    /// its epoch counter hash to one slot on a cluster.
-    fn lease_key(&self, group: &str, partition: u32) -> String {
-        format!("{}:lease:{{{group}:{partition}}}", self.namespace)
+    /// A partition's lease key: `{<stream key>}:lease:<group>`. Its hash
+    /// tag is the partition stream's whole key, so on a cluster the lease,
+    /// its epoch counter and the stream share a slot, and one script can
+    /// check the lease and read the stream (see `log`'s FENCED_READ).
+    pub(super) fn lease_key(&self, group: &str, partition: u32) -> String {
+        format!("{{{}}}:lease:{group}", self.stream_key(partition))
     }
 
-    fn epoch_key(&self, group: &str, partition: u32) -> String {
+    pub(super) fn epoch_key(&self, group: &str, partition: u32) -> String {
         format!("{}:epoch", self.lease_key(group, partition))
     }
 }

@@ -97,6 +97,68 @@ impl EventLog for ValkeyLog {
         Ok(())
     }
 
+    async fn read_fenced(
+        &self,
+        group: &str,
+        consumer: &str,
+        owned: &[(u32, crate::stream::lease::Epoch)],
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        self.ensure_group(group).await?;
+        if owned.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(Vec::new());
+        }
+        let per_stream = max.div_ceil(owned.len()).max(1);
+        let deadline = tokio::time::Instant::now() + block;
+        let mut wait = CLUSTER_POLL_FIRST;
+        loop {
+            let reads = owned.iter().map(|&(partition, epoch)| {
+                self.fenced_read(group, consumer, partition, epoch, per_stream)
+            });
+            let mut out = Vec::new();
+            let mut last_ids = Vec::new();
+            for read in futures::future::join_all(reads).await {
+                match read? {
+                    FencedRead::Entries(entries) => out.extend(entries),
+                    FencedRead::Nothing { partition, last_id } => {
+                        last_ids.push((partition, last_id))
+                    }
+                    FencedRead::NotHeld(partition) => {
+                        tracing::debug!(partition, "not reading a partition whose lease moved on")
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if !out.is_empty() || now >= deadline || last_ids.is_empty() {
+                return Ok(out);
+            }
+            if self.cluster {
+                // One XREAD cannot cross slots either: poll (see
+                // poll_each_partition).
+                tokio::time::sleep(wait.min(deadline - now)).await;
+                wait = (wait * 2).min(CLUSTER_POLL_MAX);
+                continue;
+            }
+            // Wait for an entry after the last one of each stream: XREAD
+            // hands nothing out (it moves no group's cursor), so a wait in
+            // flight while its worker is paused does no harm.
+            let keys: Vec<String> = last_ids.iter().map(|(p, _)| self.stream_key(*p)).collect();
+            let ids: Vec<String> = last_ids.into_iter().map(|(_, id)| id).collect();
+            let _: Value = self
+                .reader
+                .xread(
+                    Some(1),
+                    Some((deadline - now).as_millis().max(1) as u64),
+                    keys,
+                    ids,
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+    }
+
     async fn take_over(
         &self,
         group: &str,
@@ -357,12 +419,90 @@ end
 return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))
 "#;
 
+/// Reads a partition's new entries for a worker only while it holds the
+/// partition's lease under the epoch it read under. KEYS: the stream, its
+/// lease, the lease's epoch (one slot: see leases.rs). ARGV: group,
+/// consumer, count, epoch. Returns {0} when the lease is not (or no longer)
+/// held so, {1, entries} with new entries, {2, last id} with none.
+const FENCED_READ: &str = r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('GET', KEYS[3]) ~= ARGV[4] then
+  return {0}
+end
+local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+if got then
+  return {1, got[1][2]}
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  return {2, last[1][1]}
+end
+return {2, '0-0'}
+"#;
+
+enum FencedRead {
+    Entries(Vec<Delivery>),
+    Nothing { partition: u32, last_id: String },
+    NotHeld(u32),
+}
+
 /// How an idle consumer on a cluster polls its partitions: the first wait
 /// after an empty round, doubled after each one, up to the last.
 const CLUSTER_POLL_FIRST: Duration = Duration::from_millis(1);
 const CLUSTER_POLL_MAX: Duration = Duration::from_millis(25);
 
 impl ValkeyLog {
+    async fn fenced_read(
+        &self,
+        group: &str,
+        consumer: &str,
+        partition: u32,
+        epoch: crate::stream::lease::Epoch,
+        count: usize,
+    ) -> Result<FencedRead, LogError> {
+        let answer: Vec<Value> = self
+            .reader
+            .eval(
+                FENCED_READ,
+                vec![
+                    self.stream_key(partition),
+                    self.lease_key(group, partition),
+                    self.epoch_key(group, partition),
+                ],
+                vec![
+                    group.to_string(),
+                    consumer.to_string(),
+                    count.to_string(),
+                    epoch.to_string(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let code = answer.first().and_then(|v| v.as_i64()).unwrap_or(0);
+        match code {
+            1 => {
+                let entries: Vec<RawEntry> = answer
+                    .into_iter()
+                    .nth(1)
+                    .ok_or_else(|| LogError::Corrupt("a fenced read without entries".into()))?
+                    .convert()
+                    .map_err(unavailable)?;
+                let mut out = Vec::with_capacity(entries.len());
+                for (id, fields) in entries {
+                    out.push(Self::decode(partition, &id, &fields)?);
+                }
+                Ok(FencedRead::Entries(out))
+            }
+            2 => Ok(FencedRead::Nothing {
+                partition,
+                last_id: answer
+                    .get(1)
+                    .and_then(|v| v.as_string())
+                    .unwrap_or_else(|| "0-0".to_string()),
+            }),
+            _ => Ok(FencedRead::NotHeld(partition)),
+        }
+    }
+
     /// One XREADGROUP over `partitions`' streams, blocking up to `block`
     /// (None: not at all) for the first new entry.
     async fn xreadgroup(
