@@ -87,14 +87,9 @@ async fn a_stale_epoch_cannot_commit(store: Store) {
 
 database_pairs!(a_stale_epoch_cannot_commit);
 
-/// `status --json`'s owners.
+/// The workers holding partitions now.
 fn owners(env: &[(String, String)]) -> std::collections::BTreeSet<String> {
-    common::process::status_report(env)["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["owner"].as_str().map(str::to_string))
-        .collect()
+    common::process::owners(&common::process::status_report(env))
 }
 
 /// The zombie-owner case end to end, on Valkey + PostgreSQL under load: a

@@ -10,7 +10,7 @@
 mod common;
 
 use common::process::{
-    assert_rebuild_identical, free_port, status_report, Role, SharedDeployment, BIN,
+    assert_rebuild_identical, free_port, owners, status_report, Role, SharedDeployment, BIN,
 };
 use common::Api;
 use std::process::{Command, Stdio};
@@ -21,15 +21,6 @@ const TOKEN: &str = "multi-host-secret-token";
 /// `host:port` on a loopback address of its own.
 fn address(host: &str) -> String {
     format!("{host}:{}", free_port())
-}
-
-fn owners(report: &serde_json::Value) -> std::collections::BTreeSet<String> {
-    report["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["owner"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// `orders accepted: N` from a simulator's report.

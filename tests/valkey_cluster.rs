@@ -11,20 +11,11 @@
 mod common;
 
 use common::process::{
-    assert_rebuild_identical, free_port, status_report, Role, SharedDeployment, BIN,
+    assert_rebuild_identical, free_port, owners, status_report, Role, SharedDeployment, BIN,
 };
 use common::Api;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn owners(report: &serde_json::Value) -> std::collections::BTreeSet<String> {
-    report["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["owner"].as_str().map(str::to_string))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valkey_cluster_roles_split_survive_a_killed_worker() {

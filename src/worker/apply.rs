@@ -168,14 +168,8 @@ impl Applier<'_> {
                     .get(&d.partition)
                     .is_none_or(|&refused| epoch > refused)
             });
-            match self.apply_read(&batch, epochs, stop).await? {
-                Ok(committed) => {
-                    return Ok(Committed {
-                        started,
-                        applied_in: started.elapsed(),
-                        ..committed
-                    })
-                }
+            match self.apply_read(&batch, epochs, started, stop).await? {
+                Ok(committed) => return Ok(committed),
                 Err(fenced) => {
                     tracing::warn!(
                         partition = fenced.partition,
@@ -195,6 +189,7 @@ impl Applier<'_> {
         &mut self,
         batch: &[&Delivery],
         epochs: &Owned,
+        started: Instant,
         stop: &CancellationToken,
     ) -> Result<Result<Committed, Fenced>, Stopped> {
         // Each entry is decoded once; those no handler can ever apply go
@@ -250,8 +245,8 @@ impl Applier<'_> {
             ids: batch.iter().map(|d| (d.partition, d.id)).collect(),
             epochs: batch_epochs.into_iter().collect(),
             occurred: applicable.iter().map(|d| d.envelope.occurred_at).collect(),
-            started: Instant::now(),
-            applied_in: Duration::ZERO,
+            started,
+            applied_in: started.elapsed(),
         }))
     }
 

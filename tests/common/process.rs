@@ -106,6 +106,17 @@ pub fn run_to_end<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
 }
 
 /// `streamstock status --json` on the deployment of `env`.
+/// The workers holding partitions in a `status --json` report.
+#[allow(dead_code)] // not every test binary uses it
+pub fn owners(report: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    report["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["owner"].as_str().map(str::to_string))
+        .collect()
+}
+
 pub fn status_report(env: &[(String, String)]) -> serde_json::Value {
     let out = Command::new(BIN)
         .args(["status", "--json"])

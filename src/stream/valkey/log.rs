@@ -166,34 +166,10 @@ impl EventLog for ValkeyLog {
         partition: u32,
     ) -> Result<Vec<Delivery>, LogError> {
         self.ensure_group(group).await?;
-        let mut out = Vec::new();
-        let mut cursor = "0-0".to_string();
-        // XAUTOCLAIM with no idle minimum: we hold the partition's lease, so
-        // whoever had these entries has lost it.
-        loop {
-            let (next, entries): (String, Vec<RawEntry>) = self
-                .client
-                .xautoclaim_values(
-                    self.stream_key(partition),
-                    group,
-                    consumer,
-                    0,
-                    cursor.as_str(),
-                    Some(500),
-                    false,
-                )
-                .await
-                .map_err(unavailable)?;
-            for (id, fields) in entries {
-                out.push(Self::decode(partition, &id, &fields)?);
-            }
-            if next == "0-0" {
-                break;
-            }
-            cursor = next;
-        }
-        out.sort_by_key(|d| d.id);
-        Ok(out)
+        // No idle minimum: we hold the partition's lease, so whoever had
+        // these entries has lost it.
+        self.claim_idle(group, consumer, partition, Duration::ZERO)
+            .await
     }
 
     async fn reclaim_stale(
@@ -222,32 +198,7 @@ impl EventLog for ValkeyLog {
         if !others_pending {
             return Ok(Vec::new());
         }
-        let mut out = Vec::new();
-        let mut cursor = "0-0".to_string();
-        loop {
-            let (next, entries): (String, Vec<RawEntry>) = self
-                .client
-                .xautoclaim_values(
-                    key.clone(),
-                    group,
-                    consumer,
-                    min_idle.as_millis() as u64,
-                    cursor.as_str(),
-                    Some(500),
-                    false,
-                )
-                .await
-                .map_err(unavailable)?;
-            for (id, fields) in entries {
-                out.push(Self::decode(partition, &id, &fields)?);
-            }
-            if next == "0-0" {
-                break;
-            }
-            cursor = next;
-        }
-        out.sort_by_key(|d| d.id);
-        Ok(out)
+        self.claim_idle(group, consumer, partition, min_idle).await
     }
 
     async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
@@ -451,6 +402,43 @@ const CLUSTER_POLL_FIRST: Duration = Duration::from_millis(1);
 const CLUSTER_POLL_MAX: Duration = Duration::from_millis(25);
 
 impl ValkeyLog {
+    /// XAUTOCLAIM of every entry of `partition` pending in `group` for at
+    /// least `min_idle`, to `consumer`, page by page; in log order.
+    async fn claim_idle(
+        &self,
+        group: &str,
+        consumer: &str,
+        partition: u32,
+        min_idle: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let mut out = Vec::new();
+        let mut cursor = "0-0".to_string();
+        loop {
+            let (next, entries): (String, Vec<RawEntry>) = self
+                .client
+                .xautoclaim_values(
+                    self.stream_key(partition),
+                    group,
+                    consumer,
+                    min_idle.as_millis() as u64,
+                    cursor.as_str(),
+                    Some(500),
+                    false,
+                )
+                .await
+                .map_err(unavailable)?;
+            for (id, fields) in entries {
+                out.push(Self::decode(partition, &id, &fields)?);
+            }
+            if next == "0-0" {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
     async fn fenced_read(
         &self,
         group: &str,
