@@ -13,17 +13,19 @@ use std::time::Duration;
 use streamstock::domain::events::StockReceived;
 use streamstock::domain::{DomainEvent, Envelope};
 use streamstock::stream::embedded::{EmbeddedLog, EmbeddedOptions};
+use streamstock::stream::lease::Epoch;
 use streamstock::stream::lease::{LeaseStore, LocalLeases};
 use streamstock::stream::valkey::ValkeyLog;
-use streamstock::stream::{partition_for, EventLog};
+use streamstock::stream::{partition_for, EventLog, LogBackend, LogError};
 use uuid::Uuid;
 
 const PARTITIONS: u32 = 4;
 const GROUP: &str = "conformance";
 const ALL: [u32; 4] = [0, 1, 2, 3];
 
-/// Opens the same log again (a restart), with a given partition count.
-type Opener = Box<dyn Fn(u32) -> Pin<Box<dyn Future<Output = anyhow::Result<Arc<dyn EventLog>>>>>>;
+/// Opens the same log again (a restart), with a given partition count, and
+/// the leases that go with it.
+type Opener = Box<dyn Fn(u32) -> Pin<Box<dyn Future<Output = anyhow::Result<LogBackend>>>>>;
 
 /// Segments of about three entries: every test reads across segment
 /// boundaries, and trimming has whole segments to delete.
@@ -42,7 +44,11 @@ fn embedded_retaining(dir: PathBuf, retention: Duration) -> Opener {
             ..EmbeddedOptions::default()
         };
         Box::pin(async move {
-            Ok(Arc::new(EmbeddedLog::open_with(&dir, partitions, options)?) as Arc<dyn EventLog>)
+            let log = EmbeddedLog::open_with(&dir, partitions, options)?;
+            Ok(LogBackend {
+                leases: log.leases(),
+                log: Arc::new(log),
+            })
         })
     })
 }
@@ -68,7 +74,11 @@ fn valkey_at(url: String, retention: Duration) -> Opener {
             let log = ValkeyLog::connect(&url, &namespace, partitions, true)
                 .await?
                 .with_retention(retention);
-            Ok(Arc::new(log) as Arc<dyn EventLog>)
+            let log = Arc::new(log);
+            Ok(LogBackend {
+                log: log.clone(),
+                leases: log,
+            })
         })
     })
 }
@@ -128,7 +138,8 @@ fn ids(deliveries: &[streamstock::stream::Delivery]) -> Vec<(u32, streamstock::s
 /// needs: a second group that is behind, and a dead consumer's pending
 /// entries, which its successor takes over after the trim, all there.
 async fn trim_keeps_what_any_group_still_needs(open: Opener) {
-    let log = open(PARTITIONS).await.unwrap();
+    let backend = open(PARTITIONS).await.unwrap();
+    let log = backend.log.clone();
     let key = Uuid::now_v7();
     let partition = partition_for(&key.to_string(), PARTITIONS);
     for q in 1..=30 {
@@ -151,8 +162,9 @@ async fn trim_keeps_what_any_group_still_needs(open: Opener) {
     );
 
     // The dead consumer's pending entries, handed to its successor intact.
+    let epoch = holding(&backend, "ahead", "successor", partition).await;
     let taken = log
-        .take_over("ahead", "successor", partition)
+        .take_over("ahead", "successor", partition, epoch)
         .await
         .unwrap();
     assert_eq!(quantities(&taken), (21..=30).collect::<Vec<_>>());
@@ -180,7 +192,7 @@ async fn trim_keeps_what_any_group_still_needs(open: Opener) {
 
 /// With a retention, acked entries stay until they are that old.
 async fn retention_keeps_acked_entries(open: Opener) {
-    let log = open(PARTITIONS).await.unwrap();
+    let log = open(PARTITIONS).await.unwrap().log;
     let key = Uuid::now_v7();
     let partition = partition_for(&key.to_string(), PARTITIONS);
     for q in 1..=12 {
@@ -213,7 +225,7 @@ async fn read_all(
 }
 
 async fn append_read_ack_in_key_order(open: Opener) {
-    let log = open(PARTITIONS).await.unwrap();
+    let log = open(PARTITIONS).await.unwrap().log;
     let keys: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
     let mut appended: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
     for i in 0..40 {
@@ -257,7 +269,7 @@ async fn append_read_ack_in_key_order(open: Opener) {
 async fn unacked_entries_are_redelivered(open: Opener) {
     let key = Uuid::now_v7();
     {
-        let log = open(PARTITIONS).await.unwrap();
+        let log = open(PARTITIONS).await.unwrap().log;
         for q in 1..=6 {
             log.append(&event(key, q)).await.unwrap();
         }
@@ -267,11 +279,16 @@ async fn unacked_entries_are_redelivered(open: Opener) {
         let first_two: Vec<_> = delivered[..2].iter().map(|d| (d.partition, d.id)).collect();
         log.ack(GROUP, &first_two).await.unwrap();
     }
-    let log = open(PARTITIONS).await.unwrap();
+    let backend = open(PARTITIONS).await.unwrap();
+    let log = backend.log.clone();
     let partition = partition_for(&key.to_string(), PARTITIONS);
+    let epoch = holding(&backend, GROUP, "survivor", partition).await;
     // Taken over (Valkey: still pending for the dead consumer) or simply
     // delivered again (embedded: delivery state is not kept across restarts).
-    let mut again = log.take_over(GROUP, "survivor", partition).await.unwrap();
+    let mut again = log
+        .take_over(GROUP, "survivor", partition, epoch)
+        .await
+        .unwrap();
     if again.len() < 4 {
         again.extend(read_all(&*log, "survivor", 4 - again.len()).await);
     }
@@ -293,7 +310,8 @@ async fn unacked_entries_are_redelivered(open: Opener) {
 /// A live consumer's unacked entries handed to the partition's new owner,
 /// in order, without the ones already acked.
 async fn take_over_hands_unacked_entries_to_the_new_owner(open: Opener) {
-    let log = open(PARTITIONS).await.unwrap();
+    let backend = open(PARTITIONS).await.unwrap();
+    let log = backend.log.clone();
     let key = Uuid::now_v7();
     let partition = partition_for(&key.to_string(), PARTITIONS);
     for q in 1..=3 {
@@ -303,7 +321,11 @@ async fn take_over_hands_unacked_entries_to_the_new_owner(open: Opener) {
     log.ack(GROUP, &[(first[0].partition, first[0].id)])
         .await
         .unwrap();
-    let taken = log.take_over(GROUP, "new-owner", partition).await.unwrap();
+    let epoch = holding(&backend, GROUP, "new-owner", partition).await;
+    let taken = log
+        .take_over(GROUP, "new-owner", partition, epoch)
+        .await
+        .unwrap();
     assert_eq!(quantities(&taken), vec![2, 3]);
     let ids: Vec<_> = taken.iter().map(|d| (d.partition, d.id)).collect();
     log.ack(GROUP, &ids).await.unwrap();
@@ -311,6 +333,137 @@ async fn take_over_hands_unacked_entries_to_the_new_owner(open: Opener) {
     let stats = log.partition_stats(GROUP).await.unwrap();
     assert_eq!(stats[partition as usize].length, 3);
     assert_eq!(stats[partition as usize].pending, 0);
+}
+
+/// `consumer` takes `partition`'s lease in `group` (for a minute): the
+/// epoch it holds it under.
+async fn holding(backend: &LogBackend, group: &str, consumer: &str, partition: u32) -> Epoch {
+    backend
+        .leases
+        .try_acquire(group, partition, consumer, Duration::from_secs(60), 0)
+        .await
+        .unwrap()
+        .expect("the lease is free")
+}
+
+/// Fenced reads by `consumer` under `owned`, until `want` entries arrived
+/// or 10 s passed.
+async fn read_fenced_until(
+    log: &dyn EventLog,
+    consumer: &str,
+    owned: &[(u32, Epoch)],
+    want: usize,
+) -> Vec<streamstock::stream::Delivery> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        if got.len() >= want {
+            break;
+        }
+        got.extend(
+            log.read_fenced(
+                GROUP,
+                consumer,
+                owned,
+                want - got.len(),
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    got
+}
+
+/// Fencing: a consumer whose lease on a partition expired, and went to
+/// another consumer under a newer epoch, gets nothing more of that
+/// partition: no new entry, no take-over, no ack, while it goes on with a
+/// partition it still holds, in the same calls. The new holder takes over
+/// exactly what the old one read and did not ack, in order.
+async fn a_lost_lease_fences_reads_take_overs_and_acks(open: Opener) {
+    let backend = open(PARTITIONS).await.unwrap();
+    let (log, leases) = (&*backend.log, &*backend.leases);
+    let key = Uuid::now_v7();
+    let lost = partition_for(&key.to_string(), PARTITIONS);
+    let other_key = std::iter::repeat_with(Uuid::now_v7)
+        .find(|k| partition_for(&k.to_string(), PARTITIONS) != lost)
+        .unwrap();
+    let kept = partition_for(&other_key.to_string(), PARTITIONS);
+    for q in 1..=6 {
+        log.append(&event(key, q)).await.unwrap();
+    }
+    let short = Duration::from_millis(300);
+    let old = leases
+        .try_acquire(GROUP, lost, "old", short, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let kept_epoch = holding(&backend, GROUP, "old", kept).await;
+    let epochs = |pairs: &[(u32, Epoch)]| pairs.iter().copied().collect();
+
+    // Under its lease, "old" reads 1..=4 and acks 1.
+    let first = read_fenced_until(log, "old", &[(lost, old)], 4).await;
+    assert_eq!(quantities(&first), vec![1, 2, 3, 4]);
+    let refused = log
+        .ack_fenced(GROUP, "old", &ids(&first[..1]), &epochs(&[(lost, old)]))
+        .await
+        .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // Its lease expires and "new" takes the partition, under a newer epoch.
+    tokio::time::sleep(short * 2).await;
+    let new = holding(&backend, GROUP, "new", lost).await;
+    assert!(new > old, "epoch {new} after {old}");
+    log.append(&event(other_key, 100)).await.unwrap();
+
+    // "old" reads only the partition it still holds; cannot take over,
+    // reclaim or ack the one it lost (a right name under an old epoch is
+    // refused just the same).
+    let owned = [(lost, old), (kept, kept_epoch)];
+    let read = read_fenced_until(log, "old", &owned, 1).await;
+    assert_eq!(
+        quantities(&read),
+        vec![100],
+        "only the partition still held"
+    );
+    assert!(log
+        .read_fenced(GROUP, "old", &owned, 10, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+    for (consumer, epoch) in [("old", old), ("new", old)] {
+        assert!(matches!(
+            log.take_over(GROUP, consumer, lost, epoch).await,
+            Err(LogError::LeaseLost { .. })
+        ));
+    }
+    let mut old_ids = ids(&first[1..]);
+    old_ids.extend(ids(&read));
+    let refused = log
+        .ack_fenced(GROUP, "old", &old_ids, &epochs(&owned))
+        .await
+        .unwrap();
+    assert_eq!(refused, vec![lost], "acked the partition still held only");
+
+    // "new" takes over what "old" read and did not ack, then reads on.
+    let taken = log.take_over(GROUP, "new", lost, new).await.unwrap();
+    assert_eq!(quantities(&taken), vec![2, 3, 4]);
+    let rest = read_fenced_until(log, "new", &[(lost, new)], 2).await;
+    assert_eq!(quantities(&rest), vec![5, 6]);
+    let mut new_ids = ids(&taken);
+    new_ids.extend(ids(&rest));
+    let refused = log
+        .ack_fenced(GROUP, "new", &new_ids, &epochs(&[(lost, new)]))
+        .await
+        .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(log.backlog(GROUP).await.unwrap(), 0);
+    assert!(matches!(
+        log.reclaim_stale(GROUP, "old", lost, old, Duration::ZERO)
+            .await
+            .map(|stranded| stranded.is_empty()),
+        // Refused on Valkey; nothing to reclaim on the embedded log.
+        Err(LogError::LeaseLost { .. }) | Ok(true)
+    ));
 }
 
 /// Polls `check` every 20 ms until it holds; panics after 10 s.
@@ -458,10 +611,10 @@ async fn valkey_cluster_leases_are_exclusive_and_expire() {
 }
 
 async fn partition_count_is_fixed(open: Opener) {
-    let log = open(PARTITIONS).await.unwrap();
+    let log = open(PARTITIONS).await.unwrap().log;
     log.append(&event(Uuid::now_v7(), 1)).await.unwrap();
     drop(log);
-    let err = match open(PARTITIONS + 1).await {
+    let err = match open(PARTITIONS + 1).await.map(|backend| backend.log) {
         Ok(_) => panic!("a different partition count was accepted"),
         Err(e) => format!("{e:#}"),
     };
@@ -469,7 +622,7 @@ async fn partition_count_is_fixed(open: Opener) {
 }
 
 async fn blocking_read_wakes_on_append(open: Opener) {
-    let log = open(PARTITIONS).await.unwrap();
+    let log = open(PARTITIONS).await.unwrap().log;
     // Create the group first so the append is after the group's start.
     assert!(log
         .read_group(GROUP, "c", &ALL, 1, Duration::from_millis(10))
@@ -545,6 +698,7 @@ conformance!(
     append_read_ack_in_key_order,
     unacked_entries_are_redelivered,
     take_over_hands_unacked_entries_to_the_new_owner,
+    a_lost_lease_fences_reads_take_overs_and_acks,
     partition_count_is_fixed,
     blocking_read_wakes_on_append,
     trim_keeps_what_any_group_still_needs
@@ -822,7 +976,7 @@ async fn concurrent_valkey_appends_share_their_waitaof() {
             .unwrap();
         (calls(&info, "xadd"), calls(&info, "waitaof"))
     };
-    let log = valkey()(4).await.unwrap();
+    let log = valkey()(4).await.unwrap().log;
     let (xadd_before, waitaof_before) = stats().await;
     let key = Uuid::new_v4();
     let appends = (1..=400).map(|q| {

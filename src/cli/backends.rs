@@ -5,7 +5,6 @@ use super::config::{CommonArgs, Durability};
 use super::startup::Startup;
 use crate::store::{Store, StoreError};
 use crate::stream::embedded::{EmbeddedLog, EmbeddedOptions};
-use crate::stream::lease::LocalLeases;
 use crate::stream::valkey::ValkeyLog;
 use crate::stream::{LogBackend, LogError};
 use anyhow::{bail, Context};
@@ -90,8 +89,8 @@ pub async fn open_log(
             let log = EmbeddedLog::open_with(&dir, common.partitions, options)
                 .with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
             Ok(LogBackend {
+                leases: log.leases(),
                 log: Arc::new(log),
-                leases: Arc::new(LocalLeases::new()),
             })
         }
     }

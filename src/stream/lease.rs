@@ -93,6 +93,34 @@ impl LocalLeases {
     pub fn new() -> LocalLeases {
         LocalLeases::default()
     }
+
+    /// Runs `f` with those of `owned`'s partitions that `member` holds
+    /// under the epoch given (unexpired), the leases locked until `f`
+    /// returns, so that no lease moves while `f` acts on them: the embedded
+    /// log's fenced reads, take-overs and acks, as Valkey's scripts check
+    /// the lease and act in one step.
+    pub fn while_held<R>(
+        &self,
+        group: &str,
+        member: &str,
+        owned: &[(u32, Epoch)],
+        f: impl FnOnce(&[u32]) -> R,
+    ) -> R {
+        let now = Instant::now();
+        let state = self.state.lock().expect("lease lock");
+        let held: Vec<u32> = owned
+            .iter()
+            .filter(|&&(p, epoch)| {
+                state.leases.get(&(group.to_string(), p)).is_some_and(
+                    |(holder, expiry, held_epoch)| {
+                        holder == member && *expiry > now && *held_epoch == epoch
+                    },
+                )
+            })
+            .map(|&(p, _)| p)
+            .collect();
+        f(&held)
+    }
 }
 
 #[async_trait]

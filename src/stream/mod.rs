@@ -134,6 +134,10 @@ pub enum LogError {
     /// The log is reachable but behind the offered load: retry later.
     #[error("event log overloaded: {0}")]
     Overloaded(String),
+    /// A fenced call for a partition whose lease the caller no longer
+    /// holds under the epoch it gave.
+    #[error("partition {partition}'s lease is no longer held under epoch {epoch}")]
+    LeaseLost { partition: u32, epoch: lease::Epoch },
 }
 
 /// What one `trim` removed.
@@ -179,11 +183,11 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// `read_group` for a worker holding `owned`'s partitions under the
     /// lease epochs given: a partition whose lease `consumer` no longer
-    /// holds under that epoch yields nothing, checked where the entries are
-    /// handed out, so a worker that lost a partition while paused cannot
-    /// take its new entries from the new holder (fencing, see `lease`).
-    /// The embedded log lives in one process, where a lease only moves to
-    /// the same consumer: it reads as `read_group`.
+    /// holds under that epoch yields nothing, checked in the same step as
+    /// the entries are handed out (a Valkey script; on the embedded log,
+    /// under the lock of its leases), so a worker that lost a partition
+    /// while paused cannot take its new entries from the new holder
+    /// (fencing, see `lease`).
     async fn read_fenced(
         &self,
         group: &str,
@@ -191,40 +195,55 @@ pub trait EventLog: Send + Sync + 'static {
         owned: &[(u32, lease::Epoch)],
         max: usize,
         block: Duration,
-    ) -> Result<Vec<Delivery>, LogError> {
-        let partitions: Vec<u32> = owned.iter().map(|&(p, _)| p).collect();
-        self.read_group(group, consumer, &partitions, max, block)
-            .await
-    }
+    ) -> Result<Vec<Delivery>, LogError>;
 
     /// Makes `consumer` the holder of every entry of `partition` that was
     /// delivered in `group` but never acked (its previous owner died or gave
     /// it up), and returns them in log order, to be processed before any new
-    /// entry of the partition.
+    /// entry of the partition. Fenced like `read_fenced`: refused with
+    /// `LogError::LeaseLost` unless `consumer` holds the partition's lease
+    /// under `epoch`, so a worker that acquired a partition and was paused
+    /// before taking it over cannot take the new holder's entries.
     async fn take_over(
         &self,
         group: &str,
         consumer: &str,
         partition: u32,
+        epoch: lease::Epoch,
     ) -> Result<Vec<Delivery>, LogError>;
 
     /// Entries of `partition` delivered in `group` to another consumer and
     /// left unacked for at least `min_idle`, made `consumer`'s and returned
-    /// in log order. A worker that lost a partition while paused may read
-    /// entries of it after it wakes (a read it had in flight), and its
-    /// commit of them is then refused (fencing): the partition's holder
-    /// sweeps for such entries so they are not stranded. The embedded log
-    /// has no other process to strand them: nothing to do there.
+    /// in log order; fenced like `take_over`. The partition's holder sweeps
+    /// for such entries now and then, so that no entry is stranded with a
+    /// consumer that no longer reads the partition. The embedded log hands
+    /// entries out per group, not per consumer: nothing to do there.
     async fn reclaim_stale(
         &self,
         _group: &str,
         _consumer: &str,
         _partition: u32,
+        _epoch: lease::Epoch,
         _min_idle: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
         Ok(Vec::new())
     }
 
+    /// Acks `entries` of the partitions `consumer` holds under the epochs
+    /// in `epochs`, checked in the same step as the ack; the entries of any
+    /// other partition stay pending for its holder, and those partitions
+    /// are returned. A worker whose lease moved on thus acks nothing of the
+    /// partition, whatever it believes it holds.
+    async fn ack_fenced(
+        &self,
+        group: &str,
+        consumer: &str,
+        entries: &[(u32, EntryId)],
+        epochs: &std::collections::BTreeMap<u32, lease::Epoch>,
+    ) -> Result<Vec<u32>, LogError>;
+
+    /// Acks entries for `group`, unconditionally (the workers ack with
+    /// `ack_fenced`).
     async fn ack(&self, group: &str, entries: &[(u32, EntryId)]) -> Result<(), LogError>;
 
     /// Removes from `partitions` the entries every consumer group has

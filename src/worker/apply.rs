@@ -56,26 +56,6 @@ impl Committed {
     }
 }
 
-impl Committed {
-    /// Drops the acks of partitions no longer held under the epoch they
-    /// were committed under (see the publish stage).
-    pub fn keep_acks_of(&mut self, owned: &Owned) {
-        let epochs = &self.epochs;
-        let before = self.ids.len();
-        self.ids.retain(|(p, _)| {
-            owned
-                .get(p)
-                .is_some_and(|epoch| epochs.get(p) == Some(epoch))
-        });
-        if self.ids.len() < before {
-            tracing::info!(
-                skipped = before - self.ids.len(),
-                "not acking entries of partitions held by another worker since"
-            );
-        }
-    }
-}
-
 /// The apply stage's state: the log (for dead letters and routing), the
 /// read model, the follow-ups this worker committed lately, and the
 /// partitions whose batches were fenced (with the epoch refused).

@@ -9,6 +9,8 @@
 //!   and pruning throughput windows; `recent`: follow-ups committed lately
 
 mod apply;
+#[cfg(test)]
+mod fencing_tests;
 mod housekeeping;
 mod ownership;
 mod pipeline;

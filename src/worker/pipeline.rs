@@ -36,6 +36,7 @@ use super::recent::RecentlyCommitted;
 use super::{WorkerOptions, RECENT_FOLLOW_UPS};
 use crate::retry::{Stopped, OUTAGE};
 use crate::store::Store;
+use crate::stream::lease::Epoch;
 use crate::stream::{Delivery, EventLog, LogError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -68,7 +69,7 @@ impl Processor {
         // publishes whatever waits in one round.
         let (commits, to_publish) = mpsc::channel(4);
         let read = tokio::spawn(self.clone().read(owned.clone(), batches, idle, shutdown));
-        let publish = tokio::spawn(self.clone().publish(to_publish, owned, stop.clone()));
+        let publish = tokio::spawn(self.clone().publish(to_publish, stop.clone()));
         self.apply(to_apply, commits, apply_idle, &stop).await;
         // Each stage ends when its input closes or a stage after it is gone.
         for (stage, done) in [("read", read.await), ("publish", publish.await)] {
@@ -104,7 +105,7 @@ impl Processor {
                 if processing.get(&partition) == Some(epoch) {
                     continue;
                 }
-                for batch in self.left_over(partition).await {
+                for batch in self.left_over(partition, *epoch).await {
                     if batches.send((batch, now_owned.clone())).await.is_err() {
                         return;
                     }
@@ -116,8 +117,8 @@ impl Processor {
             // EventLog::reclaim_stale).
             if last_sweep.elapsed() >= options.lease_ttl {
                 last_sweep = tokio::time::Instant::now();
-                for &partition in processing.keys() {
-                    for batch in self.stranded(partition).await {
+                for (&partition, &epoch) in &processing {
+                    for batch in self.stranded(partition, epoch).await {
                         if batches.send((batch, processing.clone())).await.is_err() {
                             return;
                         }
@@ -133,8 +134,7 @@ impl Processor {
                 }
                 continue;
             }
-            let partitions: Vec<(u32, crate::stream::lease::Epoch)> =
-                processing.iter().map(|(&p, &e)| (p, e)).collect();
+            let partitions: Vec<(u32, Epoch)> = processing.iter().map(|(&p, &e)| (p, e)).collect();
             // Read only once the apply stage has room for the batch (the
             // backpressure): a batch read earlier would wait in hand while
             // newer entries pile up behind it, which added a whole apply
@@ -182,11 +182,11 @@ impl Processor {
 
     /// The entries of a just-acquired partition that its previous owner
     /// read but never acked, in batches, to be processed before any new one.
-    async fn left_over(&self, partition: u32) -> Vec<Vec<Delivery>> {
+    async fn left_over(&self, partition: u32, epoch: Epoch) -> Vec<Vec<Delivery>> {
         let options = &self.options;
         match self
             .log
-            .take_over(&options.group, &options.consumer, partition)
+            .take_over(&options.group, &options.consumer, partition, epoch)
             .await
         {
             Ok(left_over) => {
@@ -202,6 +202,10 @@ impl Processor {
                     .map(<[Delivery]>::to_vec)
                     .collect()
             }
+            Err(e @ LogError::LeaseLost { .. }) => {
+                tracing::info!(partition, reason = %e, "not taking over a partition whose lease moved on");
+                Vec::new()
+            }
             Err(e) => {
                 tracing::warn!(partition, error = %e, "taking over unacked entries failed; they stay pending");
                 Vec::new()
@@ -211,7 +215,7 @@ impl Processor {
 
     /// Entries of `partition` left unacked by another worker for a lease
     /// period, in batches.
-    async fn stranded(&self, partition: u32) -> Vec<Vec<Delivery>> {
+    async fn stranded(&self, partition: u32, epoch: Epoch) -> Vec<Vec<Delivery>> {
         let options = &self.options;
         match self
             .log
@@ -219,6 +223,7 @@ impl Processor {
                 &options.group,
                 &options.consumer,
                 partition,
+                epoch,
                 options.lease_ttl,
             )
             .await
@@ -243,10 +248,7 @@ impl Processor {
         }
     }
 
-    async fn read_batch(
-        &self,
-        partitions: &[(u32, crate::stream::lease::Epoch)],
-    ) -> Result<Vec<Delivery>, LogError> {
+    async fn read_batch(&self, partitions: &[(u32, Epoch)]) -> Result<Vec<Delivery>, LogError> {
         let options = &self.options;
         self.log
             .read_fenced(
@@ -293,15 +295,11 @@ impl Processor {
     }
 
     /// The publish-and-ack stage. It acks only the entries of partitions
-    /// still held under the epoch they were committed under: a partition
-    /// taken over meanwhile is the new holder's to ack (it takes the
-    /// entries over, and finds them archived).
-    async fn publish(
-        self,
-        mut to_publish: mpsc::Receiver<Committed>,
-        owned: watch::Receiver<Owned>,
-        stop: CancellationToken,
-    ) {
+    /// still held under the epoch they were committed under (checked by the
+    /// log, see `EventLog::ack_fenced`): a partition taken over meanwhile is
+    /// the new holder's to ack (it takes the entries over, and finds them
+    /// archived).
+    async fn publish(self, mut to_publish: mpsc::Receiver<Committed>, stop: CancellationToken) {
         let (log, store) = (&*self.log, &self.store);
         let idle = self.options.batch_wait * IDLE_WAITS_BEFORE_RELAY;
         loop {
@@ -322,7 +320,6 @@ impl Processor {
             while let Ok(next) = to_publish.try_recv() {
                 committed = committed.merge(next);
             }
-            committed.keep_acks_of(&owned.borrow());
             let done: Result<(), Stopped> =
                 publish_and_ack(log, store, &self.options, committed, &stop).await;
             if done.is_err() {

@@ -29,11 +29,22 @@ pub(super) async fn publish_and_ack(
             publish(log, store, &committed.follow_ups, &committed.outbox)
         })
         .await?;
-    OUTAGE
+    let not_held = OUTAGE
         .until_done("acking a batch", stop, || {
-            log.ack(&options.group, &committed.ids)
+            log.ack_fenced(
+                &options.group,
+                &options.consumer,
+                &committed.ids,
+                &committed.epochs,
+            )
         })
         .await?;
+    if !not_held.is_empty() {
+        tracing::info!(
+            partitions = ?not_held,
+            "not acking entries of partitions held by another worker since; it acks them"
+        );
+    }
     tracing::debug!(
         size = committed.ids.len(),
         apply_ms = committed.applied_in.as_millis() as u64,

@@ -21,12 +21,15 @@
 //! are redelivered after a restart; the read model's inbox (the event
 //! archive) makes that harmless. `trim` deletes the sealed segments every
 //! group has committed past (and that are older than the retention).
-//! The log lives in one process: split roles need Valkey.
+//! The log lives in one process: split roles need Valkey. Its partition
+//! leases (`leases()`) live in that process too, and its fenced calls check
+//! them under their lock, in the same step as they hand out or ack entries.
 
 mod journal;
 mod segments;
 
 use super::dead_letter::DeadLetter;
+use super::lease::{Epoch, LocalLeases};
 use super::{
     partition_for, AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats, Trimmed,
 };
@@ -125,6 +128,8 @@ pub struct EmbeddedLog {
     _lock: File,
     /// One process holds the log, so its workers and gateway share this.
     announcements: crate::stream::announce::LocalAnnouncements,
+    /// The partition leases of the workers reading this log.
+    leases: Arc<LocalLeases>,
 }
 
 const META_FILE: &str = "meta.json";
@@ -224,7 +229,39 @@ impl EmbeddedLog {
             dead: tokio::sync::Mutex::new(HashMap::new()),
             _lock: lock,
             announcements: Default::default(),
+            leases: Arc::new(LocalLeases::new()),
         })
+    }
+
+    /// The partition leases of this log's workers (see `lease`).
+    pub fn leases(&self) -> Arc<LocalLeases> {
+        self.leases.clone()
+    }
+
+    /// New entries of `group`, as `collect` finds them, waiting up to
+    /// `block` for an append when there are none.
+    async fn read_waiting(
+        &self,
+        group: &str,
+        block: Duration,
+        collect: impl Fn(&Inner, &str) -> Result<Vec<Delivery>, LogError> + Clone + Send + 'static,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            // Register interest before looking, so an append between the look
+            // and the wait still wakes us.
+            let notified = self.inner.appended.notified();
+            let (group_name, collect) = (group.to_string(), collect.clone());
+            let found = self
+                .blocking(move |inner| collect(inner, &group_name))
+                .await?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
     }
 
     /// Runs blocking file work off the async threads.
@@ -394,6 +431,26 @@ impl Inner {
         })?
     }
 
+    /// Marks entries acked in memory; returns the group's offsets file and
+    /// its committed offsets, to be written (`persist_offsets`).
+    fn ack(&self, group: &str, acked: &[(u32, EntryId)]) -> Result<GroupOffsets, LogError> {
+        self.with_group(group, |state| {
+            for &(p, id) in acked {
+                let Some(gp) = state.partitions.get_mut(p as usize) else {
+                    continue;
+                };
+                if id.seq >= gp.committed && id.seq < gp.next {
+                    gp.acked_ahead.insert(id.seq);
+                }
+                while gp.acked_ahead.remove(&gp.committed) {
+                    gp.committed += 1;
+                }
+            }
+            let committed: Vec<u64> = state.partitions.iter().map(|gp| gp.committed).collect();
+            (state.file.clone(), committed)
+        })
+    }
+
     /// The group's delivered but unacked entries of `partition`, in order.
     fn unacked(&self, group: &str, partition: u32) -> Result<Vec<Delivery>, LogError> {
         let p = partition as usize;
@@ -459,6 +516,19 @@ impl Inner {
         }
         Ok(trimmed)
     }
+}
+
+/// A group's offsets file and the committed offset of each partition.
+type GroupOffsets = (PathBuf, Vec<u64>);
+
+/// Writes a group's committed offsets (callers hold `persist`).
+async fn persist_offsets((file, committed): GroupOffsets) -> Result<(), LogError> {
+    tokio::task::spawn_blocking(move || {
+        write_atomically(&file, &serde_json::to_vec(&committed).unwrap())
+    })
+    .await
+    .map_err(|e| LogError::Unavailable(e.to_string()))??;
+    Ok(())
 }
 
 fn delivery(partition: u32, offset: u64, line: &[u8]) -> Delivery {
@@ -904,59 +974,73 @@ impl EventLog for EmbeddedLog {
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
-        let deadline = tokio::time::Instant::now() + block;
-        loop {
-            // Register interest before looking, so an append between the look
-            // and the wait still wakes us.
-            let notified = self.inner.appended.notified();
-            let (group_name, wanted) = (group.to_string(), partitions.to_vec());
-            let found = self
-                .blocking(move |inner| inner.collect(&group_name, &wanted, max.max(1)))
-                .await?;
-            if !found.is_empty() {
-                return Ok(found);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(Vec::new());
-            }
-        }
+        let wanted = partitions.to_vec();
+        self.read_waiting(group, block, move |inner, group| {
+            inner.collect(group, &wanted, max.max(1))
+        })
+        .await
+    }
+
+    async fn read_fenced(
+        &self,
+        group: &str,
+        consumer: &str,
+        owned: &[(u32, Epoch)],
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, LogError> {
+        let (leases, consumer, owned) = (self.leases(), consumer.to_string(), owned.to_vec());
+        self.read_waiting(group, block, move |inner, group| {
+            leases.while_held(group, &consumer, &owned, |held| {
+                inner.collect(group, held, max.max(1))
+            })
+        })
+        .await
     }
 
     async fn ack(&self, group: &str, acked: &[(u32, EntryId)]) -> Result<(), LogError> {
         let _persisting = self.persist.lock().await;
-        let snapshot = self.inner.with_group(group, |state| {
-            for &(p, id) in acked {
-                let Some(gp) = state.partitions.get_mut(p as usize) else {
-                    continue;
-                };
-                if id.seq >= gp.committed && id.seq < gp.next {
-                    gp.acked_ahead.insert(id.seq);
-                }
-                while gp.acked_ahead.remove(&gp.committed) {
-                    gp.committed += 1;
-                }
-            }
-            let committed: Vec<u64> = state.partitions.iter().map(|gp| gp.committed).collect();
-            (state.file.clone(), committed)
+        let offsets = self.inner.ack(group, acked)?;
+        persist_offsets(offsets).await
+    }
+
+    async fn ack_fenced(
+        &self,
+        group: &str,
+        consumer: &str,
+        entries: &[(u32, EntryId)],
+        epochs: &std::collections::BTreeMap<u32, Epoch>,
+    ) -> Result<Vec<u32>, LogError> {
+        let _persisting = self.persist.lock().await;
+        let owned: Vec<(u32, Epoch)> = epochs.iter().map(|(&p, &e)| (p, e)).collect();
+        let (offsets, refused) = self.leases.while_held(group, consumer, &owned, |held| {
+            let (ours, others): (Vec<(u32, EntryId)>, Vec<(u32, EntryId)>) =
+                entries.iter().partition(|(p, _)| held.contains(p));
+            let refused: BTreeSet<u32> = others.iter().map(|&(p, _)| p).collect();
+            let offsets = self.inner.ack(group, &ours)?;
+            Ok::<_, LogError>((offsets, refused.into_iter().collect()))
         })?;
-        let (file, committed) = snapshot;
-        tokio::task::spawn_blocking(move || {
-            write_atomically(&file, &serde_json::to_vec(&committed).unwrap())
-        })
-        .await
-        .map_err(|e| LogError::Unavailable(e.to_string()))??;
-        Ok(())
+        persist_offsets(offsets).await?;
+        Ok(refused)
     }
 
     async fn take_over(
         &self,
         group: &str,
-        _consumer: &str,
+        consumer: &str,
         partition: u32,
+        epoch: Epoch,
     ) -> Result<Vec<Delivery>, LogError> {
-        let group = group.to_string();
-        self.blocking(move |inner| inner.unacked(&group, partition))
-            .await
+        let (leases, group, consumer) = (self.leases(), group.to_string(), consumer.to_string());
+        self.blocking(move |inner| {
+            leases.while_held(&group, &consumer, &[(partition, epoch)], |held| {
+                if held.is_empty() {
+                    return Err(LogError::LeaseLost { partition, epoch });
+                }
+                inner.unacked(&group, partition)
+            })
+        })
+        .await
     }
 
     async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {

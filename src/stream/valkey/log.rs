@@ -2,9 +2,11 @@
 //! reads, take-over of a dead consumer's pending entries, acks, trimming,
 //! and dead letters in a stream of their own.
 
+use super::fenced::FencedRead;
 use super::{unavailable, Durability, RawEntry, ValkeyLog, FIELD};
 use crate::domain::Envelope;
 use crate::stream::dead_letter::DeadLetter;
+use crate::stream::lease::Epoch;
 use crate::stream::{
     AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats, Trimmed,
 };
@@ -101,7 +103,7 @@ impl EventLog for ValkeyLog {
         &self,
         group: &str,
         consumer: &str,
-        owned: &[(u32, crate::stream::lease::Epoch)],
+        owned: &[(u32, Epoch)],
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
@@ -114,13 +116,10 @@ impl EventLog for ValkeyLog {
         let deadline = tokio::time::Instant::now() + block;
         let mut wait = CLUSTER_POLL_FIRST;
         loop {
-            let reads = owned.iter().map(|&(partition, epoch)| {
-                self.fenced_read(group, consumer, partition, epoch, per_stream)
-            });
             let mut out = Vec::new();
             let mut last_ids = Vec::new();
-            for read in futures::future::join_all(reads).await {
-                match read? {
+            for read in self.fenced_read(group, consumer, owned, per_stream).await? {
+                match read {
                     FencedRead::Entries(entries) => out.extend(entries),
                     FencedRead::Nothing { partition, last_id } => {
                         last_ids.push((partition, last_id))
@@ -159,16 +158,27 @@ impl EventLog for ValkeyLog {
         }
     }
 
+    async fn ack_fenced(
+        &self,
+        group: &str,
+        consumer: &str,
+        entries: &[(u32, EntryId)],
+        epochs: &std::collections::BTreeMap<u32, Epoch>,
+    ) -> Result<Vec<u32>, LogError> {
+        self.fenced_ack(group, consumer, entries, epochs).await
+    }
+
     async fn take_over(
         &self,
         group: &str,
         consumer: &str,
         partition: u32,
+        epoch: Epoch,
     ) -> Result<Vec<Delivery>, LogError> {
         self.ensure_group(group).await?;
         // No idle minimum: we hold the partition's lease, so whoever had
         // these entries has lost it.
-        self.claim_idle(group, consumer, partition, Duration::ZERO)
+        self.fenced_claim(group, consumer, partition, epoch, Duration::ZERO)
             .await
     }
 
@@ -177,6 +187,7 @@ impl EventLog for ValkeyLog {
         group: &str,
         consumer: &str,
         partition: u32,
+        epoch: Epoch,
         min_idle: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
         let key = self.stream_key(partition);
@@ -198,7 +209,8 @@ impl EventLog for ValkeyLog {
         if !others_pending {
             return Ok(Vec::new());
         }
-        self.claim_idle(group, consumer, partition, min_idle).await
+        self.fenced_claim(group, consumer, partition, epoch, min_idle)
+            .await
     }
 
     async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
@@ -370,127 +382,12 @@ end
 return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))
 "#;
 
-/// Reads a partition's new entries for a worker only while it holds the
-/// partition's lease under the epoch it read under. KEYS: the stream, its
-/// lease, the lease's epoch (one slot: see leases.rs). ARGV: group,
-/// consumer, count, epoch. Returns {0} when the lease is not (or no longer)
-/// held so, {1, entries} with new entries, {2, last id} with none.
-const FENCED_READ: &str = r#"
-if redis.call('GET', KEYS[2]) ~= ARGV[2] or redis.call('GET', KEYS[3]) ~= ARGV[4] then
-  return {0}
-end
-local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
-if got then
-  return {1, got[1][2]}
-end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last > 0 then
-  return {2, last[1][1]}
-end
-return {2, '0-0'}
-"#;
-
-enum FencedRead {
-    Entries(Vec<Delivery>),
-    Nothing { partition: u32, last_id: String },
-    NotHeld(u32),
-}
-
 /// How an idle consumer on a cluster polls its partitions: the first wait
 /// after an empty round, doubled after each one, up to the last.
 const CLUSTER_POLL_FIRST: Duration = Duration::from_millis(1);
 const CLUSTER_POLL_MAX: Duration = Duration::from_millis(25);
 
 impl ValkeyLog {
-    /// XAUTOCLAIM of every entry of `partition` pending in `group` for at
-    /// least `min_idle`, to `consumer`, page by page; in log order.
-    async fn claim_idle(
-        &self,
-        group: &str,
-        consumer: &str,
-        partition: u32,
-        min_idle: Duration,
-    ) -> Result<Vec<Delivery>, LogError> {
-        let mut out = Vec::new();
-        let mut cursor = "0-0".to_string();
-        loop {
-            let (next, entries): (String, Vec<RawEntry>) = self
-                .client
-                .xautoclaim_values(
-                    self.stream_key(partition),
-                    group,
-                    consumer,
-                    min_idle.as_millis() as u64,
-                    cursor.as_str(),
-                    Some(500),
-                    false,
-                )
-                .await
-                .map_err(unavailable)?;
-            for (id, fields) in entries {
-                out.push(Self::decode(partition, &id, &fields)?);
-            }
-            if next == "0-0" {
-                break;
-            }
-            cursor = next;
-        }
-        out.sort_by_key(|d| d.id);
-        Ok(out)
-    }
-
-    async fn fenced_read(
-        &self,
-        group: &str,
-        consumer: &str,
-        partition: u32,
-        epoch: crate::stream::lease::Epoch,
-        count: usize,
-    ) -> Result<FencedRead, LogError> {
-        let answer: Vec<Value> = self
-            .reader
-            .eval(
-                FENCED_READ,
-                vec![
-                    self.stream_key(partition),
-                    self.lease_key(group, partition),
-                    self.epoch_key(group, partition),
-                ],
-                vec![
-                    group.to_string(),
-                    consumer.to_string(),
-                    count.to_string(),
-                    epoch.to_string(),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        let code = answer.first().and_then(|v| v.as_i64()).unwrap_or(0);
-        match code {
-            1 => {
-                let entries: Vec<RawEntry> = answer
-                    .into_iter()
-                    .nth(1)
-                    .ok_or_else(|| LogError::Corrupt("a fenced read without entries".into()))?
-                    .convert()
-                    .map_err(unavailable)?;
-                let mut out = Vec::with_capacity(entries.len());
-                for (id, fields) in entries {
-                    out.push(Self::decode(partition, &id, &fields)?);
-                }
-                Ok(FencedRead::Entries(out))
-            }
-            2 => Ok(FencedRead::Nothing {
-                partition,
-                last_id: answer
-                    .get(1)
-                    .and_then(|v| v.as_string())
-                    .unwrap_or_else(|| "0-0".to_string()),
-            }),
-            _ => Ok(FencedRead::NotHeld(partition)),
-        }
-    }
-
     /// One XREADGROUP over `partitions`' streams, blocking up to `block`
     /// (None: not at all) for the first new entry.
     async fn xreadgroup(

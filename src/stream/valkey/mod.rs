@@ -16,9 +16,11 @@
 //! `group_commit`) and the consumer's read (see `log`).
 //!
 //! `log` implements the event log on this connection, `leases` the
-//! partition leases; both share the connection and key layout set up here.
+//! partition leases, `fenced` the worker's reads, take-overs and acks that
+//! check its lease; all share the connection and key layout set up here.
 
 mod announce;
+mod fenced;
 mod group_commit;
 mod leases;
 mod log;

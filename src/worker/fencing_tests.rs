@@ -1,0 +1,156 @@
+//! Fencing in one process, on the embedded log and SQLite: the rule the
+//! zombie-worker test (tests/fencing.rs) checks across processes on Valkey
+//! and PostgreSQL, here between two processor tasks sharing a log, its
+//! leases and a database.
+
+use super::apply::Applier;
+use super::ownership::Owned;
+use super::pipeline::Processor;
+use super::recent::RecentlyCommitted;
+use super::WorkerOptions;
+use crate::domain::events::StockReceived;
+use crate::domain::{DomainEvent, ProductId};
+use crate::store::Store;
+use crate::stream::embedded::EmbeddedLog;
+use crate::stream::lease::LeaseStore;
+use crate::stream::{EventLog, LogError, PROCESSOR_GROUP};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+fn options(consumer: &str, lease_ttl: Duration) -> WorkerOptions {
+    WorkerOptions {
+        group: PROCESSOR_GROUP.to_string(),
+        consumer: consumer.to_string(),
+        batch_size: 100,
+        batch_wait: Duration::from_millis(20),
+        lease_ttl,
+        max_attempts: 3,
+        retry_backoff: Duration::from_millis(10),
+        dead_letter_alert: 1_000,
+        windows: Default::default(),
+    }
+}
+
+/// Processor task "a" holds the partition and has a batch in hand when its
+/// lease is revoked (it expires unrenewed) and "b" acquires the partition
+/// under a newer epoch. "b"'s processor takes over what "a" read, commits
+/// it and acks it. Then "a" carries on: its commit of the batch in hand is
+/// refused with nothing applied, its reads hand it nothing more, and it can
+/// neither take the partition over nor ack its entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_task_whose_lease_was_revoked_cannot_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(&dir.path().join("log"), 1).unwrap();
+    let leases = log.leases();
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    let store = Store::connect(&format!("sqlite://{}/read-model.db", dir.path().display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let mut appended = Vec::new();
+    for quantity in 1..=6 {
+        let event = DomainEvent::StockReceived(StockReceived {
+            product_id: ProductId::new(),
+            quantity,
+            purchase_order_id: None,
+        })
+        .into_envelope(chrono::Utc::now());
+        log.append(&event).await.unwrap();
+        appended.push(event.event_id);
+    }
+    let group = PROCESSOR_GROUP;
+    let ttl = Duration::from_millis(300);
+    let (a, b) = (options("a", ttl), options("b", ttl));
+
+    // "a" holds partition 0 and reads a batch under its lease.
+    let old = leases
+        .try_acquire(group, 0, "a", ttl, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let in_hand = log
+        .read_fenced(group, "a", &[(0, old)], 100, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(in_hand.len(), 6);
+
+    // Its lease runs out unrenewed; "b" takes the partition and its
+    // processor works through everything, "a"'s batch included.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let new = leases
+        .try_acquire(group, 0, "b", Duration::from_secs(60), 0)
+        .await
+        .unwrap()
+        .expect("the revoked lease is free");
+    assert!(new > old);
+    let (shutdown, stop) = (CancellationToken::new(), CancellationToken::new());
+    let (_owned_tx, owned_rx) = watch::channel(Owned::from([(0, new)]));
+    let processor_b = tokio::spawn(
+        Processor {
+            log: log.clone(),
+            store: store.clone(),
+            options: b,
+        }
+        .run(owned_rx, shutdown.clone(), stop.clone()),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while log.backlog(group).await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b did not drain the partition"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    processor_b.await.unwrap();
+    for id in &appended {
+        assert!(store.is_archived(*id).await.unwrap(), "b applied {id}");
+    }
+
+    // "a" wakes with its batch: the commit is refused, nothing to ack.
+    let mut applier = Applier {
+        log: &*log,
+        store: &store,
+        options: &a,
+        recent: RecentlyCommitted::new(16),
+        fenced: Default::default(),
+    };
+    let committed = applier
+        .apply(&in_hand, &Owned::from([(0, old)]), &stop)
+        .await
+        .unwrap();
+    assert!(committed.ids.is_empty() && committed.follow_ups.is_empty());
+    assert_eq!(
+        applier.fenced.get(&0),
+        Some(&old),
+        "refused as fenced, not as duplicates"
+    );
+    assert_eq!(store.partition_epochs(group).await.unwrap()[&0], new);
+    // Nor can it read, take over or ack the partition any more.
+    let appended_late = DomainEvent::StockReceived(StockReceived {
+        product_id: ProductId::new(),
+        quantity: 7,
+        purchase_order_id: None,
+    })
+    .into_envelope(chrono::Utc::now());
+    log.append(&appended_late).await.unwrap();
+    assert!(log
+        .read_fenced(group, "a", &[(0, old)], 100, Duration::from_millis(50))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        log.take_over(group, "a", 0, old).await,
+        Err(LogError::LeaseLost { .. })
+    ));
+    let ids: Vec<_> = in_hand.iter().map(|d| (d.partition, d.id)).collect();
+    assert_eq!(
+        log.ack_fenced(group, "a", &ids, &Owned::from([(0, old)]))
+            .await
+            .unwrap(),
+        vec![0]
+    );
+    assert!(!store.is_archived(appended_late.event_id).await.unwrap());
+}
