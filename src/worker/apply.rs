@@ -140,6 +140,9 @@ impl Applier<'_> {
     ) -> Result<Committed, Stopped> {
         let started = Instant::now();
         let mut batch: Vec<&Delivery> = batch.iter().collect();
+        // Entries dead-lettered on an earlier pass (a pass refused by the
+        // fence is retried without the fenced partition): once is enough.
+        let mut lettered = std::collections::HashSet::new();
         loop {
             let fenced = &self.fenced;
             batch.retain(|d| {
@@ -148,7 +151,10 @@ impl Applier<'_> {
                     .get(&d.partition)
                     .is_none_or(|&refused| epoch > refused)
             });
-            match self.apply_read(&batch, epochs, started, stop).await? {
+            match self
+                .apply_read(&batch, epochs, &mut lettered, started, stop)
+                .await?
+            {
                 Ok(committed) => return Ok(committed),
                 Err(fenced) => {
                     tracing::warn!(
@@ -169,6 +175,7 @@ impl Applier<'_> {
         &mut self,
         batch: &[&Delivery],
         epochs: &Owned,
+        lettered: &mut std::collections::HashSet<(u32, crate::stream::EntryId)>,
         started: Instant,
         stop: &CancellationToken,
     ) -> Result<Result<Committed, Fenced>, Stopped> {
@@ -182,7 +189,9 @@ impl Applier<'_> {
                     known_applied += 1
                 }
                 Ok(decoded) => applicable.push(decoded),
+                Err(_) if lettered.contains(&(delivery.partition, delivery.id)) => {}
                 Err(reason) => {
+                    lettered.insert((delivery.partition, delivery.id));
                     let letter = DeadLetter::new(
                         delivery.partition,
                         delivery.id,

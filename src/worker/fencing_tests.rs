@@ -154,3 +154,77 @@ async fn a_processor_task_whose_lease_was_revoked_cannot_commit() {
     );
     assert!(!store.is_archived(appended_late.event_id).await.unwrap());
 }
+
+/// A batch refused by the fence is applied again without the fenced
+/// partition; an undecodable entry of another partition in it goes to the
+/// dead letters once, not once per pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_retried_after_a_fence_dead_letters_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&dir.path().join("log"), 2).unwrap());
+    let store = Store::connect(&format!("sqlite://{}/read-model.db", dir.path().display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let group = PROCESSOR_GROUP;
+    let stock_received = || {
+        let event = DomainEvent::StockReceived(StockReceived {
+            product_id: ProductId::new(),
+            quantity: 1,
+            purchase_order_id: None,
+        });
+        (event.clone().into_envelope(chrono::Utc::now()), event)
+    };
+    // Another worker committed for partition 0 under epoch 2.
+    let (envelope, event) = stock_received();
+    let theirs = crate::stream::Decoded {
+        partition: 0,
+        id: crate::stream::EntryId { ms: 1, seq: 0 },
+        envelope,
+        event,
+    };
+    store
+        .apply_batch(
+            &[theirs],
+            &|key: &str| log.partition_of(key),
+            group,
+            &[(0, 2)],
+        )
+        .await
+        .unwrap();
+    let (event, _) = stock_received();
+    let batch = [
+        crate::stream::Delivery {
+            partition: 0,
+            id: crate::stream::EntryId { ms: 1, seq: 1 },
+            envelope: Ok(event),
+        },
+        crate::stream::Delivery {
+            partition: 1,
+            id: crate::stream::EntryId { ms: 1, seq: 2 },
+            envelope: Err("not an envelope".into()),
+        },
+    ];
+    let options = options("a", Duration::from_secs(5));
+    let mut applier = Applier {
+        log: &*log,
+        store: &store,
+        options: &options,
+        recent: RecentlyCommitted::new(16),
+        fenced: Default::default(),
+    };
+    let committed = applier
+        .apply(
+            &batch,
+            &Owned::from([(0, 1), (1, 1)]),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applier.fenced.get(&0), Some(&1));
+    assert_eq!(
+        committed.ids,
+        vec![(1, crate::stream::EntryId { ms: 1, seq: 2 })]
+    );
+    assert_eq!(log.dead_letter_count(group).await.unwrap(), 1);
+}
