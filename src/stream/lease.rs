@@ -352,6 +352,44 @@ mod tests {
         );
     }
 
+    /// What the embedded log's fenced calls see (`while_held`): a lease
+    /// counts under its own holder and epoch only, until it expires; then
+    /// for nobody, and once taken, for the new holder under the new epoch.
+    #[tokio::test(start_paused = true)]
+    async fn only_the_current_holder_and_epoch_are_fenced_in() {
+        let leases = LocalLeases::new();
+        let ttl = Duration::from_secs(3);
+        let held = |member: &str, owned: &[(u32, Epoch)]| {
+            leases.while_held("g", member, owned, |held| held.to_vec())
+        };
+        let a = leases
+            .try_acquire("g", 0, "a", ttl, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let a1 = leases
+            .try_acquire("g", 1, "a", ttl, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held("a", &[(0, a), (1, a1)]), vec![0, 1]);
+        assert!(held("a", &[(0, a + 1)]).is_empty(), "another epoch");
+        assert!(held("b", &[(0, a)]).is_empty(), "another member");
+        // a renews partition 1 only; partition 0 expires, then b takes it.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(leases.renew("g", 1, "a", ttl).await.unwrap());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(held("a", &[(0, a), (1, a1)]), vec![1], "expired");
+        let b = leases
+            .try_acquire("g", 0, "b", ttl, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held("a", &[(0, a), (1, a1)]), vec![1]);
+        assert_eq!(held("b", &[(0, b)]), vec![0]);
+        assert!(held("b", &[(0, a)]).is_empty(), "b under a's old epoch");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silent_members_drop_out() {
         let leases = LocalLeases::new();

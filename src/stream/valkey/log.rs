@@ -413,19 +413,32 @@ impl ValkeyLog {
             )
             .await
             .map_err(unavailable)?;
-        // A read that times out answers nil, not an empty map.
+        Ok(self
+            .xread_deliveries(raw)?
+            .into_values()
+            .flatten()
+            .collect())
+    }
+
+    /// An XREADGROUP answer's entries, by partition.
+    pub(super) fn xread_deliveries(
+        &self,
+        raw: Value,
+    ) -> Result<HashMap<u32, Vec<Delivery>>, LogError> {
+        let mut out: HashMap<u32, Vec<Delivery>> = HashMap::new();
+        // A read that times out, or finds nothing, answers nil.
         if raw.is_null() {
-            return Ok(Vec::new());
+            return Ok(out);
         }
         let response: XReadResponse<String, String, String, String> =
             raw.into_xread_response().map_err(unavailable)?;
-        let mut out = Vec::new();
         for (stream, entries) in response {
             let partition = self
                 .partition_of_key(&stream)
                 .ok_or_else(|| LogError::Corrupt(format!("unexpected stream `{stream}`")))?;
+            let delivered = out.entry(partition).or_default();
             for (id, fields) in entries {
-                out.push(Self::decode(partition, &id, &fields)?);
+                delivered.push(Self::decode(partition, &id, &fields)?);
             }
         }
         Ok(out)
