@@ -192,6 +192,10 @@ async fn a_worker_paused_past_its_lease_cannot_commit() {
         "no commit was refused; the paused worker's log:\n{log}"
     );
     assert!(log.contains("lost this partition"), "{log}");
+    let stalled_transactions = log.matches("idle-in-transaction timeout").count();
+    eprintln!(
+        "commits refused: {refused}; transactions the database ended as stalled: {stalled_transactions}"
+    );
 
     let store = streamstock::store::Store::connect(&deployment.database)
         .await

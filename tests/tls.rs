@@ -212,7 +212,7 @@ async fn split_roles_run_over_tls_and_a_wrong_ca_is_refused_at_once() {
     drop(front);
 
     // Every client connection PostgreSQL sees is encrypted.
-    let store = streamstock::store::Store::connect_with(&database_url(&pki.ca()), 8)
+    let store = streamstock::store::Store::connect_with(&database_url(&pki.ca()), 8, None)
         .await
         .unwrap();
     let plain: i64 = sqlx::query_scalar(

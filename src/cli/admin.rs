@@ -97,7 +97,7 @@ pub async fn dlq(common: CommonArgs, action: DlqAction) -> anyhow::Result<()> {
             }
         }
         DlqAction::Replay(selection) => {
-            let store = open_store(&common, None).await?;
+            let store = open_store(&common, None, None).await?;
             let letters = select(&*log, group, &selection).await?;
             let replayed = dead_letters::replay(&store, &*log, group, &letters).await?;
             for id in &replayed.not_replayable {
@@ -161,7 +161,7 @@ pub async fn rebuild(common: CommonArgs, args: RebuildArgs) -> anyhow::Result<()
             "worker {owner} owns partition {partition}: stop every worker before rebuilding the read model"
         );
     }
-    let store = open_store(&common, None).await?;
+    let store = open_store(&common, None, None).await?;
     // The live model gets the windows' retention first, as the worker would
     // at its next pass, so before and after are compared under one rule.
     let windows = common.retention.windows();

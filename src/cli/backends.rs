@@ -12,12 +12,17 @@ use std::sync::Arc;
 
 /// Opens the read-model database and brings its schema up to date. A role
 /// passes `startup` to wait for a database that is not up yet; the operator
-/// commands pass None and fail at once.
-pub async fn open_store(common: &CommonArgs, startup: Option<&Startup>) -> anyhow::Result<Store> {
+/// commands pass None and fail at once. A role that runs a worker passes
+/// its lease TTL as `stall_limit` (see `Store::connect_with`).
+pub async fn open_store(
+    common: &CommonArgs,
+    startup: Option<&Startup>,
+    stall_limit: Option<std::time::Duration>,
+) -> anyhow::Result<Store> {
     let url = common
         .database_url_with_password()
         .map_err(anyhow::Error::msg)?;
-    let connect = || Store::connect_with(&url, common.retention.sqlite_memory_mib);
+    let connect = || Store::connect_with(&url, common.retention.sqlite_memory_mib, stall_limit);
     let store = match startup {
         Some(startup) => {
             let what = format!("the database at {}", crate::telemetry::redact_url(&url));

@@ -69,7 +69,7 @@ pub async fn run_all_on(
         bail!("--profile steady and max are load runs: start them with `streamstock simulate` against this gateway");
     }
     let startup = common.startup(&shutdown);
-    let store = open_store(&common, Some(&startup)).await?;
+    let store = open_store(&common, Some(&startup), Some(args.processing.lease_ttl())).await?;
     let backend = open_log(&common, None, Some(&startup)).await?;
     let address = listener.local_addr()?;
 
@@ -117,7 +117,7 @@ pub async fn run_serve(
     args.gateway.load_token_file().map_err(anyhow::Error::msg)?;
     let listener = bind(&args.gateway).await?;
     let startup = common.startup(&shutdown);
-    let store = open_store(&common, Some(&startup)).await?;
+    let store = open_store(&common, Some(&startup), None).await?;
     let backend = open_log(&common, Some("serve"), Some(&startup)).await?;
     let state = Gateway::new(
         store.clone(),
@@ -146,7 +146,7 @@ pub async fn run_worker(
         )
     })?;
     let startup = common.startup(&shutdown);
-    let store = open_store(&common, Some(&startup)).await?;
+    let store = open_store(&common, Some(&startup), Some(args.processing.lease_ttl())).await?;
     let backend = open_log(&common, Some("worker"), Some(&startup)).await?;
 
     // A worker answers /health, /ready and /metrics for orchestrators.
@@ -260,7 +260,7 @@ async fn wait_for_gateway(target: &str, startup: &Startup) -> anyhow::Result<()>
 }
 
 pub async fn run_migrate(common: CommonArgs) -> anyhow::Result<()> {
-    let store = open_store(&common, None).await?;
+    let store = open_store(&common, None, None).await?;
     println!("migrations applied to {}", store.describe());
     store.close().await;
     Ok(())

@@ -88,11 +88,13 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_) => true,
             StoreError::Query(sqlx::Error::Database(db)) => {
-                // 40001 serialization failure, 40P01 deadlock (PostgreSQL);
-                // SQLITE_BUSY (5) and SQLITE_LOCKED (6).
+                // 40001 serialization failure, 40P01 deadlock, 55P03 lock
+                // not available, 25P03 the session's transaction stalled
+                // past its limit (PostgreSQL); SQLITE_BUSY (5) and
+                // SQLITE_LOCKED (6).
                 matches!(
                     db.code().as_deref(),
-                    Some("40001" | "40P01" | "5" | "6" | "55P03")
+                    Some("40001" | "40P01" | "5" | "6" | "55P03" | "25P03")
                 ) || db.message().contains("database is locked")
             }
             _ => false,
@@ -116,14 +118,27 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/s
 impl Store {
     /// Connects with the default SQLite memory budget.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::connect_with(url, DEFAULT_SQLITE_MEMORY_MIB).await
+        Store::connect_with(url, DEFAULT_SQLITE_MEMORY_MIB, None).await
     }
 
     /// Connects to `url` (postgres://… or sqlite://…). SQLite files are
     /// created when missing and run in WAL mode with a busy timeout, so the
     /// gateway can read while a worker writes; all its connections' page
     /// caches together stay within `sqlite_memory_mib`.
-    pub async fn connect_with(url: &str, sqlite_memory_mib: u32) -> Result<Store, StoreError> {
+    ///
+    /// `stall_limit` (a worker passes its lease TTL): PostgreSQL ends a
+    /// session that leaves a transaction idle that long
+    /// (`idle_in_transaction_session_timeout`). A worker stalled in the
+    /// middle of a batch (a pause, SIGSTOP, a partition from the database)
+    /// would otherwise keep its row locks, so the partition's new holder
+    /// waited for it, and then commit when it woke, ahead of the new
+    /// holder. This way its transaction is rolled back, the new holder goes
+    /// on, and the stalled worker's retry is refused by the epoch fence.
+    pub async fn connect_with(
+        url: &str,
+        sqlite_memory_mib: u32,
+        stall_limit: Option<Duration>,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (dialect, url, description) =
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -171,6 +186,13 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 let cache_pragma = cache_pragma.clone();
                 Box::pin(async move {
+                    if let (Dialect::Postgres, Some(limit)) = (dialect, stall_limit) {
+                        let set = format!(
+                            "SET idle_in_transaction_session_timeout = {}",
+                            limit.as_millis().max(1)
+                        );
+                        conn.execute(set.as_str()).await?;
+                    }
                     if dialect == Dialect::Sqlite {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;

@@ -515,31 +515,44 @@ async fn record_epochs(
     group: &str,
     epochs: &[(u32, u64)],
 ) -> Result<(), StoreError> {
+    if epochs.is_empty() {
+        return Ok(());
+    }
+    // One statement for every partition of the batch (a statement per
+    // partition cost a round trip each, inside a transaction that holds
+    // row locks). Rows are locked in partition order, the batch's order,
+    // so two batches sharing partitions cannot deadlock.
+    let rows: Vec<String> = (0..epochs.len())
+        .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+        .collect();
+    let sql = format!(
+        "INSERT INTO partition_epochs (group_name, partition_id, epoch) VALUES {} \
+         ON CONFLICT (group_name, partition_id) DO UPDATE SET epoch = excluded.epoch \
+         WHERE partition_epochs.epoch <= excluded.epoch RETURNING partition_id",
+        rows.join(", ")
+    );
+    let mut upsert = sqlx::query_scalar::<_, i64>(&sql).bind(group);
     for &(partition, epoch) in epochs {
-        let recorded: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO partition_epochs (group_name, partition_id, epoch) VALUES ($1, $2, $3) \
-             ON CONFLICT (group_name, partition_id) DO UPDATE SET epoch = excluded.epoch \
-             WHERE partition_epochs.epoch <= excluded.epoch RETURNING epoch",
+        upsert = upsert.bind(partition as i64).bind(epoch as i64);
+    }
+    let recorded: HashSet<i64> = upsert.fetch_all(&mut **tx).await?.into_iter().collect();
+    // A partition not recorded has a newer epoch than the batch's.
+    if let Some(&(partition, epoch)) = epochs
+        .iter()
+        .find(|(partition, _)| !recorded.contains(&(*partition as i64)))
+    {
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT epoch FROM partition_epochs WHERE group_name = $1 AND partition_id = $2",
         )
         .bind(group)
         .bind(partition as i64)
-        .bind(epoch as i64)
-        .fetch_optional(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
-        if recorded.is_none() {
-            let recorded: i64 = sqlx::query_scalar(
-                "SELECT epoch FROM partition_epochs WHERE group_name = $1 AND partition_id = $2",
-            )
-            .bind(group)
-            .bind(partition as i64)
-            .fetch_one(&mut **tx)
-            .await?;
-            return Err(StoreError::Fenced {
-                partition,
-                epoch,
-                recorded: recorded as u64,
-            });
-        }
+        return Err(StoreError::Fenced {
+            partition,
+            epoch,
+            recorded: recorded as u64,
+        });
     }
     Ok(())
 }

@@ -111,14 +111,15 @@ pub async fn run(common: CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn archive_paging(settings: &CommonArgs, count: u64) -> anyhow::Result<()> {
-    let store = open_store(settings, None).await?;
+    let store = open_store(settings, None, None).await?;
     let result = archive::run(&store, count).await;
     store.close().await;
     result
 }
 
 async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
-    let store = open_store(settings, None).await?;
+    // The worker measured here runs as a role's does.
+    let store = open_store(settings, None, Some(args.processing.lease_ttl())).await?;
     let backend = open_log(settings, None, None).await?;
     eprintln!("bench: {} and {}", backend.log.describe(), store.describe());
     let mut rows = Vec::new();
