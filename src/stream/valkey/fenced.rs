@@ -310,26 +310,30 @@ impl ValkeyLog {
             epoch.to_string(),
             last.to_string(),
         ];
-        let answer: Vec<Value> = run(
-            &self.client,
-            &CLAIM_STRAYS,
-            self.fence_keys(group, partition).to_vec(),
-            args,
-        )
-        .await?;
+        let answer = self
+            .run_fenced(&CLAIM_STRAYS, group, partition, epoch, args)
+            .await?;
+        deliveries(partition, answer.into_iter().next())
+    }
+
+    /// Runs one of the scripts that answer {0} when `partition`'s lease is
+    /// not held under `epoch`, else {1, ...}: the rest of the answer, or
+    /// `LogError::LeaseLost`.
+    async fn run_fenced(
+        &self,
+        script: &Script,
+        group: &str,
+        partition: u32,
+        epoch: Epoch,
+        args: Vec<String>,
+    ) -> Result<Vec<Value>, LogError> {
+        let keys = self.fence_keys(group, partition).to_vec();
+        let answer: Vec<Value> = run(&self.client, script, keys, args).await?;
         let mut answer = answer.into_iter();
         if answer.next().and_then(|code| code.as_i64()) != Some(1) {
             return Err(LogError::LeaseLost { partition, epoch });
         }
-        let entries: Vec<RawEntry> = answer
-            .next()
-            .unwrap_or(Value::Null)
-            .convert()
-            .map_err(unavailable)?;
-        entries
-            .into_iter()
-            .map(|(id, fields)| Self::decode(partition, &id, &fields))
-            .collect()
+        Ok(answer.collect())
     }
 
     /// The fenced read on a cluster: the READ script, one call per
@@ -440,26 +444,12 @@ impl ValkeyLog {
                 cursor.clone(),
                 "500".to_string(),
             ];
-            let answer: Vec<Value> = run(
-                &self.client,
-                &CLAIM,
-                self.fence_keys(group, partition).to_vec(),
-                args,
-            )
-            .await?;
-            let mut answer = answer.into_iter();
-            if answer.next().and_then(|code| code.as_i64()) != Some(1) {
-                return Err(LogError::LeaseLost { partition, epoch });
-            }
+            let mut answer = self
+                .run_fenced(&CLAIM, group, partition, epoch, args)
+                .await?
+                .into_iter();
             let next = answer.next().and_then(|v| v.as_string());
-            let entries: Vec<RawEntry> = answer
-                .next()
-                .ok_or_else(|| LogError::Corrupt("a claim without its entries".into()))?
-                .convert()
-                .map_err(unavailable)?;
-            for (id, fields) in entries {
-                out.push(Self::decode(partition, &id, &fields)?);
-            }
+            out.extend(deliveries(partition, answer.next())?);
             match next {
                 Some(next) if next != "0-0" => cursor = next,
                 _ => break,
@@ -502,22 +492,24 @@ fn first_entry_id(entries: &Value) -> Option<String> {
     }
 }
 
+/// A script's list of stream entries (id and fields), decoded; None (no
+/// list where one belongs) is a corrupt answer.
+fn deliveries(partition: u32, entries: Option<Value>) -> Result<Vec<Delivery>, LogError> {
+    let entries: Vec<RawEntry> = entries
+        .ok_or_else(|| LogError::Corrupt("a script's answer without its entries".into()))?
+        .convert()
+        .map_err(unavailable)?;
+    entries
+        .into_iter()
+        .map(|(id, fields)| ValkeyLog::decode(partition, &id, &fields))
+        .collect()
+}
+
 /// One partition's answer to READ.
 fn read_answer(partition: u32, answer: Value) -> Result<FencedRead, LogError> {
     let mut answer = answer.into_array().into_iter();
     match answer.next().and_then(|code| code.as_i64()) {
-        Some(1) => {
-            let entries: Vec<RawEntry> = answer
-                .next()
-                .ok_or_else(|| LogError::Corrupt("a fenced read without entries".into()))?
-                .convert()
-                .map_err(unavailable)?;
-            let mut out = Vec::with_capacity(entries.len());
-            for (id, fields) in entries {
-                out.push(ValkeyLog::decode(partition, &id, &fields)?);
-            }
-            Ok(FencedRead::Entries(out))
-        }
+        Some(1) => Ok(FencedRead::Entries(deliveries(partition, answer.next())?)),
         Some(2) => Ok(FencedRead::Nothing {
             partition,
             last_id: answer
