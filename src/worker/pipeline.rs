@@ -197,10 +197,7 @@ impl Processor {
                         "taking over unacked entries"
                     );
                 }
-                left_over
-                    .chunks(options.batch_size)
-                    .map(<[Delivery]>::to_vec)
-                    .collect()
+                in_batches(left_over, options.batch_size)
             }
             Err(e @ LogError::LeaseLost { .. }) => {
                 tracing::info!(partition, reason = %e, "not taking over a partition whose lease moved on");
@@ -236,10 +233,7 @@ impl Processor {
                         "reclaiming entries another worker read after losing the partition"
                     );
                 }
-                stranded
-                    .chunks(options.batch_size)
-                    .map(<[Delivery]>::to_vec)
-                    .collect()
+                in_batches(stranded, options.batch_size)
             }
             Err(e) => {
                 tracing::debug!(partition, error = %e, "sweeping for stranded entries failed");
@@ -326,5 +320,46 @@ impl Processor {
                 return;
             }
         }
+    }
+}
+
+/// `deliveries` cut into batches of at most `size`, in order (moved, not
+/// copied).
+fn in_batches(mut deliveries: Vec<Delivery>, size: usize) -> Vec<Vec<Delivery>> {
+    let size = size.max(1);
+    let mut batches = Vec::with_capacity(deliveries.len().div_ceil(size));
+    while deliveries.len() > size {
+        let rest = deliveries.split_off(size);
+        batches.push(std::mem::replace(&mut deliveries, rest));
+    }
+    if !deliveries.is_empty() {
+        batches.push(deliveries);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::EntryId;
+
+    #[test]
+    fn batches_keep_the_order_and_the_size() {
+        let deliveries: Vec<Delivery> = (0..7)
+            .map(|seq| Delivery {
+                partition: 0,
+                id: EntryId { ms: 1, seq },
+                envelope: Err(String::new()),
+            })
+            .collect();
+        let sizes = |size| -> Vec<Vec<u64>> {
+            in_batches(deliveries.clone(), size)
+                .iter()
+                .map(|b| b.iter().map(|d| d.id.seq).collect())
+                .collect()
+        };
+        assert_eq!(sizes(3), vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+        assert_eq!(sizes(7), vec![(0..7).collect::<Vec<_>>()]);
+        assert!(in_batches(Vec::new(), 3).is_empty());
     }
 }

@@ -64,7 +64,7 @@ impl ValkeyLog {
     /// A partition's lease key: `{<stream key>}:lease:<group>`. Its hash
     /// tag is the partition stream's whole key, so on a cluster the lease,
     /// its epoch counter and the stream share a slot, and one script can
-    /// check the lease and read the stream (see `log`'s FENCED_READ).
+    /// check the lease and act on the stream (see `fenced`).
     pub(super) fn lease_key(&self, group: &str, partition: u32) -> String {
         format!("{{{}}}:lease:{group}", self.stream_key(partition))
     }

@@ -114,7 +114,7 @@ impl EventLog for ValkeyLog {
         }
         let per_stream = max.div_ceil(owned.len()).max(1);
         let deadline = tokio::time::Instant::now() + block;
-        let mut wait = CLUSTER_POLL_FIRST;
+        let mut poll = ClusterPoll::until(deadline);
         loop {
             let mut out = Vec::new();
             let mut last_ids = Vec::new();
@@ -130,14 +130,23 @@ impl EventLog for ValkeyLog {
                 }
             }
             let now = tokio::time::Instant::now();
-            if !out.is_empty() || now >= deadline || last_ids.is_empty() {
+            if !out.is_empty() || now >= deadline {
+                return Ok(out);
+            }
+            if last_ids.is_empty() {
+                // No partition is held any more: nothing to wait for until
+                // the coordinator says so. Waiting out `block`, as with no
+                // partition at all, keeps the read stage from spinning on
+                // Valkey meanwhile.
+                tokio::time::sleep_until(deadline).await;
                 return Ok(out);
             }
             if self.cluster {
                 // One XREAD cannot cross slots either: poll (see
                 // poll_each_partition).
-                tokio::time::sleep(wait.min(deadline - now)).await;
-                wait = (wait * 2).min(CLUSTER_POLL_MAX);
+                if !poll.pause().await {
+                    return Ok(out);
+                }
                 continue;
             }
             // Wait for an entry after the last one of each stream: XREAD
@@ -387,6 +396,33 @@ return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_
 const CLUSTER_POLL_FIRST: Duration = Duration::from_millis(1);
 const CLUSTER_POLL_MAX: Duration = Duration::from_millis(25);
 
+/// The waits between the empty rounds of a read polling a cluster, until
+/// its deadline (see `poll_each_partition`).
+struct ClusterPoll {
+    deadline: tokio::time::Instant,
+    wait: Duration,
+}
+
+impl ClusterPoll {
+    fn until(deadline: tokio::time::Instant) -> ClusterPoll {
+        ClusterPoll {
+            deadline,
+            wait: CLUSTER_POLL_FIRST,
+        }
+    }
+
+    /// Waits before the next round; false once the deadline has passed.
+    async fn pause(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.wait.min(self.deadline - now)).await;
+        self.wait = (self.wait * 2).min(CLUSTER_POLL_MAX);
+        true
+    }
+}
+
 impl ValkeyLog {
     /// One XREADGROUP over `partitions`' streams, blocking up to `block`
     /// (None: not at all) for the first new entry.
@@ -461,8 +497,7 @@ impl ValkeyLog {
         per_stream: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
-        let deadline = tokio::time::Instant::now() + block;
-        let mut wait = CLUSTER_POLL_FIRST;
+        let mut poll = ClusterPoll::until(tokio::time::Instant::now() + block);
         loop {
             let reads = partitions.iter().map(|p| {
                 self.xreadgroup(group, consumer, std::slice::from_ref(p), per_stream, None)
@@ -471,12 +506,9 @@ impl ValkeyLog {
             for read in futures::future::join_all(reads).await {
                 out.extend(read?);
             }
-            let now = tokio::time::Instant::now();
-            if !out.is_empty() || now >= deadline {
+            if !out.is_empty() || !poll.pause().await {
                 return Ok(out);
             }
-            tokio::time::sleep(wait.min(deadline - now)).await;
-            wait = (wait * 2).min(CLUSTER_POLL_MAX);
         }
     }
 
