@@ -1,12 +1,16 @@
 // @vitest-environment jsdom
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { cleanup, fireEvent, render, screen, within } from "@testing-library/react";
+import { DeadLetters } from "../src/components/DeadLetters";
 import { Header } from "../src/components/Header";
 import { Inventory, StockBar } from "../src/components/Inventory";
 import { Orders } from "../src/components/Orders";
 import { order, pipeline, product } from "./fixtures";
 
-afterEach(cleanup);
+afterEach(() => {
+  cleanup();
+  vi.unstubAllGlobals();
+});
 
 // jsdom lays nothing out: give elements the size of a screen, so the
 // virtualised inventory has a viewport to fill.
@@ -99,5 +103,29 @@ describe("Orders", () => {
     expect(statuses).toEqual(["CONFIRMED", "REJECTED"]);
     fireEvent.click(screen.getAllByTestId("order-row")[1]);
     expect(opened).toBe(orders[1].order_id);
+  });
+});
+
+describe("DeadLetters", () => {
+  it("looks again while its list disagrees with the count, which may not have changed", async () => {
+    // First answer: no letter (just replayed); the count still says 1
+    // (the letter was dead-lettered again between two snapshots).
+    const letter = {
+      id: "1-0",
+      partition: 2,
+      entry_id: "9-0",
+      envelope: null,
+      error: "unknown event type",
+      attempts: 1,
+      failed_at: "2026-11-27T10:00:00Z",
+    };
+    const answers = [[], [letter]];
+    const fetched = vi.fn(async () => new Response(JSON.stringify(answers.shift() ?? [letter]), { status: 200 }));
+    vi.stubGlobal("fetch", fetched);
+    render(<DeadLetters count={1} />);
+    await screen.findByTestId("dead-letters-empty");
+    const shown = await screen.findByTestId("dead-letter", undefined, { timeout: 3000 });
+    expect(shown.getAttribute("data-id")).toBe("1-0");
+    expect(fetched).toHaveBeenCalledTimes(2);
   });
 });

@@ -5,7 +5,7 @@ import type { DeadLetter } from "../types";
 
 // Dead-lettered events (a protected read: it needs the token when the
 // gateway has one), each with replay and purge. Reloads when the count in
-// the header changes.
+// the header changes, or disagrees with the list.
 export function DeadLetters({ count }: { count: number | null | undefined }) {
   const [letters, setLetters] = useState<DeadLetter[] | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -24,6 +24,14 @@ export function DeadLetters({ count }: { count: number | null | undefined }) {
   useEffect(() => {
     void load();
   }, [load, count]);
+  // The count can come back to where it was between two snapshots (a
+  // replayed letter dead-lettered again): while the list shown disagrees
+  // with it, look again each second.
+  useEffect(() => {
+    if (letters === null || count == null || Math.min(count, 100) === letters.length) return;
+    const again = window.setTimeout(() => void load(), 1000);
+    return () => window.clearTimeout(again);
+  }, [letters, count, load]);
   useEffect(() => {
     const reload = () => void load();
     window.addEventListener(TOKEN_CHANGED, reload);
