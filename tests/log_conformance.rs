@@ -675,6 +675,50 @@ async fn blocking_read_wakes_on_append(open: Opener) {
     );
 }
 
+/// Dead letters are found by id without reading the rest, and "all" is
+/// taken a page of `ALL_PAGE` at a time, oldest first, so an operator's
+/// replay or purge never holds every letter in memory.
+async fn dead_letters_are_chosen_by_id_and_a_page_at_a_time(open: Opener) {
+    use streamstock::store::dead_letters::{self, DeadLetterError, ALL_PAGE};
+    use streamstock::stream::dead_letter::DeadLetter;
+    let log = open(PARTITIONS).await.unwrap().log;
+    let total = ALL_PAGE + 203;
+    let mut ids = Vec::with_capacity(total);
+    for n in 0..total {
+        let letter = DeadLetter::new(0, "1-0".parse().unwrap(), None, format!("letter {n}"), 1);
+        ids.push(log.dead_letter(GROUP, &letter).await.unwrap());
+    }
+
+    let first_page = dead_letters::choose(&*log, GROUP, None).await.unwrap();
+    assert_eq!(first_page.len(), ALL_PAGE);
+    let errors: Vec<&str> = first_page.iter().map(|l| l.error.as_str()).collect();
+    assert_eq!(errors[0], "letter 0");
+    assert_eq!(errors[ALL_PAGE - 1], format!("letter {}", ALL_PAGE - 1));
+
+    // By id, in the order named, repeats included; a missing id (or one
+    // that is not an id at all) fails the whole choice.
+    let named = [ids[1100].clone(), ids[3].clone(), ids[1100].clone()];
+    let chosen = dead_letters::choose(&*log, GROUP, Some(&named)).await.unwrap();
+    let errors: Vec<&str> = chosen.iter().map(|l| l.error.as_str()).collect();
+    assert_eq!(errors, ["letter 1100", "letter 3", "letter 1100"]);
+    for missing in ["999999999-0", "not-an-id", ""] {
+        let asked = [ids[0].clone(), missing.to_string()];
+        match dead_letters::choose(&*log, GROUP, Some(&asked)).await {
+            Err(DeadLetterError::Unknown(id)) => assert_eq!(id, missing),
+            other => panic!("{missing:?}: {other:?}"),
+        }
+    }
+
+    // Purged a page at a time: 1,000, then the 203 left.
+    let purged = dead_letters::purge(&*log, GROUP, &first_page).await.unwrap();
+    assert_eq!(purged, ALL_PAGE as u64);
+    let rest = dead_letters::choose(&*log, GROUP, None).await.unwrap();
+    assert_eq!(rest.len(), 203);
+    assert_eq!(rest[0].error, format!("letter {ALL_PAGE}"));
+    dead_letters::purge(&*log, GROUP, &rest).await.unwrap();
+    assert_eq!(log.dead_letter_count(GROUP).await.unwrap(), 0);
+}
+
 macro_rules! conformance {
     ($($name:ident),*) => {
         mod embedded_log {
@@ -715,7 +759,8 @@ conformance!(
     a_lost_lease_fences_reads_take_overs_and_acks,
     partition_count_is_fixed,
     blocking_read_wakes_on_append,
-    trim_keeps_what_any_group_still_needs
+    trim_keeps_what_any_group_still_needs,
+    dead_letters_are_chosen_by_id_and_a_page_at_a_time
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,6 +147,25 @@ async fn embedded_poison_goes_to_dead_letters_and_dlq_commands_work() {
     assert!(dlq(&["replay", "--all"]).contains("replayed 3"));
     assert!(dlq(&["list"]).contains("no dead letters"));
 
+    // `--all` goes through more letters than one page holds, a page at a
+    // time.
+    {
+        use streamstock::stream::dead_letter::DeadLetter;
+        let log = EmbeddedLog::open(&dir.path().join("log"), common.partitions).unwrap();
+        let many = streamstock::store::dead_letters::ALL_PAGE + 203;
+        for n in 0..many {
+            let letter = DeadLetter::new(0, "1-0".parse().unwrap(), None, format!("{n}"), 1);
+            log.dead_letter(streamstock::stream::PROCESSOR_GROUP, &letter)
+                .await
+                .unwrap();
+        }
+    }
+    let purged = dlq(&["purge", "--all"]);
+    assert!(purged.contains("purged 1203"), "{purged}");
+    assert!(dlq(&["list"]).contains("no dead letters"));
+    // The replay above appended the three again: the app dead-letters them
+    // anew below.
+
     // Replayed, they are processed anew (and, still poison, fail anew).
     let app = TestApp::spawn_with(common).await;
     let letters = dead_letters(&app, 3).await;
@@ -323,6 +342,7 @@ async fn dead_letters_are_replayed_and_purged_through_the_api() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["purged"], 4);
+    assert_eq!(body["remaining"], 0);
     assert!(app.dead_letters().await.1.as_array().unwrap().is_empty());
     app.stop().await;
 }

@@ -98,39 +98,83 @@ pub async fn dlq(common: CommonArgs, action: DlqAction) -> anyhow::Result<()> {
         }
         DlqAction::Replay(selection) => {
             let store = open_store(&common, None, None).await?;
-            let letters = select(&*log, group, &selection).await?;
-            let replayed = dead_letters::replay(&store, &*log, group, &letters).await?;
-            for id in &replayed.not_replayable {
-                println!(
-                    "{id}: not replayable (the entry was not a readable event); purge it instead"
-                );
-            }
-            // `appended` follows the letters' order, skipping the unreadable.
-            let envelopes = letters.iter().filter_map(|l| l.envelope.as_ref());
-            for ((id, msg_id), envelope) in replayed.appended.iter().zip(envelopes) {
-                println!(
-                    "{id}: {} {} appended again as {msg_id}",
-                    envelope.event_type, envelope.event_id
-                );
-            }
-            println!("replayed {} dead letter(s)", replayed.appended.len());
+            let replayed = for_each_page(&*log, group, &selection, |letters| {
+                let (store, log) = (&store, &*log);
+                async move {
+                    let done = dead_letters::replay(store, log, group, &letters).await?;
+                    report_replay(&letters, &done);
+                    Ok(done.appended.len())
+                }
+            })
+            .await?;
+            println!("replayed {replayed} dead letter(s)");
             store.close().await;
         }
         DlqAction::Purge(selection) => {
-            let letters = select(&*log, group, &selection).await?;
-            let removed = dead_letters::purge(&*log, group, &letters).await?;
-            println!("purged {removed} dead letter(s)");
+            let purged = for_each_page(&*log, group, &selection, |letters| {
+                let log = &*log;
+                async move { Ok(dead_letters::purge(log, group, &letters).await? as usize) }
+            })
+            .await?;
+            println!("purged {purged} dead letter(s)");
         }
     }
     Ok(())
 }
 
-async fn select(
+fn report_replay(letters: &[DeadLetter], replayed: &dead_letters::Replayed) {
+    for id in &replayed.not_replayable {
+        println!("{id}: not replayable (the entry was not a readable event); purge it instead");
+    }
+    // `appended` follows the letters' order, skipping the unreadable.
+    let envelopes = letters.iter().filter_map(|l| l.envelope.as_ref());
+    for ((id, msg_id), envelope) in replayed.appended.iter().zip(envelopes) {
+        println!(
+            "{id}: {} {} appended again as {msg_id}",
+            envelope.event_type, envelope.event_id
+        );
+    }
+}
+
+/// Runs `act` on the named letters, or with `--all` on every letter there
+/// was at the start, a page of `dead_letters::ALL_PAGE` at a time (so no
+/// page holds them all in memory); returns how many `act` says it handled.
+/// Stops early once a page handles none (only unreplayable letters left).
+async fn for_each_page<F, Fut>(
     log: &dyn crate::stream::EventLog,
     group: &str,
     selection: &DlqSelection,
+    mut act: F,
+) -> anyhow::Result<usize>
+where
+    F: FnMut(Vec<DeadLetter>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    if !selection.all {
+        return act(select(log, group, Some(&selection.ids)).await?).await;
+    }
+    let at_start = log.dead_letter_count(group).await? as usize;
+    let pages = at_start.div_ceil(dead_letters::ALL_PAGE);
+    let mut handled = 0;
+    for _ in 0..pages {
+        let letters = select(log, group, None).await?;
+        if letters.is_empty() {
+            break;
+        }
+        let done = act(letters).await?;
+        handled += done;
+        if done == 0 {
+            break;
+        }
+    }
+    Ok(handled)
+}
+
+async fn select(
+    log: &dyn crate::stream::EventLog,
+    group: &str,
+    ids: Option<&[String]>,
 ) -> anyhow::Result<Vec<DeadLetter>> {
-    let ids = (!selection.all).then_some(selection.ids.as_slice());
     dead_letters::choose(log, group, ids)
         .await
         .map_err(|e| match e {

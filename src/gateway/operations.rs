@@ -21,7 +21,8 @@ pub struct DeadLetterSelection {
     /// Dead letter ids (from `GET /api/dead-letters`).
     #[serde(default)]
     pub ids: Vec<String>,
-    /// Every dead letter instead (`ids` must then be empty).
+    /// The oldest 1,000 dead letters instead (`ids` must then be empty);
+    /// the answer's `remaining` says whether to call again.
     #[serde(default)]
     pub all: bool,
 }
@@ -51,11 +52,17 @@ pub struct ReplayOutcome {
     pub replayed: Vec<ReplayedLetter>,
     /// Letters that were not a readable event: purge them instead.
     pub not_replayable: Vec<String>,
+    /// Dead letters left afterwards. `all` takes the oldest 1,000 at a
+    /// time: call again while this is above zero.
+    pub remaining: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PurgeOutcome {
     pub purged: u64,
+    /// Dead letters left afterwards. `all` takes the oldest 1,000 at a
+    /// time: call again while this is above zero.
+    pub remaining: u64,
 }
 
 impl From<DeadLetterError> for ApiError {
@@ -92,6 +99,7 @@ pub async fn replay_dead_letters(
             .map(|(id, msg_id)| ReplayedLetter { id, msg_id })
             .collect(),
         not_replayable: done.not_replayable,
+        remaining: state.log.dead_letter_count(PROCESSOR_GROUP).await?,
     }))
 }
 
@@ -109,7 +117,8 @@ pub async fn purge_dead_letters(
 ) -> Result<Json<PurgeOutcome>, ApiError> {
     let letters = dead_letters::choose(&*state.log, PROCESSOR_GROUP, selection.ids()?).await?;
     let purged = dead_letters::purge(&*state.log, PROCESSOR_GROUP, &letters).await?;
-    Ok(Json(PurgeOutcome { purged }))
+    let remaining = state.log.dead_letter_count(PROCESSOR_GROUP).await?;
+    Ok(Json(PurgeOutcome { purged, remaining }))
 }
 
 #[derive(Debug, Deserialize)]

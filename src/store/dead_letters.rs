@@ -28,25 +28,27 @@ pub struct Replayed {
     pub not_replayable: Vec<String>,
 }
 
-/// Every dead letter of `group` (`ids` None), or those named, in the order
-/// named; an id that is not there is an error, and nothing is chosen.
+/// How many letters a selection of "all" takes at once: replaying or
+/// purging them is done a page at a time, so no call holds every dead
+/// letter in memory however many there are.
+pub const ALL_PAGE: usize = 1_000;
+
+/// The oldest `ALL_PAGE` dead letters of `group` (`ids` None), or those
+/// named, in the order named, each read by its id; an id that is not there
+/// is an error, and nothing is chosen.
 pub async fn choose(
     log: &dyn EventLog,
     group: &str,
     ids: Option<&[String]>,
 ) -> Result<Vec<DeadLetter>, DeadLetterError> {
-    let count = log.dead_letter_count(group).await? as usize;
-    let all = log.dead_letters(group, count.max(1)).await?;
     let Some(ids) = ids else {
-        return Ok(all);
+        return Ok(log.dead_letters(group, ALL_PAGE).await?);
     };
-    ids.iter()
-        .map(|id| {
-            all.iter()
-                .find(|l| &l.id == id)
-                .cloned()
-                .ok_or_else(|| DeadLetterError::Unknown(id.clone()))
-        })
+    log.dead_letters_by_id(group, ids)
+        .await?
+        .into_iter()
+        .zip(ids)
+        .map(|(letter, id)| letter.ok_or_else(|| DeadLetterError::Unknown(id.clone())))
         .collect()
 }
 

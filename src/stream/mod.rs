@@ -262,6 +262,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// The oldest `limit` dead letters of `group`.
     async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError>;
 
+    /// The dead letters of `group` with these ids, in the order given:
+    /// `None` where an id is not there. Reads only those letters.
+    async fn dead_letters_by_id(
+        &self,
+        group: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<DeadLetter>>, LogError>;
+
     /// Removes dead letters by id; returns how many were removed.
     async fn remove_dead_letters(&self, group: &str, ids: &[String]) -> Result<u64, LogError>;
 

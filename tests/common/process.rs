@@ -131,12 +131,42 @@ pub fn status_report(env: &[(String, String)]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A loopback port nothing listens on, taken below the kernel's ephemeral
+/// range (`ip_local_port_range`). A port from that range can be handed to
+/// some outgoing connection meanwhile (even a role's own connection to
+/// that very port, which then connects to itself), so a server started
+/// on it later finds it taken.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_default();
+    let ephemeral_low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|low| low.parse().ok())
+        .unwrap_or(32768);
+    let below = 10_000..ephemeral_low.max(10_001);
+    let mut rng = rand::rng();
+    for _ in 0..1_000 {
+        let port = rng.random_range(below.clone());
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {below:?}");
+}
+
+/// Whether a server on `port` answers a RESP PING with PONG.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 /// A valkey-server of this test's own, with AOF fsynced on every write.
@@ -188,8 +218,17 @@ impl OwnValkey {
             .spawn()
             .expect("start valkey-server");
         self.child = Some(child);
+        // Up means this server answers PING: not merely that something
+        // accepts connections on the port (another process could), and not
+        // a server that exited at once because the port was taken.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("valkey-server on port {} exited at start: {status}", self.port);
+            }
+            if answers_ping(self.port) {
+                return;
+            }
             assert!(Instant::now() < deadline, "valkey-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }

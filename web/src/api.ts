@@ -414,7 +414,10 @@ export interface components {
         };
         /** @description Which dead letters a replay or purge acts on: those named, or all. */
         DeadLetterSelection: {
-            /** @description Every dead letter instead (`ids` must then be empty). */
+            /**
+             * @description The oldest 1,000 dead letters instead (`ids` must then be empty);
+             *     the answer's `remaining` says whether to call again.
+             */
             all?: boolean;
             /** @description Dead letter ids (from `GET /api/dead-letters`). */
             ids?: string[];
@@ -631,6 +634,12 @@ export interface components {
         PurgeOutcome: {
             /** Format: int64 */
             purged: number;
+            /**
+             * Format: int64
+             * @description Dead letters left afterwards. `all` takes the oldest 1,000 at a
+             *     time: call again while this is above zero.
+             */
+            remaining: number;
         };
         /**
          * @description What every accepted write says of itself: in the log, not yet applied.
@@ -659,6 +668,12 @@ export interface components {
         ReplayOutcome: {
             /** @description Letters that were not a readable event: purge them instead. */
             not_replayable: string[];
+            /**
+             * Format: int64
+             * @description Dead letters left afterwards. `all` takes the oldest 1,000 at a
+             *     time: call again while this is above zero.
+             */
+            remaining: number;
             replayed: components["schemas"]["ReplayedLetter"][];
         };
         ReplayedLetter: {

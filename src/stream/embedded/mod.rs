@@ -1098,6 +1098,20 @@ impl EventLog for EmbeddedLog {
         .await
     }
 
+    async fn dead_letters_by_id(
+        &self,
+        group: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<DeadLetter>>, LogError> {
+        self.with_dead_letters(group, |letters, _| {
+            Ok(ids
+                .iter()
+                .map(|id| letters.iter().find(|l| &l.id == id).cloned())
+                .collect())
+        })
+        .await
+    }
+
     async fn remove_dead_letters(&self, group: &str, ids: &[String]) -> Result<u64, LogError> {
         self.with_dead_letters(group, |letters, file| {
             let before = letters.len();

@@ -303,16 +303,35 @@ impl EventLog for ValkeyLog {
             .xrange_values(self.dead_letter_key(group), "-", "+", Some(limit as u64))
             .await
             .map_err(unavailable)?;
-        entries
-            .into_iter()
-            .map(|(id, fields)| {
-                let json = fields
-                    .get(FIELD)
-                    .ok_or_else(|| LogError::Corrupt(format!("dead letter {id} has no body")))?;
-                let mut letter: DeadLetter = serde_json::from_str(json)
-                    .map_err(|e| LogError::Corrupt(format!("dead letter {id}: {e}")))?;
-                letter.id = id;
-                Ok(letter)
+        entries.into_iter().map(decode_dead_letter).collect()
+    }
+
+    async fn dead_letters_by_id(
+        &self,
+        group: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<DeadLetter>>, LogError> {
+        // One pipelined XRANGE id id per letter: a round trip for the lot.
+        // An id that is no stream id at all names no letter (Valkey would
+        // refuse the whole pipeline for it).
+        let asked: Vec<&String> = ids.iter().filter(|id| is_stream_id(id)).collect();
+        let pipeline = self.client.pipeline();
+        for id in &asked {
+            let _: () = pipeline
+                .xrange(self.dead_letter_key(group), id.as_str(), id.as_str(), Some(1))
+                .await
+                .map_err(unavailable)?;
+        }
+        let found: Vec<Vec<RawEntry>> = if asked.is_empty() {
+            Vec::new()
+        } else {
+            pipeline.all().await.map_err(unavailable)?
+        };
+        let found = asked.into_iter().zip(found).collect::<HashMap<_, _>>();
+        ids.iter()
+            .map(|id| {
+                let entry = found.get(id).and_then(|entries| entries.first()).cloned();
+                entry.map(decode_dead_letter).transpose()
             })
             .collect()
     }
@@ -528,4 +547,23 @@ impl ValkeyLog {
     fn dead_letter_key(&self, group: &str) -> String {
         format!("{}:dead-letters:{group}", self.namespace)
     }
+}
+
+/// A dead-letter stream entry as the letter it holds, under the entry's id.
+fn decode_dead_letter((id, fields): RawEntry) -> Result<DeadLetter, LogError> {
+    let json = fields
+        .get(FIELD)
+        .ok_or_else(|| LogError::Corrupt(format!("dead letter {id} has no body")))?;
+    let mut letter: DeadLetter = serde_json::from_str(json)
+        .map_err(|e| LogError::Corrupt(format!("dead letter {id}: {e}")))?;
+    letter.id = id;
+    Ok(letter)
+}
+
+/// `<ms>-<seq>` or `<ms>`, as XRANGE takes an exact id.
+fn is_stream_id(id: &str) -> bool {
+    let mut parts = id.splitn(2, '-');
+    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.parse::<u64>().is_ok());
+    let ms = parts.next();
+    digits(ms) && parts.next().is_none_or(|seq| digits(Some(seq)))
 }
