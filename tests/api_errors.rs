@@ -1,7 +1,7 @@
 //! Bad input gets a 4xx with a JSON error naming the problem, never a 5xx,
 //! and records nothing.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use serde_json::{json, Value};

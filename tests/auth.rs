@@ -2,7 +2,7 @@
 //! dead letters, metrics) need the bearer token; the rest stays open. The
 //! token can come from a file; CORS opens the API only to the origins named.
 
-mod common;
+use crate::common;
 
 use common::process::{free_port, Role};
 use common::{Backend, TestApp};

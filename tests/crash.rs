@@ -1,7 +1,7 @@
 //! kill -9 under load, then restart: every order the gateway answered 202 is
 //! processed, exactly once, and the business invariants hold.
 
-mod common;
+use crate::common;
 
 use common::load::{assert_accepted_orders_processed_once, place_orders_until};
 use common::process::assert_rebuild_identical;

@@ -11,7 +11,7 @@
 //! saves screenshots at 1440 and 390 px in both themes under
 //! target/tmp/dashboard/. `scripts/test.sh` installs Chromium when missing.
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use common::process::{free_port, Role, SharedDeployment};

@@ -3,7 +3,7 @@
 //! partitions, the log's counters, lag and dead letters) and the in-process
 //! simulator's switch, `GET`/`POST /api/simulator`.
 
-mod common;
+use crate::common;
 
 use common::process::{free_port, Role, SharedDeployment};
 use common::{Api, Backend, TestApp};

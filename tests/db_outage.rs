@@ -4,7 +4,7 @@
 //! (never a hang), workers back off and resume, and every order answered
 //! 202 is processed exactly once.
 
-mod common;
+use crate::common;
 
 use common::load::{assert_accepted_orders_processed_once, outage_under_load, Outage};
 use common::process::OwnPostgres;

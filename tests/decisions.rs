@@ -3,7 +3,7 @@
 //! the embedded log, Valkey pub/sub across processes), and the dashboard's
 //! WebSocket carries the status change between its snapshots.
 
-mod common;
+use crate::common;
 
 use common::process::{ServeAndWorker, SharedDeployment};
 use common::{Api, Backend, TestApp};

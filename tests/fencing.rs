@@ -4,7 +4,7 @@
 //! rules are unit tests in src/stream/lease.rs and run on Valkey in
 //! log_conformance.)
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use streamstock::domain::events::StockReceived;

@@ -3,7 +3,7 @@
 //! answering), a time limit (503 past it), and request metrics by route and
 //! status.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! and two gateways on one deployment; another request under the same key
 //! is refused; keys expire.
 
-mod common;
+use crate::common;
 
 use common::process::{free_port, Role, SharedDeployment};
 use common::{Api, Backend, TestApp};

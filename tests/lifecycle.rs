@@ -5,7 +5,7 @@
 //! the audit trail, the analytics, and `streamstock rebuild` reproducing the
 //! read model checksum for checksum.
 
-mod common;
+use crate::common;
 
 use common::process::{assert_rebuild_identical_for, run_cli, Role, SharedDeployment};
 use common::{Api, Backend, TestApp};

@@ -2,7 +2,7 @@
 //! sends what the rate asks for, and its report's counts are what the
 //! system recorded.
 
-mod common;
+use crate::common;
 
 use common::process::BIN;
 use common::{Backend, TestApp};

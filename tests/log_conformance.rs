@@ -1,7 +1,7 @@
 //! One conformance suite for every event-log backend: the same test bodies
 //! run against the embedded file log and against a real Valkey.
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use std::collections::HashMap;

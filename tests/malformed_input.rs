@@ -6,7 +6,7 @@
 //! field mistake names the field; none gets a 5xx, a panic or a hang, and
 //! nothing is recorded.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use serde_json::{json, Map, Value};

@@ -7,7 +7,7 @@
 //! partitions have moved to the survivor, every order the gateways took is
 //! decided exactly once, the invariants hold, and `rebuild` is identical.
 
-mod common;
+use crate::common;
 
 use common::process::{
     assert_rebuild_identical, free_port, owners, status_report, Role, SharedDeployment, BIN,

@@ -2,7 +2,7 @@
 //! and lists every route the gateway serves, each documented route is
 //! served, and `/docs` is Swagger UI from the binary itself.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use serde_json::Value;

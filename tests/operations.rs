@@ -13,7 +13,7 @@
 //! - the Prometheus alert rules in deploy/prometheus name only metrics the
 //!   roles export.
 
-mod common;
+use crate::common;
 
 use common::process::{free_port, run_to_end, OwnValkey, Role, SharedDeployment, BIN};
 use std::os::unix::net::UnixDatagram;

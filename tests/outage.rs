@@ -3,7 +3,7 @@
 //! a hang, never a 5xx other than 503), workers back off and resume, and
 //! every order answered 202 is processed exactly once.
 
-mod common;
+use crate::common;
 
 use common::load::{assert_accepted_orders_processed_once, outage_under_load, Outage};
 use common::process::OwnValkey;

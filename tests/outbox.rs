@@ -2,7 +2,7 @@
 //! are listed until published, come back in the order they were decided,
 //! and a redelivered batch changes nothing.
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use streamstock::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};

@@ -2,7 +2,7 @@
 //! concurrent orders that must partly be rejected, then the business
 //! invariants of DESIGN.md section 5 checked against the read model.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp};
 use serde_json::{json, Value};

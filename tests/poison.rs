@@ -3,7 +3,7 @@
 //! letters with their reason and an alert, and do not stop their partition;
 //! `streamstock dlq` lists, replays and purges them.
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use common::process::run_cli_ok;

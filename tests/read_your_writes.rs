@@ -2,7 +2,7 @@
 //! product created is stocked and ordered at once, and the `Location` of a
 //! creation never answers 404, even while no worker runs.
 
-mod common;
+use crate::common;
 
 use common::process::{free_port, Role, SharedDeployment};
 use common::{Api, Backend, TestApp};

@@ -2,7 +2,7 @@
 //! them, keep working: `REDIS_URL` for the Valkey URL, `postgresql://`
 //! database URLs and `SIM_PROFILE=NORMAL`.
 
-mod common;
+use crate::common;
 
 use common::process::{free_port, Role, BIN};
 use std::process::Command;

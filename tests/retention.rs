@@ -3,7 +3,7 @@
 //! is decided exactly once, the invariants hold, and `rebuild` from the
 //! archive gives the same read model. On both backend pairs.
 
-mod common;
+use crate::common;
 
 use common::load::{assert_accepted_orders_processed_once, place_orders_until, place_orders_while};
 use common::process::{

@@ -3,7 +3,7 @@
 //! real Valkey and PostgreSQL. Also checks SIGTERM gives a clean exit 0, and
 //! that a split role without Valkey is refused with a clear error.
 
-mod common;
+use crate::common;
 
 use common::Api;
 use serde_json::json;

@@ -7,7 +7,7 @@
 //! wrong CA, or a server that does not speak TLS, is a clear error at once,
 //! not a hang and not a wait for the start-up timeout.
 
-mod common;
+use crate::common;
 
 use common::process::{free_port, run_to_end, OwnPostgres, OwnValkey, Role, BIN};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};

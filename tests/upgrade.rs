@@ -4,7 +4,7 @@
 //! old one-row-per-event outbox is still relayed, and a rebuild replays the
 //! old archive (decisions archived when they came back from the log).
 
-mod common;
+use crate::common;
 
 use chrono::Utc;
 use streamstock::domain::events::{

@@ -8,7 +8,7 @@
 //! (log_conformance runs the log's and leases' own tests on the cluster,
 //! and checks each append's WAITAOF goes to its stream's primary.)
 
-mod common;
+use crate::common;
 
 use common::process::{
     assert_rebuild_identical, free_port, owners, status_report, Role, SharedDeployment, BIN,

@@ -4,7 +4,6 @@
 //! The Valkey + PostgreSQL backend pair needs the servers that
 //! `scripts/test.sh` starts (it exports their URLs). Running these tests
 //! without them is an error with a hint, never a silent skip.
-#![allow(dead_code)]
 
 pub mod invariants;
 pub mod load;

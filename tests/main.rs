@@ -1,0 +1,37 @@
+//! StreamStock's integration tests: one test binary, a module per concern,
+//! so the crate is linked once for all of them (nextest still runs each
+//! test in its own process). `./scripts/test.sh` starts the servers they
+//! need; `common` holds the helpers they share.
+
+#[macro_use]
+mod common;
+
+mod api_errors;
+mod architecture;
+mod auth;
+mod crash;
+mod dashboard_browser;
+mod dashboard_feed;
+mod db_outage;
+mod decisions;
+mod fencing;
+mod front_door;
+mod idempotency;
+mod lifecycle;
+mod load_generator;
+mod log_conformance;
+mod malformed_input;
+mod multi_host;
+mod openapi;
+mod operations;
+mod outage;
+mod outbox;
+mod pipeline;
+mod poison;
+mod read_your_writes;
+mod reference_spellings;
+mod retention;
+mod split_roles;
+mod tls;
+mod upgrade;
+mod valkey_cluster;
