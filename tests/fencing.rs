@@ -7,10 +7,11 @@
 use crate::common;
 
 use chrono::Utc;
+use common::held;
 use streamstock::domain::events::StockReceived;
 use streamstock::domain::{DomainEvent, ProductId};
 use streamstock::store::{Store, StoreError};
-use streamstock::stream::{partition_for, Decoded, EntryId};
+use streamstock::stream::{partition_for, Decoded, EntryId, Epoch, Partition};
 
 const GROUP: &str = "fencing-test";
 
@@ -21,7 +22,7 @@ fn receipt(partition: u32, seq: u64) -> Decoded {
         purchase_order_id: None,
     });
     Decoded {
-        partition,
+        partition: Partition(partition),
         id: EntryId { ms: 1, seq },
         envelope: event.clone().into_envelope(Utc::now()),
         event,
@@ -33,7 +34,11 @@ async fn a_stale_epoch_cannot_commit(store: Store) {
     let route = |key: &str| partition_for(key, 4);
     let apply = |batch: Vec<Decoded>, epochs: Vec<(u32, u64)>| {
         let store = store.clone();
-        async move { store.apply_batch(&batch, &route, GROUP, &epochs).await }
+        async move {
+            store
+                .apply_batch(&batch, &route, GROUP, &held(&epochs))
+                .await
+        }
     };
     let archived = |batch: &[Decoded]| {
         let store = store.clone();
@@ -57,7 +62,7 @@ async fn a_stale_epoch_cannot_commit(store: Store) {
             partition,
             epoch,
             recorded,
-        }) => assert_eq!((partition, epoch, recorded), (0, 1, 2)),
+        }) => assert_eq!((partition.0, epoch.get(), recorded.get()), (0, 1, 2)),
         other => panic!("a stale epoch committed: {other:?}"),
     }
     assert_eq!(
@@ -66,7 +71,11 @@ async fn a_stale_epoch_cannot_commit(store: Store) {
         "nothing of the refused batch applied"
     );
     assert_eq!(
-        store.partition_epochs(GROUP).await.unwrap().get(&1),
+        store
+            .partition_epochs(GROUP)
+            .await
+            .unwrap()
+            .get(&Partition(1)),
         None,
         "the refused transaction recorded nothing"
     );
@@ -77,11 +86,12 @@ async fn a_stale_epoch_cannot_commit(store: Store) {
         .await
         .unwrap();
     let epochs = store.partition_epochs(GROUP).await.unwrap();
-    assert_eq!((epochs[&0], epochs[&1]), (3, 1));
+    let epoch_of = |p| epochs[&Partition(p)].get();
+    assert_eq!((epoch_of(0), epoch_of(1)), (3, 1));
     assert!(store.partition_epochs("another").await.unwrap().is_empty());
     assert!(matches!(
         apply(vec![receipt(0, 7)], vec![(0, 2)]).await,
-        Err(StoreError::Fenced { recorded: 3, .. })
+        Err(StoreError::Fenced { recorded, .. }) if Some(recorded) == Epoch::new(3)
     ));
 }
 

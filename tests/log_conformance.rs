@@ -13,15 +13,16 @@ use std::time::Duration;
 use streamstock::domain::events::StockReceived;
 use streamstock::domain::{DomainEvent, Envelope};
 use streamstock::stream::embedded::{EmbeddedLog, EmbeddedOptions};
-use streamstock::stream::lease::Epoch;
 use streamstock::stream::lease::{LeaseStore, LocalLeases};
 use streamstock::stream::valkey::ValkeyLog;
-use streamstock::stream::{partition_for, EventLog, LogBackend, LogError};
+use streamstock::stream::{
+    partition_for, Consumer, Epoch, EventLog, Holdings, LogBackend, LogError, Partition,
+};
 use uuid::Uuid;
 
 const PARTITIONS: u32 = 4;
 const GROUP: &str = "conformance";
-const ALL: [u32; 4] = [0, 1, 2, 3];
+const ALL: [Partition; 4] = [Partition(0), Partition(1), Partition(2), Partition(3)];
 
 /// Opens the same log again (a restart), with a given partition count, and
 /// the leases that go with it.
@@ -99,7 +100,7 @@ async fn read_partition(
     log: &dyn EventLog,
     group: &str,
     consumer: &str,
-    partition: u32,
+    partition: Partition,
     want: usize,
 ) -> Vec<streamstock::stream::Delivery> {
     read_until(log, group, consumer, &[partition], want, want).await
@@ -111,7 +112,7 @@ async fn read_until(
     log: &dyn EventLog,
     group: &str,
     consumer: &str,
-    partitions: &[u32],
+    partitions: &[Partition],
     per_read: usize,
     want: usize,
 ) -> Vec<streamstock::stream::Delivery> {
@@ -130,7 +131,9 @@ async fn read_until(
     got
 }
 
-fn ids(deliveries: &[streamstock::stream::Delivery]) -> Vec<(u32, streamstock::stream::EntryId)> {
+fn ids(
+    deliveries: &[streamstock::stream::Delivery],
+) -> Vec<(Partition, streamstock::stream::EntryId)> {
     deliveries.iter().map(|d| (d.partition, d.id)).collect()
 }
 
@@ -155,7 +158,7 @@ async fn trim_keeps_what_any_group_still_needs(open: Opener) {
     log.ack("behind", &ids(&behind)).await.unwrap();
 
     log.trim(&ALL).await.unwrap();
-    let length = log.partition_stats("ahead").await.unwrap()[partition as usize].length;
+    let length = log.partition_stats("ahead").await.unwrap()[partition.index()].length;
     assert!(
         (20..30).contains(&length),
         "entries 1..=10 may go (at least some did), 11..=30 stay: {length} retained"
@@ -164,7 +167,7 @@ async fn trim_keeps_what_any_group_still_needs(open: Opener) {
     // The dead consumer's pending entries, handed to its successor intact.
     let epoch = holding(&backend, "ahead", "successor", partition).await;
     let taken = log
-        .take_over("ahead", "successor", partition, epoch)
+        .take_over(&Consumer::new("ahead", "successor"), partition, epoch)
         .await
         .unwrap();
     assert_eq!(quantities(&taken), (21..=30).collect::<Vec<_>>());
@@ -178,9 +181,9 @@ async fn trim_keeps_what_any_group_still_needs(open: Opener) {
     assert!(trimmed.entries > 0);
     let stats = log.partition_stats("behind").await.unwrap();
     assert!(
-        stats[partition as usize].length < 20,
+        stats[partition.index()].length < 20,
         "with everything acked, the log keeps at most its newest segment: {:?}",
-        stats[partition as usize]
+        stats[partition.index()]
     );
     assert_eq!(log.backlog("behind").await.unwrap(), 0);
 
@@ -202,7 +205,7 @@ async fn retention_keeps_acked_entries(open: Opener) {
     log.ack(GROUP, &ids(&all)).await.unwrap();
     assert_eq!(log.trim(&ALL).await.unwrap().entries, 0);
     let stats = log.partition_stats(GROUP).await.unwrap();
-    assert_eq!(stats[partition as usize].length, 12);
+    assert_eq!(stats[partition.index()].length, 12);
 }
 
 fn event(key: Uuid, quantity: i64) -> Envelope {
@@ -286,7 +289,7 @@ async fn unacked_entries_are_redelivered(open: Opener) {
     // Taken over (Valkey: still pending for the dead consumer) or simply
     // delivered again (embedded: delivery state is not kept across restarts).
     let mut again = log
-        .take_over(GROUP, "survivor", partition, epoch)
+        .take_over(&Consumer::new(GROUP, "survivor"), partition, epoch)
         .await
         .unwrap();
     if again.len() < 4 {
@@ -323,7 +326,7 @@ async fn take_over_hands_unacked_entries_to_the_new_owner(open: Opener) {
         .unwrap();
     let epoch = holding(&backend, GROUP, "new-owner", partition).await;
     let taken = log
-        .take_over(GROUP, "new-owner", partition, epoch)
+        .take_over(&Consumer::new(GROUP, "new-owner"), partition, epoch)
         .await
         .unwrap();
     assert_eq!(quantities(&taken), vec![2, 3]);
@@ -331,16 +334,16 @@ async fn take_over_hands_unacked_entries_to_the_new_owner(open: Opener) {
     log.ack(GROUP, &ids).await.unwrap();
     assert_eq!(log.backlog(GROUP).await.unwrap(), 0);
     let stats = log.partition_stats(GROUP).await.unwrap();
-    assert_eq!(stats[partition as usize].length, 3);
-    assert_eq!(stats[partition as usize].pending, 0);
+    assert_eq!(stats[partition.index()].length, 3);
+    assert_eq!(stats[partition.index()].pending, 0);
 }
 
 /// `consumer` takes `partition`'s lease in `group` (for a minute): the
 /// epoch it holds it under.
-async fn holding(backend: &LogBackend, group: &str, consumer: &str, partition: u32) -> Epoch {
+async fn holding(backend: &LogBackend, group: &str, consumer: &str, partition: Partition) -> Epoch {
     backend
         .leases
-        .try_acquire(group, partition, consumer, Duration::from_secs(60), 0)
+        .try_acquire(group, partition, consumer, Duration::from_secs(60), None)
         .await
         .unwrap()
         .expect("the lease is free")
@@ -351,9 +354,10 @@ async fn holding(backend: &LogBackend, group: &str, consumer: &str, partition: u
 async fn read_fenced_until(
     log: &dyn EventLog,
     consumer: &str,
-    owned: &[(u32, Epoch)],
+    owned: &[(Partition, Epoch)],
     want: usize,
 ) -> Vec<streamstock::stream::Delivery> {
+    let owned: Holdings = owned.iter().copied().collect();
     let mut got = Vec::new();
     for _ in 0..100 {
         if got.len() >= want {
@@ -361,9 +365,8 @@ async fn read_fenced_until(
         }
         got.extend(
             log.read_fenced(
-                GROUP,
-                consumer,
-                owned,
+                &Consumer::new(GROUP, consumer),
+                &owned,
                 want - got.len(),
                 Duration::from_millis(100),
             )
@@ -394,18 +397,22 @@ async fn a_lost_lease_fences_reads_take_overs_and_acks(open: Opener) {
     }
     let short = Duration::from_millis(300);
     let old = leases
-        .try_acquire(GROUP, lost, "old", short, 0)
+        .try_acquire(GROUP, lost, "old", short, None)
         .await
         .unwrap()
         .unwrap();
     let kept_epoch = holding(&backend, GROUP, "old", kept).await;
-    let epochs = |pairs: &[(u32, Epoch)]| pairs.iter().copied().collect();
+    let epochs = |pairs: &[(Partition, Epoch)]| -> Holdings { pairs.iter().copied().collect() };
 
     // Under its lease, "old" reads 1..=4 and acks 1.
     let first = read_fenced_until(log, "old", &[(lost, old)], 4).await;
     assert_eq!(quantities(&first), vec![1, 2, 3, 4]);
     let refused = log
-        .ack_fenced(GROUP, "old", &ids(&first[..1]), &epochs(&[(lost, old)]))
+        .ack_fenced(
+            &Consumer::new(GROUP, "old"),
+            &ids(&first[..1]),
+            &epochs(&[(lost, old)]),
+        )
         .await
         .unwrap();
     assert!(refused.is_empty(), "{refused:?}");
@@ -427,20 +434,26 @@ async fn a_lost_lease_fences_reads_take_overs_and_acks(open: Opener) {
         "only the partition still held"
     );
     assert!(log
-        .read_fenced(GROUP, "old", &owned, 10, Duration::from_millis(100))
+        .read_fenced(
+            &Consumer::new(GROUP, "old"),
+            &epochs(&owned),
+            10,
+            Duration::from_millis(100)
+        )
         .await
         .unwrap()
         .is_empty());
     for (consumer, epoch) in [("old", old), ("new", old)] {
         assert!(matches!(
-            log.take_over(GROUP, consumer, lost, epoch).await,
+            log.take_over(&Consumer::new(GROUP, consumer), lost, epoch)
+                .await,
             Err(LogError::LeaseLost { .. })
         ));
     }
     let mut old_ids = ids(&first[1..]);
     old_ids.extend(ids(&read));
     let refused = log
-        .ack_fenced(GROUP, "old", &old_ids, &epochs(&owned))
+        .ack_fenced(&Consumer::new(GROUP, "old"), &old_ids, &epochs(&owned))
         .await
         .unwrap();
     assert_eq!(refused, vec![lost], "acked the partition still held only");
@@ -449,7 +462,10 @@ async fn a_lost_lease_fences_reads_take_overs_and_acks(open: Opener) {
     // of it once, in log order. (On a single Valkey, "old"'s reads after
     // losing the lease take entries out and hand them nobody; "new" gets
     // them first, by take-over or by claiming them before its next read.)
-    let mut new_got = log.take_over(GROUP, "new", lost, new).await.unwrap();
+    let mut new_got = log
+        .take_over(&Consumer::new(GROUP, "new"), lost, new)
+        .await
+        .unwrap();
     assert_eq!(quantities(&new_got[..3]), vec![2, 3, 4]);
     let want = 5 - new_got.len();
     new_got.extend(read_fenced_until(log, "new", &[(lost, new)], want).await);
@@ -458,7 +474,12 @@ async fn a_lost_lease_fences_reads_take_overs_and_acks(open: Opener) {
         log.append(&event(key, q)).await.unwrap();
     }
     assert!(log
-        .read_fenced(GROUP, "old", &owned, 10, Duration::from_millis(100))
+        .read_fenced(
+            &Consumer::new(GROUP, "old"),
+            &epochs(&owned),
+            10,
+            Duration::from_millis(100)
+        )
         .await
         .unwrap()
         .is_empty());
@@ -466,13 +487,17 @@ async fn a_lost_lease_fences_reads_take_overs_and_acks(open: Opener) {
     assert_eq!(quantities(&late), vec![7, 8]);
     new_got.extend(late);
     let refused = log
-        .ack_fenced(GROUP, "new", &ids(&new_got), &epochs(&[(lost, new)]))
+        .ack_fenced(
+            &Consumer::new(GROUP, "new"),
+            &ids(&new_got),
+            &epochs(&[(lost, new)]),
+        )
         .await
         .unwrap();
     assert!(refused.is_empty(), "{refused:?}");
     assert_eq!(log.backlog(GROUP).await.unwrap(), 0);
     assert!(matches!(
-        log.reclaim_stale(GROUP, "old", lost, old, Duration::ZERO)
+        log.reclaim_stale(&Consumer::new(GROUP, "old"), lost, old, Duration::ZERO)
             .await
             .map(|stranded| stranded.is_empty()),
         // Refused on Valkey; nothing to reclaim on the embedded log.
@@ -505,14 +530,20 @@ async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
 
     // Exclusive, and released only by its holder.
     assert_eq!(
-        leases.try_acquire(&group, 1, "a", long, 0).await.unwrap(),
-        Some(1)
+        leases
+            .try_acquire(&group, Partition(1), "a", long, None)
+            .await
+            .unwrap(),
+        Epoch::new(1)
     );
     assert_eq!(
-        leases.try_acquire(&group, 1, "b", long, 0).await.unwrap(),
+        leases
+            .try_acquire(&group, Partition(1), "b", long, None)
+            .await
+            .unwrap(),
         None
     );
-    leases.release(&group, 1, "b").await.unwrap();
+    leases.release(&group, Partition(1), "b").await.unwrap();
     assert_eq!(
         leases.owners(&group, 2).await.unwrap(),
         vec![None, Some("a".to_string())]
@@ -522,13 +553,19 @@ async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
     // it is still a's well after `short` (waiting longer only makes the
     // check stricter).
     assert_eq!(
-        leases.try_acquire(&group, 2, "a", short, 0).await.unwrap(),
-        Some(1)
+        leases
+            .try_acquire(&group, Partition(2), "a", short, None)
+            .await
+            .unwrap(),
+        Epoch::new(1)
     );
-    assert!(leases.renew(&group, 2, "a", long).await.unwrap());
+    assert!(leases.renew(&group, Partition(2), "a", long).await.unwrap());
     tokio::time::sleep(short * 3).await;
     assert_eq!(
-        leases.try_acquire(&group, 2, "b", long, 0).await.unwrap(),
+        leases
+            .try_acquire(&group, Partition(2), "b", long, None)
+            .await
+            .unwrap(),
         None,
         "a renewed it"
     );
@@ -536,12 +573,15 @@ async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
     // Not renewed, a lease expires: b gets it after `short`, not before.
     let taken_at = tokio::time::Instant::now();
     assert_eq!(
-        leases.try_acquire(&group, 3, "a", short, 0).await.unwrap(),
-        Some(1)
+        leases
+            .try_acquire(&group, Partition(3), "a", short, None)
+            .await
+            .unwrap(),
+        Epoch::new(1)
     );
     eventually("a's lease expires", || async {
         leases
-            .try_acquire(&group, 3, "b", long, 0)
+            .try_acquire(&group, Partition(3), "b", long, None)
             .await
             .unwrap()
             .is_some()
@@ -549,8 +589,11 @@ async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
     .await;
     // b's is a new epoch; keeping it keeps the epoch.
     assert_eq!(
-        leases.try_acquire(&group, 3, "b", long, 0).await.unwrap(),
-        Some(2)
+        leases
+            .try_acquire(&group, Partition(3), "b", long, None)
+            .await
+            .unwrap(),
+        Epoch::new(2)
     );
     assert!(
         taken_at.elapsed() >= short - Duration::from_millis(20),
@@ -558,19 +601,25 @@ async fn leases_are_exclusive_and_expire(leases: Arc<dyn LeaseStore>) {
         taken_at.elapsed()
     );
     assert!(
-        !leases.renew(&group, 3, "a", long).await.unwrap(),
+        !leases.renew(&group, Partition(3), "a", long).await.unwrap(),
         "expired"
     );
     // Released and taken again: a newer epoch, and above the floor given.
-    leases.release(&group, 1, "a").await.unwrap();
+    leases.release(&group, Partition(1), "a").await.unwrap();
     assert_eq!(
-        leases.try_acquire(&group, 1, "b", long, 0).await.unwrap(),
-        Some(2)
+        leases
+            .try_acquire(&group, Partition(1), "b", long, None)
+            .await
+            .unwrap(),
+        Epoch::new(2)
     );
-    leases.release(&group, 1, "b").await.unwrap();
+    leases.release(&group, Partition(1), "b").await.unwrap();
     assert_eq!(
-        leases.try_acquire(&group, 1, "a", long, 41).await.unwrap(),
-        Some(42)
+        leases
+            .try_acquire(&group, Partition(1), "a", long, Epoch::new(41))
+            .await
+            .unwrap(),
+        Epoch::new(42)
     );
 
     // Members: a heartbeats once, b keeps heartbeating; a drops out.
@@ -698,7 +747,9 @@ async fn dead_letters_are_chosen_by_id_and_a_page_at_a_time(open: Opener) {
     // By id, in the order named, repeats included; a missing id (or one
     // that is not an id at all) fails the whole choice.
     let named = [ids[1100].clone(), ids[3].clone(), ids[1100].clone()];
-    let chosen = dead_letters::choose(&*log, GROUP, Some(&named)).await.unwrap();
+    let chosen = dead_letters::choose(&*log, GROUP, Some(&named))
+        .await
+        .unwrap();
     let errors: Vec<&str> = chosen.iter().map(|l| l.error.as_str()).collect();
     assert_eq!(errors, ["letter 1100", "letter 3", "letter 1100"]);
     for missing in ["999999999-0", "not-an-id", ""] {
@@ -710,7 +761,9 @@ async fn dead_letters_are_chosen_by_id_and_a_page_at_a_time(open: Opener) {
     }
 
     // Purged a page at a time: 1,000, then the 203 left.
-    let purged = dead_letters::purge(&*log, GROUP, &first_page).await.unwrap();
+    let purged = dead_letters::purge(&*log, GROUP, &first_page)
+        .await
+        .unwrap();
     assert_eq!(purged, ALL_PAGE as u64);
     let rest = dead_letters::choose(&*log, GROUP, None).await.unwrap();
     assert_eq!(rest.len(), 203);
@@ -787,9 +840,9 @@ fn open_tiny(dir: &std::path::Path) -> EmbeddedLog {
 }
 
 /// The segment files of a partition, oldest first.
-fn segment_files(dir: &std::path::Path, partition: u32) -> Vec<PathBuf> {
+fn segment_files(dir: &std::path::Path, partition: Partition) -> Vec<PathBuf> {
     let folder = dir.join(format!("partition-{partition}"));
-    common::segment_bases(dir, partition)
+    common::segment_bases(dir, partition.0)
         .into_iter()
         .map(|base| folder.join(format!("{base:020}.seg")))
         .collect()
@@ -931,7 +984,7 @@ async fn embedded_log_restarts_after_segments_were_deleted() {
         receipt.id > last_offset,
         "offsets keep counting after a trim"
     );
-    let stats = log.partition_stats(GROUP).await.unwrap()[partition as usize];
+    let stats = log.partition_stats(GROUP).await.unwrap()[partition.index()];
     assert_eq!(stats.lag, 1);
     assert_eq!(stats.pending, 5);
     assert!(stats.bytes.unwrap() > 0);
@@ -957,7 +1010,7 @@ async fn embedded_log_group_behind_the_oldest_segment_resumes_at_it() {
     }
     std::fs::write(dir.path().join("groups/restored.json"), b"[0,0,0,0]").unwrap();
     let log = open_tiny(dir.path());
-    let kept = log.partition_stats(GROUP).await.unwrap()[partition as usize].length;
+    let kept = log.partition_stats(GROUP).await.unwrap()[partition.index()].length;
     assert!(kept > 0 && kept < 20, "{kept}");
     let got = read_partition(&log, "restored", "c", partition, kept as usize).await;
     assert_eq!(
@@ -980,7 +1033,7 @@ async fn embedded_log_converts_a_previous_release_data_dir() {
     std::fs::write(dir.path().join("meta.json"), br#"{"partitions":4}"#).unwrap();
     for p in 0..PARTITIONS {
         let mut lines = Vec::new();
-        if p == partition {
+        if p == partition.0 {
             for q in 1..=6 {
                 lines.extend(serde_json::to_vec(&event(key, q)).unwrap());
                 lines.push(b'\n');
@@ -989,7 +1042,7 @@ async fn embedded_log_converts_a_previous_release_data_dir() {
         std::fs::write(dir.path().join(format!("partition-{p}.log")), lines).unwrap();
     }
     let mut committed = vec![0u64; PARTITIONS as usize];
-    committed[partition as usize] = 4;
+    committed[partition.index()] = 4;
     std::fs::write(
         dir.path().join(format!("groups/{GROUP}.json")),
         serde_json::to_vec(&committed).unwrap(),
@@ -1093,7 +1146,7 @@ async fn valkey_cluster_appends_wait_for_the_aof_of_their_primary() {
     let log = ValkeyLog::connect(&url, &namespace, SPREAD, true)
         .await
         .unwrap();
-    let primary_of = |partition: u32| {
+    let primary_of = |partition: Partition| {
         let key = format!("{namespace}:events:{partition}");
         routing
             .get_server(fred::util::redis_keyslot(key.as_bytes()))
@@ -1101,7 +1154,7 @@ async fn valkey_cluster_appends_wait_for_the_aof_of_their_primary() {
             .clone()
     };
     // Sixteen partitions: all on one primary by chance is 3 in 3^16.
-    let spread: std::collections::BTreeSet<_> = (0..SPREAD).map(primary_of).collect();
+    let spread: std::collections::BTreeSet<_> = Partition::all(SPREAD).map(primary_of).collect();
     assert!(
         spread.len() >= 2,
         "the partitions' streams did not spread: {spread:?}"
@@ -1126,7 +1179,7 @@ async fn valkey_cluster_appends_wait_for_the_aof_of_their_primary() {
         per_primary
     };
     // Keys whose partitions live on the first primary.
-    let target = primary_of(0);
+    let target = primary_of(Partition(0));
     let keys: Vec<Uuid> = std::iter::repeat_with(Uuid::new_v4)
         .filter(|key| primary_of(log.partition_of(&key.to_string())) == target)
         .take(300)
@@ -1138,7 +1191,7 @@ async fn valkey_cluster_appends_wait_for_the_aof_of_their_primary() {
     });
     let receipts = futures::future::join_all(appends).await;
     let after = stats().await;
-    let partitions: Vec<u32> = receipts
+    let partitions: Vec<Partition> = receipts
         .iter()
         .map(|r| r.partition)
         .collect::<std::collections::BTreeSet<_>>()

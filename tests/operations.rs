@@ -385,7 +385,7 @@ async fn json_logs_carry_the_event_span_of_the_event_being_handled() {
         .iter()
         .find(|s| s["name"] == "event")
         .unwrap_or_else(|| panic!("no event span: {failed_line}"));
-    assert_eq!(event["partition"], receipt.partition, "{failed_line}");
+    assert_eq!(event["partition"], receipt.partition.0, "{failed_line}");
     assert_eq!(event["entry"], receipt.id.to_string(), "{failed_line}");
     assert_eq!(
         event["event_id"],

@@ -13,7 +13,7 @@ use streamstock::stream::{partition_for, Decoded, EntryId};
 fn decoded(event: DomainEvent, seq: u64) -> Decoded {
     let envelope = event.clone().into_envelope(Utc::now());
     Decoded {
-        partition: 0,
+        partition: streamstock::stream::Partition(0),
         id: EntryId { ms: 1, seq },
         envelope,
         event,
@@ -61,7 +61,12 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
         decoded(order(5), 4),
     ];
     let outcome = store
-        .apply_batch(&batch, &|key| partition_for(key, 4), "outbox-test", &[])
+        .apply_batch(
+            &batch,
+            &|key| partition_for(key, 4),
+            "outbox-test",
+            &Default::default(),
+        )
         .await
         .unwrap();
     assert_eq!(outcome.applied, 4);
@@ -90,7 +95,12 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
 
     // Redelivered: nothing applied again, nothing new to publish.
     let again = store
-        .apply_batch(&batch, &|key| partition_for(key, 4), "outbox-test", &[])
+        .apply_batch(
+            &batch,
+            &|key| partition_for(key, 4),
+            "outbox-test",
+            &Default::default(),
+        )
         .await
         .unwrap();
     assert_eq!((again.applied, again.duplicates), (0, 4));

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamstock::store::Store;
 use streamstock::stream::valkey::ValkeyLog;
-use streamstock::stream::EventLog;
+use streamstock::stream::{EventLog, Partition};
 use uuid::Uuid;
 
 const PARTITIONS: u32 = 4;
@@ -139,7 +139,7 @@ async fn valkey_trimming_keeps_a_killed_workers_pending_entries() {
     let log = ValkeyLog::connect(&common::valkey_url(), &namespace, PARTITIONS, true)
         .await
         .unwrap();
-    let all: Vec<u32> = (0..PARTITIONS).collect();
+    let all: Vec<Partition> = Partition::all(PARTITIONS).collect();
     let stage = ServeAndWorker::start(env, &[("VTRIM-A", 2.50, 400), ("VTRIM-B", 15.00, 40)]).await;
     let (api, stock, products) = (stage.api.clone(), stage.stock.clone(), stage.product_ids());
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 pub use crate::simulator::Profile;
 use crate::store::analytics::WindowRetention;
-use crate::stream::PROCESSOR_GROUP;
+use crate::stream::{Consumer, PROCESSOR_GROUP};
 pub use crate::telemetry::LogFormat;
 use crate::worker::{self, WorkerOptions};
 
@@ -487,8 +487,7 @@ impl ProcessingArgs {
     /// The worker's own settings, under a consumer name unique to this process.
     pub fn worker_options(&self, windows: WindowRetention) -> WorkerOptions {
         WorkerOptions {
-            group: PROCESSOR_GROUP.to_string(),
-            consumer: worker::unique_consumer_name(),
+            consumer: Consumer::new(PROCESSOR_GROUP, worker::unique_consumer_name()),
             batch_size: self.batch_size as usize,
             batch_wait: self.batch_wait(),
             lease_ttl: self.lease_ttl(),

@@ -48,9 +48,9 @@ pub enum StoreError {
     /// `Store::apply_batch`). Nothing of the batch was applied.
     #[error("partition {partition}: batch read under lease epoch {epoch}, but epoch {recorded} has committed since")]
     Fenced {
-        partition: u32,
-        epoch: u64,
-        recorded: u64,
+        partition: crate::stream::Partition,
+        epoch: crate::stream::Epoch,
+        recorded: crate::stream::Epoch,
     },
 }
 

@@ -34,7 +34,7 @@ use crate::domain::inventory::{
 use crate::domain::{
     events::OrderLine, DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId,
 };
-use crate::stream::Decoded;
+use crate::stream::{Decoded, Epoch, Holdings, Partition};
 use sqlx::any::Any;
 use sqlx::{Row, Transaction};
 use std::collections::{BTreeMap, HashSet};
@@ -56,7 +56,7 @@ pub struct BatchOutcome {
 /// An archive row to write: the envelope and where the log holds it.
 struct ArchiveRow<'a> {
     envelope: &'a Envelope,
-    partition: u32,
+    partition: Partition,
     /// Empty for a follow-up: it is archived before it is published.
     entry_id: String,
 }
@@ -78,9 +78,9 @@ impl Store {
     pub async fn apply_batch(
         &self,
         events: &[Decoded],
-        partition_of: &(dyn Fn(&str) -> u32 + Sync),
+        partition_of: &(dyn Fn(&str) -> Partition + Sync),
         group: &str,
-        epochs: &[(u32, u64)],
+        epochs: &Holdings,
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let now = chrono::Utc::now();
@@ -171,7 +171,7 @@ impl Store {
     pub async fn partition_epochs(
         &self,
         group: &str,
-    ) -> Result<std::collections::HashMap<u32, u64>, StoreError> {
+    ) -> Result<std::collections::HashMap<Partition, Epoch>, StoreError> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT partition_id, epoch FROM partition_epochs WHERE group_name = $1",
         )
@@ -180,7 +180,10 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(partition, epoch)| (partition as u32, epoch as u64))
+            .filter_map(|(partition, epoch)| {
+                let epoch = Epoch::new(u64::try_from(epoch).ok()?)?;
+                Some((Partition(u32::try_from(partition).ok()?), epoch))
+            })
             .collect())
     }
 
@@ -306,7 +309,7 @@ async fn archive(
                 i64::from(e.version).into(),
                 e.occurred_at.timestamp_millis().into(),
                 e.payload.to_string().into(),
-                i64::from(row.partition).into(),
+                i64::from(row.partition.0).into(),
                 row.entry_id.as_str().into(),
                 now.into(),
             ]
@@ -513,7 +516,7 @@ pub(super) fn purchase_order_from_row(
 async fn record_epochs(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     group: &str,
-    epochs: &[(u32, u64)],
+    epochs: &Holdings,
 ) -> Result<(), StoreError> {
     if epochs.is_empty() {
         return Ok(());
@@ -532,26 +535,34 @@ async fn record_epochs(
         rows.join(", ")
     );
     let mut upsert = sqlx::query_scalar::<_, i64>(&sql).bind(group);
-    for &(partition, epoch) in epochs {
-        upsert = upsert.bind(partition as i64).bind(epoch as i64);
+    for (partition, epoch) in epochs.iter() {
+        upsert = upsert.bind(i64::from(partition.0)).bind(epoch.get() as i64);
     }
     let recorded: HashSet<i64> = upsert.fetch_all(&mut **tx).await?.into_iter().collect();
     // A partition not recorded has a newer epoch than the batch's.
-    if let Some(&(partition, epoch)) = epochs
+    if let Some((partition, epoch)) = epochs
         .iter()
-        .find(|(partition, _)| !recorded.contains(&(*partition as i64)))
+        .find(|(partition, _)| !recorded.contains(&i64::from(partition.0)))
     {
         let recorded: i64 = sqlx::query_scalar(
             "SELECT epoch FROM partition_epochs WHERE group_name = $1 AND partition_id = $2",
         )
         .bind(group)
-        .bind(partition as i64)
+        .bind(i64::from(partition.0))
         .fetch_one(&mut **tx)
         .await?;
+        let recorded = u64::try_from(recorded)
+            .ok()
+            .and_then(Epoch::new)
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!(
+                    "partition {partition}: recorded epoch {recorded}"
+                ))
+            })?;
         return Err(StoreError::Fenced {
             partition,
             epoch,
-            recorded: recorded as u64,
+            recorded,
         });
     }
     Ok(())

@@ -9,17 +9,16 @@
 //! Each acquisition of a partition's lease carries a fencing epoch, higher
 //! than any issued for that partition before, so that work done under an
 //! older lease (by a worker that was paused past its TTL and does not know
-//! it lost the partition) can be told from the current owner's.
+//! it lost the partition) can be told from the current owner's (see
+//! `fencing`).
 
+pub use super::fencing::{Epoch, Holdings, Partition};
 use super::LogError;
 use async_trait::async_trait;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// A lease's fencing epoch (see the module's comment); 0 is never issued.
-pub type Epoch = u64;
 
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
@@ -39,21 +38,26 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn try_acquire(
         &self,
         group: &str,
-        partition: u32,
+        partition: Partition,
         member: &str,
         ttl: Duration,
-        floor: Epoch,
+        floor: Option<Epoch>,
     ) -> Result<Option<Epoch>, LogError>;
     /// Extends a lease `member` holds; false if it was lost (expired, taken).
     async fn renew(
         &self,
         group: &str,
-        partition: u32,
+        partition: Partition,
         member: &str,
         ttl: Duration,
     ) -> Result<bool, LogError>;
     /// Gives a lease back (only if `member` holds it).
-    async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError>;
+    async fn release(
+        &self,
+        group: &str,
+        partition: Partition,
+        member: &str,
+    ) -> Result<(), LogError>;
     /// Removes `member` from the live set (graceful shutdown).
     async fn leave(&self, group: &str, member: &str) -> Result<(), LogError>;
     /// The holder of each partition's lease, for `status`.
@@ -61,15 +65,15 @@ pub trait LeaseStore: Send + Sync + 'static {
 }
 
 /// The partitions `me` should own when `members` are alive: p mod n.
-pub fn fair_share(partitions: u32, members: &[String], me: &str) -> BTreeSet<u32> {
+pub fn fair_share(partitions: u32, members: &[String], me: &str) -> BTreeSet<Partition> {
     let mut sorted: Vec<&String> = members.iter().collect();
     sorted.sort();
     sorted.dedup();
     let Some(index) = sorted.iter().position(|m| m.as_str() == me) else {
         return BTreeSet::new();
     };
-    (0..partitions)
-        .filter(|p| (*p as usize) % sorted.len() == index)
+    Partition::all(partitions)
+        .filter(|p| p.index() % sorted.len() == index)
         .collect()
 }
 
@@ -84,9 +88,9 @@ pub struct LocalLeases {
 struct LocalState {
     members: HashMap<(String, String), Instant>,
     /// Holder, expiry and epoch of each lease.
-    leases: HashMap<(String, u32), (String, Instant, Epoch)>,
+    leases: HashMap<(String, Partition), (String, Instant, Epoch)>,
     /// The last epoch issued per partition: kept when leases expire.
-    epochs: HashMap<(String, u32), Epoch>,
+    epochs: HashMap<(String, Partition), Epoch>,
 }
 
 impl LocalLeases {
@@ -103,21 +107,21 @@ impl LocalLeases {
         &self,
         group: &str,
         member: &str,
-        owned: &[(u32, Epoch)],
-        f: impl FnOnce(&[u32]) -> R,
+        owned: &Holdings,
+        f: impl FnOnce(&[Partition]) -> R,
     ) -> R {
         let now = Instant::now();
         let state = self.state.lock().expect("lease lock");
-        let held: Vec<u32> = owned
+        let held: Vec<Partition> = owned
             .iter()
-            .filter(|&&(p, epoch)| {
+            .filter(|&(p, epoch)| {
                 state.leases.get(&(group.to_string(), p)).is_some_and(
                     |(holder, expiry, held_epoch)| {
                         holder == member && *expiry > now && *held_epoch == epoch
                     },
                 )
             })
-            .map(|&(p, _)| p)
+            .map(|(p, _)| p)
             .collect();
         f(&held)
     }
@@ -150,10 +154,10 @@ impl LeaseStore for LocalLeases {
     async fn try_acquire(
         &self,
         group: &str,
-        partition: u32,
+        partition: Partition,
         member: &str,
         ttl: Duration,
-        floor: Epoch,
+        floor: Option<Epoch>,
     ) -> Result<Option<Epoch>, LogError> {
         let now = Instant::now();
         let mut state = self.state.lock().expect("lease lock");
@@ -165,9 +169,9 @@ impl LeaseStore for LocalLeases {
                 Ok(Some(*epoch))
             }
             _ => {
-                let last = state.epochs.entry(key.clone()).or_default();
-                *last = (*last).max(floor) + 1;
-                let epoch = *last;
+                let last = state.epochs.get(&key).copied().max(floor);
+                let epoch = Epoch::above(last);
+                state.epochs.insert(key.clone(), epoch);
                 state
                     .leases
                     .insert(key, (member.to_string(), now + ttl, epoch));
@@ -179,7 +183,7 @@ impl LeaseStore for LocalLeases {
     async fn renew(
         &self,
         group: &str,
-        partition: u32,
+        partition: Partition,
         member: &str,
         ttl: Duration,
     ) -> Result<bool, LogError> {
@@ -194,7 +198,12 @@ impl LeaseStore for LocalLeases {
         }
     }
 
-    async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError> {
+    async fn release(
+        &self,
+        group: &str,
+        partition: Partition,
+        member: &str,
+    ) -> Result<(), LogError> {
         let mut state = self.state.lock().expect("lease lock");
         let key = (group.to_string(), partition);
         if state
@@ -219,7 +228,7 @@ impl LeaseStore for LocalLeases {
     async fn owners(&self, group: &str, partitions: u32) -> Result<Vec<Option<String>>, LogError> {
         let now = Instant::now();
         let state = self.state.lock().expect("lease lock");
-        Ok((0..partitions)
+        Ok(Partition::all(partitions)
             .map(|p| {
                 state
                     .leases
@@ -234,6 +243,10 @@ impl LeaseStore for LocalLeases {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn e(n: u64) -> Epoch {
+        Epoch::new(n).unwrap()
+    }
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("w{i}")).collect()
@@ -264,30 +277,45 @@ mod tests {
         let leases = LocalLeases::new();
         let ttl = Duration::from_secs(5);
         assert_eq!(
-            leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(),
-            Some(1)
+            leases
+                .try_acquire("g", Partition(0), "a", ttl, None)
+                .await
+                .unwrap(),
+            Some(e(1))
         );
-        assert_eq!(leases.try_acquire("g", 0, "b", ttl, 0).await.unwrap(), None);
+        assert_eq!(
+            leases
+                .try_acquire("g", Partition(0), "b", ttl, None)
+                .await
+                .unwrap(),
+            None
+        );
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(leases.renew("g", 0, "a", ttl).await.unwrap());
+        assert!(leases.renew("g", Partition(0), "a", ttl).await.unwrap());
         tokio::time::advance(Duration::from_secs(4)).await;
         assert_eq!(
-            leases.try_acquire("g", 0, "b", ttl, 0).await.unwrap(),
+            leases
+                .try_acquire("g", Partition(0), "b", ttl, None)
+                .await
+                .unwrap(),
             None,
             "renewed lease still held"
         );
         // a stops renewing (dies): after the TTL, b gets it and a cannot renew.
         tokio::time::advance(Duration::from_millis(5001)).await;
         assert_eq!(
-            leases.try_acquire("g", 0, "b", ttl, 0).await.unwrap(),
-            Some(2)
+            leases
+                .try_acquire("g", Partition(0), "b", ttl, None)
+                .await
+                .unwrap(),
+            Some(e(2))
         );
-        assert!(!leases.renew("g", 0, "a", ttl).await.unwrap());
+        assert!(!leases.renew("g", Partition(0), "a", ttl).await.unwrap());
         assert_eq!(
             leases.owners("g", 2).await.unwrap(),
             vec![Some("b".to_string()), None]
         );
-        leases.release("g", 0, "a").await.unwrap();
+        leases.release("g", Partition(0), "a").await.unwrap();
         assert_eq!(
             leases.owners("g", 1).await.unwrap(),
             vec![Some("b".to_string())],
@@ -303,52 +331,79 @@ mod tests {
         let leases = LocalLeases::new();
         let ttl = Duration::from_secs(3);
         assert_eq!(
-            leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(),
-            Some(1)
+            leases
+                .try_acquire("g", Partition(0), "a", ttl, None)
+                .await
+                .unwrap(),
+            Some(e(1))
         );
         // Keeping a held lease keeps its epoch (a renewal by acquisition).
         assert_eq!(
-            leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(),
-            Some(1)
+            leases
+                .try_acquire("g", Partition(0), "a", ttl, None)
+                .await
+                .unwrap(),
+            Some(e(1))
         );
-        assert!(leases.renew("g", 0, "a", ttl).await.unwrap());
+        assert!(leases.renew("g", Partition(0), "a", ttl).await.unwrap());
         // Lost: a paused past its TTL; b takes it under a new epoch, and a
         // can neither renew nor take it back without a newer one.
         tokio::time::advance(Duration::from_secs(4)).await;
         assert_eq!(
-            leases.try_acquire("g", 0, "b", ttl, 0).await.unwrap(),
-            Some(2)
+            leases
+                .try_acquire("g", Partition(0), "b", ttl, None)
+                .await
+                .unwrap(),
+            Some(e(2))
         );
-        assert!(!leases.renew("g", 0, "a", ttl).await.unwrap());
-        assert_eq!(leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(), None);
-        // Released and re-acquired: newer again.
-        leases.release("g", 0, "b").await.unwrap();
+        assert!(!leases.renew("g", Partition(0), "a", ttl).await.unwrap());
         assert_eq!(
-            leases.try_acquire("g", 0, "a", ttl, 0).await.unwrap(),
-            Some(3)
+            leases
+                .try_acquire("g", Partition(0), "a", ttl, None)
+                .await
+                .unwrap(),
+            None
+        );
+        // Released and re-acquired: newer again.
+        leases.release("g", Partition(0), "b").await.unwrap();
+        assert_eq!(
+            leases
+                .try_acquire("g", Partition(0), "a", ttl, None)
+                .await
+                .unwrap(),
+            Some(e(3))
         );
         // The floor: what the read model recorded before a restart.
-        leases.release("g", 0, "a").await.unwrap();
+        leases.release("g", Partition(0), "a").await.unwrap();
         assert_eq!(
-            leases.try_acquire("g", 0, "a", ttl, 41).await.unwrap(),
-            Some(42)
+            leases
+                .try_acquire("g", Partition(0), "a", ttl, Some(e(41)))
+                .await
+                .unwrap(),
+            Some(e(42))
         );
         assert_eq!(
             LocalLeases::new()
-                .try_acquire("g", 0, "a", ttl, 42)
+                .try_acquire("g", Partition(0), "a", ttl, Some(e(42)))
                 .await
                 .unwrap(),
-            Some(43),
+            Some(e(43)),
             "a fresh store (a restarted process) issues above the floor"
         );
         // Other partitions and groups have epochs of their own.
         assert_eq!(
-            leases.try_acquire("g", 1, "a", ttl, 0).await.unwrap(),
-            Some(1)
+            leases
+                .try_acquire("g", Partition(1), "a", ttl, None)
+                .await
+                .unwrap(),
+            Some(e(1))
         );
         assert_eq!(
-            leases.try_acquire("h", 0, "a", ttl, 0).await.unwrap(),
-            Some(1)
+            leases
+                .try_acquire("h", Partition(0), "a", ttl, None)
+                .await
+                .unwrap(),
+            Some(e(1))
         );
     }
 
@@ -360,28 +415,33 @@ mod tests {
         let leases = LocalLeases::new();
         let ttl = Duration::from_secs(3);
         let held = |member: &str, owned: &[(u32, Epoch)]| {
-            leases.while_held("g", member, owned, |held| held.to_vec())
+            let owned: Holdings = owned.iter().map(|&(p, e)| (Partition(p), e)).collect();
+            leases
+                .while_held("g", member, &owned, |held| held.to_vec())
+                .into_iter()
+                .map(|p| p.0)
+                .collect::<Vec<u32>>()
         };
         let a = leases
-            .try_acquire("g", 0, "a", ttl, 0)
+            .try_acquire("g", Partition(0), "a", ttl, None)
             .await
             .unwrap()
             .unwrap();
         let a1 = leases
-            .try_acquire("g", 1, "a", ttl, 0)
+            .try_acquire("g", Partition(1), "a", ttl, None)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(held("a", &[(0, a), (1, a1)]), vec![0, 1]);
-        assert!(held("a", &[(0, a + 1)]).is_empty(), "another epoch");
+        assert!(held("a", &[(0, a.next())]).is_empty(), "another epoch");
         assert!(held("b", &[(0, a)]).is_empty(), "another member");
         // a renews partition 1 only; partition 0 expires, then b takes it.
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(leases.renew("g", 1, "a", ttl).await.unwrap());
+        assert!(leases.renew("g", Partition(1), "a", ttl).await.unwrap());
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(held("a", &[(0, a), (1, a1)]), vec![1], "expired");
         let b = leases
-            .try_acquire("g", 0, "b", ttl, 0)
+            .try_acquire("g", Partition(0), "b", ttl, None)
             .await
             .unwrap()
             .unwrap();

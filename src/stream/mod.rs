@@ -5,12 +5,14 @@
 pub mod announce;
 pub mod dead_letter;
 pub mod embedded;
+pub mod fencing;
 pub mod lease;
 pub mod valkey;
 
 use crate::domain::Envelope;
 use async_trait::async_trait;
 use dead_letter::DeadLetter;
+pub use fencing::{Consumer, Epoch, Holdings, Partition};
 use lease::LeaseStore;
 use std::fmt;
 use std::str::FromStr;
@@ -59,7 +61,7 @@ impl FromStr for EntryId {
 /// Where an appended event landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendReceipt {
-    pub partition: u32,
+    pub partition: Partition,
     pub id: EntryId,
 }
 
@@ -75,7 +77,7 @@ impl AppendReceipt {
 /// it instead of stalling its partition on it forever.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub partition: u32,
+    pub partition: Partition,
     pub id: EntryId,
     pub envelope: Result<Envelope, String>,
 }
@@ -84,7 +86,7 @@ pub struct Delivery {
 /// understands: the only kind the read model applies.
 #[derive(Debug, Clone)]
 pub struct Decoded {
-    pub partition: u32,
+    pub partition: Partition,
     pub id: EntryId,
     pub envelope: Envelope,
     pub event: crate::domain::DomainEvent,
@@ -137,7 +139,7 @@ pub enum LogError {
     /// A fenced call for a partition whose lease the caller no longer
     /// holds under the epoch it gave.
     #[error("partition {partition}'s lease is no longer held under epoch {epoch}")]
-    LeaseLost { partition: u32, epoch: lease::Epoch },
+    LeaseLost { partition: Partition, epoch: Epoch },
 }
 
 /// What one `trim` removed.
@@ -149,8 +151,8 @@ pub struct Trimmed {
 
 /// The stable partition of a key: xxh3 is fixed by its specification, so the
 /// same key maps to the same partition in every process, build and host.
-pub fn partition_for(key: &str, partitions: u32) -> u32 {
-    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(partitions)) as u32
+pub fn partition_for(key: &str, partitions: u32) -> Partition {
+    Partition((xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(partitions)) as u32)
 }
 
 #[async_trait]
@@ -158,7 +160,7 @@ pub trait EventLog: Send + Sync + 'static {
     fn partitions(&self) -> u32;
 
     /// The partition `append` puts an entry with this key in.
-    fn partition_of(&self, key: &str) -> u32 {
+    fn partition_of(&self, key: &str) -> Partition {
         partition_for(key, self.partitions())
     }
 
@@ -176,12 +178,12 @@ pub trait EventLog: Send + Sync + 'static {
         &self,
         group: &str,
         consumer: &str,
-        partitions: &[u32],
+        partitions: &[Partition],
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError>;
 
-    /// `read_group` for a worker holding `owned`'s partitions under the
+    /// `read_group` for a worker holding `held`'s partitions under the
     /// lease epochs given: a partition whose lease `consumer` no longer
     /// holds under that epoch yields nothing, checked in the same step as
     /// the entries are handed out (a Valkey script; on the embedded log,
@@ -190,9 +192,8 @@ pub trait EventLog: Send + Sync + 'static {
     /// (fencing, see `lease`).
     async fn read_fenced(
         &self,
-        group: &str,
-        consumer: &str,
-        owned: &[(u32, lease::Epoch)],
+        consumer: &Consumer,
+        held: &Holdings,
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError>;
@@ -206,10 +207,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// before taking it over cannot take the new holder's entries.
     async fn take_over(
         &self,
-        group: &str,
-        consumer: &str,
-        partition: u32,
-        epoch: lease::Epoch,
+        consumer: &Consumer,
+        partition: Partition,
+        epoch: Epoch,
     ) -> Result<Vec<Delivery>, LogError>;
 
     /// Entries of `partition` delivered in `group` to another consumer and
@@ -220,37 +220,35 @@ pub trait EventLog: Send + Sync + 'static {
     /// entries out per group, not per consumer: nothing to do there.
     async fn reclaim_stale(
         &self,
-        _group: &str,
-        _consumer: &str,
-        _partition: u32,
-        _epoch: lease::Epoch,
+        _consumer: &Consumer,
+        _partition: Partition,
+        _epoch: Epoch,
         _min_idle: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
         Ok(Vec::new())
     }
 
     /// Acks `entries` of the partitions `consumer` holds under the epochs
-    /// in `epochs`, checked in the same step as the ack; the entries of any
+    /// in `held`, checked in the same step as the ack; the entries of any
     /// other partition stay pending for its holder, and those partitions
     /// are returned. A worker whose lease moved on thus acks nothing of the
     /// partition, whatever it believes it holds.
     async fn ack_fenced(
         &self,
-        group: &str,
-        consumer: &str,
-        entries: &[(u32, EntryId)],
-        epochs: &std::collections::BTreeMap<u32, lease::Epoch>,
-    ) -> Result<Vec<u32>, LogError>;
+        consumer: &Consumer,
+        entries: &[(Partition, EntryId)],
+        held: &Holdings,
+    ) -> Result<Vec<Partition>, LogError>;
 
     /// Acks entries for `group`, unconditionally (the workers ack with
     /// `ack_fenced`).
-    async fn ack(&self, group: &str, entries: &[(u32, EntryId)]) -> Result<(), LogError>;
+    async fn ack(&self, group: &str, entries: &[(Partition, EntryId)]) -> Result<(), LogError>;
 
     /// Removes from `partitions` the entries every consumer group has
     /// acked (and that are older than the log's retention), never one a
     /// group still needs: pending entries of any consumer, dead or alive,
     /// stay. Called by the partitions' owner now and then, not per event.
-    async fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError>;
+    async fn trim(&self, partitions: &[Partition]) -> Result<Trimmed, LogError>;
 
     /// Per partition: entries in the log, not yet delivered, and delivered
     /// but not acked, for `group`.
@@ -316,7 +314,7 @@ mod tests {
         assert_eq!(partition_for("order-1", 8), partition_for("order-1", 8));
         let mut seen = [0u32; 8];
         for i in 0..8000 {
-            seen[partition_for(&format!("key-{i}"), 8) as usize] += 1;
+            seen[partition_for(&format!("key-{i}"), 8).index()] += 1;
         }
         assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
     }

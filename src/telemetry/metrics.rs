@@ -26,6 +26,7 @@ pub const HTTP_SECONDS: &str = "streamstock_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "streamstock_http_requests_in_flight";
 pub const ANNOUNCEMENTS_HEARD: &str = "streamstock_announcements_heard_total";
 pub const FENCED_BATCHES: &str = "streamstock_fenced_batches_total";
+pub const INVARIANT_VIOLATIONS: &str = "streamstock_invariant_violations_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -59,6 +60,10 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        INVARIANT_VIOLATIONS,
+        "Invariants found broken in the code (by invariant): each stopped what it guarded"
+    );
     metrics::describe_counter!(EVENTS_PROCESSED, "Events handled by workers, by outcome");
     metrics::describe_histogram!(BATCH_SECONDS, "Time to apply, publish and ack one batch");
     metrics::describe_histogram!(

@@ -4,7 +4,6 @@
 //! together is retried one event at a time, so one poison event holds back
 //! only itself.
 
-use super::ownership::Owned;
 use super::recent::RecentlyCommitted;
 use super::WorkerOptions;
 use crate::domain::events::AlertRaised;
@@ -17,9 +16,9 @@ use crate::store::projections::BatchOutcome;
 use crate::store::{Store, StoreError};
 use crate::stream::announce::StatusChange;
 use crate::stream::dead_letter::DeadLetter;
-use crate::stream::lease::Epoch;
-use crate::stream::{Decoded, Delivery, EntryId, EventLog};
+use crate::stream::{Decoded, Delivery, EntryId, Epoch, EventLog, Holdings, Partition};
 use crate::telemetry::metrics as names;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -32,9 +31,9 @@ const MAX_EVENT_RETRY: Duration = Duration::from_secs(30);
 pub(super) struct Committed {
     pub follow_ups: Vec<Envelope>,
     pub outbox: OutboxRows,
-    pub ids: Vec<(u32, EntryId)>,
+    pub ids: Vec<(Partition, EntryId)>,
     /// The epoch each partition's entries were committed under.
-    pub epochs: Owned,
+    pub epochs: Holdings,
     pub occurred: Vec<chrono::DateTime<chrono::Utc>>,
     pub started: Instant,
     pub applied_in: Duration,
@@ -64,14 +63,68 @@ pub(super) struct Applier<'a> {
     pub store: &'a Store,
     pub options: &'a WorkerOptions,
     pub recent: RecentlyCommitted,
-    pub fenced: std::collections::HashMap<u32, Epoch>,
+    pub fenced: HashMap<Partition, Epoch>,
 }
 
 /// A commit refused because the partition's lease moved on.
 struct Fenced {
-    partition: u32,
+    partition: Partition,
     epoch: Epoch,
     recorded: Epoch,
+}
+
+/// Why a batch, or one of its events, was not applied.
+enum NotApplied {
+    /// The worker is stopping.
+    Stopped,
+    /// A partition's commit was refused: its lease moved on.
+    Fenced(Fenced),
+}
+
+impl From<Stopped> for NotApplied {
+    fn from(_: Stopped) -> NotApplied {
+        NotApplied::Stopped
+    }
+}
+
+impl From<Fenced> for NotApplied {
+    fn from(fenced: Fenced) -> NotApplied {
+        NotApplied::Fenced(fenced)
+    }
+}
+
+/// How one transaction ended, once outages were waited out.
+enum Attempt {
+    Committed(BatchOutcome),
+    /// Refused by the fence: nothing of it was applied.
+    Fenced(Fenced),
+    /// A failure that retrying cannot mend (an event the domain refuses).
+    Failed(StoreError),
+}
+
+impl From<Result<BatchOutcome, StoreError>> for Attempt {
+    fn from(result: Result<BatchOutcome, StoreError>) -> Attempt {
+        match result {
+            Ok(outcome) => Attempt::Committed(outcome),
+            Err(StoreError::Fenced {
+                partition,
+                epoch,
+                recorded,
+            }) => Attempt::Fenced(Fenced {
+                partition,
+                epoch,
+                recorded,
+            }),
+            Err(e) => Attempt::Failed(e),
+        }
+    }
+}
+
+/// How applying one event on its own ended.
+enum EventOutcome {
+    Applied(BatchOutcome),
+    /// It kept failing: it is in the dead letters now.
+    DeadLettered,
 }
 
 /// The orders whose status the committed follow-ups set: the decisions,
@@ -101,7 +154,7 @@ fn status_changes(follow_ups: &[Envelope]) -> Vec<StatusChange> {
 fn event_span(decoded: &Decoded) -> tracing::Span {
     tracing::error_span!(
         "event",
-        partition = decoded.partition,
+        partition = decoded.partition.0,
         entry = %decoded.id,
         event_id = %decoded.envelope.event_id,
         event_type = %decoded.envelope.event_type,
@@ -119,7 +172,7 @@ pub(super) fn batch_span(batch: &[Delivery]) -> tracing::Span {
         partitions = ?batch
             .iter()
             .map(|d| d.partition)
-            .collect::<std::collections::BTreeSet<u32>>(),
+            .collect::<std::collections::BTreeSet<Partition>>(),
         first = %batch.first().map(|d| d.id.to_string()).unwrap_or_default(),
         last = %batch.last().map(|d| d.id.to_string()).unwrap_or_default(),
     )
@@ -135,32 +188,32 @@ impl Applier<'_> {
     pub async fn apply(
         &mut self,
         batch: &[Delivery],
-        epochs: &Owned,
+        epochs: &Holdings,
         stop: &CancellationToken,
     ) -> Result<Committed, Stopped> {
         let started = Instant::now();
         let mut batch: Vec<&Delivery> = batch.iter().collect();
         // Entries dead-lettered on an earlier pass (a pass refused by the
         // fence is retried without the fenced partition): once is enough.
-        let mut lettered = std::collections::HashSet::new();
+        let mut lettered = HashSet::new();
         loop {
             let fenced = &self.fenced;
             batch.retain(|d| {
-                let epoch = epochs.get(&d.partition).copied().unwrap_or(0);
                 fenced
                     .get(&d.partition)
-                    .is_none_or(|&refused| epoch > refused)
+                    .is_none_or(|&refused| epochs.epoch_of(d.partition) > Some(refused))
             });
             match self
                 .apply_read(&batch, epochs, &mut lettered, started, stop)
-                .await?
+                .await
             {
                 Ok(committed) => return Ok(committed),
-                Err(fenced) => {
+                Err(NotApplied::Stopped) => return Err(Stopped),
+                Err(NotApplied::Fenced(fenced)) => {
                     tracing::warn!(
-                        partition = fenced.partition,
-                        epoch = fenced.epoch,
-                        recorded = fenced.recorded,
+                        partition = fenced.partition.0,
+                        epoch = fenced.epoch.get(),
+                        recorded = fenced.recorded.get(),
                         "lost this partition: another worker committed for it under a newer lease; \
                          dropping the batches read under the old one"
                     );
@@ -174,13 +227,47 @@ impl Applier<'_> {
     async fn apply_read(
         &mut self,
         batch: &[&Delivery],
-        epochs: &Owned,
-        lettered: &mut std::collections::HashSet<(u32, crate::stream::EntryId)>,
+        epochs: &Holdings,
+        lettered: &mut HashSet<(Partition, EntryId)>,
         started: Instant,
         stop: &CancellationToken,
-    ) -> Result<Result<Committed, Fenced>, Stopped> {
-        // Each entry is decoded once; those no handler can ever apply go
-        // straight to the dead letters.
+    ) -> Result<Committed, NotApplied> {
+        let (applicable, known_applied) = self.decode_or_dead_letter(batch, lettered, stop).await?;
+        let batch_epochs = epochs.only(batch.iter().map(|d| d.partition));
+        // One transaction for the whole batch. (Per-partition transactions
+        // in parallel were measured slower on PostgreSQL: they lock the same
+        // product rows and wait on each other.)
+        let (follow_ups, outbox) = self
+            .apply_together(&applicable, &batch_epochs, stop)
+            .await?;
+        metrics::counter!(names::EVENTS_PROCESSED, "status" => "duplicate")
+            .increment(known_applied);
+        self.recent.remember(follow_ups.iter().map(|f| f.event_id));
+        // Committed: whoever waits on these orders may look now.
+        let changes = status_changes(&follow_ups);
+        if !changes.is_empty() {
+            self.log.announce(changes.into());
+        }
+        Ok(Committed {
+            follow_ups,
+            outbox,
+            ids: batch.iter().map(|d| (d.partition, d.id)).collect(),
+            epochs: batch_epochs,
+            occurred: applicable.iter().map(|d| d.envelope.occurred_at).collect(),
+            started,
+            applied_in: started.elapsed(),
+        })
+    }
+
+    /// Each entry decoded once: those no handler can ever apply go straight
+    /// to the dead letters (once, by `lettered`), those this worker
+    /// committed lately are counted as known; the rest are returned.
+    async fn decode_or_dead_letter(
+        &self,
+        batch: &[&Delivery],
+        lettered: &mut HashSet<(Partition, EntryId)>,
+        stop: &CancellationToken,
+    ) -> Result<(Vec<Decoded>, u64), Stopped> {
         let mut applicable = Vec::with_capacity(batch.len());
         let mut known_applied = 0u64;
         for delivery in batch {
@@ -193,7 +280,7 @@ impl Applier<'_> {
                 Err(reason) => {
                     lettered.insert((delivery.partition, delivery.id));
                     let letter = DeadLetter::new(
-                        delivery.partition,
+                        delivery.partition.0,
                         delivery.id,
                         delivery.envelope.as_ref().ok().cloned(),
                         reason,
@@ -203,40 +290,7 @@ impl Applier<'_> {
                 }
             }
         }
-        let batch_epochs: Vec<(u32, Epoch)> = batch
-            .iter()
-            .map(|d| d.partition)
-            .collect::<std::collections::BTreeSet<u32>>()
-            .into_iter()
-            .filter_map(|p| epochs.get(&p).map(|&epoch| (p, epoch)))
-            .collect();
-        // One transaction for the whole batch. (Per-partition transactions
-        // in parallel were measured slower on PostgreSQL: they lock the same
-        // product rows and wait on each other.)
-        let (follow_ups, outbox) = match self
-            .apply_together(&applicable, &batch_epochs, stop)
-            .await?
-        {
-            Ok(done) => done,
-            Err(fenced) => return Ok(Err(fenced)),
-        };
-        metrics::counter!(names::EVENTS_PROCESSED, "status" => "duplicate")
-            .increment(known_applied);
-        self.recent.remember(follow_ups.iter().map(|f| f.event_id));
-        // Committed: whoever waits on these orders may look now.
-        let changes = status_changes(&follow_ups);
-        if !changes.is_empty() {
-            self.log.announce(changes.into());
-        }
-        Ok(Ok(Committed {
-            follow_ups,
-            outbox,
-            ids: batch.iter().map(|d| (d.partition, d.id)).collect(),
-            epochs: batch_epochs.into_iter().collect(),
-            occurred: applicable.iter().map(|d| d.envelope.occurred_at).collect(),
-            started,
-            applied_in: started.elapsed(),
-        }))
+        Ok((applicable, known_applied))
     }
 
     /// Applies `events` in one transaction, retrying transient failures; if
@@ -244,28 +298,20 @@ impl Applier<'_> {
     async fn apply_together(
         &self,
         events: &[Decoded],
-        epochs: &[(u32, Epoch)],
+        epochs: &Holdings,
         stop: &CancellationToken,
-    ) -> Result<Result<(Vec<Envelope>, OutboxRows), Fenced>, Stopped> {
+    ) -> Result<(Vec<Envelope>, OutboxRows), NotApplied> {
         match self.apply_retrying(events, epochs, stop).await? {
-            Ok(outcome) => {
+            Attempt::Committed(outcome) => {
                 tracing::debug!(
                     applied = outcome.applied,
                     duplicates = outcome.duplicates,
                     "batch committed"
                 );
-                Ok(Ok((outcome.follow_ups, outcome.outbox)))
+                Ok((outcome.follow_ups, outcome.outbox))
             }
-            Err(StoreError::Fenced {
-                partition,
-                epoch,
-                recorded,
-            }) => Ok(Err(Fenced {
-                partition,
-                epoch,
-                recorded,
-            })),
-            Err(e) => {
+            Attempt::Fenced(fenced) => Err(fenced.into()),
+            Attempt::Failed(e) => {
                 // Some event fails: apply them one at a time to find it,
                 // without holding back the others.
                 tracing::warn!(error = %e, size = events.len(), "a batch failed; applying its events one by one");
@@ -275,15 +321,15 @@ impl Applier<'_> {
     }
 
     /// One transaction for `events`, retried while the database is out of
-    /// reach. The inner error is a failure that retrying cannot mend.
+    /// reach.
     async fn apply_retrying(
         &self,
         events: &[Decoded],
-        epochs: &[(u32, Epoch)],
+        epochs: &Holdings,
         stop: &CancellationToken,
-    ) -> Result<Result<BatchOutcome, StoreError>, Stopped> {
+    ) -> Result<Attempt, Stopped> {
         let partition_of = |key: &str| self.log.partition_of(key);
-        let group = &self.options.group;
+        let group = &self.options.consumer.group;
         let outcome = OUTAGE
             .until_done("applying a batch", stop, || async {
                 match self
@@ -299,7 +345,7 @@ impl Applier<'_> {
         if let Ok(outcome) = &outcome {
             record_outcome(outcome);
         }
-        Ok(outcome)
+        Ok(Attempt::from(outcome))
     }
 
     /// Applies each event in its own transaction, in order. An event whose
@@ -309,43 +355,35 @@ impl Applier<'_> {
     async fn apply_one_by_one(
         &self,
         events: &[Decoded],
-        epochs: &[(u32, Epoch)],
+        epochs: &Holdings,
         stop: &CancellationToken,
-    ) -> Result<Result<(Vec<Envelope>, OutboxRows), Fenced>, Stopped> {
+    ) -> Result<(Vec<Envelope>, OutboxRows), NotApplied> {
         let mut follow_ups = Vec::new();
         let mut outbox = OutboxRows::default();
         for decoded in events {
-            let epoch: Vec<(u32, Epoch)> = epochs
-                .iter()
-                .filter(|(p, _)| *p == decoded.partition)
-                .copied()
-                .collect();
+            let epoch = epochs.only([decoded.partition]);
             let outcome = self
                 .apply_alone(decoded, &epoch, stop)
                 .instrument(event_span(decoded));
-            match outcome.await? {
-                Ok(Some(outcome)) => {
-                    follow_ups.extend(outcome.follow_ups);
-                    outbox.extend(outcome.outbox);
-                }
-                Ok(None) => {}
-                // Committed events stay committed; the caller retries
-                // the batch without the fenced partition, and they are
-                // found archived.
-                Err(fenced) => return Ok(Err(fenced)),
+            // A fenced event ends the loop: committed events stay
+            // committed; the caller retries the batch without the fenced
+            // partition, and they are found archived.
+            if let EventOutcome::Applied(outcome) = outcome.await? {
+                follow_ups.extend(outcome.follow_ups);
+                outbox.extend(outcome.outbox);
             }
         }
-        Ok(Ok((follow_ups, outbox)))
+        Ok((follow_ups, outbox))
     }
 
-    /// One event until it applies (Some) or is dead-lettered (None), or
-    /// its partition's commit is fenced.
+    /// One event until it applies or is dead-lettered, or its partition's
+    /// commit is fenced.
     async fn apply_alone(
         &self,
         decoded: &Decoded,
-        epochs: &[(u32, Epoch)],
+        epochs: &Holdings,
         stop: &CancellationToken,
-    ) -> Result<Result<Option<BatchOutcome>, Fenced>, Stopped> {
+    ) -> Result<EventOutcome, NotApplied> {
         let event_retry = Backoff {
             first: self.options.retry_backoff,
             max: MAX_EVENT_RETRY,
@@ -356,38 +394,31 @@ impl Applier<'_> {
                 .apply_retrying(std::slice::from_ref(decoded), epochs, stop)
                 .await?
             {
-                Ok(outcome) => return Ok(Ok(Some(outcome))),
-                Err(StoreError::Fenced {
-                    partition,
-                    epoch,
-                    recorded,
-                }) => {
-                    return Ok(Err(Fenced {
-                        partition,
-                        epoch,
-                        recorded,
-                    }))
-                }
-                Err(e) => e.to_string(),
+                Attempt::Committed(outcome) => return Ok(EventOutcome::Applied(outcome)),
+                Attempt::Fenced(fenced) => return Err(fenced.into()),
+                Attempt::Failed(e) => e.to_string(),
             };
             let attempts = OUTAGE
                 .until_done("recording a failed attempt", stop, || {
-                    self.store
-                        .record_failed_attempt(&self.options.group, &event_id, &error)
+                    self.store.record_failed_attempt(
+                        &self.options.consumer.group,
+                        &event_id,
+                        &error,
+                    )
                 })
                 .await?;
             tracing::warn!(attempts, max = self.options.max_attempts, %error, "event failed");
             metrics::counter!(names::EVENTS_PROCESSED, "status" => "failed_attempt").increment(1);
             if attempts >= self.options.max_attempts {
                 let letter = DeadLetter::new(
-                    decoded.partition,
+                    decoded.partition.0,
                     decoded.id,
                     Some(decoded.envelope.clone()),
                     error,
                     attempts,
                 );
                 self.dead_letter(letter, stop).await?;
-                return Ok(Ok(None));
+                return Ok(EventOutcome::DeadLettered);
             }
             pause(event_retry.after_attempts(attempts), stop).await?;
         }
@@ -403,7 +434,7 @@ impl Applier<'_> {
         OUTAGE
             .until_done("storing a dead letter", stop, || async {
                 self.log
-                    .dead_letter(&self.options.group, &letter)
+                    .dead_letter(&self.options.consumer.group, &letter)
                     .await
                     .map(|_| ())
             })
@@ -445,7 +476,11 @@ impl Applier<'_> {
     /// their number reaches the threshold, that is worth a critical alert
     /// of its own (once per crossing: the count goes up one at a time).
     async fn raise_if_dead_letters_pile_up(&self) {
-        let count = match self.log.dead_letter_count(&self.options.group).await {
+        let count = match self
+            .log
+            .dead_letter_count(&self.options.consumer.group)
+            .await
+        {
             Ok(count) => count,
             Err(e) => {
                 tracing::warn!(error = %e, "could not count the dead letters");

@@ -4,7 +4,6 @@
 //! leases and a database.
 
 use super::apply::Applier;
-use super::ownership::Owned;
 use super::pipeline::Processor;
 use super::recent::RecentlyCommitted;
 use super::WorkerOptions;
@@ -13,16 +12,24 @@ use crate::domain::{DomainEvent, ProductId};
 use crate::store::Store;
 use crate::stream::embedded::EmbeddedLog;
 use crate::stream::lease::LeaseStore;
-use crate::stream::{EventLog, LogError, PROCESSOR_GROUP};
+use crate::stream::{Consumer, Epoch, EventLog, Holdings, LogError, Partition, PROCESSOR_GROUP};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Partition 0 alone, held under `epoch`.
+fn partition_0(epoch: Epoch) -> Holdings {
+    [(Partition(0), epoch)].into_iter().collect()
+}
+
+fn epoch(n: u64) -> Epoch {
+    Epoch::new(n).unwrap()
+}
+
 fn options(consumer: &str, lease_ttl: Duration) -> WorkerOptions {
     WorkerOptions {
-        group: PROCESSOR_GROUP.to_string(),
-        consumer: consumer.to_string(),
+        consumer: Consumer::new(PROCESSOR_GROUP, consumer),
         batch_size: 100,
         batch_wait: Duration::from_millis(20),
         lease_ttl,
@@ -66,12 +73,17 @@ async fn a_processor_task_whose_lease_was_revoked_cannot_commit() {
 
     // "a" holds partition 0 and reads a batch under its lease.
     let old = leases
-        .try_acquire(group, 0, "a", ttl, 0)
+        .try_acquire(group, Partition(0), "a", ttl, None)
         .await
         .unwrap()
         .unwrap();
     let in_hand = log
-        .read_fenced(group, "a", &[(0, old)], 100, Duration::from_millis(50))
+        .read_fenced(
+            &a.consumer,
+            &partition_0(old),
+            100,
+            Duration::from_millis(50),
+        )
         .await
         .unwrap();
     assert_eq!(in_hand.len(), 6);
@@ -80,13 +92,13 @@ async fn a_processor_task_whose_lease_was_revoked_cannot_commit() {
     // processor works through everything, "a"'s batch included.
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     let new = leases
-        .try_acquire(group, 0, "b", Duration::from_secs(60), 0)
+        .try_acquire(group, Partition(0), "b", Duration::from_secs(60), None)
         .await
         .unwrap()
         .expect("the revoked lease is free");
     assert!(new > old);
     let (shutdown, stop) = (CancellationToken::new(), CancellationToken::new());
-    let (_owned_tx, owned_rx) = watch::channel(Owned::from([(0, new)]));
+    let (_owned_tx, owned_rx) = watch::channel(partition_0(new));
     let processor_b = tokio::spawn(
         Processor {
             log: log.clone(),
@@ -118,16 +130,19 @@ async fn a_processor_task_whose_lease_was_revoked_cannot_commit() {
         fenced: Default::default(),
     };
     let committed = applier
-        .apply(&in_hand, &Owned::from([(0, old)]), &stop)
+        .apply(&in_hand, &partition_0(old), &stop)
         .await
         .unwrap();
     assert!(committed.ids.is_empty() && committed.follow_ups.is_empty());
     assert_eq!(
-        applier.fenced.get(&0),
+        applier.fenced.get(&Partition(0)),
         Some(&old),
         "refused as fenced, not as duplicates"
     );
-    assert_eq!(store.partition_epochs(group).await.unwrap()[&0], new);
+    assert_eq!(
+        store.partition_epochs(group).await.unwrap()[&Partition(0)],
+        new
+    );
     // Nor can it read, take over or ack the partition any more.
     let appended_late = DomainEvent::StockReceived(StockReceived {
         product_id: ProductId::new(),
@@ -137,20 +152,25 @@ async fn a_processor_task_whose_lease_was_revoked_cannot_commit() {
     .into_envelope(chrono::Utc::now());
     log.append(&appended_late).await.unwrap();
     assert!(log
-        .read_fenced(group, "a", &[(0, old)], 100, Duration::from_millis(50))
+        .read_fenced(
+            &a.consumer,
+            &partition_0(old),
+            100,
+            Duration::from_millis(50)
+        )
         .await
         .unwrap()
         .is_empty());
     assert!(matches!(
-        log.take_over(group, "a", 0, old).await,
+        log.take_over(&a.consumer, Partition(0), old).await,
         Err(LogError::LeaseLost { .. })
     ));
     let ids: Vec<_> = in_hand.iter().map(|d| (d.partition, d.id)).collect();
     assert_eq!(
-        log.ack_fenced(group, "a", &ids, &Owned::from([(0, old)]))
+        log.ack_fenced(&a.consumer, &ids, &partition_0(old))
             .await
             .unwrap(),
-        vec![0]
+        vec![Partition(0)]
     );
     assert!(!store.is_archived(appended_late.event_id).await.unwrap());
 }
@@ -178,7 +198,7 @@ async fn a_batch_retried_after_a_fence_dead_letters_once() {
     // Another worker committed for partition 0 under epoch 2.
     let (envelope, event) = stock_received();
     let theirs = crate::stream::Decoded {
-        partition: 0,
+        partition: Partition(0),
         id: crate::stream::EntryId { ms: 1, seq: 0 },
         envelope,
         event,
@@ -188,19 +208,19 @@ async fn a_batch_retried_after_a_fence_dead_letters_once() {
             &[theirs],
             &|key: &str| log.partition_of(key),
             group,
-            &[(0, 2)],
+            &partition_0(epoch(2)),
         )
         .await
         .unwrap();
     let (event, _) = stock_received();
     let batch = [
         crate::stream::Delivery {
-            partition: 0,
+            partition: Partition(0),
             id: crate::stream::EntryId { ms: 1, seq: 1 },
             envelope: Ok(event),
         },
         crate::stream::Delivery {
-            partition: 1,
+            partition: Partition(1),
             id: crate::stream::EntryId { ms: 1, seq: 2 },
             envelope: Err("not an envelope".into()),
         },
@@ -216,15 +236,17 @@ async fn a_batch_retried_after_a_fence_dead_letters_once() {
     let committed = applier
         .apply(
             &batch,
-            &Owned::from([(0, 1), (1, 1)]),
+            &[(Partition(0), epoch(1)), (Partition(1), epoch(1))]
+                .into_iter()
+                .collect(),
             &CancellationToken::new(),
         )
         .await
         .unwrap();
-    assert_eq!(applier.fenced.get(&0), Some(&1));
+    assert_eq!(applier.fenced.get(&Partition(0)), Some(&epoch(1)));
     assert_eq!(
         committed.ids,
-        vec![(1, crate::stream::EntryId { ms: 1, seq: 2 })]
+        vec![(Partition(1), crate::stream::EntryId { ms: 1, seq: 2 })]
     );
     assert_eq!(log.dead_letter_count(group).await.unwrap(), 1);
 }

@@ -6,7 +6,7 @@
 
 use crate::store::analytics::WindowRetention;
 use crate::store::Store;
-use crate::stream::EventLog;
+use crate::stream::{EventLog, Holdings, Partition};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,27 +23,23 @@ pub struct Housekeeping {
 }
 
 impl Housekeeping {
-    pub async fn run(
-        self,
-        owned: watch::Receiver<super::ownership::Owned>,
-        stop: CancellationToken,
-    ) {
+    pub async fn run(self, owned: watch::Receiver<Holdings>, stop: CancellationToken) {
         let mut trim_tick = tokio::time::interval(TRIM_EVERY);
         let mut prune_tick = tokio::time::interval(self.prune_every);
         trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let owned_now: Vec<u32> = owned.borrow().keys().copied().collect();
+            let owned_now: Vec<Partition> = owned.borrow().partitions().collect();
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = trim_tick.tick() => self.trim(&owned_now).await,
                 // One worker prunes: the owner of partition 0.
-                _ = prune_tick.tick(), if owned_now.contains(&0) => self.prune().await,
+                _ = prune_tick.tick(), if owned_now.contains(&Partition(0)) => self.prune().await,
             }
         }
     }
 
-    async fn trim(&self, partitions: &[u32]) {
+    async fn trim(&self, partitions: &[Partition]) {
         if partitions.is_empty() {
             return;
         }

@@ -19,7 +19,7 @@ mod recent;
 
 use crate::store::analytics::WindowRetention;
 use crate::store::Store;
-use crate::stream::LogBackend;
+use crate::stream::{Consumer, Holdings, LogBackend};
 use ownership::Ownership;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -31,10 +31,10 @@ const RECENT_FOLLOW_UPS: usize = 1 << 18;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    pub group: String,
-    /// Unique per process: Valkey tracks pending entries per consumer, and
-    /// leases name their holder.
-    pub consumer: String,
+    /// The worker's group and its name in it. The name is unique per
+    /// process: Valkey tracks pending entries per consumer, and leases name
+    /// their holder.
+    pub consumer: Consumer,
     pub batch_size: usize,
     pub batch_wait: Duration,
     pub lease_ttl: Duration,
@@ -80,16 +80,16 @@ pub async fn run(
 ) {
     let log = backend.log;
     crate::telemetry::metrics::handle();
-    tracing::info!(consumer = %options.consumer, group = %options.group, log = %log.describe(), database = %store.describe(), "worker started");
+    tracing::info!(consumer = %options.consumer.name, group = %options.consumer.group, log = %log.describe(), database = %store.describe(), "worker started");
     let ownership = Ownership {
         leases: backend.leases,
-        group: options.group.clone(),
-        member: options.consumer.clone(),
+        group: options.consumer.group.clone(),
+        member: options.consumer.name.clone(),
         partitions: log.partitions(),
         ttl: options.lease_ttl,
         recorded_epochs: Some(store.clone()),
     };
-    let (owned_tx, owned_rx) = watch::channel(ownership::Owned::new());
+    let (owned_tx, owned_rx) = watch::channel(Holdings::new());
     // The coordinator outlives the processor by design: it stops only
     // after the last batch is acked, then hands the leases back.
     let stop_coordinator = CancellationToken::new();
@@ -141,5 +141,5 @@ pub async fn run(
     let owned = coordinator.await.unwrap_or_default();
     ownership.release_all(&owned).await;
     metrics::gauge!(crate::telemetry::metrics::WORKER_UP).set(0.0);
-    tracing::info!(consumer = %options.consumer, "worker stopped");
+    tracing::info!(consumer = %options.consumer.name, "worker stopped");
 }

@@ -3,16 +3,14 @@
 //! and takes the ones that are its own as soon as their lease is free.
 
 use crate::store::Store;
-use crate::stream::lease::{fair_share, Epoch, LeaseStore};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::stream::lease::{fair_share, Epoch, Holdings, LeaseStore, Partition};
+use crate::telemetry::metrics as names;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// The partitions a worker holds, each with the epoch of its lease.
-pub type Owned = BTreeMap<u32, Epoch>;
 
 #[derive(Clone)]
 pub struct Ownership {
@@ -28,17 +26,17 @@ pub struct Ownership {
 
 impl Ownership {
     /// One round: returns the partitions held afterwards.
-    pub async fn step(&self, owned: &Owned) -> Result<Owned, crate::stream::LogError> {
+    pub async fn step(&self, owned: &Holdings) -> Result<Holdings, crate::stream::LogError> {
         let members = self
             .leases
             .heartbeat(&self.group, &self.member, self.ttl)
             .await?;
         let desired = fair_share(self.partitions, &members, &self.member);
-        let mut held = Owned::new();
-        for (&p, &epoch) in owned {
+        let mut held = Holdings::new();
+        for (p, epoch) in owned.iter() {
             if !desired.contains(&p) {
                 self.leases.release(&self.group, p, &self.member).await?;
-                tracing::info!(partition = p, "released partition to rebalance");
+                tracing::info!(partition = p.0, "released partition to rebalance");
             } else if self
                 .leases
                 .renew(&self.group, p, &self.member, self.ttl)
@@ -46,27 +44,44 @@ impl Ownership {
             {
                 held.insert(p, epoch);
             } else {
-                tracing::warn!(partition = p, epoch, "lost the lease of a partition");
+                tracing::warn!(
+                    partition = p.0,
+                    epoch = epoch.get(),
+                    "lost the lease of a partition"
+                );
             }
         }
-        let wanted: BTreeSet<u32> = desired
-            .into_iter()
-            .filter(|p| !owned.contains_key(p))
-            .collect();
+        let wanted: BTreeSet<Partition> =
+            desired.into_iter().filter(|&p| !owned.holds(p)).collect();
         if wanted.is_empty() {
             return Ok(held);
         }
         let floors = self.floors().await;
         for p in wanted {
-            let floor = floors.get(&p).copied().unwrap_or(0);
-            if let Some(epoch) = self
+            let floor = floors.get(&p).copied();
+            let Some(epoch) = self
                 .leases
                 .try_acquire(&self.group, p, &self.member, self.ttl, floor)
                 .await?
-            {
-                tracing::info!(partition = p, epoch, "acquired partition");
-                held.insert(p, epoch);
+            else {
+                continue;
+            };
+            if floor.is_some_and(|floor| epoch <= floor) {
+                // An invariant of the lease store, checked where it is
+                // relied on: working under an epoch that has already
+                // committed would let this worker's batches be refused,
+                // or worse, interleave with a zombie's.
+                tracing::error!(
+                    partition = p.0, epoch = epoch.get(), floor = floor.map_or(0, Epoch::get),
+                    "invariant broken: a lease epoch at or below the recorded one; not taking the partition"
+                );
+                metrics::counter!(names::INVARIANT_VIOLATIONS, "invariant" => "lease_epoch_above_floor")
+                    .increment(1);
+                self.leases.release(&self.group, p, &self.member).await?;
+                continue;
             }
+            tracing::info!(partition = p.0, epoch = epoch.get(), "acquired partition");
+            held.insert(p, epoch);
         }
         Ok(held)
     }
@@ -74,7 +89,7 @@ impl Ownership {
     /// The epochs recorded per partition; none when they cannot be read
     /// (then the lease store's own counter is the floor, and a batch under
     /// a stale epoch is refused at commit all the same).
-    async fn floors(&self) -> std::collections::HashMap<u32, Epoch> {
+    async fn floors(&self) -> HashMap<Partition, Epoch> {
         let Some(store) = &self.recorded_epochs else {
             return Default::default();
         };
@@ -90,8 +105,8 @@ impl Ownership {
     /// Runs rounds every third of the TTL until `stop`, publishing the owned
     /// set. If the lease store cannot be reached for a whole TTL, this worker
     /// can no longer know it still owns anything, and owns nothing.
-    pub async fn run(self, owned_tx: watch::Sender<Owned>, stop: CancellationToken) -> Owned {
-        let mut owned = Owned::new();
+    pub async fn run(self, owned_tx: watch::Sender<Holdings>, stop: CancellationToken) -> Holdings {
+        let mut owned = Holdings::new();
         let mut last_success = Instant::now();
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -111,12 +126,12 @@ impl Ownership {
                         tracing::warn!(
                             "leases expired while the lease store was unreachable; pausing"
                         );
-                        owned.clear();
+                        owned = Holdings::new();
                     }
                 }
             }
-            for p in 0..self.partitions {
-                let held = if owned.contains_key(&p) { 1.0 } else { 0.0 };
+            for p in Partition::all(self.partitions) {
+                let held = if owned.holds(p) { 1.0 } else { 0.0 };
                 metrics::gauge!(crate::telemetry::metrics::PARTITION_OWNED, "partition" => p.to_string())
                     .set(held);
             }
@@ -133,10 +148,10 @@ impl Ownership {
     }
 
     /// Gives everything back on a graceful stop, so others take over at once.
-    pub async fn release_all(&self, owned: &Owned) {
-        for &p in owned.keys() {
+    pub async fn release_all(&self, owned: &Holdings) {
+        for p in owned.partitions() {
             if let Err(e) = self.leases.release(&self.group, p, &self.member).await {
-                tracing::warn!(partition = p, error = %e, "could not release a lease; it will expire");
+                tracing::warn!(partition = p.0, error = %e, "could not release a lease; it will expire");
             }
         }
         if let Err(e) = self.leases.leave(&self.group, &self.member).await {
@@ -167,7 +182,7 @@ mod tests {
     async fn rebalances_fairly_and_takes_over_a_dead_worker() {
         let leases = Arc::new(LocalLeases::new());
         let (a, b) = (worker(&leases, "a"), worker(&leases, "b"));
-        let (mut owned_a, mut owned_b) = (Owned::new(), Owned::new());
+        let (mut owned_a, mut owned_b) = (Holdings::new(), Holdings::new());
         owned_a = a.step(&owned_a).await.unwrap();
         assert_eq!(owned_a.len(), 8, "alone, a takes everything");
 
@@ -176,13 +191,13 @@ mod tests {
             owned_b = b.step(&owned_b).await.unwrap();
             owned_a = a.step(&owned_a).await.unwrap();
             assert!(
-                owned_a.keys().all(|p| !owned_b.contains_key(p)),
+                owned_a.partitions().all(|p| !owned_b.holds(p)),
                 "{owned_a:?} {owned_b:?}"
             );
             tokio::time::advance(Duration::from_secs(1)).await;
         }
         assert_eq!((owned_a.len(), owned_b.len()), (4, 4));
-        assert_eq!(owned_a.keys().chain(owned_b.keys()).count(), 8);
+        assert_eq!(owned_a.partitions().chain(owned_b.partitions()).count(), 8);
 
         // a dies (no more steps). b's membership view drops a after the TTL,
         // and a's leases expire: b owns all 8.
@@ -192,9 +207,10 @@ mod tests {
         }
         assert_eq!(owned_b.len(), 8);
         // Every partition b took from a carries a newer epoch than a's.
-        assert!(owned_b.values().all(|&epoch| epoch >= 1));
         assert!(
-            owned_a.keys().all(|p| owned_b[p] > owned_a[p]),
+            owned_a
+                .iter()
+                .all(|(p, epoch)| owned_b.epoch_of(p).is_some_and(|newer| newer > epoch)),
             "{owned_a:?} {owned_b:?}"
         );
     }
@@ -203,9 +219,9 @@ mod tests {
     async fn graceful_release_hands_over_at_once() {
         let leases = Arc::new(LocalLeases::new());
         let (a, b) = (worker(&leases, "a"), worker(&leases, "b"));
-        let owned_a = a.step(&Owned::new()).await.unwrap();
+        let owned_a = a.step(&Holdings::new()).await.unwrap();
         a.release_all(&owned_a).await;
-        let owned_b = b.step(&Owned::new()).await.unwrap();
+        let owned_b = b.step(&Holdings::new()).await.unwrap();
         assert_eq!(owned_b.len(), 8, "no wait for expiry after a graceful stop");
     }
 }

@@ -30,14 +30,12 @@
 //! delivered again); the worker fires it a grace period after shutdown.
 
 use super::apply::{batch_span, Applier, Committed};
-use super::ownership::Owned;
 use super::publish::{publish_and_ack, relay_outbox};
 use super::recent::RecentlyCommitted;
 use super::{WorkerOptions, RECENT_FOLLOW_UPS};
 use crate::retry::{Stopped, OUTAGE};
 use crate::store::Store;
-use crate::stream::lease::Epoch;
-use crate::stream::{Delivery, EventLog, LogError};
+use crate::stream::{Delivery, Epoch, EventLog, Holdings, LogError, Partition};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -57,7 +55,7 @@ impl Processor {
     /// Runs the three stages until shutdown has drained them, or `stop`.
     pub async fn run(
         self,
-        owned: watch::Receiver<Owned>,
+        owned: watch::Receiver<Holdings>,
         shutdown: CancellationToken,
         stop: CancellationToken,
     ) {
@@ -82,47 +80,36 @@ impl Processor {
     /// The read stage: the owned partitions' entries, batch by batch.
     async fn read(
         self,
-        mut owned: watch::Receiver<Owned>,
-        batches: mpsc::Sender<(Vec<Delivery>, Owned)>,
+        mut owned: watch::Receiver<Holdings>,
+        batches: mpsc::Sender<ReadBatch>,
         mut apply_idle: watch::Receiver<bool>,
         shutdown: CancellationToken,
     ) {
         let options = &self.options;
         // The partitions read, each with the epoch of the lease it is read
         // under; every batch carries them to the commit (fencing).
-        let mut processing = Owned::new();
+        let mut processing = Holdings::new();
         let mut last_sweep = tokio::time::Instant::now();
         // Whether the last read filled a batch: a backlog to work through.
         let mut behind = false;
         while !shutdown.is_cancelled() {
             let now_owned = owned.borrow_and_update().clone();
             if now_owned != processing {
-                tracing::info!(partitions = ?now_owned.keys().collect::<Vec<_>>(), "processing partitions");
+                tracing::info!(partitions = ?now_owned.partitions().collect::<Vec<_>>(), "processing partitions");
             }
-            // Newly held (or held again under a new epoch): first what the
-            // previous holder left unacked.
-            for (&partition, epoch) in &now_owned {
-                if processing.get(&partition) == Some(epoch) {
-                    continue;
-                }
-                for batch in self.left_over(partition, *epoch).await {
-                    if batches.send((batch, now_owned.clone())).await.is_err() {
-                        return;
-                    }
-                }
-            }
+            let taken_over = self.newly_held(&processing, &now_owned).await;
             processing = now_owned;
+            if send_all(&batches, taken_over, &processing).await.is_err() {
+                return;
+            }
             // Every lease period: entries of our partitions stranded with a
             // worker that read them after losing the partition (see
             // EventLog::reclaim_stale).
             if last_sweep.elapsed() >= options.lease_ttl {
                 last_sweep = tokio::time::Instant::now();
-                for (&partition, &epoch) in &processing {
-                    for batch in self.stranded(partition, epoch).await {
-                        if batches.send((batch, processing.clone())).await.is_err() {
-                            return;
-                        }
-                    }
+                let stranded = self.stranded(&processing).await;
+                if send_all(&batches, stranded, &processing).await.is_err() {
+                    return;
                 }
             }
             if processing.is_empty() {
@@ -134,7 +121,6 @@ impl Processor {
                 }
                 continue;
             }
-            let partitions: Vec<(u32, Epoch)> = processing.iter().map(|(&p, &e)| (p, e)).collect();
             // Read only once the apply stage has room for the batch (the
             // backpressure): a batch read earlier would wait in hand while
             // newer entries pile up behind it, which added a whole apply
@@ -152,22 +138,25 @@ impl Processor {
             // made a decision's latency two to three apply cycles instead
             // of one to two. With a backlog, read ahead: the read then
             // overlaps the apply and the batches are full anyway.
-            if !behind {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    idle = apply_idle.wait_for(|&idle| idle) => if idle.is_err() {
-                        return;
-                    },
+            if !behind
+                && tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    idle = apply_idle.wait_for(|&idle| idle) => idle.is_err(),
                 }
+            {
+                return;
             }
             // The read is not cancelled on shutdown: it returns within
             // batch_wait, and dropping it mid-flight could strand entries
             // that Valkey already marked as delivered to us.
-            match self.read_batch(&partitions).await {
+            match self.read_batch(&processing).await {
                 Ok(batch) if batch.is_empty() => behind = false,
                 Ok(batch) => {
                     behind = batch.len() >= options.batch_size;
-                    slot.send((batch, processing.clone()))
+                    slot.send(ReadBatch {
+                        deliveries: batch,
+                        epochs: processing.clone(),
+                    })
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the log failed; retrying");
@@ -180,19 +169,32 @@ impl Processor {
         }
     }
 
+    /// For each partition `now_owned` holds that `processing` did not (or
+    /// held under another epoch): what its previous holder left unacked,
+    /// in batches, to be processed before anything new.
+    async fn newly_held(&self, processing: &Holdings, now_owned: &Holdings) -> Vec<Vec<Delivery>> {
+        let mut batches = Vec::new();
+        for (partition, epoch) in now_owned.iter() {
+            if processing.epoch_of(partition) != Some(epoch) {
+                batches.extend(self.left_over(partition, epoch).await);
+            }
+        }
+        batches
+    }
+
     /// The entries of a just-acquired partition that its previous owner
     /// read but never acked, in batches, to be processed before any new one.
-    async fn left_over(&self, partition: u32, epoch: Epoch) -> Vec<Vec<Delivery>> {
+    async fn left_over(&self, partition: Partition, epoch: Epoch) -> Vec<Vec<Delivery>> {
         let options = &self.options;
         match self
             .log
-            .take_over(&options.group, &options.consumer, partition, epoch)
+            .take_over(&options.consumer, partition, epoch)
             .await
         {
             Ok(left_over) => {
                 if !left_over.is_empty() {
                     tracing::info!(
-                        partition,
+                        partition = partition.0,
                         entries = left_over.len(),
                         "taking over unacked entries"
                     );
@@ -200,55 +202,51 @@ impl Processor {
                 in_batches(left_over, options.batch_size)
             }
             Err(e @ LogError::LeaseLost { .. }) => {
-                tracing::info!(partition, reason = %e, "not taking over a partition whose lease moved on");
+                tracing::info!(partition = partition.0, reason = %e, "not taking over a partition whose lease moved on");
                 Vec::new()
             }
             Err(e) => {
-                tracing::warn!(partition, error = %e, "taking over unacked entries failed; they stay pending");
+                tracing::warn!(partition = partition.0, error = %e, "taking over unacked entries failed; they stay pending");
                 Vec::new()
             }
         }
     }
 
-    /// Entries of `partition` left unacked by another worker for a lease
-    /// period, in batches.
-    async fn stranded(&self, partition: u32, epoch: Epoch) -> Vec<Vec<Delivery>> {
+    /// Entries of `held`'s partitions left unacked by another worker for a
+    /// lease period, in batches.
+    async fn stranded(&self, held: &Holdings) -> Vec<Vec<Delivery>> {
         let options = &self.options;
-        match self
-            .log
-            .reclaim_stale(
-                &options.group,
-                &options.consumer,
-                partition,
-                epoch,
-                options.lease_ttl,
-            )
-            .await
-        {
-            Ok(stranded) => {
-                if !stranded.is_empty() {
-                    tracing::warn!(
-                        partition,
-                        entries = stranded.len(),
-                        "reclaiming entries another worker read after losing the partition"
-                    );
+        let mut batches = Vec::new();
+        for (partition, epoch) in held.iter() {
+            let reclaimed = self
+                .log
+                .reclaim_stale(&options.consumer, partition, epoch, options.lease_ttl)
+                .await;
+            match reclaimed {
+                Ok(stranded) => {
+                    if !stranded.is_empty() {
+                        tracing::warn!(
+                            partition = partition.0,
+                            entries = stranded.len(),
+                            "reclaiming entries another worker read after losing the partition"
+                        );
+                    }
+                    batches.extend(in_batches(stranded, options.batch_size));
                 }
-                in_batches(stranded, options.batch_size)
-            }
-            Err(e) => {
-                tracing::debug!(partition, error = %e, "sweeping for stranded entries failed");
-                Vec::new()
+                Err(e) => {
+                    tracing::debug!(partition = partition.0, error = %e, "sweeping for stranded entries failed");
+                }
             }
         }
+        batches
     }
 
-    async fn read_batch(&self, partitions: &[(u32, Epoch)]) -> Result<Vec<Delivery>, LogError> {
+    async fn read_batch(&self, held: &Holdings) -> Result<Vec<Delivery>, LogError> {
         let options = &self.options;
         self.log
             .read_fenced(
-                &options.group,
                 &options.consumer,
-                partitions,
+                held,
                 options.batch_size,
                 options.batch_wait,
             )
@@ -258,7 +256,7 @@ impl Processor {
     /// The apply stage, on the worker's own task.
     async fn apply(
         &self,
-        mut to_apply: mpsc::Receiver<(Vec<Delivery>, Owned)>,
+        mut to_apply: mpsc::Receiver<ReadBatch>,
         commits: mpsc::Sender<Committed>,
         idle: watch::Sender<bool>,
         stop: &CancellationToken,
@@ -272,13 +270,13 @@ impl Processor {
         };
         loop {
             idle.send_replace(true);
-            let Some((batch, epochs)) = to_apply.recv().await else {
+            let Some(batch) = to_apply.recv().await else {
                 return;
             };
             idle.send_replace(false);
             let committed = applier
-                .apply(&batch, &epochs, stop)
-                .instrument(batch_span(&batch));
+                .apply(&batch.deliveries, &batch.epochs, stop)
+                .instrument(batch_span(&batch.deliveries));
             let Ok(committed) = committed.await else {
                 return; // Stopped: the entries stay pending.
             };
@@ -323,6 +321,27 @@ impl Processor {
     }
 }
 
+/// Entries read, and the epochs of the leases they were read under: what
+/// the read stage hands the apply stage.
+pub(super) struct ReadBatch {
+    pub deliveries: Vec<Delivery>,
+    pub epochs: Holdings,
+}
+
+/// Sends each of `batches` on, read under `epochs`; Err once the apply
+/// stage is gone.
+async fn send_all(
+    to_apply: &mpsc::Sender<ReadBatch>,
+    batches: Vec<Vec<Delivery>>,
+    epochs: &Holdings,
+) -> Result<(), mpsc::error::SendError<ReadBatch>> {
+    for deliveries in batches {
+        let epochs = epochs.clone();
+        to_apply.send(ReadBatch { deliveries, epochs }).await?;
+    }
+    Ok(())
+}
+
 /// `deliveries` cut into batches of at most `size`, in order (moved, not
 /// copied).
 fn in_batches(mut deliveries: Vec<Delivery>, size: usize) -> Vec<Vec<Delivery>> {
@@ -347,7 +366,7 @@ mod tests {
     fn batches_keep_the_order_and_the_size() {
         let deliveries: Vec<Delivery> = (0..7)
             .map(|seq| Delivery {
-                partition: 0,
+                partition: Partition(0),
                 id: EntryId { ms: 1, seq },
                 envelope: Err(String::new()),
             })

@@ -31,12 +31,7 @@ pub(super) async fn publish_and_ack(
         .await?;
     let not_held = OUTAGE
         .until_done("acking a batch", stop, || {
-            log.ack_fenced(
-                &options.group,
-                &options.consumer,
-                &committed.ids,
-                &committed.epochs,
-            )
+            log.ack_fenced(&options.consumer, &committed.ids, &committed.epochs)
         })
         .await?;
     if !not_held.is_empty() {

@@ -645,3 +645,14 @@ impl Drop for TestApp {
         self.shutdown.cancel();
     }
 }
+
+/// Holdings written out as (partition, epoch) pairs, for tests.
+pub fn held(pairs: &[(u32, u64)]) -> streamstock::stream::Holdings {
+    pairs
+        .iter()
+        .map(|&(partition, epoch)| {
+            let epoch = streamstock::stream::Epoch::new(epoch).expect("epochs start at 1");
+            (streamstock::stream::Partition(partition), epoch)
+        })
+        .collect()
+}

@@ -138,8 +138,8 @@ pub fn status_report(env: &[(String, String)]) -> serde_json::Value {
 /// on it later finds it taken.
 pub fn free_port() -> u16 {
     use rand::Rng;
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .unwrap_or_default();
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let ephemeral_low: u16 = range
         .split_whitespace()
         .next()
@@ -224,7 +224,10 @@ impl OwnValkey {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("valkey-server on port {} exited at start: {status}", self.port);
+                panic!(
+                    "valkey-server on port {} exited at start: {status}",
+                    self.port
+                );
             }
             if answers_ping(self.port) {
                 return;

@@ -29,10 +29,11 @@ mod journal;
 mod segments;
 
 use super::dead_letter::DeadLetter;
-use super::lease::{Epoch, LocalLeases};
+use super::lease::LocalLeases;
 use super::{
     partition_for, AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats, Trimmed,
 };
+use super::{Consumer, Epoch, Holdings, Partition};
 use crate::domain::Envelope;
 use async_trait::async_trait;
 use journal::Journal;
@@ -83,7 +84,7 @@ impl Default for EmbeddedOptions {
 }
 
 struct AppendRequest {
-    partition: u32,
+    partition: Partition,
     line: Vec<u8>,
     done: oneshot::Sender<Result<EntryId, String>>,
 }
@@ -346,13 +347,13 @@ impl Inner {
     /// the returned deliveries then begin above `from`.
     fn read_from(
         &self,
-        partition: u32,
+        partition: Partition,
         from: u64,
         at: Option<(u64, u64)>,
         max: usize,
     ) -> Result<Option<(Vec<Delivery>, Cursor)>, LogError> {
         let (mut cursor, plan) = {
-            let files = self.files(partition as usize);
+            let files = self.files(partition.index());
             if from >= files.end {
                 return Ok(None);
             }
@@ -378,7 +379,7 @@ impl Inner {
     fn read_partition(
         &self,
         state: &mut GroupPartition,
-        partition: u32,
+        partition: Partition,
         share: usize,
     ) -> Result<Vec<Delivery>, LogError> {
         let Some((deliveries, cursor)) =
@@ -391,7 +392,7 @@ impl Inner {
             // Only a group that was created after its entries were deleted
             // gets here; what it never saw, it cannot process.
             tracing::warn!(
-                partition,
+                partition = partition.0,
                 from = state.next,
                 to = first,
                 "entries below the oldest segment were deleted; the group skips them"
@@ -406,10 +407,10 @@ impl Inner {
     fn collect(
         &self,
         group: &str,
-        partitions: &[u32],
+        partitions: &[Partition],
         max: usize,
     ) -> Result<Vec<Delivery>, LogError> {
-        let n = self.partitions.len() as u32;
+        let n = self.partitions.len();
         self.with_group(group, |state| {
             let mut out = Vec::new();
             // Fair across partitions: take a share from each in turn, so one
@@ -417,12 +418,12 @@ impl Inner {
             let share = (max / partitions.len().max(1)).max(1);
             loop {
                 let before = out.len();
-                for &p in partitions.iter().filter(|&&p| p < n) {
+                for &p in partitions.iter().filter(|p| p.index() < n) {
                     let room = share.min(max - out.len());
                     if room == 0 {
                         break;
                     }
-                    out.extend(self.read_partition(&mut state.partitions[p as usize], p, room)?);
+                    out.extend(self.read_partition(&mut state.partitions[p.index()], p, room)?);
                 }
                 if out.len() >= max || out.len() == before {
                     return Ok(out);
@@ -433,10 +434,10 @@ impl Inner {
 
     /// Marks entries acked in memory; returns the group's offsets file and
     /// its committed offsets, to be written (`persist_offsets`).
-    fn ack(&self, group: &str, acked: &[(u32, EntryId)]) -> Result<GroupOffsets, LogError> {
+    fn ack(&self, group: &str, acked: &[(Partition, EntryId)]) -> Result<GroupOffsets, LogError> {
         self.with_group(group, |state| {
             for &(p, id) in acked {
-                let Some(gp) = state.partitions.get_mut(p as usize) else {
+                let Some(gp) = state.partitions.get_mut(p.index()) else {
                     continue;
                 };
                 if id.seq >= gp.committed && id.seq < gp.next {
@@ -452,8 +453,8 @@ impl Inner {
     }
 
     /// The group's delivered but unacked entries of `partition`, in order.
-    fn unacked(&self, group: &str, partition: u32) -> Result<Vec<Delivery>, LogError> {
-        let p = partition as usize;
+    fn unacked(&self, group: &str, partition: Partition) -> Result<Vec<Delivery>, LogError> {
+        let p = partition.index();
         if p >= self.partitions.len() {
             return Ok(Vec::new());
         }
@@ -472,13 +473,13 @@ impl Inner {
 
     /// Deletes the sealed segments of `partitions` that every group has
     /// committed past and that were sealed longer ago than the retention.
-    fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError> {
+    fn trim(&self, partitions: &[Partition]) -> Result<Trimmed, LogError> {
         let mut trimmed = Trimmed::default();
         let sealed_before = SystemTime::now()
             .checked_sub(self.options.retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         for &p in partitions {
-            let p = p as usize;
+            let p = p.index();
             if p >= self.partitions.len() {
                 continue;
             }
@@ -531,7 +532,7 @@ async fn persist_offsets((file, committed): GroupOffsets) -> Result<(), LogError
     Ok(())
 }
 
-fn delivery(partition: u32, offset: u64, line: &[u8]) -> Delivery {
+fn delivery(partition: Partition, offset: u64, line: &[u8]) -> Delivery {
     Delivery {
         partition,
         id: EntryId { ms: 0, seq: offset },
@@ -642,8 +643,8 @@ fn run_writer(
         let mut per_partition: Vec<Vec<u8>> = vec![Vec::new(); partitions];
         let mut counts = vec![0u64; partitions];
         for req in &batch {
-            per_partition[req.partition as usize].extend_from_slice(&req.line);
-            counts[req.partition as usize] += 1;
+            per_partition[req.partition.index()].extend_from_slice(&req.line);
+            counts[req.partition.index()] += 1;
         }
         // Per partition: the offset of its first entry in this batch, once
         // written; None when its write failed (or it had none).
@@ -707,7 +708,7 @@ fn run_writer(
         inner.appended.notify_waiters();
         let mut next_offset = first_offset;
         for req in batch {
-            let answer = match &mut next_offset[req.partition as usize] {
+            let answer = match &mut next_offset[req.partition.index()] {
                 Some(offset) => {
                     *offset += 1;
                     Ok(EntryId {
@@ -970,7 +971,7 @@ impl EventLog for EmbeddedLog {
         &self,
         group: &str,
         _consumer: &str,
-        partitions: &[u32],
+        partitions: &[Partition],
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
@@ -983,22 +984,21 @@ impl EventLog for EmbeddedLog {
 
     async fn read_fenced(
         &self,
-        group: &str,
-        consumer: &str,
-        owned: &[(u32, Epoch)],
+        consumer: &Consumer,
+        held: &Holdings,
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
-        let (leases, consumer, owned) = (self.leases(), consumer.to_string(), owned.to_vec());
-        self.read_waiting(group, block, move |inner, group| {
-            leases.while_held(group, &consumer, &owned, |held| {
+        let (leases, name, held) = (self.leases(), consumer.name.clone(), held.clone());
+        self.read_waiting(&consumer.group, block, move |inner, group| {
+            leases.while_held(group, &name, &held, |held| {
                 inner.collect(group, held, max.max(1))
             })
         })
         .await
     }
 
-    async fn ack(&self, group: &str, acked: &[(u32, EntryId)]) -> Result<(), LogError> {
+    async fn ack(&self, group: &str, acked: &[(Partition, EntryId)]) -> Result<(), LogError> {
         let _persisting = self.persist.lock().await;
         let offsets = self.inner.ack(group, acked)?;
         persist_offsets(offsets).await
@@ -1006,38 +1006,40 @@ impl EventLog for EmbeddedLog {
 
     async fn ack_fenced(
         &self,
-        group: &str,
-        consumer: &str,
-        entries: &[(u32, EntryId)],
-        epochs: &std::collections::BTreeMap<u32, Epoch>,
-    ) -> Result<Vec<u32>, LogError> {
+        consumer: &Consumer,
+        entries: &[(Partition, EntryId)],
+        held: &Holdings,
+    ) -> Result<Vec<Partition>, LogError> {
         let _persisting = self.persist.lock().await;
-        let owned: Vec<(u32, Epoch)> = epochs.iter().map(|(&p, &e)| (p, e)).collect();
-        let (offsets, refused) = self.leases.while_held(group, consumer, &owned, |held| {
-            let (ours, others): (Vec<(u32, EntryId)>, Vec<(u32, EntryId)>) =
-                entries.iter().partition(|(p, _)| held.contains(p));
-            let refused: BTreeSet<u32> = others.iter().map(|&(p, _)| p).collect();
-            let offsets = self.inner.ack(group, &ours)?;
-            Ok::<_, LogError>((offsets, refused.into_iter().collect()))
-        })?;
+        let group = consumer.group.as_str();
+        let (offsets, refused) = self
+            .leases
+            .while_held(group, &consumer.name, held, |held| {
+                let (ours, others): (Vec<(Partition, EntryId)>, Vec<(Partition, EntryId)>) =
+                    entries.iter().partition(|(p, _)| held.contains(p));
+                let refused: BTreeSet<Partition> = others.iter().map(|&(p, _)| p).collect();
+                let offsets = self.inner.ack(group, &ours)?;
+                Ok::<_, LogError>((offsets, refused.into_iter().collect()))
+            })?;
         persist_offsets(offsets).await?;
         Ok(refused)
     }
 
     async fn take_over(
         &self,
-        group: &str,
-        consumer: &str,
-        partition: u32,
+        consumer: &Consumer,
+        partition: Partition,
         epoch: Epoch,
     ) -> Result<Vec<Delivery>, LogError> {
-        let (leases, group, consumer) = (self.leases(), group.to_string(), consumer.to_string());
+        let (leases, consumer) = (self.leases(), consumer.clone());
+        let held: Holdings = [(partition, epoch)].into_iter().collect();
         self.blocking(move |inner| {
-            leases.while_held(&group, &consumer, &[(partition, epoch)], |held| {
+            let group = &consumer.group;
+            leases.while_held(group, &consumer.name, &held, |held| {
                 if held.is_empty() {
                     return Err(LogError::LeaseLost { partition, epoch });
                 }
-                inner.unacked(&group, partition)
+                inner.unacked(group, partition)
             })
         })
         .await
@@ -1065,7 +1067,7 @@ impl EventLog for EmbeddedLog {
         })
     }
 
-    async fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError> {
+    async fn trim(&self, partitions: &[Partition]) -> Result<Trimmed, LogError> {
         let partitions = partitions.to_vec();
         self.blocking(move |inner| inner.trim(&partitions)).await
     }

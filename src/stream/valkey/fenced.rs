@@ -16,13 +16,19 @@
 //! CPU than reading them.
 
 use super::{unavailable, RawEntry, ValkeyLog};
-use crate::stream::lease::Epoch;
-use crate::stream::{Delivery, EntryId, LogError};
+use crate::stream::{Consumer, Delivery, EntryId, Epoch, Holdings, LogError, Partition};
 use fred::prelude::*;
 use fred::types::scripts::Script;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::time::Duration;
+
+/// The id before every entry of a stream: where a claim's cursor starts,
+/// and the last id of a stream that holds none.
+const STREAM_START: &str = "0-0";
+
+/// Entries one page of XAUTOCLAIM takes.
+const CLAIM_PAGE: usize = 500;
 
 /// KEYS: for each partition its stream, lease and epoch key (one slot: see
 /// leases.rs). ARGV: group, consumer, count, then each partition's epoch.
@@ -123,8 +129,64 @@ return {1, claimed}
 /// What a fenced read found in one partition.
 pub(super) enum FencedRead {
     Entries(Vec<Delivery>),
-    Nothing { partition: u32, last_id: String },
-    NotHeld(u32),
+    Nothing {
+        partition: Partition,
+        last_id: String,
+    },
+    NotHeld(Partition),
+}
+
+/// A fenced script's answer for one partition, by its first element (the
+/// codes the scripts above return).
+enum ScriptAnswer {
+    /// {0}: the lease is not (or no longer) held under the epoch given.
+    NotHeld,
+    /// {1, ...}: held, and what the script did: the rest of the answer.
+    Held(Vec<Value>),
+    /// {2, last id}: held, and nothing new to read (READ only).
+    NothingNew { last_id: String },
+}
+
+impl ScriptAnswer {
+    fn parse(answer: Value) -> Result<ScriptAnswer, LogError> {
+        let mut answer = answer.into_array().into_iter();
+        let code = answer.next().and_then(|code| code.as_i64());
+        match code {
+            Some(0) => Ok(ScriptAnswer::NotHeld),
+            Some(1) => Ok(ScriptAnswer::Held(answer.collect())),
+            Some(2) => Ok(ScriptAnswer::NothingNew {
+                last_id: answer
+                    .next()
+                    .and_then(|v| v.as_string())
+                    .unwrap_or_else(|| STREAM_START.to_string()),
+            }),
+            other => Err(LogError::Corrupt(format!(
+                "a fenced script answered with code {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What one MULTI/EXEC of `read_in_transaction` answered.
+struct TransactionRead {
+    /// Per partition, its lease holder and epoch, as stored.
+    fences: Vec<Option<String>>,
+    /// Per partition, its stream's XPENDING summary.
+    summaries: Vec<Value>,
+    /// The new entries, by partition.
+    read: HashMap<Partition, Vec<Delivery>>,
+    /// Per partition, its stream's last entry (XREVRANGE COUNT 1).
+    lasts: Vec<Value>,
+}
+
+impl TransactionRead {
+    /// Whether the `i`th partition's lease is held by `consumer` under
+    /// `epoch`, as the transaction read it.
+    fn holds(&self, i: usize, consumer: &Consumer, epoch: Epoch) -> bool {
+        let stored = |at: usize| self.fences.get(at).and_then(Option::as_deref);
+        stored(2 * i) == Some(consumer.name.as_str())
+            && stored(2 * i + 1) == Some(epoch.to_string().as_str())
+    }
 }
 
 async fn run<R: FromValue>(
@@ -141,7 +203,7 @@ async fn run<R: FromValue>(
 
 impl ValkeyLog {
     /// A partition's stream, lease and epoch key, as the scripts take them.
-    fn fence_keys(&self, group: &str, partition: u32) -> [String; 3] {
+    fn fence_keys(&self, group: &str, partition: Partition) -> [String; 3] {
         [
             self.stream_key(partition),
             self.lease_key(group, partition),
@@ -159,20 +221,19 @@ impl ValkeyLog {
         }
     }
 
-    /// Up to `count` new entries of each of `owned`'s partitions, for
+    /// Up to `count` new entries of each of `held`'s partitions, for
     /// `consumer`, from those it holds under the epoch given.
     pub(super) async fn fenced_read(
         &self,
-        group: &str,
-        consumer: &str,
-        owned: &[(u32, Epoch)],
+        consumer: &Consumer,
+        held: &Holdings,
         count: usize,
     ) -> Result<Vec<FencedRead>, LogError> {
+        let held: Vec<(Partition, Epoch)> = held.iter().collect();
         if self.cluster {
-            self.read_by_script(group, consumer, owned, count).await
+            self.read_by_script(consumer, &held, count).await
         } else {
-            self.read_in_transaction(group, consumer, owned, count)
-                .await
+            self.read_in_transaction(consumer, &held, count).await
         }
     }
 
@@ -184,73 +245,21 @@ impl ValkeyLog {
     /// id. The check comes back with the entries rather than before them:
     /// a worker that finds it no longer holds a partition hands nothing of
     /// it out and leaves what it read pending, and the partition's holder
-    /// claims such strays before anything newer (below).
+    /// claims such strays before anything newer (`with_strays`).
     async fn read_in_transaction(
         &self,
-        group: &str,
-        consumer: &str,
-        owned: &[(u32, Epoch)],
+        consumer: &Consumer,
+        held: &[(Partition, Epoch)],
         count: usize,
     ) -> Result<Vec<FencedRead>, LogError> {
-        let streams: Vec<String> = owned.iter().map(|&(p, _)| self.stream_key(p)).collect();
-        let trx = self.reader.multi();
-        let fence_keys: Vec<String> = owned
-            .iter()
-            .flat_map(|&(p, _)| [self.lease_key(group, p), self.epoch_key(group, p)])
-            .collect();
-        let queued: Result<Vec<Value>, Error> = async {
-            let mut queued = vec![trx.mget(fence_keys).await?];
-            for stream in &streams {
-                queued.push(trx.xpending(stream.as_str(), group, ()).await?);
-            }
-            let ids = vec![">"; streams.len()];
-            queued.push(
-                trx.xreadgroup(
-                    group,
-                    consumer,
-                    Some(count as u64),
-                    None,
-                    false,
-                    streams.clone(),
-                    ids,
-                )
-                .await?,
-            );
-            for stream in &streams {
-                queued.push(trx.xrevrange(stream.as_str(), "+", "-", Some(1)).await?);
-            }
-            Ok(queued)
-        }
-        .await;
-        queued.map_err(unavailable)?;
-        let results: Vec<Value> = trx.exec(true).await.map_err(unavailable)?;
-        let n = owned.len();
-        if results.len() != 2 * n + 2 {
-            return Err(LogError::Corrupt(format!(
-                "a fenced read of {n} partitions answered {} results",
-                results.len()
-            )));
-        }
-        let mut results = results.into_iter();
-        let fences: Vec<Option<String>> = results
-            .next()
-            .unwrap_or(Value::Null)
-            .convert()
-            .map_err(unavailable)?;
-        let summaries: Vec<Value> = results.by_ref().take(n).collect();
-        let mut read = self.xread_deliveries(results.next().unwrap_or(Value::Null))?;
-        let lasts: Vec<Value> = results.collect();
-
-        let mut out = Vec::with_capacity(n);
-        for (i, &(partition, epoch)) in owned.iter().enumerate() {
-            let entries: Vec<Delivery> = read.remove(&partition).unwrap_or_default();
-            let held = fences.get(2 * i).and_then(Option::as_deref) == Some(consumer)
-                && fences.get(2 * i + 1).and_then(Option::as_deref)
-                    == Some(epoch.to_string().as_str());
-            if !held {
+        let mut answer = self.transaction_read(consumer, held, count).await?;
+        let mut out = Vec::with_capacity(held.len());
+        for (i, &(partition, epoch)) in held.iter().enumerate() {
+            let entries = answer.read.remove(&partition).unwrap_or_default();
+            if !answer.holds(i, consumer, epoch) {
                 if !entries.is_empty() {
                     tracing::info!(
-                        partition,
+                        partition = partition.0,
                         entries = entries.len(),
                         "read entries of a partition whose lease moved on; left for its holder"
                     );
@@ -258,33 +267,19 @@ impl ValkeyLog {
                 out.push(FencedRead::NotHeld(partition));
                 continue;
             }
-            let mut entries = entries;
-            if let Some(last_stray) = pending_with_others(&summaries[i], consumer) {
-                match self
-                    .claim_strays(group, consumer, partition, epoch, &last_stray)
-                    .await
-                {
-                    Ok(mut strays) => {
-                        tracing::warn!(
-                            partition,
-                            entries = strays.len(),
-                            "claimed entries a worker read after losing the partition"
-                        );
-                        strays.sort_by_key(|d| d.id);
-                        strays.extend(entries);
-                        entries = strays;
-                    }
-                    Err(LogError::LeaseLost { .. }) => {
-                        out.push(FencedRead::NotHeld(partition));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            let summary = &answer.summaries[i];
+            let Some(entries) = self
+                .with_strays(consumer, partition, epoch, summary, entries)
+                .await?
+            else {
+                out.push(FencedRead::NotHeld(partition));
+                continue;
+            };
             out.push(if entries.is_empty() {
                 FencedRead::Nothing {
                     partition,
-                    last_id: first_entry_id(&lasts[i]).unwrap_or_else(|| "0-0".to_string()),
+                    last_id: first_entry_id(&answer.lasts[i])
+                        .unwrap_or_else(|| STREAM_START.to_string()),
                 }
             } else {
                 FencedRead::Entries(entries)
@@ -293,25 +288,121 @@ impl ValkeyLog {
         Ok(out)
     }
 
+    /// The one MULTI/EXEC of `read_in_transaction`.
+    async fn transaction_read(
+        &self,
+        consumer: &Consumer,
+        held: &[(Partition, Epoch)],
+        count: usize,
+    ) -> Result<TransactionRead, LogError> {
+        let group = consumer.group.as_str();
+        let streams: Vec<String> = held.iter().map(|&(p, _)| self.stream_key(p)).collect();
+        let fence_keys: Vec<String> = held
+            .iter()
+            .flat_map(|&(p, _)| [self.lease_key(group, p), self.epoch_key(group, p)])
+            .collect();
+        let trx = self.reader.multi();
+        let queued: Result<(), Error> = async {
+            let _: Value = trx.mget(fence_keys).await?;
+            for stream in &streams {
+                let _: Value = trx.xpending(stream.as_str(), group, ()).await?;
+            }
+            let ids = vec![">"; streams.len()];
+            let _: Value = trx
+                .xreadgroup(
+                    group,
+                    consumer.name.as_str(),
+                    Some(count as u64),
+                    None,
+                    false,
+                    streams.clone(),
+                    ids,
+                )
+                .await?;
+            for stream in &streams {
+                let _: Value = trx.xrevrange(stream.as_str(), "+", "-", Some(1)).await?;
+            }
+            Ok(())
+        }
+        .await;
+        queued.map_err(unavailable)?;
+        let results: Vec<Value> = trx.exec(true).await.map_err(unavailable)?;
+        let n = held.len();
+        if results.len() != 2 * n + 2 {
+            return Err(LogError::Corrupt(format!(
+                "a fenced read of {n} partitions answered {} results",
+                results.len()
+            )));
+        }
+        let mut results = results.into_iter();
+        let fences = results
+            .next()
+            .unwrap_or(Value::Null)
+            .convert()
+            .map_err(unavailable)?;
+        let summaries = results.by_ref().take(n).collect();
+        let read = self.xread_deliveries(results.next().unwrap_or(Value::Null))?;
+        Ok(TransactionRead {
+            fences,
+            summaries,
+            read,
+            lasts: results.collect(),
+        })
+    }
+
+    /// `entries` read of a held partition, after the strays its XPENDING
+    /// `summary` shows pending with other consumers (read by a worker after
+    /// it lost the partition), claimed first; None when the lease moved on
+    /// before the claim.
+    async fn with_strays(
+        &self,
+        consumer: &Consumer,
+        partition: Partition,
+        epoch: Epoch,
+        summary: &Value,
+        entries: Vec<Delivery>,
+    ) -> Result<Option<Vec<Delivery>>, LogError> {
+        let Some(last_stray) = PendingSummary::parse(summary).last_with_others(&consumer.name)
+        else {
+            return Ok(Some(entries));
+        };
+        match self
+            .claim_strays(consumer, partition, epoch, &last_stray)
+            .await
+        {
+            Ok(mut strays) => {
+                tracing::warn!(
+                    partition = partition.0,
+                    entries = strays.len(),
+                    "claimed entries a worker read after losing the partition"
+                );
+                strays.sort_by_key(|d| d.id);
+                strays.extend(entries);
+                Ok(Some(strays))
+            }
+            Err(LogError::LeaseLost { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The entries up to `last` of `partition` pending with other
     /// consumers, made `consumer`'s while it holds the partition under
     /// `epoch` (else `LogError::LeaseLost`).
     async fn claim_strays(
         &self,
-        group: &str,
-        consumer: &str,
-        partition: u32,
+        consumer: &Consumer,
+        partition: Partition,
         epoch: Epoch,
         last: &str,
     ) -> Result<Vec<Delivery>, LogError> {
         let args = vec![
-            group.to_string(),
-            consumer.to_string(),
+            consumer.group.clone(),
+            consumer.name.clone(),
             epoch.to_string(),
             last.to_string(),
         ];
         let answer = self
-            .run_fenced(&CLAIM_STRAYS, group, partition, epoch, args)
+            .run_fenced(&CLAIM_STRAYS, &consumer.group, partition, epoch, args)
             .await?;
         deliveries(partition, answer.into_iter().next())
     }
@@ -323,92 +414,94 @@ impl ValkeyLog {
         &self,
         script: &Script,
         group: &str,
-        partition: u32,
+        partition: Partition,
         epoch: Epoch,
         args: Vec<String>,
     ) -> Result<Vec<Value>, LogError> {
         let keys = self.fence_keys(group, partition).to_vec();
-        let answer: Vec<Value> = run(&self.client, script, keys, args).await?;
-        let mut answer = answer.into_iter();
-        if answer.next().and_then(|code| code.as_i64()) != Some(1) {
-            return Err(LogError::LeaseLost { partition, epoch });
+        let answer: Value = run(&self.client, script, keys, args).await?;
+        match ScriptAnswer::parse(answer)? {
+            ScriptAnswer::Held(rest) => Ok(rest),
+            ScriptAnswer::NotHeld | ScriptAnswer::NothingNew { .. } => {
+                Err(LogError::LeaseLost { partition, epoch })
+            }
         }
-        Ok(answer.collect())
     }
 
     /// The fenced read on a cluster: the READ script, one call per
     /// partition (each its own slot), concurrently.
     async fn read_by_script(
         &self,
-        group: &str,
-        consumer: &str,
-        owned: &[(u32, Epoch)],
+        consumer: &Consumer,
+        held: &[(Partition, Epoch)],
         count: usize,
     ) -> Result<Vec<FencedRead>, LogError> {
-        let calls = self.calls(owned).into_iter().map(|owned| async move {
-            let keys = owned
+        let calls = self.calls(held).into_iter().map(|held| async move {
+            let keys = held
                 .iter()
-                .flat_map(|&(p, _)| self.fence_keys(group, p))
+                .flat_map(|&(p, _)| self.fence_keys(&consumer.group, p))
                 .collect();
-            let mut args = vec![group.to_string(), consumer.to_string(), count.to_string()];
-            args.extend(owned.iter().map(|(_, epoch)| epoch.to_string()));
+            let mut args = vec![
+                consumer.group.clone(),
+                consumer.name.clone(),
+                count.to_string(),
+            ];
+            args.extend(held.iter().map(|(_, epoch)| epoch.to_string()));
             let answers: Vec<Value> = run(&self.reader, &READ, keys, args).await?;
-            if answers.len() != owned.len() {
+            if answers.len() != held.len() {
                 return Err(LogError::Corrupt(format!(
                     "a fenced read of {} partitions answered {}",
-                    owned.len(),
+                    held.len(),
                     answers.len()
                 )));
             }
-            owned
-                .iter()
+            held.iter()
                 .zip(answers)
                 .map(|(&(partition, _), answer)| read_answer(partition, answer))
                 .collect::<Result<Vec<FencedRead>, LogError>>()
         });
-        let mut out = Vec::with_capacity(owned.len());
+        let mut out = Vec::with_capacity(held.len());
         for found in futures::future::join_all(calls).await {
             out.extend(found?);
         }
         Ok(out)
     }
 
-    /// Acks `entries` of the partitions `consumer` holds under `epochs`;
-    /// returns the partitions left unacked.
+    /// Acks `entries` of the partitions `consumer` holds under the epochs
+    /// in `held`; returns the partitions left unacked.
     pub(super) async fn fenced_ack(
         &self,
-        group: &str,
-        consumer: &str,
-        entries: &[(u32, EntryId)],
-        epochs: &BTreeMap<u32, Epoch>,
-    ) -> Result<Vec<u32>, LogError> {
-        let mut by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        consumer: &Consumer,
+        entries: &[(Partition, EntryId)],
+        held: &Holdings,
+    ) -> Result<Vec<Partition>, LogError> {
+        let mut by_partition: BTreeMap<Partition, Vec<String>> = BTreeMap::new();
         for (p, id) in entries {
             by_partition.entry(*p).or_default().push(id.to_string());
         }
         // A partition committed under no epoch has none to ack under.
-        let mut refused: Vec<u32> = by_partition
+        let mut refused: Vec<Partition> = by_partition
             .keys()
-            .filter(|p| !epochs.contains_key(p))
+            .filter(|&&p| !held.holds(p))
             .copied()
             .collect();
-        let acks: Vec<(u32, Epoch, Vec<String>)> = by_partition
+        let acks: Vec<(Partition, Epoch, Vec<String>)> = by_partition
             .into_iter()
-            .filter_map(|(p, ids)| epochs.get(&p).map(|&epoch| (p, epoch, ids)))
+            .filter_map(|(p, ids)| held.epoch_of(p).map(|epoch| (p, epoch, ids)))
             .collect();
         let calls = self.calls(&acks).into_iter().map(|acks| async move {
             let keys = acks
                 .iter()
-                .flat_map(|(p, _, _)| self.fence_keys(group, *p))
+                .flat_map(|(p, _, _)| self.fence_keys(&consumer.group, *p))
                 .collect();
-            let mut args = vec![group.to_string(), consumer.to_string()];
+            let mut args = vec![consumer.group.clone(), consumer.name.clone()];
             for (_, epoch, ids) in acks {
                 args.push(epoch.to_string());
                 args.push(ids.len().to_string());
                 args.extend(ids.iter().cloned());
             }
             let positions: Vec<usize> = run(&self.client, &ACK, keys, args).await?;
-            Ok::<Vec<u32>, LogError>(
+            Ok::<Vec<Partition>, LogError>(
                 positions
                     .into_iter()
                     .filter_map(|i| acks.get(i.checked_sub(1)?).map(|(p, _, _)| *p))
@@ -427,31 +520,30 @@ impl ValkeyLog {
     /// partition under `epoch` (else `LogError::LeaseLost`); in log order.
     pub(super) async fn fenced_claim(
         &self,
-        group: &str,
-        consumer: &str,
-        partition: u32,
+        consumer: &Consumer,
+        partition: Partition,
         epoch: Epoch,
         min_idle: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
         let mut out = Vec::new();
-        let mut cursor = "0-0".to_string();
+        let mut cursor = STREAM_START.to_string();
         loop {
             let args = vec![
-                group.to_string(),
-                consumer.to_string(),
+                consumer.group.clone(),
+                consumer.name.clone(),
                 epoch.to_string(),
                 min_idle.as_millis().to_string(),
                 cursor.clone(),
-                "500".to_string(),
+                CLAIM_PAGE.to_string(),
             ];
             let mut answer = self
-                .run_fenced(&CLAIM, group, partition, epoch, args)
+                .run_fenced(&CLAIM, &consumer.group, partition, epoch, args)
                 .await?
                 .into_iter();
             let next = answer.next().and_then(|v| v.as_string());
             out.extend(deliveries(partition, answer.next())?);
             match next {
-                Some(next) if next != "0-0" => cursor = next,
+                Some(next) if next != STREAM_START => cursor = next,
                 _ => break,
             }
         }
@@ -460,25 +552,51 @@ impl ValkeyLog {
     }
 }
 
-/// From a stream's XPENDING summary (count, first id, last id, and the
-/// count per consumer): the last id pending, when some are pending with a
-/// consumer other than `consumer`.
-fn pending_with_others(summary: &Value, consumer: &str) -> Option<String> {
-    let Value::Array(summary) = summary else {
-        return None;
-    };
-    let others = match summary.get(3) {
-        Some(Value::Array(holders)) => holders.iter().any(|holder| match holder {
-            Value::Array(pair) => {
-                pair.first().and_then(Value::as_string).as_deref() != Some(consumer)
-            }
-            _ => false,
-        }),
-        _ => false,
-    };
-    others
-        .then(|| summary.get(2).and_then(Value::as_string))
-        .flatten()
+/// A stream's XPENDING summary for a group: how many entries are pending,
+/// the last of them, and the count per consumer.
+pub(super) struct PendingSummary {
+    pub last_id: Option<String>,
+    pub consumers: Vec<String>,
+}
+
+impl PendingSummary {
+    /// From XPENDING's answer without a range: (count, first id, last id,
+    /// [(consumer, count)]); an empty summary when it has another shape.
+    pub(super) fn parse(summary: &Value) -> PendingSummary {
+        let Value::Array(summary) = summary else {
+            return PendingSummary {
+                last_id: None,
+                consumers: Vec::new(),
+            };
+        };
+        let consumers = match summary.get(3) {
+            Some(Value::Array(holders)) => holders
+                .iter()
+                .filter_map(|holder| match holder {
+                    Value::Array(pair) => pair.first().and_then(Value::as_string),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        PendingSummary {
+            last_id: summary.get(2).and_then(Value::as_string),
+            consumers,
+        }
+    }
+
+    /// Whether a consumer other than `consumer` holds pending entries.
+    pub(super) fn others_than(&self, consumer: &str) -> bool {
+        self.consumers.iter().any(|c| c != consumer)
+    }
+
+    /// The last id pending, when some are pending with a consumer other
+    /// than `consumer`.
+    fn last_with_others(&self, consumer: &str) -> Option<String> {
+        self.others_than(consumer)
+            .then(|| self.last_id.clone())
+            .flatten()
+    }
 }
 
 /// The id of the first entry in an XRANGE/XREVRANGE answer.
@@ -494,7 +612,7 @@ fn first_entry_id(entries: &Value) -> Option<String> {
 
 /// A script's list of stream entries (id and fields), decoded; None (no
 /// list where one belongs) is a corrupt answer.
-fn deliveries(partition: u32, entries: Option<Value>) -> Result<Vec<Delivery>, LogError> {
+fn deliveries(partition: Partition, entries: Option<Value>) -> Result<Vec<Delivery>, LogError> {
     let entries: Vec<RawEntry> = entries
         .ok_or_else(|| LogError::Corrupt("a script's answer without its entries".into()))?
         .convert()
@@ -506,17 +624,13 @@ fn deliveries(partition: u32, entries: Option<Value>) -> Result<Vec<Delivery>, L
 }
 
 /// One partition's answer to READ.
-fn read_answer(partition: u32, answer: Value) -> Result<FencedRead, LogError> {
-    let mut answer = answer.into_array().into_iter();
-    match answer.next().and_then(|code| code.as_i64()) {
-        Some(1) => Ok(FencedRead::Entries(deliveries(partition, answer.next())?)),
-        Some(2) => Ok(FencedRead::Nothing {
-            partition,
-            last_id: answer
-                .next()
-                .and_then(|v| v.as_string())
-                .unwrap_or_else(|| "0-0".to_string()),
-        }),
-        _ => Ok(FencedRead::NotHeld(partition)),
-    }
+fn read_answer(partition: Partition, answer: Value) -> Result<FencedRead, LogError> {
+    Ok(match ScriptAnswer::parse(answer)? {
+        ScriptAnswer::Held(mut rest) => {
+            let entries = (!rest.is_empty()).then(|| rest.swap_remove(0));
+            FencedRead::Entries(deliveries(partition, entries)?)
+        }
+        ScriptAnswer::NothingNew { last_id } => FencedRead::Nothing { partition, last_id },
+        ScriptAnswer::NotHeld => FencedRead::NotHeld(partition),
+    })
 }

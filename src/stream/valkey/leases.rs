@@ -5,7 +5,7 @@
 //! share a hash tag, so on a cluster they sit in one slot.
 
 use super::{unavailable, ValkeyLog};
-use crate::stream::lease::{Epoch, LeaseStore};
+use crate::stream::lease::{Epoch, LeaseStore, Partition};
 use crate::stream::LogError;
 use async_trait::async_trait;
 use fred::prelude::*;
@@ -65,11 +65,11 @@ impl ValkeyLog {
     /// tag is the partition stream's whole key, so on a cluster the lease,
     /// its epoch counter and the stream share a slot, and one script can
     /// check the lease and act on the stream (see `fenced`).
-    pub(super) fn lease_key(&self, group: &str, partition: u32) -> String {
+    pub(super) fn lease_key(&self, group: &str, partition: Partition) -> String {
         format!("{{{}}}:lease:{group}", self.stream_key(partition))
     }
 
-    pub(super) fn epoch_key(&self, group: &str, partition: u32) -> String {
+    pub(super) fn epoch_key(&self, group: &str, partition: Partition) -> String {
         format!("{}:epoch", self.lease_key(group, partition))
     }
 }
@@ -98,12 +98,12 @@ impl LeaseStore for ValkeyLog {
     async fn try_acquire(
         &self,
         group: &str,
-        partition: u32,
+        partition: Partition,
         member: &str,
         ttl: Duration,
-        floor: Epoch,
+        floor: Option<Epoch>,
     ) -> Result<Option<Epoch>, LogError> {
-        let epoch: i64 = self
+        let epoch: u64 = self
             .client
             .eval(
                 ACQUIRE,
@@ -114,18 +114,19 @@ impl LeaseStore for ValkeyLog {
                 vec![
                     member.to_string(),
                     ttl.as_millis().to_string(),
-                    floor.to_string(),
+                    floor.map_or(0, Epoch::get).to_string(),
                 ],
             )
             .await
             .map_err(unavailable)?;
-        Ok((epoch > 0).then_some(epoch as Epoch))
+        // 0: another member holds the lease.
+        Ok(Epoch::new(epoch))
     }
 
     async fn renew(
         &self,
         group: &str,
-        partition: u32,
+        partition: Partition,
         member: &str,
         ttl: Duration,
     ) -> Result<bool, LogError> {
@@ -141,7 +142,12 @@ impl LeaseStore for ValkeyLog {
         Ok(held == 1)
     }
 
-    async fn release(&self, group: &str, partition: u32, member: &str) -> Result<(), LogError> {
+    async fn release(
+        &self,
+        group: &str,
+        partition: Partition,
+        member: &str,
+    ) -> Result<(), LogError> {
         let _: i64 = self
             .client
             .eval(
@@ -165,7 +171,7 @@ impl LeaseStore for ValkeyLog {
 
     async fn owners(&self, group: &str, partitions: u32) -> Result<Vec<Option<String>>, LogError> {
         let mut owners = Vec::new();
-        for p in 0..partitions {
+        for p in Partition::all(partitions) {
             let owner: Option<String> = self
                 .client
                 .get(self.lease_key(group, p))

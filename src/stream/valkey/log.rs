@@ -2,13 +2,13 @@
 //! reads, take-over of a dead consumer's pending entries, acks, trimming,
 //! and dead letters in a stream of their own.
 
-use super::fenced::FencedRead;
+use super::fenced::{FencedRead, PendingSummary};
 use super::{unavailable, Durability, RawEntry, ValkeyLog, FIELD};
 use crate::domain::Envelope;
 use crate::stream::dead_letter::DeadLetter;
-use crate::stream::lease::Epoch;
 use crate::stream::{
-    AppendReceipt, Delivery, EntryId, EventLog, LogError, PartitionStats, Trimmed,
+    AppendReceipt, Consumer, Delivery, EntryId, Epoch, EventLog, Holdings, LogError, Partition,
+    PartitionStats, Trimmed,
 };
 use async_trait::async_trait;
 use fred::prelude::*;
@@ -58,7 +58,7 @@ impl EventLog for ValkeyLog {
         &self,
         group: &str,
         consumer: &str,
-        partitions: &[u32],
+        partitions: &[Partition],
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
@@ -78,8 +78,8 @@ impl EventLog for ValkeyLog {
             .await
     }
 
-    async fn ack(&self, group: &str, entries: &[(u32, EntryId)]) -> Result<(), LogError> {
-        let mut by_partition: HashMap<u32, Vec<String>> = HashMap::new();
+    async fn ack(&self, group: &str, entries: &[(Partition, EntryId)]) -> Result<(), LogError> {
+        let mut by_partition: HashMap<Partition, Vec<String>> = HashMap::new();
         for (p, id) in entries {
             by_partition.entry(*p).or_default().push(id.to_string());
         }
@@ -101,31 +101,33 @@ impl EventLog for ValkeyLog {
 
     async fn read_fenced(
         &self,
-        group: &str,
-        consumer: &str,
-        owned: &[(u32, Epoch)],
+        consumer: &Consumer,
+        held: &Holdings,
         max: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
-        self.ensure_group(group).await?;
-        if owned.is_empty() {
+        self.ensure_group(&consumer.group).await?;
+        if held.is_empty() {
             tokio::time::sleep(block).await;
             return Ok(Vec::new());
         }
-        let per_stream = max.div_ceil(owned.len()).max(1);
+        let per_stream = max.div_ceil(held.len()).max(1);
         let deadline = tokio::time::Instant::now() + block;
         let mut poll = ClusterPoll::until(deadline);
         loop {
             let mut out = Vec::new();
             let mut last_ids = Vec::new();
-            for read in self.fenced_read(group, consumer, owned, per_stream).await? {
+            for read in self.fenced_read(consumer, held, per_stream).await? {
                 match read {
                     FencedRead::Entries(entries) => out.extend(entries),
                     FencedRead::Nothing { partition, last_id } => {
                         last_ids.push((partition, last_id))
                     }
                     FencedRead::NotHeld(partition) => {
-                        tracing::debug!(partition, "not reading a partition whose lease moved on")
+                        tracing::debug!(
+                            partition = partition.0,
+                            "not reading a partition whose lease moved on"
+                        )
                     }
                 }
             }
@@ -169,63 +171,49 @@ impl EventLog for ValkeyLog {
 
     async fn ack_fenced(
         &self,
-        group: &str,
-        consumer: &str,
-        entries: &[(u32, EntryId)],
-        epochs: &std::collections::BTreeMap<u32, Epoch>,
-    ) -> Result<Vec<u32>, LogError> {
-        self.fenced_ack(group, consumer, entries, epochs).await
+        consumer: &Consumer,
+        entries: &[(Partition, EntryId)],
+        held: &Holdings,
+    ) -> Result<Vec<Partition>, LogError> {
+        self.fenced_ack(consumer, entries, held).await
     }
 
     async fn take_over(
         &self,
-        group: &str,
-        consumer: &str,
-        partition: u32,
+        consumer: &Consumer,
+        partition: Partition,
         epoch: Epoch,
     ) -> Result<Vec<Delivery>, LogError> {
-        self.ensure_group(group).await?;
+        self.ensure_group(&consumer.group).await?;
         // No idle minimum: we hold the partition's lease, so whoever had
         // these entries has lost it.
-        self.fenced_claim(group, consumer, partition, epoch, Duration::ZERO)
+        self.fenced_claim(consumer, partition, epoch, Duration::ZERO)
             .await
     }
 
     async fn reclaim_stale(
         &self,
-        group: &str,
-        consumer: &str,
-        partition: u32,
+        consumer: &Consumer,
+        partition: Partition,
         epoch: Epoch,
         min_idle: Duration,
     ) -> Result<Vec<Delivery>, LogError> {
-        let key = self.stream_key(partition);
-        // XPENDING's summary: (count, first, last, [(consumer, count)]).
         let summary: Value = self
             .client
-            .xpending(key.clone(), group, ())
+            .xpending(self.stream_key(partition), consumer.group.as_str(), ())
             .await
             .map_err(unavailable)?;
-        let others_pending = match summary.into_array().get(3) {
-            Some(Value::Array(consumers)) => consumers.iter().any(|c| match c {
-                Value::Array(pair) => {
-                    pair.first().and_then(|v| v.as_string()).as_deref() != Some(consumer)
-                }
-                _ => false,
-            }),
-            _ => false,
-        };
-        if !others_pending {
+        if !PendingSummary::parse(&summary).others_than(&consumer.name) {
             return Ok(Vec::new());
         }
-        self.fenced_claim(group, consumer, partition, epoch, min_idle)
+        self.fenced_claim(consumer, partition, epoch, min_idle)
             .await
     }
 
     async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
         self.ensure_group(group).await?;
         let mut stats = Vec::new();
-        for p in 0..self.partitions {
+        for p in Partition::all(self.partitions) {
             let groups: Vec<HashMap<String, Value>> = self
                 .client
                 .xinfo_groups(self.stream_key(p))
@@ -265,7 +253,7 @@ impl EventLog for ValkeyLog {
                 .await
                 .map_err(unavailable)?;
             stats.push(PartitionStats {
-                partition: p,
+                partition: p.0,
                 length,
                 bytes,
                 lag,
@@ -276,7 +264,7 @@ impl EventLog for ValkeyLog {
         Ok(stats)
     }
 
-    async fn trim(&self, partitions: &[u32]) -> Result<Trimmed, LogError> {
+    async fn trim(&self, partitions: &[Partition]) -> Result<Trimmed, LogError> {
         let mut trimmed = Trimmed::default();
         for &p in partitions {
             let removed: u64 = self
@@ -318,7 +306,12 @@ impl EventLog for ValkeyLog {
         let pipeline = self.client.pipeline();
         for id in &asked {
             let _: () = pipeline
-                .xrange(self.dead_letter_key(group), id.as_str(), id.as_str(), Some(1))
+                .xrange(
+                    self.dead_letter_key(group),
+                    id.as_str(),
+                    id.as_str(),
+                    Some(1),
+                )
                 .await
                 .map_err(unavailable)?;
         }
@@ -449,7 +442,7 @@ impl ValkeyLog {
         &self,
         group: &str,
         consumer: &str,
-        partitions: &[u32],
+        partitions: &[Partition],
         per_stream: usize,
         block: Option<Duration>,
     ) -> Result<Vec<Delivery>, LogError> {
@@ -479,8 +472,8 @@ impl ValkeyLog {
     pub(super) fn xread_deliveries(
         &self,
         raw: Value,
-    ) -> Result<HashMap<u32, Vec<Delivery>>, LogError> {
-        let mut out: HashMap<u32, Vec<Delivery>> = HashMap::new();
+    ) -> Result<HashMap<Partition, Vec<Delivery>>, LogError> {
+        let mut out: HashMap<Partition, Vec<Delivery>> = HashMap::new();
         // A read that times out, or finds nothing, answers nil.
         if raw.is_null() {
             return Ok(out);
@@ -512,7 +505,7 @@ impl ValkeyLog {
         &self,
         group: &str,
         consumer: &str,
-        partitions: &[u32],
+        partitions: &[Partition],
         per_stream: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, LogError> {

@@ -25,7 +25,7 @@ mod group_commit;
 mod leases;
 mod log;
 
-use super::{Delivery, EntryId, LogError};
+use super::{Delivery, EntryId, LogError, Partition};
 use crate::domain::Envelope;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
@@ -276,7 +276,7 @@ impl ValkeyLog {
         self
     }
 
-    fn stream_key(&self, partition: u32) -> String {
+    fn stream_key(&self, partition: Partition) -> String {
         format!("{}:events:{partition}", self.namespace)
     }
 
@@ -292,8 +292,8 @@ impl ValkeyLog {
             .and_then(|state| state.get_server(slot).cloned())
     }
 
-    fn partition_of_key(&self, stream: &str) -> Option<u32> {
-        stream.rsplit(':').next()?.parse().ok()
+    fn partition_of_key(&self, stream: &str) -> Option<Partition> {
+        stream.rsplit(':').next()?.parse().ok().map(Partition)
     }
 
     /// Creates the group on every partition stream (from the beginning), once.
@@ -301,7 +301,7 @@ impl ValkeyLog {
         if self.groups_ready.lock().expect("lock").contains(group) {
             return Ok(());
         }
-        for p in 0..self.partitions {
+        for p in Partition::all(self.partitions) {
             let created: Result<Value, Error> = self
                 .client
                 .xgroup_create(self.stream_key(p), group, "0", true)
@@ -320,7 +320,7 @@ impl ValkeyLog {
     }
 
     fn decode(
-        partition: u32,
+        partition: Partition,
         id: &str,
         fields: &HashMap<String, String>,
     ) -> Result<Delivery, LogError> {
