@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's performance table: every figure measured in one run, on
+# The performance table of docs/performance.md: every figure measured in one run, on
 # servers this script starts itself (as the tests do), with the release
 # binary, the load generator on the same machine.
 #   ./scripts/bench.sh           # the whole table (about 15 minutes)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Every figure of the README's performance table, measured in one run.
+"""Every figure of the performance table (docs/performance.md), measured in one run.
 
 Called by scripts/bench.sh, which starts Valkey and PostgreSQL, builds the
 release binary and installs wrk and redis-benchmark. Prints progress on

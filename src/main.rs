@@ -5,7 +5,7 @@ use streamstock::{memory, shutdown, telemetry};
 /// spent a fifth of its CPU in glibc's malloc and free (each request's
 /// 8 KiB read buffer sent glibc into malloc_consolidate), and mimalloc
 /// took the same run from 15,000 to 18,000-19,500 orders/s with RSS flat
-/// (see src/memory.rs and the README's Performance section).
+/// (see src/memory.rs and docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

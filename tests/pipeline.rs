@@ -1,6 +1,6 @@
 //! End to end over the real HTTP API, on each backend pair: products, stock,
 //! concurrent orders that must partly be rejected, then the business
-//! invariants of DESIGN.md section 5 checked against the read model.
+//! invariants (docs/architecture.md) checked against the read model.
 
 use crate::common;
 

@@ -1,5 +1,6 @@
-//! Command line and environment, parsed once into typed settings
-//! (DESIGN.md section 1). Every option is a flag with an env fallback.
+//! Command line and environment, parsed once into typed settings (the
+//! roles and flags of docs/configuration.md). Every option is a flag with
+//! an env fallback.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;

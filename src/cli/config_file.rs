@@ -2,8 +2,8 @@
 //! line and the environment. Precedence: flags > environment > file >
 //! built-in defaults.
 //!
-//! The file's keys are the long flag names, so everything the README lists
-//! under "Configuration" can go in it. Top-level keys apply to every command
+//! The file's keys are the long flag names, so everything
+//! docs/configuration.md lists can go in it. Top-level keys apply to every command
 //! that has the flag; a table named after a command applies to it alone:
 //!
 //! ```toml

@@ -1,5 +1,5 @@
 //! The events that travel through the log, and the envelope that carries them
-//! (DESIGN.md section 3). The envelope is what the log stores; the typed
+//! (docs/architecture.md). The envelope is what the log stores; the typed
 //! `DomainEvent` is what the domain and the projections work with.
 
 use super::ids::{OrderId, ProductId, PurchaseOrderId};

@@ -606,7 +606,8 @@ impl Inventory {
         }
     }
 
-    /// The business invariants of DESIGN.md section 5 that this state can
+    /// The business invariants (docs/architecture.md, "Order lifecycle and
+    /// restock") that this state can
     /// check on its own (it holds every order of its products): tests run
     /// it after every step.
     pub fn invariant_violations(&self) -> Vec<String> {

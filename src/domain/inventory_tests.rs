@@ -521,7 +521,7 @@ mod properties {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
         /// After every command of a random interleaving (in random batches):
-        /// the invariants of DESIGN.md section 5 hold, no order stays
+        /// the business invariants hold, no order stays
         /// pending, stock.low comes exactly once per crossing, and replaying
         /// the archive without deciding gives the same state.
         #[test]

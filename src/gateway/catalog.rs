@@ -3,8 +3,8 @@
 //! an order needs no database round trip.
 //!
 //! A profile of `POST /api/orders` showed the price lookup, one PostgreSQL
-//! query per order, taking 46% of the gateway's CPU (see the README's
-//! performance section). Products never change price or sku once created
+//! query per order, taking 46% of the gateway's CPU (the commit that
+//! added this cache has the figures). Products never change price or sku once created
 //! (no event does so), so an entry read from the read model stays correct
 //! for good: the list is filled on a miss and never needs invalidating. Only
 //! products a worker has applied are put in it, never one this gateway has

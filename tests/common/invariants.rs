@@ -1,4 +1,4 @@
-//! The business invariants of DESIGN.md section 5, checked against a read
+//! The business invariants (docs/architecture.md), checked against a read
 //! model from the outside, as an auditor would: tests call it once the log
 //! is drained. It reads the tables with SQL of its own, so it does not
 //! trust the store's code it is checking.
@@ -6,7 +6,7 @@
 use sqlx::Row;
 use streamstock::store::Store;
 
-/// Checks the business invariants of DESIGN.md section 5 against the read
+/// Checks the business invariants (docs/architecture.md) against the read
 /// model and returns every violation found (empty when all hold). Meant
 /// for quiescent moments: tests call it once the log is drained.
 pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> {
