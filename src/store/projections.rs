@@ -24,7 +24,7 @@
 //! rows they depend on are locked.
 
 use super::outbox::OutboxRows;
-use super::sql::{bind_all, by_ids, multi_insert};
+use super::sql::{bind_all, multi_insert, select_by_ids, Tx};
 use super::writes::Writes;
 use super::{now_millis, Dialect, Store, StoreError};
 use crate::domain::events::Touched;
@@ -35,12 +35,9 @@ use crate::domain::{
     events::OrderLine, DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId,
 };
 use crate::stream::{Decoded, Epoch, Holdings, Partition};
-use sqlx::any::Any;
-use sqlx::{Row, Transaction};
+use sqlx::Row;
 use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
-
-pub(super) type Tx<'a> = Transaction<'a, Any>;
 
 /// What one batch did, for logs and metrics.
 #[derive(Debug, Default)]
@@ -270,25 +267,6 @@ async fn handle_and_write(
     Ok(follow_ups)
 }
 
-/// Runs `sql` (whose `{ids}` is replaced by an `IN` list) for `ids`, in
-/// chunks, and returns every row.
-pub(super) async fn select_by_ids<Id: std::fmt::Display>(
-    tx: &mut Tx<'_>,
-    dialect: Dialect,
-    sql: &str,
-    ids: &[Id],
-) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
-    let mut rows = Vec::new();
-    for (sql, values) in by_ids(dialect, sql, ids) {
-        rows.extend(
-            bind_all(sqlx::query(&sql), values)
-                .fetch_all(&mut **tx)
-                .await?,
-        );
-    }
-    Ok(rows)
-}
-
 /// Archives the events not archived yet; with `report_fresh`, returns their
 /// ids (the events to apply now).
 async fn archive(
@@ -513,11 +491,7 @@ pub(super) fn purchase_order_from_row(
 /// Records each partition's epoch unless a newer one is recorded, which
 /// fences the batch. The upsert takes the row's lock, so concurrent batches
 /// of one partition are ordered by it.
-async fn record_epochs(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    group: &str,
-    epochs: &Holdings,
-) -> Result<(), StoreError> {
+async fn record_epochs(tx: &mut Tx<'_>, group: &str, epochs: &Holdings) -> Result<(), StoreError> {
     if epochs.is_empty() {
         return Ok(());
     }

@@ -11,7 +11,8 @@
 //! meets the stock constraints half-replayed.
 
 use super::analytics::{prune_windows_on, WindowRetention};
-use super::projections::{load_state, Tx};
+use super::projections::load_state;
+use super::sql::Tx;
 use super::writes::{
     AlertRow, DailySalesRow, OrderItemRow, OrderRow, OrderTotalRow, ProductRow, ProductSalesRow,
     PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,

@@ -1,10 +1,12 @@
-//! Multi-row statements built at run time: one round trip for a whole batch.
+//! Multi-row statements built at run time: one round trip for a whole batch;
+//! and the transaction they run in (`Tx`), with the helpers that run them,
+//! shared by the batch writer (projections, writes) and rebuild.
 //!
 //! Parameters are `$n` for PostgreSQL and plain `?` for SQLite: SQLite looks
 //! a named parameter up by a linear scan, so binding thousands of `$n` costs
 //! time quadratic in their number, while `?` binds in order.
 
-use super::Dialect;
+use super::{Dialect, StoreError};
 use sqlx::any::{Any, AnyArguments};
 use sqlx::query::Query;
 
@@ -172,6 +174,41 @@ pub fn parameter_list(dialect: Dialect, first: usize, count: usize) -> String {
         .map(|i| param(dialect, i))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The transaction a batch, or a rebuild, writes in.
+pub type Tx<'a> = sqlx::Transaction<'a, Any>;
+
+/// Runs `sql` (whose `{ids}` is replaced by an `IN` list) for `ids`, in
+/// chunks, and returns every row.
+pub async fn select_by_ids<Id: std::fmt::Display>(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    sql: &str,
+    ids: &[Id],
+) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+    let mut rows = Vec::new();
+    for (sql, values) in by_ids(dialect, sql, ids) {
+        rows.extend(
+            bind_all(sqlx::query(&sql), values)
+                .fetch_all(&mut **tx)
+                .await?,
+        );
+    }
+    Ok(rows)
+}
+
+/// Runs each statement with its values, in order, in `tx`.
+pub async fn execute_all(
+    tx: &mut Tx<'_>,
+    statements: Vec<(String, Vec<SqlValue>)>,
+) -> Result<(), StoreError> {
+    for (sql, values) in statements {
+        bind_all(sqlx::query(&sql), values)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 //! that differ between the state loaded and the state after the domain ran,
 //! one multi-row statement per table. Shared by live batches and rebuild.
 
-use super::projections::Tx;
-use super::sql::{bind_all, multi_insert, values_lists, SqlValue};
+use super::sql::{execute_all, multi_insert, values_lists, SqlValue, Tx};
 use super::{Dialect, StoreError};
 use crate::domain::inventory::{
     OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
@@ -12,18 +11,6 @@ use crate::domain::inventory::{
 use crate::domain::{DomainEvent, Envelope};
 use crate::domain::{OrderId, ProductId, PurchaseOrderId};
 use std::collections::BTreeMap;
-
-pub(super) async fn execute_all(
-    tx: &mut Tx<'_>,
-    statements: Vec<(String, Vec<SqlValue>)>,
-) -> Result<(), StoreError> {
-    for (sql, values) in statements {
-        bind_all(sqlx::query(&sql), values)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
 
 /// A row of a projection table. Its columns are its fields, in order, so
 /// the values a row gives always line up with the columns it is written
