@@ -116,6 +116,26 @@ pub struct ProductState {
 }
 
 impl ProductState {
+    /// The stock invariants one product can check alone: 0 ≤ reserved ≤
+    /// on_hand, and on_hand = received − shipped. The worker checks them on
+    /// every product a batch touched before writing it (the database's
+    /// CHECK constraints back the first up).
+    pub fn stock_bounds(&self) -> Result<(), String> {
+        if !(0 <= self.reserved && self.reserved <= self.on_hand) {
+            return Err(format!(
+                "reserved {} outside 0..={}",
+                self.reserved, self.on_hand
+            ));
+        }
+        if self.on_hand != self.received_total - self.shipped_total {
+            return Err(format!(
+                "on_hand {} != received {} - shipped {}",
+                self.on_hand, self.received_total, self.shipped_total
+            ));
+        }
+        Ok(())
+    }
+
     pub fn available(&self) -> i64 {
         self.on_hand - self.reserved
     }
@@ -630,17 +650,8 @@ impl Inventory {
             }
         }
         for (id, p) in &self.products {
-            if !(0 <= p.reserved && p.reserved <= p.on_hand) {
-                violations.push(format!(
-                    "{id}: reserved {} outside 0..={}",
-                    p.reserved, p.on_hand
-                ));
-            }
-            if p.on_hand != p.received_total - p.shipped_total {
-                violations.push(format!(
-                    "{id}: on_hand {} != received {} - shipped {}",
-                    p.on_hand, p.received_total, p.shipped_total
-                ));
+            if let Err(broken) = p.stock_bounds() {
+                violations.push(format!("{id}: {broken}"));
             }
             let want = confirmed.get(id).copied().unwrap_or(0);
             if p.reserved != want {

@@ -252,6 +252,7 @@ async fn handle_and_write(
         follow_ups.extend(decided);
     }
 
+    check_stock_bounds(&baseline, &inventory)?;
     let mut writes = Writes::default();
     writes.events(
         fresh
@@ -265,6 +266,26 @@ async fn handle_and_write(
     writes.purchase_orders(&baseline.purchase_orders, &inventory.purchase_orders);
     writes.flush(tx, dialect).await?;
     Ok(follow_ups)
+}
+
+/// The stock invariants of every product the batch changed, checked before
+/// anything is written: a broken one fails the batch (nothing is written;
+/// the worker then applies its events one by one, and the event that breaks
+/// it ends in the dead letters), with an error line and a metric.
+fn check_stock_bounds(before: &Inventory, after: &Inventory) -> Result<(), StoreError> {
+    for (id, product) in &after.products {
+        if before.products.get(id) == Some(product) {
+            continue;
+        }
+        if let Err(broken) = product.stock_bounds() {
+            crate::telemetry::metrics::invariant_broken("stock_bounds");
+            tracing::error!(product = %id, %broken, "invariant broken: not writing the batch");
+            return Err(StoreError::Inconsistent(format!(
+                "product {id} after the batch: {broken}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Archives the events not archived yet; with `report_fresh`, returns their
@@ -540,4 +561,57 @@ async fn record_epochs(tx: &mut Tx<'_>, group: &str, epochs: &Holdings) -> Resul
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_stock_bounds;
+    use crate::domain::inventory::{Inventory, ProductState};
+    use crate::domain::ProductId;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_batch_that_breaks_the_stock_bounds_is_not_written() {
+        let id = ProductId::new();
+        let stocked = ProductState {
+            on_hand: 5,
+            received_total: 5,
+            ..ProductState::default()
+        };
+        let before = Inventory {
+            products: [(id, stocked.clone())].into(),
+            ..Inventory::default()
+        };
+        let reserved = |reserved| Inventory {
+            products: [(
+                id,
+                ProductState {
+                    reserved,
+                    ..stocked.clone()
+                },
+            )]
+            .into(),
+            ..Inventory::default()
+        };
+        assert!(check_stock_bounds(&before, &reserved(5)).is_ok());
+        assert!(matches!(
+            check_stock_bounds(&before, &reserved(6)),
+            Err(StoreError::Inconsistent(message)) if message.contains("reserved 6 outside 0..=5")
+        ));
+        let shipped_without_stock = Inventory {
+            products: [(
+                id,
+                ProductState {
+                    on_hand: 4,
+                    ..stocked.clone()
+                },
+            )]
+            .into(),
+            ..Inventory::default()
+        };
+        assert!(check_stock_bounds(&before, &shipped_without_stock).is_err());
+        // Unchanged products are not checked again (the batch did not touch them).
+        let broken = reserved(6);
+        assert!(check_stock_bounds(&broken, &broken).is_ok());
+    }
 }

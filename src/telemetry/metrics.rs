@@ -34,6 +34,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Counts an invariant found broken in the code (`INVARIANT_VIOLATIONS`);
+/// the caller logs what it stopped.
+pub fn invariant_broken(invariant: &'static str) {
+    metrics::counter!(INVARIANT_VIOLATIONS, "invariant" => invariant).increment(1);
+}
+
 /// The process's recorder, installed (with the metrics' descriptions and an
 /// upkeep thread) on first use. Every role calls it before recording.
 pub fn handle() -> &'static PrometheusHandle {

@@ -75,8 +75,7 @@ impl Ownership {
                     partition = p.0, epoch = epoch.get(), floor = floor.map_or(0, Epoch::get),
                     "invariant broken: a lease epoch at or below the recorded one; not taking the partition"
                 );
-                metrics::counter!(names::INVARIANT_VIOLATIONS, "invariant" => "lease_epoch_above_floor")
-                    .increment(1);
+                names::invariant_broken("lease_epoch_above_floor");
                 self.leases.release(&self.group, p, &self.member).await?;
                 continue;
             }

@@ -25,8 +25,12 @@
 //! leases (`leases()`) live in that process too, and its fenced calls check
 //! them under their lock, in the same step as they hand out or ack entries.
 
+mod dead_letters;
+mod groups;
 mod journal;
+mod reads;
 mod segments;
+mod writer;
 
 use super::dead_letter::DeadLetter;
 use super::lease::LocalLeases;
@@ -36,15 +40,16 @@ use super::{
 use super::{Consumer, Epoch, Holdings, Partition};
 use crate::domain::Envelope;
 use async_trait::async_trait;
-use journal::Journal;
-use segments::{Cursor, PartitionFiles};
+use groups::{persist_offsets, GroupState};
+use segments::PartitionFiles;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
+use writer::{replay, run_writer, ActiveSegment, AppendRequest};
 
 /// Tunables of the embedded log; `Default` is what `streamstock all` uses.
 #[derive(Debug, Clone)]
@@ -83,30 +88,6 @@ impl Default for EmbeddedOptions {
     }
 }
 
-struct AppendRequest {
-    partition: Partition,
-    line: Vec<u8>,
-    done: oneshot::Sender<Result<EntryId, String>>,
-}
-
-/// One consumer group's position in one partition.
-#[derive(Debug, Clone)]
-struct GroupPartition {
-    /// Every entry below it is acked.
-    committed: u64,
-    /// The next entry to hand out.
-    next: u64,
-    /// Where `next` is on disk, once found: (segment base, byte offset).
-    next_at: Option<(u64, u64)>,
-    /// Acked entries above `committed` (acks can come out of order).
-    acked_ahead: BTreeSet<u64>,
-}
-
-struct GroupState {
-    partitions: Vec<GroupPartition>,
-    file: PathBuf,
-}
-
 /// What the log's handle, its read tasks and its writer thread share.
 struct Inner {
     dir: PathBuf,
@@ -135,6 +116,70 @@ pub struct EmbeddedLog {
 
 const META_FILE: &str = "meta.json";
 
+/// Takes the data dir's lock file, held for the log's lifetime: one
+/// process per data dir.
+fn lock_data_dir(dir: &Path) -> Result<File, LogError> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    if lock.try_lock().is_err() {
+        return Err(LogError::Unavailable(format!(
+            "the embedded log in {} is in use by another streamstock process; stop it first \
+             (split roles and concurrent tools need Valkey)",
+            dir.display()
+        )));
+    }
+    Ok(lock)
+}
+
+/// The partition count is fixed for the life of a log: another count would
+/// move keys between partitions and lose their order. A new log records it.
+fn check_partition_count(dir: &Path, partitions: u32) -> Result<(), LogError> {
+    let meta_path = dir.join(META_FILE);
+    if !meta_path.exists() {
+        return Ok(write_atomically(
+            &meta_path,
+            &serde_json::to_vec(&serde_json::json!({ "partitions": partitions })).unwrap(),
+        )?);
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path)?)
+        .map_err(|e| LogError::Corrupt(format!("{}: {e}", meta_path.display())))?;
+    let stored = meta["partitions"].as_u64().unwrap_or(0) as u32;
+    if stored != partitions {
+        return Err(LogError::Corrupt(format!(
+            "the log in {} has {stored} partitions but {partitions} were asked for; \
+             the partition count is fixed for the life of a deployment",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Each partition's segments (converting an older release's single file)
+/// and the active segment its appends go to.
+fn open_partitions(
+    dir: &Path,
+    partitions: u32,
+) -> Result<(Vec<PartitionFiles>, Vec<ActiveSegment>), LogError> {
+    let mut opened = Vec::new();
+    let mut active = Vec::new();
+    for p in 0..partitions {
+        let (files, file) = segments::open_partition(
+            &dir.join(format!("partition-{p}")),
+            &dir.join(format!("partition-{p}.log")),
+        )?;
+        active.push(ActiveSegment {
+            file,
+            base: files.active_base(),
+            bytes: files.segments[&files.active_base()].bytes,
+        });
+        opened.push(files);
+    }
+    Ok((opened, active))
+}
+
 impl EmbeddedLog {
     /// Opens the log under `dir` with the default options.
     pub fn open(dir: &Path, partitions: u32) -> Result<EmbeddedLog, LogError> {
@@ -152,72 +197,20 @@ impl EmbeddedLog {
     ) -> Result<EmbeddedLog, LogError> {
         fs::create_dir_all(dir.join("groups"))?;
         fs::create_dir_all(dir.join("dead-letters"))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))?;
-        if lock.try_lock().is_err() {
-            return Err(LogError::Unavailable(format!(
-                "the embedded log in {} is in use by another streamstock process; stop it first \
-                 (split roles and concurrent tools need Valkey)",
-                dir.display()
-            )));
-        }
-        let meta_path = dir.join(META_FILE);
-        if meta_path.exists() {
-            let meta: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path)?)
-                .map_err(|e| LogError::Corrupt(format!("{}: {e}", meta_path.display())))?;
-            let stored = meta["partitions"].as_u64().unwrap_or(0) as u32;
-            if stored != partitions {
-                return Err(LogError::Corrupt(format!(
-                    "the log in {} has {stored} partitions but --partitions is {partitions}; \
-                     the partition count is fixed for the life of a deployment",
-                    dir.display()
-                )));
-            }
-        } else {
-            write_atomically(
-                &meta_path,
-                &serde_json::to_vec(&serde_json::json!({ "partitions": partitions })).unwrap(),
-            )?;
-        }
-
-        let mut active = Vec::new();
-        let mut opened = Vec::new();
-        for p in 0..partitions {
-            let (files, file) = segments::open_partition(
-                &dir.join(format!("partition-{p}")),
-                &dir.join(format!("partition-{p}.log")),
-            )?;
-            active.push(ActiveSegment {
-                file,
-                base: files.active_base(),
-                bytes: files.segments[&files.active_base()].bytes,
-            });
-            opened.push(files);
-        }
+        let lock = lock_data_dir(dir)?;
+        check_partition_count(dir, partitions)?;
+        let (mut opened, mut active) = open_partitions(dir, partitions)?;
         let recovered = journal::recover(dir)?;
         replay(&recovered.records, &mut opened, &mut active)?;
         let journal = recovered.finish(dir)?;
-        let views = opened.into_iter().map(RwLock::new).collect();
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             options: options.clone(),
-            partitions: views,
+            partitions: opened.into_iter().map(RwLock::new).collect(),
             appended: Notify::new(),
             groups: Mutex::new(HashMap::new()),
         });
-        // Every group that ever committed counts when deciding what may be
-        // deleted, so all are loaded now, not on first use.
-        for entry in fs::read_dir(dir.join("groups"))? {
-            let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("json") {
-                if let Some(name) = path.file_stem().and_then(|s| s.to_str()) {
-                    inner.with_group(name, |_| ())?;
-                }
-            }
-        }
+        inner.load_every_group()?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let writer_inner = inner.clone();
         std::thread::Builder::new()
@@ -277,316 +270,6 @@ impl EmbeddedLog {
     }
 }
 
-impl Inner {
-    fn with_group<T>(
-        &self,
-        group: &str,
-        f: impl FnOnce(&mut GroupState) -> T,
-    ) -> Result<T, LogError> {
-        let mut groups = self.groups.lock().expect("group lock poisoned");
-        if !groups.contains_key(group) {
-            let state = self.load_group(group)?;
-            groups.insert(group.to_string(), state);
-        }
-        Ok(f(groups.get_mut(group).expect("inserted above")))
-    }
-
-    fn files(&self, partition: usize) -> std::sync::RwLockReadGuard<'_, PartitionFiles> {
-        self.partitions[partition]
-            .read()
-            .expect("partition lock poisoned")
-    }
-
-    fn load_group(&self, group: &str) -> Result<GroupState, LogError> {
-        let n = self.partitions.len();
-        let file = self
-            .dir
-            .join("groups")
-            .join(format!("{}.json", sanitize(group)));
-        let stored: Option<Vec<u64>> = if file.exists() {
-            Some(
-                serde_json::from_slice(&fs::read(&file)?)
-                    .map_err(|e| LogError::Corrupt(format!("{}: {e}", file.display())))?,
-            )
-        } else {
-            None
-        };
-        let mut partitions = Vec::with_capacity(n);
-        for p in 0..n {
-            let files = self.files(p);
-            let wanted = stored.as_ref().and_then(|s| s.get(p).copied()).unwrap_or(0);
-            // Entries below the first segment are gone. A group that never
-            // committed starts at the oldest entry kept; one that had
-            // committed less than that lost entries to trimming (it was not
-            // known when they were deleted, or its file was replaced): say so.
-            let committed = wanted.clamp(files.first(), files.end);
-            if stored.is_some() && committed != wanted {
-                tracing::warn!(
-                    group,
-                    partition = p,
-                    committed = wanted,
-                    first_kept = files.first(),
-                    end = files.end,
-                    "the group's committed offset is outside the log; it resumes at the nearest entry kept"
-                );
-            }
-            partitions.push(GroupPartition {
-                committed,
-                next: committed,
-                next_at: None,
-                acked_ahead: BTreeSet::new(),
-            });
-        }
-        Ok(GroupState { partitions, file })
-    }
-
-    /// Reads up to `max` entries of `partition` from offset `from` (found at
-    /// `at`, a segment base and byte offset, when known), decoded. Returns
-    /// them and where reading stopped; None when `from` is at the end.
-    /// An offset below the oldest segment starts at the oldest entry kept:
-    /// the returned deliveries then begin above `from`.
-    fn read_from(
-        &self,
-        partition: Partition,
-        from: u64,
-        at: Option<(u64, u64)>,
-        max: usize,
-    ) -> Result<Option<(Vec<Delivery>, Cursor)>, LogError> {
-        let (mut cursor, plan) = {
-            let files = self.files(partition.index());
-            if from >= files.end {
-                return Ok(None);
-            }
-            let cursor = match at {
-                Some((base, pos)) if files.segments.contains_key(&base) => Cursor {
-                    offset: from,
-                    base,
-                    pos,
-                },
-                _ => segments::locate(&files, from)?,
-            };
-            (cursor, segments::plan_read(&files, cursor.base))
-        };
-        let mut deliveries = Vec::new();
-        segments::read_entries(&plan, &mut cursor, max, |offset, line| {
-            deliveries.push(delivery(partition, offset, line))
-        })?;
-        Ok(Some((deliveries, cursor)))
-    }
-
-    /// Up to `share` new entries of one partition for the group, read from
-    /// disk where the group left off.
-    fn read_partition(
-        &self,
-        state: &mut GroupPartition,
-        partition: Partition,
-        share: usize,
-    ) -> Result<Vec<Delivery>, LogError> {
-        let Some((deliveries, cursor)) =
-            self.read_from(partition, state.next, state.next_at, share)?
-        else {
-            return Ok(Vec::new());
-        };
-        let first = deliveries.first().map_or(cursor.offset, |d| d.id.seq);
-        if first != state.next {
-            // Only a group that was created after its entries were deleted
-            // gets here; what it never saw, it cannot process.
-            tracing::warn!(
-                partition = partition.0,
-                from = state.next,
-                to = first,
-                "entries below the oldest segment were deleted; the group skips them"
-            );
-            state.committed = state.committed.max(first);
-        }
-        state.next = cursor.offset;
-        state.next_at = Some((cursor.base, cursor.pos));
-        Ok(deliveries)
-    }
-
-    fn collect(
-        &self,
-        group: &str,
-        partitions: &[Partition],
-        max: usize,
-    ) -> Result<Vec<Delivery>, LogError> {
-        let n = self.partitions.len();
-        self.with_group(group, |state| {
-            let mut out = Vec::new();
-            // Fair across partitions: take a share from each in turn, so one
-            // hot partition cannot starve the others.
-            let share = (max / partitions.len().max(1)).max(1);
-            loop {
-                let before = out.len();
-                for &p in partitions.iter().filter(|p| p.index() < n) {
-                    let room = share.min(max - out.len());
-                    if room == 0 {
-                        break;
-                    }
-                    out.extend(self.read_partition(&mut state.partitions[p.index()], p, room)?);
-                }
-                if out.len() >= max || out.len() == before {
-                    return Ok(out);
-                }
-            }
-        })?
-    }
-
-    /// Marks entries acked in memory; returns the group's offsets file and
-    /// its committed offsets, to be written (`persist_offsets`).
-    fn ack(&self, group: &str, acked: &[(Partition, EntryId)]) -> Result<GroupOffsets, LogError> {
-        self.with_group(group, |state| {
-            for &(p, id) in acked {
-                let Some(gp) = state.partitions.get_mut(p.index()) else {
-                    continue;
-                };
-                if id.seq >= gp.committed && id.seq < gp.next {
-                    gp.acked_ahead.insert(id.seq);
-                }
-                while gp.acked_ahead.remove(&gp.committed) {
-                    gp.committed += 1;
-                }
-            }
-            let committed: Vec<u64> = state.partitions.iter().map(|gp| gp.committed).collect();
-            (state.file.clone(), committed)
-        })
-    }
-
-    /// The group's delivered but unacked entries of `partition`, in order.
-    fn unacked(&self, group: &str, partition: Partition) -> Result<Vec<Delivery>, LogError> {
-        let p = partition.index();
-        if p >= self.partitions.len() {
-            return Ok(Vec::new());
-        }
-        let (committed, next, acked) = self.with_group(group, |state| {
-            let gp = &state.partitions[p];
-            (gp.committed, gp.next, gp.acked_ahead.clone())
-        })?;
-        if next <= committed {
-            return Ok(Vec::new());
-        }
-        let read = self.read_from(partition, committed, None, (next - committed) as usize)?;
-        let mut deliveries = read.map(|(d, _)| d).unwrap_or_default();
-        deliveries.retain(|d| !acked.contains(&d.id.seq));
-        Ok(deliveries)
-    }
-
-    /// Deletes the sealed segments of `partitions` that every group has
-    /// committed past and that were sealed longer ago than the retention.
-    fn trim(&self, partitions: &[Partition]) -> Result<Trimmed, LogError> {
-        let mut trimmed = Trimmed::default();
-        let sealed_before = SystemTime::now()
-            .checked_sub(self.options.retention)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        for &p in partitions {
-            let p = p.index();
-            if p >= self.partitions.len() {
-                continue;
-            }
-            // The lowest committed offset of any group: nothing at or above
-            // it may go. With no group at all, nothing is known to be
-            // consumed, and nothing goes.
-            let below = {
-                let groups = self.groups.lock().expect("group lock poisoned");
-                match groups.values().map(|g| g.partitions[p].committed).min() {
-                    Some(min) => min,
-                    None => continue,
-                }
-            };
-            let removed: Vec<(u64, segments::Segment, u64)> = {
-                let mut files = self.partitions[p].write().expect("partition lock poisoned");
-                let bases = files.deletable(below, sealed_before);
-                bases
-                    .into_iter()
-                    .map(|base| {
-                        let segment = files.segments.remove(&base).expect("listed above");
-                        let next = files.first();
-                        (base, segment, next)
-                    })
-                    .collect()
-            };
-            if removed.is_empty() {
-                continue;
-            }
-            for (base, segment, next) in &removed {
-                fs::remove_file(&segment.path)?;
-                trimmed.entries += next - base;
-                trimmed.bytes += segment.bytes;
-            }
-            segments::sync_dir(&self.files(p).dir)?;
-        }
-        Ok(trimmed)
-    }
-}
-
-/// A group's offsets file and the committed offset of each partition.
-type GroupOffsets = (PathBuf, Vec<u64>);
-
-/// Writes a group's committed offsets (callers hold `persist`).
-async fn persist_offsets((file, committed): GroupOffsets) -> Result<(), LogError> {
-    tokio::task::spawn_blocking(move || {
-        write_atomically(&file, &serde_json::to_vec(&committed).unwrap())
-    })
-    .await
-    .map_err(|e| LogError::Unavailable(e.to_string()))??;
-    Ok(())
-}
-
-fn delivery(partition: Partition, offset: u64, line: &[u8]) -> Delivery {
-    Delivery {
-        partition,
-        id: EntryId { ms: 0, seq: offset },
-        envelope: serde_json::from_slice::<Envelope>(line)
-            .map_err(|e| format!("undecodable log entry: {e}")),
-    }
-}
-
-impl EmbeddedLog {
-    fn dead_letter_file(&self, group: &str) -> PathBuf {
-        self.inner
-            .dir
-            .join("dead-letters")
-            .join(format!("{}.jsonl", sanitize(group)))
-    }
-
-    /// Runs `f` on the group's dead letters, loading them on first use.
-    async fn with_dead_letters<T>(
-        &self,
-        group: &str,
-        f: impl FnOnce(&mut Vec<DeadLetter>, &Path) -> Result<T, LogError>,
-    ) -> Result<T, LogError> {
-        let mut all = self.dead.lock().await;
-        let file = self.dead_letter_file(group);
-        if !all.contains_key(group) {
-            let mut letters = Vec::new();
-            if file.exists() {
-                for line in fs::read_to_string(&file)?
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                {
-                    match serde_json::from_str::<DeadLetter>(line) {
-                        Ok(letter) => letters.push(letter),
-                        Err(e) => {
-                            tracing::warn!(file = %file.display(), error = %e, "skipping a torn dead-letter line")
-                        }
-                    }
-                }
-            }
-            all.insert(group.to_string(), letters);
-        }
-        f(all.get_mut(group).expect("inserted above"), &file)
-    }
-}
-
-fn rewrite_dead_letters(file: &Path, letters: &[DeadLetter]) -> Result<(), LogError> {
-    let mut bytes = Vec::new();
-    for letter in letters {
-        bytes.extend(serde_json::to_vec(letter).map_err(|e| LogError::Corrupt(e.to_string()))?);
-        bytes.push(b'\n');
-    }
-    Ok(write_atomically(file, &bytes)?)
-}
-
 fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -612,315 +295,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         segments::sync_dir(parent)?;
     }
     Ok(())
-}
-
-/// The segment a partition's appends go to, owned by the writer thread.
-struct ActiveSegment {
-    file: File,
-    base: u64,
-    bytes: u64,
-}
-
-fn run_writer(
-    mut active: Vec<ActiveSegment>,
-    mut journal: Journal,
-    mut rx: mpsc::Receiver<AppendRequest>,
-    inner: &Inner,
-) {
-    let segment_bytes = inner.options.segment_bytes.max(1);
-    let partitions = active.len();
-    // Segments written since the last checkpoint, not yet synced.
-    let mut unsynced = vec![false; partitions];
-    let mut checkpoints = Checkpoints::spawn();
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-            if batch.len() >= 4096 {
-                break;
-            }
-        }
-        let mut per_partition: Vec<Vec<u8>> = vec![Vec::new(); partitions];
-        let mut counts = vec![0u64; partitions];
-        for req in &batch {
-            per_partition[req.partition.index()].extend_from_slice(&req.line);
-            counts[req.partition.index()] += 1;
-        }
-        // Per partition: the offset of its first entry in this batch, once
-        // written; None when its write failed (or it had none).
-        let mut first_offset: Vec<Option<u64>> = vec![None; partitions];
-        let mut failure: Option<String> = None;
-        // Each partition's lines go to its segment, unsynced: the journal
-        // below makes the whole batch durable with one fdatasync.
-        for (p, bytes) in per_partition.iter().enumerate() {
-            if bytes.is_empty() {
-                continue;
-            }
-            let segment = &mut active[p];
-            if let Err(e) = segment.file.write_all(bytes) {
-                // Cut off whatever part of the batch reached the file,
-                // so later appends do not follow a torn line.
-                let _ = segment.file.set_len(segment.bytes);
-                failure = Some(format!("append to partition {p} failed: {e}"));
-                continue;
-            }
-            unsynced[p] = true;
-            first_offset[p] = Some(
-                inner.partitions[p]
-                    .read()
-                    .expect("partition lock poisoned")
-                    .end,
-            );
-        }
-        let written = first_offset
-            .iter()
-            .enumerate()
-            .filter_map(|(p, first)| first.map(|first| (p as u32, first, &per_partition[p][..])));
-        if let Err(e) = journal.write_batch(written) {
-            // Nothing of the batch is durable: take it back out of the
-            // segments (readers never saw it: the ends are not moved yet).
-            for (p, first) in first_offset.iter_mut().enumerate() {
-                if first.take().is_some() {
-                    let _ = active[p].file.set_len(active[p].bytes);
-                }
-            }
-            failure = Some(format!("append to the journal failed: {e}"));
-        }
-        for (p, first) in first_offset.iter().enumerate() {
-            if first.is_none() {
-                continue;
-            }
-            let segment = &mut active[p];
-            segment.bytes += per_partition[p].len() as u64;
-            // Publish the new durable end; offsets are assigned in queue
-            // order within the partition.
-            let mut files = inner.partitions[p]
-                .write()
-                .expect("partition lock poisoned");
-            files.end += counts[p];
-            if let Some(s) = files.segments.get_mut(&segment.base) {
-                s.bytes = segment.bytes;
-            }
-            if segment.bytes >= segment_bytes && roll(segment, &mut files) {
-                unsynced[p] = false;
-            }
-        }
-        inner.appended.notify_waiters();
-        let mut next_offset = first_offset;
-        for req in batch {
-            let answer = match &mut next_offset[req.partition.index()] {
-                Some(offset) => {
-                    *offset += 1;
-                    Ok(EntryId {
-                        ms: 0,
-                        seq: *offset - 1,
-                    })
-                }
-                None => Err(failure.clone().unwrap_or_default()),
-            };
-            let _ = req.done.send(answer);
-        }
-        if let Some(message) = failure {
-            tracing::error!(%message, "embedded log write failed");
-        }
-        if journal.bytes() >= inner.options.journal_bytes {
-            checkpoints.start(
-                &active,
-                &mut unsynced,
-                &mut journal,
-                inner.options.journal_bytes,
-            );
-        }
-    }
-}
-
-/// A journal file to delete once these segments are synced.
-struct Checkpoint {
-    segments: Vec<File>,
-    journal: PathBuf,
-}
-
-/// The checkpoint thread: syncing 16 MiB of segments takes tens of
-/// milliseconds, which the writer (and every append waiting on it) must not.
-struct Checkpoints {
-    jobs: std::sync::mpsc::Sender<Checkpoint>,
-    done: std::sync::mpsc::Receiver<()>,
-    /// A checkpoint was handed over and has not reported back.
-    running: bool,
-}
-
-impl Checkpoints {
-    fn spawn() -> Checkpoints {
-        let (jobs, queue) = std::sync::mpsc::channel::<Checkpoint>();
-        let (report, done) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("embedded-log-checkpoint".into())
-            .spawn(move || {
-                for job in queue {
-                    let synced = job.segments.iter().try_for_each(|f| f.sync_data());
-                    // On failure the old file stays: it still holds every
-                    // acknowledged entry, and the next open replays it.
-                    if let Err(e) = synced.and_then(|_| fs::remove_file(&job.journal)) {
-                        tracing::warn!(error = %e, journal = %job.journal.display(),
-                            "journal checkpoint failed; the file is kept until the log is next opened");
-                    }
-                    let _ = report.send(());
-                }
-            })
-            .expect("cannot start the embedded log's checkpoint thread");
-        Checkpoints {
-            jobs,
-            done,
-            running: false,
-        }
-    }
-
-    /// Moves the writer to a new journal file and has the segments written
-    /// meanwhile synced, then the old file deleted, off the writer's thread.
-    /// While the previous checkpoint still runs the writer keeps the current
-    /// file, up to twice the bound, and then waits for it.
-    fn start(
-        &mut self,
-        active: &[ActiveSegment],
-        unsynced: &mut [bool],
-        journal: &mut Journal,
-        bound: u64,
-    ) {
-        if self.running && self.done.try_recv().is_ok() {
-            self.running = false;
-        }
-        if self.running {
-            if journal.bytes() < bound.saturating_mul(2) {
-                return;
-            }
-            let _ = self.done.recv();
-            self.running = false;
-        }
-        let mut segments = Vec::new();
-        for (p, segment) in active.iter().enumerate() {
-            if unsynced[p] {
-                match segment.file.try_clone() {
-                    Ok(file) => segments.push(file),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "journal checkpoint postponed");
-                        return;
-                    }
-                }
-            }
-        }
-        let old = match journal.rotate() {
-            Ok(old) => old,
-            Err(e) => {
-                tracing::warn!(error = %e, "journal checkpoint postponed: no new journal file");
-                return;
-            }
-        };
-        let job = Checkpoint {
-            segments,
-            journal: old,
-        };
-        if self.jobs.send(job).is_ok() {
-            self.running = true;
-            unsynced.iter_mut().for_each(|u| *u = false);
-        }
-    }
-}
-
-/// Puts back into the segments whatever the journal holds past their ends:
-/// entries acknowledged before a crash that lost unsynced segment data. A
-/// record whose entries are all there already is skipped, so replaying twice
-/// changes nothing.
-fn replay(
-    records: &[journal::Record],
-    files: &mut [PartitionFiles],
-    active: &mut [ActiveSegment],
-) -> Result<(), LogError> {
-    let mut restored = vec![0u64; files.len()];
-    for record in records {
-        let p = record.partition as usize;
-        let (Some(files), Some(segment)) = (files.get_mut(p), active.get_mut(p)) else {
-            return Err(LogError::Corrupt(format!(
-                "the journal has entries of partition {p}, beyond the log's partitions"
-            )));
-        };
-        let count = record.count();
-        if record.first + count <= files.end {
-            continue;
-        }
-        if record.first > files.end {
-            return Err(LogError::Corrupt(format!(
-                "partition {p} ends at entry {} but the journal resumes it at {}: entries are missing",
-                files.end, record.first
-            )));
-        }
-        let missing = record.lines_after(files.end - record.first);
-        segment.file.write_all(missing)?;
-        segment.bytes += missing.len() as u64;
-        let added = record.first + count - files.end;
-        files.end += added;
-        restored[p] += added;
-        if let Some(s) = files.segments.get_mut(&segment.base) {
-            s.bytes = segment.bytes;
-        }
-    }
-    // The journal is emptied next, so what it covered must be on disk: the
-    // restored entries, and those a kill -9 left in the page cache only.
-    if !records.is_empty() {
-        for segment in active.iter() {
-            segment.file.sync_data()?;
-        }
-    }
-    for (p, &n) in restored.iter().enumerate() {
-        if n > 0 {
-            tracing::warn!(
-                partition = p,
-                entries = n,
-                "restored acknowledged entries from the journal"
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Seals the active segment and starts a new one at the partition's end;
-/// returns whether it did. The sealed segment is synced first: opening the
-/// log reads only the newest segment, so the journal could not restore the
-/// tail of an older one. If either step fails, appends go on into the old
-/// segment and the roll is tried again after the next write.
-fn roll(segment: &mut ActiveSegment, files: &mut PartitionFiles) -> bool {
-    let base = files.end;
-    let path = segments::segment_path(&files.dir, base);
-    let created = segment
-        .file
-        .sync_data()
-        .and_then(|_| File::create(&path))
-        .and_then(|_| segments::sync_dir(&files.dir))
-        .and_then(|_| OpenOptions::new().append(true).open(&path));
-    match created {
-        Ok(file) => {
-            if let Some(old) = files.segments.get_mut(&segment.base) {
-                old.sealed_at = Some(SystemTime::now());
-            }
-            files.segments.insert(
-                base,
-                segments::Segment {
-                    path,
-                    bytes: 0,
-                    sealed_at: None,
-                },
-            );
-            *segment = ActiveSegment {
-                file,
-                base,
-                bytes: 0,
-            };
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "could not start a new segment");
-            false
-        }
-    }
 }
 
 #[async_trait]
@@ -1072,32 +446,11 @@ impl EventLog for EmbeddedLog {
         self.blocking(move |inner| inner.trim(&partitions)).await
     }
     async fn dead_letter(&self, group: &str, letter: &DeadLetter) -> Result<String, LogError> {
-        self.with_dead_letters(group, |letters, file| {
-            let next = letters
-                .iter()
-                .filter_map(|l| l.id.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0)
-                + 1;
-            let mut letter = letter.clone();
-            letter.id = next.to_string();
-            let mut line =
-                serde_json::to_vec(&letter).map_err(|e| LogError::Corrupt(e.to_string()))?;
-            line.push(b'\n');
-            let mut f = OpenOptions::new().create(true).append(true).open(file)?;
-            f.write_all(&line)?;
-            f.sync_data()?;
-            letters.push(letter);
-            Ok(next.to_string())
-        })
-        .await
+        self.store_dead_letter(group, letter).await
     }
 
     async fn dead_letters(&self, group: &str, limit: usize) -> Result<Vec<DeadLetter>, LogError> {
-        self.with_dead_letters(group, |letters, _| {
-            Ok(letters.iter().take(limit).cloned().collect())
-        })
-        .await
+        self.oldest_dead_letters(group, limit).await
     }
 
     async fn dead_letters_by_id(
@@ -1105,31 +458,15 @@ impl EventLog for EmbeddedLog {
         group: &str,
         ids: &[String],
     ) -> Result<Vec<Option<DeadLetter>>, LogError> {
-        self.with_dead_letters(group, |letters, _| {
-            Ok(ids
-                .iter()
-                .map(|id| letters.iter().find(|l| &l.id == id).cloned())
-                .collect())
-        })
-        .await
+        self.find_dead_letters(group, ids).await
     }
 
     async fn remove_dead_letters(&self, group: &str, ids: &[String]) -> Result<u64, LogError> {
-        self.with_dead_letters(group, |letters, file| {
-            let before = letters.len();
-            letters.retain(|l| !ids.contains(&l.id));
-            let removed = (before - letters.len()) as u64;
-            if removed > 0 {
-                rewrite_dead_letters(file, letters)?;
-            }
-            Ok(removed)
-        })
-        .await
+        self.drop_dead_letters(group, ids).await
     }
 
     async fn dead_letter_count(&self, group: &str) -> Result<u64, LogError> {
-        self.with_dead_letters(group, |letters, _| Ok(letters.len() as u64))
-            .await
+        self.count_dead_letters(group).await
     }
 
     async fn ping(&self) -> Result<(), LogError> {

@@ -205,7 +205,7 @@ impl ValkeyLog {
         match stored {
             Some(n) if n != partitions => {
                 return Err(LogError::Corrupt(format!(
-                    "Valkey namespace `{namespace}` has {n} partitions but --partitions is {partitions}; \
+                    "Valkey namespace `{namespace}` has {n} partitions but {partitions} were asked for; \
                      the partition count is fixed for the life of a deployment"
                 )))
             }
