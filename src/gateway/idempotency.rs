@@ -10,7 +10,8 @@
 //! - A first request that failed with a 5xx did nothing: its key is freed.
 
 use super::error::ApiError;
-use super::{AppState, MAX_BODY_BYTES};
+use super::extract::MAX_BODY_BYTES;
+use super::AppState;
 use crate::store::idempotency::{KeyClaim, StoredAnswer};
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
