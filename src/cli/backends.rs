@@ -19,13 +19,12 @@ pub async fn open_store(
     startup: Option<&Startup>,
     stall_limit: Option<std::time::Duration>,
 ) -> anyhow::Result<Store> {
-    let url = common
-        .database_url_with_password()
-        .map_err(anyhow::Error::msg)?;
-    let connect = || Store::connect_with(&url, common.retention.sqlite_memory_mib, stall_limit);
+    let url = common.database_url_with_password()?;
+    let url = secrecy::ExposeSecret::expose_secret(&url);
+    let connect = || Store::connect_with(url, common.retention.sqlite_memory_mib, stall_limit);
     let store = match startup {
         Some(startup) => {
-            let what = format!("the database at {}", crate::telemetry::redact_url(&url));
+            let what = format!("the database at {}", crate::telemetry::redact_url(url));
             let down =
                 |e: &StoreError| matches!(e, StoreError::Unavailable(_)) && !e.is_tls_failure();
             startup.wait_for(&what, down, connect).await

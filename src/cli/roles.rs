@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 async fn bind(gateway: &GatewayArgs) -> anyhow::Result<TcpListener> {
-    gateway.check_exposure().map_err(anyhow::Error::msg)?;
+    gateway.check_exposure()?;
     TcpListener::bind(gateway.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (--listen / STREAMSTOCK_LISTEN)",
@@ -53,7 +53,7 @@ pub async fn run_all(
     mut args: AllArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    args.gateway.load_token_file().map_err(anyhow::Error::msg)?;
+    args.gateway.load_token_file()?;
     let listener = bind(&args.gateway).await?;
     run_all_on(common, args, listener, shutdown).await
 }
@@ -95,7 +95,7 @@ pub async fn run_all_on(
         backend.log,
         backend.leases,
         Some(simulator.clone()),
-        args.gateway.access().map_err(anyhow::Error::msg)?,
+        args.gateway.access()?,
         args.gateway.limits(),
         shutdown.clone(),
     );
@@ -114,7 +114,7 @@ pub async fn run_serve(
     mut args: ServeArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    args.gateway.load_token_file().map_err(anyhow::Error::msg)?;
+    args.gateway.load_token_file()?;
     let listener = bind(&args.gateway).await?;
     let startup = common.startup(&shutdown);
     let store = open_store(&common, Some(&startup), None).await?;
@@ -124,7 +124,7 @@ pub async fn run_serve(
         backend.log,
         backend.leases,
         None,
-        args.gateway.access().map_err(anyhow::Error::msg)?,
+        args.gateway.access()?,
         args.gateway.limits(),
         shutdown.clone(),
     );
@@ -151,7 +151,7 @@ pub async fn run_worker(
 
     // A worker answers /health, /ready and /metrics for orchestrators.
     let token = match &args.api_token_file {
-        Some(path) => Some(super::config::read_token_file(path).map_err(anyhow::Error::msg)?),
+        Some(path) => Some(super::config::read_token_file(path)?),
         None => args.api_token.clone(),
     };
     let probes = gateway::probes::probe_router(backend.log.clone(), store.clone(), token);

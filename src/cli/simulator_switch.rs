@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 pub struct InProcessSimulator {
     target: String,
-    token: Option<String>,
+    token: Option<secrecy::SecretString>,
     /// The process's shutdown: every run stops with it.
     shutdown: CancellationToken,
     current: Mutex<Option<Run>>,
@@ -22,7 +22,11 @@ struct Run {
 }
 
 impl InProcessSimulator {
-    pub fn new(target: String, token: Option<String>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        target: String,
+        token: Option<secrecy::SecretString>,
+        shutdown: CancellationToken,
+    ) -> Self {
         InProcessSimulator {
             target,
             token,

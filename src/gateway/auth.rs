@@ -59,6 +59,7 @@ pub async fn require_token(
 ) -> Response {
     if let Some(token) = &state.access.api_token {
         if needs_token(request.method(), request.uri().path()) {
+            let token = secrecy::ExposeSecret::expose_secret(token);
             if let Some(refused) = bearer_refusal(request.headers(), token) {
                 return refused;
             }

@@ -105,11 +105,15 @@ struct Backends {
     log: Arc<dyn EventLog>,
     store: Store,
     /// With a token, /metrics needs it, as on the gateway.
-    api_token: Option<Arc<str>>,
+    api_token: Option<Arc<secrecy::SecretString>>,
 }
 
 /// `/health`, `/ready` and `/metrics` on their own, for a worker process.
-pub fn probe_router(log: Arc<dyn EventLog>, store: Store, api_token: Option<String>) -> Router {
+pub fn probe_router(
+    log: Arc<dyn EventLog>,
+    store: Store,
+    api_token: Option<secrecy::SecretString>,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route(
@@ -121,6 +125,7 @@ pub fn probe_router(log: Arc<dyn EventLog>, store: Store, api_token: Option<Stri
             get(
                 |State(b): State<Backends>, headers: axum::http::HeaderMap| async move {
                     if let Some(token) = &b.api_token {
+                        let token = secrecy::ExposeSecret::expose_secret(&**token);
                         if let Some(refused) = super::auth::bearer_refusal(&headers, token) {
                             return refused;
                         }
@@ -132,6 +137,6 @@ pub fn probe_router(log: Arc<dyn EventLog>, store: Store, api_token: Option<Stri
         .with_state(Backends {
             log,
             store,
-            api_token: api_token.map(Arc::from),
+            api_token: api_token.map(Arc::new),
         })
 }

@@ -33,7 +33,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     /// With a token, writes and the sensitive reads need it (see `auth`).
-    pub api_token: Option<String>,
+    pub api_token: Option<secrecy::SecretString>,
     /// Origins whose pages may call the API from a browser (CORS); empty:
     /// none, so only same-origin pages (the dashboard) can.
     pub cors_origins: Vec<HeaderValue>,

@@ -81,7 +81,8 @@ struct Product {
 pub struct Simulator {
     http: reqwest::Client,
     target: String,
-    token: Option<String>,
+    /// The gateway's bearer token, when it has one.
+    token: Option<secrecy::SecretString>,
     profile: Profile,
 }
 
@@ -117,7 +118,7 @@ pub struct SimulatorReport {
 }
 
 impl Simulator {
-    pub fn new(target: &str, token: Option<String>, profile: Profile) -> Simulator {
+    pub fn new(target: &str, token: Option<secrecy::SecretString>, profile: Profile) -> Simulator {
         Simulator {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -132,7 +133,7 @@ impl Simulator {
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.post(format!("{}{path}", self.target));
         match &self.token {
-            Some(token) => request.bearer_auth(token),
+            Some(token) => request.bearer_auth(secrecy::ExposeSecret::expose_secret(token)),
             None => request,
         }
     }

@@ -1,0 +1,66 @@
+//! The operator's commands' own flags: bench, rebuild, status, dlq.
+
+use super::ProcessingArgs;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Orders in the backlog the worker drains.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub orders: u64,
+    /// Products the orders are spread over.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub products: u64,
+    /// Instead of the drain: time pages of the audit trail on an archive of
+    /// this many synthetic events.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
+    pub archive_events: Option<u64>,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqAction {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append dead-lettered events to the log again, to be processed anew.
+    Replay(DlqSelection),
+    /// Delete dead letters for good.
+    Purge(DlqSelection),
+}
+
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct DlqSelection {
+    /// Dead-letter ids, as `dlq list` shows them.
+    pub ids: Vec<String>,
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
+}
