@@ -95,11 +95,19 @@ pub struct WindowRetention {
     pub per_minute: std::time::Duration,
 }
 
+impl WindowRetention {
+    /// An hour of per-second windows.
+    pub const DEFAULT_PER_SECOND: std::time::Duration = std::time::Duration::from_secs(3600);
+    /// A week of per-minute windows.
+    pub const DEFAULT_PER_MINUTE: std::time::Duration =
+        std::time::Duration::from_secs(7 * 24 * 3600);
+}
+
 impl Default for WindowRetention {
     fn default() -> WindowRetention {
         WindowRetention {
-            per_second: std::time::Duration::from_secs(3600),
-            per_minute: std::time::Duration::from_secs(7 * 24 * 3600),
+            per_second: WindowRetention::DEFAULT_PER_SECOND,
+            per_minute: WindowRetention::DEFAULT_PER_MINUTE,
         }
     }
 }

@@ -209,7 +209,7 @@ impl TestApp {
     ) -> TestApp {
         TestApp::spawn_with_args(common, |args| {
             args.processing.max_attempts = max_attempts;
-            args.processing.retry_backoff_ms = retry_backoff_ms;
+            args.processing.retry_backoff = Duration::from_millis(retry_backoff_ms);
         })
         .await
     }
@@ -240,10 +240,13 @@ impl TestApp {
             },
             processing: ProcessingArgs {
                 batch_size: 64,
-                batch_wait_ms: 50,
-                lease_ttl_ms: 3_000,
+                batch_wait: Duration::from_millis(50),
+                batch_wait_ms: None,
+                lease_ttl: Duration::from_secs(3),
+                lease_ttl_ms: None,
                 max_attempts: 3,
-                retry_backoff_ms: 20,
+                retry_backoff: Duration::from_millis(20),
+                retry_backoff_ms: None,
                 // The poison tests make four dead letters: the fourth
                 // raises the piling-up alert.
                 dead_letter_alert: 4,

@@ -2,6 +2,7 @@
 //! durability, logging, start-up, and the bounds of what is retained.
 
 use crate::store::analytics::WindowRetention;
+use crate::stream::embedded::EmbeddedOptions;
 use crate::telemetry::LogFormat;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -95,14 +96,14 @@ pub struct RetentionArgs {
     /// one begun, past this many bytes. Acked entries are deleted a whole
     /// segment at a time, and opening the log reads one segment per
     /// partition.
-    #[arg(long, env = "STREAMSTOCK_LOG_SEGMENT_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)), global = true)]
+    #[arg(long, env = "STREAMSTOCK_LOG_SEGMENT_BYTES", default_value_t = EmbeddedOptions::DEFAULT_SEGMENT_BYTES, value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)), global = true)]
     pub log_segment_bytes: u64,
     /// Per-second throughput windows are kept this long (event time, behind
     /// the newest window).
     #[arg(
         long,
         env = "STREAMSTOCK_PER_SECOND_RETENTION",
-        default_value = "1h",
+        default_value_t = WindowRetention::DEFAULT_PER_SECOND.into(),
         global = true
     )]
     pub per_second_retention: humantime::Duration,
@@ -110,26 +111,26 @@ pub struct RetentionArgs {
     #[arg(
         long,
         env = "STREAMSTOCK_PER_MINUTE_RETENTION",
-        default_value = "7d",
+        default_value_t = WindowRetention::DEFAULT_PER_MINUTE.into(),
         global = true
     )]
     pub per_minute_retention: humantime::Duration,
     /// SQLite's memory budget in MiB: the page caches of all its pooled
     /// connections together (memory-mapped reads are off, so the budget is
     /// what SQLite adds to the process's RSS).
-    #[arg(long, env = "STREAMSTOCK_SQLITE_MEMORY_MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65_536), global = true)]
+    #[arg(long, env = "STREAMSTOCK_SQLITE_MEMORY_MIB", default_value_t = crate::store::DEFAULT_SQLITE_MEMORY_MIB, value_parser = clap::value_parser!(u32).range(1..=65_536), global = true)]
     pub sqlite_memory_mib: u32,
 }
 
 impl Default for RetentionArgs {
-    /// The command line's defaults (a test checks they agree).
+    /// The command line's defaults: the same constants (a test checks
+    /// they agree).
     fn default() -> RetentionArgs {
-        let windows = WindowRetention::default();
         RetentionArgs {
             log_retention: Duration::ZERO.into(),
-            log_segment_bytes: 16 << 20,
-            per_second_retention: windows.per_second.into(),
-            per_minute_retention: windows.per_minute.into(),
+            log_segment_bytes: EmbeddedOptions::DEFAULT_SEGMENT_BYTES,
+            per_second_retention: WindowRetention::DEFAULT_PER_SECOND.into(),
+            per_minute_retention: WindowRetention::DEFAULT_PER_MINUTE.into(),
             sqlite_memory_mib: crate::store::DEFAULT_SQLITE_MEMORY_MIB,
         }
     }

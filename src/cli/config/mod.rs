@@ -51,6 +51,26 @@ pub enum ConfigError {
     Unprotected(SocketAddr),
 }
 
+/// A duration flag's parser: humantime (`500ms`, `5s`, `2m`), within
+/// `min..=max`.
+fn duration_in(
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> impl Fn(&str) -> Result<std::time::Duration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let value = humantime::parse_duration(text)
+            .map_err(|e| format!("{e} (write it as 500ms, 5s or 2m)"))?;
+        if value < min || value > max {
+            return Err(format!(
+                "must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(value)
+    }
+}
+
 /// A secret flag's value (a token): kept in a type whose Debug never
 /// prints it, read out only where it is compared or sent.
 fn parse_secret(text: &str) -> Result<SecretString, std::convert::Infallible> {

@@ -2,7 +2,7 @@
 //! dead letters; and the roles' own argument sets.
 
 use super::gateway::GatewayArgs;
-use super::Profile;
+use super::{duration_in, Profile};
 use crate::store::analytics::WindowRetention;
 use crate::stream::{Consumer, PROCESSOR_GROUP};
 use crate::worker::{self, WorkerOptions};
@@ -16,20 +16,30 @@ pub struct ProcessingArgs {
     /// Most events a worker applies in one transaction.
     #[arg(long, env = "STREAMSTOCK_BATCH_SIZE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
-    /// How long a worker waits for a batch to fill, in milliseconds.
-    #[arg(long, env = "STREAMSTOCK_BATCH_WAIT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub batch_wait_ms: u64,
+    /// How long a worker waits for a batch to fill (1ms to 10s).
+    #[arg(long, env = "STREAMSTOCK_BATCH_WAIT", default_value = "500ms", value_parser = duration_in(Duration::from_millis(1), Duration::from_secs(10)))]
+    pub batch_wait: Duration,
+    /// --batch-wait in milliseconds (the earlier spelling, still read).
+    #[arg(long, env = "STREAMSTOCK_BATCH_WAIT_MS", hide = true, conflicts_with = "batch_wait", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_wait_ms: Option<u64>,
     /// A worker's partition leases last this long without renewal (it renews
-    /// every third of it); a dead worker's partitions move after this, in ms.
-    #[arg(long, env = "STREAMSTOCK_LEASE_TTL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
-    pub lease_ttl_ms: u64,
+    /// every third of it); a dead worker's partitions move after this
+    /// (300ms to 10m).
+    #[arg(long, env = "STREAMSTOCK_LEASE_TTL", default_value = "5s", value_parser = duration_in(Duration::from_millis(300), Duration::from_secs(600)))]
+    pub lease_ttl: Duration,
+    /// --lease-ttl in milliseconds (the earlier spelling, still read).
+    #[arg(long, env = "STREAMSTOCK_LEASE_TTL_MS", hide = true, conflicts_with = "lease_ttl", value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub lease_ttl_ms: Option<u64>,
     /// Failed attempts at an event before it goes to the dead letters.
     #[arg(long, env = "STREAMSTOCK_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// Wait before the first retry of a failed event, doubling each time
-    /// (at most 30 s), in milliseconds.
-    #[arg(long, env = "STREAMSTOCK_RETRY_BACKOFF_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub retry_backoff_ms: u64,
+    /// (at most 30 s); 1ms to 60s.
+    #[arg(long, env = "STREAMSTOCK_RETRY_BACKOFF", default_value = "200ms", value_parser = duration_in(Duration::from_millis(1), Duration::from_secs(60)))]
+    pub retry_backoff: Duration,
+    /// --retry-backoff in milliseconds (the earlier spelling, still read).
+    #[arg(long, env = "STREAMSTOCK_RETRY_BACKOFF_MS", hide = true, conflicts_with = "retry_backoff", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub retry_backoff_ms: Option<u64>,
     /// Dead letters wait for an operator (`streamstock dlq`); when their
     /// count reaches this, the worker raises a critical alert.
     #[arg(long, env = "STREAMSTOCK_DEAD_LETTER_ALERT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -38,11 +48,18 @@ pub struct ProcessingArgs {
 
 impl ProcessingArgs {
     pub fn batch_wait(&self) -> Duration {
-        Duration::from_millis(self.batch_wait_ms)
+        self.batch_wait_ms
+            .map_or(self.batch_wait, Duration::from_millis)
     }
 
     pub fn lease_ttl(&self) -> Duration {
-        Duration::from_millis(self.lease_ttl_ms)
+        self.lease_ttl_ms
+            .map_or(self.lease_ttl, Duration::from_millis)
+    }
+
+    pub fn retry_backoff(&self) -> Duration {
+        self.retry_backoff_ms
+            .map_or(self.retry_backoff, Duration::from_millis)
     }
 
     /// The worker's own settings, under a consumer name unique to this process.
@@ -53,7 +70,7 @@ impl ProcessingArgs {
             batch_wait: self.batch_wait(),
             lease_ttl: self.lease_ttl(),
             max_attempts: self.max_attempts,
-            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+            retry_backoff: self.retry_backoff(),
             dead_letter_alert: self.dead_letter_alert,
             windows,
         }

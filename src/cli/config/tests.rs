@@ -233,3 +233,60 @@ fn non_loopback_needs_a_token() {
     .check_exposure()
     .is_ok());
 }
+
+#[test]
+fn durations_are_humantime_and_the_millisecond_spellings_still_work() {
+    let processing = |args: &[&str]| -> Result<ProcessingArgs, String> {
+        let cli = Cli::try_parse_from([&["streamstock", "worker"], args].concat())
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Worker(worker) => Ok(worker.processing),
+            other => panic!("{other:?}"),
+        }
+    };
+    let defaults = processing(&[]).unwrap();
+    assert_eq!(defaults.batch_wait(), Duration::from_millis(500));
+    assert_eq!(defaults.lease_ttl(), Duration::from_secs(5));
+    assert_eq!(defaults.retry_backoff(), Duration::from_millis(200));
+
+    let new = processing(&[
+        "--batch-wait",
+        "20ms",
+        "--lease-ttl",
+        "2s",
+        "--retry-backoff",
+        "1s",
+    ])
+    .unwrap();
+    assert_eq!(new.batch_wait(), Duration::from_millis(20));
+    assert_eq!(new.lease_ttl(), Duration::from_secs(2));
+    assert_eq!(new.retry_backoff(), Duration::from_secs(1));
+
+    let old = processing(&[
+        "--batch-wait-ms",
+        "20",
+        "--lease-ttl-ms",
+        "2000",
+        "--retry-backoff-ms",
+        "1000",
+    ])
+    .unwrap();
+    assert_eq!(old.batch_wait(), Duration::from_millis(20));
+    assert_eq!(old.lease_ttl(), Duration::from_secs(2));
+    assert_eq!(old.retry_backoff(), Duration::from_secs(1));
+
+    for (args, says) in [
+        (
+            &["--lease-ttl", "100ms"][..],
+            "must be between 300ms and 10m",
+        ),
+        (&["--batch-wait", "500"][..], "write it as 500ms"),
+        (
+            &["--batch-wait", "1s", "--batch-wait-ms", "5"][..],
+            "cannot be used with",
+        ),
+    ] {
+        let error = processing(args).unwrap_err();
+        assert!(error.contains(says), "{args:?}: {error}");
+    }
+}

@@ -72,12 +72,16 @@ pub struct EmbeddedOptions {
     pub journal_bytes: u64,
 }
 
+impl EmbeddedOptions {
+    /// 16 MiB: about 40,000 orders; finding an entry or opening the log
+    /// reads at most this much per partition.
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;
+}
+
 impl Default for EmbeddedOptions {
     fn default() -> EmbeddedOptions {
         EmbeddedOptions {
-            // 16 MiB: about 40,000 orders; finding an entry or opening the
-            // log reads at most this much per partition.
-            segment_bytes: 16 << 20,
+            segment_bytes: EmbeddedOptions::DEFAULT_SEGMENT_BYTES,
             retention: Duration::ZERO,
             // One writer batch's worth: about 4 MB of lines at most.
             queue_capacity: 8192,
