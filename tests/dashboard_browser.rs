@@ -67,7 +67,7 @@ async fn dashboard_operates_the_pipeline_in_chromium() {
         &var("STREAMSTOCK_VALKEY_URL"),
         &var("STREAMSTOCK_VALKEY_NAMESPACE"),
         var("STREAMSTOCK_PARTITIONS").parse().unwrap(),
-        true,
+        streamstock::stream::Durability::Strict,
     )
     .await
     .unwrap();

@@ -72,9 +72,14 @@ fn valkey_at(url: String, retention: Duration) -> Opener {
     Box::new(move |partitions| {
         let (url, namespace) = (url.clone(), namespace.clone());
         Box::pin(async move {
-            let log = ValkeyLog::connect(&url, &namespace, partitions, true)
-                .await?
-                .with_retention(retention);
+            let log = ValkeyLog::connect(
+                &url,
+                &namespace,
+                partitions,
+                streamstock::stream::Durability::Strict,
+            )
+            .await?
+            .with_retention(retention);
             let log = Arc::new(log);
             Ok(LogBackend {
                 log: log.clone(),
@@ -653,7 +658,7 @@ async fn valkey_leases_are_exclusive_and_expire() {
         &common::valkey_url(),
         &format!("leases-{}", Uuid::new_v4().simple()),
         PARTITIONS,
-        true,
+        streamstock::stream::Durability::Strict,
     )
     .await
     .unwrap();
@@ -666,7 +671,7 @@ async fn valkey_cluster_leases_are_exclusive_and_expire() {
         &common::valkey_cluster_url(),
         &format!("leases-{}", Uuid::new_v4().simple()),
         PARTITIONS,
-        true,
+        streamstock::stream::Durability::Strict,
     )
     .await
     .unwrap();
@@ -1143,9 +1148,14 @@ async fn valkey_cluster_appends_wait_for_the_aof_of_their_primary() {
         admins.push(admin);
     }
     let namespace = format!("aof-{}", Uuid::new_v4().simple());
-    let log = ValkeyLog::connect(&url, &namespace, SPREAD, true)
-        .await
-        .unwrap();
+    let log = ValkeyLog::connect(
+        &url,
+        &namespace,
+        SPREAD,
+        streamstock::stream::Durability::Strict,
+    )
+    .await
+    .unwrap();
     let primary_of = |partition: Partition| {
         let key = format!("{namespace}:events:{partition}");
         routing

@@ -335,7 +335,7 @@ async fn json_logs_carry_the_event_span_of_the_event_being_handled() {
         &var("STREAMSTOCK_VALKEY_URL"),
         &var("STREAMSTOCK_VALKEY_NAMESPACE"),
         var("STREAMSTOCK_PARTITIONS").parse().unwrap(),
-        true,
+        streamstock::stream::Durability::Strict,
     )
     .await
     .unwrap();

@@ -136,9 +136,14 @@ async fn valkey_trimming_keeps_a_killed_workers_pending_entries() {
         .find(|(k, _)| k == "STREAMSTOCK_VALKEY_NAMESPACE")
         .map(|(_, v)| v.clone())
         .unwrap();
-    let log = ValkeyLog::connect(&common::valkey_url(), &namespace, PARTITIONS, true)
-        .await
-        .unwrap();
+    let log = ValkeyLog::connect(
+        &common::valkey_url(),
+        &namespace,
+        PARTITIONS,
+        streamstock::stream::Durability::Strict,
+    )
+    .await
+    .unwrap();
     let all: Vec<Partition> = Partition::all(PARTITIONS).collect();
     let stage = ServeAndWorker::start(env, &[("VTRIM-A", 2.50, 400), ("VTRIM-B", 15.00, 40)]).await;
     let (api, stock, products) = (stage.api.clone(), stage.stock.clone(), stage.product_ids());

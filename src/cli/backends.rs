@@ -1,7 +1,7 @@
 //! Opening the backends the settings name: the read-model database and
 //! the event log with its leases.
 
-use super::config::{CommonArgs, Durability};
+use super::config::CommonArgs;
 use super::startup::Startup;
 use crate::store::{Store, StoreError};
 use crate::stream::embedded::{EmbeddedLog, EmbeddedOptions};
@@ -55,7 +55,7 @@ pub async fn open_log(
                     url,
                     &common.valkey_namespace,
                     common.partitions,
-                    common.durability == Durability::Strict,
+                    common.durability,
                     common.valkey_ca_file.as_deref(),
                 )
             };

@@ -9,7 +9,7 @@ use super::config::{
 use super::simulator_switch::InProcessSimulator;
 use super::startup::Startup;
 use super::systemd;
-use crate::gateway::simulator_control::SimulatorSwitch;
+use crate::gateway::simulator_control::{DashboardProfile, SimulatorSwitch};
 use crate::gateway::{self, Gateway};
 use crate::simulator::load::{LoadOptions, Pace};
 use crate::simulator::Simulator;
@@ -86,8 +86,8 @@ pub async fn run_all_on(
         shutdown.clone(),
     ));
     match args.profile {
-        Profile::Normal => simulator.start("normal"),
-        Profile::Burst => simulator.start("burst"),
+        Profile::Normal => simulator.start(DashboardProfile::Normal),
+        Profile::Burst => simulator.start(DashboardProfile::Burst),
         _ => {}
     }
     let state = Gateway::new(

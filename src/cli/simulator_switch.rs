@@ -1,7 +1,7 @@
 //! The simulator of `streamstock all`, behind the switch the dashboard
 //! turns (`/api/simulator`, see gateway::simulator_control).
 
-use crate::gateway::simulator_control::SimulatorSwitch;
+use crate::gateway::simulator_control::{DashboardProfile, SimulatorSwitch};
 use crate::simulator::{Profile, Simulator};
 use std::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -16,7 +16,7 @@ pub struct InProcessSimulator {
 }
 
 struct Run {
-    profile: &'static str,
+    profile: DashboardProfile,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -46,7 +46,7 @@ impl InProcessSimulator {
 }
 
 impl SimulatorSwitch for InProcessSimulator {
-    fn running(&self) -> Option<&'static str> {
+    fn running(&self) -> Option<DashboardProfile> {
         let current = self.current.lock().expect("simulator lock");
         current
             .as_ref()
@@ -54,11 +54,11 @@ impl SimulatorSwitch for InProcessSimulator {
             .map(|run| run.profile)
     }
 
-    fn start(&self, profile: &str) {
+    fn start(&self, wanted: DashboardProfile) {
         self.stop();
-        let (profile, name) = match profile {
-            "burst" => (Profile::Burst, "burst"),
-            _ => (Profile::Normal, "normal"),
+        let profile = match wanted {
+            DashboardProfile::Normal => Profile::Normal,
+            DashboardProfile::Burst => Profile::Burst,
         };
         let simulator = Simulator::new(&self.target, self.token.clone(), profile);
         let stop = self.shutdown.child_token();
@@ -66,9 +66,9 @@ impl SimulatorSwitch for InProcessSimulator {
         let task = tokio::spawn(async move {
             simulator.run(token).await;
         });
-        tracing::info!(profile = name, "simulator started");
+        tracing::info!(profile = wanted.as_str(), "simulator started");
         *self.current.lock().expect("simulator lock") = Some(Run {
-            profile: name,
+            profile: wanted,
             stop,
             task,
         });
@@ -78,7 +78,7 @@ impl SimulatorSwitch for InProcessSimulator {
     fn stop(&self) {
         if let Some(run) = self.current.lock().expect("simulator lock").take() {
             run.stop.cancel();
-            tracing::info!(profile = run.profile, "simulator stopped");
+            tracing::info!(profile = run.profile.as_str(), "simulator stopped");
         }
     }
 }

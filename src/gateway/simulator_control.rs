@@ -12,15 +12,38 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 /// The profiles the dashboard may pick (the load runs, `steady` and `max`,
-/// belong to `streamstock simulate`).
-pub const PROFILES: [&str; 2] = ["normal", "burst"];
+/// belong to `streamstock simulate`). The gateway's own type: it does not
+/// know the simulator (`all` maps these onto its profiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DashboardProfile {
+    Normal,
+    Burst,
+}
+
+impl DashboardProfile {
+    pub const ALL: [DashboardProfile; 2] = [DashboardProfile::Normal, DashboardProfile::Burst];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DashboardProfile::Normal => "normal",
+            DashboardProfile::Burst => "burst",
+        }
+    }
+
+    /// In any case, as the reference's clients write them.
+    pub fn parse(name: &str) -> Option<DashboardProfile> {
+        DashboardProfile::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(name))
+    }
+}
 
 /// The simulator's controls, implemented where the simulator is known.
 pub trait SimulatorSwitch: Send + Sync + 'static {
     /// The running profile, or None when stopped.
-    fn running(&self) -> Option<&'static str>;
-    /// Stops what runs, then runs `profile` (one of `PROFILES`).
-    fn start(&self, profile: &str);
+    fn running(&self) -> Option<DashboardProfile>;
+    /// Stops what runs, then runs `profile`.
+    fn start(&self, profile: DashboardProfile);
     fn stop(&self);
 }
 
@@ -49,8 +72,11 @@ fn state_of(state: &AppState) -> SimulatorState {
     SimulatorState {
         available: state.simulator.is_some(),
         running: running.is_some(),
-        profile: running.map(str::to_string),
-        profiles: PROFILES.iter().map(|p| p.to_string()).collect(),
+        profile: running.map(|p| p.as_str().to_string()),
+        profiles: DashboardProfile::ALL
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect(),
     }
 }
 
@@ -76,18 +102,15 @@ pub async fn control(
         ));
     };
     if command.running {
-        let profile = command
-            .profile
-            .as_deref()
-            .unwrap_or("normal")
-            .to_ascii_lowercase();
-        if !PROFILES.contains(&profile.as_str()) {
+        let name = command.profile.as_deref().unwrap_or("normal");
+        let Some(profile) = DashboardProfile::parse(name) else {
+            let names: Vec<&str> = DashboardProfile::ALL.iter().map(|p| p.as_str()).collect();
             return Err(ApiError::invalid(
                 "profile",
-                format!("must be one of {}", PROFILES.join(", ")),
+                format!("must be one of {}", names.join(", ")),
             ));
-        }
-        switch.start(&profile);
+        };
+        switch.start(profile);
     } else {
         switch.stop();
     }

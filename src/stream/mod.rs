@@ -24,6 +24,18 @@ use std::time::Duration;
 /// itself serves any number of groups.
 pub const PROCESSOR_GROUP: &str = "processor";
 
+/// What a 2xx for an append promises (`--durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// The entry is on disk before the 2xx: fsynced by the embedded log;
+    /// on Valkey, confirmed by WAITAOF after each append.
+    Strict,
+    /// The entry is in the server's memory: acknowledged events can be lost
+    /// if Valkey crashes (chosen, or forced by a server without AOF or
+    /// WAITAOF).
+    Relaxed,
+}
+
 /// An event log and the partition leases that go with it: Valkey serves
 /// both; the embedded log's leases live in its one process.
 #[derive(Clone)]

@@ -293,7 +293,7 @@ impl TestApp {
             self.common.valkey_url.as_deref().expect("a Valkey app"),
             &self.common.valkey_namespace,
             self.common.partitions,
-            true,
+            streamstock::stream::Durability::Strict,
         )
         .await
         .unwrap()

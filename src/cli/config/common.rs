@@ -4,7 +4,7 @@
 use crate::store::analytics::WindowRetention;
 use crate::stream::embedded::EmbeddedOptions;
 use crate::telemetry::LogFormat;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -198,8 +198,4 @@ impl CommonArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Durability {
-    Strict,
-    Relaxed,
-}
+pub use crate::stream::Durability;

@@ -3,9 +3,10 @@
 //! and dead letters in a stream of their own.
 
 use super::fenced::{FencedRead, PendingSummary};
-use super::{unavailable, Durability, RawEntry, ValkeyLog, FIELD};
+use super::{unavailable, RawEntry, ValkeyLog, FIELD};
 use crate::domain::Envelope;
 use crate::stream::dead_letter::DeadLetter;
+use crate::stream::Durability;
 use crate::stream::{
     AppendReceipt, Consumer, Delivery, EntryId, Epoch, EventLog, Holdings, LogError, Partition,
     PartitionStats, Trimmed,

@@ -25,7 +25,7 @@ mod group_commit;
 mod leases;
 mod log;
 
-use super::{Delivery, EntryId, LogError, Partition};
+use super::{Delivery, Durability, EntryId, LogError, Partition};
 use crate::domain::Envelope;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
@@ -42,15 +42,6 @@ type RawEntry = (String, HashMap<String, String>);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Blocking reads wait up to the batch wait (at most 10 s) on top of that.
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// WAITAOF after each append: the entry is on disk before the 2xx.
-    Strict,
-    /// The server cannot confirm fsync (no AOF, or no WAITAOF): an append is
-    /// acknowledged once it is in the server's memory.
-    Relaxed,
-}
 
 pub struct ValkeyLog {
     url_for_display: String,
@@ -171,9 +162,9 @@ impl ValkeyLog {
         url: &str,
         namespace: &str,
         partitions: u32,
-        want_strict: bool,
+        wanted: Durability,
     ) -> Result<ValkeyLog, LogError> {
-        ValkeyLog::connect_tls(url, namespace, partitions, want_strict, None).await
+        ValkeyLog::connect_tls(url, namespace, partitions, wanted, None).await
     }
 
     /// `connect`; a `rediss://` URL speaks TLS, trusting the system's CAs,
@@ -182,7 +173,7 @@ impl ValkeyLog {
         url: &str,
         namespace: &str,
         partitions: u32,
-        want_strict: bool,
+        wanted: Durability,
         ca_file: Option<&std::path::Path>,
     ) -> Result<ValkeyLog, LogError> {
         let mut config = Config::from_url(url)
@@ -219,7 +210,7 @@ impl ValkeyLog {
         }
 
         let cluster = config.server.is_clustered();
-        let durability = if want_strict {
+        let durability = if wanted == Durability::Strict {
             // WAITAOF fails at once where the command is missing or AOF is
             // off; on a cluster, every primary must pass.
             let primaries = match client.cached_cluster_state() {
