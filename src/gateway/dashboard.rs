@@ -5,7 +5,6 @@
 //! broadcasts it, however many browsers are open.
 
 use super::error::ApiError;
-use super::responses::ErrorBody;
 use super::AppState;
 use crate::domain::inventory::PurchaseOrderStatus;
 use crate::store::analytics::{PurchaseOrderView, Throughput, TopProduct};
@@ -222,7 +221,7 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/stats", operation_id = "get_stats", tag = "operations",
-    responses((status = 200, description = "The figures the dashboard shows", body = Stats), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+    responses((status = 200, description = "The figures the dashboard shows", body = Stats)))]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let log_stats = partition_stats(&state).await;
     Ok(Json(compute_stats(&state, log_stats.as_deref()).await?))

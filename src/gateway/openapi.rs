@@ -31,10 +31,13 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
-/// The refusals any route can give before its handler runs: a path, query
-/// or body that does not parse (400); for writes, a body over 64 KiB (413)
-/// or not JSON (415); and, beyond the gateway's bounds, 503. Applied once
-/// the routes have added their paths (see `gateway::router`).
+/// The refusals any route can give before its handler runs, written here
+/// once instead of in every handler's annotation: a path, query or body
+/// that does not parse (400); without the token where one is required
+/// (401, see `auth::needs_token`); for writes, a body over 64 KiB (413) or
+/// not JSON (415); and, beyond the gateway's bounds or with a backend out of
+/// reach, 503. Applied once the routes have added their paths (see
+/// `gateway::router`); a handler's own answer for a status comes first.
 pub struct CommonErrors;
 
 impl Modify for CommonErrors {
@@ -51,7 +54,7 @@ impl Modify for CommonErrors {
                 )
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             for (method, operation) in [
                 (HttpMethod::Get, item.get.as_mut()),
                 (HttpMethod::Post, item.post.as_mut()),
@@ -61,9 +64,16 @@ impl Modify for CommonErrors {
                     ("400", "A path, query or body that does not parse"),
                     (
                         "503",
-                        "Overloaded, timed out, or a backend is unreachable (Retry-After)",
+                        "A backend is unreachable, or the gateway is overloaded or timed out (Retry-After)",
                     ),
                 ];
+                let http_method = match method {
+                    HttpMethod::Post => axum::http::Method::POST,
+                    _ => axum::http::Method::GET,
+                };
+                if super::auth::needs_token(&http_method, path) {
+                    statuses.push(("401", "A token is required"));
+                }
                 if method == HttpMethod::Post {
                     statuses.push((
                         "409",

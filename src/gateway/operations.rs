@@ -83,9 +83,8 @@ impl From<DeadLetterError> for ApiError {
 #[utoipa::path(post, path = "/api/dead-letters/replay", operation_id = "replay_dead_letters", tag = "operations",
     request_body = DeadLetterSelection,
     responses((status = 200, description = "What was appended again", body = ReplayOutcome),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "A named dead letter is not there (nothing was replayed)", body = ErrorBody),
-        (status = 422, description = "Neither ids nor all, or both", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "Neither ids nor all, or both", body = ErrorBody)))]
 pub async fn replay_dead_letters(
     State(state): State<AppState>,
     ApiJson(selection): ApiJson<DeadLetterSelection>,
@@ -108,9 +107,8 @@ pub async fn replay_dead_letters(
 #[utoipa::path(post, path = "/api/dead-letters/purge", operation_id = "purge_dead_letters", tag = "operations",
     request_body = DeadLetterSelection,
     responses((status = 200, description = "How many were deleted", body = PurgeOutcome),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "A named dead letter is not there (nothing was purged)", body = ErrorBody),
-        (status = 422, description = "Neither ids nor all, or both", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "Neither ids nor all, or both", body = ErrorBody)))]
 pub async fn purge_dead_letters(
     State(state): State<AppState>,
     ApiJson(selection): ApiJson<DeadLetterSelection>,
@@ -136,7 +134,7 @@ impl Limit {
 #[utoipa::path(get, path = "/api/alerts", operation_id = "list_alerts", tag = "operations",
     params(("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)")),
     responses((status = 200, description = "Alerts, newest first", body = Vec<AlertView>),
-        (status = 422, description = "A bad limit", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A bad limit", body = ErrorBody)))]
 pub async fn alerts(
     State(state): State<AppState>,
     ApiQuery(limit): ApiQuery<Limit>,
@@ -148,8 +146,7 @@ pub async fn alerts(
 #[utoipa::path(get, path = "/api/dead-letters", operation_id = "list_dead_letters", tag = "operations",
     params(("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)")),
     responses((status = 200, description = "Dead letters, oldest first", body = Vec<DeadLetter>),
-        (status = 401, description = "A token is required", body = ErrorBody),
-        (status = 422, description = "A bad limit", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A bad limit", body = ErrorBody)))]
 pub async fn dead_letters(
     State(state): State<AppState>,
     ApiQuery(limit): ApiQuery<Limit>,
@@ -175,8 +172,7 @@ pub struct EventQuery {
     params(("key" = Option<String>, Query, description = "Only events of this aggregate (a product or order id)"),
         ("type" = Option<String>, Query, description = "Only events of this type, e.g. order.placed"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Archived events in the order they were applied", body = Vec<ArchivedEvent>),
-        (status = 401, description = "A token is required", body = ErrorBody),
-        (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<EventQuery>,

@@ -52,8 +52,7 @@ pub struct OneOrderQuery {
     request_body = PlaceOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The order is in the log; a worker confirms or rejects it", body = OrderQueued, headers(("Location" = String, description = "The order's URL"))),
-        (status = 401, description = "A token is required", body = ErrorBody),
-        (status = 422, description = "A field is invalid, or a product unknown", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A field is invalid, or a product unknown", body = ErrorBody)))]
 pub async fn place(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<PlaceOrder>,
@@ -126,7 +125,7 @@ pub async fn place(
 #[utoipa::path(get, path = "/api/orders", operation_id = "list_orders", tag = "orders",
     params(("status" = Option<OrderStatus>, Query, description = "Only orders in this status (any case)"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Orders by id", body = Vec<OrderView>),
-        (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<StatusFilter>,
@@ -150,7 +149,7 @@ pub async fn list(
         ("wait" = Option<u64>, Query, description = "Seconds (up to 30) to wait for a decision")),
     responses((status = 200, description = "The order with its lines", body = OrderView),
         (status = 202, description = "Not processed yet; the id may still be in the log", body = OrderPending),
-        (status = 404, description = "No such order", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 404, description = "No such order", body = ErrorBody)))]
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
@@ -235,9 +234,8 @@ const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
     params(("id" = OrderId, Path, description = "The order's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The command is in the log; a worker carries it out or records why not", body = CommandQueued),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
-        (status = 409, description = "The order's state does not allow it", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 409, description = "The order's state does not allow it", body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
@@ -249,9 +247,8 @@ pub async fn cancel(
     params(("id" = OrderId, Path, description = "The order's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The command is in the log; a worker carries it out or records why not", body = CommandQueued),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "No such order", body = ErrorBody),
-        (status = 409, description = "The order's state does not allow it", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 409, description = "The order's state does not allow it", body = ErrorBody)))]
 pub async fn ship(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,

@@ -42,8 +42,7 @@ pub async fn ready(State(state): State<super::AppState>) -> Response {
 }
 
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "probes",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
-        (status = 401, description = "A token is required", body = super::responses::ErrorBody)))]
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<super::AppState>) -> Response {
     prometheus(&*state.log).await
 }

@@ -45,7 +45,7 @@ pub struct ReceiveStock {
 #[utoipa::path(get, path = "/api/products", operation_id = "list_products", tag = "products",
     params(("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Products by id", body = Vec<ProductView>),
-        (status = 422, description = "A bad limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A bad limit or cursor", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     paging: Paging<ProductId>,
@@ -88,7 +88,7 @@ pub(super) async fn readable_product(
     params(("id" = ProductId, Path, description = "The product's id")),
     responses((status = 200, description = "The product", body = ProductView),
         (status = 202, description = "Created by this deployment, not yet applied by a worker", body = ProductPending),
-        (status = 404, description = "No such product", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 404, description = "No such product", body = ErrorBody)))]
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,
@@ -118,9 +118,8 @@ pub async fn one(
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 201, description = "Created and readable", body = ProductQueued, headers(("Location" = String, description = "The product's URL"))),
         (status = 202, description = "Created; a worker has yet to apply it", body = ProductQueued, headers(("Location" = String, description = "The product's URL"))),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 409, description = "The sku is taken", body = ErrorBody),
-        (status = 422, description = "A field is invalid", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A field is invalid", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateProduct>,
@@ -214,9 +213,8 @@ pub async fn create(
     params(("id" = ProductId, Path, description = "The product's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The receipt is in the log", body = StockQueued),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "No such product", body = ErrorBody),
-        (status = 422, description = "A field is invalid", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A field is invalid", body = ErrorBody)))]
 pub async fn receive_stock(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,

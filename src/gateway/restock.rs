@@ -17,7 +17,7 @@ use chrono::Utc;
 #[utoipa::path(get, path = "/api/purchase-orders", operation_id = "list_purchase_orders", tag = "restock",
     params(("status" = Option<PurchaseOrderStatus>, Query, description = "Only purchase orders in this status (any case)"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Purchase orders by id", body = Vec<PurchaseOrderView>),
-        (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<StatusFilter>,
@@ -38,9 +38,8 @@ pub async fn list(
     params(("id" = PurchaseOrderId, Path, description = "The purchase order's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The delivery is in the log", body = ReceiptQueued),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 404, description = "No such purchase order", body = ErrorBody),
-        (status = 409, description = "Already received", body = ErrorBody), (status = 503, description = "A backend is unreachable or the gateway is overloaded (Retry-After)", body = ErrorBody)))]
+        (status = 409, description = "Already received", body = ErrorBody)))]
 pub async fn receive(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<PurchaseOrderId>,

@@ -89,7 +89,6 @@ pub async fn get(State(state): State<AppState>) -> Json<SimulatorState> {
 #[utoipa::path(post, path = "/api/simulator", operation_id = "control_simulator", tag = "operations",
     request_body = SimulatorCommand,
     responses((status = 200, description = "The simulator's state after the command", body = SimulatorState),
-        (status = 401, description = "A token is required", body = ErrorBody),
         (status = 409, description = "No simulator runs in this process (only `streamstock all` has one)", body = ErrorBody),
         (status = 422, description = "An unknown profile", body = ErrorBody)))]
 pub async fn control(

@@ -835,7 +835,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -894,7 +894,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -990,7 +990,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1086,7 +1086,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1151,7 +1151,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1205,7 +1205,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1297,7 +1297,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1359,7 +1359,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1457,7 +1457,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1555,7 +1555,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1607,7 +1607,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1710,7 +1710,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1769,7 +1769,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1871,7 +1871,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1925,7 +1925,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2023,7 +2023,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2061,7 +2061,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Overloaded, timed out, or a backend is unreachable (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2148,7 +2148,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Overloaded, timed out, or a backend is unreachable (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2186,7 +2186,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A backend is unreachable or the gateway is overloaded (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2224,7 +2224,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Overloaded, timed out, or a backend is unreachable (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2271,7 +2271,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Overloaded, timed out, or a backend is unreachable (Retry-After) */
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
             503: {
                 headers: {
                     [name: string]: unknown;
