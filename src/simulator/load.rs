@@ -11,11 +11,11 @@
 
 use super::schedule::{corrected_latency, OpenLoop, Popularity};
 use super::summary::{latency_histogram, record, Percentiles, Summary};
-use super::{Product, Simulator, CUSTOMERS};
+use super::{order_body, Product, Simulator};
+use crate::domain::status::OrderStatus;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use rand::prelude::*;
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,11 +111,64 @@ enum Action {
 }
 
 impl Action {
-    fn verb(&self) -> &'static str {
+    fn verb(&self) -> Verb {
         match self {
-            Action::Place(_) => "place",
-            Action::Ship(_) => "ship",
-            Action::Cancel(_) => "cancel",
+            Action::Place(_) => Verb::Place,
+            Action::Ship(_) => Verb::Ship,
+            Action::Cancel(_) => Verb::Cancel,
+        }
+    }
+}
+
+/// The kind of a request, as the summary counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Verb {
+    Place,
+    Ship,
+    Cancel,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Place => "place",
+            Verb::Ship => "ship",
+            Verb::Cancel => "cancel",
+        }
+    }
+}
+
+/// How a request ended: its HTTP status, or why there was none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Answer {
+    Status(u16),
+    Timeout,
+    Connect,
+    Error,
+}
+
+/// A request's kind and how it ended: what the summary counts, shown as
+/// `place 202` or `ship timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Outcome {
+    verb: Verb,
+    answer: Answer,
+}
+
+impl Outcome {
+    fn accepted(self) -> bool {
+        self.answer == Answer::Status(202)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = self.verb.as_str();
+        match self.answer {
+            Answer::Status(code) => write!(f, "{verb} {code}"),
+            Answer::Timeout => write!(f, "{verb} timeout"),
+            Answer::Connect => write!(f, "{verb} connect"),
+            Answer::Error => write!(f, "{verb} error"),
         }
     }
 }
@@ -151,14 +204,14 @@ impl Decisions {
         }
     }
 
-    fn heard(&mut self, order: Uuid, status: &str, at: Instant) {
-        if status == "CONFIRMED" {
+    fn heard(&mut self, order: Uuid, status: OrderStatus, at: Instant) {
+        if status == OrderStatus::Confirmed {
             if self.confirmed.len() == MAX_CONFIRMED {
                 self.confirmed.pop_front();
             }
             self.confirmed.push_back(order);
         }
-        if status != "CONFIRMED" && status != "REJECTED" {
+        if !matches!(status, OrderStatus::Confirmed | OrderStatus::Rejected) {
             return;
         }
         match self.pending.remove(&order) {
@@ -185,7 +238,7 @@ struct Recorder {
     latency: Mutex<Histogram<u64>>,
     /// Since the last progress line.
     recent: Mutex<Histogram<u64>>,
-    outcomes: Mutex<BTreeMap<String, u64>>,
+    outcomes: Mutex<BTreeMap<Outcome, u64>>,
     accepted: AtomicU64,
     orders_sent: AtomicU64,
     errors: AtomicU64,
@@ -221,14 +274,25 @@ impl Recorder {
         latency.len()
     }
 
-    fn outcome(&self, label: String, latency: Duration) {
+    fn outcome(&self, outcome: Outcome, latency: Duration) {
         record(&mut self.recent.lock().expect("lock"), latency);
         *self
             .outcomes
             .lock()
             .expect("lock")
-            .entry(label)
+            .entry(outcome)
             .or_insert(0) += 1;
+    }
+
+    /// The outcomes counted so far, by their labels.
+    fn outcomes_by_label(&self, keep: impl Fn(Outcome) -> bool) -> BTreeMap<String, u64> {
+        self.outcomes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(outcome, _)| keep(**outcome))
+            .map(|(outcome, n)| (outcome.to_string(), *n))
+            .collect()
     }
 }
 
@@ -407,13 +471,13 @@ impl Simulator {
         };
         let answer = request.send().await;
         let answered = Instant::now();
-        let label = match answer {
+        let answer = match answer {
             Ok(response) => {
                 let status = response.status();
                 if !status.is_success() && !status.is_client_error() {
                     recorder.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                if status == reqwest::StatusCode::ACCEPTED && verb == "place" {
+                if status == reqwest::StatusCode::ACCEPTED && verb == Verb::Place {
                     recorder.accepted.fetch_add(1, Ordering::Relaxed);
                     if let Ok(body) = response.json::<serde_json::Value>().await {
                         if let Some(order) =
@@ -427,21 +491,21 @@ impl Simulator {
                         }
                     }
                 }
-                format!("{verb} {}", status.as_u16())
+                Answer::Status(status.as_u16())
             }
             Err(e) => {
                 recorder.errors.fetch_add(1, Ordering::Relaxed);
-                let why = if e.is_timeout() {
-                    "timeout"
+                if e.is_timeout() {
+                    Answer::Timeout
                 } else if e.is_connect() {
-                    "connect"
+                    Answer::Connect
                 } else {
-                    "error"
-                };
-                format!("{verb} {why}")
+                    Answer::Error
+                }
             }
         };
-        recorder.outcome(label, corrected_latency(due, answered));
+        let outcome = Outcome { verb, answer };
+        recorder.outcome(outcome, corrected_latency(due, answered));
     }
 
     /// The supplier: every second, receives each open purchase order once
@@ -509,12 +573,8 @@ impl World {
                 picked.push(i);
             }
         }
-        let items: Vec<_> = picked
-            .iter()
-            .map(|&i| json!({ "product_id": self.products[i].id, "quantity": rng.random_range(1..=4) }))
-            .collect();
-        let customer = CUSTOMERS.choose(rng).expect("non-empty");
-        json!({ "customer_email": format!("{customer}@example.com"), "items": items })
+        let ids: Vec<Uuid> = picked.iter().map(|&i| self.products[i].id).collect();
+        order_body(rng, &ids)
     }
 }
 
@@ -568,7 +628,11 @@ async fn listen_to_decisions(
         if let Ok(changes) = serde_json::from_str::<Changes>(&text) {
             let mut decisions = recorder.decisions.lock().expect("lock");
             for change in changes.status_changes {
-                decisions.heard(change.order_id, &change.status, at);
+                // A status this client does not know (a newer gateway's)
+                // decides nothing it waits for.
+                if let Some(status) = OrderStatus::parse(&change.status) {
+                    decisions.heard(change.order_id, status, at);
+                }
             }
         }
     }
@@ -609,14 +673,7 @@ async fn report_progress(recorder: Arc<Recorder>, every: Duration, stop: Cancell
             );
             (p50, p99, recorder.fold_recent(&mut recent))
         };
-        let not_accepted: BTreeMap<String, u64> = recorder
-            .outcomes
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(label, _)| !label.ends_with(" 202"))
-            .map(|(label, n)| (label.clone(), *n))
-            .collect();
+        let not_accepted = recorder.outcomes_by_label(|outcome| !outcome.accepted());
         let rate = ((total - last_total) as f64 / every.as_secs_f64()).round();
         let accepted = recorder.accepted.load(Ordering::Relaxed);
         last_total = total;
@@ -641,7 +698,7 @@ async fn report_progress(recorder: Arc<Recorder>, every: Duration, stop: Cancell
 }
 
 fn summarise(recorder: &Recorder, options: &LoadOptions, elapsed: Duration) -> Summary {
-    let requests = recorder.outcomes.lock().expect("lock").clone();
+    let requests = recorder.outcomes_by_label(|_| true);
     let requests_total: u64 = requests.values().sum();
     let decisions = recorder.decisions.lock().expect("lock");
     Summary {
@@ -704,10 +761,14 @@ mod tests {
         let mut decisions = Decisions::default();
         let due = Instant::now();
         let (early, late) = (Uuid::now_v7(), Uuid::now_v7());
-        decisions.heard(early, "CONFIRMED", due + Duration::from_millis(3));
+        decisions.heard(
+            early,
+            OrderStatus::Confirmed,
+            due + Duration::from_millis(3),
+        );
         decisions.accepted(early, due);
         decisions.accepted(late, due);
-        decisions.heard(late, "REJECTED", due + Duration::from_millis(7));
+        decisions.heard(late, OrderStatus::Rejected, due + Duration::from_millis(7));
         let latency = decisions.latency.as_ref().unwrap();
         assert_eq!(latency.len(), 2);
         assert!(decisions.pending.is_empty() && decisions.early.is_empty());

@@ -324,9 +324,16 @@ impl Simulator {
 /// An order of 1–3 random products, 1–4 units each, from a random customer.
 fn random_order(rng: &mut StdRng, products: &[Product]) -> serde_json::Value {
     let lines = rng.random_range(1..=3.min(products.len()));
-    let items: Vec<_> = products
-        .choose_multiple(rng, lines)
-        .map(|p| json!({ "product_id": p.id, "quantity": rng.random_range(1..=4) }))
+    let ids: Vec<Uuid> = products.choose_multiple(rng, lines).map(|p| p.id).collect();
+    order_body(rng, &ids)
+}
+
+/// `POST /api/orders`'s body: a line of 1–4 units of each product in
+/// `ids`, from a random customer.
+fn order_body(rng: &mut StdRng, ids: &[Uuid]) -> serde_json::Value {
+    let items: Vec<_> = ids
+        .iter()
+        .map(|id| json!({ "product_id": id, "quantity": rng.random_range(1..=4) }))
         .collect();
     let customer = CUSTOMERS.choose(rng).expect("non-empty");
     json!({ "customer_email": format!("{customer}@example.com"), "items": items })
