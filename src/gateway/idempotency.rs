@@ -83,29 +83,37 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         }
     };
     let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
+    if let Err(refused) = claim_key(&state, &key, &fingerprint).await {
+        return refused;
+    }
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    remember_answer(&state, &key, response).await
+}
+
+/// Claims `key` for this request, waiting a moment while another request
+/// with it is in progress; Err is the answer to give instead of handling
+/// the request (the first answer replayed, or a refusal).
+async fn claim_key(state: &AppState, key: &str, fingerprint: &str) -> Result<(), Response> {
     let ttl_ms = state.limits.idempotency_ttl.as_millis() as i64;
     let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
     loop {
-        let claim = match state
+        let claim = state
             .store
-            .claim_idempotency_key(&key, &fingerprint, ttl_ms)
+            .claim_idempotency_key(key, fingerprint, ttl_ms)
             .await
-        {
-            Ok(claim) => claim,
-            Err(e) => return ApiError::from(e).into_response(),
-        };
+            .map_err(|e| ApiError::from(e).into_response())?;
         match claim {
-            KeyClaim::Owned => break,
-            KeyClaim::Answered(answer) => return replay(answer),
+            KeyClaim::Owned => return Ok(()),
+            KeyClaim::Answered(answer) => return Err(replay(answer)),
             KeyClaim::Mismatch => {
-                return ApiError::invalid(
+                return Err(ApiError::invalid(
                     "Idempotency-Key",
                     format!(
                         "{key} was used for a different request; a key names one request \
                          (method, path and body)"
                     ),
                 )
-                .into_response()
+                .into_response())
             }
             KeyClaim::InProgress if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -115,17 +123,19 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
                     "a request with Idempotency-Key {key} is still being handled; retry shortly"
                 ));
                 busy.retry_after = Some(1);
-                return busy.into_response();
+                return Err(busy.into_response());
             }
         }
     }
+}
 
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+/// Records the handler's answer under `key` for its retries, and passes it
+/// on. A 5xx did nothing (the handlers answer 5xx only before appending):
+/// the key is freed so the retry does the work.
+async fn remember_answer(state: &AppState, key: &str, response: Response) -> Response {
     let status = response.status();
     if status.is_server_error() {
-        // Nothing was done (the handlers answer 5xx only before appending):
-        // free the key so the retry does the work.
-        if let Err(e) = state.store.release_idempotency_key(&key).await {
+        if let Err(e) = state.store.release_idempotency_key(key).await {
             tracing::warn!(error = %e, "could not free an idempotency key");
         }
         return response;
@@ -141,7 +151,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
             .map(str::to_string),
         body: String::from_utf8_lossy(&body).into_owned(),
     };
-    if let Err(e) = state.store.record_idempotent_answer(&key, &answer).await {
+    if let Err(e) = state.store.record_idempotent_answer(key, &answer).await {
         tracing::warn!(error = %e, "could not record an idempotent answer");
     }
     Response::from_parts(parts, Body::from(body))

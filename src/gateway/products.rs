@@ -33,6 +33,7 @@ pub struct CreateProduct {
     pub initial_stock: Option<i64>,
     /// Accepted for compatibility with the reference's clients; ignored.
     #[serde(default)]
+    #[allow(dead_code)]
     pub description: Option<String>,
 }
 
@@ -109,6 +110,44 @@ pub async fn one(
     })
 }
 
+/// A new product's fields, each checked (the first bad one is the error,
+/// naming its field), with the defaults filled in.
+struct ValidProduct {
+    sku: Sku,
+    name: String,
+    category_name: String,
+    low_stock_threshold: i64,
+    reorder_quantity: i64,
+    initial_stock: Option<Quantity>,
+}
+
+impl ValidProduct {
+    fn parse(body: &CreateProduct) -> Result<ValidProduct, ApiError> {
+        let sku = Sku::parse(&body.sku).map_err(|e| ApiError::invalid("sku", e))?;
+        let name = parse_name(&body.name).map_err(|e| ApiError::invalid("name", e))?;
+        let category_name = match body.category_name.as_deref() {
+            None | Some("") => "General".to_string(),
+            Some(raw) => parse_name(raw).map_err(|e| ApiError::invalid("category_name", e))?,
+        };
+        let low_stock_threshold = parse_stock_level(body.low_stock_threshold.unwrap_or(10))
+            .map_err(|e| ApiError::invalid("low_stock_threshold", e))?;
+        let reorder_quantity = parse_stock_level(body.reorder_quantity.unwrap_or(50))
+            .map_err(|e| ApiError::invalid("reorder_quantity", e))?;
+        let initial_stock = match body.initial_stock {
+            None | Some(0) => None,
+            Some(q) => Some(Quantity::parse(q).map_err(|e| ApiError::invalid("initial_stock", e))?),
+        };
+        Ok(ValidProduct {
+            sku,
+            name,
+            category_name,
+            low_stock_threshold,
+            reorder_quantity,
+            initial_stock,
+        })
+    }
+}
+
 /// Creates a product: claims the sku (409 if taken), appends
 /// `product.created` (and `stock.received` for initial stock), and answers
 /// 201 once a worker has applied them, so the id works in the very next
@@ -124,22 +163,8 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<Stored<ProductQueued>, ApiError> {
-    let sku = Sku::parse(&body.sku).map_err(|e| ApiError::invalid("sku", e))?;
-    let name = parse_name(&body.name).map_err(|e| ApiError::invalid("name", e))?;
-    let category_name = match body.category_name.as_deref() {
-        None | Some("") => "General".to_string(),
-        Some(raw) => parse_name(raw).map_err(|e| ApiError::invalid("category_name", e))?,
-    };
-    let low_stock_threshold = parse_stock_level(body.low_stock_threshold.unwrap_or(10))
-        .map_err(|e| ApiError::invalid("low_stock_threshold", e))?;
-    let reorder_quantity = parse_stock_level(body.reorder_quantity.unwrap_or(50))
-        .map_err(|e| ApiError::invalid("reorder_quantity", e))?;
-    let initial_stock = match body.initial_stock {
-        None | Some(0) => None,
-        Some(q) => Some(Quantity::parse(q).map_err(|e| ApiError::invalid("initial_stock", e))?),
-    };
-    let _ = body.description;
-
+    let valid = ValidProduct::parse(&body)?;
+    let (sku, initial_stock) = (valid.sku, valid.initial_stock);
     let product_id = ProductId::new();
     if !state.store.claim_sku(sku.as_str(), product_id).await? {
         return Err(ApiError::conflict(format!(
@@ -151,11 +176,11 @@ pub async fn create(
     let created = ProductCreated {
         product_id,
         sku: sku.as_str().to_string(),
-        name,
+        name: valid.name,
         price: body.price,
-        category_name,
-        low_stock_threshold,
-        reorder_quantity,
+        category_name: valid.category_name,
+        low_stock_threshold: valid.low_stock_threshold,
+        reorder_quantity: valid.reorder_quantity,
     };
     let receipt = match state
         .append(&DomainEvent::ProductCreated(created.clone()).into_envelope(now))

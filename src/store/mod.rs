@@ -140,32 +140,7 @@ impl Store {
         stall_limit: Option<Duration>,
     ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (dialect, url, description) =
-            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                (
-                    Dialect::Postgres,
-                    url.to_string(),
-                    format!("PostgreSQL at {}", crate::telemetry::redact_url(url)),
-                )
-            } else if let Some(path) = url.strip_prefix("sqlite://") {
-                let path = path.split('?').next().unwrap_or(path);
-                if let Some(parent) = std::path::Path::new(path).parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent)
-                            .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
-                    }
-                }
-                let url = if url.contains('?') {
-                    url.to_string()
-                } else {
-                    format!("{url}?mode=rwc")
-                };
-                (Dialect::Sqlite, url, format!("SQLite at {path}"))
-            } else {
-                return Err(StoreError::UnsupportedUrl(crate::telemetry::redact_url(
-                    url,
-                )));
-            };
+        let (dialect, url, description) = database_of(url)?;
 
         // PostgreSQL serves the gateway's reads and the workers' batches
         // side by side. SQLite has one writer at a time (WAL), so a few
@@ -316,4 +291,32 @@ pub(crate) fn archived_envelope(row: &AnyRow) -> Result<crate::domain::Envelope,
 
 pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The dialect of a database URL, the URL to connect with (SQLite's with
+/// `mode=rwc`, its folder created), and how to name it in logs (password
+/// redacted).
+fn database_of(url: &str) -> Result<(Dialect, String, String), StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let description = format!("PostgreSQL at {}", crate::telemetry::redact_url(url));
+        return Ok((Dialect::Postgres, url.to_string(), description));
+    }
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return Err(StoreError::UnsupportedUrl(crate::telemetry::redact_url(
+            url,
+        )));
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        }
+    }
+    let url = if url.contains('?') {
+        url.to_string()
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    Ok((Dialect::Sqlite, url, format!("SQLite at {path}")))
 }

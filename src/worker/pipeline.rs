@@ -121,31 +121,10 @@ impl Processor {
                 }
                 continue;
             }
-            // Read only once the apply stage has room for the batch (the
-            // backpressure): a batch read earlier would wait in hand while
-            // newer entries pile up behind it, which added a whole apply
-            // cycle to every decision's latency.
-            let slot = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                slot = batches.reserve() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => return,
-                },
-            };
-            // Caught up, read only once the apply stage is idle: a batch
-            // read ahead waits a whole apply cycle in the channel, and the
-            // entries that arrive meanwhile another one behind it, which
-            // made a decision's latency two to three apply cycles instead
-            // of one to two. With a backlog, read ahead: the read then
-            // overlaps the apply and the batches are full anyway.
-            if !behind
-                && tokio::select! {
-                    _ = shutdown.cancelled() => true,
-                    idle = apply_idle.wait_for(|&idle| idle) => idle.is_err(),
-                }
-            {
+            let Some(slot) = room_to_read(&batches, &mut apply_idle, behind, &shutdown).await
+            else {
                 return;
-            }
+            };
             // The read is not cancelled on shutdown: it returns within
             // batch_wait, and dropping it mid-flight could strand entries
             // that Valkey already marked as delivered to us.
@@ -319,6 +298,34 @@ impl Processor {
             }
         }
     }
+}
+
+/// Waits until a batch may be read: the apply stage has room for it (the
+/// backpressure: a batch read earlier would wait in hand while newer
+/// entries pile up behind it, which added a whole apply cycle to every
+/// decision's latency) and, when caught up (`behind` false), is idle: a
+/// batch read ahead waits a whole apply cycle in the channel, and the
+/// entries that arrive meanwhile another one behind it, which made a
+/// decision's latency two to three apply cycles instead of one to two.
+/// With a backlog it reads ahead: the read then overlaps the apply and the
+/// batches are full anyway. None on shutdown, or once the stage is gone.
+async fn room_to_read<'a>(
+    batches: &'a mpsc::Sender<ReadBatch>,
+    apply_idle: &mut watch::Receiver<bool>,
+    behind: bool,
+    shutdown: &CancellationToken,
+) -> Option<mpsc::Permit<'a, ReadBatch>> {
+    let slot = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        slot = batches.reserve() => slot.ok()?,
+    };
+    if !behind {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            idle = apply_idle.wait_for(|&idle| idle) => idle.ok()?,
+        };
+    }
+    Some(slot)
 }
 
 /// Entries read, and the epochs of the leases they were read under: what

@@ -37,6 +37,73 @@ const FIELD: &str = "e";
 
 /// One stream entry as fred returns it: id and field map.
 type RawEntry = (String, HashMap<String, String>);
+/// The client's settings from the URL; with `ca_file`, TLS trusting only
+/// the CAs in it.
+fn client_config(url: &str, ca_file: Option<&std::path::Path>) -> Result<Config, LogError> {
+    let mut config = Config::from_url(url)
+        .map_err(|e| LogError::Corrupt(format!("invalid --valkey-url: {e}")))?;
+    if let Some(ca_file) = ca_file {
+        if config.tls.is_none() {
+            return Err(LogError::Corrupt(
+                "--valkey-ca-file is for TLS: use a rediss:// --valkey-url".into(),
+            ));
+        }
+        config.tls = Some(tls_trusting(ca_file)?.into());
+    }
+    Ok(config)
+}
+
+/// The partition count is part of the data's layout: refuses to run with
+/// a different one than the deployment started with (and records it for a
+/// new namespace).
+async fn check_partition_count(
+    client: &Client,
+    namespace: &str,
+    partitions: u32,
+) -> Result<(), LogError> {
+    let meta_key = format!("{namespace}:meta:partitions");
+    let stored: Option<u32> = client.get(&meta_key).await.map_err(unavailable)?;
+    match stored {
+        Some(n) if n != partitions => Err(LogError::Corrupt(format!(
+            "Valkey namespace `{namespace}` has {n} partitions but {partitions} were asked for; \
+             the partition count is fixed for the life of a deployment"
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            let _: Option<String> = client
+                .set(&meta_key, partitions, None, Some(SetOptions::NX), false)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        }
+    }
+}
+
+/// The durability this server can give: strict only where WAITAOF works
+/// (on a cluster, on every primary); says so when it falls back.
+async fn durability_in_force(client: &Client, cluster: bool, wanted: Durability) -> Durability {
+    if wanted == Durability::Relaxed {
+        tracing::warn!("--durability relaxed: acknowledged events can be lost if Valkey crashes");
+        return Durability::Relaxed;
+    }
+    // WAITAOF fails at once where the command is missing or AOF is off.
+    let primaries = match client.cached_cluster_state() {
+        Some(state) if cluster => state.unique_primary_nodes().into_iter().map(Some).collect(),
+        _ => vec![None],
+    };
+    for primary in &primaries {
+        if let Err(e) = wait_for_aof(client, primary.as_ref(), 1).await {
+            tracing::warn!(
+                error = %e,
+                "Valkey cannot confirm appends are on disk (needs Valkey >= 7.2 with appendonly yes); \
+                 running with RELAXED durability: an acknowledged event can be lost if Valkey crashes"
+            );
+            return Durability::Relaxed;
+        }
+    }
+    Durability::Strict
+}
+
 /// How long a command may wait for Valkey before it fails (and the gateway
 /// answers 503): fred would otherwise queue it until Valkey is back.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -176,73 +243,12 @@ impl ValkeyLog {
         wanted: Durability,
         ca_file: Option<&std::path::Path>,
     ) -> Result<ValkeyLog, LogError> {
-        let mut config = Config::from_url(url)
-            .map_err(|e| LogError::Corrupt(format!("invalid --valkey-url: {e}")))?;
-        if let Some(ca_file) = ca_file {
-            if config.tls.is_none() {
-                return Err(LogError::Corrupt(
-                    "--valkey-ca-file is for TLS: use a rediss:// --valkey-url".into(),
-                ));
-            }
-            config.tls = Some(tls_trusting(ca_file)?.into());
-        }
+        let config = client_config(url, ca_file)?;
         let client = connect_client(&config, COMMAND_TIMEOUT).await?;
         let reader = connect_client(&config, READ_TIMEOUT).await?;
-
-        // The partition count is part of the data's layout: refuse to run
-        // with a different one than the deployment started with.
-        let meta_key = format!("{namespace}:meta:partitions");
-        let stored: Option<u32> = client.get(&meta_key).await.map_err(unavailable)?;
-        match stored {
-            Some(n) if n != partitions => {
-                return Err(LogError::Corrupt(format!(
-                    "Valkey namespace `{namespace}` has {n} partitions but {partitions} were asked for; \
-                     the partition count is fixed for the life of a deployment"
-                )))
-            }
-            Some(_) => {}
-            None => {
-                let _: Option<String> = client
-                    .set(&meta_key, partitions, None, Some(SetOptions::NX), false)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
-
+        check_partition_count(&client, namespace, partitions).await?;
         let cluster = config.server.is_clustered();
-        let durability = if wanted == Durability::Strict {
-            // WAITAOF fails at once where the command is missing or AOF is
-            // off; on a cluster, every primary must pass.
-            let primaries = match client.cached_cluster_state() {
-                Some(state) if cluster => {
-                    state.unique_primary_nodes().into_iter().map(Some).collect()
-                }
-                _ => vec![None],
-            };
-            let mut probe = Ok(());
-            for primary in &primaries {
-                if let Err(e) = wait_for_aof(&client, primary.as_ref(), 1).await {
-                    probe = Err(e);
-                    break;
-                }
-            }
-            match probe {
-                Ok(()) => Durability::Strict,
-                Err(e) => {
-                    tracing::warn!(
-                        error = %e,
-                        "Valkey cannot confirm appends are on disk (needs Valkey >= 7.2 with appendonly yes); \
-                         running with RELAXED durability: an acknowledged event can be lost if Valkey crashes"
-                    );
-                    Durability::Relaxed
-                }
-            }
-        } else {
-            tracing::warn!(
-                "--durability relaxed: acknowledged events can be lost if Valkey crashes"
-            );
-            Durability::Relaxed
-        };
+        let durability = durability_in_force(&client, cluster, wanted).await;
 
         Ok(ValkeyLog {
             url_for_display: crate::telemetry::redact_url(url),
