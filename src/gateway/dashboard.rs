@@ -222,6 +222,7 @@ pub async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
 
 #[utoipa::path(get, path = "/api/stats", operation_id = "get_stats", tag = "operations",
     responses((status = 200, description = "The figures the dashboard shows", body = Stats)))]
+#[tracing::instrument(name = "dashboard::stats", level = "debug", skip_all)]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let log_stats = partition_stats(&state).await;
     Ok(Json(compute_stats(&state, log_stats.as_deref()).await?))

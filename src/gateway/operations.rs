@@ -85,6 +85,7 @@ impl From<DeadLetterError> for ApiError {
     responses((status = 200, description = "What was appended again", body = ReplayOutcome),
         (status = 404, description = "A named dead letter is not there (nothing was replayed)", body = ErrorBody),
         (status = 422, description = "Neither ids nor all, or both", body = ErrorBody)))]
+#[tracing::instrument(name = "operations::replay_dead_letters", level = "debug", skip_all)]
 pub async fn replay_dead_letters(
     State(state): State<AppState>,
     ApiJson(selection): ApiJson<DeadLetterSelection>,
@@ -109,6 +110,7 @@ pub async fn replay_dead_letters(
     responses((status = 200, description = "How many were deleted", body = PurgeOutcome),
         (status = 404, description = "A named dead letter is not there (nothing was purged)", body = ErrorBody),
         (status = 422, description = "Neither ids nor all, or both", body = ErrorBody)))]
+#[tracing::instrument(name = "operations::purge_dead_letters", level = "debug", skip_all)]
 pub async fn purge_dead_letters(
     State(state): State<AppState>,
     ApiJson(selection): ApiJson<DeadLetterSelection>,
@@ -135,6 +137,7 @@ impl Limit {
     params(("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)")),
     responses((status = 200, description = "Alerts, newest first", body = Vec<AlertView>),
         (status = 422, description = "A bad limit", body = ErrorBody)))]
+#[tracing::instrument(name = "operations::alerts", level = "debug", skip_all)]
 pub async fn alerts(
     State(state): State<AppState>,
     ApiQuery(limit): ApiQuery<Limit>,
@@ -147,6 +150,7 @@ pub async fn alerts(
     params(("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)")),
     responses((status = 200, description = "Dead letters, oldest first", body = Vec<DeadLetter>),
         (status = 422, description = "A bad limit", body = ErrorBody)))]
+#[tracing::instrument(name = "operations::dead_letters", level = "debug", skip_all)]
 pub async fn dead_letters(
     State(state): State<AppState>,
     ApiQuery(limit): ApiQuery<Limit>,
@@ -173,6 +177,7 @@ pub struct EventQuery {
         ("type" = Option<String>, Query, description = "Only events of this type, e.g. order.placed"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Archived events in the order they were applied", body = Vec<ArchivedEvent>),
         (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody)))]
+#[tracing::instrument(name = "operations::events", level = "debug", skip_all)]
 pub async fn events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<EventQuery>,

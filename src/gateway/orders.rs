@@ -53,6 +53,7 @@ pub struct OneOrderQuery {
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The order is in the log; a worker confirms or rejects it", body = OrderQueued, headers(("Location" = String, description = "The order's URL"))),
         (status = 422, description = "A field is invalid, or a product unknown", body = ErrorBody)))]
+#[tracing::instrument(name = "orders::place", level = "debug", skip_all)]
 pub async fn place(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<PlaceOrder>,
@@ -126,6 +127,7 @@ pub async fn place(
     params(("status" = Option<OrderStatus>, Query, description = "Only orders in this status (any case)"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Orders by id", body = Vec<OrderView>),
         (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody)))]
+#[tracing::instrument(name = "orders::list", level = "debug", skip_all)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<StatusFilter>,
@@ -150,6 +152,7 @@ pub async fn list(
     responses((status = 200, description = "The order with its lines", body = OrderView),
         (status = 202, description = "Not processed yet; the id may still be in the log", body = OrderPending),
         (status = 404, description = "No such order", body = ErrorBody)))]
+#[tracing::instrument(name = "orders::one", level = "debug", skip_all)]
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
@@ -236,6 +239,7 @@ const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
     responses((status = 202, description = "The command is in the log; a worker carries it out or records why not", body = CommandQueued),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "The order's state does not allow it", body = ErrorBody)))]
+#[tracing::instrument(name = "orders::cancel", level = "debug", skip_all)]
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,
@@ -249,6 +253,7 @@ pub async fn cancel(
     responses((status = 202, description = "The command is in the log; a worker carries it out or records why not", body = CommandQueued),
         (status = 404, description = "No such order", body = ErrorBody),
         (status = 409, description = "The order's state does not allow it", body = ErrorBody)))]
+#[tracing::instrument(name = "orders::ship", level = "debug", skip_all)]
 pub async fn ship(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<OrderId>,

@@ -47,6 +47,7 @@ pub struct ReceiveStock {
     params(("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Products by id", body = Vec<ProductView>),
         (status = 422, description = "A bad limit or cursor", body = ErrorBody)))]
+#[tracing::instrument(name = "products::list", level = "debug", skip_all)]
 pub async fn list(
     State(state): State<AppState>,
     paging: Paging<ProductId>,
@@ -90,6 +91,7 @@ pub(super) async fn readable_product(
     responses((status = 200, description = "The product", body = ProductView),
         (status = 202, description = "Created by this deployment, not yet applied by a worker", body = ProductPending),
         (status = 404, description = "No such product", body = ErrorBody)))]
+#[tracing::instrument(name = "products::one", level = "debug", skip_all)]
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,
@@ -159,6 +161,7 @@ impl ValidProduct {
         (status = 202, description = "Created; a worker has yet to apply it", body = ProductQueued, headers(("Location" = String, description = "The product's URL"))),
         (status = 409, description = "The sku is taken", body = ErrorBody),
         (status = 422, description = "A field is invalid", body = ErrorBody)))]
+#[tracing::instrument(name = "products::create", level = "debug", skip_all)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateProduct>,
@@ -240,6 +243,7 @@ pub async fn create(
     responses((status = 202, description = "The receipt is in the log", body = StockQueued),
         (status = 404, description = "No such product", body = ErrorBody),
         (status = 422, description = "A field is invalid", body = ErrorBody)))]
+#[tracing::instrument(name = "products::receive_stock", level = "debug", skip_all)]
 pub async fn receive_stock(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,

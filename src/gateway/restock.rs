@@ -18,6 +18,7 @@ use chrono::Utc;
     params(("status" = Option<PurchaseOrderStatus>, Query, description = "Only purchase orders in this status (any case)"), ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
     responses((status = 200, description = "Purchase orders by id", body = Vec<PurchaseOrderView>),
         (status = 422, description = "A bad filter, limit or cursor", body = ErrorBody)))]
+#[tracing::instrument(name = "restock::list", level = "debug", skip_all)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<StatusFilter>,
@@ -40,6 +41,7 @@ pub async fn list(
     responses((status = 202, description = "The delivery is in the log", body = ReceiptQueued),
         (status = 404, description = "No such purchase order", body = ErrorBody),
         (status = 409, description = "Already received", body = ErrorBody)))]
+#[tracing::instrument(name = "restock::receive", level = "debug", skip_all)]
 pub async fn receive(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<PurchaseOrderId>,

@@ -82,6 +82,7 @@ fn state_of(state: &AppState) -> SimulatorState {
 
 #[utoipa::path(get, path = "/api/simulator", operation_id = "get_simulator", tag = "operations",
     responses((status = 200, description = "Whether the in-process simulator runs, and with which profile", body = SimulatorState)))]
+#[tracing::instrument(name = "simulator_control::get", level = "debug", skip_all)]
 pub async fn get(State(state): State<AppState>) -> Json<SimulatorState> {
     Json(state_of(&state))
 }
@@ -91,6 +92,7 @@ pub async fn get(State(state): State<AppState>) -> Json<SimulatorState> {
     responses((status = 200, description = "The simulator's state after the command", body = SimulatorState),
         (status = 409, description = "No simulator runs in this process (only `streamstock all` has one)", body = ErrorBody),
         (status = 422, description = "An unknown profile", body = ErrorBody)))]
+#[tracing::instrument(name = "simulator_control::control", level = "debug", skip_all)]
 pub async fn control(
     State(state): State<AppState>,
     ApiJson(command): ApiJson<SimulatorCommand>,

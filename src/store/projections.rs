@@ -72,6 +72,7 @@ impl Store {
     /// of a worker that lost its partition is either committed before the
     /// new owner's first batch (which then finds its events archived) or
     /// not at all. Empty: no fencing (tests, tools).
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
     pub async fn apply_batch(
         &self,
         events: &[Decoded],

@@ -311,6 +311,7 @@ impl EventLog for EmbeddedLog {
         format!("embedded log at {}", self.inner.dir.display())
     }
 
+    #[tracing::instrument(name = "embedded::append", level = "trace", skip_all, fields(key = %envelope.key))]
     async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
         let partition = partition_for(&envelope.key, self.partitions());
         let mut line =
@@ -360,6 +361,7 @@ impl EventLog for EmbeddedLog {
         .await
     }
 
+    #[tracing::instrument(name = "embedded::read_fenced", level = "trace", skip_all, fields(consumer = %consumer.name, partitions = held.len()))]
     async fn read_fenced(
         &self,
         consumer: &Consumer,
@@ -382,6 +384,7 @@ impl EventLog for EmbeddedLog {
         persist_offsets(offsets).await
     }
 
+    #[tracing::instrument(name = "embedded::ack_fenced", level = "trace", skip_all, fields(consumer = %consumer.name, entries = entries.len()))]
     async fn ack_fenced(
         &self,
         consumer: &Consumer,
@@ -403,6 +406,7 @@ impl EventLog for EmbeddedLog {
         Ok(refused)
     }
 
+    #[tracing::instrument(name = "embedded::take_over", level = "trace", skip_all, fields(consumer = %consumer.name, partition = partition.0, epoch = epoch.get()))]
     async fn take_over(
         &self,
         consumer: &Consumer,

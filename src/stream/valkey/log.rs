@@ -39,6 +39,7 @@ impl EventLog for ValkeyLog {
         )
     }
 
+    #[tracing::instrument(name = "valkey::append", level = "trace", skip_all, fields(key = %envelope.key))]
     async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
         let partition = self.partition_of(&envelope.key);
         let key = self.stream_key(partition);
@@ -100,6 +101,7 @@ impl EventLog for ValkeyLog {
         Ok(())
     }
 
+    #[tracing::instrument(name = "valkey::read_fenced", level = "trace", skip_all, fields(consumer = %consumer.name, partitions = held.len()))]
     async fn read_fenced(
         &self,
         consumer: &Consumer,
@@ -170,6 +172,7 @@ impl EventLog for ValkeyLog {
         }
     }
 
+    #[tracing::instrument(name = "valkey::ack_fenced", level = "trace", skip_all, fields(consumer = %consumer.name, entries = entries.len()))]
     async fn ack_fenced(
         &self,
         consumer: &Consumer,
@@ -179,6 +182,7 @@ impl EventLog for ValkeyLog {
         self.fenced_ack(consumer, entries, held).await
     }
 
+    #[tracing::instrument(name = "valkey::take_over", level = "trace", skip_all, fields(consumer = %consumer.name, partition = partition.0, epoch = epoch.get()))]
     async fn take_over(
         &self,
         consumer: &Consumer,
