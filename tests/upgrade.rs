@@ -86,7 +86,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
              VALUES ($1, $2, $3, 1, $4, $5, 0, $6, $7)",
         )
         .bind(envelope.event_id.to_string())
-        .bind(&envelope.event_type)
+        .bind(envelope.event_type.as_str())
         .bind(&envelope.key)
         .bind(at + i as i64)
         .bind(envelope.payload.to_string())

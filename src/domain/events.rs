@@ -21,7 +21,9 @@ pub fn current_version(event_type: &str) -> Option<u32> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Envelope {
     pub event_id: Uuid,
-    pub event_type: String,
+    /// The event's type by name (`order.placed`).
+    #[schema(value_type = String)]
+    pub event_type: EnvelopeType,
     /// The aggregate id (product id or order id); it picks the partition.
     pub key: String,
     pub occurred_at: DateTime<Utc>,
@@ -236,6 +238,83 @@ impl std::fmt::Display for EventType {
     }
 }
 
+/// An envelope's type as the log holds it: one of this build's event
+/// types, or a name it does not know (a newer release's, or not an event
+/// at all), kept as written so that the entry can be dead-lettered, shown
+/// and replayed. Written as its name, either way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EnvelopeType {
+    Known(EventType),
+    Unknown(String),
+}
+
+impl EnvelopeType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            EnvelopeType::Known(kind) => kind.name(),
+            EnvelopeType::Unknown(name) => name,
+        }
+    }
+
+    /// The type, when this build knows it.
+    pub fn known(&self) -> Option<EventType> {
+        match self {
+            EnvelopeType::Known(kind) => Some(*kind),
+            EnvelopeType::Unknown(_) => None,
+        }
+    }
+
+    /// The name as a metric label: no allocation for a known type.
+    pub fn label(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            EnvelopeType::Known(kind) => std::borrow::Cow::Borrowed(kind.name()),
+            EnvelopeType::Unknown(name) => std::borrow::Cow::Owned(name.clone()),
+        }
+    }
+}
+
+impl From<EventType> for EnvelopeType {
+    fn from(kind: EventType) -> EnvelopeType {
+        EnvelopeType::Known(kind)
+    }
+}
+
+impl From<&str> for EnvelopeType {
+    fn from(name: &str) -> EnvelopeType {
+        match EventType::from_name(name) {
+            Some(kind) => EnvelopeType::Known(kind),
+            None => EnvelopeType::Unknown(name.to_string()),
+        }
+    }
+}
+
+impl From<String> for EnvelopeType {
+    fn from(name: String) -> EnvelopeType {
+        match EventType::from_name(&name) {
+            Some(kind) => EnvelopeType::Known(kind),
+            None => EnvelopeType::Unknown(name),
+        }
+    }
+}
+
+impl std::fmt::Display for EnvelopeType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EnvelopeType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvelopeType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(EnvelopeType::from)
+    }
+}
+
 /// The aggregates a set of events touches (see `DomainEvent::touches`),
 /// sorted: the store locks stock rows in this order, so concurrent workers
 /// cannot deadlock on each other.
@@ -366,7 +445,7 @@ impl DomainEvent {
     fn envelope_with_id(&self, event_id: Uuid, occurred_at: DateTime<Utc>) -> Envelope {
         Envelope {
             event_id,
-            event_type: self.event_type().to_string(),
+            event_type: EnvelopeType::Known(self.kind()),
             key: self.key(),
             occurred_at,
             version: self.kind().version(),
@@ -377,19 +456,21 @@ impl DomainEvent {
     /// Reads an envelope of any version this build understands: older
     /// payloads are upcast to the current shape first.
     pub fn from_envelope(envelope: &Envelope) -> Result<DomainEvent, DecodeError> {
-        let kind = EventType::from_name(&envelope.event_type)
-            .ok_or_else(|| DecodeError::UnknownType(envelope.event_type.clone()))?;
+        let kind = envelope
+            .event_type
+            .known()
+            .ok_or_else(|| DecodeError::UnknownType(envelope.event_type.to_string()))?;
         let understood = kind.version();
         if envelope.version > understood {
             return Err(DecodeError::NewerVersion {
-                event_type: envelope.event_type.clone(),
+                event_type: envelope.event_type.to_string(),
                 version: envelope.version,
                 understood,
             });
         }
         if envelope.version == 0 {
             return Err(DecodeError::NoVersion {
-                event_type: envelope.event_type.clone(),
+                event_type: envelope.event_type.to_string(),
             });
         }
         let decoded = if envelope.version < understood {
@@ -399,7 +480,7 @@ impl DomainEvent {
             DomainEvent::from_payload(kind, &envelope.payload)
         };
         decoded.map_err(|source| DecodeError::InvalidPayload {
-            event_type: envelope.event_type.clone(),
+            event_type: envelope.event_type.to_string(),
             source,
         })
     }

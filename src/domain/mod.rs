@@ -10,6 +10,6 @@ pub mod money;
 pub mod order;
 pub mod status;
 
-pub use events::{DomainEvent, Envelope};
+pub use events::{DomainEvent, Envelope, EnvelopeType};
 pub use ids::{OrderId, ProductId, PurchaseOrderId};
 pub use money::Money;

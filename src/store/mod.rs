@@ -278,7 +278,7 @@ pub(crate) fn archived_envelope(row: &AnyRow) -> Result<crate::domain::Envelope,
     use sqlx::Row;
     Ok(crate::domain::Envelope {
         event_id: uuid_col(row, "event_id")?,
-        event_type: row.try_get("event_type")?,
+        event_type: row.try_get::<String, _>("event_type")?.into(),
         key: row.try_get("event_key")?,
         occurred_at: chrono::DateTime::from_timestamp_millis(occurred)
             .ok_or_else(|| StoreError::Inconsistent(format!("archived time {occurred}")))?,

@@ -134,7 +134,7 @@ fn status_changes(follow_ups: &[Envelope]) -> Vec<StatusChange> {
     follow_ups
         .iter()
         .filter_map(|envelope| {
-            let status = match EventType::from_name(&envelope.event_type)? {
+            let status = match envelope.event_type.known()? {
                 EventType::OrderConfirmed => OrderStatus::Confirmed,
                 EventType::OrderRejected => OrderStatus::Rejected,
                 EventType::OrderCancelled => OrderStatus::Cancelled,

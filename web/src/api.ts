@@ -429,6 +429,7 @@ export interface components {
         Envelope: {
             /** Format: uuid */
             event_id: string;
+            /** @description The event's type by name (`order.placed`). */
             event_type: string;
             /** @description The aggregate id (product id or order id); it picks the partition. */
             key: string;
