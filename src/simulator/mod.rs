@@ -6,6 +6,7 @@
 //! the gateway over HTTP only, like any client.
 
 pub mod load;
+mod recorder;
 pub mod schedule;
 pub mod summary;
 
