@@ -18,9 +18,8 @@
 //! `Inventory`, runs this, and writes back what changed.
 
 use super::events::{
-    AlertRaised, OrderCancelRequested, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced,
-    OrderShipRequested, OrderShipped, ProductCreated, PurchaseOrderDrafted, PurchaseOrderReceived,
-    StockLow, StockReceived,
+    AlertRaised, OrderCancelled, OrderConfirmed, OrderLine, OrderPlaced, ProductCreated,
+    PurchaseOrderDrafted, PurchaseOrderReceived, StockLow, StockReceived,
 };
 use super::order::{reserve_all_or_nothing, Decision, StockLevel};
 use super::{DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId};
@@ -28,73 +27,8 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
+pub use super::order_command::OrderCommand;
 pub use super::status::{AlertKind, OrderStatus, PurchaseOrderStatus, Severity};
-
-impl OrderStatus {
-    /// The statuses whose orders count as sales (revenue, best sellers).
-    pub const SOLD: [OrderStatus; 2] = [OrderStatus::Confirmed, OrderStatus::Shipped];
-}
-
-/// A command on an order that the worker decides (the gateway checks it
-/// first against the read model, with the same rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderCommand {
-    Cancel,
-    Ship,
-}
-
-impl OrderCommand {
-    pub fn verb(self) -> &'static str {
-        match self {
-            OrderCommand::Cancel => "cancel",
-            OrderCommand::Ship => "ship",
-        }
-    }
-
-    /// Why the command is refused for an order in `status`; None when it is
-    /// allowed. A cancel is allowed while confirmed (the reservation is
-    /// released) and while pending (it is carried out once decided).
-    pub fn refusal(self, status: OrderStatus) -> Option<&'static str> {
-        match (self, status) {
-            (OrderCommand::Cancel, OrderStatus::Pending | OrderStatus::Confirmed) => None,
-            (OrderCommand::Cancel, OrderStatus::Rejected) => {
-                Some("it was rejected, so nothing is reserved")
-            }
-            (OrderCommand::Cancel, OrderStatus::Cancelled) => Some("it is already cancelled"),
-            (OrderCommand::Ship, OrderStatus::Confirmed) => None,
-            (OrderCommand::Ship, OrderStatus::Pending) => Some("it is not decided yet"),
-            (OrderCommand::Ship, OrderStatus::Rejected) => Some("it was rejected"),
-            (OrderCommand::Ship, OrderStatus::Cancelled) => Some("it was cancelled"),
-            (_, OrderStatus::Shipped) => Some("it has already shipped"),
-        }
-    }
-
-    /// The event that asks the worker to carry the command out.
-    pub fn request(self, order_id: OrderId) -> DomainEvent {
-        match self {
-            OrderCommand::Cancel => {
-                DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
-            }
-            OrderCommand::Ship => DomainEvent::OrderShipRequested(OrderShipRequested { order_id }),
-        }
-    }
-
-    /// The event that records the command carried out.
-    fn outcome_event(self, order_id: OrderId) -> DomainEvent {
-        match self {
-            OrderCommand::Cancel => DomainEvent::OrderCancelled(OrderCancelled { order_id }),
-            OrderCommand::Ship => DomainEvent::OrderShipped(OrderShipped { order_id }),
-        }
-    }
-
-    /// The status an allowed command moves a confirmed order to.
-    fn outcome(self) -> OrderStatus {
-        match self {
-            OrderCommand::Cancel => OrderStatus::Cancelled,
-            OrderCommand::Ship => OrderStatus::Shipped,
-        }
-    }
-}
 
 /// One product: its catalog settings for restocking and its stock.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::domain::events::{
-    OrderCancelRequested, OrderConfirmed, OrderPlaced, OrderShipRequested, ProductCreated,
-    PurchaseOrderReceived,
+    OrderCancelRequested, OrderConfirmed, OrderPlaced, OrderShipRequested, OrderShipped,
+    ProductCreated, PurchaseOrderReceived,
 };
 use chrono::TimeZone;
 

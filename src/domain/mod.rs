@@ -8,6 +8,7 @@ pub mod ids;
 pub mod inventory;
 pub mod money;
 pub mod order;
+pub mod order_command;
 pub mod status;
 
 pub use events::{DomainEvent, Envelope, EnvelopeType};

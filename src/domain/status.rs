@@ -121,6 +121,11 @@ named_enum! {
     }
 }
 
+impl OrderStatus {
+    /// The statuses whose orders count as sales (revenue, best sellers).
+    pub const SOLD: [OrderStatus; 2] = [OrderStatus::Confirmed, OrderStatus::Shipped];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
