@@ -8,6 +8,7 @@
 
 pub mod analytics;
 pub mod dead_letters;
+mod epochs;
 pub mod idempotency;
 pub mod outbox;
 pub mod projections;
