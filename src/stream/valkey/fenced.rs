@@ -15,6 +15,7 @@
 //! `read_in_transaction`): entries returned through Lua cost Valkey more
 //! CPU than reading them.
 
+use super::answers::{first_entry_id, PendingSummary, ScriptAnswer, STREAM_START};
 use super::{unavailable, RawEntry, ValkeyLog};
 use crate::stream::{Consumer, Delivery, EntryId, Epoch, Holdings, LogError, Partition};
 use fred::prelude::*;
@@ -22,10 +23,6 @@ use fred::types::scripts::Script;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::time::Duration;
-
-/// The id before every entry of a stream: where a claim's cursor starts,
-/// and the last id of a stream that holds none.
-const STREAM_START: &str = "0-0";
 
 /// Entries one page of XAUTOCLAIM takes.
 const CLAIM_PAGE: usize = 500;
@@ -134,37 +131,6 @@ pub(super) enum FencedRead {
         last_id: String,
     },
     NotHeld(Partition),
-}
-
-/// A fenced script's answer for one partition, by its first element (the
-/// codes the scripts above return).
-enum ScriptAnswer {
-    /// {0}: the lease is not (or no longer) held under the epoch given.
-    NotHeld,
-    /// {1, ...}: held, and what the script did: the rest of the answer.
-    Held(Vec<Value>),
-    /// {2, last id}: held, and nothing new to read (READ only).
-    NothingNew { last_id: String },
-}
-
-impl ScriptAnswer {
-    fn parse(answer: Value) -> Result<ScriptAnswer, LogError> {
-        let mut answer = answer.into_array().into_iter();
-        let code = answer.next().and_then(|code| code.as_i64());
-        match code {
-            Some(0) => Ok(ScriptAnswer::NotHeld),
-            Some(1) => Ok(ScriptAnswer::Held(answer.collect())),
-            Some(2) => Ok(ScriptAnswer::NothingNew {
-                last_id: answer
-                    .next()
-                    .and_then(|v| v.as_string())
-                    .unwrap_or_else(|| STREAM_START.to_string()),
-            }),
-            other => Err(LogError::Corrupt(format!(
-                "a fenced script answered with code {other:?}"
-            ))),
-        }
-    }
 }
 
 /// What one MULTI/EXEC of `read_in_transaction` answered.
@@ -549,64 +515,6 @@ impl ValkeyLog {
         }
         out.sort_by_key(|d| d.id);
         Ok(out)
-    }
-}
-
-/// A stream's XPENDING summary for a group: how many entries are pending,
-/// the last of them, and the count per consumer.
-pub(super) struct PendingSummary {
-    pub last_id: Option<String>,
-    pub consumers: Vec<String>,
-}
-
-impl PendingSummary {
-    /// From XPENDING's answer without a range: (count, first id, last id,
-    /// [(consumer, count)]); an empty summary when it has another shape.
-    pub(super) fn parse(summary: &Value) -> PendingSummary {
-        let Value::Array(summary) = summary else {
-            return PendingSummary {
-                last_id: None,
-                consumers: Vec::new(),
-            };
-        };
-        let consumers = match summary.get(3) {
-            Some(Value::Array(holders)) => holders
-                .iter()
-                .filter_map(|holder| match holder {
-                    Value::Array(pair) => pair.first().and_then(Value::as_string),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        PendingSummary {
-            last_id: summary.get(2).and_then(Value::as_string),
-            consumers,
-        }
-    }
-
-    /// Whether a consumer other than `consumer` holds pending entries.
-    pub(super) fn others_than(&self, consumer: &str) -> bool {
-        self.consumers.iter().any(|c| c != consumer)
-    }
-
-    /// The last id pending, when some are pending with a consumer other
-    /// than `consumer`.
-    fn last_with_others(&self, consumer: &str) -> Option<String> {
-        self.others_than(consumer)
-            .then(|| self.last_id.clone())
-            .flatten()
-    }
-}
-
-/// The id of the first entry in an XRANGE/XREVRANGE answer.
-fn first_entry_id(entries: &Value) -> Option<String> {
-    match entries {
-        Value::Array(entries) => match entries.first()? {
-            Value::Array(entry) => entry.first()?.as_string(),
-            _ => None,
-        },
-        _ => None,
     }
 }
 

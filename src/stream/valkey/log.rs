@@ -2,7 +2,8 @@
 //! reads, take-over of a dead consumer's pending entries, acks, trimming,
 //! and dead letters in a stream of their own.
 
-use super::fenced::{FencedRead, PendingSummary};
+use super::answers::PendingSummary;
+use super::fenced::FencedRead;
 use super::{unavailable, RawEntry, ValkeyLog, FIELD};
 use crate::domain::Envelope;
 use crate::stream::dead_letter::DeadLetter;

@@ -20,6 +20,7 @@
 //! check its lease; all share the connection and key layout set up here.
 
 mod announce;
+mod answers;
 mod fenced;
 mod group_commit;
 mod leases;
