@@ -88,12 +88,17 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// The service manager's end of NOTIFY_SOCKET.
+/// A stand-in for systemd's notify socket. A thread reads it all the time,
+/// as systemd does: unread, its queue holds only `net.unix.max_dgram_qlen`
+/// datagrams (10 here), which the watchdog's pings fill within a second
+/// whenever the test is busy elsewhere, and the sender then drops what
+/// comes next.
 struct NotifySocket {
-    socket: UnixDatagram,
     path: PathBuf,
     _dir: tempfile::TempDir,
     /// Every message so far, in order.
-    seen: Vec<String>,
+    heard: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NotifySocket {
@@ -101,58 +106,65 @@ impl NotifySocket {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (reader_heard, reader_stop) = (heard.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 4096];
+            while !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buffer) {
+                    let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                    reader_heard.lock().unwrap().push(message);
+                }
+            }
+        });
         NotifySocket {
-            socket,
             path,
             _dir: dir,
-            seen: Vec::new(),
+            heard,
+            stop,
         }
     }
 
-    /// Receives until a message contains `wanted`; returns its index in
+    /// Every message so far.
+    fn seen(&self) -> Vec<String> {
+        self.heard.lock().unwrap().clone()
+    }
+
+    /// Waits until a message contains `wanted`; returns its index in
     /// `seen`. Fails with everything seen if it does not come in time.
     fn wait_for(&mut self, wanted: &str, within: Duration) -> usize {
         let deadline = Instant::now() + within;
-        if let Some(i) = self.seen.iter().position(|m| m.contains(wanted)) {
-            return i;
-        }
-        let mut buffer = vec![0u8; 4096];
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no `{wanted}` within {within:?}; heard {:?}",
-                self.seen
-            );
-            self.socket.set_read_timeout(Some(left)).unwrap();
-            if let Ok(n) = self.socket.recv(&mut buffer) {
-                let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
-                self.seen.push(message.clone());
-                if message.contains(wanted) {
-                    return self.seen.len() - 1;
-                }
+            let seen = self.seen();
+            if let Some(i) = seen.iter().position(|m| m.contains(wanted)) {
+                return i;
             }
+            assert!(
+                Instant::now() < deadline,
+                "no `{wanted}` within {within:?}; heard {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     /// Messages containing `wanted` heard over the next `span`.
     fn count_during(&mut self, wanted: &str, span: Duration) -> usize {
-        let start = self.seen.len();
-        let deadline = Instant::now() + span;
-        let mut buffer = vec![0u8; 4096];
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            self.socket
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            if let Ok(n) = self.socket.recv(&mut buffer) {
-                self.seen
-                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
-            }
-        }
-        self.seen[start..]
+        let start = self.seen().len();
+        std::thread::sleep(span);
+        self.seen()[start..]
             .iter()
             .filter(|m| m.contains(wanted))
             .count()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -175,17 +187,17 @@ async fn a_gateway_waits_for_valkey_then_notifies_ready_pings_and_stopping() {
     // It says what it waits for, and is not ready.
     let waiting = notify.wait_for("STATUS=waiting for Valkey", Duration::from_secs(20));
     assert!(
-        !notify.seen[..=waiting]
+        !notify.seen()[..=waiting]
             .iter()
             .any(|m| m.contains("READY=1")),
         "READY=1 before Valkey answered: {:?}",
-        notify.seen
+        notify.seen()
     );
     std::thread::sleep(Duration::from_millis(600));
     assert!(
         notify.count_during("READY=1", Duration::from_millis(100)) == 0,
         "READY=1 before Valkey answered: {:?}",
-        notify.seen
+        notify.seen()
     );
 
     // Valkey comes up; the gateway goes on by itself, then says READY=1.
@@ -205,7 +217,7 @@ async fn a_gateway_waits_for_valkey_then_notifies_ready_pings_and_stopping() {
     assert!(
         pings >= 4,
         "{pings} watchdog pings in 1 s: {:?}",
-        notify.seen
+        notify.seen()
     );
 
     assert!(gateway.terminate().success());

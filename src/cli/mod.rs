@@ -39,7 +39,13 @@ pub fn parse(args: &[OsString]) -> Cli {
 /// Runs the command `cli` names until it ends or `stop` fires.
 pub async fn run(mut cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
     cli.common = cli.common.with_reference_names();
-    systemd::watch(stop.clone());
+    let watch = systemd::watch(stop.clone());
+    let done = run_command(cli, stop).await;
+    watch.finish().await;
+    done
+}
+
+async fn run_command(cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
     match cli.command {
         Command::All(args) => roles::run_all(cli.common, args, stop).await,
         Command::Serve(args) => roles::run_serve(cli.common, args, stop).await,

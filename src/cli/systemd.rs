@@ -27,9 +27,14 @@ pub fn status(what: &str) {
 /// Pings the watchdog at half its interval while the runtime runs, and
 /// says `STOPPING=1` once `shutdown` fires. A runtime stuck so that this
 /// task cannot run misses its pings, and systemd restarts the service.
-pub fn watch(shutdown: CancellationToken) {
+/// The role awaits the handle (`finish`) before the process exits: a task
+/// woken by the shutdown is not sure to run before the runtime is dropped,
+/// and then STOPPING=1 was never sent (seen in a test under load).
+pub fn watch(shutdown: CancellationToken) -> Watch {
     let interval = sd_notify::watchdog_enabled().map(|timeout| timeout / 2);
-    tokio::spawn(async move {
+    let stopped = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let shutdown = stopped;
         match interval {
             Some(every) => {
                 let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
@@ -44,4 +49,24 @@ pub fn watch(shutdown: CancellationToken) {
         }
         send(&[NotifyState::Stopping]);
     });
+    Watch { shutdown, task }
+}
+
+/// The watchdog's task, to finish before the process exits.
+pub struct Watch {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    /// Waits for STOPPING=1 to be sent when the role stopped on shutdown;
+    /// a role that ended otherwise (a command done, an error) ends the
+    /// pings without it.
+    pub async fn finish(self) {
+        if self.shutdown.is_cancelled() {
+            let _ = self.task.await;
+        } else {
+            self.task.abort();
+        }
+    }
 }
