@@ -274,6 +274,23 @@ fn a_circle_is_found_and_a_chain_is_not() {
     );
 }
 
+/// anyhow is for the command line's edge: below it, each layer says what
+/// went wrong in a type of its own (thiserror).
+#[test]
+fn only_the_command_line_uses_anyhow() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let below_cli: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with(src.join("cli")) && !f.ends_with("main.rs"))
+        .filter(|f| std::fs::read_to_string(f).unwrap().contains("anyhow"))
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(files.len() > 50, "only {} files read", files.len());
+    assert!(below_cli.is_empty(), "anyhow below src/cli: {below_cli:?}");
+}
+
 #[test]
 fn every_module_has_a_layer() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

@@ -55,12 +55,23 @@ pub(super) async fn publish_and_ack(
     Ok(())
 }
 
+/// Why publishing a batch's follow-ups did not finish: an append or the
+/// outbox's removal failed (both are retried; the follow-ups stay in the
+/// outbox until then).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PublishError {
+    #[error(transparent)]
+    Log(#[from] crate::stream::LogError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 async fn publish(
     log: &dyn EventLog,
     store: &Store,
     events: &[Envelope],
     outbox: &OutboxRows,
-) -> anyhow::Result<()> {
+) -> Result<(), PublishError> {
     let appends = events.iter().map(|e| log.append(e));
     for result in futures::future::join_all(appends).await {
         result?;
