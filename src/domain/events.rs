@@ -3,8 +3,7 @@
 //! `DomainEvent` is what the domain and the projections work with.
 
 use super::ids::{OrderId, ProductId, PurchaseOrderId};
-use super::money::Money;
-use super::status::{AlertKind, Severity};
+pub use super::payloads::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -29,119 +28,6 @@ pub struct Envelope {
     pub occurred_at: DateTime<Utc>,
     pub version: u32,
     pub payload: serde_json::Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProductCreated {
-    pub product_id: ProductId,
-    pub sku: String,
-    pub name: String,
-    pub price: Money,
-    pub category_name: String,
-    pub low_stock_threshold: i64,
-    pub reorder_quantity: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StockReceived {
-    pub product_id: ProductId,
-    pub quantity: i64,
-    /// Set when the receipt is the delivery of a purchase order, which it
-    /// closes; None for stock received directly (POST .../stock).
-    pub purchase_order_id: Option<PurchaseOrderId>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderLine {
-    pub product_id: ProductId,
-    pub quantity: i64,
-    /// The catalog price when the order was accepted: the order is charged at
-    /// this price even if the catalog changes before it is decided.
-    pub unit_price: Money,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderPlaced {
-    pub order_id: OrderId,
-    pub customer_email: String,
-    pub items: Vec<OrderLine>,
-    pub total: Money,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderConfirmed {
-    pub order_id: OrderId,
-    pub total: Money,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderRejected {
-    pub order_id: OrderId,
-    pub reason: String,
-}
-
-/// A customer (or operator) asks to cancel an order. A command: the worker
-/// decides, and records the outcome as `order.cancelled` or a refusal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderCancelRequested {
-    pub order_id: OrderId,
-}
-
-/// The warehouse asks to ship an order (a command, like a cancel).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderShipRequested {
-    pub order_id: OrderId,
-}
-
-/// The reservation is released: each line's quantity goes back to available.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderCancelled {
-    pub order_id: OrderId,
-}
-
-/// The reservation is committed: on-hand and reserved both drop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderShipped {
-    pub order_id: OrderId,
-}
-
-/// Available stock of a product fell below its threshold (once per crossing).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StockLow {
-    pub product_id: ProductId,
-    pub sku: String,
-    pub available: i64,
-    pub threshold: i64,
-}
-
-/// A purchase order for the product's reorder quantity; at most one is open
-/// per product.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PurchaseOrderDrafted {
-    pub purchase_order_id: PurchaseOrderId,
-    pub product_id: ProductId,
-    pub quantity: i64,
-}
-
-/// The supplier delivered a purchase order (a command: the worker closes the
-/// order and receives its stock with `stock.received`, or refuses it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PurchaseOrderReceived {
-    pub purchase_order_id: PurchaseOrderId,
-    pub product_id: ProductId,
-}
-
-/// Something an operator should see on the dashboard's alert feed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertRaised {
-    pub alert_id: Uuid,
-    pub kind: AlertKind,
-    pub severity: Severity,
-    /// What it is about: an event id, a product id, an order id. It is also
-    /// the event's key, so `GET /api/events?key=<order id>` shows an order's
-    /// refusals beside its other events.
-    pub subject: String,
-    pub message: String,
 }
 
 /// Defines every event type once: its payload struct (the variant's name),
@@ -517,6 +403,7 @@ pub fn upcast(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Money;
 
     fn placed() -> DomainEvent {
         DomainEvent::OrderPlaced(OrderPlaced {

@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod money;
 pub mod order;
 pub mod order_command;
+pub mod payloads;
 pub mod status;
 
 pub use events::{DomainEvent, Envelope, EnvelopeType};
