@@ -419,6 +419,22 @@ mod tests {
     }
 
     #[test]
+    fn an_envelope_keeps_a_type_it_does_not_know_as_written() {
+        for name in ["order.placed", "order.teleported", ""] {
+            let kind = EnvelopeType::from(name);
+            assert_eq!(kind.as_str(), name);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<EnvelopeType>(&json).unwrap(), kind);
+        }
+        assert_eq!(
+            EnvelopeType::from("order.placed").known(),
+            Some(EventType::OrderPlaced)
+        );
+        assert_eq!(EnvelopeType::from("order.teleported").known(), None);
+    }
+
+    #[test]
     fn every_event_type_has_one_name_and_a_version() {
         let names: std::collections::BTreeSet<&str> =
             EventType::ALL.iter().map(|t| t.name()).collect();
