@@ -59,7 +59,7 @@ macro_rules! named_enum {
 
         impl utoipa::ToSchema for $name {}
 
-        impl Named for $name {
+        impl $crate::domain::status::Named for $name {
             const ALL: &'static [$name] = $name::ALL;
 
             fn as_str(self) -> &'static str {
@@ -78,6 +78,9 @@ macro_rules! named_enum {
         }
     };
 }
+
+/// For the enums of other layers that have wire names too.
+pub(crate) use named_enum;
 
 named_enum! {
     /// Where an order is in its lifecycle.

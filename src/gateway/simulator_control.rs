@@ -11,30 +11,13 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-/// The profiles the dashboard may pick (the load runs, `steady` and `max`,
-/// belong to `streamstock simulate`). The gateway's own type: it does not
-/// know the simulator (`all` maps these onto its profiles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DashboardProfile {
-    Normal,
-    Burst,
-}
-
-impl DashboardProfile {
-    pub const ALL: [DashboardProfile; 2] = [DashboardProfile::Normal, DashboardProfile::Burst];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DashboardProfile::Normal => "normal",
-            DashboardProfile::Burst => "burst",
-        }
-    }
-
-    /// In any case, as the reference's clients write them.
-    pub fn parse(name: &str) -> Option<DashboardProfile> {
-        DashboardProfile::ALL
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(name))
+crate::domain::status::named_enum! {
+    /// The profiles the dashboard may pick (the load runs, `steady` and
+    /// `max`, belong to `streamstock simulate`). The gateway's own type: it
+    /// does not know the simulator (`all` maps these onto its profiles).
+    pub enum DashboardProfile {
+        Normal => "normal",
+        Burst => "burst",
     }
 }
 
@@ -104,7 +87,8 @@ pub async fn control(
     };
     if command.running {
         let name = command.profile.as_deref().unwrap_or("normal");
-        let Some(profile) = DashboardProfile::parse(name) else {
+        // In any case, as the reference's clients write them.
+        let Some(profile) = DashboardProfile::parse(&name.to_ascii_lowercase()) else {
             let names: Vec<&str> = DashboardProfile::ALL.iter().map(|p| p.as_str()).collect();
             return Err(ApiError::invalid(
                 "profile",

@@ -13,6 +13,24 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Display and Debug as the bare number, as logs have always shown
+/// partitions and epochs.
+macro_rules! shown_as_its_number {
+    ($name:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
 /// One partition of the log; a key's partition is `partition_for(key)`.
 /// Shown (Display and Debug alike) as its number, as logs have always
 /// shown it.
@@ -32,17 +50,7 @@ impl Partition {
     }
 }
 
-impl fmt::Display for Partition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for Partition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+shown_as_its_number!(Partition);
 
 /// A lease's fencing epoch. 0 is never issued: an epoch is at least
 /// `Epoch::FIRST`, and "no epoch recorded" is an `Option`, not a zero.
@@ -75,17 +83,7 @@ impl Epoch {
     }
 }
 
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Debug for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+shown_as_its_number!(Epoch);
 
 /// The partitions a consumer holds, each under the epoch its lease was
 /// acquired with: what a fenced read, commit and ack are checked against.
@@ -99,10 +97,6 @@ impl Holdings {
 
     pub fn insert(&mut self, partition: Partition, epoch: Epoch) {
         self.0.insert(partition, epoch);
-    }
-
-    pub fn remove(&mut self, partition: Partition) -> Option<Epoch> {
-        self.0.remove(&partition)
     }
 
     /// The epoch `partition` is held under, if it is held.

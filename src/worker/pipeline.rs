@@ -97,19 +97,29 @@ impl Processor {
             if now_owned != processing {
                 tracing::info!(partitions = ?now_owned.partitions().collect::<Vec<_>>(), "processing partitions");
             }
-            let taken_over = self.newly_held(&processing, &now_owned).await;
-            processing = now_owned;
-            if send_all(&batches, taken_over, &processing).await.is_err() {
-                return;
+            // Newly held (or held again under a new epoch): first what the
+            // previous holder left unacked, a partition at a time, so the
+            // apply stage starts on one while the next is taken over.
+            for (partition, epoch) in now_owned.iter() {
+                if processing.epoch_of(partition) == Some(epoch) {
+                    continue;
+                }
+                let left_over = self.left_over(partition, epoch).await;
+                if send_all(&batches, left_over, &now_owned).await.is_err() {
+                    return;
+                }
             }
+            processing = now_owned;
             // Every lease period: entries of our partitions stranded with a
             // worker that read them after losing the partition (see
             // EventLog::reclaim_stale).
             if last_sweep.elapsed() >= options.lease_ttl {
                 last_sweep = tokio::time::Instant::now();
-                let stranded = self.stranded(&processing).await;
-                if send_all(&batches, stranded, &processing).await.is_err() {
-                    return;
+                for (partition, epoch) in processing.iter() {
+                    let stranded = self.stranded(partition, epoch).await;
+                    if send_all(&batches, stranded, &processing).await.is_err() {
+                        return;
+                    }
                 }
             }
             if processing.is_empty() {
@@ -148,19 +158,6 @@ impl Processor {
         }
     }
 
-    /// For each partition `now_owned` holds that `processing` did not (or
-    /// held under another epoch): what its previous holder left unacked,
-    /// in batches, to be processed before anything new.
-    async fn newly_held(&self, processing: &Holdings, now_owned: &Holdings) -> Vec<Vec<Delivery>> {
-        let mut batches = Vec::new();
-        for (partition, epoch) in now_owned.iter() {
-            if processing.epoch_of(partition) != Some(epoch) {
-                batches.extend(self.left_over(partition, epoch).await);
-            }
-        }
-        batches
-    }
-
     /// The entries of a just-acquired partition that its previous owner
     /// read but never acked, in batches, to be processed before any new one.
     async fn left_over(&self, partition: Partition, epoch: Epoch) -> Vec<Vec<Delivery>> {
@@ -191,33 +188,30 @@ impl Processor {
         }
     }
 
-    /// Entries of `held`'s partitions left unacked by another worker for a
-    /// lease period, in batches.
-    async fn stranded(&self, held: &Holdings) -> Vec<Vec<Delivery>> {
+    /// Entries of `partition` left unacked by another worker for a lease
+    /// period, in batches.
+    async fn stranded(&self, partition: Partition, epoch: Epoch) -> Vec<Vec<Delivery>> {
         let options = &self.options;
-        let mut batches = Vec::new();
-        for (partition, epoch) in held.iter() {
-            let reclaimed = self
-                .log
-                .reclaim_stale(&options.consumer, partition, epoch, options.lease_ttl)
-                .await;
-            match reclaimed {
-                Ok(stranded) => {
-                    if !stranded.is_empty() {
-                        tracing::warn!(
-                            partition = partition.0,
-                            entries = stranded.len(),
-                            "reclaiming entries another worker read after losing the partition"
-                        );
-                    }
-                    batches.extend(in_batches(stranded, options.batch_size));
+        let reclaimed = self
+            .log
+            .reclaim_stale(&options.consumer, partition, epoch, options.lease_ttl)
+            .await;
+        match reclaimed {
+            Ok(stranded) => {
+                if !stranded.is_empty() {
+                    tracing::warn!(
+                        partition = partition.0,
+                        entries = stranded.len(),
+                        "reclaiming entries another worker read after losing the partition"
+                    );
                 }
-                Err(e) => {
-                    tracing::debug!(partition = partition.0, error = %e, "sweeping for stranded entries failed");
-                }
+                in_batches(stranded, options.batch_size)
+            }
+            Err(e) => {
+                tracing::debug!(partition = partition.0, error = %e, "sweeping for stranded entries failed");
+                Vec::new()
             }
         }
-        batches
     }
 
     async fn read_batch(&self, held: &Holdings) -> Result<Vec<Delivery>, LogError> {

@@ -308,7 +308,10 @@ impl EventLog for ValkeyLog {
         // One pipelined XRANGE id id per letter: a round trip for the lot.
         // An id that is no stream id at all names no letter (Valkey would
         // refuse the whole pipeline for it).
-        let asked: Vec<&String> = ids.iter().filter(|id| is_stream_id(id)).collect();
+        let asked: Vec<&String> = ids
+            .iter()
+            .filter(|id| id.parse::<EntryId>().is_ok())
+            .collect();
         let pipeline = self.client.pipeline();
         for id in &asked {
             let _: () = pipeline
@@ -557,12 +560,4 @@ fn decode_dead_letter((id, fields): RawEntry) -> Result<DeadLetter, LogError> {
         .map_err(|e| LogError::Corrupt(format!("dead letter {id}: {e}")))?;
     letter.id = id;
     Ok(letter)
-}
-
-/// `<ms>-<seq>` or `<ms>`, as XRANGE takes an exact id.
-fn is_stream_id(id: &str) -> bool {
-    let mut parts = id.splitn(2, '-');
-    let digits = |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.parse::<u64>().is_ok());
-    let ms = parts.next();
-    digits(ms) && parts.next().is_none_or(|seq| digits(Some(seq)))
 }
