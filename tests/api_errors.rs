@@ -5,6 +5,7 @@ use crate::common;
 
 use common::{Backend, TestApp};
 use serde_json::{json, Value};
+use streamstock::domain::status::OrderStatus;
 
 fn error_code(body: &Value) -> &str {
     body["error"]["code"]
@@ -18,14 +19,11 @@ async fn bad_requests_get_clear_json_errors() {
     let product = app.create_product("ERR-1", 19.99, 5).await;
 
     // Duplicate sku.
-    let (status, body) = app
-        .post(
-            "/api/products",
-            &json!({ "sku": "ERR-1", "name": "Again", "price": 1 }),
-        )
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert_eq!(error_code(&body), "conflict");
+    let error = app
+        .add_product(&json!({ "sku": "ERR-1", "name": "Again", "price": 1 }))
+        .await
+        .error(409);
+    assert_eq!(error.code, "conflict");
 
     // Field validation names the field.
     let cases = [
@@ -43,12 +41,8 @@ async fn bad_requests_get_clear_json_errors() {
         (json!({ "sku": "OK-1", "name": "x" }), "price"),
     ];
     for (body, field) in cases {
-        let (status, answer) = app.post("/api/products", &body).await;
-        assert_eq!(status, 422, "{body} → {answer}");
-        assert!(
-            answer["error"]["message"].as_str().unwrap().contains(field),
-            "{body} → {answer}"
-        );
+        let error = app.add_product(&body).await.error(422);
+        assert!(error.message.contains(field), "{body} → {error:?}");
     }
 
     let order = |items: Value| json!({ "customer_email": "a@example.com", "items": items });
@@ -80,24 +74,15 @@ async fn bad_requests_get_clear_json_errors() {
         ),
     ];
     for (body, needle) in cases {
-        let (status, answer) = app.post("/api/orders", &body).await;
-        assert_eq!(status, 422, "{body} → {answer}");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(needle),
-            "{body} → {answer}"
-        );
+        let error = app.place_order(&body).await.error(422);
+        assert!(error.message.contains(needle), "{body} → {error:?}");
     }
     // The right unit price is accepted.
-    let (status, _) = app
-        .post(
-            "/api/orders",
-            &order(json!([{ "product_id": product, "quantity": 1, "unit_price": 19.99 }])),
-        )
-        .await;
-    assert_eq!(status, 202);
+    app.place_order(&order(
+        json!([{ "product_id": product, "quantity": 1, "unit_price": 19.99 }]),
+    ))
+    .await
+    .expect(202);
 
     // Malformed JSON, wrong content type, oversized body.
     let raw = |body: &'static str, content_type: &'static str| {
@@ -125,44 +110,30 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(r.status, 413);
 
     // Unknown things.
-    let (status, body) = app
-        .get(&format!("/api/products/{}", uuid::Uuid::now_v7()))
-        .await;
-    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let error = app.product(uuid::Uuid::now_v7()).await.error(404);
+    assert_eq!(error.code, "not_found");
     let (status, body) = app.get("/api/products/123").await;
     assert_eq!((status, error_code(&body)), (400, "invalid_path"));
     let (status, body) = app.get("/api/nothing-here").await;
     assert_eq!((status, error_code(&body)), (404, "not_found"));
-    let (status, body) = app.get("/api/orders?status=LOST").await;
-    assert_eq!((status, error_code(&body)), (422, "invalid_field"));
-    let (status, body) = app.get("/api/orders?limit=0").await;
-    assert_eq!((status, error_code(&body)), (422, "invalid_field"));
-    let (status, _) = app
-        .post(
-            &format!("/api/products/{}/stock", uuid::Uuid::now_v7()),
-            &json!({ "quantity": 1 }),
-        )
-        .await;
-    assert_eq!(status, 404);
+    for query in ["status=LOST", "limit=0"] {
+        let error = app.orders(query).await.error(422);
+        assert_eq!(error.code, "invalid_field", "{query}");
+    }
+    let refused = app.receive_stock(uuid::Uuid::now_v7(), 1).await;
+    assert_eq!(refused.status, 404);
 
     // The lifecycle, restock and audit routes.
     let empty = json!({});
     let (status, body) = app.post("/api/orders/123/ship", &empty).await;
     assert_eq!((status, error_code(&body)), (400, "invalid_path"));
-    let (status, body) = app
-        .post(
-            &format!("/api/orders/{}/cancel", uuid::Uuid::new_v4()),
-            &empty,
-        )
-        .await;
-    assert_eq!((status, error_code(&body)), (404, "not_found"));
-    let (status, body) = app
-        .post(
-            &format!("/api/purchase-orders/{}/receive", uuid::Uuid::now_v7()),
-            &empty,
-        )
-        .await;
-    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    let error = app.cancel(uuid::Uuid::new_v4()).await.error(404);
+    assert_eq!(error.code, "not_found");
+    let error = app
+        .receive_purchase_order(uuid::Uuid::now_v7())
+        .await
+        .error(404);
+    assert_eq!(error.code, "not_found");
     let (status, body) = app.post("/api/purchase-orders/x/receive", &empty).await;
     assert_eq!((status, error_code(&body)), (400, "invalid_path"));
     for path in [
@@ -185,8 +156,8 @@ async fn bad_requests_get_clear_json_errors() {
 
     // Nothing invalid was recorded: one order, the valid one.
     app.wait_until_decided(1).await;
-    let (_, stats) = app.get("/api/stats").await;
-    assert_eq!(stats["order_count"], 1);
+    let stats = app.stats().await.expect(200);
+    assert_eq!(stats.figures.order_count, 1);
     app.stop().await;
 }
 
@@ -202,19 +173,17 @@ async fn long_poll_returns_the_decision_and_paging_works() {
         assert_eq!(status, 202);
         ids.push(body["order_id"].as_str().unwrap().to_string());
     }
-    let (status, order) = app.get(&format!("/api/orders/{}?wait=10", ids[2])).await;
-    assert_eq!(status, 200, "{order}");
-    assert_ne!(order["status"], "PENDING");
+    let order = app.order_waiting(&ids[2], 10).await.expect(200);
+    assert_ne!(order.status, OrderStatus::Pending);
     app.wait_until_decided(3).await;
 
-    let (_, first_page) = app.get("/api/orders?limit=2").await;
-    let first_page = first_page.as_array().unwrap().clone();
+    let first_page = app.orders("limit=2").await.expect(200);
     assert_eq!(first_page.len(), 2);
-    let after = first_page[1]["order_id"].as_str().unwrap();
-    let (_, second_page) = app.get(&format!("/api/orders?limit=2&after={after}")).await;
-    assert_eq!(second_page.as_array().unwrap().len(), 1);
-    let (_, rejected) = app.get("/api/orders?status=rejected").await;
-    assert_eq!(rejected.as_array().unwrap().len(), 1);
+    let after = first_page[1].order_id;
+    let second_page = app.orders(&format!("limit=2&after={after}")).await;
+    assert_eq!(second_page.expect(200).len(), 1);
+    let rejected = app.orders("status=rejected").await.expect(200);
+    assert_eq!(rejected.len(), 1);
     app.stop().await;
 }
 

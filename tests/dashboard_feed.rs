@@ -36,10 +36,9 @@ async fn pipeline_is_in_every_snapshot(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let product = app.create_product("FEED-1", 2.0, 100).await;
     for i in 0..5 {
-        let (status, _) = app
-            .order_of(&format!("feed{i}@example.com"), &[(product, 1)])
-            .await;
-        assert_eq!(status, 202);
+        app.order_of(&format!("feed{i}@example.com"), &[(product, 1)])
+            .await
+            .expect(202);
     }
     app.wait_until_decided(5).await;
     let ws_url = format!("{}/ws/dashboard", app.base.replacen("http", "ws", 1));
@@ -82,8 +81,9 @@ async fn pipeline_is_in_every_snapshot(backend: Backend) {
     }
 
     // More orders: the counter moves on.
-    let (status, _) = app.order_of("later@example.com", &[(product, 1)]).await;
-    assert_eq!(status, 202);
+    app.order_of("later@example.com", &[(product, 1)])
+        .await
+        .expect(202);
     let mut later = next_snapshot(&mut socket).await["pipeline"].clone();
     for _ in 0..10 {
         if later["appended"].as_u64().unwrap() > appended {
@@ -110,52 +110,42 @@ async fn valkey_pipeline_is_in_every_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_of_all_starts_and_stops_from_the_api() {
     let app = TestApp::spawn(Backend::EmbeddedSqlite).await;
-    let (status, state) = app.get("/api/simulator").await;
-    assert_eq!(status, 200);
-    assert_eq!(state["available"], true);
-    assert_eq!(state["running"], false);
-    assert_eq!(state["profiles"], json!(["normal", "burst"]));
+    let state = app.simulator().await.expect(200);
+    assert!(state.available);
+    assert!(!state.running);
+    assert_eq!(state.profiles, ["normal", "burst"]);
 
-    let (status, body) = app
-        .post(
-            "/api/simulator",
-            &json!({ "running": true, "profile": "turbo" }),
-        )
-        .await;
-    assert_eq!(status, 422, "{body}");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("profile:"));
+    let refused = app
+        .control_simulator(&json!({ "running": true, "profile": "turbo" }))
+        .await
+        .error(422);
+    assert!(refused.message.starts_with("profile:"));
 
-    let (status, state) = app
-        .post(
-            "/api/simulator",
-            &json!({ "running": true, "profile": "burst" }),
-        )
-        .await;
-    assert_eq!(status, 200, "{state}");
+    let state = app
+        .control_simulator(&json!({ "running": true, "profile": "burst" }))
+        .await
+        .expect(200);
     assert_eq!(
-        (state["running"].clone(), state["profile"].clone()),
-        (json!(true), json!("burst"))
+        (state.running, state.profile.as_deref()),
+        (true, Some("burst"))
     );
     app.wait_for("orders from the simulator", || async {
-        app.stats().await.1["order_count"].as_u64().unwrap_or(0) >= 3
+        let stats = app.stats().await.found();
+        stats.is_some_and(|s| s.figures.order_count >= 3)
     })
     .await;
 
-    let (_, state) = app
-        .post(
-            "/api/simulator",
-            &json!({ "running": true, "profile": "normal" }),
-        )
-        .await;
-    assert_eq!(state["profile"], "normal", "switched");
-    let (_, state) = app
-        .post("/api/simulator", &json!({ "running": false }))
-        .await;
-    assert_eq!(state["running"], false);
-    assert_eq!(app.get("/api/simulator").await.1["running"], false);
+    let state = app
+        .control_simulator(&json!({ "running": true, "profile": "normal" }))
+        .await
+        .expect(200);
+    assert_eq!(state.profile.as_deref(), Some("normal"), "switched");
+    let state = app
+        .control_simulator(&json!({ "running": false }))
+        .await
+        .expect(200);
+    assert!(!state.running);
+    assert!(!app.simulator().await.expect(200).running);
     app.stop().await;
 }
 
@@ -168,15 +158,11 @@ async fn serve_has_no_simulator_to_control() {
     let gateway = Role::start("serve", &["serve", "--listen", &listen], &deployment.env);
     let api = Api::new(&format!("http://{listen}"));
     api.wait_healthy().await;
-    let (status, state) = api.get("/api/simulator").await;
-    assert_eq!((status, state["available"].clone()), (200, json!(false)));
-    let (status, body) = api
-        .post("/api/simulator", &json!({ "running": true }))
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("streamstock simulate"));
+    assert!(!api.simulator().await.expect(200).available);
+    let refused = api
+        .control_simulator(&json!({ "running": true }))
+        .await
+        .error(409);
+    assert!(refused.message.contains("streamstock simulate"));
     assert!(gateway.terminate().success());
 }

@@ -10,6 +10,7 @@ use common::{Api, Backend, TestApp};
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::Duration;
+use streamstock::domain::status::OrderStatus;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How many announcements the gateway says it heard.
@@ -26,12 +27,12 @@ async fn announcements_heard(api: &Api) -> u64 {
 /// gateway heard the worker announce it.
 async fn assert_long_poll_woken_by_announcement(api: &Api, product: uuid::Uuid) {
     let before = announcements_heard(api).await;
-    let (status, body) = api.order_of("waits@example.com", &[(product, 1)]).await;
-    assert_eq!(status, 202, "{body}");
-    let order = body["order_id"].as_str().unwrap();
-    let (status, decided) = api.order_waiting(order, 10).await;
-    assert_eq!(status, 200, "{decided}");
-    assert_eq!(decided["status"], "CONFIRMED", "{decided}");
+    let queued = api
+        .order_of("waits@example.com", &[(product, 1)])
+        .await
+        .expect(202);
+    let decided = api.order_waiting(queued.order_id, 10).await.expect(200);
+    assert_eq!(decided.status, OrderStatus::Confirmed, "{decided:?}");
     api.wait_for("the decision's announcement counted", || async {
         announcements_heard(api).await > before
     })
@@ -59,9 +60,11 @@ async fn the_dashboard_feed_carries_status_changes(backend: Backend) {
         "a snapshot first: {first}"
     );
 
-    let (status, body) = app.order_of("feed@example.com", &[(product, 1)]).await;
-    assert_eq!(status, 202, "{body}");
-    let order = body["order_id"].as_str().unwrap().to_string();
+    let queued = app
+        .order_of("feed@example.com", &[(product, 1)])
+        .await
+        .expect(202);
+    let order = queued.order_id.to_string();
     let heard = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(message) = socket.next().await {
             let Ok(Message::Text(text)) = message else {

@@ -5,6 +5,7 @@
 //! log_conformance.)
 
 use crate::common;
+use streamstock::domain::status::OrderStatus;
 
 use chrono::Utc;
 use common::held;
@@ -213,7 +214,7 @@ async fn a_worker_paused_past_its_lease_cannot_commit() {
     let orders = api.all_orders().await.expect("the orders");
     assert!(!orders.is_empty());
     assert!(
-        orders.iter().all(|o| o["status"] != "PENDING"),
+        orders.iter().all(|o| o.status != OrderStatus::Pending),
         "every order decided"
     );
     let violations = common::invariants::invariant_violations(&store)

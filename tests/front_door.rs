@@ -41,8 +41,8 @@ async fn every_answer_carries_a_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_counted_by_route_and_status() {
     let app = TestApp::spawn(Backend::EmbeddedSqlite).await;
-    assert_eq!(app.products().await.0, 200);
-    assert_eq!(app.order(uuid::Uuid::new_v4()).await.0, 404);
+    app.products().await.expect(200);
+    assert_eq!(app.order(uuid::Uuid::new_v4()).await.status, 404);
     let metrics = app.metrics().await;
     for series in [
         r#"streamstock_http_requests_total{route="/api/products",method="GET",status="200"}"#,
@@ -72,7 +72,7 @@ async fn requests_beyond_the_bound_get_503_at_once() {
     let polls: Vec<_> = (0..2)
         .map(|_| {
             let api = common::Api::new(&app.base);
-            tokio::spawn(async move { api.order(uuid::Uuid::now_v7()).await.0 })
+            tokio::spawn(async move { api.order(uuid::Uuid::now_v7()).await.status })
         })
         .collect();
     // /metrics is a probe: it answers without taking a slot.
@@ -100,7 +100,7 @@ async fn requests_beyond_the_bound_get_503_at_once() {
     for poll in polls {
         assert_eq!(poll.await.unwrap(), 202);
     }
-    assert_eq!(app.products().await.0, 200, "the slots are free again");
+    assert_eq!(app.products().await.status, 200, "the slots are free again");
     assert!(app
         .metrics()
         .await

@@ -9,61 +9,55 @@ use crate::common;
 
 use common::process::{assert_rebuild_identical_for, run_cli, Role, SharedDeployment};
 use common::{Api, Backend, TestApp};
-use serde_json::{json, Value};
+use serde_json::json;
+use streamstock::domain::status::{AlertKind, OrderStatus};
+use streamstock::gateway::responses::{OrderPending, Queued};
+use streamstock::store::analytics::ArchivedEvent;
 use uuid::Uuid;
 
 async fn product(api: &Api, sku: &str, stock: i64, threshold: i64, reorder: i64) -> Uuid {
-    let (status, body) = api
+    let created = api
         .add_product(&json!({ "sku": sku, "name": sku, "price": 10.0, "category_name": "tests",
                               "initial_stock": stock, "low_stock_threshold": threshold, "reorder_quantity": reorder }))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+        .await
+        .expect(201);
+    let id = created.id.as_uuid();
     api.wait_for(&format!("{sku} stocked"), || async {
-        api.product(id).await.1["on_hand"] == stock
+        let product = api.product(id).await.found();
+        product.is_some_and(|p| p.on_hand == stock)
     })
     .await;
     id
 }
 
 async fn order(api: &Api, product: Uuid, quantity: i64) -> Uuid {
-    let (status, body) = api
+    let queued = api
         .order_of("life@example.com", &[(product, quantity)])
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body["order_id"].as_str().unwrap().parse().unwrap()
+        .await
+        .expect(202);
+    queued.order_id.as_uuid()
 }
 
-async fn status_of(api: &Api, order: Uuid) -> String {
-    let (_, body) = api.order_waiting(order, 10).await;
-    body["status"].as_str().unwrap_or("").to_string()
-}
-
-async fn wait_status(api: &Api, order: Uuid, want: &str) {
-    api.wait_for(&format!("order {order} {want}"), || async {
-        status_of(api, order).await == want
+async fn wait_status(api: &Api, order: Uuid, want: OrderStatus) {
+    api.wait_for(&format!("order {order} {want:?}"), || async {
+        api.status_waiting(order, 10).await == Some(want)
     })
     .await;
 }
 
 async fn stock(api: &Api, product: Uuid) -> (i64, i64) {
-    let (_, p) = api.product(product).await;
-    (
-        p["on_hand"].as_i64().unwrap(),
-        p["reserved"].as_i64().unwrap(),
-    )
+    let p = api.product(product).await.expect(200);
+    (p.on_hand, p.reserved)
 }
 
-async fn events(api: &Api, query: &str) -> Vec<Value> {
-    let (status, body) = api.events(query).await;
-    assert_eq!(status, 200, "{body}");
-    body.as_array().unwrap().clone()
+async fn events(api: &Api, query: &str) -> Vec<ArchivedEvent> {
+    api.events(query).await.expect(200)
 }
 
-fn types(events: &[Value]) -> Vec<&str> {
+fn types(events: &[ArchivedEvent]) -> Vec<&str> {
     events
         .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
+        .map(|e| e.envelope.event_type.as_str())
         .collect()
 }
 
@@ -73,32 +67,28 @@ async fn lifecycle_paths(backend: Backend) {
 
     // confirmed → shipped: on-hand and reserved both drop.
     let shipped = order(&app, a, 2).await;
-    wait_status(&app, shipped, "CONFIRMED").await;
+    wait_status(&app, shipped, OrderStatus::Confirmed).await;
     assert_eq!(stock(&app, a).await, (20, 2));
-    let (status, body) = app.ship(shipped).await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["status"], "QUEUED");
-    wait_status(&app, shipped, "SHIPPED").await;
+    let queued = app.ship(shipped).await.expect(202);
+    assert_eq!(queued.status, Queued::Queued);
+    wait_status(&app, shipped, OrderStatus::Shipped).await;
     assert_eq!(stock(&app, a).await, (18, 0));
-    let (_, body) = app.order(shipped).await;
-    let time =
-        |field: &str| chrono::DateTime::parse_from_rfc3339(body[field].as_str().unwrap()).unwrap();
-    assert!(time("updated_at") >= time("decided_at"), "{body}");
+    let view = app.order(shipped).await.expect(200);
+    assert!(view.updated_at >= view.decided_at.unwrap(), "{view:?}");
 
     // confirmed → cancelled: the reservation is released.
     let cancelled = order(&app, a, 3).await;
-    wait_status(&app, cancelled, "CONFIRMED").await;
+    wait_status(&app, cancelled, OrderStatus::Confirmed).await;
     assert_eq!(stock(&app, a).await, (18, 3));
-    let (status, body) = app.cancel(cancelled).await;
-    assert_eq!(status, 202, "{body}");
-    wait_status(&app, cancelled, "CANCELLED").await;
+    app.cancel(cancelled).await.expect(202);
+    wait_status(&app, cancelled, OrderStatus::Cancelled).await;
     assert_eq!(stock(&app, a).await, (18, 0));
 
     // rejected: the reason names the product and the shortfall.
     let rejected = order(&app, a, 100).await;
-    wait_status(&app, rejected, "REJECTED").await;
-    let (_, body) = app.order(rejected).await;
-    let reason = body["reason"].as_str().unwrap();
+    wait_status(&app, rejected, OrderStatus::Rejected).await;
+    let view = app.order(rejected).await.expect(200);
+    let reason = view.reason.unwrap();
     assert!(
         reason.contains("LIFE-A") && reason.contains("short by 82"),
         "{reason}"
@@ -113,53 +103,51 @@ async fn lifecycle_paths(backend: Backend) {
         (rejected, true, "was rejected"),
         (rejected, false, "was rejected"),
     ] {
-        let (status, body) = if ship {
+        let reply = if ship {
             app.ship(order).await
         } else {
             app.cancel(order).await
         };
-        assert_eq!(status, 409, "{order} ship={ship}: {body}");
-        assert_eq!(body["error"]["code"], "conflict");
+        let error = reply.error(409);
+        assert_eq!(error.code, "conflict");
         assert!(
-            body["error"]["message"].as_str().unwrap().contains(why),
-            "{order} ship={ship}: {body}"
+            error.message.contains(why),
+            "{order} ship={ship}: {error:?}"
         );
     }
     // An id no order ever had: 404. A fresh v7 id may be an order still in
     // the log: accepted, then refused by the worker with a recorded reason.
-    let (status, _) = app.ship(Uuid::new_v4()).await;
-    assert_eq!(status, 404);
+    assert_eq!(app.ship(Uuid::new_v4()).await.status, 404);
     let ghost = Uuid::now_v7();
-    let (status, _) = app.cancel(ghost).await;
-    assert_eq!(status, 202);
+    app.cancel(ghost).await.expect(202);
     app.wait_for("the ghost's refusal", || async {
         types(&events(&app, &format!("key={ghost}")).await)
             == ["order.cancel_requested", "alert.raised"]
     })
     .await;
     let refusal = &events(&app, &format!("key={ghost}&type=alert.raised")).await[0];
-    assert_eq!(refusal["payload"]["kind"], "command_refused");
-    assert!(refusal["payload"]["message"]
+    assert_eq!(refusal.envelope.payload["kind"], "command_refused");
+    assert!(refusal.envelope.payload["message"]
         .as_str()
         .unwrap()
         .contains("no such order"));
     assert!(
-        refusal["entry_id"].is_null(),
+        refusal.entry_id.is_none(),
         "a decision is archived before it is published"
     );
 
     // A race: cancel and ship at once. One wins; the other is refused,
     // either here (409) or by the worker (recorded), never both applied.
     let raced = order(&app, a, 4).await;
-    wait_status(&app, raced, "CONFIRMED").await;
+    wait_status(&app, raced, OrderStatus::Confirmed).await;
     let (c, s) = tokio::join!(app.cancel(raced), app.ship(raced));
-    assert!(c.0 == 202 || s.0 == 202, "{c:?} {s:?}");
+    assert!(c.status == 202 || s.status == 202, "{c:?} {s:?}");
     app.wait_for("the race decided", || async {
-        let status = status_of(&app, raced).await;
-        status == "CANCELLED" || status == "SHIPPED"
+        let status = app.status_waiting(raced, 10).await;
+        status == Some(OrderStatus::Cancelled) || status == Some(OrderStatus::Shipped)
     })
     .await;
-    if c.0 == 202 && s.0 == 202 {
+    if c.status == 202 && s.status == 202 {
         app.wait_for("the loser's refusal", || async {
             events(&app, &format!("key={raced}&type=alert.raised"))
                 .await
@@ -172,7 +160,7 @@ async fn lifecycle_paths(backend: Backend) {
     assert_eq!(reserved, 0);
     assert_eq!(
         on_hand,
-        if status_of(&app, raced).await == "SHIPPED" {
+        if app.status_waiting(raced, 10).await == Some(OrderStatus::Shipped) {
             14
         } else {
             18
@@ -190,16 +178,11 @@ async fn lifecycle_paths(backend: Backend) {
             "order.shipped"
         ]
     );
-    assert!(trail
-        .windows(2)
-        .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
+    assert!(trail.windows(2).all(|w| w[0].seq < w[1].seq));
     let first = events(&app, &format!("key={shipped}&limit=1")).await;
     let rest = events(
         &app,
-        &format!(
-            "key={shipped}&after={}",
-            first[0]["event_id"].as_str().unwrap()
-        ),
+        &format!("key={shipped}&after={}", first[0].envelope.event_id),
     )
     .await;
     assert_eq!(types(&first), ["order.placed"]);
@@ -207,27 +190,21 @@ async fn lifecycle_paths(backend: Backend) {
         types(&rest),
         ["order.confirmed", "order.ship_requested", "order.shipped"]
     );
-    let (status, body) = app.events(&format!("after={}", Uuid::now_v7())).await;
-    assert_eq!(status, 422, "{body}");
-    let (status, _) = app.events("limit=0").await;
-    assert_eq!(status, 422);
+    app.events(&format!("after={}", Uuid::now_v7()))
+        .await
+        .error(422);
+    assert_eq!(app.events("limit=0").await.status, 422);
 
     // Analytics: windows over event time and top products.
-    let (_, stats) = app.stats().await;
-    let per_minute = stats["throughput"]["per_minute"].as_array().unwrap();
+    let stats = app.stats().await.expect(200);
+    let per_minute = &stats.throughput.per_minute;
     assert_eq!(per_minute.len(), 60);
-    let placed: i64 = per_minute
-        .iter()
-        .map(|w| w["placed"].as_i64().unwrap())
-        .sum();
-    let shipped_n: i64 = per_minute
-        .iter()
-        .map(|w| w["shipped"].as_i64().unwrap())
-        .sum();
+    let placed: i64 = per_minute.iter().map(|w| w.placed).sum();
+    let shipped_n: i64 = per_minute.iter().map(|w| w.shipped).sum();
     assert_eq!(placed, 4);
     assert!(shipped_n >= 1);
-    assert_eq!(stats["top_products"][0]["sku"], "LIFE-A");
-    assert_eq!(stats["orders_by_status"]["REJECTED"], 1);
+    assert_eq!(stats.top_products[0].sku, "LIFE-A");
+    assert_eq!(stats.figures.orders_in(OrderStatus::Rejected), 1);
 
     let store = app.store().await;
     assert_eq!(
@@ -272,70 +249,59 @@ async fn restock_cycle(backend: Backend) {
 
     // 8 → 4 crosses below 5: stock.low once, a purchase order, an alert.
     let first = order(&app, p, 4).await;
-    wait_status(&app, first, "CONFIRMED").await;
+    wait_status(&app, first, OrderStatus::Confirmed).await;
     // 4 → 3: still below, no second notice or purchase order.
     let second = order(&app, p, 1).await;
-    wait_status(&app, second, "CONFIRMED").await;
+    wait_status(&app, second, OrderStatus::Confirmed).await;
     app.wait_for("one open purchase order", || async {
-        app.purchase_orders("OPEN")
-            .await
-            .1
-            .as_array()
-            .unwrap()
-            .len()
-            == 1
+        app.purchase_orders("OPEN").await.expect(200).len() == 1
     })
     .await;
-    let (_, open) = app.purchase_orders("open").await;
+    let open = app.purchase_orders("open").await.expect(200);
     let po = open[0].clone();
-    assert_eq!(po["product_id"], p.to_string());
-    assert_eq!(po["quantity"], 20);
-    assert_eq!(po["sku"], "RESTOCK-A");
+    assert_eq!(po.product_id.as_uuid(), p);
+    assert_eq!(po.quantity, 20);
+    assert_eq!(po.sku.as_deref(), Some("RESTOCK-A"));
     assert_eq!(
         types(&events(&app, &format!("key={p}&type=stock.low")).await).len(),
         1
     );
-    let (_, alerts) = app.alerts().await;
+    let alerts = app.alerts().await.expect(200);
     assert!(alerts
-        .as_array()
-        .unwrap()
         .iter()
-        .any(|a| a["kind"] == "low_stock" && a["subject"] == p.to_string()));
+        .any(|a| a.kind == AlertKind::LowStock && a.subject == p.to_string()));
 
     // The supplier delivers: stock.received closes the purchase order.
-    let po_id = po["id"].as_str().unwrap();
-    let (status, body) = app.receive_purchase_order(po_id).await;
-    assert_eq!(status, 202, "{body}");
+    let po_id = po.id;
+    app.receive_purchase_order(po_id).await.expect(202);
     app.wait_for("the delivery", || async { stock(&app, p).await == (28, 5) })
         .await;
-    let (_, received) = app.purchase_orders("RECEIVED").await;
-    assert_eq!(received[0]["id"], po_id);
-    assert!(received[0]["received_at"].is_string());
+    let received = app.purchase_orders("RECEIVED").await.expect(200);
+    assert_eq!(received[0].id, po_id);
+    assert!(received[0].received_at.is_some());
     let receipts = events(&app, &format!("key={p}&type=stock.received")).await;
+    let receipt = &receipts.last().unwrap().envelope;
     assert_eq!(
-        receipts.last().unwrap()["payload"]["purchase_order_id"],
-        po_id
+        receipt.payload["purchase_order_id"],
+        po_id.as_uuid().to_string()
     );
-    assert_eq!(receipts.last().unwrap()["version"], 2);
+    assert_eq!(receipt.version, 2);
     // Received twice: 409; unknown: 404; bad status filter: 422.
-    let (status, _) = app.receive_purchase_order(po_id).await;
-    assert_eq!(status, 409);
-    let (status, _) = app.receive_purchase_order(Uuid::now_v7()).await;
-    assert_eq!(status, 404);
-    let (status, _) = app.purchase_orders("LOST").await;
-    assert_eq!(status, 422);
+    assert_eq!(app.receive_purchase_order(po_id).await.status, 409);
+    assert_eq!(app.receive_purchase_order(Uuid::now_v7()).await.status, 404);
+    assert_eq!(app.purchase_orders("LOST").await.status, 422);
 
     // Above the threshold again (23 available), a new crossing drafts a new
     // purchase order: once per crossing.
     let third = order(&app, p, 20).await;
-    wait_status(&app, third, "CONFIRMED").await;
+    wait_status(&app, third, OrderStatus::Confirmed).await;
     app.wait_for("a second stock.low", || async {
         events(&app, &format!("key={p}&type=stock.low")).await.len() == 2
     })
     .await;
     app.wait_for("a new open purchase order", || async {
-        let (_, open) = app.purchase_orders("OPEN").await;
-        open.as_array().unwrap().len() == 1 && open[0]["id"] != po_id
+        let open = app.purchase_orders("OPEN").await.expect(200);
+        open.len() == 1 && open[0].id != po_id
     })
     .await;
     let store = app.store().await;
@@ -353,7 +319,7 @@ backend_pairs!(lifecycle_paths, restock_cycle);
 /// The audit trail of an order cancelled before its decision: placed first,
 /// cancelled last; the cancel request and the confirmation in between, in
 /// whichever order the batches put them.
-fn assert_cancel_trail(trail: &[Value]) {
+fn assert_cancel_trail(trail: &[ArchivedEvent]) {
     let mut types: Vec<&str> = types(trail);
     assert_eq!(types.first(), Some(&"order.placed"), "{types:?}");
     assert_eq!(types.last(), Some(&"order.cancelled"), "{types:?}");
@@ -389,17 +355,12 @@ async fn valkey_postgres_cancel_before_the_decision() {
     assert!(first_worker.terminate().success());
 
     let o = order(&api, p, 2).await;
-    let (status, body) = api.cancel(o).await;
-    assert_eq!(status, 202, "{body}");
-    let (status, pending) = api.order(o).await;
-    assert_eq!(
-        (status, pending["status"].as_str()),
-        (202, Some("QUEUED")),
-        "nothing decided yet: {pending}"
-    );
+    api.cancel(o).await.expect(202);
+    let pending: OrderPending = api.order(o).await.expect_as(202);
+    assert_eq!(pending.status, Queued::Queued, "nothing decided yet");
 
     let worker = start_worker();
-    wait_status(&api, o, "CANCELLED").await;
+    wait_status(&api, o, OrderStatus::Cancelled).await;
     assert_eq!(stock(&api, p).await, (5, 0));
     assert_cancel_trail(&events(&api, &format!("key={o}")).await);
     assert!(worker.terminate().success());
@@ -434,16 +395,16 @@ async fn valkey_postgres_older_versions_are_upcast_newer_dead_lettered() {
     let archived = events(&app, &format!("key={p}&type=stock.received")).await;
     let v1 = archived
         .iter()
-        .find(|e| e["event_id"] == old.event_id.to_string())
+        .find(|e| e.envelope.event_id == old.event_id)
         .unwrap();
     assert_eq!(
-        v1["version"], 1,
+        v1.envelope.version, 1,
         "the archive keeps the event as it was written"
     );
     app.wait_for("the v3 receipt dead-lettered", || async {
-        let (_, letters) = app.dead_letters().await;
-        letters.as_array().unwrap().iter().any(|l| {
-            l["error"].as_str().unwrap().contains(
+        let letters = app.dead_letters().await.expect(200);
+        letters.iter().any(|l| {
+            l.error.contains(
                 "`stock.received` has version 3, newer than the 2 this worker understands",
             )
         })
@@ -490,12 +451,8 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
             while std::time::Instant::now() < stop {
                 i += 1;
                 let line = (products[(c + i) % 3], 1 + (i % 3) as i64);
-                let (status, body) = api.order_of("mix@example.com", &[line]).await;
-                assert_eq!(status, 202, "{body}");
-                placed
-                    .lock()
-                    .unwrap()
-                    .push(body["order_id"].as_str().unwrap().parse().unwrap());
+                let queued = api.order_of("mix@example.com", &[line]).await.expect(202);
+                placed.lock().unwrap().push(queued.order_id.as_uuid());
             }
         })
     });
@@ -507,21 +464,27 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
             let mut round = 0usize;
             while std::time::Instant::now() < stop {
                 round += 1;
-                let (_, confirmed) = api.orders("status=CONFIRMED&limit=20").await;
-                for (n, order) in confirmed.as_array().unwrap().iter().enumerate() {
-                    let id = order["order_id"].as_str().unwrap();
-                    let (status, body) = if (round + n).is_multiple_of(4) {
+                let confirmed = api.orders("status=CONFIRMED&limit=20").await.expect(200);
+                for (n, order) in confirmed.iter().enumerate() {
+                    let id = order.order_id;
+                    let reply = if (round + n).is_multiple_of(4) {
                         api.cancel(id).await
                     } else {
                         api.ship(id).await
                     };
-                    assert!(status == 202 || status == 409, "{id}: {status} {body}");
+                    assert!(
+                        reply.status == 202 || reply.status == 409,
+                        "{id}: {reply:?}"
+                    );
                 }
-                let (_, open) = api.purchase_orders("OPEN").await;
-                for po in open.as_array().unwrap() {
-                    let id = po["id"].as_str().unwrap();
-                    let (status, body) = api.receive_purchase_order(id).await;
-                    assert!(status == 202 || status == 409, "{id}: {status} {body}");
+                let open = api.purchase_orders("OPEN").await.expect(200);
+                for po in open {
+                    let reply = api.receive_purchase_order(po.id).await;
+                    assert!(
+                        reply.status == 202 || reply.status == 409,
+                        "{}: {reply:?}",
+                        po.id
+                    );
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
@@ -535,17 +498,12 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
     assert!(placed > 30, "too few orders to mean anything: {placed}");
     api.wait_until_decided(placed).await;
 
-    let (_, stats) = api.stats().await;
-    let by_status = &stats["orders_by_status"];
-    assert!(by_status["SHIPPED"].as_i64().unwrap() > 0, "{stats}");
-    assert!(by_status["CANCELLED"].as_i64().unwrap() > 0, "{stats}");
-    let (_, open) = api.purchase_orders("OPEN").await;
-    let mut open_products: Vec<&str> = open
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|po| po["product_id"].as_str().unwrap())
-        .collect();
+    let stats = api.stats().await.expect(200);
+    let by_status = &stats.figures.orders_by_status;
+    assert!(by_status[&OrderStatus::Shipped] > 0, "{by_status:?}");
+    assert!(by_status[&OrderStatus::Cancelled] > 0, "{by_status:?}");
+    let open = api.purchase_orders("OPEN").await.expect(200);
+    let mut open_products: Vec<_> = open.iter().map(|po| po.product_id).collect();
     let before = open_products.len();
     open_products.dedup();
     open_products.sort();
@@ -553,13 +511,10 @@ async fn valkey_postgres_two_workers_mixed_lifecycle_load() {
     assert_eq!(
         open_products.len(),
         before,
-        "two open purchase orders for one product: {open}"
+        "two open purchase orders for one product: {open:?}"
     );
-    let (_, all_pos) = api.purchase_orders("").await;
-    assert!(
-        !all_pos.as_array().unwrap().is_empty(),
-        "the load drafted no purchase order"
-    );
+    let all_pos = api.purchase_orders("").await.expect(200);
+    assert!(!all_pos.is_empty(), "the load drafted no purchase order");
     let store = streamstock::store::Store::connect(&deployment.database)
         .await
         .unwrap();
@@ -619,7 +574,7 @@ async fn embedded_sqlite_cancel_before_the_decision() {
     }
 
     let app = TestApp::spawn_with(common.clone()).await;
-    wait_status(&app, order_id.as_uuid(), "CANCELLED").await;
+    wait_status(&app, order_id.as_uuid(), OrderStatus::Cancelled).await;
     assert_eq!(stock(&app, p).await, (5, 0));
     assert_cancel_trail(&events(&app, &format!("key={order_id}")).await);
     let common_for_rebuild = app.common.clone();

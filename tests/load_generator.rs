@@ -3,6 +3,7 @@
 //! system recorded.
 
 use crate::common;
+use streamstock::domain::status::OrderStatus;
 
 use common::process::BIN;
 use common::{Backend, TestApp};
@@ -75,23 +76,21 @@ async fn a_steady_run_reports_what_the_system_recorded() {
 
     // The system recorded exactly what the report counts.
     app.wait_for("every order decided", || async {
-        let (_, stats) = app.stats().await;
-        stats["orders_by_status"]["PENDING"].as_i64().unwrap_or(0) == 0
-            && stats["order_count"].as_i64() == Some(accepted)
+        let stats = app.stats().await.expect(200).figures;
+        stats.orders_in(OrderStatus::Pending) == 0 && stats.order_count == accepted
     })
     .await;
-    let (_, stats) = app.stats().await;
-    let by_status = |s: &str| stats["orders_by_status"][s].as_i64().unwrap_or(0);
-    assert_eq!(stats["order_count"].as_i64(), Some(accepted), "{stats:#}");
+    let stats = app.stats().await.expect(200).figures;
+    assert_eq!(stats.order_count, accepted, "{stats:#?}");
     app.wait_for("ships and cancels applied", || async {
-        let (_, stats) = app.stats().await;
-        stats["orders_by_status"]["SHIPPED"].as_i64().unwrap_or(0) == count("ship 202")
-            && stats["orders_by_status"]["CANCELLED"].as_i64().unwrap_or(0) == count("cancel 202")
+        let stats = app.stats().await.expect(200).figures;
+        stats.orders_in(OrderStatus::Shipped) == count("ship 202")
+            && stats.orders_in(OrderStatus::Cancelled) == count("cancel 202")
     })
     .await;
     assert!(
-        by_status("CONFIRMED") + by_status("SHIPPED") > 0,
-        "{stats:#}"
+        stats.orders_in(OrderStatus::Confirmed) + stats.orders_in(OrderStatus::Shipped) > 0,
+        "{stats:#?}"
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
     app.stop().await;

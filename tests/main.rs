@@ -1,7 +1,8 @@
 //! StreamStock's integration tests: one test binary, a module per concern,
 //! so the crate is linked once for all of them (nextest still runs each
 //! test in its own process). `./scripts/test.sh` starts the servers they
-//! need; `common` holds the helpers they share.
+//! need; `common` holds the helpers they share, among them `common::Api`,
+//! the HTTP client whose endpoint methods answer typed `Reply`s.
 
 #[macro_use]
 mod common;

@@ -8,6 +8,7 @@
 //! decided exactly once, the invariants hold, and `rebuild` is identical.
 
 use crate::common;
+use streamstock::domain::status::OrderStatus;
 
 use common::process::{
     assert_rebuild_identical, free_port, owners, status_report, Role, SharedDeployment, BIN,
@@ -56,10 +57,10 @@ async fn roles_on_several_hosts_survive_stops_and_kills() {
     api_b.wait_healthy().await;
 
     // The token is required: a write without it is refused.
-    let (status_code, _) = Api::new(&format!("http://{a}"))
+    let refused = Api::new(&format!("http://{a}"))
         .add_product(&serde_json::json!({"sku": "NOPE-1", "name": "n", "price": 1.0}))
         .await;
-    assert_eq!(status_code, 401);
+    assert_eq!(refused.status, 401);
     api_a
         .wait_for("three workers sharing the four partitions", || async {
             owners(&status_report(env)).len() == 3
@@ -129,7 +130,7 @@ async fn roles_on_several_hosts_survive_stops_and_kills() {
         "{} orders for {taken_a} + {taken_b} accepted",
         orders.len()
     );
-    assert!(orders.iter().all(|o| o["status"] != "PENDING"));
+    assert!(orders.iter().all(|o| o.status != OrderStatus::Pending));
     let violations = common::invariants::invariant_violations(&store)
         .await
         .unwrap();

@@ -7,6 +7,8 @@ use crate::common;
 use common::{Backend, TestApp};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use streamstock::domain::status::OrderStatus;
+use streamstock::gateway::responses::Queued;
 use uuid::Uuid;
 
 async fn concurrent_orders_keep_the_invariants(backend: Backend) {
@@ -16,11 +18,11 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     let gizmo = app.create_product("GIZMO-1", 0.35, 0).await;
 
     // Stock received after creation lands on top of the initial stock.
-    let (status, body) = app.receive_stock(gizmo, 6).await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["status"], "QUEUED");
+    let queued = app.receive_stock(gizmo, 6).await.expect(202);
+    assert_eq!(queued.status, Queued::Queued);
     app.wait_for("gizmo stock", || async {
-        app.product(gizmo).await.1["on_hand"] == 6
+        let product = app.product(gizmo).await.found();
+        product.is_some_and(|p| p.on_hand == 6)
     })
     .await;
 
@@ -37,34 +39,32 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
         .collect();
     let answers = futures::future::join_all(orders.iter().map(|o| app.place_order(o))).await;
     let mut totals: HashMap<Uuid, i64> = HashMap::new();
-    for (status, body) in &answers {
-        assert_eq!(*status, 202, "{body}");
-        assert_eq!(body["status"], "QUEUED");
-        assert!(body["msg_id"].as_str().is_some_and(|m| !m.is_empty()));
-        let id: Uuid = body["order_id"].as_str().unwrap().parse().unwrap();
-        totals.insert(id, (body["total"].as_f64().unwrap() * 100.0).round() as i64);
+    for answer in answers {
+        let queued = answer.expect(202);
+        assert_eq!(queued.status, Queued::Queued);
+        assert!(!queued.msg_id.is_empty());
+        totals.insert(queued.order_id.as_uuid(), queued.total.cents());
     }
     assert_eq!(totals.len(), 60, "every order got its own id");
 
     app.wait_until_decided(60).await;
 
     // Every accepted order exists once and is decided.
-    let (_, listed) = app.orders("limit=1000").await;
-    let listed = listed.as_array().unwrap();
+    let listed = app.orders("limit=1000").await.expect(200);
     assert_eq!(listed.len(), 60);
     let mut confirmed_cents = 0;
     let (mut confirmed, mut rejected) = (0, 0);
-    for order in listed {
-        let id: Uuid = order["order_id"].as_str().unwrap().parse().unwrap();
+    for order in &listed {
+        let id = order.order_id.as_uuid();
         assert!(totals.contains_key(&id), "unexpected order {id}");
-        match order["status"].as_str().unwrap() {
-            "CONFIRMED" => {
+        match order.status {
+            OrderStatus::Confirmed => {
                 confirmed += 1;
                 confirmed_cents += totals[&id];
             }
-            "REJECTED" => {
+            OrderStatus::Rejected => {
                 rejected += 1;
-                let reason = order["reason"].as_str().unwrap();
+                let reason = order.reason.as_deref().unwrap();
                 assert!(reason.contains("insufficient stock for"), "{reason}");
                 assert!(
                     ["WIDGET-1", "GADGET-1", "GIZMO-1"]
@@ -73,7 +73,7 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
                     "{reason}"
                 );
             }
-            other => panic!("order {id} ended {other}"),
+            other => panic!("order {id} ended {other:?}"),
         }
     }
     assert!(
@@ -87,27 +87,20 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
         .await
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
-    let (_, products) = app.products().await;
+    let products = app.products().await.expect(200);
     let mut reserved_total = 0;
-    for p in products.as_array().unwrap() {
-        let (on_hand, reserved, available) = (
-            p["on_hand"].as_i64().unwrap(),
-            p["reserved"].as_i64().unwrap(),
-            p["available"].as_i64().unwrap(),
-        );
-        assert!(0 <= reserved && reserved <= on_hand, "{p}");
+    for p in &products {
+        let (on_hand, reserved, available) = (p.on_hand, p.reserved, p.available);
+        assert!(0 <= reserved && reserved <= on_hand, "{p:?}");
         assert_eq!(available, on_hand - reserved);
         reserved_total += reserved;
     }
     assert!(reserved_total <= 20);
-    let (_, stats) = app.stats().await;
-    assert_eq!(
-        (stats["total_sales"].as_f64().unwrap() * 100.0).round() as i64,
-        confirmed_cents
-    );
-    assert_eq!(stats["order_count"], 60);
-    assert_eq!(stats["orders_by_status"]["CONFIRMED"], confirmed);
-    assert_eq!(stats["orders_by_status"]["REJECTED"], rejected);
+    let stats = app.stats().await.expect(200).figures;
+    assert_eq!(stats.total_sales.cents(), confirmed_cents);
+    assert_eq!(stats.order_count, 60);
+    assert_eq!(stats.orders_in(OrderStatus::Confirmed), confirmed);
+    assert_eq!(stats.orders_in(OrderStatus::Rejected), rejected);
 
     // Prometheus metrics of both roles (gateway and worker run in `all`).
     let metrics = app.metrics().await;
@@ -141,10 +134,8 @@ async fn concurrent_orders_keep_the_invariants(backend: Backend) {
     );
 
     // One order in full, with its lines at the catalog price.
-    let first = listed[0]["order_id"].as_str().unwrap();
-    let (status, order) = app.order(first).await;
-    assert_eq!(status, 200);
-    assert!(!order["items"].as_array().unwrap().is_empty());
+    let order = app.order(listed[0].order_id).await.expect(200);
+    assert!(!order.items.unwrap().is_empty());
 
     app.stop().await;
 }
@@ -157,10 +148,9 @@ async fn restart_loses_nothing(backend: Backend) {
     let app = TestApp::spawn_with(common.clone()).await;
     let product = app.create_product("KEEP-1", 5.00, 3).await;
     for i in 0..5 {
-        let (status, _) = app
-            .order_of(&format!("r{i}@example.com"), &[(product, 1)])
-            .await;
-        assert_eq!(status, 202);
+        app.order_of(&format!("r{i}@example.com"), &[(product, 1)])
+            .await
+            .expect(202);
     }
     app.wait_until_decided(5).await;
     app.stop().await;
@@ -174,21 +164,21 @@ async fn restart_loses_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201);
-    let (status, _) = again.receive_stock(product, 2).await;
-    assert_eq!(status, 202);
+    again.receive_stock(product, 2).await.expect(202);
     again
         .wait_for("stock after restart", || async {
-            again.product(product).await.1["on_hand"] == 5
+            let p = again.product(product).await.found();
+            p.is_some_and(|p| p.on_hand == 5)
         })
         .await;
-    let (_, p) = again.product(product).await;
+    let p = again.product(product).await.expect(200);
     assert_eq!(
-        p["reserved"], 3,
-        "3 of the 5 orders were confirmed before the restart: {p}"
+        p.reserved, 3,
+        "3 of the 5 orders were confirmed before the restart: {p:?}"
     );
-    let (_, stats) = again.stats().await;
-    assert_eq!(stats["orders_by_status"]["CONFIRMED"], 3);
-    assert_eq!(stats["orders_by_status"]["REJECTED"], 2);
+    let stats = again.stats().await.expect(200).figures;
+    assert_eq!(stats.orders_in(OrderStatus::Confirmed), 3);
+    assert_eq!(stats.orders_in(OrderStatus::Rejected), 2);
     let violations = common::invariants::invariant_violations(&again.store().await)
         .await
         .unwrap();

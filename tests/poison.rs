@@ -11,7 +11,10 @@ use common::{Backend, TestApp};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use streamstock::domain::events::StockReceived;
+use streamstock::domain::status::{AlertKind, Severity};
 use streamstock::domain::{DomainEvent, Envelope};
+use streamstock::store::queries::AlertView;
+use streamstock::stream::dead_letter::DeadLetter;
 use streamstock::stream::embedded::EmbeddedLog;
 use streamstock::stream::EventLog;
 use uuid::Uuid;
@@ -37,30 +40,25 @@ fn poison_then_good(product: Uuid) -> Vec<Envelope> {
     vec![unknown, newer, invalid, always_fails, receipt(2)]
 }
 
-async fn dead_letters(app: &TestApp, want: usize) -> Vec<Value> {
+async fn dead_letters(app: &TestApp, want: usize) -> Vec<DeadLetter> {
     app.wait_for(&format!("{want} dead letters"), || async {
-        app.dead_letters().await.1.as_array().map_or(0, Vec::len) >= want
+        app.dead_letters().await.found().map_or(0, |l| l.len()) >= want
     })
     .await;
-    app.dead_letters().await.1.as_array().cloned().unwrap()
+    app.dead_letters().await.expect(200)
 }
 
 /// The alerts of `kind` that `/api/alerts` lists.
-async fn alerts_of_kind(app: &TestApp, kind: &str) -> Vec<Value> {
-    let (_, alerts) = app.alerts().await;
-    alerts
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == kind)
-        .cloned()
-        .collect()
+async fn alerts_of_kind(app: &TestApp, kind: AlertKind) -> Vec<AlertView> {
+    let alerts = app.alerts().await.expect(200);
+    alerts.into_iter().filter(|a| a.kind == kind).collect()
 }
 
 async fn check_dead_letters(app: &TestApp, product: Uuid, extra: usize) {
     // The good event behind the poison was applied: the partition moved on.
     app.wait_for("the receipt behind the poison", || async {
-        app.product(product).await.1["on_hand"] == 7
+        let p = app.product(product).await.found();
+        p.is_some_and(|p| p.on_hand == 7)
     })
     .await;
     let letters = dead_letters(app, 4 + extra).await;
@@ -68,39 +66,32 @@ async fn check_dead_letters(app: &TestApp, product: Uuid, extra: usize) {
     let find = |needle: &str| {
         letters
             .iter()
-            .find(|l| l["error"].as_str().unwrap().contains(needle))
+            .find(|l| l.error.contains(needle))
             .unwrap_or_else(|| panic!("no dead letter mentioning {needle}: {letters:#?}"))
     };
-    assert_eq!(
-        find("unknown event type `product.teleported`")["attempts"],
-        1
-    );
-    assert_eq!(find("version 99")["attempts"], 1);
-    assert_eq!(find("invalid payload for `stock.received`")["attempts"], 1);
+    assert_eq!(find("unknown event type `product.teleported`").attempts, 1);
+    assert_eq!(find("version 99").attempts, 1);
+    assert_eq!(find("invalid payload for `stock.received`").attempts, 1);
     let failing = find("must be positive");
-    assert_eq!(failing["attempts"], 3, "retried up to --max-attempts");
-    assert_eq!(failing["envelope"]["payload"]["quantity"], -3);
-    assert!(failing["failed_at"].as_str().is_some());
+    assert_eq!(failing.attempts, 3, "retried up to --max-attempts");
+    assert_eq!(failing.envelope.as_ref().unwrap().payload["quantity"], -3);
 
     app.wait_for("an alert per dead letter", || async {
-        alerts_of_kind(app, "dead_letter").await.len() == 4 + extra
+        alerts_of_kind(app, AlertKind::DeadLetter).await.len() == 4 + extra
     })
     .await;
     // The fourth dead letter reached the test app's alert threshold (4):
     // one critical alert, raised once, however many letters follow.
     app.wait_for("the dead letters piling up alert", || async {
-        !alerts_of_kind(app, "dead_letters_piling_up")
+        !alerts_of_kind(app, AlertKind::DeadLettersPilingUp)
             .await
             .is_empty()
     })
     .await;
-    let piling = alerts_of_kind(app, "dead_letters_piling_up").await;
+    let piling = alerts_of_kind(app, AlertKind::DeadLettersPilingUp).await;
     assert_eq!(piling.len(), 1, "{piling:#?}");
-    assert_eq!(piling[0]["severity"], "critical");
-    assert!(piling[0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("4 events wait"));
+    assert_eq!(piling[0].severity, Severity::Critical);
+    assert!(piling[0].message.contains("4 events wait"));
     let violations = common::invariants::invariant_violations(&app.store().await)
         .await
         .unwrap();
@@ -171,7 +162,7 @@ async fn embedded_poison_goes_to_dead_letters_and_dlq_commands_work() {
     let letters = dead_letters(&app, 3).await;
     assert_eq!(letters.len(), 3);
     assert!(
-        letters.iter().any(|l| l["attempts"] == 3),
+        letters.iter().any(|l| l.attempts == 3),
         "the failing one got all its attempts again"
     );
     app.stop().await;
@@ -205,9 +196,9 @@ async fn valkey_poison_goes_to_dead_letters() {
     check_dead_letters(&app, product, 1).await;
     let letters = dead_letters(&app, 5).await;
     assert!(
-        letters.iter().any(
-            |l| l["envelope"].is_null() && l["error"].as_str().unwrap().contains("undecodable")
-        ),
+        letters
+            .iter()
+            .any(|l| l.envelope.is_none() && l.error.contains("undecodable")),
         "{letters:#?}"
     );
 
@@ -273,7 +264,7 @@ async fn attempts_survive_restarts() {
     // failure (the third) dead-letters it. A reset count would stop at 2.
     let app = TestApp::spawn_with_processing(common, 2, 10).await;
     let letters = dead_letters(&app, 1).await;
-    assert_eq!(letters[0]["attempts"], 3, "{letters:#?}");
+    assert_eq!(letters[0].attempts, 3, "{letters:#?}");
     app.stop().await;
 }
 
@@ -301,48 +292,37 @@ async fn dead_letters_are_replayed_and_purged_through_the_api() {
     }
     check_dead_letters(&app, product, 0).await;
     let letters = dead_letters(&app, 4).await;
-    let ids: Vec<String> = letters
-        .iter()
-        .map(|l| l["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> = letters.iter().map(|l| l.id.clone()).collect();
 
-    let (status, body) = app
-        .post(
-            "/api/dead-letters/replay",
-            &json!({ "ids": [ids[0], "no-such-letter"] }),
-        )
-        .await;
-    assert_eq!(status, 404, "{body}");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("no-such-letter"));
+    let refused = app
+        .replay_dead_letters(&json!({ "ids": [ids[0], "no-such-letter"] }))
+        .await
+        .error(404);
+    assert!(refused.message.contains("no-such-letter"));
     for bad in [json!({}), json!({ "ids": [ids[0]], "all": true })] {
-        let (status, body) = app.post("/api/dead-letters/purge", &bad).await;
-        assert_eq!(status, 422, "{bad}: {body}");
+        let reply = app.purge_dead_letters(&bad).await;
+        assert_eq!(reply.status, 422, "{bad}: {reply:?}");
     }
     assert_eq!(dead_letters(&app, 4).await.len(), 4, "nothing was touched");
 
-    let (status, body) = app
-        .post("/api/dead-letters/replay", &json!({ "ids": [ids[0]] }))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["replayed"][0]["id"], ids[0].as_str());
-    assert!(body["replayed"][0]["msg_id"].is_string());
+    let replay = app
+        .replay_dead_letters(&json!({ "ids": [ids[0]] }))
+        .await
+        .expect(200);
+    assert_eq!(replay.replayed[0].id, ids[0]);
+    assert!(!replay.replayed[0].msg_id.is_empty());
     // Still poison: it fails anew and comes back as a new letter.
     app.wait_for("the replayed letter to come back", || async {
-        let (_, now) = app.dead_letters().await;
-        let now = now.as_array().unwrap();
-        now.len() == 4 && !now.iter().any(|l| l["id"] == ids[0].as_str())
+        let now = app.dead_letters().await.expect(200);
+        now.len() == 4 && !now.iter().any(|l| l.id == ids[0])
     })
     .await;
 
-    let (status, body) = app
-        .post("/api/dead-letters/purge", &json!({ "all": true }))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["purged"], 4);
-    assert_eq!(body["remaining"], 0);
-    assert!(app.dead_letters().await.1.as_array().unwrap().is_empty());
+    let purge = app
+        .purge_dead_letters(&json!({ "all": true }))
+        .await
+        .expect(200);
+    assert_eq!((purge.purged, purge.remaining), (4, 0));
+    assert!(app.dead_letters().await.expect(200).is_empty());
     app.stop().await;
 }

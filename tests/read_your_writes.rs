@@ -8,6 +8,8 @@ use common::process::{free_port, Role, SharedDeployment};
 use common::{Api, Backend, TestApp};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use streamstock::domain::status::OrderStatus;
+use streamstock::gateway::responses::{OrderPending, Queued};
 
 /// Create, stock, order and read back, with no wait in between.
 async fn create_stock_and_order_at_once(backend: Backend) {
@@ -25,25 +27,25 @@ async fn create_stock_and_order_at_once(backend: Backend) {
     let id = body["id"].as_str().unwrap().to_string();
 
     assert_eq!(app.get(&location).await.0, 200, "GET of the Location");
-    let (status, body) = app.receive_stock(&id, 5).await;
-    assert_eq!(status, 202, "{body}");
+    app.receive_stock(&id, 5).await.expect(202);
     let product: uuid::Uuid = id.parse().unwrap();
-    let (status, body) = app.order_of("now@example.com", &[(product, 1)]).await;
-    assert_eq!(status, 202, "{body}");
-    let order = body["order_id"].as_str().unwrap();
+    let queued = app
+        .order_of("now@example.com", &[(product, 1)])
+        .await
+        .expect(202);
+    let order = queued.order_id;
     let location = format!("/api/orders/{order}");
     let (status, placed) = app.get(&location).await;
     assert_eq!(status, 200, "GET of the order's Location: {placed}");
-    let (status, decided) = app.order_waiting(order, 10).await;
-    assert_eq!(status, 200, "{decided}");
-    assert_ne!(decided["status"], "PENDING", "{decided}");
+    let decided = app.order_waiting(order, 10).await.expect(200);
+    assert_ne!(decided.status, OrderStatus::Pending, "{decided:?}");
 
     // Initial stock comes with the creation: readable with it.
-    let (status, body) = app
+    let created = app
         .add_product(&json!({ "sku": "RYW-2", "name": "Stocked", "price": 1, "initial_stock": 7 }))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["on_hand"], 7, "{body}");
+        .await
+        .expect(201);
+    assert_eq!(created.on_hand, 7, "{created:?}");
     app.stop().await;
 }
 
@@ -84,20 +86,20 @@ async fn without_a_worker_the_location_answers_202_not_404() {
     assert_eq!(status, 202, "{pending}");
     assert_eq!(pending["sku"], "LATE-1");
     assert_eq!(pending["status"], "QUEUED");
-    let (status, body) = api.receive_stock(&id, 4).await;
-    assert_eq!(status, 202, "{body}");
+    api.receive_stock(&id, 4).await.expect(202);
     // An id no gateway issued is still unknown.
-    assert_eq!(api.product(uuid::Uuid::now_v7()).await.0, 404);
+    assert_eq!(api.product(uuid::Uuid::now_v7()).await.status, 404);
 
     // An order placed now waits in the log: its Location answers 202; an
     // id that is not a recent one of ours, 404 at once.
-    let (status, body) = api.order_of("late@example.com", &[(early, 1)]).await;
-    assert_eq!(status, 202, "{body}");
-    let order = body["order_id"].as_str().unwrap().to_string();
-    let (status, pending) = api.order(&order).await;
-    assert_eq!(status, 202, "{pending}");
-    assert_eq!(pending["status"], "QUEUED");
-    assert_eq!(api.order(uuid::Uuid::new_v4()).await.0, 404);
+    let queued = api
+        .order_of("late@example.com", &[(early, 1)])
+        .await
+        .expect(202);
+    let order = queued.order_id;
+    let pending: OrderPending = api.order(order).await.expect_as(202);
+    assert_eq!(pending.status, Queued::Queued);
+    assert_eq!(api.order(uuid::Uuid::new_v4()).await.status, 404);
 
     let worker = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
     api.wait_for("the late product applied with its stock", || async {
@@ -105,7 +107,7 @@ async fn without_a_worker_the_location_answers_202_not_404() {
         status == 200 && product["on_hand"] == 4
     })
     .await;
-    assert_eq!(api.order_waiting(&order, 10).await.0, 200);
+    api.order_waiting(order, 10).await.expect(200);
     assert!(worker.terminate().success());
     assert!(gateway.terminate().success());
 }

@@ -71,8 +71,8 @@ async fn all_starts_with_sim_profile_normal() {
     // The simulator seeds the demo catalog through the API once it is up.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, products) = api.products().await;
-        if status == 200 && !products.as_array().unwrap().is_empty() {
+        let products = api.products().await.found();
+        if products.is_some_and(|p| !p.is_empty()) {
             break;
         }
         assert!(Instant::now() < deadline, "the simulator never seeded");

@@ -210,11 +210,11 @@ async fn throughput_windows_are_pruned_and_rebuild_agrees(backend: Backend) {
         })
     };
     for q in 1..=3 {
-        assert_eq!(app.place_order(&order(q)).await.0, 202);
+        app.place_order(&order(q)).await.expect(202);
     }
     app.wait_until_decided(3).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(app.place_order(&order(1)).await.0, 202);
+    app.place_order(&order(1)).await.expect(202);
     app.wait_until_decided(4).await;
 
     let store = app.store().await;

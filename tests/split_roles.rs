@@ -4,6 +4,7 @@
 //! that a split role without Valkey is refused with a clear error.
 
 use crate::common;
+use streamstock::domain::status::OrderStatus;
 
 use common::Api;
 use serde_json::json;
@@ -72,7 +73,7 @@ async fn serve_workers_and_simulator_as_separate_processes() {
     }))
     .await;
     assert!(
-        answers.iter().all(|(status, _)| *status == 202),
+        answers.iter().all(|answer| answer.status == 202),
         "{answers:?}"
     );
     api.wait_until_decided(40).await;
@@ -84,12 +85,9 @@ async fn serve_workers_and_simulator_as_separate_processes() {
         .await
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
-    let (_, stats) = api.stats().await;
-    assert_eq!(stats["order_count"], 40);
-    assert!(
-        stats["orders_by_status"]["REJECTED"].as_i64().unwrap() > 0,
-        "{stats}"
-    );
+    let stats = api.stats().await.expect(200).figures;
+    assert_eq!(stats.order_count, 40);
+    assert!(stats.orders_in(OrderStatus::Rejected) > 0, "{stats:?}");
 
     // The simulator as its own process against the same gateway.
     let simulated = Command::new(BIN)

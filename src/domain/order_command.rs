@@ -7,7 +7,10 @@ use super::{DomainEvent, OrderId};
 
 /// A command on an order that the worker decides (the gateway checks it
 /// first against the read model, with the same rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum OrderCommand {
     Cancel,
     Ship,

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -27,7 +27,7 @@ const SNAPSHOT_ALERTS: i64 = 10;
 const TOP_PRODUCTS: i64 = 5;
 const SNAPSHOT_PURCHASE_ORDERS: i64 = 10;
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stats {
     #[serde(flatten)]
     pub figures: Figures,

@@ -72,7 +72,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(ErrorBody {
             error: ErrorDetail {
-                code: self.code,
+                code: self.code.into(),
                 message: self.message,
             },
         });

@@ -22,7 +22,8 @@ mod router;
 pub mod simulator_control;
 mod state;
 
-pub use dashboard::Snapshot;
+pub use dashboard::{Snapshot, Stats};
 pub use extract::{page_limit, ApiJson, ApiPath, ApiQuery, Paging, StatusFilter};
+pub use operations::{PurgeOutcome, ReplayOutcome};
 pub use router::{documented_routes, openapi_document, router, trim_api_trailing_slash};
 pub use state::{Access, AppState, Gateway, Limits};

@@ -39,7 +39,7 @@ impl DeadLetterSelection {
     }
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayedLetter {
     /// The dead letter's id.
     pub id: String,
@@ -47,7 +47,7 @@ pub struct ReplayedLetter {
     pub msg_id: String,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayOutcome {
     pub replayed: Vec<ReplayedLetter>,
     /// Letters that were not a readable event: purge them instead.
@@ -57,7 +57,7 @@ pub struct ReplayOutcome {
     pub remaining: u64,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PurgeOutcome {
     pub purged: u64,
     /// Dead letters left afterwards. `all` takes the oldest 1,000 at a

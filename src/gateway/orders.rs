@@ -290,7 +290,7 @@ async fn lifecycle_command(
     Ok(Accepted {
         body: CommandQueued {
             order_id: id,
-            command: verb,
+            command,
             status: Queued::Queued,
             msg_id: receipt.msg_id(),
         },

@@ -1,16 +1,18 @@
 //! The bodies the gateway answers with, each a struct that derives
-//! `Serialize`, and the status codes that go with them. A write is answered
+//! `Serialize` (and `Deserialize`, for clients written in Rust), and the status codes that go with them. A write is answered
 //! once its event is durable in the log: 202 (or 201 for a new product)
 //! with `status: "QUEUED"` and the log entry's id.
 
+use crate::domain::order_command::OrderCommand;
 use crate::domain::{Money, OrderId, ProductId, PurchaseOrderId};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// What every accepted write says of itself: in the log, not yet applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Queued {
     #[serde(rename = "QUEUED")]
     Queued,
@@ -73,7 +75,7 @@ impl<T: Serialize, Q: Serialize> IntoResponse for FoundOrQueued<T, Q> {
 
 /// `GET /api/products/{id}` of a product created but not yet applied:
 /// 202, and what is known of it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductPending {
     pub id: ProductId,
     pub sku: String,
@@ -82,14 +84,14 @@ pub struct ProductPending {
 
 /// `GET /api/orders/{id}` of an order not yet applied whose id this
 /// gateway may have issued lately: 202.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderPending {
     pub order_id: OrderId,
     pub status: Queued,
 }
 
 /// `POST /api/orders`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderQueued {
     pub order_id: OrderId,
     pub status: Queued,
@@ -98,17 +100,16 @@ pub struct OrderQueued {
 }
 
 /// `POST /api/orders/{id}/cancel` and `/ship`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommandQueued {
     pub order_id: OrderId,
-    /// `cancel` or `ship`.
-    pub command: &'static str,
+    pub command: OrderCommand,
     pub status: Queued,
     pub msg_id: String,
 }
 
 /// `POST /api/products`: the product as it will be once applied.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductQueued {
     pub id: ProductId,
     pub sku: String,
@@ -127,7 +128,7 @@ pub struct ProductQueued {
 }
 
 /// `POST /api/products/{id}/stock`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockQueued {
     pub product_id: ProductId,
     pub quantity: i64,
@@ -136,7 +137,7 @@ pub struct StockQueued {
 }
 
 /// `POST /api/purchase-orders/{id}/receive`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceiptQueued {
     pub purchase_order_id: PurchaseOrderId,
     pub product_id: ProductId,
@@ -146,15 +147,15 @@ pub struct ReceiptQueued {
 }
 
 /// Every error: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_field`, `not_found`, `conflict`,
     /// `unauthorized`, `overloaded`, `unavailable`, ...
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
 }

@@ -30,7 +30,7 @@ pub trait SimulatorSwitch: Send + Sync + 'static {
     fn stop(&self);
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SimulatorState {
     /// Whether this process runs a simulator the page can control (`all`).
     pub available: bool,

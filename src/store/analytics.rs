@@ -8,7 +8,7 @@ use crate::domain::events::EventType;
 use crate::domain::status::PurchaseOrderStatus;
 use crate::domain::{Envelope, Money, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 const PURCHASE_ORDER_FIELDS: &str =
     "po.id, po.product_id, po.quantity, po.status, po.drafted_at, po.received_at, p.sku";
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PurchaseOrderView {
     pub id: PurchaseOrderId,
     pub product_id: ProductId,
@@ -30,7 +30,7 @@ pub struct PurchaseOrderView {
 }
 
 /// One archived event: its envelope and where the log held it.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ArchivedEvent {
     /// Position in the archive: the order events were applied in.
     pub seq: i64,
@@ -54,7 +54,7 @@ pub struct EventFilter {
 }
 
 /// One tumbling window of event time.
-#[derive(Debug, Clone, Serialize, PartialEq, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 pub struct Window {
     pub start: DateTime<Utc>,
     pub placed: i64,
@@ -66,7 +66,7 @@ pub struct Window {
     pub revenue: Money,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Throughput {
     /// The last 60 one-second windows, oldest first.
     pub per_second: Vec<Window>,
@@ -74,7 +74,7 @@ pub struct Throughput {
     pub per_minute: Vec<Window>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TopProduct {
     pub product_id: ProductId,
     pub sku: String,

@@ -5,13 +5,13 @@ use super::{now_millis, time_of_millis, uuid_col, Store, StoreError};
 use crate::domain::status::{AlertKind, OrderStatus, Severity};
 use crate::domain::{Money, OrderId, ProductId};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ProductView {
     pub id: ProductId,
     pub sku: String,
@@ -26,14 +26,14 @@ pub struct ProductView {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct OrderItemView {
     pub product_id: ProductId,
     pub quantity: i64,
     pub unit_price: Money,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: OrderId,
     pub customer_email: String,
@@ -50,7 +50,7 @@ pub struct OrderView {
 }
 
 /// Figures the read model knows; the gateway adds the log's backlog.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Figures {
     pub total_sales: Money,
     pub today_sales: Money,
@@ -61,7 +61,7 @@ pub struct Figures {
     pub low_stock_products: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AlertView {
     pub id: Uuid,
     pub kind: AlertKind,
@@ -69,6 +69,13 @@ pub struct AlertView {
     pub subject: String,
     pub message: String,
     pub raised_at: DateTime<Utc>,
+}
+
+impl Figures {
+    /// How many orders are in `status` (0 when none are).
+    pub fn orders_in(&self, status: OrderStatus) -> i64 {
+        self.orders_by_status.get(&status).copied().unwrap_or(0)
+    }
 }
 
 const PRODUCT_COLUMNS: &str = "p.id, p.sku, p.name, p.price_cents, p.category_name, p.low_stock_threshold, \

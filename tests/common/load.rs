@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use streamstock::domain::status::OrderStatus;
 use streamstock::store::Store;
 use uuid::Uuid;
 
@@ -114,8 +115,8 @@ pub async fn assert_accepted_orders_processed_once(
         };
         let decided: HashSet<Uuid> = all
             .iter()
-            .filter(|o| o["status"] != "PENDING")
-            .map(|o| o["order_id"].as_str().unwrap().parse().unwrap())
+            .filter(|o| o.status != OrderStatus::Pending)
+            .map(|o| o.order_id.as_uuid())
             .collect();
         accepted.is_subset(&decided) && decided.len() == all.len()
     })
@@ -125,11 +126,10 @@ pub async fn assert_accepted_orders_processed_once(
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     for (id, received) in stock {
-        let (_, product) = api.product(id).await;
+        let product = api.product(id).await.expect(200);
         assert_eq!(
-            product["on_hand"].as_i64(),
-            Some(*received),
-            "stock applied exactly once: {product}"
+            product.on_hand, *received,
+            "stock applied exactly once: {product:?}"
         );
     }
 }
@@ -162,7 +162,8 @@ pub async fn outage_under_load(
     ));
     // Orders flow (some are decided) before the outage begins.
     app.wait_for("orders decided before the outage", || async {
-        app.stats().await.1["order_count"].as_i64().unwrap_or(0) >= 10
+        let stats = app.stats().await.found();
+        stats.is_some_and(|s| s.figures.order_count >= 10)
     })
     .await;
     server.stop_hard();

@@ -375,8 +375,7 @@ export interface components {
         };
         /** @description `POST /api/orders/{id}/cancel` and `/ship`. */
         CommandQueued: {
-            /** @description `cancel` or `ship`. */
-            command: string;
+            command: components["schemas"]["OrderCommand"];
             msg_id: string;
             order_id: components["schemas"]["OrderId"];
             status: components["schemas"]["Queued"];
@@ -476,6 +475,12 @@ export interface components {
          * @description An amount of money in currency units, with at most two decimals
          */
         Money: number;
+        /**
+         * @description A command on an order that the worker decides (the gateway checks it
+         *     first against the read model, with the same rules).
+         * @enum {string}
+         */
+        OrderCommand: "cancel" | "ship";
         /** Format: uuid */
         OrderId: string;
         OrderItemView: {
