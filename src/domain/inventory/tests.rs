@@ -3,10 +3,11 @@
 
 use super::*;
 use crate::domain::events::{
-    OrderCancelRequested, OrderConfirmed, OrderPlaced, OrderShipRequested, OrderShipped,
-    ProductCreated, PurchaseOrderReceived,
+    OrderCancelRequested, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipRequested,
+    OrderShipped, ProductCreated, PurchaseOrderReceived,
 };
-use chrono::TimeZone;
+use crate::domain::Envelope;
+use chrono::{DateTime, TimeZone, Utc};
 
 fn at(second: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()

@@ -1,0 +1,284 @@
+//! `Inventory::handle` and the decisions it makes: what a worker decides
+//! live after applying an event (confirm or reject an order, ship, cancel
+//! with compensation, low stock, purchase orders, refusals). Each decision
+//! is a follow-up event whose id derives from its cause, so deciding again
+//! gives the same events.
+
+use super::{Inventory, OrderCommand, OrderStatus, ProductState, PurchaseOrderStatus, Refused};
+use crate::domain::events::{
+    AlertRaised, OrderCancelled, OrderConfirmed, OrderPlaced, PurchaseOrderDrafted,
+    PurchaseOrderReceived, StockLow, StockReceived,
+};
+use crate::domain::order::{reserve_all_or_nothing, Decision, StockLevel};
+use crate::domain::status::{AlertKind, Severity};
+use crate::domain::{DomainEvent, Envelope, OrderId, ProductId, PurchaseOrderId};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+impl Inventory {
+    /// Live processing: applies `event` (whose envelope is `envelope`), then
+    /// decides and handles its follow-ups, breadth first. Returns every
+    /// follow-up, causes before effects, each with its envelope (ids derived
+    /// from the cause, time `now`). On error nothing is to be kept: the
+    /// caller discards this state.
+    pub fn handle(
+        &mut self,
+        envelope: &Envelope,
+        event: &DomainEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
+        let mut follow_ups = self.step(envelope, event, now)?;
+        let mut next = 0;
+        while next < follow_ups.len() {
+            let (cause, follow_up) = &follow_ups[next];
+            let decided = self.step(cause, follow_up, now)?;
+            follow_ups.extend(decided);
+            next += 1;
+        }
+        Ok(follow_ups)
+    }
+
+    /// Applies one event and returns the decisions it calls for.
+    fn step(
+        &mut self,
+        cause: &Envelope,
+        event: &DomainEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
+        let before = self.availability_before(event);
+        self.apply(event, cause.occurred_at.timestamp_millis())?;
+        Ok(self
+            .decide(cause, event, &before)
+            .into_iter()
+            .enumerate()
+            .map(|(ordinal, decision)| (decision.follow_up_of(cause, ordinal, now), decision))
+            .collect())
+    }
+
+    /// Available stock, before an event, of the products whose availability
+    /// it can lower (only a reservation does), to see a threshold crossing.
+    fn availability_before(&self, event: &DomainEvent) -> BTreeMap<ProductId, i64> {
+        let DomainEvent::OrderConfirmed(e) = event else {
+            return BTreeMap::new();
+        };
+        let Some(order) = self.orders.get(&e.order_id) else {
+            return BTreeMap::new();
+        };
+        order
+            .lines
+            .iter()
+            .filter_map(|line| {
+                Some((
+                    line.product_id,
+                    self.products.get(&line.product_id)?.available(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The decisions an event calls for, given the state after it.
+    fn decide(
+        &self,
+        cause: &Envelope,
+        event: &DomainEvent,
+        before: &BTreeMap<ProductId, i64>,
+    ) -> Vec<DomainEvent> {
+        match event {
+            DomainEvent::OrderPlaced(e) => self.decide_placement(e),
+            DomainEvent::OrderConfirmed(e) => self.decide_after_reservation(cause, e, before),
+            DomainEvent::OrderRejected(e) => vec![alert(
+                cause,
+                AlertKind::Rejection,
+                Severity::Info,
+                e.order_id.as_uuid(),
+                format!("order {} rejected: {}", e.order_id, e.reason),
+            )],
+            DomainEvent::OrderCancelRequested(e) => {
+                self.decide_command(cause, e.order_id, OrderCommand::Cancel)
+            }
+            DomainEvent::OrderShipRequested(e) => {
+                self.decide_command(cause, e.order_id, OrderCommand::Ship)
+            }
+            DomainEvent::PurchaseOrderReceived(e) => self.decide_receipt(cause, e),
+            DomainEvent::ProductCreated(_)
+            | DomainEvent::StockReceived(_)
+            | DomainEvent::OrderCancelled(_)
+            | DomainEvent::OrderShipped(_)
+            | DomainEvent::StockLow(_)
+            | DomainEvent::PurchaseOrderDrafted(_)
+            | DomainEvent::AlertRaised(_) => Vec::new(),
+        }
+    }
+
+    /// Confirm or reject a new order, all or nothing.
+    fn decide_placement(&self, e: &OrderPlaced) -> Vec<DomainEvent> {
+        if self.orders[&e.order_id].status != OrderStatus::Pending {
+            return Vec::new(); // a repeated placement of a decided order
+        }
+        let levels: BTreeMap<ProductId, StockLevel> = e
+            .items
+            .iter()
+            .filter_map(|line| {
+                let product = self.products.get(&line.product_id)?;
+                Some((
+                    line.product_id,
+                    StockLevel {
+                        sku: product.sku.clone()?,
+                        on_hand: product.on_hand,
+                        reserved: product.reserved,
+                    },
+                ))
+            })
+            .collect();
+        match reserve_all_or_nothing(e, &levels) {
+            Decision::Confirm { event, .. } => vec![DomainEvent::OrderConfirmed(event)],
+            Decision::Reject(event) => vec![DomainEvent::OrderRejected(event)],
+        }
+    }
+
+    /// After a reservation: low stock (once per crossing) with a purchase
+    /// order and an alert, and the cancel that waited for the decision.
+    fn decide_after_reservation(
+        &self,
+        cause: &Envelope,
+        e: &OrderConfirmed,
+        before: &BTreeMap<ProductId, i64>,
+    ) -> Vec<DomainEvent> {
+        let mut decisions = Vec::new();
+        for (&product_id, &was) in before {
+            let product = &self.products[&product_id];
+            let threshold = product.low_stock_threshold;
+            if was >= threshold && product.available() < threshold {
+                decisions.extend(self.decide_restock(cause, product_id, product));
+            }
+        }
+        if self.orders[&e.order_id].cancel_requested {
+            decisions.push(DomainEvent::OrderCancelled(OrderCancelled {
+                order_id: e.order_id,
+            }));
+        }
+        decisions
+    }
+
+    /// A product's available stock crossed below its threshold.
+    fn decide_restock(
+        &self,
+        cause: &Envelope,
+        product_id: ProductId,
+        product: &ProductState,
+    ) -> Vec<DomainEvent> {
+        let threshold = product.low_stock_threshold;
+        let sku = product.sku.clone().unwrap_or_default();
+        let mut decisions = vec![DomainEvent::StockLow(StockLow {
+            product_id,
+            sku: sku.clone(),
+            available: product.available(),
+            threshold,
+        })];
+        let mut message = format!(
+            "{sku}: available {} fell below the threshold {threshold}",
+            product.available()
+        );
+        if product.open_purchase_order.is_none() && product.reorder_quantity > 0 {
+            let purchase_order_id = PurchaseOrderId(Uuid::new_v5(
+                &cause.event_id,
+                format!("purchase-order/{product_id}").as_bytes(),
+            ));
+            decisions.push(DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
+                purchase_order_id,
+                product_id,
+                quantity: product.reorder_quantity,
+            }));
+            message.push_str(&format!(
+                "; purchase order {purchase_order_id} drafted for {}",
+                product.reorder_quantity
+            ));
+        }
+        decisions.push(alert(
+            cause,
+            AlertKind::LowStock,
+            Severity::Warning,
+            product_id.as_uuid(),
+            message,
+        ));
+        decisions
+    }
+
+    /// A cancel or ship request: carried out, or refused with the reason.
+    fn decide_command(
+        &self,
+        cause: &Envelope,
+        order_id: OrderId,
+        command: OrderCommand,
+    ) -> Vec<DomainEvent> {
+        let verb = command.verb();
+        let why = match self.orders.get(&order_id) {
+            None => "no such order",
+            Some(order) => match command.refusal(order.status) {
+                Some(why) => why,
+                // Pending: apply() noted the cancel; the confirmation will
+                // carry it out.
+                None if order.status == OrderStatus::Pending => return Vec::new(),
+                None => return vec![command.outcome_event(order_id)],
+            },
+        };
+        vec![refusal(
+            cause,
+            order_id.as_uuid(),
+            format!("cannot {verb} order {order_id}: {why}"),
+        )]
+    }
+
+    /// A supplier's delivery: the stock comes in, or the receipt is refused.
+    fn decide_receipt(&self, cause: &Envelope, e: &PurchaseOrderReceived) -> Vec<DomainEvent> {
+        let id = e.purchase_order_id;
+        let message = match self.purchase_orders.get(&id) {
+            Some(po) if po.status == PurchaseOrderStatus::Open && po.product_id == e.product_id => {
+                return vec![DomainEvent::StockReceived(StockReceived {
+                    product_id: po.product_id,
+                    quantity: po.quantity,
+                    purchase_order_id: Some(id),
+                })];
+            }
+            Some(po) if po.product_id != e.product_id => {
+                format!("purchase order {id} is not for product {}", e.product_id)
+            }
+            Some(_) => format!("purchase order {id} was already received"),
+            None => format!("cannot receive purchase order {id}: no such purchase order"),
+        };
+        vec![refusal(cause, id.as_uuid(), message)]
+    }
+}
+
+/// A command that the state does not allow, recorded with its reason.
+fn refusal(cause: &Envelope, subject: Uuid, message: String) -> DomainEvent {
+    alert(
+        cause,
+        AlertKind::CommandRefused,
+        Severity::Warning,
+        subject,
+        message,
+    )
+}
+
+/// An alert decided in answer to `cause`; its id derives from the cause, so
+/// deciding again gives the same alert.
+fn alert(
+    cause: &Envelope,
+    kind: AlertKind,
+    severity: Severity,
+    subject: Uuid,
+    message: String,
+) -> DomainEvent {
+    DomainEvent::AlertRaised(AlertRaised {
+        alert_id: Uuid::new_v5(
+            &cause.event_id,
+            format!("alert/{kind}/{subject}").as_bytes(),
+        ),
+        kind,
+        severity,
+        subject: subject.to_string(),
+        message,
+    })
+}
