@@ -5,7 +5,7 @@ use super::config::CommonArgs;
 use super::startup::Startup;
 use crate::store::{Store, StoreError};
 use crate::stream::embedded::{EmbeddedLog, EmbeddedOptions};
-use crate::stream::valkey::ValkeyLog;
+use crate::stream::valkey::{ValkeyLog, ValkeyOptions};
 use crate::stream::{LogBackend, LogError};
 use anyhow::{bail, Context};
 use std::sync::Arc;
@@ -50,14 +50,13 @@ pub async fn open_log(
 ) -> anyhow::Result<LogBackend> {
     match &common.valkey_url {
         Some(url) => {
+            let options = ValkeyOptions {
+                durability: common.durability,
+                min_replicas: common.min_replicas,
+                ca_file: common.valkey_ca_file.clone(),
+            };
             let connect = || {
-                ValkeyLog::connect_tls(
-                    url,
-                    &common.valkey_namespace,
-                    common.partitions,
-                    common.durability,
-                    common.valkey_ca_file.as_deref(),
-                )
+                ValkeyLog::connect_with(url, &common.valkey_namespace, common.partitions, &options)
             };
             let log = match startup {
                 Some(startup) => {
@@ -82,6 +81,12 @@ pub async fn open_log(
                     "`streamstock {role}` on its own needs a shared event log: pass --valkey-url (or set \
                      STREAMSTOCK_VALKEY_URL). The embedded log lives inside one process; use `streamstock all` \
                      to run every role on it"
+                );
+            }
+            if common.durability == crate::stream::Durability::Replicated {
+                bail!(
+                    "--durability replicated waits for Valkey replicas: pass --valkey-url. The \
+                     embedded log lives on one disk; its strict durability is an fsync"
                 );
             }
             let dir = common.data_dir.join("log");

@@ -114,6 +114,15 @@ impl From<LogError> for ApiError {
                 "the event log is behind the offered load; nothing was recorded, retry shortly",
             );
         }
+        if let LogError::OutcomeUnknown(reason) = &e {
+            tracing::warn!(%reason, "an append's outcome is unknown");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the event log did not confirm the write: it may or may not have been recorded; \
+                 read the resource before writing it again",
+            );
+        }
         tracing::warn!(error = %e, "event log unavailable");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

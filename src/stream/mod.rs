@@ -30,6 +30,11 @@ pub enum Durability {
     /// The entry is on disk before the 2xx: fsynced by the embedded log;
     /// on Valkey, confirmed by WAITAOF after each append.
     Strict,
+    /// Valkey only: the entry is in the primary's AOF and in the AOF of at
+    /// least `--min-replicas` of its replicas before the 2xx (`WAITAOF 1
+    /// N`), so losing the primary, or a failover to a replica, loses no
+    /// acknowledged event.
+    Replicated,
     /// The entry is in the server's memory: acknowledged events can be lost
     /// if Valkey crashes (chosen, or forced by a server without AOF or
     /// WAITAOF).
@@ -145,6 +150,11 @@ pub enum LogError {
     Io(#[from] std::io::Error),
     #[error("event log corrupt or misconfigured: {0}")]
     Corrupt(String),
+    /// The append was sent but not confirmed (its connection broke, or
+    /// the wait for disk or replicas failed): it may or may not be in the
+    /// log.
+    #[error("append outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The log is reachable but behind the offered load: retry later.
     #[error("event log overloaded: {0}")]
     Overloaded(String),

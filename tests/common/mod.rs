@@ -129,6 +129,7 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
         partitions: 4,
         valkey_namespace: format!("test-{}", Uuid::new_v4().simple()),
         durability: Durability::Strict,
+        min_replicas: 1,
         log_format: LogFormat::Text,
         startup_timeout: std::time::Duration::from_secs(10).into(),
         retention: RetentionArgs::default(),

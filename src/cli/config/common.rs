@@ -59,8 +59,14 @@ pub struct CommonArgs {
     pub valkey_namespace: String,
     /// strict: a 2xx waits until the event is on disk (Valkey WAITAOF);
     /// relaxed: it waits only for the append.
+    /// replicated: as strict, and the event is in the AOF of at least
+    /// --min-replicas replicas too (WAITAOF 1 N). Valkey only.
     #[arg(long, env = "STREAMSTOCK_DURABILITY", value_enum, default_value_t = Durability::Strict, global = true)]
     pub durability: Durability,
+    /// Under --durability replicated, how many replicas of the primary
+    /// must have an event in their AOF before its 2xx.
+    #[arg(long, env = "STREAMSTOCK_MIN_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16), global = true)]
+    pub min_replicas: u32,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// How long a role waits at start-up for its database, Valkey (or, for

@@ -4,6 +4,7 @@
 
 use super::answers::PendingSummary;
 use super::fenced::FencedRead;
+use super::group_commit::xadd_on_one_connection;
 use super::{unavailable, RawEntry, ValkeyLog, FIELD};
 use crate::domain::Envelope;
 use crate::stream::dead_letter::DeadLetter;
@@ -26,8 +27,9 @@ impl EventLog for ValkeyLog {
 
     fn describe(&self) -> String {
         let durability = match self.durability {
-            Durability::Strict => "strict",
-            Durability::Relaxed => "relaxed",
+            Durability::Strict => "strict".to_string(),
+            Durability::Replicated => format!("replicated to {}", self.min_replicas),
+            Durability::Relaxed => "relaxed".to_string(),
         };
         let server = if self.cluster {
             "Valkey Cluster"
@@ -44,13 +46,30 @@ impl EventLog for ValkeyLog {
     async fn append(&self, envelope: &Envelope) -> Result<AppendReceipt, LogError> {
         let partition = self.partition_of(&envelope.key);
         let key = self.stream_key(partition);
-        let id = self.xadd_json(key.clone(), envelope).await?;
-        if self.durability == Durability::Strict {
-            // Looked up after the XADD: a redirect (the slot moved) has
-            // updated the client's map of the cluster by then.
+        let id = if self.durability == Durability::Relaxed {
+            self.xadd_json(key, envelope).await?
+        } else {
+            let json =
+                serde_json::to_string(envelope).map_err(|e| LogError::Corrupt(e.to_string()))?;
             let node = self.primary_of(&key);
-            self.aof.synced(&self.client, node, 5_000).await?;
-        }
+            let (id, connection) = xadd_on_one_connection(
+                &self.client,
+                node.as_ref(),
+                key.clone(),
+                vec![(FIELD, json)],
+            )
+            .await?;
+            // Looked up again after the XADD: a redirect (the slot moved)
+            // has updated the client's map of the cluster by then, and an
+            // XADD that went elsewhere is not confirmed by this node.
+            if self.primary_of(&key) != node {
+                return Err(LogError::OutcomeUnknown(format!(
+                    "the Valkey Cluster moved {key}'s slot during the append"
+                )));
+            }
+            self.aof.synced(&self.client, &connection).await?;
+            id
+        };
         Ok(AppendReceipt {
             partition,
             id: id.parse()?,

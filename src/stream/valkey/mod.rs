@@ -2,10 +2,13 @@
 //! (`<namespace>:events:<p>`), one consumer group per processor group.
 //!
 //! Durability: Valkey must run with AOF on; after each XADD the gateway waits
-//! for `WAITAOF 1 0` so the entry is fsynced before the 2xx. Concurrent
-//! appends share one connection and one WAITAOF (`group_commit`). Servers without WAITAOF
-//! (Redis < 7.2) or without AOF run in relaxed durability, said loudly at
-//! start-up.
+//! for `WAITAOF 1 0` (strict) or `WAITAOF 1 N` (replicated: N replicas have
+//! it in their AOF too) before the 2xx, on the connection that carried the
+//! XADD. Concurrent appends share one connection and one WAITAOF
+//! (`group_commit`). Servers without WAITAOF (Redis < 7.2) or without AOF
+//! run in relaxed durability, said loudly at start-up; replicated
+//! durability refuses to start on them, and waits at start-up until every
+//! primary has its replicas.
 //!
 //! Valkey Cluster (a `valkey-cluster://` or `redis-cluster://` URL): each
 //! key lives in one of 16,384 hash slots, spread over the primaries. Every
@@ -29,12 +32,32 @@ mod log;
 use super::{Delivery, Durability, EntryId, LogError, Partition};
 use crate::domain::Envelope;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::InfoKind;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 const FIELD: &str = "e";
+
+/// How a Valkey log is set up beyond its URL.
+#[derive(Debug, Clone)]
+pub struct ValkeyOptions {
+    pub durability: Durability,
+    /// Replicas each append waits for under `Durability::Replicated`.
+    pub min_replicas: u32,
+    /// With a `rediss://` URL: trust only the CAs in this PEM file.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ValkeyOptions {
+    fn default() -> ValkeyOptions {
+        ValkeyOptions {
+            durability: Durability::Strict,
+            min_replicas: 1,
+            ca_file: None,
+        }
+    }
+}
 
 /// One stream entry as fred returns it: id and field map.
 type RawEntry = (String, HashMap<String, String>);
@@ -82,10 +105,18 @@ async fn check_partition_count(
 
 /// The durability this server can give: strict only where WAITAOF works
 /// (on a cluster, on every primary); says so when it falls back.
-async fn durability_in_force(client: &Client, cluster: bool, wanted: Durability) -> Durability {
+/// Replicated durability does not fall back: it fails where WAITAOF does
+/// not work, and is unavailable (start-up waits) while a primary has fewer
+/// than `min_replicas` replicas.
+async fn durability_in_force(
+    client: &Client,
+    cluster: bool,
+    wanted: Durability,
+    min_replicas: u32,
+) -> Result<Durability, LogError> {
     if wanted == Durability::Relaxed {
         tracing::warn!("--durability relaxed: acknowledged events can be lost if Valkey crashes");
-        return Durability::Relaxed;
+        return Ok(Durability::Relaxed);
     }
     // WAITAOF fails at once where the command is missing or AOF is off.
     let primaries = match client.cached_cluster_state() {
@@ -93,16 +124,64 @@ async fn durability_in_force(client: &Client, cluster: bool, wanted: Durability)
         _ => vec![None],
     };
     for primary in &primaries {
-        if let Err(e) = wait_for_aof(client, primary.as_ref(), 1).await {
+        if let Err(e) = group_commit::wait_for_aof(client, primary.as_ref(), 0, 1).await {
+            if wanted == Durability::Replicated {
+                return Err(LogError::Corrupt(format!(
+                    "--durability replicated needs WAITAOF (Valkey >= 7.2 with appendonly yes): {e}"
+                )));
+            }
             tracing::warn!(
                 error = %e,
                 "Valkey cannot confirm appends are on disk (needs Valkey >= 7.2 with appendonly yes); \
                  running with RELAXED durability: an acknowledged event can be lost if Valkey crashes"
             );
-            return Durability::Relaxed;
+            return Ok(Durability::Relaxed);
+        }
+        if wanted == Durability::Replicated {
+            check_replicas(client, primary.as_ref(), min_replicas).await?;
         }
     }
-    Durability::Strict
+    if wanted == Durability::Replicated {
+        tracing::info!(
+            min_replicas,
+            primaries = primaries.len(),
+            "replicated durability: a 2xx waits until the event is in the primary's AOF and in \
+             the AOF of {min_replicas} replica(s)"
+        );
+    }
+    Ok(wanted)
+}
+
+/// Unavailable while `node` (None: the single server) has fewer than
+/// `wanted` replicas connected: every append would wait in vain.
+async fn check_replicas(
+    client: &Client,
+    node: Option<&Server>,
+    wanted: u32,
+) -> Result<(), LogError> {
+    let info: String = match node {
+        Some(node) => {
+            client
+                .with_cluster_node(node.clone())
+                .info(Some(InfoKind::Replication))
+                .await
+        }
+        None => client.info(Some(InfoKind::Replication)).await,
+    }
+    .map_err(unavailable)?;
+    let connected = info
+        .lines()
+        .find_map(|line| line.strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if connected < wanted {
+        let primary = node.map_or_else(|| "the primary".to_string(), |n| format!("primary {n}"));
+        return Err(LogError::Unavailable(format!(
+            "{primary} has {connected} replica(s) connected; --durability replicated \
+             --min-replicas {wanted} needs {wanted}"
+        )));
+    }
+    Ok(())
 }
 
 /// How long a command may wait for Valkey before it fails (and the gateway
@@ -120,6 +199,8 @@ pub struct ValkeyLog {
     /// Blocking XREADGROUP holds a connection; it gets its own.
     reader: Client,
     durability: Durability,
+    /// Replicas each append waits for, under replicated durability.
+    min_replicas: u32,
     /// Acked entries are kept at least this long before trimming.
     retention: Duration,
     groups_ready: Mutex<HashSet<String>>,
@@ -129,7 +210,7 @@ pub struct ValkeyLog {
     announcements: crate::stream::announce::LocalAnnouncements,
     /// Set once this process subscribes (a gateway; workers only publish).
     subscribed: std::sync::OnceLock<()>,
-    /// Strict durability's WAITAOFs, shared by concurrent appends.
+    /// The durable appends' WAITAOFs, shared by concurrent appends.
     aof: group_commit::AofGroupCommits,
     /// On Valkey Cluster (see the module's comment).
     cluster: bool,
@@ -137,28 +218,6 @@ pub struct ValkeyLog {
 
 fn unavailable(e: Error) -> LogError {
     LogError::Unavailable(e.to_string())
-}
-
-/// `WAITAOF 1 0 timeout`: waits until this connection's writes are in the
-/// local AOF; returns how many local AOFs confirmed (0 or 1). On a cluster
-/// `node` names the primary whose connection it must go down.
-async fn wait_for_aof(
-    client: &Client,
-    node: Option<&Server>,
-    timeout_ms: i64,
-) -> Result<i64, Error> {
-    let command = CustomCommand::new_static("WAITAOF", ClusterHash::Random, false);
-    let args = vec![Value::from(1), Value::from(0), Value::from(timeout_ms)];
-    let confirmed: Vec<i64> = match node {
-        Some(node) => {
-            client
-                .with_cluster_node(node.clone())
-                .custom(command, args)
-                .await?
-        }
-        None => client.custom(command, args).await?,
-    };
-    Ok(confirmed.first().copied().unwrap_or(0))
 }
 
 async fn connect_client(config: &Config, command_timeout: Duration) -> Result<Client, LogError> {
@@ -230,26 +289,35 @@ impl ValkeyLog {
         url: &str,
         namespace: &str,
         partitions: u32,
-        wanted: Durability,
+        durability: Durability,
     ) -> Result<ValkeyLog, LogError> {
-        ValkeyLog::connect_tls(url, namespace, partitions, wanted, None).await
+        let options = ValkeyOptions {
+            durability,
+            ..ValkeyOptions::default()
+        };
+        ValkeyLog::connect_with(url, namespace, partitions, &options).await
     }
 
-    /// `connect`; a `rediss://` URL speaks TLS, trusting the system's CAs,
-    /// or only those in `ca_file` when one is given.
-    pub async fn connect_tls(
+    /// `connect` with every option; a `rediss://` URL speaks TLS, trusting
+    /// the system's CAs, or only those in `options.ca_file`.
+    pub async fn connect_with(
         url: &str,
         namespace: &str,
         partitions: u32,
-        wanted: Durability,
-        ca_file: Option<&std::path::Path>,
+        options: &ValkeyOptions,
     ) -> Result<ValkeyLog, LogError> {
-        let config = client_config(url, ca_file)?;
+        let config = client_config(url, options.ca_file.as_deref())?;
         let client = connect_client(&config, COMMAND_TIMEOUT).await?;
         let reader = connect_client(&config, READ_TIMEOUT).await?;
         check_partition_count(&client, namespace, partitions).await?;
         let cluster = config.server.is_clustered();
-        let durability = durability_in_force(&client, cluster, wanted).await;
+        let min_replicas = options.min_replicas;
+        let durability =
+            durability_in_force(&client, cluster, options.durability, min_replicas).await?;
+        let replicas_per_wait = match durability {
+            Durability::Replicated => min_replicas,
+            _ => 0,
+        };
 
         Ok(ValkeyLog {
             url_for_display: crate::telemetry::redact_url(url),
@@ -258,12 +326,13 @@ impl ValkeyLog {
             client,
             reader,
             durability,
+            min_replicas,
             retention: Duration::ZERO,
             groups_ready: Mutex::new(HashSet::new()),
             config,
             announcements: Default::default(),
             subscribed: std::sync::OnceLock::new(),
-            aof: Default::default(),
+            aof: group_commit::AofGroupCommits::new(replicas_per_wait),
             cluster,
         })
     }
