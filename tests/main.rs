@@ -31,6 +31,7 @@ mod pipeline;
 mod poison;
 mod read_your_writes;
 mod reference_spellings;
+mod replication;
 mod retention;
 mod split_roles;
 mod tls;

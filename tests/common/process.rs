@@ -174,6 +174,8 @@ pub struct OwnValkey {
     dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Server settings beyond AOF and fsync always (`--replicaof`, ...).
+    extra: Vec<String>,
 }
 
 impl OwnValkey {
@@ -184,13 +186,38 @@ impl OwnValkey {
     /// On `port`, which a test may have handed to a role before the
     /// server is up.
     pub fn start_on(port: u16) -> OwnValkey {
+        OwnValkey::start_with(port, &[])
+    }
+
+    /// A replica of `primary`, with AOF fsynced on every write too.
+    pub fn replica_of(primary: &OwnValkey) -> OwnValkey {
+        let port = primary.port.to_string();
+        OwnValkey::start_with(free_port(), &["--replicaof", "127.0.0.1", &port])
+    }
+
+    /// On `port`, with `extra` settings.
+    pub fn start_with(port: u16, extra: &[&str]) -> OwnValkey {
         let mut valkey = OwnValkey {
             dir: tempfile::tempdir().unwrap(),
             port,
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         valkey.restart();
         valkey
+    }
+
+    /// Kills the server and deletes its data: the host died with its disk.
+    pub fn destroy(&mut self) {
+        self.kill_hard();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
     }
 
     pub fn restart(&mut self) {
@@ -214,6 +241,7 @@ impl OwnValkey {
                 "--save",
                 "",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("start valkey-server");

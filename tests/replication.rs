@@ -1,0 +1,291 @@
+//! Replicated durability on a real Valkey primary and replica: a 2xx means
+//! the replica has the event in its AOF, so a failover to it loses nothing
+//! acknowledged; with the replica gone, appends get no 2xx. Strict
+//! durability is the negative control: it acknowledges what only the
+//! primary holds, and the same failover loses it.
+//!
+//! And the confirmation belongs to its append: a proxy resets the
+//! connection right after an XADD's reply, so the wait that follows runs
+//! on a new connection. StreamStock answers "outcome unknown"; a plain
+//! client (the negative control) takes the new connection's answer as a
+//! confirmation of a write it never carried.
+
+use crate::common;
+
+use common::process::OwnValkey;
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand, InfoKind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streamstock::domain::Envelope;
+use streamstock::stream::valkey::{ValkeyLog, ValkeyOptions};
+use streamstock::stream::{Durability, EventLog, LogError};
+
+const NAMESPACE: &str = "replication";
+
+fn envelope(key: &str) -> Envelope {
+    Envelope {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "stock.received".into(),
+        key: key.to_string(),
+        occurred_at: chrono::Utc::now(),
+        version: 2,
+        payload: serde_json::json!({ "product_id": uuid::Uuid::now_v7(), "quantity": 1 }),
+    }
+}
+
+/// A plain fred client, reconnecting by itself as fred's defaults do.
+async fn raw_client(url: &str) -> Client {
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .set_policy(ReconnectPolicy::new_constant(0, 50))
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(10))
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+/// The event ids the server at `url` holds in the namespace's streams.
+async fn event_ids_on(url: &str) -> Vec<uuid::Uuid> {
+    let client = raw_client(url).await;
+    let mut ids = Vec::new();
+    for partition in 0..2 {
+        let entries: Vec<(String, std::collections::HashMap<String, String>)> = client
+            .xrange(format!("{NAMESPACE}:events:{partition}"), "-", "+", None)
+            .await
+            .unwrap();
+        for (_, fields) in entries {
+            let envelope: Envelope = serde_json::from_str(&fields["e"]).unwrap();
+            ids.push(envelope.event_id);
+        }
+    }
+    client.quit().await.unwrap();
+    ids
+}
+
+/// Waits until `replica` has finished its first sync with `primary`.
+async fn wait_for_replication(primary: &OwnValkey, replica: &OwnValkey) {
+    let primary = raw_client(&primary.url()).await;
+    let replica = raw_client(&replica.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let on_primary: String = primary.info(Some(InfoKind::Replication)).await.unwrap();
+        let on_replica: String = replica.info(Some(InfoKind::Replication)).await.unwrap();
+        if on_primary.contains("connected_slaves:1") && on_replica.contains("master_link_status:up")
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn connect(
+    url: &str,
+    durability: Durability,
+    min_replicas: u32,
+) -> Result<ValkeyLog, LogError> {
+    let options = ValkeyOptions {
+        durability,
+        min_replicas,
+        ca_file: None,
+    };
+    ValkeyLog::connect_with(url, NAMESPACE, 2, &options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_acknowledges_only_what_a_replica_holds_and_strict_loses_it_in_a_failover() {
+    let mut primary = OwnValkey::start();
+    let mut replica = OwnValkey::replica_of(&primary);
+    wait_for_replication(&primary, &replica).await;
+
+    // Start-up checks the replicas exist: two asked for, one there.
+    match connect(&primary.url(), Durability::Replicated, 2).await {
+        Err(LogError::Unavailable(why)) => assert!(why.contains("1 replica(s) connected"), "{why}"),
+        Err(other) => panic!("not a missing replica: {other}"),
+        Ok(_) => panic!("started with too few replicas"),
+    }
+    let replicated = connect(&primary.url(), Durability::Replicated, 1)
+        .await
+        .unwrap();
+    assert!(
+        replicated.describe().contains("replicated to 1"),
+        "{}",
+        replicated.describe()
+    );
+    let strict = connect(&primary.url(), Durability::Strict, 1)
+        .await
+        .unwrap();
+
+    // Acknowledged: the replica has it the moment the append returns.
+    let kept = envelope("kept");
+    replicated.append(&kept).await.unwrap();
+    assert!(event_ids_on(&replica.url()).await.contains(&kept.event_id));
+
+    // The replica dies: replicated durability gives no 2xx.
+    replica.kill_hard();
+    let started = Instant::now();
+    match replicated.append(&envelope("unconfirmed")).await {
+        Err(LogError::OutcomeUnknown(why)) => assert!(why.contains("0 of the 1 replicas"), "{why}"),
+        other => panic!("an append no replica confirmed was answered {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+    // Negative control: strict durability acknowledges it all the same.
+    let only_on_primary = envelope("lost");
+    strict.append(&only_on_primary).await.unwrap();
+
+    // The primary's host dies with its disk; the replica is promoted.
+    primary.destroy();
+    replica.restart();
+    let promoted = raw_client(&replica.url()).await;
+    let replicaof = CustomCommand::new_static("REPLICAOF", ClusterHash::Random, false);
+    let _: String = promoted.custom(replicaof, vec!["NO", "ONE"]).await.unwrap();
+    let survivors = event_ids_on(&replica.url()).await;
+    assert!(
+        survivors.contains(&kept.event_id),
+        "replicated: an acknowledged event was lost in the failover"
+    );
+    assert!(
+        !survivors.contains(&only_on_primary.event_id),
+        "the negative control did not show its anomaly: strict's acknowledged event survived"
+    );
+}
+
+/// A TCP proxy to Valkey that, once armed, resets the client's connection
+/// right after the first XADD's reply passes through it. It numbers its
+/// connections and notes the one each XADD and WAITAOF came down.
+struct ResettingProxy {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    /// (command, connection number) in the order the proxy saw them.
+    seen: Arc<Mutex<Vec<(&'static str, usize)>>>,
+}
+
+impl ResettingProxy {
+    async fn start(valkey_port: u16) -> ResettingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (armed_, seen_) = (armed.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let number = connections.fetch_add(1, Ordering::SeqCst) + 1;
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", valkey_port))
+                    .await
+                    .unwrap();
+                tokio::spawn(relay(client, server, number, armed_.clone(), seen_.clone()));
+            }
+        });
+        ResettingProxy { port, armed, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    number: usize,
+    armed: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(&'static str, usize)>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let xadd_sent = Arc::new(AtomicBool::new(false));
+    let sent = xadd_sent.clone();
+    let upstream = tokio::spawn(async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(n) = client_read.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&buffer[..n]).to_ascii_uppercase();
+            for command in ["XADD", "WAITAOF"] {
+                if text.contains(&format!("\r\n{command}\r\n")) {
+                    seen.lock().unwrap().push((command, number));
+                    if command == "XADD" {
+                        sent.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            if server_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buffer = vec![0u8; 64 * 1024];
+    while let Ok(n) = server_read.read(&mut buffer).await {
+        if n == 0 || client_write.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+        // The XADD's reply has gone back: cut this connection, once.
+        if xadd_sent.load(Ordering::SeqCst) && armed.swap(false, Ordering::SeqCst) {
+            break;
+        }
+    }
+    upstream.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_new_connection_never_confirms_an_append() {
+    let valkey = OwnValkey::start();
+    let proxy = ResettingProxy::start(valkey.port).await;
+
+    // StreamStock: the connection is reset after the XADD's reply; the
+    // append is answered "outcome unknown", never confirmed.
+    let log = connect(&proxy.url(), Durability::Strict, 1).await.unwrap();
+    proxy.armed.store(true, Ordering::SeqCst);
+    let reset = envelope("reset");
+    let answer = tokio::time::timeout(Duration::from_secs(15), log.append(&reset));
+    match answer.await.expect("an answer within 15 s") {
+        Err(LogError::OutcomeUnknown(_)) => {}
+        other => panic!("an append whose connection was reset was answered {other:?}"),
+    }
+    assert!(
+        !proxy.armed.load(Ordering::SeqCst),
+        "the proxy never cut the connection"
+    );
+    // Once reconnected, appends are confirmed again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.append(&envelope("after")).await.is_err() {
+        assert!(Instant::now() < deadline, "appends never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Negative control: a plain client sends XADD then WAITAOF 1 0 and takes
+    // the answer as its confirmation. The proxy shows the WAITAOF came down
+    // another connection than the XADD it "confirmed".
+    proxy.seen.lock().unwrap().clear();
+    let naive = raw_client(&proxy.url()).await;
+    proxy.armed.store(true, Ordering::SeqCst);
+    let _: String = naive
+        .xadd(
+            format!("{NAMESPACE}:naive"),
+            false,
+            None,
+            "*",
+            vec![("e", "x")],
+        )
+        .await
+        .unwrap();
+    let waitaof = CustomCommand::new_static("WAITAOF", ClusterHash::Random, false);
+    let confirmed: Vec<i64> = naive.custom(waitaof, vec![1, 0, 1000]).await.unwrap();
+    assert_eq!(confirmed[0], 1, "the plain client got its confirmation");
+    let seen = proxy.seen.lock().unwrap().clone();
+    let xadd_on = seen.iter().find(|(c, _)| *c == "XADD").unwrap().1;
+    let wait_on = seen.iter().rev().find(|(c, _)| *c == "WAITAOF").unwrap().1;
+    assert_ne!(
+        xadd_on, wait_on,
+        "the negative control did not show its anomaly: {seen:?}"
+    );
+}
