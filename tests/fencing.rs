@@ -96,7 +96,40 @@ async fn a_stale_epoch_cannot_commit(store: Store) {
     ));
 }
 
-database_pairs!(a_stale_epoch_cannot_commit);
+/// Claims of lease epochs: each epoch of a partition is claimed once, by
+/// one holder, and only above every earlier claim; new leases are issued
+/// above the highest epoch committed or claimed.
+async fn an_epoch_is_claimed_once(store: Store) {
+    store.migrate().await.unwrap();
+    let epoch = |n: u64| Epoch::new(n).unwrap();
+    let p = Partition(3);
+    assert!(store.claim_epoch(GROUP, p, epoch(4), "a").await.unwrap());
+    // The same epoch again, by another holder or the same: refused.
+    assert!(!store.claim_epoch(GROUP, p, epoch(4), "b").await.unwrap());
+    assert!(!store.claim_epoch(GROUP, p, epoch(4), "a").await.unwrap());
+    assert!(!store.claim_epoch(GROUP, p, epoch(2), "b").await.unwrap());
+    assert!(store.claim_epoch(GROUP, p, epoch(5), "b").await.unwrap());
+    // Other partitions and groups claim on their own.
+    assert!(store
+        .claim_epoch(GROUP, Partition(1), epoch(1), "a")
+        .await
+        .unwrap());
+    assert!(store
+        .claim_epoch("another", p, epoch(4), "a")
+        .await
+        .unwrap());
+    // The floor is the higher of committed and claimed.
+    let route = |key: &str| partition_for(key, 4);
+    store
+        .apply_batch(&[receipt(1, 1)], &route, GROUP, &held(&[(1, 7)]))
+        .await
+        .unwrap();
+    let floors = store.epoch_floors(GROUP).await.unwrap();
+    assert_eq!(floors[&p], epoch(5));
+    assert_eq!(floors[&Partition(1)], epoch(7));
+}
+
+database_pairs!(a_stale_epoch_cannot_commit, an_epoch_is_claimed_once);
 
 /// The workers holding partitions now.
 fn owners(env: &[(String, String)]) -> std::collections::BTreeSet<String> {

@@ -27,6 +27,7 @@ pub const HTTP_IN_FLIGHT: &str = "streamstock_http_requests_in_flight";
 pub const ANNOUNCEMENTS_HEARD: &str = "streamstock_announcements_heard_total";
 pub const FENCED_BATCHES: &str = "streamstock_fenced_batches_total";
 pub const INVARIANT_VIOLATIONS: &str = "streamstock_invariant_violations_total";
+pub const EPOCHS_REISSUED: &str = "streamstock_lease_epochs_reissued_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -38,6 +39,12 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// the caller logs what it stopped.
 pub fn invariant_broken(invariant: &'static str) {
     metrics::counter!(INVARIANT_VIOLATIONS, "invariant" => invariant).increment(1);
+}
+
+/// Counts a lease epoch the lease store issued although it was already
+/// claimed (`EPOCHS_REISSUED`): the worker took a later one instead.
+pub fn epoch_reissued() {
+    metrics::counter!(EPOCHS_REISSUED).increment(1);
 }
 
 /// The process's recorder, installed (with the metrics' descriptions and an
@@ -69,6 +76,10 @@ fn describe() {
     metrics::describe_counter!(
         INVARIANT_VIOLATIONS,
         "Invariants found broken in the code (by invariant): each stopped what it guarded"
+    );
+    metrics::describe_counter!(
+        EPOCHS_REISSUED,
+        "Lease epochs issued again by the lease store (as after a Valkey failover) and refused by their claim"
     );
     metrics::describe_counter!(EVENTS_PROCESSED, "Events handled by workers, by outcome");
     metrics::describe_histogram!(BATCH_SECONDS, "Time to apply, publish and ack one batch");

@@ -250,3 +250,67 @@ async fn a_batch_retried_after_a_fence_dead_letters_once() {
     );
     assert_eq!(log.dead_letter_count(group).await.unwrap(), 1);
 }
+
+/// A lease store that forgot its epochs (Valkey failed over to a replica
+/// that missed the last increments; here a second embedded lease store,
+/// whose counter starts again) would issue worker "b" the epoch worker "a"
+/// works under. "a" claimed it in the database, so "b" takes the partition
+/// under a later epoch (a claim raced past that floor is refused: see
+/// tests/fencing.rs). The negative control: without the database's
+/// claims, "b" gets "a"'s epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_the_lease_store_issues_twice_is_worked_under_once() {
+    use super::ownership::Ownership;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}/read-model.db", dir.path().display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let lease_store = |name: &str| -> Arc<dyn LeaseStore> {
+        EmbeddedLog::open(&dir.path().join(name), 1)
+            .unwrap()
+            .leases()
+    };
+    let ownership = |member: &str, leases, recorded_epochs| Ownership {
+        leases,
+        group: PROCESSOR_GROUP.to_string(),
+        member: member.to_string(),
+        partitions: 1,
+        ttl: Duration::from_secs(30),
+        recorded_epochs,
+    };
+    let held_by_a = ownership("a", lease_store("before"), Some(store.clone()))
+        .step(&Holdings::new())
+        .await
+        .unwrap();
+    let epoch_of_a = held_by_a
+        .epoch_of(Partition(0))
+        .expect("a holds partition 0");
+
+    let b = ownership("b", lease_store("after"), Some(store.clone()));
+    let mut held_by_b = b.step(&Holdings::new()).await.unwrap();
+    for _ in 0..3 {
+        if held_by_b.holds(Partition(0)) {
+            break;
+        }
+        held_by_b = b.step(&held_by_b).await.unwrap();
+    }
+    let epoch_of_b = held_by_b
+        .epoch_of(Partition(0))
+        .expect("b holds partition 0");
+    assert!(
+        epoch_of_b > epoch_of_a,
+        "{epoch_of_b:?} after {epoch_of_a:?}"
+    );
+
+    // Negative control: the same failover without the database's claims.
+    let unchecked = ownership("c", lease_store("unchecked"), None)
+        .step(&Holdings::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        unchecked.epoch_of(Partition(0)),
+        Some(epoch_of_a),
+        "the negative control did not show its anomaly: no epoch issued twice"
+    );
+}

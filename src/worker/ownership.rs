@@ -19,8 +19,9 @@ pub struct Ownership {
     pub member: String,
     pub partitions: u32,
     pub ttl: Duration,
-    /// Where the epochs committed under are recorded: a new lease's epoch
-    /// must exceed them (None in tests of the lease rules alone).
+    /// Where the epochs committed and claimed under are recorded: a new
+    /// lease's epoch must exceed them, and is claimed there before this
+    /// worker works under it (None in tests of the lease rules alone).
     pub recorded_epochs: Option<Store>,
 }
 
@@ -79,10 +80,43 @@ impl Ownership {
                 self.leases.release(&self.group, p, &self.member).await?;
                 continue;
             }
+            if !self.claimed(p, epoch).await? {
+                self.leases.release(&self.group, p, &self.member).await?;
+                continue;
+            }
             tracing::info!(partition = p.0, epoch = epoch.get(), "acquired partition");
             held.insert(p, epoch);
         }
         Ok(held)
+    }
+
+    /// Claims `epoch` in the database before any work under it: false when
+    /// another holder has claimed it or a later one (the lease store issued
+    /// an epoch twice, as a Valkey that failed over to a replica missing
+    /// its last increments can); the next round takes a lease above the
+    /// claim. Without a database to claim in, nothing can commit either:
+    /// the partition is not taken.
+    async fn claimed(&self, p: Partition, epoch: Epoch) -> Result<bool, crate::stream::LogError> {
+        let Some(store) = &self.recorded_epochs else {
+            return Ok(true);
+        };
+        match store.claim_epoch(&self.group, p, epoch, &self.member).await {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                tracing::warn!(
+                    partition = p.0,
+                    epoch = epoch.get(),
+                    "the lease store issued an epoch already claimed (did Valkey fail over?); \
+                     taking a later one"
+                );
+                names::epoch_reissued();
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::warn!(partition = p.0, error = %e, "cannot claim the lease's epoch; not taking the partition");
+                Ok(false)
+            }
+        }
     }
 
     /// The epochs recorded per partition; none when they cannot be read
@@ -92,7 +126,7 @@ impl Ownership {
         let Some(store) = &self.recorded_epochs else {
             return Default::default();
         };
-        match store.partition_epochs(&self.group).await {
+        match store.epoch_floors(&self.group).await {
             Ok(floors) => floors,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the recorded lease epochs");
