@@ -157,7 +157,9 @@ async fn replicated_acknowledges_only_what_a_replica_holds_and_strict_loses_it_i
 }
 
 /// A TCP proxy to Valkey that, once armed, resets the client's connection
-/// right after the first XADD's reply passes through it. It numbers its
+/// once an XADD sent after arming has reached Valkey, as soon as the next
+/// reply comes back (the XADD's own, or one before it: either way its
+/// sender never sees the XADD answered). It numbers its
 /// connections and notes the one each XADD and WAITAOF came down.
 struct ResettingProxy {
     port: u16,
@@ -203,6 +205,7 @@ async fn relay(
     let (mut server_read, mut server_write) = server.into_split();
     let xadd_sent = Arc::new(AtomicBool::new(false));
     let sent = xadd_sent.clone();
+    let armed_up = armed.clone();
     let upstream = tokio::spawn(async move {
         let mut buffer = vec![0u8; 64 * 1024];
         while let Ok(n) = client_read.read(&mut buffer).await {
@@ -210,16 +213,20 @@ async fn relay(
                 break;
             }
             let text = String::from_utf8_lossy(&buffer[..n]).to_ascii_uppercase();
+            let has = |command: &str| text.contains(&format!("\r\n{command}\r\n"));
             for command in ["XADD", "WAITAOF"] {
-                if text.contains(&format!("\r\n{command}\r\n")) {
+                if has(command) {
                     seen.lock().unwrap().push((command, number));
-                    if command == "XADD" {
-                        sent.store(true, Ordering::SeqCst);
-                    }
                 }
             }
             if server_write.write_all(&buffer[..n]).await.is_err() {
                 break;
+            }
+            // An XADD sent once armed, and only once it is on its way to
+            // Valkey: the cut that follows can lose its reply, never the
+            // XADD itself.
+            if has("XADD") && armed_up.load(Ordering::SeqCst) {
+                sent.store(true, Ordering::SeqCst);
             }
         }
     });
@@ -288,4 +295,76 @@ async fn a_wait_on_a_new_connection_never_confirms_an_append() {
         xadd_on, wait_on,
         "the negative control did not show its anomaly: {seen:?}"
     );
+}
+
+/// An order whose append landed but was not confirmed (the proxy resets
+/// the connection right after the XADD's reply) is answered 503
+/// `outcome_unknown`; its retry with the same Idempotency-Key is answered
+/// 202 with the same order id, and one order exists. The negative control
+/// retries without a key and gets a second order for the one intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_key_after_an_unknown_outcome_makes_one_order() {
+    use common::{Backend, TestApp};
+    let valkey = OwnValkey::start();
+    let proxy = ResettingProxy::start(valkey.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::isolated_settings(Backend::ValkeyPostgres, dir.path()).await;
+    settings.valkey_url = Some(proxy.url());
+    let app = TestApp::spawn_with(settings).await;
+    let product = app.create_product("DOUBT-1", 2.00, 10).await;
+    app.wait_until_decided(0).await;
+    let order = serde_json::json!({
+        "customer_email": "doubt@example.com",
+        "items": [{ "product_id": product, "quantity": 1 }]
+    });
+    let post = |key: Option<&str>| {
+        let mut request = app.http.post(app.url("/api/orders")).json(&order);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        app.send(request)
+    };
+
+    proxy.armed.store(true, Ordering::SeqCst);
+    let first = post(Some("doubt-1")).await;
+    assert_eq!(
+        (first.status, first.body["error"]["code"].as_str()),
+        (503, Some("outcome_unknown")),
+        "{}",
+        first.text
+    );
+    assert!(
+        !proxy.armed.load(Ordering::SeqCst),
+        "the proxy never cut the connection"
+    );
+    let retry = post(Some("doubt-1")).await;
+    assert_eq!(retry.status, 202, "{}", retry.text);
+    let order_id = retry.body["order_id"].as_str().unwrap().to_string();
+    // Once decided: one order, placed once, whatever the log holds.
+    app.wait_for("the order decided", || async {
+        app.all_orders().await.is_some_and(|orders| {
+            orders.len() == 1
+                && orders[0].status != streamstock::domain::status::OrderStatus::Pending
+        })
+    })
+    .await;
+    let orders = app.all_orders().await.unwrap();
+    assert_eq!(orders[0].order_id.to_string(), order_id);
+    let placed = app
+        .events(&format!("key={order_id}&type=order.placed"))
+        .await;
+    assert_eq!(placed.expect(200).len(), 1);
+
+    // Negative control: the same unknown outcome, retried without a key.
+    proxy.armed.store(true, Ordering::SeqCst);
+    let first = post(None).await;
+    assert_eq!(first.status, 503, "{}", first.text);
+    assert_eq!(post(None).await.status, 202);
+    app.wait_until_decided(3).await;
+    assert_eq!(
+        app.all_orders().await.unwrap().len(),
+        3,
+        "the negative control did not show its anomaly: no second order from one intent"
+    );
+    app.stop().await;
 }

@@ -304,6 +304,12 @@ impl DomainEvent {
         self.envelope_with_id(Uuid::now_v7(), occurred_at)
     }
 
+    /// A new envelope under `event_id`, one the caller chose (the gateway
+    /// derives it from an Idempotency-Key, so a retry carries the same id).
+    pub fn into_envelope_with_id(self, event_id: Uuid, occurred_at: DateTime<Utc>) -> Envelope {
+        self.envelope_with_id(event_id, occurred_at)
+    }
+
     /// A follow-up event (a decision) gets an id derived from the event that
     /// caused it and its place among that event's follow-ups, so deciding
     /// again yields the same id and is deduplicated downstream. The id is

@@ -68,8 +68,22 @@ impl ApiError {
     }
 }
 
+/// Marks an answer after which the request's write may or may not have
+/// been recorded (`outcome_unknown`): the idempotency middleware keeps the
+/// request's key for its retries instead of freeing it.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeInDoubt;
+
+impl ApiError {
+    /// The write was sent to the log but not confirmed.
+    pub fn in_doubt(&self) -> bool {
+        self.code == "outcome_unknown"
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let in_doubt = self.in_doubt();
         let body = Json(ErrorBody {
             error: ErrorDetail {
                 code: self.code.into(),
@@ -77,6 +91,9 @@ impl IntoResponse for ApiError {
             },
         });
         let mut response = (self.status, body).into_response();
+        if in_doubt {
+            response.extensions_mut().insert(OutcomeInDoubt);
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -120,7 +137,8 @@ impl From<LogError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "outcome_unknown",
                 "the event log did not confirm the write: it may or may not have been recorded; \
-                 read the resource before writing it again",
+                 retry with the same Idempotency-Key (it will not be recorded twice), or read the \
+                 resource before writing it again",
             );
         }
         tracing::warn!(error = %e, "event log unavailable");

@@ -7,10 +7,17 @@
 //! - The same key with another method, path or body: 422.
 //! - Concurrent requests with one key: one does the work, the others wait
 //!   for its answer (up to IN_PROGRESS_WAIT, then 409 with Retry-After).
-//! - A first request that failed with a 5xx did nothing: its key is freed.
+//! - A first request that failed with a 5xx before appending did nothing:
+//!   its key is freed.
+//! - A first request whose append ended in doubt (`outcome_unknown`), or
+//!   that was cut off (the request timeout, a client gone) keeps its key,
+//!   for the same request only: the retry takes the key over and, its ids
+//!   derived from the key (`write_ids`), appends the same events under the
+//!   same ids, which the worker applies once.
 
-use super::error::ApiError;
+use super::error::{ApiError, OutcomeInDoubt};
 use super::extract::MAX_BODY_BYTES;
+use super::write_ids::WriteIds;
 use super::AppState;
 use crate::store::idempotency::{KeyClaim, StoredAnswer};
 use axum::body::{to_bytes, Body};
@@ -83,17 +90,55 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         }
     };
     let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
-    if let Err(refused) = claim_key(&state, &key, &fingerprint).await {
-        return refused;
-    }
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let first_seen_ms = match claim_key(&state, &key, &fingerprint).await {
+        Ok(first_seen_ms) => first_seen_ms,
+        Err(refused) => return refused,
+    };
+    let mut request = Request::from_parts(parts, Body::from(body));
+    request
+        .extensions_mut()
+        .insert(WriteIds::from_key(&key, first_seen_ms));
+    // Dropped before it answers (the request timeout, a client gone): the
+    // write may be in the log, so the key stays for this request's retries.
+    let cut_off = InDoubtIfDropped {
+        state: state.clone(),
+        key: Some(key.clone()),
+    };
+    let response = next.run(request).await;
+    cut_off.disarm();
     remember_answer(&state, &key, response).await
 }
 
+/// Marks its key in doubt if dropped while armed.
+struct InDoubtIfDropped {
+    state: AppState,
+    key: Option<String>,
+}
+
+impl InDoubtIfDropped {
+    fn disarm(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for InDoubtIfDropped {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let store = self.state.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.mark_idempotency_key_in_doubt(&key).await {
+                    tracing::warn!(error = %e, "could not keep a cut-off request's idempotency key");
+                }
+            });
+        }
+    }
+}
+
 /// Claims `key` for this request, waiting a moment while another request
-/// with it is in progress; Err is the answer to give instead of handling
-/// the request (the first answer replayed, or a refusal).
-async fn claim_key(state: &AppState, key: &str, fingerprint: &str) -> Result<(), Response> {
+/// with it is in progress: Ok with when the key was first claimed, or Err
+/// with the answer to give instead of handling the request (the first
+/// answer replayed, or a refusal).
+async fn claim_key(state: &AppState, key: &str, fingerprint: &str) -> Result<i64, Response> {
     let ttl_ms = state.limits.idempotency_ttl.as_millis() as i64;
     let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
     loop {
@@ -103,7 +148,7 @@ async fn claim_key(state: &AppState, key: &str, fingerprint: &str) -> Result<(),
             .await
             .map_err(|e| ApiError::from(e).into_response())?;
         match claim {
-            KeyClaim::Owned => return Ok(()),
+            KeyClaim::Owned { first_seen_ms } => return Ok(first_seen_ms),
             KeyClaim::Answered(answer) => return Err(replay(answer)),
             KeyClaim::Mismatch => {
                 return Err(ApiError::invalid(
@@ -130,13 +175,18 @@ async fn claim_key(state: &AppState, key: &str, fingerprint: &str) -> Result<(),
 }
 
 /// Records the handler's answer under `key` for its retries, and passes it
-/// on. A 5xx did nothing (the handlers answer 5xx only before appending):
-/// the key is freed so the retry does the work.
+/// on. A 5xx in doubt keeps the key for the same request's retry; any other
+/// 5xx did nothing, and the key is freed so the retry does the work.
 async fn remember_answer(state: &AppState, key: &str, response: Response) -> Response {
     let status = response.status();
     if status.is_server_error() {
-        if let Err(e) = state.store.release_idempotency_key(key).await {
-            tracing::warn!(error = %e, "could not free an idempotency key");
+        let kept = if response.extensions().get::<OutcomeInDoubt>().is_some() {
+            state.store.mark_idempotency_key_in_doubt(key).await
+        } else {
+            state.store.release_idempotency_key(key).await
+        };
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, "could not keep or free an idempotency key");
         }
         return response;
     }

@@ -21,6 +21,7 @@ mod restock;
 mod router;
 pub mod simulator_control;
 mod state;
+pub mod write_ids;
 
 pub use dashboard::{Snapshot, Stats};
 pub use extract::{page_limit, ApiJson, ApiPath, ApiQuery, Paging, StatusFilter};

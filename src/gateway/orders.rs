@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::order_watch::FALLBACK_CHECK;
 use super::responses::ErrorBody;
 use super::responses::{Accepted, CommandQueued, FoundOrQueued, OrderPending, OrderQueued, Queued};
+use super::write_ids::WriteIds;
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::catalog::{Email, Quantity};
 use crate::domain::events::{OrderLine, OrderPlaced};
@@ -56,6 +57,7 @@ pub struct OneOrderQuery {
 #[tracing::instrument(name = "orders::place", level = "debug", skip_all)]
 pub async fn place(
     State(state): State<AppState>,
+    write_ids: WriteIds,
     ApiJson(body): ApiJson<PlaceOrder>,
 ) -> Result<Accepted<OrderQueued>, ApiError> {
     let customer_email =
@@ -104,14 +106,15 @@ pub async fn place(
         });
     }
 
-    let order_id = OrderId::new();
+    let order_id = OrderId(write_ids.id("order"));
     let event = DomainEvent::OrderPlaced(OrderPlaced {
         order_id,
         customer_email: customer_email.into_string(),
         items: lines,
         total,
     });
-    let receipt = state.append(&event.into_envelope(Utc::now())).await?;
+    let envelope = event.into_envelope_with_id(write_ids.id("order.placed"), Utc::now());
+    let receipt = state.append(&envelope).await?;
     Ok(Accepted {
         body: OrderQueued {
             order_id,
@@ -242,9 +245,10 @@ const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
 #[tracing::instrument(name = "orders::cancel", level = "debug", skip_all)]
 pub async fn cancel(
     State(state): State<AppState>,
+    ids: WriteIds,
     ApiPath(id): ApiPath<OrderId>,
 ) -> Result<Accepted<CommandQueued>, ApiError> {
-    lifecycle_command(state, id, OrderCommand::Cancel).await
+    lifecycle_command(state, ids, id, OrderCommand::Cancel).await
 }
 
 #[utoipa::path(post, path = "/api/orders/{id}/ship", operation_id = "ship_order", tag = "orders",
@@ -256,9 +260,10 @@ pub async fn cancel(
 #[tracing::instrument(name = "orders::ship", level = "debug", skip_all)]
 pub async fn ship(
     State(state): State<AppState>,
+    ids: WriteIds,
     ApiPath(id): ApiPath<OrderId>,
 ) -> Result<Accepted<CommandQueued>, ApiError> {
-    lifecycle_command(state, id, OrderCommand::Ship).await
+    lifecycle_command(state, ids, id, OrderCommand::Ship).await
 }
 
 /// Checks the command against the order's state in the read model (409 when
@@ -267,6 +272,7 @@ pub async fn ship(
 /// refused there, with its reason recorded (alert and audit trail).
 async fn lifecycle_command(
     state: AppState,
+    ids: WriteIds,
     id: OrderId,
     command: OrderCommand,
 ) -> Result<Accepted<CommandQueued>, ApiError> {
@@ -285,7 +291,11 @@ async fn lifecycle_command(
         None => {}
     }
     let receipt = state
-        .append(&command.request(id).into_envelope(Utc::now()))
+        .append(
+            &command
+                .request(id)
+                .into_envelope_with_id(ids.id(verb), Utc::now()),
+        )
         .await?;
     Ok(Accepted {
         body: CommandQueued {

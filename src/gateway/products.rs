@@ -5,6 +5,7 @@ use super::responses::ErrorBody;
 use super::responses::{
     Accepted, FoundOrQueued, ProductPending, ProductQueued, Queued, StockQueued, Stored,
 };
+use super::write_ids::WriteIds;
 use super::{ApiJson, ApiPath, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
 use crate::domain::events::{ProductCreated, StockReceived};
@@ -164,11 +165,12 @@ impl ValidProduct {
 #[tracing::instrument(name = "products::create", level = "debug", skip_all)]
 pub async fn create(
     State(state): State<AppState>,
+    ids: WriteIds,
     ApiJson(body): ApiJson<CreateProduct>,
 ) -> Result<Stored<ProductQueued>, ApiError> {
     let valid = ValidProduct::parse(&body)?;
     let (sku, initial_stock) = (valid.sku, valid.initial_stock);
-    let product_id = ProductId::new();
+    let product_id = ProductId(ids.id("product"));
     if !state.store.claim_sku(sku.as_str(), product_id).await? {
         return Err(ApiError::conflict(format!(
             "a product with sku {} already exists",
@@ -185,11 +187,13 @@ pub async fn create(
         low_stock_threshold: valid.low_stock_threshold,
         reorder_quantity: valid.reorder_quantity,
     };
-    let receipt = match state
-        .append(&DomainEvent::ProductCreated(created.clone()).into_envelope(now))
-        .await
-    {
+    let creation = DomainEvent::ProductCreated(created.clone())
+        .into_envelope_with_id(ids.id("product.created"), now);
+    let receipt = match state.append(&creation).await {
         Ok(receipt) => receipt,
+        // It may be in the log: the sku stays this product's, for the
+        // retry (the same ids) to finish.
+        Err(e) if e.in_doubt() => return Err(e),
         Err(e) => {
             // Nothing was recorded: free the sku so a retry can succeed.
             if let Err(release) = state.store.release_sku(sku.as_str(), product_id).await {
@@ -200,16 +204,23 @@ pub async fn create(
     };
     if let Some(quantity) = initial_stock {
         // Same key, same partition, after the creation: applied in order.
-        state
-            .append(
-                &DomainEvent::StockReceived(StockReceived {
-                    product_id,
-                    quantity: quantity.get(),
-                    purchase_order_id: None,
-                })
-                .into_envelope(now),
-            )
-            .await?;
+        let stock = DomainEvent::StockReceived(StockReceived {
+            product_id,
+            quantity: quantity.get(),
+            purchase_order_id: None,
+        })
+        .into_envelope_with_id(ids.id("product.initial_stock"), now);
+        if let Err(e) = state.append(&stock).await {
+            // The product is recorded, its stock maybe not: in doubt as a
+            // whole, so a retry with the key appends both again (the
+            // worker keeps one of each).
+            return Err(ApiError::from(crate::stream::LogError::OutcomeUnknown(
+                format!(
+                    "the product is recorded, its initial stock may not be: {}",
+                    e.message
+                ),
+            )));
+        }
     }
     let incoming = initial_stock.map_or(0, Quantity::get);
     let applied = readable_product(&state, product_id, incoming, APPLIED_WAIT).await?;
@@ -246,6 +257,7 @@ pub async fn create(
 #[tracing::instrument(name = "products::receive_stock", level = "debug", skip_all)]
 pub async fn receive_stock(
     State(state): State<AppState>,
+    ids: WriteIds,
     ApiPath(id): ApiPath<ProductId>,
     ApiJson(body): ApiJson<ReceiveStock>,
 ) -> Result<Accepted<StockQueued>, ApiError> {
@@ -263,7 +275,7 @@ pub async fn receive_stock(
                 quantity: quantity.get(),
                 purchase_order_id: None,
             })
-            .into_envelope(Utc::now()),
+            .into_envelope_with_id(ids.id("stock.received"), Utc::now()),
         )
         .await?;
     Ok(Accepted {

@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use super::responses::ErrorBody;
 use super::responses::{Accepted, Queued, ReceiptQueued};
+use super::write_ids::WriteIds;
 use super::{ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::events::PurchaseOrderReceived;
 use crate::domain::inventory::PurchaseOrderStatus;
@@ -44,6 +45,7 @@ pub async fn list(
 #[tracing::instrument(name = "restock::receive", level = "debug", skip_all)]
 pub async fn receive(
     State(state): State<AppState>,
+    ids: WriteIds,
     ApiPath(id): ApiPath<PurchaseOrderId>,
 ) -> Result<Accepted<ReceiptQueued>, ApiError> {
     let po = state
@@ -60,7 +62,8 @@ pub async fn receive(
         purchase_order_id: id,
         product_id: po.product_id,
     });
-    let receipt = state.append(&event.into_envelope(Utc::now())).await?;
+    let envelope = event.into_envelope_with_id(ids.id("purchase_order.received"), Utc::now());
+    let receipt = state.append(&envelope).await?;
     Ok(Accepted {
         body: ReceiptQueued {
             purchase_order_id: id,

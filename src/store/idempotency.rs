@@ -19,8 +19,10 @@ pub struct StoredAnswer {
 /// What a request finds when it claims its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyClaim {
-    /// The key is new: this request does the work and records its answer.
-    Owned,
+    /// The key is new, or its first request ended in doubt: this request
+    /// does the work and records its answer. `first_seen_ms` is when the
+    /// key was first claimed, the same for every retry (ids derive from it).
+    Owned { first_seen_ms: i64 },
     /// The key's first request is still being handled.
     InProgress,
     /// The key was used for a request with another method, path or body.
@@ -55,11 +57,11 @@ impl Store {
         .await?
         .rows_affected();
         if inserted == 1 {
-            return Ok(KeyClaim::Owned);
+            return Ok(KeyClaim::Owned { first_seen_ms: now });
         }
         let row = sqlx::query(
-            "SELECT fingerprint, CAST(status AS BIGINT) AS status, location, body \
-             FROM idempotency_keys WHERE idem_key = $1",
+            "SELECT fingerprint, CAST(status AS BIGINT) AS status, location, body, in_doubt, \
+             created_at FROM idempotency_keys WHERE idem_key = $1",
         )
         .bind(key)
         .fetch_optional(self.pool())
@@ -73,6 +75,24 @@ impl Store {
             return Ok(KeyClaim::Mismatch);
         }
         let status: Option<i64> = row.try_get("status")?;
+        let in_doubt: i64 = row.try_get("in_doubt")?;
+        if status.is_none() && in_doubt != 0 {
+            // The same request again after an unknown outcome: one retry
+            // takes the key over (the others find it in progress).
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET in_doubt = 0 WHERE idem_key = $1 AND in_doubt <> 0",
+            )
+            .bind(key)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+            if taken == 1 {
+                return Ok(KeyClaim::Owned {
+                    first_seen_ms: row.try_get("created_at")?,
+                });
+            }
+            return Ok(KeyClaim::InProgress);
+        }
         Ok(match status {
             None => KeyClaim::InProgress,
             Some(status) => KeyClaim::Answered(StoredAnswer {
@@ -99,6 +119,18 @@ impl Store {
         .bind(i64::from(answer.status))
         .bind(answer.location.as_deref())
         .bind(answer.body.as_str())
+        .bind(key)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Keeps `key` for its own request's retries after that request ended
+    /// without knowing whether its event was recorded.
+    pub async fn mark_idempotency_key_in_doubt(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET in_doubt = 1 WHERE idem_key = $1 AND status IS NULL",
+        )
         .bind(key)
         .execute(self.pool())
         .await?;

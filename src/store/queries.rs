@@ -131,7 +131,16 @@ impl Store {
             .execute(self.pool())
             .await?
             .rows_affected();
-        Ok(inserted == 1)
+        if inserted == 1 {
+            return Ok(true);
+        }
+        // Claimed already by this very product: a retry of its creation.
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT product_id FROM sku_claims WHERE sku = $1")
+                .bind(sku)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(holder.as_deref() == Some(product_id.to_string().as_str()))
     }
 
     /// The sku of a product this deployment's gateways issued (its
