@@ -53,6 +53,22 @@ ensure_stunnel() {
   fi
 }
 
+ensure_fault_tools() {
+  # The disk-fault tests inject fsync errors with strace and fill a small
+  # loop-mounted ext4 (mkfs.ext4 from e2fsprogs, mount from util-linux).
+  local missing=()
+  command -v strace >/dev/null || missing+=(strace)
+  command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+  if [[ ${#missing[@]} -gt 0 && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing ${missing[*]} from Debian's packages (the disk-fault tests)"
+    (apt-get install -y -q "${missing[@]}" >&2 || { apt-get update -q >&2 && apt-get install -y -q "${missing[@]}" >&2; }) || true
+  fi
+  if ! command -v strace >/dev/null || ! command -v mkfs.ext4 >/dev/null; then
+    log "error: the disk-fault tests need strace and mkfs.ext4. Install them with: apt-get install strace e2fsprogs"
+    return 1
+  fi
+}
+
 ensure_web_tools() {
   # The component tests (Vitest) and the browser test (playwright-core)
   # run from web/node_modules: install it as build.rs would, when missing or
@@ -67,6 +83,7 @@ ensure_web_tools() {
 ensure_chromium
 ensure_systemd_analyze
 ensure_stunnel
+ensure_fault_tools
 ensure_web_tools
 if [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]]; then
   log "using Valkey at $STREAMSTOCK_TEST_VALKEY_URL"

@@ -15,6 +15,7 @@ mod dashboard_browser;
 mod dashboard_feed;
 mod db_outage;
 mod decisions;
+mod disk_faults;
 mod fencing;
 mod front_door;
 mod idempotency;

@@ -131,6 +131,16 @@ impl From<LogError> for ApiError {
                 "the event log is behind the offered load; nothing was recorded, retry shortly",
             );
         }
+        if let LogError::DiskFull(reason) = &e {
+            tracing::warn!(%reason, "the event log's disk is full");
+            let mut full = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "disk_full",
+                "the event log's disk is full; nothing was recorded, retry once there is space",
+            );
+            full.retry_after = Some(RETRY_AFTER_SECS);
+            return full;
+        }
         if let LogError::OutcomeUnknown(reason) = &e {
             tracing::warn!(%reason, "an append's outcome is unknown");
             return ApiError::new(

@@ -155,6 +155,10 @@ pub enum LogError {
     /// log.
     #[error("append outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// The log's disk is full: nothing was recorded; writes resume once
+    /// there is space again.
+    #[error("event log disk full: {0}")]
+    DiskFull(String),
     /// The log is reachable but behind the offered load: retry later.
     #[error("event log overloaded: {0}")]
     Overloaded(String),

@@ -76,6 +76,21 @@ fn checksum(partition: u32, first: u64, payload: &[u8]) -> u64 {
     hasher.digest()
 }
 
+/// Why a batch did not reach the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The write itself failed (a full disk, say): nothing of the batch is
+    /// durable, and the file is as it was.
+    #[error("writing the journal failed: {0}")]
+    Write(std::io::Error),
+    /// The fdatasync failed: whether the batch is on disk is unknown, and
+    /// after a failed fsync the kernel may have dropped the file's dirty
+    /// pages while marking them clean, so a later fsync that succeeds
+    /// proves nothing (PostgreSQL's "fsyncgate").
+    #[error("fsync of the journal failed: {0}")]
+    Sync(std::io::Error),
+}
+
 fn journal_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("journal-{number:020}.wal"))
 }
@@ -188,7 +203,7 @@ impl Journal {
     pub fn write_batch<'a>(
         &mut self,
         records: impl Iterator<Item = (u32, u64, &'a [u8])>,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), JournalError> {
         self.buffer.clear();
         for (partition, first, lines) in records {
             self.buffer
@@ -202,11 +217,11 @@ impl Journal {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        match self
-            .file
-            .write_all(&self.buffer)
-            .and_then(|_| self.file.sync_data())
-        {
+        let written = match self.file.write_all(&self.buffer) {
+            Ok(()) => self.file.sync_data().map_err(JournalError::Sync),
+            Err(e) => Err(JournalError::Write(e)),
+        };
+        match written {
             Ok(()) => {
                 self.bytes += self.buffer.len() as u64;
                 Ok(())

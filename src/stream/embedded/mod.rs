@@ -101,6 +101,8 @@ struct Inner {
     /// Woken after every durable write, for blocked reads.
     appended: Notify,
     groups: Mutex<HashMap<String, GroupState>>,
+    /// Why the writer halted (a failed fsync), once it has.
+    halted: Arc<std::sync::OnceLock<String>>,
 }
 
 pub struct EmbeddedLog {
@@ -213,6 +215,7 @@ impl EmbeddedLog {
             partitions: opened.into_iter().map(RwLock::new).collect(),
             appended: Notify::new(),
             groups: Mutex::new(HashMap::new()),
+            halted: Arc::default(),
         });
         inner.load_every_group()?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
@@ -318,6 +321,11 @@ impl EventLog for EmbeddedLog {
             serde_json::to_vec(envelope).map_err(|e| LogError::Corrupt(e.to_string()))?;
         line.push(b'\n');
         let stopped = || LogError::Unavailable("embedded log writer stopped".into());
+        if let Some(why) = self.inner.halted.get() {
+            return Err(LogError::Unavailable(format!(
+                "the embedded log has halted ({why}); restart the process"
+            )));
+        }
         // A full queue means the disk is behind the offered load: wait a
         // little for room, then refuse rather than queue without bound.
         let slot = match tokio::time::timeout(self.inner.options.queue_wait, self.writer.reserve())
@@ -339,10 +347,7 @@ impl EventLog for EmbeddedLog {
             line,
             done,
         });
-        let id = answer
-            .await
-            .map_err(|_| stopped())?
-            .map_err(LogError::Unavailable)?;
+        let id = answer.await.map_err(|_| stopped())??;
         Ok(AppendReceipt { partition, id })
     }
 
@@ -480,6 +485,11 @@ impl EventLog for EmbeddedLog {
     async fn ping(&self) -> Result<(), LogError> {
         if self.writer.is_closed() {
             return Err(LogError::Unavailable("embedded log writer stopped".into()));
+        }
+        if let Some(why) = self.inner.halted.get() {
+            return Err(LogError::Unavailable(format!(
+                "the embedded log has halted ({why}); restart the process"
+            )));
         }
         Ok(())
     }

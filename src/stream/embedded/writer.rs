@@ -4,6 +4,16 @@
 //! the partitions' new ends and answers the callers; it rolls segments, and
 //! has a checkpoint thread sync them so the journal can be emptied. On
 //! open, `replay` restores from the journal what a crash lost.
+//!
+//! A failed fsync halts the writer: the appends it covered are answered
+//! "outcome unknown" (they may be on disk), and every later append is
+//! refused until the process restarts and recovery reads what the disk
+//! really holds. The writer never retries an fsync and then acknowledges:
+//! after a failed fsync the kernel may have dropped dirty pages while
+//! marking them clean, so a later fsync that succeeds proves nothing
+//! (PostgreSQL's "fsyncgate"). A write refused for want of space (ENOSPC)
+//! is different: nothing of the batch is kept, its appends hear "disk
+//! full", and the next batch tries again.
 
 use super::{journal, segments, Inner};
 use crate::stream::{EntryId, LogError, Partition};
@@ -19,7 +29,53 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) struct AppendRequest {
     pub partition: Partition,
     pub line: Vec<u8>,
-    pub done: oneshot::Sender<Result<EntryId, String>>,
+    pub done: oneshot::Sender<Result<EntryId, WriteFailure>>,
+}
+
+/// Why an append was not made durable, as its caller hears it.
+#[derive(Debug, Clone)]
+pub(super) enum WriteFailure {
+    /// The disk is full: nothing was recorded; writes resume with space.
+    DiskFull(String),
+    /// Nothing was recorded.
+    Failed(String),
+    /// An fsync failed: the append may or may not be on disk, and the log
+    /// has halted.
+    InDoubt(String),
+}
+
+impl WriteFailure {
+    /// A failed write: `DiskFull` when the disk had no room for it.
+    fn of_write(what: &str, e: &std::io::Error) -> WriteFailure {
+        let message = format!("{what}: {e}");
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            WriteFailure::DiskFull(message)
+        } else {
+            WriteFailure::Failed(message)
+        }
+    }
+}
+
+impl From<WriteFailure> for LogError {
+    fn from(failure: WriteFailure) -> LogError {
+        match failure {
+            WriteFailure::DiskFull(message) => LogError::DiskFull(message),
+            WriteFailure::Failed(message) => LogError::Unavailable(message),
+            WriteFailure::InDoubt(message) => LogError::OutcomeUnknown(message),
+        }
+    }
+}
+
+/// Halts the log after a failed fsync: said once, loudly, and recorded for
+/// every later append and for readiness.
+pub(super) fn halt(halted: &std::sync::OnceLock<String>, why: String) {
+    if halted.set(why.clone()).is_ok() {
+        tracing::error!(
+            reason = %why,
+            "the embedded log has halted after a failed fsync and takes no more writes; \
+             restart the process (recovery reads what the disk holds)"
+        );
+    }
 }
 
 /// The segment a partition's appends go to, owned by the writer thread.
@@ -46,7 +102,7 @@ pub(super) fn run_writer(
         active,
         journal,
         unsynced: vec![false; partitions],
-        checkpoints: Checkpoints::spawn(),
+        checkpoints: Checkpoints::spawn(inner.halted.clone()),
     };
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -97,6 +153,13 @@ impl Writer<'_> {
     /// Makes a batch durable and answers each of its appends: segments,
     /// then the journal (the one sync), then the new ends, then answers.
     fn write(&mut self, requests: Vec<AppendRequest>) {
+        if let Some(why) = self.inner.halted.get() {
+            let failure = WriteFailure::Failed(format!("the embedded log has halted: {why}"));
+            for req in requests {
+                let _ = req.done.send(Err(failure.clone()));
+            }
+            return;
+        }
         let batch = Batch::gather(requests, self.active.len());
         let mut failure = None;
         // Per partition: the offset of its first entry in this batch, once
@@ -106,8 +169,8 @@ impl Writer<'_> {
         self.publish_ends(&batch, &mut first_offset, &mut failure);
         self.inner.appended.notify_waiters();
         answer(batch.requests, first_offset, &failure);
-        if let Some(message) = failure {
-            tracing::error!(%message, "embedded log write failed");
+        if let Some(failure) = failure {
+            tracing::error!(?failure, "embedded log write failed");
         }
         if self.journal.bytes() >= self.inner.options.journal_bytes {
             self.checkpoints.start(
@@ -121,7 +184,11 @@ impl Writer<'_> {
 
     /// Each partition's lines to its segment, unsynced: the journal makes
     /// the whole batch durable with one fdatasync.
-    fn write_segments(&mut self, batch: &Batch, failure: &mut Option<String>) -> Vec<Option<u64>> {
+    fn write_segments(
+        &mut self,
+        batch: &Batch,
+        failure: &mut Option<WriteFailure>,
+    ) -> Vec<Option<u64>> {
         let mut first_offset = vec![None; self.active.len()];
         for (p, bytes) in batch.lines.iter().enumerate() {
             if bytes.is_empty() {
@@ -132,7 +199,10 @@ impl Writer<'_> {
                 // Cut off whatever part of the batch reached the file,
                 // so later appends do not follow a torn line.
                 let _ = segment.file.set_len(segment.bytes);
-                *failure = Some(format!("append to partition {p} failed: {e}"));
+                *failure = Some(WriteFailure::of_write(
+                    &format!("append to partition {p}"),
+                    &e,
+                ));
                 continue;
             }
             self.unsynced[p] = true;
@@ -148,7 +218,7 @@ impl Writer<'_> {
         &mut self,
         batch: &Batch,
         first_offset: &mut [Option<u64>],
-        failure: &mut Option<String>,
+        failure: &mut Option<WriteFailure>,
     ) {
         let written = first_offset
             .iter()
@@ -160,7 +230,16 @@ impl Writer<'_> {
                     let _ = self.active[p].file.set_len(self.active[p].bytes);
                 }
             }
-            *failure = Some(format!("append to the journal failed: {e}"));
+            *failure = Some(match e {
+                journal::JournalError::Write(e) => {
+                    WriteFailure::of_write("append to the journal", &e)
+                }
+                journal::JournalError::Sync(e) => {
+                    let why = format!("fsync of the journal failed: {e}");
+                    halt(&self.inner.halted, why.clone());
+                    WriteFailure::InDoubt(why)
+                }
+            });
         }
     }
 
@@ -171,7 +250,7 @@ impl Writer<'_> {
         &mut self,
         batch: &Batch,
         first_offset: &mut [Option<u64>],
-        failure: &mut Option<String>,
+        failure: &mut Option<WriteFailure>,
     ) {
         let segment_bytes = self.inner.options.segment_bytes.max(1);
         for (p, written) in first_offset.iter_mut().enumerate() {
@@ -195,7 +274,9 @@ impl Writer<'_> {
                     "invariant broken: the partition's end moved under the writer; its appends fail"
                 );
                 let _ = segment.file.set_len(segment.bytes);
-                *failure = Some(format!("partition {p}'s end moved under the writer"));
+                *failure = Some(WriteFailure::Failed(format!(
+                    "partition {p}'s end moved under the writer"
+                )));
                 *written = None;
                 continue;
             }
@@ -204,7 +285,7 @@ impl Writer<'_> {
             if let Some(s) = files.segments.get_mut(&segment.base) {
                 s.bytes = segment.bytes;
             }
-            if segment.bytes >= segment_bytes && roll(segment, &mut files) {
+            if segment.bytes >= segment_bytes && roll(segment, &mut files, &self.inner.halted) {
                 self.unsynced[p] = false;
             }
         }
@@ -213,7 +294,11 @@ impl Writer<'_> {
 
 /// Answers each append with its entry id, or with the failure when its
 /// partition's write did not become durable.
-fn answer(requests: Vec<AppendRequest>, first_offset: Vec<Option<u64>>, failure: &Option<String>) {
+fn answer(
+    requests: Vec<AppendRequest>,
+    first_offset: Vec<Option<u64>>,
+    failure: &Option<WriteFailure>,
+) {
     let mut next_offset = first_offset;
     for req in requests {
         let answer = match &mut next_offset[req.partition.index()] {
@@ -224,7 +309,9 @@ fn answer(requests: Vec<AppendRequest>, first_offset: Vec<Option<u64>>, failure:
                     seq: *offset - 1,
                 })
             }
-            None => Err(failure.clone().unwrap_or_default()),
+            None => Err(failure
+                .clone()
+                .unwrap_or_else(|| WriteFailure::Failed("not written".into()))),
         };
         let _ = req.done.send(answer);
     }
@@ -246,17 +333,20 @@ struct Checkpoints {
 }
 
 impl Checkpoints {
-    fn spawn() -> Checkpoints {
+    fn spawn(halted: std::sync::Arc<std::sync::OnceLock<String>>) -> Checkpoints {
         let (jobs, queue) = std::sync::mpsc::channel::<Checkpoint>();
         let (report, done) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("embedded-log-checkpoint".into())
             .spawn(move || {
                 for job in queue {
-                    let synced = job.segments.iter().try_for_each(|f| f.sync_data());
                     // On failure the old file stays: it still holds every
-                    // acknowledged entry, and the next open replays it.
-                    if let Err(e) = synced.and_then(|_| fs::remove_file(&job.journal)) {
+                    // acknowledged entry, and the next open replays it. A
+                    // failed fsync halts the log too (see the module's
+                    // comment).
+                    if let Err(e) = job.segments.iter().try_for_each(|f| f.sync_data()) {
+                        halt(&halted, format!("fsync of a segment failed: {e}"));
+                    } else if let Err(e) = fs::remove_file(&job.journal) {
                         tracing::warn!(error = %e, journal = %job.journal.display(),
                             "journal checkpoint failed; the file is kept until the log is next opened");
                     }
@@ -383,13 +473,18 @@ pub(super) fn replay(
 /// log reads only the newest segment, so the journal could not restore the
 /// tail of an older one. If either step fails, appends go on into the old
 /// segment and the roll is tried again after the next write.
-fn roll(segment: &mut ActiveSegment, files: &mut PartitionFiles) -> bool {
+fn roll(
+    segment: &mut ActiveSegment,
+    files: &mut PartitionFiles,
+    halted: &std::sync::OnceLock<String>,
+) -> bool {
     let base = files.end;
     let path = segments::segment_path(&files.dir, base);
-    let created = segment
-        .file
-        .sync_data()
-        .and_then(|_| File::create(&path))
+    if let Err(e) = segment.file.sync_data() {
+        halt(halted, format!("fsync of a sealed segment failed: {e}"));
+        return false;
+    }
+    let created = File::create(&path)
         .and_then(|_| segments::sync_dir(&files.dir))
         .and_then(|_| OpenOptions::new().append(true).open(&path));
     match created {
