@@ -4,6 +4,7 @@
 # binary, the load generator on the same machine.
 #   ./scripts/bench.sh           # the whole table (about 15 minutes)
 #   ./scripts/bench.sh --quick   # shorter runs, to check the script
+#   ./scripts/bench.sh --durability-cost   # replicated against strict, same run (about 6 minutes)
 # Prints progress on stderr and one markdown table on stdout. Needs wrk and
 # redis-benchmark (Debian's wrk and redis-tools), installed here if missing.
 # `streamstock bench` alone measures the worker's drain on one backend pair.

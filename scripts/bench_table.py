@@ -17,6 +17,11 @@ Measured, on the one machine, load generator included:
   - decision latency at 10 and 1,000 requests/s (`simulate --profile
     steady`, the default mix) on both pairs, with each role's peak RSS;
   - start-up to ready, and the binary's size.
+
+With --durability-cost, only the cost of `--durability replicated` against
+`strict`: a replica of the Valkey is started, and ingest (wrk into `serve`
+alone, three alternating runs each, medians) and decision latency at 10 and
+1,000 requests/s are measured under both, on the same primary.
 """
 
 import argparse
@@ -35,6 +40,8 @@ ARGS.add_argument("--bin", required=True)
 ARGS.add_argument("--valkey-url", required=True)
 ARGS.add_argument("--database-url", required=True)
 ARGS.add_argument("--quick", action="store_true", help="shorter runs (a smoke test of the script)")
+ARGS.add_argument("--durability-cost", action="store_true",
+                  help="only the cost of --durability replicated against strict, on a primary with one replica")
 OPTS = ARGS.parse_args()
 
 INGEST_SECONDS = 5 if OPTS.quick else 15
@@ -97,7 +104,7 @@ class Deployment:
     """Roles of one deployment: embedded (a data dir) or Valkey + PostgreSQL
     (a fresh namespace and database)."""
 
-    def __init__(self, pair):
+    def __init__(self, pair, **env):
         self.pair = pair
         self.dir = tempfile.mkdtemp(prefix="streamstock-bench-")
         self.processes = {}
@@ -112,6 +119,7 @@ class Deployment:
                 STREAMSTOCK_VALKEY_NAMESPACE=name,
                 DATABASE_URL=admin.rsplit("/", 1)[0] + "/" + name,
             )
+        self.env.update(env)
 
     def start(self, role, *args):
         port = free_port()
@@ -393,8 +401,109 @@ def drain():
             f"raw single-row inserts {fmt_rate(raw)}", f"{orders / raw:.2f}")
 
 
+class Replica:
+    """A replica of the benchmark's Valkey, with AOF fsynced on every write
+    (WAITAOF counts replicas whose AOF has the write)."""
+
+    def __init__(self):
+        host, port = OPTS.valkey_url.split("//")[1].rsplit(":", 1)
+        self.dir = tempfile.mkdtemp(prefix="streamstock-bench-replica-")
+        self.port = free_port()
+        server = os.environ.get("STREAMSTOCK_TEST_VALKEY_SERVER", "valkey-server")
+        self.process = subprocess.Popen(
+            [server, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--replicaof", host, port],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            info = subprocess.run(["redis-cli", "-p", str(self.port), "INFO", "replication"],
+                                  capture_output=True, text=True).stdout
+            if "master_link_status:up" in info:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("the benchmark's Valkey replica never synced")
+            time.sleep(0.1)
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        subprocess.run(["rm", "-rf", self.dir], check=False)
+
+
+def ingest_rate(durability):
+    """Orders/s and p50 / p99 ms into `serve` alone (no worker), wrk."""
+    deployment = Deployment("valkey", STREAMSTOCK_DURABILITY=durability, STREAMSTOCK_MIN_REPLICAS="1")
+    try:
+        base, _ = deployment.start("serve")
+        deployment.start("worker")
+        product = create_products(base)[0]
+        deployment.stop("worker")
+        rate, p50, p99, bad = wrk(base + "/api/orders", INGEST_SECONDS, product)
+        if bad:
+            raise SystemExit(f"{bad} non-2xx answers under {durability} durability")
+        return rate, p50, p99
+    finally:
+        deployment.close()
+
+
+def decision_p50_p99(durability, rate):
+    deployment = Deployment("valkey", STREAMSTOCK_DURABILITY=durability, STREAMSTOCK_MIN_REPLICAS="1")
+    try:
+        base, _ = deployment.start("serve")
+        deployment.start("worker")
+        create_products(base)
+        report = simulate(
+            base, "--profile", "steady", "--rate", str(rate), "--concurrency", "256",
+            "--duration", str(LATENCY_SECONDS), "--supplier-delay", "2s",
+        )
+        decision = report["decision_latency"]
+        return decision["p50_ms"], decision["p99_ms"]
+    finally:
+        deployment.close()
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def durability_cost():
+    """strict and replicated, alternating, on the same primary (with one
+    replica attached for both): medians of three runs each."""
+    replica = Replica()
+    try:
+        runs = {"strict": [], "replicated": []}
+        for attempt in range(3):
+            for durability in ["strict", "replicated"]:
+                figures = ingest_rate(durability)
+                say(f"ingest {durability} run {attempt + 1}: {figures[0]:.0f}/s "
+                    f"({figures[1]:.1f} / {figures[2]:.1f} ms)")
+                runs[durability].append(figures)
+        strict, replicated = (
+            tuple(median([r[i] for r in runs[d]]) for i in range(3)) for d in ["strict", "replicated"]
+        )
+        row("ingest, wrk, 64 connections, median of 3 (p50 / p99)", "Valkey + replica, `serve` alone",
+            f"replicated {fmt_rate(replicated[0])} ({replicated[1]:.1f} / {replicated[2]:.1f} ms)",
+            f"strict {fmt_rate(strict[0])} ({strict[1]:.1f} / {strict[2]:.1f} ms)",
+            f"{replicated[0] / strict[0]:.2f}")
+        for rate in [10, 1000]:
+            decisions = {d: decision_p50_p99(d, rate) for d in ["strict", "replicated"]}
+            row(f"decision latency at {rate:,} requests/s (p50 / p99)", "Valkey + replica, `serve` + `worker`",
+                "replicated {:.1f} / {:.1f} ms".format(*decisions["replicated"]),
+                "strict {:.1f} / {:.1f} ms".format(*decisions["strict"]),
+                f"{decisions['replicated'][0] / decisions['strict'][0]:.2f}")
+    finally:
+        replica.close()
+
+
 def main():
     say("binary", OPTS.bin)
+    if OPTS.durability_cost:
+        durability_cost()
+        print_table()
+        return
     startup()
     xadd = raw_xadd()
     serve_rate = ingest("valkey", [])
@@ -412,7 +521,10 @@ def main():
     stripped = os.path.getsize(stripped_path) / 1024 / 1024
     os.remove(stripped_path)
     row("binary size", "", f"{size:.0f} MiB with line tables, {stripped:.0f} MiB stripped")
+    print_table()
 
+
+def print_table():
     print()
     print("| measurement | backend pair | figure | reference (same run) | ratio |")
     print("|---|---|---|---|---|")

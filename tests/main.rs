@@ -16,6 +16,7 @@ mod dashboard_feed;
 mod db_outage;
 mod decisions;
 mod disk_faults;
+mod failover;
 mod fencing;
 mod front_door;
 mod idempotency;

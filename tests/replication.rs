@@ -94,6 +94,22 @@ async fn connect(
     ValkeyLog::connect_with(url, NAMESPACE, 2, &options).await
 }
 
+/// `connect`, retried while the log is unavailable (a replica's AOF is not
+/// up yet after its first sync), as a role's start-up does.
+async fn connect_when_ready(url: &str, durability: Durability, min_replicas: u32) -> ValkeyLog {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(url, durability, min_replicas).await {
+            Ok(log) => return log,
+            Err(LogError::Unavailable(why)) if Instant::now() < deadline => {
+                eprintln!("waiting: {why}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicated_acknowledges_only_what_a_replica_holds_and_strict_loses_it_in_a_failover() {
     let mut primary = OwnValkey::start();
@@ -106,9 +122,7 @@ async fn replicated_acknowledges_only_what_a_replica_holds_and_strict_loses_it_i
         Err(other) => panic!("not a missing replica: {other}"),
         Ok(_) => panic!("started with too few replicas"),
     }
-    let replicated = connect(&primary.url(), Durability::Replicated, 1)
-        .await
-        .unwrap();
+    let replicated = connect_when_ready(&primary.url(), Durability::Replicated, 1).await;
     assert!(
         replicated.describe().contains("replicated to 1"),
         "{}",

@@ -174,10 +174,23 @@ async fn check_replicas(
         .find_map(|line| line.strip_prefix("connected_slaves:"))
         .and_then(|n| n.trim().parse::<u32>().ok())
         .unwrap_or(0);
+    let primary = node.map_or_else(|| "the primary".to_string(), |n| format!("primary {n}"));
     if connected < wanted {
-        let primary = node.map_or_else(|| "the primary".to_string(), |n| format!("primary {n}"));
         return Err(LogError::Unavailable(format!(
             "{primary} has {connected} replica(s) connected; --durability replicated \
+             --min-replicas {wanted} needs {wanted}"
+        )));
+    }
+    // Connected is not enough: a replica reports what its AOF holds only
+    // once its own AOF is up after the initial sync (a rewrite); until
+    // then every append would wait in vain.
+    let confirmed = group_commit::wait_for_aof(client, node, wanted, 100)
+        .await
+        .map_err(unavailable)?
+        .replicas;
+    if confirmed < i64::from(wanted) {
+        return Err(LogError::Unavailable(format!(
+            "{primary}: {confirmed} of its {connected} replicas confirm their AOF yet; \
              --min-replicas {wanted} needs {wanted}"
         )));
     }
