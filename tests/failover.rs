@@ -172,6 +172,29 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
         .filter(|p| primary_of(&nodes, &format!("{namespace}:events:{p}")) == victim_port)
         .collect();
 
+    let victim = nodes.iter_mut().find(|n| n.port == victim_port).unwrap();
+    let (answers, killed_at) = load_with_a_kill(&app, product, || victim.kill_hard()).await;
+    let on_victim = |a: &Answer| {
+        a.accepted
+            .is_some_and(|(_, p)| victim_partitions.contains(&p))
+    };
+    report_recovery(&answers, killed_at, on_victim);
+    let accepted: std::collections::HashSet<uuid::Uuid> = answers
+        .iter()
+        .filter_map(|a| a.accepted.map(|(id, _)| id))
+        .collect();
+    let store = app.store().await;
+    common::load::assert_accepted_orders_processed_once(&app, &store, &accepted, &[]).await;
+    app.stop().await;
+}
+
+/// Four clients place orders for 16 s; `kill` runs 3 s in. Returns every
+/// answer and when the kill was.
+async fn load_with_a_kill(
+    app: &TestApp,
+    product: uuid::Uuid,
+    kill: impl FnOnce(),
+) -> (Vec<Answer>, Instant) {
     let api = Arc::new(common::Api::new(&app.base));
     let stop = Instant::now() + Duration::from_secs(16);
     let clients = (0..4).map(|c| {
@@ -209,18 +232,18 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
     });
     let clients: Vec<_> = clients.collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let victim = nodes.iter_mut().find(|n| n.port == victim_port).unwrap();
-    victim.kill_hard();
+    kill();
     let killed_at = Instant::now();
-
     let mut answers = Vec::new();
     for client in clients {
         answers.extend(client.await.unwrap());
     }
-    let on_victim = |a: &Answer| {
-        a.accepted
-            .is_some_and(|(_, p)| victim_partitions.contains(&p))
-    };
+    (answers, killed_at)
+}
+
+/// Prints the time from the kill to the first 2xx that `on_victim`
+/// selects, and fails if there is none (or none before the kill).
+fn report_recovery(answers: &[Answer], killed_at: Instant, on_victim: impl Fn(&Answer) -> bool) {
     let before = answers
         .iter()
         .filter(|a| a.at < killed_at && on_victim(a))
@@ -241,7 +264,72 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
          {refused} answers 503 of {}",
         answers.len()
     );
+}
 
+/// A Sentinel's configuration: it watches `primary` as `streamstock`, and
+/// calls it down after 1 s without an answer.
+fn start_sentinel(primary: u16, dir: &std::path::Path) -> (u16, std::process::Child) {
+    let port = free_port();
+    let config = dir.join(format!("sentinel-{port}.conf"));
+    std::fs::write(
+        &config,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\n\
+             sentinel monitor streamstock 127.0.0.1 {primary} 2\n\
+             sentinel down-after-milliseconds streamstock 1000\n\
+             sentinel failover-timeout streamstock 10000\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let server = std::env::var("STREAMSTOCK_TEST_VALKEY_SERVER").unwrap();
+    let child = std::process::Command::new(server)
+        .arg(&config)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start a sentinel");
+    (port, child)
+}
+
+/// Sentinel: a primary with two replicas and three Sentinels. The primary
+/// is killed under load; the Sentinels promote a replica, and StreamStock,
+/// given the Sentinels' addresses (`valkey-sentinel://`), follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_promotes_a_replica_and_streamstock_follows() {
+    let mut primary = OwnValkey::start();
+    let replicas = [
+        OwnValkey::replica_of(&primary),
+        OwnValkey::replica_of(&primary),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut sentinels: Vec<(u16, std::process::Child)> = (0..3)
+        .map(|_| start_sentinel(primary.port, dir.path()))
+        .collect();
+    let ports: Vec<u16> = sentinels.iter().map(|(port, _)| *port).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &port in &ports {
+        while !cli(port, &["sentinel", "replicas", "streamstock"]).contains("slave") {
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinels never saw the replicas"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let url = format!(
+        "valkey-sentinel://127.0.0.1:{}/0?sentinelServiceName=streamstock&node=127.0.0.1:{}&node=127.0.0.1:{}",
+        ports[0], ports[1], ports[2]
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = common::isolated_settings(Backend::ValkeyPostgres, data.path()).await;
+    settings.valkey_url = Some(url);
+    settings.durability = Durability::Replicated;
+    let app = TestApp::spawn_with(settings).await;
+    let product = app.create_product("SENTINEL-1", 1.00, 1_000_000).await;
+
+    let (answers, killed_at) = load_with_a_kill(&app, product, || primary.kill_hard()).await;
+    report_recovery(&answers, killed_at, |a| a.accepted.is_some());
     let accepted: std::collections::HashSet<uuid::Uuid> = answers
         .iter()
         .filter_map(|a| a.accepted.map(|(id, _)| id))
@@ -249,4 +337,9 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
     let store = app.store().await;
     common::load::assert_accepted_orders_processed_once(&app, &store, &accepted, &[]).await;
     app.stop().await;
+    drop(replicas);
+    for (_, sentinel) in &mut sentinels {
+        let _ = sentinel.kill();
+        let _ = sentinel.wait();
+    }
 }
