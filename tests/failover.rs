@@ -132,9 +132,10 @@ fn primary_of(nodes: &[OwnValkey], key: &str) -> u16 {
     panic!("no primary serves slot {slot}: {table}");
 }
 
-/// One answer of the load: when, its status, and the order and partition
-/// of a 2xx.
+/// One answer of the load: when its request was sent and answered, its
+/// status, and the order and partition of a 2xx.
 struct Answer {
+    sent: Instant,
     at: Instant,
     status: u16,
     accepted: Option<(uuid::Uuid, u32)>,
@@ -189,7 +190,8 @@ async fn replicated_app(url: String, data_dir: &std::path::Path) -> (TestApp, St
 }
 
 /// Every order answered 2xx is decided exactly once (and the invariants
-/// hold); then stops the app.
+/// hold), and no Idempotency-Key (each its own customer) made two orders,
+/// retries of unknown outcomes included; then stops the app.
 async fn assert_acknowledged_decided_once(app: TestApp, answers: &[Answer]) {
     let accepted: std::collections::HashSet<uuid::Uuid> = answers
         .iter()
@@ -197,6 +199,21 @@ async fn assert_acknowledged_decided_once(app: TestApp, answers: &[Answer]) {
         .collect();
     let store = app.store().await;
     common::load::assert_accepted_orders_processed_once(&app, &store, &accepted, &[]).await;
+    let orders = app.all_orders().await.unwrap();
+    let mut per_key = std::collections::HashMap::<&str, usize>::new();
+    for order in &orders {
+        *per_key.entry(order.customer_email.as_str()).or_default() += 1;
+    }
+    let doubled: Vec<_> = per_key.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "keys that made two orders: {doubled:?}");
+    let retried = answers
+        .windows(2)
+        .filter(|w| w[0].status == 503 && w[1].accepted.is_some())
+        .count();
+    eprintln!(
+        "failover: {} orders, {retried} answers after a 503",
+        orders.len()
+    );
     app.stop().await;
 }
 
@@ -214,13 +231,30 @@ async fn load_with_a_kill(
         tokio::spawn(async move {
             let mut answers = Vec::new();
             let mut i = 0;
+            // Each order has its own customer and Idempotency-Key; an
+            // unknown outcome is retried with the same key, as a careful
+            // client does (one order per key, whatever happened).
+            let mut retrying = None;
             while Instant::now() < stop {
-                i += 1;
-                let reply = api
-                    .order_of(&format!("failover{c}-{i}@example.com"), &[(product, 1)])
-                    .await;
+                let n = retrying.take().unwrap_or_else(|| {
+                    i += 1;
+                    i
+                });
+                let email = format!("failover{c}-{n}@example.com");
+                let body = serde_json::json!({
+                    "customer_email": email,
+                    "items": [{ "product_id": product, "quantity": 1 }]
+                });
+                let request = api
+                    .http
+                    .post(api.url("/api/orders"))
+                    .header("Idempotency-Key", format!("failover-{c}-{n}"))
+                    .json(&body);
+                let sent = Instant::now();
+                let reply = api.send(request).await;
                 let accepted = (reply.status == 202).then(|| {
-                    let queued = reply.read_as::<streamstock::gateway::responses::OrderQueued>();
+                    let queued: streamstock::gateway::responses::OrderQueued =
+                        serde_json::from_value(reply.body.clone()).unwrap();
                     let partition = queued.msg_id.split(':').next().unwrap().parse().unwrap();
                     (queued.order_id.as_uuid(), partition)
                 });
@@ -228,9 +262,13 @@ async fn load_with_a_kill(
                     reply.status == 202 || reply.status == 503,
                     "{} {}",
                     reply.status,
-                    reply.body
+                    reply.text
                 );
+                if reply.body["error"]["code"] == "outcome_unknown" {
+                    retrying = Some(n);
+                }
                 answers.push(Answer {
+                    sent,
                     at: Instant::now(),
                     status: reply.status,
                     accepted,
@@ -254,7 +292,8 @@ async fn load_with_a_kill(
 }
 
 /// Prints the time from the kill to the first 2xx that `on_victim`
-/// selects, and fails if there is none (or none before the kill).
+/// selects among requests sent after the kill, and fails if there is none
+/// (or none before the kill).
 fn report_recovery(answers: &[Answer], killed_at: Instant, on_victim: impl Fn(&Answer) -> bool) {
     let before = answers
         .iter()
@@ -266,7 +305,7 @@ fn report_recovery(answers: &[Answer], killed_at: Instant, on_victim: impl Fn(&A
     );
     let recovered = answers
         .iter()
-        .filter(|a| a.at > killed_at && on_victim(a))
+        .filter(|a| a.sent > killed_at && on_victim(a))
         .map(|a| a.at - killed_at)
         .min()
         .expect("the dead primary's partitions never took an order again");
