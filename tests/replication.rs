@@ -351,6 +351,13 @@ async fn a_retry_with_the_same_key_after_an_unknown_outcome_makes_one_order() {
         !proxy.armed.load(Ordering::SeqCst),
         "the proxy never cut the connection"
     );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"streamstock_events_appended_total{type="order.placed",result="unknown"} 1"#
+        ),
+        "{metrics}"
+    );
     let retry = post(Some("doubt-1")).await;
     assert_eq!(retry.status, 202, "{}", retry.text);
     let order_id = retry.body["order_id"].as_str().unwrap().to_string();

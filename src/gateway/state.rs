@@ -128,7 +128,11 @@ impl Gateway {
             }
         };
         let result = self.log.append(envelope).await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(crate::stream::LogError::OutcomeUnknown(_)) => "unknown",
+            Err(_) => "error",
+        };
         metrics::counter!(crate::telemetry::metrics::EVENTS_APPENDED, "type" => envelope.event_type.label(), "result" => outcome).increment(1);
         metrics::histogram!(crate::telemetry::metrics::APPEND_SECONDS)
             .record(started.elapsed().as_secs_f64());

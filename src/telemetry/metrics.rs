@@ -89,7 +89,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         EVENTS_APPENDED,
-        "Events appended by the gateway, by type and result"
+        "Events appended by the gateway, by type and result (ok, error: not recorded, unknown: sent but not confirmed)"
     );
     metrics::describe_histogram!(APPEND_SECONDS, "Durable append latency seen by the gateway");
     metrics::describe_gauge!(
