@@ -29,6 +29,7 @@ mod openapi;
 mod operations;
 mod outage;
 mod outbox;
+mod pg_failover;
 mod pipeline;
 mod poison;
 mod read_your_writes;

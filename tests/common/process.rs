@@ -400,6 +400,58 @@ impl OwnPostgres {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
     }
 
+    /// A standby of `primary`, streaming from it as `application_name`
+    /// `standby` (a copy by pg_basebackup, then started), through the port
+    /// `stream_via` (the primary's, or a proxy's in front of it).
+    pub fn standby_of(primary: &OwnPostgres, stream_via: u16) -> OwnPostgres {
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+        }
+        let standby = OwnPostgres {
+            dir,
+            bin: primary.bin.clone(),
+            port: free_port(),
+            options: String::new(),
+        };
+        let port = primary.port.to_string();
+        let data = standby.data();
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "--no-sync",
+            ],
+        );
+        // A later line wins: name the standby for synchronous_standby_names.
+        let conninfo = format!(
+            "\nprimary_conninfo = 'host=127.0.0.1 port={stream_via} user=postgres application_name=standby'\n"
+        );
+        let auto = Path::new(&data).join("postgresql.auto.conf");
+        let mut settings = std::fs::read_to_string(&auto).unwrap();
+        settings.push_str(&conninfo);
+        std::fs::write(&auto, settings).unwrap();
+        standby.restart();
+        standby
+    }
+
+    /// `pg_ctl promote`: a standby becomes a primary.
+    pub fn promote(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-w", "promote"]);
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
@@ -407,6 +459,10 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
+        // A server the test stopped already has no PID file.
+        if !Path::new(&self.data()).join("postmaster.pid").exists() {
+            return;
+        }
         let this: &OwnPostgres = self;
         let _ = std::panic::catch_unwind(|| OwnPostgres::stop_hard(this));
     }
