@@ -128,6 +128,34 @@ async fn replicated_acknowledges_only_what_a_replica_holds_and_strict_loses_it_i
         "{}",
         replicated.describe()
     );
+    // The default min-replicas-to-write (0) is named: an isolated primary
+    // still takes appends. Set, the caveat goes.
+    assert!(
+        replicated.describe().contains("min-replicas-to-write is 0"),
+        "{}",
+        replicated.describe()
+    );
+    let config = raw_client(&primary.url()).await;
+    let set = |value: &'static str| {
+        let config = config.clone();
+        async move {
+            let command = CustomCommand::new_static("CONFIG", ClusterHash::Random, false);
+            let _: String = config
+                .custom(command, vec!["SET", "min-replicas-to-write", value])
+                .await
+                .unwrap();
+        }
+    };
+    set("1").await;
+    let careful = connect_when_ready(&primary.url(), Durability::Replicated, 1).await;
+    assert!(
+        !careful.describe().contains("min-replicas-to-write"),
+        "{}",
+        careful.describe()
+    );
+    // Back to 0: the negative control below needs strict appends to go on
+    // while the replica is down.
+    set("0").await;
     let strict = connect(&primary.url(), Durability::Strict, 1)
         .await
         .unwrap();

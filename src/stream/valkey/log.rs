@@ -36,10 +36,14 @@ impl EventLog for ValkeyLog {
         } else {
             "Valkey"
         };
-        format!(
+        let described = format!(
             "{server} streams at {} ({durability} durability)",
             self.url_for_display
-        )
+        );
+        match &self.caveat {
+            Some(caveat) => format!("{described}; {caveat}"),
+            None => described,
+        }
     }
 
     #[tracing::instrument(name = "valkey::append", level = "trace", skip_all, fields(key = %envelope.key))]

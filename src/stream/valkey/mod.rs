@@ -24,6 +24,7 @@
 
 mod announce;
 mod answers;
+mod durability;
 mod fenced;
 mod group_commit;
 mod leases;
@@ -32,7 +33,6 @@ mod log;
 use super::{Delivery, Durability, EntryId, LogError, Partition};
 use crate::domain::Envelope;
 use fred::prelude::*;
-use fred::types::InfoKind;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -103,100 +103,6 @@ async fn check_partition_count(
     }
 }
 
-/// The durability this server can give: strict only where WAITAOF works
-/// (on a cluster, on every primary); says so when it falls back.
-/// Replicated durability does not fall back: it fails where WAITAOF does
-/// not work, and is unavailable (start-up waits) while a primary has fewer
-/// than `min_replicas` replicas.
-async fn durability_in_force(
-    client: &Client,
-    cluster: bool,
-    wanted: Durability,
-    min_replicas: u32,
-) -> Result<Durability, LogError> {
-    if wanted == Durability::Relaxed {
-        tracing::warn!("--durability relaxed: acknowledged events can be lost if Valkey crashes");
-        return Ok(Durability::Relaxed);
-    }
-    // WAITAOF fails at once where the command is missing or AOF is off.
-    let primaries = match client.cached_cluster_state() {
-        Some(state) if cluster => state.unique_primary_nodes().into_iter().map(Some).collect(),
-        _ => vec![None],
-    };
-    for primary in &primaries {
-        if let Err(e) = group_commit::wait_for_aof(client, primary.as_ref(), 0, 1).await {
-            if wanted == Durability::Replicated {
-                return Err(LogError::Corrupt(format!(
-                    "--durability replicated needs WAITAOF (Valkey >= 7.2 with appendonly yes): {e}"
-                )));
-            }
-            tracing::warn!(
-                error = %e,
-                "Valkey cannot confirm appends are on disk (needs Valkey >= 7.2 with appendonly yes); \
-                 running with RELAXED durability: an acknowledged event can be lost if Valkey crashes"
-            );
-            return Ok(Durability::Relaxed);
-        }
-        if wanted == Durability::Replicated {
-            check_replicas(client, primary.as_ref(), min_replicas).await?;
-        }
-    }
-    if wanted == Durability::Replicated {
-        tracing::info!(
-            min_replicas,
-            primaries = primaries.len(),
-            "replicated durability: a 2xx waits until the event is in the primary's AOF and in \
-             the AOF of {min_replicas} replica(s)"
-        );
-    }
-    Ok(wanted)
-}
-
-/// Unavailable while `node` (None: the single server) has fewer than
-/// `wanted` replicas connected: every append would wait in vain.
-async fn check_replicas(
-    client: &Client,
-    node: Option<&Server>,
-    wanted: u32,
-) -> Result<(), LogError> {
-    let info: String = match node {
-        Some(node) => {
-            client
-                .with_cluster_node(node.clone())
-                .info(Some(InfoKind::Replication))
-                .await
-        }
-        None => client.info(Some(InfoKind::Replication)).await,
-    }
-    .map_err(unavailable)?;
-    let connected = info
-        .lines()
-        .find_map(|line| line.strip_prefix("connected_slaves:"))
-        .and_then(|n| n.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    let primary = node.map_or_else(|| "the primary".to_string(), |n| format!("primary {n}"));
-    if connected < wanted {
-        return Err(LogError::Unavailable(format!(
-            "{primary} has {connected} replica(s) connected; --durability replicated \
-             --min-replicas {wanted} needs {wanted}"
-        )));
-    }
-    // Connected is not enough: a replica reports what its AOF holds only
-    // once its own AOF is up after the initial sync (a rewrite); until
-    // then every append would wait in vain.
-    let confirmed = group_commit::wait_for_aof(client, node, wanted, 100)
-        .await
-        .map_err(unavailable)?
-        .replicas;
-    if confirmed < i64::from(wanted) {
-        return Err(LogError::Unavailable(format!(
-            "{primary}: {confirmed} of its {connected} replicas confirm their AOF yet; \
-             --min-replicas {wanted} needs {wanted}"
-        )));
-    }
-    Ok(())
-}
-
 /// How long a command may wait for Valkey before it fails (and the gateway
 /// answers 503): fred would otherwise queue it until Valkey is back.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -214,6 +120,9 @@ pub struct ValkeyLog {
     durability: Durability,
     /// Replicas each append waits for, under replicated durability.
     min_replicas: u32,
+    /// What the durability in force does not cover in this deployment's
+    /// configuration, said with it (`describe`).
+    caveat: Option<String>,
     /// Acked entries are kept at least this long before trimming.
     retention: Duration,
     groups_ready: Mutex<HashSet<String>>,
@@ -325,8 +234,8 @@ impl ValkeyLog {
         check_partition_count(&client, namespace, partitions).await?;
         let cluster = config.server.is_clustered();
         let min_replicas = options.min_replicas;
-        let durability =
-            durability_in_force(&client, cluster, options.durability, min_replicas).await?;
+        let (durability, caveat) =
+            durability::in_force(&client, cluster, options.durability, min_replicas).await?;
         let replicas_per_wait = match durability {
             Durability::Replicated => min_replicas,
             _ => 0,
@@ -340,6 +249,7 @@ impl ValkeyLog {
             reader,
             durability,
             min_replicas,
+            caveat,
             retention: Duration::ZERO,
             groups_ready: Mutex::new(HashSet::new()),
             config,
