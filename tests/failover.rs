@@ -317,9 +317,19 @@ fn report_recovery(answers: &[Answer], killed_at: Instant, on_victim: impl Fn(&A
     );
 }
 
-/// A Sentinel's configuration: it watches `primary` as `streamstock`, and
-/// calls it down after 1 s without an answer.
-fn start_sentinel(primary: u16, dir: &std::path::Path) -> (u16, std::process::Child) {
+/// A Sentinel process, killed when dropped (a failed test leaves none).
+struct Sentinel(std::process::Child);
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Sentinel watching `primary` as `streamstock`, calling it down after
+/// 1 s without an answer.
+fn start_sentinel(primary: u16, dir: &std::path::Path) -> (u16, Sentinel) {
     let port = free_port();
     let config = dir.join(format!("sentinel-{port}.conf"));
     std::fs::write(
@@ -340,7 +350,7 @@ fn start_sentinel(primary: u16, dir: &std::path::Path) -> (u16, std::process::Ch
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start a sentinel");
-    (port, child)
+    (port, Sentinel(child))
 }
 
 /// Sentinel: a primary with two replicas and three Sentinels. The primary
@@ -354,7 +364,7 @@ async fn sentinel_promotes_a_replica_and_streamstock_follows() {
         OwnValkey::replica_of(&primary),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let mut sentinels: Vec<(u16, std::process::Child)> = (0..3)
+    let sentinels: Vec<(u16, Sentinel)> = (0..3)
         .map(|_| start_sentinel(primary.port, dir.path()))
         .collect();
     let ports: Vec<u16> = sentinels.iter().map(|(port, _)| *port).collect();
@@ -380,8 +390,5 @@ async fn sentinel_promotes_a_replica_and_streamstock_follows() {
     report_recovery(&answers, killed_at, |a| a.accepted.is_some());
     assert_acknowledged_decided_once(app, &answers).await;
     drop(replicas);
-    for (_, sentinel) in &mut sentinels {
-        let _ = sentinel.kill();
-        let _ = sentinel.wait();
-    }
+    drop(sentinels);
 }
