@@ -19,25 +19,29 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-/// A TCP proxy in front of the primary's replication: `hold` stops passing
-/// bytes on (a network that holds them), `cut` drops its connections with
-/// whatever they held (a partition).
-struct HoldingProxy {
+/// A TCP proxy: `hold` stops passing bytes on (a network that holds them),
+/// `cut` drops its connections with whatever they held (a partition), and
+/// `switch` sends new connections elsewhere (HAProxy or a VIP moved), cutting
+/// those to the old target.
+struct Proxy {
     port: u16,
+    target: Arc<AtomicU16>,
     held: Arc<AtomicBool>,
     relays: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
-impl HoldingProxy {
-    async fn start(target: u16) -> HoldingProxy {
+impl Proxy {
+    async fn start(target: u16) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let target = Arc::new(AtomicU16::new(target));
         let held = Arc::new(AtomicBool::new(false));
         let relays = Arc::new(Mutex::new(Vec::<JoinHandle<()>>::new()));
-        let (hold, all) = (held.clone(), relays.clone());
+        let (to, hold, all) = (target.clone(), held.clone(), relays.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                let port = to.load(Ordering::SeqCst);
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
                     continue;
                 };
                 let (client_read, client_write) = client.into_split();
@@ -47,7 +51,12 @@ impl HoldingProxy {
                 relays.push(tokio::spawn(pass(server_read, client_write, hold.clone())));
             }
         });
-        HoldingProxy { port, held, relays }
+        Proxy {
+            port,
+            target,
+            held,
+            relays,
+        }
     }
 
     fn hold(&self) {
@@ -58,6 +67,11 @@ impl HoldingProxy {
         for relay in self.relays.lock().unwrap().drain(..) {
             relay.abort();
         }
+    }
+
+    fn switch(&self, target: u16) {
+        self.target.store(target, Ordering::SeqCst);
+        self.cut();
     }
 }
 
@@ -75,49 +89,6 @@ async fn pass(
         }
         if n == 0 || to.write_all(&buffer[..n]).await.is_err() {
             return;
-        }
-    }
-}
-
-/// A TCP proxy whose target can be switched; switching drops every
-/// connection made to the old one.
-struct SwitchingProxy {
-    port: u16,
-    target: Arc<AtomicU16>,
-    relays: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl SwitchingProxy {
-    async fn start(target: u16) -> SwitchingProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let target = Arc::new(AtomicU16::new(target));
-        let relays = Arc::new(Mutex::new(Vec::<JoinHandle<()>>::new()));
-        let (to, all) = (target.clone(), relays.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let port = to.load(Ordering::SeqCst);
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut server) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                all.lock().unwrap().push(relay);
-            }
-        });
-        SwitchingProxy {
-            port,
-            target,
-            relays,
-        }
-    }
-
-    fn switch(&self, target: u16) {
-        self.target.store(target, Ordering::SeqCst);
-        for relay in self.relays.lock().unwrap().drain(..) {
-            relay.abort();
         }
     }
 }
@@ -150,7 +121,7 @@ async fn wait_for_standby(primary: &OwnPostgres, sync_state: &str) {
 /// once the log had drained (or 10 s had passed).
 async fn failover_under_load(synchronous: bool) -> usize {
     let primary = OwnPostgres::start();
-    let replication = HoldingProxy::start(primary.port).await;
+    let replication = Proxy::start(primary.port).await;
     let standby = OwnPostgres::standby_of(&primary, replication.port);
     wait_for_standby(&primary, "async").await;
     if synchronous {
@@ -167,7 +138,7 @@ async fn failover_under_load(synchronous: bool) -> usize {
             .unwrap();
         wait_for_standby(&primary, "sync").await;
     }
-    let proxy = SwitchingProxy::start(primary.port).await;
+    let proxy = Proxy::start(primary.port).await;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = common::isolated_settings(Backend::ValkeyPostgres, dir.path()).await;
     settings.database_url = Some(format!(

@@ -123,14 +123,18 @@ impl InDoubtIfDropped {
 
 impl Drop for InDoubtIfDropped {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let store = self.state.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.mark_idempotency_key_in_doubt(&key).await {
-                    tracing::warn!(error = %e, "could not keep a cut-off request's idempotency key");
-                }
-            });
-        }
+        // Dropped outside a runtime (at shutdown), there is no one to mark
+        // it: the key then stays in progress until its TTL, never freed.
+        let (Some(key), Ok(runtime)) = (self.key.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let store = self.state.store.clone();
+        runtime.spawn(async move {
+            if let Err(e) = store.mark_idempotency_key_in_doubt(&key).await {
+                tracing::warn!(error = %e, "could not keep a cut-off request's idempotency key");
+            }
+        });
     }
 }
 

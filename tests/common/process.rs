@@ -324,14 +324,7 @@ impl OwnPostgres {
             .iter()
             .map(|o| format!(" -c {o}"))
             .collect();
-        if is_root() {
-            // initdb refuses root: the server runs as the postgres user.
-            Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-        }
+        hand_to_postgres(dir.path());
         let pg = OwnPostgres {
             dir,
             bin,
@@ -405,13 +398,7 @@ impl OwnPostgres {
     /// `stream_via` (the primary's, or a proxy's in front of it).
     pub fn standby_of(primary: &OwnPostgres, stream_via: u16) -> OwnPostgres {
         let dir = tempfile::tempdir().unwrap();
-        if is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-        }
+        hand_to_postgres(dir.path());
         let standby = OwnPostgres {
             dir,
             bin: primary.bin.clone(),
@@ -465,6 +452,18 @@ impl Drop for OwnPostgres {
         }
         let this: &OwnPostgres = self;
         let _ = std::panic::catch_unwind(|| OwnPostgres::stop_hard(this));
+    }
+}
+
+/// As root, makes `dir` the postgres user's: initdb and the server refuse
+/// to run as root, so they run as postgres.
+fn hand_to_postgres(dir: &Path) {
+    if is_root() {
+        Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir)
+            .status()
+            .unwrap();
     }
 }
 
