@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod domain;
 pub mod gateway;
+pub mod http_server;
 pub mod memory;
 pub mod retry;
 pub mod shutdown;

@@ -24,6 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["telemetry", "retry", "domain", "stream", "store"],
     ),
     ("simulator", &["telemetry", "retry", "domain"]),
+    ("http_server", &["telemetry"]),
     (
         "cli",
         &[
@@ -35,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "worker",
             "gateway",
             "simulator",
+            "http_server",
         ],
     ),
 ];

@@ -11,12 +11,11 @@ use super::startup::Startup;
 use super::systemd;
 use crate::gateway::simulator_control::{DashboardProfile, SimulatorSwitch};
 use crate::gateway::{self, Gateway};
+use crate::http_server;
 use crate::simulator::load::{LoadOptions, Pace};
 use crate::simulator::Simulator;
 use crate::worker;
 use anyhow::{bail, Context};
-use axum::extract::Request;
-use axum::ServiceExt;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +34,7 @@ async fn bind(gateway: &GatewayArgs) -> anyhow::Result<TcpListener> {
 pub async fn serve_gateway(
     listener: TcpListener,
     state: gateway::AppState,
+    options: http_server::ServerOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = tower::ServiceBuilder::new()
@@ -42,8 +42,7 @@ pub async fn serve_gateway(
         .service(gateway::router(state));
     let address = listener.local_addr()?;
     tracing::info!(%address, "gateway listening; dashboard on http://{address}/");
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    http_server::serve(listener, app, options, shutdown)
         .await
         .context("gateway failed")
 }
@@ -100,7 +99,8 @@ pub async fn run_all_on(
         shutdown.clone(),
     );
     systemd::ready(&format!("serving on {address}"));
-    let served = serve_gateway(listener, state, shutdown.clone()).await;
+    let options = args.gateway.connections.server_options("gateway");
+    let served = serve_gateway(listener, state, options, shutdown.clone()).await;
     // The gateway returns on shutdown (or failure): stop and drain the rest.
     shutdown.cancel();
     simulator.finish().await;
@@ -129,7 +129,8 @@ pub async fn run_serve(
         shutdown.clone(),
     );
     systemd::ready(&format!("serving on {}", listener.local_addr()?));
-    let served = serve_gateway(listener, state, shutdown).await;
+    let options = args.gateway.connections.server_options("gateway");
+    let served = serve_gateway(listener, state, options, shutdown).await;
     store.close().await;
     served
 }
@@ -155,12 +156,12 @@ pub async fn run_worker(
         None => args.api_token.clone(),
     };
     let probes = gateway::probes::probe_router(backend.log.clone(), store.clone(), token);
-    let probe_shutdown = shutdown.clone();
-    let probe_server = tokio::spawn(async move {
-        axum::serve(listener, probes)
-            .with_graceful_shutdown(probe_shutdown.cancelled_owned())
-            .await
-    });
+    let probe_server = tokio::spawn(http_server::serve(
+        listener,
+        probes,
+        args.connections.server_options("worker"),
+        shutdown.clone(),
+    ));
 
     systemd::ready("processing");
     worker::run(

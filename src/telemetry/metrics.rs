@@ -28,6 +28,9 @@ pub const ANNOUNCEMENTS_HEARD: &str = "streamstock_announcements_heard_total";
 pub const FENCED_BATCHES: &str = "streamstock_fenced_batches_total";
 pub const INVARIANT_VIOLATIONS: &str = "streamstock_invariant_violations_total";
 pub const EPOCHS_REISSUED: &str = "streamstock_lease_epochs_reissued_total";
+pub const HTTP_CONNECTIONS_OPEN: &str = "streamstock_http_connections_open";
+pub const HTTP_CONNECTIONS_CLOSED: &str = "streamstock_http_connections_closed_total";
+pub const HTTP_ACCEPT_ERRORS: &str = "streamstock_http_accept_errors_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -73,6 +76,18 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_gauge!(
+        HTTP_CONNECTIONS_OPEN,
+        "HTTP connections open, by listener (WebSockets included)"
+    );
+    metrics::describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "HTTP connections closed, by listener and reason (finished, max_connections, max_per_address, header_timeout, idle_timeout, tls_handshake)"
+    );
+    metrics::describe_counter!(
+        HTTP_ACCEPT_ERRORS,
+        "Errors accepting connections (as when the process runs out of files), by listener"
+    );
     metrics::describe_counter!(
         INVARIANT_VIOLATIONS,
         "Invariants found broken in the code (by invariant): each stopped what it guarded"

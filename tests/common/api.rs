@@ -127,6 +127,16 @@ impl Api {
         }
     }
 
+    /// An API client on a client built by the test (its own address,
+    /// timeouts or connection pool).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn with_client(base: &str, http: reqwest::Client) -> Api {
+        Api {
+            http,
+            ..Api::new(base)
+        }
+    }
+
     /// An API client that sends `token` as the bearer on every request,
     /// as a client of a gateway started with --api-token does.
     pub fn with_token(base: &str, token: &str) -> Api {

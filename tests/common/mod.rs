@@ -211,6 +211,7 @@ impl TestApp {
                 idempotency_ttl: Duration::from_secs(86_400).into(),
                 idempotency_max_keys: 1_000_000,
                 catalog_cache_products: 10_000,
+                connections: Default::default(),
             },
             processing: ProcessingArgs {
                 batch_size: 64,

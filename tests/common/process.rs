@@ -23,13 +23,38 @@ impl Role {
         env: &[(String, String)],
         log: impl Into<Stdio>,
     ) -> Role {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .env("RUST_LOG", "warn");
-        command.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut command = role_command(args, env, log);
+        Role {
+            name,
+            child: command.spawn().expect("spawn streamstock"),
+        }
+    }
+
+    /// `start`, with the open-file limit (soft and hard) at `files`, as
+    /// from a shell where `ulimit -n` set it: the role cannot raise it.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_with_file_limit(
+        name: &'static str,
+        args: &[&str],
+        env: &[(String, String)],
+        files: u64,
+    ) -> Role {
+        use std::os::unix::process::CommandExt;
+        let mut command = role_command(args, env, Stdio::inherit());
+        // SAFETY: between fork and exec only setrlimit runs, which is
+        // async-signal-safe, on a struct built before the fork.
+        unsafe {
+            let limit = libc::rlimit {
+                rlim_cur: files,
+                rlim_max: files,
+            };
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         Role {
             name,
             child: command.spawn().expect("spawn streamstock"),
@@ -83,6 +108,17 @@ impl Drop for Role {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+fn role_command(args: &[&str], env: &[(String, String)], log: impl Into<Stdio>) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .env("RUST_LOG", "warn");
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    command
 }
 
 /// Runs the binary with `args` and `env` to its end; returns its exit

@@ -59,6 +59,8 @@ pub struct GatewayArgs {
     /// Dashboard WebSocket connections served at once; more get 503.
     #[arg(long, env = "STREAMSTOCK_MAX_DASHBOARD_CLIENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_dashboard_clients: u32,
+    #[command(flatten)]
+    pub connections: super::ListenerArgs,
 }
 
 /// The token in `path`: its first line, trimmed; an empty one is refused.

@@ -7,6 +7,7 @@
 mod admin;
 mod common;
 mod gateway;
+mod listener;
 mod processing;
 mod simulate;
 #[cfg(test)]
@@ -22,6 +23,7 @@ pub use crate::telemetry::LogFormat;
 pub use admin::{BenchArgs, DlqAction, DlqArgs, DlqSelection, RebuildArgs, StatusArgs};
 pub use common::{CommonArgs, Durability, RetentionArgs};
 pub use gateway::{read_secret_file, read_token_file, GatewayArgs};
+pub use listener::ListenerArgs;
 pub use processing::{AllArgs, ProcessingArgs, ServeArgs, WorkerArgs};
 pub use simulate::{ReportFormat, SimulateArgs};
 

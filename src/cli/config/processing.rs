@@ -114,5 +114,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "STREAMSTOCK_API_TOKEN_FILE", conflicts_with = "api_token")]
     pub api_token_file: Option<PathBuf>,
     #[command(flatten)]
+    pub connections: super::ListenerArgs,
+    #[command(flatten)]
     pub processing: ProcessingArgs,
 }

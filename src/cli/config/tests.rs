@@ -218,6 +218,7 @@ fn non_loopback_needs_a_token() {
         idempotency_ttl: std::time::Duration::from_secs(86_400).into(),
         idempotency_max_keys: 1_000_000,
         catalog_cache_products: 100,
+        connections: Default::default(),
     };
     assert!(args.check_exposure().is_err());
     assert!(GatewayArgs {
@@ -289,4 +290,48 @@ fn durations_are_humantime_and_the_millisecond_spellings_still_work() {
         let error = processing(args).unwrap_err();
         assert!(error.contains(says), "{args:?}: {error}");
     }
+}
+
+#[test]
+fn listener_defaults_match_the_flags_and_zero_switches_off() {
+    let Command::Serve(serve) = Cli::try_parse_from(["streamstock", "serve"])
+        .unwrap()
+        .command
+    else {
+        panic!("serve parses as serve")
+    };
+    assert_eq!(serve.gateway.connections, super::ListenerArgs::default());
+    let Command::Worker(worker) = Cli::try_parse_from([
+        "streamstock",
+        "worker",
+        "--header-read-timeout",
+        "0s",
+        "--idle-timeout",
+        "0s",
+        "--max-connections",
+        "0",
+        "--max-connections-per-address",
+        "0",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("worker parses as worker")
+    };
+    let options = worker.connections.server_options("worker");
+    assert_eq!(options.timeouts.header_read, None);
+    assert_eq!(options.timeouts.idle, None);
+    assert_eq!(
+        (options.max_connections, options.max_per_address),
+        (None, None)
+    );
+    let defaults = super::ListenerArgs::default().server_options("gateway");
+    let total = defaults.max_connections.expect("a cap by default");
+    assert!(
+        defaults
+            .max_per_address
+            .expect("a per-address cap by default")
+            < total
+    );
+    assert!(Cli::try_parse_from(["streamstock", "serve", "--idle-timeout", "soon"]).is_err());
 }
