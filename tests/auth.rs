@@ -1,6 +1,8 @@
-//! With `--api-token`: every write and the sensitive reads (audit trail,
-//! dead letters, metrics) need the bearer token; the rest stays open. The
-//! token can come from a file; CORS opens the API only to the origins named.
+//! Tokens and their scopes: once any token is configured, everything under
+//! /api/ and /ws/, and /metrics, needs one of enough scope (read < write <
+//! admin); wrong tokens past a bound get 429; each command's events name
+//! its token; SIGHUP rotates them. `--api-token` (from a file too) is one
+//! admin token. CORS opens the API only to the origins named.
 
 use crate::common;
 
@@ -8,6 +10,9 @@ use common::process::{free_port, Role};
 use common::{Backend, TestApp};
 use reqwest::Method;
 use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use streamstock::gateway::auth::Scope;
 
 const TOKEN: &str = "s3cret-token";
 
@@ -19,81 +24,278 @@ async fn app_with(adjust: impl FnOnce(&mut streamstock::cli::config::AllArgs)) -
     app
 }
 
+/// Who may do what: each route (method and path template) and the least
+/// scope it needs; None: open to anyone.
+const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
+    ("get", "/api/products", Some(Scope::Read)),
+    ("post", "/api/products", Some(Scope::Write)),
+    ("get", "/api/products/{id}", Some(Scope::Read)),
+    ("post", "/api/products/{id}/stock", Some(Scope::Write)),
+    ("get", "/api/orders", Some(Scope::Read)),
+    ("post", "/api/orders", Some(Scope::Write)),
+    ("get", "/api/orders/{id}", Some(Scope::Read)),
+    ("post", "/api/orders/{id}/cancel", Some(Scope::Write)),
+    ("post", "/api/orders/{id}/ship", Some(Scope::Write)),
+    ("get", "/api/purchase-orders", Some(Scope::Read)),
+    (
+        "post",
+        "/api/purchase-orders/{id}/receive",
+        Some(Scope::Write),
+    ),
+    ("get", "/api/events", Some(Scope::Read)),
+    ("get", "/api/stats", Some(Scope::Read)),
+    ("get", "/api/alerts", Some(Scope::Read)),
+    ("get", "/api/dead-letters", Some(Scope::Read)),
+    ("post", "/api/dead-letters/replay", Some(Scope::Admin)),
+    ("post", "/api/dead-letters/purge", Some(Scope::Admin)),
+    ("get", "/api/simulator", Some(Scope::Read)),
+    ("post", "/api/simulator", Some(Scope::Admin)),
+    ("get", "/health", None),
+    ("get", "/ready", None),
+    ("get", "/metrics", Some(Scope::Read)),
+    // Served beside the documented routes.
+    ("get", "/ws/dashboard", Some(Scope::Read)),
+    ("get", "/", None),
+    ("get", "/docs/", None),
+    ("get", "/openapi.json", None),
+];
+
+const TOKENS: [(&str, Scope, &str); 3] = [
+    ("wall-screen", Scope::Read, "read-token-1"),
+    ("shop", Scope::Write, "write-token-2"),
+    ("ops", Scope::Admin, "admin-token-3"),
+];
+
+/// A tokens file holding `tokens` (name, scope, token), by their digests.
+fn tokens_file(dir: &Path, tokens: &[(&str, Scope, &str)]) -> PathBuf {
+    let mut text = String::new();
+    for (name, scope, token) in tokens {
+        let digest = hex::encode(streamstock::gateway::auth::tokens::digest_of(token));
+        text.push_str(&format!(
+            "[[token]]\nname = \"{name}\"\nscope = \"{}\"\nsha256 = \"{digest}\"\n\n",
+            scope.name()
+        ));
+    }
+    let path = dir.join("tokens.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A client whose requests come from `address` (a loopback address of its
+/// own, so wrong tokens it sends count against it alone).
+fn client_from(address: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(address))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn protected_routes_need_the_token_and_open_ones_do_not() {
-    let app = app_with(|args| args.gateway.api_token = Some(TOKEN.into())).await;
+async fn every_route_answers_each_scope_as_the_table_says() {
+    // The table covers every documented route, and nothing else.
+    let documented = streamstock::gateway::openapi_document();
+    let mut listed: BTreeSet<(String, String)> = BTreeSet::new();
+    for (path, item) in &documented.paths.paths {
+        for (method, operation) in [("get", &item.get), ("post", &item.post)] {
+            if operation.is_some() {
+                listed.insert((method.to_string(), path.clone()));
+            }
+        }
+    }
+    for (method, path) in &listed {
+        assert!(
+            WHO_MAY.iter().any(|(m, p, _)| m == method && p == path),
+            "{method} {path} is a route the scope table does not list: add it to WHO_MAY"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = tokens_file(dir.path(), &TOKENS);
+    let app = app_with(|args| args.gateway.tokens_file = Some(file)).await;
     let id = uuid::Uuid::now_v7();
-    let protected: Vec<(Method, String, serde_json::Value)> = vec![
-        (
-            Method::POST,
-            "/api/products".into(),
-            json!({"sku": "AUTH-1", "name": "Auth", "price": 1.0}),
-        ),
-        (
-            Method::POST,
-            format!("/api/products/{id}/stock"),
-            json!({"quantity": 1}),
-        ),
-        (
-            Method::POST,
-            "/api/orders".into(),
-            json!({"customer_email": "a@example.com", "items": [{"product_id": id, "quantity": 1}]}),
-        ),
-        (Method::POST, format!("/api/orders/{id}/cancel"), json!({})),
-        (Method::POST, format!("/api/orders/{id}/ship"), json!({})),
-        (
-            Method::POST,
-            format!("/api/purchase-orders/{id}/receive"),
-            json!({}),
-        ),
-        (Method::GET, "/api/events".into(), json!(null)),
-        (Method::GET, "/api/dead-letters".into(), json!(null)),
-        (Method::GET, "/metrics".into(), json!(null)),
-    ];
-    for (method, path, body) in &protected {
-        let send = |token: Option<&str>| {
-            let mut request = app.http.request(method.clone(), app.url(path));
-            if method == Method::POST {
-                request = request.json(body);
+    for (n, (method, template, needed)) in WHO_MAY.iter().enumerate() {
+        let path = template.replace("{id}", &id.to_string());
+        let websocket = template.starts_with("/ws/");
+        let send = |client: &reqwest::Client, token: Option<&str>| {
+            let mut request = match *method {
+                "post" => client.post(app.url(&path)).json(&json!({})),
+                _ => client.get(app.url(&path)),
+            };
+            if websocket {
+                request = request
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .header("sec-websocket-version", "13")
+                    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
             }
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
             app.send(request)
         };
-        for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
-            let answer = send(token).await;
-            assert_eq!(answer.status, 401, "{method} {path} with {token:?}");
-            assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
-            assert_eq!(
-                answer.body["error"]["code"], "unauthorized",
-                "{method} {path}"
-            );
+        let own = client_from([127, 0, 1, n as u8 + 1]);
+        let refused = |status: u16| status == 401 || status == 403 || status == 429;
+        for (who, token) in [("no token", None), ("a wrong token", Some("guess"))] {
+            let answer = send(&own, token).await;
+            match needed {
+                None => assert!(
+                    !refused(answer.status),
+                    "{method} {template} with {who}: {}",
+                    answer.status
+                ),
+                Some(_) => {
+                    assert_eq!(answer.status, 401, "{method} {template} with {who}");
+                    assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
+                    assert_eq!(answer.body["error"]["code"], "unauthorized");
+                }
+            }
         }
-        let answer = send(Some(TOKEN)).await;
-        assert_ne!(answer.status, 401, "{method} {path} with the token");
-        assert!(answer.status < 500, "{method} {path}: {}", answer.status);
-    }
-    for path in [
-        "/api/products",
-        "/api/orders",
-        "/api/stats",
-        "/api/alerts",
-        "/health",
-        "/",
-    ] {
-        let answer = app.send(app.http.get(app.url(path))).await;
-        assert_eq!(answer.status, 200, "GET {path} stays open");
+        for (name, scope, token) in TOKENS {
+            let answer = send(&own, Some(token)).await;
+            let allowed = needed.is_none_or(|needed| scope >= needed);
+            if allowed {
+                assert!(
+                    !refused(answer.status) && answer.status < 500,
+                    "{method} {template} with {name} ({}): {}",
+                    scope.name(),
+                    answer.status
+                );
+            } else {
+                assert_eq!(answer.status, 403, "{method} {template} with {name}");
+                assert_eq!(answer.body["error"]["code"], "insufficient_scope");
+                let challenge = answer.header("www-authenticate").unwrap_or_default();
+                assert!(challenge.contains("insufficient_scope"), "{challenge}");
+            }
+        }
     }
     app.stop().await;
 }
 
-/// `all --api-token-file`: the token comes from the file's first line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_token_can_come_from_a_file() {
+async fn wrong_tokens_past_the_bound_get_429_for_that_address_only() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let file = tokens_file(dir.path(), &TOKENS);
+    let app = app_with(|args| args.gateway.tokens_file = Some(file)).await;
+    let guesser = client_from([127, 0, 2, 1]);
+    let customer = client_from([127, 0, 2, 2]);
+    let get = |client: &reqwest::Client, token: &str| {
+        app.send(client.get(app.url("/api/orders")).bearer_auth(token))
+    };
+    // A request with no token at all is no guess: a page that has not
+    // been given its token yet does not lock itself out.
+    for _ in 0..30 {
+        assert_eq!(
+            app.send(guesser.get(app.url("/api/orders"))).await.status,
+            401
+        );
+    }
+    for n in 0..20 {
+        assert_eq!(get(&guesser, &format!("guess-{n}")).await.status, 401);
+    }
+    let blocked = get(&guesser, "read-token-1").await;
+    assert_eq!(blocked.status, 429, "the right token after 20 guesses");
+    assert_eq!(blocked.body["error"]["code"], "too_many_failed_attempts");
+    let wait: u64 = blocked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(get(&customer, "read-token-1").await.status, 200);
+    app.stop().await;
+}
+
+/// Each command's events name the token that sent it; the workers'
+/// decisions name none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_names_the_token_that_sent_each_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = tokens_file(dir.path(), &TOKENS);
+    let app = app_with(|args| args.gateway.tokens_file = Some(file)).await;
+    let shop = common::Api::with_token(&app.base, "write-token-2");
+    let ops = common::Api::with_token(&app.base, "admin-token-3");
+    let product = ops.create_product("ACTOR-1", 3.0, 10).await;
+    let order = shop
+        .order_of("buyer@example.com", &[(product, 2)])
+        .await
+        .expect(202);
+    let decided = shop.order_waiting(order.order_id, 10).await.expect(200);
+    assert_eq!(
+        decided.status,
+        streamstock::domain::status::OrderStatus::Confirmed
+    );
+    let trail = |key: String| {
+        let ops = &ops;
+        async move {
+            let (status, body) = ops.get(&format!("/api/events?key={key}")).await;
+            assert_eq!(status, 200);
+            body.as_array().unwrap().clone()
+        }
+    };
+    let order_events = trail(order.order_id.to_string()).await;
+    let actor_of = |events: &[serde_json::Value], event_type: &str| {
+        events
+            .iter()
+            .find(|e| e["event_type"] == event_type)
+            .unwrap_or_else(|| panic!("no {event_type} in {events:?}"))["actor"]
+            .clone()
+    };
+    assert_eq!(actor_of(&order_events, "order.placed"), "shop");
+    assert_eq!(
+        actor_of(&order_events, "order.confirmed"),
+        serde_json::Value::Null
+    );
+    let product_events = trail(product.to_string()).await;
+    assert_eq!(actor_of(&product_events, "product.created"), "ops");
+    app.stop().await;
+}
+
+/// SIGHUP reads the tokens file again: a token added works without a
+/// restart, and one removed stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_rotate_on_sighup_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = ("shop", Scope::Write, "old-shop-token");
+    let new = ("shop-2", Scope::Write, "new-shop-token");
+    let file = tokens_file(dir.path(), &[old]);
+    let (role, base) = all_with_file(dir.path(), "--tokens-file", &file);
+    let anonymous = common::Api::new(&base);
+    anonymous.wait_healthy().await;
+    let status_with = |token: &'static str| {
+        let api = common::Api::with_token(&base, token);
+        async move { api.get("/api/orders").await.0 }
+    };
+    assert_eq!(status_with(old.2).await, 200);
+    assert_eq!(status_with(new.2).await, 401);
+
+    // Both valid for a while: the clients move to the new token.
+    tokens_file(dir.path(), &[old, new]);
+    role.signal("HUP");
+    anonymous
+        .wait_for("the new token works", || async {
+            status_with(new.2).await == 200
+        })
+        .await;
+    assert_eq!(status_with(old.2).await, 200);
+
+    // The old one removed.
+    tokens_file(dir.path(), &[new]);
+    role.signal("HUP");
+    anonymous
+        .wait_for("the old token stops working", || async {
+            status_with(old.2).await == 401
+        })
+        .await;
+    assert_eq!(status_with(new.2).await, 200);
+
+    // A broken file keeps the tokens in force.
+    std::fs::write(&file, "[[token]]\nname = 1\n").unwrap();
+    role.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(status_with(new.2).await, 200);
+    assert!(role.terminate().success());
+}
+
+/// `streamstock all` on embedded backends in `dir`, with `flag file`;
+/// gives the role and its base URL.
+fn all_with_file(dir: &Path, flag: &str, file: &Path) -> (Role, String) {
     let port = free_port();
     let role = Role::start(
         "all",
@@ -103,15 +305,25 @@ async fn the_token_can_come_from_a_file() {
             "none",
             "--listen",
             &format!("127.0.0.1:{port}"),
-            "--api-token-file",
+            flag,
             file.to_str().unwrap(),
         ],
         &[(
             "STREAMSTOCK_DATA_DIR".to_string(),
-            dir.path().join("data").display().to_string(),
+            dir.join("data").display().to_string(),
         )],
     );
-    let api = common::Api::new(&format!("http://127.0.0.1:{port}"));
+    (role, format!("http://127.0.0.1:{port}"))
+}
+
+/// `all --api-token-file`: the token comes from the file's first line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let (role, base) = all_with_file(dir.path(), "--api-token-file", &file);
+    let api = common::Api::new(&base);
     api.wait_healthy().await;
     let metrics = |token: Option<&str>| {
         let mut request = api.http.get(api.url("/metrics"));

@@ -384,6 +384,7 @@ async fn valkey_postgres_older_versions_are_upcast_newer_dead_lettered() {
         occurred_at: chrono::Utc::now(),
         version,
         payload: json!({ "product_id": p, "quantity": quantity }),
+        actor: None,
     };
     let old = envelope(1, 4);
     log.append(&old).await.unwrap();

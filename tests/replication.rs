@@ -32,6 +32,7 @@ fn envelope(key: &str) -> Envelope {
         occurred_at: chrono::Utc::now(),
         version: 2,
         payload: serde_json::json!({ "product_id": uuid::Uuid::now_v7(), "quantity": 1 }),
+        actor: None,
     }
 }
 

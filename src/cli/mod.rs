@@ -9,6 +9,7 @@ pub mod backends;
 pub mod bench;
 pub mod config;
 pub mod config_file;
+mod reload;
 pub mod roles;
 mod simulator_switch;
 pub mod startup;

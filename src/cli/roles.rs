@@ -6,6 +6,7 @@ use super::backends::{open_log, open_store};
 use super::config::{
     AllArgs, CommonArgs, GatewayArgs, Profile, ReportFormat, ServeArgs, SimulateArgs, WorkerArgs,
 };
+use super::reload;
 use super::simulator_switch::InProcessSimulator;
 use super::startup::Startup;
 use super::systemd;
@@ -98,6 +99,7 @@ pub async fn run_all_on(
         args.gateway.limits(),
         shutdown.clone(),
     );
+    reload::tokens_on_sighup(state.access.tokens.clone(), shutdown.clone());
     systemd::ready(&format!("serving on {address}"));
     let options = args.gateway.connections.server_options("gateway");
     let served = serve_gateway(listener, state, options, shutdown.clone()).await;
@@ -128,6 +130,7 @@ pub async fn run_serve(
         args.gateway.limits(),
         shutdown.clone(),
     );
+    reload::tokens_on_sighup(state.access.tokens.clone(), shutdown.clone());
     systemd::ready(&format!("serving on {}", listener.local_addr()?));
     let options = args.gateway.connections.server_options("gateway");
     let served = serve_gateway(listener, state, options, shutdown).await;
@@ -151,11 +154,13 @@ pub async fn run_worker(
     let backend = open_log(&common, Some("worker"), Some(&startup)).await?;
 
     // A worker answers /health, /ready and /metrics for orchestrators.
-    let token = match &args.api_token_file {
-        Some(path) => Some(super::config::read_token_file(path)?),
-        None => args.api_token.clone(),
-    };
-    let probes = gateway::probes::probe_router(backend.log.clone(), store.clone(), token);
+    let tokens = Arc::new(gateway::auth::Tokens::load(
+        args.tokens_file.as_deref(),
+        args.api_token.clone(),
+        args.api_token_file.as_deref(),
+    )?);
+    reload::tokens_on_sighup(tokens.clone(), shutdown.clone());
+    let probes = gateway::probes::probe_router(backend.log.clone(), store.clone(), tokens);
     let probe_server = tokio::spawn(http_server::serve(
         listener,
         probes,

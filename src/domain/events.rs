@@ -28,6 +28,18 @@ pub struct Envelope {
     pub occurred_at: DateTime<Utc>,
     pub version: u32,
     pub payload: serde_json::Value,
+    /// Who sent the command: the name of the gateway token it came with.
+    /// Absent on a gateway without tokens and on the workers' decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+impl Envelope {
+    /// The envelope, naming `actor` as who sent it.
+    pub fn sent_by(mut self, actor: Option<&str>) -> Envelope {
+        self.actor = actor.map(str::to_string);
+        self
+    }
 }
 
 /// Defines every event type once: its payload struct (the variant's name),
@@ -342,6 +354,7 @@ impl DomainEvent {
             occurred_at,
             version: self.kind().version(),
             payload: self.payload(),
+            actor: None,
         }
     }
 
@@ -549,6 +562,7 @@ mod tests {
             occurred_at: Utc::now(),
             version: 1,
             payload: serde_json::json!({"product_id": product_id, "quantity": 7}),
+            actor: None,
         };
         assert_eq!(
             DomainEvent::from_envelope(&v1).unwrap(),

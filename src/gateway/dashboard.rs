@@ -264,6 +264,9 @@ pub async fn websocket(
             "too many dashboard connections are open; retry shortly",
         ));
     };
+    // A page that sent its token as a subprotocol must get one of those it
+    // offered back, or the browser drops the socket.
+    let upgrade = upgrade.protocols([super::auth::DASHBOARD_PROTOCOL]);
     Ok(upgrade.on_upgrade(move |socket| async move {
         feed(socket, state).await;
         drop(permit);

@@ -71,8 +71,15 @@ impl Modify for CommonErrors {
                     HttpMethod::Post => axum::http::Method::POST,
                     _ => axum::http::Method::GET,
                 };
-                if super::auth::needs_token(&http_method, path) {
-                    statuses.push(("401", "A token is required"));
+                if let Some(scope) = super::auth::needed_scope(&http_method, path, false) {
+                    statuses.push(("401", "A token is required (once any is configured)"));
+                    statuses.push((
+                        "429",
+                        "Too many wrong tokens from this address (Retry-After)",
+                    ));
+                    if scope > super::auth::Scope::Read {
+                        statuses.push(("403", "The token's scope is too narrow"));
+                    }
                 }
                 if method == HttpMethod::Post {
                     statuses.push((

@@ -113,7 +113,9 @@ pub async fn place(
         items: lines,
         total,
     });
-    let envelope = event.into_envelope_with_id(write_ids.id("order.placed"), Utc::now());
+    let envelope = event
+        .into_envelope_with_id(write_ids.id("order.placed"), Utc::now())
+        .sent_by(write_ids.actor());
     let receipt = state.append(&envelope).await?;
     Ok(Accepted {
         body: OrderQueued {
@@ -294,7 +296,8 @@ async fn lifecycle_command(
         .append(
             &command
                 .request(id)
-                .into_envelope_with_id(ids.id(verb), Utc::now()),
+                .into_envelope_with_id(ids.id(verb), Utc::now())
+                .sent_by(ids.actor()),
         )
         .await?;
     Ok(Accepted {

@@ -103,15 +103,15 @@ pub async fn prometheus(log: &dyn EventLog) -> Response {
 struct Backends {
     log: Arc<dyn EventLog>,
     store: Store,
-    /// With a token, /metrics needs it, as on the gateway.
-    api_token: Option<Arc<secrecy::SecretString>>,
+    /// With tokens, /metrics needs one (`read`), as on the gateway.
+    tokens: Arc<super::auth::Tokens>,
 }
 
 /// `/health`, `/ready` and `/metrics` on their own, for a worker process.
 pub fn probe_router(
     log: Arc<dyn EventLog>,
     store: Store,
-    api_token: Option<secrecy::SecretString>,
+    tokens: Arc<super::auth::Tokens>,
 ) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -123,19 +123,16 @@ pub fn probe_router(
             "/metrics",
             get(
                 |State(b): State<Backends>, headers: axum::http::HeaderMap| async move {
-                    if let Some(token) = &b.api_token {
-                        let token = secrecy::ExposeSecret::expose_secret(&**token);
-                        if let Some(refused) = super::auth::bearer_refusal(&headers, token) {
-                            return refused;
+                    if b.tokens.required() {
+                        if let Err(refused) =
+                            super::auth::authorize(&b.tokens, &headers, super::auth::Scope::Read)
+                        {
+                            return refused.into_response();
                         }
                     }
                     prometheus(&*b.log).await
                 },
             ),
         )
-        .with_state(Backends {
-            log,
-            store,
-            api_token: api_token.map(Arc::new),
-        })
+        .with_state(Backends { log, store, tokens })
 }

@@ -188,7 +188,8 @@ pub async fn create(
         reorder_quantity: valid.reorder_quantity,
     };
     let creation = DomainEvent::ProductCreated(created.clone())
-        .into_envelope_with_id(ids.id("product.created"), now);
+        .into_envelope_with_id(ids.id("product.created"), now)
+        .sent_by(ids.actor());
     let receipt = match state.append(&creation).await {
         Ok(receipt) => receipt,
         // It may be in the log: the sku stays this product's, for the
@@ -209,7 +210,8 @@ pub async fn create(
             quantity: quantity.get(),
             purchase_order_id: None,
         })
-        .into_envelope_with_id(ids.id("product.initial_stock"), now);
+        .into_envelope_with_id(ids.id("product.initial_stock"), now)
+        .sent_by(ids.actor());
         if let Err(e) = state.append(&stock).await {
             // The product is recorded, its stock maybe not: in doubt as a
             // whole, so a retry with the key appends both again (the
@@ -275,7 +277,8 @@ pub async fn receive_stock(
                 quantity: quantity.get(),
                 purchase_order_id: None,
             })
-            .into_envelope_with_id(ids.id("stock.received"), Utc::now()),
+            .into_envelope_with_id(ids.id("stock.received"), Utc::now())
+            .sent_by(ids.actor()),
         )
         .await?;
     Ok(Accepted {

@@ -62,7 +62,9 @@ pub async fn receive(
         purchase_order_id: id,
         product_id: po.product_id,
     });
-    let envelope = event.into_envelope_with_id(ids.id("purchase_order.received"), Utc::now());
+    let envelope = event
+        .into_envelope_with_id(ids.id("purchase_order.received"), Utc::now())
+        .sent_by(ids.actor());
     let receipt = state.append(&envelope).await?;
     Ok(Accepted {
         body: ReceiptQueued {

@@ -32,8 +32,12 @@ pub struct Limits {
 /// Who may call the gateway, and from which web pages.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    /// With a token, writes and the sensitive reads need it (see `auth`).
-    pub api_token: Option<secrecy::SecretString>,
+    /// The tokens in force (see `auth`); with none, everything is open.
+    pub tokens: Arc<super::auth::Tokens>,
+    /// `GET /api/products*` open to anyone even with tokens.
+    pub public_catalog: bool,
+    /// Wrong tokens per address (see `auth::attempts`).
+    pub failed_attempts: Arc<super::auth::FailedAttempts>,
     /// Origins whose pages may call the API from a browser (CORS); empty:
     /// none, so only same-origin pages (the dashboard) can.
     pub cors_origins: Vec<HeaderValue>,

@@ -1,5 +1,6 @@
 //! Where a write's new ids come from: its order or product id and the ids
-//! of the events it appends.
+//! of the events it appends; and whom those events name as their actor
+//! (the token the request came with, see `auth`).
 //!
 //! Without an `Idempotency-Key`, fresh UUID v7s. With one, ids derived from
 //! the key and the time it was first claimed, so every retry of the request
@@ -20,6 +21,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Default)]
 pub struct WriteIds {
     keyed: Option<Keyed>,
+    actor: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,7 +38,13 @@ impl WriteIds {
                 key: key.to_string(),
                 first_seen_ms,
             }),
+            actor: None,
         }
+    }
+
+    /// The name of the token the request came with, if any.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
     }
 
     /// The id this request uses for `purpose` (`"order"`, `"event"`, ...):
@@ -61,11 +69,16 @@ impl<S: Send + Sync> FromRequestParts<S> for WriteIds {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<WriteIds, Infallible> {
-        Ok(parts
+        let mut ids = parts
             .extensions
             .get::<WriteIds>()
             .cloned()
-            .unwrap_or_default())
+            .unwrap_or_default();
+        ids.actor = parts
+            .extensions
+            .get::<super::auth::Actor>()
+            .map(|actor| actor.0.clone());
+        Ok(ids)
     }
 }
 

@@ -145,7 +145,7 @@ impl Simulator {
         }
         let (connected, feed_ready) = tokio::sync::oneshot::channel();
         let feed = tokio::spawn(listen_to_decisions(
-            self.feed_url(),
+            self.feed_request(),
             recorder.clone(),
             connected,
             background.clone(),
@@ -203,12 +203,27 @@ impl Simulator {
         summarise(&recorder, &options, elapsed)
     }
 
-    fn feed_url(&self) -> String {
+    /// The dashboard feed's handshake, with the bearer token when the
+    /// gateway has one (the feed needs `read`).
+    fn feed_request(&self) -> Result<FeedRequest, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let base = self
             .target
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);
-        format!("{base}/ws/dashboard")
+        let url = format!("{base}/ws/dashboard");
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| format!("{url}: {e}"))?;
+        if let Some(token) = &self.token {
+            let bearer = format!("Bearer {}", secrecy::ExposeSecret::expose_secret(token));
+            let value = bearer
+                .parse()
+                .map_err(|_| "the token is not a header value".to_string())?;
+            request.headers_mut().insert("authorization", value);
+        }
+        Ok(request)
     }
 
     async fn open_loop(
@@ -405,14 +420,26 @@ impl World {
 }
 
 /// Hears decisions on the dashboard feed until `stop`.
+type FeedRequest = tokio_tungstenite::tungstenite::handshake::client::Request;
+
 async fn listen_to_decisions(
-    url: String,
+    request: Result<FeedRequest, String>,
     recorder: Arc<Recorder>,
     connected: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
 ) {
     use tokio_tungstenite::tungstenite::Message;
-    let mut socket = match tokio_tungstenite::connect_async(&url).await {
+    let url = match &request {
+        Ok(request) => request.uri().to_string(),
+        Err(e) => e.clone(),
+    };
+    let connected_socket = match request {
+        Ok(request) => tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let mut socket = match connected_socket {
         Ok((socket, _)) => socket,
         Err(e) => {
             tracing::warn!(error = %e, %url, "no dashboard feed: decision latency is not measured");

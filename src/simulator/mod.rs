@@ -132,7 +132,12 @@ impl Simulator {
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.post(format!("{}{path}", self.target));
+        self.authorized(self.http.post(format!("{}{path}", self.target)))
+    }
+
+    /// `request` with the bearer token, when the gateway has one: reads
+    /// need it too once tokens are configured.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(token) => request.bearer_auth(secrecy::ExposeSecret::expose_secret(token)),
             None => request,
@@ -189,8 +194,7 @@ impl Simulator {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> reqwest::Result<T> {
-        self.http
-            .get(format!("{}{path}", self.target))
+        self.authorized(self.http.get(format!("{}{path}", self.target)))
             .send()
             .await?
             .error_for_status()?

@@ -198,7 +198,7 @@ impl Store {
     ) -> Result<Vec<ArchivedEvent>, StoreError> {
         let seq = self.archive_seq();
         let mut sql = format!(
-            "SELECT {seq} AS seq, event_id, event_type, event_key, version, occurred_at, payload, \
+            "SELECT {seq} AS seq, event_id, event_type, event_key, version, occurred_at, payload, actor, \
              partition_no, entry_id, processed_at FROM event_archive WHERE 1 = 1"
         );
         // Each filter adds a clause whose `{}` is its parameter.

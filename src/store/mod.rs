@@ -271,7 +271,7 @@ pub(crate) fn time_of_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
 }
 
 /// An envelope read back from an `event_archive` row (its event_id,
-/// event_type, event_key, version, occurred_at and payload columns).
+/// event_type, event_key, version, occurred_at, payload and actor columns).
 pub(crate) fn archived_envelope(row: &AnyRow) -> Result<crate::domain::Envelope, StoreError> {
     let payload: String = row.try_get("payload")?;
     let version: i64 = row.try_get("version")?;
@@ -287,6 +287,7 @@ pub(crate) fn archived_envelope(row: &AnyRow) -> Result<crate::domain::Envelope,
             .map_err(|_| StoreError::Inconsistent(format!("archived version {version}")))?,
         payload: serde_json::from_str(&payload)
             .map_err(|e| StoreError::Inconsistent(format!("archived payload is not JSON: {e}")))?,
+        actor: row.try_get("actor")?,
     })
 }
 

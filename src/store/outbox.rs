@@ -52,7 +52,8 @@ impl Store {
             let ids: Vec<Uuid> = serde_json::from_str(&listed)
                 .map_err(|e| StoreError::Inconsistent(format!("outbox row: {e}")))?;
             let mut by_id: std::collections::HashMap<Uuid, Envelope> = Default::default();
-            let select = "SELECT event_id, event_type, event_key, version, occurred_at, payload \
+            let select =
+                "SELECT event_id, event_type, event_key, version, occurred_at, payload, actor \
                           FROM event_archive WHERE event_id IN ({ids})";
             for (sql, values) in by_ids(self.dialect(), select, &ids) {
                 for row in bind_all(sqlx::query(&sql), values)

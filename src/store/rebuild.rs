@@ -186,7 +186,7 @@ impl Store {
         let mut inventory = Inventory::default();
         let mut replayed = 0u64;
         let select = format!(
-            "SELECT event_id, event_type, event_key, version, occurred_at, payload \
+            "SELECT event_id, event_type, event_key, version, occurred_at, payload, actor \
              FROM event_archive WHERE {seq} >= $1 AND {seq} < $2 ORDER BY {seq}"
         );
         // `seq` has gaps (values taken by inserts that conflicted), so a

@@ -31,6 +31,7 @@ pub const EPOCHS_REISSUED: &str = "streamstock_lease_epochs_reissued_total";
 pub const HTTP_CONNECTIONS_OPEN: &str = "streamstock_http_connections_open";
 pub const HTTP_CONNECTIONS_CLOSED: &str = "streamstock_http_connections_closed_total";
 pub const HTTP_ACCEPT_ERRORS: &str = "streamstock_http_accept_errors_total";
+pub const AUTH_REFUSALS: &str = "streamstock_auth_refusals_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -76,6 +77,10 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        AUTH_REFUSALS,
+        "Requests refused for their token, by reason (unauthorized, insufficient_scope)"
+    );
     metrics::describe_gauge!(
         HTTP_CONNECTIONS_OPEN,
         "HTTP connections open, by listener (WebSockets included)"

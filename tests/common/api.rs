@@ -210,10 +210,13 @@ impl Api {
     /// Sends `request` (built on `self.http`) and checks its answer against
     /// the OpenAPI document, as `get` and `post` do.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let request = request.build().expect("a well-formed request");
+        // On the client the request was built with (its own address or
+        // headers), not necessarily this one's.
+        let (client, request) = request.build_split();
+        let request = request.expect("a well-formed request");
         let method = request.method().as_str().to_ascii_lowercase();
         let path = request.url().path().to_string();
-        let response = self.http.execute(request).await.expect("an answer");
+        let response = client.execute(request).await.expect("an answer");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();

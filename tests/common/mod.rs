@@ -202,6 +202,8 @@ impl TestApp {
                 listen: listener.local_addr().unwrap(),
                 api_token: None,
                 api_token_file: None,
+                tokens_file: None,
+                public_catalog: false,
                 cors_origins: Vec::new(),
                 insecure: false,
                 max_in_flight_appends: 2048,

@@ -82,6 +82,16 @@ impl Role {
         assert!(status.expect("kill").success(), "SIGCONT {}", self.name);
     }
 
+    /// `kill -<name>` (HUP, USR1...): a signal the role handles.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([format!("-{name}"), pid])
+            .status();
+        assert!(status.expect("kill").success(), "SIG{name} {}", self.name);
+    }
+
     /// SIGTERM, then the exit status within 30 s.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

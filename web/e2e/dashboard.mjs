@@ -51,6 +51,14 @@ try {
   const shown = async (id) => (await page.getByTestId(id).first().innerText()).trim();
 
   await page.goto(base + "/");
+  step("without a token the page asks for one, and goes live once it is given; it is kept for the session");
+  // The gateway has a token, so its WebSocket and reads answer 401 and
+  // the token box opens by itself.
+  await page.getByTestId("token-input").waitFor(WAIT);
+  check((await page.getByTestId("connection").innerText()).trim() !== "live", "live without a token");
+  await page.getByTestId("token-input").fill(token);
+  await page.getByTestId("token-save").click();
+  await page.getByTestId("token-edit").filter({ hasText: "API token set" }).waitFor(WAIT);
   await page.getByTestId("connection").filter({ hasText: "live" }).waitFor(WAIT);
 
   step("the header shows the backends, the version and the workers");
@@ -59,12 +67,6 @@ try {
   const status = await api("/api/stats");
   check((await shown("version")).includes("up "), `version: ${await shown("version")}`);
   check(status.event_log.includes("Valkey"), status.event_log);
-
-  step("the token is entered once and kept for the session");
-  await page.getByTestId("token-edit").click();
-  await page.getByTestId("token-input").fill(token);
-  await page.getByTestId("token-save").click();
-  await page.getByTestId("token-edit").filter({ hasText: "API token set" }).waitFor(WAIT);
 
   step("the inventory shows every product with the server's figures");
   const products = await api("/api/products");
@@ -113,6 +115,10 @@ try {
   await drawer.getByTestId("drawer-status").filter({ hasText: "CONFIRMED" }).waitFor(WAIT);
   await drawer.getByTestId("audit-trail").locator("li", { hasText: "order.placed" }).waitFor(WAIT);
   await drawer.getByTestId("audit-trail").locator("li", { hasText: "order.confirmed" }).waitFor(WAIT);
+  // The command names the token it came with; the worker's decision none.
+  const placedEntry = drawer.getByTestId("audit-trail").locator("li", { hasText: "order.placed" });
+  check((await placedEntry.getByTestId("event-actor").innerText()).includes("api-token"), "order.placed names its actor");
+  check((await drawer.getByTestId("audit-trail").locator("li", { hasText: "order.confirmed" }).getByTestId("event-actor").count()) === 0, "a decision has no actor");
   await drawer.getByTestId("ship").click();
   await drawer.getByTestId("drawer-status").filter({ hasText: "SHIPPED" }).waitFor(WAIT);
   await feedRow.getByTestId("order-status").filter({ hasText: "SHIPPED" }).waitFor(WAIT);

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from "react";
 import { emptyHistory, record, type History } from "./lib/history";
+import { call, savedToken, socketProtocols, TOKEN_CHANGED } from "./lib/http";
 import type { Snapshot, StatusChanges } from "./types";
 
 export type Connection = "connecting" | "live" | "reconnecting";
@@ -54,8 +55,10 @@ export function useDashboard(): Dashboard {
 
     const connect = () => {
       const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-      socket = new WebSocket(`${scheme}://${window.location.host}/ws/dashboard`);
+      let opened = false;
+      socket = new WebSocket(`${scheme}://${window.location.host}/ws/dashboard`, socketProtocols(savedToken()));
       socket.onopen = () => {
+        opened = true;
         attempts = 0;
         const reconnected = lost;
         update((d) => ({ ...d, connection: "live", reconnectedAt: reconnected ? Date.now() : d.reconnectedAt }), true);
@@ -79,12 +82,35 @@ export function useDashboard(): Dashboard {
         if (stopped) return;
         lost = true;
         update((d) => ({ ...d, connection: "reconnecting" }), true);
-        attempts += 1;
-        retry = window.setTimeout(connect, Math.min(5000, 250 * 2 ** attempts));
+        const again = () => {
+          attempts += 1;
+          retry = window.setTimeout(connect, Math.min(5000, 250 * 2 ** attempts));
+        };
+        if (opened) return again();
+        // Refused before it opened: a read tells whether for want of a
+        // token (a 401 opens the token box). Then wait for one rather than
+        // retry a wrong token into the gateway's guessing limit.
+        void call("GET", "/api/stats").then((answer) => {
+          if (stopped) return;
+          if (!answer.ok && [401, 403, 429].includes(answer.status)) return;
+          again();
+        });
       };
     };
     connect();
+    // A new token: reconnect at once with it.
+    const reconnect = () => {
+      window.clearTimeout(retry);
+      attempts = 0;
+      if (socket) {
+        socket.onclose = null;
+        socket.close();
+      }
+      connect();
+    };
+    window.addEventListener(TOKEN_CHANGED, reconnect);
     return () => {
+      window.removeEventListener(TOKEN_CHANGED, reconnect);
       stopped = true;
       window.clearTimeout(retry);
       window.clearTimeout(flush);

@@ -308,6 +308,7 @@ async fn raw_log_appends(
             occurred_at: Utc::now(),
             version: 1,
             payload: serde_json::json!({ "filler": filler }),
+            actor: None,
         })
         .collect();
     let started = Instant::now();

@@ -12,14 +12,23 @@ pub struct GatewayArgs {
     /// Address the gateway listens on.
     #[arg(long, env = "STREAMSTOCK_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
-    /// Bearer token required on writes and on the audit trail, the dead
-    /// letters and the metrics; unset: no auth.
+    /// A bearer token with every scope (`admin`), named `api-token`; with
+    /// it (or --tokens-file) the API, the WebSocket and /metrics need a
+    /// token. Unset: no auth.
     #[arg(long, env = "STREAMSTOCK_API_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub api_token: Option<SecretString>,
     /// A file holding the token (its first line), so it stays out of `ps`
     /// and of the environment.
     #[arg(long, env = "STREAMSTOCK_API_TOKEN_FILE", conflicts_with = "api_token")]
     pub api_token_file: Option<PathBuf>,
+    /// Named tokens with scopes (read, write, admin), each known by its
+    /// SHA-256 (see docs/operations.md); read again on SIGHUP.
+    #[arg(long, env = "STREAMSTOCK_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Open `GET /api/products*` to anyone even when tokens are configured
+    /// (a storefront's catalog).
+    #[arg(long, env = "STREAMSTOCK_PUBLIC_CATALOG")]
+    pub public_catalog: bool,
     /// Origins whose web pages may call the API (CORS), comma-separated,
     /// e.g. https://ops.example.com; unset: none.
     #[arg(
@@ -105,8 +114,15 @@ impl GatewayArgs {
                     .map_err(|_| ConfigError::CorsOrigin(origin.clone()))
             })
             .collect::<Result<_, _>>()?;
+        let tokens = crate::gateway::auth::Tokens::load(
+            self.tokens_file.as_deref(),
+            self.api_token.clone(),
+            self.api_token_file.as_deref(),
+        )?;
         Ok(crate::gateway::Access {
-            api_token: self.api_token.clone(),
+            tokens: std::sync::Arc::new(tokens),
+            public_catalog: self.public_catalog,
+            failed_attempts: Default::default(),
             cors_origins,
         })
     }
@@ -125,7 +141,8 @@ impl GatewayArgs {
 
     /// Refuses to expose an unauthenticated API beyond this machine.
     pub fn check_exposure(&self) -> Result<(), ConfigError> {
-        if !self.listen.ip().is_loopback() && self.api_token.is_none() && !self.insecure {
+        let any_token = self.api_token.is_some() || self.tokens_file.is_some();
+        if !self.listen.ip().is_loopback() && !any_token && !self.insecure {
             return Err(ConfigError::Unprotected(self.listen));
         }
         Ok(())

@@ -44,11 +44,13 @@ pub enum ConfigError {
     PasswordFileNeedsPostgres,
     #[error("--database-url has no user name to go with the password file")]
     NoUserForPassword,
+    #[error(transparent)]
+    Tokens(#[from] crate::gateway::auth::tokens::TokensFileError),
     #[error("--cors-origin {0:?} is not a valid origin")]
     CorsOrigin(String),
     #[error(
-        "refusing to listen on {0} without --api-token: anyone on the network could write. \
-         Set STREAMSTOCK_API_TOKEN, listen on 127.0.0.1, or pass --insecure"
+        "refusing to listen on {0} without --api-token or --tokens-file: anyone on the network could write. \
+         Set STREAMSTOCK_API_TOKEN or STREAMSTOCK_TOKENS_FILE, listen on 127.0.0.1, or pass --insecure"
     )]
     Unprotected(SocketAddr),
 }

@@ -113,6 +113,9 @@ pub struct WorkerArgs {
     /// A file holding that token (its first line).
     #[arg(long, env = "STREAMSTOCK_API_TOKEN_FILE", conflicts_with = "api_token")]
     pub api_token_file: Option<PathBuf>,
+    /// Named tokens with scopes, as the gateway's; /metrics needs `read`.
+    #[arg(long, env = "STREAMSTOCK_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
     #[command(flatten)]
     pub connections: super::ListenerArgs,
     #[command(flatten)]

@@ -209,6 +209,8 @@ fn non_loopback_needs_a_token() {
         listen: "0.0.0.0:8000".parse().unwrap(),
         api_token: None,
         api_token_file: None,
+        tokens_file: None,
+        public_catalog: false,
         cors_origins: Vec::new(),
         insecure: false,
         max_in_flight_appends: 16,

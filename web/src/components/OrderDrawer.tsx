@@ -76,7 +76,7 @@ export function OrderDrawer({ orderId, status, onClose }: { orderId: string; sta
       <h3>Status history</h3>
       <ol className="timeline" data-testid="status-history">
         {history.map((e) => (
-          <li key={e.event_id}><span className="mono">{time(e.occurred_at)}</span> {e.event_type}</li>
+          <li key={e.event_id}><span className="mono">{time(e.occurred_at)}</span> {e.event_type}{e.actor ? <span className="muted"> by {e.actor}</span> : null}</li>
         ))}
       </ol>
       <h3>Audit trail</h3>
@@ -86,7 +86,7 @@ export function OrderDrawer({ orderId, status, onClose }: { orderId: string; sta
         <ol className="audit" data-testid="audit-trail">
           {loaded.events.map((e) => (
             <li key={e.event_id}>
-              <div><span className="mono">#{e.seq}</span> <strong>{e.event_type}</strong> <span className="muted">partition {e.partition}{e.entry_id ? ` · entry ${e.entry_id}` : ""} · {time(e.processed_at)}</span></div>
+              <div><span className="mono">#{e.seq}</span> <strong>{e.event_type}</strong> <span className="muted">partition {e.partition}{e.entry_id ? ` · entry ${e.entry_id}` : ""} · {time(e.processed_at)}</span>{e.actor ? <span className="actor" data-testid="event-actor"> by {e.actor}</span> : null}</div>
               <pre>{JSON.stringify(e.payload, null, 1)}</pre>
             </li>
           ))}

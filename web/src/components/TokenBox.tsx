@@ -1,11 +1,16 @@
-import { useState } from "react";
-import { saveToken, savedToken } from "../lib/http";
+import { useEffect, useState } from "react";
+import { saveToken, savedToken, TOKEN_NEEDED } from "../lib/http";
 
-// The gateway's API token, for the actions and the protected reads: typed
-// once, kept in this tab's session storage.
+// The gateway's API token: typed once, kept in this tab's session storage.
+// The box opens by itself when the gateway answers 401.
 export function TokenBox() {
   const [token, setToken] = useState(savedToken());
   const [editing, setEditing] = useState(false);
+  useEffect(() => {
+    const ask = () => setEditing(true);
+    window.addEventListener(TOKEN_NEEDED, ask);
+    return () => window.removeEventListener(TOKEN_NEEDED, ask);
+  }, []);
   if (!editing) {
     return (
       <button type="button" className="link token" onClick={() => setEditing(true)} data-testid="token-edit">

@@ -15,6 +15,17 @@ export function savedToken(): string {
 /** Fired on `window` when the token changes: views that need it reload. */
 export const TOKEN_CHANGED = "streamstock:token";
 
+/** Fired on `window` when the gateway answers 401: the page asks for a token. */
+export const TOKEN_NEEDED = "streamstock:token-needed";
+
+/** The WebSocket subprotocols that carry the token (a browser cannot set
+ * headers on a WebSocket): the dashboard's, and the token in hex. */
+export function socketProtocols(token: string): string[] {
+  if (!token) return [];
+  const hex = Array.from(new TextEncoder().encode(token), (b) => b.toString(16).padStart(2, "0")).join("");
+  return ["streamstock.dashboard", `streamstock.bearer.${hex}`];
+}
+
 export function saveToken(token: string) {
   try {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
@@ -59,10 +70,13 @@ export async function call<T = unknown>(method: string, path: string, body?: unk
   }
   if (response.ok) return { ok: true, status: response.status, body: parsed as T };
   const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+  if (response.status === 401) window.dispatchEvent(new Event(TOKEN_NEEDED));
   const message =
     response.status === 401
-      ? "the gateway needs its API token: enter it at the top of the page"
-      : (error?.message ?? `the gateway answered ${response.status}`);
+      ? "the gateway needs an API token: enter it at the top of the page"
+      : response.status === 403
+        ? `this token may not do that: ${error?.message ?? "its scope is too narrow"}`
+        : (error?.message ?? `the gateway answered ${response.status}`);
   return {
     ok: false,
     status: response.status,
