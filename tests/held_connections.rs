@@ -1,6 +1,6 @@
 //! Connections that hold on cannot lock customers out: slow headers
-//! (slowloris) from one address against a role whose open-file limit is
-//! 1,024, and idle keep-alive connections. Each with a negative control:
+//! (slowloris) and stalled TLS handshakes from one address against a role
+//! whose open-file limit is 1,024, and idle keep-alive connections. Each with a negative control:
 //! the same siege with the timeouts and caps switched off locks the
 //! customer out, so the test can see what it looks for.
 //!
@@ -9,6 +9,7 @@
 
 use crate::common;
 
+use common::pki::Pki;
 use common::process::{free_port, Role};
 use common::Api;
 use std::net::{IpAddr, SocketAddr};
@@ -33,23 +34,40 @@ async fn connect_from(from: [u8; 4], to: SocketAddr) -> Option<TcpStream> {
         .ok()
 }
 
-/// One slow-header attacker: opens a connection, sends a request line and
-/// then a header every 2 s, never the blank line; when the server closes
-/// it, waits a second and opens another, until `until`.
-async fn slow_headers(to: SocketAddr, until: Instant, opened: Arc<AtomicU64>) {
+/// How an attacker holds its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attack {
+    /// A request line, then a header every 2 s, never the blank line.
+    SlowHeaders,
+    /// The header of a TLS handshake record, then a byte of it every 2 s,
+    /// never the whole record.
+    StalledHandshakes,
+}
+
+/// One attacker: opens a connection and holds it as `attack` says; when
+/// the server closes it, waits a second and opens another, until `until`.
+async fn hold_slowly(attack: Attack, to: SocketAddr, until: Instant, opened: Arc<AtomicU64>) {
+    let (first, then): (&[u8], &[u8]) = match attack {
+        Attack::SlowHeaders => (
+            b"GET /health HTTP/1.1\r\nHost: streamstock\r\n",
+            b"X-Slow: still-here\r\n",
+        ),
+        // A handshake record (22), TLS 1.0 framing, 512 bytes to come.
+        Attack::StalledHandshakes => (&[22, 3, 1, 2, 0], &[1]),
+    };
     while Instant::now() < until {
         let Some(mut stream) = connect_from(ATTACKER, to).await else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
         opened.fetch_add(1, Ordering::Relaxed);
-        let mut line: &[u8] = b"GET /health HTTP/1.1\r\nHost: streamstock\r\n";
+        let mut line = first;
         let mut buffer = [0u8; 512];
         loop {
             if stream.write_all(line).await.is_err() {
                 break;
             }
-            line = b"X-Slow: still-here\r\n";
+            line = then;
             tokio::select! {
                 // The server closed it (or answered): reopen after a pause.
                 _ = stream.read(&mut buffer) => break,
@@ -80,8 +98,8 @@ impl CustomerView {
 
 /// Every second, on a fresh connection from the customer's address: reads
 /// /health and places an order, each answered within 2 s or failed.
-async fn customer(base: &str, product: Uuid, until: Instant) -> CustomerView {
-    let http = reqwest::Client::builder()
+async fn customer(base: &str, product: Uuid, until: Instant, pki: Option<&Pki>) -> CustomerView {
+    let http = trusting(pki, reqwest::Client::builder())
         .local_address(IpAddr::from(CUSTOMER))
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(2))
@@ -129,16 +147,32 @@ async fn customer(base: &str, product: Uuid, until: Instant) -> CustomerView {
     view
 }
 
+/// `builder` trusting the CA of `pki`, when the role serves TLS.
+fn trusting(pki: Option<&Pki>, mut builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    if let Some(pki) = pki {
+        let pem = std::fs::read(pki.file("ca.pem")).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    builder
+}
+
 /// A role with its open-file limit at 1,024 (soft and hard), besieged by
-/// 1,100 slow-header connections from one address for `siege`, while a
-/// customer on another address works. `flags` are the role's extra flags.
-async fn slow_header_siege(flags: &[&str], siege: Duration) -> CustomerView {
+/// 1,100 connections held by `attack` from one address for `siege`, while
+/// a customer on another address works. `flags` are the role's extra
+/// flags; with `pki` it serves TLS with that CA's certificate.
+async fn siege(attack: Attack, flags: &[&str], siege: Duration, pki: Option<&Pki>) -> CustomerView {
     // The attacker itself needs more than 1,024 files.
     streamstock::http_server::files::raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap().to_string();
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let listen_text = listen.to_string();
+    let (cert, key) = pki.map_or((String::new(), String::new()), |pki| {
+        (
+            pki.file("server.pem").display().to_string(),
+            pki.file("server.key").display().to_string(),
+        )
+    });
     let mut args = vec![
         "all",
         "--profile",
@@ -150,26 +184,35 @@ async fn slow_header_siege(flags: &[&str], siege: Duration) -> CustomerView {
         "--batch-wait",
         "20ms",
     ];
+    if pki.is_some() {
+        args.extend(["--tls-cert", &cert, "--tls-key", &key]);
+    }
     args.extend_from_slice(flags);
     let role = Role::start_with_file_limit("all", &args, &[], 1024);
-    let base = format!("http://{listen}");
-    let api = Api::new(&base);
+    let base = format!(
+        "{}://{listen}",
+        if pki.is_some() { "https" } else { "http" }
+    );
+    let api = Api::with_client(
+        &base,
+        trusting(pki, reqwest::Client::builder()).build().unwrap(),
+    );
     api.wait_healthy().await;
     let product = api.create_product("SIEGE-1", 2.5, 1_000_000).await;
 
     let until = Instant::now() + siege;
     let opened = Arc::new(AtomicU64::new(0));
     let attackers: Vec<_> = (0..1100)
-        .map(|_| tokio::spawn(slow_headers(listen, until, opened.clone())))
+        .map(|_| tokio::spawn(hold_slowly(attack, listen, until, opened.clone())))
         .collect();
     // Let the siege take hold before the customer comes.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let view = customer(&base, product, until).await;
+    let view = customer(&base, product, until, pki).await;
     for attacker in attackers {
         attacker.await.unwrap();
     }
     eprintln!(
-        "siege with {flags:?}: {} slow connections opened; customer: {} of {} answered within 2 s ({:.0} %), longest gap {:?}, {} orders accepted",
+        "{attack:?} with {flags:?}: {} connections opened; customer: {} of {} answered within 2 s ({:.0} %), longest gap {:?}, {} orders accepted",
         opened.load(Ordering::Relaxed),
         view.answered_in_time,
         view.attempts,
@@ -179,22 +222,32 @@ async fn slow_header_siege(flags: &[&str], siege: Duration) -> CustomerView {
     );
 
     // Every order the customer got accepted is decided once the siege is over.
-    if !view.accepted_orders.is_empty() {
-        for id in &view.accepted_orders {
-            let status = api.status_waiting(id, 20).await;
-            assert!(
-                matches!(status, Some(OrderStatus::Confirmed | OrderStatus::Rejected)),
-                "order {id} accepted during the siege ended {status:?}"
-            );
-        }
+    for id in &view.accepted_orders {
+        let status = api.status_waiting(id, 20).await;
+        assert!(
+            matches!(status, Some(OrderStatus::Confirmed | OrderStatus::Rejected)),
+            "order {id} accepted during the siege ended {status:?}"
+        );
     }
     assert!(role.terminate().success());
     view
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_headers_from_one_address_cannot_lock_a_customer_out() {
-    let view = slow_header_siege(&[], Duration::from_secs(40)).await;
+/// The flags that switch every timeout and cap off: the negative controls.
+const UNBOUNDED: [&str; 10] = [
+    "--header-read-timeout",
+    "0s",
+    "--idle-timeout",
+    "0s",
+    "--max-connections",
+    "0",
+    "--max-connections-per-address",
+    "0",
+    "--tls-handshake-timeout",
+    "0s",
+];
+
+fn assert_served(view: &CustomerView) {
     assert!(
         view.success_share() >= 0.95,
         "only {:.0} % of the customer's requests were answered within 2 s",
@@ -208,26 +261,57 @@ async fn slow_headers_from_one_address_cannot_lock_a_customer_out() {
     assert!(!view.accepted_orders.is_empty());
 }
 
-/// The negative control: with the timeouts and caps switched off, the same
-/// siege locks the customer out, so the test above can fail.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_timeouts_and_caps_the_same_siege_locks_the_customer_out() {
-    let off = [
-        "--header-read-timeout",
-        "0s",
-        "--idle-timeout",
-        "0s",
-        "--max-connections",
-        "0",
-        "--max-connections-per-address",
-        "0",
-    ];
-    let view = slow_header_siege(&off, Duration::from_secs(20)).await;
+fn assert_locked_out(view: &CustomerView) {
     assert!(
         view.success_share() < 0.5,
         "the unprotected role still answered {:.0} % of the customer's requests: the siege is too weak to test anything",
         view.success_share() * 100.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_from_one_address_cannot_lock_a_customer_out() {
+    assert_served(&siege(Attack::SlowHeaders, &[], Duration::from_secs(40), None).await);
+}
+
+/// The negative control: with the timeouts and caps switched off, the same
+/// siege locks the customer out, so the test above can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_timeouts_and_caps_the_same_siege_locks_the_customer_out() {
+    let view = siege(
+        Attack::SlowHeaders,
+        &UNBOUNDED,
+        Duration::from_secs(20),
+        None,
+    )
+    .await;
+    assert_locked_out(&view);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_cannot_lock_a_customer_out() {
+    let pki = Pki::new("siege");
+    let view = siege(
+        Attack::StalledHandshakes,
+        &[],
+        Duration::from_secs(40),
+        Some(&pki),
+    )
+    .await;
+    assert_served(&view);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_handshake_timeout_and_caps_stalled_handshakes_lock_the_customer_out() {
+    let pki = Pki::new("siege");
+    let view = siege(
+        Attack::StalledHandshakes,
+        &UNBOUNDED,
+        Duration::from_secs(20),
+        Some(&pki),
+    )
+    .await;
+    assert_locked_out(&view);
 }
 
 /// Opens `count` keep-alive connections from the attacker's address, each

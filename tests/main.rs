@@ -19,6 +19,7 @@ mod disk_faults;
 mod failover;
 mod fencing;
 mod front_door;
+mod gateway_tls;
 mod held_connections;
 mod idempotency;
 mod lifecycle;

@@ -38,3 +38,16 @@ pub fn tokens_on_sighup(tokens: Arc<Tokens>, shutdown: CancellationToken) {
         }
     });
 }
+
+/// Reads a listener's certificate again on SIGHUP (it is also read when
+/// its files change, see http_server::tls).
+pub fn certificate_on_sighup(
+    options: &crate::http_server::ServerOptions,
+    shutdown: CancellationToken,
+) {
+    let Some(tls) = &options.tls else { return };
+    let (certificate, listener) = (tls.certificate.clone(), options.listener);
+    on_sighup(shutdown, move || {
+        certificate.reload_and_log(listener, "SIGHUP")
+    });
+}

@@ -14,6 +14,7 @@ use crate::gateway::simulator_control::{DashboardProfile, SimulatorSwitch};
 use crate::gateway::{self, Gateway};
 use crate::http_server;
 use crate::simulator::load::{LoadOptions, Pace};
+use crate::simulator::trust::GatewayTrust;
 use crate::simulator::Simulator;
 use crate::worker;
 use anyhow::{bail, Context};
@@ -68,6 +69,7 @@ pub async fn run_all_on(
     if matches!(args.profile, Profile::Steady | Profile::Max) {
         bail!("--profile steady and max are load runs: start them with `streamstock simulate` against this gateway");
     }
+    let options = args.gateway.connections.server_options("gateway")?;
     let startup = common.startup(&shutdown);
     let store = open_store(&common, Some(&startup), Some(args.processing.lease_ttl())).await?;
     let backend = open_log(&common, None, Some(&startup)).await?;
@@ -80,8 +82,13 @@ pub async fn run_all_on(
         shutdown.clone(),
     ));
     // The simulator runs behind a switch the dashboard can turn.
+    let (scheme, trust) = match options.tls {
+        Some(_) => ("https", GatewayTrust::OwnListener),
+        None => ("http", GatewayTrust::SystemRoots),
+    };
     let simulator = Arc::new(InProcessSimulator::new(
-        format!("http://{address}"),
+        format!("{scheme}://{address}"),
+        trust,
         args.gateway.api_token.clone(),
         shutdown.clone(),
     ));
@@ -100,8 +107,8 @@ pub async fn run_all_on(
         shutdown.clone(),
     );
     reload::tokens_on_sighup(state.access.tokens.clone(), shutdown.clone());
+    reload::certificate_on_sighup(&options, shutdown.clone());
     systemd::ready(&format!("serving on {address}"));
-    let options = args.gateway.connections.server_options("gateway");
     let served = serve_gateway(listener, state, options, shutdown.clone()).await;
     // The gateway returns on shutdown (or failure): stop and drain the rest.
     shutdown.cancel();
@@ -118,6 +125,7 @@ pub async fn run_serve(
 ) -> anyhow::Result<()> {
     args.gateway.load_token_file()?;
     let listener = bind(&args.gateway).await?;
+    let options = args.gateway.connections.server_options("gateway")?;
     let startup = common.startup(&shutdown);
     let store = open_store(&common, Some(&startup), None).await?;
     let backend = open_log(&common, Some("serve"), Some(&startup)).await?;
@@ -131,8 +139,8 @@ pub async fn run_serve(
         shutdown.clone(),
     );
     reload::tokens_on_sighup(state.access.tokens.clone(), shutdown.clone());
+    reload::certificate_on_sighup(&options, shutdown.clone());
     systemd::ready(&format!("serving on {}", listener.local_addr()?));
-    let options = args.gateway.connections.server_options("gateway");
     let served = serve_gateway(listener, state, options, shutdown).await;
     store.close().await;
     served
@@ -149,6 +157,7 @@ pub async fn run_worker(
             args.listen
         )
     })?;
+    let probe_options = args.connections.server_options("worker")?;
     let startup = common.startup(&shutdown);
     let store = open_store(&common, Some(&startup), Some(args.processing.lease_ttl())).await?;
     let backend = open_log(&common, Some("worker"), Some(&startup)).await?;
@@ -160,11 +169,12 @@ pub async fn run_worker(
         args.api_token_file.as_deref(),
     )?);
     reload::tokens_on_sighup(tokens.clone(), shutdown.clone());
+    reload::certificate_on_sighup(&probe_options, shutdown.clone());
     let probes = gateway::probes::probe_router(backend.log.clone(), store.clone(), tokens);
     let probe_server = tokio::spawn(http_server::serve(
         listener,
         probes,
-        args.connections.server_options("worker"),
+        probe_options,
         shutdown.clone(),
     ));
 
@@ -205,9 +215,10 @@ pub async fn run_simulate(
         (_, Some(_)) => bail!("--rate is for --profile steady"),
         _ => None,
     };
-    wait_for_gateway(&args.target, &common.startup(&shutdown)).await?;
+    let trust = GatewayTrust::from_ca_file(args.ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+    wait_for_gateway(&args.target, &trust, &common.startup(&shutdown)).await?;
     systemd::ready(&format!("sending traffic to {}", args.target));
-    let simulator = Simulator::new(&args.target, args.api_token, profile);
+    let simulator = Simulator::new(&args.target, args.api_token, profile, trust);
     let Some(pace) = pace else {
         if let Some(duration) = args.duration {
             let stop = shutdown.clone();
@@ -249,10 +260,12 @@ pub async fn run_simulate(
 }
 
 /// Waits until the gateway at `target` answers `/health`.
-async fn wait_for_gateway(target: &str, startup: &Startup) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()?;
+async fn wait_for_gateway(
+    target: &str,
+    trust: &GatewayTrust,
+    startup: &Startup,
+) -> anyhow::Result<()> {
+    let client = trust.http_client(std::time::Duration::from_secs(5));
     let health = format!("{}/health", target.trim_end_matches('/'));
     startup
         .wait_for(

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 pub struct InProcessSimulator {
     target: String,
+    trust: crate::simulator::trust::GatewayTrust,
     token: Option<secrecy::SecretString>,
     /// The process's shutdown: every run stops with it.
     shutdown: CancellationToken,
@@ -24,11 +25,13 @@ struct Run {
 impl InProcessSimulator {
     pub fn new(
         target: String,
+        trust: crate::simulator::trust::GatewayTrust,
         token: Option<secrecy::SecretString>,
         shutdown: CancellationToken,
     ) -> Self {
         InProcessSimulator {
             target,
+            trust,
             token,
             shutdown,
             current: Mutex::new(None),
@@ -60,7 +63,12 @@ impl SimulatorSwitch for InProcessSimulator {
             DashboardProfile::Normal => Profile::Normal,
             DashboardProfile::Burst => Profile::Burst,
         };
-        let simulator = Simulator::new(&self.target, self.token.clone(), profile);
+        let simulator = Simulator::new(
+            &self.target,
+            self.token.clone(),
+            profile,
+            self.trust.clone(),
+        );
         let stop = self.shutdown.child_token();
         let token = stop.clone();
         let task = tokio::spawn(async move {

@@ -11,6 +11,7 @@
 
 use super::admission::Slot;
 use super::metrics::{closed, CloseReason};
+use super::HttpService;
 use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -236,14 +237,7 @@ pub struct Connection<S> {
 
 impl<S> Connection<S>
 where
-    S: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     /// Serves `io` until the client leaves, a timer closes it, or shutdown
     /// drains it.

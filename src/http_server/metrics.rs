@@ -15,6 +15,9 @@ pub enum CloseReason {
     HeaderTimeout,
     /// Nothing happened on it for --idle-timeout.
     IdleTimeout,
+    /// Its TLS handshake failed or did not finish within
+    /// --tls-handshake-timeout, or it spoke plain HTTP to a TLS port.
+    TlsHandshake,
 }
 
 impl CloseReason {
@@ -25,6 +28,7 @@ impl CloseReason {
             CloseReason::MaxPerAddress => "max_per_address",
             CloseReason::HeaderTimeout => "header_timeout",
             CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -10,6 +10,10 @@
 //! - accept errors (out of files) pause the loop briefly, never spin, and
 //!   are logged at most every few seconds.
 //!
+//! With a certificate (see `tls`), connections speak TLS: a handshake must
+//! finish within `--tls-handshake-timeout`, and a client that sends plain
+//! HTTP gets a 400 saying so rather than silence.
+//!
 //! Shutdown stops accepting, drains every connection (requests in flight
 //! finish) and returns when they are all closed.
 
@@ -17,6 +21,7 @@ mod admission;
 mod connection;
 pub mod files;
 mod metrics;
+pub mod tls;
 
 pub use connection::Timeouts;
 
@@ -31,14 +36,48 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// What a listener serves: an axum router, or any service like one.
+pub trait HttpService:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// How a listener treats its connections; `None` switches a bound off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// The listener's name in logs and metrics: `gateway` or `worker`.
     pub listener: &'static str,
     pub timeouts: Timeouts,
     pub max_connections: Option<usize>,
     pub max_per_address: Option<usize>,
+    /// TLS, when the listener has a certificate.
+    pub tls: Option<TlsOptions>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    pub certificate: Arc<tls::Certificate>,
+    /// A handshake (from accept) must finish within it; `None`: no limit.
+    pub handshake_timeout: Option<Duration>,
 }
 
 /// How long the accept loop pauses after an error such as running out of
@@ -56,14 +95,7 @@ pub async fn serve<S>(
     shutdown: CancellationToken,
 ) -> std::io::Result<()>
 where
-    S: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let admission = Admission::new(
         options.listener,
@@ -71,6 +103,10 @@ where
         options.max_per_address,
     );
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let acceptor = options.tls.as_ref().map(|tls| {
+        tls.certificate.watch(options.listener, shutdown.clone());
+        (tls.certificate.acceptor(), tls.handshake_timeout)
+    });
     let connections = TaskTracker::new();
     let mut accept_errors = AcceptErrors::default();
     loop {
@@ -109,13 +145,60 @@ where
             listener: options.listener,
             http2: false,
         };
-        connections.spawn(connection.serve(stream));
+        match &acceptor {
+            None => connections.spawn(connection.serve(stream)),
+            Some((acceptor, timeout)) => {
+                connections.spawn(serve_tls(connection, stream, acceptor.clone(), *timeout))
+            }
+        };
     }
     // Stop accepting at once; the connections drain on the same token.
     drop(listener);
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// Completes the TLS handshake within `timeout`, then serves; a client
+/// that speaks plain HTTP is told to use https.
+async fn serve_tls<S>(
+    mut connection: Connection<S>,
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    timeout: Option<Duration>,
+) where
+    S: HttpService,
+{
+    use tokio::io::AsyncWriteExt;
+    let handshake = async {
+        let mut first = [0u8; 1];
+        if stream.peek(&mut first).await? == 0 {
+            return Ok(None);
+        }
+        if !tls::looks_like_tls(first[0]) {
+            let mut stream = stream;
+            stream.write_all(tls::PLAIN_HTTP_ANSWER).await?;
+            stream.shutdown().await?;
+            return Ok(None);
+        }
+        acceptor.accept(stream).await.map(Some)
+    };
+    let finished = match timeout {
+        Some(limit) => tokio::time::timeout(limit, handshake).await.ok(),
+        None => Some(handshake.await),
+    };
+    match finished {
+        Some(Ok(Some(stream))) => {
+            connection.http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            connection.serve(stream).await;
+        }
+        Some(Err(error)) => {
+            tracing::debug!(peer = %connection.peer, %error, "TLS handshake failed");
+            metrics::closed(connection.listener, metrics::CloseReason::TlsHandshake);
+        }
+        // Timed out, or plain HTTP, or closed before a byte.
+        _ => metrics::closed(connection.listener, metrics::CloseReason::TlsHandshake),
+    }
 }
 
 /// Errors that concern one connection only (it was reset before it was

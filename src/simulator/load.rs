@@ -146,6 +146,7 @@ impl Simulator {
         let (connected, feed_ready) = tokio::sync::oneshot::channel();
         let feed = tokio::spawn(listen_to_decisions(
             self.feed_request(),
+            self.trust.websocket_connector(),
             recorder.clone(),
             connected,
             background.clone(),
@@ -424,6 +425,7 @@ type FeedRequest = tokio_tungstenite::tungstenite::handshake::client::Request;
 
 async fn listen_to_decisions(
     request: Result<FeedRequest, String>,
+    tls: Option<tokio_tungstenite::Connector>,
     recorder: Arc<Recorder>,
     connected: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
@@ -434,7 +436,7 @@ async fn listen_to_decisions(
         Err(e) => e.clone(),
     };
     let connected_socket = match request {
-        Ok(request) => tokio_tungstenite::connect_async(request)
+        Ok(request) => tokio_tungstenite::connect_async_tls_with_config(request, None, false, tls)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e),

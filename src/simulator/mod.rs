@@ -9,6 +9,7 @@ pub mod load;
 mod recorder;
 pub mod schedule;
 pub mod summary;
+pub mod trust;
 
 use crate::retry::{pause, Backoff};
 use rand::prelude::*;
@@ -81,6 +82,8 @@ struct Product {
 
 pub struct Simulator {
     http: reqwest::Client,
+    /// How an https:// target is trusted (its feed too).
+    trust: trust::GatewayTrust,
     target: String,
     /// The gateway's bearer token, when it has one.
     token: Option<secrecy::SecretString>,
@@ -119,12 +122,15 @@ pub struct SimulatorReport {
 }
 
 impl Simulator {
-    pub fn new(target: &str, token: Option<secrecy::SecretString>, profile: Profile) -> Simulator {
+    pub fn new(
+        target: &str,
+        token: Option<secrecy::SecretString>,
+        profile: Profile,
+        trust: trust::GatewayTrust,
+    ) -> Simulator {
         Simulator {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("a default HTTP client builds"),
+            http: trust.http_client(Duration::from_secs(10)),
+            trust,
             target: target.trim_end_matches('/').to_string(),
             token,
             profile,

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod invariants;
 pub mod load;
+pub mod pki;
 pub mod process;
 
 use std::time::Duration;

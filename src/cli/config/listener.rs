@@ -2,8 +2,10 @@
 //! connections that hold on: header and idle timeouts, connection caps.
 
 use super::duration_in;
-use crate::http_server::{files, ServerOptions, Timeouts};
+use crate::http_server::tls::{Certificate, TlsError};
+use crate::http_server::{files, ServerOptions, Timeouts, TlsOptions};
 use clap::Args;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
@@ -28,6 +30,17 @@ pub struct ListenerArgs {
     /// client at the proxy's address).
     #[arg(long, env = "STREAMSTOCK_MAX_CONNECTIONS_PER_ADDRESS")]
     pub max_connections_per_address: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's first),
+    /// HTTP/2 and HTTP/1.1 by ALPN; read again on SIGHUP and when the file
+    /// changes. Needs --tls-key.
+    #[arg(long, env = "STREAMSTOCK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "STREAMSTOCK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A TLS handshake must finish within this, from accept. 0s: no limit.
+    #[arg(long, env = "STREAMSTOCK_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::ZERO, Duration::from_secs(600)))]
+    pub tls_handshake_timeout: Duration,
 }
 
 /// The flags' defaults (tests build settings without a command line).
@@ -38,14 +51,18 @@ impl Default for ListenerArgs {
             idle_timeout: Duration::from_secs(60),
             max_connections: None,
             max_connections_per_address: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl ListenerArgs {
     /// The listener's settings, with the caps resolved against the
-    /// open-file limit (raised here, once per process).
-    pub fn server_options(&self, listener: &'static str) -> ServerOptions {
+    /// open-file limit (raised here, once per process) and the certificate
+    /// loaded.
+    pub fn server_options(&self, listener: &'static str) -> Result<ServerOptions, TlsError> {
         let limit = files::raise_open_file_limit();
         let max_connections = match self.max_connections {
             Some(0) => None,
@@ -58,6 +75,13 @@ impl ListenerArgs {
             (None, Some(total)) => Some(files::default_max_per_address(total)),
         };
         let off_if_zero = |d: Duration| (!d.is_zero()).then_some(d);
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsOptions {
+                certificate: Certificate::load(cert, key)?,
+                handshake_timeout: off_if_zero(self.tls_handshake_timeout),
+            }),
+            _ => None,
+        };
         let options = ServerOptions {
             listener,
             timeouts: Timeouts {
@@ -66,6 +90,7 @@ impl ListenerArgs {
             },
             max_connections,
             max_per_address,
+            tls,
         };
         let cap = |cap: Option<usize>| cap.map_or("none".to_string(), |n| n.to_string());
         tracing::info!(
@@ -77,8 +102,9 @@ impl ListenerArgs {
             max_per_address = cap(max_per_address),
             header_read_timeout = ?options.timeouts.header_read,
             idle_timeout = ?options.timeouts.idle,
+            tls = options.tls.is_some(),
             "connection limits"
         );
-        options
+        Ok(options)
     }
 }

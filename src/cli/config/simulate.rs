@@ -44,6 +44,10 @@ pub struct SimulateArgs {
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub report: ReportFormat,
     /// Bearer token for a gateway started with --api-token.
+    /// CA certificates (PEM) to trust for an https:// --target besides the
+    /// system's: a gateway with a certificate from a private CA.
+    #[arg(long, env = "STREAMSTOCK_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[arg(long, env = "STREAMSTOCK_API_TOKEN", hide_env_values = true, value_parser = super::parse_secret)]
     pub api_token: Option<secrecy::SecretString>,
 }

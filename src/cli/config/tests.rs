@@ -320,14 +320,16 @@ fn listener_defaults_match_the_flags_and_zero_switches_off() {
     else {
         panic!("worker parses as worker")
     };
-    let options = worker.connections.server_options("worker");
+    let options = worker.connections.server_options("worker").unwrap();
     assert_eq!(options.timeouts.header_read, None);
     assert_eq!(options.timeouts.idle, None);
     assert_eq!(
         (options.max_connections, options.max_per_address),
         (None, None)
     );
-    let defaults = super::ListenerArgs::default().server_options("gateway");
+    let defaults = super::ListenerArgs::default()
+        .server_options("gateway")
+        .unwrap();
     let total = defaults.max_connections.expect("a cap by default");
     assert!(
         defaults
@@ -336,4 +338,7 @@ fn listener_defaults_match_the_flags_and_zero_switches_off() {
             < total
     );
     assert!(Cli::try_parse_from(["streamstock", "serve", "--idle-timeout", "soon"]).is_err());
+    // A certificate needs its key, and the other way round.
+    assert!(Cli::try_parse_from(["streamstock", "serve", "--tls-cert", "c.pem"]).is_err());
+    assert!(Cli::try_parse_from(["streamstock", "serve", "--tls-key", "k.pem"]).is_err());
 }
