@@ -5,6 +5,8 @@
 #   ./scripts/bench.sh           # the whole table (about 15 minutes)
 #   ./scripts/bench.sh --quick   # shorter runs, to check the script
 #   ./scripts/bench.sh --durability-cost   # replicated against strict, same run (about 6 minutes)
+#   ./scripts/bench.sh --listener-cost --before-bin OLD   # the accept loop against OLD (the
+#                                  # release before it), TLS and tokens against plain (about 9 minutes)
 # Prints progress on stderr and one markdown table on stdout. Needs wrk and
 # redis-benchmark (Debian's wrk and redis-tools), installed here if missing.
 # `streamstock bench` alone measures the worker's drain on one backend pair.

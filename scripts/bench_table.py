@@ -29,6 +29,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,18 @@ ARGS.add_argument("--database-url", required=True)
 ARGS.add_argument("--quick", action="store_true", help="shorter runs (a smoke test of the script)")
 ARGS.add_argument("--durability-cost", action="store_true",
                   help="only the cost of --durability replicated against strict, on a primary with one replica")
+ARGS.add_argument("--listener-cost", action="store_true",
+                  help="only ingest and decision latency before and after the accept loop, and the cost of TLS and tokens")
+ARGS.add_argument("--before-bin", help="with --listener-cost: the binary of the release before, the reference")
 OPTS = ARGS.parse_args()
+
+# The bearer token every request of this script sends, when a deployment
+# has one (--listener-cost's tokens run).
+AUTH = {}
+# The benchmark's own self-signed certificate: nothing to verify.
+INSECURE = ssl.create_default_context()
+INSECURE.check_hostname = False
+INSECURE.verify_mode = ssl.CERT_NONE
 
 INGEST_SECONDS = 5 if OPTS.quick else 15
 SUSTAIN_SECONDS = 15 if OPTS.quick else 60
@@ -75,7 +87,9 @@ def http(method, url, body=None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("content-type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as answer:
+    for name, value in AUTH.items():
+        request.add_header(name, value)
+    with urllib.request.urlopen(request, timeout=10, context=INSECURE) as answer:
         return json.loads(answer.read() or b"null")
 
 
@@ -83,7 +97,7 @@ def wait_ready(base, timeout=60):
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         try:
-            with urllib.request.urlopen(base + "/ready", timeout=1) as answer:
+            with urllib.request.urlopen(base + "/ready", timeout=1, context=INSECURE) as answer:
                 if answer.status == 200:
                     return time.monotonic() - start
         except Exception:
@@ -121,16 +135,16 @@ class Deployment:
             )
         self.env.update(env)
 
-    def start(self, role, *args):
+    def start(self, role, *args, binary=None, scheme="http"):
         port = free_port()
         process = subprocess.Popen(
-            [OPTS.bin, role, "--listen", f"127.0.0.1:{port}", *args],
+            [binary or OPTS.bin, role, "--listen", f"127.0.0.1:{port}", *args],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=open(os.path.join(self.dir, f"{role}.log"), "ab"),
         )
         self.processes[role] = process
-        base = f"http://127.0.0.1:{port}"
+        base = f"{scheme}://127.0.0.1:{port}"
         return base, wait_ready(base)
 
     def stop(self, role):
@@ -173,6 +187,8 @@ def create_products(base, count=20):
 
 def wrk(url, seconds, product_id=None):
     args = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency"]
+    for name, value in AUTH.items():
+        args += ["-H", f"{name}: {value}"]
     env = dict(os.environ)
     if product_id:
         script = os.path.join(tempfile.gettempdir(), "streamstock-bench-order.lua")
@@ -498,8 +514,107 @@ def durability_cost():
         replica.close()
 
 
+def listener_ingest(binary, args, scheme="http"):
+    """Orders/s and p50 / p99 ms into `serve` alone (no worker), wrk."""
+    deployment = Deployment("valkey")
+    try:
+        base, _ = deployment.start("serve", *args, binary=binary, scheme=scheme)
+        deployment.start("worker", binary=binary)
+        product = create_products(base)[0]
+        deployment.stop("worker")
+        rate, p50, p99, bad = wrk(base + "/api/orders", INGEST_SECONDS, product)
+        if bad:
+            raise SystemExit(f"{bad} non-2xx answers from {binary} {args}")
+        return rate, p50, p99
+    finally:
+        deployment.close()
+
+
+def listener_decisions(binary, rate):
+    deployment = Deployment("valkey")
+    try:
+        base, _ = deployment.start("serve", binary=binary)
+        deployment.start("worker", binary=binary)
+        create_products(base)
+        report = simulate(
+            base, "--profile", "steady", "--rate", str(rate), "--concurrency", "256",
+            "--duration", str(LATENCY_SECONDS), "--supplier-delay", "2s",
+        )
+        decision, request = report["decision_latency"], report["latency"]
+        return decision["p50_ms"], decision["p99_ms"], request["p50_ms"], request["p99_ms"]
+    finally:
+        deployment.close()
+
+
+def listener_cost():
+    """The accept loop against the release before it (axum::serve), and
+    TLS and token checks against plain, alternating, medians of three."""
+    if not OPTS.before_bin:
+        raise SystemExit("--listener-cost needs --before-bin (the previous release's binary)")
+    work = tempfile.mkdtemp(prefix="streamstock-bench-tls-")
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-days", "1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )
+    token = "bench-" + os.urandom(16).hex()
+    tokens = os.path.join(work, "tokens.toml")
+    with open(tokens, "w") as f:
+        digest = subprocess.run(["sha256sum"], input=token, capture_output=True, text=True).stdout.split()[0]
+        f.write(f'[[token]]\nname = "bench"\nscope = "write"\nsha256 = "{digest}"\n')
+    variants = [
+        ("before: axum::serve", OPTS.before_bin, [], "http", False),
+        ("after: the accept loop", OPTS.bin, [], "http", False),
+        ("after, TLS (ECDSA P-256)", OPTS.bin, ["--tls-cert", cert, "--tls-key", key], "https", False),
+        ("after, a scoped token", OPTS.bin, ["--tokens-file", tokens], "http", True),
+    ]
+    runs = {name: [] for name, *_ in variants}
+    try:
+        for attempt in range(3):
+            for name, binary, args, scheme, with_token in variants:
+                AUTH.clear()
+                if with_token:
+                    AUTH["Authorization"] = f"Bearer {token}"
+                figures = listener_ingest(binary, args, scheme)
+                AUTH.clear()
+                say(f"ingest {name}, run {attempt + 1}: {figures[0]:.0f}/s ({figures[1]:.1f} / {figures[2]:.1f} ms)")
+                runs[name].append(figures)
+        medians = {name: tuple(median([r[i] for r in runs[name]]) for i in range(3)) for name in runs}
+        before = medians[variants[0][0]][0]
+        plain = medians[variants[1][0]][0]
+        for name, *_ in variants:
+            rate, p50, p99 = medians[name]
+            reference, ratio = ("", "")
+            if name != variants[0][0]:
+                against = before if name == variants[1][0] else plain
+                reference = "before" if name == variants[1][0] else "after, plain"
+                ratio = f"{rate / against:.2f} of {reference}"
+            row("ingest, wrk, 64 connections, median of 3 (p50 / p99)", f"Valkey, `serve` alone: {name}",
+                f"{fmt_rate(rate)} ({p50:.1f} / {p99:.1f} ms)", "", ratio)
+        decisions = {"before": [], "after": []}
+        for attempt in range(2):
+            for name, binary in [("before", OPTS.before_bin), ("after", OPTS.bin)]:
+                figures = listener_decisions(binary, 1000)
+                say(f"decision latency {name}, run {attempt + 1}: {figures[0]:.1f} / {figures[1]:.1f} ms "
+                    f"(requests {figures[2]:.1f} / {figures[3]:.1f} ms)")
+                decisions[name].append(figures)
+        both = {name: tuple(median([r[i] for r in decisions[name]]) for i in range(4)) for name in decisions}
+        row("decision latency at 1,000 requests/s, median of 2 (p50 / p99)", "Valkey, `serve` + `worker`",
+            "after {:.1f} / {:.1f} ms (requests {:.1f} / {:.1f})".format(*both["after"]),
+            "before {:.1f} / {:.1f} ms (requests {:.1f} / {:.1f})".format(*both["before"]),
+            f"{both['after'][0] / both['before'][0]:.2f}")
+    finally:
+        subprocess.run(["rm", "-rf", work], check=False)
+
+
 def main():
     say("binary", OPTS.bin)
+    if OPTS.listener_cost:
+        listener_cost()
+        print_table()
+        return
     if OPTS.durability_cost:
         durability_cost()
         print_table()
