@@ -14,92 +14,11 @@
 
 use crate::common;
 
-use common::process::{free_port, BIN};
-use common::Api;
+use common::all_in_one::AllInOne;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// `streamstock all` on the embedded log in `data_dir` (its read model in
-/// `database`), under `strace` with `strace_args` when given.
-struct AllInOne {
-    child: Child,
-    traced: bool,
-    api: Api,
-}
-
-impl AllInOne {
-    async fn start(data_dir: &Path, database: &Path, strace_args: Option<Vec<String>>) -> AllInOne {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let database_url = format!("sqlite://{}", database.display());
-        let streamstock = [
-            "all",
-            "--listen",
-            &listen,
-            "--profile",
-            "none",
-            "--partitions",
-            "2",
-        ];
-        let traced = strace_args.is_some();
-        let mut command = match strace_args {
-            Some(args) => {
-                let mut strace = Command::new("strace");
-                strace.args(args).arg(BIN);
-                strace
-            }
-            None => Command::new(BIN),
-        };
-        command
-            .args(streamstock)
-            .env("STREAMSTOCK_DATA_DIR", data_dir)
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        let child = command.spawn().expect("start streamstock (and strace)");
-        let api = Api::new(&format!("http://{listen}"));
-        api.wait_healthy().await;
-        AllInOne { child, traced, api }
-    }
-
-    /// The streamstock process: strace's child when traced.
-    fn pid(&self) -> u32 {
-        if !self.traced {
-            return self.child.id();
-        }
-        let children = format!("/proc/{0}/task/{0}/children", self.child.id());
-        std::fs::read_to_string(children)
-            .expect("strace's children")
-            .split_whitespace()
-            .next()
-            .and_then(|pid| pid.parse().ok())
-            .expect("strace runs streamstock")
-    }
-
-    /// SIGTERM to streamstock; waits for it (and strace) to exit.
-    fn stop(mut self) {
-        let pid = self.pid().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "streamstock did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for AllInOne {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let pid = self.pid().to_string();
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn order(product: uuid::Uuid) -> serde_json::Value {
     json!({ "customer_email": "disk@example.com", "items": [{ "product_id": product, "quantity": 1 }] })

@@ -34,6 +34,7 @@ mod outbox;
 mod pg_failover;
 mod pipeline;
 mod poison;
+mod power_loss;
 mod read_your_writes;
 mod reference_spellings;
 mod replication;

@@ -5,6 +5,7 @@
 //! `scripts/test.sh` starts (it exports their URLs). Running these tests
 //! without them is an error with a hint, never a silent skip.
 
+pub mod all_in_one;
 pub mod api;
 pub mod invariants;
 pub mod load;
