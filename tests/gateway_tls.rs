@@ -296,3 +296,44 @@ fn a_missing_or_mismatched_key_is_a_clear_start_up_error() {
     assert_ne!(code, Some(0));
     assert!(log.contains("cannot read --tls-key"), "{log}");
 }
+
+/// A worker's probes serve TLS with the same flags, and need a `read`
+/// token on /metrics as the gateway's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_its_probes_over_tls() {
+    let pki = Pki::new("worker");
+    let deployment = common::process::SharedDeployment::new().await;
+    let port = free_port();
+    let worker = Role::start(
+        "worker",
+        &[
+            "worker",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            pki.file("server.pem").to_str().unwrap(),
+            "--tls-key",
+            pki.file("server.key").to_str().unwrap(),
+            "--api-token",
+            "worker-metrics-token",
+        ],
+        &deployment.env,
+    );
+    let client = client_trusting(&[&pki], false);
+    wait_served(&client, &format!("https://127.0.0.1:{port}/health")).await;
+    let metrics = format!("https://127.0.0.1:{port}/metrics");
+    assert_eq!(client.get(&metrics).send().await.unwrap().status(), 401);
+    let answer = client
+        .get(&metrics)
+        .bearer_auth("worker-metrics-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer
+        .text()
+        .await
+        .unwrap()
+        .contains("streamstock_worker_up"));
+    assert!(worker.terminate().success());
+}
