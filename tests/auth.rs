@@ -202,6 +202,37 @@ async fn wrong_tokens_past_the_bound_get_429_for_that_address_only() {
     app.stop().await;
 }
 
+/// `--public-catalog` opens the catalog's reads to anyone, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_catalog_opens_the_products_reads_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = tokens_file(dir.path(), &TOKENS);
+    let app = app_with(|args| {
+        args.gateway.tokens_file = Some(file);
+        args.gateway.public_catalog = true;
+    })
+    .await;
+    let ops = common::Api::with_token(&app.base, "admin-token-3");
+    let product = ops.create_product("PUBLIC-1", 2.0, 5).await;
+    let anonymous = |path: String| {
+        let app = &app;
+        async move { app.send(app.http.get(app.url(&path))).await.status }
+    };
+    assert_eq!(anonymous("/api/products".into()).await, 200);
+    assert_eq!(anonymous(format!("/api/products/{product}")).await, 200);
+    assert_eq!(anonymous("/api/orders".into()).await, 401);
+    assert_eq!(anonymous("/api/stats".into()).await, 401);
+    let create = app
+        .send(
+            app.http
+                .post(app.url("/api/products"))
+                .json(&json!({"sku": "PUBLIC-2", "name": "x", "price": 1.0})),
+        )
+        .await;
+    assert_eq!(create.status, 401);
+    app.stop().await;
+}
+
 /// Each command's events name the token that sent it; the workers'
 /// decisions name none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
