@@ -14,6 +14,7 @@
 
 use crate::common;
 
+use common::history::{self, Outcome};
 use common::process::{free_port, OwnValkey};
 use common::{Backend, TestApp};
 use std::path::PathBuf;
@@ -132,15 +133,6 @@ fn primary_of(nodes: &[OwnValkey], key: &str) -> u16 {
     panic!("no primary serves slot {slot}: {table}");
 }
 
-/// One answer of the load: when its request was sent and answered, its
-/// status, and the order and partition of a 2xx.
-struct Answer {
-    sent: Instant,
-    at: Instant,
-    status: u16,
-    accepted: Option<(uuid::Uuid, u32)>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged() {
     let mut nodes = start_cluster();
@@ -169,13 +161,23 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
         .collect();
 
     let victim = nodes.iter_mut().find(|n| n.port == victim_port).unwrap();
-    let (answers, killed_at) = load_with_a_kill(&app, product, || victim.kill_hard()).await;
-    let on_victim = |a: &Answer| {
-        a.accepted
-            .is_some_and(|(_, p)| victim_partitions.contains(&p))
-    };
-    report_recovery(&answers, killed_at, on_victim);
-    assert_acknowledged_decided_once(app, &answers).await;
+    let run = load_with_a_kill(&app, product, || victim.kill_hard()).await;
+    assert!(
+        run.ops.iter().any(|op| op.answered < run.fault_at
+            && matches!(op.outcome, Outcome::Ok { partition, .. } if victim_partitions.contains(&partition))),
+        "no order reached the victim's partitions before the kill"
+    );
+    let mut verdict = run.check("valkey-cluster, a primary killed", &app).await;
+    // Recovery is the dead primary's partitions' own: the others never
+    // stopped.
+    verdict.recovery_ms = history::recovery_on(&run.ops, run.fault_at, &victim_partitions);
+    verdict.report();
+    assert!(
+        verdict.recovery_ms.is_some(),
+        "the dead primary's partitions never took an order again"
+    );
+    assert!(!verdict.anomalous(), "{verdict:#?}");
+    app.stop().await;
 }
 
 /// `all` on the Valkey at `url` with replicated durability and six
@@ -189,132 +191,52 @@ async fn replicated_app(url: String, data_dir: &std::path::Path) -> (TestApp, St
     (TestApp::spawn_with(settings).await, namespace)
 }
 
-/// Every order answered 2xx is decided exactly once (and the invariants
-/// hold), and no Idempotency-Key (each its own customer) made two orders,
-/// retries of unknown outcomes included; then stops the app.
-async fn assert_acknowledged_decided_once(app: TestApp, answers: &[Answer]) {
-    let accepted: std::collections::HashSet<uuid::Uuid> = answers
-        .iter()
-        .filter_map(|a| a.accepted.map(|(id, _)| id))
-        .collect();
-    let store = app.store().await;
-    common::load::assert_accepted_orders_processed_once(&app, &store, &accepted, &[]).await;
-    let orders = app.all_orders().await.unwrap();
-    let mut per_key = std::collections::HashMap::<&str, usize>::new();
-    for order in &orders {
-        *per_key.entry(order.customer_email.as_str()).or_default() += 1;
-    }
-    let doubled: Vec<_> = per_key.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(doubled.is_empty(), "keys that made two orders: {doubled:?}");
-    let retried = answers
-        .windows(2)
-        .filter(|w| w[0].status == 503 && w[1].accepted.is_some())
-        .count();
-    eprintln!(
-        "failover: {} orders, {retried} answers after a 503",
-        orders.len()
-    );
-    app.stop().await;
+/// A run of the history's load with a fault.
+struct FaultedRun {
+    api: Arc<common::Api>,
+    ops: Vec<history::Op>,
+    fault_at: Instant,
 }
 
-/// Four clients place orders for 16 s; `kill` runs 3 s in. Returns every
-/// answer and when the kill was.
-async fn load_with_a_kill(
-    app: &TestApp,
-    product: uuid::Uuid,
-    kill: impl FnOnce(),
-) -> (Vec<Answer>, Instant) {
+impl FaultedRun {
+    /// The history's verdict, after the log has drained.
+    async fn check(&self, scenario: &str, app: &TestApp) -> history::Verdict {
+        let store = app.store().await;
+        let verdict = history::check(
+            scenario,
+            false,
+            &self.api,
+            &store,
+            &self.ops,
+            self.fault_at,
+            Duration::from_secs(30),
+        )
+        .await;
+        let refused: Vec<_> = self
+            .ops
+            .iter()
+            .filter(|op| matches!(op.outcome, Outcome::Fail(_)))
+            .collect();
+        assert!(refused.is_empty(), "orders refused with a 4xx: {refused:?}");
+        verdict
+    }
+}
+
+/// Four clients place orders for 16 s (the history's load: every order its
+/// own key, unknown outcomes retried with it); `kill` runs 3 s in.
+async fn load_with_a_kill(app: &TestApp, product: uuid::Uuid, kill: impl FnOnce()) -> FaultedRun {
     let api = Arc::new(common::Api::new(&app.base));
-    let stop = Instant::now() + Duration::from_secs(16);
-    let clients = (0..4).map(|c| {
-        let api = api.clone();
-        tokio::spawn(async move {
-            let mut answers = Vec::new();
-            let mut i = 0;
-            // Each order has its own customer and Idempotency-Key; an
-            // unknown outcome is retried with the same key, as a careful
-            // client does (one order per key, whatever happened).
-            let mut retrying = None;
-            while Instant::now() < stop {
-                let n = retrying.take().unwrap_or_else(|| {
-                    i += 1;
-                    i
-                });
-                let email = format!("failover{c}-{n}@example.com");
-                let body = serde_json::json!({
-                    "customer_email": email,
-                    "items": [{ "product_id": product, "quantity": 1 }]
-                });
-                let request = api
-                    .http
-                    .post(api.url("/api/orders"))
-                    .header("Idempotency-Key", format!("failover-{c}-{n}"))
-                    .json(&body);
-                let sent = Instant::now();
-                let reply = api.send(request).await;
-                let accepted = (reply.status == 202).then(|| {
-                    let queued: streamstock::gateway::responses::OrderQueued =
-                        serde_json::from_value(reply.body.clone()).unwrap();
-                    let partition = queued.msg_id.split(':').next().unwrap().parse().unwrap();
-                    (queued.order_id.as_uuid(), partition)
-                });
-                assert!(
-                    reply.status == 202 || reply.status == 503,
-                    "{} {}",
-                    reply.status,
-                    reply.text
-                );
-                if reply.body["error"]["code"] == "outcome_unknown" {
-                    retrying = Some(n);
-                }
-                answers.push(Answer {
-                    sent,
-                    at: Instant::now(),
-                    status: reply.status,
-                    accepted,
-                });
-                if reply.status == 503 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            answers
-        })
-    });
-    let clients: Vec<_> = clients.collect();
+    let load = tokio::spawn(history::record(
+        api.clone(),
+        4,
+        product,
+        Instant::now() + Duration::from_secs(16),
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     kill();
-    let killed_at = Instant::now();
-    let mut answers = Vec::new();
-    for client in clients {
-        answers.extend(client.await.unwrap());
-    }
-    (answers, killed_at)
-}
-
-/// Prints the time from the kill to the first 2xx that `on_victim`
-/// selects among requests sent after the kill, and fails if there is none
-/// (or none before the kill).
-fn report_recovery(answers: &[Answer], killed_at: Instant, on_victim: impl Fn(&Answer) -> bool) {
-    let before = answers
-        .iter()
-        .filter(|a| a.at < killed_at && on_victim(a))
-        .count();
-    assert!(
-        before > 0,
-        "no order reached the victim's partitions before the kill"
-    );
-    let recovered = answers
-        .iter()
-        .filter(|a| a.sent > killed_at && on_victim(a))
-        .map(|a| a.at - killed_at)
-        .min()
-        .expect("the dead primary's partitions never took an order again");
-    let refused = answers.iter().filter(|a| a.status == 503).count();
-    eprintln!(
-        "failover: first 2xx on the dead primary's partitions {recovered:?} after the kill; \
-         {refused} answers 503 of {}",
-        answers.len()
-    );
+    let fault_at = Instant::now();
+    let ops = load.await.unwrap();
+    FaultedRun { api, ops, fault_at }
 }
 
 /// A Sentinel process, killed when dropped (a failed test leaves none).
@@ -386,9 +308,15 @@ async fn sentinel_promotes_a_replica_and_streamstock_follows() {
     let (app, _) = replicated_app(url, data.path()).await;
     let product = app.create_product("SENTINEL-1", 1.00, 1_000_000).await;
 
-    let (answers, killed_at) = load_with_a_kill(&app, product, || primary.kill_hard()).await;
-    report_recovery(&answers, killed_at, |a| a.accepted.is_some());
-    assert_acknowledged_decided_once(app, &answers).await;
+    let run = load_with_a_kill(&app, product, || primary.kill_hard()).await;
+    let verdict = run.check("valkey-sentinel, the primary killed", &app).await;
+    verdict.report();
+    assert!(
+        verdict.recovery_ms.is_some(),
+        "no order was acknowledged after the kill"
+    );
+    assert!(!verdict.anomalous(), "{verdict:#?}");
+    app.stop().await;
     drop(replicas);
     drop(sentinels);
 }

@@ -119,7 +119,7 @@ async fn wait_for_standby(primary: &OwnPostgres, sync_state: &str) {
 
 /// Runs the scenario; returns how many orders answered 2xx were not decided
 /// once the log had drained (or 10 s had passed).
-async fn failover_under_load(synchronous: bool) -> usize {
+async fn failover_under_load(synchronous: bool) -> common::history::Verdict {
     let primary = OwnPostgres::start();
     let replication = Proxy::start(primary.port).await;
     let standby = OwnPostgres::standby_of(&primary, replication.port);
@@ -148,10 +148,11 @@ async fn failover_under_load(synchronous: bool) -> usize {
     let app = TestApp::spawn_with(settings).await;
     let product = app.create_product("PG-FAILOVER-1", 1.00, 1_000_000).await;
 
-    let load = tokio::spawn(common::load::place_orders_until(
-        Arc::new(common::Api::new(&app.base)),
+    let api = Arc::new(common::Api::new(&app.base));
+    let load = tokio::spawn(common::history::record(
+        api.clone(),
         4,
-        vec![product],
+        product,
         Instant::now() + Duration::from_secs(9),
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -159,62 +160,50 @@ async fn failover_under_load(synchronous: bool) -> usize {
     // and what was in flight is gone with it.
     replication.hold();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fault_at = Instant::now();
     primary.stop_hard();
     replication.cut();
     standby.promote();
     proxy.switch(standby.port);
-    let report = load.await.unwrap();
-    assert!(
-        report.accepted.len() > 50,
-        "too few orders: {}",
-        report.accepted.len()
-    );
-
-    // Once the log has drained, every order answered 2xx should be decided.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let missing = loop {
-        let decided: std::collections::HashSet<uuid::Uuid> = app
-            .all_orders()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|o| o.status != streamstock::domain::status::OrderStatus::Pending)
-            .map(|o| o.order_id.as_uuid())
-            .collect();
-        let missing = report.accepted.difference(&decided).count();
-        let drained = app
-            .stats()
-            .await
-            .found()
-            .is_some_and(|s| s.backlog == Some(0));
-        if (missing == 0 && drained) || Instant::now() > deadline {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let ops = load.await.unwrap();
+    let store = app.store().await;
+    let scenario = if synchronous {
+        "postgres-failover, synchronous standby"
+    } else {
+        "postgres-failover, asynchronous standby"
     };
-    if missing == 0 {
-        let store = app.store().await;
-        let violations = common::invariants::invariant_violations(&store)
-            .await
-            .unwrap();
-        assert!(violations.is_empty(), "{violations:#?}");
-    }
+    let verdict = common::history::check(
+        scenario,
+        !synchronous,
+        &api,
+        &store,
+        &ops,
+        fault_at,
+        Duration::from_secs(30),
+    )
+    .await;
+    verdict.report();
+    assert!(
+        verdict.acknowledged > 50,
+        "too few orders: {}",
+        verdict.acknowledged
+    );
     app.stop().await;
     drop(standby);
-    missing
+    verdict
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synchronous_standby_promoted_loses_no_acknowledged_order() {
-    let missing = failover_under_load(true).await;
-    assert_eq!(missing, 0, "acknowledged orders lost in the failover");
+    let verdict = failover_under_load(true).await;
+    assert!(!verdict.anomalous(), "{verdict:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_an_asynchronous_standby_promoted_loses_orders() {
-    let missing = failover_under_load(false).await;
+    let verdict = failover_under_load(false).await;
     assert!(
-        missing > 0,
+        verdict.lost > 0,
         "the negative control did not show its anomaly: an asynchronous standby lost nothing"
     );
 }

@@ -90,8 +90,8 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         }
     };
     let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
-    let first_seen_ms = match claim_key(&state, &key, &fingerprint).await {
-        Ok(first_seen_ms) => first_seen_ms,
+    let (first_seen_ms, after_doubt) = match claim_key(&state, &key, &fingerprint).await {
+        Ok(claimed) => claimed,
         Err(refused) => return refused,
     };
     let mut request = Request::from_parts(parts, Body::from(body));
@@ -106,7 +106,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     };
     let response = next.run(request).await;
     cut_off.disarm();
-    remember_answer(&state, &key, response).await
+    remember_answer(&state, &key, after_doubt, response).await
 }
 
 /// Marks its key in doubt if dropped while armed.
@@ -139,10 +139,15 @@ impl Drop for InDoubtIfDropped {
 }
 
 /// Claims `key` for this request, waiting a moment while another request
-/// with it is in progress: Ok with when the key was first claimed, or Err
+/// with it is in progress: Ok with when the key was first claimed and
+/// whether an earlier request with it ended in doubt, or Err
 /// with the answer to give instead of handling the request (the first
 /// answer replayed, or a refusal).
-async fn claim_key(state: &AppState, key: &str, fingerprint: &str) -> Result<i64, Response> {
+async fn claim_key(
+    state: &AppState,
+    key: &str,
+    fingerprint: &str,
+) -> Result<(i64, bool), Response> {
     let ttl_ms = state.limits.idempotency_ttl.as_millis() as i64;
     let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
     loop {
@@ -152,7 +157,10 @@ async fn claim_key(state: &AppState, key: &str, fingerprint: &str) -> Result<i64
             .await
             .map_err(|e| ApiError::from(e).into_response())?;
         match claim {
-            KeyClaim::Owned { first_seen_ms } => return Ok(first_seen_ms),
+            KeyClaim::Owned {
+                first_seen_ms,
+                after_doubt,
+            } => return Ok((first_seen_ms, after_doubt)),
             KeyClaim::Answered(answer) => return Err(replay(answer)),
             KeyClaim::Mismatch => {
                 return Err(ApiError::invalid(
@@ -180,11 +188,19 @@ async fn claim_key(state: &AppState, key: &str, fingerprint: &str) -> Result<i64
 
 /// Records the handler's answer under `key` for its retries, and passes it
 /// on. A 5xx in doubt keeps the key for the same request's retry; any other
-/// 5xx did nothing, and the key is freed so the retry does the work.
-async fn remember_answer(state: &AppState, key: &str, response: Response) -> Response {
+/// 5xx did nothing, and the key is freed so the retry does the work, unless
+/// an earlier request with the key ended in doubt (`after_doubt`): that one
+/// may still have been recorded, so the key stays in doubt, its ids with it,
+/// and the next retry appends the same events again rather than new ones.
+async fn remember_answer(
+    state: &AppState,
+    key: &str,
+    after_doubt: bool,
+    response: Response,
+) -> Response {
     let status = response.status();
     if status.is_server_error() {
-        let kept = if response.extensions().get::<OutcomeInDoubt>().is_some() {
+        let kept = if after_doubt || response.extensions().get::<OutcomeInDoubt>().is_some() {
             state.store.mark_idempotency_key_in_doubt(key).await
         } else {
             state.store.release_idempotency_key(key).await

@@ -142,7 +142,7 @@ impl Store {
 
     /// The archive's order column: a sequence on PostgreSQL, the rowid
     /// (assigned in insertion order) on SQLite.
-    pub(crate) fn archive_seq(&self) -> &'static str {
+    pub fn archive_seq(&self) -> &'static str {
         match self.dialect() {
             Dialect::Postgres => "seq",
             Dialect::Sqlite => "rowid",

@@ -22,7 +22,12 @@ pub enum KeyClaim {
     /// The key is new, or its first request ended in doubt: this request
     /// does the work and records its answer. `first_seen_ms` is when the
     /// key was first claimed, the same for every retry (ids derive from it).
-    Owned { first_seen_ms: i64 },
+    /// `after_doubt`: an earlier request with the key may have been
+    /// recorded, so whatever this one answers, the key is never freed.
+    Owned {
+        first_seen_ms: i64,
+        after_doubt: bool,
+    },
     /// The key's first request is still being handled.
     InProgress,
     /// The key was used for a request with another method, path or body.
@@ -57,7 +62,10 @@ impl Store {
         .await?
         .rows_affected();
         if inserted == 1 {
-            return Ok(KeyClaim::Owned { first_seen_ms: now });
+            return Ok(KeyClaim::Owned {
+                first_seen_ms: now,
+                after_doubt: false,
+            });
         }
         let row = sqlx::query(
             "SELECT fingerprint, CAST(status AS BIGINT) AS status, location, body, in_doubt, \
@@ -89,6 +97,7 @@ impl Store {
             if taken == 1 {
                 return Ok(KeyClaim::Owned {
                     first_seen_ms: row.try_get("created_at")?,
+                    after_doubt: true,
                 });
             }
             return Ok(KeyClaim::InProgress);

@@ -7,6 +7,7 @@
 
 pub mod all_in_one;
 pub mod api;
+pub mod history;
 pub mod invariants;
 pub mod load;
 pub mod pki;

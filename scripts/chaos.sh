@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The fault scenarios, run again and again, and their histories checked
+# (tests/common/history.rs): a Valkey Cluster primary killed under load, a
+# Sentinel failover, a PostgreSQL failover to a synchronous standby and its
+# negative control (an asynchronous one), and a power cut at every fsync of
+# the embedded log and its negative control (no journal fsync). Each run of
+# a scenario prints one CHAOS line; this gathers them into one table.
+#   ./scripts/chaos.sh --runs 30      # about 2 minutes a run on 2 cores
+# Starts its Valkey and PostgreSQL as the tests do (scripts/servers.sh);
+# the scenarios start their own clusters, replicas and standbys.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/servers.sh
+source "$ROOT/scripts/servers.sh"
+
+runs=3
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    *) echo "usage: $0 [--runs N]" >&2; exit 2 ;;
+  esac
+done
+
+command -v strace >/dev/null || { log "error: the power-loss scenario needs strace (apt-get install strace)"; exit 1; }
+[[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]] || start_valkey
+[[ -n "${STREAMSTOCK_TEST_VALKEY_SERVER:-}" ]] || export STREAMSTOCK_TEST_VALKEY_SERVER="$(find_valkey_server)"
+[[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]] || start_postgres
+
+cd "$ROOT"
+lines="$(mktemp)"
+trap 'rm -f "$lines"' EXIT
+for run in $(seq 1 "$runs"); do
+  log "run $run of $runs"
+  # A failing scenario still prints its CHAOS line: the table says what
+  # went wrong, and the loop goes on.
+  cargo nextest run --no-fail-fast --no-capture \
+    -E 'test(/^(failover|pg_failover|power_loss)::/)' 2>&1 \
+    | grep '^CHAOS ' | sed 's/^CHAOS //' >> "$lines" || true
+done
+
+python3 - "$lines" "$runs" <<'PY'
+import json, re, statistics, sys
+path, runs = sys.argv[1], int(sys.argv[2])
+by = {}
+for line in open(path):
+    v = json.loads(line)
+    name = re.sub(r" \(\d+ cuts\)$", "", v["scenario"])
+    by.setdefault((name, v["control"]), []).append(v)
+def med(values):
+    values = [x for x in values if x is not None]
+    return f"{statistics.median(values):,.0f}" if values else "-"
+print(f"\n{runs} run(s) of each scenario\n")
+print("| scenario | runs | orders | acknowledged | lost | duplicated | unknown | out of log order | invariants broken | recovery ms (median) | p99 during fault ms (median) | result |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+failed = False
+for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    total = lambda k: sum(v[k] for v in vs)
+    anomalous = [v for v in vs if v["lost"] + v["duplicated"] + v["out_of_order"] + v["invariant_violations"] > 0]
+    if control:
+        result = f"negative control: anomaly in {len(anomalous)} of {len(vs)} runs"
+        failed |= not anomalous
+    else:
+        result = "nothing lost or duplicated" if not anomalous else f"ANOMALY in {len(anomalous)} of {len(vs)} runs"
+        failed |= bool(anomalous)
+    print(f"| {name} | {len(vs)} | {total('orders'):,} | {total('acknowledged'):,} | {total('lost'):,} | "
+          f"{total('duplicated'):,} | {total('unknown'):,} | {total('out_of_order'):,} | "
+          f"{total('invariant_violations'):,} | {med([v['recovery_ms'] for v in vs])} | "
+          f"{med([v['p99_during_fault_ms'] for v in vs])} | {result} |")
+sys.exit(1 if failed else 0)
+PY

@@ -1,0 +1,304 @@
+//! A history checker for fault scenarios. A load client records every
+//! request it makes: ok (2xx), fail (4xx) or unknown (5xx, a timeout, a
+//! broken connection). Each order has its own customer and Idempotency-Key,
+//! and an unknown outcome is retried with the same key, as a careful client
+//! does. After the run, `check` compares the history with what the system
+//! kept:
+//! - A: every acknowledged order is decided;
+//! - B: no key made two orders, retries included;
+//! - C: each aggregate's events were applied in the order of the log;
+//! - D: the business invariants hold;
+//! - H: the time from the fault to the first acknowledgement after it, and
+//!   the p99 latency of the requests sent meanwhile.
+//!
+//! Each verdict is printed as one `CHAOS {json}` line, which
+//! `scripts/chaos.sh` gathers into a table over many runs.
+
+use super::Api;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamstock::domain::status::OrderStatus;
+use streamstock::store::Store;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Outcome {
+    /// 2xx: the order, and the partition its event went to.
+    Ok { order: Uuid, partition: u32 },
+    /// 4xx: refused, nothing recorded.
+    Fail(u16),
+    /// 5xx or no answer: recorded or not, nobody knows.
+    Unknown(String),
+}
+
+/// One request of the history.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub key: String,
+    pub sent: Instant,
+    pub answered: Instant,
+    pub outcome: Outcome,
+}
+
+/// `clients` clients placing orders of `product` until `until`, each
+/// order under its own key (and customer); unknown outcomes retried with
+/// the same key after 50 ms.
+pub async fn record(api: Arc<Api>, clients: usize, product: Uuid, until: Instant) -> Vec<Op> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let run = Uuid::now_v7().simple().to_string();
+                let mut ops = Vec::new();
+                let mut n = 0;
+                let mut retrying = false;
+                while Instant::now() < until {
+                    if !retrying {
+                        n += 1;
+                    }
+                    let key = format!("history-{run}-{client}-{n}");
+                    let body = serde_json::json!({
+                        "customer_email": format!("{key}@example.com"),
+                        "items": [{ "product_id": product, "quantity": 1 }],
+                    });
+                    let sent = Instant::now();
+                    let reply = api
+                        .http
+                        .post(api.url("/api/orders"))
+                        .header("Idempotency-Key", &key)
+                        .timeout(Duration::from_secs(10))
+                        .json(&body)
+                        .send()
+                        .await;
+                    let outcome = match reply {
+                        Ok(reply) if reply.status().is_success() => {
+                            let queued: streamstock::gateway::responses::OrderQueued =
+                                reply.json().await.expect("a 2xx order answer parses");
+                            let partition =
+                                queued.msg_id.split(':').next().unwrap().parse().unwrap();
+                            Outcome::Ok {
+                                order: queued.order_id.as_uuid(),
+                                partition,
+                            }
+                        }
+                        Ok(reply) if reply.status().is_client_error() => {
+                            Outcome::Fail(reply.status().as_u16())
+                        }
+                        Ok(reply) => {
+                            let status = reply.status().as_u16();
+                            let body: serde_json::Value = reply.json().await.unwrap_or_default();
+                            Outcome::Unknown(format!("{status} {}", body["error"]["code"]))
+                        }
+                        Err(error) => Outcome::Unknown(error.to_string()),
+                    };
+                    retrying = matches!(outcome, Outcome::Unknown(_));
+                    ops.push(Op {
+                        key,
+                        sent,
+                        answered: Instant::now(),
+                        outcome,
+                    });
+                    if retrying {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                ops
+            })
+        })
+        .collect();
+    let mut ops = Vec::new();
+    for task in tasks {
+        ops.extend(task.await.unwrap());
+    }
+    ops.sort_by_key(|op| op.sent);
+    ops
+}
+
+/// What a scenario's run came to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verdict {
+    pub scenario: String,
+    /// A negative control: its anomaly is expected.
+    pub control: bool,
+    /// Orders tried (distinct keys).
+    pub orders: usize,
+    pub acknowledged: usize,
+    /// A: acknowledged and never decided.
+    pub lost: usize,
+    /// B: keys that made more than one order.
+    pub duplicated: usize,
+    /// B: those keys, and what each request under them was answered (read
+    /// through Debug, in the assertions' messages).
+    #[allow(dead_code)]
+    #[serde(skip)]
+    pub duplicated_keys: Vec<(String, Vec<Outcome>)>,
+    /// Keys whose last answer left the outcome unknown.
+    pub unknown: usize,
+    /// C: aggregates whose events were applied out of log order.
+    pub out_of_order: usize,
+    /// D: business invariants broken.
+    pub invariant_violations: usize,
+    /// H: from the fault to the first acknowledgement sent after it.
+    pub recovery_ms: Option<u64>,
+    /// H: p99 latency of the requests sent in the 20 s after the fault.
+    pub p99_during_fault_ms: Option<u64>,
+}
+
+impl Verdict {
+    /// Whether the run shows an anomaly the checks look for.
+    pub fn anomalous(&self) -> bool {
+        self.lost + self.duplicated + self.out_of_order + self.invariant_violations > 0
+    }
+
+    /// Prints the `CHAOS` line `scripts/chaos.sh` reads.
+    pub fn report(&self) {
+        eprintln!("CHAOS {}", serde_json::to_string(self).unwrap());
+    }
+}
+
+/// Checks the history `ops` of a run whose fault came at `fault_at`,
+/// waiting up to `settle` for the log to drain and the orders to be
+/// decided.
+pub async fn check(
+    scenario: &str,
+    control: bool,
+    api: &Api,
+    store: &Store,
+    ops: &[Op],
+    fault_at: Instant,
+    settle: Duration,
+) -> Verdict {
+    let acknowledged: HashSet<Uuid> = ops
+        .iter()
+        .filter_map(|op| match op.outcome {
+            Outcome::Ok { order, .. } => Some(order),
+            _ => None,
+        })
+        .collect();
+    // A: decided once the log has drained (or the wait is over).
+    let deadline = Instant::now() + settle;
+    let (orders, lost) = loop {
+        let orders = api.all_orders().await.unwrap_or_default();
+        let decided: HashSet<Uuid> = orders
+            .iter()
+            .filter(|o| o.status != OrderStatus::Pending)
+            .map(|o| o.order_id.as_uuid())
+            .collect();
+        let lost = acknowledged.difference(&decided).count();
+        let drained = api
+            .stats()
+            .await
+            .found()
+            .is_some_and(|s| s.backlog == Some(0));
+        if (lost == 0 && drained) || Instant::now() > deadline {
+            break (orders, lost);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // B: one order per key (each key has its own customer).
+    let mut per_customer: HashMap<&str, usize> = HashMap::new();
+    for order in &orders {
+        *per_customer
+            .entry(order.customer_email.as_str())
+            .or_default() += 1;
+    }
+    let duplicated = per_customer.values().filter(|n| **n > 1).count();
+    let duplicated_keys: Vec<(String, Vec<Outcome>)> = per_customer
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(email, _)| {
+            let key = email.trim_end_matches("@example.com").to_string();
+            let answers = ops
+                .iter()
+                .filter(|op| op.key == key)
+                .map(|op| op.outcome.clone())
+                .collect();
+            (key, answers)
+        })
+        .collect();
+    // The keys whose last answer was unknown.
+    let mut last: HashMap<&str, &Outcome> = HashMap::new();
+    for op in ops {
+        last.insert(op.key.as_str(), &op.outcome);
+    }
+    let unknown = last
+        .values()
+        .filter(|o| matches!(o, Outcome::Unknown(_)))
+        .count();
+    let violations = super::invariants::invariant_violations(store)
+        .await
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    let after_fault: Vec<&Op> = ops.iter().filter(|op| op.sent >= fault_at).collect();
+    let recovery_ms = after_fault
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Ok { .. }))
+        .map(|op| (op.answered - fault_at).as_millis() as u64)
+        .min();
+    let mut latencies: Vec<u64> = after_fault
+        .iter()
+        .filter(|op| op.sent < fault_at + Duration::from_secs(20))
+        .map(|op| (op.answered - op.sent).as_millis() as u64)
+        .collect();
+    latencies.sort_unstable();
+    let p99_during_fault_ms = (!latencies.is_empty())
+        .then(|| latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]);
+    Verdict {
+        scenario: scenario.to_string(),
+        control,
+        orders: last.len(),
+        acknowledged: acknowledged.len(),
+        lost,
+        duplicated,
+        duplicated_keys,
+        unknown,
+        out_of_order: out_of_log_order(store).await,
+        invariant_violations: violations,
+        recovery_ms,
+        p99_during_fault_ms,
+    }
+}
+
+/// H, for part of the log: from the fault to the first acknowledgement, sent
+/// after it, of an order whose event went to one of `partitions`.
+pub fn recovery_on(ops: &[Op], fault_at: Instant, partitions: &[u32]) -> Option<u64> {
+    ops.iter()
+        .filter(|op| op.sent >= fault_at)
+        .filter(|op| matches!(op.outcome, Outcome::Ok { partition, .. } if partitions.contains(&partition)))
+        .map(|op| (op.answered - fault_at).as_millis() as u64)
+        .min()
+}
+
+/// C: the aggregates whose archived events (in the order they were
+/// applied) do not follow their log entries' order. Follow-ups archived
+/// by the transaction that decided them have no entry yet and are left out.
+async fn out_of_log_order(store: &Store) -> usize {
+    use sqlx::Row;
+    let seq = store.archive_seq();
+    let rows = sqlx::query(&format!(
+        "SELECT event_key, partition_no, entry_id FROM event_archive \
+         WHERE entry_id <> '' ORDER BY {seq}"
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let position = |entry: &str| -> (u64, u64) {
+        let (ms, n) = entry.split_once('-').unwrap_or((entry, "0"));
+        (ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
+    };
+    let mut last: HashMap<String, (i64, (u64, u64))> = HashMap::new();
+    let mut out_of_order = HashSet::new();
+    for row in rows {
+        let key: String = row.get("event_key");
+        let partition: i64 = row.get("partition_no");
+        let entry = position(&row.get::<String, _>("entry_id"));
+        if let Some((before_partition, before)) = last.get(&key) {
+            if *before_partition == partition && entry < *before {
+                out_of_order.insert(key.clone());
+            }
+        }
+        last.insert(key, (partition, entry));
+    }
+    out_of_order.len()
+}
