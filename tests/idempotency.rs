@@ -219,3 +219,43 @@ async fn keys_are_bounded_in_number() {
     store.close().await;
     app.stop().await;
 }
+
+/// A key whose request ended in doubt is taken over by its retry, which
+/// learns so (and, as the gateway does after a retry that recorded
+/// nothing, can put it back in doubt): its ids stay those of the first
+/// claim however many retries it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_taken_over_after_doubt_keeps_its_first_claim() {
+    use streamstock::store::idempotency::KeyClaim;
+    let dir = tempfile::tempdir().unwrap();
+    let store = streamstock::store::Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("keys.db").display()
+    ))
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let ttl = 86_400_000;
+    let KeyClaim::Owned {
+        first_seen_ms,
+        after_doubt: false,
+    } = store.claim_idempotency_key("k", "fp", ttl).await.unwrap()
+    else {
+        panic!("a new key is owned, with no doubt behind it")
+    };
+    assert_eq!(
+        store.claim_idempotency_key("k", "fp", ttl).await.unwrap(),
+        KeyClaim::InProgress
+    );
+    for retry in 0..3 {
+        store.mark_idempotency_key_in_doubt("k").await.unwrap();
+        assert_eq!(
+            store.claim_idempotency_key("k", "fp", ttl).await.unwrap(),
+            KeyClaim::Owned {
+                first_seen_ms,
+                after_doubt: true
+            },
+            "retry {retry}"
+        );
+    }
+}
