@@ -5,7 +5,7 @@
 # negative control (an asynchronous one), and a power cut at every fsync of
 # the embedded log and its negative control (no journal fsync). Each run of
 # a scenario prints one CHAOS line; this gathers them into one table.
-#   ./scripts/chaos.sh --runs 30      # about 2 minutes a run on 2 cores
+#   ./scripts/chaos.sh --runs 30      # about 100 s a run on 2 cores
 # Starts its Valkey and PostgreSQL as the tests do (scripts/servers.sh);
 # the scenarios start their own clusters, replicas and standbys.
 set -euo pipefail
