@@ -448,36 +448,43 @@ class Replica:
         subprocess.run(["rm", "-rf", self.dir], check=False)
 
 
-def ingest_rate(durability):
-    """Orders/s and p50 / p99 ms into `serve` alone (no worker), wrk."""
-    deployment = Deployment("valkey", STREAMSTOCK_DURABILITY=durability, STREAMSTOCK_MIN_REPLICAS="1")
+def serve_ingest(env=None, binary=None, args=(), scheme="http"):
+    """Orders/s and p50 / p99 ms into `serve` alone (no worker), wrk; the
+    deployment gets `env`, `serve` runs `binary` (default --bin) with `args`."""
+    deployment = Deployment("valkey", **(env or {}))
     try:
-        base, _ = deployment.start("serve")
-        deployment.start("worker")
+        base, _ = deployment.start("serve", *args, binary=binary, scheme=scheme)
+        deployment.start("worker", binary=binary)
         product = create_products(base)[0]
         deployment.stop("worker")
         rate, p50, p99, bad = wrk(base + "/api/orders", INGEST_SECONDS, product)
         if bad:
-            raise SystemExit(f"{bad} non-2xx answers under {durability} durability")
+            raise SystemExit(f"{bad} non-2xx answers from {binary or OPTS.bin} {list(args)} {env or ''}")
         return rate, p50, p99
     finally:
         deployment.close()
 
 
-def decision_p50_p99(durability, rate):
-    deployment = Deployment("valkey", STREAMSTOCK_DURABILITY=durability, STREAMSTOCK_MIN_REPLICAS="1")
+def serve_decisions(rate, env=None, binary=None):
+    """Decision and request latency (p50, p99 of each, ms) of `serve` +
+    `worker` under `simulate --profile steady --rate rate`."""
+    deployment = Deployment("valkey", **(env or {}))
     try:
-        base, _ = deployment.start("serve")
-        deployment.start("worker")
+        base, _ = deployment.start("serve", binary=binary)
+        deployment.start("worker", binary=binary)
         create_products(base)
         report = simulate(
             base, "--profile", "steady", "--rate", str(rate), "--concurrency", "256",
             "--duration", str(LATENCY_SECONDS), "--supplier-delay", "2s",
         )
-        decision = report["decision_latency"]
-        return decision["p50_ms"], decision["p99_ms"]
+        decision, request = report["decision_latency"], report["latency"]
+        return decision["p50_ms"], decision["p99_ms"], request["p50_ms"], request["p99_ms"]
     finally:
         deployment.close()
+
+
+def durability_env(durability):
+    return {"STREAMSTOCK_DURABILITY": durability, "STREAMSTOCK_MIN_REPLICAS": "1"}
 
 
 def median(values):
@@ -493,7 +500,7 @@ def durability_cost():
         runs = {"strict": [], "replicated": []}
         for attempt in range(3):
             for durability in ["strict", "replicated"]:
-                figures = ingest_rate(durability)
+                figures = serve_ingest(durability_env(durability))
                 say(f"ingest {durability} run {attempt + 1}: {figures[0]:.0f}/s "
                     f"({figures[1]:.1f} / {figures[2]:.1f} ms)")
                 runs[durability].append(figures)
@@ -505,45 +512,13 @@ def durability_cost():
             f"strict {fmt_rate(strict[0])} ({strict[1]:.1f} / {strict[2]:.1f} ms)",
             f"{replicated[0] / strict[0]:.2f}")
         for rate in [10, 1000]:
-            decisions = {d: decision_p50_p99(d, rate) for d in ["strict", "replicated"]}
+            decisions = {d: serve_decisions(rate, durability_env(d))[:2] for d in ["strict", "replicated"]}
             row(f"decision latency at {rate:,} requests/s (p50 / p99)", "Valkey + replica, `serve` + `worker`",
                 "replicated {:.1f} / {:.1f} ms".format(*decisions["replicated"]),
                 "strict {:.1f} / {:.1f} ms".format(*decisions["strict"]),
                 f"{decisions['replicated'][0] / decisions['strict'][0]:.2f}")
     finally:
         replica.close()
-
-
-def listener_ingest(binary, args, scheme="http"):
-    """Orders/s and p50 / p99 ms into `serve` alone (no worker), wrk."""
-    deployment = Deployment("valkey")
-    try:
-        base, _ = deployment.start("serve", *args, binary=binary, scheme=scheme)
-        deployment.start("worker", binary=binary)
-        product = create_products(base)[0]
-        deployment.stop("worker")
-        rate, p50, p99, bad = wrk(base + "/api/orders", INGEST_SECONDS, product)
-        if bad:
-            raise SystemExit(f"{bad} non-2xx answers from {binary} {args}")
-        return rate, p50, p99
-    finally:
-        deployment.close()
-
-
-def listener_decisions(binary, rate):
-    deployment = Deployment("valkey")
-    try:
-        base, _ = deployment.start("serve", binary=binary)
-        deployment.start("worker", binary=binary)
-        create_products(base)
-        report = simulate(
-            base, "--profile", "steady", "--rate", str(rate), "--concurrency", "256",
-            "--duration", str(LATENCY_SECONDS), "--supplier-delay", "2s",
-        )
-        decision, request = report["decision_latency"], report["latency"]
-        return decision["p50_ms"], decision["p99_ms"], request["p50_ms"], request["p99_ms"]
-    finally:
-        deployment.close()
 
 
 def listener_cost():
@@ -577,7 +552,7 @@ def listener_cost():
                 AUTH.clear()
                 if with_token:
                     AUTH["Authorization"] = f"Bearer {token}"
-                figures = listener_ingest(binary, args, scheme)
+                figures = serve_ingest(binary=binary, args=args, scheme=scheme)
                 AUTH.clear()
                 say(f"ingest {name}, run {attempt + 1}: {figures[0]:.0f}/s ({figures[1]:.1f} / {figures[2]:.1f} ms)")
                 runs[name].append(figures)
@@ -596,7 +571,7 @@ def listener_cost():
         decisions = {"before": [], "after": []}
         for attempt in range(2):
             for name, binary in [("before", OPTS.before_bin), ("after", OPTS.bin)]:
-                figures = listener_decisions(binary, 1000)
+                figures = serve_decisions(1000, binary=binary)
                 say(f"decision latency {name}, run {attempt + 1}: {figures[0]:.1f} / {figures[1]:.1f} ms "
                     f"(requests {figures[2]:.1f} / {figures[3]:.1f} ms)")
                 decisions[name].append(figures)

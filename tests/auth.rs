@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::process::{free_port, Role};
+use common::process::{embedded_all, free_port, Role};
 use common::{Backend, TestApp};
 use reqwest::Method;
 use serde_json::json;
@@ -327,24 +327,8 @@ async fn tokens_rotate_on_sighup_without_a_restart() {
 /// `streamstock all` on embedded backends in `dir`, with `flag file`;
 /// gives the role and its base URL.
 fn all_with_file(dir: &Path, flag: &str, file: &Path) -> (Role, String) {
-    let port = free_port();
-    let role = Role::start(
-        "all",
-        &[
-            "all",
-            "--profile",
-            "none",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            flag,
-            file.to_str().unwrap(),
-        ],
-        &[(
-            "STREAMSTOCK_DATA_DIR".to_string(),
-            dir.join("data").display().to_string(),
-        )],
-    );
-    (role, format!("http://127.0.0.1:{port}"))
+    let (role, listen) = embedded_all(&dir.join("data"), &[flag, file.to_str().unwrap()], None);
+    (role, format!("http://{listen}"))
 }
 
 /// `all --api-token-file`: the token comes from the file's first line.

@@ -7,7 +7,7 @@
 use crate::common;
 
 use common::pki::Pki;
-use common::process::{free_port, run_to_end, Role};
+use common::process::{embedded_all, free_port, run_to_end, Role};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,26 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// `streamstock all` on embedded backends in `dir`, serving HTTPS with the
 /// certificate and key at `cert` and `key`; gives the role and its port.
 fn https_role(dir: &Path, cert: &Path, key: &Path) -> (Role, u16) {
-    let port = free_port();
-    let data_dir = dir.join("data");
-    let role = Role::start(
-        "all",
-        &[
-            "all",
-            "--profile",
-            "none",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        &[],
-    );
-    (role, port)
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let tls = ["--tls-cert", cert, "--tls-key", key];
+    let (role, listen) = embedded_all(&dir.join("data"), &tls, None);
+    (role, listen.port())
 }
 
 /// A client that trusts the CAs of `pkis` (and no system CA matters here).

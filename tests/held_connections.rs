@@ -10,7 +10,7 @@
 use crate::common;
 
 use common::pki::Pki;
-use common::process::{free_port, Role};
+use common::process::{embedded_all, Role};
 use common::Api;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,31 +164,18 @@ async fn siege(attack: Attack, flags: &[&str], siege: Duration, pki: Option<&Pki
     // The attacker itself needs more than 1,024 files.
     streamstock::http_server::files::raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap().to_string();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let listen_text = listen.to_string();
     let (cert, key) = pki.map_or((String::new(), String::new()), |pki| {
         (
             pki.file("server.pem").display().to_string(),
             pki.file("server.key").display().to_string(),
         )
     });
-    let mut args = vec![
-        "all",
-        "--profile",
-        "none",
-        "--listen",
-        &listen_text,
-        "--data-dir",
-        &data_dir,
-        "--batch-wait",
-        "20ms",
-    ];
+    let mut args = vec!["--batch-wait", "20ms"];
     if pki.is_some() {
         args.extend(["--tls-cert", &cert, "--tls-key", &key]);
     }
     args.extend_from_slice(flags);
-    let role = Role::start_with_file_limit("all", &args, &[], 1024);
+    let (role, listen) = embedded_all(dir.path(), &args, Some(1024));
     let base = format!(
         "{}://{listen}",
         if pki.is_some() { "https" } else { "http" }
@@ -345,25 +332,13 @@ async fn idle_keep_alive(to: SocketAddr, count: usize) -> Vec<tokio::task::JoinH
 async fn idle_role(idle_timeout: &str) -> (Role, SocketAddr, tempfile::TempDir) {
     streamstock::http_server::files::raise_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap().to_string();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let role = Role::start(
-        "all",
-        &[
-            "all",
-            "--profile",
-            "none",
-            "--listen",
-            &listen.to_string(),
-            "--data-dir",
-            &data_dir,
-            "--idle-timeout",
-            idle_timeout,
-            "--max-connections-per-address",
-            "0",
-        ],
-        &[],
-    );
+    let flags = [
+        "--idle-timeout",
+        idle_timeout,
+        "--max-connections-per-address",
+        "0",
+    ];
+    let (role, listen) = embedded_all(dir.path(), &flags, None);
     Api::new(&format!("http://{listen}")).wait_healthy().await;
     (role, listen, dir)
 }

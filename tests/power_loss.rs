@@ -144,6 +144,7 @@ struct Inode {
 }
 
 /// A descriptor open on one of the log's files.
+#[derive(Clone)]
 struct Open {
     inode: usize,
     pos: usize,
@@ -151,6 +152,7 @@ struct Open {
 }
 
 /// The disk as the recorded run left it, and as a power cut would.
+#[derive(Clone)]
 struct Disk {
     root: PathBuf,
     inodes: Vec<Inode>,
@@ -425,12 +427,8 @@ async fn replay(
     final_entries: &[Vec<(uuid::Uuid, String, String)>],
 ) -> Replay {
     let mut disk = Disk {
-        root: base.root.clone(),
-        inodes: base.inodes.clone(),
-        names: base.names.clone(),
-        durable_names: base.durable_names.clone(),
-        open: HashMap::new(),
         skip_fsync,
+        ..base.clone()
     };
     let mut acknowledged: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();

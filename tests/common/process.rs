@@ -120,6 +120,34 @@ impl Drop for Role {
     }
 }
 
+/// `streamstock all` with no simulator, on the embedded backends in
+/// `data_dir`, on a free loopback port, with `extra` flags; gives the role
+/// and its address. With `file_limit`, its open-file limit (soft and hard).
+#[allow(dead_code)] // not every test binary uses it
+pub fn embedded_all(
+    data_dir: &Path,
+    extra: &[&str],
+    file_limit: Option<u64>,
+) -> (Role, std::net::SocketAddr) {
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (listen_text, data_dir_text) = (listen.to_string(), data_dir.display().to_string());
+    let mut args = vec![
+        "all",
+        "--profile",
+        "none",
+        "--listen",
+        &listen_text,
+        "--data-dir",
+        &data_dir_text,
+    ];
+    args.extend_from_slice(extra);
+    let role = match file_limit {
+        Some(files) => Role::start_with_file_limit("all", &args, &[], files),
+        None => Role::start("all", &args, &[]),
+    };
+    (role, listen)
+}
+
 fn role_command(args: &[&str], env: &[(String, String)], log: impl Into<Stdio>) -> Command {
     let mut command = Command::new(BIN);
     command

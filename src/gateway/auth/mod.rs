@@ -60,7 +60,11 @@ pub fn needed_scope(method: &Method, path: &str, public_catalog: bool) -> Option
         let catalog = path == "/api/products" || path.starts_with("/api/products/");
         return (!(public_catalog && catalog)).then_some(Scope::Read);
     }
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    // No allocation: this runs on every POST.
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     if ADMIN_ACTIONS.iter().any(|prefix| under(prefix)) {
         Some(Scope::Admin)
     } else {
