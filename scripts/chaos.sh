@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The fault scenarios, run again and again, and their histories checked
 # (tests/common/history.rs): a Valkey Cluster primary killed under load, a
-# Sentinel failover, a PostgreSQL failover to a synchronous standby and its
-# negative control (an asynchronous one), and a power cut at every fsync of
-# the embedded log and its negative control (no journal fsync). Each run of
-# a scenario prints one CHAOS line; this gathers them into one table.
-#   ./scripts/chaos.sh --runs 30      # about 100 s a run on 2 cores
+# Sentinel failover, a network partition that cuts a cluster primary and a
+# gateway off (replicated durability, and strict as its negative control),
+# a PostgreSQL failover to a synchronous standby and its negative control
+# (an asynchronous one), and a power cut at every fsync of the embedded log
+# and its negative control (no journal fsync). Each run of a scenario
+# prints one CHAOS line; this gathers them into one table.
+#   ./scripts/chaos.sh --runs 30      # about 200 s a run on 2 cores
 # Starts its Valkey and PostgreSQL as the tests do (scripts/servers.sh);
 # the scenarios start their own clusters, replicas and standbys.
 set -euo pipefail
@@ -23,6 +25,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 command -v strace >/dev/null || { log "error: the power-loss scenario needs strace (apt-get install strace)"; exit 1; }
+command -v ip >/dev/null || { log "error: the partition scenario needs ip (apt-get install iproute2)"; exit 1; }
+[[ $(id -u) -eq 0 ]] || { log "error: the partition scenario makes network namespaces: run as root"; exit 1; }
 [[ -n "${STREAMSTOCK_TEST_VALKEY_URL:-}" ]] || start_valkey
 [[ -n "${STREAMSTOCK_TEST_VALKEY_SERVER:-}" ]] || export STREAMSTOCK_TEST_VALKEY_SERVER="$(find_valkey_server)"
 [[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]] || start_postgres
@@ -35,7 +39,7 @@ for run in $(seq 1 "$runs"); do
   # A failing scenario still prints its CHAOS line: the table says what
   # went wrong, and the loop goes on.
   cargo nextest run --no-fail-fast --no-capture \
-    -E 'test(/^(failover|pg_failover|power_loss)::/)' 2>&1 \
+    -E 'test(/^(failover|partition|pg_failover|power_loss)::/)' 2>&1 \
     | grep '^CHAOS ' | sed 's/^CHAOS //' >> "$lines" || true
 done
 

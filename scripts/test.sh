@@ -55,16 +55,19 @@ ensure_stunnel() {
 
 ensure_fault_tools() {
   # The disk-fault tests inject fsync errors with strace and fill a small
-  # loop-mounted ext4 (mkfs.ext4 from e2fsprogs, mount from util-linux).
+  # loop-mounted ext4 (mkfs.ext4 from e2fsprogs, mount from util-linux);
+  # the partition tests cut hosts apart in network namespaces (ip, from
+  # iproute2).
   local missing=()
   command -v strace >/dev/null || missing+=(strace)
   command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+  command -v ip >/dev/null || missing+=(iproute2)
   if [[ ${#missing[@]} -gt 0 && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     log "installing ${missing[*]} from Debian's packages (the disk-fault tests)"
     (apt-get install -y -q "${missing[@]}" >&2 || { apt-get update -q >&2 && apt-get install -y -q "${missing[@]}" >&2; }) || true
   fi
-  if ! command -v strace >/dev/null || ! command -v mkfs.ext4 >/dev/null; then
-    log "error: the disk-fault tests need strace and mkfs.ext4. Install them with: apt-get install strace e2fsprogs"
+  if ! command -v strace >/dev/null || ! command -v mkfs.ext4 >/dev/null || ! command -v ip >/dev/null; then
+    log "error: the fault tests need strace, mkfs.ext4 and ip. Install them with: apt-get install strace e2fsprogs iproute2"
     return 1
   fi
 }

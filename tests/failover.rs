@@ -14,123 +14,20 @@
 
 use crate::common;
 
+use common::cluster::{self, cli_at};
 use common::history::{self, Outcome};
 use common::process::{free_port, OwnValkey};
 use common::{Backend, TestApp};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamstock::stream::Durability;
 
-fn valkey_cli() -> PathBuf {
-    let server = PathBuf::from(
-        std::env::var("STREAMSTOCK_TEST_VALKEY_SERVER")
-            .expect("STREAMSTOCK_TEST_VALKEY_SERVER: run the suite with ./scripts/test.sh"),
-    );
-    let beside = server.with_file_name("valkey-cli");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("redis-cli")
-    }
-}
-
-fn cli(port: u16, args: &[&str]) -> String {
-    let output = std::process::Command::new(valkey_cli())
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("valkey-cli");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Nine nodes, made a cluster of three primaries with two replicas each.
+/// Nine nodes on loopback, made a cluster of three primaries with two
+/// replicas each.
 fn start_cluster() -> Vec<OwnValkey> {
-    let nodes: Vec<OwnValkey> = (0..9)
-        .map(|_| {
-            let bus = free_port().to_string();
-            OwnValkey::start_with(
-                free_port(),
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--cluster-port",
-                    &bus,
-                ],
-            )
-        })
-        .collect();
-    let addresses: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let mut create = vec!["--cluster", "create"];
-    create.extend(addresses.iter().map(String::as_str));
-    create.extend(["--cluster-replicas", "2", "--cluster-yes"]);
-    let output = std::process::Command::new(valkey_cli())
-        .args(&create)
-        .output()
-        .expect("valkey-cli --cluster create");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for node in &nodes {
-        while !cli(node.port, &["cluster", "info"]).contains("cluster_state:ok") {
-            assert!(Instant::now() < deadline, "the cluster never became ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    // Every primary has its replicas connected (replicated durability
-    // waits for that at start-up, but the load should not).
-    for node in &nodes {
-        let info = cli(node.port, &["info", "replication"]);
-        if info.contains("role:master") {
-            while !cli(node.port, &["info", "replication"]).contains("connected_slaves:2") {
-                assert!(
-                    Instant::now() < deadline,
-                    "a primary never got its replicas"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
+    let nodes: Vec<OwnValkey> = (0..9).map(|_| cluster::node("127.0.0.1", None)).collect();
+    cluster::create(&nodes, 2);
     nodes
-}
-
-/// The port of the primary serving `key`.
-fn primary_of(nodes: &[OwnValkey], key: &str) -> u16 {
-    let slot: u32 = cli(nodes[0].port, &["cluster", "keyslot", key])
-        .trim()
-        .parse()
-        .unwrap();
-    let table = cli(nodes[0].port, &["cluster", "nodes"]);
-    for line in table.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if !fields.get(2).is_some_and(|flags| flags.contains("master")) {
-            continue;
-        }
-        let port: u16 = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
-        for range in &fields[8..] {
-            let (low, high) = match range.split_once('-') {
-                Some((low, high)) => (low.parse().unwrap(), high.parse().unwrap()),
-                None => match range.parse::<u32>() {
-                    Ok(slot) => (slot, slot),
-                    Err(_) => continue,
-                },
-            };
-            if (low..=high).contains(&slot) {
-                return port;
-            }
-        }
-    }
-    panic!("no primary serves slot {slot}: {table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,9 +52,11 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
     let product = app.create_product("FAILOVER-1", 1.00, 1_000_000).await;
 
     // The victim: the primary of partition 0's stream.
-    let victim_port = primary_of(&nodes, &format!("{namespace}:events:0"));
+    let victim_port = cluster::primary_of(&nodes[0], &format!("{namespace}:events:0"));
     let victim_partitions: Vec<u32> = (0..6)
-        .filter(|p| primary_of(&nodes, &format!("{namespace}:events:{p}")) == victim_port)
+        .filter(|p| {
+            cluster::primary_of(&nodes[0], &format!("{namespace}:events:{p}")) == victim_port
+        })
         .collect();
 
     let victim = nodes.iter_mut().find(|n| n.port == victim_port).unwrap();
@@ -292,7 +191,8 @@ async fn sentinel_promotes_a_replica_and_streamstock_follows() {
     let ports: Vec<u16> = sentinels.iter().map(|(port, _)| *port).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     for &port in &ports {
-        while !cli(port, &["sentinel", "replicas", "streamstock"]).contains("slave") {
+        while !cli_at("127.0.0.1", port, &["sentinel", "replicas", "streamstock"]).contains("slave")
+        {
             assert!(
                 Instant::now() < deadline,
                 "the Sentinels never saw the replicas"

@@ -31,6 +31,7 @@ mod openapi;
 mod operations;
 mod outage;
 mod outbox;
+mod partition;
 mod pg_failover;
 mod pipeline;
 mod poison;

@@ -42,8 +42,11 @@ pub struct Op {
 }
 
 /// `clients` clients placing orders of `product` until `until`, each
-/// order under its own key (and customer); unknown outcomes retried with
-/// the same key after 50 ms.
+/// order under its own key (and customer). An unknown outcome is retried
+/// with the same key 50 ms later, while the client goes on with new
+/// orders meanwhile, as many users of one gateway would: a partition that
+/// answers 503 for some partitions of the log does not stop the orders
+/// bound for the others.
 pub async fn record(api: Arc<Api>, clients: usize, product: Uuid, until: Instant) -> Vec<Op> {
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
@@ -52,56 +55,32 @@ pub async fn record(api: Arc<Api>, clients: usize, product: Uuid, until: Instant
                 let run = Uuid::now_v7().simple().to_string();
                 let mut ops = Vec::new();
                 let mut n = 0;
-                let mut retrying = false;
+                // Keys whose outcome is unknown, and when to retry each.
+                let mut retries: std::collections::VecDeque<(String, Instant)> = Default::default();
                 while Instant::now() < until {
-                    if !retrying {
-                        n += 1;
-                    }
-                    let key = format!("history-{run}-{client}-{n}");
-                    let body = serde_json::json!({
-                        "customer_email": format!("{key}@example.com"),
-                        "items": [{ "product_id": product, "quantity": 1 }],
-                    });
-                    let sent = Instant::now();
-                    let reply = api
-                        .http
-                        .post(api.url("/api/orders"))
-                        .header("Idempotency-Key", &key)
-                        .timeout(Duration::from_secs(10))
-                        .json(&body)
-                        .send()
-                        .await;
-                    let outcome = match reply {
-                        Ok(reply) if reply.status().is_success() => {
-                            let queued: streamstock::gateway::responses::OrderQueued =
-                                reply.json().await.expect("a 2xx order answer parses");
-                            let partition =
-                                queued.msg_id.split(':').next().unwrap().parse().unwrap();
-                            Outcome::Ok {
-                                order: queued.order_id.as_uuid(),
-                                partition,
-                            }
+                    let key = match retries.front() {
+                        Some((_, due)) if *due <= Instant::now() => retries.pop_front().unwrap().0,
+                        _ => {
+                            n += 1;
+                            format!("history-{run}-{client}-{n}")
                         }
-                        Ok(reply) if reply.status().is_client_error() => {
-                            Outcome::Fail(reply.status().as_u16())
-                        }
-                        Ok(reply) => {
-                            let status = reply.status().as_u16();
-                            let body: serde_json::Value = reply.json().await.unwrap_or_default();
-                            Outcome::Unknown(format!("{status} {}", body["error"]["code"]))
-                        }
-                        Err(error) => Outcome::Unknown(error.to_string()),
                     };
-                    retrying = matches!(outcome, Outcome::Unknown(_));
+                    let (sent, outcome) = place(&api, &key, product).await;
+                    if matches!(outcome, Outcome::Unknown(_)) {
+                        retries
+                            .push_back((key.clone(), Instant::now() + Duration::from_millis(50)));
+                        if retries.len() >= 64 {
+                            // A client with this many orders in doubt
+                            // waits, rather than pile up more.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
                     ops.push(Op {
                         key,
                         sent,
                         answered: Instant::now(),
                         outcome,
                     });
-                    if retrying {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
                 }
                 ops
             })
@@ -113,6 +92,42 @@ pub async fn record(api: Arc<Api>, clients: usize, product: Uuid, until: Instant
     }
     ops.sort_by_key(|op| op.sent);
     ops
+}
+
+/// One order under `key`; when it was sent, and what came of it.
+async fn place(api: &Api, key: &str, product: Uuid) -> (Instant, Outcome) {
+    let body = serde_json::json!({
+        "customer_email": format!("{key}@example.com"),
+        "items": [{ "product_id": product, "quantity": 1 }],
+    });
+    let sent = Instant::now();
+    let reply = api
+        .http
+        .post(api.url("/api/orders"))
+        .header("Idempotency-Key", key)
+        .timeout(Duration::from_secs(10))
+        .json(&body)
+        .send()
+        .await;
+    let outcome = match reply {
+        Ok(reply) if reply.status().is_success() => {
+            let queued: streamstock::gateway::responses::OrderQueued =
+                reply.json().await.expect("a 2xx order answer parses");
+            let partition = queued.msg_id.split(':').next().unwrap().parse().unwrap();
+            Outcome::Ok {
+                order: queued.order_id.as_uuid(),
+                partition,
+            }
+        }
+        Ok(reply) if reply.status().is_client_error() => Outcome::Fail(reply.status().as_u16()),
+        Ok(reply) => {
+            let status = reply.status().as_u16();
+            let body: serde_json::Value = reply.json().await.unwrap_or_default();
+            Outcome::Unknown(format!("{status} {}", body["error"]["code"]))
+        }
+        Err(error) => Outcome::Unknown(error.to_string()),
+    };
+    (sent, outcome)
 }
 
 /// What a scenario's run came to.

@@ -7,9 +7,11 @@
 
 pub mod all_in_one;
 pub mod api;
+pub mod cluster;
 pub mod history;
 pub mod invariants;
 pub mod load;
+pub mod network;
 pub mod pki;
 pub mod process;
 

@@ -30,6 +30,22 @@ impl Role {
         }
     }
 
+    /// `start`, inside the network namespace `namespace`: on a host of its
+    /// own (`common::network::Island`).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_in_namespace(
+        namespace: &str,
+        name: &'static str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Role {
+        let mut command = role_command_in(Some(namespace), args, env, Stdio::inherit());
+        Role {
+            name,
+            child: command.spawn().expect("spawn streamstock"),
+        }
+    }
+
     /// `start`, with the open-file limit (soft and hard) at `files`, as
     /// from a shell where `ulimit -n` set it: the role cannot raise it.
     #[allow(dead_code)] // not every test binary uses it
@@ -149,7 +165,25 @@ pub fn embedded_all(
 }
 
 fn role_command(args: &[&str], env: &[(String, String)], log: impl Into<Stdio>) -> Command {
-    let mut command = Command::new(BIN);
+    role_command_in(None, args, env, log)
+}
+
+/// The command of a role, run inside the network namespace `namespace` if
+/// given.
+fn role_command_in(
+    namespace: Option<&str>,
+    args: &[&str],
+    env: &[(String, String)],
+    log: impl Into<Stdio>,
+) -> Command {
+    let mut command = match namespace {
+        Some(namespace) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", namespace, BIN]);
+            command
+        }
+        None => Command::new(BIN),
+    };
     command
         .args(args)
         .stdout(Stdio::null())
@@ -230,10 +264,10 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {below:?}");
 }
 
-/// Whether a server on `port` answers a RESP PING with PONG.
-fn answers_ping(port: u16) -> bool {
+/// Whether a server on `host`:`port` answers a RESP PING with PONG.
+fn answers_ping(host: &str, port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut stream) = std::net::TcpStream::connect((host, port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
@@ -246,7 +280,11 @@ fn answers_ping(port: u16) -> bool {
 /// A valkey-server of this test's own, with AOF fsynced on every write.
 pub struct OwnValkey {
     dir: tempfile::TempDir,
+    /// The address it listens on (127.0.0.1 unless started `on_host`).
+    pub host: String,
     pub port: u16,
+    /// The network namespace it runs in, if not this one.
+    namespace: Option<String>,
     child: Option<Child>,
     /// Server settings beyond AOF and fsync always (`--replicaof`, ...).
     extra: Vec<String>,
@@ -271,9 +309,18 @@ impl OwnValkey {
 
     /// On `port`, with `extra` settings.
     pub fn start_with(port: u16, extra: &[&str]) -> OwnValkey {
+        OwnValkey::on_host("127.0.0.1", None, port, extra)
+    }
+
+    /// Listening on `host`:`port`, inside the network namespace
+    /// `namespace` if given (a host of its own), with `extra` settings.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn on_host(host: &str, namespace: Option<&str>, port: u16, extra: &[&str]) -> OwnValkey {
         let mut valkey = OwnValkey {
             dir: tempfile::tempdir().unwrap(),
+            host: host.to_string(),
             port,
+            namespace: namespace.map(str::to_string),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -298,15 +345,26 @@ impl OwnValkey {
         let bin = std::env::var("STREAMSTOCK_TEST_VALKEY_SERVER").expect(
             "STREAMSTOCK_TEST_VALKEY_SERVER is not set: run the suite with ./scripts/test.sh",
         );
-        let child = Command::new(bin)
+        let mut command = match &self.namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace, &bin]);
+                command
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .args([
                 "--bind",
-                "127.0.0.1",
+                &self.host,
                 "--port",
                 &self.port.to_string(),
                 "--dir",
                 self.dir.path().to_str().unwrap(),
             ])
+            // Clients on other hosts (network namespaces) are the tests'
+            // own: no password to ask of them.
+            .args(["--protected-mode", "no"])
             .args([
                 "--appendonly",
                 "yes",
@@ -331,7 +389,7 @@ impl OwnValkey {
                     self.port
                 );
             }
-            if answers_ping(self.port) {
+            if answers_ping(&self.host, self.port) {
                 return;
             }
             assert!(Instant::now() < deadline, "valkey-server did not start");
@@ -357,7 +415,7 @@ impl OwnValkey {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}:{}", self.host, self.port)
     }
 }
 

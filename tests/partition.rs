@@ -1,0 +1,238 @@
+//! A network partition across hosts, with network namespaces
+//! (`common::network`): a Valkey Cluster of three primaries with two
+//! replicas each, one primary on an island with a gateway of its own
+//! (`serve`), the rest of the cluster and a worker on the mainland.
+//! PostgreSQL stands on a third host that both sides still reach (the
+//! gateway keeps its Idempotency-Keys there; were it cut off too, it would
+//! refuse every order before reaching Valkey, and the cut would test
+//! nothing of the log). Clients place orders through the island's
+//! gateway; 4 s in, the island's link to the mainland is cut for 12 s: the
+//! mainland promotes a replica of the island's primary, and when the
+//! network heals, the old primary rejoins as a replica and drops whatever
+//! it took meanwhile.
+//!
+//! With `--durability replicated`, an append is answered 2xx only once a
+//! replica has it, so the cut-off gateway answers nothing but 503 while
+//! it is cut off, and nothing acknowledged is lost. Its negative control
+//! is `--durability strict` (the primary's own fsync): the island's
+//! primary goes on acknowledging, and those orders are lost when the
+//! network heals.
+
+use crate::common;
+
+use common::cluster::{self, cli};
+use common::history::{self, Outcome};
+use common::network::Island;
+use common::process::{free_port, OwnValkey, Role};
+use common::{Backend, TestApp};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamstock::stream::Durability;
+
+/// A TCP relay from `listen` to `target`: the suite's PostgreSQL, on this
+/// side's loopback, reached by the island at an address the cut spares.
+async fn relay(listen: (&str, u16), target: (String, u16)) {
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+}
+
+/// The nine nodes, the island's primary first; the cluster is made whole,
+/// and the island's node made a primary if `--cluster create` made it a
+/// replica.
+fn cluster_across(island: &Island) -> Vec<OwnValkey> {
+    let mut nodes = vec![cluster::node(&island.address(), Some(island.namespace()))];
+    nodes.extend((0..8).map(|_| cluster::node(&island.mainland(), None)));
+    cluster::create(&nodes, 2);
+    if cli(&nodes[0], &["role"]).starts_with("slave") {
+        // A manual failover: the island's node and its primary swap roles,
+        // losing nothing.
+        assert!(cli(&nodes[0], &["cluster", "failover"]).contains("OK"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cli(&nodes[0], &["role"]).starts_with("master") {
+            assert!(Instant::now() < deadline, "the manual failover never ended");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster::wait_whole(&nodes, "2");
+    }
+    nodes
+}
+
+/// What one run of the partition came to.
+struct PartitionRun {
+    verdict: history::Verdict,
+    /// Answers the island's gateway gave, while cut off, to requests sent
+    /// after the cut: 2xx, then anything but 503.
+    acknowledged_while_cut: usize,
+    not_503_while_cut: Vec<Outcome>,
+}
+
+async fn partition_under_load(durability: Durability, scenario: &str) -> PartitionRun {
+    let island = Island::create();
+    let nodes = cluster_across(&island);
+    let seeds: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}:{}", n.host, n.port))
+        .collect();
+    let url = format!(
+        "valkey-cluster://{}?node={}&node={}",
+        seeds[1], seeds[2], seeds[0]
+    );
+
+    // The mainland: a worker (with a gateway the checks read through) and
+    // the cluster's other eight nodes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::isolated_settings(Backend::ValkeyPostgres, dir.path()).await;
+    settings.valkey_url = Some(url.clone());
+    settings.durability = Durability::Replicated;
+    settings.partitions = 6;
+    let database = url::Url::parse(settings.database_url.as_ref().unwrap()).unwrap();
+    let app = TestApp::spawn_with(settings.clone()).await;
+    let product = app.create_product("PARTITION-1", 1.00, 1_000_000).await;
+
+    // The island: one primary and a gateway, reaching PostgreSQL on the
+    // third host.
+    let database_relay = free_port();
+    relay(
+        (&island.clients(), database_relay),
+        (
+            database.host_str().unwrap().to_string(),
+            database.port().unwrap_or(5432),
+        ),
+    )
+    .await;
+    let mut island_database = database.clone();
+    island_database.set_host(Some(&island.clients())).unwrap();
+    island_database.set_port(Some(database_relay)).unwrap();
+    let listen = format!("{}:{}", island.address(), free_port());
+    let durability_flag = match durability {
+        Durability::Replicated => "replicated",
+        Durability::Strict => "strict",
+        other => panic!("no partition scenario for {other:?}"),
+    };
+    let mut args = vec![
+        "serve".to_string(),
+        "--listen".to_string(),
+        listen.clone(),
+        "--insecure".to_string(),
+        "--durability".to_string(),
+        durability_flag.to_string(),
+    ];
+    settings.database_url = Some(island_database.to_string());
+    args.extend(common::process::deployment_args(&settings));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gateway = Role::start_in_namespace(island.namespace(), "serve", &args, &[]);
+    let clients = reqwest::Client::builder()
+        .local_address(island.clients().parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let api = Arc::new(common::Api::with_client(
+        &format!("http://{listen}"),
+        clients,
+    ));
+    api.wait_healthy().await;
+
+    // Many clients, so that many orders are in flight at the cut. Once cut
+    // off, the island's primary takes writes only until its node timeout
+    // (2 s), when it finds itself in the minority and refuses them; and a
+    // client whose order is bound for the mainland's primaries hears 503
+    // only after the gateway's 5 s command timeout. What the strict control
+    // loses is what reached the island's primary in between: the orders in
+    // flight at the cut, about one in six of the clients.
+    let load = tokio::spawn(history::record(
+        api.clone(),
+        64,
+        product,
+        Instant::now() + Duration::from_secs(24),
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    island.cut();
+    let cut_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    island.heal();
+    let healed_at = Instant::now();
+    let ops = load.await.unwrap();
+
+    let while_cut: Vec<&history::Op> = ops
+        .iter()
+        .filter(|op| op.sent >= cut_at && op.answered < healed_at)
+        .collect();
+    let acknowledged_while_cut = while_cut
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Ok { .. }))
+        .count();
+    let not_503_while_cut = while_cut
+        .iter()
+        .filter(|op| !matches!(&op.outcome, Outcome::Unknown(answer) if answer.starts_with("503")))
+        .map(|op| op.outcome.clone())
+        .collect();
+    // The checks read the mainland's read model, through its gateway.
+    let store = app.store().await;
+    let verdict = history::check(
+        scenario,
+        durability != Durability::Replicated,
+        &app.api,
+        &store,
+        &ops,
+        cut_at,
+        Duration::from_secs(30),
+    )
+    .await;
+    verdict.report();
+    assert!(
+        ops.iter()
+            .any(|op| op.answered < cut_at && matches!(op.outcome, Outcome::Ok { .. })),
+        "no order was acknowledged before the cut"
+    );
+    drop(gateway);
+    app.stop().await;
+    drop(nodes);
+    PartitionRun {
+        verdict,
+        acknowledged_while_cut,
+        not_503_while_cut,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_cut_off_with_its_gateway_loses_nothing_acknowledged_with_replicated_durability()
+{
+    let run = partition_under_load(
+        Durability::Replicated,
+        "valkey-cluster, a primary and its gateway cut off",
+    )
+    .await;
+    assert_eq!(run.acknowledged_while_cut, 0, "{:#?}", run.verdict);
+    assert!(
+        run.not_503_while_cut.is_empty(),
+        "the cut-off gateway answered other than 503: {:?}",
+        run.not_503_while_cut
+    );
+    assert!(
+        run.verdict.recovery_ms.is_some(),
+        "no order was acknowledged after the network healed"
+    );
+    assert!(!run.verdict.anomalous(), "{:#?}", run.verdict);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_a_primary_cut_off_with_strict_durability_loses_acknowledged_orders() {
+    let run = partition_under_load(
+        Durability::Strict,
+        "valkey-cluster, a primary and its gateway cut off",
+    )
+    .await;
+    assert!(
+        run.verdict.lost > 0,
+        "the control lost nothing: the scenario cannot show the anomaly it looks for: {:#?}",
+        run.verdict
+    );
+}
