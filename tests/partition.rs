@@ -17,6 +17,10 @@
 //! is `--durability strict` (the primary's own fsync): the island's
 //! primary goes on acknowledging, and those orders are lost when the
 //! network heals.
+//!
+//! A second scenario puts a worker on the island instead, cut off from
+//! Valkey and PostgreSQL: it stops committing once its leases are gone,
+//! and the mainland's worker takes its partitions over.
 
 use crate::common;
 
@@ -235,4 +239,181 @@ async fn negative_control_a_primary_cut_off_with_strict_durability_loses_acknowl
         "the control lost nothing: the scenario cannot show the anomaly it looks for: {:#?}",
         run.verdict
     );
+}
+
+/// The partitions a worker's `/metrics` says it holds, and the events it
+/// has applied so far.
+fn holdings_and_applied(metrics: &str) -> (Vec<u32>, u64) {
+    let mut held = Vec::new();
+    let mut applied = 0;
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("streamstock_partition_owned{partition=\"") {
+            if let Some((partition, value)) = rest.split_once("\"} ") {
+                if value.trim() == "1" {
+                    held.push(partition.parse().unwrap());
+                }
+            }
+        } else if line.starts_with("streamstock_events_processed_total{status=\"applied\"}") {
+            applied = line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64;
+        }
+    }
+    (held, applied)
+}
+
+/// A worker on the island, reaching Valkey and PostgreSQL at the
+/// mainland's address, holds partitions of a deployment whose gateway and
+/// second worker are on the mainland. The island is cut off for 12 s
+/// under load: the island's worker can neither renew its leases nor
+/// commit; once its leases have run out, the mainland's worker takes its
+/// partitions over under new epochs and decides their orders while the
+/// cut lasts. When the network heals, the island's worker applies nothing
+/// under its old leases (a batch it held at the cut would be refused by
+/// the epoch fence), every acknowledged order is decided exactly once, and
+/// each aggregate's events were applied in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
+    let island = Island::create();
+    let valkey = OwnValkey::start_with(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::isolated_settings(Backend::ValkeyPostgres, dir.path()).await;
+    settings.valkey_url = Some(valkey.url());
+    let database = url::Url::parse(settings.database_url.as_ref().unwrap()).unwrap();
+
+    // Both backends reached by the island through the mainland's address,
+    // which the cut stops.
+    let (valkey_relay, database_relay) = (free_port(), free_port());
+    relay(
+        (&island.mainland(), valkey_relay),
+        ("127.0.0.1".to_string(), valkey.port),
+    )
+    .await;
+    relay(
+        (&island.mainland(), database_relay),
+        (
+            database.host_str().unwrap().to_string(),
+            database.port().unwrap_or(5432),
+        ),
+    )
+    .await;
+    let mut on_island = settings.clone();
+    on_island.valkey_url = Some(format!("redis://{}:{valkey_relay}", island.mainland()));
+    let mut island_database = database.clone();
+    island_database.set_host(Some(&island.mainland())).unwrap();
+    island_database.set_port(Some(database_relay)).unwrap();
+    on_island.database_url = Some(island_database.to_string());
+    // The schema first, so that the island's worker finds it.
+    common::process::run_cli_ok(&settings, &["migrate"]);
+
+    let listen = format!("{}:{}", island.address(), free_port());
+    let mut args = vec![
+        "worker".to_string(),
+        "--listen".to_string(),
+        listen.clone(),
+        "--lease-ttl".to_string(),
+        "2s".to_string(),
+    ];
+    args.extend(common::process::deployment_args(&on_island));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let worker = Role::start_in_namespace(island.namespace(), "worker", &args, &[]);
+    let observer = common::Api::with_client(
+        &format!("http://{listen}"),
+        reqwest::Client::builder()
+            .local_address(island.clients().parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap(),
+    );
+    let island_metrics = || async {
+        match observer.http.get(observer.url("/metrics")).send().await {
+            Ok(reply) => holdings_and_applied(&reply.text().await.unwrap_or_default()),
+            Err(_) => (Vec::new(), 0),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while island_metrics().await.0.len() < settings.partitions as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the island's worker never took the partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The mainland: a gateway and a second worker, with the same lease TTL.
+    let app = TestApp::spawn_with_args(settings.clone(), |args| {
+        args.processing.lease_ttl = Duration::from_secs(2);
+    })
+    .await;
+    let product = app
+        .create_product("PARTITION-WORKER", 1.00, 1_000_000)
+        .await;
+    let api = Arc::new(common::Api::new(&app.base));
+    let load = tokio::spawn(history::record(
+        api.clone(),
+        4,
+        product,
+        Instant::now() + Duration::from_secs(24),
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (held_at_cut, _) = island_metrics().await;
+    assert!(
+        !held_at_cut.is_empty(),
+        "the island's worker held no partition at the cut"
+    );
+    island.cut();
+    let cut_at = Instant::now();
+    let cut_wall_ms = chrono::Utc::now().timestamp_millis();
+    // Its leases (2 s) run out, and its own view of them too: it renews
+    // every third of the TTL, and a renewal fails only after the client's
+    // 5 s command timeout.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (held_once_expired, applied_once_expired) = island_metrics().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, applied_at_heal) = island_metrics().await;
+    // The mainland's worker applied events of the island's partitions
+    // while the cut lasted (the island's worker reaches no database).
+    let store = app.store().await;
+    let (taken_over, first_taken_ms): (i64, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT COUNT(*), MIN(processed_at) FROM event_archive \
+         WHERE processed_at > $1 AND partition_no IN ({})",
+        held_at_cut
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(cut_wall_ms)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    island.heal();
+    let ops = load.await.unwrap();
+
+    let mut verdict = history::check(
+        "a worker cut off from Valkey and PostgreSQL",
+        false,
+        &api,
+        &store,
+        &ops,
+        cut_at,
+        Duration::from_secs(30),
+    )
+    .await;
+    // Recovery here is the island's partitions' first event applied by the
+    // mainland's worker (the gateway never stopped acknowledging).
+    verdict.recovery_ms = first_taken_ms.map(|ms| (ms - cut_wall_ms) as u64);
+    verdict.report();
+    assert!(
+        held_once_expired.is_empty(),
+        "the island's worker still held {held_once_expired:?} 8 s into the cut"
+    );
+    assert_eq!(
+        applied_once_expired, applied_at_heal,
+        "the island's worker applied events without its leases"
+    );
+    assert!(
+        taken_over > 0,
+        "the mainland's worker never took the island's partitions {held_at_cut:?} over"
+    );
+    assert!(!verdict.anomalous(), "{verdict:#?}");
+    app.stop().await;
+    drop(worker);
 }
