@@ -38,9 +38,16 @@ for run in $(seq 1 "$runs"); do
   log "run $run of $runs"
   # A failing scenario still prints its CHAOS line: the table says what
   # went wrong, and the loop goes on.
+  # Each run's whole output is kept: a scenario that fails before its
+  # check prints no CHAOS line, and its log says why.
+  run_log="$ROOT/target/chaos-run-$run.log"
   cargo nextest run --no-fail-fast --no-capture \
-    -E 'test(/^(failover|partition|pg_failover|power_loss)::/)' 2>&1 \
-    | grep '^CHAOS ' | sed 's/^CHAOS //' >> "$lines" || true
+    -E 'test(/^(failover|partition|pg_failover|power_loss)::/)' > "$run_log" 2>&1 || true
+  grep '^CHAOS ' "$run_log" | sed 's/^CHAOS //' >> "$lines" || true
+  if grep -q '^ *FAIL \[' "$run_log"; then
+    log "run $run: failed tests (see $run_log):"
+    grep '^ *FAIL \[' "$run_log" | sort -u >&2
+  fi
 done
 
 python3 - "$lines" "$runs" <<'PY'
@@ -67,6 +74,11 @@ for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]
     else:
         result = "nothing lost or duplicated" if not anomalous else f"ANOMALY in {len(anomalous)} of {len(vs)} runs"
         failed |= bool(anomalous)
+    if len(vs) < runs:
+        # A run that failed before its check printed nothing: it counts as a
+        # failure, whatever the others showed.
+        result += f"; only {len(vs)} of {runs} runs reported"
+        failed = True
     print(f"| {name} | {len(vs)} | {total('orders'):,} | {total('acknowledged'):,} | {total('lost'):,} | "
           f"{total('duplicated'):,} | {total('unknown'):,} | {total('out_of_order'):,} | "
           f"{total('invariant_violations'):,} | {med([v['recovery_ms'] for v in vs])} | "
