@@ -231,7 +231,7 @@ async fn a_primary_cut_off_with_its_gateway_loses_nothing_acknowledged_with_repl
 async fn negative_control_a_primary_cut_off_with_strict_durability_loses_acknowledged_orders() {
     let run = partition_under_load(
         Durability::Strict,
-        "valkey-cluster, a primary and its gateway cut off",
+        "valkey-cluster, a primary and its gateway cut off, strict durability",
     )
     .await;
     assert!(
