@@ -20,6 +20,8 @@ fn main() {
         println!("cargo:rerun-if-changed={source}");
     }
     println!("cargo:rerun-if-env-changed=STREAMSTOCK_SKIP_WEB_BUILD");
+    // sqlx::migrate! embeds the migrations: a new one must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
 
     let web = Path::new("web");
     let built = web.join("dist/index.html");

@@ -62,12 +62,13 @@ def med(values):
     values = [x for x in values if x is not None]
     return f"{statistics.median(values):,.0f}" if values else "-"
 print(f"\n{runs} run(s) of each scenario\n")
-print("| scenario | runs | orders | acknowledged | lost | duplicated | unknown | out of log order | invariants broken | recovery ms (median) | p99 during fault ms (median) | result |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| scenario | runs | orders | acknowledged | lost | duplicated | unknown | out of log order | invariants broken | stale commits | recovery ms (median) | p99 during fault ms (median) | result |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 failed = False
 for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     total = lambda k: sum(v[k] for v in vs)
-    anomalous = [v for v in vs if v["lost"] + v["duplicated"] + v["out_of_order"] + v["invariant_violations"] > 0]
+    anomalous = [v for v in vs if v["lost"] + v["duplicated"] + v["out_of_order"]
+                 + v["invariant_violations"] + v.get("stale_commits", 0) > 0]
     if control:
         result = f"negative control: anomaly in {len(anomalous)} of {len(vs)} runs"
         failed |= not anomalous
@@ -81,7 +82,8 @@ for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]
         failed = True
     print(f"| {name} | {len(vs)} | {total('orders'):,} | {total('acknowledged'):,} | {total('lost'):,} | "
           f"{total('duplicated'):,} | {total('unknown'):,} | {total('out_of_order'):,} | "
-          f"{total('invariant_violations'):,} | {med([v['recovery_ms'] for v in vs])} | "
+          f"{total('invariant_violations'):,} | {sum(v.get('stale_commits', 0) for v in vs):,} | "
+          f"{med([v['recovery_ms'] for v in vs])} | "
           f"{med([v['p99_during_fault_ms'] for v in vs])} | {result} |")
 sys.exit(1 if failed else 0)
 PY

@@ -94,6 +94,20 @@ async fn a_stale_epoch_cannot_commit(store: Store) {
         apply(vec![receipt(0, 7)], vec![(0, 2)]).await,
         Err(StoreError::Fenced { recorded, .. }) if Some(recorded) == Epoch::new(3)
     ));
+
+    // The archive records the epoch each event was applied under, and the
+    // fault tests' check G reads it: nothing here went past the fence.
+    let late = receipt(0, 8);
+    apply(vec![late.clone()], vec![(0, 3)]).await.unwrap();
+    assert_eq!(common::history::stale_commits(&store).await, 0);
+    // Its negative control: the last commit rewritten as a fence that let
+    // a stale holder (epoch 2) through after epoch 3 would have left it.
+    sqlx::query("UPDATE event_archive SET lease_epoch = 2 WHERE event_id = $1")
+        .bind(late.envelope.event_id.to_string())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(common::history::stale_commits(&store).await, 1);
 }
 
 /// Claims of lease epochs: each epoch of a partition is claimed once, by

@@ -411,6 +411,7 @@ impl Replay {
             unknown: 0,
             out_of_order: self.not_prefix,
             invariant_violations: 0,
+            stale_commits: 0,
             recovery_ms: None,
             p99_during_fault_ms: None,
         }

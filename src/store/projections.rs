@@ -56,6 +56,9 @@ struct ArchiveRow<'a> {
     partition: Partition,
     /// Empty for a follow-up: it is archived before it is published.
     entry_id: String,
+    /// The lease epoch it was applied under: None for a follow-up, and
+    /// without fencing.
+    lease_epoch: Option<i64>,
 }
 
 impl Store {
@@ -97,7 +100,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let dialect = self.dialect();
         super::epochs::record_epochs(&mut tx, group, epochs).await?;
-        let fresh = archive_fresh(&mut tx, dialect, candidates, now_ms).await?;
+        let fresh = archive_fresh(&mut tx, dialect, candidates, epochs, now_ms).await?;
         outcome.duplicates = events.len() - fresh.len();
         if fresh.is_empty() {
             tx.commit().await?;
@@ -114,6 +117,7 @@ impl Store {
                 envelope: env,
                 partition: partition_of(&env.key),
                 entry_id: String::new(),
+                lease_epoch: None,
             })
             .collect();
         archive(&mut tx, dialect, &follow_up_rows, now_ms, false).await?;
@@ -183,6 +187,7 @@ async fn archive_fresh<'d>(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     candidates: Vec<&'d Decoded>,
+    epochs: &Holdings,
     now_ms: i64,
 ) -> Result<Vec<&'d Decoded>, StoreError> {
     let rows: Vec<ArchiveRow> = candidates
@@ -191,6 +196,7 @@ async fn archive_fresh<'d>(
             envelope: &d.envelope,
             partition: d.partition,
             entry_id: d.id.to_string(),
+            lease_epoch: epochs.epoch_of(d.partition).map(|e| e.get() as i64),
         })
         .collect();
     let fresh_ids = archive(tx, dialect, &rows, now_ms, true).await?;
@@ -292,6 +298,7 @@ async fn archive(
                 i64::from(row.partition.0).into(),
                 row.entry_id.as_str().into(),
                 now.into(),
+                row.lease_epoch.into(),
             ]
         })
         .collect();
@@ -306,6 +313,7 @@ async fn archive(
         "partition_no",
         "entry_id",
         "processed_at",
+        "lease_epoch",
     ];
     let mut fresh = HashSet::new();
     let suffix = if report_fresh {

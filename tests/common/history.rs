@@ -8,6 +8,9 @@
 //! - B: no key made two orders, retries included;
 //! - C: each aggregate's events were applied in the order of the log;
 //! - D: the business invariants hold;
+//! - G: each partition's events were applied under lease epochs that never
+//!   go down (a holder that lost its lease committed nothing after its
+//!   successor: the fence's audit, from the archive's `lease_epoch`);
 //! - H: the time from the fault to the first acknowledgement after it, and
 //!   the p99 latency of the requests sent meanwhile.
 //!
@@ -154,6 +157,9 @@ pub struct Verdict {
     pub out_of_order: usize,
     /// D: business invariants broken.
     pub invariant_violations: usize,
+    /// G: events applied under an epoch lower than one their partition had
+    /// already committed under.
+    pub stale_commits: usize,
     /// H: from the fault to the first acknowledgement sent after it.
     pub recovery_ms: Option<u64>,
     /// H: p99 latency of the requests sent in the 20 s after the fault.
@@ -163,7 +169,12 @@ pub struct Verdict {
 impl Verdict {
     /// Whether the run shows an anomaly the checks look for.
     pub fn anomalous(&self) -> bool {
-        self.lost + self.duplicated + self.out_of_order + self.invariant_violations > 0
+        self.lost
+            + self.duplicated
+            + self.out_of_order
+            + self.invariant_violations
+            + self.stale_commits
+            > 0
     }
 
     /// Prints the `CHAOS` line `scripts/chaos.sh` reads.
@@ -270,6 +281,7 @@ pub async fn check(
         unknown,
         out_of_order: out_of_log_order(store).await,
         invariant_violations: violations,
+        stale_commits: stale_commits(store).await,
         recovery_ms,
         p99_during_fault_ms,
     }
@@ -316,4 +328,33 @@ async fn out_of_log_order(store: &Store) -> usize {
         last.insert(key, (partition, entry));
     }
     out_of_order.len()
+}
+
+/// G: the archived events applied under a lease epoch lower than one
+/// their partition had already committed under, in commit order (a
+/// partition's batches take its `partition_epochs` row lock before they
+/// archive, so its archive order is its commit order). Follow-ups and
+/// events applied without fencing have no epoch and are left out.
+pub async fn stale_commits(store: &Store) -> usize {
+    use sqlx::Row;
+    let seq = store.archive_seq();
+    let rows = sqlx::query(&format!(
+        "SELECT partition_no, lease_epoch FROM event_archive \
+         WHERE lease_epoch IS NOT NULL ORDER BY {seq}"
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let mut highest: HashMap<i64, i64> = HashMap::new();
+    let mut stale = 0;
+    for row in rows {
+        let partition: i64 = row.get("partition_no");
+        let epoch: i64 = row.get("lease_epoch");
+        let seen = highest.entry(partition).or_insert(epoch);
+        if epoch < *seen {
+            stale += 1;
+        }
+        *seen = (*seen).max(epoch);
+    }
+    stale
 }
