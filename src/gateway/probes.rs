@@ -89,9 +89,21 @@ async fn refresh_log_gauges(log: &dyn EventLog) {
     }
 }
 
-/// `/metrics`: fresh log figures, then the text exposition.
+/// How long `/metrics` waits for fresh log figures before it answers with
+/// the last ones: a scrape must answer while the log is unreachable (a
+/// network partition, a failover), which is when it matters most, and
+/// within Prometheus' scrape timeout.
+const LOG_FIGURES_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `/metrics`: fresh log figures (or, when the log does not answer within
+/// `LOG_FIGURES_WAIT`, the last ones), then the text exposition.
 pub async fn prometheus(log: &dyn EventLog) -> Response {
-    refresh_log_gauges(log).await;
+    if tokio::time::timeout(LOG_FIGURES_WAIT, refresh_log_gauges(log))
+        .await
+        .is_err()
+    {
+        tracing::debug!("the log's figures did not come in time; /metrics shows the last ones");
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics::handle().render(),

@@ -148,10 +148,28 @@ impl Ownership {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match self.step(&owned).await {
+            // A lease renewed in this round runs from when Valkey ran the
+            // renewal, which is after the round started: counting from the
+            // start keeps this worker's view of its leases within them. And
+            // a round still unanswered when the leases run out cannot save
+            // them (the client's command timeout is longer than a short
+            // TTL): stop waiting then, and own nothing from that moment.
+            let started = Instant::now();
+            let round = if owned.is_empty() {
+                self.step(&owned).await
+            } else {
+                tokio::time::timeout_at(last_success + self.ttl, self.step(&owned))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::stream::LogError::Unavailable(
+                            "the lease store did not answer before the leases ran out".into(),
+                        ))
+                    })
+            };
+            match round {
                 Ok(held) => {
                     owned = held;
-                    last_success = Instant::now();
+                    last_success = started;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "partition leases could not be renewed");

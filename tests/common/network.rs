@@ -9,10 +9,14 @@
 //!   and servers that both sides reach (a third host). A partition spares
 //!   it, as it spares a cut-off gateway's own clients in the field.
 //!
-//! `cut` drops every packet between `.1` and `.2`, both ways, with
-//! blackhole routes (a rule on the mainland, a route on the island), so
-//! connections between them hang as across a failed switch; `heal` lifts
-//! both. Needs root and iproute2 (`ip`); dropping the island removes it.
+//! `cut` drops every packet between `.1` and `.2`, both ways, silently:
+//! each side routes the other through `.254`, a neighbour with an address
+//! nobody on the link has, so the other end drops the frames (on the
+//! mainland by a rule for what leaves from `.1`, with a table of its own). Nothing fails
+//! at once, as a blackhole route's sends would (EINVAL): connections hang
+//! as across a cut cable, and clients wait out their own timeouts. `heal`
+//! lifts both. Needs root and iproute2 (`ip`); dropping the island
+//! removes it.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +101,28 @@ impl Island {
             ]);
             must(&["-n", ns, "link", "set", &peer, "up"]);
             must(&["-n", ns, "link", "set", "lo", "up"]);
+            // `.254` has an address nobody on the link answers to: frames
+            // sent to it are dropped by the other end, silently (without
+            // the entry, the failed lookup would report "unreachable").
+            for (namespace, dev) in [(None, island.link.as_str()), (Some(ns), peer.as_str())] {
+                let mut args = Vec::new();
+                if let Some(namespace) = namespace {
+                    args.extend(["-n", namespace]);
+                }
+                let nowhere = island.nowhere();
+                args.extend([
+                    "neigh",
+                    "replace",
+                    &nowhere,
+                    "lladdr",
+                    "02:00:00:00:00:fe",
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ]);
+                must(&args);
+            }
             return island;
         }
         panic!("no free subnet 10.77.N.0/24 for a network namespace");
@@ -124,24 +150,34 @@ impl Island {
         &self.namespace
     }
 
+    /// A neighbour on the link that never answers.
+    fn nowhere(&self) -> String {
+        format!("10.77.{}.254", self.subnet)
+    }
+
+    /// The mainland's routing table for what leaves `.1` during a cut.
+    fn table(&self) -> String {
+        (1000 + u32::from(self.subnet)).to_string()
+    }
+
     /// The partition: nothing passes between the mainland and the island.
     pub fn cut(&self) {
+        let (mainland, island) = (self.mainland(), self.address());
+        let (nowhere, table) = (self.nowhere(), self.table());
         must(&[
-            "rule",
-            "add",
-            "from",
-            &self.mainland(),
-            "to",
-            &self.address(),
-            "blackhole",
+            "route", "add", &island, "via", &nowhere, "dev", &self.link, "table", &table,
+        ]);
+        must(&[
+            "rule", "add", "from", &mainland, "to", &island, "table", &table,
         ]);
         must(&[
             "-n",
             &self.namespace,
             "route",
             "add",
-            "blackhole",
-            &format!("{}/32", self.mainland()),
+            &format!("{mainland}/32"),
+            "via",
+            &nowhere,
         ]);
         self.cut.store(true, Ordering::SeqCst);
     }
@@ -149,24 +185,24 @@ impl Island {
     /// The network heals.
     pub fn heal(&self) {
         if self.cut.swap(false, Ordering::SeqCst) {
-            must(&[
-                "rule",
-                "del",
-                "from",
-                &self.mainland(),
-                "to",
-                &self.address(),
-                "blackhole",
-            ]);
-            must(&[
-                "-n",
-                &self.namespace,
-                "route",
-                "del",
-                "blackhole",
-                &format!("{}/32", self.mainland()),
-            ]);
+            self.lift();
         }
+    }
+
+    fn lift(&self) {
+        let (mainland, island) = (self.mainland(), self.address());
+        let table = self.table();
+        let _ = ip(&[
+            "rule", "del", "from", &mainland, "to", &island, "table", &table,
+        ]);
+        let _ = ip(&["route", "flush", "table", &table]);
+        let _ = ip(&[
+            "-n",
+            &self.namespace,
+            "route",
+            "del",
+            &format!("{mainland}/32"),
+        ]);
     }
 }
 
@@ -175,15 +211,7 @@ impl Drop for Island {
     /// (declare the island before them, so it is dropped after).
     fn drop(&mut self) {
         if self.cut.swap(false, Ordering::SeqCst) {
-            let _ = ip(&[
-                "rule",
-                "del",
-                "from",
-                &self.mainland(),
-                "to",
-                &self.address(),
-                "blackhole",
-            ]);
+            self.lift();
         }
         let _ = ip(&["netns", "del", &self.namespace]);
         let _ = ip(&["link", "del", &self.link]);
