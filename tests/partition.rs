@@ -378,7 +378,23 @@ async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
     // stops waiting on a renewal when they would expire.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     let (held_once_expired, applied_once_expired) = island_metrics().await;
-    tokio::time::sleep(Duration::from_millis(8_500)).await;
+    // Its readiness says so, at once: a probe does not wait out the
+    // client's timeouts.
+    let asked = Instant::now();
+    let ready = observer
+        .http
+        .get(observer.url("/ready"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the island's worker answers /ready, cut off or not");
+    assert_eq!(ready.status().as_u16(), 503, "ready while cut off");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "/ready took {:?}",
+        asked.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(8_500) - asked.elapsed()).await;
     let (_, applied_at_heal) = island_metrics().await;
     // The mainland's worker applied events of the island's partitions
     // while the cut lasted (the island's worker reaches no database).

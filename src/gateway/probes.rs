@@ -47,10 +47,25 @@ pub async fn metrics(State(state): State<super::AppState>) -> Response {
     prometheus(&*state.log).await
 }
 
-/// 200 when both the log and the database answer, else 503.
+/// How long `/ready` waits for each backend's answer: a probe must answer,
+/// and a backend that takes longer than this is not ready.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// 200 when both the log and the database answer (within `READY_WAIT`,
+/// asked together), else 503.
 pub async fn readiness(log: &dyn EventLog, store: &Store) -> Response {
-    let log_ok = log.ping().await.map_err(|e| e.to_string());
-    let db_ok = store.ping().await.map_err(|e| e.to_string());
+    let within = |answer: Result<Result<(), String>, tokio::time::error::Elapsed>| {
+        answer.unwrap_or_else(|_| Err(format!("no answer within {} s", READY_WAIT.as_secs())))
+    };
+    let (log_ok, db_ok) = tokio::join!(
+        tokio::time::timeout(READY_WAIT, async {
+            log.ping().await.map_err(|e| e.to_string())
+        }),
+        tokio::time::timeout(READY_WAIT, async {
+            store.ping().await.map_err(|e| e.to_string())
+        }),
+    );
+    let (log_ok, db_ok) = (within(log_ok), within(db_ok));
     let ready = log_ok.is_ok() && db_ok.is_ok();
     let describe = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_string());
     let body = Readiness {
