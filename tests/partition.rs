@@ -33,10 +33,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamstock::stream::Durability;
 
-/// A TCP relay from `listen` to `target`: the suite's PostgreSQL, on this
-/// side's loopback, reached by the island at an address the cut spares.
-async fn relay(listen: (&str, u16), target: (String, u16)) {
-    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+/// `url` (a server on this side's loopback: the suite's PostgreSQL, a
+/// Valkey) reached through a TCP relay listening on `host`, an address of
+/// this side the island can reach; returns the URL that names the relay.
+async fn relayed(url: &str, host: &str) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    let target = (
+        url.host_str().unwrap().to_string(),
+        url.port().unwrap_or(5432),
+    );
+    let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
             let target = target.clone();
@@ -47,6 +54,9 @@ async fn relay(listen: (&str, u16), target: (String, u16)) {
             });
         }
     });
+    url.set_host(Some(host)).unwrap();
+    url.set_port(Some(port)).unwrap();
+    url.to_string()
 }
 
 /// The nine nodes, the island's primary first; the cluster is made whole,
@@ -98,24 +108,12 @@ async fn partition_under_load(durability: Durability, scenario: &str) -> Partiti
     settings.valkey_url = Some(url.clone());
     settings.durability = Durability::Replicated;
     settings.partitions = 6;
-    let database = url::Url::parse(settings.database_url.as_ref().unwrap()).unwrap();
     let app = TestApp::spawn_with(settings.clone()).await;
     let product = app.create_product("PARTITION-1", 1.00, 1_000_000).await;
 
     // The island: one primary and a gateway, reaching PostgreSQL on the
     // third host.
-    let database_relay = free_port();
-    relay(
-        (&island.clients(), database_relay),
-        (
-            database.host_str().unwrap().to_string(),
-            database.port().unwrap_or(5432),
-        ),
-    )
-    .await;
-    let mut island_database = database.clone();
-    island_database.set_host(Some(&island.clients())).unwrap();
-    island_database.set_port(Some(database_relay)).unwrap();
+    let island_database = relayed(settings.database_url.as_ref().unwrap(), &island.clients()).await;
     let listen = format!("{}:{}", island.address(), free_port());
     let durability_flag = match durability {
         Durability::Replicated => "replicated",
@@ -130,17 +128,13 @@ async fn partition_under_load(durability: Durability, scenario: &str) -> Partiti
         "--durability".to_string(),
         durability_flag.to_string(),
     ];
-    settings.database_url = Some(island_database.to_string());
+    settings.database_url = Some(island_database);
     args.extend(common::process::deployment_args(&settings));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let gateway = Role::start_in_namespace(island.namespace(), "serve", &args, &[]);
-    let clients = reqwest::Client::builder()
-        .local_address(island.clients().parse::<std::net::IpAddr>().unwrap())
-        .build()
-        .unwrap();
     let api = Arc::new(common::Api::with_client(
         &format!("http://{listen}"),
-        clients,
+        island.client(),
     ));
     api.wait_healthy().await;
 
@@ -277,30 +271,13 @@ async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = common::isolated_settings(Backend::ValkeyPostgres, dir.path()).await;
     settings.valkey_url = Some(valkey.url());
-    let database = url::Url::parse(settings.database_url.as_ref().unwrap()).unwrap();
 
     // Both backends reached by the island through the mainland's address,
     // which the cut stops.
-    let (valkey_relay, database_relay) = (free_port(), free_port());
-    relay(
-        (&island.mainland(), valkey_relay),
-        ("127.0.0.1".to_string(), valkey.port),
-    )
-    .await;
-    relay(
-        (&island.mainland(), database_relay),
-        (
-            database.host_str().unwrap().to_string(),
-            database.port().unwrap_or(5432),
-        ),
-    )
-    .await;
     let mut on_island = settings.clone();
-    on_island.valkey_url = Some(format!("redis://{}:{valkey_relay}", island.mainland()));
-    let mut island_database = database.clone();
-    island_database.set_host(Some(&island.mainland())).unwrap();
-    island_database.set_port(Some(database_relay)).unwrap();
-    on_island.database_url = Some(island_database.to_string());
+    on_island.valkey_url = Some(relayed(&valkey.url(), &island.mainland()).await);
+    on_island.database_url =
+        Some(relayed(settings.database_url.as_ref().unwrap(), &island.mainland()).await);
     // The schema first, so that the island's worker finds it.
     common::process::run_cli_ok(&settings, &["migrate"]);
 
@@ -315,13 +292,7 @@ async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
     args.extend(common::process::deployment_args(&on_island));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let worker = Role::start_in_namespace(island.namespace(), "worker", &args, &[]);
-    let observer = common::Api::with_client(
-        &format!("http://{listen}"),
-        reqwest::Client::builder()
-            .local_address(island.clients().parse::<std::net::IpAddr>().unwrap())
-            .build()
-            .unwrap(),
-    );
+    let observer = common::Api::with_client(&format!("http://{listen}"), island.client());
     // What the island's worker says it holds and has applied; its probes
     // listen on the island, and the cut spares the clients' side.
     let island_metrics = || async {

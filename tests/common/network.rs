@@ -144,6 +144,15 @@ impl Island {
         format!("10.77.{}.3", self.subnet)
     }
 
+    /// An HTTP client of the island's servers, connecting from the
+    /// clients' side (which the cut spares).
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(self.clients().parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    }
+
     /// The namespace's name, for `ip netns exec` (`Role::start_in_namespace`,
     /// `OwnValkey::on_host`).
     pub fn namespace(&self) -> &str {
