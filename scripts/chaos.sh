@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The fault scenarios, run again and again, and their histories checked
 # (tests/common/history.rs): a Valkey Cluster primary killed under load, a
-# Sentinel failover, a network partition that cuts a cluster primary and a
+# failover to replicas that missed the last appends (replicated durability,
+# and strict as its negative control), a Sentinel failover, a network
+# partition that cuts a cluster primary and a
 # gateway off (replicated durability, and strict as its negative control),
 # a PostgreSQL failover to a synchronous standby and its negative control
 # (an asynchronous one), and a power cut at every fsync of the embedded log
@@ -61,14 +63,27 @@ for line in open(path):
 def med(values):
     values = [x for x in values if x is not None]
     return f"{statistics.median(values):,.0f}" if values else "-"
+def e_column(vs):
+    checked = [v for v in vs if v.get("read_model_lost") is not None]
+    if not checked:
+        return "-"
+    lost = sum(v["read_model_lost"] for v in checked)
+    reported = sum(v.get("reported_lost") or 0 for v in checked)
+    return f"{lost:,} ({reported:,})"
 print(f"\n{runs} run(s) of each scenario\n")
-print("| scenario | runs | orders | acknowledged | lost | duplicated | unknown | out of log order | invariants broken | stale commits | recovery ms (median) | p99 during fault ms (median) | result |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| scenario | runs | orders | acknowledged | lost | duplicated | unknown | out of log order | invariants broken | stale commits | applied, lost by the log (reported) | recovery ms (median) | p99 during fault ms (median) | result |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 failed = False
 for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     total = lambda k: sum(v[k] for v in vs)
+    lost_by_log = lambda v: v.get("read_model_lost") or 0
+    unreported = lambda v: max(0, lost_by_log(v) - (v.get("reported_lost") or 0))
     anomalous = [v for v in vs if v["lost"] + v["duplicated"] + v["out_of_order"]
-                 + v["invariant_violations"] + v.get("stale_commits", 0) > 0]
+                 + v["invariant_violations"] + v.get("stale_commits", 0)
+                 + lost_by_log(v) + unreported(v) > 0]
+    # The audit must report what the log lost, control or not.
+    if any(unreported(v) for v in vs):
+        failed = True
     if control:
         result = f"negative control: anomaly in {len(anomalous)} of {len(vs)} runs"
         failed |= not anomalous
@@ -83,6 +98,7 @@ for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]
     print(f"| {name} | {len(vs)} | {total('orders'):,} | {total('acknowledged'):,} | {total('lost'):,} | "
           f"{total('duplicated'):,} | {total('unknown'):,} | {total('out_of_order'):,} | "
           f"{total('invariant_violations'):,} | {sum(v.get('stale_commits', 0) for v in vs):,} | "
+          f"{e_column(vs)} | "
           f"{med([v['recovery_ms'] for v in vs])} | "
           f"{med([v['p99_during_fault_ms'] for v in vs])} | {result} |")
 sys.exit(1 if failed else 0)

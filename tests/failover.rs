@@ -11,6 +11,12 @@
 //! printed. Every order answered 2xx is decided exactly once, the
 //! invariants hold, and lease epochs stay correct (the worker's commits are
 //! fenced by them).
+//! The harder fault, on the cluster and with Sentinel: the replicas frozen
+//! for 1.5 s before the primary is killed, so the one promoted missed the
+//! primary's last appends. Replicated durability acknowledged none of them;
+//! strict, the negative control, did, and its worker had applied them:
+//! the read model holds events the log lost (check E), and StreamStock's
+//! audit must report each one.
 
 use crate::common;
 
@@ -42,7 +48,7 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
         seeds[0], seeds[1], seeds[2]
     );
     let dir = tempfile::tempdir().unwrap();
-    let (app, namespace) = replicated_app(url, dir.path()).await;
+    let (app, namespace) = app_keeping_the_log(url, dir.path(), Durability::Replicated).await;
     let stats = app.stats().await.expect(200);
     assert!(
         stats.event_log.contains("replicated to 1"),
@@ -70,6 +76,13 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
     // Recovery is the dead primary's partitions' own: the others never
     // stopped.
     verdict.recovery_ms = history::recovery_on(&run.ops, run.fault_at, &victim_partitions);
+    let witness = nodes.iter().find(|n| n.port != victim_port).unwrap();
+    let store = app.store().await;
+    verdict
+        .check_log(&run.api, &store, |p| {
+            cluster::stream_ids(witness, &format!("{namespace}:events:{p}"))
+        })
+        .await;
     verdict.report();
     assert!(
         verdict.recovery_ms.is_some(),
@@ -79,15 +92,127 @@ async fn a_primary_killed_under_load_fails_over_and_loses_nothing_acknowledged()
     app.stop().await;
 }
 
-/// `all` on the Valkey at `url` with replicated durability and six
-/// partitions; returns it and its Valkey namespace.
-async fn replicated_app(url: String, data_dir: &std::path::Path) -> (TestApp, String) {
+/// A failover to replicas that missed the last appends: both replicas of
+/// a primary are frozen (SIGSTOP) for 1.5 s under load, the primary is
+/// killed at the end of it, and they are woken. One of them is promoted
+/// without what the primary took meanwhile.
+/// - `replicated`: none of that was acknowledged (each append waited for a
+///   replica, and got a 503 that the client retried), so nothing
+///   acknowledged is lost.
+/// - `strict` is the negative control: the primary's own AOF was enough
+///   for a 2xx, so acknowledged events are lost from the log. The worker
+///   had applied nearly all of them within milliseconds (those orders are
+///   decided, so A rarely sees a loss): the read model holds events the
+///   log lost (E), and StreamStock's audit must report every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_lagging_replicas_loses_nothing_acknowledged_when_replicated() {
+    let verdict = failover_to_lagging_replicas(Durability::Replicated).await;
+    assert!(!verdict.anomalous(), "{verdict:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_a_failover_to_lagging_replicas_loses_applied_events_when_strict() {
+    let verdict = failover_to_lagging_replicas(Durability::Strict).await;
+    assert!(
+        verdict.read_model_lost > Some(0),
+        "the read model held nothing the log lost: {verdict:#?}"
+    );
+    assert_eq!(
+        verdict.unreported_losses(),
+        0,
+        "the audit missed lost entries: {verdict:#?}"
+    );
+}
+
+async fn failover_to_lagging_replicas(durability: Durability) -> history::Verdict {
+    let mut nodes = start_cluster();
+    let url = format!(
+        "valkey-cluster://127.0.0.1:{}?node=127.0.0.1:{}",
+        nodes[0].port, nodes[1].port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (app, namespace) = app_keeping_the_log(url, dir.path(), durability).await;
+    let product = app.create_product("LAGGING-1", 1.00, 1_000_000).await;
+    let key = |p: u32| format!("{namespace}:events:{p}");
+    let victim_port = cluster::primary_of(&nodes[0], &key(0));
+    let replica_ports = cluster::replicas_of(&nodes[0], victim_port);
+    assert_eq!(replica_ports.len(), 2, "the victim's replicas");
+    // A node that lives through it all, to ask about the cluster.
+    let witness = nodes
+        .iter()
+        .position(|n| n.port != victim_port && !replica_ports.contains(&n.port))
+        .unwrap();
+
+    let (replicas, mut others): (Vec<&mut OwnValkey>, Vec<&mut OwnValkey>) = nodes
+        .iter_mut()
+        .partition(|n| replica_ports.contains(&n.port));
+    let victim = others.iter_mut().find(|n| n.port == victim_port).unwrap();
+    let replicas: Vec<&OwnValkey> = replicas.into_iter().map(|r| &*r).collect();
+    let run = load_with_lagging_replicas(&app, product, &replicas, victim).await;
+    let scenario = match durability {
+        Durability::Replicated => "valkey-cluster, failover to lagging replicas",
+        _ => "valkey-cluster, failover to lagging replicas (control: strict)",
+    };
+    let mut verdict = run.check(scenario, &app).await;
+    verdict.control = durability != Durability::Replicated;
+    let store = app.store().await;
+    verdict
+        .check_log(&run.api, &store, |p| {
+            cluster::stream_ids(&nodes[witness], &key(p))
+        })
+        .await;
+    verdict.report();
+    app.stop().await;
+    verdict
+}
+
+/// `all` on the Valkey at `url` with `durability` and six partitions, its
+/// log keeping every entry of the run, so that the check reads it back
+/// whole: an applied entry absent from it was lost. (StreamStock's own
+/// audit, with the default of trimming at once, is the subject of
+/// log_audit.rs.) Returns it and its Valkey namespace.
+async fn app_keeping_the_log(
+    url: String,
+    data_dir: &std::path::Path,
+    durability: Durability,
+) -> (TestApp, String) {
     let mut settings = common::isolated_settings(Backend::ValkeyPostgres, data_dir).await;
     settings.valkey_url = Some(url);
-    settings.durability = Durability::Replicated;
+    settings.durability = durability;
     settings.partitions = 6;
+    settings.retention.log_retention = Duration::from_secs(600).into();
     let namespace = settings.valkey_namespace.clone();
     (TestApp::spawn_with(settings).await, namespace)
+}
+
+/// Four clients place orders for 16 s; 3 s in, `replicas` are frozen
+/// (SIGSTOP) for 1.5 s, `primary` is killed at the end of it (the fault's
+/// moment), and the replicas are woken.
+async fn load_with_lagging_replicas(
+    app: &TestApp,
+    product: uuid::Uuid,
+    replicas: &[&OwnValkey],
+    primary: &mut OwnValkey,
+) -> FaultedRun {
+    let api = Arc::new(common::Api::new(&app.base));
+    let load = tokio::spawn(history::record(
+        api.clone(),
+        4,
+        product,
+        Instant::now() + Duration::from_secs(16),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for replica in replicas {
+        replica.signal("-STOP");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    primary.kill_hard();
+    let fault_at = Instant::now();
+    for replica in replicas {
+        replica.signal("-CONT");
+    }
+    let ops = load.await.unwrap();
+    FaultedRun { api, ops, fault_at }
 }
 
 /// A run of the history's load with a fault.
@@ -174,11 +299,40 @@ fn start_sentinel(primary: u16, dir: &std::path::Path) -> (u16, Sentinel) {
     (port, Sentinel(child))
 }
 
-/// Sentinel: a primary with two replicas and three Sentinels. The primary
-/// is killed under load; the Sentinels promote a replica, and StreamStock,
-/// given the Sentinels' addresses (`valkey-sentinel://`), follows it.
+/// Sentinel: a primary with two replicas and three Sentinels, and the
+/// fault of the lagging-replica scenario above: under load, the replicas
+/// are frozen for 1.5 s and the primary is killed at the end of it. The
+/// Sentinels promote one of the replicas, and StreamStock, given the
+/// Sentinels' addresses (`valkey-sentinel://`), follows it.
+/// - `replicated` loses nothing acknowledged;
+/// - `strict`, the negative control, acknowledged events the new primary
+///   never got: the read model holds events the log lost (E), every one of
+///   them reported by StreamStock's audit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sentinel_promotes_a_replica_and_streamstock_follows() {
+async fn sentinel_promotes_a_lagging_replica_and_streamstock_follows() {
+    let verdict = sentinel_failover(Durability::Replicated).await;
+    assert!(
+        verdict.recovery_ms.is_some(),
+        "no order was acknowledged after the kill"
+    );
+    assert!(!verdict.anomalous(), "{verdict:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_sentinel_promotes_a_lagging_replica_and_strict_loses_events() {
+    let verdict = sentinel_failover(Durability::Strict).await;
+    assert!(
+        verdict.read_model_lost > Some(0),
+        "the read model held nothing the log lost: {verdict:#?}"
+    );
+    assert_eq!(
+        verdict.unreported_losses(),
+        0,
+        "the audit missed lost entries: {verdict:#?}"
+    );
+}
+
+async fn sentinel_failover(durability: Durability) -> history::Verdict {
     let mut primary = OwnValkey::start();
     let replicas = [
         OwnValkey::replica_of(&primary),
@@ -200,23 +354,47 @@ async fn sentinel_promotes_a_replica_and_streamstock_follows() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    for replica in &replicas {
+        cluster::wait_first_sync(replica);
+    }
     let url = format!(
         "valkey-sentinel://127.0.0.1:{}/0?sentinelServiceName=streamstock&node=127.0.0.1:{}&node=127.0.0.1:{}",
         ports[0], ports[1], ports[2]
     );
     let data = tempfile::tempdir().unwrap();
-    let (app, _) = replicated_app(url, data.path()).await;
+    let (app, namespace) = app_keeping_the_log(url, data.path(), durability).await;
     let product = app.create_product("SENTINEL-1", 1.00, 1_000_000).await;
 
-    let run = load_with_a_kill(&app, product, || primary.kill_hard()).await;
-    let verdict = run.check("valkey-sentinel, the primary killed", &app).await;
+    let run = load_with_lagging_replicas(
+        &app,
+        product,
+        &replicas.iter().collect::<Vec<_>>(),
+        &mut primary,
+    )
+    .await;
+    let scenario = match durability {
+        Durability::Replicated => "valkey-sentinel, a lagging replica promoted",
+        _ => "valkey-sentinel, a lagging replica promoted (control: strict)",
+    };
+    let mut verdict = run.check(scenario, &app).await;
+    verdict.control = durability != Durability::Replicated;
+    let promoted = replicas
+        .iter()
+        .find(|r| cluster::cli(r, &["info", "replication"]).contains("role:master"))
+        .expect("a replica was promoted");
+    let store = app.store().await;
+    verdict
+        .check_log(&run.api, &store, |p| {
+            cluster::stream_ids_at(
+                &promoted.host,
+                promoted.port,
+                &format!("{namespace}:events:{p}"),
+            )
+        })
+        .await;
     verdict.report();
-    assert!(
-        verdict.recovery_ms.is_some(),
-        "no order was acknowledged after the kill"
-    );
-    assert!(!verdict.anomalous(), "{verdict:#?}");
     app.stop().await;
     drop(replicas);
     drop(sentinels);
+    verdict
 }

@@ -16,7 +16,7 @@ use streamstock::stream::embedded::{EmbeddedLog, EmbeddedOptions};
 use streamstock::stream::lease::{LeaseStore, LocalLeases};
 use streamstock::stream::valkey::ValkeyLog;
 use streamstock::stream::{
-    partition_for, Consumer, Epoch, EventLog, Holdings, LogBackend, LogError, Partition,
+    partition_for, Consumer, EntryId, Epoch, EventLog, Holdings, LogBackend, LogError, Partition,
 };
 use uuid::Uuid;
 
@@ -140,6 +140,44 @@ fn ids(
     deliveries: &[streamstock::stream::Delivery],
 ) -> Vec<(Partition, streamstock::stream::EntryId)> {
     deliveries.iter().map(|d| (d.partition, d.id)).collect()
+}
+
+/// An entry trimmed after every group acked it is not lost, one the log
+/// never had past its end is (what the read model's audit asks after a
+/// failover), and entries still there are neither.
+async fn trimmed_entries_are_not_lost_ones(open: Opener) {
+    let backend = open(PARTITIONS).await.unwrap();
+    let log = backend.log.clone();
+    let key = Uuid::now_v7();
+    let partition = partition_for(&key.to_string(), PARTITIONS);
+    for q in 1..=30 {
+        log.append(&event(key, q)).await.unwrap();
+    }
+    let read = read_partition(&*log, "audited", "reader", partition, 30).await;
+    log.ack("audited", &ids(&read[..20])).await.unwrap();
+    log.trim(&ALL).await.unwrap();
+    let all: Vec<EntryId> = read.iter().map(|d| d.id).collect();
+    assert_eq!(
+        log.lost_entries(partition, &all).await.unwrap(),
+        Vec::<EntryId>::new(),
+        "trimmed or kept, none is lost"
+    );
+    // Ids past the partition's end: what a failover to a replica that
+    // missed the last appends leaves the read model holding.
+    let last = all[29];
+    let beyond = vec![
+        EntryId {
+            ms: last.ms,
+            seq: last.seq + 1,
+        },
+        EntryId {
+            ms: last.ms + 1,
+            seq: 0,
+        },
+    ];
+    let mut asked = all.clone();
+    asked.extend(&beyond);
+    assert_eq!(log.lost_entries(partition, &asked).await.unwrap(), beyond);
 }
 
 /// Trimming removes what every group acked and nothing any group still
@@ -818,6 +856,7 @@ conformance!(
     partition_count_is_fixed,
     blocking_read_wakes_on_append,
     trim_keeps_what_any_group_still_needs,
+    trimmed_entries_are_not_lost_ones,
     dead_letters_are_chosen_by_id_and_a_page_at_a_time
 );
 

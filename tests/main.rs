@@ -24,6 +24,7 @@ mod held_connections;
 mod idempotency;
 mod lifecycle;
 mod load_generator;
+mod log_audit;
 mod log_conformance;
 mod malformed_input;
 mod multi_host;

@@ -418,6 +418,8 @@ impl Replay {
             out_of_order: self.not_prefix,
             invariant_violations: 0,
             stale_commits: 0,
+            read_model_lost: None,
+            reported_lost: None,
             recovery_ms: None,
             p99_during_fault_ms: None,
         }

@@ -6,6 +6,7 @@ use super::responses::ErrorBody;
 use super::{ApiJson, ApiQuery, AppState, Paging};
 use crate::store::analytics::{ArchivedEvent, EventFilter};
 use crate::store::dead_letters::{self, DeadLetterError};
+use crate::store::lost_entries::LostLogEntry;
 use crate::store::queries::AlertView;
 use crate::stream::dead_letter::DeadLetter;
 use crate::stream::PROCESSOR_GROUP;
@@ -161,6 +162,38 @@ pub async fn dead_letters(
             .dead_letters(PROCESSOR_GROUP, limit.value()? as usize)
             .await?,
     ))
+}
+
+/// Events the read model applied that the log then lost, as the workers'
+/// audit found them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LostLogEntries {
+    /// How many are recorded in all.
+    pub total: u64,
+    /// The most recently found, newest first, at most `limit`.
+    pub entries: Vec<LostLogEntry>,
+}
+
+/// Events the read model applied and the log no longer has: a Valkey
+/// failover to a replica that had not received them, or a server restarted
+/// from an AOF that missed them. The read model and its archive keep them
+/// (the effects were committed); consumers reading the log itself never
+/// saw them. Found by the workers' audit at start and after each reconnect
+/// to the log.
+#[utoipa::path(get, path = "/api/lost-log-entries", operation_id = "list_lost_log_entries", tag = "operations",
+    params(("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 100)")),
+    responses((status = 200, description = "The lost entries found, newest first", body = LostLogEntries),
+        (status = 422, description = "A bad limit", body = ErrorBody)))]
+#[tracing::instrument(name = "operations::lost_log_entries", level = "debug", skip_all)]
+pub async fn lost_log_entries(
+    State(state): State<AppState>,
+    ApiQuery(limit): ApiQuery<Limit>,
+) -> Result<Json<LostLogEntries>, ApiError> {
+    let (entries, total) = state
+        .store
+        .lost_log_entries(limit.value()? as usize)
+        .await?;
+    Ok(Json(LostLogEntries { total, entries }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -96,6 +96,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::dead_letters))
         .routes(routes!(operations::replay_dead_letters))
         .routes(routes!(operations::purge_dead_letters))
+        .routes(routes!(operations::lost_log_entries))
         .routes(routes!(simulator_control::get, simulator_control::control))
         .routes(routes!(probes::health))
         .routes(routes!(probes::ready))

@@ -312,6 +312,25 @@ pub trait EventLog: Send + Sync + 'static {
     /// Cheap reachability check for `/ready`.
     async fn ping(&self) -> Result<(), LogError>;
 
+    /// Of the entries `ids` of `partition`, which this log once delivered
+    /// and no longer has: neither in the log nor removed by trimming. A
+    /// Valkey failover to a replica that had not received them, or a
+    /// server restarted from an AOF that missed them, loses entries a
+    /// worker may already have applied (see `worker::log_audit`).
+    async fn lost_entries(
+        &self,
+        partition: Partition,
+        ids: &[EntryId],
+    ) -> Result<Vec<EntryId>, LogError>;
+
+    /// Yields each time the log's connections were established again (a
+    /// reconnect, or a new primary after a failover): the moments after
+    /// which entries can have been lost. The embedded log lives in the
+    /// process and never reconnects.
+    fn reconnects(&self) -> futures::stream::BoxStream<'static, ()> {
+        Box::pin(futures::stream::pending())
+    }
+
     /// Tells every gateway which orders' status a worker has just committed
     /// (see `announce`). Best effort, and never makes the worker wait.
     fn announce(&self, changes: announce::Announcement);

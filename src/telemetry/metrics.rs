@@ -32,6 +32,8 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "streamstock_http_connections_open";
 pub const HTTP_CONNECTIONS_CLOSED: &str = "streamstock_http_connections_closed_total";
 pub const HTTP_ACCEPT_ERRORS: &str = "streamstock_http_accept_errors_total";
 pub const AUTH_REFUSALS: &str = "streamstock_auth_refusals_total";
+pub const LOG_LOST_ENTRIES: &str = "streamstock_log_lost_entries_total";
+const LOG_AUDITS: &str = "streamstock_log_audits_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -49,6 +51,13 @@ pub fn invariant_broken(invariant: &'static str) {
 /// claimed (`EPOCHS_REISSUED`): the worker took a later one instead.
 pub fn epoch_reissued() {
     metrics::counter!(EPOCHS_REISSUED).increment(1);
+}
+
+/// Counts an audit of the read model against the log (`LOG_AUDITS`) and
+/// the applied events it found the log had lost (`LOG_LOST_ENTRIES`).
+pub fn log_audited(newly_lost: u64) {
+    metrics::counter!(LOG_AUDITS).increment(1);
+    metrics::counter!(LOG_LOST_ENTRIES).increment(newly_lost);
 }
 
 /// The process's recorder, installed (with the metrics' descriptions and an
@@ -96,6 +105,14 @@ fn describe() {
     metrics::describe_counter!(
         INVARIANT_VIOLATIONS,
         "Invariants found broken in the code (by invariant): each stopped what it guarded"
+    );
+    metrics::describe_counter!(
+        LOG_LOST_ENTRIES,
+        "Events the read model applied that the log then lost (a failover to a replica that missed them), found by the log audit; listed at /api/ops/lost-entries"
+    );
+    metrics::describe_counter!(
+        LOG_AUDITS,
+        "Audits of recently applied events against the log (at worker start and after each reconnect)"
     );
     metrics::describe_counter!(
         EPOCHS_REISSUED,

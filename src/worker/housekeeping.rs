@@ -2,11 +2,15 @@
 //! entries every consumer group has acked from the partitions it owns, and
 //! pruning throughput windows past their retention. Both are amortised (a
 //! command per owned partition each second, a prune each minute), never a
-//! command per event.
+//! command per event. And the audit of the read model against the log
+//! (`log_audit`) at start and after each reconnect, which trimming waits
+//! for.
 
+use super::log_audit::{self, LogAudit};
 use crate::store::analytics::WindowRetention;
 use crate::store::Store;
 use crate::stream::{EventLog, Holdings, Partition};
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -20,6 +24,7 @@ pub struct Housekeeping {
     pub store: Store,
     pub windows: WindowRetention,
     pub prune_every: Duration,
+    pub audit: LogAudit,
 }
 
 impl Housekeeping {
@@ -28,10 +33,31 @@ impl Housekeeping {
         let mut prune_tick = tokio::time::interval(self.prune_every);
         trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reconnects = self.log.reconnects();
+        // The first audit covers a failover while no worker was running.
+        let mut audit_due = Some(log_audit::now_ms());
         loop {
+            // Before any trim: see `log_audit` for why.
+            if let Some(moment) = audit_due.take() {
+                self.audit.audit_until_done(moment, &stop).await;
+            }
             let owned_now: Vec<Partition> = owned.borrow().partitions().collect();
             tokio::select! {
                 _ = stop.cancelled() => return,
+                heard = reconnects.next() => match heard {
+                    Some(()) => {
+                        let moment = log_audit::now_ms();
+                        // Reconnects come in bursts: let it pass (no trim
+                        // meanwhile), then take what is left of it.
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(log_audit::SETTLE) => {}
+                        }
+                        while reconnects.next().now_or_never().flatten().is_some() {}
+                        audit_due = Some(moment);
+                    }
+                    None => reconnects = Box::pin(futures::stream::pending()),
+                },
                 _ = trim_tick.tick() => self.trim(&owned_now).await,
                 // One worker prunes: the owner of partition 0.
                 _ = prune_tick.tick(), if owned_now.contains(&Partition(0)) => self.prune().await,

@@ -7,11 +7,13 @@
 //!   channels; `apply` and `publish` the work of the last two
 //! - `ownership`: the partition leases; `housekeeping`: trimming the log
 //!   and pruning throughput windows; `recent`: follow-ups committed lately
+//! - `log_audit`: finding events the read model applied and the log lost
 
 mod apply;
 #[cfg(test)]
 mod fencing_tests;
 mod housekeeping;
+mod log_audit;
 mod ownership;
 mod pipeline;
 mod publish;
@@ -106,6 +108,10 @@ pub async fn run(
             // A few times per retention period, at most once a minute.
             prune_every: (options.windows.per_second / 4)
                 .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            audit: log_audit::LogAudit {
+                log: log.clone(),
+                store: store.clone(),
+            },
         };
         let (owned, stop) = (owned_rx.clone(), stop_coordinator.clone());
         tokio::spawn(async move { chores.run(owned, stop).await })

@@ -55,6 +55,10 @@ pub fn node(host: &str, namespace: Option<&str>) -> OwnValkey {
             &bus,
             "--cluster-announce-ip",
             host,
+            // A replica's first sync starts at once, not after the 5 s
+            // Valkey waits by default for more replicas to share it.
+            "--repl-diskless-sync-delay",
+            "0",
         ],
     )
 }
@@ -84,8 +88,9 @@ pub fn create(nodes: &[OwnValkey], replicas: usize) {
     wait_whole(nodes, &replicas);
 }
 
-/// Waits until every node says the cluster is ok and every primary has
-/// `replicas` replicas connected.
+/// Waits until every node says the cluster is ok, every primary has
+/// `replicas` replicas connected, and every replica has finished its
+/// first sync (until then it could not take over).
 pub fn wait_whole(nodes: &[OwnValkey], replicas: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     for node in nodes {
@@ -96,6 +101,9 @@ pub fn wait_whole(nodes: &[OwnValkey], replicas: &str) {
     }
     let connected = format!("connected_slaves:{replicas}");
     for node in nodes {
+        if cli(node, &["info", "replication"]).contains("role:slave") {
+            wait_first_sync(node);
+        }
         if cli(node, &["info", "replication"]).contains("role:master") {
             while !cli(node, &["info", "replication"]).contains(&connected) {
                 assert!(
@@ -135,4 +143,75 @@ pub fn primary_of(asked: &OwnValkey, key: &str) -> u16 {
         }
     }
     panic!("no primary serves slot {slot}: {table}");
+}
+
+/// The ports of the replicas of the primary on `primary`, as `asked` sees
+/// the cluster.
+pub fn replicas_of(asked: &OwnValkey, primary: u16) -> Vec<u16> {
+    let table = cli(asked, &["cluster", "nodes"]);
+    let port_of =
+        |fields: &[&str]| -> u16 { fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap() };
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .filter(|fields: &Vec<&str>| fields.len() > 3)
+        .collect();
+    let primary_id = rows
+        .iter()
+        .find(|fields| port_of(fields) == primary)
+        .map(|fields| fields[0])
+        .unwrap_or_else(|| panic!("no node on port {primary}: {table}"));
+    rows.iter()
+        .filter(|fields| fields[3] == primary_id)
+        .map(|fields| port_of(fields))
+        .collect()
+}
+
+/// What the stream `key` holds, read from its primary as `asked` sees the
+/// cluster: its entry ids, and the highest id it ever deleted (trimmed).
+pub fn stream_ids(
+    asked: &OwnValkey,
+    key: &str,
+) -> (std::collections::HashSet<(u64, u64)>, (u64, u64)) {
+    stream_ids_at(&asked.host, primary_of(asked, key), key)
+}
+
+/// What the stream `key` on the server at `host`:`port` holds: its entry
+/// ids, and the highest id it ever deleted (trimmed).
+pub fn stream_ids_at(
+    host: &str,
+    port: u16,
+    key: &str,
+) -> (std::collections::HashSet<(u64, u64)>, (u64, u64)) {
+    let parse = |text: &str| -> Option<(u64, u64)> {
+        let (ms, seq) = text.trim().split_once('-')?;
+        Some((ms.parse().ok()?, seq.parse().ok()?))
+    };
+    let info = cli_at(host, port, &["xinfo", "stream", key]);
+    let lines: Vec<&str> = info.lines().collect();
+    let deleted_through = lines
+        .iter()
+        .position(|line| line.trim() == "max-deleted-entry-id")
+        .and_then(|at| parse(lines.get(at + 1)?))
+        .unwrap_or((0, 0));
+    // Entry ids alone: each entry's field and value come as lines of
+    // their own, and no JSON value is ever `digits-digits`.
+    let held = cli_at(host, port, &["xrange", key, "-", "+"])
+        .lines()
+        .filter_map(parse)
+        .collect();
+    (held, deleted_through)
+}
+
+/// Waits until the replica `node` has finished its first sync with its
+/// primary (until then it could not take over).
+pub fn wait_first_sync(node: &OwnValkey) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cli(node, &["info", "replication"]).contains("master_link_status:up") {
+        assert!(
+            Instant::now() < deadline,
+            "a replica never finished its first sync"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -160,6 +160,12 @@ pub struct Verdict {
     /// G: events applied under an epoch lower than one their partition had
     /// already committed under.
     pub stale_commits: usize,
+    /// E: archived events whose log entries the log no longer has (and
+    /// never trimmed); None where the scenario does not read the log back.
+    pub read_model_lost: Option<usize>,
+    /// E: how many lost entries StreamStock's own audit reported
+    /// (`/api/lost-log-entries`).
+    pub reported_lost: Option<u64>,
     /// H: from the fault to the first acknowledgement sent after it.
     pub recovery_ms: Option<u64>,
     /// H: p99 latency of the requests sent in the 20 s after the fault.
@@ -174,7 +180,39 @@ impl Verdict {
             + self.out_of_order
             + self.invariant_violations
             + self.stale_commits
+            + self.read_model_lost.unwrap_or(0)
+            + self.unreported_losses()
             > 0
+    }
+
+    /// E: lost entries in the read model that the audit did not report.
+    pub fn unreported_losses(&self) -> usize {
+        let reported = self.reported_lost.unwrap_or(0) as usize;
+        self.read_model_lost.unwrap_or(0).saturating_sub(reported)
+    }
+
+    /// Fills in E: the archived events the log lost, as `log` shows it (per
+    /// partition: the entry ids it holds and the highest it ever deleted),
+    /// and what the audit reported, once it has reported them all or 20 s
+    /// have passed.
+    pub async fn check_log(
+        &mut self,
+        api: &Api,
+        store: &Store,
+        log: impl Fn(u32) -> (HashSet<(u64, u64)>, (u64, u64)),
+    ) {
+        let lost = read_model_lost(store, log).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let reported = loop {
+            let (_, found) = api.get("/api/lost-log-entries").await;
+            let reported = found["total"].as_u64().unwrap_or(0);
+            if reported as usize >= lost || Instant::now() > deadline {
+                break reported;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        self.read_model_lost = Some(lost);
+        self.reported_lost = Some(reported);
     }
 
     /// Prints the `CHAOS` line `scripts/chaos.sh` reads.
@@ -282,6 +320,8 @@ pub async fn check(
         out_of_order: out_of_log_order(store).await,
         invariant_violations: violations,
         stale_commits: stale_commits(store).await,
+        read_model_lost: None,
+        reported_lost: None,
         recovery_ms,
         p99_during_fault_ms,
     }
@@ -357,4 +397,41 @@ pub async fn stale_commits(store: &Store) -> usize {
         *seen = (*seen).max(epoch);
     }
     stale
+}
+
+/// E: the archived events whose entries `log` no longer holds and never
+/// deleted (see `Verdict::check_log`). Follow-ups archived before they
+/// were published have no entry and are left out.
+async fn read_model_lost(
+    store: &Store,
+    log: impl Fn(u32) -> (HashSet<(u64, u64)>, (u64, u64)),
+) -> usize {
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT partition_no, entry_id FROM event_archive WHERE entry_id <> ''")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let mut by_partition: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    for row in rows {
+        let partition: i64 = row.get("partition_no");
+        let entry: String = row.get("entry_id");
+        if let Some(id) = entry_id(&entry) {
+            by_partition.entry(partition as u32).or_default().push(id);
+        }
+    }
+    let mut lost = 0;
+    for (partition, applied) in by_partition {
+        let (held, deleted_through) = log(partition);
+        lost += applied
+            .iter()
+            .filter(|id| **id > deleted_through && !held.contains(id))
+            .count();
+    }
+    lost
+}
+
+/// `ms-seq` as numbers.
+pub fn entry_id(text: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = text.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }

@@ -494,6 +494,24 @@ impl EventLog for EmbeddedLog {
         Ok(())
     }
 
+    async fn lost_entries(
+        &self,
+        partition: Partition,
+        ids: &[EntryId],
+    ) -> Result<Vec<EntryId>, LogError> {
+        // Readers never go past the durable end, so an entry delivered once
+        // is lost only if the partition ends before it now: its files were
+        // replaced by an older copy (a restore from backup) or cut short.
+        // Entries below the oldest segment were trimmed, not lost. (Its ids
+        // are `0-offset`: any other is no entry it has.)
+        let end = self.inner.files(partition.index()).end;
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| id.ms != 0 || id.seq >= end)
+            .collect())
+    }
+
     fn announce(&self, changes: crate::stream::announce::Announcement) {
         self.announcements.send(changes);
     }

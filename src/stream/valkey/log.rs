@@ -95,13 +95,14 @@ impl EventLog for ValkeyLog {
         }
         // COUNT applies per stream: share `max` among them.
         let per_stream = max.div_ceil(partitions.len()).max(1);
-        if self.cluster {
-            return self
-                .poll_each_partition(group, consumer, partitions, per_stream, block)
-                .await;
-        }
-        self.xreadgroup(group, consumer, partitions, per_stream, Some(block))
-            .await
+        let read = if self.cluster {
+            self.poll_each_partition(group, consumer, partitions, per_stream, block)
+                .await
+        } else {
+            self.xreadgroup(group, consumer, partitions, per_stream, Some(block))
+                .await
+        };
+        read.inspect_err(|e| self.forget_vanished_groups(e))
     }
 
     async fn ack(&self, group: &str, entries: &[(Partition, EntryId)]) -> Result<(), LogError> {
@@ -144,7 +145,11 @@ impl EventLog for ValkeyLog {
         loop {
             let mut out = Vec::new();
             let mut last_ids = Vec::new();
-            for read in self.fenced_read(consumer, held, per_stream).await? {
+            let reads = self
+                .fenced_read(consumer, held, per_stream)
+                .await
+                .inspect_err(|e| self.forget_vanished_groups(e))?;
+            for read in reads {
                 match read {
                     FencedRead::Entries(entries) => out.extend(entries),
                     FencedRead::Nothing { partition, last_id } => {
@@ -218,6 +223,7 @@ impl EventLog for ValkeyLog {
         // these entries has lost it.
         self.fenced_claim(consumer, partition, epoch, Duration::ZERO)
             .await
+            .inspect_err(|e| self.forget_vanished_groups(e))
     }
 
     async fn reclaim_stale(
@@ -383,6 +389,18 @@ impl EventLog for ValkeyLog {
         Ok(())
     }
 
+    async fn lost_entries(
+        &self,
+        partition: Partition,
+        ids: &[EntryId],
+    ) -> Result<Vec<EntryId>, LogError> {
+        super::lost::lost_entries(self, partition, ids).await
+    }
+
+    fn reconnects(&self) -> futures::stream::BoxStream<'static, ()> {
+        super::lost::reconnects(&[&self.client, &self.reader])
+    }
+
     fn announce(&self, changes: crate::stream::announce::Announcement) {
         self.publish_announcement(changes);
     }
@@ -432,7 +450,30 @@ if retention > 0 then
   local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - retention
   if less(cutoff, 0, min_ms, min_seq) then min_ms, min_seq = cutoff, 0 end
 end
-return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))
+local minid = string.format('%d-%d', min_ms, min_seq)
+if min_ms == 0 and min_seq == 0 then return 0 end
+-- The newest entry this trim removes is recorded as the stream's
+-- max-deleted-entry-id, which XTRIM leaves alone (only XDEL sets it): an
+-- entry absent from the stream yet newer than that was lost, not trimmed
+-- (see lost.rs). A server without XSETID's MAXDELETEDID (before 7.0) just
+-- leaves it unset.
+local below = redis.call('XREVRANGE', KEYS[1], '(' .. minid, '-', 'COUNT', 1)
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', minid)
+if removed > 0 and #below > 0 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  local newest = below[1][1]
+  local deleted = fields['max-deleted-entry-id']
+  if deleted ~= nil then
+    local d_ms, d_seq = parse(deleted)
+    local n_ms, n_seq = parse(newest)
+    if less(d_ms, d_seq, n_ms, n_seq) then
+      redis.pcall('XSETID', KEYS[1], fields['last-generated-id'], 'MAXDELETEDID', newest)
+    end
+  end
+end
+return removed
 "#;
 
 /// How an idle consumer on a cluster polls its partitions: the first wait

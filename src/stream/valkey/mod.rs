@@ -29,6 +29,7 @@ mod fenced;
 mod group_commit;
 mod leases;
 mod log;
+mod lost;
 
 use super::{Delivery, Durability, EntryId, LogError, Partition};
 use crate::domain::Envelope;
@@ -307,6 +308,16 @@ impl ValkeyLog {
             .expect("lock")
             .insert(group.to_string());
         Ok(())
+    }
+
+    /// A group that vanished (a server that came back without its data, a
+    /// failover to a replica that never had the stream) is created again by
+    /// the next `ensure_group`, or its workers would read nothing forever.
+    fn forget_vanished_groups(&self, error: &LogError) {
+        if error.to_string().contains("NOGROUP") {
+            tracing::warn!(error = %error, "a consumer group vanished from Valkey; creating it again");
+            self.groups_ready.lock().expect("lock").clear();
+        }
     }
 
     fn decode(

@@ -1,0 +1,142 @@
+//! The read model's side of the log audit (`worker::log_audit`): the
+//! entries it applied most recently, and the record of those the log lost.
+
+use super::{Store, StoreError};
+use crate::stream::{EntryId, Partition};
+use serde::Serialize;
+use sqlx::Row;
+
+/// An event the read model applied from the log: where the log held it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AppliedEntry {
+    pub event_id: String,
+    pub event_type: String,
+    pub event_key: String,
+    pub partition: u32,
+    pub entry_id: String,
+    /// When it was applied (ms since the epoch).
+    pub applied_at: i64,
+}
+
+impl AppliedEntry {
+    pub fn position(&self) -> Option<(Partition, EntryId)> {
+        Some((Partition(self.partition), self.entry_id.parse().ok()?))
+    }
+}
+
+/// An applied event the log no longer has, as recorded by the audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LostLogEntry {
+    #[serde(flatten)]
+    pub entry: AppliedEntry,
+    /// When a worker found it missing (ms since the epoch).
+    pub detected_at: i64,
+}
+
+impl Store {
+    /// The consumed events applied at or after `since` (ms), newest first,
+    /// at most `limit`: walked back from the end of the archive, so the
+    /// cost is bounded by `limit` whatever the archive's size. Follow-ups,
+    /// archived before they are published, have no entry and are left out.
+    pub async fn recently_applied(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<AppliedEntry>, StoreError> {
+        let seq = self.archive_seq();
+        let rows = sqlx::query(&format!(
+            "SELECT event_id, event_type, event_key, partition_no, entry_id, processed_at \
+             FROM event_archive ORDER BY {seq} DESC LIMIT $1"
+        ))
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        let mut applied = Vec::new();
+        for row in rows {
+            let applied_at: i64 = row.try_get("processed_at")?;
+            // The archive's order is commit order, and commit times only
+            // grow within a worker's clock: stop once past the window
+            // (another worker's skewed clock can only end the walk early
+            // by that skew).
+            if applied_at < since {
+                break;
+            }
+            let entry_id: String = row.try_get("entry_id")?;
+            if entry_id.is_empty() {
+                continue;
+            }
+            applied.push(AppliedEntry {
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                event_key: row.try_get("event_key")?,
+                partition: u32::try_from(row.try_get::<i64, _>("partition_no")?).unwrap_or(0),
+                entry_id,
+                applied_at,
+            });
+        }
+        Ok(applied)
+    }
+
+    /// Records applied events the log lost; returns how many were not
+    /// recorded before (another worker's audit may have found them first).
+    pub async fn record_lost_entries(
+        &self,
+        lost: &[AppliedEntry],
+        detected_at: i64,
+    ) -> Result<u64, StoreError> {
+        let mut recorded = 0;
+        let mut tx = self.pool().begin().await?;
+        for entry in lost {
+            recorded += sqlx::query(
+                "INSERT INTO lost_log_entries \
+                 (event_id, event_type, event_key, partition_no, entry_id, applied_at, detected_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(&entry.event_id)
+            .bind(&entry.event_type)
+            .bind(&entry.event_key)
+            .bind(i64::from(entry.partition))
+            .bind(&entry.entry_id)
+            .bind(entry.applied_at)
+            .bind(detected_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// The recorded lost entries, newest first, at most `limit`, and how
+    /// many there are in all.
+    pub async fn lost_log_entries(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<LostLogEntry>, u64), StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lost_log_entries")
+            .fetch_one(self.pool())
+            .await?;
+        let rows = sqlx::query(
+            "SELECT event_id, event_type, event_key, partition_no, entry_id, applied_at, detected_at \
+             FROM lost_log_entries ORDER BY detected_at DESC, applied_at DESC LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        let mut lost = Vec::with_capacity(rows.len());
+        for row in rows {
+            lost.push(LostLogEntry {
+                entry: AppliedEntry {
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    event_key: row.try_get("event_key")?,
+                    partition: u32::try_from(row.try_get::<i64, _>("partition_no")?).unwrap_or(0),
+                    entry_id: row.try_get("entry_id")?,
+                    applied_at: row.try_get("applied_at")?,
+                },
+                detected_at: row.try_get("detected_at")?,
+            });
+        }
+        Ok((lost, u64::try_from(total).unwrap_or(0)))
+    }
+}
