@@ -6,8 +6,9 @@
 //! order and following it to its final status, shipping one and cancelling
 //! another, receiving stock and a purchase order, replaying and purging
 //! dead letters, rendering at most a few times a second under the load of
-//! `simulate --profile max`, and reconnecting after this test restarts the
-//! server; it
+//! `simulate --profile max`, reconnecting after this test restarts the
+//! server, and listing the events the log lost (made to look lost while
+//! the server is down); it
 //! saves screenshots at 1440 and 390 px in both themes under
 //! target/tmp/dashboard/. `scripts/test.sh` installs Chromium when missing.
 
@@ -125,6 +126,16 @@ async fn dashboard_operates_the_pipeline_in_chromium() {
             // The page must notice the server going away and coming back.
             eprintln!("restarting the server");
             assert!(server.take().unwrap().terminate().success());
+            // While it is down, the log "forgets" its trims: each stream's
+            // record of the newest entry it trimmed goes back to nothing,
+            // so the entries trimmed after they were applied look as if a
+            // failover had lost them. The restarted worker's audit finds
+            // them, and the page lists them.
+            forget_trims(
+                &var("STREAMSTOCK_VALKEY_URL"),
+                &var("STREAMSTOCK_VALKEY_NAMESPACE"),
+                var("STREAMSTOCK_PARTITIONS").parse().unwrap(),
+            );
             server = Some(start());
             api.wait_healthy().await;
             eprintln!("the server is back");
@@ -149,4 +160,31 @@ async fn dashboard_operates_the_pipeline_in_chromium() {
     }
     eprintln!("dashboard screenshots: {}", shots.display());
     assert!(server.take().unwrap().terminate().success());
+}
+
+/// Sets each partition's stream's `max-deleted-entry-id` back to the
+/// beginning: the entries trimmed so far then look lost, not trimmed, to
+/// the log audit (`/api/lost-log-entries`).
+fn forget_trims(url: &str, namespace: &str, partitions: u32) {
+    let address = url.trim_start_matches("redis://");
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let port: u16 = port.trim_end_matches('/').parse().unwrap();
+    for p in 0..partitions {
+        let key = format!("{namespace}:events:{p}");
+        let info = common::cluster::cli_at(host, port, &["xinfo", "stream", &key]);
+        let lines: Vec<&str> = info.lines().collect();
+        let Some(last) = lines
+            .iter()
+            .position(|l| l.trim() == "last-generated-id")
+            .and_then(|at| lines.get(at + 1))
+        else {
+            continue;
+        };
+        let answer = common::cluster::cli_at(
+            host,
+            port,
+            &["xsetid", &key, last.trim(), "maxdeletedid", "0-1"],
+        );
+        assert_eq!(answer.trim(), "OK", "XSETID {key}: {answer}");
+    }
 }

@@ -27,6 +27,7 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/dead-letters"),
     ("post", "/api/dead-letters/replay"),
     ("post", "/api/dead-letters/purge"),
+    ("get", "/api/lost-log-entries"),
     ("get", "/api/simulator"),
     ("post", "/api/simulator"),
     ("get", "/health"),

@@ -3,6 +3,7 @@
 
 use super::{Store, StoreError};
 use crate::stream::{EntryId, Partition};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -14,8 +15,8 @@ pub struct AppliedEntry {
     pub event_key: String,
     pub partition: u32,
     pub entry_id: String,
-    /// When it was applied (ms since the epoch).
-    pub applied_at: i64,
+    /// When it was applied.
+    pub applied_at: DateTime<Utc>,
 }
 
 impl AppliedEntry {
@@ -29,8 +30,8 @@ impl AppliedEntry {
 pub struct LostLogEntry {
     #[serde(flatten)]
     pub entry: AppliedEntry,
-    /// When a worker found it missing (ms since the epoch).
-    pub detected_at: i64,
+    /// When a worker found it missing.
+    pub detected_at: DateTime<Utc>,
 }
 
 impl Store {
@@ -71,7 +72,7 @@ impl Store {
                 event_key: row.try_get("event_key")?,
                 partition: u32::try_from(row.try_get::<i64, _>("partition_no")?).unwrap_or(0),
                 entry_id,
-                applied_at,
+                applied_at: at(applied_at),
             });
         }
         Ok(applied)
@@ -82,7 +83,7 @@ impl Store {
     pub async fn record_lost_entries(
         &self,
         lost: &[AppliedEntry],
-        detected_at: i64,
+        detected_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let mut recorded = 0;
         let mut tx = self.pool().begin().await?;
@@ -97,8 +98,8 @@ impl Store {
             .bind(&entry.event_key)
             .bind(i64::from(entry.partition))
             .bind(&entry.entry_id)
-            .bind(entry.applied_at)
-            .bind(detected_at)
+            .bind(entry.applied_at.timestamp_millis())
+            .bind(detected_at.timestamp_millis())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -132,11 +133,16 @@ impl Store {
                     event_key: row.try_get("event_key")?,
                     partition: u32::try_from(row.try_get::<i64, _>("partition_no")?).unwrap_or(0),
                     entry_id: row.try_get("entry_id")?,
-                    applied_at: row.try_get("applied_at")?,
+                    applied_at: at(row.try_get("applied_at")?),
                 },
-                detected_at: row.try_get("detected_at")?,
+                detected_at: at(row.try_get("detected_at")?),
             });
         }
         Ok((lost, u64::try_from(total).unwrap_or(0)))
     }
+}
+
+/// A time stored as ms since the epoch.
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }

@@ -125,7 +125,7 @@ impl LogAudit {
             0
         } else {
             self.store
-                .record_lost_entries(&lost, now_ms())
+                .record_lost_entries(&lost, chrono::Utc::now())
                 .await
                 .map_err(|e| e.to_string())?
         };

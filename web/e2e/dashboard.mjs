@@ -253,6 +253,14 @@ try {
   await page.getByTestId("reconnected").waitFor(WAIT);
   await page.locator('[data-testid="inventory-row"][data-sku="E2E-NEW-1"]').waitFor(WAIT);
 
+  step("events the log lost while the server was down are listed, once the restarted worker has audited");
+  await page.getByTestId("lost-log-entries").waitFor(WAIT);
+  const lost = Number((await page.getByTestId("lost-log-entry-count").innerText()).replace(/[^0-9]/g, ""));
+  check(lost > 0, `the lost-entry count reads ${lost}`);
+  const first = page.getByTestId("lost-log-entry").first();
+  check(/\w+\.\w+/.test(await first.innerText()), `a lost entry names its event type: ${await first.innerText()}`);
+  await page.getByTestId("lost-log-entries").screenshot({ path: `${shots}/lost-log-entries-1440.png` });
+
   check(problems.length === 0, `the page reported errors: ${problems.join("; ")}`);
   console.log(JSON.stringify({ ok: true, products: products.length }));
 } catch (error) {

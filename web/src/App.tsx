@@ -7,6 +7,7 @@ import { Orders } from "./components/Orders";
 import { OrderDrawer } from "./components/OrderDrawer";
 import { CreateProductForm, PlaceOrderForm, ReceiveStockForm } from "./components/Forms";
 import { DeadLetters } from "./components/DeadLetters";
+import { LostLogEntries } from "./components/LostLogEntries";
 import { SimulatorControl } from "./components/Simulator";
 import { Alerts, PurchaseOrders, TopProducts } from "./components/Tables";
 import { count, money, rate } from "./lib/format";
@@ -101,6 +102,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
         <TopProducts products={stats.top_products} />
         <PurchaseOrders orders={snapshot.open_purchase_orders} />
       </div>
+      <LostLogEntries />
       <div className="columns even">
         <Alerts alerts={snapshot.alerts} />
         <DeadLetters count={snapshot.pipeline.dead_letters} />

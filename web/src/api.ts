@@ -99,6 +99,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/lost-log-entries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Events the read model applied and the log no longer has: a Valkey
+         *     failover to a replica that had not received them, or a server restarted
+         *     from an AOF that missed them. The read model and its archive keep them
+         *     (the effects were committed); consumers reading the log itself never
+         *     saw them. Found by the workers' audit at start and after each reconnect
+         *     to the log.
+         */
+        get: operations["list_lost_log_entries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/orders": {
         parameters: {
             query?: never;
@@ -356,6 +380,20 @@ export interface components {
             severity: components["schemas"]["Severity"];
             subject: string;
         };
+        /** @description An event the read model applied from the log: where the log held it. */
+        AppliedEntry: {
+            /**
+             * Format: date-time
+             * @description When it was applied.
+             */
+            applied_at: string;
+            entry_id: string;
+            event_id: string;
+            event_key: string;
+            event_type: string;
+            /** Format: int32 */
+            partition: number;
+        };
         /** @description One archived event: its envelope and where the log held it. */
         ArchivedEvent: components["schemas"]["Envelope"] & {
             /**
@@ -474,6 +512,27 @@ export interface components {
         Health: {
             /** @description Always `ok`. */
             status: string;
+        };
+        /**
+         * @description Events the read model applied that the log then lost, as the workers'
+         *     audit found them.
+         */
+        LostLogEntries: {
+            /** @description The most recently found, newest first, at most `limit`. */
+            entries: components["schemas"]["LostLogEntry"][];
+            /**
+             * Format: int64
+             * @description How many are recorded in all.
+             */
+            total: number;
+        };
+        /** @description An applied event the log no longer has, as recorded by the audit. */
+        LostLogEntry: components["schemas"]["AppliedEntry"] & {
+            /**
+             * Format: date-time
+             * @description When a worker found it missing.
+             */
+            detected_at: string;
         };
         /**
          * Format: double
@@ -1217,6 +1276,74 @@ export interface operations {
                 };
             };
             /** @description A bad filter, limit or cursor */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_lost_log_entries: {
+        parameters: {
+            query?: {
+                /** @description At most this many, 1 to 1000 (default 100) */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The lost entries found, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LostLogEntries"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad limit */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -24,4 +24,5 @@ export type OrderRow = Schemas["OrderView"];
 export type AlertRow = Schemas["AlertView"];
 export type ArchivedEvent = Schemas["ArchivedEvent"];
 export type DeadLetter = Schemas["DeadLetter"];
+export type LostLogEntries = Schemas["LostLogEntries"];
 export type SimulatorState = Schemas["SimulatorState"];

@@ -1,0 +1,55 @@
+import { useCallback, useEffect, useState } from "react";
+import { call, TOKEN_CHANGED } from "../lib/http";
+import { count, time } from "../lib/format";
+import type { LostLogEntries as Found } from "../types";
+
+// Events the read model applied that the log then lost (a Valkey failover
+// to a replica that had not received them), as the workers' audit found
+// them. Shown only when there are any: it is an alarm, not a figure. The
+// audit runs when a worker starts or reconnects, so a slow poll is enough.
+const POLL_MS = 5000;
+
+export function LostLogEntries() {
+  const [found, setFound] = useState<Found | null>(null);
+
+  const load = useCallback(async () => {
+    const answer = await call<Found>("GET", "/api/lost-log-entries?limit=20");
+    if (answer.ok) setFound(answer.body);
+  }, []);
+
+  useEffect(() => {
+    void load();
+    const every = window.setInterval(() => void load(), POLL_MS);
+    window.addEventListener(TOKEN_CHANGED, load);
+    return () => {
+      window.clearInterval(every);
+      window.removeEventListener(TOKEN_CHANGED, load);
+    };
+  }, [load]);
+
+  if (!found || found.total === 0) return null;
+  return (
+    <section className="card alarm" id="lost-log-entries" data-testid="lost-log-entries">
+      <h2>Events the log lost</h2>
+      <p>
+        <strong data-testid="lost-log-entry-count">{count(found.total)}</strong> applied{" "}
+        {found.total === 1 ? "event is" : "events are"} no longer in the log (a failover to a replica that
+        had not received them?). Their effects are in the read model; whatever reads the log itself never
+        saw them.{" "}
+        {found.total > found.entries.length && (
+          <span className="muted">The newest {found.entries.length} are shown; all of them at /api/lost-log-entries.</span>
+        )}
+      </p>
+      <ul className="letters">
+        {found.entries.map((e) => (
+          <li key={e.event_id} data-testid="lost-log-entry" data-id={e.event_id}>
+            <strong>{e.event_type}</strong> <span className="mono muted">{e.event_key}</span>{" "}
+            <span className="muted">
+              partition {e.partition} · entry {e.entry_id} · applied {time(e.applied_at)} · found {time(e.detected_at)}
+            </span>
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
