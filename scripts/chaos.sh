@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The fault scenarios, run again and again, and their histories checked
-# (tests/common/history.rs): a Valkey Cluster primary killed under load, a
-# failover to replicas that missed the last appends (replicated durability,
-# and strict as its negative control), a Sentinel failover, a network
-# partition that cuts a cluster primary and a
-# gateway off (replicated durability, and strict as its negative control),
-# a PostgreSQL failover to a synchronous standby and its negative control
-# (an asynchronous one), and a power cut at every fsync of the embedded log
-# and its negative control (no journal fsync). Each run of a scenario
-# prints one CHAOS line; this gathers them into one table.
-#   ./scripts/chaos.sh --runs 30      # about 200 s a run on 2 cores
+# (tests/common/history.rs): a Valkey Cluster primary killed under load; a
+# failover to replicas that missed the last appends, on the cluster and
+# with Sentinel (replicated durability, and strict as its negative
+# control); a network partition that cuts a cluster primary and a gateway
+# off (the same pair); a worker cut off; a PostgreSQL failover to a
+# synchronous standby (an asynchronous one as its control); a power cut at
+# every fsync of the embedded log (no journal fsync as its control); every
+# fsync failing (skipped fsyncs as its control) and a full disk; a Valkey
+# primary lost with its disk, one append at a time (replicated, strict as
+# its control). Each run of a scenario prints one CHAOS line; this gathers
+# them into one table.
+#   ./scripts/chaos.sh --runs 30      # about 6 minutes a run on 2 cores
 # Starts its Valkey and PostgreSQL as the tests do (scripts/servers.sh);
 # the scenarios start their own clusters, replicas and standbys.
 set -euo pipefail
@@ -44,7 +46,7 @@ for run in $(seq 1 "$runs"); do
   # check prints no CHAOS line, and its log says why.
   run_log="$ROOT/target/chaos-run-$run.log"
   cargo nextest run --no-fail-fast --no-capture \
-    -E 'test(/^(failover|partition|pg_failover|power_loss)::/)' > "$run_log" 2>&1 || true
+    -E 'test(/^(failover|partition|pg_failover|power_loss|disk_faults)::/) | test(/^replication::replicated_acknowledges/)' > "$run_log" 2>&1 || true
   grep '^CHAOS ' "$run_log" | sed 's/^CHAOS //' >> "$lines" || true
   if grep -q '^ *FAIL \[' "$run_log"; then
     log "run $run: failed tests (see $run_log):"
@@ -80,7 +82,7 @@ for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]
     unreported = lambda v: max(0, lost_by_log(v) - (v.get("reported_lost") or 0))
     anomalous = [v for v in vs if v["lost"] + v["duplicated"] + v["out_of_order"]
                  + v["invariant_violations"] + v.get("stale_commits", 0)
-                 + lost_by_log(v) + unreported(v) > 0]
+                 + lost_by_log(v) + unreported(v) + v.get("acknowledged_undurable", 0) > 0]
     # The audit must report what the log lost, control or not.
     if any(unreported(v) for v in vs):
         failed = True

@@ -48,6 +48,7 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
     ("get", "/api/dead-letters", Some(Scope::Read)),
     ("post", "/api/dead-letters/replay", Some(Scope::Admin)),
     ("post", "/api/dead-letters/purge", Some(Scope::Admin)),
+    ("get", "/api/lost-log-entries", Some(Scope::Read)),
     ("get", "/api/simulator", Some(Scope::Read)),
     ("post", "/api/simulator", Some(Scope::Admin)),
     ("get", "/health", None),

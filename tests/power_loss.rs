@@ -406,24 +406,13 @@ struct Replay {
 impl Replay {
     /// The replay as a line of the chaos table (`scripts/chaos.sh`).
     fn report(&self, scenario: &str, control: bool) {
-        common::history::Verdict {
-            scenario: format!("{scenario} ({} cuts)", self.states),
-            control,
-            orders: self.most_acknowledged,
-            acknowledged: self.most_acknowledged,
-            lost: self.most_lost,
-            duplicated: 0,
-            duplicated_keys: Vec::new(),
-            unknown: 0,
-            out_of_order: self.not_prefix,
-            invariant_violations: 0,
-            stale_commits: 0,
-            read_model_lost: None,
-            reported_lost: None,
-            recovery_ms: None,
-            p99_during_fault_ms: None,
-        }
-        .report();
+        let scenario = format!("{scenario} ({} cuts)", self.states);
+        let mut verdict = common::history::Verdict::counted(&scenario, control);
+        verdict.orders = self.most_acknowledged;
+        verdict.acknowledged = self.most_acknowledged;
+        verdict.lost = self.most_lost;
+        verdict.out_of_order = self.not_prefix;
+        verdict.report();
     }
 }
 

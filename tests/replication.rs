@@ -12,6 +12,7 @@
 
 use crate::common;
 
+use common::history::Verdict;
 use common::process::OwnValkey;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, InfoKind};
@@ -189,6 +190,17 @@ async fn replicated_acknowledges_only_what_a_replica_holds_and_strict_loses_it_i
     let replicaof = CustomCommand::new_static("REPLICAOF", ClusterHash::Random, false);
     let _: String = promoted.custom(replicaof, vec!["NO", "ONE"]).await.unwrap();
     let survivors = event_ids_on(&replica.url()).await;
+    let mut verdict = Verdict::counted("valkey, the primary lost with its disk, replicated", false);
+    verdict.orders = 2;
+    verdict.acknowledged = 1;
+    verdict.unknown = 1;
+    verdict.lost = usize::from(!survivors.contains(&kept.event_id));
+    verdict.report();
+    let mut control = Verdict::counted("valkey, the primary lost with its disk, strict", true);
+    control.orders = 1;
+    control.acknowledged = 1;
+    control.lost = usize::from(!survivors.contains(&only_on_primary.event_id));
+    control.report();
     assert!(
         survivors.contains(&kept.event_id),
         "replicated: an acknowledged event was lost in the failover"

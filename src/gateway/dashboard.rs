@@ -61,6 +61,10 @@ pub struct Pipeline {
     /// Entries appended but not yet processed (unread and pending).
     pub lag: Option<u64>,
     pub dead_letters: Option<u64>,
+    /// Events the read model applied that the log then lost, as the
+    /// workers' audit found them (`/api/lost-log-entries`); null while the
+    /// database is unreachable.
+    pub lost_log_entries: Option<u64>,
 }
 
 /// A worker (its member name: host, process id and a random suffix) and
@@ -178,6 +182,7 @@ async fn pipeline(state: &AppState, log_stats: Option<&[PartitionStats]>) -> Pip
         }
     }
     let dead_letters = state.log.dead_letter_count(PROCESSOR_GROUP).await.ok();
+    let lost_log_entries = state.store.lost_log_entry_count().await.ok();
     Pipeline {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: state.started_at,
@@ -196,6 +201,7 @@ async fn pipeline(state: &AppState, log_stats: Option<&[PartitionStats]>) -> Pip
         }),
         lag: log_stats.map(backlog_of),
         dead_letters,
+        lost_log_entries,
     }
 }
 

@@ -108,15 +108,21 @@ impl Store {
         Ok(recorded)
     }
 
+    /// How many lost entries are recorded.
+    pub async fn lost_log_entry_count(&self) -> Result<u64, StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lost_log_entries")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(total).unwrap_or(0))
+    }
+
     /// The recorded lost entries, newest first, at most `limit`, and how
     /// many there are in all.
     pub async fn lost_log_entries(
         &self,
         limit: usize,
     ) -> Result<(Vec<LostLogEntry>, u64), StoreError> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lost_log_entries")
-            .fetch_one(self.pool())
-            .await?;
+        let total = self.lost_log_entry_count().await?;
         let rows = sqlx::query(
             "SELECT event_id, event_type, event_key, partition_no, entry_id, applied_at, detected_at \
              FROM lost_log_entries ORDER BY detected_at DESC, applied_at DESC LIMIT $1",
@@ -138,7 +144,7 @@ impl Store {
                 detected_at: at(row.try_get("detected_at")?),
             });
         }
-        Ok((lost, u64::try_from(total).unwrap_or(0)))
+        Ok((lost, total))
     }
 }
 

@@ -170,9 +170,36 @@ pub struct Verdict {
     pub recovery_ms: Option<u64>,
     /// H: p99 latency of the requests sent in the 20 s after the fault.
     pub p99_during_fault_ms: Option<u64>,
+    /// Disk faults: appends acknowledged although nothing made them
+    /// durable (an fsync failed or never ran).
+    pub acknowledged_undurable: usize,
 }
 
 impl Verdict {
+    /// The verdict of a scenario that counts its own requests (the disk
+    /// faults, the replication of single appends) rather than running the
+    /// history's load: every check at zero, to be filled in.
+    pub fn counted(scenario: &str, control: bool) -> Verdict {
+        Verdict {
+            scenario: scenario.to_string(),
+            control,
+            orders: 0,
+            acknowledged: 0,
+            lost: 0,
+            duplicated: 0,
+            duplicated_keys: Vec::new(),
+            unknown: 0,
+            out_of_order: 0,
+            invariant_violations: 0,
+            stale_commits: 0,
+            read_model_lost: None,
+            reported_lost: None,
+            recovery_ms: None,
+            p99_during_fault_ms: None,
+            acknowledged_undurable: 0,
+        }
+    }
+
     /// Whether the run shows an anomaly the checks look for.
     pub fn anomalous(&self) -> bool {
         self.lost
@@ -182,6 +209,7 @@ impl Verdict {
             + self.stale_commits
             + self.read_model_lost.unwrap_or(0)
             + self.unreported_losses()
+            + self.acknowledged_undurable
             > 0
     }
 
@@ -218,6 +246,14 @@ impl Verdict {
     /// Prints the `CHAOS` line `scripts/chaos.sh` reads.
     pub fn report(&self) {
         eprintln!("CHAOS {}", serde_json::to_string(self).unwrap());
+    }
+
+    /// Reports now if an anomaly is already seen: the assertion that
+    /// follows ends the test before its report at the end.
+    pub fn report_if_anomalous(&self) {
+        if self.anomalous() {
+            self.report();
+        }
     }
 }
 
@@ -324,6 +360,7 @@ pub async fn check(
         reported_lost: None,
         recovery_ms,
         p99_during_fault_ms,
+        acknowledged_undurable: 0,
     }
 }
 

@@ -102,7 +102,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
         <TopProducts products={stats.top_products} />
         <PurchaseOrders orders={snapshot.open_purchase_orders} />
       </div>
-      <LostLogEntries />
+      <LostLogEntries count={snapshot.pipeline.lost_log_entries} />
       <div className="columns even">
         <Alerts alerts={snapshot.alerts} />
         <DeadLetters count={snapshot.pipeline.dead_letters} />

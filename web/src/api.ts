@@ -606,6 +606,13 @@ export interface components {
              * @description Entries appended but not yet processed (unread and pending).
              */
             lag?: number | null;
+            /**
+             * Format: int64
+             * @description Events the read model applied that the log then lost, as the
+             *     workers' audit found them (`/api/lost-log-entries`); null while the
+             *     database is unreachable.
+             */
+            lost_log_entries?: number | null;
             /** Format: int32 */
             partitions: number;
             /** Format: int64 */

@@ -6,10 +6,8 @@ import type { LostLogEntries as Found } from "../types";
 // Events the read model applied that the log then lost (a Valkey failover
 // to a replica that had not received them), as the workers' audit found
 // them. Shown only when there are any: it is an alarm, not a figure. The
-// audit runs when a worker starts or reconnects, so a slow poll is enough.
-const POLL_MS = 5000;
-
-export function LostLogEntries() {
+// snapshot carries their count; the list is read again when it changes.
+export function LostLogEntries({ count: total }: { count: number | null | undefined }) {
   const [found, setFound] = useState<Found | null>(null);
 
   const load = useCallback(async () => {
@@ -18,16 +16,15 @@ export function LostLogEntries() {
   }, []);
 
   useEffect(() => {
-    void load();
-    const every = window.setInterval(() => void load(), POLL_MS);
-    window.addEventListener(TOKEN_CHANGED, load);
-    return () => {
-      window.clearInterval(every);
-      window.removeEventListener(TOKEN_CHANGED, load);
-    };
+    if (total) void load();
+  }, [load, total]);
+  useEffect(() => {
+    const reload = () => void load();
+    window.addEventListener(TOKEN_CHANGED, reload);
+    return () => window.removeEventListener(TOKEN_CHANGED, reload);
   }, [load]);
 
-  if (!found || found.total === 0) return null;
+  if (!total || !found || found.total === 0) return null;
   return (
     <section className="card alarm" id="lost-log-entries" data-testid="lost-log-entries">
       <h2>Events the log lost</h2>
