@@ -11,7 +11,7 @@
 # primary lost with its disk, one append at a time (replicated, strict as
 # its control). Each run of a scenario prints one CHAOS line; this gathers
 # them into one table.
-#   ./scripts/chaos.sh --runs 30      # about 6 minutes a run on 2 cores
+#   ./scripts/chaos.sh --runs 30      # about 5.5 minutes a run on 2 cores
 # Starts its Valkey and PostgreSQL as the tests do (scripts/servers.sh);
 # the scenarios start their own clusters, replicas and standbys.
 set -euo pipefail

@@ -39,8 +39,24 @@ pub fn cli_at(host: &str, port: u16, args: &[&str]) -> String {
 /// node timeout of 2 s: a primary that does not answer for 2 s is
 /// replaced by a replica.
 pub fn node(host: &str, namespace: Option<&str>) -> OwnValkey {
+    // A port found free can be taken by a test running beside this one
+    // before the node binds it: then try two others.
+    let mut tries = 0;
+    loop {
+        match try_node(host, namespace) {
+            Ok(node) => return node,
+            Err(why) if tries < 5 => {
+                tries += 1;
+                eprintln!("{why}; trying other ports");
+            }
+            Err(why) => panic!("{why}"),
+        }
+    }
+}
+
+fn try_node(host: &str, namespace: Option<&str>) -> Result<OwnValkey, String> {
     let bus = free_port().to_string();
-    OwnValkey::on_host(
+    OwnValkey::try_on_host(
         host,
         namespace,
         free_port(),

@@ -316,6 +316,17 @@ impl OwnValkey {
     /// `namespace` if given (a host of its own), with `extra` settings.
     #[allow(dead_code)] // not every test binary uses it
     pub fn on_host(host: &str, namespace: Option<&str>, port: u16, extra: &[&str]) -> OwnValkey {
+        OwnValkey::try_on_host(host, namespace, port, extra).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// `on_host`, or why the server exited at once (its port taken: a
+    /// caller free to choose another can try again).
+    pub fn try_on_host(
+        host: &str,
+        namespace: Option<&str>,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<OwnValkey, String> {
         let mut valkey = OwnValkey {
             dir: tempfile::tempdir().unwrap(),
             host: host.to_string(),
@@ -324,8 +335,8 @@ impl OwnValkey {
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        valkey.restart();
-        valkey
+        valkey.try_restart()?;
+        Ok(valkey)
     }
 
     /// Kills the server and deletes its data: the host died with its disk.
@@ -342,6 +353,11 @@ impl OwnValkey {
     }
 
     pub fn restart(&mut self) {
+        self.try_restart().unwrap_or_else(|why| panic!("{why}"));
+    }
+
+    /// Starts the server; Err when it exits at once (its port taken).
+    pub fn try_restart(&mut self) -> Result<(), String> {
         let bin = std::env::var("STREAMSTOCK_TEST_VALKEY_SERVER").expect(
             "STREAMSTOCK_TEST_VALKEY_SERVER is not set: run the suite with ./scripts/test.sh",
         );
@@ -384,13 +400,14 @@ impl OwnValkey {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
+                self.child = None;
+                return Err(format!(
                     "valkey-server on port {} exited at start: {status}",
                     self.port
-                );
+                ));
             }
             if answers_ping(&self.host, self.port) {
-                return;
+                return Ok(());
             }
             assert!(Instant::now() < deadline, "valkey-server did not start");
             std::thread::sleep(Duration::from_millis(20));
