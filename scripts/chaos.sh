@@ -36,8 +36,9 @@ command -v ip >/dev/null || { log "error: the partition scenario needs ip (apt-g
 [[ -n "${STREAMSTOCK_TEST_DATABASE_URL:-}" ]] || start_postgres
 
 cd "$ROOT"
-lines="$(mktemp)"
-trap 'rm -f "$lines"' EXIT
+# In servers.sh's folder: its exit trap removes it with the servers it
+# stops (a trap of our own would replace that one and leave them running).
+lines="$WORK/chaos-lines"
 for run in $(seq 1 "$runs"); do
   log "run $run of $runs"
   # A failing scenario still prints its CHAOS line: the table says what
