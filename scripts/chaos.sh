@@ -39,6 +39,7 @@ cd "$ROOT"
 # In servers.sh's folder: its exit trap removes it with the servers it
 # stops (a trap of our own would replace that one and leave them running).
 lines="$WORK/chaos-lines"
+: > "$lines"
 for run in $(seq 1 "$runs"); do
   log "run $run of $runs"
   # A failing scenario still prints its CHAOS line: the table says what
