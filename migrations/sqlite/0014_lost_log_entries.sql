@@ -3,7 +3,8 @@
 -- an AOF that missed its last writes. The workers audit the entries they
 -- applied recently against the log at start and after every reconnect,
 -- and record here each one the log no longer has (and never trimmed). One
--- row per event, however many workers find it.
+-- row per event, however many workers find it; the newest 100,000 are
+-- kept (listed, and pruned, by the time they were found).
 CREATE TABLE lost_log_entries (
     event_id TEXT PRIMARY KEY,
     event_type TEXT NOT NULL,
@@ -13,3 +14,4 @@ CREATE TABLE lost_log_entries (
     applied_at BIGINT NOT NULL,
     detected_at BIGINT NOT NULL
 );
+CREATE INDEX lost_log_entries_by_detection ON lost_log_entries (detected_at);

@@ -168,7 +168,8 @@ pub async fn dead_letters(
 /// audit found them.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LostLogEntries {
-    /// How many are recorded in all.
+    /// How many are on record (the newest 100,000 are kept; the metric
+    /// `streamstock_log_lost_entries_total` counts every one).
     pub total: u64,
     /// The most recently found, newest first, at most `limit`.
     pub entries: Vec<LostLogEntry>,

@@ -1,11 +1,15 @@
 //! The read model's side of the log audit (`worker::log_audit`): the
 //! entries it applied most recently, and the record of those the log lost.
 
+use super::sql::{bind_all, multi_insert, SqlValue};
 use super::{Store, StoreError};
 use crate::stream::{EntryId, Partition};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
+
+/// The lost entries kept on record, the newest (see `record_lost_entries`).
+pub const KEPT: usize = 100_000;
 
 /// An event the read model applied from the log: where the log held it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -80,35 +84,77 @@ impl Store {
 
     /// Records applied events the log lost; returns how many were not
     /// recorded before (another worker's audit may have found them first).
+    /// Keeps the newest `KEPT` records: a deployment that loses entries
+    /// failover after failover (strict durability) does not grow the table
+    /// without bound; the metric still counts every one.
     pub async fn record_lost_entries(
         &self,
         lost: &[AppliedEntry],
         detected_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        self.record_lost_entries_keeping(lost, detected_at, KEPT)
+            .await
+    }
+
+    async fn record_lost_entries_keeping(
+        &self,
+        lost: &[AppliedEntry],
+        detected_at: DateTime<Utc>,
+        kept: usize,
+    ) -> Result<u64, StoreError> {
+        let columns = [
+            "event_id",
+            "event_type",
+            "event_key",
+            "partition_no",
+            "entry_id",
+            "applied_at",
+            "detected_at",
+        ];
+        let rows: Vec<Vec<SqlValue>> = lost
+            .iter()
+            .map(|entry| {
+                vec![
+                    entry.event_id.as_str().into(),
+                    entry.event_type.as_str().into(),
+                    entry.event_key.as_str().into(),
+                    i64::from(entry.partition).into(),
+                    entry.entry_id.as_str().into(),
+                    entry.applied_at.timestamp_millis().into(),
+                    detected_at.timestamp_millis().into(),
+                ]
+            })
+            .collect();
         let mut recorded = 0;
         let mut tx = self.pool().begin().await?;
-        for entry in lost {
-            recorded += sqlx::query(
-                "INSERT INTO lost_log_entries \
-                 (event_id, event_type, event_key, partition_no, entry_id, applied_at, detected_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+        for (sql, values) in multi_insert(
+            self.dialect(),
+            "lost_log_entries",
+            &columns,
+            rows,
+            "ON CONFLICT (event_id) DO NOTHING",
+        ) {
+            recorded += bind_all(sqlx::query(&sql), values)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        if recorded > 0 {
+            // Only after a loss (rare): the cost of the sort is paid then.
+            sqlx::query(
+                "DELETE FROM lost_log_entries WHERE event_id NOT IN \
+                 (SELECT event_id FROM lost_log_entries \
+                  ORDER BY detected_at DESC, applied_at DESC LIMIT $1)",
             )
-            .bind(&entry.event_id)
-            .bind(&entry.event_type)
-            .bind(&entry.event_key)
-            .bind(i64::from(entry.partition))
-            .bind(&entry.entry_id)
-            .bind(entry.applied_at.timestamp_millis())
-            .bind(detected_at.timestamp_millis())
+            .bind(kept as i64)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
         }
         tx.commit().await?;
         Ok(recorded)
     }
 
-    /// How many lost entries are recorded.
+    /// How many lost entries are on record (at most about `KEPT`).
     pub async fn lost_log_entry_count(&self) -> Result<u64, StoreError> {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM lost_log_entries")
             .fetch_one(self.pool())
@@ -151,4 +197,58 @@ impl Store {
 /// A time stored as ms since the epoch.
 fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u32) -> AppliedEntry {
+        AppliedEntry {
+            event_id: format!("event-{n}"),
+            event_type: "order.placed".into(),
+            event_key: format!("order-{n}"),
+            partition: n % 2,
+            entry_id: format!("{n}-0"),
+            applied_at: at(1_000 + i64::from(n)),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_lost_entry_is_recorded_once_and_only_the_newest_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/read-model.db", dir.path().display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let first = [entry(1), entry(2)];
+        assert_eq!(
+            store
+                .record_lost_entries_keeping(&first, at(10), 2)
+                .await
+                .unwrap(),
+            2
+        );
+        // Found again by another worker: nothing new.
+        assert_eq!(
+            store
+                .record_lost_entries_keeping(&first, at(11), 2)
+                .await
+                .unwrap(),
+            0
+        );
+        // A later loss: the oldest record goes, the two newest stay.
+        assert_eq!(
+            store
+                .record_lost_entries_keeping(&[entry(3)], at(20), 2)
+                .await
+                .unwrap(),
+            1
+        );
+        let (kept, total) = store.lost_log_entries(10).await.unwrap();
+        assert_eq!(total, 2);
+        let ids: Vec<&str> = kept.iter().map(|e| e.entry.event_id.as_str()).collect();
+        assert_eq!(ids[0], "event-3");
+        assert_eq!(ids.len(), 2);
+    }
 }

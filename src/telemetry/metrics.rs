@@ -108,7 +108,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         LOG_LOST_ENTRIES,
-        "Events the read model applied that the log then lost (a failover to a replica that missed them), found by the log audit; listed at /api/ops/lost-entries"
+        "Events the read model applied that the log then lost (a failover to a replica that missed them), found by the log audit; listed at /api/lost-log-entries"
     );
     metrics::describe_counter!(
         LOG_AUDITS,

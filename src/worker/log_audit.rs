@@ -22,7 +22,7 @@
 use crate::store::lost_entries::AppliedEntry;
 use crate::store::Store;
 use crate::stream::{EntryId, EventLog, Partition};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -109,11 +109,13 @@ impl LogAudit {
         let mut lost = Vec::new();
         for (partition, entries) in &by_partition {
             let ids: Vec<EntryId> = entries.iter().map(|(id, _)| *id).collect();
-            let missing = self
+            let missing: HashSet<EntryId> = self
                 .log
                 .lost_entries(*partition, &ids)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
             lost.extend(
                 entries
                     .iter()

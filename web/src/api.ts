@@ -522,7 +522,8 @@ export interface components {
             entries: components["schemas"]["LostLogEntry"][];
             /**
              * Format: int64
-             * @description How many are recorded in all.
+             * @description How many are on record (the newest 100,000 are kept; the metric
+             *     `streamstock_log_lost_entries_total` counts every one).
              */
             total: number;
         };
