@@ -171,20 +171,11 @@ fn forget_trims(url: &str, namespace: &str, partitions: u32) {
     let port: u16 = port.trim_end_matches('/').parse().unwrap();
     for p in 0..partitions {
         let key = format!("{namespace}:events:{p}");
-        let info = common::cluster::cli_at(host, port, &["xinfo", "stream", &key]);
-        let lines: Vec<&str> = info.lines().collect();
-        let Some(last) = lines
-            .iter()
-            .position(|l| l.trim() == "last-generated-id")
-            .and_then(|at| lines.get(at + 1))
-        else {
+        let Some(last) = common::cluster::stream_info(host, port, &key, "last-generated-id") else {
             continue;
         };
-        let answer = common::cluster::cli_at(
-            host,
-            port,
-            &["xsetid", &key, last.trim(), "maxdeletedid", "0-1"],
-        );
+        let answer =
+            common::cluster::cli_at(host, port, &["xsetid", &key, &last, "maxdeletedid", "0-1"]);
         assert_eq!(answer.trim(), "OK", "XSETID {key}: {answer}");
     }
 }

@@ -199,24 +199,26 @@ pub fn stream_ids_at(
     port: u16,
     key: &str,
 ) -> (std::collections::HashSet<(u64, u64)>, (u64, u64)) {
-    let parse = |text: &str| -> Option<(u64, u64)> {
-        let (ms, seq) = text.trim().split_once('-')?;
-        Some((ms.parse().ok()?, seq.parse().ok()?))
-    };
-    let info = cli_at(host, port, &["xinfo", "stream", key]);
-    let lines: Vec<&str> = info.lines().collect();
-    let deleted_through = lines
-        .iter()
-        .position(|line| line.trim() == "max-deleted-entry-id")
-        .and_then(|at| parse(lines.get(at + 1)?))
+    use super::history::entry_id;
+    let deleted_through = stream_info(host, port, key, "max-deleted-entry-id")
+        .and_then(|id| entry_id(&id))
         .unwrap_or((0, 0));
     // Entry ids alone: each entry's field and value come as lines of
     // their own, and no JSON value is ever `digits-digits`.
     let held = cli_at(host, port, &["xrange", key, "-", "+"])
         .lines()
-        .filter_map(parse)
+        .filter_map(|line| entry_id(line.trim()))
         .collect();
     (held, deleted_through)
+}
+
+/// One field of `XINFO STREAM key` on the server at `host`:`port` (None
+/// when the stream does not exist).
+pub fn stream_info(host: &str, port: u16, key: &str, field: &str) -> Option<String> {
+    let info = cli_at(host, port, &["xinfo", "stream", key]);
+    let lines: Vec<&str> = info.lines().collect();
+    let at = lines.iter().position(|line| line.trim() == field)?;
+    Some(lines.get(at + 1)?.trim().to_string())
 }
 
 /// Waits until the replica `node` has finished its first sync with its

@@ -163,6 +163,11 @@ pub struct Verdict {
     /// E: archived events whose log entries the log no longer has (and
     /// never trimmed); None where the scenario does not read the log back.
     pub read_model_lost: Option<usize>,
+    /// E: of those, the events of acknowledged orders. With replicated
+    /// durability a worker may apply an entry before its replicas have it;
+    /// that entry's order was never acknowledged (its client got
+    /// `outcome_unknown`), so only these count against the safe settings.
+    pub read_model_lost_acknowledged: Option<usize>,
     /// E: how many lost entries StreamStock's own audit reported
     /// (`/api/lost-log-entries`).
     pub reported_lost: Option<u64>,
@@ -193,6 +198,7 @@ impl Verdict {
             invariant_violations: 0,
             stale_commits: 0,
             read_model_lost: None,
+            read_model_lost_acknowledged: None,
             reported_lost: None,
             recovery_ms: None,
             p99_during_fault_ms: None,
@@ -207,7 +213,7 @@ impl Verdict {
             + self.out_of_order
             + self.invariant_violations
             + self.stale_commits
-            + self.read_model_lost.unwrap_or(0)
+            + self.read_model_lost_acknowledged.unwrap_or(0)
             + self.unreported_losses()
             + self.acknowledged_undurable
             > 0
@@ -227,9 +233,24 @@ impl Verdict {
         &mut self,
         api: &Api,
         store: &Store,
+        ops: &[Op],
         log: impl Fn(u32) -> (HashSet<(u64, u64)>, (u64, u64)),
     ) {
-        let lost = read_model_lost(store, log).await;
+        let lost_keys = read_model_lost(store, log).await;
+        let acknowledged: HashSet<String> = ops
+            .iter()
+            .filter_map(|op| match op.outcome {
+                Outcome::Ok { order, .. } => Some(order.to_string()),
+                _ => None,
+            })
+            .collect();
+        let lost = lost_keys.len();
+        self.read_model_lost_acknowledged = Some(
+            lost_keys
+                .iter()
+                .filter(|key| acknowledged.contains(*key))
+                .count(),
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         let reported = loop {
             let (_, found) = api.get("/api/lost-log-entries").await;
@@ -357,6 +378,7 @@ pub async fn check(
         invariant_violations: violations,
         stale_commits: stale_commits(store).await,
         read_model_lost: None,
+        read_model_lost_acknowledged: None,
         reported_lost: None,
         recovery_ms,
         p99_during_fault_ms,
@@ -436,33 +458,42 @@ pub async fn stale_commits(store: &Store) -> usize {
     stale
 }
 
-/// E: the archived events whose entries `log` no longer holds and never
-/// deleted (see `Verdict::check_log`). Follow-ups archived before they
+/// E: the keys of the archived events whose entries `log` no longer holds
+/// and never deleted (see `Verdict::check_log`). Follow-ups archived before they
 /// were published have no entry and are left out.
 async fn read_model_lost(
     store: &Store,
     log: impl Fn(u32) -> (HashSet<(u64, u64)>, (u64, u64)),
-) -> usize {
+) -> Vec<String> {
     use sqlx::Row;
-    let rows = sqlx::query("SELECT partition_no, entry_id FROM event_archive WHERE entry_id <> ''")
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-    let mut by_partition: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    let rows = sqlx::query(
+        "SELECT partition_no, entry_id, event_key FROM event_archive WHERE entry_id <> ''",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    // Per partition: each applied entry's id and its event's key.
+    type Applied = Vec<((u64, u64), String)>;
+    let mut by_partition: HashMap<u32, Applied> = HashMap::new();
     for row in rows {
         let partition: i64 = row.get("partition_no");
         let entry: String = row.get("entry_id");
         if let Some(id) = entry_id(&entry) {
-            by_partition.entry(partition as u32).or_default().push(id);
+            by_partition
+                .entry(partition as u32)
+                .or_default()
+                .push((id, row.get("event_key")));
         }
     }
-    let mut lost = 0;
+    let mut lost = Vec::new();
     for (partition, applied) in by_partition {
         let (held, deleted_through) = log(partition);
-        lost += applied
-            .iter()
-            .filter(|id| **id > deleted_through && !held.contains(id))
-            .count();
+        lost.extend(
+            applied
+                .into_iter()
+                .filter(|(id, _)| *id > deleted_through && !held.contains(id))
+                .map(|(_, key)| key),
+        );
     }
     lost
 }
