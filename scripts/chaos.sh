@@ -40,6 +40,8 @@ cd "$ROOT"
 # stops (a trap of our own would replace that one and leave them running).
 lines="$WORK/chaos-lines"
 : > "$lines"
+# A fresh clone has no target/ yet: the runs' logs go there.
+mkdir -p "$ROOT/target"
 for run in $(seq 1 "$runs"); do
   log "run $run of $runs"
   # A failing scenario still prints its CHAOS line: the table says what
@@ -74,6 +76,9 @@ def e_column(vs):
     lost = sum(v["read_model_lost"] for v in checked)
     reported = sum(v.get("reported_lost") or 0 for v in checked)
     return f"{lost:,} ({reported:,})"
+if not by:
+    print("no scenario reported a CHAOS line: see target/chaos-run-*.log", file=sys.stderr)
+    sys.exit(1)
 print(f"\n{runs} run(s) of each scenario\n")
 print("| scenario | runs | orders | acknowledged | lost | duplicated | unknown | out of log order | invariants broken | stale commits | applied, lost by the log (reported) | recovery ms (median) | p99 during fault ms (median) | result |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
