@@ -7,6 +7,7 @@
 #[macro_use]
 mod common;
 
+mod adjustments;
 mod api_errors;
 mod architecture;
 mod auth;

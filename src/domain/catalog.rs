@@ -64,6 +64,44 @@ impl Quantity {
     }
 }
 
+/// An adjustment's change to on-hand: non-zero, at most MAX_QUANTITY
+/// either way.
+pub fn parse_delta(raw: i64) -> Result<i64, Invalid> {
+    if raw == 0 {
+        return Err(Invalid("must not be 0".into()));
+    }
+    if !(-MAX_QUANTITY..=MAX_QUANTITY).contains(&raw) {
+        return Err(Invalid(format!(
+            "must be between -{MAX_QUANTITY} and {MAX_QUANTITY}"
+        )));
+    }
+    Ok(raw)
+}
+
+/// The longest free-text note an adjustment keeps.
+pub const MAX_NOTE_CHARS: usize = 1_000;
+
+/// A free-text note: trimmed, at most MAX_NOTE_CHARS characters; line
+/// breaks and tabs are kept, other control characters refused. Empty is
+/// no note.
+pub fn parse_note(raw: &str) -> Result<Option<String>, Invalid> {
+    let note = raw.trim();
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(Invalid(format!(
+            "must be at most {MAX_NOTE_CHARS} characters"
+        )));
+    }
+    if note
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(Invalid(
+            "must not contain control characters other than line breaks and tabs".into(),
+        ));
+    }
+    Ok((!note.is_empty()).then(|| note.to_string()))
+}
+
 /// A threshold or reorder amount: 0 to MAX_QUANTITY.
 pub fn parse_stock_level(raw: i64) -> Result<i64, Invalid> {
     if !(0..=MAX_QUANTITY).contains(&raw) {
@@ -128,6 +166,16 @@ mod tests {
         assert!(Quantity::parse(-3).is_err());
         assert_eq!(Quantity::parse(5).map(Quantity::get), Ok(5));
         assert!(Quantity::parse(MAX_QUANTITY + 1).is_err());
+        assert_eq!(parse_delta(-3).unwrap(), -3);
+        assert!(parse_delta(0).unwrap_err().0.contains("not be 0"));
+        assert!(parse_delta(-MAX_QUANTITY - 1).is_err());
+        assert_eq!(
+            parse_note("  two\nlines ").unwrap().as_deref(),
+            Some("two\nlines")
+        );
+        assert_eq!(parse_note("   ").unwrap(), None);
+        assert!(parse_note("bell\u{7}").is_err());
+        assert!(parse_note(&"x".repeat(MAX_NOTE_CHARS + 1)).is_err());
         assert_eq!(parse_stock_level(0), Ok(0));
         assert!(parse_stock_level(-1).is_err());
     }

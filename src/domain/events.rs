@@ -128,6 +128,9 @@ event_types! {
     PurchaseOrderDrafted => "purchase_order.drafted", version 1;
     PurchaseOrderReceived => "purchase_order.received", version 1;
     AlertRaised => "alert.raised", version 1;
+    StockAdjustmentRequested => "stock.adjustment_requested", version 1;
+    StockAdjusted => "stock.adjusted", version 1;
+    StockAdjustmentRefused => "stock.adjustment_refused", version 1;
 }
 
 impl std::fmt::Display for EventType {
@@ -221,6 +224,9 @@ pub struct Touched {
     pub products: BTreeSet<ProductId>,
     pub orders: BTreeSet<OrderId>,
     pub purchase_orders: BTreeSet<PurchaseOrderId>,
+    /// Products whose confirmed orders (some of them: `HELD_BY_NAMED`)
+    /// must be loaded, to name who holds their stock.
+    pub holders_of: BTreeSet<ProductId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +271,9 @@ impl DomainEvent {
             DomainEvent::PurchaseOrderDrafted(e) => e.product_id.to_string(),
             DomainEvent::PurchaseOrderReceived(e) => e.product_id.to_string(),
             DomainEvent::AlertRaised(e) => e.subject.clone(),
+            DomainEvent::StockAdjustmentRequested(e) => e.product_id.to_string(),
+            DomainEvent::StockAdjusted(e) => e.product_id.to_string(),
+            DomainEvent::StockAdjustmentRefused(e) => e.product_id.to_string(),
         }
     }
 
@@ -274,8 +283,16 @@ impl DomainEvent {
     pub fn touches(&self, touched: &mut Touched) {
         match self {
             DomainEvent::ProductCreated(ProductCreated { product_id, .. })
-            | DomainEvent::StockLow(StockLow { product_id, .. }) => {
+            | DomainEvent::StockLow(StockLow { product_id, .. })
+            | DomainEvent::StockAdjusted(StockAdjusted { product_id, .. })
+            | DomainEvent::StockAdjustmentRefused(StockAdjustmentRefused { product_id, .. }) => {
                 touched.products.insert(*product_id);
+            }
+            // Deciding it may name the orders holding the product's stock:
+            // those are loaded too.
+            DomainEvent::StockAdjustmentRequested(e) => {
+                touched.products.insert(e.product_id);
+                touched.holders_of.insert(e.product_id);
             }
             DomainEvent::StockReceived(e) => {
                 touched.products.insert(e.product_id);

@@ -85,6 +85,11 @@ id_type!(
     /// A purchase order to a supplier; keyed by its product.
     PurchaseOrderId
 );
+id_type!(
+    /// A stock adjustment or cycle count of one product; keyed by its
+    /// product.
+    AdjustmentId
+);
 
 #[cfg(test)]
 mod tests {

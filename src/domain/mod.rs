@@ -13,5 +13,5 @@ pub mod payloads;
 pub mod status;
 
 pub use events::{DomainEvent, Envelope, EnvelopeType};
-pub use ids::{OrderId, ProductId, PurchaseOrderId};
+pub use ids::{AdjustmentId, OrderId, ProductId, PurchaseOrderId};
 pub use money::Money;

@@ -1,9 +1,9 @@
 //! The payload of each event type: what `DomainEvent`'s variants carry,
 //! and what the log's envelopes hold as JSON (see `events`).
 
-use super::ids::{OrderId, ProductId, PurchaseOrderId};
+use super::ids::{AdjustmentId, OrderId, ProductId, PurchaseOrderId};
 use super::money::Money;
-use super::status::{AlertKind, Severity};
+use super::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, Severity};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -119,3 +119,56 @@ pub struct AlertRaised {
     pub subject: String,
     pub message: String,
 }
+
+/// Someone asks to change a product's on-hand by `delta` (a command: the
+/// worker decides, and records `stock.adjusted` or
+/// `stock.adjustment_refused`). With `expected_on_hand` it is a
+/// compare-and-set: refused unless on-hand is that figure when decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockAdjustmentRequested {
+    pub adjustment_id: AdjustmentId,
+    pub product_id: ProductId,
+    pub delta: i64,
+    pub reason: AdjustmentReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_on_hand: Option<i64>,
+}
+
+/// A decided change of on-hand: the worker applied an adjustment (or the
+/// difference a count found). It carries the request's description, so
+/// the stock's history names its cause without a join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockAdjusted {
+    pub adjustment_id: AdjustmentId,
+    pub product_id: ProductId,
+    pub delta: i64,
+    pub reason: AdjustmentReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The worker refused an adjustment; `on_hand` and `reserved` are the
+/// figures it found, `held_by` the confirmed orders holding the stock (for
+/// `below_reserved`; at most `HELD_BY_NAMED` of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockAdjustmentRefused {
+    pub adjustment_id: AdjustmentId,
+    pub product_id: ProductId,
+    pub delta: i64,
+    pub reason: AdjustmentReason,
+    pub refusal: AdjustmentRefusal,
+    pub on_hand: i64,
+    pub reserved: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<OrderId>,
+    pub message: String,
+}
+
+/// How many of the orders holding a product's stock a refusal names.
+pub const HELD_BY_NAMED: usize = 20;

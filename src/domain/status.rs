@@ -112,6 +112,52 @@ named_enum! {
         Rejection => "rejection",
         /// A ship, cancel or receipt that the order's state does not allow.
         CommandRefused => "command_refused",
+        /// An adjustment would have taken on-hand below what confirmed
+        /// orders hold; the alert names them.
+        AdjustmentBelowReserved => "adjustment_below_reserved",
+    }
+}
+
+named_enum! {
+    /// Why stock was adjusted: a closed set, so reports can group by it.
+    pub enum AdjustmentReason {
+        /// Broken or spoiled units written off.
+        Damaged => "damaged",
+        /// Units missing without explanation (theft, loss).
+        Shrinkage => "shrinkage",
+        /// Units found that the book did not know of.
+        Found => "found",
+        /// A fix of an earlier booking error.
+        Correction => "correction",
+        /// The difference a physical count found (`POST .../counts`).
+        CycleCount => "cycle_count",
+        /// Units lost on the way between places.
+        TransitLoss => "transit_loss",
+        /// Units a customer brought back outside an order's return.
+        Returned => "returned",
+    }
+}
+
+named_enum! {
+    /// Where an adjustment stands: the worker decides it once.
+    pub enum AdjustmentStatus {
+        /// In the log; no worker has decided it yet.
+        Pending => "pending",
+        Applied => "applied",
+        Refused => "refused",
+    }
+}
+
+named_enum! {
+    /// Why a worker refused an adjustment.
+    pub enum AdjustmentRefusal {
+        /// `expected_on_hand` was given and on-hand was another figure
+        /// (the compare-and-set failed): read it and try again.
+        OnHandChanged => "on_hand_changed",
+        /// It would take on-hand below the units confirmed orders hold.
+        BelowReserved => "below_reserved",
+        /// No product with that id was ever applied.
+        UnknownProduct => "unknown_product",
     }
 }
 

@@ -2,6 +2,7 @@
 //! once; serves reads from the read model, the live dashboard over a
 //! WebSocket, and the embedded React app.
 
+mod adjustments;
 mod assets;
 pub mod auth;
 pub mod catalog;

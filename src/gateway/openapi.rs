@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
     ),
     tags(
         (name = "products", description = "The catalog and its stock"),
+        (name = "stock", description = "Adjustments and counts of a product's stock"),
         (name = "orders", description = "Orders and their lifecycle"),
         (name = "restock", description = "Purchase orders drafted when stock runs low"),
         (name = "operations", description = "Alerts, the audit trail, dead letters, figures"),

@@ -165,7 +165,7 @@ pub async fn one(
 ) -> Result<FoundOrQueued<OrderView, OrderPending>, ApiError> {
     let started = tokio::time::Instant::now();
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
-    let queued = may_still_be_queued(id);
+    let queued = super::write_ids::recently_issued(id.as_uuid());
     let wait_for_missing = if queued {
         wait.max(super::products::APPLIED_WAIT)
     } else {
@@ -233,11 +233,6 @@ async fn priced(
     Ok(catalog)
 }
 
-/// How long after its id was issued an order the read model does not show
-/// yet may still be waiting in the log (a command for it is then accepted,
-/// and the worker refuses it with a recorded reason if it never existed).
-const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
-
 #[utoipa::path(post, path = "/api/orders/{id}/cancel", operation_id = "cancel_order", tag = "orders",
     params(("id" = OrderId, Path, description = "The order's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
@@ -287,7 +282,7 @@ async fn lifecycle_command(
                 )));
             }
         }
-        None if !may_still_be_queued(id) => {
+        None if !super::write_ids::recently_issued(id.as_uuid()) => {
             return Err(ApiError::not_found(format!("order {id} not found")));
         }
         None => {}
@@ -309,18 +304,4 @@ async fn lifecycle_command(
         },
         location: Some(format!("/api/orders/{id}")),
     })
-}
-
-/// Order ids are UUID v7 issued by the gateway: one issued recently may name
-/// an order still in the log; any other unknown id names no order.
-fn may_still_be_queued(OrderId(id): OrderId) -> bool {
-    let Some(timestamp) = id.get_timestamp() else {
-        return false;
-    };
-    let (seconds, nanos) = timestamp.to_unix();
-    let Some(issued) = chrono::DateTime::from_timestamp(seconds as i64, nanos) else {
-        return false;
-    };
-    let age = Utc::now() - issued;
-    id.get_version_num() == 7 && age >= -chrono::Duration::minutes(1) && age <= QUEUED_FOR_AT_MOST
 }

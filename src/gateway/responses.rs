@@ -4,7 +4,8 @@
 //! with `status: "QUEUED"` and the log entry's id.
 
 use crate::domain::order_command::OrderCommand;
-use crate::domain::{Money, OrderId, ProductId, PurchaseOrderId};
+use crate::domain::status::AdjustmentReason;
+use crate::domain::{AdjustmentId, Money, OrderId, ProductId, PurchaseOrderId};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -134,6 +135,26 @@ pub struct StockQueued {
     pub quantity: i64,
     pub status: Queued,
     pub msg_id: String,
+}
+
+/// `POST /api/products/{id}/adjustments`: in the log, not yet decided.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AdjustmentQueued {
+    pub adjustment_id: AdjustmentId,
+    pub product_id: ProductId,
+    pub delta: i64,
+    pub reason: AdjustmentReason,
+    pub status: Queued,
+    pub msg_id: String,
+}
+
+/// `GET .../adjustments/{adjustment_id}` of one not yet applied whose id
+/// this gateway issued lately: 202.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AdjustmentPending {
+    pub adjustment_id: AdjustmentId,
+    pub product_id: ProductId,
+    pub status: Queued,
 }
 
 /// `POST /api/purchase-orders/{id}/receive`.

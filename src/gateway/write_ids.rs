@@ -16,6 +16,26 @@ use axum::http::request::Parts;
 use std::convert::Infallible;
 use uuid::Uuid;
 
+/// How long after its id was issued a write the read model does not show
+/// yet may still be waiting in the log (a command for it is then accepted,
+/// and the worker refuses it with a recorded reason if it never existed).
+const QUEUED_FOR_AT_MOST: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Ids of orders and adjustments are UUID v7 issued by the gateway: one
+/// issued recently may name a write still in the log (answered 202, never
+/// 404); any other unknown id names nothing.
+pub fn recently_issued(id: Uuid) -> bool {
+    let Some(timestamp) = id.get_timestamp() else {
+        return false;
+    };
+    let (seconds, nanos) = timestamp.to_unix();
+    let Some(issued) = chrono::DateTime::from_timestamp(seconds as i64, nanos) else {
+        return false;
+    };
+    let age = chrono::Utc::now() - issued;
+    id.get_version_num() == 7 && age >= -chrono::Duration::minutes(1) && age <= QUEUED_FOR_AT_MOST
+}
+
 /// A request extension set by the idempotency middleware; handlers extract
 /// it (fresh ids when the request has no key).
 #[derive(Debug, Clone, Default)]

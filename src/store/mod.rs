@@ -6,6 +6,7 @@
 //! millisecond times) runs on both, and the few places where the dialects
 //! differ ask `Dialect`. Both are exercised by the same tests.
 
+pub mod adjustments;
 pub mod analytics;
 pub mod dead_letters;
 mod epochs;

@@ -28,8 +28,9 @@ use super::sql::{bind_all, multi_insert, select_by_ids, Tx};
 use super::writes::Writes;
 use super::{now_millis, Dialect, Store, StoreError};
 use crate::domain::events::Touched;
+use crate::domain::events::HELD_BY_NAMED;
 use crate::domain::inventory::{
-    Inventory, OrderState, ProductState, PurchaseOrderState, PurchaseOrderStatus,
+    Inventory, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
 use crate::domain::{
     events::OrderLine, DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId,
@@ -350,10 +351,14 @@ pub(super) async fn load_state<'e>(
         event.touches(&mut touched);
     }
     let Touched {
-        orders: order_ids,
+        orders: mut order_ids,
         products: mut product_ids,
         purchase_orders: purchase_order_ids,
+        holders_of,
     } = touched;
+    for product_id in holders_of {
+        order_ids.extend(holders_of_product(tx, product_id).await?);
+    }
     let order_ids: Vec<OrderId> = order_ids.into_iter().collect();
     for (id, order) in load_orders(tx, dialect, &order_ids).await? {
         product_ids.extend(order.lines.iter().map(|l| l.product_id));
@@ -381,6 +386,24 @@ pub(super) async fn load_state<'e>(
     load_stock(tx, dialect, &ids, inventory).await
 }
 
+/// The first confirmed orders (by id) holding some of a product's stock:
+/// one more than a refusal names, so it can say there are others.
+async fn holders_of_product(
+    tx: &mut Tx<'_>,
+    product_id: ProductId,
+) -> Result<Vec<OrderId>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT o.id FROM order_items i JOIN orders o ON o.id = i.order_id \
+         WHERE i.product_id = $1 AND o.status = $2 ORDER BY o.id LIMIT $3",
+    )
+    .bind(product_id.to_string())
+    .bind(OrderStatus::Confirmed.as_str())
+    .bind(HELD_BY_NAMED as i64 + 1)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(|row| super::uuid_col(row, "id")).collect()
+}
+
 /// Loads the stock of `ids` (locked on PostgreSQL, in product-id order)
 /// and each product's open purchase order.
 async fn load_stock(
@@ -395,7 +418,7 @@ async fn load_stock(
     };
     let sql = format!(
         "SELECT i.product_id, p.sku, p.low_stock_threshold, p.reorder_quantity, i.on_hand, i.reserved, \
-         i.received_total, i.shipped_total, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+         i.received_total, i.shipped_total, i.adjusted_total, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
     for row in select_by_ids(tx, dialect, &sql, ids).await? {
@@ -411,6 +434,7 @@ async fn load_stock(
                 reserved: row.try_get("reserved")?,
                 received_total: row.try_get("received_total")?,
                 shipped_total: row.try_get("shipped_total")?,
+                adjusted_total: row.try_get("adjusted_total")?,
                 open_purchase_order: None,
                 updated_at: row.try_get("updated_at")?,
             },

@@ -14,8 +14,8 @@ use super::analytics::{prune_windows_on, WindowRetention};
 use super::projections::load_state;
 use super::sql::Tx;
 use super::writes::{
-    AlertRow, DailySalesRow, OrderItemRow, OrderRow, OrderTotalRow, ProductRow, ProductSalesRow,
-    PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,
+    AdjustmentRow, AlertRow, DailySalesRow, OrderItemRow, OrderRow, OrderTotalRow, ProductRow,
+    ProductSalesRow, PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,
 };
 use super::{archived_envelope, Dialect, Store, StoreError};
 use crate::domain::inventory::Inventory;
@@ -75,6 +75,12 @@ pub const PROJECTIONS: &[Projection] = &[
         table: AlertRow::TABLE,
         order_by: "id",
         columns: AlertRow::COLUMNS,
+        counts_rows: "TRUE",
+    },
+    Projection {
+        table: AdjustmentRow::TABLE,
+        order_by: "id",
+        columns: AdjustmentRow::COLUMNS,
         counts_rows: "TRUE",
     },
     Projection {

@@ -49,6 +49,12 @@ impl From<Option<String>> for SqlValue {
     }
 }
 
+impl From<Option<&str>> for SqlValue {
+    fn from(v: Option<&str>) -> SqlValue {
+        SqlValue::OptText(v.map(str::to_string))
+    }
+}
+
 /// Parameters per statement, under SQLite's 32766 and PostgreSQL's 65535.
 const MAX_PARAMS: usize = 30_000;
 

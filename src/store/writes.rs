@@ -8,6 +8,7 @@ use super::{Dialect, StoreError};
 use crate::domain::inventory::{
     OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
+use crate::domain::status::AdjustmentStatus;
 use crate::domain::{DomainEvent, Envelope};
 use crate::domain::{OrderId, ProductId, PurchaseOrderId};
 use std::collections::BTreeMap;
@@ -90,6 +91,7 @@ table_row! {
         reserved: i64 => "BIGINT",
         received_total: i64 => "BIGINT",
         shipped_total: i64 => "BIGINT",
+        adjusted_total: i64 => "BIGINT",
         updated_at: i64 => "BIGINT",
     }
     on conflict |dialect| format!(
@@ -97,6 +99,7 @@ table_row! {
          reserved = inventory.reserved + excluded.reserved, \
          received_total = inventory.received_total + excluded.received_total, \
          shipped_total = inventory.shipped_total + excluded.shipped_total, \
+         adjusted_total = inventory.adjusted_total + excluded.adjusted_total, \
          updated_at = {}(inventory.updated_at, excluded.updated_at)",
         latest(dialect)
     )
@@ -204,6 +207,51 @@ table_row! {
                      revenue_cents = product_sales.revenue_cents + excluded.revenue_cents".into()
 }
 
+table_row! {
+    /// An adjustment as requested (pending), written from
+    /// `stock.adjustment_requested`.
+    AdjustmentRow in "stock_adjustments" {
+        id: String => "TEXT",
+        product_id: String => "TEXT",
+        delta: i64 => "BIGINT",
+        reason: &'static str => "TEXT",
+        reference: Option<String> => "TEXT",
+        note: Option<String> => "TEXT",
+        expected_on_hand: Option<i64> => "BIGINT",
+        status: &'static str => "TEXT",
+        refusal: Option<&'static str> => "TEXT",
+        message: Option<String> => "TEXT",
+        on_hand: Option<i64> => "BIGINT",
+        reserved: Option<i64> => "BIGINT",
+        held_by: Option<String> => "TEXT",
+        requested_by: Option<String> => "TEXT",
+        requested_at: i64 => "BIGINT",
+        decided_at: Option<i64> => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT DO NOTHING".into()
+}
+
+/// An adjustment's decision: the columns of the request's row, which it
+/// completes (written whole only if the request's row is missing).
+pub(super) struct AdjustmentDecisionRow(AdjustmentRow);
+
+impl TableRow for AdjustmentDecisionRow {
+    const TABLE: &'static str = AdjustmentRow::TABLE;
+    const COLUMNS: &'static [&'static str] = AdjustmentRow::COLUMNS;
+    const SQL_TYPES: &'static [&'static str] = AdjustmentRow::SQL_TYPES;
+
+    fn on_conflict(_: Dialect) -> String {
+        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, refusal = excluded.refusal, \
+         message = excluded.message, on_hand = excluded.on_hand, reserved = excluded.reserved, \
+         held_by = excluded.held_by, decided_at = excluded.decided_at"
+            .into()
+    }
+
+    fn into_values(self) -> Vec<SqlValue> {
+        self.0.into_values()
+    }
+}
+
 /// One UTC day in milliseconds: the unit of `daily_sales`.
 pub(super) const DAY_MS: i64 = 86_400_000;
 
@@ -233,6 +281,7 @@ fn stock_updates(dialect: Dialect, rows: Vec<StockRow>) -> Vec<(String, Vec<SqlV
                  reserved = inventory.reserved + delta.reserved, \
                  received_total = inventory.received_total + delta.received_total, \
                  shipped_total = inventory.shipped_total + delta.shipped_total, \
+                 adjusted_total = inventory.adjusted_total + delta.adjusted_total, \
                  updated_at = {latest}(inventory.updated_at, delta.updated_at) \
                  FROM delta WHERE inventory.product_id = delta.product_id",
                 columns = StockRow::COLUMNS.join(", "),
@@ -254,6 +303,8 @@ pub(super) struct Writes {
     products: Vec<ProductRow>,
     order_items: Vec<OrderItemRow>,
     alerts: Vec<AlertRow>,
+    adjustments: Vec<AdjustmentRow>,
+    adjustment_decisions: Vec<AdjustmentDecisionRow>,
     windows: BTreeMap<Window, (i64, i64)>,
     stock_updates: Vec<StockRow>,
     stock_inserts: Vec<StockRow>,
@@ -308,6 +359,68 @@ impl Writes {
                     message: e.message.clone(),
                     raised_at: at,
                 }),
+                DomainEvent::StockAdjustmentRequested(e) => self.adjustments.push(AdjustmentRow {
+                    id: e.adjustment_id.to_string(),
+                    product_id: e.product_id.to_string(),
+                    delta: e.delta,
+                    reason: e.reason.as_str(),
+                    reference: e.reference.clone(),
+                    note: e.note.clone(),
+                    expected_on_hand: e.expected_on_hand,
+                    status: AdjustmentStatus::Pending.as_str(),
+                    refusal: None,
+                    message: None,
+                    on_hand: None,
+                    reserved: None,
+                    held_by: None,
+                    requested_by: envelope.actor.clone(),
+                    requested_at: at,
+                    decided_at: None,
+                }),
+                DomainEvent::StockAdjusted(e) => {
+                    self.adjustment_decisions
+                        .push(AdjustmentDecisionRow(AdjustmentRow {
+                            id: e.adjustment_id.to_string(),
+                            product_id: e.product_id.to_string(),
+                            delta: e.delta,
+                            reason: e.reason.as_str(),
+                            reference: e.reference.clone(),
+                            note: e.note.clone(),
+                            expected_on_hand: None,
+                            status: AdjustmentStatus::Applied.as_str(),
+                            refusal: None,
+                            message: None,
+                            on_hand: None,
+                            reserved: None,
+                            held_by: None,
+                            requested_by: None,
+                            requested_at: at,
+                            decided_at: Some(at),
+                        }))
+                }
+                DomainEvent::StockAdjustmentRefused(e) => {
+                    let held_by = (!e.held_by.is_empty())
+                        .then(|| serde_json::to_string(&e.held_by).expect("ids serialize"));
+                    self.adjustment_decisions
+                        .push(AdjustmentDecisionRow(AdjustmentRow {
+                            id: e.adjustment_id.to_string(),
+                            product_id: e.product_id.to_string(),
+                            delta: e.delta,
+                            reason: e.reason.as_str(),
+                            reference: None,
+                            note: None,
+                            expected_on_hand: None,
+                            status: AdjustmentStatus::Refused.as_str(),
+                            refusal: Some(e.refusal.as_str()),
+                            message: Some(e.message.clone()),
+                            on_hand: Some(e.on_hand),
+                            reserved: Some(e.reserved),
+                            held_by,
+                            requested_by: None,
+                            requested_at: at,
+                            decided_at: Some(at),
+                        }))
+                }
                 _ => {}
             }
             for (granularity, width) in [("s", 1_000), ("m", 60_000)] {
@@ -336,6 +449,7 @@ impl Writes {
                 reserved: now.reserved - base.reserved,
                 received_total: now.received_total - base.received_total,
                 shipped_total: now.shipped_total - base.shipped_total,
+                adjusted_total: now.adjusted_total - base.adjusted_total,
                 updated_at: now.updated_at,
             };
             match was {
@@ -476,6 +590,9 @@ impl Writes {
                 purchase_orders.into_iter().map(|(_, row)| row).collect(),
             ),
             inserts(dialect, self.alerts),
+            // Requests before decisions: a decision completes its request's row.
+            inserts(dialect, self.adjustments),
+            inserts(dialect, self.adjustment_decisions),
             inserts(dialect, windows),
             inserts(dialect, order_totals),
             inserts(dialect, daily_sales),

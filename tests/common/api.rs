@@ -10,10 +10,12 @@ use std::marker::PhantomData;
 use std::time::Duration;
 use streamstock::domain::status::OrderStatus;
 use streamstock::gateway::responses::{
-    CommandQueued, ErrorBody, ErrorDetail, OrderQueued, ProductQueued, ReceiptQueued, StockQueued,
+    AdjustmentQueued, CommandQueued, ErrorBody, ErrorDetail, OrderQueued, ProductQueued,
+    ReceiptQueued, StockQueued,
 };
 use streamstock::gateway::simulator_control::SimulatorState;
 use streamstock::gateway::{PurgeOutcome, ReplayOutcome, Stats};
+use streamstock::store::adjustments::AdjustmentView;
 use streamstock::store::analytics::{ArchivedEvent, PurchaseOrderView};
 use streamstock::store::queries::{AlertView, OrderView, ProductView};
 use streamstock::stream::dead_letter::DeadLetter;
@@ -308,6 +310,35 @@ impl Api {
     async fn post_reply<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Reply<T> {
         let (status, body) = self.post(path, body).await;
         Reply::new(status, body)
+    }
+
+    /// `POST /api/products/{id}/adjustments` with `body` as given.
+    pub async fn adjust(&self, product: impl Display, body: &Value) -> Reply<AdjustmentQueued> {
+        self.post_reply(&format!("/api/products/{product}/adjustments"), body)
+            .await
+    }
+
+    /// `GET /api/products/{id}/adjustments/{adjustment}?wait=N`: 200
+    /// pending or applied, 409 refused (an `AdjustmentView` either way).
+    pub async fn adjustment(
+        &self,
+        product: impl Display,
+        adjustment: impl Display,
+        wait_seconds: u64,
+    ) -> Reply<AdjustmentView> {
+        self.get_reply(&format!(
+            "/api/products/{product}/adjustments/{adjustment}?wait={wait_seconds}"
+        ))
+        .await
+    }
+
+    pub async fn adjustments(
+        &self,
+        product: impl Display,
+        query: &str,
+    ) -> Reply<Vec<AdjustmentView>> {
+        self.get_reply(&format!("/api/products/{product}/adjustments{query}"))
+            .await
     }
 
     /// `POST /api/products` with `body` as given.

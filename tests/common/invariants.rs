@@ -12,10 +12,13 @@ use streamstock::store::Store;
 pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> {
     let mut violations = Vec::new();
     let rows = sqlx::query(
-        "SELECT i.product_id, i.on_hand, i.reserved, i.received_total, i.shipped_total, \
-         CAST(COALESCE(c.quantity, 0) AS BIGINT) AS confirmed_qty FROM inventory i LEFT JOIN \
+        "SELECT i.product_id, i.on_hand, i.reserved, i.received_total, i.shipped_total, i.adjusted_total, \
+         CAST(COALESCE(c.quantity, 0) AS BIGINT) AS confirmed_qty, \
+         CAST(COALESCE(a.delta, 0) AS BIGINT) AS adjusted FROM inventory i LEFT JOIN \
          (SELECT oi.product_id, SUM(oi.quantity) AS quantity FROM order_items oi JOIN orders o ON o.id = oi.order_id \
-          WHERE o.status = 'CONFIRMED' GROUP BY oi.product_id) c ON c.product_id = i.product_id",
+          WHERE o.status = 'CONFIRMED' GROUP BY oi.product_id) c ON c.product_id = i.product_id LEFT JOIN \
+         (SELECT product_id, SUM(delta) AS delta FROM stock_adjustments WHERE status = 'applied' \
+          GROUP BY product_id) a ON a.product_id = i.product_id",
     )
     .fetch_all(store.pool())
     .await?;
@@ -26,12 +29,20 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
         let received: i64 = row.try_get("received_total")?;
         let shipped: i64 = row.try_get("shipped_total")?;
         let confirmed: i64 = row.try_get("confirmed_qty")?;
+        let adjusted: i64 = row.try_get("adjusted")?;
+        let adjusted_kept: i64 = row.try_get("adjusted_total")?;
+        if adjusted_kept != adjusted {
+            violations.push(format!(
+                "{id}: adjusted_total {adjusted_kept} != applied adjustments {adjusted}"
+            ));
+        }
         if !(0 <= reserved && reserved <= on_hand) {
             violations.push(format!("{id}: reserved {reserved} outside 0..={on_hand}"));
         }
-        if on_hand != received - shipped {
+        // Adjustments summed from their own rows, not the kept total.
+        if on_hand != received - shipped + adjusted {
             violations.push(format!(
-                "{id}: on_hand {on_hand} != received {received} - shipped {shipped}"
+                "{id}: on_hand {on_hand} != received {received} - shipped {shipped} + adjusted {adjusted}"
             ));
         }
         if reserved != confirmed {
@@ -60,6 +71,14 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
         .try_get("n")?;
     if pending > 0 {
         violations.push(format!("{pending} orders still PENDING"));
+    }
+    let undecided: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM stock_adjustments WHERE status = 'pending'")
+            .fetch_one(store.pool())
+            .await?
+            .try_get("n")?;
+    if undecided > 0 {
+        violations.push(format!("{undecided} adjustments still pending"));
     }
     // The running totals the workers keep equal the aggregates over the
     // orders they stand for (rows of zeros count as absent).

@@ -231,6 +231,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/products/{id}/adjustments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A product's adjustments and counts, newest first. */
+        get: operations["list_adjustments"];
+        put?: never;
+        /**
+         * Asks for an adjustment: appends `stock.adjustment_requested` and answers
+         *     202 with where to read the outcome.
+         */
+        post: operations["adjust_stock"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/products/{id}/adjustments/{adjustment_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One adjustment. A refused one answers 409 Conflict with the figures the
+         *     worker found (a compare-and-set that lost: read them, try again). With
+         *     `?wait=N` the answer waits up to N seconds for the decision.
+         */
+        get: operations["get_adjustment"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/products/{id}/stock": {
         parameters: {
             query?: never;
@@ -368,8 +410,83 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description `POST /api/products/{id}/adjustments`. */
+        AdjustStock: {
+            /**
+             * Format: int64
+             * @description The change to on-hand: negative takes units away. Not 0.
+             * @example -2
+             */
+            delta: number;
+            /**
+             * Format: int64
+             * @description Compare-and-set: apply only if on-hand is this figure when a worker
+             *     decides; otherwise the adjustment is refused with the actual figure.
+             */
+            expected_on_hand?: number | null;
+            note?: string | null;
+            reason: components["schemas"]["AdjustmentReason"];
+            /** @description An outside reference: a damage report, an RMA, a count sheet. */
+            reference?: string | null;
+        };
+        /** Format: uuid */
+        AdjustmentId: string;
+        /**
+         * @description `GET .../adjustments/{adjustment_id}` of one not yet applied whose id
+         *     this gateway issued lately: 202.
+         */
+        AdjustmentPending: {
+            adjustment_id: components["schemas"]["AdjustmentId"];
+            product_id: components["schemas"]["ProductId"];
+            status: components["schemas"]["Queued"];
+        };
+        /** @description `POST /api/products/{id}/adjustments`: in the log, not yet decided. */
+        AdjustmentQueued: {
+            adjustment_id: components["schemas"]["AdjustmentId"];
+            /** Format: int64 */
+            delta: number;
+            msg_id: string;
+            product_id: components["schemas"]["ProductId"];
+            reason: components["schemas"]["AdjustmentReason"];
+            status: components["schemas"]["Queued"];
+        };
         /** @enum {string} */
-        AlertKind: "dead_letter" | "dead_letters_piling_up" | "low_stock" | "rejection" | "command_refused";
+        AdjustmentReason: "damaged" | "shrinkage" | "found" | "correction" | "cycle_count" | "transit_loss" | "returned";
+        /** @enum {string} */
+        AdjustmentRefusal: "on_hand_changed" | "below_reserved" | "unknown_product";
+        /** @enum {string} */
+        AdjustmentStatus: "pending" | "applied" | "refused";
+        /**
+         * @description An adjustment as the read model knows it: requested, then applied or
+         *     refused by a worker.
+         */
+        AdjustmentView: {
+            adjustment_id: components["schemas"]["AdjustmentId"];
+            /** Format: date-time */
+            decided_at?: string | null;
+            /**
+             * Format: int64
+             * @description The change to on-hand asked for.
+             */
+            delta: number;
+            /**
+             * Format: int64
+             * @description The on-hand the request was conditional on (compare-and-set).
+             */
+            expected_on_hand?: number | null;
+            note?: string | null;
+            product_id: components["schemas"]["ProductId"];
+            reason: components["schemas"]["AdjustmentReason"];
+            reference?: string | null;
+            refusal?: null | components["schemas"]["RefusalView"];
+            /** Format: date-time */
+            requested_at: string;
+            /** @description The name of the token that asked for it. */
+            requested_by?: string | null;
+            status: components["schemas"]["AdjustmentStatus"];
+        };
+        /** @enum {string} */
+        AlertKind: "dead_letter" | "dead_letters_piling_up" | "low_stock" | "rejection" | "command_refused" | "adjustment_below_reserved";
         AlertView: {
             /** Format: uuid */
             id: string;
@@ -742,6 +859,23 @@ export interface components {
         ReceiveStock: {
             /** Format: int64 */
             quantity: number;
+        };
+        /** @description A refused adjustment's outcome: what a `409 Conflict` says. */
+        RefusalView: {
+            code: components["schemas"]["AdjustmentRefusal"];
+            /**
+             * @description For `below_reserved`: the confirmed orders holding the stock (the
+             *     first 20 by id).
+             */
+            held_by?: components["schemas"]["OrderId"][];
+            message: string;
+            /**
+             * Format: int64
+             * @description The product's on-hand when the worker decided.
+             */
+            on_hand: number;
+            /** Format: int64 */
+            reserved: number;
         };
         ReplayOutcome: {
             /** @description Letters that were not a readable event: purge them instead. */
@@ -2120,6 +2254,301 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_adjustments: {
+        parameters: {
+            query?: {
+                /** @description Items per page, 1 to 1000 (default 100) */
+                limit?: number;
+                /** @description The id of the last item of the previous page */
+                after?: components["schemas"]["AdjustmentId"];
+            };
+            header?: never;
+            path: {
+                /** @description The product's id */
+                id: components["schemas"]["ProductId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Adjustments, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdjustmentView"][];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such product */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad limit or cursor */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    adjust_stock: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first answer to a retry */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The product's id */
+                id: components["schemas"]["ProductId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdjustStock"];
+            };
+        };
+        responses: {
+            /** @description In the log; a worker applies it or records why not */
+            202: {
+                headers: {
+                    /** @description The adjustment's URL: read or long-poll its outcome */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdjustmentQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such product */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key's first request is still being handled */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field is invalid: delta 0 or beyond ±1,000,000, an unknown reason, a reference or note too long, a negative expected_on_hand */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_adjustment: {
+        parameters: {
+            query?: {
+                /** @description Seconds (up to 30) to wait for the decision */
+                wait?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The product's id */
+                id: components["schemas"]["ProductId"];
+                /** @description The adjustment's id */
+                adjustment_id: components["schemas"]["AdjustmentId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Pending or applied */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdjustmentView"];
+                };
+            };
+            /** @description Not processed yet; the id may still be in the log */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdjustmentPending"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such adjustment */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Refused: `refusal` says why, with the product's on-hand and reserved then */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdjustmentView"];
                 };
             };
             /** @description Too many wrong tokens from this address (Retry-After) */

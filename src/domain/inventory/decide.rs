@@ -7,10 +7,11 @@
 use super::{Inventory, OrderCommand, OrderStatus, ProductState, PurchaseOrderStatus, Refused};
 use crate::domain::events::{
     AlertRaised, OrderCancelled, OrderConfirmed, OrderPlaced, PurchaseOrderDrafted,
-    PurchaseOrderReceived, StockLow, StockReceived,
+    PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused, StockAdjustmentRequested,
+    StockLow, StockReceived, HELD_BY_NAMED,
 };
 use crate::domain::order::{reserve_all_or_nothing, Decision, StockLevel};
-use crate::domain::status::{AlertKind, Severity};
+use crate::domain::status::{AdjustmentRefusal, AlertKind, Severity};
 use crate::domain::{DomainEvent, Envelope, OrderId, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -57,24 +58,25 @@ impl Inventory {
     }
 
     /// Available stock, before an event, of the products whose availability
-    /// it can lower (only a reservation does), to see a threshold crossing.
+    /// it can lower (a reservation, an adjustment), to see a threshold
+    /// crossing.
     fn availability_before(&self, event: &DomainEvent) -> BTreeMap<ProductId, i64> {
-        let DomainEvent::OrderConfirmed(e) = event else {
-            return BTreeMap::new();
-        };
-        let Some(order) = self.orders.get(&e.order_id) else {
-            return BTreeMap::new();
-        };
-        order
-            .lines
-            .iter()
-            .filter_map(|line| {
-                Some((
-                    line.product_id,
-                    self.products.get(&line.product_id)?.available(),
-                ))
-            })
-            .collect()
+        let available = |id: ProductId| Some((id, self.products.get(&id)?.available()));
+        match event {
+            DomainEvent::OrderConfirmed(e) => {
+                self.orders
+                    .get(&e.order_id)
+                    .map_or_else(BTreeMap::new, |order| {
+                        order
+                            .lines
+                            .iter()
+                            .filter_map(|l| available(l.product_id))
+                            .collect()
+                    })
+            }
+            DomainEvent::StockAdjusted(e) => available(e.product_id).into_iter().collect(),
+            _ => BTreeMap::new(),
+        }
     }
 
     /// The decisions an event calls for, given the state after it.
@@ -101,13 +103,16 @@ impl Inventory {
                 self.decide_command(cause, e.order_id, OrderCommand::Ship)
             }
             DomainEvent::PurchaseOrderReceived(e) => self.decide_receipt(cause, e),
+            DomainEvent::StockAdjustmentRequested(e) => self.decide_adjustment(cause, e),
+            DomainEvent::StockAdjusted(_) => self.decide_crossings(cause, before),
             DomainEvent::ProductCreated(_)
             | DomainEvent::StockReceived(_)
             | DomainEvent::OrderCancelled(_)
             | DomainEvent::OrderShipped(_)
             | DomainEvent::StockLow(_)
             | DomainEvent::PurchaseOrderDrafted(_)
-            | DomainEvent::AlertRaised(_) => Vec::new(),
+            | DomainEvent::AlertRaised(_)
+            | DomainEvent::StockAdjustmentRefused(_) => Vec::new(),
         }
     }
 
@@ -145,6 +150,22 @@ impl Inventory {
         e: &OrderConfirmed,
         before: &BTreeMap<ProductId, i64>,
     ) -> Vec<DomainEvent> {
+        let mut decisions = self.decide_crossings(cause, before);
+        if self.orders[&e.order_id].cancel_requested {
+            decisions.push(DomainEvent::OrderCancelled(OrderCancelled {
+                order_id: e.order_id,
+            }));
+        }
+        decisions
+    }
+
+    /// Low stock for each product whose availability crossed below its
+    /// threshold (from `before` to now).
+    fn decide_crossings(
+        &self,
+        cause: &Envelope,
+        before: &BTreeMap<ProductId, i64>,
+    ) -> Vec<DomainEvent> {
         let mut decisions = Vec::new();
         for (&product_id, &was) in before {
             let product = &self.products[&product_id];
@@ -153,12 +174,84 @@ impl Inventory {
                 decisions.extend(self.decide_restock(cause, product_id, product));
             }
         }
-        if self.orders[&e.order_id].cancel_requested {
-            decisions.push(DomainEvent::OrderCancelled(OrderCancelled {
-                order_id: e.order_id,
-            }));
-        }
         decisions
+    }
+
+    /// An adjustment: applied, or refused (another on-hand than the one
+    /// expected, or less than confirmed orders hold: then an alert names
+    /// them).
+    fn decide_adjustment(
+        &self,
+        cause: &Envelope,
+        e: &StockAdjustmentRequested,
+    ) -> Vec<DomainEvent> {
+        let product = self.products.get(&e.product_id).filter(|p| p.sku.is_some());
+        let (on_hand, reserved) = product.map_or((0, 0), |p| (p.on_hand, p.reserved));
+        let refused = |refusal, held_by: Vec<OrderId>, message: String| {
+            DomainEvent::StockAdjustmentRefused(StockAdjustmentRefused {
+                adjustment_id: e.adjustment_id,
+                product_id: e.product_id,
+                delta: e.delta,
+                reason: e.reason,
+                refusal,
+                on_hand,
+                reserved,
+                held_by,
+                message,
+            })
+        };
+        let Some(product) = product else {
+            let message = format!("product {} is unknown", e.product_id);
+            return vec![refused(
+                AdjustmentRefusal::UnknownProduct,
+                Vec::new(),
+                message,
+            )];
+        };
+        if let Some(expected) = e.expected_on_hand.filter(|&x| x != on_hand) {
+            let message = format!("on_hand is {on_hand}, not the {expected} expected");
+            return vec![refused(
+                AdjustmentRefusal::OnHandChanged,
+                Vec::new(),
+                message,
+            )];
+        }
+        if on_hand + e.delta < reserved {
+            let holders = self.holders_of(e.product_id);
+            let named: Vec<OrderId> = holders.iter().copied().take(HELD_BY_NAMED).collect();
+            let mut orders = named
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if holders.len() > named.len() {
+                orders.push_str(" and others");
+            }
+            let message = format!(
+                "adjusting {} by {} would leave on_hand {} below the {reserved} reserved by confirmed orders: {orders}",
+                product.sku.as_deref().unwrap_or_default(),
+                e.delta,
+                on_hand + e.delta,
+            );
+            return vec![
+                refused(AdjustmentRefusal::BelowReserved, named, message.clone()),
+                alert(
+                    cause,
+                    AlertKind::AdjustmentBelowReserved,
+                    Severity::Warning,
+                    e.product_id.as_uuid(),
+                    message,
+                ),
+            ];
+        }
+        vec![DomainEvent::StockAdjusted(StockAdjusted {
+            adjustment_id: e.adjustment_id,
+            product_id: e.product_id,
+            delta: e.delta,
+            reason: e.reason,
+            reference: e.reference.clone(),
+            note: e.note.clone(),
+        })]
     }
 
     /// A product's available stock crossed below its threshold.

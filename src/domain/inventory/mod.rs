@@ -20,7 +20,9 @@
 
 mod decide;
 
-use super::events::{OrderLine, OrderPlaced, ProductCreated, PurchaseOrderDrafted, StockReceived};
+use super::events::{
+    OrderLine, OrderPlaced, ProductCreated, PurchaseOrderDrafted, StockAdjusted, StockReceived,
+};
 use super::{DomainEvent, Money, OrderId, ProductId, PurchaseOrderId};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +41,8 @@ pub struct ProductState {
     pub reserved: i64,
     pub received_total: i64,
     pub shipped_total: i64,
+    /// The sum of applied adjustments' deltas (counts included).
+    pub adjusted_total: i64,
     pub open_purchase_order: Option<PurchaseOrderId>,
     /// The latest event time that changed the figures (Unix milliseconds).
     /// A maximum, so it does not depend on the order of events from
@@ -48,7 +52,8 @@ pub struct ProductState {
 
 impl ProductState {
     /// The stock invariants one product can check alone: 0 ≤ reserved ≤
-    /// on_hand, and on_hand = received − shipped. The worker checks them on
+    /// on_hand, and on_hand = received − shipped + adjusted. The worker
+    /// checks them on
     /// every product a batch touched before writing it (the database's
     /// CHECK constraints back the first up).
     pub fn stock_bounds(&self) -> Result<(), String> {
@@ -58,10 +63,10 @@ impl ProductState {
                 self.reserved, self.on_hand
             ));
         }
-        if self.on_hand != self.received_total - self.shipped_total {
+        if self.on_hand != self.received_total - self.shipped_total + self.adjusted_total {
             return Err(format!(
-                "on_hand {} != received {} - shipped {}",
-                self.on_hand, self.received_total, self.shipped_total
+                "on_hand {} != received {} - shipped {} + adjusted {}",
+                self.on_hand, self.received_total, self.shipped_total, self.adjusted_total
             ));
         }
         Ok(())
@@ -147,13 +152,45 @@ impl Inventory {
             DomainEvent::OrderCancelled(e) => self.release(e.order_id, OrderCommand::Cancel, at),
             DomainEvent::OrderShipped(e) => self.release(e.order_id, OrderCommand::Ship, at),
             DomainEvent::PurchaseOrderDrafted(e) => self.draft_purchase_order(e, at),
+            DomainEvent::StockAdjusted(e) => self.adjust_stock(e, at),
             // Commands whose outcome is its own event, and notices that
             // change no state (their rows are written from the event).
             DomainEvent::OrderShipRequested(_)
             | DomainEvent::PurchaseOrderReceived(_)
             | DomainEvent::StockLow(_)
-            | DomainEvent::AlertRaised(_) => Ok(()),
+            | DomainEvent::AlertRaised(_)
+            | DomainEvent::StockAdjustmentRequested(_)
+            | DomainEvent::StockAdjustmentRefused(_) => Ok(()),
         }
+    }
+
+    /// A decided adjustment. The decision kept on-hand at or above
+    /// reserved; an adjustment from elsewhere that would not is refused.
+    fn adjust_stock(&mut self, e: &StockAdjusted, at: i64) -> Result<(), Refused> {
+        let product = self.product_mut(e.product_id)?;
+        let on_hand = product.on_hand + e.delta;
+        if on_hand < product.reserved {
+            return Err(Refused(format!(
+                "stock.adjusted of {} by {} would leave on_hand {on_hand} below reserved {}",
+                e.product_id, e.delta, product.reserved
+            )));
+        }
+        product.on_hand = on_hand;
+        product.adjusted_total += e.delta;
+        product.updated_at = product.updated_at.max(at);
+        Ok(())
+    }
+
+    /// The confirmed orders holding some of a product's stock, by id.
+    pub fn holders_of(&self, product_id: ProductId) -> Vec<OrderId> {
+        self.orders
+            .iter()
+            .filter(|(_, order)| {
+                order.status == OrderStatus::Confirmed
+                    && order.lines.iter().any(|l| l.product_id == product_id)
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn create_product(&mut self, e: &ProductCreated, at: i64) -> Result<(), Refused> {

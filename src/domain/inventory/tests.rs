@@ -4,8 +4,11 @@
 use super::*;
 use crate::domain::events::{
     OrderCancelRequested, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipRequested,
-    OrderShipped, ProductCreated, PurchaseOrderReceived,
+    OrderShipped, ProductCreated, PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused,
+    StockAdjustmentRequested,
 };
+use crate::domain::status::{AdjustmentReason, AdjustmentRefusal};
+use crate::domain::AdjustmentId;
 use crate::domain::Envelope;
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -139,6 +142,29 @@ fn cancel(order_id: OrderId) -> DomainEvent {
 
 fn ship(order_id: OrderId) -> DomainEvent {
     DomainEvent::OrderShipRequested(OrderShipRequested { order_id })
+}
+
+fn adjust(product_id: ProductId, delta: i64, expected_on_hand: Option<i64>) -> DomainEvent {
+    DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
+        adjustment_id: AdjustmentId::new(),
+        product_id,
+        delta,
+        reason: if delta < 0 {
+            AdjustmentReason::Damaged
+        } else {
+            AdjustmentReason::Found
+        },
+        reference: Some("RMA-7".into()),
+        note: None,
+        expected_on_hand,
+    })
+}
+
+fn adjustment_refused(events: &[DomainEvent]) -> &StockAdjustmentRefused {
+    match events.first() {
+        Some(DomainEvent::StockAdjustmentRefused(refused)) => refused,
+        other => panic!("expected a refused adjustment, got {other:?}"),
+    }
 }
 
 fn types(events: &[DomainEvent]) -> Vec<&'static str> {
@@ -469,6 +495,129 @@ fn receiving_an_unknown_or_foreign_purchase_order_is_refused() {
 }
 
 #[test]
+fn an_adjustment_changes_on_hand_by_its_delta_with_its_cause() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let decided = w.one(adjust(a, -3, None));
+    let [DomainEvent::StockAdjusted(adjusted)] = decided.as_slice() else {
+        panic!("expected stock.adjusted, got {decided:?}");
+    };
+    assert_eq!(
+        (adjusted.delta, adjusted.reason),
+        (-3, AdjustmentReason::Damaged)
+    );
+    assert_eq!(adjusted.reference.as_deref(), Some("RMA-7"));
+    assert_eq!(w.stock(a), (7, 0));
+    assert_eq!(w.inventory.products[&a].adjusted_total, -3);
+    w.one(adjust(a, 5, Some(7)));
+    assert_eq!(w.stock(a), (12, 0));
+    assert!(w.inventory.invariant_violations().is_empty());
+    assert_eq!(w.replayed(), w.inventory);
+}
+
+#[test]
+fn an_adjustment_expecting_another_on_hand_is_refused_with_the_actual_figure() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (_, placed) = place(&[(a, 4)]);
+    w.one(placed);
+    let decided = w.one(adjust(a, -1, Some(9)));
+    let refused = adjustment_refused(&decided);
+    assert_eq!(refused.refusal, AdjustmentRefusal::OnHandChanged);
+    assert_eq!((refused.on_hand, refused.reserved), (10, 4));
+    assert!(
+        refused
+            .message
+            .contains("on_hand is 10, not the 9 expected"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(decided.len(), 1, "a stale compare-and-set raises no alert");
+    assert_eq!(w.stock(a), (10, 4), "nothing changed");
+    assert_eq!(w.replayed(), w.inventory);
+}
+
+#[test]
+fn an_adjustment_below_reserved_is_refused_naming_the_orders_holding_the_stock() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (first, placed) = place(&[(a, 4)]);
+    w.one(placed);
+    let (second, placed) = place(&[(a, 3)]);
+    w.one(placed);
+    let decided = w.one(adjust(a, -4, Some(10)));
+    let refused = adjustment_refused(&decided);
+    assert_eq!(refused.refusal, AdjustmentRefusal::BelowReserved);
+    let mut holders = vec![first, second];
+    holders.sort();
+    assert_eq!(refused.held_by, holders);
+    let DomainEvent::AlertRaised(alert) = &decided[1] else {
+        panic!("expected an alert, got {decided:?}");
+    };
+    assert_eq!(alert.kind, AlertKind::AdjustmentBelowReserved);
+    for order in [first, second] {
+        assert!(
+            alert.message.contains(&order.to_string()),
+            "{}",
+            alert.message
+        );
+    }
+    assert_eq!(w.stock(a), (10, 7));
+    // Exactly down to reserved is allowed.
+    assert_eq!(types(&w.one(adjust(a, -3, None))), ["stock.adjusted"]);
+    assert_eq!(w.stock(a), (7, 7));
+    assert!(w.inventory.invariant_violations().is_empty());
+}
+
+#[test]
+fn an_adjustment_of_an_unknown_product_is_refused() {
+    let mut w = World::new();
+    let decided = w.one(adjust(ProductId::new(), 2, None));
+    assert_eq!(
+        adjustment_refused(&decided).refusal,
+        AdjustmentRefusal::UnknownProduct
+    );
+    assert!(w.inventory.products.is_empty());
+}
+
+#[test]
+fn an_adjustment_that_crosses_the_threshold_raises_low_stock_and_a_purchase_order() {
+    let mut w = World::new();
+    let a = w.product("A", 5, 20, 8);
+    let decided = w.one(adjust(a, -4, None));
+    assert_eq!(
+        types(&decided),
+        [
+            "stock.adjusted",
+            "stock.low",
+            "purchase_order.drafted",
+            "alert.raised"
+        ]
+    );
+    // Already below: no second notice.
+    assert_eq!(types(&w.one(adjust(a, -1, None))), ["stock.adjusted"]);
+    assert_eq!(w.replayed(), w.inventory);
+}
+
+#[test]
+fn a_stock_adjusted_event_below_reserved_from_elsewhere_is_refused() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 5);
+    let (_, placed) = place(&[(a, 5)]);
+    w.one(placed);
+    let foreign = DomainEvent::StockAdjusted(StockAdjusted {
+        adjustment_id: AdjustmentId::new(),
+        product_id: a,
+        delta: -1,
+        reason: AdjustmentReason::Shrinkage,
+        reference: None,
+        note: None,
+    });
+    let refused = w.inventory.clone().apply(&foreign, 0).unwrap_err();
+    assert!(refused.0.contains("below reserved 5"), "{refused}");
+}
+
+#[test]
 fn handling_is_deterministic() {
     let mut w = World::new();
     let a = w.product("A", 5, 20, 6);
@@ -495,14 +644,32 @@ mod properties {
 
     #[derive(Debug, Clone)]
     enum Command {
-        Receive { product: usize, quantity: i64 },
-        Place { lines: Vec<(usize, i64)> },
+        Receive {
+            product: usize,
+            quantity: i64,
+        },
+        Place {
+            lines: Vec<(usize, i64)>,
+        },
         PlaceUnknownProduct,
-        Cancel { order: usize },
-        Ship { order: usize },
+        Cancel {
+            order: usize,
+        },
+        Ship {
+            order: usize,
+        },
         CancelUnknownOrder,
-        ReceivePurchaseOrder { product: usize },
-        ReceiveOldPurchaseOrder { product: usize },
+        ReceivePurchaseOrder {
+            product: usize,
+        },
+        ReceiveOldPurchaseOrder {
+            product: usize,
+        },
+        Adjust {
+            product: usize,
+            delta: i64,
+            compare: Option<i64>,
+        },
     }
 
     fn command() -> impl Strategy<Value = Command> {
@@ -515,6 +682,8 @@ mod properties {
             1 => Just(Command::CancelUnknownOrder),
             2 => (0..PRODUCTS).prop_map(|product| Command::ReceivePurchaseOrder { product }),
             1 => (0..PRODUCTS).prop_map(|product| Command::ReceiveOldPurchaseOrder { product }),
+            3 => (0..PRODUCTS, (-12i64..8).prop_filter("non-zero", |d| *d != 0), prop::option::of(-1i64..=1))
+                .prop_map(|(product, delta, compare)| Command::Adjust { product, delta, compare }),
         ]
     }
 
@@ -539,6 +708,7 @@ mod properties {
             for (step, command) in commands.into_iter().enumerate() {
                 let available_before: Vec<i64> =
                     products.iter().map(|p| w.inventory.products[p].available()).collect();
+                let is_adjustment = matches!(command, Command::Adjust { .. });
                 let event = match command {
                     Command::Receive { product, quantity } => receive(products[product], quantity),
                     Command::Place { lines } => {
@@ -569,6 +739,11 @@ mod properties {
                         Some(&(po, product_id)) => DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived { purchase_order_id: po, product_id }),
                         None => receive(products[product], 2),
                     },
+                    // The expected figure is on-hand, or one off (a stale read).
+                    Command::Adjust { product, delta, compare } => {
+                        let on_hand = w.inventory.products[&products[product]].on_hand;
+                        adjust(products[product], delta, compare.map(|off| on_hand + off))
+                    }
                 };
                 // Batches change only the archive's order (a batch's
                 // events, then its follow-ups), which replay must not mind.
@@ -576,6 +751,8 @@ mod properties {
 
                 let violations = w.inventory.invariant_violations();
                 prop_assert!(violations.is_empty(), "step {}: {:?}", step, violations);
+                let adjustment_decisions = follow.iter().filter(|e| matches!(e, DomainEvent::StockAdjusted(_) | DomainEvent::StockAdjustmentRefused(_))).count();
+                prop_assert_eq!(adjustment_decisions, usize::from(is_adjustment), "an adjustment is decided once");
                 for (id, order) in &w.inventory.orders {
                     prop_assert!(order.status != OrderStatus::Pending, "order {} left pending", id);
                 }

@@ -57,7 +57,10 @@ pub fn needed_scope(method: &Method, path: &str, public_catalog: bool) -> Option
         return None;
     }
     if method == Method::GET || method == Method::HEAD {
-        let catalog = path == "/api/products" || path.starts_with("/api/products/");
+        // The public catalog is what a shop front shows: products and
+        // their figures, not the stock's history (notes, who did what).
+        let catalog = (path == "/api/products" || path.starts_with("/api/products/"))
+            && !path.contains("/adjustments");
         return (!(public_catalog && catalog)).then_some(Scope::Read);
     }
     // No allocation: this runs on every POST.
@@ -239,6 +242,10 @@ mod tests {
         assert_eq!(needed_scope(&get, "/docs/", false), None);
         assert_eq!(needed_scope(&Method::OPTIONS, "/api/orders", false), None);
         assert_eq!(needed_scope(&get, "/api/products/x", true), None);
+        assert_eq!(
+            needed_scope(&get, "/api/products/x/adjustments", true),
+            Some(Scope::Read)
+        );
         assert_eq!(
             needed_scope(&get, "/api/productsx", true),
             Some(Scope::Read)

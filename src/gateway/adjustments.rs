@@ -1,0 +1,269 @@
+//! Stock adjustments: a change of on-hand with a reason (damage, shrinkage,
+//! a found unit, a correction...), optionally conditional on the on-hand
+//! the client last saw (compare-and-set). The gateway appends the request;
+//! a worker applies it or records why not, and the client reads or
+//! long-polls the outcome at the `Location` it was given.
+
+use super::error::ApiError;
+use super::extract::ApiQuery;
+use super::products::APPLIED_WAIT;
+use super::responses::{AdjustmentPending, AdjustmentQueued, ErrorBody, Queued};
+use super::write_ids::{recently_issued, WriteIds};
+use super::{ApiJson, ApiPath, AppState, Paging};
+use crate::domain::catalog::{parse_delta, parse_name, parse_note};
+use crate::domain::events::StockAdjustmentRequested;
+use crate::domain::status::{AdjustmentReason, AdjustmentStatus};
+use crate::domain::{AdjustmentId, DomainEvent, ProductId};
+use crate::store::adjustments::AdjustmentView;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Longest long-poll a client may ask for.
+const MAX_WAIT_SECS: u64 = 30;
+/// How often a long-poll re-reads the read model.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// `POST /api/products/{id}/adjustments`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustStock {
+    /// The change to on-hand: negative takes units away. Not 0.
+    #[schema(minimum = -1_000_000, maximum = 1_000_000, example = -2)]
+    pub delta: i64,
+    pub reason: AdjustmentReason,
+    /// An outside reference: a damage report, an RMA, a count sheet.
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub note: Option<String>,
+    /// Compare-and-set: apply only if on-hand is this figure when a worker
+    /// decides; otherwise the adjustment is refused with the actual figure.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub expected_on_hand: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OneAdjustmentQuery {
+    /// Long-poll: wait up to this many seconds for the decision.
+    pub wait: Option<u64>,
+}
+
+/// An adjustment's fields, each checked (the first bad one is the error).
+fn parse_request(body: &AdjustStock) -> Result<(i64, Option<String>, Option<String>), ApiError> {
+    let delta = parse_delta(body.delta).map_err(|e| ApiError::invalid("delta", e))?;
+    let reference = match body.reference.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Some(parse_name(raw).map_err(|e| ApiError::invalid("reference", e))?),
+    };
+    let note = match body.note.as_deref() {
+        None => None,
+        Some(raw) => parse_note(raw).map_err(|e| ApiError::invalid("note", e))?,
+    };
+    if let Some(expected) = body.expected_on_hand {
+        if expected < 0 {
+            return Err(ApiError::invalid(
+                "expected_on_hand",
+                "must not be negative",
+            ));
+        }
+    }
+    Ok((delta, reference, note))
+}
+
+/// Whether `id` names a product: applied, or created by this deployment
+/// and still in the log (keyed like it, so applied after it).
+pub(super) async fn product_exists(state: &AppState, id: ProductId) -> Result<bool, ApiError> {
+    Ok(
+        state.store.get_product(id).await?.is_some()
+            || state.store.claimed_sku(id).await?.is_some(),
+    )
+}
+
+/// Asks for an adjustment: appends `stock.adjustment_requested` and answers
+/// 202 with where to read the outcome.
+#[utoipa::path(post, path = "/api/products/{id}/adjustments", operation_id = "adjust_stock", tag = "stock",
+    request_body = AdjustStock,
+    params(("id" = ProductId, Path, description = "The product's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
+    responses((status = 202, description = "In the log; a worker applies it or records why not", body = AdjustmentQueued,
+            headers(("Location" = String, description = "The adjustment's URL: read or long-poll its outcome"))),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 422, description = "A field is invalid: delta 0 or beyond ±1,000,000, an unknown reason, a reference or note too long, a negative expected_on_hand", body = ErrorBody)))]
+#[tracing::instrument(name = "adjustments::request", level = "debug", skip_all)]
+pub async fn request(
+    State(state): State<AppState>,
+    ids: WriteIds,
+    ApiPath(product_id): ApiPath<ProductId>,
+    ApiJson(body): ApiJson<AdjustStock>,
+) -> Result<Response, ApiError> {
+    let (delta, reference, note) = parse_request(&body)?;
+    if !product_exists(&state, product_id).await? {
+        return Err(ApiError::not_found(format!(
+            "product {product_id} not found"
+        )));
+    }
+    let adjustment_id = AdjustmentId(ids.id("adjustment"));
+    let receipt = state
+        .append(
+            &DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
+                adjustment_id,
+                product_id,
+                delta,
+                reason: body.reason,
+                reference,
+                note,
+                expected_on_hand: body.expected_on_hand,
+            })
+            .into_envelope_with_id(ids.id("stock.adjustment_requested"), Utc::now())
+            .sent_by(ids.actor()),
+        )
+        .await?;
+    let location = format!("/api/products/{product_id}/adjustments/{adjustment_id}");
+    let body = AdjustmentQueued {
+        adjustment_id,
+        product_id,
+        delta,
+        reason: body.reason,
+        status: Queued::Queued,
+        msg_id: receipt.msg_id(),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// A product's adjustments and counts, newest first.
+#[utoipa::path(get, path = "/api/products/{id}/adjustments", operation_id = "list_adjustments", tag = "stock",
+    params(("id" = ProductId, Path, description = "The product's id"),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"),
+        ("after" = Option<AdjustmentId>, Query, description = "The id of the last item of the previous page")),
+    responses((status = 200, description = "Adjustments, newest first", body = Vec<AdjustmentView>),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 422, description = "A bad limit or cursor", body = ErrorBody)))]
+#[tracing::instrument(name = "adjustments::list", level = "debug", skip_all)]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiPath(product_id): ApiPath<ProductId>,
+    paging: Paging<AdjustmentId>,
+) -> Result<Json<Vec<AdjustmentView>>, ApiError> {
+    if !product_exists(&state, product_id).await? {
+        return Err(ApiError::not_found(format!(
+            "product {product_id} not found"
+        )));
+    }
+    Ok(Json(
+        state
+            .store
+            .list_adjustments(product_id, paging.limit, paging.after)
+            .await?,
+    ))
+}
+
+/// One adjustment. A refused one answers 409 Conflict with the figures the
+/// worker found (a compare-and-set that lost: read them, try again). With
+/// `?wait=N` the answer waits up to N seconds for the decision.
+#[utoipa::path(get, path = "/api/products/{id}/adjustments/{adjustment_id}", operation_id = "get_adjustment", tag = "stock",
+    params(("id" = ProductId, Path, description = "The product's id"),
+        ("adjustment_id" = AdjustmentId, Path, description = "The adjustment's id"),
+        ("wait" = Option<u64>, Query, description = "Seconds (up to 30) to wait for the decision")),
+    responses((status = 200, description = "Pending or applied", body = AdjustmentView),
+        (status = 202, description = "Not processed yet; the id may still be in the log", body = AdjustmentPending),
+        (status = 404, description = "No such adjustment", body = ErrorBody),
+        (status = 409, description = "Refused: `refusal` says why, with the product's on-hand and reserved then", body = AdjustmentView)))]
+#[tracing::instrument(name = "adjustments::one", level = "debug", skip_all)]
+pub async fn one(
+    State(state): State<AppState>,
+    ApiPath((product_id, id)): ApiPath<(ProductId, AdjustmentId)>,
+    ApiQuery(query): ApiQuery<OneAdjustmentQuery>,
+) -> Result<Response, ApiError> {
+    let started = tokio::time::Instant::now();
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let queued = recently_issued(id.as_uuid());
+    let wait_for_missing = if queued { wait.max(APPLIED_WAIT) } else { wait };
+    loop {
+        let adjustment = state.store.get_adjustment(id).await?;
+        if adjustment
+            .as_ref()
+            .is_some_and(|a| a.product_id != product_id)
+        {
+            return Err(ApiError::not_found(format!(
+                "adjustment {id} is not one of product {product_id}"
+            )));
+        }
+        let waited = started.elapsed();
+        let done = state.shutdown.is_cancelled()
+            || match &adjustment {
+                Some(a) => a.status != AdjustmentStatus::Pending || waited >= wait,
+                None => waited >= wait_for_missing,
+            };
+        if done {
+            return match adjustment {
+                Some(a) if a.status == AdjustmentStatus::Refused => {
+                    Ok((StatusCode::CONFLICT, Json(a)).into_response())
+                }
+                Some(a) => Ok(Json(a).into_response()),
+                None if queued => Ok((
+                    StatusCode::ACCEPTED,
+                    Json(AdjustmentPending {
+                        adjustment_id: id,
+                        product_id,
+                        status: Queued::Queued,
+                    }),
+                )
+                    .into_response()),
+                None => Err(ApiError::not_found(format!(
+                    "adjustment {id} of product {product_id} not found"
+                ))),
+            };
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::catalog::MAX_QUANTITY;
+
+    fn body(delta: i64) -> AdjustStock {
+        AdjustStock {
+            delta,
+            reason: AdjustmentReason::Damaged,
+            reference: Some("  DMG-1 ".into()),
+            note: Some("".into()),
+            expected_on_hand: None,
+        }
+    }
+
+    #[test]
+    fn each_field_is_checked_and_named() {
+        let (delta, reference, note) = parse_request(&body(-2)).unwrap();
+        assert_eq!(
+            (delta, reference.as_deref(), note),
+            (-2, Some("DMG-1"), None)
+        );
+        let named = |b: &AdjustStock| parse_request(b).unwrap_err().message;
+        assert!(named(&body(0)).contains("delta"));
+        assert!(named(&body(MAX_QUANTITY + 1)).contains("delta"));
+        let mut long = body(1);
+        long.reference = Some("r".repeat(201));
+        assert!(named(&long).contains("reference"));
+        let mut negative = body(1);
+        negative.expected_on_hand = Some(-1);
+        assert!(named(&negative).contains("expected_on_hand"));
+    }
+}
