@@ -152,6 +152,30 @@ try {
   await receiveForm.getByRole("button", { name: "Receive" }).click();
   await dashB.locator('[data-field="on_hand"]').filter({ hasText: String(onHandB + 5) }).waitFor(WAIT);
 
+  step("an adjustment from an inventory row is applied; one on an on-hand changed meanwhile is refused with the actual figure");
+  await dashB.getByTestId("adjust-stock").click();
+  let adjustForm = page.getByTestId("adjust-stock-form");
+  await adjustForm.locator('input[name="delta"]').fill("-2");
+  await adjustForm.locator('select[name="reason"]').selectOption("damaged");
+  await adjustForm.locator('input[name="reference"]').fill("DMG-E2E");
+  await adjustForm.getByRole("button", { name: "Adjust" }).click();
+  await adjustForm.getByTestId("adjustment-outcome").filter({ hasText: "adjusted -2 DASH-B (damaged)" }).waitFor(WAIT);
+  await dashB.locator('[data-field="on_hand"]').filter({ hasText: String(onHandB + 3) }).waitFor(WAIT);
+  await adjustForm.waitFor({ state: "detached", ...WAIT });
+  await dashB.getByTestId("adjust-stock").click();
+  adjustForm = page.getByTestId("adjust-stock-form");
+  const productB = (await api("/api/products?limit=1000")).find((p) => p.sku === "DASH-B");
+  await api(`/api/products/${productB.id}/stock`, { method: "POST", body: JSON.stringify({ quantity: 1 }) });
+  await dashB.locator('[data-field="on_hand"]').filter({ hasText: String(onHandB + 4) }).waitFor(WAIT);
+  await adjustForm.locator('input[name="delta"]').fill("-1");
+  await adjustForm.getByRole("button", { name: "Adjust" }).click();
+  await adjustForm
+    .getByTestId("adjustment-outcome")
+    .filter({ hasText: `on_hand is ${onHandB + 4}, not the ${onHandB + 3} expected` })
+    .waitFor(WAIT);
+  await page.screenshot({ path: `${shots}/adjustment-refused.png` });
+  await adjustForm.getByRole("button", { name: "close" }).click();
+
   step("receiving a purchase order closes it and restocks its product");
   const openBefore = await api("/api/purchase-orders?status=OPEN");
   check(openBefore.length > 0, "the test needs an open purchase order");

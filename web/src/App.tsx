@@ -5,7 +5,7 @@ import { LineChart } from "./components/LineChart";
 import { Inventory } from "./components/Inventory";
 import { Orders } from "./components/Orders";
 import { OrderDrawer } from "./components/OrderDrawer";
-import { CreateProductForm, PlaceOrderForm, ReceiveStockForm } from "./components/Forms";
+import { AdjustStockForm, CreateProductForm, PlaceOrderForm, ReceiveStockForm } from "./components/Forms";
 import { DeadLetters } from "./components/DeadLetters";
 import { LostLogEntries } from "./components/LostLogEntries";
 import { SimulatorControl } from "./components/Simulator";
@@ -34,6 +34,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
   const { stats } = snapshot;
   const [openOrder, setOpenOrder] = useState<string | null>(null);
   const [receiving, setReceiving] = useState<ProductRow | null>(null);
+  const [adjusting, setAdjusting] = useState<ProductRow | null>(null);
   const openStatus = snapshot.recent_orders.find((o) => o.order_id === openOrder)?.status;
   const times = useMemo(() => history.points.map((p) => p.t), [history]);
   const perSecond = stats.throughput.per_second;
@@ -87,12 +88,13 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
         />
       </div>
       <div className="columns">
-        <Inventory products={snapshot.products} purchaseOrders={snapshot.open_purchase_orders} onReceive={setReceiving} />
+        <Inventory products={snapshot.products} purchaseOrders={snapshot.open_purchase_orders} onReceive={setReceiving} onAdjust={setAdjusting} />
         <div className="stack">
           <Orders orders={snapshot.recent_orders} onOpen={setOpenOrder} />
           <section className="card actions">
             <h2>Actions</h2>
             {receiving && <ReceiveStockForm product={receiving} onDone={() => setReceiving(null)} />}
+            {adjusting && <AdjustStockForm key={adjusting.id} product={adjusting} onDone={() => setAdjusting(null)} />}
             <PlaceOrderForm products={snapshot.products} onPlaced={setOpenOrder} />
             <CreateProductForm />
           </section>

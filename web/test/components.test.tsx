@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { cleanup, fireEvent, render, screen, within } from "@testing-library/react";
 import { DeadLetters } from "../src/components/DeadLetters";
+import { AdjustStockForm } from "../src/components/Forms";
 import { Header } from "../src/components/Header";
 import { Inventory, StockBar } from "../src/components/Inventory";
 import { Orders } from "../src/components/Orders";
@@ -50,7 +51,7 @@ describe("Inventory", () => {
   const skus = () => screen.getAllByTestId("inventory-row").map((r) => r.dataset.sku);
 
   it("sorts by a column header, and reverses on a second click", () => {
-    render(<Inventory products={products} purchaseOrders={[]} onReceive={() => {}} />);
+    render(<Inventory products={products} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} />);
     expect(skus()).toEqual(["A-1", "B-2", "C-3"]);
     fireEvent.click(screen.getByTestId("sort-available"));
     expect(skus()).toEqual(["C-3", "B-2", "A-1"]);
@@ -58,12 +59,12 @@ describe("Inventory", () => {
     expect(skus()).toEqual(["A-1", "B-2", "C-3"]);
   });
   it("filters, and keeps sort and filter when new figures arrive", () => {
-    const { rerender } = render(<Inventory products={products} purchaseOrders={[]} onReceive={() => {}} />);
+    const { rerender } = render(<Inventory products={products} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} />);
     fireEvent.click(screen.getByTestId("sort-on_hand"));
     fireEvent.change(screen.getByTestId("inventory-filter"), { target: { value: "bol" } });
     expect(skus()).toEqual(["B-2"]);
     const updated = products.map((p) => (p.sku === "B-2" ? { ...p, on_hand: 8, available: 4 } : p));
-    rerender(<Inventory products={updated} purchaseOrders={[]} onReceive={() => {}} />);
+    rerender(<Inventory products={updated} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} />);
     expect(skus()).toEqual(["B-2"]);
     const row = screen.getByTestId("inventory-row");
     expect(row.querySelector('[data-field="available"]')!.textContent).toBe("4");
@@ -127,5 +128,38 @@ describe("DeadLetters", () => {
     const shown = await screen.findByTestId("dead-letter", undefined, { timeout: 3000 });
     expect(shown.getAttribute("data-id")).toBe("1-0");
     expect(fetched).toHaveBeenCalledTimes(2);
+  });
+});
+
+describe("AdjustStockForm", () => {
+  it("sends the on-hand it was opened with, and says why a refused adjustment was refused", async () => {
+    const shelf = product({ sku: "B-2", on_hand: 9, available: 9 });
+    const sent: unknown[] = [];
+    const refused = {
+      adjustment_id: "01900000-0000-7000-8000-000000000001",
+      product_id: shelf.id,
+      delta: -2,
+      reason: "damaged",
+      status: "refused",
+      refusal: { code: "on_hand_changed", message: "on_hand is 7, not the 9 expected", on_hand: 7, reserved: 0 },
+      requested_at: "2026-12-07T10:00:00Z",
+    };
+    const fetched = vi.fn(async (path: string, init?: RequestInit) => {
+      if (init?.method === "POST") {
+        sent.push(JSON.parse(String(init.body)));
+        return new Response(JSON.stringify({ adjustment_id: refused.adjustment_id, status: "QUEUED" }), { status: 202 });
+      }
+      expect(path).toBe(`/api/products/${shelf.id}/adjustments/${refused.adjustment_id}?wait=10`);
+      return new Response(JSON.stringify(refused), { status: 409 });
+    });
+    vi.stubGlobal("fetch", fetched);
+    render(<AdjustStockForm product={shelf} onDone={() => {}} />);
+    const form = screen.getByTestId("adjust-stock-form");
+    fireEvent.change(form.querySelector('input[name="delta"]')!, { target: { value: "-2" } });
+    fireEvent.change(form.querySelector('input[name="reference"]')!, { target: { value: "DMG-4" } });
+    fireEvent.click(within(form).getByRole("button", { name: "Adjust" }));
+    const outcome = await screen.findByTestId("adjustment-outcome");
+    expect(outcome.textContent).toBe("refused -2 B-2 (damaged): on_hand is 7, not the 9 expected");
+    expect(sent).toEqual([{ delta: -2, reason: "damaged", reference: "DMG-4", expected_on_hand: 9 }]);
   });
 });

@@ -1,6 +1,6 @@
 import { useState, type FormEvent, type ReactNode } from "react";
 import { call, type Answer } from "../lib/http";
-import type { ProductRow } from "../types";
+import type { Adjustment, AdjustmentReason, ProductRow } from "../types";
 
 type FieldErrors = Record<string, string>;
 
@@ -102,6 +102,91 @@ export function ReceiveStockForm({ product, onDone }: { product: ProductRow; onD
         <button type="button" className="link" onClick={onDone}>close</button>
       </div>
       <Result result={result} />
+    </form>
+  );
+}
+
+const REASONS: AdjustmentReason[] = ["damaged", "shrinkage", "found", "correction", "cycle_count", "transit_loss", "returned"];
+
+/** What a decided adjustment read back says, in a sentence. */
+export function adjustmentOutcome(adjustment: Adjustment, sku: string): { ok: boolean; text: string } {
+  const change = `${adjustment.delta > 0 ? "+" : ""}${adjustment.delta} ${sku} (${adjustment.reason.replace("_", " ")})`;
+  switch (adjustment.status) {
+    case "applied":
+      return { ok: true, text: `adjusted ${change}` };
+    case "refused":
+      return { ok: false, text: `refused ${change}: ${adjustment.refusal?.message ?? "no reason given"}` };
+    default:
+      return { ok: true, text: `${change} is waiting for a worker` };
+  }
+}
+
+// An adjustment with its reason, conditional by default on the on-hand the
+// operator saw when opening the form (compare-and-set): if someone changed
+// the stock meanwhile, the worker refuses it and the form says what
+// on-hand is now. The outcome is long-polled at the Location answered.
+export function AdjustStockForm({ product, onDone }: { product: ProductRow; onDone: () => void }) {
+  const { errors, result, busy, submit } = useSubmit();
+  const [seen] = useState(product.on_hand);
+  const [form, setForm] = useState({ delta: "", reason: "damaged" as AdjustmentReason, reference: "", note: "", conditional: true });
+  const [outcome, setOutcome] = useState<{ ok: boolean; text: string } | null>(null);
+  const onSubmit = async (e: FormEvent) => {
+    e.preventDefault();
+    setOutcome(null);
+    const body: Record<string, unknown> = { delta: numberOrText(form.delta), reason: form.reason };
+    if (form.reference.trim()) body.reference = form.reference;
+    if (form.note.trim()) body.note = form.note;
+    if (form.conditional) body.expected_on_hand = seen;
+    let location = "";
+    const accepted = await submit(
+      async () => {
+        const answer = await call<{ adjustment_id: string }>("POST", `/api/products/${product.id}/adjustments`, body);
+        if (answer.ok) location = `/api/products/${product.id}/adjustments/${answer.body.adjustment_id}`;
+        return answer;
+      },
+      ["delta", "reason", "reference", "note", "expected_on_hand"],
+      () => `adjustment of ${form.delta} ${product.sku} sent`,
+    );
+    if (!accepted) return;
+    const read = await call<Adjustment>("GET", `${location}?wait=10`);
+    const decided = read.body as Adjustment | undefined;
+    setOutcome(decided?.status ? adjustmentOutcome(decided, product.sku) : { ok: false, text: read.ok ? "no outcome" : read.message });
+    if (decided?.status === "applied") window.setTimeout(onDone, 1200);
+  };
+  return (
+    <form className="form" onSubmit={onSubmit} data-testid="adjust-stock-form">
+      <h3>Adjust stock: <span className="mono">{product.sku}</span></h3>
+      <Field name="delta" label="Change (negative takes away)" errors={errors}>
+        <input value={form.delta} onChange={(e) => setForm({ ...form, delta: e.target.value })} name="delta" inputMode="numeric" placeholder="e.g. -2" autoFocus />
+      </Field>
+      <Field name="reason" label="Reason" errors={errors}>
+        <select value={form.reason} onChange={(e) => setForm({ ...form, reason: e.target.value as AdjustmentReason })} name="reason">
+          {REASONS.map((r) => (
+            <option key={r} value={r}>{r.replace("_", " ")}</option>
+          ))}
+        </select>
+      </Field>
+      <Field name="reference" label="Reference (optional)" errors={errors}>
+        <input value={form.reference} onChange={(e) => setForm({ ...form, reference: e.target.value })} name="reference" />
+      </Field>
+      <Field name="note" label="Note (optional)" errors={errors}>
+        <textarea value={form.note} onChange={(e) => setForm({ ...form, note: e.target.value })} name="note" rows={2} />
+      </Field>
+      <label className="check">
+        <input type="checkbox" checked={form.conditional} onChange={(e) => setForm({ ...form, conditional: e.target.checked })} name="conditional" />{" "}
+        only if on hand is still {seen}
+      </label>
+      <div className="actions-row">
+        <button type="submit" disabled={busy}>Adjust</button>
+        <button type="button" className="link" onClick={onDone}>close</button>
+      </div>
+      {outcome ? (
+        <p className={outcome.ok ? "ok" : "error"} role={outcome.ok ? "status" : "alert"} data-testid="adjustment-outcome">
+          {outcome.text}
+        </p>
+      ) : (
+        <Result result={result} />
+      )}
     </form>
   );
 }

@@ -23,10 +23,12 @@ export function Inventory({
   products,
   purchaseOrders,
   onReceive,
+  onAdjust,
 }: {
   products: ProductRow[];
   purchaseOrders: PurchaseOrderRow[];
   onReceive: (product: ProductRow) => void;
+  onAdjust: (product: ProductRow) => void;
 }) {
   const [filter, setFilter] = useState("");
   const [lowOnly, setLowOnly] = useState(false);
@@ -116,6 +118,9 @@ export function Inventory({
                     <span role="cell" className="row-actions">
                       <button type="button" className="link" onClick={() => onReceive(p)} data-testid="receive-stock">
                         receive
+                      </button>
+                      <button type="button" className="link" onClick={() => onAdjust(p)} data-testid="adjust-stock">
+                        adjust
                       </button>
                     </span>
                   </div>

@@ -38,7 +38,9 @@ export function saveToken(token: string) {
 
 export type Answer<T = unknown> =
   | { ok: true; status: number; body: T }
-  | { ok: false; status: number; code: string; message: string; field?: string };
+  // `body`: what the gateway sent, for a refusal that is not an error body
+  // (a refused adjustment's 409 is the adjustment).
+  | { ok: false; status: number; code: string; message: string; field?: string; body?: unknown };
 
 /** The field a server error names: `items[0].quantity: must be …` → `quantity`. */
 export function fieldOf(message: string): string | undefined {
@@ -83,5 +85,6 @@ export async function call<T = unknown>(method: string, path: string, body?: unk
     code: error?.code ?? String(response.status),
     message,
     field: error?.message ? fieldOf(error.message) : undefined,
+    body: parsed,
   };
 }
