@@ -1,6 +1,6 @@
 //! `streamstock simulate` as a load generator: an open-loop run at a rate
 //! sends what the rate asks for, and its report's counts are what the
-//! system recorded.
+//! system recorded (adjustments in the mix included).
 
 use crate::common;
 use streamstock::domain::status::OrderStatus;
@@ -26,6 +26,8 @@ async fn a_steady_run_reports_what_the_system_recorded() {
             "5",
             "--seed",
             "7",
+            "--mix",
+            "place=80,ship=12,cancel=3,adjust=5",
             "--report",
             "json",
         ])
@@ -92,6 +94,22 @@ async fn a_steady_run_reports_what_the_system_recorded() {
         stats.orders_in(OrderStatus::Confirmed) + stats.orders_in(OrderStatus::Shipped) > 0,
         "{stats:#?}"
     );
+    // Every adjustment the gateway accepted was decided once.
+    let adjusted = count("adjust 202");
+    assert!(adjusted > 10, "{report:#}");
+    let api: &common::Api = &app;
+    let decided = |kind: &'static str| async move {
+        api.events(&format!("type={kind}&limit=1000"))
+            .await
+            .expect(200)
+            .len() as i64
+    };
+    api.wait_for("every adjustment decided", || async {
+        decided("stock.adjustment_requested").await == adjusted
+            && decided("stock.adjusted").await + decided("stock.adjustment_refused").await
+                == adjusted
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(10)).await;
     app.stop().await;
 }

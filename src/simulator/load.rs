@@ -34,12 +34,16 @@ pub enum Pace {
     Max,
 }
 
-/// The share of each kind of request, in parts (`place=85,ship=12,cancel=3`).
+/// The share of each kind of request, in parts
+/// (`place=85,ship=12,cancel=3,adjust=0`). `adjust` books damage and
+/// shrinkage (a unit or two of a product written off, now and then one
+/// found), conditional on the on-hand last read, as a warehouse does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mix {
     pub place: u32,
     pub ship: u32,
     pub cancel: u32,
+    pub adjust: u32,
 }
 
 impl Default for Mix {
@@ -48,6 +52,7 @@ impl Default for Mix {
             place: 85,
             ship: 12,
             cancel: 3,
+            adjust: 0,
         }
     }
 }
@@ -59,6 +64,7 @@ impl std::str::FromStr for Mix {
             place: 0,
             ship: 0,
             cancel: 0,
+            adjust: 0,
         };
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, parts) = part
@@ -72,9 +78,10 @@ impl std::str::FromStr for Mix {
                 "place" => mix.place = parts,
                 "ship" => mix.ship = parts,
                 "cancel" => mix.cancel = parts,
+                "adjust" => mix.adjust = parts,
                 other => {
                     return Err(format!(
-                        "unknown request kind `{other}` (place, ship, cancel)"
+                        "unknown request kind `{other}` (place, ship, cancel, adjust)"
                     ))
                 }
             }
@@ -107,6 +114,8 @@ enum Action {
     Place(serde_json::Value),
     Ship(Uuid),
     Cancel(Uuid),
+    /// A product and the adjustment's body.
+    Adjust(Uuid, serde_json::Value),
 }
 
 impl Action {
@@ -115,6 +124,7 @@ impl Action {
             Action::Place(_) => Verb::Place,
             Action::Ship(_) => Verb::Ship,
             Action::Cancel(_) => Verb::Cancel,
+            Action::Adjust(..) => Verb::Adjust,
         }
     }
 }
@@ -310,6 +320,9 @@ impl Simulator {
             Action::Place(body) => self.post("/api/orders").json(body),
             Action::Ship(order) => self.post(&format!("/api/orders/{order}/ship")),
             Action::Cancel(order) => self.post(&format!("/api/orders/{order}/cancel")),
+            Action::Adjust(product, body) => self
+                .post(&format!("/api/products/{product}/adjustments"))
+                .json(body),
         };
         let answer = request.send().await;
         let answered = Instant::now();
@@ -385,8 +398,12 @@ struct World {
 
 impl World {
     fn next_action(&self, rng: &mut StdRng, recorder: &Recorder) -> Action {
-        let total = self.mix.place + self.mix.ship + self.mix.cancel;
+        let total = self.mix.place + self.mix.ship + self.mix.cancel + self.mix.adjust;
         let roll = rng.random_range(0..total);
+        if roll >= total - self.mix.adjust {
+            let product = &self.products[self.popularity.pick(rng)];
+            return Action::Adjust(product.id, super::write_off(rng));
+        }
         if roll >= self.mix.place {
             let confirmed = recorder
                 .decisions
@@ -596,7 +613,8 @@ mod tests {
             Ok(Mix {
                 place: 80,
                 ship: 15,
-                cancel: 5
+                cancel: 5,
+                adjust: 0,
             })
         );
         assert_eq!(
@@ -604,10 +622,12 @@ mod tests {
             Ok(Mix {
                 place: 1,
                 ship: 0,
-                cancel: 0
+                cancel: 0,
+                adjust: 0,
             })
         );
         assert!("ship=10".parse::<Mix>().is_err());
+        assert_eq!("place=9,adjust=1".parse::<Mix>().map(|m| m.adjust), Ok(1));
         assert!("place=x".parse::<Mix>().is_err());
         assert!("place=1,refund=2".parse::<Mix>().is_err());
         assert!("place".parse::<Mix>().is_err());

@@ -1,9 +1,10 @@
 //! The traffic simulator: seeds a demo catalog through the API when it is
 //! empty, then places orders with random items and quantities at the pace of
 //! a profile. It also plays the warehouse (ships most confirmed orders),
-//! customers who change their mind (cancel some), and the supplier (delivers
-//! the purchase orders the workers draft when stock runs low). It talks to
-//! the gateway over HTTP only, like any client.
+//! customers who change their mind (cancel some), the stock keeper (writes
+//! off a damaged or missing unit now and then, and books one found), and
+//! the supplier (delivers the purchase orders the workers draft when stock
+//! runs low). It talks to the gateway over HTTP only, like any client.
 
 pub mod load;
 mod recorder;
@@ -75,6 +76,7 @@ const CUSTOMERS: &[&str] = &[
 #[derive(Debug, Deserialize)]
 struct Product {
     id: Uuid,
+    on_hand: i64,
     available: i64,
     low_stock_threshold: i64,
     reorder_quantity: i64,
@@ -107,6 +109,9 @@ struct PurchaseOrder {
 const CANCEL_SHARE: f64 = 0.15;
 /// Confirmed orders handled per round (a round every 10 placed orders).
 const ORDERS_PER_ROUND: usize = 10;
+/// The chance that a round also books an adjustment (damage, shrinkage, a
+/// unit found) of one product.
+const ADJUSTMENT_SHARE: f64 = 0.3;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SimulatorReport {
@@ -115,6 +120,9 @@ pub struct SimulatorReport {
     pub failed: u64,
     pub shipped: u64,
     pub cancelled: u64,
+    /// Adjustments booked (the workers may refuse some: a stale on-hand,
+    /// or stock held by orders).
+    pub adjustments: u64,
     /// Purchase orders delivered.
     pub deliveries: u64,
     /// Direct receipts for products low without a purchase order.
@@ -183,6 +191,10 @@ impl Simulator {
             placed += 1;
             if placed.is_multiple_of(10) {
                 self.warehouse_round(&mut rng, &mut report).await;
+                if rng.random_bool(ADJUSTMENT_SHARE) {
+                    self.stock_keeper_round(&mut rng, &products, &mut report)
+                        .await;
+                }
                 if let Ok(fresh) = self.products().await {
                     self.supplier_round(&fresh, Duration::ZERO, &mut report)
                         .await;
@@ -228,6 +240,29 @@ impl Simulator {
                     report.shipped += 1;
                 }
             }
+        }
+    }
+
+    /// The stock keeper books one adjustment of a random product, on the
+    /// on-hand last read (a compare-and-set: refused if it moved since).
+    async fn stock_keeper_round(
+        &self,
+        rng: &mut StdRng,
+        products: &[Product],
+        report: &mut SimulatorReport,
+    ) {
+        let Some(product) = products.choose(rng) else {
+            return;
+        };
+        let mut body = write_off(rng);
+        body["expected_on_hand"] = json!(product.on_hand);
+        let sent = self
+            .post(&format!("/api/products/{}/adjustments", product.id))
+            .json(&body)
+            .send()
+            .await;
+        if matches!(sent, Ok(ref r) if r.status().is_success()) {
+            report.adjustments += 1;
         }
     }
 
@@ -330,6 +365,17 @@ impl Simulator {
         }
         Ok(response.status().is_success())
     }
+}
+
+/// An adjustment's body as a stock keeper books them: mostly a unit or two
+/// damaged or missing, now and then one found.
+fn write_off(rng: &mut StdRng) -> serde_json::Value {
+    let (delta, reason) = match rng.random_range(0..10) {
+        0..=5 => (-rng.random_range(1..=2), "damaged"),
+        6..=8 => (-1, "shrinkage"),
+        _ => (1, "found"),
+    };
+    json!({ "delta": delta, "reason": reason, "note": "booked by the simulator" })
 }
 
 /// An order of 1–3 random products, 1–4 units each, from a random customer.

@@ -19,6 +19,7 @@ pub(super) enum Verb {
     Place,
     Ship,
     Cancel,
+    Adjust,
 }
 
 impl Verb {
@@ -27,6 +28,7 @@ impl Verb {
             Verb::Place => "place",
             Verb::Ship => "ship",
             Verb::Cancel => "cancel",
+            Verb::Adjust => "adjust",
         }
     }
 }

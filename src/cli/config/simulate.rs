@@ -32,8 +32,9 @@ pub struct SimulateArgs {
     /// (default: a random one, printed in the summary).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// `steady`/`max`: parts of each request kind. Ship and cancel act on
-    /// orders confirmed earlier in the run.
+    /// `steady`/`max`: parts of each request kind (place, ship, cancel,
+    /// adjust). Ship and cancel act on orders confirmed earlier in the run;
+    /// adjust writes off or finds a unit of a product.
     #[arg(long, default_value = "place=85,ship=12,cancel=3")]
     pub mix: crate::simulator::load::Mix,
     /// `steady`/`max`: the supplier receives a purchase order this long
