@@ -43,6 +43,10 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("stored data is inconsistent: {0}")]
     Inconsistent(String),
+    /// Another transaction did part of this one's work meanwhile (two
+    /// workers applying the same event): retried, it finds it done.
+    #[error("contended: {0}")]
+    Contended(String),
     /// A handler refused an event whose content it cannot apply.
     #[error("event refused: {0}")]
     Rejected(String),
@@ -89,7 +93,7 @@ impl StoreError {
     /// conflict) are worth retrying; anything else is a bug or bad data.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Unavailable(_) => true,
+            StoreError::Unavailable(_) | StoreError::Contended(_) => true,
             StoreError::Query(sqlx::Error::Database(db)) => {
                 // 40001 serialization failure, 40P01 deadlock, 55P03 lock
                 // not available, 25P03 the session's transaction stalled

@@ -19,9 +19,13 @@
 //! between (only possible for rows this batch could not lock because they
 //! did not exist yet) is added to, never overwritten.
 //!
-//! The archive's order (its `seq`) is the replay order of `rebuild`: a
-//! batch's events are archived first, its follow-ups last, once the stock
-//! rows they depend on are locked.
+//! The archive's order (its `seq`) is the replay order of `rebuild`, and
+//! it is the order the workers applied the events in: a batch looks its
+//! events up in the archive first (those found are redeliveries), and
+//! archives them only after the domain handled them, each followed by the
+//! decisions it led to, with its stock rows locked (PostgreSQL) or the
+//! database's write lock held (SQLite). Two batches that change the same
+//! product are thus archived in the order they changed it.
 
 use super::outbox::OutboxRows;
 use super::sql::{bind_all, multi_insert, select_by_ids, Tx};
@@ -100,28 +104,56 @@ impl Store {
 
         let mut tx = self.pool().begin().await?;
         let dialect = self.dialect();
+        if dialect == Dialect::Sqlite {
+            take_write_lock(&mut tx).await?;
+        }
         super::epochs::record_epochs(&mut tx, group, epochs).await?;
-        let fresh = archive_fresh(&mut tx, dialect, candidates, epochs, now_ms).await?;
+        let fresh = unarchived(&mut tx, dialect, candidates).await?;
         outcome.duplicates = events.len() - fresh.len();
         if fresh.is_empty() {
             tx.commit().await?;
             return Ok(outcome);
         }
 
-        let follow_ups = handle_and_write(&mut tx, dialect, &fresh, now).await?;
+        let follow_ups_of = handle_and_write(&mut tx, dialect, &fresh, now).await?;
         outcome.applied = fresh.len();
 
-        // Follow-ups last: their archive order follows the locks above.
-        let follow_up_rows: Vec<ArchiveRow> = follow_ups
-            .iter()
-            .map(|(env, _)| ArchiveRow {
+        // The archive in the order the domain applied the events: each
+        // consumed event, then the decisions it led to. Written after the
+        // stock rows were locked, so `seq` also orders this batch after
+        // every batch that changed the same products before it: replayed
+        // in `seq` order, the archive meets each product's stock in the
+        // order the workers did (the ledger's running figures depend on it).
+        let mut rows = Vec::with_capacity(fresh.len() * 2);
+        for (decoded, follow_ups) in fresh.iter().zip(&follow_ups_of) {
+            rows.push(ArchiveRow {
+                envelope: &decoded.envelope,
+                partition: decoded.partition,
+                entry_id: decoded.id.to_string(),
+                lease_epoch: epochs.epoch_of(decoded.partition).map(|e| e.get() as i64),
+            });
+            rows.extend(follow_ups.iter().map(|(env, _)| ArchiveRow {
                 envelope: env,
                 partition: partition_of(&env.key),
                 entry_id: String::new(),
                 lease_epoch: None,
-            })
-            .collect();
-        archive(&mut tx, dialect, &follow_up_rows, now_ms, false).await?;
+            }));
+        }
+        let archived = archive(&mut tx, dialect, &rows, now_ms).await?;
+        // Found unarchived above, yet archived by someone else since: only
+        // two workers applying the same partition at once (no fencing) can
+        // race so. Nothing is kept; the retry finds it applied.
+        if let Some(raced) = fresh
+            .iter()
+            .find(|d| !archived.contains(&d.envelope.event_id))
+        {
+            return Err(StoreError::Contended(format!(
+                "event {} was archived by another worker during this batch",
+                raced.envelope.event_id
+            )));
+        }
+        let follow_ups: Vec<(Envelope, DomainEvent)> =
+            follow_ups_of.into_iter().flatten().collect();
         // One outbox row for the whole batch: the follow-ups' envelopes are
         // already in the archive, so the outbox only says which of them are
         // not yet published (a row per event doubled every decision's write).
@@ -180,42 +212,50 @@ impl Store {
     }
 }
 
-/// Archives `candidates` (the inbox) and returns those not archived before,
-/// which are the ones to apply. The archive is written first: on SQLite
-/// this write takes the database's write lock at once, so everything read
-/// after it stays true until commit.
-async fn archive_fresh<'d>(
+/// On SQLite, makes the transaction a writer before it reads anything: a
+/// statement that writes (even nothing) takes the database's write lock, so
+/// what the batch reads stays true until it commits, and another worker's
+/// batch waits for it instead of failing on a stale snapshot.
+async fn take_write_lock(tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE partition_epochs SET epoch = epoch WHERE 1 = 0")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The candidates the archive (the inbox) does not hold yet: the events to
+/// apply. An archived one was applied before (a redelivery).
+async fn unarchived<'d>(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     candidates: Vec<&'d Decoded>,
-    epochs: &Holdings,
-    now_ms: i64,
 ) -> Result<Vec<&'d Decoded>, StoreError> {
-    let rows: Vec<ArchiveRow> = candidates
-        .iter()
-        .map(|d| ArchiveRow {
-            envelope: &d.envelope,
-            partition: d.partition,
-            entry_id: d.id.to_string(),
-            lease_epoch: epochs.epoch_of(d.partition).map(|e| e.get() as i64),
-        })
-        .collect();
-    let fresh_ids = archive(tx, dialect, &rows, now_ms, true).await?;
+    let ids: Vec<Uuid> = candidates.iter().map(|d| d.envelope.event_id).collect();
+    let archived: HashSet<Uuid> = select_by_ids(
+        tx,
+        dialect,
+        "SELECT event_id FROM event_archive WHERE event_id IN ({ids})",
+        &ids,
+    )
+    .await?
+    .iter()
+    .map(|row| super::uuid_col(row, "event_id"))
+    .collect::<Result<_, _>>()?;
     Ok(candidates
         .into_iter()
-        .filter(|d| fresh_ids.contains(&d.envelope.event_id))
+        .filter(|d| !archived.contains(&d.envelope.event_id))
         .collect())
 }
 
 /// The unit of work: loads the state `fresh` touches, lets the domain
 /// handle each event in log order (deciding follow-ups), and writes back
-/// what changed. Returns the follow-ups with their envelopes.
+/// what changed. Returns each event's follow-ups with their envelopes.
 async fn handle_and_write(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     fresh: &[&Decoded],
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<(Envelope, DomainEvent)>, StoreError> {
+) -> Result<Vec<Vec<(Envelope, DomainEvent)>>, StoreError> {
     let mut inventory = Inventory::default();
     load_state(
         tx,
@@ -226,7 +266,7 @@ async fn handle_and_write(
     )
     .await?;
     let baseline = inventory.clone();
-    let mut follow_ups = Vec::new();
+    let mut follow_ups_of = Vec::with_capacity(fresh.len());
     for decoded in fresh {
         let decided = inventory
             .handle(&decoded.envelope, &decoded.event, now)
@@ -236,23 +276,25 @@ async fn handle_and_write(
                     decoded.envelope.event_type, decoded.envelope.event_id
                 ))
             })?;
-        follow_ups.extend(decided);
+        follow_ups_of.push(decided);
     }
 
     check_stock_bounds(&baseline, &inventory)?;
     let mut writes = Writes::default();
     writes.events(
-        fresh
-            .iter()
-            .map(|d| (&d.envelope, &d.event))
-            .chain(follow_ups.iter().map(|(env, event)| (env, event))),
+        fresh.iter().map(|d| (&d.envelope, &d.event)).chain(
+            follow_ups_of
+                .iter()
+                .flatten()
+                .map(|(env, event)| (env, event)),
+        ),
         &baseline.orders,
     );
     writes.stock(&baseline.products, &inventory.products);
     writes.orders(&baseline.orders, &inventory.orders);
     writes.purchase_orders(&baseline.purchase_orders, &inventory.purchase_orders);
     writes.flush(tx, dialect).await?;
-    Ok(follow_ups)
+    Ok(follow_ups_of)
 }
 
 /// The stock invariants of every product the batch changed, checked before
@@ -275,14 +317,13 @@ fn check_stock_bounds(before: &Inventory, after: &Inventory) -> Result<(), Store
     Ok(())
 }
 
-/// Archives the events not archived yet; with `report_fresh`, returns their
-/// ids (the events to apply now).
+/// Archives the events not archived yet, in the order given (their `seq`);
+/// returns the ids it archived.
 async fn archive(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     events: &[ArchiveRow<'_>],
     now: i64,
-    report_fresh: bool,
 ) -> Result<HashSet<Uuid>, StoreError> {
     let rows = events
         .iter()
@@ -317,17 +358,9 @@ async fn archive(
         "lease_epoch",
     ];
     let mut fresh = HashSet::new();
-    let suffix = if report_fresh {
-        "ON CONFLICT DO NOTHING RETURNING event_id"
-    } else {
-        "ON CONFLICT DO NOTHING"
-    };
+    let suffix = "ON CONFLICT DO NOTHING RETURNING event_id";
     for (sql, values) in multi_insert(dialect, "event_archive", &columns, rows, suffix) {
         let query = bind_all(sqlx::query(&sql), values);
-        if !report_fresh {
-            query.execute(&mut **tx).await?;
-            continue;
-        }
         for row in query.fetch_all(&mut **tx).await? {
             fresh.insert(super::uuid_col(&row, "event_id")?);
         }

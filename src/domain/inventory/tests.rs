@@ -17,12 +17,11 @@ fn at(second: i64) -> DateTime<Utc> {
 }
 
 /// A tiny driver: handles commands like a worker, keeping the archive in
-/// the order the store writes it (a batch's events, then their follow-ups).
+/// the order the store writes it (each event, then its follow-ups: the
+/// order the domain applied them).
 struct World {
     inventory: Inventory,
     archive: Vec<Envelope>,
-    /// Follow-ups of the current batch, archived when it ends.
-    batch_follow_ups: Vec<Envelope>,
     clock: i64,
 }
 
@@ -31,13 +30,12 @@ impl World {
         World {
             inventory: Inventory::default(),
             archive: Vec::new(),
-            batch_follow_ups: Vec::new(),
             clock: 0,
         }
     }
 
-    /// Handles one command of the current batch; returns its follow-ups.
-    fn step(&mut self, command: DomainEvent, ends_batch: bool) -> Vec<DomainEvent> {
+    /// Handles one command; returns its follow-ups.
+    fn step(&mut self, command: DomainEvent) -> Vec<DomainEvent> {
         self.clock += 1;
         let envelope = command.clone().into_envelope(at(self.clock));
         self.archive.push(envelope.clone());
@@ -45,22 +43,17 @@ impl World {
             .inventory
             .handle(&envelope, &command, at(self.clock))
             .unwrap();
-        self.batch_follow_ups
+        self.archive
             .extend(follow_ups.iter().map(|(env, _)| env.clone()));
-        if ends_batch {
-            self.archive.append(&mut self.batch_follow_ups);
-        }
         follow_ups.into_iter().map(|(_, e)| e).collect()
     }
 
     /// Handles a batch of commands; returns the follow-ups' events.
     fn batch(&mut self, commands: Vec<DomainEvent>) -> Vec<DomainEvent> {
-        let last = commands.len().saturating_sub(1);
-        let mut follow_ups = Vec::new();
-        for (i, command) in commands.into_iter().enumerate() {
-            follow_ups.extend(self.step(command, i == last));
-        }
-        follow_ups
+        commands
+            .into_iter()
+            .flat_map(|command| self.step(command))
+            .collect()
     }
 
     fn one(&mut self, command: DomainEvent) -> Vec<DomainEvent> {
@@ -690,14 +683,13 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-        /// After every command of a random interleaving (in random batches):
+        /// After every command of a random interleaving:
         /// the business invariants hold, no order stays
         /// pending, stock.low comes exactly once per crossing, and replaying
         /// the archive without deciding gives the same state.
         #[test]
         fn invariants_hold_after_every_step(
             commands in prop::collection::vec(command(), 1..60),
-            batch_ends in prop::collection::vec(any::<bool>(), 60),
         ) {
             let mut w = World::new();
             let products: Vec<ProductId> = (0..PRODUCTS)
@@ -745,9 +737,7 @@ mod properties {
                         adjust(products[product], delta, compare.map(|off| on_hand + off))
                     }
                 };
-                // Batches change only the archive's order (a batch's
-                // events, then its follow-ups), which replay must not mind.
-                let follow = w.step(event, batch_ends[step]);
+                let follow = w.step(event);
 
                 let violations = w.inventory.invariant_violations();
                 prop_assert!(violations.is_empty(), "step {}: {:?}", step, violations);
@@ -764,7 +754,6 @@ mod properties {
                     prop_assert_eq!(notices, usize::from(crossed), "product {} {} -> {}", i, available_before[i], after);
                 }
             }
-            w.archive.append(&mut w.batch_follow_ups);
             prop_assert_eq!(w.replayed(), w.inventory.clone());
         }
     }
