@@ -38,6 +38,7 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
         "/api/products/{id}/adjustments/{adjustment_id}",
         Some(Scope::Read),
     ),
+    ("get", "/api/products/{id}/ledger", Some(Scope::Read)),
     ("get", "/api/orders", Some(Scope::Read)),
     ("post", "/api/orders", Some(Scope::Write)),
     ("get", "/api/orders/{id}", Some(Scope::Read)),
@@ -235,6 +236,10 @@ async fn a_public_catalog_opens_the_products_reads_only() {
     // The stock's history (notes, who adjusted) is not the shop front's.
     assert_eq!(
         anonymous(format!("/api/products/{product}/adjustments")).await,
+        401
+    );
+    assert_eq!(
+        anonymous(format!("/api/products/{product}/ledger")).await,
         401
     );
     assert_eq!(anonymous("/api/orders".into()).await, 401);

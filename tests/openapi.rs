@@ -17,6 +17,7 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/products/{id}/adjustments"),
     ("post", "/api/products/{id}/adjustments"),
     ("get", "/api/products/{id}/adjustments/{adjustment_id}"),
+    ("get", "/api/products/{id}/ledger"),
     ("get", "/api/orders"),
     ("post", "/api/orders"),
     ("get", "/api/orders/{id}"),

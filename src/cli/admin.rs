@@ -27,6 +27,9 @@ pub async fn status(common: CommonArgs, args: StatusArgs) -> anyhow::Result<()> 
         .dead_letter_count(group)
         .await
         .context("counting dead letters")?;
+    // The log's figures are what status is for: a database that cannot be
+    // reached leaves the ledger's line unknown, not the whole report.
+    let ledger = audit_ledger(&common).await;
     if args.json {
         let partitions: Vec<_> = stats
             .iter()
@@ -40,6 +43,8 @@ pub async fn status(common: CommonArgs, args: StatusArgs) -> anyhow::Result<()> 
             "lag": stats.iter().map(|s| s.lag).sum::<u64>(),
             "pending": stats.iter().map(|s| s.pending).sum::<u64>(),
             "dead_letters": dead,
+            "ledger": ledger.as_ref().ok(),
+            "ledger_error": ledger.as_ref().err().map(|e| format!("{e:#}")),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -65,7 +70,35 @@ pub async fn status(common: CommonArgs, args: StatusArgs) -> anyhow::Result<()> 
         stats.iter().map(|s| s.lag).sum::<u64>(),
         stats.iter().map(|s| s.pending).sum::<u64>()
     );
+    match ledger {
+        Err(e) => println!("stock ledger: not audited: {e:#}"),
+        Ok(ledger) if ledger.mismatched == 0 => println!(
+            "stock ledger: the last row of each of {} products equals its figures",
+            ledger.products
+        ),
+        Ok(ledger) => println!(
+            "stock ledger: {} of {} products disagree with their last ledger row (e.g. {})",
+            ledger.mismatched,
+            ledger.products,
+            ledger
+                .examples
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
     Ok(())
+}
+
+async fn audit_ledger(common: &CommonArgs) -> anyhow::Result<crate::store::ledger::LedgerAudit> {
+    let store = open_store(common, None, None).await?;
+    let audit = store
+        .audit_ledger()
+        .await
+        .context("auditing the stock ledger");
+    store.close().await;
+    audit
 }
 
 pub async fn dlq(common: CommonArgs, action: DlqAction) -> anyhow::Result<()> {

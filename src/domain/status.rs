@@ -139,6 +139,25 @@ named_enum! {
 }
 
 named_enum! {
+    /// What a stock movement (a row of a product's ledger) was.
+    pub enum MovementKind {
+        /// Units came in: a direct receipt or a purchase order's delivery.
+        Received => "received",
+        /// A confirmed order's line reserved units.
+        Reserved => "reserved",
+        /// A cancelled order gave its reserved units back.
+        Released => "released",
+        /// A shipped order's units left the shelf (and their reservation).
+        Shipped => "shipped",
+        /// An adjustment or a count changed on-hand.
+        Adjusted => "adjusted",
+        /// The figures a product had when the ledger began (a read model
+        /// upgraded from a release without one).
+        Opening => "opening",
+    }
+}
+
+named_enum! {
     /// Where an adjustment stands: the worker decides it once.
     pub enum AdjustmentStatus {
         /// In the log; no worker has decided it yet.

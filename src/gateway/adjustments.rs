@@ -6,7 +6,7 @@
 
 use super::error::ApiError;
 use super::extract::ApiQuery;
-use super::products::APPLIED_WAIT;
+use super::products::{product_exists, APPLIED_WAIT};
 use super::responses::{AdjustmentPending, AdjustmentQueued, ErrorBody, Queued};
 use super::write_ids::{recently_issued, WriteIds};
 use super::{ApiJson, ApiPath, AppState, Paging};
@@ -76,15 +76,6 @@ fn parse_request(body: &AdjustStock) -> Result<(i64, Option<String>, Option<Stri
         }
     }
     Ok((delta, reference, note))
-}
-
-/// Whether `id` names a product: applied, or created by this deployment
-/// and still in the log (keyed like it, so applied after it).
-pub(super) async fn product_exists(state: &AppState, id: ProductId) -> Result<bool, ApiError> {
-    Ok(
-        state.store.get_product(id).await?.is_some()
-            || state.store.claimed_sku(id).await?.is_some(),
-    )
 }
 
 /// Asks for an adjustment: appends `stock.adjustment_requested` and answers

@@ -96,6 +96,7 @@ mod tests {
             reserved: 0,
             available: 0,
             created_at: chrono::Utc::now(),
+            as_of: None,
         }
     }
 

@@ -93,3 +93,18 @@ where
         })
     }
 }
+
+/// An RFC 3339 time of a query parameter, as Unix milliseconds.
+pub fn parse_time(field: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|text| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&chrono::Utc).timestamp_millis())
+            .map_err(|e| {
+                ApiError::invalid(
+                    field,
+                    format!("must be an RFC 3339 time like 2026-12-07T10:00:00Z ({e})"),
+                )
+            })
+    })
+    .transpose()
+}

@@ -11,6 +11,7 @@ pub mod error;
 mod extract;
 mod front_door;
 pub mod idempotency;
+mod ledger;
 pub mod openapi;
 mod operations;
 mod order_watch;

@@ -6,7 +6,7 @@ use super::responses::{
     Accepted, FoundOrQueued, ProductPending, ProductQueued, Queued, StockQueued, Stored,
 };
 use super::write_ids::WriteIds;
-use super::{ApiJson, ApiPath, AppState, Paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
 use crate::domain::events::{ProductCreated, StockReceived};
 use crate::domain::{DomainEvent, Money, ProductId};
@@ -61,6 +61,15 @@ pub async fn list(
     ))
 }
 
+/// Whether `id` names a product: applied, or created by this deployment
+/// and still in the log (keyed like it, so applied after it).
+pub(super) async fn product_exists(state: &AppState, id: ProductId) -> Result<bool, ApiError> {
+    Ok(
+        state.store.get_product(id).await?.is_some()
+            || state.store.claimed_sku(id).await?.is_some(),
+    )
+}
+
 /// How long a request waits for a worker to apply a product this gateway
 /// just created (normally a few batch waits, tens of milliseconds).
 pub(super) const APPLIED_WAIT: Duration = Duration::from_secs(5);
@@ -87,17 +96,36 @@ pub(super) async fn readable_product(
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct OneProductQuery {
+    /// RFC 3339: the figures as of this moment.
+    pub as_of: Option<String>,
+}
+
+/// One product. With `?as_of=<RFC 3339>` its on-hand, reserved and
+/// available are those of that moment (event time), from the stock ledger.
 #[utoipa::path(get, path = "/api/products/{id}", operation_id = "get_product", tag = "products",
-    params(("id" = ProductId, Path, description = "The product's id")),
+    params(("id" = ProductId, Path, description = "The product's id"),
+        ("as_of" = Option<String>, Query, description = "RFC 3339: the figures as of this moment")),
     responses((status = 200, description = "The product", body = ProductView),
         (status = 202, description = "Created by this deployment, not yet applied by a worker", body = ProductPending),
-        (status = 404, description = "No such product", body = ErrorBody)))]
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 422, description = "A bad as_of", body = ErrorBody)))]
 #[tracing::instrument(name = "products::one", level = "debug", skip_all)]
 pub async fn one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProductId>,
+    ApiQuery(query): ApiQuery<OneProductQuery>,
 ) -> Result<FoundOrQueued<ProductView, ProductPending>, ApiError> {
-    if let Some(product) = state.store.get_product(id).await? {
+    let as_of = super::extract::parse_time("as_of", query.as_of.as_deref())?;
+    if let Some(mut product) = state.store.get_product(id).await? {
+        if let Some(at) = as_of {
+            let (on_hand, reserved) = state.store.figures_as_of(id, at).await?.unwrap_or((0, 0));
+            product.on_hand = on_hand;
+            product.reserved = reserved;
+            product.available = on_hand - reserved;
+            product.as_of = chrono::DateTime::from_timestamp_millis(at);
+        }
         return Ok(FoundOrQueued::Found(product));
     }
     let Some(sku) = state.store.claimed_sku(id).await? else {
@@ -266,8 +294,7 @@ pub async fn receive_stock(
     let quantity = Quantity::parse(body.quantity).map_err(|e| ApiError::invalid("quantity", e))?;
     // A product this gateway created is accepted before a worker applies
     // it: the receipt is keyed like the creation, so it is applied after it.
-    if state.store.get_product(id).await?.is_none() && state.store.claimed_sku(id).await?.is_none()
-    {
+    if !product_exists(&state, id).await? {
         return Err(ApiError::not_found(format!("product {id} not found")));
     }
     let receipt = state

@@ -11,6 +11,7 @@ pub mod analytics;
 pub mod dead_letters;
 mod epochs;
 pub mod idempotency;
+pub mod ledger;
 pub mod lost_entries;
 pub mod outbox;
 pub mod projections;

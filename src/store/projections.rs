@@ -291,6 +291,7 @@ async fn handle_and_write(
         &baseline.orders,
     );
     writes.stock(&baseline.products, &inventory.products);
+    writes.ledger(std::mem::take(&mut inventory.journal));
     writes.orders(&baseline.orders, &inventory.orders);
     writes.purchase_orders(&baseline.purchase_orders, &inventory.purchase_orders);
     writes.flush(tx, dialect).await?;
@@ -451,7 +452,7 @@ async fn load_stock(
     };
     let sql = format!(
         "SELECT i.product_id, p.sku, p.low_stock_threshold, p.reorder_quantity, i.on_hand, i.reserved, \
-         i.received_total, i.shipped_total, i.adjusted_total, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+         i.received_total, i.shipped_total, i.adjusted_total, i.movements, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
     for row in select_by_ids(tx, dialect, &sql, ids).await? {
@@ -468,6 +469,7 @@ async fn load_stock(
                 received_total: row.try_get("received_total")?,
                 shipped_total: row.try_get("shipped_total")?,
                 adjusted_total: row.try_get("adjusted_total")?,
+                movements: row.try_get("movements")?,
                 open_purchase_order: None,
                 updated_at: row.try_get("updated_at")?,
             },

@@ -24,6 +24,9 @@ pub struct ProductView {
     pub reserved: i64,
     pub available: i64,
     pub created_at: DateTime<Utc>,
+    /// Set when the figures are as of this past moment (`?as_of=`), not now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -97,6 +100,7 @@ fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> {
         reserved,
         available: on_hand - reserved,
         created_at: time_of_millis(row.try_get("created_at")?),
+        as_of: None,
     })
 }
 

@@ -14,8 +14,8 @@ use super::analytics::{prune_windows_on, WindowRetention};
 use super::projections::load_state;
 use super::sql::Tx;
 use super::writes::{
-    AdjustmentRow, AlertRow, DailySalesRow, OrderItemRow, OrderRow, OrderTotalRow, ProductRow,
-    ProductSalesRow, PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,
+    AdjustmentRow, AlertRow, DailySalesRow, LedgerRow, OrderItemRow, OrderRow, OrderTotalRow,
+    ProductRow, ProductSalesRow, PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,
 };
 use super::{archived_envelope, Dialect, Store, StoreError};
 use crate::domain::inventory::Inventory;
@@ -81,6 +81,12 @@ pub const PROJECTIONS: &[Projection] = &[
         table: AdjustmentRow::TABLE,
         order_by: "id",
         columns: AdjustmentRow::COLUMNS,
+        counts_rows: "TRUE",
+    },
+    Projection {
+        table: LedgerRow::TABLE,
+        order_by: "product_id, seq",
+        columns: LedgerRow::COLUMNS,
         counts_rows: "TRUE",
     },
     Projection {
@@ -254,7 +260,7 @@ async fn replay_chunk(
     let orders_before = inventory.orders.clone();
     for (envelope, event) in chunk {
         inventory
-            .apply(event, envelope.occurred_at.timestamp_millis())
+            .apply_enveloped(envelope, event)
             .map_err(|refused| {
                 StoreError::Inconsistent(format!(
                     "replaying {} {}: {refused}",
@@ -268,6 +274,7 @@ async fn replay_chunk(
         &orders_before,
     );
     writes.orders(&orders_before, &inventory.orders);
+    writes.ledger(std::mem::take(&mut inventory.journal));
     writes.flush(tx, dialect).await?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 use super::sql::{execute_all, multi_insert, values_lists, SqlValue, Tx};
 use super::{Dialect, StoreError};
 use crate::domain::inventory::{
-    OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
+    Movement, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
 use crate::domain::status::AdjustmentStatus;
 use crate::domain::{DomainEvent, Envelope};
@@ -92,6 +92,7 @@ table_row! {
         received_total: i64 => "BIGINT",
         shipped_total: i64 => "BIGINT",
         adjusted_total: i64 => "BIGINT",
+        movements: i64 => "BIGINT",
         updated_at: i64 => "BIGINT",
     }
     on conflict |dialect| format!(
@@ -100,6 +101,7 @@ table_row! {
          received_total = inventory.received_total + excluded.received_total, \
          shipped_total = inventory.shipped_total + excluded.shipped_total, \
          adjusted_total = inventory.adjusted_total + excluded.adjusted_total, \
+         movements = inventory.movements + excluded.movements, \
          updated_at = {}(inventory.updated_at, excluded.updated_at)",
         latest(dialect)
     )
@@ -231,6 +233,29 @@ table_row! {
     on conflict |_| "ON CONFLICT DO NOTHING".into()
 }
 
+table_row! {
+    /// A stock movement: a row of a product's ledger.
+    LedgerRow in "stock_ledger" {
+        product_id: String => "TEXT",
+        seq: i64 => "BIGINT",
+        occurred_at: i64 => "BIGINT",
+        kind: &'static str => "TEXT",
+        on_hand_delta: i64 => "BIGINT",
+        reserved_delta: i64 => "BIGINT",
+        on_hand: i64 => "BIGINT",
+        reserved: i64 => "BIGINT",
+        event_type: Option<&'static str> => "TEXT",
+        event_id: Option<String> => "TEXT",
+        order_id: Option<String> => "TEXT",
+        purchase_order_id: Option<String> => "TEXT",
+        adjustment_id: Option<String> => "TEXT",
+        reason: Option<&'static str> => "TEXT",
+    }
+    // No conflict clause: a movement number taken twice is a bug, and
+    // fails the batch rather than losing a row.
+    on conflict |_| String::new()
+}
+
 /// An adjustment's decision: the columns of the request's row, which it
 /// completes (written whole only if the request's row is missing).
 pub(super) struct AdjustmentDecisionRow(AdjustmentRow);
@@ -282,6 +307,7 @@ fn stock_updates(dialect: Dialect, rows: Vec<StockRow>) -> Vec<(String, Vec<SqlV
                  received_total = inventory.received_total + delta.received_total, \
                  shipped_total = inventory.shipped_total + delta.shipped_total, \
                  adjusted_total = inventory.adjusted_total + delta.adjusted_total, \
+                 movements = inventory.movements + delta.movements, \
                  updated_at = {latest}(inventory.updated_at, delta.updated_at) \
                  FROM delta WHERE inventory.product_id = delta.product_id",
                 columns = StockRow::COLUMNS.join(", "),
@@ -305,6 +331,7 @@ pub(super) struct Writes {
     alerts: Vec<AlertRow>,
     adjustments: Vec<AdjustmentRow>,
     adjustment_decisions: Vec<AdjustmentDecisionRow>,
+    ledger: Vec<LedgerRow>,
     windows: BTreeMap<Window, (i64, i64)>,
     stock_updates: Vec<StockRow>,
     stock_inserts: Vec<StockRow>,
@@ -432,6 +459,26 @@ impl Writes {
         }
     }
 
+    /// Ledger rows of the movements the domain recorded.
+    pub(super) fn ledger(&mut self, movements: Vec<Movement>) {
+        self.ledger.extend(movements.into_iter().map(|m| LedgerRow {
+            product_id: m.product_id.to_string(),
+            seq: m.seq,
+            occurred_at: m.at,
+            kind: m.kind.as_str(),
+            on_hand_delta: m.on_hand_delta,
+            reserved_delta: m.reserved_delta,
+            on_hand: m.on_hand,
+            reserved: m.reserved,
+            event_type: Some(m.cause.event_type.name()),
+            event_id: Some(m.event_id.to_string()),
+            order_id: m.cause.order_id.map(|id| id.to_string()),
+            purchase_order_id: m.cause.purchase_order_id.map(|id| id.to_string()),
+            adjustment_id: m.cause.adjustment_id.map(|id| id.to_string()),
+            reason: m.cause.reason.map(|r| r.as_str()),
+        }));
+    }
+
     /// Stock rows: those that existed are updated by their deltas, new ones
     /// inserted (adding to a row created meanwhile).
     pub(super) fn stock(
@@ -450,6 +497,7 @@ impl Writes {
                 received_total: now.received_total - base.received_total,
                 shipped_total: now.shipped_total - base.shipped_total,
                 adjusted_total: now.adjusted_total - base.adjusted_total,
+                movements: now.movements - base.movements,
                 updated_at: now.updated_at,
             };
             match was {
@@ -593,6 +641,7 @@ impl Writes {
             // Requests before decisions: a decision completes its request's row.
             inserts(dialect, self.adjustments),
             inserts(dialect, self.adjustment_decisions),
+            inserts(dialect, self.ledger),
             inserts(dialect, windows),
             inserts(dialect, order_totals),
             inserts(dialect, daily_sales),

@@ -34,6 +34,8 @@ pub const HTTP_ACCEPT_ERRORS: &str = "streamstock_http_accept_errors_total";
 pub const AUTH_REFUSALS: &str = "streamstock_auth_refusals_total";
 pub const LOG_LOST_ENTRIES: &str = "streamstock_log_lost_entries_total";
 const LOG_AUDITS: &str = "streamstock_log_audits_total";
+const LEDGER_MISMATCHED: &str = "streamstock_ledger_mismatched_products";
+const LEDGER_AUDITS: &str = "streamstock_ledger_audits_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -58,6 +60,13 @@ pub fn epoch_reissued() {
 pub fn log_audited(newly_lost: u64) {
     metrics::counter!(LOG_AUDITS).increment(1);
     metrics::counter!(LOG_LOST_ENTRIES).increment(newly_lost);
+}
+
+/// Records a self-audit of the stock ledger: how many products' last
+/// ledger row is not their figures (`LEDGER_MISMATCHED`, 0 when sound).
+pub fn ledger_audited(mismatched: i64) {
+    metrics::counter!(LEDGER_AUDITS).increment(1);
+    metrics::gauge!(LEDGER_MISMATCHED).set(mismatched as f64);
 }
 
 /// The process's recorder, installed (with the metrics' descriptions and an
@@ -105,6 +114,14 @@ fn describe() {
     metrics::describe_counter!(
         INVARIANT_VIOLATIONS,
         "Invariants found broken in the code (by invariant): each stopped what it guarded"
+    );
+    metrics::describe_gauge!(
+        LEDGER_MISMATCHED,
+        "Products whose stock ledger's last row is not their on-hand and reserved, at the last self-audit (0 on a sound read model)"
+    );
+    metrics::describe_counter!(
+        LEDGER_AUDITS,
+        "Self-audits of the stock ledger against the products' figures"
     );
     metrics::describe_counter!(
         LOG_LOST_ENTRIES,

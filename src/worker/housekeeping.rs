@@ -2,7 +2,7 @@
 //! entries every consumer group has acked from the partitions it owns, and
 //! pruning throughput windows past their retention. Both are amortised (a
 //! command per owned partition each second, a prune each minute), never a
-//! command per event. And the audit of the read model against the log
+//! command per event. With the prune, the stock ledger's self-audit. And the audit of the read model against the log
 //! (`log_audit`) at start and after each reconnect, which trimming waits
 //! for.
 
@@ -91,6 +91,27 @@ impl Housekeeping {
                 metrics::counter!(crate::telemetry::metrics::WINDOWS_PRUNED).increment(pruned);
             }
             Err(e) => tracing::warn!(error = %e, "pruning throughput windows failed; will retry"),
+        }
+        self.audit_ledger().await;
+    }
+
+    /// The stock ledger's self-audit, on the same worker and beat as the
+    /// prune: a full pass over the products' stock rows, cheap next to a
+    /// minute of batches.
+    async fn audit_ledger(&self) {
+        match self.store.audit_ledger().await {
+            Ok(audit) => {
+                crate::telemetry::metrics::ledger_audited(audit.mismatched);
+                if audit.mismatched > 0 {
+                    tracing::error!(
+                        mismatched = audit.mismatched,
+                        products = audit.products,
+                        examples = ?audit.examples,
+                        "invariant broken: stock ledger's last row is not the product's figures"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "auditing the stock ledger failed; will retry"),
         }
     }
 }

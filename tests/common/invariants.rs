@@ -72,6 +72,42 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
     if pending > 0 {
         violations.push(format!("{pending} orders still PENDING"));
     }
+    // The stock ledger: each product's last row (the highest seq) is its
+    // figures, its rows add up to them, and they are numbered 1..n.
+    let rows = sqlx::query(
+        "SELECT i.product_id, i.on_hand, i.reserved, \
+         CAST(COALESCE(s.rows_n, 0) AS BIGINT) AS rows_n, CAST(COALESCE(s.top, 0) AS BIGINT) AS top, \
+         CAST(COALESCE(s.on_hand_sum, 0) AS BIGINT) AS on_hand_sum, \
+         CAST(COALESCE(s.reserved_sum, 0) AS BIGINT) AS reserved_sum, \
+         l.on_hand AS last_on_hand, l.reserved AS last_reserved FROM inventory i \
+         LEFT JOIN (SELECT product_id, COUNT(*) AS rows_n, MAX(seq) AS top, SUM(on_hand_delta) AS on_hand_sum, \
+                    SUM(reserved_delta) AS reserved_sum FROM stock_ledger GROUP BY product_id) s \
+           ON s.product_id = i.product_id \
+         LEFT JOIN stock_ledger l ON l.product_id = i.product_id AND l.seq = s.top",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    for row in rows {
+        let id: String = row.try_get("product_id")?;
+        let figures: (i64, i64) = (row.try_get("on_hand")?, row.try_get("reserved")?);
+        let sums: (i64, i64) = (row.try_get("on_hand_sum")?, row.try_get("reserved_sum")?);
+        let (count, top): (i64, i64) = (row.try_get("rows_n")?, row.try_get("top")?);
+        let last: (Option<i64>, Option<i64>) =
+            (row.try_get("last_on_hand")?, row.try_get("last_reserved")?);
+        if sums != figures {
+            violations.push(format!(
+                "{id}: ledger adds up to {sums:?}, figures {figures:?}"
+            ));
+        }
+        if count != top {
+            violations.push(format!("{id}: {count} ledger rows numbered up to {top}"));
+        }
+        if count > 0 && last != (Some(figures.0), Some(figures.1)) {
+            violations.push(format!(
+                "{id}: ledger's last row {last:?} != figures {figures:?}"
+            ));
+        }
+    }
     let undecided: i64 =
         sqlx::query("SELECT COUNT(*) AS n FROM stock_adjustments WHERE status = 'pending'")
             .fetch_one(store.pool())

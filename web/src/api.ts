@@ -222,6 +222,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /**
+         * One product. With `?as_of=<RFC 3339>` its on-hand, reserved and
+         *     available are those of that moment (event time), from the stock ledger.
+         */
         get: operations["get_product"];
         put?: never;
         post?: never;
@@ -265,6 +269,22 @@ export interface paths {
          *     `?wait=N` the answer waits up to N seconds for the decision.
          */
         get: operations["get_adjustment"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/products/{id}/ledger": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["product_ledger"];
         put?: never;
         post?: never;
         delete?: never;
@@ -630,6 +650,39 @@ export interface components {
             /** @description Always `ok`. */
             status: string;
         };
+        /** @description One stock movement of a product. */
+        LedgerEntry: {
+            adjustment_id?: null | components["schemas"]["AdjustmentId"];
+            /** Format: uuid */
+            event_id?: string | null;
+            /** @description The event that moved the stock (absent on an `opening` row). */
+            event_type?: string | null;
+            kind: components["schemas"]["MovementKind"];
+            /**
+             * Format: date-time
+             * @description The time of the event that moved the stock.
+             */
+            occurred_at: string;
+            /**
+             * Format: int64
+             * @description The figures after the movement.
+             */
+            on_hand: number;
+            /** Format: int64 */
+            on_hand_delta: number;
+            order_id?: null | components["schemas"]["OrderId"];
+            purchase_order_id?: null | components["schemas"]["PurchaseOrderId"];
+            reason?: null | components["schemas"]["AdjustmentReason"];
+            /** Format: int64 */
+            reserved: number;
+            /** Format: int64 */
+            reserved_delta: number;
+            /**
+             * Format: int64
+             * @description The product's movement number: 1, 2, ... in the order applied.
+             */
+            seq: number;
+        };
         /**
          * @description Events the read model applied that the log then lost, as the workers'
          *     audit found them.
@@ -657,6 +710,8 @@ export interface components {
          * @description An amount of money in currency units, with at most two decimals
          */
         Money: number;
+        /** @enum {string} */
+        MovementKind: "received" | "reserved" | "released" | "shipped" | "adjusted" | "opening";
         /**
          * @description A command on an order that the worker decides (the gateway checks it
          *     first against the read model, with the same rules).
@@ -791,6 +846,11 @@ export interface components {
             status: components["schemas"]["Queued"];
         };
         ProductView: {
+            /**
+             * Format: date-time
+             * @description Set when the figures are as of this past moment (`?as_of=`), not now.
+             */
+            as_of?: string | null;
             /** Format: int64 */
             available: number;
             category_name: string;
@@ -2201,7 +2261,10 @@ export interface operations {
     };
     get_product: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description RFC 3339: the figures as of this moment */
+                as_of?: string;
+            };
             header?: never;
             path: {
                 /** @description The product's id */
@@ -2249,6 +2312,15 @@ export interface operations {
             };
             /** @description No such product */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad as_of */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2549,6 +2621,96 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdjustmentView"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    product_ledger: {
+        parameters: {
+            query?: {
+                /** @description Rows per page, 1 to 1000 (default 100; with CSV, every row unless given) */
+                limit?: number;
+                /** @description The seq of the last row of the previous page */
+                after?: number;
+                /** @description RFC 3339: movements at or after this time */
+                from?: string;
+                /** @description RFC 3339: movements at or before this time */
+                to?: string;
+            };
+            header?: {
+                /** @description text/csv for a CSV download */
+                Accept?: string | null;
+            };
+            path: {
+                /** @description The product's id */
+                id: components["schemas"]["ProductId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The product's stock movements, oldest first (JSON, or CSV with `Accept: text/csv`) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LedgerEntry"][];
+                    "text/csv": string;
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such product */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad limit, cursor or time */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Too many wrong tokens from this address (Retry-After) */

@@ -48,7 +48,7 @@ impl Inventory {
         now: DateTime<Utc>,
     ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
         let before = self.availability_before(event);
-        self.apply(event, cause.occurred_at.timestamp_millis())?;
+        self.apply_enveloped(cause, event)?;
         Ok(self
             .decide(cause, event, &before)
             .into_iter()

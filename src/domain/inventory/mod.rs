@@ -19,6 +19,9 @@
 //! the state and `apply`; `decide.rs` holds `handle` and the decisions.
 
 mod decide;
+mod ledger;
+
+pub use ledger::{Cause, Movement};
 
 use super::events::{
     OrderLine, OrderPlaced, ProductCreated, PurchaseOrderDrafted, StockAdjusted, StockReceived,
@@ -27,7 +30,7 @@ use super::{DomainEvent, Money, OrderId, ProductId, PurchaseOrderId};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use super::order_command::OrderCommand;
-pub use super::status::{AlertKind, OrderStatus, PurchaseOrderStatus, Severity};
+pub use super::status::{AlertKind, MovementKind, OrderStatus, PurchaseOrderStatus, Severity};
 
 /// One product: its catalog settings for restocking and its stock.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +46,9 @@ pub struct ProductState {
     pub shipped_total: i64,
     /// The sum of applied adjustments' deltas (counts included).
     pub adjusted_total: i64,
+    /// How many stock movements the product has had: the number of its
+    /// ledger's last row.
+    pub movements: i64,
     pub open_purchase_order: Option<PurchaseOrderId>,
     /// The latest event time that changed the figures (Unix milliseconds).
     /// A maximum, so it does not depend on the order of events from
@@ -114,20 +120,24 @@ pub struct Inventory {
     pub products: BTreeMap<ProductId, ProductState>,
     pub orders: BTreeMap<OrderId, OrderState>,
     pub purchase_orders: BTreeMap<PurchaseOrderId, PurchaseOrderState>,
+    /// The stock movements applied, in order, not yet written (the store
+    /// takes them after each batch or chunk).
+    pub journal: Vec<Movement>,
 }
 
 impl Inventory {
     /// The projection of one event (see the module comment). `at` is the
     /// event's time in Unix milliseconds.
     pub fn apply(&mut self, event: &DomainEvent, at: i64) -> Result<(), Refused> {
+        let cause = Cause::of(event);
         match event {
             DomainEvent::ProductCreated(e) => self.create_product(e, at),
-            DomainEvent::StockReceived(e) => self.receive_stock(e, at),
+            DomainEvent::StockReceived(e) => self.receive_stock(e, at, &cause),
             DomainEvent::OrderPlaced(e) => {
                 self.place_order(e, at);
                 Ok(())
             }
-            DomainEvent::OrderConfirmed(e) => self.reserve(e.order_id, at),
+            DomainEvent::OrderConfirmed(e) => self.reserve(e.order_id, at, &cause),
             DomainEvent::OrderRejected(e) => {
                 self.transition(e.order_id, OrderStatus::Pending, OrderStatus::Rejected, at)?;
                 let order = self
@@ -149,10 +159,14 @@ impl Inventory {
                 }
                 Ok(())
             }
-            DomainEvent::OrderCancelled(e) => self.release(e.order_id, OrderCommand::Cancel, at),
-            DomainEvent::OrderShipped(e) => self.release(e.order_id, OrderCommand::Ship, at),
+            DomainEvent::OrderCancelled(e) => {
+                self.release(e.order_id, OrderCommand::Cancel, at, &cause)
+            }
+            DomainEvent::OrderShipped(e) => {
+                self.release(e.order_id, OrderCommand::Ship, at, &cause)
+            }
             DomainEvent::PurchaseOrderDrafted(e) => self.draft_purchase_order(e, at),
-            DomainEvent::StockAdjusted(e) => self.adjust_stock(e, at),
+            DomainEvent::StockAdjusted(e) => self.adjust_stock(e, at, &cause),
             // Commands whose outcome is its own event, and notices that
             // change no state (their rows are written from the event).
             DomainEvent::OrderShipRequested(_)
@@ -166,7 +180,7 @@ impl Inventory {
 
     /// A decided adjustment. The decision kept on-hand at or above
     /// reserved; an adjustment from elsewhere that would not is refused.
-    fn adjust_stock(&mut self, e: &StockAdjusted, at: i64) -> Result<(), Refused> {
+    fn adjust_stock(&mut self, e: &StockAdjusted, at: i64, cause: &Cause) -> Result<(), Refused> {
         let product = self.product_mut(e.product_id)?;
         let on_hand = product.on_hand + e.delta;
         if on_hand < product.reserved {
@@ -178,6 +192,13 @@ impl Inventory {
         product.on_hand = on_hand;
         product.adjusted_total += e.delta;
         product.updated_at = product.updated_at.max(at);
+        self.record(
+            e.product_id,
+            MovementKind::Adjusted,
+            (e.delta, 0),
+            at,
+            cause,
+        );
         Ok(())
     }
 
@@ -205,7 +226,7 @@ impl Inventory {
         Ok(())
     }
 
-    fn receive_stock(&mut self, e: &StockReceived, at: i64) -> Result<(), Refused> {
+    fn receive_stock(&mut self, e: &StockReceived, at: i64, cause: &Cause) -> Result<(), Refused> {
         // The gateway never emits these, but the log is an open interface:
         // a receipt that would take stock away is refused.
         if e.quantity <= 0 {
@@ -226,6 +247,13 @@ impl Inventory {
         product.on_hand += e.quantity;
         product.received_total += e.quantity;
         product.updated_at = product.updated_at.max(at);
+        self.record(
+            e.product_id,
+            MovementKind::Received,
+            (e.quantity, 0),
+            at,
+            cause,
+        );
         Ok(())
     }
 
@@ -246,12 +274,19 @@ impl Inventory {
     }
 
     /// The confirmation: every line's quantity becomes reserved.
-    fn reserve(&mut self, order_id: OrderId, at: i64) -> Result<(), Refused> {
+    fn reserve(&mut self, order_id: OrderId, at: i64, cause: &Cause) -> Result<(), Refused> {
         let lines = self.transition(order_id, OrderStatus::Pending, OrderStatus::Confirmed, at)?;
         for line in &lines {
             let product = self.product_mut(line.product_id)?;
             product.reserved += line.quantity;
             product.updated_at = product.updated_at.max(at);
+            self.record(
+                line.product_id,
+                MovementKind::Reserved,
+                (0, line.quantity),
+                at,
+                cause,
+            );
         }
         self.orders
             .get_mut(&order_id)
@@ -267,16 +302,21 @@ impl Inventory {
         order_id: OrderId,
         command: OrderCommand,
         at: i64,
+        cause: &Cause,
     ) -> Result<(), Refused> {
         let lines = self.transition(order_id, OrderStatus::Confirmed, command.outcome(), at)?;
         for line in &lines {
             let product = self.product_mut(line.product_id)?;
             product.reserved -= line.quantity;
-            if command == OrderCommand::Ship {
+            let movement = if command == OrderCommand::Ship {
                 product.on_hand -= line.quantity;
                 product.shipped_total += line.quantity;
-            }
+                (MovementKind::Shipped, (-line.quantity, -line.quantity))
+            } else {
+                (MovementKind::Released, (0, -line.quantity))
+            };
             product.updated_at = product.updated_at.max(at);
+            self.record(line.product_id, movement.0, movement.1, at, cause);
         }
         Ok(())
     }
@@ -384,9 +424,23 @@ impl Inventory {
                     .insert(*id);
             }
         }
+        let mut last_movement: BTreeMap<ProductId, &Movement> = BTreeMap::new();
+        for movement in &self.journal {
+            last_movement.insert(movement.product_id, movement);
+        }
         for (id, p) in &self.products {
             if let Err(broken) = p.stock_bounds() {
                 violations.push(format!("{id}: {broken}"));
+            }
+            // The ledger's last row equals the figures (when the journal
+            // holds the product's movements, as in the tests).
+            if let Some(last) = last_movement.get(id) {
+                if (last.seq, last.on_hand, last.reserved) != (p.movements, p.on_hand, p.reserved) {
+                    violations.push(format!(
+                        "{id}: ledger's last row #{} ({}, {}) != figures #{} ({}, {})",
+                        last.seq, last.on_hand, last.reserved, p.movements, p.on_hand, p.reserved
+                    ));
+                }
             }
             let want = confirmed.get(id).copied().unwrap_or(0);
             if p.reserved != want {

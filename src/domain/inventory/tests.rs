@@ -65,9 +65,7 @@ impl World {
         let mut fresh = Inventory::default();
         for envelope in &self.archive {
             let event = DomainEvent::from_envelope(envelope).unwrap();
-            fresh
-                .apply(&event, envelope.occurred_at.timestamp_millis())
-                .unwrap();
+            fresh.apply_enveloped(envelope, &event).unwrap();
         }
         fresh
     }
@@ -608,6 +606,61 @@ fn a_stock_adjusted_event_below_reserved_from_elsewhere_is_refused() {
     });
     let refused = w.inventory.clone().apply(&foreign, 0).unwrap_err();
     assert!(refused.0.contains("below reserved 5"), "{refused}");
+}
+
+#[test]
+fn every_stock_movement_is_a_ledger_row_with_the_figures_after_it_and_its_cause() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 3)]);
+    w.one(placed);
+    w.one(ship(order));
+    let (cancelled, placed) = place(&[(a, 2)]);
+    w.one(placed);
+    w.one(cancel(cancelled));
+    w.one(adjust(a, -1, None));
+    let rows: Vec<(i64, MovementKind, i64, i64, i64, i64)> = w
+        .inventory
+        .journal
+        .iter()
+        .map(|m| {
+            (
+                m.seq,
+                m.kind,
+                m.on_hand_delta,
+                m.reserved_delta,
+                m.on_hand,
+                m.reserved,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, MovementKind::Received, 10, 0, 10, 0),
+            (2, MovementKind::Reserved, 0, 3, 10, 3),
+            (3, MovementKind::Shipped, -3, -3, 7, 0),
+            (4, MovementKind::Reserved, 0, 2, 7, 2),
+            (5, MovementKind::Released, 0, -2, 7, 0),
+            (6, MovementKind::Adjusted, -1, 0, 6, 0),
+        ]
+    );
+    let shipped = &w.inventory.journal[2];
+    assert_eq!(shipped.cause.order_id, Some(order));
+    assert_eq!(shipped.cause.event_type.name(), "order.shipped");
+    let shipment = w
+        .archive
+        .iter()
+        .find(|e| e.event_type.as_str() == "order.shipped")
+        .unwrap();
+    assert_eq!(shipped.event_id, shipment.event_id);
+    let adjusted = &w.inventory.journal[5];
+    assert_eq!(adjusted.cause.reason, Some(AdjustmentReason::Damaged));
+    assert!(adjusted.cause.adjustment_id.is_some());
+    assert_eq!(w.inventory.products[&a].movements, 6);
+    assert!(w.inventory.invariant_violations().is_empty());
+    // Replayed, the archive records the very same rows.
+    assert_eq!(w.replayed().journal, w.inventory.journal);
 }
 
 #[test]

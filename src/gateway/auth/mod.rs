@@ -60,7 +60,8 @@ pub fn needed_scope(method: &Method, path: &str, public_catalog: bool) -> Option
         // The public catalog is what a shop front shows: products and
         // their figures, not the stock's history (notes, who did what).
         let catalog = (path == "/api/products" || path.starts_with("/api/products/"))
-            && !path.contains("/adjustments");
+            && !path.contains("/adjustments")
+            && !path.ends_with("/ledger");
         return (!(public_catalog && catalog)).then_some(Scope::Read);
     }
     // No allocation: this runs on every POST.
