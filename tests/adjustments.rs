@@ -265,6 +265,117 @@ async fn retries_bad_input_and_unknown_ids(backend: Backend) {
     check_and_rebuild(app).await;
 }
 
+/// Counts: the worker decides the delta against the book as of when the
+/// shelf was counted; a count equal to the book is a zero-delta count.
+async fn cycle_counts(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let a = product(&app, "COUNT-A", 10, 0, 0).await;
+    let count = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let answer = app
+                .send(
+                    app.http
+                        .post(app.url(&format!("/api/products/{a}/counts")))
+                        .json(&body),
+                )
+                .await;
+            assert_eq!(answer.status, 202, "{}", answer.body);
+            let location = answer.header("location").unwrap().to_string();
+            let (status, body) = app.get(&format!("{location}?wait=10")).await;
+            let view: streamstock::store::adjustments::AdjustmentView =
+                serde_json::from_value(body).unwrap();
+            (status, view)
+        }
+    };
+
+    let (status, same) = count(json!({"counted": 10, "reference": "SHEET-1"})).await;
+    assert_eq!(status, 200, "{same:?}");
+    assert_eq!(
+        (same.status, same.delta, same.counted),
+        (AdjustmentStatus::Applied, Some(0), Some(10))
+    );
+    assert_eq!(same.reason, AdjustmentReason::CycleCount);
+    assert_eq!(stock(&app, a).await, (10, 0));
+
+    // Counted before a shipment, sent after it: the shipment is added back.
+    let counted_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let order = app
+        .order_of("c@example.com", &[(a, 3)])
+        .await
+        .expect(202)
+        .order_id;
+    assert_eq!(
+        app.status_waiting(order, 10).await,
+        Some(OrderStatus::Confirmed)
+    );
+    app.ship(order).await.expect(202);
+    app.wait_for("shipped", || async { stock(&app, a).await == (7, 0) })
+        .await;
+    let (status, late) = count(json!({"counted": 9, "counted_at": counted_at})).await;
+    assert_eq!(status, 200, "{late:?}");
+    assert_eq!(late.delta, Some(-1), "one unit was missing when counted");
+    assert_eq!(stock(&app, a).await, (6, 0));
+    let ledger = app.get(&format!("/api/products/{a}/ledger")).await.1;
+    let last = ledger.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            last["kind"].as_str(),
+            last["reason"].as_str(),
+            last["on_hand"].as_i64()
+        ),
+        (Some("adjusted"), Some("cycle_count"), Some(6))
+    );
+
+    // Below what orders hold: refused.
+    let held = app
+        .order_of("c@example.com", &[(a, 5)])
+        .await
+        .expect(202)
+        .order_id;
+    assert_eq!(
+        app.status_waiting(held, 10).await,
+        Some(OrderStatus::Confirmed)
+    );
+    let (status, below) = count(json!({"counted": 2})).await;
+    assert_eq!(status, 409, "{below:?}");
+    assert_eq!(below.refusal.unwrap().held_by, vec![held]);
+
+    // Bad input is named, and nothing is appended.
+    let counts_before = app
+        .events(&format!("key={a}&type=stock.counted"))
+        .await
+        .expect(200)
+        .len();
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    for (body, field) in [
+        (json!({"counted": -1}), "counted"),
+        (json!({"counted": 1, "counted_at": "noon"}), "counted_at"),
+        (json!({"counted": 1, "counted_at": future}), "counted_at"),
+        (
+            json!({"counted": 1, "expected_on_hand": -2}),
+            "expected_on_hand",
+        ),
+        (json!({}), "counted"),
+    ] {
+        let (status, answer) = app.post(&format!("/api/products/{a}/counts"), &body).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        app.events(&format!("key={a}&type=stock.counted"))
+            .await
+            .expect(200)
+            .len(),
+        counts_before
+    );
+    check_and_rebuild(app).await;
+}
+
 /// The invariants hold, and a rebuild from the archive reproduces every
 /// projection table (the adjustments' included).
 async fn check_and_rebuild(app: TestApp) {
@@ -292,5 +403,6 @@ async fn check_and_rebuild(app: TestApp) {
 
 backend_pairs!(
     adjustments_with_reasons_and_compare_and_set,
-    retries_bad_input_and_unknown_ids
+    retries_bad_input_and_unknown_ids,
+    cycle_counts
 );

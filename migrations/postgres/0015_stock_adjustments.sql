@@ -8,11 +8,16 @@ ALTER TABLE inventory ADD COLUMN adjusted_total BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE stock_adjustments (
     id TEXT PRIMARY KEY,
     product_id TEXT NOT NULL,
-    delta BIGINT NOT NULL,
+    -- NULL while a count waits for the worker to decide its delta.
+    delta BIGINT,
     reason TEXT NOT NULL,
     reference TEXT,
     note TEXT,
     expected_on_hand BIGINT,
+    -- A cycle count: the units counted and when; its delta is decided by
+    -- the worker (the count against the book as of counted_at).
+    counted BIGINT,
+    counted_at BIGINT,
     status TEXT NOT NULL,
     refusal TEXT,
     message TEXT,

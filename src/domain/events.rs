@@ -131,6 +131,7 @@ event_types! {
     StockAdjustmentRequested => "stock.adjustment_requested", version 1;
     StockAdjusted => "stock.adjusted", version 1;
     StockAdjustmentRefused => "stock.adjustment_refused", version 1;
+    StockCounted => "stock.counted", version 1;
 }
 
 impl std::fmt::Display for EventType {
@@ -227,6 +228,9 @@ pub struct Touched {
     /// Products whose confirmed orders (some of them: `HELD_BY_NAMED`)
     /// must be loaded, to name who holds their stock.
     pub holders_of: BTreeSet<ProductId>,
+    /// (product, moment): the on-hand its written ledger rows moved after
+    /// that moment, for a count made then.
+    pub moved_since: BTreeSet<(ProductId, i64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +278,7 @@ impl DomainEvent {
             DomainEvent::StockAdjustmentRequested(e) => e.product_id.to_string(),
             DomainEvent::StockAdjusted(e) => e.product_id.to_string(),
             DomainEvent::StockAdjustmentRefused(e) => e.product_id.to_string(),
+            DomainEvent::StockCounted(e) => e.product_id.to_string(),
         }
     }
 
@@ -293,6 +298,12 @@ impl DomainEvent {
             DomainEvent::StockAdjustmentRequested(e) => {
                 touched.products.insert(e.product_id);
                 touched.holders_of.insert(e.product_id);
+            }
+            // A count also needs the stock moved since it was made.
+            DomainEvent::StockCounted(e) => {
+                touched.products.insert(e.product_id);
+                touched.holders_of.insert(e.product_id);
+                touched.moved_since.insert((e.product_id, e.counted_at));
             }
             DomainEvent::StockReceived(e) => {
                 touched.products.insert(e.product_id);

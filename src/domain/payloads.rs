@@ -151,6 +151,29 @@ pub struct StockAdjusted {
     pub reference: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// For a count: the units counted (`delta` is what it found against
+    /// the book).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<i64>,
+}
+
+/// Someone counted a product's units on the shelf at `counted_at` (Unix
+/// milliseconds). A command: the worker decides the delta against the book
+/// as of that moment (movements of a later time added back, as Square
+/// counts) and records it as `stock.adjusted` with reason `cycle_count`,
+/// or refuses it as an adjustment is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockCounted {
+    pub adjustment_id: AdjustmentId,
+    pub product_id: ProductId,
+    pub counted: i64,
+    pub counted_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_on_hand: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The worker refused an adjustment; `on_hand` and `reserved` are the

@@ -5,13 +5,14 @@
 //! long-polls the outcome at the `Location` it was given.
 
 use super::error::ApiError;
+use super::extract::parse_time;
 use super::extract::ApiQuery;
 use super::products::{product_exists, APPLIED_WAIT};
-use super::responses::{AdjustmentPending, AdjustmentQueued, ErrorBody, Queued};
+use super::responses::{AdjustmentPending, AdjustmentQueued, CountQueued, ErrorBody, Queued};
 use super::write_ids::{recently_issued, WriteIds};
 use super::{ApiJson, ApiPath, AppState, Paging};
 use crate::domain::catalog::{parse_delta, parse_name, parse_note};
-use crate::domain::events::StockAdjustmentRequested;
+use crate::domain::events::{StockAdjustmentRequested, StockCounted};
 use crate::domain::status::{AdjustmentReason, AdjustmentStatus};
 use crate::domain::{AdjustmentId, DomainEvent, ProductId};
 use crate::store::adjustments::AdjustmentView;
@@ -50,6 +51,36 @@ pub struct AdjustStock {
     pub expected_on_hand: Option<i64>,
 }
 
+/// `POST /api/products/{id}/counts`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CountStock {
+    /// The units found on the shelf.
+    #[schema(minimum = 0, maximum = 1_000_000_000, example = 47)]
+    pub counted: i64,
+    /// RFC 3339: when the shelf was counted (default: now). Movements of a
+    /// later time are added back to the count, so a count made before a
+    /// sale and sent after it is still right.
+    #[serde(default)]
+    pub counted_at: Option<String>,
+    /// Compare-and-set, as for an adjustment.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub expected_on_hand: Option<i64>,
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub note: Option<String>,
+}
+
+/// The most units a count may find.
+const MAX_COUNTED: i64 = 1_000_000_000;
+/// How far ahead of this gateway's clock a `counted_at` may be (another
+/// host's clock).
+const CLOCK_SKEW_MS: i64 = 60_000;
+
 #[derive(Debug, Deserialize)]
 pub struct OneAdjustmentQuery {
     /// Long-poll: wait up to this many seconds for the decision.
@@ -59,14 +90,7 @@ pub struct OneAdjustmentQuery {
 /// An adjustment's fields, each checked (the first bad one is the error).
 fn parse_request(body: &AdjustStock) -> Result<(i64, Option<String>, Option<String>), ApiError> {
     let delta = parse_delta(body.delta).map_err(|e| ApiError::invalid("delta", e))?;
-    let reference = match body.reference.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => Some(parse_name(raw).map_err(|e| ApiError::invalid("reference", e))?),
-    };
-    let note = match body.note.as_deref() {
-        None => None,
-        Some(raw) => parse_note(raw).map_err(|e| ApiError::invalid("note", e))?,
-    };
+    let (reference, note) = parse_texts(body.reference.as_deref(), body.note.as_deref())?;
     if let Some(expected) = body.expected_on_hand {
         if expected < 0 {
             return Err(ApiError::invalid(
@@ -76,6 +100,96 @@ fn parse_request(body: &AdjustStock) -> Result<(i64, Option<String>, Option<Stri
         }
     }
     Ok((delta, reference, note))
+}
+
+/// An optional reference and note, checked.
+fn parse_texts(
+    reference: Option<&str>,
+    note: Option<&str>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    let reference = match reference.map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Some(parse_name(raw).map_err(|e| ApiError::invalid("reference", e))?),
+    };
+    let note = match note {
+        None => None,
+        Some(raw) => parse_note(raw).map_err(|e| ApiError::invalid("note", e))?,
+    };
+    Ok((reference, note))
+}
+
+/// Records a cycle count: appends `stock.counted` and answers 202 with
+/// where to read the outcome (an adjustment with reason `cycle_count`).
+#[utoipa::path(post, path = "/api/products/{id}/counts", operation_id = "count_stock", tag = "stock",
+    request_body = CountStock,
+    params(("id" = ProductId, Path, description = "The product's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
+    responses((status = 202, description = "In the log; a worker decides the delta against the book as of counted_at and applies it, or records why not", body = CountQueued,
+            headers(("Location" = String, description = "The count's URL (an adjustment): read or long-poll its outcome"))),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 422, description = "A field is invalid: counted below 0 or above 1,000,000,000, counted_at not RFC 3339 or in the future, a reference or note too long, a negative expected_on_hand", body = ErrorBody)))]
+#[tracing::instrument(name = "adjustments::count", level = "debug", skip_all)]
+pub async fn count(
+    State(state): State<AppState>,
+    ids: WriteIds,
+    ApiPath(product_id): ApiPath<ProductId>,
+    ApiJson(body): ApiJson<CountStock>,
+) -> Result<Response, ApiError> {
+    if !(0..=MAX_COUNTED).contains(&body.counted) {
+        return Err(ApiError::invalid(
+            "counted",
+            format!("must be between 0 and {MAX_COUNTED}"),
+        ));
+    }
+    let now = Utc::now();
+    let counted_at =
+        parse_time("counted_at", body.counted_at.as_deref())?.unwrap_or(now.timestamp_millis());
+    if counted_at > now.timestamp_millis() + CLOCK_SKEW_MS {
+        return Err(ApiError::invalid("counted_at", "must not be in the future"));
+    }
+    if body.expected_on_hand.is_some_and(|x| x < 0) {
+        return Err(ApiError::invalid(
+            "expected_on_hand",
+            "must not be negative",
+        ));
+    }
+    let (reference, note) = parse_texts(body.reference.as_deref(), body.note.as_deref())?;
+    if !product_exists(&state, product_id).await? {
+        return Err(ApiError::not_found(format!(
+            "product {product_id} not found"
+        )));
+    }
+    let adjustment_id = AdjustmentId(ids.id("count"));
+    let receipt = state
+        .append(
+            &DomainEvent::StockCounted(StockCounted {
+                adjustment_id,
+                product_id,
+                counted: body.counted,
+                counted_at,
+                expected_on_hand: body.expected_on_hand,
+                reference,
+                note,
+            })
+            .into_envelope_with_id(ids.id("stock.counted"), now)
+            .sent_by(ids.actor()),
+        )
+        .await?;
+    let location = format!("/api/products/{product_id}/adjustments/{adjustment_id}");
+    let body = CountQueued {
+        adjustment_id,
+        product_id,
+        counted: body.counted,
+        counted_at: chrono::DateTime::from_timestamp_millis(counted_at).unwrap_or(now),
+        status: Queued::Queued,
+        msg_id: receipt.msg_id(),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
 }
 
 /// Asks for an adjustment: appends `stock.adjustment_requested` and answers

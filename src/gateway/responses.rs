@@ -157,6 +157,17 @@ pub struct AdjustmentPending {
     pub status: Queued,
 }
 
+/// `POST /api/products/{id}/counts`: in the log; a worker decides its delta.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CountQueued {
+    pub adjustment_id: AdjustmentId,
+    pub product_id: ProductId,
+    pub counted: i64,
+    pub counted_at: chrono::DateTime<chrono::Utc>,
+    pub status: Queued,
+    pub msg_id: String,
+}
+
 /// `POST /api/purchase-orders/{id}/receive`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceiptQueued {

@@ -86,6 +86,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(products::receive_stock))
         .routes(routes!(adjustments::request, adjustments::list))
         .routes(routes!(adjustments::one))
+        .routes(routes!(adjustments::count))
         .routes(routes!(ledger::list))
         .routes(routes!(orders::list, orders::place))
         .routes(routes!(orders::one))

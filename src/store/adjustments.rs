@@ -16,8 +16,10 @@ use sqlx::Row;
 pub struct AdjustmentView {
     pub adjustment_id: AdjustmentId,
     pub product_id: ProductId,
-    /// The change to on-hand asked for.
-    pub delta: i64,
+    /// The change to on-hand: asked for, or for a count what the worker
+    /// found against the book (absent until it decides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<i64>,
     pub reason: AdjustmentReason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
@@ -26,6 +28,11 @@ pub struct AdjustmentView {
     /// The on-hand the request was conditional on (compare-and-set).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_on_hand: Option<i64>,
+    /// For a count: the units counted, and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counted: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counted_at: Option<DateTime<Utc>>,
     pub status: AdjustmentStatus,
     /// Why it was refused, with the figures the worker found.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,7 +60,7 @@ pub struct RefusalView {
 }
 
 const ADJUSTMENT_COLUMNS: &str =
-    "id, product_id, delta, reason, reference, note, expected_on_hand, status, \
+    "id, product_id, delta, reason, reference, note, expected_on_hand, counted, counted_at, status, \
      refusal, message, on_hand, reserved, held_by, requested_by, requested_at, decided_at";
 
 fn adjustment_from_row(row: &AnyRow) -> Result<AdjustmentView, StoreError> {
@@ -83,6 +90,7 @@ fn adjustment_from_row(row: &AnyRow) -> Result<AdjustmentView, StoreError> {
         }
     };
     let decided_at: Option<i64> = row.try_get("decided_at")?;
+    let counted_at: Option<i64> = row.try_get("counted_at")?;
     Ok(AdjustmentView {
         adjustment_id: uuid_col(row, "id")?,
         product_id: uuid_col(row, "product_id")?,
@@ -91,6 +99,8 @@ fn adjustment_from_row(row: &AnyRow) -> Result<AdjustmentView, StoreError> {
         reference: row.try_get("reference")?,
         note: row.try_get("note")?,
         expected_on_hand: row.try_get("expected_on_hand")?,
+        counted: row.try_get("counted")?,
+        counted_at: counted_at.map(time_of_millis),
         status: super::named_col(row, "status")?,
         refusal,
         requested_by: row.try_get("requested_by")?,

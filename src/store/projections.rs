@@ -389,9 +389,14 @@ pub(super) async fn load_state<'e>(
         products: mut product_ids,
         purchase_orders: purchase_order_ids,
         holders_of,
+        moved_since,
     } = touched;
     for product_id in holders_of {
         order_ids.extend(holders_of_product(tx, product_id).await?);
+    }
+    for (product_id, at) in moved_since {
+        let moved = moved_on_hand_since(tx, product_id, at).await?;
+        inventory.moved_since.insert((product_id, at), moved);
     }
     let order_ids: Vec<OrderId> = order_ids.into_iter().collect();
     for (id, order) in load_orders(tx, dialect, &order_ids).await? {
@@ -436,6 +441,24 @@ async fn holders_of_product(
     .fetch_all(&mut **tx)
     .await?;
     rows.iter().map(|row| super::uuid_col(row, "id")).collect()
+}
+
+/// The on-hand a product's written ledger rows moved after `at` (event
+/// time): what a count made at `at` did not see.
+async fn moved_on_hand_since(
+    tx: &mut Tx<'_>,
+    product_id: ProductId,
+    at: i64,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(on_hand_delta), 0) AS BIGINT) AS moved FROM stock_ledger \
+         WHERE product_id = $1 AND occurred_at > $2",
+    )
+    .bind(product_id.to_string())
+    .bind(at)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("moved")?)
 }
 
 /// Loads the stock of `ids` (locked on PostgreSQL, in product-id order)

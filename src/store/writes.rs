@@ -8,7 +8,7 @@ use super::{Dialect, StoreError};
 use crate::domain::inventory::{
     Movement, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
-use crate::domain::status::AdjustmentStatus;
+use crate::domain::status::{AdjustmentReason, AdjustmentStatus};
 use crate::domain::{DomainEvent, Envelope};
 use crate::domain::{OrderId, ProductId, PurchaseOrderId};
 use std::collections::BTreeMap;
@@ -215,11 +215,13 @@ table_row! {
     AdjustmentRow in "stock_adjustments" {
         id: String => "TEXT",
         product_id: String => "TEXT",
-        delta: i64 => "BIGINT",
+        delta: Option<i64> => "BIGINT",
         reason: &'static str => "TEXT",
         reference: Option<String> => "TEXT",
         note: Option<String> => "TEXT",
         expected_on_hand: Option<i64> => "BIGINT",
+        counted: Option<i64> => "BIGINT",
+        counted_at: Option<i64> => "BIGINT",
         status: &'static str => "TEXT",
         refusal: Option<&'static str> => "TEXT",
         message: Option<String> => "TEXT",
@@ -266,7 +268,8 @@ impl TableRow for AdjustmentDecisionRow {
     const SQL_TYPES: &'static [&'static str] = AdjustmentRow::SQL_TYPES;
 
     fn on_conflict(_: Dialect) -> String {
-        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, refusal = excluded.refusal, \
+        "ON CONFLICT (id) DO UPDATE SET delta = excluded.delta, status = excluded.status, \
+         refusal = excluded.refusal, \
          message = excluded.message, on_hand = excluded.on_hand, reserved = excluded.reserved, \
          held_by = excluded.held_by, decided_at = excluded.decided_at"
             .into()
@@ -386,14 +389,36 @@ impl Writes {
                     message: e.message.clone(),
                     raised_at: at,
                 }),
+                DomainEvent::StockCounted(e) => self.adjustments.push(AdjustmentRow {
+                    id: e.adjustment_id.to_string(),
+                    product_id: e.product_id.to_string(),
+                    delta: None,
+                    reason: AdjustmentReason::CycleCount.as_str(),
+                    reference: e.reference.clone(),
+                    note: e.note.clone(),
+                    expected_on_hand: e.expected_on_hand,
+                    counted: Some(e.counted),
+                    counted_at: Some(e.counted_at),
+                    status: AdjustmentStatus::Pending.as_str(),
+                    refusal: None,
+                    message: None,
+                    on_hand: None,
+                    reserved: None,
+                    held_by: None,
+                    requested_by: envelope.actor.clone(),
+                    requested_at: at,
+                    decided_at: None,
+                }),
                 DomainEvent::StockAdjustmentRequested(e) => self.adjustments.push(AdjustmentRow {
                     id: e.adjustment_id.to_string(),
                     product_id: e.product_id.to_string(),
-                    delta: e.delta,
+                    delta: Some(e.delta),
                     reason: e.reason.as_str(),
                     reference: e.reference.clone(),
                     note: e.note.clone(),
                     expected_on_hand: e.expected_on_hand,
+                    counted: None,
+                    counted_at: None,
                     status: AdjustmentStatus::Pending.as_str(),
                     refusal: None,
                     message: None,
@@ -409,11 +434,13 @@ impl Writes {
                         .push(AdjustmentDecisionRow(AdjustmentRow {
                             id: e.adjustment_id.to_string(),
                             product_id: e.product_id.to_string(),
-                            delta: e.delta,
+                            delta: Some(e.delta),
                             reason: e.reason.as_str(),
                             reference: e.reference.clone(),
                             note: e.note.clone(),
                             expected_on_hand: None,
+                            counted: e.counted,
+                            counted_at: None,
                             status: AdjustmentStatus::Applied.as_str(),
                             refusal: None,
                             message: None,
@@ -432,11 +459,13 @@ impl Writes {
                         .push(AdjustmentDecisionRow(AdjustmentRow {
                             id: e.adjustment_id.to_string(),
                             product_id: e.product_id.to_string(),
-                            delta: e.delta,
+                            delta: Some(e.delta),
                             reason: e.reason.as_str(),
                             reference: None,
                             note: None,
                             expected_on_hand: None,
+                            counted: None,
+                            counted_at: None,
                             status: AdjustmentStatus::Refused.as_str(),
                             refusal: Some(e.refusal.as_str()),
                             message: Some(e.message.clone()),

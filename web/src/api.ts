@@ -277,6 +277,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/products/{id}/counts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Records a cycle count: appends `stock.counted` and answers 202 with
+         *     where to read the outcome (an adjustment with reason `cycle_count`).
+         */
+        post: operations["count_stock"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/products/{id}/ledger": {
         parameters: {
             query?: never;
@@ -482,13 +502,21 @@ export interface components {
          */
         AdjustmentView: {
             adjustment_id: components["schemas"]["AdjustmentId"];
+            /**
+             * Format: int64
+             * @description For a count: the units counted, and when.
+             */
+            counted?: number | null;
+            /** Format: date-time */
+            counted_at?: string | null;
             /** Format: date-time */
             decided_at?: string | null;
             /**
              * Format: int64
-             * @description The change to on-hand asked for.
+             * @description The change to on-hand: asked for, or for a count what the worker
+             *     found against the book (absent until it decides).
              */
-            delta: number;
+            delta?: number | null;
             /**
              * Format: int64
              * @description The on-hand the request was conditional on (compare-and-set).
@@ -554,6 +582,39 @@ export interface components {
             msg_id: string;
             order_id: components["schemas"]["OrderId"];
             status: components["schemas"]["Queued"];
+        };
+        /** @description `POST /api/products/{id}/counts`: in the log; a worker decides its delta. */
+        CountQueued: {
+            adjustment_id: components["schemas"]["AdjustmentId"];
+            /** Format: int64 */
+            counted: number;
+            /** Format: date-time */
+            counted_at: string;
+            msg_id: string;
+            product_id: components["schemas"]["ProductId"];
+            status: components["schemas"]["Queued"];
+        };
+        /** @description `POST /api/products/{id}/counts`. */
+        CountStock: {
+            /**
+             * Format: int64
+             * @description The units found on the shelf.
+             * @example 47
+             */
+            counted: number;
+            /**
+             * @description RFC 3339: when the shelf was counted (default: now). Movements of a
+             *     later time are added back to the count, so a count made before a
+             *     sale and sent after it is still right.
+             */
+            counted_at?: string | null;
+            /**
+             * Format: int64
+             * @description Compare-and-set, as for an adjustment.
+             */
+            expected_on_hand?: number | null;
+            note?: string | null;
+            reference?: string | null;
         };
         CreateProduct: {
             category_name?: string | null;
@@ -2621,6 +2682,128 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdjustmentView"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    count_stock: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first answer to a retry */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The product's id */
+                id: components["schemas"]["ProductId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CountStock"];
+            };
+        };
+        responses: {
+            /** @description In the log; a worker decides the delta against the book as of counted_at and applies it, or records why not */
+            202: {
+                headers: {
+                    /** @description The count's URL (an adjustment): read or long-poll its outcome */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CountQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such product */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key's first request is still being handled */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field is invalid: counted below 0 or above 1,000,000,000, counted_at not RFC 3339 or in the future, a reference or note too long, a negative expected_on_hand */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Too many wrong tokens from this address (Retry-After) */

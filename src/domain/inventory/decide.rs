@@ -8,10 +8,10 @@ use super::{Inventory, OrderCommand, OrderStatus, ProductState, PurchaseOrderSta
 use crate::domain::events::{
     AlertRaised, OrderCancelled, OrderConfirmed, OrderPlaced, PurchaseOrderDrafted,
     PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused, StockAdjustmentRequested,
-    StockLow, StockReceived, HELD_BY_NAMED,
+    StockCounted, StockLow, StockReceived, HELD_BY_NAMED,
 };
 use crate::domain::order::{reserve_all_or_nothing, Decision, StockLevel};
-use crate::domain::status::{AdjustmentRefusal, AlertKind, Severity};
+use crate::domain::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, Severity};
 use crate::domain::{DomainEvent, Envelope, OrderId, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -104,6 +104,7 @@ impl Inventory {
             }
             DomainEvent::PurchaseOrderReceived(e) => self.decide_receipt(cause, e),
             DomainEvent::StockAdjustmentRequested(e) => self.decide_adjustment(cause, e),
+            DomainEvent::StockCounted(e) => self.decide_count(cause, e),
             DomainEvent::StockAdjusted(_) => self.decide_crossings(cause, before),
             DomainEvent::ProductCreated(_)
             | DomainEvent::StockReceived(_)
@@ -185,14 +186,79 @@ impl Inventory {
         cause: &Envelope,
         e: &StockAdjustmentRequested,
     ) -> Vec<DomainEvent> {
-        let product = self.products.get(&e.product_id).filter(|p| p.sku.is_some());
+        let asked = Asked {
+            adjustment_id: e.adjustment_id,
+            product_id: e.product_id,
+            reason: e.reason,
+            reference: &e.reference,
+            note: &e.note,
+            expected_on_hand: e.expected_on_hand,
+        };
+        self.decide_stock_change(cause, &asked, Change::By(e.delta))
+    }
+
+    /// A count: its delta against the book as of when it was made, then
+    /// decided as an adjustment with reason `cycle_count`.
+    fn decide_count(&self, cause: &Envelope, e: &StockCounted) -> Vec<DomainEvent> {
+        let asked = Asked {
+            adjustment_id: e.adjustment_id,
+            product_id: e.product_id,
+            reason: AdjustmentReason::CycleCount,
+            reference: &e.reference,
+            note: &e.note,
+            expected_on_hand: e.expected_on_hand,
+        };
+        let change = Change::Counted {
+            counted: e.counted,
+            at: e.counted_at,
+        };
+        self.decide_stock_change(cause, &asked, change)
+    }
+
+    /// The book's on-hand of a product as of `at`: today's less what
+    /// movements of a later time moved (written ones, loaded by the store,
+    /// and this batch's).
+    pub fn on_hand_as_of(&self, product_id: ProductId, at: i64) -> i64 {
+        let written = self
+            .moved_since
+            .get(&(product_id, at))
+            .copied()
+            .unwrap_or(0);
+        let unwritten: i64 = self
+            .journal
+            .iter()
+            .filter(|m| m.product_id == product_id && m.at > at)
+            .map(|m| m.on_hand_delta)
+            .sum();
+        self.products
+            .get(&product_id)
+            .map_or(0, |p| p.on_hand - written - unwritten)
+    }
+
+    fn decide_stock_change(
+        &self,
+        cause: &Envelope,
+        asked: &Asked,
+        change: Change,
+    ) -> Vec<DomainEvent> {
+        let product = self
+            .products
+            .get(&asked.product_id)
+            .filter(|p| p.sku.is_some());
         let (on_hand, reserved) = product.map_or((0, 0), |p| (p.on_hand, p.reserved));
+        let (delta, counted) = match change {
+            Change::By(delta) => (delta, None),
+            Change::Counted { counted, at } => (
+                counted - self.on_hand_as_of(asked.product_id, at),
+                Some(counted),
+            ),
+        };
         let refused = |refusal, held_by: Vec<OrderId>, message: String| {
             DomainEvent::StockAdjustmentRefused(StockAdjustmentRefused {
-                adjustment_id: e.adjustment_id,
-                product_id: e.product_id,
-                delta: e.delta,
-                reason: e.reason,
+                adjustment_id: asked.adjustment_id,
+                product_id: asked.product_id,
+                delta,
+                reason: asked.reason,
                 refusal,
                 on_hand,
                 reserved,
@@ -201,14 +267,14 @@ impl Inventory {
             })
         };
         let Some(product) = product else {
-            let message = format!("product {} is unknown", e.product_id);
+            let message = format!("product {} is unknown", asked.product_id);
             return vec![refused(
                 AdjustmentRefusal::UnknownProduct,
                 Vec::new(),
                 message,
             )];
         };
-        if let Some(expected) = e.expected_on_hand.filter(|&x| x != on_hand) {
+        if let Some(expected) = asked.expected_on_hand.filter(|&x| x != on_hand) {
             let message = format!("on_hand is {on_hand}, not the {expected} expected");
             return vec![refused(
                 AdjustmentRefusal::OnHandChanged,
@@ -216,8 +282,8 @@ impl Inventory {
                 message,
             )];
         }
-        if on_hand + e.delta < reserved {
-            let holders = self.holders_of(e.product_id);
+        if on_hand + delta < reserved {
+            let holders = self.holders_of(asked.product_id);
             let named: Vec<OrderId> = holders.iter().copied().take(HELD_BY_NAMED).collect();
             let mut orders = named
                 .iter()
@@ -227,11 +293,14 @@ impl Inventory {
             if holders.len() > named.len() {
                 orders.push_str(" and others");
             }
+            let what = match counted {
+                Some(counted) => format!("a count of {counted} (a change of {delta})"),
+                None => format!("a change of {delta}"),
+            };
             let message = format!(
-                "adjusting {} by {} would leave on_hand {} below the {reserved} reserved by confirmed orders: {orders}",
+                "{what} to {} would leave on_hand {} below the {reserved} reserved by confirmed orders: {orders}",
                 product.sku.as_deref().unwrap_or_default(),
-                e.delta,
-                on_hand + e.delta,
+                on_hand + delta,
             );
             return vec![
                 refused(AdjustmentRefusal::BelowReserved, named, message.clone()),
@@ -239,18 +308,19 @@ impl Inventory {
                     cause,
                     AlertKind::AdjustmentBelowReserved,
                     Severity::Warning,
-                    e.product_id.as_uuid(),
+                    asked.product_id.as_uuid(),
                     message,
                 ),
             ];
         }
         vec![DomainEvent::StockAdjusted(StockAdjusted {
-            adjustment_id: e.adjustment_id,
-            product_id: e.product_id,
-            delta: e.delta,
-            reason: e.reason,
-            reference: e.reference.clone(),
-            note: e.note.clone(),
+            adjustment_id: asked.adjustment_id,
+            product_id: asked.product_id,
+            delta,
+            reason: asked.reason,
+            reference: asked.reference.clone(),
+            note: asked.note.clone(),
+            counted,
         })]
     }
 
@@ -374,4 +444,20 @@ fn alert(
         subject: subject.to_string(),
         message,
     })
+}
+
+/// An adjustment or a count as asked for.
+struct Asked<'a> {
+    adjustment_id: crate::domain::AdjustmentId,
+    product_id: ProductId,
+    reason: AdjustmentReason,
+    reference: &'a Option<String>,
+    note: &'a Option<String>,
+    expected_on_hand: Option<i64>,
+}
+
+/// How on-hand is to change: by a delta, or to what a count found.
+enum Change {
+    By(i64),
+    Counted { counted: i64, at: i64 },
 }

@@ -123,6 +123,10 @@ pub struct Inventory {
     /// The stock movements applied, in order, not yet written (the store
     /// takes them after each batch or chunk).
     pub journal: Vec<Movement>,
+    /// (product, moment) → the on-hand moved by the product's movements of
+    /// a later time that are already written (the store loads it for a
+    /// count made at that moment); those in `journal` are added to it.
+    pub moved_since: BTreeMap<(ProductId, i64), i64>,
 }
 
 impl Inventory {
@@ -174,7 +178,8 @@ impl Inventory {
             | DomainEvent::StockLow(_)
             | DomainEvent::AlertRaised(_)
             | DomainEvent::StockAdjustmentRequested(_)
-            | DomainEvent::StockAdjustmentRefused(_) => Ok(()),
+            | DomainEvent::StockAdjustmentRefused(_)
+            | DomainEvent::StockCounted(_) => Ok(()),
         }
     }
 

@@ -5,7 +5,7 @@ use super::*;
 use crate::domain::events::{
     OrderCancelRequested, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipRequested,
     OrderShipped, ProductCreated, PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused,
-    StockAdjustmentRequested,
+    StockAdjustmentRequested, StockCounted,
 };
 use crate::domain::status::{AdjustmentReason, AdjustmentRefusal};
 use crate::domain::AdjustmentId;
@@ -149,6 +149,26 @@ fn adjust(product_id: ProductId, delta: i64, expected_on_hand: Option<i64>) -> D
         note: None,
         expected_on_hand,
     })
+}
+
+/// A count of `counted` units made at `at` (the World's clock, seconds).
+fn count(product_id: ProductId, counted: i64, at_second: i64) -> DomainEvent {
+    DomainEvent::StockCounted(StockCounted {
+        adjustment_id: AdjustmentId::new(),
+        product_id,
+        counted,
+        counted_at: at(at_second).timestamp_millis(),
+        expected_on_hand: None,
+        reference: None,
+        note: None,
+    })
+}
+
+fn adjusted_by(events: &[DomainEvent]) -> (i64, AdjustmentReason, Option<i64>) {
+    match events.first() {
+        Some(DomainEvent::StockAdjusted(a)) => (a.delta, a.reason, a.counted),
+        other => panic!("expected stock.adjusted, got {other:?}"),
+    }
 }
 
 fn adjustment_refused(events: &[DomainEvent]) -> &StockAdjustmentRefused {
@@ -603,6 +623,7 @@ fn a_stock_adjusted_event_below_reserved_from_elsewhere_is_refused() {
         reason: AdjustmentReason::Shrinkage,
         reference: None,
         note: None,
+        counted: None,
     });
     let refused = w.inventory.clone().apply(&foreign, 0).unwrap_err();
     assert!(refused.0.contains("below reserved 5"), "{refused}");
@@ -664,6 +685,78 @@ fn every_stock_movement_is_a_ledger_row_with_the_figures_after_it_and_its_cause(
 }
 
 #[test]
+fn a_count_records_its_difference_from_the_book_zero_included() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let now = w.clock;
+    assert_eq!(
+        adjusted_by(&w.one(count(a, 10, now))),
+        (0, AdjustmentReason::CycleCount, Some(10)),
+        "a count equal to the book is a zero-delta count"
+    );
+    assert_eq!(
+        adjusted_by(&w.one(count(a, 7, w.clock))),
+        (-3, AdjustmentReason::CycleCount, Some(7))
+    );
+    assert_eq!(w.stock(a), (7, 0));
+    assert_eq!(
+        w.inventory.journal.last().unwrap().kind,
+        MovementKind::Adjusted
+    );
+    assert!(w.inventory.invariant_violations().is_empty());
+    assert_eq!(w.replayed(), w.inventory);
+}
+
+#[test]
+fn a_count_made_before_later_movements_adds_them_back() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    // The shelf is counted (9: one unit lost), then an order ships 3 and
+    // 5 arrive, then the count is sent.
+    let counted_at = w.clock;
+    let (order, placed) = place(&[(a, 3)]);
+    w.one(placed);
+    w.one(ship(order));
+    w.one(receive(a, 5));
+    assert_eq!(w.stock(a), (12, 0));
+    assert_eq!(
+        w.inventory
+            .on_hand_as_of(a, at(counted_at).timestamp_millis()),
+        10
+    );
+    assert_eq!(adjusted_by(&w.one(count(a, 9, counted_at))).0, -1);
+    assert_eq!(w.stock(a), (11, 0));
+    // Written movements (loaded by the store) count as the journal's do.
+    let mut loaded = w.inventory.clone();
+    loaded.journal.clear();
+    loaded
+        .moved_since
+        .insert((a, at(counted_at).timestamp_millis()), 2 - 1);
+    assert_eq!(
+        loaded.on_hand_as_of(a, at(counted_at).timestamp_millis()),
+        10
+    );
+}
+
+#[test]
+fn a_count_below_what_orders_hold_is_refused() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (_, placed) = place(&[(a, 6)]);
+    w.one(placed);
+    let decided = w.one(count(a, 4, w.clock));
+    let refused = adjustment_refused(&decided);
+    assert_eq!(refused.refusal, AdjustmentRefusal::BelowReserved);
+    assert_eq!(refused.delta, -6);
+    assert!(
+        refused.message.contains("a count of 4"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(w.stock(a), (10, 6));
+}
+
+#[test]
 fn handling_is_deterministic() {
     let mut w = World::new();
     let a = w.product("A", 5, 20, 6);
@@ -716,6 +809,11 @@ mod properties {
             delta: i64,
             compare: Option<i64>,
         },
+        Count {
+            product: usize,
+            counted: i64,
+            seconds_ago: i64,
+        },
     }
 
     fn command() -> impl Strategy<Value = Command> {
@@ -730,6 +828,8 @@ mod properties {
             1 => (0..PRODUCTS).prop_map(|product| Command::ReceiveOldPurchaseOrder { product }),
             3 => (0..PRODUCTS, (-12i64..8).prop_filter("non-zero", |d| *d != 0), prop::option::of(-1i64..=1))
                 .prop_map(|(product, delta, compare)| Command::Adjust { product, delta, compare }),
+            2 => (0..PRODUCTS, 0i64..20, 0i64..5)
+                .prop_map(|(product, counted, seconds_ago)| Command::Count { product, counted, seconds_ago }),
         ]
     }
 
@@ -753,7 +853,7 @@ mod properties {
             for (step, command) in commands.into_iter().enumerate() {
                 let available_before: Vec<i64> =
                     products.iter().map(|p| w.inventory.products[p].available()).collect();
-                let is_adjustment = matches!(command, Command::Adjust { .. });
+                let is_adjustment = matches!(command, Command::Adjust { .. } | Command::Count { .. });
                 let event = match command {
                     Command::Receive { product, quantity } => receive(products[product], quantity),
                     Command::Place { lines } => {
@@ -788,6 +888,11 @@ mod properties {
                     Command::Adjust { product, delta, compare } => {
                         let on_hand = w.inventory.products[&products[product]].on_hand;
                         adjust(products[product], delta, compare.map(|off| on_hand + off))
+                    }
+                    // A count made a few commands ago: what it found, with
+                    // what moved since, becomes on-hand (unless refused).
+                    Command::Count { product, counted, seconds_ago } => {
+                        count(products[product], counted, w.clock - seconds_ago)
                     }
                 };
                 let follow = w.step(event);

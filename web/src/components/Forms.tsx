@@ -110,7 +110,9 @@ const REASONS: AdjustmentReason[] = ["damaged", "shrinkage", "found", "correctio
 
 /** What a decided adjustment read back says, in a sentence. */
 export function adjustmentOutcome(adjustment: Adjustment, sku: string): { ok: boolean; text: string } {
-  const change = `${adjustment.delta > 0 ? "+" : ""}${adjustment.delta} ${sku} (${adjustment.reason.replace("_", " ")})`;
+  const delta = adjustment.delta ?? 0;
+  const counted = adjustment.counted != null ? `counted ${adjustment.counted}: ` : "";
+  const change = `${counted}${delta > 0 ? "+" : ""}${delta} ${sku} (${adjustment.reason.replace("_", " ")})`;
   switch (adjustment.status) {
     case "applied":
       return { ok: true, text: `adjusted ${change}` };
