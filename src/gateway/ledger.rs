@@ -28,6 +28,8 @@ pub struct LedgerQuery {
     pub from: Option<String>,
     /// RFC 3339: only movements at or before this time.
     pub to: Option<String>,
+    /// `asc` (default) or `desc`: newest first.
+    pub order: Option<String>,
 }
 
 fn wants_csv(headers: &HeaderMap) -> bool {
@@ -43,6 +45,7 @@ fn wants_csv(headers: &HeaderMap) -> bool {
         ("after" = Option<i64>, Query, description = "The seq of the last row of the previous page"),
         ("from" = Option<String>, Query, description = "RFC 3339: movements at or after this time"),
         ("to" = Option<String>, Query, description = "RFC 3339: movements at or before this time"),
+        ("order" = Option<String>, Query, description = "asc (default, oldest first) or desc (newest first; `after` is then the seq the page ends below)"),
         ("Accept" = Option<String>, Header, description = "text/csv for a CSV download")),
     responses((status = 200, description = "The product's stock movements, oldest first (JSON, or CSV with `Accept: text/csv`)",
             content((Vec<LedgerEntry> = "application/json"), (String = "text/csv"))),
@@ -60,6 +63,11 @@ pub async fn list(
     if query.after.is_some_and(|after| after < 0) {
         return Err(ApiError::invalid("after", "must not be negative"));
     }
+    let newest_first = match query.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(ApiError::invalid("order", "must be asc or desc")),
+    };
     let csv = wants_csv(&headers);
     let limit = match (query.limit, csv) {
         (None, true) => None,
@@ -72,6 +80,7 @@ pub async fn list(
     }
     let range = LedgerRange {
         after: query.after,
+        newest_first,
         from,
         to,
         limit: limit.unwrap_or(CSV_PAGE),

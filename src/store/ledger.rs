@@ -40,11 +40,13 @@ pub struct LedgerEntry {
     pub reason: Option<AdjustmentReason>,
 }
 
-/// Which of a product's rows to read: after movement `after`, with event
-/// times in `from..=to` (Unix milliseconds), at most `limit`.
+/// Which of a product's rows to read: after movement `after` (in the
+/// order asked for: before it, newest first), with event times in
+/// `from..=to` (Unix milliseconds), at most `limit`.
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerRange {
     pub after: Option<i64>,
+    pub newest_first: bool,
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub limit: i64,
@@ -98,18 +100,22 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerEntry, StoreError> {
 }
 
 impl Store {
-    /// A product's ledger rows in `range`, oldest first.
+    /// A product's ledger rows in `range`, oldest (or newest) first.
     pub async fn ledger(
         &self,
         product_id: ProductId,
         range: LedgerRange,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let (past, order, first) = match range.newest_first {
+            false => ("seq > $2", "seq", 0),
+            true => ("seq < $2", "seq DESC", i64::MAX),
+        };
         let rows = sqlx::query(&format!(
-            "SELECT {LEDGER_COLUMNS} FROM stock_ledger WHERE product_id = $1 AND seq > $2 \
-             AND occurred_at >= $3 AND occurred_at <= $4 ORDER BY seq LIMIT $5"
+            "SELECT {LEDGER_COLUMNS} FROM stock_ledger WHERE product_id = $1 AND {past} \
+             AND occurred_at >= $3 AND occurred_at <= $4 ORDER BY {order} LIMIT $5"
         ))
         .bind(product_id.to_string())
-        .bind(range.after.unwrap_or(0))
+        .bind(range.after.unwrap_or(first))
         .bind(range.from.unwrap_or(i64::MIN))
         .bind(range.to.unwrap_or(i64::MAX))
         .bind(range.limit)

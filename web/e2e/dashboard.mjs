@@ -176,6 +176,26 @@ try {
   await page.screenshot({ path: `${shots}/adjustment-refused.png` });
   await adjustForm.getByRole("button", { name: "close" }).click();
 
+  step("a product's drawer shows its ledger and sparkline, records a count, and downloads the ledger as CSV");
+  await dashB.getByTestId("open-product").click();
+  const productDrawer = page.getByTestId("product-drawer");
+  await productDrawer.getByTestId("ledger-row").first().waitFor(WAIT);
+  await productDrawer.getByTestId("ledger-sparkline").waitFor(WAIT);
+  check(
+    (await productDrawer.getByTestId("ledger-row").first().getAttribute("data-kind")) === "received",
+    "the newest ledger row is the receipt made just before",
+  );
+  await productDrawer.locator('input[name="counted"]').fill(String(onHandB + 3));
+  await productDrawer.getByRole("button", { name: "Record count" }).click();
+  await productDrawer.getByTestId("count-outcome").filter({ hasText: `counted ${onHandB + 3}: -1 DASH-B (cycle count)` }).waitFor(WAIT);
+  await productDrawer.locator('[data-testid="ledger-row"][data-kind="adjusted"]').first().waitFor(WAIT);
+  await page.screenshot({ path: `${shots}/product-ledger.png` });
+  const [download] = await Promise.all([page.waitForEvent("download", WAIT), productDrawer.getByTestId("ledger-csv").click()]);
+  const csvText = await (await import("node:fs/promises")).readFile(await download.path(), "utf8");
+  check(csvText.startsWith("seq,occurred_at,kind"), `the CSV starts with its header: ${csvText.slice(0, 60)}`);
+  check(csvText.trim().split("\n").length >= 5, "the CSV holds the ledger's rows");
+  await productDrawer.getByTestId("product-drawer-close").click();
+
   step("receiving a purchase order closes it and restocks its product");
   const openBefore = await api("/api/purchase-orders?status=OPEN");
   check(openBefore.length > 0, "the test needs an open purchase order");

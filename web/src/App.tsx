@@ -6,6 +6,7 @@ import { Inventory } from "./components/Inventory";
 import { Orders } from "./components/Orders";
 import { OrderDrawer } from "./components/OrderDrawer";
 import { AdjustStockForm, CreateProductForm, PlaceOrderForm, ReceiveStockForm } from "./components/Forms";
+import { ProductDrawer } from "./components/ProductDrawer";
 import { DeadLetters } from "./components/DeadLetters";
 import { LostLogEntries } from "./components/LostLogEntries";
 import { SimulatorControl } from "./components/Simulator";
@@ -35,6 +36,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
   const [openOrder, setOpenOrder] = useState<string | null>(null);
   const [receiving, setReceiving] = useState<ProductRow | null>(null);
   const [adjusting, setAdjusting] = useState<ProductRow | null>(null);
+  const [openProduct, setOpenProduct] = useState<string | null>(null);
   const openStatus = snapshot.recent_orders.find((o) => o.order_id === openOrder)?.status;
   const times = useMemo(() => history.points.map((p) => p.t), [history]);
   const perSecond = stats.throughput.per_second;
@@ -88,7 +90,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
         />
       </div>
       <div className="columns">
-        <Inventory products={snapshot.products} purchaseOrders={snapshot.open_purchase_orders} onReceive={setReceiving} onAdjust={setAdjusting} />
+        <Inventory products={snapshot.products} purchaseOrders={snapshot.open_purchase_orders} onReceive={setReceiving} onAdjust={setAdjusting} onOpen={(p) => setOpenProduct(p.id)} />
         <div className="stack">
           <Orders orders={snapshot.recent_orders} onOpen={setOpenOrder} />
           <section className="card actions">
@@ -112,6 +114,9 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
       <footer className="muted">
         {stats.event_log} · {stats.database} · updated {new Date(snapshot.generated_at).toLocaleTimeString()}
       </footer>
+      {openProduct && snapshot.products.some((p) => p.id === openProduct) && (
+        <ProductDrawer product={snapshot.products.find((p) => p.id === openProduct)!} onClose={() => setOpenProduct(null)} />
+      )}
       {openOrder && <OrderDrawer orderId={openOrder} status={openStatus} onClose={() => setOpenOrder(null)} />}
     </>
   );

@@ -24,11 +24,14 @@ export function Inventory({
   purchaseOrders,
   onReceive,
   onAdjust,
+  onOpen,
 }: {
   products: ProductRow[];
   purchaseOrders: PurchaseOrderRow[];
   onReceive: (product: ProductRow) => void;
   onAdjust: (product: ProductRow) => void;
+  /** Opens the product's stock history (its ledger). */
+  onOpen: (product: ProductRow) => void;
 }) {
   const [filter, setFilter] = useState("");
   const [lowOnly, setLowOnly] = useState(false);
@@ -100,7 +103,11 @@ export function Inventory({
                     data-sku={p.sku}
                     style={{ position: "absolute", top: 0, left: 0, right: 0, height: ROW_HEIGHT, transform: `translateY(${item.start}px)` }}
                   >
-                    <span role="cell" className="mono">{p.sku}</span>
+                    <span role="cell">
+                      <button type="button" className="link mono" onClick={() => onOpen(p)} title="stock history" data-testid="open-product">
+                        {p.sku}
+                      </button>
+                    </span>
                     <span role="cell" className="name">
                       <span className="ellipsis" title={p.name}>{p.name}</span>
                       {isLow(p) && <span className="badge low" data-testid="low-badge">low</span>}
