@@ -2837,6 +2837,8 @@ export interface operations {
                 from?: string;
                 /** @description RFC 3339: movements at or before this time */
                 to?: string;
+                /** @description asc (default, oldest first) or desc (newest first; `after` is then the seq the page ends below) */
+                order?: string;
             };
             header?: {
                 /** @description text/csv for a CSV download */
