@@ -77,6 +77,9 @@ const CUSTOMERS: &[&str] = &[
 struct Product {
     id: Uuid,
     on_hand: i64,
+    /// When the figures were read (a count is made as of then).
+    #[serde(skip, default = "chrono::Utc::now")]
+    read_at: chrono::DateTime<chrono::Utc>,
     available: i64,
     low_stock_threshold: i64,
     reorder_quantity: i64,
@@ -120,8 +123,8 @@ pub struct SimulatorReport {
     pub failed: u64,
     pub shipped: u64,
     pub cancelled: u64,
-    /// Adjustments booked (the workers may refuse some: a stale on-hand,
-    /// or stock held by orders).
+    /// Adjustments and counts booked (the workers may refuse some: a stale
+    /// on-hand, or stock held by orders).
     pub adjustments: u64,
     /// Purchase orders delivered.
     pub deliveries: u64,
@@ -244,7 +247,9 @@ impl Simulator {
     }
 
     /// The stock keeper books one adjustment of a random product, on the
-    /// on-hand last read (a compare-and-set: refused if it moved since).
+    /// on-hand last read (a compare-and-set: refused if it moved since),
+    /// or, one time in three, counts its shelf (the book's figure, now and
+    /// then a unit short): the worker compares it with the book as of then.
     async fn stock_keeper_round(
         &self,
         rng: &mut StdRng,
@@ -254,10 +259,21 @@ impl Simulator {
         let Some(product) = products.choose(rng) else {
             return;
         };
-        let mut body = write_off(rng);
-        body["expected_on_hand"] = json!(product.on_hand);
+        let (path, body) = if rng.random_bool(1.0 / 3.0) {
+            let short = i64::from(rng.random_bool(0.3));
+            let body = json!({
+                "counted": (product.on_hand - short).max(0),
+                "counted_at": product.read_at.to_rfc3339(),
+                "note": "counted by the simulator",
+            });
+            ("counts", body)
+        } else {
+            let mut body = write_off(rng);
+            body["expected_on_hand"] = json!(product.on_hand);
+            ("adjustments", body)
+        };
         let sent = self
-            .post(&format!("/api/products/{}/adjustments", product.id))
+            .post(&format!("/api/products/{}/{path}", product.id))
             .json(&body)
             .send()
             .await;
