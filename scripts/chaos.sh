@@ -9,7 +9,8 @@
 # every fsync of the embedded log (no journal fsync as its control); every
 # fsync failing (skipped fsyncs as its control) and a full disk; a Valkey
 # primary lost with its disk, one append at a time (replicated, strict as
-# its control). Each run of a scenario prints one CHAOS line; this gathers
+# its control); a worker cut off (one that keeps its expired leases as its
+# control). Each run of a scenario prints one CHAOS line; this gathers
 # them into one table.
 #   ./scripts/chaos.sh --runs 30      # about 5.5 minutes a run on 2 cores
 # Starts its Valkey and PostgreSQL as the tests do (scripts/servers.sh);
@@ -92,7 +93,8 @@ for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]
     unreported = lambda v: max(0, lost_by_log(v) - (v.get("reported_lost") or 0))
     anomalous = [v for v in vs if v["lost"] + v["duplicated"] + v["out_of_order"]
                  + v["invariant_violations"] + v.get("stale_commits", 0)
-                 + lost_acknowledged_by_log(v) + unreported(v) + v.get("acknowledged_undurable", 0) > 0]
+                 + lost_acknowledged_by_log(v) + unreported(v) + v.get("acknowledged_undurable", 0)
+                 + v.get("held_past_lease", 0) > 0]
     # The audit must report what the log lost, control or not.
     if any(unreported(v) for v in vs):
         failed = True

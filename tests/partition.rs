@@ -266,6 +266,24 @@ fn holdings_and_applied(metrics: &str) -> (Vec<u32>, u64) {
 /// each aggregate's events were applied in log order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
+    let verdict = worker_cut_off(false).await;
+    assert!(!verdict.anomalous(), "{verdict:#?}");
+}
+
+/// Its negative control: the island's worker keeps believing it holds its
+/// partitions once its leases have run out (a fault only debug builds
+/// honour). The check must see it still holding them; the database's
+/// epoch fence still keeps its commits out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_a_worker_cut_off_that_keeps_expired_leases_is_seen() {
+    let verdict = worker_cut_off(true).await;
+    assert!(
+        verdict.held_past_lease > 0,
+        "the control showed no worker holding partitions past its lease: {verdict:#?}"
+    );
+}
+
+async fn worker_cut_off(control: bool) -> history::Verdict {
     let island = Island::create();
     let valkey = OwnValkey::start_with(free_port(), &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -291,7 +309,12 @@ async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
     ];
     args.extend(common::process::deployment_args(&on_island));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let worker = Role::start_in_namespace(island.namespace(), "worker", &args, &[]);
+    let fault: Vec<(String, String)> = if control {
+        vec![("STREAMSTOCK_FAULT_KEEP_EXPIRED_LEASES".into(), "1".into())]
+    } else {
+        Vec::new()
+    };
+    let worker = Role::start_in_namespace(island.namespace(), "worker", &args, &fault);
     let observer = common::Api::with_client(&format!("http://{listen}"), island.client());
     // What the island's worker says it holds and has applied; its probes
     // listen on the island, and the cut spares the clients' side.
@@ -359,7 +382,9 @@ async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
         .send()
         .await
         .expect("the island's worker answers /ready, cut off or not");
-    assert_eq!(ready.status().as_u16(), 503, "ready while cut off");
+    if !control {
+        assert_eq!(ready.status().as_u16(), 503, "ready while cut off");
+    }
     assert!(
         asked.elapsed() < Duration::from_secs(3),
         "/ready took {:?}",
@@ -386,9 +411,14 @@ async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
     island.heal();
     let ops = load.await.unwrap();
 
+    let scenario = if control {
+        "a worker cut off from Valkey and PostgreSQL (control: it keeps its expired leases)"
+    } else {
+        "a worker cut off from Valkey and PostgreSQL"
+    };
     let mut verdict = history::check(
-        "a worker cut off from Valkey and PostgreSQL",
-        false,
+        scenario,
+        control,
         &api,
         &store,
         &ops,
@@ -399,7 +429,13 @@ async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
     // Recovery here is the island's partitions' first event applied by the
     // mainland's worker (the gateway never stopped acknowledging).
     verdict.recovery_ms = first_taken_ms.map(|ms| (ms - cut_wall_ms) as u64);
+    verdict.held_past_lease = held_once_expired.len();
     verdict.report();
+    if control {
+        app.stop().await;
+        drop(worker);
+        return verdict;
+    }
     assert!(
         held_once_expired.is_empty(),
         "the island's worker still held {held_once_expired:?} 3.5 s into the cut (its lease TTL is 2 s)"
@@ -412,7 +448,7 @@ async fn a_worker_cut_off_stops_committing_once_its_lease_is_gone() {
         taken_over > 0,
         "the mainland's worker never took the island's partitions {held_at_cut:?} over"
     );
-    assert!(!verdict.anomalous(), "{verdict:#?}");
     app.stop().await;
     drop(worker);
+    verdict
 }

@@ -25,6 +25,14 @@ pub struct Ownership {
     pub recorded_epochs: Option<Store>,
 }
 
+/// A fault for the partition test's negative control, in debug builds
+/// only: with `STREAMSTOCK_FAULT_KEEP_EXPIRED_LEASES` set, a worker that
+/// cannot renew its leases goes on believing it holds them (the database's
+/// epoch fence still refuses its commits). Release builds never read it.
+fn keeps_expired_leases() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("STREAMSTOCK_FAULT_KEEP_EXPIRED_LEASES").is_some()
+}
+
 impl Ownership {
     /// One round: returns the partitions held afterwards.
     pub async fn step(&self, owned: &Holdings) -> Result<Holdings, crate::stream::LogError> {
@@ -173,7 +181,10 @@ impl Ownership {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "partition leases could not be renewed");
-                    if last_success.elapsed() >= self.ttl && !owned.is_empty() {
+                    if last_success.elapsed() >= self.ttl
+                        && !owned.is_empty()
+                        && !keeps_expired_leases()
+                    {
                         tracing::warn!(
                             "leases expired while the lease store was unreachable; pausing"
                         );

@@ -178,6 +178,9 @@ pub struct Verdict {
     /// Disk faults: appends acknowledged although nothing made them
     /// durable (an fsync failed or never ran).
     pub acknowledged_undurable: usize,
+    /// A worker cut off: partitions it still claimed to hold once its
+    /// leases had run out.
+    pub held_past_lease: usize,
 }
 
 impl Verdict {
@@ -203,6 +206,7 @@ impl Verdict {
             recovery_ms: None,
             p99_during_fault_ms: None,
             acknowledged_undurable: 0,
+            held_past_lease: 0,
         }
     }
 
@@ -216,6 +220,7 @@ impl Verdict {
             + self.read_model_lost_acknowledged.unwrap_or(0)
             + self.unreported_losses()
             + self.acknowledged_undurable
+            + self.held_past_lease
             > 0
     }
 
@@ -383,6 +388,7 @@ pub async fn check(
         recovery_ms,
         p99_during_fault_ms,
         acknowledged_undurable: 0,
+        held_past_lease: 0,
     }
 }
 
