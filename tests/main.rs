@@ -39,6 +39,7 @@ mod pg_failover;
 mod pipeline;
 mod poison;
 mod power_loss;
+mod product_search;
 mod read_your_writes;
 mod reference_spellings;
 mod replication;

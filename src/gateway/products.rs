@@ -10,6 +10,7 @@ use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
 use crate::domain::events::{ProductCreated, StockReceived};
 use crate::domain::{DomainEvent, Money, ProductId};
+use crate::store::product_search::{ProductSearch, ProductSort};
 use crate::store::queries::ProductView;
 use axum::extract::State;
 use axum::Json;
@@ -44,19 +45,78 @@ pub struct ReceiveStock {
     pub quantity: i64,
 }
 
+/// `GET /api/products`'s filters and order (paging comes beside them).
+#[derive(Debug, Deserialize)]
+pub struct ProductListQuery {
+    pub q: Option<String>,
+    pub category: Option<String>,
+    pub low_stock: Option<bool>,
+    pub sort: Option<String>,
+    pub order: Option<String>,
+}
+
+/// The longest search text.
+const MAX_SEARCH_CHARS: usize = 200;
+
+impl ProductListQuery {
+    fn parse(&self) -> Result<ProductSearch, ApiError> {
+        let text = match self.q.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(q) if q.chars().count() > MAX_SEARCH_CHARS => {
+                return Err(ApiError::invalid(
+                    "q",
+                    format!("must be at most {MAX_SEARCH_CHARS} characters"),
+                ))
+            }
+            Some(q) => Some(q.to_string()),
+        };
+        let sort = match self.sort.as_deref() {
+            None | Some("") => ProductSort::Id,
+            Some(name) => ProductSort::parse(name).ok_or_else(|| {
+                ApiError::invalid(
+                    "sort",
+                    format!("must be one of {}", ProductSort::NAMES.join(", ")),
+                )
+            })?,
+        };
+        let descending = match self.order.as_deref() {
+            None | Some("") | Some("asc") => false,
+            Some("desc") => true,
+            Some(_) => return Err(ApiError::invalid("order", "must be asc or desc")),
+        };
+        Ok(ProductSearch {
+            text,
+            category: self.category.clone().filter(|c| !c.is_empty()),
+            low_stock: self.low_stock.unwrap_or(false),
+            sort,
+            descending,
+        })
+    }
+}
+
+/// Products, a page at a time: by id (creation order), or searched,
+/// filtered and sorted.
 #[utoipa::path(get, path = "/api/products", operation_id = "list_products", tag = "products",
-    params(("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"), ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page")),
-    responses((status = 200, description = "Products by id", body = Vec<ProductView>),
-        (status = 422, description = "A bad limit or cursor", body = ErrorBody)))]
+    params(("q" = Option<String>, Query, description = "Text the SKU or the name contains (case-insensitive, up to 200 characters)"),
+        ("category" = Option<String>, Query, description = "Only this category"),
+        ("low_stock" = Option<bool>, Query, description = "true: only products whose available stock is below their threshold"),
+        ("sort" = Option<String>, Query, description = "sku, name, available or on_hand (default: id, the creation order)"),
+        ("order" = Option<String>, Query, description = "asc (default) or desc"),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"),
+        ("after" = Option<uuid::Uuid>, Query, description = "The id of the last item of the previous page (in the same sort)")),
+    responses((status = 200, description = "Products in the order asked for", body = Vec<ProductView>),
+        (status = 422, description = "A bad limit, cursor, sort, order or search text", body = ErrorBody)))]
 #[tracing::instrument(name = "products::list", level = "debug", skip_all)]
 pub async fn list(
     State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ProductListQuery>,
     paging: Paging<ProductId>,
 ) -> Result<Json<Vec<ProductView>>, ApiError> {
+    let search = query.parse()?;
     Ok(Json(
         state
             .store
-            .list_products(paging.limit, paging.after)
+            .search_products(&search, paging.limit, paging.after)
             .await?,
     ))
 }

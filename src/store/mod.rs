@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod lost_entries;
 pub mod outbox;
+pub mod product_search;
 pub mod projections;
 pub mod queries;
 pub mod rebuild;

@@ -81,11 +81,11 @@ impl Figures {
     }
 }
 
-const PRODUCT_COLUMNS: &str = "p.id, p.sku, p.name, p.price_cents, p.category_name, p.low_stock_threshold, \
+pub(super) const PRODUCT_COLUMNS: &str = "p.id, p.sku, p.name, p.price_cents, p.category_name, p.low_stock_threshold, \
      p.reorder_quantity, p.created_at, COALESCE(i.on_hand, 0) AS on_hand, COALESCE(i.reserved, 0) AS reserved \
      FROM products p LEFT JOIN inventory i ON i.product_id = p.id";
 
-fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> {
+pub(super) fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> {
     let on_hand: i64 = row.try_get("on_hand")?;
     let reserved: i64 = row.try_get("reserved")?;
     Ok(ProductView {

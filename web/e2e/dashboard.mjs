@@ -92,7 +92,11 @@ try {
   await form.locator('input[name="initial_stock"]').fill("7");
   await form.getByRole("button", { name: "Create" }).click();
   await form.getByTestId("form-result").filter({ hasText: "created" }).waitFor(WAIT);
-  await page.getByTestId("inventory-filter").fill("E2E-NEW");
+  // The search asks the server, so it finds products past the snapshot's.
+  await Promise.all([
+    page.waitForRequest((r) => r.url().includes("/api/products?") && r.url().includes("q=E2E-NEW"), WAIT),
+    page.getByTestId("inventory-filter").fill("E2E-NEW"),
+  ]);
   const created = page.locator('[data-testid="inventory-row"][data-sku="E2E-NEW-1"]');
   await created.waitFor(WAIT);
   await created.locator('[data-field="available"]').filter({ hasText: "7" }).waitFor(WAIT);

@@ -200,6 +200,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /**
+         * Products, a page at a time: by id (creation order), or searched,
+         *     filtered and sorted.
+         */
         get: operations["list_products"];
         put?: never;
         /**
@@ -2132,9 +2136,19 @@ export interface operations {
     list_products: {
         parameters: {
             query?: {
+                /** @description Text the SKU or the name contains (case-insensitive, up to 200 characters) */
+                q?: string;
+                /** @description Only this category */
+                category?: string;
+                /** @description true: only products whose available stock is below their threshold */
+                low_stock?: boolean;
+                /** @description sku, name, available or on_hand (default: id, the creation order) */
+                sort?: string;
+                /** @description asc (default) or desc */
+                order?: string;
                 /** @description Items per page, 1 to 1000 (default 100) */
                 limit?: number;
-                /** @description The id of the last item of the previous page */
+                /** @description The id of the last item of the previous page (in the same sort) */
                 after?: string;
             };
             header?: never;
@@ -2143,7 +2157,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Products by id */
+            /** @description Products in the order asked for */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2170,7 +2184,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A bad limit or cursor */
+            /** @description A bad limit, cursor, sort, order or search text */
             422: {
                 headers: {
                     [name: string]: unknown;

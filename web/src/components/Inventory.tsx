@@ -1,4 +1,5 @@
-import { useMemo, useRef, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
+import { call } from "../lib/http";
 import { useVirtualizer } from "@tanstack/react-virtual";
 import { count, money } from "../lib/format";
 import { isLow, openPurchaseOrders, sortAndFilter, type Sort, type SortKey } from "../lib/inventory";
@@ -36,7 +37,11 @@ export function Inventory({
   const [filter, setFilter] = useState("");
   const [lowOnly, setLowOnly] = useState(false);
   const [sort, setSort] = useState<Sort>({ key: "sku", descending: false });
-  const rows = useMemo(() => sortAndFilter(products, filter, sort, lowOnly), [products, filter, sort, lowOnly]);
+  const searched = useServerSearch(filter, lowOnly, sort, products);
+  const rows = useMemo(
+    () => sortAndFilter(searched ?? products, filter, sort, lowOnly),
+    [searched, products, filter, sort, lowOnly],
+  );
   const open = useMemo(() => openPurchaseOrders(purchaseOrders), [purchaseOrders]);
   const scroller = useRef<HTMLDivElement>(null);
   const virtual = useVirtualizer({
@@ -139,6 +144,45 @@ export function Inventory({
       )}
     </section>
   );
+}
+
+/** The sorts the server can do (price stays on the page). */
+const SERVER_SORTS: Partial<Record<SortKey, string>> = { sku: "sku", name: "name", available: "available", on_hand: "on_hand" };
+/** Products the search asks the server for. */
+const SEARCHED = 200;
+
+// A search or the low-stock filter asks the server (`GET /api/products?q=`),
+// so it finds products beyond the snapshot's first 200; it asks again when
+// the live figures change, a moment after the typing stops. Null while no
+// search is on (the snapshot's products are shown).
+function useServerSearch(filter: string, lowOnly: boolean, sort: Sort, live: ProductRow[]): ProductRow[] | null {
+  const [found, setFound] = useState<ProductRow[] | null>(null);
+  const needle = filter.trim();
+  const active = needle !== "" || lowOnly;
+  useEffect(() => {
+    if (!active) {
+      setFound(null);
+      return;
+    }
+    let cancelled = false;
+    const timer = window.setTimeout(async () => {
+      const query = new URLSearchParams({ limit: String(SEARCHED) });
+      if (needle) query.set("q", needle);
+      if (lowOnly) query.set("low_stock", "true");
+      const serverSort = SERVER_SORTS[sort.key];
+      if (serverSort) {
+        query.set("sort", serverSort);
+        query.set("order", sort.descending ? "desc" : "asc");
+      }
+      const answer = await call<ProductRow[]>("GET", `/api/products?${query}`);
+      if (!cancelled && answer.ok) setFound(answer.body);
+    }, 250);
+    return () => {
+      cancelled = true;
+      window.clearTimeout(timer);
+    };
+  }, [active, needle, lowOnly, sort.key, sort.descending, live]);
+  return active ? found : null;
 }
 
 /** On hand as a bar: reserved, then available, with the threshold marked. */
