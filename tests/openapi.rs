@@ -18,6 +18,7 @@ const SERVED: &[(&str, &str)] = &[
     ("post", "/api/products/{id}/adjustments"),
     ("get", "/api/products/{id}/adjustments/{adjustment_id}"),
     ("get", "/api/products/{id}/ledger"),
+    ("get", "/api/products/export.csv"),
     ("post", "/api/products/{id}/counts"),
     ("get", "/api/orders"),
     ("post", "/api/orders"),

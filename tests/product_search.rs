@@ -1,7 +1,7 @@
 //! `GET /api/products` searched, filtered and sorted, on each backend pair:
 //! text in the SKU or name (any case, wildcards taken literally), a
 //! category, low stock, each sort both ways, keyset paging that holds in
-//! every sort, and bad parameters named.
+//! every sort, bad parameters named, and the CSV export of every product.
 
 use crate::common;
 
@@ -115,6 +115,27 @@ async fn products_are_searched_filtered_and_sorted(backend: Backend) {
     }
     let (status, _) = app.get("/api/products?low_stock=maybe").await;
     assert!((400..500).contains(&status), "{status}");
+
+    // The export: every product with its figures, in creation order.
+    let export = app
+        .send(app.http.get(app.url("/api/products/export.csv")))
+        .await;
+    assert_eq!(export.status, 200);
+    assert!(export
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/csv"));
+    let mut csv = csv::Reader::from_reader(export.text.as_bytes());
+    let header: Vec<String> = csv.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(header[..3], ["id", "sku", "name"]);
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    let skus: Vec<&str> = rows.iter().map(|r| &r[1]).collect();
+    assert_eq!(skus, ["BOLT-1", "NUT-1", "GLUE-1", "BOLT-2"]);
+    assert_eq!(&rows[2][2], "Wood glue 50%");
+    assert_eq!(
+        (&rows[1][4], &rows[1][7], &rows[1][9]),
+        ("1.00", "50", "50")
+    );
     app.stop().await;
 }
 

@@ -2,6 +2,7 @@
 //! movement, as JSON pages or one CSV download (streamed a page at a time,
 //! so its memory does not grow with the history).
 
+use super::csv_download::{self, download, wants_csv, CsvShape, PageReader};
 use super::error::ApiError;
 use super::extract::parse_time;
 use super::products::product_exists;
@@ -9,15 +10,11 @@ use super::responses::ErrorBody;
 use super::{page_limit, ApiPath, ApiQuery, AppState};
 use crate::domain::ProductId;
 use crate::store::ledger::{LedgerEntry, LedgerRange};
-use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-
-/// Rows read from the database per CSV chunk.
-const CSV_PAGE: i64 = 1_000;
 
 #[derive(Debug, Deserialize)]
 pub struct LedgerQuery {
@@ -30,13 +27,6 @@ pub struct LedgerQuery {
     pub to: Option<String>,
     /// `asc` (default) or `desc`: newest first.
     pub order: Option<String>,
-}
-
-fn wants_csv(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/csv"))
 }
 
 #[utoipa::path(get, path = "/api/products/{id}/ledger", operation_id = "product_ledger", tag = "stock",
@@ -83,87 +73,38 @@ pub async fn list(
         newest_first,
         from,
         to,
-        limit: limit.unwrap_or(CSV_PAGE),
+        limit: limit.unwrap_or(csv_download::PAGE),
     };
     if !csv {
         return Ok(Json(state.store.ledger(product_id, range).await?).into_response());
     }
-    let filename = format!("ledger-{product_id}.csv");
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
-        ],
-        Body::from_stream(csv_pages(state, product_id, range, limit)),
-    )
-        .into_response())
-}
-
-/// What the CSV stream has left to do.
-struct CsvCursor {
-    state: AppState,
-    product_id: ProductId,
-    range: LedgerRange,
-    /// Rows still to send (None: all).
-    left: Option<i64>,
-    header_sent: bool,
-    done: bool,
-}
-
-/// The CSV, a page of rows per chunk (the header with the first).
-fn csv_pages(
-    state: AppState,
-    product_id: ProductId,
-    range: LedgerRange,
-    left: Option<i64>,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    let cursor = CsvCursor {
-        state,
-        product_id,
-        range,
-        left,
-        header_sent: false,
-        done: false,
-    };
-    futures::stream::unfold(cursor, |mut cursor| async move {
-        if cursor.done {
-            return None;
-        }
-        let page = cursor.left.map_or(CSV_PAGE, |left| left.min(CSV_PAGE));
-        let rows = match cursor
-            .state
-            .store
-            .ledger(
-                cursor.product_id,
-                LedgerRange {
-                    limit: page,
-                    ..cursor.range
-                },
-            )
-            .await
-        {
-            Ok(rows) => rows,
-            // The status is sent: cut the body short, so the client sees
-            // a broken download rather than a short file that looks whole.
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the ledger for a CSV download failed");
-                cursor.done = true;
-                return Some((Err(std::io::Error::other(e.to_string())), cursor));
-            }
+    let store = state.store.clone();
+    let read: PageReader<LedgerEntry, i64> = Box::new(move |after, limit| {
+        let store = store.clone();
+        let page = LedgerRange {
+            after: after.or(range.after),
+            limit,
+            ..range
         };
-        cursor.done = (rows.len() as i64) < page;
-        if let Some(left) = cursor.left.as_mut() {
-            *left -= rows.len() as i64;
-            cursor.done |= *left <= 0;
-        }
-        cursor.range.after = rows.last().map(|r| r.seq).or(cursor.range.after);
-        let chunk = csv_rows(&rows, !cursor.header_sent);
-        cursor.header_sent = true;
-        Some((chunk.map(Bytes::from), cursor))
-    })
+        Box::pin(async move {
+            store
+                .ledger(product_id, page)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    let shape = CsvShape {
+        header: &CSV_HEADER,
+        record: csv_record,
+        cursor: |row: &LedgerEntry| row.seq,
+    };
+    Ok(download(
+        &format!("ledger-{product_id}.csv"),
+        shape,
+        read,
+        None,
+        limit,
+    ))
 }
 
 /// The CSV's columns.
@@ -183,29 +124,22 @@ const CSV_HEADER: [&str; 13] = [
     "reason",
 ];
 
-fn csv_rows(rows: &[LedgerEntry], with_header: bool) -> Result<Vec<u8>, std::io::Error> {
-    let mut out = csv::Writer::from_writer(Vec::with_capacity(rows.len() * 160));
-    if with_header {
-        out.write_record(CSV_HEADER)?;
-    }
+fn csv_record(r: &LedgerEntry) -> Vec<String> {
     let text = |v: Option<String>| v.unwrap_or_default();
-    for r in rows {
-        out.write_record([
-            r.seq.to_string(),
-            r.occurred_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            r.kind.as_str().to_string(),
-            r.on_hand_delta.to_string(),
-            r.reserved_delta.to_string(),
-            r.on_hand.to_string(),
-            r.reserved.to_string(),
-            text(r.event_type.clone()),
-            text(r.event_id.map(|id| id.to_string())),
-            text(r.order_id.map(|id| id.to_string())),
-            text(r.purchase_order_id.map(|id| id.to_string())),
-            text(r.adjustment_id.map(|id| id.to_string())),
-            text(r.reason.map(|reason| reason.as_str().to_string())),
-        ])?;
-    }
-    out.into_inner().map_err(|e| e.into_error())
+    vec![
+        r.seq.to_string(),
+        r.occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        r.kind.as_str().to_string(),
+        r.on_hand_delta.to_string(),
+        r.reserved_delta.to_string(),
+        r.on_hand.to_string(),
+        r.reserved.to_string(),
+        text(r.event_type.clone()),
+        text(r.event_id.map(|id| id.to_string())),
+        text(r.order_id.map(|id| id.to_string())),
+        text(r.purchase_order_id.map(|id| id.to_string())),
+        text(r.adjustment_id.map(|id| id.to_string())),
+        text(r.reason.map(|reason| reason.as_str().to_string())),
+    ]
 }

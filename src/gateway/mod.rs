@@ -6,6 +6,7 @@ mod adjustments;
 mod assets;
 pub mod auth;
 pub mod catalog;
+mod csv_download;
 mod dashboard;
 pub mod error;
 mod extract;

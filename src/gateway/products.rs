@@ -1,5 +1,6 @@
 //! Catalog and stock routes.
 
+use super::csv_download::{download, CsvShape, PageReader};
 use super::error::ApiError;
 use super::responses::ErrorBody;
 use super::responses::{
@@ -13,6 +14,7 @@ use crate::domain::{DomainEvent, Money, ProductId};
 use crate::store::product_search::{ProductSearch, ProductSort};
 use crate::store::queries::ProductView;
 use axum::extract::State;
+use axum::response::Response;
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
@@ -128,6 +130,58 @@ pub(super) async fn product_exists(state: &AppState, id: ProductId) -> Result<bo
         state.store.get_product(id).await?.is_some()
             || state.store.claimed_sku(id).await?.is_some(),
     )
+}
+
+/// The products export's columns.
+const EXPORT_HEADER: [&str; 10] = [
+    "id",
+    "sku",
+    "name",
+    "category",
+    "price",
+    "low_stock_threshold",
+    "reorder_quantity",
+    "on_hand",
+    "reserved",
+    "available",
+];
+
+/// Every product with its figures, as CSV in creation order, streamed a
+/// page at a time (its memory does not grow with the catalog).
+#[utoipa::path(get, path = "/api/products/export.csv", operation_id = "export_products", tag = "products",
+    responses((status = 200, description = "Every product, in creation order: id, sku, name, category, price, low_stock_threshold, reorder_quantity, on_hand, reserved, available",
+        content((String = "text/csv")))))]
+#[tracing::instrument(name = "products::export", level = "debug", skip_all)]
+pub async fn export(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let read: PageReader<ProductView, ProductId> = Box::new(move |after, limit| {
+        let store = store.clone();
+        Box::pin(async move {
+            store
+                .search_products(&ProductSearch::default(), limit, after)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    let shape = CsvShape {
+        header: &EXPORT_HEADER,
+        record: |p: &ProductView| {
+            vec![
+                p.id.to_string(),
+                p.sku.clone(),
+                p.name.clone(),
+                p.category_name.clone(),
+                p.price.to_string(),
+                p.low_stock_threshold.to_string(),
+                p.reorder_quantity.to_string(),
+                p.on_hand.to_string(),
+                p.reserved.to_string(),
+                p.available.to_string(),
+            ]
+        },
+        cursor: |p: &ProductView| p.id,
+    };
+    download("products.csv", shape, read, None, None)
 }
 
 /// How long a request waits for a worker to apply a product this gateway

@@ -83,6 +83,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(products::list, products::create))
         .routes(routes!(products::one))
+        .routes(routes!(products::export))
         .routes(routes!(products::receive_stock))
         .routes(routes!(adjustments::request, adjustments::list))
         .routes(routes!(adjustments::one))
