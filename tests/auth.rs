@@ -40,6 +40,7 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
     ),
     ("get", "/api/products/{id}/ledger", Some(Scope::Read)),
     ("get", "/api/products/export.csv", Some(Scope::Read)),
+    ("post", "/api/imports/stock", Some(Scope::Write)),
     ("post", "/api/products/{id}/counts", Some(Scope::Write)),
     ("get", "/api/orders", Some(Scope::Read)),
     ("post", "/api/orders", Some(Scope::Write)),

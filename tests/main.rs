@@ -23,6 +23,7 @@ mod front_door;
 mod gateway_tls;
 mod held_connections;
 mod idempotency;
+mod imports;
 mod ledger;
 mod lifecycle;
 mod load_generator;

@@ -19,6 +19,7 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/products/{id}/adjustments/{adjustment_id}"),
     ("get", "/api/products/{id}/ledger"),
     ("get", "/api/products/export.csv"),
+    ("post", "/api/imports/stock"),
     ("post", "/api/products/{id}/counts"),
     ("get", "/api/orders"),
     ("post", "/api/orders"),

@@ -12,6 +12,7 @@ pub mod error;
 mod extract;
 mod front_door;
 pub mod idempotency;
+pub mod imports;
 mod ledger;
 pub mod openapi;
 mod operations;

@@ -6,8 +6,8 @@
 use super::error::ApiError;
 use super::extract::MAX_BODY_BYTES;
 use super::{
-    adjustments, assets, auth, dashboard, front_door, idempotency, ledger, openapi, operations,
-    orders, probes, products, restock, simulator_control, Access, AppState,
+    adjustments, assets, auth, dashboard, front_door, idempotency, imports, ledger, openapi,
+    operations, orders, probes, products, restock, simulator_control, Access, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
@@ -89,6 +89,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(adjustments::one))
         .routes(routes!(adjustments::count))
         .routes(routes!(ledger::list))
+        .routes(routes!(imports::stock))
         .routes(routes!(orders::list, orders::place))
         .routes(routes!(orders::one))
         .routes(routes!(orders::cancel))

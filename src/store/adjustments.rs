@@ -146,3 +146,47 @@ impl Store {
         rows.iter().map(adjustment_from_row).collect()
     }
 }
+
+impl Store {
+    /// The products of `skus` that exist, by sku (an import's rows).
+    pub async fn product_ids_by_sku(
+        &self,
+        skus: &[String],
+    ) -> Result<std::collections::HashMap<String, ProductId>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        for (sql, values) in super::sql::by_ids(
+            self.dialect(),
+            "SELECT id, sku FROM products WHERE sku IN ({ids})",
+            skus,
+        ) {
+            for row in super::sql::bind_all(sqlx::query(&sql), values)
+                .fetch_all(self.pool())
+                .await?
+            {
+                found.insert(row.try_get("sku")?, uuid_col(&row, "id")?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Which of `ids` a worker has applied (an import uploaded again).
+    pub async fn known_adjustments(
+        &self,
+        ids: &[AdjustmentId],
+    ) -> Result<std::collections::HashSet<AdjustmentId>, StoreError> {
+        let mut known = std::collections::HashSet::new();
+        for (sql, values) in super::sql::by_ids(
+            self.dialect(),
+            "SELECT id FROM stock_adjustments WHERE id IN ({ids})",
+            ids,
+        ) {
+            for row in super::sql::bind_all(sqlx::query(&sql), values)
+                .fetch_all(self.pool())
+                .await?
+            {
+                known.insert(uuid_col(&row, "id")?);
+            }
+        }
+        Ok(known)
+    }
+}

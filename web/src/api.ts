@@ -99,6 +99,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/imports/stock": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Imports a CSV of adjustments or counts. */
+        post: operations["import_stock"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/lost-log-entries": {
         parameters: {
             query?: never;
@@ -735,6 +752,25 @@ export interface components {
             /** @description Always `ok`. */
             status: string;
         };
+        /** @enum {string} */
+        ImportKind: "adjustments" | "counts";
+        /** @description `POST /api/imports/stock`: what became of each row. */
+        ImportOutcome: {
+            /**
+             * @description Rows appended as an adjustment or a count (each one is decided by a
+             *     worker: read it under `/api/products/{id}/adjustments`).
+             */
+            accepted: number;
+            /** @description Rows of this file applied before (an upload of the same file again). */
+            already_imported: number;
+            /** @description The file's digest (xxh3-128): the same file has the same one. */
+            file: string;
+            kind: components["schemas"]["ImportKind"];
+            /** @description The refused rows (the first 1,000), each with its line and why. */
+            refused: components["schemas"]["RefusedRow"][];
+            refused_count: number;
+            rows: number;
+        };
         /** @description One stock movement of a product. */
         LedgerEntry: {
             adjustment_id?: null | components["schemas"]["AdjustmentId"];
@@ -1021,6 +1057,15 @@ export interface components {
             on_hand: number;
             /** Format: int64 */
             reserved: number;
+        };
+        RefusedRow: {
+            /**
+             * Format: int64
+             * @description The line in the file (the header is line 1).
+             */
+            line: number;
+            reason: string;
+            sku?: string | null;
         };
         ReplayOutcome: {
             /** @description Letters that were not a readable event: purge them instead. */
@@ -1563,6 +1608,112 @@ export interface operations {
                 };
             };
             /** @description A bad filter, limit or cursor */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    import_stock: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description A header, then one row per change: `sku,quantity,reason` (adjustments: quantity a non-zero whole number within ±1,000,000, reason one of damaged, shrinkage, found, correction, cycle_count, transit_loss, returned) or `sku,counted` (counts: 0 to 1,000,000,000). UTF-8, a BOM and CRLF line ends accepted; at most 16 MiB and 200,000 rows. */
+        requestBody: {
+            content: {
+                "text/csv": string;
+            };
+        };
+        responses: {
+            /** @description Every row accounted for: appended, imported before, or refused with its line and why */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportOutcome"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key's first request is still being handled */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The file is over 16 MiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is not text/csv */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The file as a whole is unusable: no header, unknown columns, too many rows */
             422: {
                 headers: {
                     [name: string]: unknown;
