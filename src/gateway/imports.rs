@@ -12,7 +12,7 @@ use super::AppState;
 use crate::domain::catalog::{parse_delta, Sku};
 use crate::domain::events::{StockAdjustmentRequested, StockCounted};
 use crate::domain::status::AdjustmentReason;
-use crate::domain::{AdjustmentId, DomainEvent};
+use crate::domain::{AdjustmentId, DomainEvent, ProductId};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -300,42 +300,46 @@ pub async fn stock(
         .collect();
     let known = state.store.known_adjustments(&adjustment_ids).await?;
     let now = Utc::now();
-    let envelopes: Vec<(u64, String, crate::domain::Envelope)> = rows_to_append
+    let already_imported = known.len();
+    let to_append: Vec<(GoodRow, ProductId, AdjustmentId)> = rows_to_append
         .into_iter()
         .zip(adjustment_ids)
         .filter(|(_, id)| !known.contains(id))
-        .map(|((row, product_id), adjustment_id)| {
-            let event = match row.change {
-                RowChange::Adjust { delta, reason } => {
-                    DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
-                        adjustment_id,
-                        product_id,
-                        delta,
-                        reason,
-                        reference: Some(format!("import {}:{}", &file[..12], row.line)),
-                        note: None,
-                        expected_on_hand: None,
-                    })
-                }
-                RowChange::Count { counted } => DomainEvent::StockCounted(StockCounted {
+        .map(|((row, product_id), adjustment_id)| (row, product_id, adjustment_id))
+        .collect();
+    // Each row's event is made as its append starts, so the file's rows
+    // are held small (line, sku, change), not as envelopes.
+    let envelope_of = |row: &GoodRow, product_id: ProductId, adjustment_id: AdjustmentId| {
+        let reference = Some(format!("import {}:{}", &file[..12], row.line));
+        let event = match row.change {
+            RowChange::Adjust { delta, reason } => {
+                DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
                     adjustment_id,
                     product_id,
-                    counted,
-                    counted_at: now.timestamp_millis(),
-                    expected_on_hand: None,
-                    reference: Some(format!("import {}:{}", &file[..12], row.line)),
+                    delta,
+                    reason,
+                    reference,
                     note: None,
-                }),
-            };
-            let envelope = event
-                .into_envelope_with_id(id_of(row.line, "event"), now)
-                .sent_by(ids.actor());
-            (row.line, row.sku, envelope)
-        })
-        .collect();
-    let already_imported = known.len();
-    let appended: Vec<Result<(), RefusedRow>> = futures::stream::iter(envelopes)
-        .map(|(line, sku, envelope)| {
+                    expected_on_hand: None,
+                })
+            }
+            RowChange::Count { counted } => DomainEvent::StockCounted(StockCounted {
+                adjustment_id,
+                product_id,
+                counted,
+                counted_at: now.timestamp_millis(),
+                expected_on_hand: None,
+                reference,
+                note: None,
+            }),
+        };
+        event
+            .into_envelope_with_id(id_of(row.line, "event"), now)
+            .sent_by(ids.actor())
+    };
+    let appended: Vec<Result<(), RefusedRow>> = futures::stream::iter(to_append)
+        .map(|(row, product_id, adjustment_id)| {
+            let envelope = envelope_of(&row, product_id, adjustment_id);
             let state = state.clone();
             async move {
                 state
@@ -343,8 +347,8 @@ pub async fn stock(
                     .await
                     .map(|_| ())
                     .map_err(|e| RefusedRow {
-                        line,
-                        sku: Some(sku),
+                        line: row.line,
+                        sku: Some(row.sku),
                         reason: format!(
                             "not appended ({}): {}; upload the file again",
                             e.code, e.message

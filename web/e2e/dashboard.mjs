@@ -200,6 +200,21 @@ try {
   check(csvText.trim().split("\n").length >= 5, "the CSV holds the ledger's rows");
   await productDrawer.getByTestId("product-drawer-close").click();
 
+  step("an import shows its accepted and refused rows");
+  // What the count left (the row may not show it yet).
+  const onHandBeforeImport = onHandB + 3;
+  await dashB.locator('[data-field="on_hand"]').filter({ hasText: String(onHandBeforeImport) }).waitFor(WAIT);
+  const importForm = page.getByTestId("import-stock");
+  await importForm.locator('input[name="file"]').setInputFiles({
+    name: "stock.csv",
+    mimeType: "text/csv",
+    buffer: Buffer.from("sku,quantity,reason\r\nDASH-B,2,found\r\nNOPE-9,1,found\r\n"),
+  });
+  await importForm.getByRole("button", { name: "Import" }).click();
+  await importForm.getByTestId("import-summary").filter({ hasText: "2 rows: 1 accepted, 0 imported before, 1 refused" }).waitFor(WAIT);
+  check((await importForm.getByTestId("import-refused-row").first().innerText()).includes("no such product"), "the refused row says why");
+  await dashB.locator('[data-field="on_hand"]').filter({ hasText: String(onHandBeforeImport + 2) }).waitFor(WAIT);
+
   step("receiving a purchase order closes it and restocks its product");
   const openBefore = await api("/api/purchase-orders?status=OPEN");
   check(openBefore.length > 0, "the test needs an open purchase order");

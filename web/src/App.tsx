@@ -6,6 +6,7 @@ import { Inventory } from "./components/Inventory";
 import { Orders } from "./components/Orders";
 import { OrderDrawer } from "./components/OrderDrawer";
 import { AdjustStockForm, CreateProductForm, PlaceOrderForm, ReceiveStockForm } from "./components/Forms";
+import { ImportStockForm } from "./components/ImportStock";
 import { ProductDrawer } from "./components/ProductDrawer";
 import { DeadLetters } from "./components/DeadLetters";
 import { LostLogEntries } from "./components/LostLogEntries";
@@ -99,6 +100,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
             {adjusting && <AdjustStockForm key={adjusting.id} product={adjusting} onDone={() => setAdjusting(null)} />}
             <PlaceOrderForm products={snapshot.products} onPlaced={setOpenOrder} />
             <CreateProductForm />
+            <ImportStockForm />
           </section>
         </div>
       </div>

@@ -23,6 +23,7 @@ export type ProductRow = Schemas["ProductView"];
 export type Adjustment = Schemas["AdjustmentView"];
 export type AdjustmentReason = Schemas["AdjustmentReason"];
 export type LedgerEntry = Schemas["LedgerEntry"];
+export type ImportOutcome = Schemas["ImportOutcome"];
 export type OrderRow = Schemas["OrderView"];
 export type AlertRow = Schemas["AlertView"];
 export type ArchivedEvent = Schemas["ArchivedEvent"];
