@@ -78,6 +78,17 @@ pub fn parse_delta(raw: i64) -> Result<i64, Invalid> {
     Ok(raw)
 }
 
+/// The most units a count may find.
+pub const MAX_COUNTED: i64 = 1_000_000_000;
+
+/// The units a count found: 0 to MAX_COUNTED.
+pub fn parse_counted(raw: i64) -> Result<i64, Invalid> {
+    if !(0..=MAX_COUNTED).contains(&raw) {
+        return Err(Invalid(format!("must be between 0 and {MAX_COUNTED}")));
+    }
+    Ok(raw)
+}
+
 /// The longest free-text note an adjustment keeps.
 pub const MAX_NOTE_CHARS: usize = 1_000;
 

@@ -7,17 +7,19 @@
 use super::error::ApiError;
 use super::extract::parse_time;
 use super::extract::ApiQuery;
-use super::products::{product_exists, APPLIED_WAIT};
-use super::responses::{AdjustmentPending, AdjustmentQueued, CountQueued, ErrorBody, Queued};
+use super::products::{require_product, APPLIED_WAIT};
+use super::responses::{
+    Accepted, AdjustmentPending, AdjustmentQueued, CountQueued, ErrorBody, Queued,
+};
 use super::write_ids::{recently_issued, WriteIds};
 use super::{ApiJson, ApiPath, AppState, Paging};
-use crate::domain::catalog::{parse_delta, parse_name, parse_note};
+use crate::domain::catalog::{parse_counted, parse_delta, parse_name, parse_note};
 use crate::domain::events::{StockAdjustmentRequested, StockCounted};
 use crate::domain::status::{AdjustmentReason, AdjustmentStatus};
 use crate::domain::{AdjustmentId, DomainEvent, ProductId};
 use crate::store::adjustments::AdjustmentView;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -75,8 +77,6 @@ pub struct CountStock {
     pub note: Option<String>,
 }
 
-/// The most units a count may find.
-const MAX_COUNTED: i64 = 1_000_000_000;
 /// How far ahead of this gateway's clock a `counted_at` may be (another
 /// host's clock).
 const CLOCK_SKEW_MS: i64 = 60_000;
@@ -90,22 +90,20 @@ pub struct OneAdjustmentQuery {
 /// An adjustment's fields, each checked (the first bad one is the error).
 fn parse_request(body: &AdjustStock) -> Result<(i64, Option<String>, Option<String>), ApiError> {
     let delta = parse_delta(body.delta).map_err(|e| ApiError::invalid("delta", e))?;
-    let (reference, note) = parse_texts(body.reference.as_deref(), body.note.as_deref())?;
-    if let Some(expected) = body.expected_on_hand {
-        if expected < 0 {
-            return Err(ApiError::invalid(
-                "expected_on_hand",
-                "must not be negative",
-            ));
-        }
-    }
+    let (reference, note) = parse_shared(
+        body.reference.as_deref(),
+        body.note.as_deref(),
+        body.expected_on_hand,
+    )?;
     Ok((delta, reference, note))
 }
 
-/// An optional reference and note, checked.
-fn parse_texts(
+/// The fields an adjustment and a count share, checked: an optional
+/// reference and note (returned cleaned), and `expected_on_hand`.
+fn parse_shared(
     reference: Option<&str>,
     note: Option<&str>,
+    expected_on_hand: Option<i64>,
 ) -> Result<(Option<String>, Option<String>), ApiError> {
     let reference = match reference.map(str::trim) {
         None | Some("") => None,
@@ -115,6 +113,12 @@ fn parse_texts(
         None => None,
         Some(raw) => parse_note(raw).map_err(|e| ApiError::invalid("note", e))?,
     };
+    if expected_on_hand.is_some_and(|x| x < 0) {
+        return Err(ApiError::invalid(
+            "expected_on_hand",
+            "must not be negative",
+        ));
+    }
     Ok((reference, note))
 }
 
@@ -134,38 +138,27 @@ pub async fn count(
     ids: WriteIds,
     ApiPath(product_id): ApiPath<ProductId>,
     ApiJson(body): ApiJson<CountStock>,
-) -> Result<Response, ApiError> {
-    if !(0..=MAX_COUNTED).contains(&body.counted) {
-        return Err(ApiError::invalid(
-            "counted",
-            format!("must be between 0 and {MAX_COUNTED}"),
-        ));
-    }
+) -> Result<Accepted<CountQueued>, ApiError> {
+    let counted = parse_counted(body.counted).map_err(|e| ApiError::invalid("counted", e))?;
     let now = Utc::now();
     let counted_at =
         parse_time("counted_at", body.counted_at.as_deref())?.unwrap_or(now.timestamp_millis());
     if counted_at > now.timestamp_millis() + CLOCK_SKEW_MS {
         return Err(ApiError::invalid("counted_at", "must not be in the future"));
     }
-    if body.expected_on_hand.is_some_and(|x| x < 0) {
-        return Err(ApiError::invalid(
-            "expected_on_hand",
-            "must not be negative",
-        ));
-    }
-    let (reference, note) = parse_texts(body.reference.as_deref(), body.note.as_deref())?;
-    if !product_exists(&state, product_id).await? {
-        return Err(ApiError::not_found(format!(
-            "product {product_id} not found"
-        )));
-    }
+    let (reference, note) = parse_shared(
+        body.reference.as_deref(),
+        body.note.as_deref(),
+        body.expected_on_hand,
+    )?;
+    require_product(&state, product_id).await?;
     let adjustment_id = AdjustmentId(ids.id("count"));
     let receipt = state
         .append(
             &DomainEvent::StockCounted(StockCounted {
                 adjustment_id,
                 product_id,
-                counted: body.counted,
+                counted,
                 counted_at,
                 expected_on_hand: body.expected_on_hand,
                 reference,
@@ -179,17 +172,15 @@ pub async fn count(
     let body = CountQueued {
         adjustment_id,
         product_id,
-        counted: body.counted,
+        counted,
         counted_at: chrono::DateTime::from_timestamp_millis(counted_at).unwrap_or(now),
         status: Queued::Queued,
         msg_id: receipt.msg_id(),
     };
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response())
+    Ok(Accepted {
+        body,
+        location: Some(location),
+    })
 }
 
 /// Asks for an adjustment: appends `stock.adjustment_requested` and answers
@@ -208,13 +199,9 @@ pub async fn request(
     ids: WriteIds,
     ApiPath(product_id): ApiPath<ProductId>,
     ApiJson(body): ApiJson<AdjustStock>,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted<AdjustmentQueued>, ApiError> {
     let (delta, reference, note) = parse_request(&body)?;
-    if !product_exists(&state, product_id).await? {
-        return Err(ApiError::not_found(format!(
-            "product {product_id} not found"
-        )));
-    }
+    require_product(&state, product_id).await?;
     let adjustment_id = AdjustmentId(ids.id("adjustment"));
     let receipt = state
         .append(
@@ -240,12 +227,10 @@ pub async fn request(
         status: Queued::Queued,
         msg_id: receipt.msg_id(),
     };
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(body),
-    )
-        .into_response())
+    Ok(Accepted {
+        body,
+        location: Some(location),
+    })
 }
 
 /// A product's adjustments and counts, newest first.
@@ -262,11 +247,7 @@ pub async fn list(
     ApiPath(product_id): ApiPath<ProductId>,
     paging: Paging<AdjustmentId>,
 ) -> Result<Json<Vec<AdjustmentView>>, ApiError> {
-    if !product_exists(&state, product_id).await? {
-        return Err(ApiError::not_found(format!(
-            "product {product_id} not found"
-        )));
-    }
+    require_product(&state, product_id).await?;
     Ok(Json(
         state
             .store

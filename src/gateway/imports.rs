@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::responses::ErrorBody;
 use super::write_ids::WriteIds;
 use super::AppState;
-use crate::domain::catalog::{parse_delta, Sku};
+use crate::domain::catalog::{parse_counted, parse_delta, Sku};
 use crate::domain::events::{StockAdjustmentRequested, StockCounted};
 use crate::domain::status::AdjustmentReason;
 use crate::domain::{AdjustmentId, DomainEvent, ProductId};
@@ -31,8 +31,6 @@ const MAX_ROWS: usize = 200_000;
 const APPENDS_AT_ONCE: usize = 64;
 /// The refused rows an answer lists (all are counted).
 const REFUSALS_LISTED: usize = 1_000;
-/// The most units a count may find (as `POST .../counts`).
-const MAX_COUNTED: i64 = 1_000_000_000;
 
 /// Where the ids of an import's rows come from.
 const IMPORT_NAMESPACE: Uuid = Uuid::from_u128(0x5f0c_6a2e_8d31_4b57_9e0a_3c1d_7b24_e916);
@@ -213,13 +211,14 @@ fn parse_file(body: &[u8]) -> Result<(ImportKind, Vec<GoodRow>, Vec<RefusedRow>)
                 };
                 RowChange::Adjust { delta, reason }
             }
-            ImportKind::Counts => match value.parse::<i64>() {
-                Ok(counted) if (0..=MAX_COUNTED).contains(&counted) => RowChange::Count { counted },
-                _ => {
-                    refused.push(refuse(
-                        Some(sku),
-                        format!("counted: must be a whole number between 0 and {MAX_COUNTED}"),
-                    ));
+            ImportKind::Counts => match value
+                .parse::<i64>()
+                .map_err(|_| "must be a whole number".to_string())
+                .and_then(|c| parse_counted(c).map_err(|e| e.0))
+            {
+                Ok(counted) => RowChange::Count { counted },
+                Err(e) => {
+                    refused.push(refuse(Some(sku), format!("counted: {e}")));
                     continue;
                 }
             },

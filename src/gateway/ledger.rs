@@ -5,7 +5,7 @@
 use super::csv_download::{self, download, wants_csv, CsvShape, PageReader};
 use super::error::ApiError;
 use super::extract::parse_time;
-use super::products::product_exists;
+use super::products::require_product;
 use super::responses::ErrorBody;
 use super::{page_limit, ApiPath, ApiQuery, AppState};
 use crate::domain::ProductId;
@@ -63,11 +63,7 @@ pub async fn list(
         (None, true) => None,
         (limit, _) => Some(page_limit(limit)?),
     };
-    if !product_exists(&state, product_id).await? {
-        return Err(ApiError::not_found(format!(
-            "product {product_id} not found"
-        )));
-    }
+    require_product(&state, product_id).await?;
     let range = LedgerRange {
         after: query.after,
         newest_first,

@@ -125,11 +125,20 @@ pub async fn list(
 
 /// Whether `id` names a product: applied, or created by this deployment
 /// and still in the log (keyed like it, so applied after it).
-pub(super) async fn product_exists(state: &AppState, id: ProductId) -> Result<bool, ApiError> {
+async fn product_exists(state: &AppState, id: ProductId) -> Result<bool, ApiError> {
     Ok(
         state.store.get_product(id).await?.is_some()
             || state.store.claimed_sku(id).await?.is_some(),
     )
+}
+
+/// 404 unless `id` names a product (see `product_exists`).
+pub(super) async fn require_product(state: &AppState, id: ProductId) -> Result<(), ApiError> {
+    if product_exists(state, id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("product {id} not found")))
+    }
 }
 
 /// The products export's columns.
@@ -408,9 +417,7 @@ pub async fn receive_stock(
     let quantity = Quantity::parse(body.quantity).map_err(|e| ApiError::invalid("quantity", e))?;
     // A product this gateway created is accepted before a worker applies
     // it: the receipt is keyed like the creation, so it is applied after it.
-    if !product_exists(&state, id).await? {
-        return Err(ApiError::not_found(format!("product {id} not found")));
-    }
+    require_product(&state, id).await?;
     let receipt = state
         .append(
             &DomainEvent::StockReceived(StockReceived {

@@ -9,8 +9,8 @@ use crate::domain::inventory::{
     Movement, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
 use crate::domain::status::{AdjustmentReason, AdjustmentStatus};
+use crate::domain::{AdjustmentId, OrderId, ProductId, PurchaseOrderId};
 use crate::domain::{DomainEvent, Envelope};
-use crate::domain::{OrderId, ProductId, PurchaseOrderId};
 use std::collections::BTreeMap;
 
 /// A row of a projection table. Its columns are its fields, in order, so
@@ -258,6 +258,39 @@ table_row! {
     on conflict |_| String::new()
 }
 
+impl AdjustmentRow {
+    /// A row of an adjustment with only what every row has; each event
+    /// fills in the columns it knows.
+    fn of(
+        id: AdjustmentId,
+        product_id: ProductId,
+        reason: AdjustmentReason,
+        status: AdjustmentStatus,
+        at: i64,
+    ) -> AdjustmentRow {
+        AdjustmentRow {
+            id: id.to_string(),
+            product_id: product_id.to_string(),
+            delta: None,
+            reason: reason.as_str(),
+            reference: None,
+            note: None,
+            expected_on_hand: None,
+            counted: None,
+            counted_at: None,
+            status: status.as_str(),
+            refusal: None,
+            message: None,
+            on_hand: None,
+            reserved: None,
+            held_by: None,
+            requested_by: None,
+            requested_at: at,
+            decided_at: None,
+        }
+    }
+}
+
 /// An adjustment's decision: the columns of the request's row, which it
 /// completes (written whole only if the request's row is missing).
 pub(super) struct AdjustmentDecisionRow(AdjustmentRow);
@@ -390,66 +423,49 @@ impl Writes {
                     raised_at: at,
                 }),
                 DomainEvent::StockCounted(e) => self.adjustments.push(AdjustmentRow {
-                    id: e.adjustment_id.to_string(),
-                    product_id: e.product_id.to_string(),
-                    delta: None,
-                    reason: AdjustmentReason::CycleCount.as_str(),
                     reference: e.reference.clone(),
                     note: e.note.clone(),
                     expected_on_hand: e.expected_on_hand,
                     counted: Some(e.counted),
                     counted_at: Some(e.counted_at),
-                    status: AdjustmentStatus::Pending.as_str(),
-                    refusal: None,
-                    message: None,
-                    on_hand: None,
-                    reserved: None,
-                    held_by: None,
                     requested_by: envelope.actor.clone(),
-                    requested_at: at,
-                    decided_at: None,
+                    ..AdjustmentRow::of(
+                        e.adjustment_id,
+                        e.product_id,
+                        AdjustmentReason::CycleCount,
+                        AdjustmentStatus::Pending,
+                        at,
+                    )
                 }),
                 DomainEvent::StockAdjustmentRequested(e) => self.adjustments.push(AdjustmentRow {
-                    id: e.adjustment_id.to_string(),
-                    product_id: e.product_id.to_string(),
                     delta: Some(e.delta),
-                    reason: e.reason.as_str(),
                     reference: e.reference.clone(),
                     note: e.note.clone(),
                     expected_on_hand: e.expected_on_hand,
-                    counted: None,
-                    counted_at: None,
-                    status: AdjustmentStatus::Pending.as_str(),
-                    refusal: None,
-                    message: None,
-                    on_hand: None,
-                    reserved: None,
-                    held_by: None,
                     requested_by: envelope.actor.clone(),
-                    requested_at: at,
-                    decided_at: None,
+                    ..AdjustmentRow::of(
+                        e.adjustment_id,
+                        e.product_id,
+                        e.reason,
+                        AdjustmentStatus::Pending,
+                        at,
+                    )
                 }),
                 DomainEvent::StockAdjusted(e) => {
                     self.adjustment_decisions
                         .push(AdjustmentDecisionRow(AdjustmentRow {
-                            id: e.adjustment_id.to_string(),
-                            product_id: e.product_id.to_string(),
                             delta: Some(e.delta),
-                            reason: e.reason.as_str(),
                             reference: e.reference.clone(),
                             note: e.note.clone(),
-                            expected_on_hand: None,
                             counted: e.counted,
-                            counted_at: None,
-                            status: AdjustmentStatus::Applied.as_str(),
-                            refusal: None,
-                            message: None,
-                            on_hand: None,
-                            reserved: None,
-                            held_by: None,
-                            requested_by: None,
-                            requested_at: at,
                             decided_at: Some(at),
+                            ..AdjustmentRow::of(
+                                e.adjustment_id,
+                                e.product_id,
+                                e.reason,
+                                AdjustmentStatus::Applied,
+                                at,
+                            )
                         }))
                 }
                 DomainEvent::StockAdjustmentRefused(e) => {
@@ -457,24 +473,20 @@ impl Writes {
                         .then(|| serde_json::to_string(&e.held_by).expect("ids serialize"));
                     self.adjustment_decisions
                         .push(AdjustmentDecisionRow(AdjustmentRow {
-                            id: e.adjustment_id.to_string(),
-                            product_id: e.product_id.to_string(),
                             delta: Some(e.delta),
-                            reason: e.reason.as_str(),
-                            reference: None,
-                            note: None,
-                            expected_on_hand: None,
-                            counted: None,
-                            counted_at: None,
-                            status: AdjustmentStatus::Refused.as_str(),
                             refusal: Some(e.refusal.as_str()),
                             message: Some(e.message.clone()),
                             on_hand: Some(e.on_hand),
                             reserved: Some(e.reserved),
                             held_by,
-                            requested_by: None,
-                            requested_at: at,
                             decided_at: Some(at),
+                            ..AdjustmentRow::of(
+                                e.adjustment_id,
+                                e.product_id,
+                                e.reason,
+                                AdjustmentStatus::Refused,
+                                at,
+                            )
                         }))
                 }
                 _ => {}

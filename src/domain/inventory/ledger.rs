@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 /// What caused a movement: the event, and the order, purchase order or
 /// adjustment it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cause {
     pub event_type: EventType,
     pub order_id: Option<OrderId>,
@@ -102,7 +102,7 @@ impl Inventory {
             reserved_delta,
             on_hand: product.on_hand,
             reserved: product.reserved,
-            cause: cause.clone(),
+            cause: *cause,
             event_id: Uuid::nil(),
         });
     }

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import { savedToken } from "../lib/http";
+import { authorizedFetch } from "../lib/http";
 import type { ImportOutcome } from "../types";
 
 // Uploads a CSV of adjustments (sku,quantity,reason) or counts
@@ -16,11 +16,10 @@ export function ImportStockForm() {
     setBusy(true);
     setError(null);
     setOutcome(null);
-    const token = savedToken();
     try {
-      const response = await fetch("/api/imports/stock", {
+      const response = await authorizedFetch("/api/imports/stock", {
         method: "POST",
-        headers: { "content-type": "text/csv", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        headers: { "content-type": "text/csv" },
         body: file,
       });
       const body = await response.json().catch(() => undefined);

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState, type FormEvent } from "react";
-import { call, savedToken } from "../lib/http";
+import { authorizedFetch, call } from "../lib/http";
 import { count, time } from "../lib/format";
 import { adjustmentOutcome } from "./Forms";
 import type { Adjustment, LedgerEntry, ProductRow } from "../types";
@@ -30,10 +30,7 @@ export function ProductDrawer({ product, onClose }: { product: ProductRow; onClo
   }, [load, product.on_hand, product.reserved]);
 
   const download = async () => {
-    const token = savedToken();
-    const response = await fetch(`/api/products/${product.id}/ledger`, {
-      headers: { accept: "text/csv", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    });
+    const response = await authorizedFetch(`/api/products/${product.id}/ledger`, { headers: { accept: "text/csv" } });
     if (!response.ok) {
       setError(`the ledger download answered ${response.status}`);
       return;

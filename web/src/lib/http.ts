@@ -52,14 +52,20 @@ export function fieldOf(message: string): string | undefined {
   return last.replace(/\[\d+\]/g, "");
 }
 
+/** `fetch` with the bearer token, when there is one: for the answers that
+ * are not JSON (a CSV download, a CSV upload). */
+export function authorizedFetch(path: string, init: RequestInit & { headers?: Record<string, string> } = {}): Promise<Response> {
+  const token = savedToken();
+  const headers = { ...(init.headers ?? {}), ...(token ? { authorization: `Bearer ${token}` } : {}) };
+  return fetch(path, { ...init, headers });
+}
+
 export async function call<T = unknown>(method: string, path: string, body?: unknown): Promise<Answer<T>> {
   const headers: Record<string, string> = {};
   if (body !== undefined) headers["content-type"] = "application/json";
-  const token = savedToken();
-  if (token) headers.authorization = `Bearer ${token}`;
   let response: Response;
   try {
-    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    response = await authorizedFetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch {
     return { ok: false, status: 0, code: "network", message: "the gateway cannot be reached" };
   }
