@@ -47,6 +47,18 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
     ("get", "/api/orders/{id}", Some(Scope::Read)),
     ("post", "/api/orders/{id}/cancel", Some(Scope::Write)),
     ("post", "/api/orders/{id}/ship", Some(Scope::Write)),
+    ("post", "/api/orders/{id}/shipments", Some(Scope::Write)),
+    (
+        "get",
+        "/api/orders/{id}/shipments/{shipment_id}",
+        Some(Scope::Read),
+    ),
+    ("post", "/api/orders/{id}/returns", Some(Scope::Write)),
+    (
+        "get",
+        "/api/orders/{id}/returns/{return_id}",
+        Some(Scope::Read),
+    ),
     ("get", "/api/purchase-orders", Some(Scope::Read)),
     (
         "post",

@@ -20,6 +20,7 @@ mod disk_faults;
 mod failover;
 mod fencing;
 mod front_door;
+mod fulfilments;
 mod gateway_tls;
 mod held_connections;
 mod idempotency;

@@ -123,7 +123,8 @@ event_types! {
     OrderCancelRequested => "order.cancel_requested", version 1;
     OrderShipRequested => "order.ship_requested", version 1;
     OrderCancelled => "order.cancelled", version 1;
-    OrderShipped => "order.shipped", version 1;
+    // v2 added `shipment_id`, `lines` and `complete` (partial shipments).
+    OrderShipped => "order.shipped", version 2;
     StockLow => "stock.low", version 1;
     PurchaseOrderDrafted => "purchase_order.drafted", version 1;
     PurchaseOrderReceived => "purchase_order.received", version 1;
@@ -132,6 +133,11 @@ event_types! {
     StockAdjusted => "stock.adjusted", version 1;
     StockAdjustmentRefused => "stock.adjustment_refused", version 1;
     StockCounted => "stock.counted", version 1;
+    OrderShipmentRequested => "order.shipment_requested", version 1;
+    OrderShipmentRefused => "order.shipment_refused", version 1;
+    OrderReturnRequested => "order.return_requested", version 1;
+    OrderReturned => "order.returned", version 1;
+    OrderReturnRefused => "order.return_refused", version 1;
 }
 
 impl std::fmt::Display for EventType {
@@ -271,6 +277,11 @@ impl DomainEvent {
             DomainEvent::OrderShipRequested(e) => e.order_id.to_string(),
             DomainEvent::OrderCancelled(e) => e.order_id.to_string(),
             DomainEvent::OrderShipped(e) => e.order_id.to_string(),
+            DomainEvent::OrderShipmentRequested(e) => e.order_id.to_string(),
+            DomainEvent::OrderShipmentRefused(e) => e.order_id.to_string(),
+            DomainEvent::OrderReturnRequested(e) => e.order_id.to_string(),
+            DomainEvent::OrderReturned(e) => e.order_id.to_string(),
+            DomainEvent::OrderReturnRefused(e) => e.order_id.to_string(),
             DomainEvent::StockLow(e) => e.product_id.to_string(),
             DomainEvent::PurchaseOrderDrafted(e) => e.product_id.to_string(),
             DomainEvent::PurchaseOrderReceived(e) => e.product_id.to_string(),
@@ -320,7 +331,12 @@ impl DomainEvent {
             | DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
             | DomainEvent::OrderShipRequested(OrderShipRequested { order_id })
             | DomainEvent::OrderCancelled(OrderCancelled { order_id })
-            | DomainEvent::OrderShipped(OrderShipped { order_id }) => {
+            | DomainEvent::OrderShipped(OrderShipped { order_id, .. })
+            | DomainEvent::OrderShipmentRequested(OrderShipmentRequested { order_id, .. })
+            | DomainEvent::OrderShipmentRefused(OrderShipmentRefused { order_id, .. })
+            | DomainEvent::OrderReturnRequested(OrderReturnRequested { order_id, .. })
+            | DomainEvent::OrderReturned(OrderReturned { order_id, .. })
+            | DomainEvent::OrderReturnRefused(OrderReturnRefused { order_id, .. }) => {
                 touched.orders.insert(*order_id);
             }
             DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
@@ -430,7 +446,6 @@ pub fn upcast(
 ) -> serde_json::Value {
     while version < kind.version() {
         // One arm per (type, version) step as the schema evolves.
-        #[allow(clippy::single_match)]
         match (kind, version) {
             // v1 → v2: every v1 receipt was a direct one (no purchase order).
             (EventType::StockReceived, 1) => {
@@ -438,6 +453,19 @@ pub fn upcast(
                     fields
                         .entry("purchase_order_id")
                         .or_insert(serde_json::Value::Null);
+                }
+            }
+            // v1 → v2: a v1 shipment shipped the whole order, which only a
+            // confirmed order (nothing shipped yet) could do.
+            (EventType::OrderShipped, 1) => {
+                if let Some(fields) = payload.as_object_mut() {
+                    fields
+                        .entry("shipment_id")
+                        .or_insert(serde_json::Value::Null);
+                    fields.entry("lines").or_insert(serde_json::Value::Null);
+                    fields
+                        .entry("complete")
+                        .or_insert(serde_json::Value::Bool(true));
                 }
             }
             _ => {}
@@ -508,6 +536,9 @@ mod tests {
         .touches(&mut touched);
         DomainEvent::OrderShipped(OrderShipped {
             order_id: order.order_id,
+            shipment_id: None,
+            lines: None,
+            complete: true,
         })
         .touches(&mut touched);
         assert_eq!(touched.orders, BTreeSet::from([order.order_id]));
@@ -615,5 +646,28 @@ mod tests {
             DomainEvent::from_envelope(&v3),
             Err(DecodeError::NewerVersion { understood: 2, .. })
         ));
+    }
+
+    #[test]
+    fn order_shipped_v1_is_upcast_to_a_complete_shipment_of_every_line() {
+        let order_id = OrderId::new();
+        let v1 = Envelope {
+            event_id: Uuid::now_v7(),
+            event_type: "order.shipped".into(),
+            key: order_id.to_string(),
+            occurred_at: Utc::now(),
+            version: 1,
+            payload: serde_json::json!({"order_id": order_id}),
+            actor: None,
+        };
+        assert_eq!(
+            DomainEvent::from_envelope(&v1).unwrap(),
+            DomainEvent::OrderShipped(OrderShipped {
+                order_id,
+                shipment_id: None,
+                lines: None,
+                complete: true,
+            })
+        );
     }
 }

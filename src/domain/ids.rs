@@ -90,6 +90,19 @@ id_type!(
     /// product.
     AdjustmentId
 );
+id_type!(
+    /// A shipment of some of an order's lines; keyed by its order.
+    ShipmentId
+);
+id_type!(
+    /// A place stock is kept in. Stock events carry one optionally: none
+    /// means the default location (all stock, until there are others).
+    LocationId
+);
+id_type!(
+    /// A return of some of an order's shipped units; keyed by its order.
+    ReturnId
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,5 +13,7 @@ pub mod payloads;
 pub mod status;
 
 pub use events::{DomainEvent, Envelope, EnvelopeType};
-pub use ids::{AdjustmentId, OrderId, ProductId, PurchaseOrderId};
+pub use ids::{
+    AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId, ReturnId, ShipmentId,
+};
 pub use money::Money;

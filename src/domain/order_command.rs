@@ -1,7 +1,7 @@
 //! The commands an order accepts after its decision (cancel, ship): when
 //! each is allowed, the event that asks for it and the one that records it.
 
-use super::events::{OrderCancelRequested, OrderCancelled, OrderShipRequested, OrderShipped};
+use super::events::{OrderCancelRequested, OrderShipRequested};
 use super::status::OrderStatus;
 use super::{DomainEvent, OrderId};
 
@@ -25,16 +25,21 @@ impl OrderCommand {
     }
 
     /// Why the command is refused for an order in `status`; None when it is
-    /// allowed. A cancel is allowed while confirmed (the reservation is
-    /// released) and while pending (it is carried out once decided).
+    /// allowed. A cancel is allowed while the order holds a reservation
+    /// (confirmed, or partly shipped: what did not ship is released) and
+    /// while pending (it is carried out once decided). A ship ships every
+    /// unit not shipped yet.
     pub fn refusal(self, status: OrderStatus) -> Option<&'static str> {
         match (self, status) {
-            (OrderCommand::Cancel, OrderStatus::Pending | OrderStatus::Confirmed) => None,
+            (
+                OrderCommand::Cancel,
+                OrderStatus::Pending | OrderStatus::Confirmed | OrderStatus::PartiallyShipped,
+            ) => None,
             (OrderCommand::Cancel, OrderStatus::Rejected) => {
                 Some("it was rejected, so nothing is reserved")
             }
             (OrderCommand::Cancel, OrderStatus::Cancelled) => Some("it is already cancelled"),
-            (OrderCommand::Ship, OrderStatus::Confirmed) => None,
+            (OrderCommand::Ship, OrderStatus::Confirmed | OrderStatus::PartiallyShipped) => None,
             (OrderCommand::Ship, OrderStatus::Pending) => Some("it is not decided yet"),
             (OrderCommand::Ship, OrderStatus::Rejected) => Some("it was rejected"),
             (OrderCommand::Ship, OrderStatus::Cancelled) => Some("it was cancelled"),
@@ -49,22 +54,6 @@ impl OrderCommand {
                 DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
             }
             OrderCommand::Ship => DomainEvent::OrderShipRequested(OrderShipRequested { order_id }),
-        }
-    }
-
-    /// The event that records the command carried out.
-    pub(super) fn outcome_event(self, order_id: OrderId) -> DomainEvent {
-        match self {
-            OrderCommand::Cancel => DomainEvent::OrderCancelled(OrderCancelled { order_id }),
-            OrderCommand::Ship => DomainEvent::OrderShipped(OrderShipped { order_id }),
-        }
-    }
-
-    /// The status an allowed command moves a confirmed order to.
-    pub(super) fn outcome(self) -> OrderStatus {
-        match self {
-            OrderCommand::Cancel => OrderStatus::Cancelled,
-            OrderCommand::Ship => OrderStatus::Shipped,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The payload of each event type: what `DomainEvent`'s variants carry,
 //! and what the log's envelopes hold as JSON (see `events`).
 
-use super::ids::{AdjustmentId, OrderId, ProductId, PurchaseOrderId};
+use super::ids::{
+    AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId, ReturnId, ShipmentId,
+};
 use super::money::Money;
-use super::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, Severity};
+use super::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, ReturnDisposition, Severity};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -75,10 +77,110 @@ pub struct OrderCancelled {
     pub order_id: OrderId,
 }
 
-/// The reservation is committed: on-hand and reserved both drop.
+/// Units of an order leave the shelf: on-hand and reserved both drop by
+/// each line's quantity. Decided by a worker from a shipment (`lines` as
+/// allocated to the order's lines) or a ship-everything command.
+/// v1 had only `order_id`, and shipped every line whole: it is upcast to
+/// `lines: None` (every unshipped unit) and `complete: true`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderShipped {
     pub order_id: OrderId,
+    /// None for an event of v1.
+    #[serde(default)]
+    pub shipment_id: Option<ShipmentId>,
+    /// The units shipped per order line; None ships every unshipped unit.
+    #[serde(default)]
+    pub lines: Option<Vec<LineQuantity>>,
+    /// Whether the order has now shipped whole (SHIPPED, else
+    /// PARTIALLY_SHIPPED). Apply checks it against the lines.
+    pub complete: bool,
+}
+
+/// A quantity of one product, as a shipment or return request names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductQuantity {
+    pub product_id: ProductId,
+    pub quantity: i64,
+}
+
+/// A quantity of one line of an order (`line_no`: its index among the
+/// order's items), as a worker allocated a request to the lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineQuantity {
+    pub line_no: u32,
+    pub product_id: ProductId,
+    pub quantity: i64,
+}
+
+/// The warehouse asks to ship some units of a confirmed order (a command:
+/// the worker records `order.shipped` or `order.shipment_refused`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderShipmentRequested {
+    pub order_id: OrderId,
+    pub shipment_id: ShipmentId,
+    pub lines: Vec<ProductQuantity>,
+}
+
+/// A shipment the order's state does not allow (more than a line has
+/// unshipped, a product not in the order, an order not confirmed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderShipmentRefused {
+    pub order_id: OrderId,
+    pub shipment_id: ShipmentId,
+    pub message: String,
+}
+
+/// One line of a return request: units of a product, and what becomes of
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnLine {
+    pub product_id: ProductId,
+    pub quantity: i64,
+    pub disposition: ReturnDisposition,
+}
+
+/// One line of a decided return: as allocated to the order's lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnedLine {
+    pub line_no: u32,
+    pub product_id: ProductId,
+    pub quantity: i64,
+    pub disposition: ReturnDisposition,
+}
+
+/// A customer sends shipped units back (a command: the worker records
+/// `order.returned` or `order.return_refused`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderReturnRequested {
+    pub order_id: OrderId,
+    pub return_id: ReturnId,
+    pub lines: Vec<ReturnLine>,
+    pub reason: String,
+    /// Where restocked units go; none: the default location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
+}
+
+/// A decided return: each line's units count as returned; restocked ones
+/// go back on the shelf. `refund` is their value at the order's prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderReturned {
+    pub order_id: OrderId,
+    pub return_id: ReturnId,
+    pub lines: Vec<ReturnedLine>,
+    pub reason: String,
+    pub refund: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
+}
+
+/// A return the order's state does not allow (more than was shipped and
+/// not yet returned, a product not in the order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderReturnRefused {
+    pub order_id: OrderId,
+    pub return_id: ReturnId,
+    pub message: String,
 }
 
 /// Available stock of a product fell below its threshold (once per crossing).

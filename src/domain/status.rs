@@ -88,6 +88,8 @@ named_enum! {
         /// Placed, not decided yet.
         Pending => "PENDING",
         Confirmed => "CONFIRMED",
+        /// Some units have shipped, others are still reserved.
+        PartiallyShipped => "PARTIALLY_SHIPPED",
         Rejected => "REJECTED",
         Cancelled => "CANCELLED",
         Shipped => "SHIPPED",
@@ -147,8 +149,10 @@ named_enum! {
         Reserved => "reserved",
         /// A cancelled order gave its reserved units back.
         Released => "released",
-        /// A shipped order's units left the shelf (and their reservation).
+        /// A shipment's units left the shelf (and their reservation).
         Shipped => "shipped",
+        /// A customer's return put units back on the shelf (restocked).
+        Returned => "returned",
         /// An adjustment or a count changed on-hand.
         Adjusted => "adjusted",
         /// The figures a product had when the ledger began (a read model
@@ -181,6 +185,24 @@ named_enum! {
 }
 
 named_enum! {
+    /// What becomes of a returned unit.
+    pub enum ReturnDisposition {
+        /// Back on the shelf: on-hand rises (a ledger row `returned`).
+        Restock => "restock",
+        /// Recorded as returned, not sellable: on-hand does not change.
+        Damaged => "damaged",
+    }
+}
+
+named_enum! {
+    /// Which of an order's line changes a fulfilment row is.
+    pub enum FulfilmentKind {
+        Shipment => "shipment",
+        Return => "return",
+    }
+}
+
+named_enum! {
     pub enum Severity {
         Info => "info",
         Warning => "warning",
@@ -190,8 +212,22 @@ named_enum! {
 }
 
 impl OrderStatus {
-    /// The statuses whose orders count as sales (revenue, best sellers).
-    pub const SOLD: [OrderStatus; 2] = [OrderStatus::Confirmed, OrderStatus::Shipped];
+    /// The statuses of an order that still holds reserved units (its
+    /// unshipped lines).
+    pub const OPEN: [OrderStatus; 2] = [OrderStatus::Confirmed, OrderStatus::PartiallyShipped];
+
+    /// The statuses an order may take returns in: it may have shipped
+    /// units (a cancelled order keeps the ones it shipped before).
+    pub const RETURNABLE: [OrderStatus; 3] = [
+        OrderStatus::PartiallyShipped,
+        OrderStatus::Shipped,
+        OrderStatus::Cancelled,
+    ];
+
+    /// Whether the order holds reserved units.
+    pub fn is_open(self) -> bool {
+        OrderStatus::OPEN.contains(&self)
+    }
 }
 
 #[cfg(test)]

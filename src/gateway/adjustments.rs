@@ -7,7 +7,8 @@
 use super::error::ApiError;
 use super::extract::parse_time;
 use super::extract::ApiQuery;
-use super::products::{require_product, APPLIED_WAIT};
+use super::long_poll::until_decided;
+use super::products::require_product;
 use super::responses::{
     Accepted, AdjustmentPending, AdjustmentQueued, CountQueued, ErrorBody, Queued,
 };
@@ -24,12 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
-use std::time::Duration;
-
-/// Longest long-poll a client may ask for.
-const MAX_WAIT_SECS: u64 = 30;
-/// How often a long-poll re-reads the read model.
-const POLL_EVERY: Duration = Duration::from_millis(25);
 
 /// `POST /api/products/{id}/adjustments`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -273,50 +268,40 @@ pub async fn one(
     ApiPath((product_id, id)): ApiPath<(ProductId, AdjustmentId)>,
     ApiQuery(query): ApiQuery<OneAdjustmentQuery>,
 ) -> Result<Response, ApiError> {
-    let started = tokio::time::Instant::now();
-    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let queued = recently_issued(id.as_uuid());
-    let wait_for_missing = if queued { wait.max(APPLIED_WAIT) } else { wait };
-    loop {
-        let adjustment = state.store.get_adjustment(id).await?;
-        if adjustment
-            .as_ref()
-            .is_some_and(|a| a.product_id != product_id)
-        {
-            return Err(ApiError::not_found(format!(
-                "adjustment {id} is not one of product {product_id}"
-            )));
+    let adjustment = until_decided(
+        &state,
+        query.wait,
+        queued,
+        || async { Ok(state.store.get_adjustment(id).await?) },
+        |a| a.status != AdjustmentStatus::Pending,
+    )
+    .await?;
+    if adjustment
+        .as_ref()
+        .is_some_and(|a| a.product_id != product_id)
+    {
+        return Err(ApiError::not_found(format!(
+            "adjustment {id} is not one of product {product_id}"
+        )));
+    }
+    match adjustment {
+        Some(a) if a.status == AdjustmentStatus::Refused => {
+            Ok((StatusCode::CONFLICT, Json(a)).into_response())
         }
-        let waited = started.elapsed();
-        let done = state.shutdown.is_cancelled()
-            || match &adjustment {
-                Some(a) => a.status != AdjustmentStatus::Pending || waited >= wait,
-                None => waited >= wait_for_missing,
-            };
-        if done {
-            return match adjustment {
-                Some(a) if a.status == AdjustmentStatus::Refused => {
-                    Ok((StatusCode::CONFLICT, Json(a)).into_response())
-                }
-                Some(a) => Ok(Json(a).into_response()),
-                None if queued => Ok((
-                    StatusCode::ACCEPTED,
-                    Json(AdjustmentPending {
-                        adjustment_id: id,
-                        product_id,
-                        status: Queued::Queued,
-                    }),
-                )
-                    .into_response()),
-                None => Err(ApiError::not_found(format!(
-                    "adjustment {id} of product {product_id} not found"
-                ))),
-            };
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL_EVERY) => {}
-            _ = state.shutdown.cancelled() => {}
-        }
+        Some(a) => Ok(Json(a).into_response()),
+        None if queued => Ok((
+            StatusCode::ACCEPTED,
+            Json(AdjustmentPending {
+                adjustment_id: id,
+                product_id,
+                status: Queued::Queued,
+            }),
+        )
+            .into_response()),
+        None => Err(ApiError::not_found(format!(
+            "adjustment {id} of product {product_id} not found"
+        ))),
     }
 }
 

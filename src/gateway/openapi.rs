@@ -27,7 +27,12 @@ use utoipa::{Modify, OpenApi};
         (name = "operations", description = "Alerts, the audit trail, dead letters, figures"),
         (name = "probes", description = "Health, readiness and metrics")
     ),
-    components(schemas(super::dashboard::Snapshot, super::dashboard::StatusChanges)),
+    components(schemas(
+        super::dashboard::Snapshot,
+        super::dashboard::StatusChanges,
+        crate::domain::ShipmentId,
+        crate::domain::ReturnId
+    )),
     modifiers(&BearerToken)
 )]
 pub struct ApiDoc;

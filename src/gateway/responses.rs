@@ -4,7 +4,7 @@
 //! with `status: "QUEUED"` and the log entry's id.
 
 use crate::domain::order_command::OrderCommand;
-use crate::domain::status::AdjustmentReason;
+use crate::domain::status::{AdjustmentReason, FulfilmentKind};
 use crate::domain::{AdjustmentId, Money, OrderId, ProductId, PurchaseOrderId};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -154,6 +154,28 @@ pub struct AdjustmentQueued {
 pub struct AdjustmentPending {
     pub adjustment_id: AdjustmentId,
     pub product_id: ProductId,
+    pub status: Queued,
+}
+
+/// `POST /api/orders/{id}/shipments` and `/returns`: in the log, not yet
+/// decided.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FulfilmentQueued {
+    /// The shipment's or return's id.
+    pub id: uuid::Uuid,
+    pub order_id: OrderId,
+    pub kind: FulfilmentKind,
+    pub status: Queued,
+    pub msg_id: String,
+}
+
+/// `GET .../shipments/{id}` or `.../returns/{id}` of one not yet applied
+/// whose id this gateway issued lately: 202.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FulfilmentPending {
+    pub id: uuid::Uuid,
+    pub order_id: OrderId,
+    pub kind: FulfilmentKind,
     pub status: Queued,
 }
 

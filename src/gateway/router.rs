@@ -6,8 +6,8 @@
 use super::error::ApiError;
 use super::extract::MAX_BODY_BYTES;
 use super::{
-    adjustments, assets, auth, dashboard, front_door, idempotency, imports, ledger, openapi,
-    operations, orders, probes, products, restock, simulator_control, Access, AppState,
+    adjustments, assets, auth, dashboard, front_door, fulfilments, idempotency, imports, ledger,
+    openapi, operations, orders, probes, products, restock, simulator_control, Access, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
@@ -94,6 +94,10 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(orders::one))
         .routes(routes!(orders::cancel))
         .routes(routes!(orders::ship))
+        .routes(routes!(fulfilments::ship))
+        .routes(routes!(fulfilments::shipment))
+        .routes(routes!(fulfilments::take_back))
+        .routes(routes!(fulfilments::one_return))
         .routes(routes!(restock::list))
         .routes(routes!(restock::receive))
         .routes(routes!(operations::events))

@@ -10,6 +10,7 @@ pub mod adjustments;
 pub mod analytics;
 pub mod dead_letters;
 mod epochs;
+pub mod fulfilments;
 pub mod idempotency;
 pub mod ledger;
 pub mod lost_entries;

@@ -34,11 +34,10 @@ use super::{now_millis, Dialect, Store, StoreError};
 use crate::domain::events::Touched;
 use crate::domain::events::HELD_BY_NAMED;
 use crate::domain::inventory::{
-    Inventory, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
+    Inventory, LineState, OrderState, OrderStatus, ProductState, PurchaseOrderState,
+    PurchaseOrderStatus,
 };
-use crate::domain::{
-    events::OrderLine, DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId,
-};
+use crate::domain::{DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId};
 use crate::stream::{Decoded, Holdings, Partition};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashSet};
@@ -288,7 +287,6 @@ async fn handle_and_write(
                 .flatten()
                 .map(|(env, event)| (env, event)),
         ),
-        &baseline.orders,
     );
     writes.stock(&baseline.products, &inventory.products);
     writes.ledger(std::mem::take(&mut inventory.journal));
@@ -425,18 +423,21 @@ pub(super) async fn load_state<'e>(
     load_stock(tx, dialect, &ids, inventory).await
 }
 
-/// The first confirmed orders (by id) holding some of a product's stock:
+/// The first open orders (by id) holding some of a product's stock:
 /// one more than a refusal names, so it can say there are others.
 async fn holders_of_product(
     tx: &mut Tx<'_>,
     product_id: ProductId,
 ) -> Result<Vec<OrderId>, StoreError> {
+    let [confirmed, partly_shipped] = OrderStatus::OPEN;
     let rows = sqlx::query(
         "SELECT DISTINCT o.id FROM order_items i JOIN orders o ON o.id = i.order_id \
-         WHERE i.product_id = $1 AND o.status = $2 ORDER BY o.id LIMIT $3",
+         WHERE i.product_id = $1 AND o.status IN ($2, $3) AND i.shipped < i.quantity \
+         ORDER BY o.id LIMIT $4",
     )
     .bind(product_id.to_string())
-    .bind(OrderStatus::Confirmed.as_str())
+    .bind(confirmed.as_str())
+    .bind(partly_shipped.as_str())
     .bind(HELD_BY_NAMED as i64 + 1)
     .fetch_all(&mut **tx)
     .await?;
@@ -475,7 +476,7 @@ async fn load_stock(
     };
     let sql = format!(
         "SELECT i.product_id, p.sku, p.low_stock_threshold, p.reorder_quantity, i.on_hand, i.reserved, \
-         i.received_total, i.shipped_total, i.adjusted_total, i.movements, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+         i.received_total, i.shipped_total, i.adjusted_total, i.restocked_total, i.movements, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
     for row in select_by_ids(tx, dialect, &sql, ids).await? {
@@ -492,6 +493,7 @@ async fn load_stock(
                 received_total: row.try_get("received_total")?,
                 shipped_total: row.try_get("shipped_total")?,
                 adjusted_total: row.try_get("adjusted_total")?,
+                restocked_total: row.try_get("restocked_total")?,
                 movements: row.try_get("movements")?,
                 open_purchase_order: None,
                 updated_at: row.try_get("updated_at")?,
@@ -551,7 +553,7 @@ async fn load_orders(
     let lines = select_by_ids(
         tx,
         dialect,
-        "SELECT order_id, line_no, product_id, quantity, unit_price_cents FROM order_items \
+        "SELECT order_id, line_no, product_id, quantity, unit_price_cents, shipped, returned FROM order_items \
          WHERE order_id IN ({ids}) ORDER BY order_id, line_no",
         &existing,
     )
@@ -559,10 +561,12 @@ async fn load_orders(
     for row in lines {
         let order_id = super::uuid_col(&row, "order_id")?;
         if let Some(order) = orders.get_mut(&order_id) {
-            order.lines.push(OrderLine {
+            order.lines.push(LineState {
                 product_id: super::uuid_col(&row, "product_id")?,
                 quantity: row.try_get("quantity")?,
                 unit_price: Money::from_total_cents(row.try_get("unit_price_cents")?),
+                shipped: row.try_get("shipped")?,
+                returned: row.try_get("returned")?,
             });
         }
     }

@@ -34,6 +34,10 @@ pub struct OrderItemView {
     pub product_id: ProductId,
     pub quantity: i64,
     pub unit_price: Money,
+    /// Units shipped so far.
+    pub shipped: i64,
+    /// Units returned (restocked or damaged); at most `shipped`.
+    pub returned: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -50,6 +54,9 @@ pub struct OrderView {
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<OrderItemView>>,
+    /// Its shipments and returns, oldest first (the first 100; one order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fulfilments: Option<Vec<super::fulfilments::FulfilmentView>>,
 }
 
 /// Figures the read model knows; the gateway adds the log's backlog.
@@ -122,6 +129,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
         decided_at: decided.map(time_of_millis),
         updated_at: time_of_millis(row.try_get("updated_at")?),
         items: None,
+        fulfilments: None,
     })
 }
 
@@ -260,7 +268,7 @@ impl Store {
             return Ok(None);
         };
         let mut order = order_from_row(&row)?;
-        let items = sqlx::query("SELECT product_id, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no")
+        let items = sqlx::query("SELECT product_id, quantity, unit_price_cents, shipped, returned FROM order_items WHERE order_id = $1 ORDER BY line_no")
             .bind(id.to_string())
             .fetch_all(self.pool())
             .await?;
@@ -272,10 +280,13 @@ impl Store {
                         product_id: uuid_col(r, "product_id")?,
                         quantity: r.try_get("quantity")?,
                         unit_price: Money::from_total_cents(r.try_get("unit_price_cents")?),
+                        shipped: r.try_get("shipped")?,
+                        returned: r.try_get("returned")?,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,
         );
+        order.fulfilments = Some(self.order_fulfilments(id).await?);
         Ok(Some(order))
     }
 
@@ -310,7 +321,7 @@ impl Store {
         let mut orders_by_status: BTreeMap<OrderStatus, i64> =
             OrderStatus::ALL.iter().map(|s| (*s, 0)).collect();
         let (mut order_count, mut total) = (0, 0);
-        for row in sqlx::query("SELECT status, orders, amount_cents FROM order_totals")
+        for row in sqlx::query("SELECT status, orders, sold_cents FROM order_totals")
             .fetch_all(self.pool())
             .await?
         {
@@ -318,9 +329,7 @@ impl Store {
             let n: i64 = row.try_get("orders")?;
             order_count += n;
             orders_by_status.insert(status, n);
-            if OrderStatus::SOLD.contains(&status) {
-                total += row.try_get::<i64, _>("amount_cents")?;
-            }
+            total += row.try_get::<i64, _>("sold_cents")?;
         }
         let today: i64 = sqlx::query(
             "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) AS cents FROM daily_sales \

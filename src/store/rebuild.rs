@@ -14,8 +14,9 @@ use super::analytics::{prune_windows_on, WindowRetention};
 use super::projections::load_state;
 use super::sql::Tx;
 use super::writes::{
-    AdjustmentRow, AlertRow, DailySalesRow, LedgerRow, OrderItemRow, OrderRow, OrderTotalRow,
-    ProductRow, ProductSalesRow, PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,
+    AdjustmentRow, AlertRow, DailySalesRow, FulfilmentRow, LedgerRow, OrderItemRow, OrderRow,
+    OrderTotalRow, ProductRow, ProductSalesRow, PurchaseOrderRow, StockRow, TableRow, WindowRow,
+    Writes,
 };
 use super::{archived_envelope, Dialect, Store, StoreError};
 use crate::domain::inventory::Inventory;
@@ -84,6 +85,12 @@ pub const PROJECTIONS: &[Projection] = &[
         counts_rows: "TRUE",
     },
     Projection {
+        table: FulfilmentRow::TABLE,
+        order_by: "id",
+        columns: FulfilmentRow::COLUMNS,
+        counts_rows: "TRUE",
+    },
+    Projection {
         table: LedgerRow::TABLE,
         order_by: "product_id, seq",
         columns: LedgerRow::COLUMNS,
@@ -99,7 +106,7 @@ pub const PROJECTIONS: &[Projection] = &[
         table: OrderTotalRow::TABLE,
         order_by: "status",
         columns: OrderTotalRow::COLUMNS,
-        counts_rows: "orders <> 0 OR amount_cents <> 0",
+        counts_rows: "orders <> 0 OR amount_cents <> 0 OR sold_cents <> 0",
     },
     Projection {
         table: DailySalesRow::TABLE,
@@ -269,10 +276,7 @@ async fn replay_chunk(
             })?;
     }
     let mut writes = Writes::default();
-    writes.events(
-        chunk.iter().map(|(env, event)| (env, event)),
-        &orders_before,
-    );
+    writes.events(chunk.iter().map(|(env, event)| (env, event)));
     writes.orders(&orders_before, &inventory.orders);
     writes.ledger(std::mem::take(&mut inventory.journal));
     writes.flush(tx, dialect).await?;

@@ -5,10 +5,11 @@
 
 use super::sql::{execute_all, multi_insert, values_lists, SqlValue, Tx};
 use super::{Dialect, StoreError};
+use crate::domain::events::{LineQuantity, ProductQuantity};
 use crate::domain::inventory::{
     Movement, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
-use crate::domain::status::{AdjustmentReason, AdjustmentStatus};
+use crate::domain::status::{AdjustmentReason, AdjustmentStatus, FulfilmentKind};
 use crate::domain::{AdjustmentId, OrderId, ProductId, PurchaseOrderId};
 use crate::domain::{DomainEvent, Envelope};
 use std::collections::BTreeMap;
@@ -92,6 +93,7 @@ table_row! {
         received_total: i64 => "BIGINT",
         shipped_total: i64 => "BIGINT",
         adjusted_total: i64 => "BIGINT",
+        restocked_total: i64 => "BIGINT",
         movements: i64 => "BIGINT",
         updated_at: i64 => "BIGINT",
     }
@@ -101,6 +103,7 @@ table_row! {
          received_total = inventory.received_total + excluded.received_total, \
          shipped_total = inventory.shipped_total + excluded.shipped_total, \
          adjusted_total = inventory.adjusted_total + excluded.adjusted_total, \
+         restocked_total = inventory.restocked_total + excluded.restocked_total, \
          movements = inventory.movements + excluded.movements, \
          updated_at = {}(inventory.updated_at, excluded.updated_at)",
         latest(dialect)
@@ -126,15 +129,19 @@ table_row! {
 }
 
 table_row! {
-    /// An order line, written once from `order.placed`.
+    /// An order line, written with its order whenever the order changes
+    /// (its shipped and returned units change with shipments and returns).
     OrderItemRow in "order_items" {
         order_id: String => "TEXT",
         line_no: i64 => "BIGINT",
         product_id: String => "TEXT",
         quantity: i64 => "BIGINT",
         unit_price_cents: i64 => "BIGINT",
+        shipped: i64 => "BIGINT",
+        returned: i64 => "BIGINT",
     }
-    on conflict |_| "ON CONFLICT DO NOTHING".into()
+    on conflict |_| "ON CONFLICT (order_id, line_no) DO UPDATE SET shipped = excluded.shipped, \
+                     returned = excluded.returned".into()
 }
 
 table_row! {
@@ -176,19 +183,23 @@ table_row! {
 }
 
 table_row! {
-    /// Orders and their totals per status (a running total, by deltas).
+    /// Orders and their totals per status, and the value of their units
+    /// sold (a running total, by deltas).
     OrderTotalRow in "order_totals" {
         status: &'static str => "TEXT",
         orders: i64 => "BIGINT",
         amount_cents: i64 => "BIGINT",
+        sold_cents: i64 => "BIGINT",
     }
     on conflict |_| "ON CONFLICT (status) DO UPDATE SET \
                      orders = order_totals.orders + excluded.orders, \
-                     amount_cents = order_totals.amount_cents + excluded.amount_cents".into()
+                     amount_cents = order_totals.amount_cents + excluded.amount_cents, \
+                     sold_cents = order_totals.sold_cents + excluded.sold_cents".into()
 }
 
 table_row! {
-    /// Sold orders' totals by the UTC day they were placed on (by deltas).
+    /// The value of units sold by the UTC day their order was placed on
+    /// (by deltas).
     DailySalesRow in "daily_sales" {
         day_start: i64 => "BIGINT",
         amount_cents: i64 => "BIGINT",
@@ -198,7 +209,7 @@ table_row! {
 }
 
 table_row! {
-    /// Units and revenue of sold order lines per product (by deltas).
+    /// Units sold and their revenue per product (by deltas).
     ProductSalesRow in "product_sales" {
         product_id: String => "TEXT",
         units: i64 => "BIGINT",
@@ -256,6 +267,79 @@ table_row! {
     // No conflict clause: a movement number taken twice is a bug, and
     // fails the batch rather than losing a row.
     on conflict |_| String::new()
+}
+
+table_row! {
+    /// A shipment or return as requested (pending), written from its
+    /// request; its decision completes the row.
+    FulfilmentRow in "fulfilments" {
+        id: String => "TEXT",
+        order_id: String => "TEXT",
+        kind: &'static str => "TEXT",
+        status: &'static str => "TEXT",
+        lines: String => "TEXT",
+        allocated: Option<String> => "TEXT",
+        reason: Option<String> => "TEXT",
+        message: Option<String> => "TEXT",
+        refund_cents: Option<i64> => "BIGINT",
+        requested_by: Option<String> => "TEXT",
+        requested_at: i64 => "BIGINT",
+        decided_at: Option<i64> => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT DO NOTHING".into()
+}
+
+/// A shipment's or return's decision: it completes the request's row (or
+/// is the whole row, for a ship-everything command, which has none).
+pub(super) struct FulfilmentDecisionRow(FulfilmentRow);
+
+impl TableRow for FulfilmentDecisionRow {
+    const TABLE: &'static str = FulfilmentRow::TABLE;
+    const COLUMNS: &'static [&'static str] = FulfilmentRow::COLUMNS;
+    const SQL_TYPES: &'static [&'static str] = FulfilmentRow::SQL_TYPES;
+
+    fn on_conflict(_: Dialect) -> String {
+        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, allocated = excluded.allocated, \
+         message = excluded.message, refund_cents = excluded.refund_cents, \
+         decided_at = excluded.decided_at"
+            .into()
+    }
+
+    fn into_values(self) -> Vec<SqlValue> {
+        self.0.into_values()
+    }
+}
+
+impl FulfilmentRow {
+    /// A row with only what every row has; each event fills in the rest.
+    fn of(
+        id: uuid::Uuid,
+        order_id: OrderId,
+        kind: FulfilmentKind,
+        status: AdjustmentStatus,
+        lines: String,
+        at: i64,
+    ) -> FulfilmentRow {
+        FulfilmentRow {
+            id: id.to_string(),
+            order_id: order_id.to_string(),
+            kind: kind.as_str(),
+            status: status.as_str(),
+            lines,
+            allocated: None,
+            reason: None,
+            message: None,
+            refund_cents: None,
+            requested_by: None,
+            requested_at: at,
+            decided_at: None,
+        }
+    }
+}
+
+/// JSON of lines a fulfilment row keeps.
+fn json_lines<T: serde::Serialize>(lines: &T) -> String {
+    serde_json::to_string(lines).expect("lines serialize")
 }
 
 impl AdjustmentRow {
@@ -343,6 +427,7 @@ fn stock_updates(dialect: Dialect, rows: Vec<StockRow>) -> Vec<(String, Vec<SqlV
                  received_total = inventory.received_total + delta.received_total, \
                  shipped_total = inventory.shipped_total + delta.shipped_total, \
                  adjusted_total = inventory.adjusted_total + delta.adjusted_total, \
+                 restocked_total = inventory.restocked_total + delta.restocked_total, \
                  movements = inventory.movements + delta.movements, \
                  updated_at = {latest}(inventory.updated_at, delta.updated_at) \
                  FROM delta WHERE inventory.product_id = delta.product_id",
@@ -350,6 +435,26 @@ fn stock_updates(dialect: Dialect, rows: Vec<StockRow>) -> Vec<(String, Vec<SqlV
                 latest = latest(dialect),
             );
             (sql, values)
+        })
+        .collect()
+}
+
+/// What a unit of work adds to one status's running totals.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct OrderTotalsDelta {
+    orders: i64,
+    amount_cents: i64,
+    sold_cents: i64,
+}
+
+/// What a shipment's lines ask for per product (the row of a shipment
+/// decided without a request: a ship-everything command).
+fn asked_of(lines: &[LineQuantity]) -> Vec<ProductQuantity> {
+    lines
+        .iter()
+        .map(|line| ProductQuantity {
+            product_id: line.product_id,
+            quantity: line.quantity,
         })
         .collect()
 }
@@ -367,6 +472,8 @@ pub(super) struct Writes {
     alerts: Vec<AlertRow>,
     adjustments: Vec<AdjustmentRow>,
     adjustment_decisions: Vec<AdjustmentDecisionRow>,
+    fulfilments: Vec<FulfilmentRow>,
+    fulfilment_decisions: Vec<FulfilmentDecisionRow>,
     ledger: Vec<LedgerRow>,
     windows: BTreeMap<Window, (i64, i64)>,
     stock_updates: Vec<StockRow>,
@@ -374,18 +481,16 @@ pub(super) struct Writes {
     orders: Vec<OrderRow>,
     purchase_orders: Vec<(PurchaseOrderStatus, PurchaseOrderRow)>,
     /// Running totals' deltas, by key (the order their locks are taken in).
-    order_totals: BTreeMap<OrderStatus, (i64, i64)>,
+    order_totals: BTreeMap<OrderStatus, OrderTotalsDelta>,
     daily_sales: BTreeMap<i64, i64>,
     product_sales: BTreeMap<ProductId, (i64, i64)>,
 }
 
 impl Writes {
-    /// Rows written straight from applied events. `orders_before` tells
-    /// which placed orders are new (a repeated placement writes no lines).
+    /// Rows written straight from applied events.
     pub(super) fn events<'e>(
         &mut self,
         events: impl Iterator<Item = (&'e Envelope, &'e DomainEvent)>,
-        orders_before: &BTreeMap<OrderId, OrderState>,
     ) {
         for (envelope, event) in events {
             let at = envelope.occurred_at.timestamp_millis();
@@ -401,18 +506,6 @@ impl Writes {
                     reorder_quantity: e.reorder_quantity,
                     created_at: at,
                 }),
-                DomainEvent::OrderPlaced(e) if !orders_before.contains_key(&e.order_id) => {
-                    let order_id = e.order_id.to_string();
-                    for (line_no, line) in e.items.iter().enumerate() {
-                        self.order_items.push(OrderItemRow {
-                            order_id: order_id.clone(),
-                            line_no: line_no as i64,
-                            product_id: line.product_id.to_string(),
-                            quantity: line.quantity,
-                            unit_price_cents: line.unit_price.cents(),
-                        });
-                    }
-                }
                 DomainEvent::OrderConfirmed(e) => amount = e.total.cents(),
                 DomainEvent::AlertRaised(e) => self.alerts.push(AlertRow {
                     id: e.alert_id.to_string(),
@@ -422,6 +515,93 @@ impl Writes {
                     message: e.message.clone(),
                     raised_at: at,
                 }),
+                DomainEvent::OrderShipmentRequested(e) => self.fulfilments.push(FulfilmentRow {
+                    requested_by: envelope.actor.clone(),
+                    ..FulfilmentRow::of(
+                        e.shipment_id.as_uuid(),
+                        e.order_id,
+                        FulfilmentKind::Shipment,
+                        AdjustmentStatus::Pending,
+                        json_lines(&e.lines),
+                        at,
+                    )
+                }),
+                DomainEvent::OrderReturnRequested(e) => self.fulfilments.push(FulfilmentRow {
+                    reason: Some(e.reason.clone()),
+                    requested_by: envelope.actor.clone(),
+                    ..FulfilmentRow::of(
+                        e.return_id.as_uuid(),
+                        e.order_id,
+                        FulfilmentKind::Return,
+                        AdjustmentStatus::Pending,
+                        json_lines(&e.lines),
+                        at,
+                    )
+                }),
+                DomainEvent::OrderShipped(e) => {
+                    if let (Some(id), Some(lines)) = (e.shipment_id, &e.lines) {
+                        self.fulfilment_decisions
+                            .push(FulfilmentDecisionRow(FulfilmentRow {
+                                allocated: Some(json_lines(lines)),
+                                decided_at: Some(at),
+                                ..FulfilmentRow::of(
+                                    id.as_uuid(),
+                                    e.order_id,
+                                    FulfilmentKind::Shipment,
+                                    AdjustmentStatus::Applied,
+                                    json_lines(&asked_of(lines)),
+                                    at,
+                                )
+                            }))
+                    }
+                }
+                DomainEvent::OrderReturned(e) => {
+                    self.fulfilment_decisions
+                        .push(FulfilmentDecisionRow(FulfilmentRow {
+                            allocated: Some(json_lines(&e.lines)),
+                            reason: Some(e.reason.clone()),
+                            refund_cents: Some(e.refund.cents()),
+                            decided_at: Some(at),
+                            ..FulfilmentRow::of(
+                                e.return_id.as_uuid(),
+                                e.order_id,
+                                FulfilmentKind::Return,
+                                AdjustmentStatus::Applied,
+                                json_lines(&e.lines),
+                                at,
+                            )
+                        }))
+                }
+                DomainEvent::OrderShipmentRefused(e) => {
+                    self.fulfilment_decisions
+                        .push(FulfilmentDecisionRow(FulfilmentRow {
+                            message: Some(e.message.clone()),
+                            decided_at: Some(at),
+                            ..FulfilmentRow::of(
+                                e.shipment_id.as_uuid(),
+                                e.order_id,
+                                FulfilmentKind::Shipment,
+                                AdjustmentStatus::Refused,
+                                "[]".into(),
+                                at,
+                            )
+                        }))
+                }
+                DomainEvent::OrderReturnRefused(e) => {
+                    self.fulfilment_decisions
+                        .push(FulfilmentDecisionRow(FulfilmentRow {
+                            message: Some(e.message.clone()),
+                            decided_at: Some(at),
+                            ..FulfilmentRow::of(
+                                e.return_id.as_uuid(),
+                                e.order_id,
+                                FulfilmentKind::Return,
+                                AdjustmentStatus::Refused,
+                                "[]".into(),
+                                at,
+                            )
+                        }))
+                }
                 DomainEvent::StockCounted(e) => self.adjustments.push(AdjustmentRow {
                     reference: e.reference.clone(),
                     note: e.note.clone(),
@@ -538,6 +718,7 @@ impl Writes {
                 received_total: now.received_total - base.received_total,
                 shipped_total: now.shipped_total - base.shipped_total,
                 adjusted_total: now.adjusted_total - base.adjusted_total,
+                restocked_total: now.restocked_total - base.restocked_total,
                 movements: now.movements - base.movements,
                 updated_at: now.updated_at,
             };
@@ -549,8 +730,8 @@ impl Writes {
         }
     }
 
-    /// Orders whose state changed, written whole (upsert), and what their
-    /// changes add to the running totals.
+    /// Orders whose state changed, written whole (upsert) with their
+    /// lines, and what their changes add to the running totals.
     pub(super) fn orders(
         &mut self,
         before: &BTreeMap<OrderId, OrderState>,
@@ -561,12 +742,10 @@ impl Writes {
             if was == Some(order) {
                 continue;
             }
-            if was.map(|w| w.status) != Some(order.status) {
-                if let Some(was) = was {
-                    self.count(was, -1);
-                }
-                self.count(order, 1);
+            if let Some(was) = was {
+                self.count(was, -1);
             }
+            self.count(order, 1);
             self.orders.push(OrderRow {
                 id: id.to_string(),
                 customer_email: order.customer_email.clone(),
@@ -578,24 +757,43 @@ impl Writes {
                 decided_at: order.decided_at,
                 updated_at: order.updated_at,
             });
+            let lines_before = was.map(|w| &w.lines[..]).unwrap_or_default();
+            for (line_no, line) in order.lines.iter().enumerate() {
+                if lines_before.get(line_no) == Some(line) {
+                    continue;
+                }
+                self.order_items.push(OrderItemRow {
+                    order_id: id.to_string(),
+                    line_no: line_no as i64,
+                    product_id: line.product_id.to_string(),
+                    quantity: line.quantity,
+                    unit_price_cents: line.unit_price.cents(),
+                    shipped: line.shipped,
+                    returned: line.returned,
+                });
+            }
         }
     }
 
-    /// Adds (`sign` 1) or takes away (-1) an order in the running totals.
+    /// Adds (`sign` 1) or takes away (-1) an order in the running totals:
+    /// its status's count and total, and the value of its units sold.
     fn count(&mut self, order: &OrderState, sign: i64) {
-        let total = order.total.cents();
+        let sold = order.sold_cents();
         let per_status = self.order_totals.entry(order.status).or_default();
-        per_status.0 += sign;
-        per_status.1 += sign * total;
-        if !OrderStatus::SOLD.contains(&order.status) {
-            return;
+        per_status.orders += sign;
+        per_status.amount_cents += sign * order.total.cents();
+        per_status.sold_cents += sign * sold;
+        if sold != 0 {
+            let day = order.placed_at - order.placed_at.rem_euclid(DAY_MS);
+            *self.daily_sales.entry(day).or_default() += sign * sold;
         }
-        let day = order.placed_at - order.placed_at.rem_euclid(DAY_MS);
-        *self.daily_sales.entry(day).or_default() += sign * total;
         for line in &order.lines {
-            let sales = self.product_sales.entry(line.product_id).or_default();
-            sales.0 += sign * line.quantity;
-            sales.1 += sign * line.quantity * line.unit_price.cents();
+            let units = order.sold_units(line);
+            if units != 0 {
+                let sales = self.product_sales.entry(line.product_id).or_default();
+                sales.0 += sign * units;
+                sales.1 += sign * units * line.unit_price.cents();
+            }
         }
     }
 
@@ -646,11 +844,12 @@ impl Writes {
             )
             .collect();
         let order_totals = (self.order_totals.into_iter())
-            .filter(|(_, delta)| *delta != (0, 0))
-            .map(|(status, (orders, amount_cents))| OrderTotalRow {
+            .filter(|(_, delta)| *delta != OrderTotalsDelta::default())
+            .map(|(status, delta)| OrderTotalRow {
                 status: status.as_str(),
-                orders,
-                amount_cents,
+                orders: delta.orders,
+                amount_cents: delta.amount_cents,
+                sold_cents: delta.sold_cents,
             })
             .collect();
         let daily_sales = (self.daily_sales.into_iter())
@@ -682,6 +881,8 @@ impl Writes {
             // Requests before decisions: a decision completes its request's row.
             inserts(dialect, self.adjustments),
             inserts(dialect, self.adjustment_decisions),
+            inserts(dialect, self.fulfilments),
+            inserts(dialect, self.fulfilment_decisions),
             inserts(dialect, self.ledger),
             inserts(dialect, windows),
             inserts(dialect, order_totals),

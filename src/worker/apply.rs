@@ -138,7 +138,11 @@ fn status_changes(follow_ups: &[Envelope]) -> Vec<StatusChange> {
                 EventType::OrderConfirmed => OrderStatus::Confirmed,
                 EventType::OrderRejected => OrderStatus::Rejected,
                 EventType::OrderCancelled => OrderStatus::Cancelled,
-                EventType::OrderShipped => OrderStatus::Shipped,
+                // A partial shipment says so (`complete: false`).
+                EventType::OrderShipped => match envelope.payload.get("complete") {
+                    Some(serde_json::Value::Bool(false)) => OrderStatus::PartiallyShipped,
+                    _ => OrderStatus::Shipped,
+                },
                 _ => return None,
             };
             let order_id = envelope.key.parse().ok()?;

@@ -10,13 +10,14 @@ use std::marker::PhantomData;
 use std::time::Duration;
 use streamstock::domain::status::OrderStatus;
 use streamstock::gateway::responses::{
-    AdjustmentQueued, CommandQueued, ErrorBody, ErrorDetail, OrderQueued, ProductQueued,
-    ReceiptQueued, StockQueued,
+    AdjustmentQueued, CommandQueued, ErrorBody, ErrorDetail, FulfilmentQueued, OrderQueued,
+    ProductQueued, ReceiptQueued, StockQueued,
 };
 use streamstock::gateway::simulator_control::SimulatorState;
 use streamstock::gateway::{PurgeOutcome, ReplayOutcome, Stats};
 use streamstock::store::adjustments::AdjustmentView;
 use streamstock::store::analytics::{ArchivedEvent, PurchaseOrderView};
+use streamstock::store::fulfilments::FulfilmentView;
 use streamstock::store::queries::{AlertView, OrderView, ProductView};
 use streamstock::stream::dead_letter::DeadLetter;
 use uuid::Uuid;
@@ -310,6 +311,33 @@ impl Api {
     async fn post_reply<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Reply<T> {
         let (status, body) = self.post(path, body).await;
         Reply::new(status, body)
+    }
+
+    /// `POST /api/orders/{id}/shipments` or `/returns` (`what`) with
+    /// `body` as given.
+    pub async fn fulfil(
+        &self,
+        order: impl Display,
+        what: &str,
+        body: &Value,
+    ) -> Reply<FulfilmentQueued> {
+        self.post_reply(&format!("/api/orders/{order}/{what}"), body)
+            .await
+    }
+
+    /// `GET /api/orders/{id}/shipments/{id}` or `/returns/{id}` (`what`)
+    /// with `?wait=N`: 200 pending or applied, 409 refused.
+    pub async fn fulfilment(
+        &self,
+        order: impl Display,
+        what: &str,
+        id: impl Display,
+        wait_seconds: u64,
+    ) -> Reply<FulfilmentView> {
+        self.get_reply(&format!(
+            "/api/orders/{order}/{what}/{id}?wait={wait_seconds}"
+        ))
+        .await
     }
 
     /// `POST /api/products/{id}/adjustments` with `body` as given.

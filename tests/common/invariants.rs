@@ -6,20 +6,33 @@
 use sqlx::Row;
 use streamstock::store::Store;
 
+/// The statuses of orders that hold reserved units.
+const OPEN: &str = "('CONFIRMED', 'PARTIALLY_SHIPPED')";
+
+/// The units of an order line (`oi`, of order `o`) sold: ordered, less
+/// what a cancel released (what had not shipped), less what came back.
+const SOLD_UNITS: &str = "CASE WHEN o.status IN ('CONFIRMED', 'PARTIALLY_SHIPPED', 'SHIPPED') \
+     THEN oi.quantity - oi.returned WHEN o.status = 'CANCELLED' THEN oi.shipped - oi.returned ELSE 0 END";
+
 /// Checks the business invariants (docs/architecture.md) against the read
 /// model and returns every violation found (empty when all hold). Meant
 /// for quiescent moments: tests call it once the log is drained.
 pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> {
     let mut violations = Vec::new();
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT i.product_id, i.on_hand, i.reserved, i.received_total, i.shipped_total, i.adjusted_total, \
-         CAST(COALESCE(c.quantity, 0) AS BIGINT) AS confirmed_qty, \
-         CAST(COALESCE(a.delta, 0) AS BIGINT) AS adjusted FROM inventory i LEFT JOIN \
-         (SELECT oi.product_id, SUM(oi.quantity) AS quantity FROM order_items oi JOIN orders o ON o.id = oi.order_id \
-          WHERE o.status = 'CONFIRMED' GROUP BY oi.product_id) c ON c.product_id = i.product_id LEFT JOIN \
+         CAST(COALESCE(c.quantity, 0) AS BIGINT) AS held, \
+         CAST(COALESCE(c.shipped, 0) AS BIGINT) AS shipped_by_lines, \
+         CAST(COALESCE(a.delta, 0) AS BIGINT) AS adjusted, \
+         CAST(COALESCE(r.restocked, 0) AS BIGINT) AS restocked FROM inventory i LEFT JOIN \
+         (SELECT oi.product_id, SUM(CASE WHEN o.status IN {OPEN} THEN oi.quantity - oi.shipped ELSE 0 END) AS quantity, \
+          SUM(oi.shipped) AS shipped FROM order_items oi JOIN orders o ON o.id = oi.order_id \
+          GROUP BY oi.product_id) c ON c.product_id = i.product_id LEFT JOIN \
          (SELECT product_id, SUM(delta) AS delta FROM stock_adjustments WHERE status = 'applied' \
-          GROUP BY product_id) a ON a.product_id = i.product_id",
-    )
+          GROUP BY product_id) a ON a.product_id = i.product_id LEFT JOIN \
+         (SELECT product_id, SUM(on_hand_delta) AS restocked FROM stock_ledger WHERE kind = 'returned' \
+          GROUP BY product_id) r ON r.product_id = i.product_id"
+    ))
     .fetch_all(store.pool())
     .await?;
     for row in rows {
@@ -28,41 +41,63 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
         let reserved: i64 = row.try_get("reserved")?;
         let received: i64 = row.try_get("received_total")?;
         let shipped: i64 = row.try_get("shipped_total")?;
-        let confirmed: i64 = row.try_get("confirmed_qty")?;
+        let shipped_by_lines: i64 = row.try_get("shipped_by_lines")?;
+        let held: i64 = row.try_get("held")?;
         let adjusted: i64 = row.try_get("adjusted")?;
         let adjusted_kept: i64 = row.try_get("adjusted_total")?;
+        let restocked: i64 = row.try_get("restocked")?;
         if adjusted_kept != adjusted {
             violations.push(format!(
                 "{id}: adjusted_total {adjusted_kept} != applied adjustments {adjusted}"
             ));
         }
+        if shipped != shipped_by_lines {
+            violations.push(format!(
+                "{id}: shipped_total {shipped} != units the order lines shipped {shipped_by_lines}"
+            ));
+        }
         if !(0 <= reserved && reserved <= on_hand) {
             violations.push(format!("{id}: reserved {reserved} outside 0..={on_hand}"));
         }
-        // Adjustments summed from their own rows, not the kept total.
-        if on_hand != received - shipped + adjusted {
+        // Adjustments summed from their own rows, restocked returns from
+        // the ledger, not the kept totals.
+        if on_hand != received - shipped + adjusted + restocked {
             violations.push(format!(
-                "{id}: on_hand {on_hand} != received {received} - shipped {shipped} + adjusted {adjusted}"
+                "{id}: on_hand {on_hand} != received {received} - shipped {shipped} + adjusted {adjusted} + restocked {restocked}"
             ));
         }
-        if reserved != confirmed {
+        if reserved != held {
             violations.push(format!(
-                "{id}: reserved {reserved} != confirmed quantities {confirmed}"
+                "{id}: reserved {reserved} != open orders' unshipped units {held}"
             ));
         }
     }
-    let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS by_orders, \
-         CAST(COALESCE((SELECT SUM(oi.quantity * oi.unit_price_cents) FROM order_items oi JOIN orders o \
-              ON o.id = oi.order_id WHERE o.status IN ('CONFIRMED', 'SHIPPED')), 0) AS BIGINT) AS by_items \
-         FROM orders WHERE status IN ('CONFIRMED', 'SHIPPED')",
+    // Per line: shipped ≤ quantity, 0 ≤ returned ≤ shipped.
+    let bad_lines: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM order_items WHERE shipped < 0 OR shipped > quantity \
+         OR returned < 0 OR returned > shipped",
     )
     .fetch_one(store.pool())
-    .await?;
-    let (by_orders, by_items): (i64, i64) = (row.try_get("by_orders")?, row.try_get("by_items")?);
-    if by_orders != by_items {
+    .await?
+    .try_get("n")?;
+    if bad_lines > 0 {
         violations.push(format!(
-            "revenue {by_orders} != sum of confirmed/shipped lines {by_items}"
+            "{bad_lines} order lines ship more than ordered or return more than shipped"
+        ));
+    }
+    // Revenue: the kept total of units sold equals the lines' value sold
+    // (ordered, less released by a cancel, less returned).
+    let row = sqlx::query(&format!(
+        "SELECT CAST(COALESCE((SELECT SUM(sold_cents) FROM order_totals), 0) AS BIGINT) AS kept, \
+         CAST(COALESCE((SELECT SUM(({SOLD_UNITS}) * oi.unit_price_cents) FROM order_items oi \
+              JOIN orders o ON o.id = oi.order_id), 0) AS BIGINT) AS by_items"
+    ))
+    .fetch_one(store.pool())
+    .await?;
+    let (kept, by_items): (i64, i64) = (row.try_get("kept")?, row.try_get("by_items")?);
+    if kept != by_items {
+        violations.push(format!(
+            "revenue {kept} != value of the lines' units sold {by_items}"
         ));
     }
     let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE status = 'PENDING'")
@@ -116,9 +151,16 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
     if undecided > 0 {
         violations.push(format!("{undecided} adjustments still pending"));
     }
+    let undecided: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM fulfilments WHERE status = 'pending'")
+            .fetch_one(store.pool())
+            .await?
+            .try_get("n")?;
+    if undecided > 0 {
+        violations.push(format!("{undecided} shipments or returns still pending"));
+    }
     // The running totals the workers keep equal the aggregates over the
     // orders they stand for (rows of zeros count as absent).
-    let sold = "('CONFIRMED', 'SHIPPED')";
     for (what, kept, computed) in [
         (
             "order_totals",
@@ -132,8 +174,10 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
             "SELECT CAST(day_start AS TEXT) AS k, amount_cents AS a, 0 AS b FROM daily_sales \
              WHERE amount_cents <> 0".to_string(),
             format!(
-                "SELECT CAST(placed_at - (placed_at % 86400000) AS TEXT) AS k, SUM(total_cents) AS a, \
-                 0 AS b FROM orders WHERE status IN {sold} GROUP BY placed_at - (placed_at % 86400000)"
+                "SELECT CAST(o.placed_at - (o.placed_at % 86400000) AS TEXT) AS k, \
+                 SUM(({SOLD_UNITS}) * oi.unit_price_cents) AS a, 0 AS b FROM order_items oi \
+                 JOIN orders o ON o.id = oi.order_id GROUP BY o.placed_at - (o.placed_at % 86400000) \
+                 HAVING SUM(({SOLD_UNITS}) * oi.unit_price_cents) <> 0"
             ),
         ),
         (
@@ -141,9 +185,10 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
             "SELECT product_id AS k, units AS a, revenue_cents AS b FROM product_sales \
              WHERE units <> 0 OR revenue_cents <> 0".to_string(),
             format!(
-                "SELECT oi.product_id AS k, SUM(oi.quantity) AS a, \
-                 SUM(oi.quantity * oi.unit_price_cents) AS b FROM order_items oi \
-                 JOIN orders o ON o.id = oi.order_id WHERE o.status IN {sold} GROUP BY oi.product_id"
+                "SELECT oi.product_id AS k, SUM({SOLD_UNITS}) AS a, \
+                 SUM(({SOLD_UNITS}) * oi.unit_price_cents) AS b FROM order_items oi \
+                 JOIN orders o ON o.id = oi.order_id GROUP BY oi.product_id \
+                 HAVING SUM({SOLD_UNITS}) <> 0 OR SUM(({SOLD_UNITS}) * oi.unit_price_cents) <> 0"
             ),
         ),
     ] {

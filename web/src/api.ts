@@ -194,6 +194,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/orders/{id}/returns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Asks to take back some of an order's shipped units. */
+        post: operations["return_order_lines"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orders/{id}/returns/{return_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One return. A refused one answers 409 Conflict with the reason. With
+         *     `?wait=N` the answer waits up to N seconds for the decision.
+         */
+        get: operations["get_return"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/orders/{id}/ship": {
         parameters: {
             query?: never;
@@ -204,6 +241,43 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["ship_order"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orders/{id}/shipments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Asks to ship some of an order's units. */
+        post: operations["ship_order_lines"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/orders/{id}/shipments/{shipment_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One shipment. A refused one answers 409 Conflict with the reason. With
+         *     `?wait=N` the answer waits up to N seconds for the decision.
+         */
+        get: operations["get_shipment"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -586,6 +660,17 @@ export interface components {
             severity: components["schemas"]["Severity"];
             subject: string;
         };
+        AllocatedLine: {
+            disposition?: null | components["schemas"]["ReturnDisposition"];
+            /**
+             * Format: int32
+             * @description The order line's index among its items.
+             */
+            line_no: number;
+            product_id: components["schemas"]["ProductId"];
+            /** Format: int64 */
+            quantity: number;
+        };
         /** @description An event the read model applied from the log: where the log held it. */
         AppliedEntry: {
             /**
@@ -748,6 +833,68 @@ export interface components {
             today_sales: components["schemas"]["Money"];
             total_sales: components["schemas"]["Money"];
         };
+        /** @enum {string} */
+        FulfilmentKind: "shipment" | "return";
+        FulfilmentLine: {
+            disposition?: null | components["schemas"]["ReturnDisposition"];
+            product_id: components["schemas"]["ProductId"];
+            /** Format: int64 */
+            quantity: number;
+        };
+        /**
+         * @description `GET .../shipments/{id}` or `.../returns/{id}` of one not yet applied
+         *     whose id this gateway issued lately: 202.
+         */
+        FulfilmentPending: {
+            /** Format: uuid */
+            id: string;
+            kind: components["schemas"]["FulfilmentKind"];
+            order_id: components["schemas"]["OrderId"];
+            status: components["schemas"]["Queued"];
+        };
+        /**
+         * @description `POST /api/orders/{id}/shipments` and `/returns`: in the log, not yet
+         *     decided.
+         */
+        FulfilmentQueued: {
+            /**
+             * Format: uuid
+             * @description The shipment's or return's id.
+             */
+            id: string;
+            kind: components["schemas"]["FulfilmentKind"];
+            msg_id: string;
+            order_id: components["schemas"]["OrderId"];
+            status: components["schemas"]["Queued"];
+        };
+        /**
+         * @description A shipment or a return as the read model knows it: requested, then
+         *     carried out (`applied`) or refused by a worker.
+         */
+        FulfilmentView: {
+            /** @description What the worker shipped or took back, per order line. */
+            allocated?: components["schemas"]["AllocatedLine"][] | null;
+            /** Format: date-time */
+            decided_at?: string | null;
+            /**
+             * Format: uuid
+             * @description The shipment's or return's id.
+             */
+            id: string;
+            kind: components["schemas"]["FulfilmentKind"];
+            /** @description What was asked for, per product. */
+            lines: components["schemas"]["FulfilmentLine"][];
+            /** @description Why it was refused. */
+            message?: string | null;
+            order_id: components["schemas"]["OrderId"];
+            /** @description A return's reason, as the customer gave it. */
+            reason?: string | null;
+            refund?: null | components["schemas"]["Money"];
+            /** Format: date-time */
+            requested_at: string;
+            requested_by?: string | null;
+            status: components["schemas"]["AdjustmentStatus"];
+        };
         Health: {
             /** @description Always `ok`. */
             status: string;
@@ -832,7 +979,7 @@ export interface components {
          */
         Money: number;
         /** @enum {string} */
-        MovementKind: "received" | "reserved" | "released" | "shipped" | "adjusted" | "opening";
+        MovementKind: "received" | "reserved" | "released" | "shipped" | "returned" | "adjusted" | "opening";
         /**
          * @description A command on an order that the worker decides (the gateway checks it
          *     first against the read model, with the same rules).
@@ -845,6 +992,16 @@ export interface components {
             product_id: components["schemas"]["ProductId"];
             /** Format: int64 */
             quantity: number;
+            /**
+             * Format: int64
+             * @description Units returned (restocked or damaged); at most `shipped`.
+             */
+            returned: number;
+            /**
+             * Format: int64
+             * @description Units shipped so far.
+             */
+            shipped: number;
             unit_price: components["schemas"]["Money"];
         };
         /**
@@ -863,13 +1020,15 @@ export interface components {
             total: components["schemas"]["Money"];
         };
         /** @enum {string} */
-        OrderStatus: "PENDING" | "CONFIRMED" | "REJECTED" | "CANCELLED" | "SHIPPED";
+        OrderStatus: "PENDING" | "CONFIRMED" | "PARTIALLY_SHIPPED" | "REJECTED" | "CANCELLED" | "SHIPPED";
         OrderView: {
             /** Format: date-time */
             created_at: string;
             customer_email: string;
             /** Format: date-time */
             decided_at?: string | null;
+            /** @description Its shipments and returns, oldest first (the first 100; one order). */
+            fulfilments?: components["schemas"]["FulfilmentView"][] | null;
             items?: components["schemas"]["OrderItemView"][] | null;
             order_id: components["schemas"]["OrderId"];
             reason?: string | null;
@@ -1085,7 +1244,51 @@ export interface components {
             msg_id: string;
         };
         /** @enum {string} */
+        ReturnDisposition: "restock" | "damaged";
+        /** Format: uuid */
+        ReturnId: string;
+        ReturnLineRequest: {
+            /**
+             * @description `restock`: back on the shelf (on-hand rises); `damaged`: recorded,
+             *     not sellable.
+             */
+            disposition: components["schemas"]["ReturnDisposition"];
+            /** @description A product of the order. */
+            product_id: components["schemas"]["ProductId"];
+            /**
+             * Format: int64
+             * @example 1
+             */
+            quantity: number;
+        };
+        /** @description `POST /api/orders/{id}/returns`. */
+        ReturnLines: {
+            /** @description 1 to 100 lines. */
+            lines: components["schemas"]["ReturnLineRequest"][];
+            /**
+             * @description Why the customer sent the units back.
+             * @example wrong size
+             */
+            reason: string;
+        };
+        /** @enum {string} */
         Severity: "info" | "warning" | "error" | "critical";
+        ShipLine: {
+            /** @description A product of the order. */
+            product_id: components["schemas"]["ProductId"];
+            /**
+             * Format: int64
+             * @example 2
+             */
+            quantity: number;
+        };
+        /** @description `POST /api/orders/{id}/shipments`. */
+        ShipLines: {
+            /** @description 1 to 100 lines; a product listed twice ships the sum. */
+            lines: components["schemas"]["ShipLine"][];
+        };
+        /** Format: uuid */
+        ShipmentId: string;
         SimulatorCommand: {
             /** @description With `running: true`: `normal` or `burst` (default `normal`). */
             profile?: string | null;
@@ -2188,6 +2391,219 @@ export interface operations {
             };
         };
     };
+    return_order_lines: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first answer to a retry */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The order's id */
+                id: components["schemas"]["OrderId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReturnLines"];
+            };
+        };
+        responses: {
+            /** @description In the log; a worker takes the units back or records why not (more than was shipped and not returned) */
+            202: {
+                headers: {
+                    /** @description The return's URL: read or long-poll its outcome */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FulfilmentQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such order */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The order has shipped nothing (not PARTIALLY_SHIPPED, SHIPPED or CANCELLED) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No lines or more than 100, a quantity outside 1 to 1,000,000, a product not in the order, an unknown disposition, an empty or too long reason */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_return: {
+        parameters: {
+            query?: {
+                /** @description Seconds (up to 30) to wait for the decision */
+                wait?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The order's id */
+                id: components["schemas"]["OrderId"];
+                /** @description The return's id */
+                return_id: components["schemas"]["ReturnId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Pending or taken back (`status: applied`, with the units per order line and the refund) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FulfilmentView"];
+                };
+            };
+            /** @description Not processed yet; the id may still be in the log */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FulfilmentPending"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such return */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Refused: `message` says why */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FulfilmentView"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     ship_order: {
         parameters: {
             query?: never;
@@ -2282,6 +2698,219 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    ship_order_lines: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first answer to a retry */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The order's id */
+                id: components["schemas"]["OrderId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ShipLines"];
+            };
+        };
+        responses: {
+            /** @description In the log; a worker ships the units or records why not (more than a line has unshipped) */
+            202: {
+                headers: {
+                    /** @description The shipment's URL: read or long-poll its outcome */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FulfilmentQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such order */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The order is not CONFIRMED or PARTIALLY_SHIPPED */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No lines or more than 100, a quantity outside 1 to 1,000,000, a product not in the order */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_shipment: {
+        parameters: {
+            query?: {
+                /** @description Seconds (up to 30) to wait for the decision */
+                wait?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The order's id */
+                id: components["schemas"]["OrderId"];
+                /** @description The shipment's id */
+                shipment_id: components["schemas"]["ShipmentId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Pending or shipped (`status: applied`, with the units per order line) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FulfilmentView"];
+                };
+            };
+            /** @description Not processed yet; the id may still be in the log */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FulfilmentPending"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such shipment */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Refused: `message` says why */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FulfilmentView"];
                 };
             };
             /** @description Too many wrong tokens from this address (Retry-After) */

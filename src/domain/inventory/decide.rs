@@ -106,6 +106,8 @@ impl Inventory {
             DomainEvent::StockAdjustmentRequested(e) => self.decide_adjustment(cause, e),
             DomainEvent::StockCounted(e) => self.decide_count(cause, e),
             DomainEvent::StockAdjusted(_) => self.decide_crossings(cause, before),
+            DomainEvent::OrderShipmentRequested(e) => self.decide_shipment(cause, e),
+            DomainEvent::OrderReturnRequested(e) => self.decide_return(cause, e),
             DomainEvent::ProductCreated(_)
             | DomainEvent::StockReceived(_)
             | DomainEvent::OrderCancelled(_)
@@ -113,7 +115,10 @@ impl Inventory {
             | DomainEvent::StockLow(_)
             | DomainEvent::PurchaseOrderDrafted(_)
             | DomainEvent::AlertRaised(_)
-            | DomainEvent::StockAdjustmentRefused(_) => Vec::new(),
+            | DomainEvent::StockAdjustmentRefused(_)
+            | DomainEvent::OrderShipmentRefused(_)
+            | DomainEvent::OrderReturned(_)
+            | DomainEvent::OrderReturnRefused(_) => Vec::new(),
         }
     }
 
@@ -383,7 +388,14 @@ impl Inventory {
                 // Pending: apply() noted the cancel; the confirmation will
                 // carry it out.
                 None if order.status == OrderStatus::Pending => return Vec::new(),
-                None => return vec![command.outcome_event(order_id)],
+                None => {
+                    return vec![match command {
+                        OrderCommand::Cancel => {
+                            DomainEvent::OrderCancelled(OrderCancelled { order_id })
+                        }
+                        OrderCommand::Ship => self.decide_ship_all(cause, order_id),
+                    }]
+                }
             },
         };
         vec![refusal(
@@ -415,7 +427,7 @@ impl Inventory {
 }
 
 /// A command that the state does not allow, recorded with its reason.
-fn refusal(cause: &Envelope, subject: Uuid, message: String) -> DomainEvent {
+pub(super) fn refusal(cause: &Envelope, subject: Uuid, message: String) -> DomainEvent {
     alert(
         cause,
         AlertKind::CommandRefused,

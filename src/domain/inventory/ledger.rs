@@ -34,6 +34,7 @@ impl Cause {
             DomainEvent::OrderConfirmed(e) => cause.order_id = Some(e.order_id),
             DomainEvent::OrderCancelled(e) => cause.order_id = Some(e.order_id),
             DomainEvent::OrderShipped(e) => cause.order_id = Some(e.order_id),
+            DomainEvent::OrderReturned(e) => cause.order_id = Some(e.order_id),
             DomainEvent::StockAdjusted(e) => {
                 cause.adjustment_id = Some(e.adjustment_id);
                 cause.reason = Some(e.reason);

@@ -19,6 +19,7 @@
 //! the state and `apply`; `decide.rs` holds `handle` and the decisions.
 
 mod decide;
+mod fulfilment;
 mod ledger;
 
 pub use ledger::{Cause, Movement};
@@ -46,6 +47,8 @@ pub struct ProductState {
     pub shipped_total: i64,
     /// The sum of applied adjustments' deltas (counts included).
     pub adjusted_total: i64,
+    /// Units customers returned that went back on the shelf.
+    pub restocked_total: i64,
     /// How many stock movements the product has had: the number of its
     /// ledger's last row.
     pub movements: i64,
@@ -58,10 +61,9 @@ pub struct ProductState {
 
 impl ProductState {
     /// The stock invariants one product can check alone: 0 ≤ reserved ≤
-    /// on_hand, and on_hand = received − shipped + adjusted. The worker
-    /// checks them on
-    /// every product a batch touched before writing it (the database's
-    /// CHECK constraints back the first up).
+    /// on_hand, and on_hand = received − shipped + adjusted + restocked.
+    /// The worker checks them on every product a batch touched before
+    /// writing it (the database's CHECK constraints back the first up).
     pub fn stock_bounds(&self) -> Result<(), String> {
         if !(0 <= self.reserved && self.reserved <= self.on_hand) {
             return Err(format!(
@@ -69,10 +71,16 @@ impl ProductState {
                 self.reserved, self.on_hand
             ));
         }
-        if self.on_hand != self.received_total - self.shipped_total + self.adjusted_total {
+        let book =
+            self.received_total - self.shipped_total + self.adjusted_total + self.restocked_total;
+        if self.on_hand != book {
             return Err(format!(
-                "on_hand {} != received {} - shipped {} + adjusted {}",
-                self.on_hand, self.received_total, self.shipped_total, self.adjusted_total
+                "on_hand {} != received {} - shipped {} + adjusted {} + restocked {}",
+                self.on_hand,
+                self.received_total,
+                self.shipped_total,
+                self.adjusted_total,
+                self.restocked_total
             ));
         }
         Ok(())
@@ -83,11 +91,46 @@ impl ProductState {
     }
 }
 
+/// One line of an order: what was ordered, and how much of it has shipped
+/// and come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineState {
+    pub product_id: ProductId,
+    pub quantity: i64,
+    pub unit_price: Money,
+    pub shipped: i64,
+    /// Units returned (restocked or damaged); never more than shipped.
+    pub returned: i64,
+}
+
+impl LineState {
+    pub fn unshipped(&self) -> i64 {
+        self.quantity - self.shipped
+    }
+
+    /// Shipped units not returned yet.
+    pub fn returnable(&self) -> i64 {
+        self.shipped - self.returned
+    }
+}
+
+impl From<&OrderLine> for LineState {
+    fn from(line: &OrderLine) -> LineState {
+        LineState {
+            product_id: line.product_id,
+            quantity: line.quantity,
+            unit_price: line.unit_price,
+            shipped: 0,
+            returned: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderState {
     pub customer_email: String,
     pub status: OrderStatus,
-    pub lines: Vec<OrderLine>,
+    pub lines: Vec<LineState>,
     pub total: Money,
     /// Why it was rejected.
     pub reason: Option<String>,
@@ -97,6 +140,39 @@ pub struct OrderState {
     pub placed_at: i64,
     pub decided_at: Option<i64>,
     pub updated_at: i64,
+}
+
+impl OrderState {
+    /// The units of `line` the order holds reserved: its unshipped ones
+    /// while the order is open.
+    pub fn reserved_units(&self, line: &LineState) -> i64 {
+        if self.status.is_open() {
+            line.unshipped()
+        } else {
+            0
+        }
+    }
+
+    /// The units of `line` sold: ordered, less what a cancel released and
+    /// what came back. Revenue and best sellers count these.
+    pub fn sold_units(&self, line: &LineState) -> i64 {
+        match self.status {
+            OrderStatus::Confirmed | OrderStatus::PartiallyShipped | OrderStatus::Shipped => {
+                line.quantity - line.returned
+            }
+            // Cancelled after some shipped: those stay sold.
+            OrderStatus::Cancelled => line.shipped - line.returned,
+            OrderStatus::Pending | OrderStatus::Rejected => 0,
+        }
+    }
+
+    /// The value of the units sold, in cents.
+    pub fn sold_cents(&self) -> i64 {
+        self.lines
+            .iter()
+            .map(|line| self.sold_units(line) * line.unit_price.cents())
+            .sum()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +219,12 @@ impl Inventory {
             }
             DomainEvent::OrderConfirmed(e) => self.reserve(e.order_id, at, &cause),
             DomainEvent::OrderRejected(e) => {
-                self.transition(e.order_id, OrderStatus::Pending, OrderStatus::Rejected, at)?;
+                self.transition(
+                    e.order_id,
+                    &[OrderStatus::Pending],
+                    OrderStatus::Rejected,
+                    at,
+                )?;
                 let order = self
                     .orders
                     .get_mut(&e.order_id)
@@ -163,12 +244,9 @@ impl Inventory {
                 }
                 Ok(())
             }
-            DomainEvent::OrderCancelled(e) => {
-                self.release(e.order_id, OrderCommand::Cancel, at, &cause)
-            }
-            DomainEvent::OrderShipped(e) => {
-                self.release(e.order_id, OrderCommand::Ship, at, &cause)
-            }
+            DomainEvent::OrderCancelled(e) => self.cancel(e.order_id, at, &cause),
+            DomainEvent::OrderShipped(e) => self.ship(e, at, &cause),
+            DomainEvent::OrderReturned(e) => self.take_back(e, at, &cause),
             DomainEvent::PurchaseOrderDrafted(e) => self.draft_purchase_order(e, at),
             DomainEvent::StockAdjusted(e) => self.adjust_stock(e, at, &cause),
             // Commands whose outcome is its own event, and notices that
@@ -179,7 +257,11 @@ impl Inventory {
             | DomainEvent::AlertRaised(_)
             | DomainEvent::StockAdjustmentRequested(_)
             | DomainEvent::StockAdjustmentRefused(_)
-            | DomainEvent::StockCounted(_) => Ok(()),
+            | DomainEvent::StockCounted(_)
+            | DomainEvent::OrderShipmentRequested(_)
+            | DomainEvent::OrderShipmentRefused(_)
+            | DomainEvent::OrderReturnRequested(_)
+            | DomainEvent::OrderReturnRefused(_) => Ok(()),
         }
     }
 
@@ -207,13 +289,15 @@ impl Inventory {
         Ok(())
     }
 
-    /// The confirmed orders holding some of a product's stock, by id.
+    /// The open orders holding some of a product's stock, by id.
     pub fn holders_of(&self, product_id: ProductId) -> Vec<OrderId> {
         self.orders
             .iter()
             .filter(|(_, order)| {
-                order.status == OrderStatus::Confirmed
-                    && order.lines.iter().any(|l| l.product_id == product_id)
+                order
+                    .lines
+                    .iter()
+                    .any(|l| l.product_id == product_id && order.reserved_units(l) > 0)
             })
             .map(|(id, _)| *id)
             .collect()
@@ -268,7 +352,7 @@ impl Inventory {
         self.orders.entry(e.order_id).or_insert_with(|| OrderState {
             customer_email: e.customer_email.clone(),
             status: OrderStatus::Pending,
-            lines: e.items.clone(),
+            lines: e.items.iter().map(LineState::from).collect(),
             total: e.total,
             reason: None,
             cancel_requested: false,
@@ -280,7 +364,12 @@ impl Inventory {
 
     /// The confirmation: every line's quantity becomes reserved.
     fn reserve(&mut self, order_id: OrderId, at: i64, cause: &Cause) -> Result<(), Refused> {
-        let lines = self.transition(order_id, OrderStatus::Pending, OrderStatus::Confirmed, at)?;
+        let lines = self.transition(
+            order_id,
+            &[OrderStatus::Pending],
+            OrderStatus::Confirmed,
+            at,
+        )?;
         for line in &lines {
             let product = self.product_mut(line.product_id)?;
             product.reserved += line.quantity;
@@ -300,28 +389,21 @@ impl Inventory {
         Ok(())
     }
 
-    /// A cancel or a shipment of a confirmed order: the reservation ends,
-    /// released back to available (cancel) or taken off the shelf (ship).
-    fn release(
-        &mut self,
-        order_id: OrderId,
-        command: OrderCommand,
-        at: i64,
-        cause: &Cause,
-    ) -> Result<(), Refused> {
-        let lines = self.transition(order_id, OrderStatus::Confirmed, command.outcome(), at)?;
-        for line in &lines {
+    /// A cancel of an open order: what it holds reserved (its unshipped
+    /// units) goes back to available.
+    fn cancel(&mut self, order_id: OrderId, at: i64, cause: &Cause) -> Result<(), Refused> {
+        let lines = self.transition(order_id, &OrderStatus::OPEN, OrderStatus::Cancelled, at)?;
+        for line in lines.iter().filter(|l| l.unshipped() > 0) {
             let product = self.product_mut(line.product_id)?;
-            product.reserved -= line.quantity;
-            let movement = if command == OrderCommand::Ship {
-                product.on_hand -= line.quantity;
-                product.shipped_total += line.quantity;
-                (MovementKind::Shipped, (-line.quantity, -line.quantity))
-            } else {
-                (MovementKind::Released, (0, -line.quantity))
-            };
+            product.reserved -= line.unshipped();
             product.updated_at = product.updated_at.max(at);
-            self.record(line.product_id, movement.0, movement.1, at, cause);
+            self.record(
+                line.product_id,
+                MovementKind::Released,
+                (0, -line.unshipped()),
+                at,
+                cause,
+            );
         }
         Ok(())
     }
@@ -348,25 +430,26 @@ impl Inventory {
         Ok(())
     }
 
-    /// Moves an order from `from` to `to`; returns its lines.
+    /// Moves an order from one of `from` to `to`; returns its lines.
     fn transition(
         &mut self,
         order_id: OrderId,
-        from: OrderStatus,
+        from: &[OrderStatus],
         to: OrderStatus,
         at: i64,
-    ) -> Result<Vec<OrderLine>, Refused> {
+    ) -> Result<Vec<LineState>, Refused> {
         let order = self.orders.get_mut(&order_id).ok_or_else(|| {
             Refused(format!(
                 "order {order_id} is unknown; it cannot become {}",
                 to.as_str()
             ))
         })?;
-        if order.status != from {
+        if !from.contains(&order.status) {
+            let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
             return Err(Refused(format!(
                 "order {order_id} is {}; only a {} order can become {}",
                 order.status.as_str(),
-                from.as_str(),
+                from.join(" or "),
                 to.as_str()
             )));
         }
@@ -413,10 +496,16 @@ impl Inventory {
     pub fn invariant_violations(&self) -> Vec<String> {
         let mut violations = Vec::new();
         let mut confirmed: BTreeMap<ProductId, i64> = BTreeMap::new();
-        for order in self.orders.values() {
-            if order.status == OrderStatus::Confirmed {
-                for line in &order.lines {
-                    *confirmed.entry(line.product_id).or_default() += line.quantity;
+        for (id, order) in &self.orders {
+            for line in &order.lines {
+                *confirmed.entry(line.product_id).or_default() += order.reserved_units(line);
+                if !(0 <= line.returned && line.returned <= line.shipped)
+                    || line.shipped > line.quantity
+                {
+                    violations.push(format!(
+                        "order {id}: a line of {} has {} ordered, {} shipped, {} returned",
+                        line.product_id, line.quantity, line.shipped, line.returned
+                    ));
                 }
             }
         }
@@ -450,7 +539,7 @@ impl Inventory {
             let want = confirmed.get(id).copied().unwrap_or(0);
             if p.reserved != want {
                 violations.push(format!(
-                    "{id}: reserved {} != confirmed quantities {want}",
+                    "{id}: reserved {} != open orders' unshipped units {want}",
                     p.reserved
                 ));
             }

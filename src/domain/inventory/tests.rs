@@ -3,13 +3,14 @@
 
 use super::*;
 use crate::domain::events::{
-    OrderCancelRequested, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipRequested,
-    OrderShipped, ProductCreated, PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused,
+    OrderCancelRequested, OrderCancelled, OrderConfirmed, OrderPlaced, OrderReturnRequested,
+    OrderShipRequested, OrderShipmentRequested, OrderShipped, ProductCreated, ProductQuantity,
+    PurchaseOrderReceived, ReturnLine, StockAdjusted, StockAdjustmentRefused,
     StockAdjustmentRequested, StockCounted,
 };
-use crate::domain::status::{AdjustmentReason, AdjustmentRefusal};
-use crate::domain::AdjustmentId;
+use crate::domain::status::{AdjustmentReason, AdjustmentRefusal, ReturnDisposition};
 use crate::domain::Envelope;
+use crate::domain::{AdjustmentId, ReturnId, ShipmentId};
 use chrono::{DateTime, TimeZone, Utc};
 
 fn at(second: i64) -> DateTime<Utc> {
@@ -135,6 +136,47 @@ fn ship(order_id: OrderId) -> DomainEvent {
     DomainEvent::OrderShipRequested(OrderShipRequested { order_id })
 }
 
+/// An `order.shipped` as v1 wrote it (upcast): every unshipped unit.
+fn shipped_whole(order_id: OrderId) -> DomainEvent {
+    DomainEvent::OrderShipped(OrderShipped {
+        order_id,
+        shipment_id: None,
+        lines: None,
+        complete: true,
+    })
+}
+
+fn ship_lines(order_id: OrderId, lines: &[(ProductId, i64)]) -> DomainEvent {
+    DomainEvent::OrderShipmentRequested(OrderShipmentRequested {
+        order_id,
+        shipment_id: ShipmentId::new(),
+        lines: lines
+            .iter()
+            .map(|&(product_id, quantity)| ProductQuantity {
+                product_id,
+                quantity,
+            })
+            .collect(),
+    })
+}
+
+fn take_back(order_id: OrderId, lines: &[(ProductId, i64, ReturnDisposition)]) -> DomainEvent {
+    DomainEvent::OrderReturnRequested(OrderReturnRequested {
+        order_id,
+        return_id: ReturnId::new(),
+        lines: lines
+            .iter()
+            .map(|&(product_id, quantity, disposition)| ReturnLine {
+                product_id,
+                quantity,
+                disposition,
+            })
+            .collect(),
+        reason: "changed mind".into(),
+        location_id: None,
+    })
+}
+
 fn adjust(product_id: ProductId, delta: i64, expected_on_hand: Option<i64>) -> DomainEvent {
     DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
         adjustment_id: AdjustmentId::new(),
@@ -184,7 +226,13 @@ fn types(events: &[DomainEvent]) -> Vec<&'static str> {
 
 fn refusal(events: &[DomainEvent]) -> String {
     match events {
-        [DomainEvent::AlertRaised(a)] if a.kind == AlertKind::CommandRefused => a.message.clone(),
+        // A shipment's or return's refusal comes first as its own event.
+        [DomainEvent::AlertRaised(a)]
+        | [DomainEvent::OrderShipmentRefused(_) | DomainEvent::OrderReturnRefused(_), DomainEvent::AlertRaised(a)]
+            if a.kind == AlertKind::CommandRefused =>
+        {
+            a.message.clone()
+        }
         other => panic!("expected one refusal, got {other:?}"),
     }
 }
@@ -326,7 +374,7 @@ fn decision_events_that_do_not_fit_the_state_are_refused() {
         order_id: order,
         total,
     });
-    let shipped = DomainEvent::OrderShipped(OrderShipped { order_id: order });
+    let shipped = shipped_whole(order);
     let cancelled = DomainEvent::OrderCancelled(OrderCancelled { order_id: order });
     let before = w.inventory.clone();
     let err = w.inventory.clone().apply(&confirmed, 0).unwrap_err();
@@ -349,9 +397,7 @@ fn decision_events_that_do_not_fit_the_state_are_refused() {
         .unwrap_err()
         .0
         .contains("is SHIPPED"));
-    let ghost = DomainEvent::OrderShipped(OrderShipped {
-        order_id: OrderId::new(),
-    });
+    let ghost = shipped_whole(OrderId::new());
     assert!(before
         .clone()
         .apply(&ghost, 0)
@@ -757,6 +803,168 @@ fn a_count_below_what_orders_hold_is_refused() {
 }
 
 #[test]
+fn a_partial_shipment_ships_some_units_and_the_rest_ships_later() {
+    let mut w = World::new();
+    let (a, b) = (w.product("A", 0, 0, 10), w.product("B", 0, 0, 10));
+    let (order, placed) = place(&[(a, 3), (b, 2), (a, 1)]);
+    w.one(placed);
+    assert_eq!(w.stock(a), (10, 4));
+    // 4 of A span two lines: the first takes 3, the third 1.
+    let follow = w.one(ship_lines(order, &[(a, 4)]));
+    assert_eq!(types(&follow), ["order.shipped"]);
+    let DomainEvent::OrderShipped(shipped) = &follow[0] else {
+        unreachable!()
+    };
+    assert!(!shipped.complete);
+    let lines = shipped.lines.as_ref().unwrap();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| (l.line_no, l.quantity))
+            .collect::<Vec<_>>(),
+        [(0, 3), (2, 1)]
+    );
+    assert_eq!(w.status(order), OrderStatus::PartiallyShipped);
+    assert_eq!((w.stock(a), w.stock(b)), ((6, 0), (10, 2)));
+    // The old ship command ships what is left, and completes the order.
+    w.one(ship(order));
+    assert_eq!(w.status(order), OrderStatus::Shipped);
+    assert_eq!(w.stock(b), (8, 0));
+    assert!(w.inventory.invariant_violations().is_empty());
+}
+
+#[test]
+fn shipping_more_than_a_line_has_unshipped_is_refused_with_a_reason() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 3)]);
+    w.one(placed);
+    w.one(ship_lines(order, &[(a, 2)]));
+    let follow = w.one(ship_lines(order, &[(a, 2)]));
+    assert_eq!(types(&follow), ["order.shipment_refused", "alert.raised"]);
+    assert!(refusal(&follow).contains("2 of"), "{}", refusal(&follow));
+    assert!(
+        refusal(&follow).contains("has 1 unshipped"),
+        "{}",
+        refusal(&follow)
+    );
+    assert_eq!(w.stock(a), (8, 1), "nothing moved");
+    let stranger = ProductId::new();
+    let follow = w.one(ship_lines(order, &[(stranger, 1)]));
+    assert!(refusal(&follow).contains("not in the order"));
+}
+
+#[test]
+fn cancelling_a_partly_shipped_order_releases_only_what_did_not_ship() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 5)]);
+    w.one(placed);
+    w.one(ship_lines(order, &[(a, 2)]));
+    assert_eq!(w.stock(a), (8, 3));
+    w.one(cancel(order));
+    assert_eq!(w.status(order), OrderStatus::Cancelled);
+    assert_eq!(w.stock(a), (8, 0));
+    // The shipped units stay sold: 2 × 2.50.
+    assert_eq!(w.inventory.orders[&order].sold_cents(), 500);
+    assert!(w.inventory.invariant_violations().is_empty());
+}
+
+#[test]
+fn a_return_restocks_or_records_damage_and_takes_the_value_off_the_sales() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 4)]);
+    w.one(placed);
+    w.one(ship(order));
+    assert_eq!(w.stock(a), (6, 0));
+    let follow = w.one(take_back(
+        order,
+        &[
+            (a, 2, ReturnDisposition::Restock),
+            (a, 1, ReturnDisposition::Damaged),
+        ],
+    ));
+    let DomainEvent::OrderReturned(returned) = &follow[0] else {
+        panic!("{follow:?}")
+    };
+    assert_eq!(returned.refund.cents(), 750);
+    assert_eq!(w.stock(a), (8, 0), "only the restocked units come back");
+    let product = &w.inventory.products[&a];
+    assert_eq!(product.restocked_total, 2);
+    let line = &w.inventory.orders[&order].lines[0];
+    assert_eq!((line.shipped, line.returned), (4, 3));
+    assert_eq!(w.inventory.orders[&order].sold_cents(), 250);
+    let last = w.inventory.journal.last().unwrap();
+    assert_eq!(
+        (last.kind, last.on_hand_delta, last.cause.order_id),
+        (MovementKind::Returned, 2, Some(order))
+    );
+    assert!(w.inventory.invariant_violations().is_empty());
+    assert_eq!(w.replayed(), w.inventory);
+}
+
+#[test]
+fn a_return_larger_than_shipped_and_not_returned_is_refused() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 4)]);
+    w.one(placed);
+    let follow = w.one(take_back(order, &[(a, 1, ReturnDisposition::Restock)]));
+    assert_eq!(types(&follow), ["order.return_refused", "alert.raised"]);
+    assert!(
+        refusal(&follow).contains("shipped nothing"),
+        "{}",
+        refusal(&follow)
+    );
+    w.one(ship_lines(order, &[(a, 2)]));
+    w.one(take_back(order, &[(a, 1, ReturnDisposition::Restock)]));
+    let follow = w.one(take_back(order, &[(a, 2, ReturnDisposition::Damaged)]));
+    assert!(
+        refusal(&follow).contains("1 shipped and not returned"),
+        "{}",
+        refusal(&follow)
+    );
+    assert_eq!(w.stock(a), (9, 2));
+}
+
+#[test]
+fn decided_shipments_and_returns_that_do_not_fit_are_refused_by_apply() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 10);
+    let (order, placed) = place(&[(a, 2)]);
+    w.one(placed);
+    let too_many = DomainEvent::OrderShipped(OrderShipped {
+        order_id: order,
+        shipment_id: None,
+        lines: Some(vec![crate::domain::events::LineQuantity {
+            line_no: 0,
+            product_id: a,
+            quantity: 3,
+        }]),
+        complete: true,
+    });
+    assert!(w.inventory.clone().apply(&too_many, 0).is_err());
+    let not_complete = DomainEvent::OrderShipped(OrderShipped {
+        order_id: order,
+        shipment_id: None,
+        lines: Some(vec![crate::domain::events::LineQuantity {
+            line_no: 0,
+            product_id: a,
+            quantity: 2,
+        }]),
+        complete: false,
+    });
+    assert!(w
+        .inventory
+        .clone()
+        .apply(&not_complete, 0)
+        .unwrap_err()
+        .0
+        .contains("complete"));
+}
+
+#[test]
 fn handling_is_deterministic() {
     let mut w = World::new();
     let a = w.product("A", 5, 20, 6);
@@ -797,6 +1005,17 @@ mod properties {
         Ship {
             order: usize,
         },
+        ShipSome {
+            order: usize,
+            line: usize,
+            quantity: i64,
+        },
+        Return {
+            order: usize,
+            line: usize,
+            quantity: i64,
+            restock: bool,
+        },
         CancelUnknownOrder,
         ReceivePurchaseOrder {
             product: usize,
@@ -823,6 +1042,8 @@ mod properties {
             1 => Just(Command::PlaceUnknownProduct),
             3 => (0usize..64).prop_map(|order| Command::Cancel { order }),
             3 => (0usize..64).prop_map(|order| Command::Ship { order }),
+            3 => (0usize..64, 0usize..4, 1i64..4).prop_map(|(order, line, quantity)| Command::ShipSome { order, line, quantity }),
+            3 => (0usize..64, 0usize..4, 1i64..4, any::<bool>()).prop_map(|(order, line, quantity, restock)| Command::Return { order, line, quantity, restock }),
             1 => Just(Command::CancelUnknownOrder),
             2 => (0..PRODUCTS).prop_map(|product| Command::ReceivePurchaseOrder { product }),
             1 => (0..PRODUCTS).prop_map(|product| Command::ReceiveOldPurchaseOrder { product }),
@@ -831,6 +1052,14 @@ mod properties {
             2 => (0..PRODUCTS, 0i64..20, 0i64..5)
                 .prop_map(|(product, counted, seconds_ago)| Command::Count { product, counted, seconds_ago }),
         ]
+    }
+
+    /// The product of an order's line `line` (wrapping), or an unknown one.
+    fn line_product(w: &World, order: OrderId, line: usize) -> ProductId {
+        match w.inventory.orders.get(&order) {
+            Some(o) => o.lines[line % o.lines.len()].product_id,
+            None => ProductId::new(),
+        }
     }
 
     proptest! {
@@ -854,6 +1083,7 @@ mod properties {
                 let available_before: Vec<i64> =
                     products.iter().map(|p| w.inventory.products[p].available()).collect();
                 let is_adjustment = matches!(command, Command::Adjust { .. } | Command::Count { .. });
+                let is_fulfilment = !orders.is_empty() && matches!(command, Command::ShipSome { .. } | Command::Return { .. });
                 let event = match command {
                     Command::Receive { product, quantity } => receive(products[product], quantity),
                     Command::Place { lines } => {
@@ -869,7 +1099,20 @@ mod properties {
                     }
                     Command::Cancel { order } if !orders.is_empty() => cancel(orders[order % orders.len()]),
                     Command::Ship { order } if !orders.is_empty() => ship(orders[order % orders.len()]),
-                    Command::Cancel { .. } | Command::Ship { .. } | Command::CancelUnknownOrder => cancel(OrderId::new()),
+                    // A product of the order (one of its lines, or a
+                    // stranger when the order is unknown), a quantity that
+                    // may be more than the line has left.
+                    Command::ShipSome { order, line, quantity } if !orders.is_empty() => {
+                        let order = orders[order % orders.len()];
+                        ship_lines(order, &[(line_product(&w, order, line), quantity)])
+                    }
+                    Command::Return { order, line, quantity, restock } if !orders.is_empty() => {
+                        let order = orders[order % orders.len()];
+                        let disposition = if restock { ReturnDisposition::Restock } else { ReturnDisposition::Damaged };
+                        take_back(order, &[(line_product(&w, order, line), quantity, disposition)])
+                    }
+                    Command::Cancel { .. } | Command::Ship { .. } | Command::ShipSome { .. }
+                    | Command::Return { .. } | Command::CancelUnknownOrder => cancel(OrderId::new()),
                     Command::ReceivePurchaseOrder { product } => {
                         let product_id = products[product];
                         match w.inventory.products[&product_id].open_purchase_order {
@@ -901,6 +1144,10 @@ mod properties {
                 prop_assert!(violations.is_empty(), "step {}: {:?}", step, violations);
                 let adjustment_decisions = follow.iter().filter(|e| matches!(e, DomainEvent::StockAdjusted(_) | DomainEvent::StockAdjustmentRefused(_))).count();
                 prop_assert_eq!(adjustment_decisions, usize::from(is_adjustment), "an adjustment is decided once");
+                let fulfilment_decisions = follow.iter().filter(|e| matches!(e, DomainEvent::OrderShipped(_) | DomainEvent::OrderShipmentRefused(_) | DomainEvent::OrderReturned(_) | DomainEvent::OrderReturnRefused(_))).count();
+                if is_fulfilment {
+                    prop_assert_eq!(fulfilment_decisions, 1, "a shipment or return is decided once");
+                }
                 for (id, order) in &w.inventory.orders {
                     prop_assert!(order.status != OrderStatus::Pending, "order {} left pending", id);
                 }
