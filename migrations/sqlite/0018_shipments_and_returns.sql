@@ -32,4 +32,4 @@ CREATE TABLE fulfilments (
     requested_at BIGINT NOT NULL,
     decided_at BIGINT
 );
-CREATE INDEX fulfilments_by_order ON fulfilments (order_id, id);
+CREATE INDEX fulfilments_by_order ON fulfilments (order_id, requested_at, id);

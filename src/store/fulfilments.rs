@@ -107,14 +107,14 @@ impl Store {
         row.as_ref().map(fulfilment_from_row).transpose()
     }
 
-    /// An order's shipments and returns, oldest first (ids are
-    /// time-ordered), at most `SHOWN_PER_ORDER`.
+    /// An order's shipments and returns, oldest first (by the time they
+    /// were asked for), at most `SHOWN_PER_ORDER`.
     pub async fn order_fulfilments(
         &self,
         order_id: OrderId,
     ) -> Result<Vec<FulfilmentView>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {FULFILMENT_COLUMNS} FROM fulfilments WHERE order_id = $1 ORDER BY id LIMIT $2"
+            "SELECT {FULFILMENT_COLUMNS} FROM fulfilments WHERE order_id = $1 ORDER BY requested_at, id LIMIT $2"
         ))
         .bind(order_id.to_string())
         .bind(SHOWN_PER_ORDER)

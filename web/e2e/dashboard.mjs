@@ -114,7 +114,7 @@ try {
   const feedRow = page.locator('[data-testid="order-row"]', { hasText: placedId });
   await feedRow.getByTestId("order-status").filter({ hasText: "CONFIRMED" }).waitFor(WAIT);
 
-  step("the order opens with its lines, history and audit trail; shipping it moves it to SHIPPED");
+  step("the order opens with its lines, history and audit trail; a partial shipment makes it PARTIALLY_SHIPPED, shipping the rest SHIPPED");
   const drawer = page.getByTestId("order-drawer");
   await drawer.getByTestId("drawer-status").filter({ hasText: "CONFIRMED" }).waitFor(WAIT);
   await drawer.getByTestId("audit-trail").locator("li", { hasText: "order.placed" }).waitFor(WAIT);
@@ -123,10 +123,30 @@ try {
   const placedEntry = drawer.getByTestId("audit-trail").locator("li", { hasText: "order.placed" });
   check((await placedEntry.getByTestId("event-actor").innerText()).includes("api-token"), "order.placed names its actor");
   check((await drawer.getByTestId("audit-trail").locator("li", { hasText: "order.confirmed" }).getByTestId("event-actor").count()) === 0, "a decision has no actor");
+  // One unit of the two ships first: PARTIALLY_SHIPPED; "Ship all" the rest.
+  await drawer.getByTestId("line-quantity").first().fill("1");
+  await drawer.getByTestId("ship-lines").click();
+  await drawer.getByTestId("drawer-message").filter({ hasText: "shipped 1" }).waitFor(WAIT);
+  await drawer.getByTestId("drawer-status").filter({ hasText: "PARTIALLY_SHIPPED" }).waitFor(WAIT);
+  await drawer.getByTestId("order-line").first().locator('[data-field="shipped"]').filter({ hasText: "1" }).waitFor(WAIT);
   await drawer.getByTestId("ship").click();
-  await drawer.getByTestId("drawer-status").filter({ hasText: "SHIPPED" }).waitFor(WAIT);
-  await feedRow.getByTestId("order-status").filter({ hasText: "SHIPPED" }).waitFor(WAIT);
-  await drawer.getByTestId("status-history").locator("li", { hasText: "order.shipped" }).waitFor(WAIT);
+  await drawer.getByTestId("drawer-status").filter({ hasText: /^SHIPPED$/ }).waitFor(WAIT);
+  await feedRow.getByTestId("order-status").filter({ hasText: /^SHIPPED$/ }).waitFor(WAIT);
+  await drawer.getByTestId("status-history").locator("li", { hasText: "order.shipped" }).first().waitFor(WAIT);
+
+  step("a shipped unit comes back from the order drawer: restocked, with its refund");
+  await drawer.getByTestId("line-quantity").first().fill("1");
+  await drawer.getByTestId("return-disposition").selectOption("restock");
+  await drawer.getByTestId("return-reason").fill("wrong size");
+  await drawer.getByTestId("return-lines").click();
+  await drawer.getByTestId("drawer-message").filter({ hasText: "took back 1" }).waitFor(WAIT);
+  await drawer.getByTestId("order-line").first().locator('[data-field="returned"]').filter({ hasText: "1" }).waitFor(WAIT);
+  await drawer.locator('[data-testid="fulfilments"] li[data-kind="return"][data-status="applied"]').waitFor(WAIT);
+  // Returning more than shipped and not returned is refused with the reason.
+  await drawer.getByTestId("line-quantity").first().fill("2");
+  await drawer.getByTestId("return-lines").click();
+  await drawer.getByTestId("drawer-message").filter({ hasText: "shipped and not returned" }).waitFor(WAIT);
+  await page.screenshot({ path: `${shots}/order-returns.png` });
   await drawer.getByTestId("drawer-close").click();
 
   step("cancelling an order from its drawer moves it to CANCELLED");

@@ -137,6 +137,14 @@ impl Inventory {
         Ok(())
     }
 
+    /// A product as a message names it: its SKU, else its id.
+    fn product_name(&self, id: ProductId) -> String {
+        match self.products.get(&id).and_then(|p| p.sku.as_deref()) {
+            Some(sku) => format!("{sku} ({id})"),
+            None => format!("product {id}"),
+        }
+    }
+
     fn open_order(&self, order_id: OrderId, verb: &str) -> Result<&super::OrderState, Refused> {
         let order = self
             .orders
@@ -171,7 +179,13 @@ impl Inventory {
     ) -> Vec<DomainEvent> {
         let allocated = self.open_order(e.order_id, "ship").and_then(|order| {
             let asked = e.lines.iter().map(|l| (l.product_id, l.quantity));
-            allocate(&order.lines, asked, LineState::unshipped, "unshipped")
+            allocate(
+                &order.lines,
+                asked,
+                LineState::unshipped,
+                "unshipped",
+                &|id| self.product_name(id),
+            )
         });
         match allocated {
             Ok(lines) => {
@@ -197,7 +211,7 @@ impl Inventory {
                 })]
             }
             Err(Refused(why)) => {
-                let message = format!("cannot ship shipment {}: {why}", e.shipment_id);
+                let message = format!("cannot ship order {}: {why}", e.order_id);
                 vec![
                     DomainEvent::OrderShipmentRefused(OrderShipmentRefused {
                         order_id: e.order_id,
@@ -234,6 +248,7 @@ impl Inventory {
                         [(asked.product_id, asked.quantity)].into_iter(),
                         LineState::returnable,
                         "shipped and not returned",
+                        &|id| self.product_name(id),
                     ) {
                         Ok(parts) => {
                             for (line_no, quantity) in parts {
@@ -278,7 +293,7 @@ impl Inventory {
                 })]
             }
             Err(Refused(why)) => {
-                let message = format!("cannot take back return {}: {why}", e.return_id);
+                let message = format!("cannot take back a return of order {}: {why}", e.order_id);
                 vec![
                     DomainEvent::OrderReturnRefused(OrderReturnRefused {
                         order_id: e.order_id,
@@ -332,25 +347,28 @@ fn allocate(
     asked: impl Iterator<Item = (ProductId, i64)>,
     room: fn(&LineState) -> i64,
     what: &str,
+    name: &dyn Fn(ProductId) -> String,
 ) -> Result<Vec<(usize, i64)>, Refused> {
     let mut used = vec![0i64; lines.len()];
     let mut allocated = Vec::new();
     for (product_id, quantity) in asked {
         if quantity <= 0 {
             return Err(Refused(format!(
-                "the quantity of {product_id} is {quantity}; it must be positive"
+                "the quantity of {} is {quantity}; it must be positive",
+                name(product_id)
             )));
         }
         let of_product: Vec<usize> = (0..lines.len())
             .filter(|&i| lines[i].product_id == product_id)
             .collect();
         if of_product.is_empty() {
-            return Err(Refused(format!("product {product_id} is not in the order")));
+            return Err(Refused(format!("{} is not in the order", name(product_id))));
         }
         let available: i64 = of_product.iter().map(|&i| room(&lines[i]) - used[i]).sum();
         if quantity > available {
             return Err(Refused(format!(
-                "{quantity} of {product_id} asked, but the order has {available} {what}"
+                "{quantity} of {} asked, but the order has {available} {what}",
+                name(product_id)
             )));
         }
         let mut left = quantity;
