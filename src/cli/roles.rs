@@ -229,13 +229,17 @@ pub async fn run_simulate(
         }
         let report = simulator.run(shutdown).await;
         println!(
-            "orders accepted: {}, refused: {}, failed: {}; shipped: {}, cancelled: {}; \
+            "orders accepted: {}, refused: {}, failed: {}; shipped: {}, partial shipments: {}, \
+             cancelled: {}, returns: {}; adjustments and counts: {}; \
              purchase orders delivered: {}, direct restocks: {}",
             report.accepted,
             report.refused,
             report.failed,
             report.shipped,
+            report.partial_shipments,
             report.cancelled,
+            report.returns,
+            report.adjustments,
             report.deliveries,
             report.restocks
         );

@@ -100,6 +100,21 @@ struct OrderSummary {
     order_id: Uuid,
 }
 
+/// An order's lines as `GET /api/orders/{id}` gives them.
+#[derive(Debug, Deserialize)]
+struct OrderDetail {
+    #[serde(default)]
+    items: Vec<OrderItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OrderItem {
+    product_id: Uuid,
+    quantity: i64,
+    shipped: i64,
+    returned: i64,
+}
+
 #[derive(Debug, Deserialize)]
 struct PurchaseOrder {
     id: Uuid,
@@ -115,6 +130,20 @@ const ORDERS_PER_ROUND: usize = 10;
 /// The chance that a round also books an adjustment (damage, shrinkage, a
 /// unit found) of one product.
 const ADJUSTMENT_SHARE: f64 = 0.3;
+/// Of the confirmed orders the warehouse ships, this share goes out in two
+/// parts: the first line (or half of it) now, the rest next round.
+const PARTIAL_SHARE: f64 = 0.2;
+/// The chance that a round also takes back a unit of a recently shipped
+/// order (restocked, or now and then damaged).
+const RETURN_SHARE: f64 = 0.25;
+/// Recently shipped orders a customer may return from (the newest kept).
+const RETURNABLE_KEPT: usize = 100;
+const RETURN_REASONS: &[&str] = &[
+    "wrong size",
+    "changed mind",
+    "arrived late",
+    "not as described",
+];
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SimulatorReport {
@@ -122,7 +151,11 @@ pub struct SimulatorReport {
     pub refused: u64,
     pub failed: u64,
     pub shipped: u64,
+    /// Shipments of part of an order (the rest ships a round later).
+    pub partial_shipments: u64,
     pub cancelled: u64,
+    /// Returns booked (the workers refuse one of more than was shipped).
+    pub returns: u64,
     /// Adjustments and counts booked (the workers may refuse some: a stale
     /// on-hand, or stock held by orders).
     pub adjustments: u64,
@@ -177,6 +210,7 @@ impl Simulator {
         tracing::info!(profile = ?self.profile, products = products.len(), target = %self.target, "simulator placing orders");
         let mut rng = StdRng::from_os_rng();
         let mut placed: u64 = 0;
+        let mut shipped = std::collections::VecDeque::with_capacity(RETURNABLE_KEPT);
         loop {
             let wait = Duration::from_millis(rng.random_range(pause.clone()));
             tokio::select! {
@@ -193,7 +227,11 @@ impl Simulator {
             }
             placed += 1;
             if placed.is_multiple_of(10) {
-                self.warehouse_round(&mut rng, &mut report).await;
+                self.warehouse_round(&mut rng, &mut report, &mut shipped)
+                    .await;
+                if rng.random_bool(RETURN_SHARE) {
+                    self.returns_round(&mut rng, &shipped, &mut report).await;
+                }
                 if rng.random_bool(ADJUSTMENT_SHARE) {
                     self.stock_keeper_round(&mut rng, &products, &mut report)
                         .await;
@@ -223,27 +261,120 @@ impl Simulator {
             .await
     }
 
-    /// The warehouse ships confirmed orders; some customers cancel instead.
-    async fn warehouse_round(&self, rng: &mut StdRng, report: &mut SimulatorReport) {
+    /// The warehouse ships confirmed orders, some of them in two parts (the
+    /// rest of a partly shipped one goes out the next round); some
+    /// customers cancel instead. Orders shipped are noted in `shipped` (the
+    /// newest `RETURNABLE_KEPT`), for returns.
+    async fn warehouse_round(
+        &self,
+        rng: &mut StdRng,
+        report: &mut SimulatorReport,
+        shipped: &mut std::collections::VecDeque<Uuid>,
+    ) {
+        let mut note_shipped = |order: Uuid| {
+            if shipped.len() == RETURNABLE_KEPT {
+                shipped.pop_front();
+            }
+            shipped.push_back(order);
+        };
+        let path = format!("/api/orders?status=PARTIALLY_SHIPPED&limit={ORDERS_PER_ROUND}");
+        for order in self
+            .get::<Vec<OrderSummary>>(&path)
+            .await
+            .unwrap_or_default()
+        {
+            if self
+                .sent_ok(&format!("/api/orders/{}/ship", order.order_id), None)
+                .await
+            {
+                report.shipped += 1;
+                note_shipped(order.order_id);
+            }
+        }
         let path = format!("/api/orders?status=CONFIRMED&limit={ORDERS_PER_ROUND}");
         let Ok(confirmed) = self.get::<Vec<OrderSummary>>(&path).await else {
             return;
         };
         for order in confirmed {
-            let cancel = rng.random_bool(CANCEL_SHARE);
-            let action = if cancel { "cancel" } else { "ship" };
-            let sent = self
-                .post(&format!("/api/orders/{}/{action}", order.order_id))
-                .send()
-                .await;
-            if matches!(sent, Ok(ref r) if r.status().is_success()) {
-                if cancel {
+            let id = order.order_id;
+            if rng.random_bool(CANCEL_SHARE) {
+                if self
+                    .sent_ok(&format!("/api/orders/{id}/cancel"), None)
+                    .await
+                {
                     report.cancelled += 1;
-                } else {
-                    report.shipped += 1;
                 }
+            } else if rng.random_bool(PARTIAL_SHARE) {
+                let Ok(detail) = self.get::<OrderDetail>(&format!("/api/orders/{id}")).await else {
+                    continue;
+                };
+                let Some(first) = detail.items.first() else {
+                    continue;
+                };
+                // Half of the first line (at least one unit): the rest of
+                // the order ships next round.
+                let quantity = (first.quantity / 2).max(1);
+                let body =
+                    json!({"lines": [{"product_id": first.product_id, "quantity": quantity}]});
+                if self
+                    .sent_ok(&format!("/api/orders/{id}/shipments"), Some(body))
+                    .await
+                {
+                    report.partial_shipments += 1;
+                }
+            } else if self.sent_ok(&format!("/api/orders/{id}/ship"), None).await {
+                report.shipped += 1;
+                note_shipped(id);
             }
         }
+    }
+
+    /// A customer sends back one unit of a recently shipped order: mostly
+    /// restocked, one time in five damaged.
+    async fn returns_round(
+        &self,
+        rng: &mut StdRng,
+        shipped: &std::collections::VecDeque<Uuid>,
+        report: &mut SimulatorReport,
+    ) {
+        let Some(&id) = shipped.get(rng.random_range(0..shipped.len().max(1))) else {
+            return;
+        };
+        let Ok(detail) = self.get::<OrderDetail>(&format!("/api/orders/{id}")).await else {
+            return;
+        };
+        let Some(line) = detail.items.iter().find(|l| l.shipped > l.returned) else {
+            return;
+        };
+        let disposition = if rng.random_bool(0.2) {
+            "damaged"
+        } else {
+            "restock"
+        };
+        let reason = RETURN_REASONS
+            .choose(rng)
+            .copied()
+            .unwrap_or("changed mind");
+        let body = json!({
+            "lines": [{"product_id": line.product_id, "quantity": 1, "disposition": disposition}],
+            "reason": reason,
+        });
+        if self
+            .sent_ok(&format!("/api/orders/{id}/returns"), Some(body))
+            .await
+        {
+            report.returns += 1;
+        }
+    }
+
+    /// POSTs `body` (if any) to `path`; whether the gateway accepted it.
+    async fn sent_ok(&self, path: &str, body: Option<serde_json::Value>) -> bool {
+        let request = self.post(path);
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        matches!(request.send().await, Ok(r) if r.status().is_success())
     }
 
     /// The stock keeper books one adjustment of a random product, on the
