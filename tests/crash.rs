@@ -1,9 +1,14 @@
 //! kill -9 under load, then restart: every order the gateway answered 202 is
-//! processed, exactly once, and the business invariants hold.
+//! processed, exactly once, every shipment, return, adjustment and count
+//! beside them is decided exactly once, and the business invariants (the
+//! ledger's included) hold.
 
 use crate::common;
 
-use common::load::{assert_accepted_orders_processed_once, place_orders_until};
+use common::load::{
+    assert_accepted_orders_processed_once, assert_commands_decided_once, place_orders_until,
+    run_commands_while, CommandReport,
+};
 use common::process::assert_rebuild_identical;
 use common::process::{free_port, Role, ServeAndWorker, SharedDeployment};
 use common::Api;
@@ -12,6 +17,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamstock::store::Store;
 use uuid::Uuid;
+
+/// Orders from 6 clients and, beside them, the warehouse's and stock
+/// keeper's commands (shipments, returns, cancels, adjustments, counts),
+/// for `millis`.
+fn load_with_commands(
+    api: &Arc<Api>,
+    products: &[Uuid],
+    millis: u64,
+) -> (
+    tokio::task::JoinHandle<common::load::LoadReport>,
+    tokio::task::JoinHandle<CommandReport>,
+) {
+    let stop = Instant::now() + Duration::from_millis(millis);
+    let load = tokio::spawn(place_orders_until(api.clone(), 6, products.to_vec(), stop));
+    let running = tokio_util::sync::CancellationToken::new();
+    let warehouse = tokio::spawn(run_commands_while(
+        api.clone(),
+        products.to_vec(),
+        running.clone(),
+    ));
+    tokio::spawn(async move {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(stop)).await;
+        running.cancel();
+    });
+    (load, warehouse)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_all_survives_kill_9_under_load() {
@@ -39,20 +70,17 @@ async fn embedded_all_survives_kill_9_under_load() {
     ];
     let products: Vec<Uuid> = stock.iter().map(|s| s.0).collect();
     let mut accepted = HashSet::new();
+    let mut commands = CommandReport::default();
     for round in 0..3 {
         if running.is_none() {
             running = Some(Role::start("all", &args, &[]));
             api.wait_healthy().await;
         }
-        let load = tokio::spawn(place_orders_until(
-            api.clone(),
-            6,
-            products.clone(),
-            Instant::now() + Duration::from_millis(1500),
-        ));
+        let (load, warehouse) = load_with_commands(&api, &products, 1500);
         tokio::time::sleep(Duration::from_millis(700 + 100 * round)).await;
         running.take().expect("started above").kill_hard();
         accepted.extend(load.await.unwrap().accepted);
+        commands.absorb(warehouse.await.unwrap());
     }
     assert!(
         accepted.len() > 20,
@@ -66,6 +94,7 @@ async fn embedded_all_survives_kill_9_under_load() {
         .await
         .unwrap();
     assert_accepted_orders_processed_once(&api, &store, &accepted, &stock).await;
+    assert_commands_decided_once(&store, &commands).await;
     assert!(last.terminate().success());
     // Replaying the archive the crashes left gives the same read model.
     assert_rebuild_identical(&["--data-dir", &data_dir], &[]);
@@ -82,25 +111,23 @@ async fn valkey_postgres_worker_killed_under_load_loses_nothing() {
     let (api, stock, products) = (stage.api.clone(), stage.stock.clone(), stage.product_ids());
 
     let mut accepted = HashSet::new();
+    let mut commands = CommandReport::default();
     let mut unanswered = 0;
     for round in 0..3 {
         let victim = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
-        let load = tokio::spawn(place_orders_until(
-            api.clone(),
-            6,
-            products.clone(),
-            Instant::now() + Duration::from_millis(1500),
-        ));
+        let (load, warehouse) = load_with_commands(&api, &products, 1500);
         tokio::time::sleep(Duration::from_millis(600 + 150 * round)).await;
         victim.kill_hard();
         let report = load.await.unwrap();
         accepted.extend(report.accepted);
         unanswered += report.unanswered;
+        commands.absorb(warehouse.await.unwrap());
     }
     assert!(accepted.len() > 20, "too few orders: {}", accepted.len());
 
     let store = Store::connect(&deployment.database).await.unwrap();
     assert_accepted_orders_processed_once(&api, &store, &accepted, &stock).await;
+    assert_commands_decided_once(&store, &commands).await;
     // The gateway was never killed: every request that got an answer is
     // accounted for, so the read model holds exactly the orders answered 202
     // (give or take requests that timed out on the client, if any).

@@ -125,12 +125,201 @@ pub async fn assert_accepted_orders_processed_once(
         .await
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
+    // Receipts applied exactly once (on-hand also moves with shipments,
+    // adjustments and returns, which the invariants account for).
     for (id, received) in stock {
-        let product = api.product(id).await.expect(200);
+        let received_total: i64 =
+            sqlx::query_scalar("SELECT received_total FROM inventory WHERE product_id = $1")
+                .bind(id.to_string())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
         assert_eq!(
-            product.on_hand, *received,
-            "stock applied exactly once: {product:?}"
+            received_total, *received,
+            "stock of {id} applied exactly once"
         );
+    }
+}
+
+/// The commands a warehouse client got 202 for: shipments and returns,
+/// adjustments and counts, by id.
+#[derive(Debug, Default)]
+pub struct CommandReport {
+    pub fulfilments: HashSet<Uuid>,
+    pub adjustments: HashSet<Uuid>,
+    pub answered_409: usize,
+}
+
+impl CommandReport {
+    pub fn absorb(&mut self, other: CommandReport) {
+        self.fulfilments.extend(other.fulfilments);
+        self.adjustments.extend(other.adjustments);
+        self.answered_409 += other.answered_409;
+    }
+}
+
+/// A warehouse and a stock keeper working beside the order traffic, until
+/// `running` is cancelled: in turn a partial shipment (one unit of a
+/// confirmed order's first line), a ship of the rest, a cancel, a return
+/// of a shipped unit (restocked or damaged), an adjustment, a count. An
+/// answer other than 202, 409 (the order moved on meanwhile) or 503 fails
+/// the test; a request without an answer (a gateway killed) is skipped.
+pub async fn run_commands_while(
+    api: Arc<Api>,
+    products: Vec<Uuid>,
+    running: tokio_util::sync::CancellationToken,
+) -> CommandReport {
+    let mut report = CommandReport::default();
+    let mut turn = 0usize;
+    while !running.is_cancelled() {
+        turn += 1;
+        let status = if turn % 6 == 3 {
+            "SHIPPED"
+        } else {
+            "CONFIRMED"
+        };
+        let orders = listed(&api, &format!("/api/orders?status={status}&limit=20")).await;
+        let order = orders
+            .get(turn % orders.len().max(1))
+            .and_then(|o| o["order_id"].as_str())
+            .map(str::to_string);
+        let product = products[turn % products.len()];
+        let (path, body) = match (turn % 6, order) {
+            (0 | 3, Some(order)) => {
+                let detail = listed_one(&api, &format!("/api/orders/{order}")).await;
+                let Some(first) = detail["items"].get(0).cloned() else {
+                    continue;
+                };
+                let line = json!({"product_id": first["product_id"], "quantity": 1});
+                if turn % 6 == 0 {
+                    (
+                        format!("/api/orders/{order}/shipments"),
+                        json!({"lines": [line]}),
+                    )
+                } else {
+                    let mut line = line;
+                    line["disposition"] = json!(if turn % 12 == 3 { "damaged" } else { "restock" });
+                    (
+                        format!("/api/orders/{order}/returns"),
+                        json!({"lines": [line], "reason": "kill -9 mix"}),
+                    )
+                }
+            }
+            (1, Some(order)) => (format!("/api/orders/{order}/ship"), Value::Null),
+            (2, Some(order)) => (format!("/api/orders/{order}/cancel"), Value::Null),
+            (4, _) => (
+                format!("/api/products/{product}/adjustments"),
+                json!({"delta": if turn % 8 == 4 { -1 } else { 1 }, "reason": "correction"}),
+            ),
+            (5, _) => {
+                let on_hand =
+                    listed_one(&api, &format!("/api/products/{product}")).await["on_hand"].as_i64();
+                let Some(on_hand) = on_hand else { continue };
+                (
+                    format!("/api/products/{product}/counts"),
+                    json!({"counted": on_hand}),
+                )
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let mut request = api
+            .http
+            .post(api.url(&path))
+            .timeout(Duration::from_secs(8));
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let Ok(answer) = request.send().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        match status {
+            202 => {
+                if let Some(id) = body["id"].as_str() {
+                    report.fulfilments.insert(id.parse().unwrap());
+                }
+                if let Some(id) = body["adjustment_id"].as_str() {
+                    report.adjustments.insert(id.parse().unwrap());
+                }
+            }
+            409 => report.answered_409 += 1,
+            503 => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("{path}: unexpected status {other}: {body}"),
+        }
+    }
+    eprintln!(
+        "commands answered 202: {} shipments and returns, {} adjustments and counts; {} answered 409",
+        report.fulfilments.len(),
+        report.adjustments.len(),
+        report.answered_409
+    );
+    report
+}
+
+/// A JSON array the gateway answers `path` with (empty if it does not).
+async fn listed(api: &Api, path: &str) -> Vec<Value> {
+    listed_one(api, path)
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The JSON the gateway answers `path` with (null if it does not answer).
+async fn listed_one(api: &Api, path: &str) -> Value {
+    let sent = api
+        .http
+        .get(api.url(path))
+        .timeout(Duration::from_secs(8))
+        .send()
+        .await;
+    match sent {
+        Ok(answer) if answer.status().is_success() => answer.json().await.unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+/// Every command answered 202 was decided, exactly once: its row is no
+/// longer pending, and the archive holds one decision for it.
+pub async fn assert_commands_decided_once(store: &Store, commands: &CommandReport) {
+    let kinds: [(&HashSet<Uuid>, &str, &str); 2] = [
+        (
+            &commands.fulfilments,
+            "fulfilments",
+            "'order.shipped', 'order.shipment_refused', 'order.returned', 'order.return_refused'",
+        ),
+        (
+            &commands.adjustments,
+            "stock_adjustments",
+            "'stock.adjusted', 'stock.adjustment_refused'",
+        ),
+    ];
+    for (ids, table, decisions) in kinds {
+        for id in ids {
+            let status: Option<String> =
+                sqlx::query_scalar(&format!("SELECT status FROM {table} WHERE id = $1"))
+                    .bind(id.to_string())
+                    .fetch_optional(store.pool())
+                    .await
+                    .unwrap();
+            assert!(
+                matches!(status.as_deref(), Some("applied" | "refused")),
+                "{table} {id} answered 202 is {status:?}"
+            );
+            let decided: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM event_archive WHERE event_type IN ({decisions}) AND payload LIKE $1"
+            ))
+            .bind(format!("%{id}%"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(decided, 1, "{table} {id} decided {decided} times");
+        }
     }
 }
 
