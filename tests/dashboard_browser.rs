@@ -72,6 +72,7 @@ async fn dashboard_operates_the_pipeline_in_chromium() {
     .await
     .unwrap();
     let mut odd = DomainEvent::StockReceived(StockReceived {
+        location_id: None,
         product_id: a.into(),
         quantity: 1,
         purchase_order_id: None,

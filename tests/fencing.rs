@@ -18,6 +18,7 @@ const GROUP: &str = "fencing-test";
 
 fn receipt(partition: u32, seq: u64) -> Decoded {
     let event = DomainEvent::StockReceived(StockReceived {
+        location_id: None,
         product_id: ProductId::new(),
         quantity: 1,
         purchase_order_id: None,

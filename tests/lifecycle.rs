@@ -285,7 +285,7 @@ async fn restock_cycle(backend: Backend) {
         receipt.payload["purchase_order_id"],
         po_id.as_uuid().to_string()
     );
-    assert_eq!(receipt.version, 2);
+    assert_eq!(receipt.version, 3);
     // Received twice: 409; unknown: 404; bad status filter: 422.
     assert_eq!(app.receive_purchase_order(po_id).await.status, 409);
     assert_eq!(app.receive_purchase_order(Uuid::now_v7()).await.status, 404);
@@ -388,7 +388,7 @@ async fn valkey_postgres_older_versions_are_upcast_newer_dead_lettered() {
     };
     let old = envelope(1, 4);
     log.append(&old).await.unwrap();
-    log.append(&envelope(3, 100)).await.unwrap();
+    log.append(&envelope(4, 100)).await.unwrap();
     app.wait_for("the v1 receipt applied", || async {
         stock(&app, p).await == (5, 0)
     })
@@ -402,11 +402,11 @@ async fn valkey_postgres_older_versions_are_upcast_newer_dead_lettered() {
         v1.envelope.version, 1,
         "the archive keeps the event as it was written"
     );
-    app.wait_for("the v3 receipt dead-lettered", || async {
+    app.wait_for("the v4 receipt dead-lettered", || async {
         let letters = app.dead_letters().await.expect(200);
         letters.iter().any(|l| {
             l.error.contains(
-                "`stock.received` has version 3, newer than the 2 this worker understands",
+                "`stock.received` has version 4, newer than the 3 this worker understands",
             )
         })
     })
@@ -414,7 +414,7 @@ async fn valkey_postgres_older_versions_are_upcast_newer_dead_lettered() {
     assert_eq!(
         stock(&app, p).await,
         (5, 0),
-        "the v3 receipt changed nothing"
+        "the v4 receipt changed nothing"
     );
     rebuild_reproduces(app).await;
 }

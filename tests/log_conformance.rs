@@ -253,6 +253,7 @@ async fn retention_keeps_acked_entries(open: Opener) {
 
 fn event(key: Uuid, quantity: i64) -> Envelope {
     DomainEvent::StockReceived(StockReceived {
+        location_id: None,
         product_id: key.into(),
         quantity,
         purchase_order_id: None,

@@ -353,6 +353,7 @@ async fn json_logs_carry_the_event_span_of_the_event_being_handled() {
     .unwrap();
     let product = uuid::Uuid::new_v4();
     let failing = DomainEvent::StockReceived(StockReceived {
+        location_id: None,
         product_id: product.into(),
         quantity: -3,
         purchase_order_id: None,

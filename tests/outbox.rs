@@ -51,6 +51,7 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
         ),
         decoded(
             DomainEvent::StockReceived(StockReceived {
+                location_id: None,
                 product_id: product,
                 quantity: 3,
                 purchase_order_id: None,

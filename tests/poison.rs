@@ -24,6 +24,7 @@ use uuid::Uuid;
 fn poison_then_good(product: Uuid) -> Vec<Envelope> {
     let receipt = |quantity| {
         DomainEvent::StockReceived(StockReceived {
+            location_id: None,
             product_id: product.into(),
             quantity,
             purchase_order_id: None,
@@ -233,6 +234,7 @@ async fn attempts_survive_restarts() {
         let log = EmbeddedLog::open(&dir.path().join("log"), 4).unwrap();
         log.append(
             &DomainEvent::StockReceived(StockReceived {
+                location_id: None,
                 product_id: product.into(),
                 quantity: -1,
                 purchase_order_id: None,

@@ -55,6 +55,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
             reorder_quantity: 5,
         }),
         DomainEvent::StockReceived(StockReceived {
+            location_id: None,
             product_id: product,
             quantity: 10,
             purchase_order_id: None,

@@ -115,8 +115,9 @@ macro_rules! event_types {
 
 event_types! {
     ProductCreated => "product.created", version 1;
-    // v2 added `purchase_order_id` (a receipt that closes a purchase order).
-    StockReceived => "stock.received", version 2;
+    // v2 added `purchase_order_id` (a receipt that closes a purchase order),
+    // v3 `location_id`, as every stock event's v2 did.
+    StockReceived => "stock.received", version 3;
     OrderPlaced => "order.placed", version 1;
     OrderConfirmed => "order.confirmed", version 1;
     OrderRejected => "order.rejected", version 1;
@@ -129,10 +130,10 @@ event_types! {
     PurchaseOrderDrafted => "purchase_order.drafted", version 1;
     PurchaseOrderReceived => "purchase_order.received", version 1;
     AlertRaised => "alert.raised", version 1;
-    StockAdjustmentRequested => "stock.adjustment_requested", version 1;
-    StockAdjusted => "stock.adjusted", version 1;
-    StockAdjustmentRefused => "stock.adjustment_refused", version 1;
-    StockCounted => "stock.counted", version 1;
+    StockAdjustmentRequested => "stock.adjustment_requested", version 2;
+    StockAdjusted => "stock.adjusted", version 2;
+    StockAdjustmentRefused => "stock.adjustment_refused", version 2;
+    StockCounted => "stock.counted", version 2;
     OrderShipmentRequested => "order.shipment_requested", version 1;
     OrderShipmentRefused => "order.shipment_refused", version 1;
     OrderReturnRequested => "order.return_requested", version 1;
@@ -290,6 +291,21 @@ impl DomainEvent {
             DomainEvent::StockAdjusted(e) => e.product_id.to_string(),
             DomainEvent::StockAdjustmentRefused(e) => e.product_id.to_string(),
             DomainEvent::StockCounted(e) => e.product_id.to_string(),
+        }
+    }
+
+    /// The location a stock event names; None for the default location and
+    /// for events that are not about stock.
+    pub fn location_id(&self) -> Option<super::LocationId> {
+        match self {
+            DomainEvent::StockReceived(e) => e.location_id,
+            DomainEvent::StockAdjustmentRequested(e) => e.location_id,
+            DomainEvent::StockAdjusted(e) => e.location_id,
+            DomainEvent::StockAdjustmentRefused(e) => e.location_id,
+            DomainEvent::StockCounted(e) => e.location_id,
+            DomainEvent::OrderReturnRequested(e) => e.location_id,
+            DomainEvent::OrderReturned(e) => e.location_id,
+            _ => None,
         }
     }
 
@@ -455,6 +471,22 @@ pub fn upcast(
                         .or_insert(serde_json::Value::Null);
                 }
             }
+            // A stock event from before locations: its stock is at the
+            // default location.
+            (EventType::StockReceived, 2)
+            | (
+                EventType::StockAdjustmentRequested
+                | EventType::StockAdjusted
+                | EventType::StockAdjustmentRefused
+                | EventType::StockCounted,
+                1,
+            ) => {
+                if let Some(fields) = payload.as_object_mut() {
+                    fields
+                        .entry("location_id")
+                        .or_insert(serde_json::Value::Null);
+                }
+            }
             // v1 → v2: a v1 shipment shipped the whole order, which only a
             // confirmed order (nothing shipped yet) could do.
             (EventType::OrderShipped, 1) => {
@@ -612,7 +644,7 @@ mod tests {
     }
 
     #[test]
-    fn stock_received_v1_is_upcast_to_v2() {
+    fn stock_received_v1_is_upcast_to_the_current_version() {
         let product_id = ProductId::new();
         let v1 = Envelope {
             event_id: Uuid::now_v7(),
@@ -626,26 +658,75 @@ mod tests {
         assert_eq!(
             DomainEvent::from_envelope(&v1).unwrap(),
             DomainEvent::StockReceived(StockReceived {
+                location_id: None,
                 product_id,
                 quantity: 7,
                 purchase_order_id: None,
             })
         );
         // What this build writes is the current version, and reads back as is.
-        let v2 = DomainEvent::StockReceived(StockReceived {
+        let current = DomainEvent::StockReceived(StockReceived {
+            location_id: None,
             product_id,
             quantity: 3,
             purchase_order_id: Some(PurchaseOrderId::new()),
         })
         .into_envelope(Utc::now());
-        assert_eq!(v2.version, 2);
-        assert!(DomainEvent::from_envelope(&v2).is_ok());
-        let mut v3 = v2.clone();
-        v3.version = 3;
+        assert_eq!(current.version, 3);
+        assert!(DomainEvent::from_envelope(&current).is_ok());
+        let mut newer = current.clone();
+        newer.version = 4;
         assert!(matches!(
-            DomainEvent::from_envelope(&v3),
-            Err(DecodeError::NewerVersion { understood: 2, .. })
+            DomainEvent::from_envelope(&newer),
+            Err(DecodeError::NewerVersion { understood: 3, .. })
         ));
+        // A v2 receipt (before locations) is at the default location.
+        let mut v2 = current.clone();
+        v2.version = 2;
+        v2.payload.as_object_mut().unwrap().remove("location_id");
+        assert!(matches!(
+            DomainEvent::from_envelope(&v2),
+            Ok(DomainEvent::StockReceived(StockReceived {
+                location_id: None,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn stock_events_of_v1_are_at_the_default_location() {
+        let product_id = ProductId::new();
+        for (event_type, payload) in [
+            (
+                "stock.adjustment_requested",
+                serde_json::json!({"adjustment_id": Uuid::now_v7(), "product_id": product_id, "delta": -1, "reason": "damaged"}),
+            ),
+            (
+                "stock.adjusted",
+                serde_json::json!({"adjustment_id": Uuid::now_v7(), "product_id": product_id, "delta": -1, "reason": "damaged"}),
+            ),
+            (
+                "stock.counted",
+                serde_json::json!({"adjustment_id": Uuid::now_v7(), "product_id": product_id, "counted": 4, "counted_at": 0}),
+            ),
+        ] {
+            let v1 = Envelope {
+                event_id: Uuid::now_v7(),
+                event_type: event_type.into(),
+                key: product_id.to_string(),
+                occurred_at: Utc::now(),
+                version: 1,
+                payload,
+                actor: None,
+            };
+            let upcast = upcast(v1.event_type.known().unwrap(), 1, v1.payload.clone());
+            assert_eq!(
+                upcast["location_id"],
+                serde_json::Value::Null,
+                "{event_type}"
+            );
+            assert!(DomainEvent::from_envelope(&v1).is_ok(), "{event_type}");
+        }
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct StockReceived {
     /// Set when the receipt is the delivery of a purchase order, which it
     /// closes; None for stock received directly (POST .../stock).
     pub purchase_order_id: Option<PurchaseOrderId>,
+    /// Where the stock is; none: the default location (every event
+    /// before locations, upcast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +242,10 @@ pub struct StockAdjustmentRequested {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_on_hand: Option<i64>,
+    /// Where the stock is; none: the default location (every event
+    /// before locations, upcast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// A decided change of on-hand: the worker applied an adjustment (or the
@@ -257,6 +265,10 @@ pub struct StockAdjusted {
     /// the book).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counted: Option<i64>,
+    /// Where the stock is; none: the default location (every event
+    /// before locations, upcast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// Someone counted a product's units on the shelf at `counted_at` (Unix
@@ -276,6 +288,10 @@ pub struct StockCounted {
     pub reference: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Where the stock is; none: the default location (every event
+    /// before locations, upcast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// The worker refused an adjustment; `on_hand` and `reserved` are the
@@ -293,6 +309,10 @@ pub struct StockAdjustmentRefused {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_by: Vec<OrderId>,
     pub message: String,
+    /// Where the stock is; none: the default location (every event
+    /// before locations, upcast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// How many of the orders holding a product's stock a refusal names.

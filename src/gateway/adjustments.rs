@@ -151,6 +151,7 @@ pub async fn count(
     let receipt = state
         .append(
             &DomainEvent::StockCounted(StockCounted {
+                location_id: None,
                 adjustment_id,
                 product_id,
                 counted,
@@ -201,6 +202,7 @@ pub async fn request(
     let receipt = state
         .append(
             &DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
+                location_id: None,
                 adjustment_id,
                 product_id,
                 delta,

@@ -313,6 +313,7 @@ pub async fn stock(
         let event = match row.change {
             RowChange::Adjust { delta, reason } => {
                 DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
+                    location_id: None,
                     adjustment_id,
                     product_id,
                     delta,
@@ -323,6 +324,7 @@ pub async fn stock(
                 })
             }
             RowChange::Count { counted } => DomainEvent::StockCounted(StockCounted {
+                location_id: None,
                 adjustment_id,
                 product_id,
                 counted,

@@ -357,6 +357,7 @@ pub async fn create(
     if let Some(quantity) = initial_stock {
         // Same key, same partition, after the creation: applied in order.
         let stock = DomainEvent::StockReceived(StockReceived {
+            location_id: None,
             product_id,
             quantity: quantity.get(),
             purchase_order_id: None,
@@ -421,6 +422,7 @@ pub async fn receive_stock(
     let receipt = state
         .append(
             &DomainEvent::StockReceived(StockReceived {
+                location_id: None,
                 product_id: id,
                 quantity: quantity.get(),
                 purchase_order_id: None,

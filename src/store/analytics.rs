@@ -142,6 +142,15 @@ impl Store {
 
     /// The archive's order column: a sequence on PostgreSQL, the rowid
     /// (assigned in insertion order) on SQLite.
+    /// How many events the archive holds (a benchmark's count of events
+    /// applied).
+    pub async fn archive_len(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_archive")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
     pub fn archive_seq(&self) -> &'static str {
         match self.dialect() {
             Dialect::Postgres => "seq",

@@ -59,6 +59,7 @@ async fn a_processor_task_whose_lease_was_revoked_cannot_commit() {
     let mut appended = Vec::new();
     for quantity in 1..=6 {
         let event = DomainEvent::StockReceived(StockReceived {
+            location_id: None,
             product_id: ProductId::new(),
             quantity,
             purchase_order_id: None,
@@ -145,6 +146,7 @@ async fn a_processor_task_whose_lease_was_revoked_cannot_commit() {
     );
     // Nor can it read, take over or ack the partition any more.
     let appended_late = DomainEvent::StockReceived(StockReceived {
+        location_id: None,
         product_id: ProductId::new(),
         quantity: 7,
         purchase_order_id: None,
@@ -189,6 +191,7 @@ async fn a_batch_retried_after_a_fence_dead_letters_once() {
     let group = PROCESSOR_GROUP;
     let stock_received = || {
         let event = DomainEvent::StockReceived(StockReceived {
+            location_id: None,
             product_id: ProductId::new(),
             quantity: 1,
             purchase_order_id: None,

@@ -544,10 +544,10 @@ impl Api {
                 let Some(stats) = self.stats().await.found() else {
                     return false;
                 };
-                use OrderStatus::{Cancelled, Confirmed, Rejected, Shipped};
-                let decided: i64 = [Confirmed, Rejected, Cancelled, Shipped]
-                    .into_iter()
-                    .map(|s| stats.figures.orders_in(s))
+                let decided: i64 = OrderStatus::ALL
+                    .iter()
+                    .filter(|s| **s != OrderStatus::Pending)
+                    .map(|s| stats.figures.orders_in(*s))
                     .sum();
                 decided == expected && stats.backlog == Some(0)
             },

@@ -191,7 +191,7 @@ pub async fn run_commands_while(
                     continue;
                 };
                 let line = json!({"product_id": first["product_id"], "quantity": 1});
-                if turn % 6 == 0 {
+                if turn.is_multiple_of(6) {
                     (
                         format!("/api/orders/{order}/shipments"),
                         json!({"lines": [line]}),

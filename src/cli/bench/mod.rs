@@ -11,9 +11,15 @@
 mod archive;
 
 use super::backends::{open_log, open_store};
-use super::config::{BenchArgs, CommonArgs};
-use crate::domain::events::{OrderLine, OrderPlaced, ProductCreated, StockReceived};
+use super::config::{BenchArgs, BenchMix, CommonArgs};
+use crate::domain::events::{
+    OrderCancelRequested, OrderLine, OrderPlaced, OrderReturnRequested, OrderShipRequested,
+    OrderShipmentRequested, ProductCreated, ProductQuantity, ReturnLine, StockAdjustmentRequested,
+    StockCounted, StockReceived,
+};
 use crate::domain::status::OrderStatus;
+use crate::domain::status::{AdjustmentReason, ReturnDisposition};
+use crate::domain::{AdjustmentId, ReturnId, ShipmentId};
 use crate::domain::{DomainEvent, Envelope, Money, OrderId, ProductId};
 use crate::store::Store;
 use crate::stream::LogBackend;
@@ -127,6 +133,10 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     let mut rng = StdRng::seed_from_u64(7);
     let products = seed_catalog(&backend, args.products, &mut rng).await?;
     let orders = order_backlog(args.orders, &products, &mut rng);
+    let commands = match args.mix {
+        BenchMix::Orders => Vec::new(),
+        BenchMix::Operations => operations_backlog(&orders, &products),
+    };
     let payload_bytes = serde_json::to_vec(&orders[0])
         .map(|v| v.len())
         .unwrap_or(300);
@@ -141,6 +151,14 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
         count: args.orders,
         seconds: started.elapsed().as_secs_f64(),
     });
+
+    // The commands after the orders they act on (the log keeps each
+    // order's events in order: they share its partition).
+    let command_count = commands.len() as u64;
+    if !commands.is_empty() {
+        eprintln!("bench: appending {command_count} commands");
+        append_all(&backend, commands).await?;
+    }
 
     // The drain: one worker owning every partition, until nothing is left.
     eprintln!("bench: draining");
@@ -161,9 +179,19 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
         count: args.orders,
         seconds: drain,
     });
+    if command_count > 0 {
+        rows.push(Row {
+            what:
+                "worker drain: commands decided (shipments, returns, cancels, adjustments, counts)"
+                    .into(),
+            count: command_count,
+            seconds: drain,
+        });
+    }
+    let archived = store.archive_len().await?;
     rows.push(Row {
-        what: "worker drain: events applied (orders, decisions, catalog)".into(),
-        count: 2 * args.products + 2 * args.orders,
+        what: "worker drain: events applied (catalog, orders, commands, decisions)".into(),
+        count: archived,
         seconds: drain,
     });
 
@@ -204,6 +232,7 @@ async fn seed_catalog(
         );
         seed.push(
             DomainEvent::StockReceived(StockReceived {
+                location_id: None,
                 product_id: *id,
                 quantity: 1_000_000,
                 purchase_order_id: None,
@@ -240,6 +269,85 @@ fn order_backlog(count: u64, products: &[(ProductId, Money)], rng: &mut StdRng) 
             })
             .into_envelope(Utc::now())
         })
+        .collect()
+}
+
+/// The warehouse's and the stock keeper's commands on `orders` (see
+/// `BenchMix::Operations`), in a fixed pattern so runs compare.
+fn operations_backlog(orders: &[Envelope], products: &[(ProductId, Money)]) -> Vec<Envelope> {
+    let mut commands = Vec::new();
+    for (i, envelope) in orders.iter().enumerate() {
+        let Ok(DomainEvent::OrderPlaced(order)) = DomainEvent::from_envelope(envelope) else {
+            continue;
+        };
+        let order_id = order.order_id;
+        let first = &order.items[0];
+        let one_of_first = vec![ProductQuantity {
+            product_id: first.product_id,
+            quantity: 1,
+        }];
+        match i % 100 {
+            0..20 => {
+                commands.push(DomainEvent::OrderShipmentRequested(
+                    OrderShipmentRequested {
+                        order_id,
+                        shipment_id: ShipmentId::new(),
+                        lines: one_of_first,
+                    },
+                ));
+                if i % 2 == 0 {
+                    commands.push(DomainEvent::OrderReturnRequested(OrderReturnRequested {
+                        order_id,
+                        return_id: ReturnId::new(),
+                        lines: vec![ReturnLine {
+                            product_id: first.product_id,
+                            quantity: 1,
+                            disposition: ReturnDisposition::Restock,
+                        }],
+                        reason: "bench".into(),
+                        location_id: None,
+                    }));
+                }
+            }
+            20..80 => commands.push(DomainEvent::OrderShipRequested(OrderShipRequested {
+                order_id,
+            })),
+            80..85 => commands.push(DomainEvent::OrderCancelRequested(OrderCancelRequested {
+                order_id,
+            })),
+            _ => {}
+        }
+        let (product_id, _) = products[i % products.len()];
+        if i % 50 == 0 {
+            commands.push(DomainEvent::StockAdjustmentRequested(
+                StockAdjustmentRequested {
+                    location_id: None,
+                    adjustment_id: AdjustmentId::new(),
+                    product_id,
+                    delta: -1,
+                    reason: AdjustmentReason::Damaged,
+                    reference: None,
+                    note: None,
+                    expected_on_hand: None,
+                },
+            ));
+        }
+        if i % 100 == 50 {
+            commands.push(DomainEvent::StockCounted(StockCounted {
+                location_id: None,
+                adjustment_id: AdjustmentId::new(),
+                product_id,
+                counted: 999_000,
+                counted_at: Utc::now().timestamp_millis(),
+                expected_on_hand: None,
+                reference: None,
+                note: None,
+            }));
+        }
+    }
+    commands
+        .into_iter()
+        .map(|command| command.into_envelope(Utc::now()))
         .collect()
 }
 

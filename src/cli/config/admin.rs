@@ -11,12 +11,27 @@ pub struct BenchArgs {
     /// Products the orders are spread over.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub products: u64,
+    /// What follows the orders in the backlog: `orders` (nothing) or
+    /// `operations` (per 100 orders, 20 partial shipments, 10 of them then
+    /// returning a unit; 60 ships of the whole order; 5 cancels; 2
+    /// adjustments and a count).
+    #[arg(long, value_enum, default_value_t = BenchMix::Orders)]
+    pub mix: BenchMix,
     /// Instead of the drain: time pages of the audit trail on an archive of
     /// this many synthetic events.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
     pub archive_events: Option<u64>,
     #[command(flatten)]
     pub processing: ProcessingArgs,
+}
+
+/// The backlog `streamstock bench` drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMix {
+    /// Orders only.
+    Orders,
+    /// Orders, then the warehouse's and stock keeper's commands on them.
+    Operations,
 }
 
 #[derive(Debug, Clone, Args)]

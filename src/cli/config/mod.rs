@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use crate::simulator::Profile;
 pub use crate::telemetry::LogFormat;
-pub use admin::{BenchArgs, DlqAction, DlqArgs, DlqSelection, RebuildArgs, StatusArgs};
+pub use admin::{BenchArgs, BenchMix, DlqAction, DlqArgs, DlqSelection, RebuildArgs, StatusArgs};
 pub use common::{CommonArgs, Durability, RetentionArgs};
 pub use gateway::{read_secret_file, read_token_file, GatewayArgs};
 pub use listener::ListenerArgs;

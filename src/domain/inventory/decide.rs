@@ -260,6 +260,7 @@ impl Inventory {
         };
         let refused = |refusal, held_by: Vec<OrderId>, message: String| {
             DomainEvent::StockAdjustmentRefused(StockAdjustmentRefused {
+                location_id: None,
                 adjustment_id: asked.adjustment_id,
                 product_id: asked.product_id,
                 delta,
@@ -319,6 +320,7 @@ impl Inventory {
             ];
         }
         vec![DomainEvent::StockAdjusted(StockAdjusted {
+            location_id: None,
             adjustment_id: asked.adjustment_id,
             product_id: asked.product_id,
             delta,
@@ -411,6 +413,7 @@ impl Inventory {
         let message = match self.purchase_orders.get(&id) {
             Some(po) if po.status == PurchaseOrderStatus::Open && po.product_id == e.product_id => {
                 return vec![DomainEvent::StockReceived(StockReceived {
+                    location_id: None,
                     product_id: po.product_id,
                     quantity: po.quantity,
                     purchase_order_id: Some(id),

@@ -100,6 +100,7 @@ impl World {
 
 fn receive(product_id: ProductId, quantity: i64) -> DomainEvent {
     DomainEvent::StockReceived(StockReceived {
+        location_id: None,
         product_id,
         quantity,
         purchase_order_id: None,
@@ -179,6 +180,7 @@ fn take_back(order_id: OrderId, lines: &[(ProductId, i64, ReturnDisposition)]) -
 
 fn adjust(product_id: ProductId, delta: i64, expected_on_hand: Option<i64>) -> DomainEvent {
     DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
+        location_id: None,
         adjustment_id: AdjustmentId::new(),
         product_id,
         delta,
@@ -196,6 +198,7 @@ fn adjust(product_id: ProductId, delta: i64, expected_on_hand: Option<i64>) -> D
 /// A count of `counted` units made at `at` (the World's clock, seconds).
 fn count(product_id: ProductId, counted: i64, at_second: i64) -> DomainEvent {
     DomainEvent::StockCounted(StockCounted {
+        location_id: None,
         adjustment_id: AdjustmentId::new(),
         product_id,
         counted,
@@ -544,6 +547,7 @@ fn receiving_an_unknown_or_foreign_purchase_order_is_refused() {
     assert!(message.contains("is not for product"), "{message}");
     // A stock.received naming a closed or foreign purchase order cannot apply.
     let bad = DomainEvent::StockReceived(StockReceived {
+        location_id: None,
         product_id: b,
         quantity: 20,
         purchase_order_id: Some(po.purchase_order_id),
@@ -663,6 +667,7 @@ fn a_stock_adjusted_event_below_reserved_from_elsewhere_is_refused() {
     let (_, placed) = place(&[(a, 5)]);
     w.one(placed);
     let foreign = DomainEvent::StockAdjusted(StockAdjusted {
+        location_id: None,
         adjustment_id: AdjustmentId::new(),
         product_id: a,
         delta: -1,
@@ -962,6 +967,20 @@ fn decided_shipments_and_returns_that_do_not_fit_are_refused_by_apply() {
         .unwrap_err()
         .0
         .contains("complete"));
+}
+
+#[test]
+fn a_stock_event_naming_a_location_is_refused_until_locations_exist() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 5);
+    let elsewhere = DomainEvent::StockReceived(StockReceived {
+        location_id: Some(crate::domain::LocationId::new()),
+        product_id: a,
+        quantity: 3,
+        purchase_order_id: None,
+    });
+    let refused = w.inventory.clone().apply(&elsewhere, 0).unwrap_err();
+    assert!(refused.0.contains("names location"), "{refused}");
 }
 
 #[test]
