@@ -1,6 +1,7 @@
 //! `streamstock simulate` as a load generator: an open-loop run at a rate
 //! sends what the rate asks for, and its report's counts are what the
-//! system recorded (adjustments in the mix included).
+//! system recorded (adjustments, partial shipments and returns in the mix
+//! included).
 
 use crate::common;
 use streamstock::domain::status::OrderStatus;
@@ -27,7 +28,7 @@ async fn a_steady_run_reports_what_the_system_recorded() {
             "--seed",
             "7",
             "--mix",
-            "place=80,ship=12,cancel=3,adjust=5",
+            "place=72,ship=12,cancel=3,partial=4,return=4,adjust=5",
             "--report",
             "json",
         ])
@@ -110,6 +111,17 @@ async fn a_steady_run_reports_what_the_system_recorded() {
                 == adjusted
     })
     .await;
+    // Every partial shipment and return accepted was decided once.
+    let (partial, returns) = (count("partial 202"), count("return 202"));
+    assert!(partial > 5 && returns > 5, "{report:#}");
+    api.wait_for("every shipment and return decided", || async {
+        decided("order.shipment_requested").await == partial
+            && decided("order.return_requested").await == returns
+            && decided("order.returned").await + decided("order.return_refused").await == returns
+            && decided("order.shipment_refused").await == 0
+    })
+    .await;
+    assert!(decided("order.returned").await > 0, "{report:#}");
     tokio::time::sleep(Duration::from_millis(10)).await;
     app.stop().await;
 }

@@ -35,37 +35,42 @@ pub enum Pace {
 }
 
 /// The share of each kind of request, in parts
-/// (`place=85,ship=12,cancel=3,adjust=0`). `adjust` books damage and
-/// shrinkage (a unit or two of a product written off, now and then one
-/// found), conditional on the on-hand last read, as a warehouse does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// (`place=85,ship=12,cancel=3,partial=0,return=0,adjust=0`). `adjust`
+/// books damage and shrinkage (a unit or two of a product written off, now
+/// and then one found), conditional on the on-hand last read, as a
+/// warehouse does. `partial` ships one unit of a confirmed order's first
+/// line (the rest ships or is cancelled later); `return` takes back one
+/// unit of an order shipped earlier in the run, restocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Mix {
     pub place: u32,
     pub ship: u32,
     pub cancel: u32,
+    pub partial: u32,
+    pub returns: u32,
     pub adjust: u32,
 }
 
-impl Default for Mix {
-    fn default() -> Mix {
+impl Mix {
+    /// The default: orders, ships and cancels.
+    pub fn orders() -> Mix {
         Mix {
             place: 85,
             ship: 12,
             cancel: 3,
-            adjust: 0,
+            ..Mix::default()
         }
+    }
+
+    fn total(&self) -> u32 {
+        self.place + self.ship + self.cancel + self.partial + self.returns + self.adjust
     }
 }
 
 impl std::str::FromStr for Mix {
     type Err = String;
     fn from_str(text: &str) -> Result<Mix, String> {
-        let mut mix = Mix {
-            place: 0,
-            ship: 0,
-            cancel: 0,
-            adjust: 0,
-        };
+        let mut mix = Mix::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, parts) = part
                 .split_once('=')
@@ -79,10 +84,12 @@ impl std::str::FromStr for Mix {
                 "ship" => mix.ship = parts,
                 "cancel" => mix.cancel = parts,
                 "adjust" => mix.adjust = parts,
+                "partial" => mix.partial = parts,
+                "return" => mix.returns = parts,
                 other => {
                     return Err(format!(
-                        "unknown request kind `{other}` (place, ship, cancel, adjust)"
-                    ))
+                    "unknown request kind `{other}` (place, ship, cancel, partial, return, adjust)"
+                ))
                 }
             }
         }
@@ -112,8 +119,13 @@ pub struct LoadOptions {
 /// What one request does.
 enum Action {
     Place(serde_json::Value),
-    Ship(Uuid),
+    /// An order, and the product of its first line when known.
+    Ship(Uuid, Option<Uuid>),
     Cancel(Uuid),
+    /// One unit of the order's first line, of this product.
+    Partial(Uuid, Uuid),
+    /// One unit of this product back from the order, restocked.
+    Return(Uuid, Uuid),
     /// A product and the adjustment's body.
     Adjust(Uuid, serde_json::Value),
 }
@@ -122,8 +134,10 @@ impl Action {
     fn verb(&self) -> Verb {
         match self {
             Action::Place(_) => Verb::Place,
-            Action::Ship(_) => Verb::Ship,
+            Action::Ship(..) => Verb::Ship,
             Action::Cancel(_) => Verb::Cancel,
+            Action::Partial(..) => Verb::Partial,
+            Action::Return(..) => Verb::Return,
             Action::Adjust(..) => Verb::Adjust,
         }
     }
@@ -318,8 +332,17 @@ impl Simulator {
         let verb = action.verb();
         let request = match &action {
             Action::Place(body) => self.post("/api/orders").json(body),
-            Action::Ship(order) => self.post(&format!("/api/orders/{order}/ship")),
+            Action::Ship(order, _) => self.post(&format!("/api/orders/{order}/ship")),
             Action::Cancel(order) => self.post(&format!("/api/orders/{order}/cancel")),
+            Action::Partial(order, product) => self
+                .post(&format!("/api/orders/{order}/shipments"))
+                .json(&serde_json::json!({"lines": [{"product_id": product, "quantity": 1}]})),
+            Action::Return(order, product) => self
+                .post(&format!("/api/orders/{order}/returns"))
+                .json(&serde_json::json!({
+                    "lines": [{"product_id": product, "quantity": 1, "disposition": "restock"}],
+                    "reason": "load generator",
+                })),
             Action::Adjust(product, body) => self
                 .post(&format!("/api/products/{product}/adjustments"))
                 .json(body),
@@ -332,19 +355,8 @@ impl Simulator {
                 if !status.is_success() && !status.is_client_error() {
                     recorder.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                if status == reqwest::StatusCode::ACCEPTED && verb == Verb::Place {
-                    recorder.accepted.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(body) = response.json::<serde_json::Value>().await {
-                        if let Some(order) =
-                            body["order_id"].as_str().and_then(|id| id.parse().ok())
-                        {
-                            recorder
-                                .decisions
-                                .lock()
-                                .expect("lock")
-                                .accepted(order, due);
-                        }
-                    }
+                if status == reqwest::StatusCode::ACCEPTED {
+                    self.note_accepted(&action, response, due, recorder).await;
                 }
                 Answer::Status(status.as_u16())
             }
@@ -361,6 +373,54 @@ impl Simulator {
         };
         let outcome = Outcome { verb, answer };
         recorder.outcome(outcome, corrected_latency(due, answered));
+    }
+
+    /// What an accepted request changes for the requests that follow: a
+    /// placed order waits for its decision (its first line's product
+    /// noted, for a partial shipment); a shipped one may come back; a
+    /// partly shipped one is still there to ship or cancel.
+    async fn note_accepted(
+        &self,
+        action: &Action,
+        response: reqwest::Response,
+        due: Instant,
+        recorder: &Recorder,
+    ) {
+        match action {
+            Action::Place(body) => {
+                recorder.accepted.fetch_add(1, Ordering::Relaxed);
+                let Ok(answer) = response.json::<serde_json::Value>().await else {
+                    return;
+                };
+                let Some(order) = answer["order_id"].as_str().and_then(|id| id.parse().ok()) else {
+                    return;
+                };
+                let first = body["items"][0]["product_id"]
+                    .as_str()
+                    .and_then(|id| id.parse().ok());
+                let units = body["items"].as_array().map_or(0, |items| {
+                    items.iter().filter_map(|i| i["quantity"].as_i64()).sum()
+                });
+                let mut decisions = recorder.decisions.lock().expect("lock");
+                decisions.accepted(order, due);
+                if let Some(product) = first {
+                    decisions.note_first_product(order, product, units);
+                }
+            }
+            Action::Ship(order, Some(product)) => recorder
+                .decisions
+                .lock()
+                .expect("lock")
+                .shipped(*order, *product),
+            // The rest is still to ship or cancel (once: a second partial
+            // could complete it).
+            Action::Partial(order, product) => {
+                let mut decisions = recorder.decisions.lock().expect("lock");
+                decisions.shipped(*order, *product);
+                decisions.confirmed.push_back(*order);
+            }
+            _ => {}
+        }
     }
 
     /// The supplier: every second, receives each open purchase order once
@@ -397,25 +457,37 @@ struct World {
 }
 
 impl World {
+    /// The next request, by the mix: a command on an order (ship, cancel,
+    /// partial, return) needs one heard confirmed (or shipped); without one
+    /// it places an order instead.
     fn next_action(&self, rng: &mut StdRng, recorder: &Recorder) -> Action {
-        let total = self.mix.place + self.mix.ship + self.mix.cancel + self.mix.adjust;
+        let mix = &self.mix;
+        let total = mix.total();
         let roll = rng.random_range(0..total);
-        if roll >= total - self.mix.adjust {
+        if roll >= total - mix.adjust {
             let product = &self.products[self.popularity.pick(rng)];
             return Action::Adjust(product.id, super::write_off(rng));
         }
-        if roll >= self.mix.place {
-            let confirmed = recorder
-                .decisions
-                .lock()
-                .expect("lock")
-                .confirmed
-                .pop_front();
-            if let Some(order) = confirmed {
-                return if roll < self.mix.place + self.mix.ship {
-                    Action::Ship(order)
-                } else {
+        if roll >= mix.place {
+            let mut decisions = recorder.decisions.lock().expect("lock");
+            let command = roll - mix.place;
+            if command >= mix.ship + mix.cancel + mix.partial {
+                if let Some((order, product)) = decisions.shipped.pop_front() {
+                    return Action::Return(order, product);
+                }
+            } else if let Some(order) = decisions.confirmed.pop_front() {
+                let first = decisions.first_product.remove(&order);
+                return if command < mix.ship {
+                    Action::Ship(order, first.map(|(product, _)| product))
+                } else if command < mix.ship + mix.cancel {
                     Action::Cancel(order)
+                } else {
+                    match first {
+                        // One unit of an order of several: the rest ships
+                        // (or is cancelled) later.
+                        Some((product, units)) if units > 1 => Action::Partial(order, product),
+                        _ => Action::Ship(order, None),
+                    }
                 };
             }
         }
@@ -614,20 +686,24 @@ mod tests {
                 place: 80,
                 ship: 15,
                 cancel: 5,
-                adjust: 0,
+                ..Mix::default()
             })
         );
         assert_eq!(
             "place=1".parse::<Mix>(),
             Ok(Mix {
                 place: 1,
-                ship: 0,
-                cancel: 0,
-                adjust: 0,
+                ..Mix::default()
             })
         );
         assert!("ship=10".parse::<Mix>().is_err());
         assert_eq!("place=9,adjust=1".parse::<Mix>().map(|m| m.adjust), Ok(1));
+        assert_eq!(
+            "place=8,partial=1,return=1"
+                .parse::<Mix>()
+                .map(|m| (m.partial, m.returns)),
+            Ok((1, 1))
+        );
         assert!("place=x".parse::<Mix>().is_err());
         assert!("place=1,refund=2".parse::<Mix>().is_err());
         assert!("place".parse::<Mix>().is_err());

@@ -19,6 +19,8 @@ pub(super) enum Verb {
     Place,
     Ship,
     Cancel,
+    Partial,
+    Return,
     Adjust,
 }
 
@@ -28,6 +30,8 @@ impl Verb {
             Verb::Place => "place",
             Verb::Ship => "ship",
             Verb::Cancel => "cancel",
+            Verb::Partial => "partial",
+            Verb::Return => "return",
             Verb::Adjust => "adjust",
         }
     }
@@ -83,6 +87,12 @@ pub(super) struct Decisions {
     pub early: HashMap<Uuid, Instant>,
     pub latency: Option<Histogram<u64>>,
     pub confirmed: VecDeque<Uuid>,
+    /// The product of each accepted order's first line and the order's
+    /// units (for a partial shipment); cleared when it holds MAX_TRACKED.
+    pub first_product: HashMap<Uuid, (Uuid, i64)>,
+    /// Orders shipped (wholly or in part), with a product shipped: a
+    /// return may take one back. The newest MAX_CONFIRMED.
+    pub shipped: VecDeque<(Uuid, Uuid)>,
 }
 
 impl Decisions {
@@ -95,6 +105,20 @@ impl Decisions {
             }
             None => {}
         }
+    }
+
+    pub(super) fn note_first_product(&mut self, order: Uuid, product: Uuid, units: i64) {
+        if self.first_product.len() >= MAX_TRACKED {
+            self.first_product.clear();
+        }
+        self.first_product.insert(order, (product, units));
+    }
+
+    pub(super) fn shipped(&mut self, order: Uuid, product: Uuid) {
+        if self.shipped.len() == MAX_CONFIRMED {
+            self.shipped.pop_front();
+        }
+        self.shipped.push_back((order, product));
     }
 
     pub(super) fn heard(&mut self, order: Uuid, status: OrderStatus, at: Instant) {

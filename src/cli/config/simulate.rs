@@ -33,8 +33,10 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// `steady`/`max`: parts of each request kind (place, ship, cancel,
-    /// adjust). Ship and cancel act on orders confirmed earlier in the run;
-    /// adjust writes off or finds a unit of a product.
+    /// partial, return, adjust). Ship, cancel and partial (one unit of the
+    /// first line) act on orders confirmed earlier in the run; return takes
+    /// back a unit of an order shipped earlier; adjust writes off or finds
+    /// a unit of a product.
     #[arg(long, default_value = "place=85,ship=12,cancel=3")]
     pub mix: crate::simulator::load::Mix,
     /// `steady`/`max`: the supplier receives a purchase order this long
