@@ -1,14 +1,16 @@
 //! Upgrading a read model written by the previous release (migrations
-//! 0001–0004) on both databases: migrations 0005 and 0008 run on existing
-//! rows (0008 fills the running totals from the orders there), the
+//! 0001–0004) on both databases: migrations 0005, 0008 and 0018 run on
+//! existing rows (0008 fills the running totals from the orders there,
+//! 0018 marks a shipped order's lines shipped whole), the
 //! old one-row-per-event outbox is still relayed, and a rebuild replays the
-//! old archive (decisions archived when they came back from the log).
+//! old archive (decisions archived when they came back from the log; a v1
+//! `order.shipped` upcast to a shipment of every line).
 
 use crate::common;
 
 use chrono::Utc;
 use streamstock::domain::events::{
-    OrderConfirmed, OrderLine, OrderPlaced, ProductCreated, StockReceived,
+    OrderConfirmed, OrderLine, OrderPlaced, OrderShipped, ProductCreated, StockReceived,
 };
 use streamstock::domain::status::OrderStatus;
 use streamstock::domain::{DomainEvent, Envelope, Money, OrderId, ProductId};
@@ -43,6 +45,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
     // still in the per-event outbox.
     let product = ProductId::new();
     let order = OrderId::new();
+    let shipped = OrderId::new();
     let price = Money::from_cents(250).unwrap();
     let events = [
         DomainEvent::ProductCreated(ProductCreated {
@@ -74,13 +77,36 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
             order_id: order,
             total: price.times(3),
         }),
+        // A second order, shipped whole (order.shipped v1 had only the id).
+        DomainEvent::OrderPlaced(OrderPlaced {
+            order_id: shipped,
+            customer_email: "old@example.com".into(),
+            items: vec![OrderLine {
+                product_id: product,
+                quantity: 2,
+                unit_price: price,
+            }],
+            total: price.times(2),
+        }),
+        DomainEvent::OrderConfirmed(OrderConfirmed {
+            order_id: shipped,
+            total: price.times(2),
+        }),
+        DomainEvent::OrderShipped(OrderShipped {
+            order_id: shipped,
+            shipment_id: None,
+            lines: None,
+            complete: true,
+        }),
     ];
     let at = Utc::now().timestamp_millis();
     for (i, event) in events.iter().enumerate() {
         let mut envelope = event.clone().into_envelope(Utc::now());
         envelope.version = 1; // that release wrote every type at version 1
         if let Some(fields) = envelope.payload.as_object_mut() {
-            fields.remove("purchase_order_id");
+            for later in ["purchase_order_id", "shipment_id", "lines", "complete"] {
+                fields.remove(later);
+            }
         }
         sqlx::query(
             "INSERT INTO event_archive (event_id, event_type, event_key, version, occurred_at, payload, partition_no, entry_id, processed_at) \
@@ -99,9 +125,11 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
     }
     let statements = [
         format!("INSERT INTO products VALUES ('{product}', 'OLD-1', 'old', 250, 'c', 1, 5, {at})"),
-        format!("INSERT INTO inventory VALUES ('{product}', 10, 3, 10, 0, {at})"),
+        format!("INSERT INTO inventory VALUES ('{product}', 8, 3, 10, 2, {at})"),
         format!("INSERT INTO orders VALUES ('{order}', 'old@example.com', 'CONFIRMED', 750, NULL, {}, {})", at + 2, at + 2),
         format!("INSERT INTO order_items VALUES ('{order}', 0, '{product}', 3, 250)"),
+        format!("INSERT INTO orders VALUES ('{shipped}', 'old@example.com', 'SHIPPED', 500, NULL, {}, {})", at + 4, at + 4),
+        format!("INSERT INTO order_items VALUES ('{shipped}', 0, '{product}', 2, 250)"),
     ];
     for sql in statements {
         sqlx::query(&sql).execute(store.pool()).await.unwrap();
@@ -130,11 +158,23 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
     );
     let figures = store.figures().await.unwrap();
     assert_eq!(figures.orders_by_status[&OrderStatus::Confirmed], 1);
-    assert_eq!(figures.total_sales.cents(), 750);
+    assert_eq!(figures.orders_by_status[&OrderStatus::Shipped], 1);
+    // Revenue (migration 0018's sold value) counts confirmed and shipped.
+    assert_eq!(figures.total_sales.cents(), 1250);
     let top = store.top_products(5).await.unwrap();
     assert_eq!(
         (top.len(), top[0].units, top[0].revenue.cents()),
-        (1, 3, 750)
+        (1, 5, 1250)
+    );
+    // A shipped order's lines are shipped whole (migration 0018).
+    let shipped_lines = |store: Store| async move {
+        let order = store.get_order(shipped).await.unwrap().unwrap();
+        let items = order.items.unwrap();
+        (order.status, items[0].shipped, items[0].returned)
+    };
+    assert_eq!(
+        shipped_lines(store.clone()).await,
+        (OrderStatus::Shipped, 2, 0)
     );
     let order_row = store.get_order(order).await.unwrap().unwrap();
     assert_eq!(order_row.status, OrderStatus::Confirmed);
@@ -154,9 +194,14 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
         .rebuild(&Default::default(), &mut |_, _| {})
         .await
         .unwrap();
-    assert_eq!(replayed, 4);
+    assert_eq!(replayed, 7);
     let product_row = store.get_product(product).await.unwrap().unwrap();
-    assert_eq!((product_row.on_hand, product_row.reserved), (10, 3));
+    assert_eq!((product_row.on_hand, product_row.reserved), (8, 3));
+    // The v1 order.shipped is upcast: every line shipped whole.
+    assert_eq!(
+        shipped_lines(store.clone()).await,
+        (OrderStatus::Shipped, 2, 0)
+    );
     assert_eq!(
         store.get_order(order).await.unwrap().unwrap().status,
         OrderStatus::Confirmed

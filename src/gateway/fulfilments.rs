@@ -35,6 +35,7 @@ const MAX_LINES: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct ShipLines {
     /// 1 to 100 lines; a product listed twice ships the sum.
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<ShipLine>,
 }
 
@@ -52,6 +53,7 @@ pub struct ShipLine {
 #[serde(deny_unknown_fields)]
 pub struct ReturnLines {
     /// 1 to 100 lines.
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<ReturnLineRequest>,
     /// Why the customer sent the units back.
     #[schema(min_length = 1, max_length = 1000, example = "wrong size")]
