@@ -16,7 +16,7 @@ import { count, money, rate } from "./lib/format";
 import type { ProductRow, Snapshot } from "./types";
 import type { History } from "./lib/history";
 
-const STATUSES = ["PENDING", "CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"];
+const STATUSES = ["PENDING", "CONFIRMED", "PARTIALLY_SHIPPED", "SHIPPED", "REJECTED", "CANCELLED"];
 // Colours that read on both themes.
 const COLOR = { in: "#3b82f6", out: "#16a34a", lag: "#f59e0b", placed: "#8b95a5", confirmed: "#16a34a", rejected: "#dc2626", shipped: "#2563eb", cancelled: "#a855f7" };
 
@@ -55,7 +55,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
       <section className="statuses">
         {STATUSES.map((status) => (
           <div key={status} className={`status ${status.toLowerCase()}`}>
-            <span>{status}</span>
+            <span>{status.replace("_", " ")}</span>
             <strong data-testid={`status-${status}`}>{stats.orders_by_status[status] ?? 0}</strong>
           </div>
         ))}
