@@ -969,10 +969,25 @@ fn journal_bytes(dir: &std::path::Path) -> u64 {
 }
 
 /// The journal is bounded: past its size the writer moves to a new file and
-/// the old one goes once the segments are synced (at most two files' worth
-/// at any time), and nothing is lost across a reopen.
+/// the old one goes once the segments are synced; while a checkpoint lags
+/// the writer waits once the files hold twice the size (so at most that, a
+/// batch more, at any time), and nothing is lost across a reopen.
 #[tokio::test]
 async fn embedded_log_journal_stays_bounded() {
+    journal_stays_bounded().await;
+}
+
+/// As above, with every checkpoint slowed down (a debug-only fault, as a
+/// slow disk would): the writer meets a checkpoint still running at each
+/// rotation, and waits for it rather than let the journal grow.
+#[tokio::test]
+async fn embedded_log_journal_stays_bounded_while_checkpoints_lag() {
+    // Each test runs in its own process (nextest): the variable is this one's.
+    std::env::set_var("STREAMSTOCK_FAULT_SLOW_CHECKPOINT_MS", "30");
+    journal_stays_bounded().await;
+}
+
+async fn journal_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let key = Uuid::now_v7();
     let options = EmbeddedOptions {
@@ -981,7 +996,9 @@ async fn embedded_log_journal_stays_bounded() {
     };
     {
         let log = EmbeddedLog::open_with(dir.path(), PARTITIONS, options.clone()).unwrap();
-        for q in 1..=40 {
+        // 100 appends write about 15 times the bound: a journal that
+        // grew with them would fail at once.
+        for q in 1..=100 {
             log.append(&event(key, q)).await.unwrap();
             let journal = journal_bytes(dir.path());
             assert!(
@@ -996,8 +1013,8 @@ async fn embedded_log_journal_stays_bounded() {
         0,
         "opening replays and empties it"
     );
-    let got = read_all(&log, "c", 40).await;
-    assert_eq!(quantities(&got), (1..=40).collect::<Vec<_>>());
+    let got = read_all(&log, "c", 100).await;
+    assert_eq!(quantities(&got), (1..=100).collect::<Vec<_>>());
 }
 
 /// Deleted segments stay deleted across a restart, and the log goes on

@@ -323,6 +323,17 @@ struct Checkpoint {
     journal: PathBuf,
 }
 
+/// A fault for tests, in debug builds only: with
+/// `STREAMSTOCK_FAULT_SLOW_CHECKPOINT_MS` set, every checkpoint takes that
+/// much longer, as on a slow disk, so the writer meets a lagging one.
+fn slow_checkpoints() -> Option<std::time::Duration> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let millis = std::env::var("STREAMSTOCK_FAULT_SLOW_CHECKPOINT_MS").ok()?;
+    millis.parse().ok().map(std::time::Duration::from_millis)
+}
+
 /// The checkpoint thread: syncing 16 MiB of segments takes tens of
 /// milliseconds, which the writer (and every append waiting on it) must not.
 struct Checkpoints {
@@ -330,16 +341,22 @@ struct Checkpoints {
     done: std::sync::mpsc::Receiver<()>,
     /// A checkpoint was handed over and has not reported back.
     running: bool,
+    /// The size of the journal file that checkpoint will delete.
+    running_bytes: u64,
 }
 
 impl Checkpoints {
     fn spawn(halted: std::sync::Arc<std::sync::OnceLock<String>>) -> Checkpoints {
         let (jobs, queue) = std::sync::mpsc::channel::<Checkpoint>();
         let (report, done) = std::sync::mpsc::channel();
+        let delay = slow_checkpoints();
         std::thread::Builder::new()
             .name("embedded-log-checkpoint".into())
             .spawn(move || {
                 for job in queue {
+                    if let Some(delay) = delay {
+                        std::thread::sleep(delay);
+                    }
                     // On failure the old file stays: it still holds every
                     // acknowledged entry, and the next open replays it. A
                     // failed fsync halts the log too (see the module's
@@ -358,13 +375,16 @@ impl Checkpoints {
             jobs,
             done,
             running: false,
+            running_bytes: 0,
         }
     }
 
     /// Moves the writer to a new journal file and has the segments written
     /// meanwhile synced, then the old file deleted, off the writer's thread.
     /// While the previous checkpoint still runs the writer keeps the current
-    /// file, up to twice the bound, and then waits for it.
+    /// file until it and the file being deleted hold twice the bound, and
+    /// then waits for it: the journal's files never hold much more than
+    /// twice the bound (a batch more).
     fn start(
         &mut self,
         active: &[ActiveSegment],
@@ -376,12 +396,13 @@ impl Checkpoints {
             self.running = false;
         }
         if self.running {
-            if journal.bytes() < bound.saturating_mul(2) {
+            if journal.bytes() + self.running_bytes < bound.saturating_mul(2) {
                 return;
             }
             let _ = self.done.recv();
             self.running = false;
         }
+        let rotated_bytes = journal.bytes();
         let mut segments = Vec::new();
         for (p, segment) in active.iter().enumerate() {
             if unsynced[p] {
@@ -407,6 +428,7 @@ impl Checkpoints {
         };
         if self.jobs.send(job).is_ok() {
             self.running = true;
+            self.running_bytes = rotated_bytes;
             unsynced.iter_mut().for_each(|u| *u = false);
         }
     }
