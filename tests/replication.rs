@@ -4,6 +4,10 @@
 //! durability is the negative control: it acknowledges what only the
 //! primary holds, and the same failover loses it.
 //!
+//! A worker applies only entries the replica has: one appended while the
+//! replica is frozen waits for it (the negative control, with the worker's
+//! read confirmation skipped, applies it at once).
+//!
 //! And the confirmation belongs to its append: a proxy resets the
 //! connection right after an XADD's reply, so the wait that follows runs
 //! on a new connection. StreamStock answers "outcome unknown"; a plain
@@ -209,6 +213,110 @@ async fn replicated_acknowledges_only_what_a_replica_holds_and_strict_loses_it_i
         !survivors.contains(&only_on_primary.event_id),
         "the negative control did not show its anomaly: strict's acknowledged event survived"
     );
+}
+
+/// Under replicated durability a worker applies only entries the replicas
+/// have. With the replica frozen (SIGSTOP), an entry written to the
+/// primary alone (as an append waiting for its confirmation leaves it) is
+/// not applied; once the replica wakes and has it, it is. The negative
+/// control is the same worker with its read confirmation skipped (a
+/// debug-only fault): it applies the entry at once, and a failover to the
+/// replica then would leave the read model holding an event the log lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_applies_only_entries_the_replicas_have() {
+    for control in [false, true] {
+        let applied_while_frozen = entry_applied_while_the_replica_is_frozen(control).await;
+        let mut verdict = Verdict::counted(
+            if control {
+                "valkey, a worker reading what the replica lacks, confirmation skipped"
+            } else {
+                "valkey, a worker reading what the replica lacks, replicated"
+            },
+            control,
+        );
+        verdict.orders = 1;
+        // Applied before any replica had it: what a failover then would
+        // leave in the read model and take from the log.
+        verdict.read_model_lost = Some(usize::from(applied_while_frozen));
+        verdict.report();
+        assert_eq!(
+            applied_while_frozen, control,
+            "control {control}: applied while only the primary had it: {applied_while_frozen}"
+        );
+    }
+}
+
+/// Whether a worker (its read confirmation skipped if `skip`) applied an
+/// entry the frozen replica lacks; checks it is applied once the replica
+/// wakes either way.
+async fn entry_applied_while_the_replica_is_frozen(skip: bool) -> bool {
+    use common::process::{free_port, Role, SharedDeployment};
+    let primary = OwnValkey::start();
+    let replica = OwnValkey::replica_of(&primary);
+    wait_for_replication(&primary, &replica).await;
+    let mut deployment = SharedDeployment::new()
+        .await
+        .with("STREAMSTOCK_VALKEY_URL", &primary.url())
+        .with("STREAMSTOCK_DURABILITY", "replicated")
+        .with("STREAMSTOCK_MIN_REPLICAS", "1");
+    if skip {
+        deployment = deployment.with("STREAMSTOCK_FAULT_SKIP_READ_CONFIRMATION", "1");
+    }
+    let env = &deployment.env;
+    let namespace = env
+        .iter()
+        .find(|(k, _)| k == "STREAMSTOCK_VALKEY_NAMESPACE")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let all = Role::start(
+        "all",
+        &["all", "--profile", "none", "--listen", &listen],
+        env,
+    );
+    let api = common::Api::new(&format!("http://{listen}"));
+    api.wait_healthy().await;
+    let product = api.create_product("FROZEN-1", 2.0, 5).await;
+
+    // The replica freezes; a receipt reaches the primary alone.
+    replica.signal("-STOP");
+    let receipt = streamstock::domain::DomainEvent::StockReceived(
+        streamstock::domain::events::StockReceived {
+            location_id: None,
+            product_id: product.into(),
+            quantity: 7,
+            purchase_order_id: None,
+        },
+    )
+    .into_envelope(chrono::Utc::now());
+    let partition = streamstock::stream::partition_for(&receipt.key, 4);
+    let raw = raw_client(&primary.url()).await;
+    let _: String = raw
+        .xadd(
+            format!("{namespace}:events:{}", partition.0),
+            false,
+            None,
+            "*",
+            vec![("e", serde_json::to_string(&receipt).unwrap())],
+        )
+        .await
+        .unwrap();
+    let on_hand = || async { api.product(product).await.expect(200).on_hand };
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    let mut applied = false;
+    while Instant::now() < deadline && !applied {
+        applied = on_hand().await == 12;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Awake, the replica gets it, and the worker applies it (once).
+    replica.signal("-CONT");
+    api.wait_for("the receipt applied once the replica has it", || async {
+        on_hand().await == 12
+    })
+    .await;
+    assert!(all.terminate().success());
+    raw.quit().await.unwrap();
+    applied
 }
 
 /// A TCP proxy to Valkey that, once armed, resets the client's connection

@@ -99,28 +99,59 @@ impl Processor {
             }
             // Newly held (or held again under a new epoch): first what the
             // previous holder left unacked, a partition at a time, so the
-            // apply stage starts on one while the next is taken over.
+            // apply stage starts on one while the next is taken over. A
+            // partition whose take-over failed is not read (its entries
+            // would come after newer ones): it is taken over again next
+            // round.
+            let mut taken = Vec::new();
+            let mut failed = false;
             for (partition, epoch) in now_owned.iter() {
                 if processing.epoch_of(partition) == Some(epoch) {
+                    taken.push(partition);
                     continue;
                 }
-                let left_over = self.left_over(partition, epoch).await;
-                if send_all(&batches, left_over, &now_owned).await.is_err() {
-                    return;
+                match self.left_over(partition, epoch).await {
+                    Some(left_over) => {
+                        if send_all(&batches, left_over, &now_owned).await.is_err() {
+                            return;
+                        }
+                        taken.push(partition);
+                    }
+                    None => failed = true,
                 }
             }
-            processing = now_owned;
+            processing = now_owned.only(taken);
             // Every lease period: entries of our partitions stranded with a
             // worker that read them after losing the partition (see
             // EventLog::reclaim_stale).
             if last_sweep.elapsed() >= options.lease_ttl {
                 last_sweep = tokio::time::Instant::now();
-                for (partition, epoch) in processing.iter() {
-                    let stranded = self.stranded(partition, epoch).await;
-                    if send_all(&batches, stranded, &processing).await.is_err() {
-                        return;
+                for (partition, epoch) in processing.clone().iter() {
+                    match self.stranded(partition, epoch).await {
+                        Some(stranded) => {
+                            if send_all(&batches, stranded, &processing).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Claimed perhaps, but not handed over: taken over
+                        // again, in order, next round.
+                        None => {
+                            processing = processing.only(
+                                processing
+                                    .partitions()
+                                    .filter(|p| *p != partition)
+                                    .collect::<Vec<_>>(),
+                            )
+                        }
                     }
                 }
+            }
+            if failed
+                && crate::retry::pause(OUTAGE.delays().next().unwrap_or_default(), &shutdown)
+                    .await
+                    .is_err()
+            {
+                return;
             }
             if processing.is_empty() {
                 // Nothing to do until the coordinator hands us a partition.
@@ -149,6 +180,11 @@ impl Processor {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the log failed; retrying");
+                    // What the read may have handed out (a read answered
+                    // after all, entries not confirmed on the replicas)
+                    // is pending with us: taking every partition over
+                    // again delivers it before anything newer.
+                    processing = Holdings::new();
                     let pause = OUTAGE.delays().next().unwrap_or_default();
                     if crate::retry::pause(pause, &shutdown).await.is_err() {
                         return;
@@ -159,8 +195,10 @@ impl Processor {
     }
 
     /// The entries of a just-acquired partition that its previous owner
-    /// read but never acked, in batches, to be processed before any new one.
-    async fn left_over(&self, partition: Partition, epoch: Epoch) -> Vec<Vec<Delivery>> {
+    /// (or this worker, before a failed read) read but never acked, in
+    /// batches, to be processed before any new one. None when the take-over
+    /// failed: the partition is not to be read until it succeeds.
+    async fn left_over(&self, partition: Partition, epoch: Epoch) -> Option<Vec<Vec<Delivery>>> {
         let options = &self.options;
         match self
             .log
@@ -175,22 +213,22 @@ impl Processor {
                         "taking over unacked entries"
                     );
                 }
-                in_batches(left_over, options.batch_size)
+                Some(in_batches(left_over, options.batch_size))
             }
             Err(e @ LogError::LeaseLost { .. }) => {
                 tracing::info!(partition = partition.0, reason = %e, "not taking over a partition whose lease moved on");
-                Vec::new()
+                Some(Vec::new())
             }
             Err(e) => {
-                tracing::warn!(partition = partition.0, error = %e, "taking over unacked entries failed; they stay pending");
-                Vec::new()
+                tracing::warn!(partition = partition.0, error = %e, "taking over unacked entries failed; the partition waits for a retry");
+                None
             }
         }
     }
 
     /// Entries of `partition` left unacked by another worker for a lease
-    /// period, in batches.
-    async fn stranded(&self, partition: Partition, epoch: Epoch) -> Vec<Vec<Delivery>> {
+    /// period, in batches; None when the sweep failed.
+    async fn stranded(&self, partition: Partition, epoch: Epoch) -> Option<Vec<Vec<Delivery>>> {
         let options = &self.options;
         let reclaimed = self
             .log
@@ -205,11 +243,11 @@ impl Processor {
                         "reclaiming entries another worker read after losing the partition"
                     );
                 }
-                in_batches(stranded, options.batch_size)
+                Some(in_batches(stranded, options.batch_size))
             }
             Err(e) => {
                 tracing::debug!(partition = partition.0, error = %e, "sweeping for stranded entries failed");
-                Vec::new()
+                None
             }
         }
     }

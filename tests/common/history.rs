@@ -163,10 +163,10 @@ pub struct Verdict {
     /// E: archived events whose log entries the log no longer has (and
     /// never trimmed); None where the scenario does not read the log back.
     pub read_model_lost: Option<usize>,
-    /// E: of those, the events of acknowledged orders. With replicated
-    /// durability a worker may apply an entry before its replicas have it;
-    /// that entry's order was never acknowledged (its client got
-    /// `outcome_unknown`), so only these count against the safe settings.
+    /// E: of those, the events of acknowledged orders (what the strict
+    /// controls must show). Every lost event counts against the safe
+    /// settings: under replicated durability a worker applies only entries
+    /// the replicas have, so the read model holds nothing the log lost.
     pub read_model_lost_acknowledged: Option<usize>,
     /// E: how many lost entries StreamStock's own audit reported
     /// (`/api/lost-log-entries`).
@@ -217,7 +217,7 @@ impl Verdict {
             + self.out_of_order
             + self.invariant_violations
             + self.stale_commits
-            + self.read_model_lost_acknowledged.unwrap_or(0)
+            + self.read_model_lost.unwrap_or(0)
             + self.unreported_losses()
             + self.acknowledged_undurable
             + self.held_past_lease

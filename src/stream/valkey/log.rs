@@ -164,7 +164,11 @@ impl EventLog for ValkeyLog {
                 }
             }
             let now = tokio::time::Instant::now();
-            if !out.is_empty() || now >= deadline {
+            if !out.is_empty() {
+                self.confirmed(&consumer.group, &out).await?;
+                return Ok(out);
+            }
+            if now >= deadline {
                 return Ok(out);
             }
             if last_ids.is_empty() {
@@ -221,9 +225,12 @@ impl EventLog for ValkeyLog {
         self.ensure_group(&consumer.group).await?;
         // No idle minimum: we hold the partition's lease, so whoever had
         // these entries has lost it.
-        self.fenced_claim(consumer, partition, epoch, Duration::ZERO)
+        let claimed = self
+            .fenced_claim(consumer, partition, epoch, Duration::ZERO)
             .await
-            .inspect_err(|e| self.forget_vanished_groups(e))
+            .inspect_err(|e| self.forget_vanished_groups(e))?;
+        self.confirmed(&consumer.group, &claimed).await?;
+        Ok(claimed)
     }
 
     async fn reclaim_stale(
@@ -241,8 +248,11 @@ impl EventLog for ValkeyLog {
         if !PendingSummary::parse(&summary).others_than(&consumer.name) {
             return Ok(Vec::new());
         }
-        self.fenced_claim(consumer, partition, epoch, min_idle)
-            .await
+        let claimed = self
+            .fenced_claim(consumer, partition, epoch, min_idle)
+            .await?;
+        self.confirmed(&consumer.group, &claimed).await?;
+        Ok(claimed)
     }
 
     async fn partition_stats(&self, group: &str) -> Result<Vec<PartitionStats>, LogError> {
@@ -508,7 +518,24 @@ impl ClusterPoll {
     }
 }
 
+/// A fault for the negative control of `tests/replication.rs`, in debug
+/// builds only: with `STREAMSTOCK_FAULT_SKIP_READ_CONFIRMATION` set, a
+/// worker applies what it reads without waiting for the replicas.
+fn skips_read_confirmation() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("STREAMSTOCK_FAULT_SKIP_READ_CONFIRMATION").is_some()
+}
+
 impl ValkeyLog {
+    /// Under replicated durability, succeeds once the entries a worker
+    /// read are on the replicas (see `read_confirm`); at once otherwise.
+    async fn confirmed(&self, group: &str, read: &[Delivery]) -> Result<(), LogError> {
+        if self.durability != Durability::Replicated || read.is_empty() || skips_read_confirmation()
+        {
+            return Ok(());
+        }
+        self.confirm_replicated(group, read).await
+    }
+
     /// One XREADGROUP over `partitions`' streams, blocking up to `block`
     /// (None: not at all) for the first new entry.
     async fn xreadgroup(

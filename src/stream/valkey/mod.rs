@@ -30,6 +30,7 @@ mod group_commit;
 mod leases;
 mod log;
 mod lost;
+mod read_confirm;
 
 use super::{Delivery, Durability, EntryId, LogError, Partition};
 use crate::domain::Envelope;
