@@ -10,7 +10,8 @@
 # fsync failing (skipped fsyncs as its control) and a full disk; a Valkey
 # primary lost with its disk, one append at a time (replicated, strict as
 # its control); a worker cut off (one that keeps its expired leases as its
-# control). Each run of a scenario prints one CHAOS line; this gathers
+# control); a worker reading entries a frozen replica lacks (one that
+# skips the replicas' confirmation as its control). Each run of a scenario prints one CHAOS line; this gathers
 # them into one table.
 #   ./scripts/chaos.sh --runs 30      # about 5.5 minutes a run on 2 cores
 # Starts its Valkey and PostgreSQL as the tests do (scripts/servers.sh);
@@ -51,7 +52,7 @@ for run in $(seq 1 "$runs"); do
   # check prints no CHAOS line, and its log says why.
   run_log="$ROOT/target/chaos-run-$run.log"
   cargo nextest run --no-fail-fast --no-capture \
-    -E 'test(/^(failover|partition|pg_failover|power_loss|disk_faults)::/) | test(/^replication::replicated_acknowledges/)' > "$run_log" 2>&1 || true
+    -E 'test(/^(failover|partition|pg_failover|power_loss|disk_faults)::/) | test(/^replication::(replicated_acknowledges|a_worker_applies_only)/)' > "$run_log" 2>&1 || true
   grep '^CHAOS ' "$run_log" | sed 's/^CHAOS //' >> "$lines" || true
   if grep -q '^ *FAIL \[' "$run_log"; then
     log "run $run: failed tests (see $run_log):"
