@@ -6,7 +6,8 @@
 //! never acknowledged, but the log and the read model would disagree).
 //!
 //! So after a read that returned entries, the worker sends to each primary
-//! it read from, in one pipeline on one connection tried once: an XRANGE of
+//! it read from, in one pipeline on one connection tried once (its `CLIENT
+//! ID` first and last, to be sure it was one): an XRANGE of
 //! the last entry it read of each partition there (still on this primary:
 //! not a failover to a replica without it), a write (an INCR of a per-
 //! partition counter: WAIT and WAITAOF only count the writes of their own
@@ -70,7 +71,11 @@ impl ValkeyLog {
         let replicas = i64::from(self.min_replicas);
         let pipeline = self.client.pipeline();
         let on_node = pipeline.with_options(&once_on(node));
+        let client_id = || CustomCommand::new_static("CLIENT", ClusterHash::Random, false);
         let queued = async {
+            // The connection's id first and last: the pipeline is tried
+            // once, and all of it must have gone down one connection.
+            let _: () = on_node.custom(client_id(), vec!["ID"]).await?;
             for (partition, id) in lasts {
                 let id = id.to_string();
                 let _: () = on_node
@@ -97,22 +102,30 @@ impl ValkeyLog {
                 Value::from(WAIT_TIMEOUT_MS),
             ];
             let _: () = on_node.custom(waitaof, args).await?;
+            let _: () = on_node.custom(client_id(), vec!["ID"]).await?;
             Ok::<(), Error>(())
         };
         queued.await.map_err(unavailable)?;
         let mut answers: Vec<Value> = pipeline.all().await.map_err(unavailable)?;
-        if answers.len() != lasts.len() + 3 {
+        if answers.len() != lasts.len() + 5 {
             return Err(LogError::Corrupt(format!(
                 "a read's confirmation answered {} results for {} partitions",
                 answers.len(),
                 lasts.len()
             )));
         }
+        let last_id = answers.pop().expect("checked above");
         let counts: Vec<i64> = answers
             .pop()
             .expect("checked above")
             .convert()
             .map_err(unavailable)?;
+        let first_id = answers.remove(0);
+        if first_id != last_id {
+            return Err(LogError::Unavailable(
+                "the connection to Valkey changed during a read's confirmation".into(),
+            ));
+        }
         let confirmed = counts.get(1).copied().unwrap_or(0);
         for ((partition, id), found) in lasts.iter().zip(&answers) {
             let present = matches!(found, Value::Array(entries) if !entries.is_empty());
