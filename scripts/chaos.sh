@@ -94,7 +94,7 @@ for (name, control), vs in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0]
     anomalous = [v for v in vs if v["lost"] + v["duplicated"] + v["out_of_order"]
                  + v["invariant_violations"] + v.get("stale_commits", 0)
                  + lost_by_log(v) + unreported(v) + v.get("acknowledged_undurable", 0)
-                 + v.get("held_past_lease", 0) > 0]
+                 + v.get("held_past_lease", 0) + v.get("applied_unreplicated", 0) > 0]
     # The audit must report what the log lost, control or not.
     if any(unreported(v) for v in vs):
         failed = True

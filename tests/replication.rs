@@ -237,7 +237,7 @@ async fn a_worker_applies_only_entries_the_replicas_have() {
         verdict.orders = 1;
         // Applied before any replica had it: what a failover then would
         // leave in the read model and take from the log.
-        verdict.read_model_lost = Some(usize::from(applied_while_frozen));
+        verdict.applied_unreplicated = usize::from(applied_while_frozen);
         verdict.report();
         assert_eq!(
             applied_while_frozen, control,

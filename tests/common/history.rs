@@ -181,6 +181,10 @@ pub struct Verdict {
     /// A worker cut off: partitions it still claimed to hold once its
     /// leases had run out.
     pub held_past_lease: usize,
+    /// Replicated durability: events a worker applied while only their
+    /// primary had them (what a failover then would take from the log).
+    #[serde(default)]
+    pub applied_unreplicated: usize,
 }
 
 impl Verdict {
@@ -207,6 +211,7 @@ impl Verdict {
             p99_during_fault_ms: None,
             acknowledged_undurable: 0,
             held_past_lease: 0,
+            applied_unreplicated: 0,
         }
     }
 
@@ -221,6 +226,7 @@ impl Verdict {
             + self.unreported_losses()
             + self.acknowledged_undurable
             + self.held_past_lease
+            + self.applied_unreplicated
             > 0
     }
 
@@ -389,6 +395,7 @@ pub async fn check(
         p99_during_fault_ms,
         acknowledged_undurable: 0,
         held_past_lease: 0,
+        applied_unreplicated: 0,
     }
 }
 

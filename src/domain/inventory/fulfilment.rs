@@ -14,8 +14,6 @@ use crate::domain::status::ReturnDisposition;
 use crate::domain::{DomainEvent, Envelope, Money, OrderId, ProductId, ShipmentId};
 use uuid::Uuid;
 
-const RETURNABLE: [OrderStatus; 3] = OrderStatus::RETURNABLE;
-
 impl Inventory {
     /// A shipment: each line's units leave the shelf and their
     /// reservation. `lines: None` (a v1 event) ships every unshipped unit.
@@ -86,7 +84,7 @@ impl Inventory {
                 e.order_id
             ))
         })?;
-        if !RETURNABLE.contains(&order.status) {
+        if !OrderStatus::RETURNABLE.contains(&order.status) {
             return Err(Refused(format!(
                 "order {} is {}; it has shipped nothing to return",
                 e.order_id, order.status
@@ -233,10 +231,12 @@ impl Inventory {
     ) -> Vec<DomainEvent> {
         let allocated = match self.orders.get(&e.order_id) {
             None => Err(Refused(format!("order {} is unknown", e.order_id))),
-            Some(order) if !RETURNABLE.contains(&order.status) => Err(Refused(format!(
-                "order {} is {}; it has shipped nothing",
-                e.order_id, order.status
-            ))),
+            Some(order) if !OrderStatus::RETURNABLE.contains(&order.status) => {
+                Err(Refused(format!(
+                    "order {} is {}; it has shipped nothing",
+                    e.order_id, order.status
+                )))
+            }
             Some(order) => {
                 // Each request line allocated on what the ones before it left.
                 let mut left = order.lines.clone();
