@@ -117,16 +117,15 @@ pub async fn ship(
             })
             .collect(),
     });
-    let envelope = event
-        .into_envelope_with_id(ids.id("order.shipment_requested"), Utc::now())
-        .sent_by(ids.actor());
-    let receipt = state.append(&envelope).await?;
-    Ok(queued(
+    request(
+        &state,
+        &ids,
         order_id,
+        event,
         shipment_id.as_uuid(),
         FulfilmentKind::Shipment,
-        receipt.msg_id(),
-    ))
+    )
+    .await
 }
 
 /// Asks to take back some of an order's shipped units.
@@ -175,16 +174,15 @@ pub async fn take_back(
         reason,
         location_id: None,
     });
-    let envelope = event
-        .into_envelope_with_id(ids.id("order.return_requested"), Utc::now())
-        .sent_by(ids.actor());
-    let receipt = state.append(&envelope).await?;
-    Ok(queued(
+    request(
+        &state,
+        &ids,
         order_id,
+        event,
         return_id.as_uuid(),
         FulfilmentKind::Return,
-        receipt.msg_id(),
-    ))
+    )
+    .await
 }
 
 /// One shipment. A refused one answers 409 Conflict with the reason. With
@@ -290,26 +288,35 @@ async fn check_order(
     Ok(())
 }
 
-fn queued(
+/// Appends a shipment's or return's request (its event id derived, as its
+/// `id` is, from the Idempotency-Key) and answers 202 with its Location.
+async fn request(
+    state: &AppState,
+    ids: &WriteIds,
     order_id: OrderId,
+    event: DomainEvent,
     id: Uuid,
     kind: FulfilmentKind,
-    msg_id: String,
-) -> Accepted<FulfilmentQueued> {
+) -> Result<Accepted<FulfilmentQueued>, ApiError> {
+    let event_id = ids.id(event.event_type());
+    let envelope = event
+        .into_envelope_with_id(event_id, Utc::now())
+        .sent_by(ids.actor());
+    let receipt = state.append(&envelope).await?;
     let path = match kind {
         FulfilmentKind::Shipment => "shipments",
         FulfilmentKind::Return => "returns",
     };
-    Accepted {
+    Ok(Accepted {
         body: FulfilmentQueued {
             id,
             order_id,
             kind,
             status: Queued::Queued,
-            msg_id,
+            msg_id: receipt.msg_id(),
         },
         location: Some(format!("/api/orders/{order_id}/{path}/{id}")),
-    }
+    })
 }
 
 /// A shipment's or return's outcome: 200 pending or applied, 409 refused,
