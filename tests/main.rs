@@ -28,6 +28,7 @@ mod imports;
 mod ledger;
 mod lifecycle;
 mod load_generator;
+mod locations;
 mod log_audit;
 mod log_conformance;
 mod malformed_input;

@@ -21,6 +21,10 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/products/export.csv"),
     ("post", "/api/imports/stock"),
     ("post", "/api/products/{id}/counts"),
+    ("get", "/api/locations"),
+    ("post", "/api/locations"),
+    ("get", "/api/locations/{id}"),
+    ("patch", "/api/locations/{id}"),
     ("get", "/api/orders"),
     ("post", "/api/orders"),
     ("get", "/api/orders/{id}"),
@@ -86,6 +90,7 @@ async fn the_document_lists_exactly_the_routes_served() {
         let request = match method.as_str() {
             "get" => app.http.get(url),
             "post" => app.http.post(url).json(&serde_json::json!({})),
+            "patch" => app.http.patch(url).json(&serde_json::json!({})),
             other => panic!("unexpected method {other}"),
         };
         let answer = app.send(request).await;

@@ -1,7 +1,8 @@
 //! Upgrading a read model written by the previous release (migrations
 //! 0001–0004) on both databases: migrations 0005, 0008 and 0018 run on
 //! existing rows (0008 fills the running totals from the orders there,
-//! 0018 marks a shipped order's lines shipped whole), the
+//! 0018 marks a shipped order's lines shipped whole, 0019 puts every unit
+//! and every order's allocation at the default location), the
 //! old one-row-per-event outbox is still relayed, and a rebuild replays the
 //! old archive (decisions archived when they came back from the log; a v1
 //! `order.shipped` upcast to a shipment of every line).
@@ -13,7 +14,7 @@ use streamstock::domain::events::{
     OrderConfirmed, OrderLine, OrderPlaced, OrderShipped, ProductCreated, StockReceived,
 };
 use streamstock::domain::status::OrderStatus;
-use streamstock::domain::{DomainEvent, Envelope, Money, OrderId, ProductId};
+use streamstock::domain::{DomainEvent, Envelope, LocationId, Money, OrderId, ProductId};
 use streamstock::store::{Dialect, Store};
 
 async fn read_model_of_the_previous_release_upgrades(store: Store) {
@@ -76,6 +77,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
         DomainEvent::OrderConfirmed(OrderConfirmed {
             order_id: order,
             total: price.times(3),
+            allocations: None,
         }),
         // A second order, shipped whole (order.shipped v1 had only the id).
         DomainEvent::OrderPlaced(OrderPlaced {
@@ -91,6 +93,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
         DomainEvent::OrderConfirmed(OrderConfirmed {
             order_id: shipped,
             total: price.times(2),
+            allocations: None,
         }),
         DomainEvent::OrderShipped(OrderShipped {
             order_id: shipped,
@@ -137,6 +140,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
     let leftover: Envelope = DomainEvent::OrderConfirmed(OrderConfirmed {
         order_id: order,
         total: price.times(3),
+        allocations: None,
     })
     .into_envelope(Utc::now());
     sqlx::query("INSERT INTO outbox (event_id, envelope, created_at) VALUES ($1, $2, $3)")
@@ -176,6 +180,36 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
         shipped_lines(store.clone()).await,
         (OrderStatus::Shipped, 2, 0)
     );
+    // Every unit is at the default location, every order's allocation
+    // there (migration 0019).
+    let where_it_is = |store: Store| async move {
+        let stock: Vec<(LocationId, i64, i64)> = store
+            .stock_by_location(product)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| (s.location_id, s.on_hand, s.reserved))
+            .collect();
+        let allocated = |id| {
+            let store = store.clone();
+            async move {
+                store
+                    .allocations_of(id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|a| (a.location_id, a.quantity, a.shipped))
+                    .collect::<Vec<_>>()
+            }
+        };
+        (stock, allocated(order).await, allocated(shipped).await)
+    };
+    let at_default = (
+        vec![(LocationId::DEFAULT, 8, 3)],
+        vec![(LocationId::DEFAULT, 3, 0)],
+        vec![(LocationId::DEFAULT, 2, 2)],
+    );
+    assert_eq!(where_it_is(store.clone()).await, at_default);
     let order_row = store.get_order(order).await.unwrap().unwrap();
     assert_eq!(order_row.status, OrderStatus::Confirmed);
     assert_eq!(
@@ -206,6 +240,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
         store.get_order(order).await.unwrap().unwrap().status,
         OrderStatus::Confirmed
     );
+    assert_eq!(where_it_is(store.clone()).await, at_default);
     assert_eq!(
         common::invariants::invariant_violations(&store)
             .await

@@ -77,7 +77,9 @@ pub async fn run_all_on(
 
     let worker = tokio::spawn(worker::run(
         backend.clone(),
-        store.clone(),
+        store
+            .clone()
+            .allocating_by(args.processing.allocation_strategy),
         args.processing.worker_options(common.retention.windows()),
         shutdown.clone(),
     ));
@@ -181,7 +183,9 @@ pub async fn run_worker(
     systemd::ready("processing");
     worker::run(
         backend,
-        store.clone(),
+        store
+            .clone()
+            .allocating_by(args.processing.allocation_strategy),
         args.processing.worker_options(common.retention.windows()),
         shutdown.clone(),
     )

@@ -34,6 +34,47 @@ impl Sku {
     }
 }
 
+/// A location's code: 1–32 characters of lowercase letters, digits, '-'
+/// and '_' (it names the location in URLs, files and reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationCode(String);
+
+impl LocationCode {
+    pub fn parse(raw: &str) -> Result<LocationCode, Invalid> {
+        let code = raw.trim();
+        if code.is_empty() || code.len() > 32 {
+            return Err(Invalid("must be 1 to 32 characters".into()));
+        }
+        if !code
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+        {
+            return Err(Invalid(
+                "may contain only lowercase letters, digits, '-' and '_'".into(),
+            ));
+        }
+        Ok(LocationCode(code.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The range of a location's priority (lower is allocated from first).
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1_000_000..=1_000_000;
+
+pub fn parse_priority(raw: i64) -> Result<i64, Invalid> {
+    if !PRIORITY_RANGE.contains(&raw) {
+        return Err(Invalid(format!(
+            "must be between {} and {}",
+            PRIORITY_RANGE.start(),
+            PRIORITY_RANGE.end()
+        )));
+    }
+    Ok(raw)
+}
+
 /// A free-text name: trimmed, 1–200 characters, no control characters.
 pub fn parse_name(raw: &str) -> Result<String, Invalid> {
     let name = raw.trim();
@@ -162,6 +203,16 @@ fn parse_email(raw: &str) -> Result<String, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn location_codes_are_short_lowercase_names() {
+        assert_eq!(LocationCode::parse(" east-1 ").unwrap().as_str(), "east-1");
+        for bad in ["", "East", "a b", "x".repeat(33).as_str(), "dépôt"] {
+            assert!(LocationCode::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_priority(1_000_001).is_err());
+        assert_eq!(parse_priority(-5).unwrap(), -5);
+    }
 
     #[test]
     fn sku_rules() {

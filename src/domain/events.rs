@@ -2,7 +2,7 @@
 //! (docs/architecture.md). The envelope is what the log stores; the typed
 //! `DomainEvent` is what the domain and the projections work with.
 
-use super::ids::{OrderId, ProductId, PurchaseOrderId};
+use super::ids::{LocationId, OrderId, ProductId, PurchaseOrderId};
 pub use super::payloads::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -119,13 +119,15 @@ event_types! {
     // v3 `location_id`, as every stock event's v2 did.
     StockReceived => "stock.received", version 3;
     OrderPlaced => "order.placed", version 1;
-    OrderConfirmed => "order.confirmed", version 1;
+    // v2 added `allocations` (stock in several locations).
+    OrderConfirmed => "order.confirmed", version 2;
     OrderRejected => "order.rejected", version 1;
     OrderCancelRequested => "order.cancel_requested", version 1;
     OrderShipRequested => "order.ship_requested", version 1;
     OrderCancelled => "order.cancelled", version 1;
-    // v2 added `shipment_id`, `lines` and `complete` (partial shipments).
-    OrderShipped => "order.shipped", version 2;
+    // v2 added `shipment_id`, `lines` and `complete` (partial shipments),
+    // v3 each line's `location_id`.
+    OrderShipped => "order.shipped", version 3;
     StockLow => "stock.low", version 1;
     PurchaseOrderDrafted => "purchase_order.drafted", version 1;
     PurchaseOrderReceived => "purchase_order.received", version 1;
@@ -139,6 +141,8 @@ event_types! {
     OrderReturnRequested => "order.return_requested", version 1;
     OrderReturned => "order.returned", version 1;
     OrderReturnRefused => "order.return_refused", version 1;
+    LocationCreated => "location.created", version 1;
+    LocationUpdated => "location.updated", version 1;
 }
 
 impl std::fmt::Display for EventType {
@@ -232,12 +236,15 @@ pub struct Touched {
     pub products: BTreeSet<ProductId>,
     pub orders: BTreeSet<OrderId>,
     pub purchase_orders: BTreeSet<PurchaseOrderId>,
-    /// Products whose confirmed orders (some of them: `HELD_BY_NAMED`)
-    /// must be loaded, to name who holds their stock.
-    pub holders_of: BTreeSet<ProductId>,
-    /// (product, moment): the on-hand its written ledger rows moved after
-    /// that moment, for a count made then.
-    pub moved_since: BTreeSet<(ProductId, i64)>,
+    /// (product, location) whose open orders (some of them:
+    /// `HELD_BY_NAMED`) must be loaded, to name who holds the stock there.
+    pub holders_of: BTreeSet<(ProductId, LocationId)>,
+    /// (product, location, moment): the on-hand its written ledger rows
+    /// moved there after that moment, for a count made then.
+    pub moved_since: BTreeSet<(ProductId, LocationId, i64)>,
+    /// Every location must be loaded: the batch allocates an order's
+    /// lines, or changes a location.
+    pub locations: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -291,12 +298,14 @@ impl DomainEvent {
             DomainEvent::StockAdjusted(e) => e.product_id.to_string(),
             DomainEvent::StockAdjustmentRefused(e) => e.product_id.to_string(),
             DomainEvent::StockCounted(e) => e.product_id.to_string(),
+            DomainEvent::LocationCreated(e) => e.location_id.to_string(),
+            DomainEvent::LocationUpdated(e) => e.location_id.to_string(),
         }
     }
 
     /// The location a stock event names; None for the default location and
     /// for events that are not about stock.
-    pub fn location_id(&self) -> Option<super::LocationId> {
+    pub fn location_id(&self) -> Option<LocationId> {
         match self {
             DomainEvent::StockReceived(e) => e.location_id,
             DomainEvent::StockAdjustmentRequested(e) => e.location_id,
@@ -324,26 +333,36 @@ impl DomainEvent {
             // those are loaded too.
             DomainEvent::StockAdjustmentRequested(e) => {
                 touched.products.insert(e.product_id);
-                touched.holders_of.insert(e.product_id);
+                let location = e.location_id.unwrap_or(LocationId::DEFAULT);
+                touched.holders_of.insert((e.product_id, location));
             }
             // A count also needs the stock moved since it was made.
             DomainEvent::StockCounted(e) => {
                 touched.products.insert(e.product_id);
-                touched.holders_of.insert(e.product_id);
-                touched.moved_since.insert((e.product_id, e.counted_at));
+                let location = e.location_id.unwrap_or(LocationId::DEFAULT);
+                touched.holders_of.insert((e.product_id, location));
+                touched
+                    .moved_since
+                    .insert((e.product_id, location, e.counted_at));
             }
             DomainEvent::StockReceived(e) => {
                 touched.products.insert(e.product_id);
                 touched.purchase_orders.extend(e.purchase_order_id);
             }
             DomainEvent::OrderPlaced(e) => {
+                touched.locations = true;
                 touched.orders.insert(e.order_id);
                 touched
                     .products
                     .extend(e.items.iter().map(|line| line.product_id));
             }
-            DomainEvent::OrderConfirmed(OrderConfirmed { order_id, .. })
-            | DomainEvent::OrderRejected(OrderRejected { order_id, .. })
+            // A confirmation reserves at its allocations' locations, which
+            // must be known and active.
+            DomainEvent::OrderConfirmed(OrderConfirmed { order_id, .. }) => {
+                touched.locations = true;
+                touched.orders.insert(*order_id);
+            }
+            DomainEvent::OrderRejected(OrderRejected { order_id, .. })
             | DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
             | DomainEvent::OrderShipRequested(OrderShipRequested { order_id })
             | DomainEvent::OrderCancelled(OrderCancelled { order_id })
@@ -366,6 +385,9 @@ impl DomainEvent {
             }) => {
                 touched.products.insert(*product_id);
                 touched.purchase_orders.insert(*purchase_order_id);
+            }
+            DomainEvent::LocationCreated(_) | DomainEvent::LocationUpdated(_) => {
+                touched.locations = true;
             }
             DomainEvent::AlertRaised(_) => {}
         }
@@ -489,6 +511,13 @@ pub fn upcast(
             }
             // v1 → v2: a v1 shipment shipped the whole order, which only a
             // confirmed order (nothing shipped yet) could do.
+            (EventType::OrderConfirmed, 1) => {
+                if let Some(fields) = payload.as_object_mut() {
+                    fields
+                        .entry("allocations")
+                        .or_insert(serde_json::Value::Null);
+                }
+            }
             (EventType::OrderShipped, 1) => {
                 if let Some(fields) = payload.as_object_mut() {
                     fields

@@ -99,6 +99,12 @@ id_type!(
     /// means the default location (all stock, until there are others).
     LocationId
 );
+
+impl LocationId {
+    /// The location every deployment has: stock named by no location is
+    /// here, as all stock was before there were others.
+    pub const DEFAULT: LocationId = LocationId(Uuid::from_u128(1));
+}
 id_type!(
     /// A return of some of an order's shipped units; keyed by its order.
     ReturnId

@@ -50,10 +50,49 @@ pub struct OrderPlaced {
     pub total: Money,
 }
 
+/// The worker confirmed an order: its lines are reserved where
+/// `allocations` say. v1 had no allocations (all stock was at the default
+/// location): upcast to None, which reserves every line there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderConfirmed {
     pub order_id: OrderId,
     pub total: Money,
+    #[serde(default)]
+    pub allocations: Option<Vec<Allocation>>,
+}
+
+/// Units of a product reserved at one location for an order. An order
+/// holds one per (product, location), in the order they were chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Allocation {
+    pub product_id: ProductId,
+    pub location_id: LocationId,
+    pub quantity: i64,
+}
+
+/// A place stock is kept in. `priority`: lower first, for the `priority`
+/// allocation strategy. Keyed by its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocationCreated {
+    pub location_id: LocationId,
+    pub code: String,
+    pub name: String,
+    pub priority: i64,
+    pub active: bool,
+}
+
+/// A change of a location's name, priority or activity (a field left out
+/// keeps its value). An inactive location keeps its stock, visible, but
+/// no order is allocated from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocationUpdated {
+    pub location_id: LocationId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,19 +140,29 @@ pub struct OrderShipped {
 }
 
 /// A quantity of one product, as a shipment or return request names it.
+/// A shipment may name the location it draws from (one the order's
+/// product is allocated at); none: the worker takes the allocations in
+/// the order they were made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductQuantity {
     pub product_id: ProductId,
     pub quantity: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// A quantity of one line of an order (`line_no`: its index among the
-/// order's items), as a worker allocated a request to the lines.
+/// order's items), as a worker allocated a request to the lines, and for
+/// a shipment the location the units left from. A line shipped from two
+/// locations appears twice. None (v2): drawn from the product's
+/// allocations in order, which before locations were all at the default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineQuantity {
     pub line_no: u32,
     pub product_id: ProductId,
     pub quantity: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// The warehouse asks to ship some units of a confirmed order (a command:

@@ -162,6 +162,21 @@ named_enum! {
 }
 
 named_enum! {
+    /// How a worker chooses the locations an order's lines are reserved at
+    /// (`--allocation-strategy`). Either fills a line from the first
+    /// location in its order and goes on to the next only for what that
+    /// one lacks.
+    #[derive(Default)]
+    pub enum AllocationStrategy {
+        /// Active locations by priority (lowest number first), then code.
+        #[default]
+        Priority => "priority",
+        /// The active location with the most available first.
+        MostStock => "most_stock",
+    }
+}
+
+named_enum! {
     /// Where an adjustment stands: the worker decides it once.
     pub enum AdjustmentStatus {
         /// In the log; no worker has decided it yet.

@@ -17,7 +17,7 @@ use super::{ApiJson, ApiPath, AppState, Paging};
 use crate::domain::catalog::{parse_counted, parse_delta, parse_name, parse_note};
 use crate::domain::events::{StockAdjustmentRequested, StockCounted};
 use crate::domain::status::{AdjustmentReason, AdjustmentStatus};
-use crate::domain::{AdjustmentId, DomainEvent, ProductId};
+use crate::domain::{AdjustmentId, DomainEvent, LocationId, ProductId};
 use crate::store::adjustments::AdjustmentView;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -46,6 +46,10 @@ pub struct AdjustStock {
     #[serde(default)]
     #[schema(minimum = 0)]
     pub expected_on_hand: Option<i64>,
+    /// The location adjusted (its on-hand is what `expected_on_hand` and
+    /// the reserved-units check are about); default: the default location.
+    #[serde(default)]
+    pub location_id: Option<LocationId>,
 }
 
 /// `POST /api/products/{id}/counts`.
@@ -70,6 +74,9 @@ pub struct CountStock {
     #[serde(default)]
     #[schema(max_length = 1000)]
     pub note: Option<String>,
+    /// The location counted; default: the default location.
+    #[serde(default)]
+    pub location_id: Option<LocationId>,
 }
 
 /// How far ahead of this gateway's clock a `counted_at` may be (another
@@ -147,11 +154,12 @@ pub async fn count(
         body.expected_on_hand,
     )?;
     require_product(&state, product_id).await?;
+    super::locations::require_location(&state, "location_id", body.location_id).await?;
     let adjustment_id = AdjustmentId(ids.id("count"));
     let receipt = state
         .append(
             &DomainEvent::StockCounted(StockCounted {
-                location_id: None,
+                location_id: body.location_id,
                 adjustment_id,
                 product_id,
                 counted,
@@ -198,11 +206,12 @@ pub async fn request(
 ) -> Result<Accepted<AdjustmentQueued>, ApiError> {
     let (delta, reference, note) = parse_request(&body)?;
     require_product(&state, product_id).await?;
+    super::locations::require_location(&state, "location_id", body.location_id).await?;
     let adjustment_id = AdjustmentId(ids.id("adjustment"));
     let receipt = state
         .append(
             &DomainEvent::StockAdjustmentRequested(StockAdjustmentRequested {
-                location_id: None,
+                location_id: body.location_id,
                 adjustment_id,
                 product_id,
                 delta,
@@ -319,6 +328,7 @@ mod tests {
             reference: Some("  DMG-1 ".into()),
             note: Some("".into()),
             expected_on_hand: None,
+            location_id: None,
         }
     }
 

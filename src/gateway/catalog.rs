@@ -97,6 +97,7 @@ mod tests {
             available: 0,
             created_at: chrono::Utc::now(),
             as_of: None,
+            locations: None,
         }
     }
 

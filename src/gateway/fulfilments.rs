@@ -17,7 +17,7 @@ use crate::domain::events::{
 };
 use crate::domain::inventory::OrderCommand;
 use crate::domain::status::{AdjustmentStatus, FulfilmentKind, OrderStatus, ReturnDisposition};
-use crate::domain::{DomainEvent, OrderId, ProductId, ReturnId, ShipmentId};
+use crate::domain::{DomainEvent, LocationId, OrderId, ProductId, ReturnId, ShipmentId};
 use crate::store::fulfilments::FulfilmentView;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -46,6 +46,10 @@ pub struct ShipLine {
     pub product_id: ProductId,
     #[schema(minimum = 1, maximum = 1_000_000, example = 2)]
     pub quantity: i64,
+    /// Ship from this location only (one the order's product is allocated
+    /// at); default: the allocations in the order they were made.
+    #[serde(default)]
+    pub location_id: Option<LocationId>,
 }
 
 /// `POST /api/orders/{id}/returns`.
@@ -58,6 +62,10 @@ pub struct ReturnLines {
     /// Why the customer sent the units back.
     #[schema(min_length = 1, max_length = 1000, example = "wrong size")]
     pub reason: String,
+    /// Where restocked units go back on the shelf; default: the default
+    /// location.
+    #[serde(default)]
+    pub location_id: Option<LocationId>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -101,6 +109,14 @@ pub async fn ship(
         .map(|l| (l.product_id, l.quantity))
         .collect();
     check_lines(&asked)?;
+    for (i, line) in body.lines.iter().enumerate() {
+        super::locations::require_location(
+            &state,
+            &format!("lines[{i}].location_id"),
+            line.location_id,
+        )
+        .await?;
+    }
     check_order(&state, order_id, &asked, |status| {
         OrderCommand::Ship.refusal(status)
     })
@@ -109,11 +125,13 @@ pub async fn ship(
     let event = DomainEvent::OrderShipmentRequested(OrderShipmentRequested {
         order_id,
         shipment_id,
-        lines: asked
+        lines: body
+            .lines
             .iter()
-            .map(|&(product_id, quantity)| ProductQuantity {
-                product_id,
-                quantity,
+            .map(|line| ProductQuantity {
+                product_id: line.product_id,
+                quantity: line.quantity,
+                location_id: line.location_id,
             })
             .collect(),
     });
@@ -154,6 +172,7 @@ pub async fn take_back(
     let reason = parse_note(&body.reason)
         .map_err(|e| ApiError::invalid("reason", e))?
         .ok_or_else(|| ApiError::invalid("reason", "must not be empty"))?;
+    super::locations::require_location(&state, "location_id", body.location_id).await?;
     check_order(&state, order_id, &asked, |status| {
         (!OrderStatus::RETURNABLE.contains(&status)).then_some("it has shipped nothing")
     })
@@ -172,7 +191,7 @@ pub async fn take_back(
             })
             .collect(),
         reason,
-        location_id: None,
+        location_id: body.location_id,
     });
     request(
         &state,

@@ -15,6 +15,7 @@ mod fulfilments;
 pub mod idempotency;
 pub mod imports;
 mod ledger;
+mod locations;
 mod long_poll;
 pub mod openapi;
 mod operations;

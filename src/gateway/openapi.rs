@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "products", description = "The catalog and its stock"),
         (name = "stock", description = "Adjustments and counts of a product's stock"),
+        (name = "locations", description = "The places stock is kept in"),
         (name = "orders", description = "Orders and their lifecycle"),
         (name = "restock", description = "Purchase orders drafted when stock runs low"),
         (name = "operations", description = "Alerts, the audit trail, dead letters, figures"),
@@ -64,6 +65,7 @@ impl Modify for CommonErrors {
             for (method, operation) in [
                 (HttpMethod::Get, item.get.as_mut()),
                 (HttpMethod::Post, item.post.as_mut()),
+                (HttpMethod::Patch, item.patch.as_mut()),
             ] {
                 let Some(operation) = operation else { continue };
                 let mut statuses = vec![
@@ -75,6 +77,7 @@ impl Modify for CommonErrors {
                 ];
                 let http_method = match method {
                     HttpMethod::Post => axum::http::Method::POST,
+                    HttpMethod::Patch => axum::http::Method::PATCH,
                     _ => axum::http::Method::GET,
                 };
                 if let Some(scope) = super::auth::needed_scope(&http_method, path, false) {
@@ -87,13 +90,15 @@ impl Modify for CommonErrors {
                         statuses.push(("403", "The token's scope is too narrow"));
                     }
                 }
+                if method != HttpMethod::Get {
+                    statuses.push(("413", "A body over 64 KiB"));
+                    statuses.push(("415", "A body that is not JSON"));
+                }
                 if method == HttpMethod::Post {
                     statuses.push((
                         "409",
                         "The Idempotency-Key's first request is still being handled",
                     ));
-                    statuses.push(("413", "A body over 64 KiB"));
-                    statuses.push(("415", "A body that is not JSON"));
                     statuses.push(("422", "The Idempotency-Key was used for another request"));
                 }
                 for (status, description) in statuses {

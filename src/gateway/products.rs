@@ -10,7 +10,7 @@ use super::write_ids::WriteIds;
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_stock_level, Quantity, Sku};
 use crate::domain::events::{ProductCreated, StockReceived};
-use crate::domain::{DomainEvent, Money, ProductId};
+use crate::domain::{DomainEvent, LocationId, Money, ProductId};
 use crate::store::product_search::{ProductSearch, ProductSort};
 use crate::store::queries::ProductView;
 use axum::extract::State;
@@ -45,6 +45,10 @@ pub struct CreateProduct {
 #[serde(deny_unknown_fields)]
 pub struct ReceiveStock {
     pub quantity: i64,
+    /// Where the stock is (see `/api/locations`); default: the default
+    /// location.
+    #[serde(default)]
+    pub location_id: Option<LocationId>,
 }
 
 /// `GET /api/products`'s filters and order (paging comes beside them).
@@ -248,6 +252,8 @@ pub async fn one(
             product.reserved = reserved;
             product.available = on_hand - reserved;
             product.as_of = chrono::DateTime::from_timestamp_millis(at);
+        } else {
+            product.locations = Some(state.store.stock_by_location(id).await?);
         }
         return Ok(FoundOrQueued::Found(product));
     }
@@ -407,7 +413,7 @@ pub async fn create(
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The receipt is in the log", body = StockQueued),
         (status = 404, description = "No such product", body = ErrorBody),
-        (status = 422, description = "A field is invalid", body = ErrorBody)))]
+        (status = 422, description = "A field is invalid (a quantity outside 1 to 1,000,000, an unknown location_id)", body = ErrorBody)))]
 #[tracing::instrument(name = "products::receive_stock", level = "debug", skip_all)]
 pub async fn receive_stock(
     State(state): State<AppState>,
@@ -416,13 +422,14 @@ pub async fn receive_stock(
     ApiJson(body): ApiJson<ReceiveStock>,
 ) -> Result<Accepted<StockQueued>, ApiError> {
     let quantity = Quantity::parse(body.quantity).map_err(|e| ApiError::invalid("quantity", e))?;
+    super::locations::require_location(&state, "location_id", body.location_id).await?;
     // A product this gateway created is accepted before a worker applies
     // it: the receipt is keyed like the creation, so it is applied after it.
     require_product(&state, id).await?;
     let receipt = state
         .append(
             &DomainEvent::StockReceived(StockReceived {
-                location_id: None,
+                location_id: body.location_id,
                 product_id: id,
                 quantity: quantity.get(),
                 purchase_order_id: None,

@@ -7,7 +7,8 @@ use super::error::ApiError;
 use super::extract::MAX_BODY_BYTES;
 use super::{
     adjustments, assets, auth, dashboard, front_door, fulfilments, idempotency, imports, ledger,
-    openapi, operations, orders, probes, products, restock, simulator_control, Access, AppState,
+    locations, openapi, operations, orders, probes, products, restock, simulator_control, Access,
+    AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
@@ -54,7 +55,11 @@ fn cors(access: &Access) -> Option<tower_http::cors::CorsLayer> {
     }
     let layer = CorsLayer::new()
         .allow_origin(AllowOrigin::list(access.cors_origins.clone()))
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PATCH,
+        ])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
@@ -89,6 +94,8 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(adjustments::one))
         .routes(routes!(adjustments::count))
         .routes(routes!(ledger::list))
+        .routes(routes!(locations::list, locations::create))
+        .routes(routes!(locations::one, locations::update))
         .routes(routes!(imports::stock))
         .routes(routes!(orders::list, orders::place))
         .routes(routes!(orders::one))

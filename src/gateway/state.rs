@@ -27,6 +27,8 @@ pub struct Limits {
     pub idempotency_max_keys: u64,
     /// Products whose price is kept in memory (see `catalog`).
     pub catalog_cache_products: usize,
+    /// The most locations that may be created (`--max-locations`).
+    pub max_locations: usize,
 }
 
 /// Who may call the gateway, and from which web pages.

@@ -4,7 +4,7 @@
 
 use super::{time_of_millis, uuid_col, Store, StoreError};
 use crate::domain::status::{AdjustmentReason, AdjustmentRefusal, AdjustmentStatus};
-use crate::domain::{AdjustmentId, OrderId, ProductId};
+use crate::domain::{AdjustmentId, LocationId, OrderId, ProductId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -43,6 +43,9 @@ pub struct AdjustmentView {
     pub requested_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<DateTime<Utc>>,
+    /// The location adjusted or counted (absent: the default location).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// A refused adjustment's outcome: what a `409 Conflict` says.
@@ -61,7 +64,7 @@ pub struct RefusalView {
 
 const ADJUSTMENT_COLUMNS: &str =
     "id, product_id, delta, reason, reference, note, expected_on_hand, counted, counted_at, status, \
-     refusal, message, on_hand, reserved, held_by, requested_by, requested_at, decided_at";
+     refusal, message, on_hand, reserved, held_by, requested_by, requested_at, decided_at, location_id";
 
 fn adjustment_from_row(row: &AnyRow) -> Result<AdjustmentView, StoreError> {
     let refusal = match row.try_get::<Option<String>, _>("refusal")? {
@@ -106,6 +109,7 @@ fn adjustment_from_row(row: &AnyRow) -> Result<AdjustmentView, StoreError> {
         requested_by: row.try_get("requested_by")?,
         requested_at: time_of_millis(row.try_get("requested_at")?),
         decided_at: decided_at.map(time_of_millis),
+        location_id: super::optional_uuid_col(row, "location_id")?,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use super::{time_of_millis, uuid_col, Store, StoreError};
 use crate::domain::status::{AdjustmentStatus, FulfilmentKind, ReturnDisposition};
-use crate::domain::{Money, OrderId, ProductId};
+use crate::domain::{LocationId, Money, OrderId, ProductId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -39,12 +39,19 @@ pub struct FulfilmentView {
     pub requested_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<DateTime<Utc>>,
+    /// A return's: where its restocked units went (absent: the default
+    /// location).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FulfilmentLine {
     pub product_id: ProductId,
     pub quantity: i64,
+    /// A shipment's: the location asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
     /// A return's: restock or damaged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<ReturnDisposition>,
@@ -56,12 +63,15 @@ pub struct AllocatedLine {
     pub line_no: u32,
     pub product_id: ProductId,
     pub quantity: i64,
+    /// A shipment's: the location the units left from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<ReturnDisposition>,
 }
 
 const FULFILMENT_COLUMNS: &str = "id, order_id, kind, status, lines, allocated, reason, message, \
-     refund_cents, requested_by, requested_at, decided_at";
+     refund_cents, requested_by, requested_at, decided_at, location_id";
 
 /// How many of an order's shipments and returns its page shows.
 pub const SHOWN_PER_ORDER: i64 = 100;
@@ -92,6 +102,7 @@ fn fulfilment_from_row(row: &AnyRow) -> Result<FulfilmentView, StoreError> {
         requested_by: row.try_get("requested_by")?,
         requested_at: time_of_millis(row.try_get("requested_at")?),
         decided_at: decided_at.map(time_of_millis),
+        location_id: super::optional_uuid_col(row, "location_id")?,
     })
 }
 

@@ -5,7 +5,7 @@
 
 use super::{time_of_millis, uuid_col, Store, StoreError};
 use crate::domain::status::{AdjustmentReason, MovementKind};
-use crate::domain::{AdjustmentId, OrderId, ProductId, PurchaseOrderId};
+use crate::domain::{AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -20,9 +20,11 @@ pub struct LedgerEntry {
     /// The time of the event that moved the stock.
     pub occurred_at: DateTime<Utc>,
     pub kind: MovementKind,
+    /// Where the stock moved.
+    pub location_id: LocationId,
     pub on_hand_delta: i64,
     pub reserved_delta: i64,
-    /// The figures after the movement.
+    /// The product's figures (all locations) after the movement.
     pub on_hand: i64,
     pub reserved: i64,
     /// The event that moved the stock (absent on an `opening` row).
@@ -64,7 +66,7 @@ pub struct LedgerAudit {
 
 const LEDGER_COLUMNS: &str =
     "seq, occurred_at, kind, on_hand_delta, reserved_delta, on_hand, reserved, \
-     event_type, event_id, order_id, purchase_order_id, adjustment_id, reason";
+     event_type, event_id, order_id, purchase_order_id, adjustment_id, reason, location_id";
 
 fn optional_id<T: From<Uuid>>(row: &AnyRow, col: &str) -> Result<Option<T>, StoreError> {
     let text: Option<String> = row.try_get(col)?;
@@ -86,6 +88,7 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerEntry, StoreError> {
         seq: row.try_get("seq")?,
         occurred_at: time_of_millis(row.try_get("occurred_at")?),
         kind: super::named_col(row, "kind")?,
+        location_id: super::uuid_col(row, "location_id")?,
         on_hand_delta: row.try_get("on_hand_delta")?,
         reserved_delta: row.try_get("reserved_delta")?,
         on_hand: row.try_get("on_hand")?,

@@ -13,6 +13,7 @@ mod epochs;
 pub mod fulfilments;
 pub mod idempotency;
 pub mod ledger;
+pub mod locations;
 pub mod lost_entries;
 pub mod outbox;
 pub mod product_search;
@@ -117,6 +118,8 @@ pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     description: String,
+    /// How the batches this store applies allocate orders to locations.
+    allocation: crate::domain::status::AllocationStrategy,
 }
 
 /// SQLite's page caches, all connections together, by default (MiB).
@@ -126,6 +129,13 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 impl Store {
+    /// The store, allocating the orders its batches confirm by `strategy`
+    /// (a worker's `--allocation-strategy`).
+    pub fn allocating_by(mut self, strategy: crate::domain::status::AllocationStrategy) -> Store {
+        self.allocation = strategy;
+        self
+    }
+
     /// Connects with the default SQLite memory budget.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         Store::connect_with(url, DEFAULT_SQLITE_MEMORY_MIB, None).await
@@ -200,6 +210,7 @@ impl Store {
             pool,
             dialect,
             description,
+            allocation: Default::default(),
         })
     }
 
@@ -264,6 +275,21 @@ pub(crate) fn uuid_col<Id: From<uuid::Uuid>>(row: &AnyRow, col: &str) -> Result<
     uuid::Uuid::from_str(&raw)
         .map(Id::from)
         .map_err(|e| StoreError::Inconsistent(format!("bad uuid in {col}: {e}")))
+}
+
+/// A nullable id column.
+pub(crate) fn optional_uuid_col<Id: From<uuid::Uuid>>(
+    row: &AnyRow,
+    col: &str,
+) -> Result<Option<Id>, StoreError> {
+    use sqlx::Row;
+    let raw: Option<String> = row.try_get(col)?;
+    raw.map(|raw| {
+        uuid::Uuid::from_str(&raw)
+            .map(Id::from)
+            .map_err(|e| StoreError::Inconsistent(format!("bad uuid in {col}: {e}")))
+    })
+    .transpose()
 }
 
 /// Reads one of a closed set of names (a status, an alert kind) stored as

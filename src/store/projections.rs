@@ -34,10 +34,12 @@ use super::{now_millis, Dialect, Store, StoreError};
 use crate::domain::events::Touched;
 use crate::domain::events::HELD_BY_NAMED;
 use crate::domain::inventory::{
-    Inventory, LineState, OrderState, OrderStatus, ProductState, PurchaseOrderState,
-    PurchaseOrderStatus,
+    AllocationState, AllocationStrategy, Inventory, LineState, LocationState, LocationStock,
+    OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
 };
-use crate::domain::{DomainEvent, Envelope, Money, OrderId, ProductId, PurchaseOrderId};
+use crate::domain::{
+    DomainEvent, Envelope, LocationId, Money, OrderId, ProductId, PurchaseOrderId,
+};
 use crate::stream::{Decoded, Holdings, Partition};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashSet};
@@ -114,7 +116,8 @@ impl Store {
             return Ok(outcome);
         }
 
-        let follow_ups_of = handle_and_write(&mut tx, dialect, &fresh, now).await?;
+        let follow_ups_of =
+            handle_and_write(&mut tx, dialect, &fresh, now, self.allocation).await?;
         outcome.applied = fresh.len();
 
         // The archive in the order the domain applied the events: each
@@ -254,8 +257,12 @@ async fn handle_and_write(
     dialect: Dialect,
     fresh: &[&Decoded],
     now: chrono::DateTime<chrono::Utc>,
+    strategy: AllocationStrategy,
 ) -> Result<Vec<Vec<(Envelope, DomainEvent)>>, StoreError> {
-    let mut inventory = Inventory::default();
+    let mut inventory = Inventory {
+        strategy,
+        ..Inventory::default()
+    };
     load_state(
         tx,
         dialect,
@@ -291,6 +298,7 @@ async fn handle_and_write(
     writes.stock(&baseline.products, &inventory.products);
     writes.ledger(std::mem::take(&mut inventory.journal));
     writes.orders(&baseline.orders, &inventory.orders);
+    writes.locations(&baseline.locations, &inventory.locations);
     writes.purchase_orders(&baseline.purchase_orders, &inventory.purchase_orders);
     writes.flush(tx, dialect).await?;
     Ok(follow_ups_of)
@@ -388,13 +396,16 @@ pub(super) async fn load_state<'e>(
         purchase_orders: purchase_order_ids,
         holders_of,
         moved_since,
+        locations,
     } = touched;
-    for product_id in holders_of {
-        order_ids.extend(holders_of_product(tx, product_id).await?);
+    for (product_id, location_id) in holders_of {
+        order_ids.extend(holders_of_product(tx, product_id, location_id).await?);
     }
-    for (product_id, at) in moved_since {
-        let moved = moved_on_hand_since(tx, product_id, at).await?;
-        inventory.moved_since.insert((product_id, at), moved);
+    for (product_id, location_id, at) in moved_since {
+        let moved = moved_on_hand_since(tx, product_id, location_id, at).await?;
+        inventory
+            .moved_since
+            .insert((product_id, location_id, at), moved);
     }
     let order_ids: Vec<OrderId> = order_ids.into_iter().collect();
     for (id, order) in load_orders(tx, dialect, &order_ids).await? {
@@ -403,6 +414,9 @@ pub(super) async fn load_state<'e>(
     }
     if !with_stock {
         return Ok(());
+    }
+    if locations {
+        inventory.locations = load_locations(tx).await?;
     }
     let purchase_order_ids: Vec<PurchaseOrderId> = purchase_order_ids.into_iter().collect();
     let rows = select_by_ids(
@@ -423,19 +437,22 @@ pub(super) async fn load_state<'e>(
     load_stock(tx, dialect, &ids, inventory).await
 }
 
-/// The first open orders (by id) holding some of a product's stock:
+/// The first open orders (by id) holding some of a product's stock at a
+/// location:
 /// one more than a refusal names, so it can say there are others.
 async fn holders_of_product(
     tx: &mut Tx<'_>,
     product_id: ProductId,
+    location_id: LocationId,
 ) -> Result<Vec<OrderId>, StoreError> {
     let [confirmed, partly_shipped] = OrderStatus::OPEN;
     let rows = sqlx::query(
-        "SELECT DISTINCT o.id FROM order_items i JOIN orders o ON o.id = i.order_id \
-         WHERE i.product_id = $1 AND o.status IN ($2, $3) AND i.shipped < i.quantity \
-         ORDER BY o.id LIMIT $4",
+        "SELECT DISTINCT o.id FROM order_allocations a JOIN orders o ON o.id = a.order_id \
+         WHERE a.product_id = $1 AND a.location_id = $2 AND o.status IN ($3, $4) \
+         AND a.shipped < a.quantity ORDER BY o.id LIMIT $5",
     )
     .bind(product_id.to_string())
+    .bind(location_id.to_string())
     .bind(confirmed.as_str())
     .bind(partly_shipped.as_str())
     .bind(HELD_BY_NAMED as i64 + 1)
@@ -444,19 +461,21 @@ async fn holders_of_product(
     rows.iter().map(|row| super::uuid_col(row, "id")).collect()
 }
 
-/// The on-hand a product's written ledger rows moved after `at` (event
-/// time): what a count made at `at` did not see.
+/// The on-hand a product's written ledger rows moved at a location after
+/// `at` (event time): what a count made there at `at` did not see.
 async fn moved_on_hand_since(
     tx: &mut Tx<'_>,
     product_id: ProductId,
+    location_id: LocationId,
     at: i64,
 ) -> Result<i64, StoreError> {
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(on_hand_delta), 0) AS BIGINT) AS moved FROM stock_ledger \
-         WHERE product_id = $1 AND occurred_at > $2",
+         WHERE product_id = $1 AND occurred_at > $2 AND location_id = $3",
     )
     .bind(product_id.to_string())
     .bind(at)
+    .bind(location_id.to_string())
     .fetch_one(&mut **tx)
     .await?;
     Ok(row.try_get("moved")?)
@@ -496,9 +515,33 @@ async fn load_stock(
                 restocked_total: row.try_get("restocked_total")?,
                 movements: row.try_get("movements")?,
                 open_purchase_order: None,
+                locations: BTreeMap::new(),
                 updated_at: row.try_get("updated_at")?,
             },
         );
+    }
+    // Each product's stock per location: its rows change only under the
+    // lock of its inventory row, taken above.
+    let per_location = select_by_ids(
+        tx,
+        dialect,
+        "SELECT product_id, location_id, on_hand, reserved, in_transit FROM inventory_locations \
+         WHERE product_id IN ({ids})",
+        ids,
+    )
+    .await?;
+    for row in per_location {
+        let product_id: ProductId = super::uuid_col(&row, "product_id")?;
+        if let Some(product) = inventory.products.get_mut(&product_id) {
+            product.locations.insert(
+                super::uuid_col(&row, "location_id")?,
+                LocationStock {
+                    on_hand: row.try_get("on_hand")?,
+                    reserved: row.try_get("reserved")?,
+                    in_transit: row.try_get("in_transit")?,
+                },
+            );
+        }
     }
     // Open purchase orders in a statement of their own, after the stock
     // rows are locked: on PostgreSQL it reads what a worker that held those
@@ -537,6 +580,7 @@ async fn load_orders(
                 customer_email: row.try_get("customer_email")?,
                 status: super::named_col(&row, "status")?,
                 lines: Vec::new(),
+                allocations: Vec::new(),
                 total: Money::from_total_cents(row.try_get("total_cents")?),
                 reason: row.try_get("reason")?,
                 cancel_requested: cancel_requested != 0,
@@ -570,7 +614,49 @@ async fn load_orders(
             });
         }
     }
+    let allocations = select_by_ids(
+        tx,
+        dialect,
+        "SELECT order_id, product_id, location_id, quantity, shipped FROM order_allocations \
+         WHERE order_id IN ({ids}) ORDER BY order_id, seq",
+        &existing,
+    )
+    .await?;
+    for row in allocations {
+        let order_id = super::uuid_col(&row, "order_id")?;
+        if let Some(order) = orders.get_mut(&order_id) {
+            order.allocations.push(AllocationState {
+                product_id: super::uuid_col(&row, "product_id")?,
+                location_id: super::uuid_col(&row, "location_id")?,
+                quantity: row.try_get("quantity")?,
+                shipped: row.try_get("shipped")?,
+            });
+        }
+    }
     Ok(orders)
+}
+
+/// Every location (a short list: `--max-locations` bounds it).
+async fn load_locations(
+    tx: &mut Tx<'_>,
+) -> Result<BTreeMap<LocationId, LocationState>, StoreError> {
+    let rows = sqlx::query("SELECT id, code, name, priority, active FROM locations")
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut locations = BTreeMap::new();
+    for row in rows {
+        let active: i64 = row.try_get("active")?;
+        locations.insert(
+            super::uuid_col(&row, "id")?,
+            LocationState {
+                code: row.try_get("code")?,
+                name: row.try_get("name")?,
+                priority: row.try_get("priority")?,
+                active: active != 0,
+            },
+        );
+    }
+    Ok(locations)
 }
 
 pub(super) fn purchase_order_from_row(
@@ -588,52 +674,46 @@ pub(super) fn purchase_order_from_row(
 #[cfg(test)]
 mod tests {
     use super::check_stock_bounds;
-    use crate::domain::inventory::{Inventory, ProductState};
-    use crate::domain::ProductId;
+    use crate::domain::inventory::{Inventory, LocationStock, ProductState};
+    use crate::domain::{LocationId, ProductId};
     use crate::store::StoreError;
 
     #[test]
     fn a_batch_that_breaks_the_stock_bounds_is_not_written() {
         let id = ProductId::new();
-        let stocked = ProductState {
-            on_hand: 5,
+        let stock = |on_hand, reserved| ProductState {
+            on_hand,
+            reserved,
             received_total: 5,
+            locations: [(
+                LocationId::DEFAULT,
+                LocationStock {
+                    on_hand,
+                    reserved,
+                    in_transit: 0,
+                },
+            )]
+            .into(),
             ..ProductState::default()
         };
-        let before = Inventory {
-            products: [(id, stocked.clone())].into(),
+        let of = |product| Inventory {
+            products: [(id, product)].into(),
             ..Inventory::default()
         };
-        let reserved = |reserved| Inventory {
-            products: [(
-                id,
-                ProductState {
-                    reserved,
-                    ..stocked.clone()
-                },
-            )]
-            .into(),
-            ..Inventory::default()
-        };
-        assert!(check_stock_bounds(&before, &reserved(5)).is_ok());
+        let before = of(stock(5, 0));
+        assert!(check_stock_bounds(&before, &of(stock(5, 5))).is_ok());
         assert!(matches!(
-            check_stock_bounds(&before, &reserved(6)),
+            check_stock_bounds(&before, &of(stock(5, 6))),
             Err(StoreError::Inconsistent(message)) if message.contains("reserved 6 outside 0..=5")
         ));
-        let shipped_without_stock = Inventory {
-            products: [(
-                id,
-                ProductState {
-                    on_hand: 4,
-                    ..stocked.clone()
-                },
-            )]
-            .into(),
-            ..Inventory::default()
-        };
-        assert!(check_stock_bounds(&before, &shipped_without_stock).is_err());
+        // On-hand that the receipts, shipments and adjustments do not explain.
+        assert!(check_stock_bounds(&before, &of(stock(4, 0))).is_err());
+        // Totals that are not the locations' sums.
+        let mut unsummed = stock(5, 0);
+        unsummed.reserved = 1;
+        assert!(check_stock_bounds(&before, &of(unsummed)).is_err());
         // Unchanged products are not checked again (the batch did not touch them).
-        let broken = reserved(6);
+        let broken = of(stock(5, 6));
         assert!(check_stock_bounds(&broken, &broken).is_ok());
     }
 }

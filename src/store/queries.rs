@@ -27,6 +27,9 @@ pub struct ProductView {
     /// Set when the figures are as of this past moment (`?as_of=`), not now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<DateTime<Utc>>,
+    /// Its stock per location (one product, figures of now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locations: Option<Vec<super::locations::LocationStockView>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -57,6 +60,10 @@ pub struct OrderView {
     /// Its shipments and returns, oldest first (the first 100; one order).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fulfilments: Option<Vec<super::fulfilments::FulfilmentView>>,
+    /// Where its units are reserved (one order): per product and location,
+    /// in the order the worker allocated them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocations: Option<Vec<super::locations::AllocationView>>,
 }
 
 /// Figures the read model knows; the gateway adds the log's backlog.
@@ -108,6 +115,7 @@ pub(super) fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> 
         available: on_hand - reserved,
         created_at: time_of_millis(row.try_get("created_at")?),
         as_of: None,
+        locations: None,
     })
 }
 
@@ -130,6 +138,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
         updated_at: time_of_millis(row.try_get("updated_at")?),
         items: None,
         fulfilments: None,
+        allocations: None,
     })
 }
 
@@ -287,6 +296,7 @@ impl Store {
                 .collect::<Result<_, StoreError>>()?,
         );
         order.fulfilments = Some(self.order_fulfilments(id).await?);
+        order.allocations = Some(self.allocations_of(id).await?);
         Ok(Some(order))
     }
 

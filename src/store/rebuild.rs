@@ -14,9 +14,9 @@ use super::analytics::{prune_windows_on, WindowRetention};
 use super::projections::load_state;
 use super::sql::Tx;
 use super::writes::{
-    AdjustmentRow, AlertRow, DailySalesRow, FulfilmentRow, LedgerRow, OrderItemRow, OrderRow,
-    OrderTotalRow, ProductRow, ProductSalesRow, PurchaseOrderRow, StockRow, TableRow, WindowRow,
-    Writes,
+    AdjustmentRow, AlertRow, AllocationRow, DailySalesRow, FulfilmentRow, LedgerRow, LocationRow,
+    LocationStockRow, OrderItemRow, OrderRow, OrderTotalRow, ProductRow, ProductSalesRow,
+    PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,
 };
 use super::{archived_envelope, Dialect, Store, StoreError};
 use crate::domain::inventory::Inventory;
@@ -52,6 +52,26 @@ pub const PROJECTIONS: &[Projection] = &[
         table: StockRow::TABLE,
         order_by: "product_id",
         columns: StockRow::COLUMNS,
+        counts_rows: "TRUE",
+    },
+    Projection {
+        table: LocationStockRow::TABLE,
+        order_by: "product_id, location_id",
+        columns: LocationStockRow::COLUMNS,
+        // A row a live worker created stays when it empties; a rebuild
+        // from a read model upgraded with zero rows may not write it.
+        counts_rows: "on_hand <> 0 OR reserved <> 0 OR in_transit <> 0",
+    },
+    Projection {
+        table: LocationRow::TABLE,
+        order_by: "id",
+        columns: LocationRow::COLUMNS,
+        counts_rows: "TRUE",
+    },
+    Projection {
+        table: AllocationRow::TABLE,
+        order_by: "order_id, seq",
+        columns: AllocationRow::COLUMNS,
         counts_rows: "TRUE",
     },
     Projection {
@@ -228,6 +248,7 @@ impl Store {
         }
         let mut writes = Writes::default();
         writes.stock(&BTreeMap::new(), &inventory.products);
+        writes.locations(&BTreeMap::new(), &inventory.locations);
         writes.purchase_orders(&BTreeMap::new(), &inventory.purchase_orders);
         writes.flush(&mut tx, dialect).await?;
         prune_windows_on(&mut tx, windows).await?;

@@ -7,10 +7,11 @@ use super::sql::{execute_all, multi_insert, values_lists, SqlValue, Tx};
 use super::{Dialect, StoreError};
 use crate::domain::events::{LineQuantity, ProductQuantity};
 use crate::domain::inventory::{
-    Movement, OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
+    LocationState, Movement, OrderState, OrderStatus, ProductState, PurchaseOrderState,
+    PurchaseOrderStatus,
 };
 use crate::domain::status::{AdjustmentReason, AdjustmentStatus, FulfilmentKind};
-use crate::domain::{AdjustmentId, OrderId, ProductId, PurchaseOrderId};
+use crate::domain::{AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId};
 use crate::domain::{DomainEvent, Envelope};
 use std::collections::BTreeMap;
 
@@ -108,6 +109,49 @@ table_row! {
          updated_at = {}(inventory.updated_at, excluded.updated_at)",
         latest(dialect)
     )
+}
+
+table_row! {
+    /// A product's stock at one location, written as deltas like its
+    /// totals (under the lock of its inventory row).
+    LocationStockRow in "inventory_locations" {
+        product_id: String => "TEXT",
+        location_id: String => "TEXT",
+        on_hand: i64 => "BIGINT",
+        reserved: i64 => "BIGINT",
+        in_transit: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (product_id, location_id) DO UPDATE SET \
+                     on_hand = inventory_locations.on_hand + excluded.on_hand, \
+                     reserved = inventory_locations.reserved + excluded.reserved, \
+                     in_transit = inventory_locations.in_transit + excluded.in_transit".into()
+}
+
+table_row! {
+    /// A location, written whole whenever it changes.
+    LocationRow in "locations" {
+        id: String => "TEXT",
+        code: String => "TEXT",
+        name: String => "TEXT",
+        priority: i64 => "BIGINT",
+        active: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+                     priority = excluded.priority, active = excluded.active".into()
+}
+
+table_row! {
+    /// Units of an order's product reserved at one location (`seq`: the
+    /// order they were allocated in), and how many of them shipped.
+    AllocationRow in "order_allocations" {
+        order_id: String => "TEXT",
+        seq: i64 => "BIGINT",
+        product_id: String => "TEXT",
+        location_id: String => "TEXT",
+        quantity: i64 => "BIGINT",
+        shipped: i64 => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (order_id, seq) DO UPDATE SET shipped = excluded.shipped".into()
 }
 
 table_row! {
@@ -242,6 +286,7 @@ table_row! {
         requested_by: Option<String> => "TEXT",
         requested_at: i64 => "BIGINT",
         decided_at: Option<i64> => "BIGINT",
+        location_id: Option<String> => "TEXT",
     }
     on conflict |_| "ON CONFLICT DO NOTHING".into()
 }
@@ -263,6 +308,7 @@ table_row! {
         purchase_order_id: Option<String> => "TEXT",
         adjustment_id: Option<String> => "TEXT",
         reason: Option<&'static str> => "TEXT",
+        location_id: String => "TEXT",
     }
     // No conflict clause: a movement number taken twice is a bug, and
     // fails the batch rather than losing a row.
@@ -285,6 +331,7 @@ table_row! {
         requested_by: Option<String> => "TEXT",
         requested_at: i64 => "BIGINT",
         decided_at: Option<i64> => "BIGINT",
+        location_id: Option<String> => "TEXT",
     }
     on conflict |_| "ON CONFLICT DO NOTHING".into()
 }
@@ -333,6 +380,7 @@ impl FulfilmentRow {
             requested_by: None,
             requested_at: at,
             decided_at: None,
+            location_id: None,
         }
     }
 }
@@ -371,6 +419,7 @@ impl AdjustmentRow {
             requested_by: None,
             requested_at: at,
             decided_at: None,
+            location_id: None,
         }
     }
 }
@@ -455,6 +504,7 @@ fn asked_of(lines: &[LineQuantity]) -> Vec<ProductQuantity> {
         .map(|line| ProductQuantity {
             product_id: line.product_id,
             quantity: line.quantity,
+            location_id: line.location_id,
         })
         .collect()
 }
@@ -478,6 +528,9 @@ pub(super) struct Writes {
     windows: BTreeMap<Window, (i64, i64)>,
     stock_updates: Vec<StockRow>,
     stock_inserts: Vec<StockRow>,
+    location_stock: Vec<LocationStockRow>,
+    locations: Vec<LocationRow>,
+    allocations: Vec<AllocationRow>,
     orders: Vec<OrderRow>,
     purchase_orders: Vec<(PurchaseOrderStatus, PurchaseOrderRow)>,
     /// Running totals' deltas, by key (the order their locks are taken in).
@@ -528,6 +581,7 @@ impl Writes {
                 }),
                 DomainEvent::OrderReturnRequested(e) => self.fulfilments.push(FulfilmentRow {
                     reason: Some(e.reason.clone()),
+                    location_id: e.location_id.map(|l| l.to_string()),
                     requested_by: envelope.actor.clone(),
                     ..FulfilmentRow::of(
                         e.return_id.as_uuid(),
@@ -603,6 +657,7 @@ impl Writes {
                         }))
                 }
                 DomainEvent::StockCounted(e) => self.adjustments.push(AdjustmentRow {
+                    location_id: e.location_id.map(|l| l.to_string()),
                     reference: e.reference.clone(),
                     note: e.note.clone(),
                     expected_on_hand: e.expected_on_hand,
@@ -618,6 +673,7 @@ impl Writes {
                     )
                 }),
                 DomainEvent::StockAdjustmentRequested(e) => self.adjustments.push(AdjustmentRow {
+                    location_id: e.location_id.map(|l| l.to_string()),
                     delta: Some(e.delta),
                     reference: e.reference.clone(),
                     note: e.note.clone(),
@@ -697,6 +753,7 @@ impl Writes {
             purchase_order_id: m.cause.purchase_order_id.map(|id| id.to_string()),
             adjustment_id: m.cause.adjustment_id.map(|id| id.to_string()),
             reason: m.cause.reason.map(|r| r.as_str()),
+            location_id: m.location_id.to_string(),
         }));
     }
 
@@ -727,6 +784,40 @@ impl Writes {
                 Some(_) => self.stock_updates.push(row),
                 None => self.stock_inserts.push(row),
             }
+            for (location, stock) in &now.locations {
+                let base = base.locations.get(location);
+                if base == Some(stock) {
+                    continue;
+                }
+                let base = base.copied().unwrap_or_default();
+                self.location_stock.push(LocationStockRow {
+                    product_id: id.to_string(),
+                    location_id: location.to_string(),
+                    on_hand: stock.on_hand - base.on_hand,
+                    reserved: stock.reserved - base.reserved,
+                    in_transit: stock.in_transit - base.in_transit,
+                });
+            }
+        }
+    }
+
+    /// Locations that were created or changed, written whole.
+    pub(super) fn locations(
+        &mut self,
+        before: &BTreeMap<LocationId, LocationState>,
+        after: &BTreeMap<LocationId, LocationState>,
+    ) {
+        for (id, location) in after {
+            if before.get(id) == Some(location) {
+                continue;
+            }
+            self.locations.push(LocationRow {
+                id: id.to_string(),
+                code: location.code.clone(),
+                name: location.name.clone(),
+                priority: location.priority,
+                active: i64::from(location.active),
+            });
         }
     }
 
@@ -770,6 +861,20 @@ impl Writes {
                     unit_price_cents: line.unit_price.cents(),
                     shipped: line.shipped,
                     returned: line.returned,
+                });
+            }
+            let allocations_before = was.map(|w| &w.allocations[..]).unwrap_or_default();
+            for (seq, allocation) in order.allocations.iter().enumerate() {
+                if allocations_before.get(seq) == Some(allocation) {
+                    continue;
+                }
+                self.allocations.push(AllocationRow {
+                    order_id: id.to_string(),
+                    seq: seq as i64,
+                    product_id: allocation.product_id.to_string(),
+                    location_id: allocation.location_id.to_string(),
+                    quantity: allocation.quantity,
+                    shipped: allocation.shipped,
                 });
             }
         }
@@ -871,8 +976,11 @@ impl Writes {
             inserts(dialect, self.products),
             stock_updates(dialect, self.stock_updates),
             inserts(dialect, self.stock_inserts),
+            inserts(dialect, self.location_stock),
+            inserts(dialect, self.locations),
             inserts(dialect, self.orders),
             inserts(dialect, self.order_items),
+            inserts(dialect, self.allocations),
             inserts(
                 dialect,
                 purchase_orders.into_iter().map(|(_, row)| row).collect(),

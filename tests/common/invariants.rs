@@ -143,6 +143,7 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
             ));
         }
     }
+    violations.extend(location_violations(store).await?);
     let undecided: i64 =
         sqlx::query("SELECT COUNT(*) AS n FROM stock_adjustments WHERE status = 'pending'")
             .fetch_one(store.pool())
@@ -215,4 +216,78 @@ async fn keyed_pairs(
         out.insert(row.try_get("k")?, (row.try_get("a")?, row.try_get("b")?));
     }
     Ok(out)
+}
+
+/// Stock in several locations: each (product, location) within bounds and
+/// reserved by exactly its open orders' unshipped allocations there; each
+/// product's totals the sums of its locations; each decided order's
+/// allocations covering its lines, product by product.
+async fn location_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> {
+    let mut violations = Vec::new();
+    let rows = sqlx::query(&format!(
+        "SELECT s.product_id, s.location_id, s.on_hand, s.reserved, s.in_transit, \
+         CAST(COALESCE(h.held, 0) AS BIGINT) AS held FROM inventory_locations s LEFT JOIN \
+         (SELECT a.product_id, a.location_id, SUM(a.quantity - a.shipped) AS held \
+          FROM order_allocations a JOIN orders o ON o.id = a.order_id WHERE o.status IN {OPEN} \
+          GROUP BY a.product_id, a.location_id) h \
+         ON h.product_id = s.product_id AND h.location_id = s.location_id"
+    ))
+    .fetch_all(store.pool())
+    .await?;
+    for row in rows {
+        let at = format!(
+            "{} at {}",
+            row.try_get::<String, _>("product_id")?,
+            row.try_get::<String, _>("location_id")?
+        );
+        let (on_hand, reserved, in_transit, held): (i64, i64, i64, i64) = (
+            row.try_get("on_hand")?,
+            row.try_get("reserved")?,
+            row.try_get("in_transit")?,
+            row.try_get("held")?,
+        );
+        if !(0 <= reserved && reserved <= on_hand) || in_transit < 0 {
+            violations.push(format!(
+                "{at}: reserved {reserved} outside 0..={on_hand} (in transit {in_transit})"
+            ));
+        }
+        if reserved != held {
+            violations.push(format!(
+                "{at}: reserved {reserved} != open orders' unshipped allocations {held}"
+            ));
+        }
+    }
+    let unsummed: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM inventory i LEFT JOIN \
+         (SELECT product_id, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved \
+          FROM inventory_locations GROUP BY product_id) s ON s.product_id = i.product_id \
+         WHERE COALESCE(s.on_hand, 0) <> i.on_hand OR COALESCE(s.reserved, 0) <> i.reserved",
+    )
+    .fetch_one(store.pool())
+    .await?
+    .try_get("n")?;
+    if unsummed > 0 {
+        violations.push(format!(
+            "{unsummed} products whose totals are not their locations' sums"
+        ));
+    }
+    let uncovered: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM \
+         (SELECT oi.order_id, oi.product_id, SUM(oi.quantity) AS q, SUM(oi.shipped) AS s \
+          FROM order_items oi JOIN orders o ON o.id = oi.order_id \
+          WHERE o.status NOT IN ('PENDING', 'REJECTED') GROUP BY oi.order_id, oi.product_id) l \
+         LEFT JOIN (SELECT order_id, product_id, SUM(quantity) AS q, SUM(shipped) AS s \
+          FROM order_allocations GROUP BY order_id, product_id) a \
+         ON a.order_id = l.order_id AND a.product_id = l.product_id \
+         WHERE a.q IS NULL OR a.q <> l.q OR a.s <> l.s",
+    )
+    .fetch_one(store.pool())
+    .await?
+    .try_get("n")?;
+    if uncovered > 0 {
+        violations.push(format!(
+            "{uncovered} (order, product) whose allocations do not cover the lines"
+        ));
+    }
+    Ok(violations)
 }

@@ -218,6 +218,7 @@ impl TestApp {
                 idempotency_ttl: Duration::from_secs(86_400).into(),
                 idempotency_max_keys: 1_000_000,
                 catalog_cache_products: 10_000,
+                max_locations: 100,
                 connections: Default::default(),
             },
             processing: ProcessingArgs {
@@ -232,6 +233,7 @@ impl TestApp {
                 // The poison tests make four dead letters: the fourth
                 // raises the piling-up alert.
                 dead_letter_alert: 4,
+                allocation_strategy: Default::default(),
             },
             profile: Profile::None,
         };

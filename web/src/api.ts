@@ -116,6 +116,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/locations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every location, by priority then code, with the stock each holds. */
+        get: operations["list_locations"];
+        put?: never;
+        /**
+         * Creates a location: claims its code (409 if taken), appends
+         *     `location.created`, and answers 201 once a worker has applied it (202
+         *     if that takes longer).
+         */
+        post: operations["create_location"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/locations/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One location. */
+        get: operations["get_location"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Changes a location's name, priority or activity: appends
+         *     `location.updated`; answers 200 with the location once a worker has
+         *     applied it, 202 if that takes longer.
+         */
+        patch: operations["update_location"];
+        trace?: never;
+    };
     "/api/lost-log-entries": {
         parameters: {
             query?: never;
@@ -579,6 +623,7 @@ export interface components {
              *     decides; otherwise the adjustment is refused with the actual figure.
              */
             expected_on_hand?: number | null;
+            location_id?: null | components["schemas"]["LocationId"];
             note?: string | null;
             reason: components["schemas"]["AdjustmentReason"];
             /** @description An outside reference: a damage report, an RMA, a count sheet. */
@@ -637,6 +682,7 @@ export interface components {
              * @description The on-hand the request was conditional on (compare-and-set).
              */
             expected_on_hand?: number | null;
+            location_id?: null | components["schemas"]["LocationId"];
             note?: string | null;
             product_id: components["schemas"]["ProductId"];
             reason: components["schemas"]["AdjustmentReason"];
@@ -667,9 +713,20 @@ export interface components {
              * @description The order line's index among its items.
              */
             line_no: number;
+            location_id?: null | components["schemas"]["LocationId"];
             product_id: components["schemas"]["ProductId"];
             /** Format: int64 */
             quantity: number;
+        };
+        /** @description Units of an order's product reserved (then shipped) at one location. */
+        AllocationView: {
+            code: string;
+            location_id: components["schemas"]["LocationId"];
+            product_id: components["schemas"]["ProductId"];
+            /** Format: int64 */
+            quantity: number;
+            /** Format: int64 */
+            shipped: number;
         };
         /** @description An event the read model applied from the log: where the log held it. */
         AppliedEntry: {
@@ -739,8 +796,26 @@ export interface components {
              * @description Compare-and-set, as for an adjustment.
              */
             expected_on_hand?: number | null;
+            location_id?: null | components["schemas"]["LocationId"];
             note?: string | null;
             reference?: string | null;
+        };
+        /** @description `POST /api/locations`. */
+        CreateLocation: {
+            /** @description Default true. */
+            active?: boolean | null;
+            /**
+             * @description Unique: 1–32 lowercase letters, digits, '-' and '_'.
+             * @example east
+             */
+            code: string;
+            /** @example East warehouse */
+            name: string;
+            /**
+             * Format: int64
+             * @description Lower is allocated from first (default 100).
+             */
+            priority?: number | null;
         };
         CreateProduct: {
             category_name?: string | null;
@@ -837,6 +912,7 @@ export interface components {
         FulfilmentKind: "shipment" | "return";
         FulfilmentLine: {
             disposition?: null | components["schemas"]["ReturnDisposition"];
+            location_id?: null | components["schemas"]["LocationId"];
             product_id: components["schemas"]["ProductId"];
             /** Format: int64 */
             quantity: number;
@@ -884,6 +960,7 @@ export interface components {
             kind: components["schemas"]["FulfilmentKind"];
             /** @description What was asked for, per product. */
             lines: components["schemas"]["FulfilmentLine"][];
+            location_id?: null | components["schemas"]["LocationId"];
             /** @description Why it was refused. */
             message?: string | null;
             order_id: components["schemas"]["OrderId"];
@@ -926,6 +1003,8 @@ export interface components {
             /** @description The event that moved the stock (absent on an `opening` row). */
             event_type?: string | null;
             kind: components["schemas"]["MovementKind"];
+            /** @description Where the stock moved. */
+            location_id: components["schemas"]["LocationId"];
             /**
              * Format: date-time
              * @description The time of the event that moved the stock.
@@ -933,7 +1012,7 @@ export interface components {
             occurred_at: string;
             /**
              * Format: int64
-             * @description The figures after the movement.
+             * @description The product's figures (all locations) after the movement.
              */
             on_hand: number;
             /** Format: int64 */
@@ -950,6 +1029,53 @@ export interface components {
              * @description The product's movement number: 1, 2, ... in the order applied.
              */
             seq: number;
+        };
+        /** Format: uuid */
+        LocationId: string;
+        /** @description A location's creation or change, as appended. */
+        LocationQueued: {
+            code: string;
+            id: components["schemas"]["LocationId"];
+            msg_id: string;
+            status: components["schemas"]["Queued"];
+        };
+        /** @description One product's stock at one location. */
+        LocationStockView: {
+            active: boolean;
+            /** Format: int64 */
+            available: number;
+            code: string;
+            /** Format: int64 */
+            in_transit: number;
+            location_id: components["schemas"]["LocationId"];
+            /** Format: int64 */
+            on_hand: number;
+            /** Format: int64 */
+            reserved: number;
+        };
+        /** @description A location with the stock it holds, all products together. */
+        LocationView: {
+            /** @description Inactive: its stock stays, no order is allocated from it. */
+            active: boolean;
+            /** Format: int64 */
+            available: number;
+            code: string;
+            id: components["schemas"]["LocationId"];
+            /**
+             * Format: int64
+             * @description Units on their way here by transfer.
+             */
+            in_transit: number;
+            name: string;
+            /** Format: int64 */
+            on_hand: number;
+            /**
+             * Format: int64
+             * @description Lower is allocated from first (the `priority` strategy).
+             */
+            priority: number;
+            /** Format: int64 */
+            reserved: number;
         };
         /**
          * @description Events the read model applied that the log then lost, as the workers'
@@ -1022,6 +1148,11 @@ export interface components {
         /** @enum {string} */
         OrderStatus: "PENDING" | "CONFIRMED" | "PARTIALLY_SHIPPED" | "REJECTED" | "CANCELLED" | "SHIPPED";
         OrderView: {
+            /**
+             * @description Where its units are reserved (one order): per product and location,
+             *     in the order the worker allocated them.
+             */
+            allocations?: components["schemas"]["AllocationView"][] | null;
             /** Format: date-time */
             created_at: string;
             customer_email: string;
@@ -1137,6 +1268,8 @@ export interface components {
             /** Format: date-time */
             created_at: string;
             id: components["schemas"]["ProductId"];
+            /** @description Its stock per location (one product, figures of now). */
+            locations?: components["schemas"]["LocationStockView"][] | null;
             /** Format: int64 */
             low_stock_threshold: number;
             name: string;
@@ -1197,6 +1330,7 @@ export interface components {
             status: components["schemas"]["Queued"];
         };
         ReceiveStock: {
+            location_id?: null | components["schemas"]["LocationId"];
             /** Format: int64 */
             quantity: number;
         };
@@ -1265,6 +1399,7 @@ export interface components {
         ReturnLines: {
             /** @description 1 to 100 lines. */
             lines: components["schemas"]["ReturnLineRequest"][];
+            location_id?: null | components["schemas"]["LocationId"];
             /**
              * @description Why the customer sent the units back.
              * @example wrong size
@@ -1274,6 +1409,7 @@ export interface components {
         /** @enum {string} */
         Severity: "info" | "warning" | "error" | "critical";
         ShipLine: {
+            location_id?: null | components["schemas"]["LocationId"];
             /** @description A product of the order. */
             product_id: components["schemas"]["ProductId"];
             /**
@@ -1366,6 +1502,14 @@ export interface components {
              * @description Units in confirmed and shipped orders.
              */
             units: number;
+        };
+        /** @description `PATCH /api/locations/{id}`: the fields to change. */
+        UpdateLocation: {
+            /** @description false: no order is allocated from it any more (its stock stays). */
+            active?: boolean | null;
+            name?: string | null;
+            /** Format: int64 */
+            priority?: number | null;
         };
         /** @description One tumbling window of event time. */
         Window: {
@@ -1917,6 +2061,377 @@ export interface operations {
                 };
             };
             /** @description The file as a whole is unusable: no header, unknown columns, too many rows */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_locations: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Locations, by priority then code */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LocationView"][];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_location: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first answer to a retry */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateLocation"];
+            };
+        };
+        responses: {
+            /** @description Created and readable */
+            201: {
+                headers: {
+                    /** @description The location's URL */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LocationQueued"];
+                };
+            };
+            /** @description Created; a worker has yet to apply it */
+            202: {
+                headers: {
+                    /** @description The location's URL */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LocationQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The code is taken, or the deployment has --max-locations already */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field is invalid */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_location: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The location's id */
+                id: components["schemas"]["LocationId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The location */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LocationView"];
+                };
+            };
+            /** @description Created, not yet applied by a worker */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LocationQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such location */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_location: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The location's id */
+                id: components["schemas"]["LocationId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateLocation"];
+            };
+        };
+        responses: {
+            /** @description Changed and readable */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LocationView"];
+                };
+            };
+            /** @description In the log; a worker has yet to apply it */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LocationQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such location */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field is invalid, or none is given */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3879,7 +4394,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A field is invalid */
+            /** @description A field is invalid (a quantity outside 1 to 1,000,000, an unknown location_id) */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -165,7 +165,9 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     let shutdown = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run(
         backend.clone(),
-        store.clone(),
+        store
+            .clone()
+            .allocating_by(args.processing.allocation_strategy),
         args.processing.worker_options(settings.retention.windows()),
         shutdown.clone(),
     ));
@@ -285,6 +287,7 @@ fn operations_backlog(orders: &[Envelope], products: &[(ProductId, Money)]) -> V
         let one_of_first = vec![ProductQuantity {
             product_id: first.product_id,
             quantity: 1,
+            location_id: None,
         }];
         match i % 100 {
             0..20 => {

@@ -65,6 +65,10 @@ pub struct GatewayArgs {
     /// no database read (the least recently ordered fall out beyond it).
     #[arg(long, env = "STREAMSTOCK_CATALOG_CACHE_PRODUCTS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub catalog_cache_products: u32,
+    /// The most locations a deployment may create (the default one
+    /// included); a worker loads them all to allocate an order.
+    #[arg(long, env = "STREAMSTOCK_MAX_LOCATIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_locations: u32,
     /// Dashboard WebSocket connections served at once; more get 503.
     #[arg(long, env = "STREAMSTOCK_MAX_DASHBOARD_CLIENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_dashboard_clients: u32,
@@ -136,6 +140,7 @@ impl GatewayArgs {
             idempotency_ttl: *self.idempotency_ttl,
             idempotency_max_keys: self.idempotency_max_keys,
             catalog_cache_products: self.catalog_cache_products as usize,
+            max_locations: self.max_locations as usize,
         }
     }
 

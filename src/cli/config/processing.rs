@@ -3,6 +3,7 @@
 
 use super::gateway::GatewayArgs;
 use super::{duration_in, Profile};
+use crate::domain::status::AllocationStrategy;
 use crate::store::analytics::WindowRetention;
 use crate::stream::{Consumer, PROCESSOR_GROUP};
 use crate::worker::{self, WorkerOptions};
@@ -44,6 +45,20 @@ pub struct ProcessingArgs {
     /// count reaches this, the worker raises a critical alert.
     #[arg(long, env = "STREAMSTOCK_DEAD_LETTER_ALERT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub dead_letter_alert: u64,
+    /// How a worker chooses the locations an order's lines are reserved
+    /// at: `priority` (locations by priority, filling from the first) or
+    /// `most_stock` (the location with the most available first). Each
+    /// decision is recorded, so a change applies to orders decided after it
+    /// and never changes a rebuild.
+    #[arg(long, env = "STREAMSTOCK_ALLOCATION_STRATEGY", default_value = "priority", value_parser = parse_allocation_strategy)]
+    pub allocation_strategy: AllocationStrategy,
+}
+
+fn parse_allocation_strategy(raw: &str) -> Result<AllocationStrategy, String> {
+    AllocationStrategy::parse(raw).ok_or_else(|| {
+        let names: Vec<&str> = AllocationStrategy::ALL.iter().map(|s| s.as_str()).collect();
+        format!("must be one of {}", names.join(", "))
+    })
 }
 
 impl ProcessingArgs {

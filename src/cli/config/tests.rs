@@ -220,6 +220,7 @@ fn non_loopback_needs_a_token() {
         idempotency_ttl: std::time::Duration::from_secs(86_400).into(),
         idempotency_max_keys: 1_000_000,
         catalog_cache_products: 100,
+        max_locations: 100,
         connections: Default::default(),
     };
     assert!(args.check_exposure().is_err());

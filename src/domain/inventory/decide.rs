@@ -6,13 +6,13 @@
 
 use super::{Inventory, OrderCommand, OrderStatus, ProductState, PurchaseOrderStatus, Refused};
 use crate::domain::events::{
-    AlertRaised, OrderCancelled, OrderConfirmed, OrderPlaced, PurchaseOrderDrafted,
+    AlertRaised, OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected, PurchaseOrderDrafted,
     PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused, StockAdjustmentRequested,
     StockCounted, StockLow, StockReceived, HELD_BY_NAMED,
 };
-use crate::domain::order::{reserve_all_or_nothing, Decision, StockLevel};
+use crate::domain::order::requested_quantities;
 use crate::domain::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, Severity};
-use crate::domain::{DomainEvent, Envelope, OrderId, ProductId, PurchaseOrderId};
+use crate::domain::{DomainEvent, Envelope, LocationId, OrderId, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -118,7 +118,9 @@ impl Inventory {
             | DomainEvent::StockAdjustmentRefused(_)
             | DomainEvent::OrderShipmentRefused(_)
             | DomainEvent::OrderReturned(_)
-            | DomainEvent::OrderReturnRefused(_) => Vec::new(),
+            | DomainEvent::OrderReturnRefused(_)
+            | DomainEvent::LocationCreated(_)
+            | DomainEvent::LocationUpdated(_) => Vec::new(),
         }
     }
 
@@ -127,24 +129,31 @@ impl Inventory {
         if self.orders[&e.order_id].status != OrderStatus::Pending {
             return Vec::new(); // a repeated placement of a decided order
         }
-        let levels: BTreeMap<ProductId, StockLevel> = e
-            .items
-            .iter()
-            .filter_map(|line| {
-                let product = self.products.get(&line.product_id)?;
-                Some((
-                    line.product_id,
-                    StockLevel {
-                        sku: product.sku.clone()?,
-                        on_hand: product.on_hand,
-                        reserved: product.reserved,
-                    },
-                ))
-            })
-            .collect();
-        match reserve_all_or_nothing(e, &levels) {
-            Decision::Confirm { event, .. } => vec![DomainEvent::OrderConfirmed(event)],
-            Decision::Reject(event) => vec![DomainEvent::OrderRejected(event)],
+        let wanted = requested_quantities(e);
+        let reject = |reason| {
+            vec![DomainEvent::OrderRejected(OrderRejected {
+                order_id: e.order_id,
+                reason,
+            })]
+        };
+        let sku_of = |id| self.products.get(&id).and_then(|p| p.sku.as_deref());
+        if let Some(unknown) = wanted.keys().find(|&&id| sku_of(id).is_none()) {
+            return reject(format!("unknown product {unknown}"));
+        }
+        match self.allocate(&wanted, self.strategy) {
+            Ok(allocations) => vec![DomainEvent::OrderConfirmed(OrderConfirmed {
+                order_id: e.order_id,
+                total: e.total,
+                allocations: Some(allocations),
+            })],
+            Err(short) => reject(format!(
+                "insufficient stock for {} ({}): requested {}, available {}, short by {}",
+                sku_of(short.product_id).unwrap_or_default(),
+                short.product_id,
+                short.requested,
+                short.available,
+                short.requested - short.available
+            )),
         }
     }
 
@@ -198,6 +207,7 @@ impl Inventory {
             reference: &e.reference,
             note: &e.note,
             expected_on_hand: e.expected_on_hand,
+            location_id: e.location_id,
         };
         self.decide_stock_change(cause, &asked, Change::By(e.delta))
     }
@@ -212,6 +222,7 @@ impl Inventory {
             reference: &e.reference,
             note: &e.note,
             expected_on_hand: e.expected_on_hand,
+            location_id: e.location_id,
         };
         let change = Change::Counted {
             counted: e.counted,
@@ -220,24 +231,22 @@ impl Inventory {
         self.decide_stock_change(cause, &asked, change)
     }
 
-    /// The book's on-hand of a product as of `at`: today's less what
-    /// movements of a later time moved (written ones, loaded by the store,
-    /// and this batch's).
-    pub fn on_hand_as_of(&self, product_id: ProductId, at: i64) -> i64 {
+    /// The book's on-hand of a product at a location as of `at`: today's
+    /// less what movements of a later time moved there (written ones,
+    /// loaded by the store, and this batch's).
+    pub fn on_hand_as_of(&self, product_id: ProductId, location_id: LocationId, at: i64) -> i64 {
         let written = self
             .moved_since
-            .get(&(product_id, at))
+            .get(&(product_id, location_id, at))
             .copied()
             .unwrap_or(0);
         let unwritten: i64 = self
             .journal
             .iter()
-            .filter(|m| m.product_id == product_id && m.at > at)
+            .filter(|m| m.product_id == product_id && m.location_id == location_id && m.at > at)
             .map(|m| m.on_hand_delta)
             .sum();
-        self.products
-            .get(&product_id)
-            .map_or(0, |p| p.on_hand - written - unwritten)
+        self.stock_at(product_id, location_id).on_hand - written - unwritten
     }
 
     fn decide_stock_change(
@@ -250,17 +259,19 @@ impl Inventory {
             .products
             .get(&asked.product_id)
             .filter(|p| p.sku.is_some());
-        let (on_hand, reserved) = product.map_or((0, 0), |p| (p.on_hand, p.reserved));
+        let location = asked.location_id.unwrap_or(LocationId::DEFAULT);
+        let stock = self.stock_at(asked.product_id, location);
+        let (on_hand, reserved) = (stock.on_hand, stock.reserved);
         let (delta, counted) = match change {
             Change::By(delta) => (delta, None),
             Change::Counted { counted, at } => (
-                counted - self.on_hand_as_of(asked.product_id, at),
+                counted - self.on_hand_as_of(asked.product_id, location, at),
                 Some(counted),
             ),
         };
         let refused = |refusal, held_by: Vec<OrderId>, message: String| {
             DomainEvent::StockAdjustmentRefused(StockAdjustmentRefused {
-                location_id: None,
+                location_id: asked.location_id,
                 adjustment_id: asked.adjustment_id,
                 product_id: asked.product_id,
                 delta,
@@ -289,7 +300,7 @@ impl Inventory {
             )];
         }
         if on_hand + delta < reserved {
-            let holders = self.holders_of(asked.product_id);
+            let holders = self.holders_of(asked.product_id, location);
             let named: Vec<OrderId> = holders.iter().copied().take(HELD_BY_NAMED).collect();
             let mut orders = named
                 .iter()
@@ -320,7 +331,7 @@ impl Inventory {
             ];
         }
         vec![DomainEvent::StockAdjusted(StockAdjusted {
-            location_id: None,
+            location_id: asked.location_id,
             adjustment_id: asked.adjustment_id,
             product_id: asked.product_id,
             delta,
@@ -469,6 +480,8 @@ struct Asked<'a> {
     reference: &'a Option<String>,
     note: &'a Option<String>,
     expected_on_hand: Option<i64>,
+    /// None: the default location.
+    location_id: Option<LocationId>,
 }
 
 /// How on-hand is to change: by a delta, or to what a count found.

@@ -5,13 +5,15 @@
 //! and `rebuild` never allocate again.
 
 use super::decide::refusal;
-use super::{Cause, Inventory, LineState, MovementKind, OrderStatus, Refused};
+use super::locations::draw;
+use super::{Cause, Inventory, LineState, MovementKind, OrderState, OrderStatus, Refused};
 use crate::domain::events::{
     LineQuantity, OrderReturnRefused, OrderReturnRequested, OrderReturned, OrderShipmentRefused,
     OrderShipmentRequested, OrderShipped, ReturnedLine,
 };
 use crate::domain::status::ReturnDisposition;
-use crate::domain::{DomainEvent, Envelope, Money, OrderId, ProductId, ShipmentId};
+use crate::domain::{DomainEvent, Envelope, LocationId, Money, OrderId, ProductId, ShipmentId};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 impl Inventory {
@@ -23,6 +25,13 @@ impl Inventory {
             Some(lines) => lines.clone(),
             None => everything_unshipped(&order.lines),
         };
+        // Where each line's units leave from: as recorded, or (an event
+        // of v2 or v1) drawn from the product's allocations in order.
+        let mut pools = Pools::default();
+        let mut located = Vec::with_capacity(lines.len());
+        for line in &lines {
+            located.extend(pools.locate(order, line, line.location_id)?);
+        }
         let mut after = order.lines.clone();
         for line in &lines {
             let target = line_of(&mut after, e.order_id, line.line_no, line.product_id)?;
@@ -44,21 +53,31 @@ impl Inventory {
                 e.order_id, e.complete
             )));
         }
-        for line in &lines {
-            let product = self.product_mut(line.product_id)?;
-            product.on_hand -= line.quantity;
-            product.reserved -= line.quantity;
-            product.shipped_total += line.quantity;
-            product.updated_at = product.updated_at.max(at);
-            self.record(
+        for line in &located {
+            let location = line.location_id.expect("located above");
+            self.product_mut(line.product_id)?.shipped_total += line.quantity;
+            self.move_stock(
                 line.product_id,
+                location,
                 MovementKind::Shipped,
                 (-line.quantity, -line.quantity),
                 at,
                 cause,
-            );
+            )?;
         }
         let order = self.orders.get_mut(&e.order_id).expect("checked above");
+        for line in &located {
+            let allocation = order
+                .allocations
+                .iter_mut()
+                .find(|a| {
+                    a.product_id == line.product_id
+                        && Some(a.location_id) == line.location_id
+                        && a.unshipped() >= line.quantity
+                })
+                .expect("located in an allocation above");
+            allocation.shipped += line.quantity;
+        }
         order.lines = after;
         order.status = if complete {
             OrderStatus::Shipped
@@ -112,22 +131,21 @@ impl Inventory {
                 e.order_id, e.refund
             )));
         }
+        let location = e.location_id.unwrap_or(LocationId::DEFAULT);
         for line in e
             .lines
             .iter()
             .filter(|l| l.disposition == ReturnDisposition::Restock)
         {
-            let product = self.product_mut(line.product_id)?;
-            product.on_hand += line.quantity;
-            product.restocked_total += line.quantity;
-            product.updated_at = product.updated_at.max(at);
-            self.record(
+            self.product_mut(line.product_id)?.restocked_total += line.quantity;
+            self.move_stock(
                 line.product_id,
+                location,
                 MovementKind::Returned,
                 (line.quantity, 0),
                 at,
                 cause,
-            );
+            )?;
         }
         let order = self.orders.get_mut(&e.order_id).expect("checked above");
         order.lines = after;
@@ -158,8 +176,18 @@ impl Inventory {
     }
 
     /// A ship-everything command (`POST .../ship`): every unshipped unit.
+    /// Each line leaves from where its product is allocated, in order.
     pub(super) fn decide_ship_all(&self, cause: &Envelope, order_id: OrderId) -> DomainEvent {
-        let lines = everything_unshipped(&self.orders[&order_id].lines);
+        let order = &self.orders[&order_id];
+        let mut pools = Pools::default();
+        let lines = everything_unshipped(&order.lines)
+            .iter()
+            .flat_map(|line| {
+                pools
+                    .locate(order, line, None)
+                    .expect("an open order's allocations hold its unshipped units")
+            })
+            .collect();
         DomainEvent::OrderShipped(OrderShipped {
             order_id,
             shipment_id: Some(ShipmentId(Uuid::new_v5(&cause.event_id, b"shipment"))),
@@ -176,36 +204,47 @@ impl Inventory {
         e: &OrderShipmentRequested,
     ) -> Vec<DomainEvent> {
         let allocated = self.open_order(e.order_id, "ship").and_then(|order| {
-            let asked = e.lines.iter().map(|l| (l.product_id, l.quantity));
-            allocate(
-                &order.lines,
-                asked,
-                LineState::unshipped,
-                "unshipped",
-                &|id| self.product_name(id),
-            )
+            // Each request line on what the ones before it left: to the
+            // order's lines, then to the locations they are allocated at.
+            let mut after = order.lines.clone();
+            let mut pools = Pools::default();
+            let mut shipped: Vec<LineQuantity> = Vec::new();
+            for asked in &e.lines {
+                let parts = allocate(
+                    &after,
+                    [(asked.product_id, asked.quantity)].into_iter(),
+                    LineState::unshipped,
+                    "unshipped",
+                    &|id| self.product_name(id),
+                )?;
+                for (line_no, quantity) in parts {
+                    after[line_no].shipped += quantity;
+                    let line = LineQuantity {
+                        line_no: line_no as u32,
+                        product_id: asked.product_id,
+                        quantity,
+                        location_id: None,
+                    };
+                    for part in pools.locate(order, &line, asked.location_id)? {
+                        match shipped.iter_mut().find(|s| {
+                            (s.line_no, s.location_id) == (part.line_no, part.location_id)
+                        }) {
+                            Some(same) => same.quantity += part.quantity,
+                            None => shipped.push(part),
+                        }
+                    }
+                }
+            }
+            shipped.sort_by_key(|s| s.line_no);
+            Ok((shipped, after.iter().all(|l| l.unshipped() == 0)))
         });
         match allocated {
-            Ok(lines) => {
-                let order = &self.orders[&e.order_id];
-                let mut after = order.lines.clone();
-                for (line_no, quantity) in &lines {
-                    after[*line_no].shipped += quantity;
-                }
+            Ok((lines, complete)) => {
                 vec![DomainEvent::OrderShipped(OrderShipped {
                     order_id: e.order_id,
                     shipment_id: Some(e.shipment_id),
-                    lines: Some(
-                        lines
-                            .into_iter()
-                            .map(|(line_no, quantity)| LineQuantity {
-                                line_no: line_no as u32,
-                                product_id: order.lines[line_no].product_id,
-                                quantity,
-                            })
-                            .collect(),
-                    ),
-                    complete: after.iter().all(|l| l.unshipped() == 0),
+                    lines: Some(lines),
+                    complete,
                 })]
             }
             Err(Refused(why)) => {
@@ -317,8 +356,65 @@ fn everything_unshipped(lines: &[LineState]) -> Vec<LineQuantity> {
             line_no: line_no as u32,
             product_id: line.product_id,
             quantity: line.unshipped(),
+            location_id: None,
         })
         .collect()
+}
+
+/// An order's unshipped units per product and location, as a shipment
+/// draws on them line by line.
+#[derive(Default)]
+struct Pools(BTreeMap<ProductId, Vec<(LocationId, i64)>>);
+
+impl Pools {
+    /// Where `line`'s units leave from: at `named` only, or drawn from the
+    /// product's allocations in the order they were made. One entry per
+    /// location, each with its `location_id` set.
+    fn locate(
+        &mut self,
+        order: &OrderState,
+        line: &LineQuantity,
+        named: Option<LocationId>,
+    ) -> Result<Vec<LineQuantity>, Refused> {
+        let pool = self
+            .0
+            .entry(line.product_id)
+            .or_insert_with(|| order.unshipped_at(line.product_id));
+        let taken = match named {
+            Some(location) => {
+                let held = pool.iter_mut().find(|(l, _)| *l == location);
+                match held {
+                    Some((_, units)) if *units >= line.quantity => {
+                        *units -= line.quantity;
+                        Some(vec![(location, line.quantity)])
+                    }
+                    held => {
+                        return Err(Refused(format!(
+                            "{} of {} asked from location {location}, where the order holds {} unshipped",
+                            line.quantity,
+                            line.product_id,
+                            held.map_or(0, |(_, units)| *units)
+                        )))
+                    }
+                }
+            }
+            None => draw(pool, line.quantity),
+        };
+        let taken = taken.ok_or_else(|| {
+            Refused(format!(
+                "the order's allocations of {} hold less than {} unshipped",
+                line.product_id, line.quantity
+            ))
+        })?;
+        Ok(taken
+            .into_iter()
+            .map(|(location, quantity)| LineQuantity {
+                location_id: Some(location),
+                quantity,
+                ..line.clone()
+            })
+            .collect())
+    }
 }
 
 /// The order line `line_no`, which must be of `product_id`.

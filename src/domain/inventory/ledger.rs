@@ -6,7 +6,9 @@
 use super::{Inventory, MovementKind};
 use crate::domain::events::EventType;
 use crate::domain::status::AdjustmentReason;
-use crate::domain::{AdjustmentId, DomainEvent, Envelope, OrderId, ProductId, PurchaseOrderId};
+use crate::domain::{
+    AdjustmentId, DomainEvent, Envelope, LocationId, OrderId, ProductId, PurchaseOrderId,
+};
 use uuid::Uuid;
 
 /// What caused a movement: the event, and the order, purchase order or
@@ -49,6 +51,8 @@ impl Cause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Movement {
     pub product_id: ProductId,
+    /// Where the stock moved.
+    pub location_id: LocationId,
     /// The product's movement number: 1, 2, ... in the order applied.
     pub seq: i64,
     /// The event's time (Unix milliseconds).
@@ -56,7 +60,8 @@ pub struct Movement {
     pub kind: MovementKind,
     pub on_hand_delta: i64,
     pub reserved_delta: i64,
-    /// The product's figures after the movement.
+    /// The product's figures (its totals over every location) after the
+    /// movement.
     pub on_hand: i64,
     pub reserved: i64,
     pub cause: Cause,
@@ -79,11 +84,12 @@ impl Inventory {
         Ok(())
     }
 
-    /// Records a movement of `product_id` (already changed by `deltas`:
-    /// on-hand, reserved).
+    /// Records a movement of `product_id` at `location_id` (already
+    /// changed by `deltas`: on-hand, reserved).
     pub(super) fn record(
         &mut self,
         product_id: ProductId,
+        location_id: LocationId,
         kind: MovementKind,
         (on_hand_delta, reserved_delta): (i64, i64),
         at: i64,
@@ -96,6 +102,7 @@ impl Inventory {
         product.movements += 1;
         self.journal.push(Movement {
             product_id,
+            location_id,
             seq: product.movements,
             at,
             kind,

@@ -21,17 +21,22 @@
 mod decide;
 mod fulfilment;
 mod ledger;
+mod locations;
 
 pub use ledger::{Cause, Movement};
+pub use locations::{AllocationState, LocationState, LocationStock, Shortfall};
 
 use super::events::{
-    OrderLine, OrderPlaced, ProductCreated, PurchaseOrderDrafted, StockAdjusted, StockReceived,
+    self, OrderLine, OrderPlaced, ProductCreated, PurchaseOrderDrafted, StockAdjusted,
+    StockReceived,
 };
-use super::{DomainEvent, Money, OrderId, ProductId, PurchaseOrderId};
+use super::{DomainEvent, LocationId, Money, OrderId, ProductId, PurchaseOrderId};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use super::order_command::OrderCommand;
-pub use super::status::{AlertKind, MovementKind, OrderStatus, PurchaseOrderStatus, Severity};
+pub use super::status::{
+    AlertKind, AllocationStrategy, MovementKind, OrderStatus, PurchaseOrderStatus, Severity,
+};
 
 /// One product: its catalog settings for restocking and its stock.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +58,8 @@ pub struct ProductState {
     /// ledger's last row.
     pub movements: i64,
     pub open_purchase_order: Option<PurchaseOrderId>,
+    /// The stock per location; `on_hand` and `reserved` are its sums.
+    pub locations: BTreeMap<LocationId, LocationStock>,
     /// The latest event time that changed the figures (Unix milliseconds).
     /// A maximum, so it does not depend on the order of events from
     /// different partitions.
@@ -61,7 +68,9 @@ pub struct ProductState {
 
 impl ProductState {
     /// The stock invariants one product can check alone: 0 ≤ reserved ≤
-    /// on_hand, and on_hand = received − shipped + adjusted + restocked.
+    /// on_hand, at each location and in total; the totals are the
+    /// locations' sums; and on_hand = received − shipped + adjusted +
+    /// restocked.
     /// The worker checks them on every product a batch touched before
     /// writing it (the database's CHECK constraints back the first up).
     pub fn stock_bounds(&self) -> Result<(), String> {
@@ -69,6 +78,24 @@ impl ProductState {
             return Err(format!(
                 "reserved {} outside 0..={}",
                 self.reserved, self.on_hand
+            ));
+        }
+        for (location, stock) in &self.locations {
+            if !(0 <= stock.reserved && stock.reserved <= stock.on_hand && stock.in_transit >= 0) {
+                return Err(format!(
+                    "at location {location}: reserved {} outside 0..={} (in transit {})",
+                    stock.reserved, stock.on_hand, stock.in_transit
+                ));
+            }
+        }
+        let (on_hand, reserved) = self
+            .locations
+            .values()
+            .fold((0, 0), |(h, r), s| (h + s.on_hand, r + s.reserved));
+        if (on_hand, reserved) != (self.on_hand, self.reserved) {
+            return Err(format!(
+                "on_hand {} and reserved {} are not the locations' sums {on_hand} and {reserved}",
+                self.on_hand, self.reserved
             ));
         }
         let book =
@@ -132,6 +159,8 @@ pub struct OrderState {
     pub status: OrderStatus,
     pub lines: Vec<LineState>,
     pub total: Money,
+    /// Where its units are reserved (set at confirmation).
+    pub allocations: Vec<AllocationState>,
     /// Why it was rejected.
     pub reason: Option<String>,
     /// A cancel arrived while the order was pending: cancel it once decided.
@@ -191,33 +220,46 @@ pub struct Refused(pub String);
 
 /// The state a batch works on: everything it touches, or (in tests and in
 /// rebuild) everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inventory {
+    /// Every location when the batch needs them (it allocates or changes
+    /// one); else only the default one.
+    pub locations: BTreeMap<LocationId, LocationState>,
+    /// How this worker allocates orders (a setting, not state: its
+    /// decisions are recorded, so apply never reads it).
+    pub strategy: AllocationStrategy,
     pub products: BTreeMap<ProductId, ProductState>,
     pub orders: BTreeMap<OrderId, OrderState>,
     pub purchase_orders: BTreeMap<PurchaseOrderId, PurchaseOrderState>,
     /// The stock movements applied, in order, not yet written (the store
     /// takes them after each batch or chunk).
     pub journal: Vec<Movement>,
-    /// (product, moment) → the on-hand moved by the product's movements of
-    /// a later time that are already written (the store loads it for a
-    /// count made at that moment); those in `journal` are added to it.
-    pub moved_since: BTreeMap<(ProductId, i64), i64>,
+    /// (product, location, moment) → the on-hand moved there by the
+    /// product's movements of a later time that are already written (the
+    /// store loads it for a count made at that moment); those in `journal`
+    /// are added to it.
+    pub moved_since: BTreeMap<(ProductId, LocationId, i64), i64>,
+}
+
+impl Default for Inventory {
+    /// No products or orders, and the default location.
+    fn default() -> Inventory {
+        Inventory {
+            locations: BTreeMap::from([(LocationId::DEFAULT, LocationState::default_location())]),
+            strategy: AllocationStrategy::default(),
+            products: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            purchase_orders: BTreeMap::new(),
+            journal: Vec::new(),
+            moved_since: BTreeMap::new(),
+        }
+    }
 }
 
 impl Inventory {
     /// The projection of one event (see the module comment). `at` is the
     /// event's time in Unix milliseconds.
     pub fn apply(&mut self, event: &DomainEvent, at: i64) -> Result<(), Refused> {
-        if let Some(location) = event.location_id() {
-            // Stock events carry a location for the release that keeps
-            // stock in several; until then one naming any is refused (and
-            // dead-lettered, to replay once the workers keep locations).
-            return Err(Refused(format!(
-                "{} names location {location}; this release keeps all stock at the default location",
-                event.event_type()
-            )));
-        }
         let cause = Cause::of(event);
         match event {
             DomainEvent::ProductCreated(e) => self.create_product(e, at),
@@ -226,7 +268,9 @@ impl Inventory {
                 self.place_order(e, at);
                 Ok(())
             }
-            DomainEvent::OrderConfirmed(e) => self.reserve(e.order_id, at, &cause),
+            DomainEvent::OrderConfirmed(e) => {
+                self.reserve(e.order_id, e.allocations.as_deref(), at, &cause)
+            }
             DomainEvent::OrderRejected(e) => {
                 self.transition(
                     e.order_id,
@@ -258,6 +302,8 @@ impl Inventory {
             DomainEvent::OrderReturned(e) => self.take_back(e, at, &cause),
             DomainEvent::PurchaseOrderDrafted(e) => self.draft_purchase_order(e, at),
             DomainEvent::StockAdjusted(e) => self.adjust_stock(e, at, &cause),
+            DomainEvent::LocationCreated(e) => self.create_location(e),
+            DomainEvent::LocationUpdated(e) => self.update_location(e),
             // Commands whose outcome is its own event, and notices that
             // change no state (their rows are written from the event).
             DomainEvent::OrderShipRequested(_)
@@ -277,36 +323,38 @@ impl Inventory {
     /// A decided adjustment. The decision kept on-hand at or above
     /// reserved; an adjustment from elsewhere that would not is refused.
     fn adjust_stock(&mut self, e: &StockAdjusted, at: i64, cause: &Cause) -> Result<(), Refused> {
-        let product = self.product_mut(e.product_id)?;
-        let on_hand = product.on_hand + e.delta;
-        if on_hand < product.reserved {
+        let location = e.location_id.unwrap_or(LocationId::DEFAULT);
+        self.product_mut(e.product_id)?;
+        let stock = self.stock_at(e.product_id, location);
+        let on_hand = stock.on_hand + e.delta;
+        if on_hand < stock.reserved {
             return Err(Refused(format!(
-                "stock.adjusted of {} by {} would leave on_hand {on_hand} below reserved {}",
-                e.product_id, e.delta, product.reserved
+                "stock.adjusted of {} by {} would leave on_hand {on_hand} below reserved {} at location {location}",
+                e.product_id, e.delta, stock.reserved
             )));
         }
-        product.on_hand = on_hand;
-        product.adjusted_total += e.delta;
-        product.updated_at = product.updated_at.max(at);
-        self.record(
+        self.product_mut(e.product_id)?.adjusted_total += e.delta;
+        self.move_stock(
             e.product_id,
+            location,
             MovementKind::Adjusted,
             (e.delta, 0),
             at,
             cause,
-        );
-        Ok(())
+        )
     }
 
-    /// The open orders holding some of a product's stock, by id.
-    pub fn holders_of(&self, product_id: ProductId) -> Vec<OrderId> {
+    /// The open orders holding some of a product's stock at a location,
+    /// by id.
+    pub fn holders_of(&self, product_id: ProductId, location_id: LocationId) -> Vec<OrderId> {
         self.orders
             .iter()
             .filter(|(_, order)| {
-                order
-                    .lines
-                    .iter()
-                    .any(|l| l.product_id == product_id && order.reserved_units(l) > 0)
+                order.status.is_open()
+                    && order.allocations.iter().any(|a| {
+                        (a.product_id, a.location_id) == (product_id, location_id)
+                            && a.unshipped() > 0
+                    })
             })
             .map(|(id, _)| *id)
             .collect()
@@ -342,17 +390,15 @@ impl Inventory {
         if e.purchase_order_id.is_some() {
             product.open_purchase_order = None;
         }
-        product.on_hand += e.quantity;
         product.received_total += e.quantity;
-        product.updated_at = product.updated_at.max(at);
-        self.record(
+        self.move_stock(
             e.product_id,
+            e.location_id.unwrap_or(LocationId::DEFAULT),
             MovementKind::Received,
             (e.quantity, 0),
             at,
             cause,
-        );
-        Ok(())
+        )
     }
 
     /// A second placement of the same order (under another event id)
@@ -362,6 +408,7 @@ impl Inventory {
             customer_email: e.customer_email.clone(),
             status: OrderStatus::Pending,
             lines: e.items.iter().map(LineState::from).collect(),
+            allocations: Vec::new(),
             total: e.total,
             reason: None,
             cancel_requested: false,
@@ -371,30 +418,85 @@ impl Inventory {
         });
     }
 
-    /// The confirmation: every line's quantity becomes reserved.
-    fn reserve(&mut self, order_id: OrderId, at: i64, cause: &Cause) -> Result<(), Refused> {
+    /// The confirmation: every line's quantity becomes reserved, where the
+    /// allocations say (a line drawing from its product's allocations in
+    /// order: one ledger row per line and location).
+    fn reserve(
+        &mut self,
+        order_id: OrderId,
+        recorded: Option<&[events::Allocation]>,
+        at: i64,
+        cause: &Cause,
+    ) -> Result<(), Refused> {
         let lines = self.transition(
             order_id,
             &[OrderStatus::Pending],
             OrderStatus::Confirmed,
             at,
         )?;
+        let allocations = Inventory::allocations_of(&lines, recorded);
+        for allocation in &allocations {
+            let location = self.locations.get(&allocation.location_id);
+            if !location.is_some_and(|l| l.active) || allocation.quantity <= 0 {
+                return Err(Refused(format!(
+                    "order {order_id} allocates {} of {} at location {}, which is {}",
+                    allocation.quantity,
+                    allocation.product_id,
+                    allocation.location_id,
+                    if location.is_none() {
+                        "unknown"
+                    } else {
+                        "inactive or not a quantity"
+                    }
+                )));
+            }
+            let stock = self.stock_at(allocation.product_id, allocation.location_id);
+            if stock.available() < allocation.quantity {
+                return Err(Refused(format!(
+                    "order {order_id} allocates {} of {} at location {}, which has {} available",
+                    allocation.quantity,
+                    allocation.product_id,
+                    allocation.location_id,
+                    stock.available()
+                )));
+            }
+        }
+        let mut pools: BTreeMap<ProductId, Vec<(LocationId, i64)>> = BTreeMap::new();
+        for a in &allocations {
+            pools
+                .entry(a.product_id)
+                .or_default()
+                .push((a.location_id, a.quantity));
+        }
+        let mut moves = Vec::new();
         for line in &lines {
-            let product = self.product_mut(line.product_id)?;
-            product.reserved += line.quantity;
-            product.updated_at = product.updated_at.max(at);
-            self.record(
-                line.product_id,
+            let pool = pools.entry(line.product_id).or_default();
+            let taken = locations::draw(pool, line.quantity).ok_or_else(|| {
+                Refused(format!(
+                    "order {order_id}'s allocations of {} do not cover its lines",
+                    line.product_id
+                ))
+            })?;
+            moves.extend(taken.into_iter().map(|(l, q)| (line.product_id, l, q)));
+        }
+        if pools.values().flatten().any(|&(_, left)| left != 0) {
+            return Err(Refused(format!(
+                "order {order_id}'s allocations exceed its lines"
+            )));
+        }
+        for (product_id, location_id, quantity) in moves {
+            self.move_stock(
+                product_id,
+                location_id,
                 MovementKind::Reserved,
-                (0, line.quantity),
+                (0, quantity),
                 at,
                 cause,
-            );
+            )?;
         }
-        self.orders
-            .get_mut(&order_id)
-            .expect("transitioned above")
-            .decided_at = Some(at);
+        let order = self.orders.get_mut(&order_id).expect("transitioned above");
+        order.allocations = allocations;
+        order.decided_at = Some(at);
         Ok(())
     }
 
@@ -402,17 +504,30 @@ impl Inventory {
     /// units) goes back to available.
     fn cancel(&mut self, order_id: OrderId, at: i64, cause: &Cause) -> Result<(), Refused> {
         let lines = self.transition(order_id, &OrderStatus::OPEN, OrderStatus::Cancelled, at)?;
+        let order = &self.orders[&order_id];
+        let mut pools: BTreeMap<ProductId, Vec<(LocationId, i64)>> = BTreeMap::new();
+        let mut moves = Vec::new();
         for line in lines.iter().filter(|l| l.unshipped() > 0) {
-            let product = self.product_mut(line.product_id)?;
-            product.reserved -= line.unshipped();
-            product.updated_at = product.updated_at.max(at);
-            self.record(
-                line.product_id,
+            let pool = pools
+                .entry(line.product_id)
+                .or_insert_with(|| order.unshipped_at(line.product_id));
+            let taken = locations::draw(pool, line.unshipped()).ok_or_else(|| {
+                Refused(format!(
+                    "order {order_id}'s allocations of {} hold less than its unshipped units",
+                    line.product_id
+                ))
+            })?;
+            moves.extend(taken.into_iter().map(|(l, q)| (line.product_id, l, q)));
+        }
+        for (product_id, location_id, quantity) in moves {
+            self.move_stock(
+                product_id,
+                location_id,
                 MovementKind::Released,
-                (0, -line.unshipped()),
+                (0, -quantity),
                 at,
                 cause,
-            );
+            )?;
         }
         Ok(())
     }
@@ -505,7 +620,14 @@ impl Inventory {
     pub fn invariant_violations(&self) -> Vec<String> {
         let mut violations = Vec::new();
         let mut confirmed: BTreeMap<ProductId, i64> = BTreeMap::new();
+        let mut held_at: BTreeMap<(ProductId, LocationId), i64> = BTreeMap::new();
         for (id, order) in &self.orders {
+            violations.extend(order.allocation_violations(*id));
+            if order.status.is_open() {
+                for a in &order.allocations {
+                    *held_at.entry((a.product_id, a.location_id)).or_default() += a.unshipped();
+                }
+            }
             for line in &order.lines {
                 *confirmed.entry(line.product_id).or_default() += order.reserved_units(line);
                 if !(0 <= line.returned && line.returned <= line.shipped)
@@ -545,6 +667,15 @@ impl Inventory {
                     ));
                 }
             }
+            for (location, stock) in &p.locations {
+                let held = held_at.remove(&(*id, *location)).unwrap_or(0);
+                if stock.reserved != held {
+                    violations.push(format!(
+                        "{id} at {location}: reserved {} != open orders' unshipped allocations {held}",
+                        stock.reserved
+                    ));
+                }
+            }
             let want = confirmed.get(id).copied().unwrap_or(0);
             if p.reserved != want {
                 violations.push(format!(
@@ -564,9 +695,63 @@ impl Inventory {
                 ));
             }
         }
+        for ((product, location), held) in held_at.into_iter().filter(|(_, h)| *h != 0) {
+            violations.push(format!(
+                "{product}: open orders hold {held} at {location}, where it has no stock"
+            ));
+        }
         violations
     }
 }
 
+impl OrderState {
+    /// An order's allocations against its lines: once decided, they cover
+    /// every line's units, per product; and what they have shipped is
+    /// what the lines have.
+    fn allocation_violations(&self, id: OrderId) -> Vec<String> {
+        if matches!(self.status, OrderStatus::Pending | OrderStatus::Rejected) {
+            return if self.allocations.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "order {id} is {} but holds allocations",
+                    self.status
+                )]
+            };
+        }
+        let mut lines: BTreeMap<ProductId, (i64, i64)> = BTreeMap::new();
+        for line in &self.lines {
+            let sums = lines.entry(line.product_id).or_default();
+            sums.0 += line.quantity;
+            sums.1 += line.shipped;
+        }
+        let mut allocated: BTreeMap<ProductId, (i64, i64)> = BTreeMap::new();
+        for a in &self.allocations {
+            let sums = allocated.entry(a.product_id).or_default();
+            sums.0 += a.quantity;
+            sums.1 += a.shipped;
+        }
+        if lines != allocated {
+            return vec![format!(
+                "order {id}: lines (ordered, shipped) per product {lines:?} != allocations {allocated:?}"
+            )];
+        }
+        self.allocations
+            .iter()
+            .filter(|a| !(0 <= a.shipped && a.shipped <= a.quantity))
+            .map(|a| violations_of_allocation(id, a))
+            .collect()
+    }
+}
+
+fn violations_of_allocation(id: OrderId, a: &AllocationState) -> String {
+    format!(
+        "order {id}: an allocation of {} at {} has {} shipped of {}",
+        a.product_id, a.location_id, a.shipped, a.quantity
+    )
+}
+
+#[cfg(test)]
+mod location_tests;
 #[cfg(test)]
 mod tests;
