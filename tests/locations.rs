@@ -4,7 +4,8 @@
 //! two (the failure users report of multi-location systems), a shipment
 //! drawing from a named location, a deactivated location allocating
 //! nothing while its stock stays visible, adjustments and counts at a
-//! location, a cancel releasing where the units were held, bad input
+//! location, a cancel releasing where the units were held, a transfer
+//! shipped and received one short (a transit loss) and one refused, bad input
 //! refused with nothing appended, the invariants, and `rebuild` identical.
 
 use crate::common;
@@ -13,6 +14,7 @@ use common::process::assert_rebuild_identical_for;
 use common::{Api, Backend, TestApp};
 use serde_json::json;
 use streamstock::domain::status::OrderStatus;
+use streamstock::domain::LocationId;
 use uuid::Uuid;
 
 async fn location(api: &Api, code: &str, priority: i64) -> Uuid {
@@ -214,6 +216,91 @@ async fn stock_in_several_locations(backend: Backend) {
         .filter(|row| row["location_id"] == json!(west))
         .count();
     assert!(at_west >= 4, "{ledger}");
+
+    // A transfer: two of east's three go to the default location; they
+    // are in transit until received, one short.
+    let default = LocationId::DEFAULT;
+    let (status, queued) = app
+        .post(
+            "/api/transfers",
+            &json!({"from": east, "to": default, "lines": [{"product_id": product, "quantity": 2}]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let transfer = queued["id"].as_str().unwrap().to_string();
+    let (status, read) = app.get(&format!("/api/transfers/{transfer}?wait=10")).await;
+    assert_eq!(
+        (status, &read["status"]),
+        (200, &json!("shipped")),
+        "{read}"
+    );
+    wait_per_location(&app, product, &[("east", 1, 0), ("west", 3, 0)]).await;
+    let (_, body) = app.get(&format!("/api/products/{product}")).await;
+    let in_transit: Vec<(String, i64)> = body["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["code"].as_str().unwrap().to_string(),
+                l["in_transit"].as_i64().unwrap(),
+            )
+        })
+        .filter(|(_, t)| *t != 0)
+        .collect();
+    assert_eq!(in_transit, vec![("default".to_string(), 2)]);
+    let (status, body) = app
+        .post(
+            &format!("/api/transfers/{transfer}/receive"),
+            &json!({"lines": [{"product_id": product, "received": 1}], "discrepancy_reason": "crushed"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    wait_per_location(
+        &app,
+        product,
+        &[("default", 1, 0), ("east", 1, 0), ("west", 3, 0)],
+    )
+    .await;
+    let (_, adjustments) = app
+        .get(&format!("/api/products/{product}/adjustments"))
+        .await;
+    let loss = adjustments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["reason"] == "transit_loss")
+        .unwrap_or_else(|| panic!("no transit loss: {adjustments}"));
+    assert_eq!(
+        (&loss["delta"], &loss["location_id"]),
+        (&json!(-1), &json!(default))
+    );
+    let (status, body) = app
+        .post(&format!("/api/transfers/{transfer}/receive"), &json!({}))
+        .await;
+    assert_eq!(status, 409, "received twice: {body}");
+
+    // More than the origin has available: refused, with the reason.
+    let (status, queued) = app
+        .post(
+            "/api/transfers",
+            &json!({"from": west, "to": east, "lines": [{"product_id": product, "quantity": 50}]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let refused = queued["id"].as_str().unwrap().to_string();
+    let (status, read) = app.get(&format!("/api/transfers/{refused}?wait=10")).await;
+    assert_eq!(status, 409, "{read}");
+    assert!(
+        read["message"]
+            .as_str()
+            .unwrap()
+            .contains("west has 3 available"),
+        "{read}"
+    );
+    let (status, listed) = app.get("/api/transfers?status=received").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     check_and_rebuild(app).await;
 }
 
@@ -228,7 +315,33 @@ async fn bad_locations_append_nothing(backend: Backend) {
         .id
         .as_uuid();
     let events_before = app.events("limit=1000").await.expect(200).len();
+    let default = LocationId::DEFAULT;
     for (path, body, field) in [
+        (
+            "/api/transfers".to_string(),
+            json!({"from": default, "to": default, "lines": [{"product_id": product, "quantity": 1}]}),
+            "to",
+        ),
+        (
+            "/api/transfers".to_string(),
+            json!({"from": default, "to": Uuid::now_v7(), "lines": [{"product_id": product, "quantity": 1}]}),
+            "to",
+        ),
+        (
+            "/api/transfers".to_string(),
+            json!({"from": Uuid::now_v7(), "to": default, "lines": [{"product_id": Uuid::now_v7(), "quantity": 1}]}),
+            "from",
+        ),
+        (
+            "/api/transfers".to_string(),
+            json!({"from": default, "to": Uuid::now_v7(), "lines": []}),
+            "lines",
+        ),
+        (
+            "/api/transfers".to_string(),
+            json!({"from": default, "to": Uuid::now_v7(), "lines": [{"product_id": product, "quantity": 0}]}),
+            "lines[0].quantity",
+        ),
         (
             "/api/locations".to_string(),
             json!({"code": "East Side", "name": "x"}),
@@ -272,15 +385,19 @@ async fn bad_locations_append_nothing(backend: Backend) {
     let answer = app
         .send(
             app.http
-                .patch(app.url(&format!(
-                    "/api/locations/{}",
-                    streamstock::domain::LocationId::DEFAULT
-                )))
+                .patch(app.url(&format!("/api/locations/{}", LocationId::DEFAULT)))
                 .json(&json!({})),
         )
         .await;
     let (status, _) = (answer.status, answer.body);
     assert_eq!(status, 422);
+    let (status, _) = app
+        .post(
+            &format!("/api/transfers/{}/receive", Uuid::now_v7()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
     assert_eq!(
         app.events("limit=1000").await.expect(200).len(),
         events_before

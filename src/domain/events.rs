@@ -2,7 +2,7 @@
 //! (docs/architecture.md). The envelope is what the log stores; the typed
 //! `DomainEvent` is what the domain and the projections work with.
 
-use super::ids::{LocationId, OrderId, ProductId, PurchaseOrderId};
+use super::ids::{LocationId, OrderId, ProductId, PurchaseOrderId, TransferId};
 pub use super::payloads::*;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,11 @@ event_types! {
     OrderReturnRefused => "order.return_refused", version 1;
     LocationCreated => "location.created", version 1;
     LocationUpdated => "location.updated", version 1;
+    TransferRequested => "transfer.requested", version 1;
+    TransferShipped => "transfer.shipped", version 1;
+    TransferRefused => "transfer.refused", version 1;
+    TransferReceiveRequested => "transfer.receive_requested", version 1;
+    TransferReceived => "transfer.received", version 1;
 }
 
 impl std::fmt::Display for EventType {
@@ -245,6 +250,7 @@ pub struct Touched {
     /// Every location must be loaded: the batch allocates an order's
     /// lines, or changes a location.
     pub locations: bool,
+    pub transfers: BTreeSet<TransferId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -300,6 +306,11 @@ impl DomainEvent {
             DomainEvent::StockCounted(e) => e.product_id.to_string(),
             DomainEvent::LocationCreated(e) => e.location_id.to_string(),
             DomainEvent::LocationUpdated(e) => e.location_id.to_string(),
+            DomainEvent::TransferRequested(e) => e.transfer_id.to_string(),
+            DomainEvent::TransferShipped(e) => e.transfer_id.to_string(),
+            DomainEvent::TransferRefused(e) => e.transfer_id.to_string(),
+            DomainEvent::TransferReceiveRequested(e) => e.transfer_id.to_string(),
+            DomainEvent::TransferReceived(e) => e.transfer_id.to_string(),
         }
     }
 
@@ -388,6 +399,23 @@ impl DomainEvent {
             }
             DomainEvent::LocationCreated(_) | DomainEvent::LocationUpdated(_) => {
                 touched.locations = true;
+            }
+            // A transfer's products come with it (its lines), as an
+            // order's do; a new one names them.
+            DomainEvent::TransferRequested(e) => {
+                touched.locations = true; // to name them in a refusal
+                touched.transfers.insert(e.transfer_id);
+                touched
+                    .products
+                    .extend(e.lines.iter().map(|l| l.product_id));
+            }
+            DomainEvent::TransferShipped(TransferShipped { transfer_id })
+            | DomainEvent::TransferRefused(TransferRefused { transfer_id, .. })
+            | DomainEvent::TransferReceiveRequested(TransferReceiveRequested {
+                transfer_id, ..
+            })
+            | DomainEvent::TransferReceived(TransferReceived { transfer_id, .. }) => {
+                touched.transfers.insert(*transfer_id);
             }
             DomainEvent::AlertRaised(_) => {}
         }

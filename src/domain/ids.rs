@@ -109,6 +109,11 @@ id_type!(
     /// A return of some of an order's shipped units; keyed by its order.
     ReturnId
 );
+id_type!(
+    /// A transfer of stock between two locations; its events are keyed by
+    /// it.
+    TransferId
+);
 
 #[cfg(test)]
 mod tests {

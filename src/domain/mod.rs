@@ -14,6 +14,6 @@ pub mod status;
 
 pub use events::{DomainEvent, Envelope, EnvelopeType};
 pub use ids::{
-    AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId, ReturnId, ShipmentId,
+    AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId, ReturnId, ShipmentId, TransferId,
 };
 pub use money::Money;

@@ -2,7 +2,7 @@
 //! and what the log's envelopes hold as JSON (see `events`).
 
 use super::ids::{
-    AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId, ReturnId, ShipmentId,
+    AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId, ReturnId, ShipmentId, TransferId,
 };
 use super::money::Money;
 use super::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, ReturnDisposition, Severity};
@@ -68,6 +68,60 @@ pub struct Allocation {
     pub product_id: ProductId,
     pub location_id: LocationId,
     pub quantity: i64,
+}
+
+/// Stock asked to move between two locations (a command: the worker
+/// records `transfer.shipped` or `transfer.refused`). Keyed by its id;
+/// one aggregate, however many products.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferRequested {
+    pub transfer_id: TransferId,
+    pub from: LocationId,
+    pub to: LocationId,
+    pub lines: Vec<ProductQuantity>,
+}
+
+/// The transfer left `from`: its on-hand drops by each line, and the
+/// units are in transit to `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferShipped {
+    pub transfer_id: TransferId,
+}
+
+/// A transfer not shipped (not enough available at `from`, say).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferRefused {
+    pub transfer_id: TransferId,
+    pub message: String,
+}
+
+/// Units of a transfer's product as they arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedLine {
+    pub product_id: ProductId,
+    pub received: i64,
+}
+
+/// The destination says what arrived (a command: the worker records
+/// `transfer.received`, or refuses it with an alert). Lines left out
+/// arrived whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferReceiveRequested {
+    pub transfer_id: TransferId,
+    pub lines: Vec<ReceivedLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discrepancy_reason: Option<String>,
+}
+
+/// The transfer arrived: each line's units leave transit and go on the
+/// destination's shelf (`received` of them stay: the worker records a
+/// shortfall as `stock.adjusted` with reason `transit_loss` right after).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferReceived {
+    pub transfer_id: TransferId,
+    pub lines: Vec<ReceivedLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discrepancy_reason: Option<String>,
 }
 
 /// A place stock is kept in. `priority`: lower first, for the `priority`

@@ -158,6 +158,12 @@ named_enum! {
         /// The figures a product had when the ledger began (a read model
         /// upgraded from a release without one).
         Opening => "opening",
+        /// A transfer left this location (on-hand drops; the units are in
+        /// transit to another).
+        TransferOut => "transfer_out",
+        /// A transfer arrived at this location: the units shipped, a
+        /// shortfall then adjusted away as `transit_loss`.
+        TransferIn => "transfer_in",
     }
 }
 
@@ -173,6 +179,20 @@ named_enum! {
         Priority => "priority",
         /// The active location with the most available first.
         MostStock => "most_stock",
+    }
+}
+
+named_enum! {
+    /// Where a transfer between locations stands.
+    pub enum TransferStatus {
+        /// In the log; no worker has decided it yet.
+        Requested => "requested",
+        /// Left its origin: the units are in transit.
+        Shipped => "shipped",
+        /// Arrived at its destination.
+        Received => "received",
+        /// Not shipped: `message` says why.
+        Refused => "refused",
     }
 }
 

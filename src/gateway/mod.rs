@@ -28,6 +28,7 @@ mod restock;
 mod router;
 pub mod simulator_control;
 mod state;
+mod transfers;
 pub mod write_ids;
 
 pub use dashboard::{Snapshot, Stats};

@@ -129,7 +129,7 @@ pub async fn list(
 
 /// Whether `id` names a product: applied, or created by this deployment
 /// and still in the log (keyed like it, so applied after it).
-async fn product_exists(state: &AppState, id: ProductId) -> Result<bool, ApiError> {
+pub(super) async fn product_exists(state: &AppState, id: ProductId) -> Result<bool, ApiError> {
     Ok(
         state.store.get_product(id).await?.is_some()
             || state.store.claimed_sku(id).await?.is_some(),

@@ -7,8 +7,8 @@ use super::error::ApiError;
 use super::extract::MAX_BODY_BYTES;
 use super::{
     adjustments, assets, auth, dashboard, front_door, fulfilments, idempotency, imports, ledger,
-    locations, openapi, operations, orders, probes, products, restock, simulator_control, Access,
-    AppState,
+    locations, openapi, operations, orders, probes, products, restock, simulator_control,
+    transfers, Access, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
@@ -96,6 +96,9 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger::list))
         .routes(routes!(locations::list, locations::create))
         .routes(routes!(locations::one, locations::update))
+        .routes(routes!(transfers::list, transfers::request))
+        .routes(routes!(transfers::one))
+        .routes(routes!(transfers::receive))
         .routes(routes!(imports::stock))
         .routes(routes!(orders::list, orders::place))
         .routes(routes!(orders::one))

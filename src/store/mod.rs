@@ -21,6 +21,7 @@ pub mod projections;
 pub mod queries;
 pub mod rebuild;
 pub mod sql;
+pub mod transfers;
 mod writes;
 
 use crate::domain::status::Named;

@@ -35,10 +35,11 @@ use crate::domain::events::Touched;
 use crate::domain::events::HELD_BY_NAMED;
 use crate::domain::inventory::{
     AllocationState, AllocationStrategy, Inventory, LineState, LocationState, LocationStock,
-    OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus,
+    OrderState, OrderStatus, ProductState, PurchaseOrderState, PurchaseOrderStatus, TransferLine,
+    TransferState,
 };
 use crate::domain::{
-    DomainEvent, Envelope, LocationId, Money, OrderId, ProductId, PurchaseOrderId,
+    DomainEvent, Envelope, LocationId, Money, OrderId, ProductId, PurchaseOrderId, TransferId,
 };
 use crate::stream::{Decoded, Holdings, Partition};
 use sqlx::Row;
@@ -299,6 +300,7 @@ async fn handle_and_write(
     writes.ledger(std::mem::take(&mut inventory.journal));
     writes.orders(&baseline.orders, &inventory.orders);
     writes.locations(&baseline.locations, &inventory.locations);
+    writes.transfers(&baseline.transfers, &inventory.transfers);
     writes.purchase_orders(&baseline.purchase_orders, &inventory.purchase_orders);
     writes.flush(tx, dialect).await?;
     Ok(follow_ups_of)
@@ -397,6 +399,7 @@ pub(super) async fn load_state<'e>(
         holders_of,
         moved_since,
         locations,
+        transfers,
     } = touched;
     for (product_id, location_id) in holders_of {
         order_ids.extend(holders_of_product(tx, product_id, location_id).await?);
@@ -411,6 +414,11 @@ pub(super) async fn load_state<'e>(
     for (id, order) in load_orders(tx, dialect, &order_ids).await? {
         product_ids.extend(order.lines.iter().map(|l| l.product_id));
         inventory.orders.insert(id, order);
+    }
+    let transfer_ids: Vec<TransferId> = transfers.into_iter().collect();
+    for (id, transfer) in load_transfers(tx, dialect, &transfer_ids).await? {
+        product_ids.extend(transfer.lines.iter().map(|l| l.product_id));
+        inventory.transfers.insert(id, transfer);
     }
     if !with_stock {
         return Ok(());
@@ -495,7 +503,8 @@ async fn load_stock(
     };
     let sql = format!(
         "SELECT i.product_id, p.sku, p.low_stock_threshold, p.reorder_quantity, i.on_hand, i.reserved, \
-         i.received_total, i.shipped_total, i.adjusted_total, i.restocked_total, i.movements, i.updated_at FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+         i.received_total, i.shipped_total, i.adjusted_total, i.restocked_total, i.movements, i.updated_at, \
+         i.in_transit FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
     for row in select_by_ids(tx, dialect, &sql, ids).await? {
@@ -515,6 +524,7 @@ async fn load_stock(
                 restocked_total: row.try_get("restocked_total")?,
                 movements: row.try_get("movements")?,
                 open_purchase_order: None,
+                in_transit: row.try_get("in_transit")?,
                 locations: BTreeMap::new(),
                 updated_at: row.try_get("updated_at")?,
             },
@@ -634,6 +644,62 @@ async fn load_orders(
         }
     }
     Ok(orders)
+}
+
+/// Transfers among `ids` that exist, with their lines.
+async fn load_transfers(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    ids: &[TransferId],
+) -> Result<BTreeMap<TransferId, TransferState>, StoreError> {
+    let mut transfers = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok(transfers);
+    }
+    let rows = select_by_ids(
+        tx,
+        dialect,
+        "SELECT id, from_location, to_location, status, message, discrepancy_reason, \
+         requested_at, shipped_at, received_at FROM transfers WHERE id IN ({ids})",
+        ids,
+    )
+    .await?;
+    for row in rows {
+        transfers.insert(
+            super::uuid_col(&row, "id")?,
+            TransferState {
+                from: super::uuid_col(&row, "from_location")?,
+                to: super::uuid_col(&row, "to_location")?,
+                lines: Vec::new(),
+                status: super::named_col(&row, "status")?,
+                message: row.try_get("message")?,
+                discrepancy_reason: row.try_get("discrepancy_reason")?,
+                requested_at: row.try_get("requested_at")?,
+                shipped_at: row.try_get("shipped_at")?,
+                received_at: row.try_get("received_at")?,
+            },
+        );
+    }
+    let existing: Vec<TransferId> = transfers.keys().copied().collect();
+    let lines = select_by_ids(
+        tx,
+        dialect,
+        "SELECT transfer_id, product_id, quantity, received FROM transfer_lines \
+         WHERE transfer_id IN ({ids}) ORDER BY transfer_id, line_no",
+        &existing,
+    )
+    .await?;
+    for row in lines {
+        let id: TransferId = super::uuid_col(&row, "transfer_id")?;
+        if let Some(transfer) = transfers.get_mut(&id) {
+            transfer.lines.push(TransferLine {
+                product_id: super::uuid_col(&row, "product_id")?,
+                quantity: row.try_get("quantity")?,
+                received: row.try_get("received")?,
+            });
+        }
+    }
+    Ok(transfers)
 }
 
 /// Every location (a short list: `--max-locations` bounds it).

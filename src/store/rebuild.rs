@@ -16,7 +16,7 @@ use super::sql::Tx;
 use super::writes::{
     AdjustmentRow, AlertRow, AllocationRow, DailySalesRow, FulfilmentRow, LedgerRow, LocationRow,
     LocationStockRow, OrderItemRow, OrderRow, OrderTotalRow, ProductRow, ProductSalesRow,
-    PurchaseOrderRow, StockRow, TableRow, WindowRow, Writes,
+    PurchaseOrderRow, StockRow, TableRow, TransferLineRow, TransferRow, WindowRow, Writes,
 };
 use super::{archived_envelope, Dialect, Store, StoreError};
 use crate::domain::inventory::Inventory;
@@ -61,6 +61,18 @@ pub const PROJECTIONS: &[Projection] = &[
         // A row a live worker created stays when it empties; a rebuild
         // from a read model upgraded with zero rows may not write it.
         counts_rows: "on_hand <> 0 OR reserved <> 0 OR in_transit <> 0",
+    },
+    Projection {
+        table: TransferRow::TABLE,
+        order_by: "id",
+        columns: TransferRow::COLUMNS,
+        counts_rows: "TRUE",
+    },
+    Projection {
+        table: TransferLineRow::TABLE,
+        order_by: "transfer_id, line_no",
+        columns: TransferLineRow::COLUMNS,
+        counts_rows: "TRUE",
     },
     Projection {
         table: LocationRow::TABLE,
@@ -284,8 +296,10 @@ async fn replay_chunk(
     // Orders come from the database (written by earlier chunks);
     // products and purchase orders stay in `inventory`.
     inventory.orders.clear();
+    inventory.transfers.clear();
     load_state(tx, dialect, chunk.iter().map(|(_, e)| e), inventory, false).await?;
     let orders_before = inventory.orders.clone();
+    let transfers_before = inventory.transfers.clone();
     for (envelope, event) in chunk {
         inventory
             .apply_enveloped(envelope, event)
@@ -299,6 +313,7 @@ async fn replay_chunk(
     let mut writes = Writes::default();
     writes.events(chunk.iter().map(|(env, event)| (env, event)));
     writes.orders(&orders_before, &inventory.orders);
+    writes.transfers(&transfers_before, &inventory.transfers);
     writes.ledger(std::mem::take(&mut inventory.journal));
     writes.flush(tx, dialect).await?;
     Ok(())

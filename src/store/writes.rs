@@ -8,10 +8,10 @@ use super::{Dialect, StoreError};
 use crate::domain::events::{LineQuantity, ProductQuantity};
 use crate::domain::inventory::{
     LocationState, Movement, OrderState, OrderStatus, ProductState, PurchaseOrderState,
-    PurchaseOrderStatus,
+    PurchaseOrderStatus, TransferState,
 };
 use crate::domain::status::{AdjustmentReason, AdjustmentStatus, FulfilmentKind};
-use crate::domain::{AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId};
+use crate::domain::{AdjustmentId, LocationId, OrderId, ProductId, PurchaseOrderId, TransferId};
 use crate::domain::{DomainEvent, Envelope};
 use std::collections::BTreeMap;
 
@@ -97,6 +97,7 @@ table_row! {
         restocked_total: i64 => "BIGINT",
         movements: i64 => "BIGINT",
         updated_at: i64 => "BIGINT",
+        in_transit: i64 => "BIGINT",
     }
     on conflict |dialect| format!(
         "ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
@@ -106,6 +107,7 @@ table_row! {
          adjusted_total = inventory.adjusted_total + excluded.adjusted_total, \
          restocked_total = inventory.restocked_total + excluded.restocked_total, \
          movements = inventory.movements + excluded.movements, \
+         in_transit = inventory.in_transit + excluded.in_transit, \
          updated_at = {}(inventory.updated_at, excluded.updated_at)",
         latest(dialect)
     )
@@ -125,6 +127,36 @@ table_row! {
                      on_hand = inventory_locations.on_hand + excluded.on_hand, \
                      reserved = inventory_locations.reserved + excluded.reserved, \
                      in_transit = inventory_locations.in_transit + excluded.in_transit".into()
+}
+
+table_row! {
+    /// A transfer, written whole whenever it changes.
+    TransferRow in "transfers" {
+        id: String => "TEXT",
+        from_location: String => "TEXT",
+        to_location: String => "TEXT",
+        status: &'static str => "TEXT",
+        message: Option<String> => "TEXT",
+        discrepancy_reason: Option<String> => "TEXT",
+        requested_at: i64 => "BIGINT",
+        shipped_at: Option<i64> => "BIGINT",
+        received_at: Option<i64> => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (id) DO UPDATE SET status = excluded.status, message = excluded.message, \
+                     discrepancy_reason = excluded.discrepancy_reason, shipped_at = excluded.shipped_at, \
+                     received_at = excluded.received_at".into()
+}
+
+table_row! {
+    /// A transfer's product, with what arrived once it did.
+    TransferLineRow in "transfer_lines" {
+        transfer_id: String => "TEXT",
+        line_no: i64 => "BIGINT",
+        product_id: String => "TEXT",
+        quantity: i64 => "BIGINT",
+        received: Option<i64> => "BIGINT",
+    }
+    on conflict |_| "ON CONFLICT (transfer_id, line_no) DO UPDATE SET received = excluded.received".into()
 }
 
 table_row! {
@@ -478,6 +510,7 @@ fn stock_updates(dialect: Dialect, rows: Vec<StockRow>) -> Vec<(String, Vec<SqlV
                  adjusted_total = inventory.adjusted_total + delta.adjusted_total, \
                  restocked_total = inventory.restocked_total + delta.restocked_total, \
                  movements = inventory.movements + delta.movements, \
+                 in_transit = inventory.in_transit + delta.in_transit, \
                  updated_at = {latest}(inventory.updated_at, delta.updated_at) \
                  FROM delta WHERE inventory.product_id = delta.product_id",
                 columns = StockRow::COLUMNS.join(", "),
@@ -531,6 +564,8 @@ pub(super) struct Writes {
     location_stock: Vec<LocationStockRow>,
     locations: Vec<LocationRow>,
     allocations: Vec<AllocationRow>,
+    transfers: Vec<TransferRow>,
+    transfer_lines: Vec<TransferLineRow>,
     orders: Vec<OrderRow>,
     purchase_orders: Vec<(PurchaseOrderStatus, PurchaseOrderRow)>,
     /// Running totals' deltas, by key (the order their locks are taken in).
@@ -690,6 +725,8 @@ impl Writes {
                 DomainEvent::StockAdjusted(e) => {
                     self.adjustment_decisions
                         .push(AdjustmentDecisionRow(AdjustmentRow {
+                            // A transit loss has no request: this is its row.
+                            location_id: e.location_id.map(|l| l.to_string()),
                             delta: Some(e.delta),
                             reference: e.reference.clone(),
                             note: e.note.clone(),
@@ -778,6 +815,7 @@ impl Writes {
                 restocked_total: now.restocked_total - base.restocked_total,
                 movements: now.movements - base.movements,
                 updated_at: now.updated_at,
+                in_transit: now.in_transit - base.in_transit,
             };
             match was {
                 Some(was) if was == now => {}
@@ -796,6 +834,45 @@ impl Writes {
                     on_hand: stock.on_hand - base.on_hand,
                     reserved: stock.reserved - base.reserved,
                     in_transit: stock.in_transit - base.in_transit,
+                });
+            }
+        }
+    }
+
+    /// Transfers that were requested or changed, written whole with the
+    /// lines that changed.
+    pub(super) fn transfers(
+        &mut self,
+        before: &BTreeMap<TransferId, TransferState>,
+        after: &BTreeMap<TransferId, TransferState>,
+    ) {
+        for (id, transfer) in after {
+            let was = before.get(id);
+            if was == Some(transfer) {
+                continue;
+            }
+            self.transfers.push(TransferRow {
+                id: id.to_string(),
+                from_location: transfer.from.to_string(),
+                to_location: transfer.to.to_string(),
+                status: transfer.status.as_str(),
+                message: transfer.message.clone(),
+                discrepancy_reason: transfer.discrepancy_reason.clone(),
+                requested_at: transfer.requested_at,
+                shipped_at: transfer.shipped_at,
+                received_at: transfer.received_at,
+            });
+            let lines_before = was.map(|w| &w.lines[..]).unwrap_or_default();
+            for (line_no, line) in transfer.lines.iter().enumerate() {
+                if lines_before.get(line_no) == Some(line) {
+                    continue;
+                }
+                self.transfer_lines.push(TransferLineRow {
+                    transfer_id: id.to_string(),
+                    line_no: line_no as i64,
+                    product_id: line.product_id.to_string(),
+                    quantity: line.quantity,
+                    received: line.received,
                 });
             }
         }
@@ -981,6 +1058,8 @@ impl Writes {
             inserts(dialect, self.orders),
             inserts(dialect, self.order_items),
             inserts(dialect, self.allocations),
+            inserts(dialect, self.transfers),
+            inserts(dialect, self.transfer_lines),
             inserts(
                 dialect,
                 purchase_orders.into_iter().map(|(_, row)| row).collect(),

@@ -20,7 +20,7 @@ const SOLD_UNITS: &str = "CASE WHEN o.status IN ('CONFIRMED', 'PARTIALLY_SHIPPED
 pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> {
     let mut violations = Vec::new();
     let rows = sqlx::query(&format!(
-        "SELECT i.product_id, i.on_hand, i.reserved, i.received_total, i.shipped_total, i.adjusted_total, \
+        "SELECT i.product_id, i.on_hand, i.reserved, i.in_transit, i.received_total, i.shipped_total, i.adjusted_total, \
          CAST(COALESCE(c.quantity, 0) AS BIGINT) AS held, \
          CAST(COALESCE(c.shipped, 0) AS BIGINT) AS shipped_by_lines, \
          CAST(COALESCE(a.delta, 0) AS BIGINT) AS adjusted, \
@@ -46,6 +46,7 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
         let adjusted: i64 = row.try_get("adjusted")?;
         let adjusted_kept: i64 = row.try_get("adjusted_total")?;
         let restocked: i64 = row.try_get("restocked")?;
+        let in_transit: i64 = row.try_get("in_transit")?;
         if adjusted_kept != adjusted {
             violations.push(format!(
                 "{id}: adjusted_total {adjusted_kept} != applied adjustments {adjusted}"
@@ -60,10 +61,11 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
             violations.push(format!("{id}: reserved {reserved} outside 0..={on_hand}"));
         }
         // Adjustments summed from their own rows, restocked returns from
-        // the ledger, not the kept totals.
-        if on_hand != received - shipped + adjusted + restocked {
+        // the ledger, not the kept totals; transfers move units between
+        // on-hand and in transit.
+        if on_hand + in_transit != received - shipped + adjusted + restocked {
             violations.push(format!(
-                "{id}: on_hand {on_hand} != received {received} - shipped {shipped} + adjusted {adjusted} + restocked {restocked}"
+                "{id}: on_hand {on_hand} + in transit {in_transit} != received {received} - shipped {shipped} + adjusted {adjusted} + restocked {restocked}"
             ));
         }
         if reserved != held {
@@ -226,7 +228,12 @@ async fn location_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> 
     let mut violations = Vec::new();
     let rows = sqlx::query(&format!(
         "SELECT s.product_id, s.location_id, s.on_hand, s.reserved, s.in_transit, \
-         CAST(COALESCE(h.held, 0) AS BIGINT) AS held FROM inventory_locations s LEFT JOIN \
+         CAST(COALESCE(h.held, 0) AS BIGINT) AS held, \
+         CAST(COALESCE(t.carried, 0) AS BIGINT) AS carried FROM inventory_locations s LEFT JOIN \
+         (SELECT l.product_id, t.to_location, SUM(l.quantity) AS carried FROM transfer_lines l \
+          JOIN transfers t ON t.id = l.transfer_id WHERE t.status = 'shipped' \
+          GROUP BY l.product_id, t.to_location) t \
+         ON t.product_id = s.product_id AND t.to_location = s.location_id LEFT JOIN \
          (SELECT a.product_id, a.location_id, SUM(a.quantity - a.shipped) AS held \
           FROM order_allocations a JOIN orders o ON o.id = a.order_id WHERE o.status IN {OPEN} \
           GROUP BY a.product_id, a.location_id) h \
@@ -256,12 +263,20 @@ async fn location_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> 
                 "{at}: reserved {reserved} != open orders' unshipped allocations {held}"
             ));
         }
+        let carried: i64 = row.try_get("carried")?;
+        if in_transit != carried {
+            violations.push(format!(
+                "{at}: in transit {in_transit} != shipped transfers' units {carried}"
+            ));
+        }
     }
     let unsummed: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM inventory i LEFT JOIN \
-         (SELECT product_id, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved \
-          FROM inventory_locations GROUP BY product_id) s ON s.product_id = i.product_id \
-         WHERE COALESCE(s.on_hand, 0) <> i.on_hand OR COALESCE(s.reserved, 0) <> i.reserved",
+         (SELECT product_id, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved, \
+          SUM(in_transit) AS in_transit FROM inventory_locations GROUP BY product_id) s \
+         ON s.product_id = i.product_id \
+         WHERE COALESCE(s.on_hand, 0) <> i.on_hand OR COALESCE(s.reserved, 0) <> i.reserved \
+         OR COALESCE(s.in_transit, 0) <> i.in_transit",
     )
     .fetch_one(store.pool())
     .await?

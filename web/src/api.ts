@@ -557,6 +557,61 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/transfers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Transfers, newest first. */
+        get: operations["list_transfers"];
+        put?: never;
+        /** Asks to move stock between two locations. */
+        post: operations["request_transfer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/transfers/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One transfer. A refused one answers 409 with the reason. With
+         *     `?wait=N` the answer waits up to N seconds for the worker's decision.
+         */
+        get: operations["get_transfer"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/transfers/{id}/receive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Says what arrived of a shipped transfer. */
+        post: operations["receive_transfer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -1105,7 +1160,7 @@ export interface components {
          */
         Money: number;
         /** @enum {string} */
-        MovementKind: "received" | "reserved" | "released" | "shipped" | "returned" | "adjusted" | "opening";
+        MovementKind: "received" | "reserved" | "released" | "shipped" | "returned" | "adjusted" | "opening" | "transfer_out" | "transfer_in";
         /**
          * @description A command on an order that the worker decides (the gateway checks it
          *     first against the read model, with the same rules).
@@ -1334,6 +1389,22 @@ export interface components {
             /** Format: int64 */
             quantity: number;
         };
+        /** @description `POST /api/transfers/{id}/receive`. */
+        ReceiveTransfer: {
+            /** @description Why less arrived (kept with the transit-loss adjustment). */
+            discrepancy_reason?: string | null;
+            /** @description What arrived of each product; a product left out arrived whole. */
+            lines?: components["schemas"]["ReceivedLineRequest"][];
+        };
+        ReceivedLineRequest: {
+            product_id: components["schemas"]["ProductId"];
+            /**
+             * Format: int64
+             * @description 0 to the quantity shipped.
+             * @example 4
+             */
+            received: number;
+        };
         /** @description A refused adjustment's outcome: what a `409 Conflict` says. */
         RefusalView: {
             code: components["schemas"]["AdjustmentRefusal"];
@@ -1376,6 +1447,15 @@ export interface components {
             id: string;
             /** @description Where its event was appended again. */
             msg_id: string;
+        };
+        /** @description `POST /api/transfers`. */
+        RequestTransfer: {
+            /** @description The location the units leave. */
+            from: components["schemas"]["LocationId"];
+            /** @description 1 to 100 lines, each product once. */
+            lines: components["schemas"]["TransferLineRequest"][];
+            /** @description The location they go to. */
+            to: components["schemas"]["LocationId"];
         };
         /** @enum {string} */
         ReturnDisposition: "restock" | "damaged";
@@ -1502,6 +1582,55 @@ export interface components {
              * @description Units in confirmed and shipped orders.
              */
             units: number;
+        };
+        /** Format: uuid */
+        TransferId: string;
+        TransferLineRequest: {
+            product_id: components["schemas"]["ProductId"];
+            /**
+             * Format: int64
+             * @example 5
+             */
+            quantity: number;
+        };
+        TransferLineView: {
+            product_id: components["schemas"]["ProductId"];
+            /** Format: int64 */
+            quantity: number;
+            /**
+             * Format: int64
+             * @description What arrived (once received).
+             */
+            received?: number | null;
+        };
+        /** @description A transfer request or receipt in the log. */
+        TransferQueued: {
+            id: components["schemas"]["TransferId"];
+            msg_id: string;
+            status: components["schemas"]["Queued"];
+        };
+        /** @enum {string} */
+        TransferStatus: "requested" | "shipped" | "received" | "refused";
+        /** @description A transfer as the read model knows it. */
+        TransferView: {
+            /** @description What the destination said about a shortfall. */
+            discrepancy_reason?: string | null;
+            from: components["schemas"]["LocationId"];
+            /** @description The locations' codes (their ids when not applied yet). */
+            from_code: string;
+            id: components["schemas"]["TransferId"];
+            lines: components["schemas"]["TransferLineView"][];
+            /** @description Why it was refused. */
+            message?: string | null;
+            /** Format: date-time */
+            received_at?: string | null;
+            /** Format: date-time */
+            requested_at: string;
+            /** Format: date-time */
+            shipped_at?: string | null;
+            status: components["schemas"]["TransferStatus"];
+            to: components["schemas"]["LocationId"];
+            to_code: string;
         };
         /** @description `PATCH /api/locations/{id}`: the fields to change. */
         UpdateLocation: {
@@ -4801,6 +4930,399 @@ export interface operations {
             };
             /** @description A token is required (once any is configured) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_transfers: {
+        parameters: {
+            query?: {
+                /** @description Only transfers in this state */
+                status?: components["schemas"]["TransferStatus"];
+                /** @description Items per page, 1 to 1000 (default 100) */
+                limit?: number;
+                /** @description The id of the last item of the previous page */
+                after?: components["schemas"]["TransferId"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Transfers, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransferView"][];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unknown status, a bad limit or cursor */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    request_transfer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first answer to a retry */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RequestTransfer"];
+            };
+        };
+        responses: {
+            /** @description In the log; a worker ships it (the origin's on-hand drops, the units are in transit) or refuses it with the reason */
+            202: {
+                headers: {
+                    /** @description The transfer's URL: read or long-poll its outcome */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransferQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key's first request is still being handled */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unknown or equal from/to, no lines or more than 100, a quantity outside 1 to 1,000,000, an unknown product or one listed twice */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_transfer: {
+        parameters: {
+            query?: {
+                /** @description Seconds (up to 30) to wait for the decision */
+                wait?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The transfer's id */
+                id: components["schemas"]["TransferId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Requested, shipped or received */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransferView"];
+                };
+            };
+            /** @description Not processed yet; the id may still be in the log */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransferQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such transfer */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Refused: `message` says why */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransferView"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    receive_transfer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first answer to a retry */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The transfer's id */
+                id: components["schemas"]["TransferId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReceiveTransfer"];
+            };
+        };
+        responses: {
+            /** @description In the log; a worker puts the units on the destination's shelf and adjusts a shortfall away as transit_loss */
+            202: {
+                headers: {
+                    /** @description The transfer's URL */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransferQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such transfer */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The transfer is not in transit (requested, refused or received already) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A product not in the transfer or listed twice, received below 0 or above what shipped, a discrepancy reason too long */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

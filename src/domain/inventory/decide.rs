@@ -75,6 +75,17 @@ impl Inventory {
                     })
             }
             DomainEvent::StockAdjusted(e) => available(e.product_id).into_iter().collect(),
+            // Units in transit are available nowhere.
+            DomainEvent::TransferShipped(e) => {
+                self.transfers
+                    .get(&e.transfer_id)
+                    .map_or_else(BTreeMap::new, |t| {
+                        t.lines
+                            .iter()
+                            .filter_map(|l| available(l.product_id))
+                            .collect()
+                    })
+            }
             _ => BTreeMap::new(),
         }
     }
@@ -105,7 +116,15 @@ impl Inventory {
             DomainEvent::PurchaseOrderReceived(e) => self.decide_receipt(cause, e),
             DomainEvent::StockAdjustmentRequested(e) => self.decide_adjustment(cause, e),
             DomainEvent::StockCounted(e) => self.decide_count(cause, e),
-            DomainEvent::StockAdjusted(_) => self.decide_crossings(cause, before),
+            // A transit loss follows its transfer's receipt, which put
+            // those units on the shelf a moment before: together they
+            // never lower availability, so they cross no threshold.
+            DomainEvent::StockAdjusted(e) if e.reason == AdjustmentReason::TransitLoss => {
+                Vec::new()
+            }
+            DomainEvent::StockAdjusted(_) | DomainEvent::TransferShipped(_) => {
+                self.decide_crossings(cause, before)
+            }
             DomainEvent::OrderShipmentRequested(e) => self.decide_shipment(cause, e),
             DomainEvent::OrderReturnRequested(e) => self.decide_return(cause, e),
             DomainEvent::ProductCreated(_)
@@ -120,7 +139,11 @@ impl Inventory {
             | DomainEvent::OrderReturned(_)
             | DomainEvent::OrderReturnRefused(_)
             | DomainEvent::LocationCreated(_)
-            | DomainEvent::LocationUpdated(_) => Vec::new(),
+            | DomainEvent::LocationUpdated(_)
+            | DomainEvent::TransferRefused(_)
+            | DomainEvent::TransferReceived(_) => Vec::new(),
+            DomainEvent::TransferRequested(e) => self.decide_transfer(cause, e),
+            DomainEvent::TransferReceiveRequested(e) => self.decide_transfer_receipt(cause, e),
         }
     }
 

@@ -7,8 +7,9 @@ use super::tests::{
 };
 use super::*;
 use crate::domain::events::{Allocation, LocationCreated, LocationUpdated};
-use crate::domain::status::ReturnDisposition;
+use crate::domain::status::{AdjustmentReason, ReturnDisposition};
 use crate::domain::Envelope;
+use crate::domain::TransferId;
 
 impl World {
     fn location(&mut self, code: &str, priority: i64) -> LocationId {
@@ -292,4 +293,109 @@ fn an_order_confirmed_before_locations_holds_everything_at_the_default() {
         .count();
     assert_eq!(reserved_rows, 2);
     assert!(w.inventory.invariant_violations().is_empty());
+}
+
+fn transfer(
+    from: LocationId,
+    to: LocationId,
+    lines: &[(ProductId, i64)],
+) -> (TransferId, DomainEvent) {
+    let id = TransferId::new();
+    let event = DomainEvent::TransferRequested(events::TransferRequested {
+        transfer_id: id,
+        from,
+        to,
+        lines: lines
+            .iter()
+            .map(|&(product_id, quantity)| events::ProductQuantity {
+                product_id,
+                quantity,
+                location_id: None,
+            })
+            .collect(),
+    });
+    (id, event)
+}
+
+fn receive_transfer(id: TransferId, lines: &[(ProductId, i64)]) -> DomainEvent {
+    DomainEvent::TransferReceiveRequested(events::TransferReceiveRequested {
+        transfer_id: id,
+        lines: lines
+            .iter()
+            .map(|&(product_id, received)| events::ReceivedLine {
+                product_id,
+                received,
+            })
+            .collect(),
+        discrepancy_reason: Some("a box broke".into()),
+    })
+}
+
+#[test]
+fn a_transfer_ships_then_arrives_and_a_shortfall_is_a_transit_loss() {
+    let mut w = World::new();
+    let (a, b) = (w.product("A", 0, 0, 0), w.product("B", 0, 0, 0));
+    let east = w.location("east", 1);
+    w.receive_at(a, LocationId::DEFAULT, 5);
+    w.receive_at(b, LocationId::DEFAULT, 2);
+    let (id, requested) = transfer(LocationId::DEFAULT, east, &[(a, 4), (b, 2)]);
+    let shipped = w.one(requested);
+    assert!(
+        matches!(shipped[..], [DomainEvent::TransferShipped(_)]),
+        "{shipped:?}"
+    );
+    assert_eq!(w.at(a, LocationId::DEFAULT), (1, 0));
+    assert_eq!(w.inventory.stock_at(a, east).in_transit, 4);
+    assert_eq!(w.inventory.products[&a].in_transit, 4);
+    assert!(w.inventory.invariant_violations().is_empty());
+    // In transit: not available anywhere.
+    let (order, placed) = place(&[(a, 2)]);
+    w.one(placed);
+    assert_eq!(w.status(order), OrderStatus::Rejected);
+
+    // Three of A arrive; B whole (left out of the lines).
+    let received = w.one(receive_transfer(id, &[(a, 3)]));
+    let DomainEvent::StockAdjusted(loss) = &received[1] else {
+        panic!("{received:?}")
+    };
+    assert_eq!(
+        (loss.delta, loss.reason, loss.location_id),
+        (-1, AdjustmentReason::TransitLoss, Some(east))
+    );
+    assert_eq!((w.at(a, east), w.at(b, east)), ((3, 0), (2, 0)));
+    assert_eq!(w.inventory.products[&a].in_transit, 0);
+    assert_eq!(
+        w.inventory.transfers[&id].status,
+        crate::domain::status::TransferStatus::Received
+    );
+    // Received twice: refused with an alert, nothing moves.
+    let again = w.one(receive_transfer(id, &[]));
+    assert!(refusal(&again).contains("is received"), "{again:?}");
+    assert!(w.inventory.invariant_violations().is_empty());
+    assert_eq!(w.replayed(), w.inventory);
+}
+
+#[test]
+fn a_transfer_beyond_what_is_available_at_its_origin_is_refused() {
+    let mut w = World::new();
+    let a = w.product("A", 0, 0, 3);
+    let east = w.location("east", 1);
+    let (order, placed) = place(&[(a, 2)]);
+    w.one(placed);
+    assert_eq!(w.status(order), OrderStatus::Confirmed);
+    let (id, requested) = transfer(LocationId::DEFAULT, east, &[(a, 2)]);
+    let refused = w.one(requested);
+    assert!(
+        refusal(&refused).contains("default has 1 available"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        w.inventory.transfers[&id].status,
+        crate::domain::status::TransferStatus::Refused
+    );
+    assert_eq!(w.at(a, LocationId::DEFAULT), (3, 2));
+    // Receiving a refused transfer: refused.
+    let received = w.one(receive_transfer(id, &[]));
+    assert!(refusal(&received).contains("is refused"), "{received:?}");
+    assert_eq!(w.replayed(), w.inventory);
 }

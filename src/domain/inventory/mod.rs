@@ -22,18 +22,21 @@ mod decide;
 mod fulfilment;
 mod ledger;
 mod locations;
+mod transfers;
 
 pub use ledger::{Cause, Movement};
 pub use locations::{AllocationState, LocationState, LocationStock, Shortfall};
+pub use transfers::{TransferLine, TransferState};
 
 use super::events::{
     self, OrderLine, OrderPlaced, ProductCreated, PurchaseOrderDrafted, StockAdjusted,
     StockReceived,
 };
-use super::{DomainEvent, LocationId, Money, OrderId, ProductId, PurchaseOrderId};
+use super::{DomainEvent, LocationId, Money, OrderId, ProductId, PurchaseOrderId, TransferId};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use super::order_command::OrderCommand;
+use super::status;
 pub use super::status::{
     AlertKind, AllocationStrategy, MovementKind, OrderStatus, PurchaseOrderStatus, Severity,
 };
@@ -58,7 +61,10 @@ pub struct ProductState {
     /// ledger's last row.
     pub movements: i64,
     pub open_purchase_order: Option<PurchaseOrderId>,
-    /// The stock per location; `on_hand` and `reserved` are its sums.
+    /// Units shipped by transfers and not received yet (all locations).
+    pub in_transit: i64,
+    /// The stock per location; `on_hand`, `reserved` and `in_transit`
+    /// are its sums.
     pub locations: BTreeMap<LocationId, LocationStock>,
     /// The latest event time that changed the figures (Unix milliseconds).
     /// A maximum, so it does not depend on the order of events from
@@ -88,22 +94,24 @@ impl ProductState {
                 ));
             }
         }
-        let (on_hand, reserved) = self
-            .locations
-            .values()
-            .fold((0, 0), |(h, r), s| (h + s.on_hand, r + s.reserved));
-        if (on_hand, reserved) != (self.on_hand, self.reserved) {
+        let sums = self.locations.values().fold((0, 0, 0), |(h, r, t), s| {
+            (h + s.on_hand, r + s.reserved, t + s.in_transit)
+        });
+        if sums != (self.on_hand, self.reserved, self.in_transit) {
             return Err(format!(
-                "on_hand {} and reserved {} are not the locations' sums {on_hand} and {reserved}",
-                self.on_hand, self.reserved
+                "on_hand, reserved, in_transit {:?} are not the locations' sums {sums:?}",
+                (self.on_hand, self.reserved, self.in_transit)
             ));
         }
+        // Transfers move units between on-hand and in-transit: together
+        // they are what the book says.
         let book =
             self.received_total - self.shipped_total + self.adjusted_total + self.restocked_total;
-        if self.on_hand != book {
+        if self.on_hand + self.in_transit != book {
             return Err(format!(
-                "on_hand {} != received {} - shipped {} + adjusted {} + restocked {}",
+                "on_hand {} + in transit {} != received {} - shipped {} + adjusted {} + restocked {}",
                 self.on_hand,
+                self.in_transit,
                 self.received_total,
                 self.shipped_total,
                 self.adjusted_total,
@@ -231,6 +239,7 @@ pub struct Inventory {
     pub products: BTreeMap<ProductId, ProductState>,
     pub orders: BTreeMap<OrderId, OrderState>,
     pub purchase_orders: BTreeMap<PurchaseOrderId, PurchaseOrderState>,
+    pub transfers: BTreeMap<TransferId, TransferState>,
     /// The stock movements applied, in order, not yet written (the store
     /// takes them after each batch or chunk).
     pub journal: Vec<Movement>,
@@ -250,6 +259,7 @@ impl Default for Inventory {
             products: BTreeMap::new(),
             orders: BTreeMap::new(),
             purchase_orders: BTreeMap::new(),
+            transfers: BTreeMap::new(),
             journal: Vec::new(),
             moved_since: BTreeMap::new(),
         }
@@ -304,6 +314,13 @@ impl Inventory {
             DomainEvent::StockAdjusted(e) => self.adjust_stock(e, at, &cause),
             DomainEvent::LocationCreated(e) => self.create_location(e),
             DomainEvent::LocationUpdated(e) => self.update_location(e),
+            DomainEvent::TransferRequested(e) => {
+                self.request_transfer(e, at);
+                Ok(())
+            }
+            DomainEvent::TransferShipped(e) => self.ship_transfer(e, at, &cause),
+            DomainEvent::TransferRefused(e) => self.refuse_transfer(e),
+            DomainEvent::TransferReceived(e) => self.receive_transfer(e, at, &cause),
             // Commands whose outcome is its own event, and notices that
             // change no state (their rows are written from the event).
             DomainEvent::OrderShipRequested(_)
@@ -316,7 +333,8 @@ impl Inventory {
             | DomainEvent::OrderShipmentRequested(_)
             | DomainEvent::OrderShipmentRefused(_)
             | DomainEvent::OrderReturnRequested(_)
-            | DomainEvent::OrderReturnRefused(_) => Ok(()),
+            | DomainEvent::OrderReturnRefused(_)
+            | DomainEvent::TransferReceiveRequested(_) => Ok(()),
         }
     }
 
@@ -694,6 +712,31 @@ impl Inventory {
                     p.open_purchase_order
                 ));
             }
+        }
+        // In transit to a location: what shipped transfers carry there.
+        let mut carried: BTreeMap<(ProductId, LocationId), i64> = BTreeMap::new();
+        for t in self.transfers.values() {
+            if t.status == status::TransferStatus::Shipped {
+                for line in &t.lines {
+                    *carried.entry((line.product_id, t.to)).or_default() += line.quantity;
+                }
+            }
+        }
+        for (id, p) in &self.products {
+            for (location, stock) in &p.locations {
+                let want = carried.remove(&(*id, *location)).unwrap_or(0);
+                if stock.in_transit != want {
+                    violations.push(format!(
+                        "{id} at {location}: in transit {} != shipped transfers' units {want}",
+                        stock.in_transit
+                    ));
+                }
+            }
+        }
+        for ((product, location), units) in carried.into_iter().filter(|(_, u)| *u != 0) {
+            violations.push(format!(
+                "{product}: transfers carry {units} to {location}, which shows none in transit"
+            ));
         }
         for ((product, location), held) in held_at.into_iter().filter(|(_, h)| *h != 0) {
             violations.push(format!(

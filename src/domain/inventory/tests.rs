@@ -10,7 +10,7 @@ use crate::domain::events::{
 };
 use crate::domain::status::{AdjustmentReason, AdjustmentRefusal, ReturnDisposition};
 use crate::domain::Envelope;
-use crate::domain::{AdjustmentId, LocationId, ReturnId, ShipmentId};
+use crate::domain::{AdjustmentId, LocationId, ReturnId, ShipmentId, TransferId};
 use chrono::{DateTime, TimeZone, Utc};
 
 fn at(second: i64) -> DateTime<Utc> {
@@ -249,7 +249,9 @@ pub(super) fn refusal(events: &[DomainEvent]) -> String {
     match events {
         // A shipment's or return's refusal comes first as its own event.
         [DomainEvent::AlertRaised(a)]
-        | [DomainEvent::OrderShipmentRefused(_) | DomainEvent::OrderReturnRefused(_), DomainEvent::AlertRaised(a)]
+        | [DomainEvent::OrderShipmentRefused(_)
+        | DomainEvent::OrderReturnRefused(_)
+        | DomainEvent::TransferRefused(_), DomainEvent::AlertRaised(a)]
             if a.kind == AlertKind::CommandRefused =>
         {
             a.message.clone()
@@ -1030,6 +1032,17 @@ mod properties {
         Toggle {
             location: usize,
         },
+        Transfer {
+            from: usize,
+            to: usize,
+            lines: Vec<(usize, i64)>,
+        },
+        /// Receives one of the transfers, `short` units short on its first
+        /// line (or a stranger's id).
+        ReceiveTransfer {
+            transfer: usize,
+            short: i64,
+        },
         Place {
             lines: Vec<(usize, i64)>,
         },
@@ -1078,6 +1091,9 @@ mod properties {
         prop_oneof![
             3 => (0..PRODUCTS, 1i64..15, 0..LOCATIONS).prop_map(|(product, quantity, location)| Command::Receive { product, quantity, location }),
             1 => (0..LOCATIONS).prop_map(|location| Command::Toggle { location }),
+            2 => (0..LOCATIONS, 0..LOCATIONS, prop::collection::vec((0..PRODUCTS, 1i64..6), 1..3))
+                .prop_map(|(from, to, lines)| Command::Transfer { from, to, lines }),
+            2 => (0usize..16, 0i64..3).prop_map(|(transfer, short)| Command::ReceiveTransfer { transfer, short }),
             6 => prop::collection::vec((0..PRODUCTS, 1i64..6), 1..4).prop_map(|lines| Command::Place { lines }),
             1 => Just(Command::PlaceUnknownProduct),
             3 => (0usize..64).prop_map(|order| Command::Cancel { order }),
@@ -1135,15 +1151,40 @@ mod properties {
                 locations.push(id);
             }
             let named = |l: usize| (l > 0).then(|| locations[l]);
+            let mut transfers: Vec<TransferId> = Vec::new();
             let mut orders: Vec<OrderId> = Vec::new();
             let mut received_pos: Vec<(PurchaseOrderId, ProductId)> = Vec::new();
             for (step, command) in commands.into_iter().enumerate() {
                 let available_before: Vec<i64> =
                     products.iter().map(|p| w.inventory.products[p].available()).collect();
                 let is_adjustment = matches!(command, Command::Adjust { .. } | Command::Count { .. });
+                let on_hand_and_transit: Vec<i64> = products.iter().map(|p| {
+                    let p = &w.inventory.products[p];
+                    p.on_hand + p.in_transit
+                }).collect();
+                let is_transfer = matches!(command, Command::Transfer { .. });
+                let is_receipt = matches!(command, Command::ReceiveTransfer { .. });
                 let is_fulfilment = !orders.is_empty() && matches!(command, Command::ShipSome { .. } | Command::Return { .. });
                 let event = match command {
                     Command::Receive { product, quantity, location } => located(receive(products[product], quantity), named(location)),
+                    Command::Transfer { from, to, lines } => {
+                        let id = TransferId::new();
+                        transfers.push(id);
+                        DomainEvent::TransferRequested(events::TransferRequested {
+                            transfer_id: id,
+                            from: locations[from],
+                            to: locations[to],
+                            lines: lines.iter().map(|&(p, q)| ProductQuantity { product_id: products[p], quantity: q, location_id: None }).collect(),
+                        })
+                    }
+                    Command::ReceiveTransfer { transfer, short } => {
+                        let id = if transfers.is_empty() { TransferId::new() } else { transfers[transfer % transfers.len()] };
+                        let lines = match w.inventory.transfers.get(&id) {
+                            Some(t) => vec![events::ReceivedLine { product_id: t.lines[0].product_id, received: t.lines[0].quantity - short }],
+                            None => Vec::new(),
+                        };
+                        DomainEvent::TransferReceiveRequested(events::TransferReceiveRequested { transfer_id: id, lines, discrepancy_reason: None })
+                    }
                     Command::Toggle { location } => {
                         let id = locations[location];
                         DomainEvent::LocationUpdated(events::LocationUpdated {
@@ -1209,6 +1250,14 @@ mod properties {
 
                 let violations = w.inventory.invariant_violations();
                 prop_assert!(violations.is_empty(), "step {}: {:?}", step, violations);
+                // A transfer's shipment moves units from on-hand to in
+                // transit: their sum is conserved.
+                if is_transfer {
+                    for (i, p) in products.iter().enumerate() {
+                        let p = &w.inventory.products[p];
+                        prop_assert_eq!(p.on_hand + p.in_transit, on_hand_and_transit[i], "a transfer changed product {}'s units", i);
+                    }
+                }
                 // No confirmation allocates from an inactive location.
                 for confirmed in follow.iter().filter_map(|e| match e { DomainEvent::OrderConfirmed(c) => c.allocations.as_ref(), _ => None }) {
                     for a in confirmed {
@@ -1216,7 +1265,10 @@ mod properties {
                     }
                 }
                 let adjustment_decisions = follow.iter().filter(|e| matches!(e, DomainEvent::StockAdjusted(_) | DomainEvent::StockAdjustmentRefused(_))).count();
-                prop_assert_eq!(adjustment_decisions, usize::from(is_adjustment), "an adjustment is decided once");
+                // (A transfer's receipt adjusts a shortfall away as a transit loss.)
+                if !is_receipt {
+                    prop_assert_eq!(adjustment_decisions, usize::from(is_adjustment), "an adjustment is decided once");
+                }
                 let fulfilment_decisions = follow.iter().filter(|e| matches!(e, DomainEvent::OrderShipped(_) | DomainEvent::OrderShipmentRefused(_) | DomainEvent::OrderReturned(_) | DomainEvent::OrderReturnRefused(_))).count();
                 if is_fulfilment {
                     prop_assert_eq!(fulfilment_decisions, 1, "a shipment or return is decided once");
