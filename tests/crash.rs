@@ -1,7 +1,8 @@
 //! kill -9 under load, then restart: every order the gateway answered 202 is
-//! processed, exactly once, every shipment, return, adjustment and count
-//! beside them is decided exactly once, and the business invariants (the
-//! ledger's included) hold.
+//! processed, exactly once, every shipment, return, adjustment, count and
+//! transfer (request and receipt) beside them is decided exactly once, and
+//! the business invariants (the ledger's and the locations' included)
+//! hold.
 
 use crate::common;
 
@@ -19,7 +20,8 @@ use streamstock::store::Store;
 use uuid::Uuid;
 
 /// Orders from 6 clients and, beside them, the warehouse's and stock
-/// keeper's commands (shipments, returns, cancels, adjustments, counts),
+/// keeper's commands (shipments, returns, cancels, adjustments, counts,
+/// transfers between two locations and their receipts),
 /// for `millis`.
 fn load_with_commands(
     api: &Arc<Api>,

@@ -147,6 +147,9 @@ pub async fn assert_accepted_orders_processed_once(
 pub struct CommandReport {
     pub fulfilments: HashSet<Uuid>,
     pub adjustments: HashSet<Uuid>,
+    /// Transfers requested, and those whose receipt was accepted.
+    pub transfers: HashSet<Uuid>,
+    pub transfers_received: HashSet<Uuid>,
     pub answered_409: usize,
 }
 
@@ -154,6 +157,8 @@ impl CommandReport {
     pub fn absorb(&mut self, other: CommandReport) {
         self.fulfilments.extend(other.fulfilments);
         self.adjustments.extend(other.adjustments);
+        self.transfers.extend(other.transfers);
+        self.transfers_received.extend(other.transfers_received);
         self.answered_409 += other.answered_409;
     }
 }
@@ -161,7 +166,10 @@ impl CommandReport {
 /// A warehouse and a stock keeper working beside the order traffic, until
 /// `running` is cancelled: in turn a partial shipment (one unit of a
 /// confirmed order's first line), a ship of the rest, a cancel, a return
-/// of a shipped unit (restocked or damaged), an adjustment, a count. An
+/// of a shipped unit (restocked or damaged), an adjustment, a count, a
+/// transfer of one unit between the default location and another (made
+/// on the first turn that needs it), the receipt of a shipped one (now
+/// and then one unit short). An
 /// answer other than 202, 409 (the order moved on meanwhile) or 503 fails
 /// the test; a request without an answer (a gateway killed) is skipped.
 pub async fn run_commands_while(
@@ -173,7 +181,7 @@ pub async fn run_commands_while(
     let mut turn = 0usize;
     while !running.is_cancelled() {
         turn += 1;
-        let status = if turn % 6 == 3 {
+        let status = if turn % 8 == 3 {
             "SHIPPED"
         } else {
             "CONFIRMED"
@@ -184,21 +192,21 @@ pub async fn run_commands_while(
             .and_then(|o| o["order_id"].as_str())
             .map(str::to_string);
         let product = products[turn % products.len()];
-        let (path, body) = match (turn % 6, order) {
+        let (path, body) = match (turn % 8, order) {
             (0 | 3, Some(order)) => {
                 let detail = listed_one(&api, &format!("/api/orders/{order}")).await;
                 let Some(first) = detail["items"].get(0).cloned() else {
                     continue;
                 };
                 let line = json!({"product_id": first["product_id"], "quantity": 1});
-                if turn.is_multiple_of(6) {
+                if turn.is_multiple_of(8) {
                     (
                         format!("/api/orders/{order}/shipments"),
                         json!({"lines": [line]}),
                     )
                 } else {
                     let mut line = line;
-                    line["disposition"] = json!(if turn % 12 == 3 { "damaged" } else { "restock" });
+                    line["disposition"] = json!(if turn % 16 == 3 { "damaged" } else { "restock" });
                     (
                         format!("/api/orders/{order}/returns"),
                         json!({"lines": [line], "reason": "kill -9 mix"}),
@@ -211,6 +219,53 @@ pub async fn run_commands_while(
                 format!("/api/products/{product}/adjustments"),
                 json!({"delta": if turn % 8 == 4 { -1 } else { 1 }, "reason": "correction"}),
             ),
+            (6, _) => {
+                let locations = listed(&api, "/api/locations").await;
+                let Some(other) = locations
+                    .iter()
+                    .find(|l| l["code"] != "default")
+                    .map(|l| l["id"].clone())
+                else {
+                    // 201, or 409 once another turn made it: either way
+                    // the next transfer turn finds it.
+                    let _ = api
+                        .http
+                        .post(api.url("/api/locations"))
+                        .json(&json!({"code": "kill9-east", "name": "East"}))
+                        .timeout(Duration::from_secs(8))
+                        .send()
+                        .await;
+                    continue;
+                };
+                let default = json!(streamstock::domain::LocationId::DEFAULT);
+                let (from, to) = if turn % 16 == 6 {
+                    (default, other)
+                } else {
+                    (other, default)
+                };
+                (
+                    "/api/transfers".to_string(),
+                    json!({"from": from, "to": to, "lines": [{"product_id": product, "quantity": 1}]}),
+                )
+            }
+            (7, _) => {
+                let shipped = listed(&api, "/api/transfers?status=shipped&limit=5").await;
+                let Some(transfer) = shipped.first() else {
+                    continue;
+                };
+                let lines = if turn % 24 == 7 {
+                    json!([{"product_id": transfer["lines"][0]["product_id"], "received": 0}])
+                } else {
+                    json!([])
+                };
+                (
+                    format!(
+                        "/api/transfers/{}/receive",
+                        transfer["id"].as_str().unwrap()
+                    ),
+                    json!({"lines": lines, "discrepancy_reason": "kill -9 mix"}),
+                )
+            }
             (5, _) => {
                 let on_hand =
                     listed_one(&api, &format!("/api/products/{product}")).await["on_hand"].as_i64();
@@ -240,11 +295,21 @@ pub async fn run_commands_while(
         let body: Value = answer.json().await.unwrap_or(Value::Null);
         match status {
             202 => {
-                if let Some(id) = body["id"].as_str() {
+                let fulfilment = path.ends_with("/shipments") || path.ends_with("/returns");
+                if let Some(id) = body["id"].as_str().filter(|_| fulfilment) {
                     report.fulfilments.insert(id.parse().unwrap());
                 }
                 if let Some(id) = body["adjustment_id"].as_str() {
                     report.adjustments.insert(id.parse().unwrap());
+                }
+                if path == "/api/transfers" {
+                    report
+                        .transfers
+                        .insert(body["id"].as_str().unwrap().parse().unwrap());
+                } else if path.ends_with("/receive") {
+                    report
+                        .transfers_received
+                        .insert(body["id"].as_str().unwrap().parse().unwrap());
                 }
             }
             409 => report.answered_409 += 1,
@@ -253,9 +318,11 @@ pub async fn run_commands_while(
         }
     }
     eprintln!(
-        "commands answered 202: {} shipments and returns, {} adjustments and counts; {} answered 409",
+        "commands answered 202: {} shipments and returns, {} adjustments and counts, {} transfers, {} receipts; {} answered 409",
         report.fulfilments.len(),
         report.adjustments.len(),
+        report.transfers.len(),
+        report.transfers_received.len(),
         report.answered_409
     );
     report
@@ -319,6 +386,41 @@ pub async fn assert_commands_decided_once(store: &Store, commands: &CommandRepor
             .await
             .unwrap();
             assert_eq!(decided, 1, "{table} {id} decided {decided} times");
+        }
+    }
+    // A transfer is shipped or refused once, and one whose receipt was
+    // accepted is received once (a second receipt is refused).
+    for (ids, decisions, statuses) in [
+        (
+            &commands.transfers,
+            "'transfer.shipped', 'transfer.refused'",
+            &["shipped", "received", "refused"][..],
+        ),
+        (
+            &commands.transfers_received,
+            "'transfer.received'",
+            &["received"][..],
+        ),
+    ] {
+        for id in ids {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM transfers WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(store.pool())
+                    .await
+                    .unwrap();
+            assert!(
+                status.as_deref().is_some_and(|s| statuses.contains(&s)),
+                "transfer {id} answered 202 is {status:?}"
+            );
+            let decided: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM event_archive WHERE event_type IN ({decisions}) AND payload LIKE $1"
+            ))
+            .bind(format!("%{id}%"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(decided, 1, "transfer {id}: {decisions} {decided} times");
         }
     }
 }
