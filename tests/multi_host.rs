@@ -136,6 +136,19 @@ async fn roles_on_several_hosts_survive_stops_and_kills() {
         .unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     assert_eq!(status_report(env)["dead_letters"], 0);
+    // The simulators' world: three locations, the stock spread over them.
+    let locations = api_a.get("/api/locations").await.1;
+    let holding = locations
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["on_hand"].as_i64().unwrap_or(0) + l["reserved"].as_i64().unwrap_or(0) > 0)
+        .count();
+    assert_eq!(
+        (locations.as_array().unwrap().len(), holding),
+        (3, 3),
+        "{locations}"
+    );
     store.close().await;
 
     assert!(survivor.terminate().success());

@@ -235,7 +235,8 @@ pub async fn run_simulate(
         println!(
             "orders accepted: {}, refused: {}, failed: {}; shipped: {}, partial shipments: {}, \
              cancelled: {}, returns: {}; adjustments and counts: {}; \
-             purchase orders delivered: {}, direct restocks: {}",
+             purchase orders delivered: {}, direct restocks: {}; \
+             transfers: {}, transfers received: {}",
             report.accepted,
             report.refused,
             report.failed,
@@ -245,7 +246,9 @@ pub async fn run_simulate(
             report.returns,
             report.adjustments,
             report.deliveries,
-            report.restocks
+            report.restocks,
+            report.transfers,
+            report.transfers_received
         );
         return Ok(());
     };

@@ -4,9 +4,12 @@
 //! customers who change their mind (cancel some), the stock keeper (writes
 //! off a damaged or missing unit now and then, and books one found), and
 //! the supplier (delivers the purchase orders the workers draft when stock
-//! runs low). It talks to the gateway over HTTP only, like any client.
+//! runs low), in three locations with a clerk moving stock between them
+//! (`locations.rs`). It talks to the gateway over HTTP only, like any
+//! client.
 
 pub mod load;
+mod locations;
 mod recorder;
 pub mod schedule;
 pub mod summary;
@@ -136,6 +139,9 @@ const PARTIAL_SHARE: f64 = 0.2;
 /// The chance that a round also takes back a unit of a recently shipped
 /// order (restocked, or now and then damaged).
 const RETURN_SHARE: f64 = 0.25;
+/// The chance that a round also moves stock between locations (and
+/// receives the transfers in transit).
+const TRANSFER_SHARE: f64 = 0.2;
 /// Recently shipped orders a customer may return from (the newest kept).
 const RETURNABLE_KEPT: usize = 100;
 const RETURN_REASONS: &[&str] = &[
@@ -163,6 +169,9 @@ pub struct SimulatorReport {
     pub deliveries: u64,
     /// Direct receipts for products low without a purchase order.
     pub restocks: u64,
+    /// Transfers between locations requested, and receipts of them.
+    pub transfers: u64,
+    pub transfers_received: u64,
 }
 
 impl Simulator {
@@ -235,6 +244,10 @@ impl Simulator {
                 if rng.random_bool(ADJUSTMENT_SHARE) {
                     self.stock_keeper_round(&mut rng, &products, &mut report)
                         .await;
+                }
+                if rng.random_bool(TRANSFER_SHARE) {
+                    let ids: Vec<Uuid> = products.iter().map(|p| p.id).collect();
+                    self.logistics_round(&mut rng, &ids, &mut report).await;
                 }
                 if let Ok(fresh) = self.products().await {
                     self.supplier_round(&fresh, Duration::ZERO, &mut report)
@@ -477,9 +490,14 @@ impl Simulator {
         }
     }
 
+    /// The demo catalog, each product's stock spread over the three
+    /// locations (a third at the default one, with its creation).
     async fn seed(&self) {
         tracing::info!(products = DEMO_CATALOG.len(), "seeding the demo catalog");
+        self.seed_locations().await;
+        let others: Vec<Uuid> = self.active_locations().await.into_iter().skip(1).collect();
         for &(sku, name, category, cents, stock) in DEMO_CATALOG {
+            let here = stock / (others.len() as i64 + 1);
             let body = json!({
                 "sku": sku,
                 "name": name,
@@ -487,11 +505,17 @@ impl Simulator {
                 "price": cents as f64 / 100.0,
                 "low_stock_threshold": stock / 5,
                 "reorder_quantity": stock,
-                "initial_stock": stock,
+                "initial_stock": stock - here * others.len() as i64,
             });
             match self.post("/api/products").json(&body).send().await {
-                Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT => {
+                Ok(r) if r.status().is_success() => {
+                    let created: serde_json::Value = r.json().await.unwrap_or_default();
+                    if let Some(id) = created["id"].as_str().and_then(|id| id.parse().ok()) {
+                        self.receive_spread(id, here * others.len() as i64, &others)
+                            .await;
+                    }
                 }
+                Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => {}
                 Ok(r) => tracing::warn!(status = %r.status(), sku, "seeding a product was refused"),
                 Err(e) => tracing::warn!(error = %e, sku, "seeding a product failed"),
             }
@@ -544,20 +568,21 @@ fn order_body(rng: &mut StdRng, ids: &[Uuid]) -> serde_json::Value {
 }
 
 impl Simulator {
-    /// Products below their threshold get their reorder quantity delivered.
+    /// Products below their threshold get their reorder quantity
+    /// delivered, spread over the active locations.
     async fn restock_low(&self, products: &[&Product]) -> u64 {
         let mut restocked = 0;
-        for p in products
+        let low: Vec<&&Product> = products
             .iter()
             .filter(|p| p.available < p.low_stock_threshold)
-        {
+            .collect();
+        if low.is_empty() {
+            return 0;
+        }
+        let locations = self.active_locations().await;
+        for p in low {
             let quantity = p.reorder_quantity.max(1);
-            let sent = self
-                .post(&format!("/api/products/{}/stock", p.id))
-                .json(&json!({ "quantity": quantity }))
-                .send()
-                .await;
-            if matches!(sent, Ok(ref r) if r.status().is_success()) {
+            if self.receive_spread(p.id, quantity, &locations).await {
                 restocked += 1;
             }
         }
