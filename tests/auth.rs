@@ -46,6 +46,7 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
     ("post", "/api/locations", Some(Scope::Write)),
     ("get", "/api/locations/{id}", Some(Scope::Read)),
     ("patch", "/api/locations/{id}", Some(Scope::Write)),
+    ("get", "/api/locations/{id}/stock", Some(Scope::Read)),
     ("get", "/api/transfers", Some(Scope::Read)),
     ("post", "/api/transfers", Some(Scope::Write)),
     ("get", "/api/transfers/{id}", Some(Scope::Read)),

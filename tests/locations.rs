@@ -206,6 +206,17 @@ async fn stock_in_several_locations(backend: Backend) {
     assert_eq!(codes, ["default", "east", "west"]);
     assert_eq!(listed[2]["on_hand"], 3);
     assert_eq!(listed[2]["active"], false);
+    let (status, at_west) = app.get(&format!("/api/locations/{west}/stock")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            &at_west[0]["sku"],
+            &at_west[0]["on_hand"],
+            at_west.as_array().unwrap().len()
+        ),
+        (&json!("LOC-A"), &json!(3), 1),
+        "{at_west}"
+    );
 
     // The ledger names the location of each movement.
     let (_, ledger) = app.get(&format!("/api/products/{product}/ledger")).await;

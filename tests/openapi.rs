@@ -25,6 +25,7 @@ const SERVED: &[(&str, &str)] = &[
     ("post", "/api/locations"),
     ("get", "/api/locations/{id}"),
     ("patch", "/api/locations/{id}"),
+    ("get", "/api/locations/{id}/stock"),
     ("get", "/api/transfers"),
     ("post", "/api/transfers"),
     ("get", "/api/transfers/{id}"),

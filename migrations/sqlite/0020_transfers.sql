@@ -27,3 +27,6 @@ CREATE TABLE transfer_lines (
     received BIGINT,
     PRIMARY KEY (transfer_id, line_no)
 );
+
+-- A location's stock, product by product (`GET /api/locations/{id}/stock`).
+CREATE INDEX inventory_locations_by_location ON inventory_locations (location_id, product_id);

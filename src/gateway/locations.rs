@@ -6,11 +6,11 @@
 use super::error::ApiError;
 use super::responses::{ErrorBody, FoundOrQueued, Queued, Stored};
 use super::write_ids::WriteIds;
-use super::{ApiJson, ApiPath, AppState};
+use super::{ApiJson, ApiPath, AppState, Paging};
 use crate::domain::catalog::{parse_name, parse_priority, LocationCode};
 use crate::domain::events::{LocationCreated, LocationUpdated};
-use crate::domain::{DomainEvent, LocationId};
-use crate::store::locations::LocationView;
+use crate::domain::{DomainEvent, LocationId, ProductId};
+use crate::store::locations::{LocationView, StockAtLocationView};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -114,6 +114,32 @@ pub async fn one(
         })),
         None => Err(ApiError::not_found(format!("location {id} not found"))),
     }
+}
+
+/// The products a location holds (or held), with their figures there, by
+/// product id.
+#[utoipa::path(get, path = "/api/locations/{id}/stock", operation_id = "location_stock", tag = "locations",
+    params(("id" = LocationId, Path, description = "The location's id"),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1 to 1000 (default 100)"),
+        ("after" = Option<ProductId>, Query, description = "The product id of the last item of the previous page")),
+    responses((status = 200, description = "Products at the location, by id", body = Vec<StockAtLocationView>),
+        (status = 404, description = "No such location", body = ErrorBody),
+        (status = 422, description = "A bad limit or cursor", body = ErrorBody)))]
+#[tracing::instrument(name = "locations::stock", level = "debug", skip_all)]
+pub async fn stock(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<LocationId>,
+    paging: Paging<ProductId>,
+) -> Result<Json<Vec<StockAtLocationView>>, ApiError> {
+    if state.store.location_code(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("location {id} not found")));
+    }
+    Ok(Json(
+        state
+            .store
+            .stock_at_location(id, paging.after, paging.limit)
+            .await?,
+    ))
 }
 
 /// Creates a location: claims its code (409 if taken), appends

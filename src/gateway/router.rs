@@ -96,6 +96,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger::list))
         .routes(routes!(locations::list, locations::create))
         .routes(routes!(locations::one, locations::update))
+        .routes(routes!(locations::stock))
         .routes(routes!(transfers::list, transfers::request))
         .routes(routes!(transfers::one))
         .routes(routes!(transfers::receive))

@@ -37,6 +37,18 @@ pub struct LocationStockView {
     pub in_transit: i64,
 }
 
+/// One product's stock at a location, as the location lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StockAtLocationView {
+    pub product_id: ProductId,
+    pub sku: String,
+    pub name: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    pub in_transit: i64,
+}
+
 /// Units of an order's product reserved (then shipped) at one location.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AllocationView {
@@ -182,6 +194,41 @@ impl Store {
                     location_id: uuid_col(row, "location_id")?,
                     code: row.try_get("code")?,
                     active: active != 0,
+                    on_hand,
+                    reserved,
+                    available: on_hand - reserved,
+                    in_transit: row.try_get("in_transit")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The products a location holds or has held, by product id, after
+    /// `after`.
+    pub async fn stock_at_location(
+        &self,
+        location_id: LocationId,
+        after: Option<ProductId>,
+        limit: i64,
+    ) -> Result<Vec<StockAtLocationView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.product_id, p.sku, p.name, s.on_hand, s.reserved, s.in_transit \
+             FROM inventory_locations s JOIN products p ON p.id = s.product_id \
+             WHERE s.location_id = $1 AND s.product_id > $2 ORDER BY s.product_id LIMIT $3",
+        )
+        .bind(location_id.to_string())
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let on_hand: i64 = row.try_get("on_hand")?;
+                let reserved: i64 = row.try_get("reserved")?;
+                Ok(StockAtLocationView {
+                    product_id: uuid_col(row, "product_id")?,
+                    sku: row.try_get("sku")?,
+                    name: row.try_get("name")?,
                     on_hand,
                     reserved,
                     available: on_hand - reserved,

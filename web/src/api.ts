@@ -160,6 +160,26 @@ export interface paths {
         patch: operations["update_location"];
         trace?: never;
     };
+    "/api/locations/{id}/stock": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The products a location holds (or held), with their figures there, by
+         *     product id.
+         */
+        get: operations["location_stock"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/lost-log-entries": {
         parameters: {
             query?: never;
@@ -1558,6 +1578,20 @@ export interface components {
         StatusChanges: {
             status_changes: components["schemas"]["StatusChange"][];
         };
+        /** @description One product's stock at a location, as the location lists it. */
+        StockAtLocationView: {
+            /** Format: int64 */
+            available: number;
+            /** Format: int64 */
+            in_transit: number;
+            name: string;
+            /** Format: int64 */
+            on_hand: number;
+            product_id: components["schemas"]["ProductId"];
+            /** Format: int64 */
+            reserved: number;
+            sku: string;
+        };
         /** @description `POST /api/products/{id}/stock`. */
         StockQueued: {
             msg_id: string;
@@ -2561,6 +2595,88 @@ export interface operations {
                 };
             };
             /** @description A field is invalid, or none is given */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    location_stock: {
+        parameters: {
+            query?: {
+                /** @description Items per page, 1 to 1000 (default 100) */
+                limit?: number;
+                /** @description The product id of the last item of the previous page */
+                after?: components["schemas"]["ProductId"];
+            };
+            header?: never;
+            path: {
+                /** @description The location's id */
+                id: components["schemas"]["LocationId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Products at the location, by id */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StockAtLocationView"][];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such location */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad limit or cursor */
             422: {
                 headers: {
                     [name: string]: unknown;
