@@ -235,6 +235,35 @@ try {
   check((await importForm.getByTestId("import-refused-row").first().innerText()).includes("no such product"), "the refused row says why");
   await dashB.locator('[data-field="on_hand"]').filter({ hasText: String(onHandBeforeImport + 2) }).waitFor(WAIT);
 
+  step("a transfer to a new location is requested and received from the transfers panel; the inventory filters by location");
+  await api("/api/locations", { method: "POST", body: JSON.stringify({ code: "e2e-east", name: "E2E East", priority: 5 }) });
+  const panel = page.getByTestId("locations");
+  await panel.locator('[data-testid="location-row"][data-code="e2e-east"]').waitFor(WAIT);
+  const locationList = await api("/api/locations");
+  const east = locationList.find((l) => l.code === "e2e-east");
+  const transferForm = panel.getByTestId("transfer-form");
+  await transferForm.getByTestId("transfer-from").selectOption({ label: "default" });
+  await transferForm.getByTestId("transfer-to").selectOption(east.id);
+  await transferForm.getByTestId("transfer-product").selectOption({ label: "DASH-B" });
+  await transferForm.getByTestId("transfer-quantity").fill("2");
+  await transferForm.getByTestId("transfer-submit").click();
+  await panel.getByTestId("transfer-message").filter({ hasText: "transfer shipped" }).waitFor(WAIT);
+  const inTransit = panel.locator('[data-testid="transfer"][data-status="shipped"]').first();
+  await inTransit.waitFor(WAIT);
+  await inTransit.getByTestId("transfer-received").fill("1");
+  await inTransit.getByTestId("receive-transfer-submit").click();
+  await panel.getByTestId("transfer-message").filter({ hasText: "receipt recorded" }).waitFor(WAIT);
+  await panel.locator('[data-testid="transfer"][data-status="received"]', { hasText: "1 arrived" }).waitFor(WAIT);
+  await page.getByTestId("inventory-location").selectOption(east.id);
+  await dashB.locator('[data-field="on_hand"]').filter({ hasText: /^1$/ }).waitFor(WAIT);
+  await page.locator('[data-testid="inventory-row"][data-sku="DASH-A"]').waitFor({ state: "detached", ...WAIT });
+  await page.screenshot({ path: `${shots}/locations-transfers.png` });
+  await page.getByTestId("inventory-location").selectOption("");
+  await page.locator('[data-testid="inventory-row"][data-sku="DASH-A"]').waitFor(WAIT);
+  await dashB.getByTestId("open-product").click();
+  await productDrawer.locator('[data-testid="product-location"][data-location="e2e-east"] [data-field="on_hand"]').filter({ hasText: /^1$/ }).waitFor(WAIT);
+  await productDrawer.getByTestId("product-drawer-close").click();
+
   step("receiving a purchase order closes it and restocks its product");
   const openBefore = await api("/api/purchase-orders?status=OPEN");
   check(openBefore.length > 0, "the test needs an open purchase order");

@@ -11,6 +11,7 @@ import { ProductDrawer } from "./components/ProductDrawer";
 import { DeadLetters } from "./components/DeadLetters";
 import { LostLogEntries } from "./components/LostLogEntries";
 import { SimulatorControl } from "./components/Simulator";
+import { Locations, useLocations } from "./components/Locations";
 import { Alerts, PurchaseOrders, TopProducts } from "./components/Tables";
 import { count, money, rate } from "./lib/format";
 import type { ProductRow, Snapshot } from "./types";
@@ -41,6 +42,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
   const openStatus = snapshot.recent_orders.find((o) => o.order_id === openOrder)?.status;
   const times = useMemo(() => history.points.map((p) => p.t), [history]);
   const perSecond = stats.throughput.per_second;
+  const { locations, reload: reloadLocations } = useLocations(snapshot.products);
   return (
     <>
       <SimulatorControl />
@@ -91,7 +93,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
         />
       </div>
       <div className="columns">
-        <Inventory products={snapshot.products} purchaseOrders={snapshot.open_purchase_orders} onReceive={setReceiving} onAdjust={setAdjusting} onOpen={(p) => setOpenProduct(p.id)} />
+        <Inventory products={snapshot.products} purchaseOrders={snapshot.open_purchase_orders} locations={locations} onReceive={setReceiving} onAdjust={setAdjusting} onOpen={(p) => setOpenProduct(p.id)} />
         <div className="stack">
           <Orders orders={snapshot.recent_orders} onOpen={setOpenOrder} />
           <section className="card actions">
@@ -104,6 +106,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
           </section>
         </div>
       </div>
+      <Locations locations={locations} products={snapshot.products} onChanged={reloadLocations} />
       <div className="columns even">
         <TopProducts products={stats.top_products} />
         <PurchaseOrders orders={snapshot.open_purchase_orders} />

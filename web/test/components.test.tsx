@@ -51,7 +51,7 @@ describe("Inventory", () => {
   const skus = () => screen.getAllByTestId("inventory-row").map((r) => r.dataset.sku);
 
   it("sorts by a column header, and reverses on a second click", () => {
-    render(<Inventory products={products} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} onOpen={() => {}} />);
+    render(<Inventory locations={[]} products={products} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} onOpen={() => {}} />);
     expect(skus()).toEqual(["A-1", "B-2", "C-3"]);
     fireEvent.click(screen.getByTestId("sort-available"));
     expect(skus()).toEqual(["C-3", "B-2", "A-1"]);
@@ -59,12 +59,12 @@ describe("Inventory", () => {
     expect(skus()).toEqual(["A-1", "B-2", "C-3"]);
   });
   it("filters, and keeps sort and filter when new figures arrive", () => {
-    const { rerender } = render(<Inventory products={products} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} onOpen={() => {}} />);
+    const { rerender } = render(<Inventory locations={[]} products={products} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} onOpen={() => {}} />);
     fireEvent.click(screen.getByTestId("sort-on_hand"));
     fireEvent.change(screen.getByTestId("inventory-filter"), { target: { value: "bol" } });
     expect(skus()).toEqual(["B-2"]);
     const updated = products.map((p) => (p.sku === "B-2" ? { ...p, on_hand: 8, available: 4 } : p));
-    rerender(<Inventory products={updated} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} onOpen={() => {}} />);
+    rerender(<Inventory locations={[]} products={updated} purchaseOrders={[]} onReceive={() => {}} onAdjust={() => {}} onOpen={() => {}} />);
     expect(skus()).toEqual(["B-2"]);
     const row = screen.getByTestId("inventory-row");
     expect(row.querySelector('[data-field="available"]')!.textContent).toBe("4");
@@ -73,6 +73,7 @@ describe("Inventory", () => {
     const cable = products[2];
     render(
       <Inventory
+        locations={[]}
         products={products}
         purchaseOrders={[{ id: "00000000-0000-7000-8000-0000000000aa", product_id: cable.id, quantity: 20, drafted_at: "2026-11-27T10:00:00Z", status: "OPEN", sku: "C-3" }]}
         onReceive={() => {}}

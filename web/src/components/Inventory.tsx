@@ -3,7 +3,7 @@ import { call } from "../lib/http";
 import { useVirtualizer } from "@tanstack/react-virtual";
 import { count, money } from "../lib/format";
 import { isLow, openPurchaseOrders, sortAndFilter, type Sort, type SortKey } from "../lib/inventory";
-import type { ProductRow, PurchaseOrderRow } from "../types";
+import type { LocationRow, ProductRow, PurchaseOrderRow, StockAtLocation } from "../types";
 
 const COLUMNS: { key: SortKey; label: string; numeric?: boolean }[] = [
   { key: "sku", label: "SKU" },
@@ -19,16 +19,19 @@ const ROW_HEIGHT = 40;
 // with a stock bar (reserved and available out of on hand), a low-stock
 // badge and its open purchase order. Rows are keyed by product, so the
 // live updates change them in place and keep the sort, the filter and the
-// scroll; only the rows in view are rendered.
+// scroll; only the rows in view are rendered. A location filter shows the
+// products a location holds, with its figures.
 export function Inventory({
   products,
   purchaseOrders,
+  locations,
   onReceive,
   onAdjust,
   onOpen,
 }: {
   products: ProductRow[];
   purchaseOrders: PurchaseOrderRow[];
+  locations: LocationRow[];
   onReceive: (product: ProductRow) => void;
   onAdjust: (product: ProductRow) => void;
   /** Opens the product's stock history (its ledger). */
@@ -37,10 +40,12 @@ export function Inventory({
   const [filter, setFilter] = useState("");
   const [lowOnly, setLowOnly] = useState(false);
   const [sort, setSort] = useState<Sort>({ key: "sku", descending: false });
+  const [location, setLocation] = useState("");
   const searched = useServerSearch(filter, lowOnly, sort, products);
+  const atLocation = useLocationStock(location, products);
   const rows = useMemo(
-    () => sortAndFilter(searched ?? products, filter, sort, lowOnly),
-    [searched, products, filter, sort, lowOnly],
+    () => sortAndFilter(atLocation ? atLocationRows(searched ?? products, atLocation) : (searched ?? products), filter, sort, lowOnly),
+    [searched, products, filter, sort, lowOnly, atLocation],
   );
   const open = useMemo(() => openPurchaseOrders(purchaseOrders), [purchaseOrders]);
   const scroller = useRef<HTMLDivElement>(null);
@@ -71,6 +76,14 @@ export function Inventory({
         <label className="check">
           <input type="checkbox" checked={lowOnly} onChange={(e) => setLowOnly(e.target.checked)} /> low stock only
         </label>
+        {locations.length > 1 && (
+          <select aria-label="Location" value={location} onChange={(e) => setLocation(e.target.value)} data-testid="inventory-location">
+            <option value="">All locations</option>
+            {locations.map((l) => (
+              <option key={l.id} value={l.id}>{l.code}</option>
+            ))}
+          </select>
+        )}
       </div>
       {products.length === 0 ? (
         <p className="muted">No products yet.</p>
@@ -144,6 +157,36 @@ export function Inventory({
       )}
     </section>
   );
+}
+
+/** Products held at a location: the rows given, with the location's
+ * figures instead of the totals (the others left out). */
+function atLocationRows(products: ProductRow[], stock: Map<string, StockAtLocation>): ProductRow[] {
+  return products.flatMap((p) => {
+    const here = stock.get(p.id);
+    return here ? [{ ...p, on_hand: here.on_hand, reserved: here.reserved, available: here.available }] : [];
+  });
+}
+
+// A location's figures per product (`GET /api/locations/{id}/stock`), read
+// again when the live figures change. Null with no location chosen.
+function useLocationStock(location: string, live: ProductRow[]): Map<string, StockAtLocation> | null {
+  const [stock, setStock] = useState<Map<string, StockAtLocation> | null>(null);
+  useEffect(() => {
+    if (!location) {
+      setStock(null);
+      return;
+    }
+    let cancelled = false;
+    void (async () => {
+      const answer = await call<StockAtLocation[]>("GET", `/api/locations/${location}/stock?limit=1000`);
+      if (!cancelled && answer.ok) setStock(new Map(answer.body.map((s) => [s.product_id, s])));
+    })();
+    return () => {
+      cancelled = true;
+    };
+  }, [location, live]);
+  return location ? stock : null;
 }
 
 /** The sorts the server can do (price stays on the page). */

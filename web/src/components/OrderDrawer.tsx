@@ -125,6 +125,24 @@ export function OrderDrawer({ orderId, status, onClose }: { orderId: string; sta
             <input placeholder="return reason" aria-label="return reason" value={reason} onChange={(e) => setReason(e.target.value)} data-testid="return-reason" />
             <button type="button" onClick={() => void fulfil("returns")} disabled={!returnable || chosen.length === 0 || reason.trim() === ""} data-testid="return-lines">Return units</button>
           </div>
+          {(order.allocations ?? []).length > 0 && (
+            <>
+              <h3>Where the units are reserved</h3>
+              <table data-testid="allocations">
+                <thead><tr><th>Product</th><th>Location</th><th className="num">Units</th><th className="num">Shipped</th></tr></thead>
+                <tbody>
+                  {(order.allocations ?? []).map((a) => (
+                    <tr key={`${a.product_id}/${a.location_id}`} data-testid="allocation" data-location={a.code}>
+                      <td className="mono">{a.product_id.slice(-8)}</td>
+                      <td>{a.code}</td>
+                      <td className="num">{a.quantity}</td>
+                      <td className="num">{a.shipped}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </>
+          )}
           {(order.fulfilments ?? []).length > 0 && (
             <>
               <h3>Shipments and returns</h3>
@@ -132,7 +150,7 @@ export function OrderDrawer({ orderId, status, onClose }: { orderId: string; sta
                 {(order.fulfilments ?? []).map((f) => (
                   <li key={f.id} data-kind={f.kind} data-status={f.status}>
                     <span className="mono">{time(f.requested_at)}</span> {f.kind} {f.status}:{" "}
-                    {(f.allocated ?? f.lines).map((l) => `${l.quantity}×${l.product_id.slice(-8)}${l.disposition ? ` ${l.disposition}` : ""}`).join(", ")}
+                    {(f.allocated ?? f.lines).map((l) => `${l.quantity}×${l.product_id.slice(-8)}${l.disposition ? ` ${l.disposition}` : ""}${"location_id" in l && l.location_id ? ` from ${l.location_id.slice(-4)}` : ""}`).join(", ")}
                     {f.refund != null && <span className="muted"> · refund {money(f.refund)}</span>}
                     {f.message && <span className="muted"> · {f.message}</span>}
                   </li>

@@ -2,7 +2,7 @@ import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { authorizedFetch, call } from "../lib/http";
 import { count, time } from "../lib/format";
 import { adjustmentOutcome } from "./Forms";
-import type { Adjustment, LedgerEntry, ProductRow } from "../types";
+import type { Adjustment, LedgerEntry, LocationStock, ProductRow } from "../types";
 
 /** The ledger rows the drawer shows: the newest this many. */
 const SHOWN = 200;
@@ -12,9 +12,12 @@ const SHOWN = 200;
 // download, and a cycle count. Reloads when the live figures change.
 export function ProductDrawer({ product, onClose }: { product: ProductRow; onClose: () => void }) {
   const [rows, setRows] = useState<LedgerEntry[] | null>(null);
+  const [locations, setLocations] = useState<LocationStock[]>([]);
   const [error, setError] = useState<string | null>(null);
 
   const load = useCallback(async () => {
+    const detail = await call<ProductRow>("GET", `/api/products/${product.id}`);
+    if (detail.ok) setLocations(detail.body.locations ?? []);
     const page = await call<LedgerEntry[]>("GET", `/api/products/${product.id}/ledger?order=desc&limit=${SHOWN}`);
     if (!page.ok) {
       setError(page.message);
@@ -53,6 +56,24 @@ export function ProductDrawer({ product, onClose }: { product: ProductRow; onClo
         {count(product.on_hand)} on hand · {count(product.reserved)} reserved · {count(product.available)} available
       </p>
       {error && <p className="error" role="alert">{error}</p>}
+      {locations.length > 0 && (
+        <table data-testid="product-locations">
+          <thead>
+            <tr><th>Location</th><th className="num">On hand</th><th className="num">Reserved</th><th className="num">Available</th><th className="num">In transit</th></tr>
+          </thead>
+          <tbody>
+            {locations.map((l) => (
+              <tr key={l.location_id} data-testid="product-location" data-location={l.code}>
+                <td>{l.code}{!l.active && <span className="muted"> (inactive)</span>}</td>
+                <td className="num" data-field="on_hand">{count(l.on_hand)}</td>
+                <td className="num">{count(l.reserved)}</td>
+                <td className="num" data-field="available">{count(l.available)}</td>
+                <td className="num" data-field="in_transit">{count(l.in_transit)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
       {rows && <Sparkline rows={rows} />}
       <div className="actions-row">
         <button type="button" onClick={() => void download()} data-testid="ledger-csv">Download the ledger (CSV)</button>
