@@ -409,6 +409,20 @@ async fn bad_locations_append_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(status, 404);
+    let (status, _) = app
+        .post(
+            &format!(
+                "/api/purchase-orders/{}/receive?location_id={}",
+                Uuid::now_v7(),
+                Uuid::now_v7()
+            ),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        status, 422,
+        "an unknown location is named before the order is looked up"
+    );
     assert_eq!(
         app.events("limit=1000").await.expect(200).len(),
         events_before

@@ -30,3 +30,6 @@ CREATE TABLE transfer_lines (
 
 -- A location's stock, product by product (`GET /api/locations/{id}/stock`).
 CREATE INDEX inventory_locations_by_location ON inventory_locations (location_id, product_id);
+
+-- Where a purchase order is to be received (NULL: the default location).
+ALTER TABLE purchase_orders ADD COLUMN location_id TEXT;

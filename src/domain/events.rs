@@ -129,8 +129,9 @@ event_types! {
     // v3 each line's `location_id`.
     OrderShipped => "order.shipped", version 3;
     StockLow => "stock.low", version 1;
-    PurchaseOrderDrafted => "purchase_order.drafted", version 1;
-    PurchaseOrderReceived => "purchase_order.received", version 1;
+    // v2 added `location_id` (where it is to be, or was, received).
+    PurchaseOrderDrafted => "purchase_order.drafted", version 2;
+    PurchaseOrderReceived => "purchase_order.received", version 2;
     AlertRaised => "alert.raised", version 1;
     StockAdjustmentRequested => "stock.adjustment_requested", version 2;
     StockAdjusted => "stock.adjusted", version 2;
@@ -342,13 +343,17 @@ impl DomainEvent {
             }
             // Deciding it may name the orders holding the product's stock:
             // those are loaded too.
+            // Deciding it may draft a purchase order, which names the
+            // first active location: every location is loaded.
             DomainEvent::StockAdjustmentRequested(e) => {
+                touched.locations = true;
                 touched.products.insert(e.product_id);
                 let location = e.location_id.unwrap_or(LocationId::DEFAULT);
                 touched.holders_of.insert((e.product_id, location));
             }
             // A count also needs the stock moved since it was made.
             DomainEvent::StockCounted(e) => {
+                touched.locations = true;
                 touched.products.insert(e.product_id);
                 let location = e.location_id.unwrap_or(LocationId::DEFAULT);
                 touched.holders_of.insert((e.product_id, location));
@@ -393,6 +398,7 @@ impl DomainEvent {
             | DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
                 purchase_order_id,
                 product_id,
+                ..
             }) => {
                 touched.products.insert(*product_id);
                 touched.purchase_orders.insert(*purchase_order_id);
@@ -621,6 +627,7 @@ mod tests {
         DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
             purchase_order_id: po,
             product_id: order.items[0].product_id,
+            location_id: None,
         })
         .touches(&mut touched);
         DomainEvent::OrderShipped(OrderShipped {

@@ -306,6 +306,10 @@ pub struct PurchaseOrderDrafted {
     pub purchase_order_id: PurchaseOrderId,
     pub product_id: ProductId,
     pub quantity: i64,
+    /// Where it is to be received: the first active location by priority
+    /// when it was drafted. None (v1): the default location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// The supplier delivered a purchase order (a command: the worker closes the
@@ -314,6 +318,9 @@ pub struct PurchaseOrderDrafted {
 pub struct PurchaseOrderReceived {
     pub purchase_order_id: PurchaseOrderId,
     pub product_id: ProductId,
+    /// Where it arrived, when not where the purchase order said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// Something an operator should see on the dashboard's alert feed.

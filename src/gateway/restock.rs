@@ -9,7 +9,7 @@ use super::write_ids::WriteIds;
 use super::{ApiPath, ApiQuery, AppState, Paging, StatusFilter};
 use crate::domain::events::PurchaseOrderReceived;
 use crate::domain::inventory::PurchaseOrderStatus;
-use crate::domain::{DomainEvent, PurchaseOrderId};
+use crate::domain::{DomainEvent, LocationId, PurchaseOrderId};
 use crate::store::analytics::PurchaseOrderView;
 use axum::extract::State;
 use axum::Json;
@@ -34,20 +34,31 @@ pub async fn list(
     ))
 }
 
+/// Where a delivery arrived, when not where its purchase order said.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReceiveQuery {
+    pub location_id: Option<LocationId>,
+}
+
 /// Records the delivery of an open purchase order (202). The worker closes
-/// it and receives its stock, or refuses a repeated receipt with a reason.
+/// it and receives its stock (at `location_id`, or where the purchase
+/// order said), or refuses a repeated receipt with a reason.
 #[utoipa::path(post, path = "/api/purchase-orders/{id}/receive", operation_id = "receive_purchase_order", tag = "restock",
     params(("id" = PurchaseOrderId, Path, description = "The purchase order's id"),
+        ("location_id" = Option<LocationId>, Query, description = "Where it arrived (default: where the purchase order said)"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
     responses((status = 202, description = "The delivery is in the log", body = ReceiptQueued),
         (status = 404, description = "No such purchase order", body = ErrorBody),
-        (status = 409, description = "Already received", body = ErrorBody)))]
+        (status = 409, description = "Already received", body = ErrorBody),
+        (status = 422, description = "An unknown location_id", body = ErrorBody)))]
 #[tracing::instrument(name = "restock::receive", level = "debug", skip_all)]
 pub async fn receive(
     State(state): State<AppState>,
     ids: WriteIds,
     ApiPath(id): ApiPath<PurchaseOrderId>,
+    ApiQuery(query): ApiQuery<ReceiveQuery>,
 ) -> Result<Accepted<ReceiptQueued>, ApiError> {
+    super::locations::require_location(&state, "location_id", query.location_id).await?;
     let po = state
         .store
         .get_purchase_order(id)
@@ -61,6 +72,7 @@ pub async fn receive(
     let event = DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
         purchase_order_id: id,
         product_id: po.product_id,
+        location_id: query.location_id,
     });
     let envelope = event
         .into_envelope_with_id(ids.id("purchase_order.received"), Utc::now())

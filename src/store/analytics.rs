@@ -6,7 +6,7 @@ use super::sql::{bind_all, param, SqlValue};
 use super::{archived_envelope, time_of_millis, uuid_col, Dialect, Store, StoreError};
 use crate::domain::events::EventType;
 use crate::domain::status::PurchaseOrderStatus;
-use crate::domain::{Envelope, Money, ProductId, PurchaseOrderId};
+use crate::domain::{Envelope, LocationId, Money, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 /// Named columns, never `*` (see `queries::ORDER_FIELDS`).
 const PURCHASE_ORDER_FIELDS: &str =
-    "po.id, po.product_id, po.quantity, po.status, po.drafted_at, po.received_at, p.sku";
+    "po.id, po.product_id, po.quantity, po.status, po.drafted_at, po.received_at, po.location_id, p.sku";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PurchaseOrderView {
@@ -27,6 +27,9 @@ pub struct PurchaseOrderView {
     pub status: PurchaseOrderStatus,
     pub drafted_at: DateTime<Utc>,
     pub received_at: Option<DateTime<Utc>>,
+    /// Where it is to be received (absent: the default location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
 }
 
 /// One archived event: its envelope and where the log held it.
@@ -351,5 +354,6 @@ fn purchase_order_view(row: &sqlx::any::AnyRow) -> Result<PurchaseOrderView, Sto
         status: super::named_col(row, "status")?,
         drafted_at: time_of_millis(row.try_get("drafted_at")?),
         received_at: received.map(time_of_millis),
+        location_id: super::optional_uuid_col(row, "location_id")?,
     })
 }

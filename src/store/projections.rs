@@ -430,7 +430,7 @@ pub(super) async fn load_state<'e>(
     let rows = select_by_ids(
         tx,
         dialect,
-        "SELECT id, product_id, quantity, status, drafted_at, received_at FROM purchase_orders WHERE id IN ({ids})",
+        "SELECT id, product_id, quantity, status, drafted_at, received_at, location_id FROM purchase_orders WHERE id IN ({ids})",
         &purchase_order_ids,
     )
     .await?;
@@ -558,7 +558,7 @@ async fn load_stock(
     // locks before us committed (a join in the locking statement would
     // show the rows as they were when it started waiting).
     let open_of_products = format!(
-        "SELECT id, product_id, quantity, status, drafted_at, received_at FROM purchase_orders \
+        "SELECT id, product_id, quantity, status, drafted_at, received_at, location_id FROM purchase_orders \
          WHERE status = '{}' AND product_id IN ({{ids}})",
         PurchaseOrderStatus::Open.as_str()
     );
@@ -731,6 +731,7 @@ pub(super) fn purchase_order_from_row(
     Ok(PurchaseOrderState {
         product_id: super::uuid_col(row, "product_id")?,
         quantity: row.try_get("quantity")?,
+        location_id: super::optional_uuid_col(row, "location_id")?,
         status: super::named_col(row, "status")?,
         drafted_at: row.try_get("drafted_at")?,
         received_at: row.try_get("received_at")?,

@@ -228,6 +228,7 @@ table_row! {
         status: &'static str => "TEXT",
         drafted_at: i64 => "BIGINT",
         received_at: Option<i64> => "BIGINT",
+        location_id: Option<String> => "TEXT",
     }
     on conflict |_| "ON CONFLICT (id) DO UPDATE SET status = excluded.status, received_at = excluded.received_at".into()
 }
@@ -997,6 +998,7 @@ impl Writes {
                     status: po.status.as_str(),
                     drafted_at: po.drafted_at,
                     received_at: po.received_at,
+                    location_id: po.location_id.map(|l| l.to_string()),
                 },
             ));
         }

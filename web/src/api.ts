@@ -536,7 +536,8 @@ export interface paths {
         put?: never;
         /**
          * Records the delivery of an open purchase order (202). The worker closes
-         *     it and receives its stock, or refuses a repeated receipt with a reason.
+         *     it and receives its stock (at `location_id`, or where the purchase
+         *     order said), or refuses a repeated receipt with a reason.
          */
         post: operations["receive_purchase_order"];
         delete?: never;
@@ -1365,6 +1366,7 @@ export interface components {
             /** Format: date-time */
             drafted_at: string;
             id: components["schemas"]["PurchaseOrderId"];
+            location_id?: null | components["schemas"]["LocationId"];
             product_id: components["schemas"]["ProductId"];
             /** Format: int64 */
             quantity: number;
@@ -4742,7 +4744,10 @@ export interface operations {
     };
     receive_purchase_order: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Where it arrived (default: where the purchase order said) */
+                location_id?: components["schemas"]["LocationId"];
+            };
             header?: {
                 /** @description Replays the first answer to a retry */
                 "Idempotency-Key"?: string | null;
@@ -4827,7 +4832,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The Idempotency-Key was used for another request */
+            /** @description An unknown location_id */
             422: {
                 headers: {
                     [name: string]: unknown;

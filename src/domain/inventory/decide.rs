@@ -393,6 +393,7 @@ impl Inventory {
                 purchase_order_id,
                 product_id,
                 quantity: product.reorder_quantity,
+                location_id: self.receiving_location(),
             }));
             message.push_str(&format!(
                 "; purchase order {purchase_order_id} drafted for {}",
@@ -447,7 +448,7 @@ impl Inventory {
         let message = match self.purchase_orders.get(&id) {
             Some(po) if po.status == PurchaseOrderStatus::Open && po.product_id == e.product_id => {
                 return vec![DomainEvent::StockReceived(StockReceived {
-                    location_id: None,
+                    location_id: e.location_id.or(po.location_id),
                     product_id: po.product_id,
                     quantity: po.quantity,
                     purchase_order_id: Some(id),

@@ -399,3 +399,58 @@ fn a_transfer_beyond_what_is_available_at_its_origin_is_refused() {
     assert!(refusal(&received).contains("is refused"), "{received:?}");
     assert_eq!(w.replayed(), w.inventory);
 }
+
+#[test]
+fn a_purchase_order_is_received_at_the_first_active_location_or_where_its_receipt_says() {
+    let mut w = World::new();
+    // Threshold 3, reorder 10: an order of 4 of the 5 drafts a purchase order.
+    let a = w.product("A", 3, 10, 5);
+    let east = w.location("east", -5);
+    let west = w.location("west", 7);
+    let (_, placed) = place(&[(a, 4)]);
+    let decided = w.one(placed);
+    let drafted = decided
+        .iter()
+        .find_map(|e| match e {
+            DomainEvent::PurchaseOrderDrafted(d) => Some(d.clone()),
+            _ => None,
+        })
+        .expect("a purchase order");
+    assert_eq!(
+        drafted.location_id,
+        Some(east),
+        "east's priority -5 comes first"
+    );
+    let received = w.one(DomainEvent::PurchaseOrderReceived(
+        events::PurchaseOrderReceived {
+            purchase_order_id: drafted.purchase_order_id,
+            product_id: a,
+            location_id: None,
+        },
+    ));
+    let DomainEvent::StockReceived(r) = &received[0] else {
+        panic!("{received:?}")
+    };
+    assert_eq!(r.location_id, Some(east));
+    assert_eq!(w.at(a, east), (10, 0));
+    // The next one is delivered elsewhere, as its receipt says.
+    let (_, placed) = place(&[(a, 10)]);
+    let decided = w.one(placed);
+    let po = decided
+        .iter()
+        .find_map(|e| match e {
+            DomainEvent::PurchaseOrderDrafted(d) => Some(d.purchase_order_id),
+            _ => None,
+        })
+        .expect("a second purchase order");
+    w.one(DomainEvent::PurchaseOrderReceived(
+        events::PurchaseOrderReceived {
+            purchase_order_id: po,
+            product_id: a,
+            location_id: Some(west),
+        },
+    ));
+    assert_eq!(w.at(a, west), (10, 0));
+    assert!(w.inventory.invariant_violations().is_empty());
+    assert_eq!(w.replayed(), w.inventory);
+}

@@ -170,6 +170,18 @@ impl Inventory {
         Ok(allocations)
     }
 
+    /// Where a new purchase order is to be received: the first active
+    /// location by priority, then code (the batch that drafts one loads
+    /// every location); None when it is the default one.
+    pub fn receiving_location(&self) -> Option<LocationId> {
+        self.locations
+            .iter()
+            .filter(|(_, l)| l.active)
+            .min_by(|a, b| (a.1.priority, &a.1.code).cmp(&(b.1.priority, &b.1.code)))
+            .map(|(&id, _)| id)
+            .filter(|&id| id != LocationId::DEFAULT)
+    }
+
     /// Moves a product's stock at one location (and so its totals), and
     /// records the movement in the ledger.
     pub(super) fn move_stock(

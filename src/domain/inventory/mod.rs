@@ -216,6 +216,8 @@ impl OrderState {
 pub struct PurchaseOrderState {
     pub product_id: ProductId,
     pub quantity: i64,
+    /// Where it is to be received (None: the default location).
+    pub location_id: Option<LocationId>,
     pub status: PurchaseOrderStatus,
     pub drafted_at: i64,
     pub received_at: Option<i64>,
@@ -564,6 +566,7 @@ impl Inventory {
             PurchaseOrderState {
                 product_id: e.product_id,
                 quantity: e.quantity,
+                location_id: e.location_id,
                 status: PurchaseOrderStatus::Open,
                 drafted_at: at,
                 received_at: None,

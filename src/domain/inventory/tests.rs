@@ -492,6 +492,7 @@ fn restock_cycle_low_stock_once_per_crossing_one_open_po() {
     let received = DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
         purchase_order_id: po.purchase_order_id,
         product_id: a,
+        location_id: None,
     });
     assert_eq!(types(&w.one(received.clone())), ["stock.received"]);
     assert_eq!(w.stock(a), (30, 7));
@@ -552,6 +553,7 @@ fn receiving_an_unknown_or_foreign_purchase_order_is_refused() {
         &w.one(DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
             purchase_order_id: ghost,
             product_id: a,
+            location_id: None,
         })),
     );
     assert!(message.contains("no such purchase order"), "{message}");
@@ -564,6 +566,7 @@ fn receiving_an_unknown_or_foreign_purchase_order_is_refused() {
         &w.one(DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived {
             purchase_order_id: po.purchase_order_id,
             product_id: b,
+            location_id: None,
         })),
     );
     assert!(message.contains("is not for product"), "{message}");
@@ -1226,13 +1229,13 @@ mod properties {
                         match w.inventory.products[&product_id].open_purchase_order {
                             Some(po) => {
                                 received_pos.push((po, product_id));
-                                DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived { purchase_order_id: po, product_id })
+                                DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived { purchase_order_id: po, product_id, location_id: None })
                             }
                             None => receive(product_id, 1),
                         }
                     }
                     Command::ReceiveOldPurchaseOrder { product } => match received_pos.get(product) {
-                        Some(&(po, product_id)) => DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived { purchase_order_id: po, product_id }),
+                        Some(&(po, product_id)) => DomainEvent::PurchaseOrderReceived(PurchaseOrderReceived { purchase_order_id: po, product_id, location_id: None }),
                         None => receive(products[product], 2),
                     },
                     // The expected figure is on-hand, or one off (a stale read).
