@@ -19,7 +19,8 @@ use crate::domain::events::{
 };
 use crate::domain::status::OrderStatus;
 use crate::domain::status::{AdjustmentReason, ReturnDisposition};
-use crate::domain::{AdjustmentId, ReturnId, ShipmentId};
+use crate::domain::events::LocationCreated;
+use crate::domain::{AdjustmentId, LocationId, ReturnId, ShipmentId};
 use crate::domain::{DomainEvent, Envelope, Money, OrderId, ProductId};
 use crate::store::Store;
 use crate::stream::LogBackend;
@@ -131,7 +132,7 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     let mut rows = Vec::new();
 
     let mut rng = StdRng::seed_from_u64(7);
-    let products = seed_catalog(&backend, args.products, &mut rng).await?;
+    let products = seed_catalog(&backend, args, &mut rng).await?;
     let orders = order_backlog(args.orders, &products, &mut rng);
     let commands = match args.mix {
         BenchMix::Orders => Vec::new(),
@@ -204,12 +205,38 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     Ok(rows)
 }
 
-/// The catalog: `count` products, each with stock enough for most orders.
+/// The catalog: `--products` products, each with stock enough for most
+/// orders; with `--locations` N, N − 1 locations before the default one
+/// by priority, each holding a sixth of what the orders want of each
+/// product over N (they run dry, and lines are split), the default one the
+/// rest. (The default location is known from the start; the others once a
+/// worker applies their creation, in other partitions than the orders.)
 async fn seed_catalog(
     backend: &LogBackend,
-    count: u64,
+    args: &BenchArgs,
     rng: &mut StdRng,
 ) -> anyhow::Result<Vec<(ProductId, Money)>> {
+    let count = args.products;
+    let mut locations = Vec::new();
+    let mut seed = Vec::new();
+    for i in 1..args.locations {
+        let id = LocationId::new();
+        locations.push(id);
+        seed.push(
+            DomainEvent::LocationCreated(LocationCreated {
+                location_id: id,
+                code: format!("bench-{i}"),
+                name: format!("Bench location {i}"),
+                priority: i as i64 - args.locations as i64,
+                active: true,
+            })
+            .into_envelope(Utc::now()),
+        );
+    }
+    locations.push(LocationId::DEFAULT);
+    // An order has 2 lines of 2 units on average.
+    let wanted = (args.orders * 4 / count.max(1)) as i64;
+    let scarce = (wanted / (6 * args.locations as i64)).max(1);
     let products: Vec<(ProductId, Money)> = (0..count)
         .map(|_| {
             (
@@ -218,7 +245,6 @@ async fn seed_catalog(
             )
         })
         .collect();
-    let mut seed = Vec::new();
     for (i, (id, price)) in products.iter().enumerate() {
         seed.push(
             DomainEvent::ProductCreated(ProductCreated {
@@ -232,15 +258,18 @@ async fn seed_catalog(
             })
             .into_envelope(Utc::now()),
         );
-        seed.push(
-            DomainEvent::StockReceived(StockReceived {
-                location_id: None,
-                product_id: *id,
-                quantity: 1_000_000,
-                purchase_order_id: None,
-            })
-            .into_envelope(Utc::now()),
-        );
+        for (n, location) in locations.iter().enumerate() {
+            let last = n + 1 == locations.len();
+            seed.push(
+                DomainEvent::StockReceived(StockReceived {
+                    location_id: (*location != LocationId::DEFAULT).then_some(*location),
+                    product_id: *id,
+                    quantity: if last { 1_000_000 } else { scarce },
+                    purchase_order_id: None,
+                })
+                .into_envelope(Utc::now()),
+            );
+        }
     }
     append_all(backend, seed).await?;
     Ok(products)

@@ -17,6 +17,12 @@ pub struct BenchArgs {
     /// adjustments and a count).
     #[arg(long, value_enum, default_value_t = BenchMix::Orders)]
     pub mix: BenchMix,
+    /// Locations the stock is kept in (1: the default one only). With
+    /// more, each location but the last holds a few units of each product
+    /// (a fraction of what the orders want), in priority order, so the
+    /// first ones run dry and lines are split across locations.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub locations: u64,
     /// Instead of the drain: time pages of the audit trail on an archive of
     /// this many synthetic events.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
