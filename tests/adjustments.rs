@@ -7,7 +7,6 @@
 
 use crate::common;
 
-use common::process::assert_rebuild_identical_for;
 use common::{Api, Backend, TestApp};
 use serde_json::json;
 use streamstock::domain::status::{
@@ -379,26 +378,9 @@ async fn cycle_counts(backend: Backend) {
 /// The invariants hold, and a rebuild from the archive reproduces every
 /// projection table (the adjustments' included).
 async fn check_and_rebuild(app: TestApp) {
-    let store = app.store().await;
-    assert_eq!(
-        common::invariants::invariant_violations(&store)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
-    let common = app.common.clone();
-    let _dir = app.stop().await;
-    let before = store.projection_checksums().await.unwrap();
-    assert!(
-        before
-            .iter()
-            .find(|t| t.table == "stock_adjustments")
-            .unwrap()
-            .rows
-            > 0
-    );
-    assert_rebuild_identical_for(&common);
-    assert_eq!(store.projection_checksums().await.unwrap(), before);
+    let tables = app.assert_invariants_and_rebuild().await;
+    let adjustments = tables.iter().find(|t| t.table == "stock_adjustments");
+    assert!(adjustments.unwrap().rows > 0);
 }
 
 backend_pairs!(

@@ -8,7 +8,6 @@
 
 use crate::common;
 
-use common::process::assert_rebuild_identical_for;
 use common::{Api, Backend, TestApp};
 use serde_json::json;
 use streamstock::domain::status::{
@@ -290,26 +289,9 @@ async fn bad_shipments_and_returns_append_nothing(backend: Backend) {
 /// returns, and a rebuild from the archive reproduces every projection
 /// table (theirs included).
 async fn check_and_rebuild(app: TestApp, fulfilments: u64) {
-    let store = app.store().await;
-    assert_eq!(
-        common::invariants::invariant_violations(&store)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
-    let common = app.common.clone();
-    let _dir = app.stop().await;
-    let before = store.projection_checksums().await.unwrap();
-    assert_eq!(
-        before
-            .iter()
-            .find(|t| t.table == "fulfilments")
-            .unwrap()
-            .rows,
-        fulfilments
-    );
-    assert_rebuild_identical_for(&common);
-    assert_eq!(store.projection_checksums().await.unwrap(), before);
+    let tables = app.assert_invariants_and_rebuild().await;
+    let rows = |table| tables.iter().find(|t| t.table == table).unwrap().rows;
+    assert_eq!(rows("fulfilments"), fulfilments);
 }
 
 backend_pairs!(

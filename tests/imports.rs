@@ -7,7 +7,6 @@
 
 use crate::common;
 
-use common::process::assert_rebuild_identical_for;
 use common::{Api, Backend, TestApp};
 use serde_json::Value;
 
@@ -159,18 +158,7 @@ async fn stock_is_imported_row_by_row_once(backend: Backend) {
     assert_eq!(body["refused"][999]["line"], 1_001);
     assert_eq!(requested(&app).await, before);
 
-    let store = app.store().await;
-    assert_eq!(
-        common::invariants::invariant_violations(&store)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
-    let common = app.common.clone();
-    let _dir = app.stop().await;
-    let before = store.projection_checksums().await.unwrap();
-    assert_rebuild_identical_for(&common);
-    assert_eq!(store.projection_checksums().await.unwrap(), before);
+    app.assert_invariants_and_rebuild().await;
 }
 
 backend_pairs!(stock_is_imported_row_by_row_once);

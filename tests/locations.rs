@@ -10,7 +10,6 @@
 
 use crate::common;
 
-use common::process::assert_rebuild_identical_for;
 use common::{Api, Backend, TestApp};
 use serde_json::json;
 use streamstock::domain::status::OrderStatus;
@@ -312,7 +311,7 @@ async fn stock_in_several_locations(backend: Backend) {
     let (status, listed) = app.get("/api/transfers?status=received").await;
     assert_eq!(status, 200);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
-    check_and_rebuild(app).await;
+    app.assert_invariants_and_rebuild().await;
 }
 
 async fn bad_locations_append_nothing(backend: Backend) {
@@ -428,21 +427,6 @@ async fn bad_locations_append_nothing(backend: Backend) {
         events_before
     );
     app.stop().await;
-}
-
-async fn check_and_rebuild(app: TestApp) {
-    let store = app.store().await;
-    assert_eq!(
-        common::invariants::invariant_violations(&store)
-            .await
-            .unwrap(),
-        Vec::<String>::new()
-    );
-    let common = app.common.clone();
-    let _dir = app.stop().await;
-    let before = store.projection_checksums().await.unwrap();
-    assert_rebuild_identical_for(&common);
-    assert_eq!(store.projection_checksums().await.unwrap(), before);
 }
 
 backend_pairs!(stock_in_several_locations, bad_locations_append_nothing);

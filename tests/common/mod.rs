@@ -288,6 +288,26 @@ impl TestApp {
             .await
             .expect("connect to the app's database")
     }
+
+    /// The end of a scenario: the business invariants hold; then, with
+    /// the app stopped, `streamstock rebuild` reproduces every projection
+    /// table. Returns the tables' checksums (for their row counts).
+    #[allow(dead_code)] // not every test binary uses it
+    pub async fn assert_invariants_and_rebuild(
+        self,
+    ) -> Vec<streamstock::store::rebuild::TableChecksum> {
+        let store = self.store().await;
+        assert_eq!(
+            invariants::invariant_violations(&store).await.unwrap(),
+            Vec::<String>::new()
+        );
+        let common = self.common.clone();
+        let _dir = self.stop().await;
+        let before = store.projection_checksums().await.unwrap();
+        process::assert_rebuild_identical_for(&common);
+        assert_eq!(store.projection_checksums().await.unwrap(), before);
+        before
+    }
 }
 
 impl std::ops::Deref for TestApp {

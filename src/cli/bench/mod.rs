@@ -12,6 +12,7 @@ mod archive;
 
 use super::backends::{open_log, open_store};
 use super::config::{BenchArgs, BenchMix, CommonArgs};
+use crate::domain::events::LocationCreated;
 use crate::domain::events::{
     OrderCancelRequested, OrderLine, OrderPlaced, OrderReturnRequested, OrderShipRequested,
     OrderShipmentRequested, ProductCreated, ProductQuantity, ReturnLine, StockAdjustmentRequested,
@@ -19,7 +20,6 @@ use crate::domain::events::{
 };
 use crate::domain::status::OrderStatus;
 use crate::domain::status::{AdjustmentReason, ReturnDisposition};
-use crate::domain::events::LocationCreated;
 use crate::domain::{AdjustmentId, LocationId, ReturnId, ShipmentId};
 use crate::domain::{DomainEvent, Envelope, Money, OrderId, ProductId};
 use crate::store::Store;
