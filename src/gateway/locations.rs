@@ -4,6 +4,8 @@
 //! a `location.updated`. Every deployment has the `default` location.
 
 use super::error::ApiError;
+use super::long_poll::until_decided;
+use super::products::APPLIED_WAIT;
 use super::responses::{ErrorBody, FoundOrQueued, Queued, Stored};
 use super::write_ids::WriteIds;
 use super::{ApiJson, ApiPath, AppState, Paging};
@@ -17,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// `POST /api/locations`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -64,9 +65,6 @@ pub struct LocationQueued {
 /// The priority a location gets when none is given: after the default
 /// location's 0, so a new location does not take its orders unasked.
 const DEFAULT_PRIORITY: i64 = 100;
-
-/// How long a request waits for a worker to apply a location change.
-const APPLIED_WAIT: Duration = Duration::from_secs(5);
 
 /// A location an event may name: one this deployment created (its
 /// creation is in the log), or 422 naming `field`.
@@ -205,7 +203,7 @@ pub async fn create(
             return Err(e);
         }
     };
-    let readable = applied(&state, location_id, |_| true).await?;
+    let readable = applied(&state, location_id, |_| true).await?.is_some();
     Ok(Stored {
         body: LocationQueued {
             id: location_id,
@@ -270,10 +268,8 @@ pub async fn update(
             && wanted.1.is_none_or(|p| p == l.priority)
             && wanted.2.is_none_or(|a| a == l.active)
     };
-    if applied(&state, id, matches).await? {
-        if let Some(location) = state.store.get_location(id).await? {
-            return Ok(Json(location).into_response());
-        }
+    if let Some(location) = applied(&state, id, matches).await? {
+        return Ok(Json(location).into_response());
     }
     Ok((
         StatusCode::ACCEPTED,
@@ -287,23 +283,15 @@ pub async fn update(
         .into_response())
 }
 
-/// Whether a worker has applied the location (in a state `done` accepts)
-/// within APPLIED_WAIT.
+/// The location once a worker has applied it in a state `done` accepts
+/// (the shared long-poll, for APPLIED_WAIT); None if that takes longer.
 async fn applied(
     state: &AppState,
     id: LocationId,
     done: impl Fn(&LocationView) -> bool,
-) -> Result<bool, ApiError> {
-    let deadline = tokio::time::Instant::now() + APPLIED_WAIT;
-    loop {
-        if let Some(location) = state.store.get_location(id).await? {
-            if done(&location) {
-                return Ok(true);
-            }
-        }
-        if tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
-            return Ok(false);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+) -> Result<Option<LocationView>, ApiError> {
+    let wait = Some(APPLIED_WAIT.as_secs());
+    let read = || async { Ok(state.store.get_location(id).await?) };
+    let location = until_decided(state, wait, true, read, &done).await?;
+    Ok(location.filter(|l| done(l)))
 }
