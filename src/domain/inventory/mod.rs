@@ -456,18 +456,16 @@ impl Inventory {
         )?;
         let allocations = Inventory::allocations_of(&lines, recorded);
         for allocation in &allocations {
-            let location = self.locations.get(&allocation.location_id);
-            if !location.is_some_and(|l| l.active) || allocation.quantity <= 0 {
+            let why = match self.locations.get(&allocation.location_id) {
+                _ if allocation.quantity <= 0 => Some("not a quantity to allocate"),
+                None => Some("an unknown location"),
+                Some(location) if !location.active => Some("an inactive location"),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
                 return Err(Refused(format!(
-                    "order {order_id} allocates {} of {} at location {}, which is {}",
-                    allocation.quantity,
-                    allocation.product_id,
-                    allocation.location_id,
-                    if location.is_none() {
-                        "unknown"
-                    } else {
-                        "inactive or not a quantity"
-                    }
+                    "order {order_id} allocates {} of {} at location {}: {why}",
+                    allocation.quantity, allocation.product_id, allocation.location_id
                 )));
             }
             let stock = self.stock_at(allocation.product_id, allocation.location_id);
