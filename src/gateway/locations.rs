@@ -4,8 +4,7 @@
 //! a `location.updated`. Every deployment has the `default` location.
 
 use super::error::ApiError;
-use super::long_poll::until_decided;
-use super::products::APPLIED_WAIT;
+use super::long_poll::{until_decided, APPLIED_WAIT};
 use super::responses::{ErrorBody, FoundOrQueued, Queued, Stored};
 use super::write_ids::WriteIds;
 use super::{ApiJson, ApiPath, AppState, Paging};

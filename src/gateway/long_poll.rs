@@ -4,10 +4,13 @@
 //! completes.
 
 use super::error::ApiError;
-use super::products::APPLIED_WAIT;
 use super::AppState;
 use std::future::Future;
 use std::time::Duration;
+
+/// How long a request waits for a worker to apply what this gateway
+/// just created (normally a few batch waits, tens of milliseconds).
+pub(super) const APPLIED_WAIT: Duration = Duration::from_secs(5);
 
 /// Longest long-poll a client may ask for.
 pub(super) const MAX_WAIT_SECS: u64 = 30;

@@ -197,9 +197,7 @@ pub async fn export(State(state): State<AppState>) -> Response {
     download("products.csv", shape, read, None, None)
 }
 
-/// How long a request waits for a worker to apply a product this gateway
-/// just created (normally a few batch waits, tens of milliseconds).
-pub(super) const APPLIED_WAIT: Duration = Duration::from_secs(5);
+pub(super) use super::long_poll::APPLIED_WAIT;
 
 /// The product, once a worker has applied it with at least `on_hand` units;
 /// None if that takes longer than `wait`.
