@@ -55,6 +55,7 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
     ("post", "/api/orders", Some(Scope::Write)),
     ("get", "/api/orders/{id}", Some(Scope::Read)),
     ("post", "/api/orders/{id}/cancel", Some(Scope::Write)),
+    ("post", "/api/orders/{id}/commit", Some(Scope::Write)),
     ("post", "/api/orders/{id}/ship", Some(Scope::Write)),
     ("post", "/api/orders/{id}/shipments", Some(Scope::Write)),
     (

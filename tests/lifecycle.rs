@@ -565,6 +565,7 @@ async fn embedded_sqlite_cancel_before_the_decision() {
                 unit_price: price,
             }],
             total: price.times(2),
+            hold_until: None,
         });
         let cancel = DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id });
         for event in [placed, cancel] {

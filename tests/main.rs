@@ -23,6 +23,7 @@ mod front_door;
 mod fulfilments;
 mod gateway_tls;
 mod held_connections;
+mod holds;
 mod idempotency;
 mod imports;
 mod ledger;

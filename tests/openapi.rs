@@ -34,6 +34,7 @@ const SERVED: &[(&str, &str)] = &[
     ("post", "/api/orders"),
     ("get", "/api/orders/{id}"),
     ("post", "/api/orders/{id}/cancel"),
+    ("post", "/api/orders/{id}/commit"),
     ("post", "/api/orders/{id}/ship"),
     ("post", "/api/orders/{id}/shipments"),
     ("get", "/api/orders/{id}/shipments/{shipment_id}"),

@@ -34,6 +34,7 @@ async fn follow_ups_wait_in_the_outbox(store: Store) {
                 unit_price: price,
             }],
             total: price.times(quantity),
+            hold_until: None,
         })
     };
     let batch = vec![

@@ -73,11 +73,13 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
                 unit_price: price,
             }],
             total: price.times(3),
+            hold_until: None,
         }),
         DomainEvent::OrderConfirmed(OrderConfirmed {
             order_id: order,
             total: price.times(3),
             allocations: None,
+            hold_until: None,
         }),
         // A second order, shipped whole (order.shipped v1 had only the id).
         DomainEvent::OrderPlaced(OrderPlaced {
@@ -89,11 +91,13 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
                 unit_price: price,
             }],
             total: price.times(2),
+            hold_until: None,
         }),
         DomainEvent::OrderConfirmed(OrderConfirmed {
             order_id: shipped,
             total: price.times(2),
             allocations: None,
+            hold_until: None,
         }),
         DomainEvent::OrderShipped(OrderShipped {
             order_id: shipped,
@@ -141,6 +145,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
         order_id: order,
         total: price.times(3),
         allocations: None,
+        hold_until: None,
     })
     .into_envelope(Utc::now());
     sqlx::query("INSERT INTO outbox (event_id, envelope, created_at) VALUES ($1, $2, $3)")

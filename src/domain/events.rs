@@ -118,9 +118,11 @@ event_types! {
     // v2 added `purchase_order_id` (a receipt that closes a purchase order),
     // v3 `location_id`, as every stock event's v2 did.
     StockReceived => "stock.received", version 3;
-    OrderPlaced => "order.placed", version 1;
-    // v2 added `allocations` (stock in several locations).
-    OrderConfirmed => "order.confirmed", version 2;
+    // v2 added `hold_until` (a checkout's hold).
+    OrderPlaced => "order.placed", version 2;
+    // v2 added `allocations` (stock in several locations), v3 `hold_until`
+    // (confirmed as a checkout's hold).
+    OrderConfirmed => "order.confirmed", version 3;
     OrderRejected => "order.rejected", version 1;
     OrderCancelRequested => "order.cancel_requested", version 1;
     OrderShipRequested => "order.ship_requested", version 1;
@@ -149,6 +151,11 @@ event_types! {
     TransferRefused => "transfer.refused", version 1;
     TransferReceiveRequested => "transfer.receive_requested", version 1;
     TransferReceived => "transfer.received", version 1;
+    OrderCommitRequested => "order.commit_requested", version 1;
+    OrderCommitted => "order.committed", version 1;
+    OrderExpireRequested => "order.expire_requested", version 1;
+    OrderExpired => "order.expired", version 1;
+    OrderExpiryRefused => "order.expiry_refused", version 1;
 }
 
 impl std::fmt::Display for EventType {
@@ -297,6 +304,11 @@ impl DomainEvent {
             DomainEvent::OrderReturnRequested(e) => e.order_id.to_string(),
             DomainEvent::OrderReturned(e) => e.order_id.to_string(),
             DomainEvent::OrderReturnRefused(e) => e.order_id.to_string(),
+            DomainEvent::OrderCommitRequested(e) => e.order_id.to_string(),
+            DomainEvent::OrderCommitted(e) => e.order_id.to_string(),
+            DomainEvent::OrderExpireRequested(e) => e.order_id.to_string(),
+            DomainEvent::OrderExpired(e) => e.order_id.to_string(),
+            DomainEvent::OrderExpiryRefused(e) => e.order_id.to_string(),
             DomainEvent::StockLow(e) => e.product_id.to_string(),
             DomainEvent::PurchaseOrderDrafted(e) => e.product_id.to_string(),
             DomainEvent::PurchaseOrderReceived(e) => e.product_id.to_string(),
@@ -387,7 +399,12 @@ impl DomainEvent {
             | DomainEvent::OrderShipmentRefused(OrderShipmentRefused { order_id, .. })
             | DomainEvent::OrderReturnRequested(OrderReturnRequested { order_id, .. })
             | DomainEvent::OrderReturned(OrderReturned { order_id, .. })
-            | DomainEvent::OrderReturnRefused(OrderReturnRefused { order_id, .. }) => {
+            | DomainEvent::OrderReturnRefused(OrderReturnRefused { order_id, .. })
+            | DomainEvent::OrderCommitRequested(OrderCommitRequested { order_id })
+            | DomainEvent::OrderCommitted(OrderCommitted { order_id })
+            | DomainEvent::OrderExpireRequested(OrderExpireRequested { order_id, .. })
+            | DomainEvent::OrderExpired(OrderExpired { order_id })
+            | DomainEvent::OrderExpiryRefused(OrderExpiryRefused { order_id, .. }) => {
                 touched.orders.insert(*order_id);
             }
             DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
@@ -543,8 +560,15 @@ pub fn upcast(
                         .or_insert(serde_json::Value::Null);
                 }
             }
-            // v1 → v2: a v1 shipment shipped the whole order, which only a
-            // confirmed order (nothing shipped yet) could do.
+            // v1 → v2: no order before holds had one.
+            (EventType::OrderPlaced, 1) => {
+                if let Some(fields) = payload.as_object_mut() {
+                    fields
+                        .entry("hold_until")
+                        .or_insert(serde_json::Value::Null);
+                }
+            }
+            // v1 → v2: a v1 confirmation reserved at the default location.
             (EventType::OrderConfirmed, 1) => {
                 if let Some(fields) = payload.as_object_mut() {
                     fields
@@ -552,6 +576,16 @@ pub fn upcast(
                         .or_insert(serde_json::Value::Null);
                 }
             }
+            // v2 → v3: no confirmation before holds was a hold.
+            (EventType::OrderConfirmed, 2) => {
+                if let Some(fields) = payload.as_object_mut() {
+                    fields
+                        .entry("hold_until")
+                        .or_insert(serde_json::Value::Null);
+                }
+            }
+            // v1 → v2: a v1 shipment shipped the whole order, which only a
+            // confirmed order (nothing shipped yet) could do.
             (EventType::OrderShipped, 1) => {
                 if let Some(fields) = payload.as_object_mut() {
                     fields
@@ -585,6 +619,7 @@ mod tests {
                 unit_price: Money::from_cents(150).unwrap(),
             }],
             total: Money::from_cents(300).unwrap(),
+            hold_until: None,
         })
     }
 
@@ -685,7 +720,7 @@ mod tests {
         let refused = DomainEvent::from_envelope(&env).unwrap_err();
         assert!(matches!(refused, DecodeError::NewerVersion { .. }));
         assert!(
-            refused.to_string().contains("version 2, newer than the 1"),
+            refused.to_string().contains("version 3, newer than the 2"),
             "{refused}"
         );
         env.version = 0;

@@ -36,6 +36,7 @@ mod tests {
             customer_email: "c@example.com".into(),
             items: vec![line(a, 2), line(b, 1), line(a, 3)],
             total: Money::from_cents(600).unwrap(),
+            hold_until: None,
         };
         assert_eq!(
             requested_quantities(&order),

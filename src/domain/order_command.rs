@@ -1,7 +1,8 @@
-//! The commands an order accepts after its decision (cancel, ship): when
-//! each is allowed, the event that asks for it and the one that records it.
+//! The commands an order accepts after its decision (cancel, ship, commit a
+//! hold): when each is allowed, the event that asks for it and the one that
+//! records it.
 
-use super::events::{OrderCancelRequested, OrderShipRequested};
+use super::events::{OrderCancelRequested, OrderCommitRequested, OrderShipRequested};
 use super::status::OrderStatus;
 use super::{DomainEvent, OrderId};
 
@@ -14,6 +15,8 @@ use super::{DomainEvent, OrderId};
 pub enum OrderCommand {
     Cancel,
     Ship,
+    /// Payment taken for a held order: it becomes CONFIRMED.
+    Commit,
 }
 
 impl OrderCommand {
@@ -21,6 +24,7 @@ impl OrderCommand {
         match self {
             OrderCommand::Cancel => "cancel",
             OrderCommand::Ship => "ship",
+            OrderCommand::Commit => "commit",
         }
     }
 
@@ -28,22 +32,27 @@ impl OrderCommand {
     /// allowed. A cancel is allowed while the order holds a reservation
     /// (confirmed, or partly shipped: what did not ship is released) and
     /// while pending (it is carried out once decided). A ship ships every
-    /// unit not shipped yet.
+    /// unit not shipped yet, of a committed order. A commit confirms a
+    /// held order, only while its hold lasts.
     pub fn refusal(self, status: OrderStatus) -> Option<&'static str> {
+        use OrderStatus::*;
         match (self, status) {
-            (
-                OrderCommand::Cancel,
-                OrderStatus::Pending | OrderStatus::Confirmed | OrderStatus::PartiallyShipped,
-            ) => None,
-            (OrderCommand::Cancel, OrderStatus::Rejected) => {
-                Some("it was rejected, so nothing is reserved")
+            (OrderCommand::Cancel, Pending | Held | Confirmed | PartiallyShipped) => None,
+            (OrderCommand::Ship, Confirmed | PartiallyShipped) => None,
+            (OrderCommand::Commit, Held) => None,
+            (_, Pending) => Some("it is not decided yet"),
+            (_, Rejected) => Some("it was rejected, so nothing is reserved"),
+            (OrderCommand::Cancel, Cancelled) => Some("it is already cancelled"),
+            (_, Cancelled) => Some("it was cancelled"),
+            (OrderCommand::Commit, Expired) => {
+                Some("its hold expired before the commit and its stock was released; place the order again")
             }
-            (OrderCommand::Cancel, OrderStatus::Cancelled) => Some("it is already cancelled"),
-            (OrderCommand::Ship, OrderStatus::Confirmed | OrderStatus::PartiallyShipped) => None,
-            (OrderCommand::Ship, OrderStatus::Pending) => Some("it is not decided yet"),
-            (OrderCommand::Ship, OrderStatus::Rejected) => Some("it was rejected"),
-            (OrderCommand::Ship, OrderStatus::Cancelled) => Some("it was cancelled"),
-            (_, OrderStatus::Shipped) => Some("it has already shipped"),
+            (_, Expired) => Some("its hold expired, so nothing is reserved"),
+            (OrderCommand::Ship, Held) => Some("it is held: commit it (payment taken) first"),
+            (OrderCommand::Commit, Confirmed | PartiallyShipped | Shipped) => {
+                Some("it is already confirmed")
+            }
+            (_, Shipped) => Some("it has already shipped"),
         }
     }
 
@@ -54,6 +63,9 @@ impl OrderCommand {
                 DomainEvent::OrderCancelRequested(OrderCancelRequested { order_id })
             }
             OrderCommand::Ship => DomainEvent::OrderShipRequested(OrderShipRequested { order_id }),
+            OrderCommand::Commit => {
+                DomainEvent::OrderCommitRequested(OrderCommitRequested { order_id })
+            }
         }
     }
 }

@@ -48,6 +48,12 @@ pub struct OrderPlaced {
     pub customer_email: String,
     pub items: Vec<OrderLine>,
     pub total: Money,
+    /// A checkout's hold: once confirmed the order is HELD until this
+    /// moment (the gateway's clock when it accepted the order, plus the
+    /// client's `hold_ttl_s`), then expires unless committed. None: an
+    /// order confirmed for good (every v1 placement, upcast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The worker confirmed an order: its lines are reserved where
@@ -59,6 +65,10 @@ pub struct OrderConfirmed {
     pub total: Money,
     #[serde(default)]
     pub allocations: Option<Vec<Allocation>>,
+    /// Confirmed as HELD until then (the order was placed with a hold):
+    /// it expires unless committed. v2 and earlier: None, CONFIRMED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Units of a product reserved at one location for an order. An order
@@ -160,6 +170,50 @@ pub struct OrderRejected {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderCancelRequested {
     pub order_id: OrderId,
+}
+
+/// The client took payment for a held order (a command: the worker records
+/// `order.committed`, or refuses it with an alert when the hold is over).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCommitRequested {
+    pub order_id: OrderId,
+}
+
+/// A held order committed in time: it is CONFIRMED, its stock stays
+/// reserved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCommitted {
+    pub order_id: OrderId,
+}
+
+/// The owner of the order's partition saw its hold run out (by its clock)
+/// and asks for it to expire. The clock's decision enters the log here:
+/// the worker decides `order.expired` or `order.expiry_refused` from the
+/// order's state and this request alone, so a rebuild reads the outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderExpireRequested {
+    pub order_id: OrderId,
+    /// The hold the requester saw run out (a request for another one,
+    /// older or newer, is refused).
+    pub hold_until: chrono::DateTime<chrono::Utc>,
+    /// The lease epoch of the partition the requester held (an audit
+    /// trail: a stale owner's request shows an older epoch).
+    pub epoch: u64,
+}
+
+/// A hold not committed in time: the order is EXPIRED and its reservation
+/// released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderExpired {
+    pub order_id: OrderId,
+}
+
+/// An expiry request the order's state did not allow (committed or
+/// cancelled first, already expired, not due): nothing changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderExpiryRefused {
+    pub order_id: OrderId,
+    pub reason: String,
 }
 
 /// The warehouse asks to ship an order (a command, like a cancel).

@@ -87,12 +87,17 @@ named_enum! {
     pub enum OrderStatus {
         /// Placed, not decided yet.
         Pending => "PENDING",
+        /// Reserved for a checkout until `hold_until`: committed (payment
+        /// taken) it becomes CONFIRMED; not committed in time, EXPIRED.
+        Held => "HELD",
         Confirmed => "CONFIRMED",
         /// Some units have shipped, others are still reserved.
         PartiallyShipped => "PARTIALLY_SHIPPED",
         Rejected => "REJECTED",
         Cancelled => "CANCELLED",
         Shipped => "SHIPPED",
+        /// A hold not committed in time: its reservation was released.
+        Expired => "EXPIRED",
     }
 }
 
@@ -249,7 +254,15 @@ named_enum! {
 impl OrderStatus {
     /// The statuses of an order that still holds reserved units (its
     /// unshipped lines).
-    pub const OPEN: [OrderStatus; 2] = [OrderStatus::Confirmed, OrderStatus::PartiallyShipped];
+    pub const OPEN: [OrderStatus; 3] = [
+        OrderStatus::Held,
+        OrderStatus::Confirmed,
+        OrderStatus::PartiallyShipped,
+    ];
+
+    /// The statuses an order may ship in: open and committed (a held
+    /// order's payment is not taken yet).
+    pub const SHIPPABLE: [OrderStatus; 2] = [OrderStatus::Confirmed, OrderStatus::PartiallyShipped];
 
     /// The statuses an order may take returns in: it may have shipped
     /// units (a cancelled order keeps the ones it shipped before).
@@ -262,6 +275,11 @@ impl OrderStatus {
     /// Whether the order holds reserved units.
     pub fn is_open(self) -> bool {
         OrderStatus::OPEN.contains(&self)
+    }
+
+    /// Whether units of the order may ship.
+    pub fn may_ship(self) -> bool {
+        OrderStatus::SHIPPABLE.contains(&self)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Order routes: place (validate, price from the catalog, append
-//! `order.placed`, 202), list and read, with an optional long-poll, and the
-//! lifecycle commands cancel and ship.
+//! `order.placed`, 202; with a hold for a checkout), list and read, with an
+//! optional long-poll, and the lifecycle commands cancel, ship and commit.
 
 use super::catalog::Priced;
 use super::error::ApiError;
@@ -15,14 +15,17 @@ use crate::domain::inventory::{OrderCommand, OrderStatus};
 use crate::domain::{DomainEvent, Money, OrderId, ProductId};
 use crate::store::queries::OrderView;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// Most lines one order may have.
 const MAX_LINES: usize = 100;
+/// Longest hold a checkout may ask for: a week.
+const MAX_HOLD_TTL_S: i64 = 7 * 24 * 3600;
 /// Longest long-poll a client may ask for.
 const MAX_WAIT_SECS: u64 = 30;
 
@@ -31,6 +34,12 @@ const MAX_WAIT_SECS: u64 = 30;
 pub struct PlaceOrder {
     pub customer_email: String,
     pub items: Vec<PlaceOrderItem>,
+    /// Hold the stock for a checkout this many seconds (1 to 604800): the
+    /// order is confirmed as HELD and expires, its stock released, unless
+    /// committed (`POST /api/orders/{id}/commit`) in time.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub hold_ttl_s: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -74,6 +83,15 @@ pub async fn place(
             format!("at most {MAX_LINES} items per order"),
         ));
     }
+    let hold_ttl = match body.hold_ttl_s {
+        Some(ttl) if !(1..=MAX_HOLD_TTL_S).contains(&ttl) => {
+            return Err(ApiError::invalid(
+                "hold_ttl_s",
+                format!("{ttl} is not a hold: from 1 to {MAX_HOLD_TTL_S} seconds"),
+            ))
+        }
+        ttl => ttl.map(chrono::Duration::seconds),
+    };
     let ids: Vec<ProductId> = body.items.iter().map(|item| item.product_id).collect();
     let catalog = priced(&state, &ids).await?;
     let mut lines = Vec::with_capacity(body.items.len());
@@ -107,14 +125,18 @@ pub async fn place(
     }
 
     let order_id = OrderId(write_ids.id("order"));
+    // Milliseconds, as the read model keeps times.
+    let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default();
+    let hold_until = hold_ttl.map(|ttl| now + ttl);
     let event = DomainEvent::OrderPlaced(OrderPlaced {
         order_id,
         customer_email: customer_email.into_string(),
         items: lines,
         total,
+        hold_until,
     });
     let envelope = event
-        .into_envelope_with_id(write_ids.id("order.placed"), Utc::now())
+        .into_envelope_with_id(write_ids.id("order.placed"), now)
         .sent_by(write_ids.actor());
     let receipt = state.append(&envelope).await?;
     Ok(Accepted {
@@ -123,6 +145,7 @@ pub async fn place(
             status: Queued::Queued,
             msg_id: receipt.msg_id(),
             total,
+            hold_until,
         },
         location: Some(format!("/api/orders/{order_id}")),
     })
@@ -261,6 +284,94 @@ pub async fn ship(
     ApiPath(id): ApiPath<OrderId>,
 ) -> Result<Accepted<CommandQueued>, ApiError> {
     lifecycle_command(state, ids, id, OrderCommand::Ship).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CommitQuery {
+    /// Seconds (up to 30) to wait for the worker's decision.
+    pub wait: Option<u64>,
+}
+
+/// What a commit answers: the order, confirmed (200), or the command in the
+/// log (202) when the client did not wait for the decision.
+pub enum CommitAnswer {
+    Confirmed(OrderView),
+    Queued(Accepted<CommandQueued>),
+}
+
+impl IntoResponse for CommitAnswer {
+    fn into_response(self) -> Response {
+        match self {
+            CommitAnswer::Confirmed(order) => Json(order).into_response(),
+            CommitAnswer::Queued(queued) => queued.into_response(),
+        }
+    }
+}
+
+/// Payment taken: a HELD order becomes CONFIRMED, if its hold has not run
+/// out. The worker decides (`order.committed`), so a commit that races the
+/// expiry is decided once, either way. With `?wait=N` the answer waits for
+/// that decision: 200 with the confirmed order, or 409 when the hold
+/// expired first — its stock was released; place the order again. A
+/// repeated commit of a committed order answers 200.
+#[utoipa::path(post, path = "/api/orders/{id}/commit", operation_id = "commit_order", tag = "orders",
+    params(("id" = OrderId, Path, description = "The order's id"), CommitQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry")),
+    responses((status = 200, description = "Committed: the order is CONFIRMED (now, or by an earlier commit)", body = OrderView),
+        (status = 202, description = "The commit is in the log; read the order for the decision", body = CommandQueued, headers(("Location" = String, description = "The order's URL"))),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 409, description = "Not committed: the hold expired (the stock was released; place the order again), the order was cancelled, or it was placed without a hold", body = ErrorBody)))]
+#[tracing::instrument(name = "orders::commit", level = "debug", skip_all)]
+pub async fn commit(
+    State(state): State<AppState>,
+    ids: WriteIds,
+    ApiPath(id): ApiPath<OrderId>,
+    ApiQuery(query): ApiQuery<CommitQuery>,
+) -> Result<CommitAnswer, ApiError> {
+    let queued = super::write_ids::recently_issued(id.as_uuid());
+    // An order placed a moment ago may not be decided yet: its decision
+    // is waited for (bounded), so a checkout can commit right after it.
+    let read = || async { Ok(state.store.get_order(id).await?) };
+    let order = super::long_poll::until_decided(&state, Some(5), queued, read, |o: &OrderView| {
+        o.status != OrderStatus::Pending
+    })
+    .await?;
+    if let Some(order) = &order {
+        if order.hold_until.is_some()
+            && matches!(
+                order.status,
+                OrderStatus::Confirmed | OrderStatus::PartiallyShipped | OrderStatus::Shipped
+            )
+        {
+            return Ok(CommitAnswer::Confirmed(order.clone()));
+        }
+        if order.hold_until.is_none() && order.status != OrderStatus::Pending {
+            return Err(ApiError::conflict(format!(
+                "cannot commit order {id}: it was placed without a hold, so it needs no commit"
+            )));
+        }
+    }
+    let accepted = lifecycle_command(state.clone(), ids, id, OrderCommand::Commit).await?;
+    if query.wait.unwrap_or(0) == 0 {
+        return Ok(CommitAnswer::Queued(accepted));
+    }
+    let read = || async { Ok(state.store.get_order(id).await?) };
+    let decided = super::long_poll::until_decided(&state, query.wait, true, read, |o| {
+        !matches!(o.status, OrderStatus::Held | OrderStatus::Pending)
+    })
+    .await?;
+    match decided {
+        Some(order) if order.status == OrderStatus::Confirmed => Ok(CommitAnswer::Confirmed(order)),
+        Some(order) if !matches!(order.status, OrderStatus::Held | OrderStatus::Pending) => {
+            let why = OrderCommand::Commit
+                .refusal(order.status)
+                .unwrap_or("its state does not allow it");
+            Err(ApiError::conflict(format!(
+                "cannot commit order {id}: {why}"
+            )))
+        }
+        _ => Ok(CommitAnswer::Queued(accepted)),
+    }
 }
 
 /// Checks the command against the order's state in the read model (409 when

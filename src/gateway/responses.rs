@@ -98,9 +98,13 @@ pub struct OrderQueued {
     pub status: Queued,
     pub msg_id: String,
     pub total: Money,
+    /// Placed with `hold_ttl_s`: the moment the hold runs out unless the
+    /// order is committed (`POST /api/orders/{id}/commit`) first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// `POST /api/orders/{id}/cancel` and `/ship`.
+/// `POST /api/orders/{id}/cancel`, `/ship` and `/commit`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommandQueued {
     pub order_id: OrderId,

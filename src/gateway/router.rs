@@ -104,6 +104,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(orders::list, orders::place))
         .routes(routes!(orders::one))
         .routes(routes!(orders::cancel))
+        .routes(routes!(orders::commit))
         .routes(routes!(orders::ship))
         .routes(routes!(fulfilments::ship))
         .routes(routes!(fulfilments::shipment))

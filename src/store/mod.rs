@@ -11,6 +11,7 @@ pub mod analytics;
 pub mod dead_letters;
 mod epochs;
 pub mod fulfilments;
+pub mod holds;
 pub mod idempotency;
 pub mod ledger;
 pub mod locations;

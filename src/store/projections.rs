@@ -453,14 +453,15 @@ async fn holders_of_product(
     product_id: ProductId,
     location_id: LocationId,
 ) -> Result<Vec<OrderId>, StoreError> {
-    let [confirmed, partly_shipped] = OrderStatus::OPEN;
+    let [held, confirmed, partly_shipped] = OrderStatus::OPEN;
     let rows = sqlx::query(
         "SELECT DISTINCT o.id FROM order_allocations a JOIN orders o ON o.id = a.order_id \
-         WHERE a.product_id = $1 AND a.location_id = $2 AND o.status IN ($3, $4) \
-         AND a.shipped < a.quantity ORDER BY o.id LIMIT $5",
+         WHERE a.product_id = $1 AND a.location_id = $2 AND o.status IN ($3, $4, $5) \
+         AND a.shipped < a.quantity ORDER BY o.id LIMIT $6",
     )
     .bind(product_id.to_string())
     .bind(location_id.to_string())
+    .bind(held.as_str())
     .bind(confirmed.as_str())
     .bind(partly_shipped.as_str())
     .bind(HELD_BY_NAMED as i64 + 1)
@@ -581,8 +582,8 @@ async fn load_orders(
     ids: &[OrderId],
 ) -> Result<BTreeMap<OrderId, OrderState>, StoreError> {
     let mut orders = BTreeMap::new();
-    for row in select_by_ids(tx, dialect, "SELECT id, customer_email, status, total_cents, reason, cancel_requested, placed_at, decided_at, updated_at \
-         FROM orders WHERE id IN ({ids})", ids).await? {
+    for row in select_by_ids(tx, dialect, "SELECT id, customer_email, status, total_cents, reason, cancel_requested, placed_at, decided_at, updated_at, \
+         hold_until FROM orders WHERE id IN ({ids})", ids).await? {
         let cancel_requested: i64 = row.try_get("cancel_requested")?;
         orders.insert(
             super::uuid_col(&row, "id")?,
@@ -594,6 +595,7 @@ async fn load_orders(
                 total: Money::from_total_cents(row.try_get("total_cents")?),
                 reason: row.try_get("reason")?,
                 cancel_requested: cancel_requested != 0,
+                hold_until: row.try_get("hold_until")?,
                 placed_at: row.try_get("placed_at")?,
                 decided_at: row.try_get("decided_at")?,
                 updated_at: row.try_get("updated_at")?,

@@ -55,6 +55,10 @@ pub struct OrderView {
     /// When the order last changed state (placed, decided, shipped or
     /// cancelled), in event time.
     pub updated_at: DateTime<Utc>,
+    /// A checkout's hold: while HELD, the order expires at this moment
+    /// unless committed first. Absent for an order placed without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<OrderItemView>>,
     /// Its shipments and returns, oldest first (the first 100; one order).
@@ -123,10 +127,11 @@ pub(super) fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> 
 /// the schema before a migration ran on another connection prepares `*` with
 /// the old column count, and the statement's rows then no longer fit it.
 const ORDER_FIELDS: &str =
-    "id, customer_email, status, total_cents, reason, placed_at, decided_at, updated_at";
+    "id, customer_email, status, total_cents, reason, placed_at, decided_at, updated_at, hold_until";
 
 fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
     let decided: Option<i64> = row.try_get("decided_at")?;
+    let hold_until: Option<i64> = row.try_get("hold_until")?;
     Ok(OrderView {
         order_id: uuid_col(row, "id")?,
         customer_email: row.try_get("customer_email")?,
@@ -136,6 +141,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, StoreError> {
         created_at: time_of_millis(row.try_get("placed_at")?),
         decided_at: decided.map(time_of_millis),
         updated_at: time_of_millis(row.try_get("updated_at")?),
+        hold_until: hold_until.map(time_of_millis),
         items: None,
         fulfilments: None,
         allocations: None,

@@ -198,6 +198,7 @@ table_row! {
         placed_at: i64 => "BIGINT",
         decided_at: Option<i64> => "BIGINT",
         updated_at: i64 => "BIGINT",
+        hold_until: Option<i64> => "BIGINT",
     }
     on conflict |_| "ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, \
                      cancel_requested = excluded.cancel_requested, decided_at = excluded.decided_at, \
@@ -925,6 +926,7 @@ impl Writes {
                 placed_at: order.placed_at,
                 decided_at: order.decided_at,
                 updated_at: order.updated_at,
+                hold_until: order.hold_until,
             });
             let lines_before = was.map(|w| &w.lines[..]).unwrap_or_default();
             for (line_no, line) in order.lines.iter().enumerate() {

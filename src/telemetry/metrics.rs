@@ -33,6 +33,9 @@ pub const HTTP_CONNECTIONS_CLOSED: &str = "streamstock_http_connections_closed_t
 pub const HTTP_ACCEPT_ERRORS: &str = "streamstock_http_accept_errors_total";
 pub const AUTH_REFUSALS: &str = "streamstock_auth_refusals_total";
 pub const LOG_LOST_ENTRIES: &str = "streamstock_log_lost_entries_total";
+pub const HOLD_EXPIRIES_REQUESTED: &str = "streamstock_hold_expiries_requested_total";
+pub const HOLD_EXPIRY_LAG_SECONDS: &str = "streamstock_hold_expiry_lag_seconds";
+pub const HOLDS_OVERDUE_SECONDS: &str = "streamstock_holds_overdue_seconds";
 const LOG_AUDITS: &str = "streamstock_log_audits_total";
 const LEDGER_MISMATCHED: &str = "streamstock_ledger_mismatched_products";
 const LEDGER_AUDITS: &str = "streamstock_ledger_audits_total";
@@ -95,6 +98,18 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        HOLD_EXPIRIES_REQUESTED,
+        "Expiry requests (order.expire_requested) this worker's sweep appended for holds that ran out"
+    );
+    metrics::describe_histogram!(
+        HOLD_EXPIRY_LAG_SECONDS,
+        "Time from a hold's deadline to the sweep's request to expire it"
+    );
+    metrics::describe_gauge!(
+        HOLDS_OVERDUE_SECONDS,
+        "How long the oldest hold still held past its deadline has been due, at the last sweep (0: none)"
+    );
     metrics::describe_counter!(
         AUTH_REFUSALS,
         "Requests refused for their token, by reason (unauthorized, insufficient_scope)"

@@ -135,7 +135,13 @@ fn status_changes(follow_ups: &[Envelope]) -> Vec<StatusChange> {
         .iter()
         .filter_map(|envelope| {
             let status = match envelope.event_type.known()? {
-                EventType::OrderConfirmed => OrderStatus::Confirmed,
+                // A hold says so (`hold_until`).
+                EventType::OrderConfirmed => match envelope.payload.get("hold_until") {
+                    Some(until) if !until.is_null() => OrderStatus::Held,
+                    _ => OrderStatus::Confirmed,
+                },
+                EventType::OrderCommitted => OrderStatus::Confirmed,
+                EventType::OrderExpired => OrderStatus::Expired,
                 EventType::OrderRejected => OrderStatus::Rejected,
                 EventType::OrderCancelled => OrderStatus::Cancelled,
                 // A partial shipment says so (`complete: false`).

@@ -37,6 +37,7 @@ fn options(consumer: &str, lease_ttl: Duration) -> WorkerOptions {
         retry_backoff: Duration::from_millis(10),
         dead_letter_alert: 1_000,
         windows: Default::default(),
+        hold_sweep: Default::default(),
     }
 }
 

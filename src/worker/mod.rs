@@ -7,11 +7,13 @@
 //!   channels; `apply` and `publish` the work of the last two
 //! - `ownership`: the partition leases; `housekeeping`: trimming the log
 //!   and pruning throughput windows; `recent`: follow-ups committed lately
+//! - `hold_expiry`: asking for the expiry of holds that ran out
 //! - `log_audit`: finding events the read model applied and the log lost
 
 mod apply;
 #[cfg(test)]
 mod fencing_tests;
+pub mod hold_expiry;
 mod housekeeping;
 mod log_audit;
 mod ownership;
@@ -45,6 +47,7 @@ pub struct WorkerOptions {
     /// Dead letters at which a critical alert is raised.
     pub dead_letter_alert: u64,
     pub windows: WindowRetention,
+    pub hold_sweep: hold_expiry::SweepSettings,
 }
 
 /// A consumer name no other process uses: host, process id and a random
@@ -117,6 +120,16 @@ pub async fn run(
         tokio::spawn(async move { chores.run(owned, stop).await })
     };
 
+    let hold_expiry = {
+        let sweep = hold_expiry::HoldExpiry {
+            log: log.clone(),
+            store: store.clone(),
+            settings: options.hold_sweep,
+        };
+        let (owned, stop) = (owned_rx.clone(), stop_coordinator.clone());
+        tokio::spawn(async move { sweep.run(owned, stop).await })
+    };
+
     metrics::gauge!(crate::telemetry::metrics::WORKER_UP).set(1.0);
     metrics::gauge!(crate::telemetry::metrics::DEAD_LETTER_ALERT_AT)
         .set(options.dead_letter_alert as f64);
@@ -144,6 +157,7 @@ pub async fn run(
 
     stop_coordinator.cancel();
     let _ = housekeeping.await;
+    let _ = hold_expiry.await;
     let owned = coordinator.await.unwrap_or_default();
     ownership.release_all(&owned).await;
     metrics::gauge!(crate::telemetry::metrics::WORKER_UP).set(0.0);

@@ -234,6 +234,9 @@ impl TestApp {
                 // raises the piling-up alert.
                 dead_letter_alert: 4,
                 allocation_strategy: Default::default(),
+                // Holds expire within a fifth of a second of their deadline.
+                hold_sweep_interval: Duration::from_millis(200),
+                hold_sweep_batch: 1000,
             },
             profile: Profile::None,
         };

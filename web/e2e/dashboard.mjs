@@ -167,6 +167,29 @@ try {
   await page.locator('[data-testid="order-row"]', { hasText: secondId }).getByTestId("order-status").filter({ hasText: "CANCELLED" }).waitFor(WAIT);
   await drawer.getByTestId("drawer-close").click();
 
+  step("an order placed with a hold is HELD with a countdown, and committing it from the drawer confirms it");
+  await order.locator('input[name="hold_ttl_s"]').fill("300");
+  await order.getByRole("button", { name: "Place order" }).click();
+  await page.waitForFunction(
+    (before) => {
+      const text = document.querySelector('[data-testid="place-order"] [data-testid="form-result"]')?.textContent ?? "";
+      return text.includes("placed") && !text.includes(before);
+    },
+    secondId,
+    WAIT,
+  );
+  const heldId = (await order.getByTestId("form-result").innerText()).match(/order (\w+)/)[1];
+  await drawer.getByTestId("drawer-status").filter({ hasText: "HELD" }).waitFor(WAIT);
+  const left = await drawer.getByTestId("hold-countdown").innerText();
+  if (!/^expires in [45]m/.test(left)) throw new Error(`the drawer's countdown reads "${left}"`);
+  await page.locator('[data-testid="order-row"]', { hasText: heldId }).getByTestId("hold-countdown").waitFor(WAIT);
+  await drawer.getByTestId("commit").click();
+  await drawer.getByTestId("drawer-status").filter({ hasText: "CONFIRMED" }).waitFor(WAIT);
+  await drawer.getByTestId("drawer-message").filter({ hasText: "committed" }).waitFor(WAIT);
+  await page.locator('[data-testid="order-row"]', { hasText: heldId }).getByTestId("order-status").filter({ hasText: "CONFIRMED" }).waitFor(WAIT);
+  await order.locator('input[name="hold_ttl_s"]').fill("");
+  await drawer.getByTestId("drawer-close").click();
+
   step("receiving stock from an inventory row adds to it");
   const dashB = page.locator('[data-testid="inventory-row"][data-sku="DASH-B"]');
   const onHandB = Number((await dashB.locator('[data-field="on_hand"]').innerText()).replace(/\D/g, ""));

@@ -258,6 +258,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/orders/{id}/commit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Payment taken: a HELD order becomes CONFIRMED, if its hold has not run
+         *     out. The worker decides (`order.committed`), so a commit that races the
+         *     expiry is decided once, either way. With `?wait=N` the answer waits for
+         *     that decision: 200 with the confirmed order, or 409 when the hold
+         *     expired first — its stock was released; place the order again. A
+         *     repeated commit of a committed order answers 200.
+         */
+        post: operations["commit_order"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/orders/{id}/returns": {
         parameters: {
             query?: never;
@@ -835,7 +859,7 @@ export interface components {
              */
             seq: number;
         };
-        /** @description `POST /api/orders/{id}/cancel` and `/ship`. */
+        /** @description `POST /api/orders/{id}/cancel`, `/ship` and `/commit`. */
         CommandQueued: {
             command: components["schemas"]["OrderCommand"];
             msg_id: string;
@@ -1187,7 +1211,7 @@ export interface components {
          *     first against the read model, with the same rules).
          * @enum {string}
          */
-        OrderCommand: "cancel" | "ship";
+        OrderCommand: "cancel" | "ship" | "commit";
         /** Format: uuid */
         OrderId: string;
         OrderItemView: {
@@ -1216,13 +1240,19 @@ export interface components {
         };
         /** @description `POST /api/orders`. */
         OrderQueued: {
+            /**
+             * Format: date-time
+             * @description Placed with `hold_ttl_s`: the moment the hold runs out unless the
+             *     order is committed (`POST /api/orders/{id}/commit`) first.
+             */
+            hold_until?: string | null;
             msg_id: string;
             order_id: components["schemas"]["OrderId"];
             status: components["schemas"]["Queued"];
             total: components["schemas"]["Money"];
         };
         /** @enum {string} */
-        OrderStatus: "PENDING" | "CONFIRMED" | "PARTIALLY_SHIPPED" | "REJECTED" | "CANCELLED" | "SHIPPED";
+        OrderStatus: "PENDING" | "HELD" | "CONFIRMED" | "PARTIALLY_SHIPPED" | "REJECTED" | "CANCELLED" | "SHIPPED" | "EXPIRED";
         OrderView: {
             /**
              * @description Where its units are reserved (one order): per product and location,
@@ -1236,6 +1266,12 @@ export interface components {
             decided_at?: string | null;
             /** @description Its shipments and returns, oldest first (the first 100; one order). */
             fulfilments?: components["schemas"]["FulfilmentView"][] | null;
+            /**
+             * Format: date-time
+             * @description A checkout's hold: while HELD, the order expires at this moment
+             *     unless committed first. Absent for an order placed without one.
+             */
+            hold_until?: string | null;
             items?: components["schemas"]["OrderItemView"][] | null;
             order_id: components["schemas"]["OrderId"];
             reason?: string | null;
@@ -1288,6 +1324,13 @@ export interface components {
         };
         PlaceOrder: {
             customer_email: string;
+            /**
+             * Format: int64
+             * @description Hold the stock for a checkout this many seconds (1 to 604800): the
+             *     order is confirmed as HELD and expires, its stock released, unless
+             *     committed (`POST /api/orders/{id}/commit`) in time.
+             */
+            hold_ttl_s?: number | null;
             items: components["schemas"]["PlaceOrderItem"][];
         };
         PlaceOrderItem: {
@@ -3098,6 +3141,135 @@ export interface operations {
                 };
             };
             /** @description The order's state does not allow it */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    commit_order: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first answer to a retry */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The order's id */
+                id: components["schemas"]["OrderId"];
+                /** @description Seconds (up to 30) to wait for the worker's decision. */
+                wait: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Committed: the order is CONFIRMED (now, or by an earlier commit) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderView"];
+                };
+            };
+            /** @description The commit is in the log; read the order for the decision */
+            202: {
+                headers: {
+                    /** @description The order's URL */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such order */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not committed: the hold expired (the stock was released; place the order again), the order was cancelled, or it was placed without a hold */
             409: {
                 headers: {
                     [name: string]: unknown;

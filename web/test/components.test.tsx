@@ -1,6 +1,6 @@
 // @vitest-environment jsdom
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { cleanup, fireEvent, render, screen, within } from "@testing-library/react";
+import { act, cleanup, fireEvent, render, screen, within } from "@testing-library/react";
 import { DeadLetters } from "../src/components/DeadLetters";
 import { AdjustStockForm } from "../src/components/Forms";
 import { Header } from "../src/components/Header";
@@ -105,6 +105,20 @@ describe("Orders", () => {
     expect(statuses).toEqual(["CONFIRMED", "REJECTED"]);
     fireEvent.click(screen.getAllByTestId("order-row")[1]);
     expect(opened).toBe(orders[1].order_id);
+  });
+
+  it("counts a held order's hold down, and says when it runs out", () => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date("2026-12-07T12:00:00Z"));
+    try {
+      const held = order({ status: "HELD", hold_until: "2026-12-07T12:01:05Z" });
+      render(<Orders orders={[held]} onOpen={() => {}} />);
+      expect(screen.getByTestId("hold-countdown").textContent).toBe("expires in 1m 5s");
+      act(() => vi.advanceTimersByTime(65_000));
+      expect(screen.getByTestId("hold-countdown").textContent).toBe("expiring…");
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

@@ -297,6 +297,7 @@ fn order_backlog(count: u64, products: &[(ProductId, Money)], rng: &mut StdRng) 
                 customer_email: format!("bench{}@example.com", i % 1000),
                 items: lines,
                 total,
+                hold_until: None,
             })
             .into_envelope(Utc::now())
         })

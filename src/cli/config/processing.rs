@@ -52,6 +52,14 @@ pub struct ProcessingArgs {
     /// and never changes a rebuild.
     #[arg(long, env = "STREAMSTOCK_ALLOCATION_STRATEGY", default_value = "priority", value_parser = parse_allocation_strategy)]
     pub allocation_strategy: AllocationStrategy,
+    /// How often a worker looks for held orders whose hold ran out, in the
+    /// partitions it holds, and asks for their expiry (100ms to 1m). An
+    /// expiry is decided within about this plus a batch of its deadline.
+    #[arg(long, env = "STREAMSTOCK_HOLD_SWEEP_INTERVAL", default_value = "1s", value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(60)))]
+    pub hold_sweep_interval: Duration,
+    /// Most expiries one sweep asks for; the rest wait for the next sweep.
+    #[arg(long, env = "STREAMSTOCK_HOLD_SWEEP_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub hold_sweep_batch: u32,
 }
 
 fn parse_allocation_strategy(raw: &str) -> Result<AllocationStrategy, String> {
@@ -88,6 +96,10 @@ impl ProcessingArgs {
             retry_backoff: self.retry_backoff(),
             dead_letter_alert: self.dead_letter_alert,
             windows,
+            hold_sweep: worker::hold_expiry::SweepSettings {
+                interval: self.hold_sweep_interval,
+                batch: self.hold_sweep_batch as usize,
+            },
         }
     }
 }

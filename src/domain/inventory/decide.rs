@@ -6,9 +6,9 @@
 
 use super::{Inventory, OrderCommand, OrderStatus, ProductState, PurchaseOrderStatus, Refused};
 use crate::domain::events::{
-    AlertRaised, OrderCancelled, OrderConfirmed, OrderPlaced, OrderRejected, PurchaseOrderDrafted,
-    PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused, StockAdjustmentRequested,
-    StockCounted, StockLow, StockReceived, HELD_BY_NAMED,
+    AlertRaised, OrderCancelled, OrderCommitted, OrderConfirmed, OrderPlaced, OrderRejected,
+    PurchaseOrderDrafted, PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused,
+    StockAdjustmentRequested, StockCounted, StockLow, StockReceived, HELD_BY_NAMED,
 };
 use crate::domain::order::requested_quantities;
 use crate::domain::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, Severity};
@@ -142,6 +142,13 @@ impl Inventory {
             | DomainEvent::LocationUpdated(_)
             | DomainEvent::TransferRefused(_)
             | DomainEvent::TransferReceived(_) => Vec::new(),
+            DomainEvent::OrderCommitRequested(e) => {
+                self.decide_command(cause, e.order_id, OrderCommand::Commit)
+            }
+            DomainEvent::OrderExpireRequested(e) => vec![self.decide_expiry(cause, e)],
+            DomainEvent::OrderCommitted(_)
+            | DomainEvent::OrderExpired(_)
+            | DomainEvent::OrderExpiryRefused(_) => Vec::new(),
             DomainEvent::TransferRequested(e) => self.decide_transfer(cause, e),
             DomainEvent::TransferReceiveRequested(e) => self.decide_transfer_receipt(cause, e),
         }
@@ -168,6 +175,7 @@ impl Inventory {
                 order_id: e.order_id,
                 total: e.total,
                 allocations: Some(allocations),
+                hold_until: e.hold_until,
             })],
             Err(short) => reject(format!(
                 "insufficient stock for {} ({}): requested {}, available {}, short by {}",
@@ -431,6 +439,9 @@ impl Inventory {
                             DomainEvent::OrderCancelled(OrderCancelled { order_id })
                         }
                         OrderCommand::Ship => self.decide_ship_all(cause, order_id),
+                        OrderCommand::Commit => {
+                            DomainEvent::OrderCommitted(OrderCommitted { order_id })
+                        }
                     }]
                 }
             },

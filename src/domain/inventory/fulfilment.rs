@@ -166,7 +166,7 @@ impl Inventory {
             .orders
             .get(&order_id)
             .ok_or_else(|| Refused(format!("order {order_id} is unknown; it cannot {verb}")))?;
-        if !order.status.is_open() {
+        if !order.status.may_ship() {
             return Err(Refused(format!(
                 "order {order_id} is {}; only a CONFIRMED or PARTIALLY_SHIPPED order can {verb}",
                 order.status

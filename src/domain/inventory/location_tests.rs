@@ -146,6 +146,7 @@ fn a_recorded_allocation_from_an_inactive_location_is_refused() {
             location_id: east,
             quantity: 1,
         }]),
+        hold_until: None,
     });
     let refused = w.inventory.clone().apply(&confirmed, 0).unwrap_err();
     assert!(refused.0.contains("inactive"), "{refused}");
@@ -277,6 +278,7 @@ fn an_order_confirmed_before_locations_holds_everything_at_the_default() {
             order_id: order,
             total: Money::from_cents(750).unwrap(),
             allocations: None,
+            hold_until: None,
         })
         .into_envelope(chrono::Utc::now())
     };

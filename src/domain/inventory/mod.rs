@@ -20,6 +20,7 @@
 
 mod decide;
 mod fulfilment;
+mod holds;
 mod ledger;
 mod locations;
 mod transfers;
@@ -173,6 +174,9 @@ pub struct OrderState {
     pub reason: Option<String>,
     /// A cancel arrived while the order was pending: cancel it once decided.
     pub cancel_requested: bool,
+    /// A checkout's hold (Unix milliseconds): the order is confirmed as
+    /// HELD until then. None for an order placed without one.
+    pub hold_until: Option<i64>,
     /// Event times (Unix milliseconds), so a rebuild reproduces them.
     pub placed_at: i64,
     pub decided_at: Option<i64>,
@@ -199,7 +203,11 @@ impl OrderState {
             }
             // Cancelled after some shipped: those stay sold.
             OrderStatus::Cancelled => line.shipped - line.returned,
-            OrderStatus::Pending | OrderStatus::Rejected => 0,
+            // A hold is not a sale until it is committed.
+            OrderStatus::Pending
+            | OrderStatus::Rejected
+            | OrderStatus::Held
+            | OrderStatus::Expired => 0,
         }
     }
 
@@ -280,9 +288,7 @@ impl Inventory {
                 self.place_order(e, at);
                 Ok(())
             }
-            DomainEvent::OrderConfirmed(e) => {
-                self.reserve(e.order_id, e.allocations.as_deref(), at, &cause)
-            }
+            DomainEvent::OrderConfirmed(e) => self.reserve(e, at, &cause),
             DomainEvent::OrderRejected(e) => {
                 self.transition(
                     e.order_id,
@@ -323,6 +329,8 @@ impl Inventory {
             DomainEvent::TransferShipped(e) => self.ship_transfer(e, at, &cause),
             DomainEvent::TransferRefused(e) => self.refuse_transfer(e),
             DomainEvent::TransferReceived(e) => self.receive_transfer(e, at, &cause),
+            DomainEvent::OrderCommitted(e) => self.commit(e.order_id, at),
+            DomainEvent::OrderExpired(e) => self.expire(e.order_id, at, &cause),
             // Commands whose outcome is its own event, and notices that
             // change no state (their rows are written from the event).
             DomainEvent::OrderShipRequested(_)
@@ -336,7 +344,10 @@ impl Inventory {
             | DomainEvent::OrderShipmentRefused(_)
             | DomainEvent::OrderReturnRequested(_)
             | DomainEvent::OrderReturnRefused(_)
-            | DomainEvent::TransferReceiveRequested(_) => Ok(()),
+            | DomainEvent::TransferReceiveRequested(_)
+            | DomainEvent::OrderCommitRequested(_)
+            | DomainEvent::OrderExpireRequested(_)
+            | DomainEvent::OrderExpiryRefused(_) => Ok(()),
         }
     }
 
@@ -432,6 +443,7 @@ impl Inventory {
             total: e.total,
             reason: None,
             cancel_requested: false,
+            hold_until: e.hold_until.map(|t| t.timestamp_millis()),
             placed_at: at,
             decided_at: None,
             updated_at: at,
@@ -440,20 +452,20 @@ impl Inventory {
 
     /// The confirmation: every line's quantity becomes reserved, where the
     /// allocations say (a line drawing from its product's allocations in
-    /// order: one ledger row per line and location).
+    /// order: one ledger row per line and location). An order placed with
+    /// a hold is HELD, any other CONFIRMED.
     fn reserve(
         &mut self,
-        order_id: OrderId,
-        recorded: Option<&[events::Allocation]>,
+        e: &events::OrderConfirmed,
         at: i64,
         cause: &Cause,
     ) -> Result<(), Refused> {
-        let lines = self.transition(
-            order_id,
-            &[OrderStatus::Pending],
-            OrderStatus::Confirmed,
-            at,
-        )?;
+        let (order_id, recorded) = (e.order_id, e.allocations.as_deref());
+        let decided = match e.hold_until {
+            Some(_) => OrderStatus::Held,
+            None => OrderStatus::Confirmed,
+        };
+        let lines = self.transition(order_id, &[OrderStatus::Pending], decided, at)?;
         let allocations = Inventory::allocations_of(&lines, recorded);
         for allocation in &allocations {
             let why = match self.locations.get(&allocation.location_id) {
@@ -515,6 +527,7 @@ impl Inventory {
         let order = self.orders.get_mut(&order_id).expect("transitioned above");
         order.allocations = allocations;
         order.decided_at = Some(at);
+        order.hold_until = e.hold_until.map(|t| t.timestamp_millis());
         Ok(())
     }
 
@@ -522,6 +535,18 @@ impl Inventory {
     /// units) goes back to available.
     fn cancel(&mut self, order_id: OrderId, at: i64, cause: &Cause) -> Result<(), Refused> {
         let lines = self.transition(order_id, &OrderStatus::OPEN, OrderStatus::Cancelled, at)?;
+        self.release_unshipped(order_id, &lines, at, cause)
+    }
+
+    /// Releases the reservation of each of `lines`' unshipped units, where
+    /// the order's allocations hold them (a cancel, an expiry).
+    fn release_unshipped(
+        &mut self,
+        order_id: OrderId,
+        lines: &[LineState],
+        at: i64,
+        cause: &Cause,
+    ) -> Result<(), Refused> {
         let order = &self.orders[&order_id];
         let mut pools: BTreeMap<ProductId, Vec<(LocationId, i64)>> = BTreeMap::new();
         let mut moves = Vec::new();
@@ -600,7 +625,7 @@ impl Inventory {
         order.updated_at = at;
         // A cancel noted while pending is carried out at the confirmation
         // (which still needs to see it); any later state ends it.
-        if to != OrderStatus::Confirmed {
+        if !matches!(to, OrderStatus::Confirmed | OrderStatus::Held) {
             order.cancel_requested = false;
         }
         Ok(order.lines.clone())
@@ -795,6 +820,8 @@ fn violations_of_allocation(id: OrderId, a: &AllocationState) -> String {
     )
 }
 
+#[cfg(test)]
+mod hold_tests;
 #[cfg(test)]
 mod location_tests;
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::domain::Envelope;
 use crate::domain::{AdjustmentId, LocationId, ReturnId, ShipmentId, TransferId};
 use chrono::{DateTime, TimeZone, Utc};
 
-fn at(second: i64) -> DateTime<Utc> {
+pub(super) fn at(second: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
 }
 
@@ -23,7 +23,8 @@ fn at(second: i64) -> DateTime<Utc> {
 pub(super) struct World {
     pub(super) inventory: Inventory,
     archive: Vec<Envelope>,
-    clock: i64,
+    /// Seconds since the test's epoch: each command is one later.
+    pub(super) clock: i64,
 }
 
 impl World {
@@ -50,6 +51,10 @@ impl World {
     }
 
     /// Handles a batch of commands; returns the follow-ups' events.
+    pub(super) fn batch_of(&mut self, commands: Vec<DomainEvent>) -> Vec<DomainEvent> {
+        self.batch(commands)
+    }
+
     fn batch(&mut self, commands: Vec<DomainEvent>) -> Vec<DomainEvent> {
         commands
             .into_iter()
@@ -135,6 +140,7 @@ pub(super) fn place(lines: &[(ProductId, i64)]) -> (OrderId, DomainEvent) {
         customer_email: "c@example.com".into(),
         items,
         total,
+        hold_until: None,
     });
     (order_id, event)
 }
@@ -327,6 +333,7 @@ fn cancel_before_the_decision_cancels_once_decided() {
         order_id: order,
         total: Money::from_cents(1000).unwrap(),
         allocations: None,
+        hold_until: None,
     });
     let follow = w.inventory.handle(&envelope, &confirmed, at(101)).unwrap();
     assert_eq!(
@@ -398,6 +405,7 @@ fn decision_events_that_do_not_fit_the_state_are_refused() {
         order_id: order,
         total,
         allocations: None,
+        hold_until: None,
     });
     let shipped = shipped_whole(order);
     let cancelled = DomainEvent::OrderCancelled(OrderCancelled { order_id: order });
@@ -1049,6 +1057,20 @@ mod properties {
         Place {
             lines: Vec<(usize, i64)>,
         },
+        /// An order held for a checkout `ttl` seconds (commands).
+        PlaceHeld {
+            lines: Vec<(usize, i64)>,
+            ttl: i64,
+        },
+        Commit {
+            order: usize,
+        },
+        /// The sweep's request to expire an order's hold, due or not, from
+        /// the owner of lease `epoch`.
+        Expire {
+            order: usize,
+            epoch: u64,
+        },
         PlaceUnknownProduct,
         Cancel {
             order: usize,
@@ -1099,6 +1121,9 @@ mod properties {
             2 => (0usize..16, 0i64..3).prop_map(|(transfer, short)| Command::ReceiveTransfer { transfer, short }),
             6 => prop::collection::vec((0..PRODUCTS, 1i64..6), 1..4).prop_map(|lines| Command::Place { lines }),
             1 => Just(Command::PlaceUnknownProduct),
+            3 => (prop::collection::vec((0..PRODUCTS, 1i64..6), 1..3), 1i64..8).prop_map(|(lines, ttl)| Command::PlaceHeld { lines, ttl }),
+            2 => (0usize..64).prop_map(|order| Command::Commit { order }),
+            3 => (0usize..64, 1u64..3).prop_map(|(order, epoch)| Command::Expire { order, epoch }),
             3 => (0usize..64).prop_map(|order| Command::Cancel { order }),
             3 => (0usize..64).prop_map(|order| Command::Ship { order }),
             3 => (0usize..64, 0usize..4, 1i64..4, prop::option::of(0..LOCATIONS)).prop_map(|(order, line, quantity, from)| Command::ShipSome { order, line, quantity, from }),
@@ -1168,6 +1193,7 @@ mod properties {
                 let is_transfer = matches!(command, Command::Transfer { .. });
                 let is_receipt = matches!(command, Command::ReceiveTransfer { .. });
                 let is_fulfilment = !orders.is_empty() && matches!(command, Command::ShipSome { .. } | Command::Return { .. });
+                let is_expiry = matches!(command, Command::Expire { .. });
                 let event = match command {
                     Command::Receive { product, quantity, location } => located(receive(products[product], quantity), named(location)),
                     Command::Transfer { from, to, lines } => {
@@ -1208,6 +1234,27 @@ mod properties {
                         orders.push(id);
                         placed
                     }
+                    Command::PlaceHeld { lines, ttl } => {
+                        let lines: Vec<(ProductId, i64)> = lines.iter().map(|&(p, q)| (products[p], q)).collect();
+                        let (id, mut placed) = place(&lines);
+                        if let DomainEvent::OrderPlaced(e) = &mut placed {
+                            e.hold_until = Some(at(w.clock + 1 + ttl));
+                        }
+                        orders.push(id);
+                        placed
+                    }
+                    Command::Commit { order } if !orders.is_empty() => {
+                        DomainEvent::OrderCommitRequested(events::OrderCommitRequested { order_id: orders[order % orders.len()] })
+                    }
+                    Command::Expire { order, epoch } if !orders.is_empty() => {
+                        let order_id = orders[order % orders.len()];
+                        let until = w.inventory.orders.get(&order_id).and_then(|o| o.hold_until).unwrap_or(0);
+                        DomainEvent::OrderExpireRequested(events::OrderExpireRequested {
+                            order_id,
+                            hold_until: DateTime::from_timestamp_millis(until).unwrap(),
+                            epoch,
+                        })
+                    }
                     Command::Cancel { order } if !orders.is_empty() => cancel(orders[order % orders.len()]),
                     Command::Ship { order } if !orders.is_empty() => ship(orders[order % orders.len()]),
                     // A product of the order (one of its lines, or a
@@ -1223,7 +1270,8 @@ mod properties {
                         located(take_back(order, &[(line_product(&w, order, line), quantity, disposition)]), named(location))
                     }
                     Command::Cancel { .. } | Command::Ship { .. } | Command::ShipSome { .. }
-                    | Command::Return { .. } | Command::CancelUnknownOrder => cancel(OrderId::new()),
+                    | Command::Return { .. } | Command::Commit { .. } | Command::Expire { .. }
+                    | Command::CancelUnknownOrder => cancel(OrderId::new()),
                     Command::ReceivePurchaseOrder { product } => {
                         let product_id = products[product];
                         match w.inventory.products[&product_id].open_purchase_order {
@@ -1276,6 +1324,20 @@ mod properties {
                 if is_fulfilment {
                     prop_assert_eq!(fulfilment_decisions, 1, "a shipment or return is decided once");
                 }
+                // An expiry request is decided once; a hold expires only
+                // when the request was sent at or past its deadline.
+                let expiry_decisions: Vec<&DomainEvent> = follow.iter().filter(|e| matches!(e, DomainEvent::OrderExpired(_) | DomainEvent::OrderExpiryRefused(_))).collect();
+                prop_assert_eq!(expiry_decisions.len(), usize::from(is_expiry && !orders.is_empty()), "an expiry request is decided once");
+                for expired in follow.iter().filter_map(|e| match e { DomainEvent::OrderExpired(x) => Some(x.order_id), _ => None }) {
+                    let until = w.inventory.orders[&expired].hold_until.unwrap();
+                    prop_assert!(at(w.clock).timestamp_millis() >= until, "order {} expired before its hold ran out", expired);
+                }
+                for (id, order) in &w.inventory.orders {
+                    prop_assert!(
+                        order.hold_until.is_some() || !matches!(order.status, OrderStatus::Held | OrderStatus::Expired),
+                        "order {} without a hold is {}", id, order.status
+                    );
+                }
                 for (id, order) in &w.inventory.orders {
                     prop_assert!(order.status != OrderStatus::Pending, "order {} left pending", id);
                 }
@@ -1287,6 +1349,21 @@ mod properties {
                     prop_assert_eq!(notices, usize::from(crossed), "product {} {} -> {}", i, available_before[i], after);
                 }
             }
+            // Every hold ends: the sweep asks, once they all ran out.
+            w.clock += 10;
+            let held: Vec<OrderId> = w.inventory.orders.iter().filter(|(_, o)| o.status == OrderStatus::Held).map(|(id, _)| *id).collect();
+            for order_id in held {
+                let until = w.inventory.orders[&order_id].hold_until.unwrap();
+                let decided = w.step(DomainEvent::OrderExpireRequested(events::OrderExpireRequested {
+                    order_id,
+                    hold_until: DateTime::from_timestamp_millis(until).unwrap(),
+                    epoch: 9,
+                }));
+                prop_assert_eq!(types(&decided), ["order.expired"]);
+            }
+            prop_assert!(w.inventory.orders.values().all(|o| o.status != OrderStatus::Held), "a hold never ended");
+            let violations = w.inventory.invariant_violations();
+            prop_assert!(violations.is_empty(), "after the holds ended: {:?}", violations);
             prop_assert_eq!(w.replayed(), w.inventory.clone());
         }
     }

@@ -195,12 +195,14 @@ export function AdjustStockForm({ product, onDone }: { product: ProductRow; onDo
 
 export function PlaceOrderForm({ products, onPlaced }: { products: ProductRow[]; onPlaced: (orderId: string) => void }) {
   const { errors, result, busy, submit } = useSubmit();
-  const [form, setForm] = useState({ customer_email: "", product_id: "", quantity: "1" });
+  const [form, setForm] = useState({ customer_email: "", product_id: "", quantity: "1", hold_ttl_s: "" });
   const productId = form.product_id || products[0]?.id || "";
   const onSubmit = (e: FormEvent) => {
     e.preventDefault();
-    const body = { customer_email: form.customer_email, items: [{ product_id: productId, quantity: numberOrText(form.quantity) }] };
-    void submit(() => call("POST", "/api/orders", body), ["customer_email", "product_id", "quantity", "items"], (a) => {
+    // A hold (seconds) makes it a checkout: HELD until committed or expired.
+    const hold = form.hold_ttl_s.trim() === "" ? {} : { hold_ttl_s: numberOrText(form.hold_ttl_s) };
+    const body = { customer_email: form.customer_email, items: [{ product_id: productId, quantity: numberOrText(form.quantity) }], ...hold };
+    void submit(() => call("POST", "/api/orders", body), ["customer_email", "product_id", "quantity", "items", "hold_ttl_s"], (a) => {
       const id = (a.body as { order_id: string }).order_id;
       onPlaced(id);
       return `order ${id.slice(-8)} placed`;
@@ -221,6 +223,9 @@ export function PlaceOrderForm({ products, onPlaced }: { products: ProductRow[];
       </Field>
       <Field name="quantity" label="Quantity" errors={errors}>
         <input value={form.quantity} onChange={(e) => setForm({ ...form, quantity: e.target.value })} name="quantity" inputMode="numeric" />
+      </Field>
+      <Field name="hold_ttl_s" label="Hold for checkout (seconds, optional)" errors={errors}>
+        <input value={form.hold_ttl_s} onChange={(e) => setForm({ ...form, hold_ttl_s: e.target.value })} name="hold_ttl_s" inputMode="numeric" placeholder="none: confirmed for good" />
       </Field>
       {errors.items && <p className="error" role="alert">{errors.items}</p>}
       <button type="submit" disabled={busy || products.length === 0}>Place order</button>

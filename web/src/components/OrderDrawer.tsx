@@ -2,13 +2,15 @@ import { useCallback, useEffect, useState } from "react";
 import { call } from "../lib/http";
 import { money, time } from "../lib/format";
 import type { ArchivedEvent, FulfilmentQueued, FulfilmentRow, OrderRow } from "../types";
+import { HoldCountdown } from "./HoldCountdown";
 
 type Loaded = { order: OrderRow | null; events: ArchivedEvent[] | null; error: string | null };
 
 // One order: its lines (what shipped and came back), its shipments and
 // returns, its status history and its audit trail (the events archived
-// under its id, from /api/events?key=), with ship, cancel, and a shipment
-// or a return of the quantities entered per line.
+// under its id, from /api/events?key=), with ship, cancel, commit (a held
+// order, payment taken), and a shipment or a return of the quantities
+// entered per line.
 // Reloads when the live feed says its status changed.
 export function OrderDrawer({ orderId, status, onClose }: { orderId: string; status?: string; onClose: () => void }) {
   const [loaded, setLoaded] = useState<Loaded>({ order: null, events: null, error: null });
@@ -36,6 +38,14 @@ export function OrderDrawer({ orderId, status, onClose }: { orderId: string; sta
     const answer = await call("POST", `/api/orders/${orderId}/${what}`);
     setMessage(answer.ok ? `${what} requested` : answer.message);
     if (answer.ok) window.setTimeout(() => void load(), 500);
+  };
+
+  // Waits for the worker's decision: confirmed, or refused (the hold ran
+  // out first) with the reason.
+  const commit = async () => {
+    const answer = await call<OrderRow>("POST", `/api/orders/${orderId}/commit?wait=5`);
+    setMessage(answer.ok ? (answer.status === 200 ? "committed" : "commit requested") : answer.message);
+    void load();
   };
 
   // Quantities entered per line, by line index; a shipment or a return
@@ -75,6 +85,7 @@ export function OrderDrawer({ orderId, status, onClose }: { orderId: string; sta
 
   const order = loaded.order;
   const open = order?.status === "CONFIRMED" || order?.status === "PARTIALLY_SHIPPED";
+  const isHeld = order?.status === "HELD";
   const returnable = order != null && ["PARTIALLY_SHIPPED", "SHIPPED", "CANCELLED"].includes(order.status);
   const history = (loaded.events ?? []).filter((e) => e.event_type.startsWith("order."));
   return (
@@ -91,10 +102,19 @@ export function OrderDrawer({ orderId, status, onClose }: { orderId: string; sta
             <span className={`badge ${order.status.toLowerCase()}`} data-testid="drawer-status">{order.status}</span>{" "}
             {money(order.total)} · {order.customer_email}
             {order.reason && <span className="muted"> · {order.reason}</span>}
+            {isHeld && order.hold_until && (
+              <>
+                {" · "}
+                <HoldCountdown until={order.hold_until} />
+              </>
+            )}
           </p>
           <div className="actions-row">
+            {isHeld && (
+              <button type="button" onClick={() => void commit()} data-testid="commit">Commit (payment taken)</button>
+            )}
             <button type="button" onClick={() => void command("ship")} disabled={!open} data-testid="ship">Ship all</button>
-            <button type="button" onClick={() => void command("cancel")} disabled={!open && order.status !== "PENDING"} data-testid="cancel">Cancel</button>
+            <button type="button" onClick={() => void command("cancel")} disabled={!open && !isHeld && order.status !== "PENDING"} data-testid="cancel">Cancel</button>
             {message && <span className="muted" role="status" data-testid="drawer-message">{message}</span>}
           </div>
           <h3>Lines</h3>
