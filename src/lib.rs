@@ -16,9 +16,12 @@
 //! - `retry`: the one backoff policy and retry loop, interrupted by a stop
 //! - `shutdown`: the signal handler that cancels every role
 //! - `memory`: allocator limits and returning freed memory to the OS
+//! - `faults`: the faults the tests' negative controls inject (debug
+//!   builds only)
 
 pub mod cli;
 pub mod domain;
+pub mod faults;
 pub mod gateway;
 pub mod http_server;
 pub mod memory;

@@ -12,12 +12,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("retry", &[]),
     ("shutdown", &[]),
     ("memory", &[]),
+    ("faults", &[]),
     ("domain", &["telemetry"]),
     ("stream", &["telemetry", "retry", "domain"]),
-    ("store", &["telemetry", "retry", "domain", "stream"]),
+    (
+        "store",
+        &["telemetry", "retry", "domain", "stream", "faults"],
+    ),
     (
         "worker",
-        &["telemetry", "retry", "domain", "stream", "store"],
+        &["telemetry", "retry", "domain", "stream", "store", "faults"],
     ),
     (
         "gateway",

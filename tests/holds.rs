@@ -281,3 +281,210 @@ backend_pairs!(
     holds_expire_or_are_committed,
     commit_and_expiry_race_in_the_log
 );
+
+/// What the zombie scenario saw.
+#[derive(Debug)]
+struct ZombieReport {
+    holds: usize,
+    /// `order.expired` events per hold (each must be 1).
+    expired_per_hold: Vec<usize>,
+    /// Expiry requests the frozen worker appended after it woke.
+    zombie_requests: u64,
+    /// `order.expiry_refused` events in the archive.
+    refused: usize,
+    /// Requests whose epoch is below the one that expired the same hold.
+    stale_requests: usize,
+    dead_letters: u64,
+    invariant_violations: Vec<String>,
+}
+
+/// A worker freezes (SIGSTOP) with expiry requests in hand for holds of its
+/// partitions (its sweep is made to pause between reading them and
+/// sending them, the window a frozen host would leave); its lease runs
+/// out, the other worker takes every partition and expires every hold;
+/// then the frozen one carries on (SIGCONT) and sends its requests, with
+/// its old epoch. `faults`: extra variables for both workers (the
+/// negative control's). Valkey + PostgreSQL, three processes.
+async fn zombie_expiries(faults: &[(&str, &str)]) -> ZombieReport {
+    use common::process::{free_port, Role, SharedDeployment};
+
+    let mut deployment = SharedDeployment::new()
+        .await
+        .with("STREAMSTOCK_LEASE_TTL_MS", "1000")
+        .with("STREAMSTOCK_HOLD_SWEEP_INTERVAL", "200ms");
+    for (key, value) in faults {
+        deployment = deployment.with(key, value);
+    }
+    let env = &deployment.env;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
+    let mut zombie_env = env.clone();
+    zombie_env.push(("STREAMSTOCK_FAULT_SWEEP_STALL_MS".into(), "2500".into()));
+    let zombie_listen = format!("127.0.0.1:{}", free_port());
+    let zombie_log = tempfile::NamedTempFile::new().unwrap();
+    let zombie = Role::start_with_log(
+        "worker (to be frozen)",
+        &["worker", "--worker-listen", &zombie_listen],
+        &zombie_env,
+        zombie_log.reopen().unwrap(),
+    );
+    let survivor = Role::start("worker", &["worker", "--worker-listen", "127.0.0.1:0"], env);
+    let api = Api::new(&format!("http://{listen}"));
+    api.wait_healthy().await;
+    let owners = || common::process::owners(&common::process::status_report(env));
+    api.wait_for("both workers holding partitions", || async {
+        owners().len() == 2
+    })
+    .await;
+
+    let product = api.create_product("HOLD-ZOMBIE", 2.50, 100).await;
+    // Placed together, so they run out together.
+    let holds: Vec<Uuid> = futures::future::join_all((0..16).map(|_| held(&api, product, 1, 2)))
+        .await
+        .into_iter()
+        .map(|(order, _)| order)
+        .collect();
+    // The zombie's sweep has read its due holds and pauses: freeze it now.
+    let stalled = || std::fs::read_to_string(zombie_log.path()).unwrap_or_default();
+    let started = Instant::now();
+    while !stalled().contains("stalling the hold expiry sweep") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the zombie never swept:\n{}",
+            stalled()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    zombie.pause();
+    api.wait_for("the survivor holding every partition", || async {
+        owners().len() == 1
+    })
+    .await;
+    api.wait_for("every hold decided by the survivor", || async {
+        let mut decided = 0;
+        for order in &holds {
+            if api
+                .order(order)
+                .await
+                .found()
+                .is_some_and(|o| o.status != OrderStatus::Held)
+            {
+                decided += 1;
+            }
+        }
+        decided == holds.len()
+    })
+    .await;
+    zombie.resume();
+    api.wait_for("the partitions shared again", || async {
+        owners().len() == 2
+    })
+    .await;
+    let zombie_requests = || async {
+        reqwest::get(format!("http://{zombie_listen}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("streamstock_hold_expiries_requested_total "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    // Its requests are in the log now; let the workers drain it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.wait_for("the log drained", || async {
+        let report = common::process::status_report(env);
+        report["lag"] == 0 && report["pending"] == 0
+    })
+    .await;
+
+    let mut expired_per_hold = Vec::new();
+    let mut refused = 0;
+    let mut stale_requests = 0;
+    for order in &holds {
+        let events = api
+            .events(&format!("key={order}&limit=100"))
+            .await
+            .expect(200);
+        let of = |t: &'static str| {
+            events
+                .iter()
+                .filter(move |e| e.envelope.event_type.as_str() == t)
+        };
+        expired_per_hold.push(of("order.expired").count());
+        refused += of("order.expiry_refused").count();
+        let epochs: Vec<u64> = of("order.expire_requested")
+            .map(|e| e.envelope.payload["epoch"].as_u64().unwrap())
+            .collect();
+        if let Some(newest) = epochs.iter().max() {
+            stale_requests += epochs.iter().filter(|e| *e < newest).count();
+        }
+    }
+    let status = common::process::status_report(env);
+    let store = streamstock::store::Store::connect(&deployment.database)
+        .await
+        .unwrap();
+    let invariant_violations = common::invariants::invariant_violations(&store)
+        .await
+        .unwrap();
+    store.close().await;
+    let report = ZombieReport {
+        holds: holds.len(),
+        expired_per_hold,
+        zombie_requests: zombie_requests().await,
+        refused,
+        stale_requests,
+        dead_letters: status["dead_letters"].as_u64().unwrap(),
+        invariant_violations,
+    };
+    assert!(zombie.terminate().success());
+    assert!(survivor.terminate().success());
+    assert!(gateway.terminate().success());
+    if faults.is_empty() {
+        common::process::assert_rebuild_identical(&[], env);
+    }
+    eprintln!("{report:?}");
+    report
+}
+
+/// Each hold expires once, and the frozen worker's late requests are each
+/// refused, recorded, naming an older epoch; nothing is dead-lettered, the
+/// invariants hold, and `rebuild` is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_workers_late_expiries_are_refused() {
+    let report = zombie_expiries(&[]).await;
+    assert!(
+        report.expired_per_hold.iter().all(|n| *n == 1),
+        "{report:?}"
+    );
+    assert!(
+        report.zombie_requests > 0,
+        "the zombie sent nothing: {report:?}"
+    );
+    assert_eq!(report.refused as u64, report.zombie_requests, "{report:?}");
+    assert_eq!(
+        report.stale_requests as u64, report.zombie_requests,
+        "{report:?}"
+    );
+    assert_eq!(report.dead_letters, 0, "{report:?}");
+    assert!(report.invariant_violations.is_empty(), "{report:?}");
+    assert_eq!(report.expired_per_hold.len(), report.holds);
+}
+
+/// The negative control: with the workers deciding every expiry request as
+/// an expiry (no check of the order's state), the same run shows the
+/// anomaly the test looks for: the zombie's requests are not refused, and
+/// expiring a hold a second time fails and is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_a_frozen_workers_late_expiries_take_effect_without_the_check() {
+    let report = zombie_expiries(&[("STREAMSTOCK_FAULT_EXPIRE_UNCHECKED", "1")]).await;
+    assert!(
+        report.zombie_requests > 0,
+        "the zombie sent nothing: {report:?}"
+    );
+    assert!(
+        (report.refused as u64) < report.zombie_requests || report.dead_letters > 0,
+        "the test did not see the zombie's expiries take effect: {report:?}"
+    );
+}

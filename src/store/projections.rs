@@ -262,6 +262,7 @@ async fn handle_and_write(
 ) -> Result<Vec<Vec<(Envelope, DomainEvent)>>, StoreError> {
     let mut inventory = Inventory {
         strategy,
+        checks_expiries: !crate::faults::expires_unchecked(),
         ..Inventory::default()
     };
     load_state(

@@ -114,6 +114,14 @@ impl HoldExpiry {
         if due.is_empty() {
             return Ok(());
         }
+        if let Some(stall) = crate::faults::sweep_stall() {
+            tracing::warn!(
+                count = due.len(),
+                stall_ms = stall.as_millis() as u64,
+                "fault: stalling the hold expiry sweep with requests in hand"
+            );
+            tokio::time::sleep(stall).await;
+        }
         tracing::debug!(count = due.len(), "requesting the expiry of held orders");
         let requests: Vec<_> = due
             .iter()

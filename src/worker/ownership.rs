@@ -2,6 +2,8 @@
 //! renews its leases, gives up partitions that now belong to another member
 //! and takes the ones that are its own as soon as their lease is free.
 
+// A fault for the partition test's negative control (debug builds only).
+use crate::faults::keeps_expired_leases;
 use crate::store::Store;
 use crate::stream::lease::{fair_share, Epoch, Holdings, LeaseStore, Partition};
 use crate::telemetry::metrics as names;
@@ -23,14 +25,6 @@ pub struct Ownership {
     /// lease's epoch must exceed them, and is claimed there before this
     /// worker works under it (None in tests of the lease rules alone).
     pub recorded_epochs: Option<Store>,
-}
-
-/// A fault for the partition test's negative control, in debug builds
-/// only: with `STREAMSTOCK_FAULT_KEEP_EXPIRED_LEASES` set, a worker that
-/// cannot renew its leases goes on believing it holds them (the database's
-/// epoch fence still refuses its commits). Release builds never read it.
-fn keeps_expired_leases() -> bool {
-    cfg!(debug_assertions) && std::env::var_os("STREAMSTOCK_FAULT_KEEP_EXPIRED_LEASES").is_some()
 }
 
 impl Ownership {

@@ -46,6 +46,11 @@ impl Inventory {
         };
         let asked = e.hold_until.timestamp_millis();
         let requested_at = cause.occurred_at.timestamp_millis();
+        if !self.checks_expiries {
+            return DomainEvent::OrderExpired(OrderExpired {
+                order_id: e.order_id,
+            });
+        }
         match order.status {
             OrderStatus::Held if order.hold_until != Some(asked) => refuse(format!(
                 "the request names a hold until {asked}, the order's runs until {:?}",

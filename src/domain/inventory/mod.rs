@@ -246,6 +246,10 @@ pub struct Inventory {
     /// How this worker allocates orders (a setting, not state: its
     /// decisions are recorded, so apply never reads it).
     pub strategy: AllocationStrategy,
+    /// Whether an expiry request is checked against the order's state
+    /// (always, except in a fault test's negative control, which turns
+    /// it off to show the test sees a hold expire twice).
+    pub checks_expiries: bool,
     pub products: BTreeMap<ProductId, ProductState>,
     pub orders: BTreeMap<OrderId, OrderState>,
     pub purchase_orders: BTreeMap<PurchaseOrderId, PurchaseOrderState>,
@@ -266,6 +270,7 @@ impl Default for Inventory {
         Inventory {
             locations: BTreeMap::from([(LocationId::DEFAULT, LocationState::default_location())]),
             strategy: AllocationStrategy::default(),
+            checks_expiries: true,
             products: BTreeMap::new(),
             orders: BTreeMap::new(),
             purchase_orders: BTreeMap::new(),

@@ -1,0 +1,34 @@
+//! Faults the fault tests' negative controls inject, in debug builds only:
+//! each makes the system do what its test must catch, so a control shows
+//! the test can fail. Release builds never read these variables (the
+//! `cfg!` makes each of these functions `false`).
+
+/// `STREAMSTOCK_FAULT_KEEP_EXPIRED_LEASES`: a worker that cannot renew its
+/// leases goes on believing it holds them (the database's epoch fence
+/// still refuses its commits). For the partition test.
+pub fn keeps_expired_leases() -> bool {
+    set("STREAMSTOCK_FAULT_KEEP_EXPIRED_LEASES")
+}
+
+/// `STREAMSTOCK_FAULT_SWEEP_STALL_MS`: the hold expiry sweep pauses this
+/// long between reading the due holds and asking for their expiry, so a
+/// test can freeze the worker with requests in hand (the window a long GC
+/// pause or a stalled host would leave).
+pub fn sweep_stall() -> Option<std::time::Duration> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let ms = std::env::var("STREAMSTOCK_FAULT_SWEEP_STALL_MS").ok()?;
+    ms.parse().ok().map(std::time::Duration::from_millis)
+}
+
+/// `STREAMSTOCK_FAULT_EXPIRE_UNCHECKED`: a worker decides `order.expired`
+/// for every expiry request, whatever the order's state (as a domain
+/// without its guard would). For the zombie-expiry test's control.
+pub fn expires_unchecked() -> bool {
+    set("STREAMSTOCK_FAULT_EXPIRE_UNCHECKED")
+}
+
+fn set(name: &str) -> bool {
+    cfg!(debug_assertions) && std::env::var_os(name).is_some()
+}
