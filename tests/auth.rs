@@ -56,6 +56,8 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
     ("get", "/api/orders/{id}", Some(Scope::Read)),
     ("post", "/api/orders/{id}/cancel", Some(Scope::Write)),
     ("post", "/api/orders/{id}/commit", Some(Scope::Write)),
+    ("patch", "/api/products/{id}", Some(Scope::Write)),
+    ("get", "/api/products/{id}/backorders", Some(Scope::Read)),
     ("post", "/api/orders/{id}/ship", Some(Scope::Write)),
     ("post", "/api/orders/{id}/shipments", Some(Scope::Write)),
     (

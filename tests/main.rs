@@ -11,6 +11,7 @@ mod adjustments;
 mod api_errors;
 mod architecture;
 mod auth;
+mod backorders;
 mod crash;
 mod dashboard_browser;
 mod dashboard_feed;

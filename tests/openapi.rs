@@ -35,6 +35,8 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/orders/{id}"),
     ("post", "/api/orders/{id}/cancel"),
     ("post", "/api/orders/{id}/commit"),
+    ("patch", "/api/products/{id}"),
+    ("get", "/api/products/{id}/backorders"),
     ("post", "/api/orders/{id}/ship"),
     ("post", "/api/orders/{id}/shipments"),
     ("get", "/api/orders/{id}/shipments/{shipment_id}"),

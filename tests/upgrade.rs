@@ -80,6 +80,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
             total: price.times(3),
             allocations: None,
             hold_until: None,
+            backordered: Vec::new(),
         }),
         // A second order, shipped whole (order.shipped v1 had only the id).
         DomainEvent::OrderPlaced(OrderPlaced {
@@ -98,6 +99,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
             total: price.times(2),
             allocations: None,
             hold_until: None,
+            backordered: Vec::new(),
         }),
         DomainEvent::OrderShipped(OrderShipped {
             order_id: shipped,
@@ -146,6 +148,7 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
         total: price.times(3),
         allocations: None,
         hold_until: None,
+        backordered: Vec::new(),
     })
     .into_envelope(Utc::now());
     sqlx::query("INSERT INTO outbox (event_id, envelope, created_at) VALUES ($1, $2, $3)")

@@ -121,7 +121,7 @@ event_types! {
     // v2 added `hold_until` (a checkout's hold).
     OrderPlaced => "order.placed", version 2;
     // v2 added `allocations` (stock in several locations), v3 `hold_until`
-    // (confirmed as a checkout's hold).
+    // (confirmed as a checkout's hold) and `backordered`.
     OrderConfirmed => "order.confirmed", version 3;
     OrderRejected => "order.rejected", version 1;
     OrderCancelRequested => "order.cancel_requested", version 1;
@@ -156,6 +156,9 @@ event_types! {
     OrderExpireRequested => "order.expire_requested", version 1;
     OrderExpired => "order.expired", version 1;
     OrderExpiryRefused => "order.expiry_refused", version 1;
+    ProductPolicySet => "product.policy_set", version 1;
+    OrderBackorderFilled => "order.backorder_filled", version 1;
+    BackorderFillRequested => "product.backorder_fill_requested", version 1;
 }
 
 impl std::fmt::Display for EventType {
@@ -309,6 +312,9 @@ impl DomainEvent {
             DomainEvent::OrderExpireRequested(e) => e.order_id.to_string(),
             DomainEvent::OrderExpired(e) => e.order_id.to_string(),
             DomainEvent::OrderExpiryRefused(e) => e.order_id.to_string(),
+            DomainEvent::OrderBackorderFilled(e) => e.order_id.to_string(),
+            DomainEvent::ProductPolicySet(e) => e.product_id.to_string(),
+            DomainEvent::BackorderFillRequested(e) => e.product_id.to_string(),
             DomainEvent::StockLow(e) => e.product_id.to_string(),
             DomainEvent::PurchaseOrderDrafted(e) => e.product_id.to_string(),
             DomainEvent::PurchaseOrderReceived(e) => e.product_id.to_string(),
@@ -348,6 +354,8 @@ impl DomainEvent {
     pub fn touches(&self, touched: &mut Touched) {
         match self {
             DomainEvent::ProductCreated(ProductCreated { product_id, .. })
+            | DomainEvent::ProductPolicySet(ProductPolicySet { product_id, .. })
+            | DomainEvent::BackorderFillRequested(BackorderFillRequested { product_id })
             | DomainEvent::StockLow(StockLow { product_id, .. })
             | DomainEvent::StockAdjusted(StockAdjusted { product_id, .. })
             | DomainEvent::StockAdjustmentRefused(StockAdjustmentRefused { product_id, .. }) => {
@@ -386,7 +394,8 @@ impl DomainEvent {
             }
             // A confirmation reserves at its allocations' locations, which
             // must be known and active.
-            DomainEvent::OrderConfirmed(OrderConfirmed { order_id, .. }) => {
+            DomainEvent::OrderConfirmed(OrderConfirmed { order_id, .. })
+            | DomainEvent::OrderBackorderFilled(OrderBackorderFilled { order_id, .. }) => {
                 touched.locations = true;
                 touched.orders.insert(*order_id);
             }

@@ -37,7 +37,9 @@ impl OrderCommand {
     pub fn refusal(self, status: OrderStatus) -> Option<&'static str> {
         use OrderStatus::*;
         match (self, status) {
-            (OrderCommand::Cancel, Pending | Held | Confirmed | PartiallyShipped) => None,
+            (OrderCommand::Cancel, Pending | Held | Backordered | Confirmed | PartiallyShipped) => {
+                None
+            }
             (OrderCommand::Ship, Confirmed | PartiallyShipped) => None,
             (OrderCommand::Commit, Held) => None,
             (_, Pending) => Some("it is not decided yet"),
@@ -49,6 +51,10 @@ impl OrderCommand {
             }
             (_, Expired) => Some("its hold expired, so nothing is reserved"),
             (OrderCommand::Ship, Held) => Some("it is held: commit it (payment taken) first"),
+            (OrderCommand::Ship, Backordered) => {
+                Some("it waits for stock (backordered): it ships once every unit is reserved")
+            }
+            (OrderCommand::Commit, Backordered) => Some("it is not held"),
             (OrderCommand::Commit, Confirmed | PartiallyShipped | Shipped) => {
                 Some("it is already confirmed")
             }

@@ -69,6 +69,46 @@ pub struct OrderConfirmed {
     /// it expires unless committed. v2 and earlier: None, CONFIRMED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Units not in stock, sold past zero under the products' backorder
+    /// limits: not reserved, they wait for stock (the order is
+    /// BACKORDERED until `order.backorder_filled` covers them). v2 and
+    /// earlier: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backordered: Vec<Backordered>,
+}
+
+/// Units of a product an order waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Backordered {
+    pub product_id: ProductId,
+    pub quantity: i64,
+}
+
+/// A product's policy: how many units may be sold past zero and wait for
+/// stock (0: none, an order short of stock is rejected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductPolicySet {
+    pub product_id: ProductId,
+    pub backorder_limit: i64,
+}
+
+/// Stock that arrived went to a backordered order, first in first out:
+/// these units of the product are now reserved for it where `allocations`
+/// say. Keyed by the order; decided by the worker that applied the
+/// arrival.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderBackorderFilled {
+    pub order_id: OrderId,
+    pub product_id: ProductId,
+    pub allocations: Vec<Allocation>,
+}
+
+/// More backordered orders of a product wait than one batch loads, and
+/// stock is left for them: the product's partition takes the queue up
+/// again (a note to itself; it changes nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackorderFillRequested {
+    pub product_id: ProductId,
 }
 
 /// Units of a product reserved at one location for an order. An order

@@ -91,6 +91,10 @@ named_enum! {
         /// taken) it becomes CONFIRMED; not committed in time, EXPIRED.
         Held => "HELD",
         Confirmed => "CONFIRMED",
+        /// Confirmed with units sold past zero: what was in stock is
+        /// reserved, the rest waits for stock (filled first in, first out);
+        /// CONFIRMED once every unit is reserved.
+        Backordered => "BACKORDERED",
         /// Some units have shipped, others are still reserved.
         PartiallyShipped => "PARTIALLY_SHIPPED",
         Rejected => "REJECTED",
@@ -254,8 +258,9 @@ named_enum! {
 impl OrderStatus {
     /// The statuses of an order that still holds reserved units (its
     /// unshipped lines).
-    pub const OPEN: [OrderStatus; 3] = [
+    pub const OPEN: [OrderStatus; 4] = [
         OrderStatus::Held,
+        OrderStatus::Backordered,
         OrderStatus::Confirmed,
         OrderStatus::PartiallyShipped,
     ];

@@ -95,6 +95,8 @@ mod tests {
             on_hand: 0,
             reserved: 0,
             available: 0,
+            backorder_limit: 0,
+            backordered: 0,
             created_at: chrono::Utc::now(),
             as_of: None,
             locations: None,

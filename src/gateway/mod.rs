@@ -5,6 +5,7 @@
 mod adjustments;
 mod assets;
 pub mod auth;
+mod backorders;
 pub mod catalog;
 mod csv_download;
 mod dashboard;

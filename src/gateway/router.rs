@@ -6,9 +6,9 @@
 use super::error::ApiError;
 use super::extract::MAX_BODY_BYTES;
 use super::{
-    adjustments, assets, auth, dashboard, front_door, fulfilments, idempotency, imports, ledger,
-    locations, openapi, operations, orders, probes, products, restock, simulator_control,
-    transfers, Access, AppState,
+    adjustments, assets, auth, backorders, dashboard, front_door, fulfilments, idempotency,
+    imports, ledger, locations, openapi, operations, orders, probes, products, restock,
+    simulator_control, transfers, Access, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
@@ -87,7 +87,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 pub fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(products::list, products::create))
-        .routes(routes!(products::one))
+        .routes(routes!(products::one, backorders::update))
+        .routes(routes!(backorders::queue))
         .routes(routes!(products::export))
         .routes(routes!(products::receive_stock))
         .routes(routes!(adjustments::request, adjustments::list))

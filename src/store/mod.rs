@@ -8,6 +8,7 @@
 
 pub mod adjustments;
 pub mod analytics;
+pub mod backorders;
 pub mod dead_letters;
 mod epochs;
 pub mod fulfilments;

@@ -443,7 +443,86 @@ pub(super) async fn load_state<'e>(
             .insert(super::uuid_col(&row, "id")?, po);
     }
     let ids: Vec<ProductId> = product_ids.into_iter().collect();
-    load_stock(tx, dialect, &ids, inventory).await
+    load_stock(tx, dialect, &ids, inventory).await?;
+    load_backorder_queues(tx, dialect, inventory, locations).await
+}
+
+/// Orders of a product's backorder queue a batch loads at most: the
+/// fills of one batch reach no further (`Inventory::queue_horizon`), and
+/// the queue is taken up again by the next.
+const QUEUE_PAGE: i64 = 64;
+
+/// For each product loaded that orders wait for (its stock row locked
+/// above, so its queue cannot change meanwhile): the head of its queue,
+/// every location (a fill allocates), and the backordered orders loaded
+/// before the lock, read again. A backordered order is the one kind of
+/// order a worker of another partition changes (a fill, under its
+/// product's lock): read after the lock, and (PostgreSQL) with its row
+/// locked in id order, it is current.
+async fn load_backorder_queues(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    inventory: &mut Inventory,
+    locations_loaded: bool,
+) -> Result<(), StoreError> {
+    let waiting: Vec<ProductId> = inventory
+        .products
+        .iter()
+        .filter(|(_, p)| p.backordered > 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let stale: Vec<OrderId> = inventory
+        .orders
+        .iter()
+        .filter(|(_, o)| o.status == OrderStatus::Backordered)
+        .map(|(id, _)| *id)
+        .collect();
+    if waiting.is_empty() && stale.is_empty() {
+        return Ok(());
+    }
+    inventory.waiting.extend(waiting.iter().copied());
+    if !waiting.is_empty() && !locations_loaded {
+        inventory.locations = load_locations(tx).await?;
+    }
+    let mut queued: Vec<OrderId> = stale;
+    for product_id in &waiting {
+        let rows = sqlx::query(
+            "SELECT id, placed_at FROM orders WHERE status = $1 AND id IN \
+             (SELECT order_id FROM order_items WHERE product_id = $2 AND backordered > 0) \
+             ORDER BY placed_at, id LIMIT $3",
+        )
+        .bind(OrderStatus::Backordered.as_str())
+        .bind(product_id.to_string())
+        .bind(QUEUE_PAGE)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut last = None;
+        for row in &rows {
+            let id: OrderId = super::uuid_col(row, "id")?;
+            last = Some((row.try_get::<i64, _>("placed_at")?, id));
+            queued.push(id);
+        }
+        if rows.len() as i64 == QUEUE_PAGE {
+            inventory
+                .queue_horizon
+                .insert(*product_id, last.expect("a full page"));
+        }
+    }
+    queued.sort();
+    queued.dedup();
+    if dialect == Dialect::Postgres {
+        select_by_ids(
+            tx,
+            dialect,
+            "SELECT id FROM orders WHERE id IN ({ids}) ORDER BY id FOR UPDATE",
+            &queued,
+        )
+        .await?;
+    }
+    for (id, order) in load_orders(tx, dialect, &queued).await? {
+        inventory.orders.insert(id, order);
+    }
+    Ok(())
 }
 
 /// The first open orders (by id) holding some of a product's stock at a
@@ -454,15 +533,16 @@ async fn holders_of_product(
     product_id: ProductId,
     location_id: LocationId,
 ) -> Result<Vec<OrderId>, StoreError> {
-    let [held, confirmed, partly_shipped] = OrderStatus::OPEN;
+    let [held, backordered, confirmed, partly_shipped] = OrderStatus::OPEN;
     let rows = sqlx::query(
         "SELECT DISTINCT o.id FROM order_allocations a JOIN orders o ON o.id = a.order_id \
-         WHERE a.product_id = $1 AND a.location_id = $2 AND o.status IN ($3, $4, $5) \
-         AND a.shipped < a.quantity ORDER BY o.id LIMIT $6",
+         WHERE a.product_id = $1 AND a.location_id = $2 AND o.status IN ($3, $4, $5, $6) \
+         AND a.shipped < a.quantity ORDER BY o.id LIMIT $7",
     )
     .bind(product_id.to_string())
     .bind(location_id.to_string())
     .bind(held.as_str())
+    .bind(backordered.as_str())
     .bind(confirmed.as_str())
     .bind(partly_shipped.as_str())
     .bind(HELD_BY_NAMED as i64 + 1)
@@ -506,7 +586,7 @@ async fn load_stock(
     let sql = format!(
         "SELECT i.product_id, p.sku, p.low_stock_threshold, p.reorder_quantity, i.on_hand, i.reserved, \
          i.received_total, i.shipped_total, i.adjusted_total, i.restocked_total, i.movements, i.updated_at, \
-         i.in_transit FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
+         i.in_transit, i.backorder_limit, i.backordered FROM inventory i LEFT JOIN products p ON p.id = i.product_id \
          WHERE i.product_id IN ({{ids}}) ORDER BY i.product_id{lock}"
     );
     for row in select_by_ids(tx, dialect, &sql, ids).await? {
@@ -527,6 +607,8 @@ async fn load_stock(
                 movements: row.try_get("movements")?,
                 open_purchase_order: None,
                 in_transit: row.try_get("in_transit")?,
+                backorder_limit: row.try_get("backorder_limit")?,
+                backordered: row.try_get("backordered")?,
                 locations: BTreeMap::new(),
                 updated_at: row.try_get("updated_at")?,
             },
@@ -610,7 +692,7 @@ async fn load_orders(
     let lines = select_by_ids(
         tx,
         dialect,
-        "SELECT order_id, line_no, product_id, quantity, unit_price_cents, shipped, returned FROM order_items \
+        "SELECT order_id, line_no, product_id, quantity, unit_price_cents, shipped, returned, backordered FROM order_items \
          WHERE order_id IN ({ids}) ORDER BY order_id, line_no",
         &existing,
     )
@@ -624,6 +706,7 @@ async fn load_orders(
                 unit_price: Money::from_total_cents(row.try_get("unit_price_cents")?),
                 shipped: row.try_get("shipped")?,
                 returned: row.try_get("returned")?,
+                backordered: row.try_get("backordered")?,
             });
         }
     }

@@ -23,6 +23,13 @@ pub struct ProductView {
     pub on_hand: i64,
     pub reserved: i64,
     pub available: i64,
+    /// How many units may be sold past zero and wait for stock (0: none).
+    #[serde(default)]
+    pub backorder_limit: i64,
+    /// Units backordered orders wait for (filled first in, first out as
+    /// stock arrives; see `GET /api/products/{id}/backorders`).
+    #[serde(default)]
+    pub backordered: i64,
     pub created_at: DateTime<Utc>,
     /// Set when the figures are as of this past moment (`?as_of=`), not now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,6 +48,10 @@ pub struct OrderItemView {
     pub shipped: i64,
     /// Units returned (restocked or damaged); at most `shipped`.
     pub returned: i64,
+    /// Units the order waits for (not reserved: out of stock when it was
+    /// placed, sold past zero); 0 once filled.
+    #[serde(default)]
+    pub backordered: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -100,7 +111,8 @@ impl Figures {
 }
 
 pub(super) const PRODUCT_COLUMNS: &str = "p.id, p.sku, p.name, p.price_cents, p.category_name, p.low_stock_threshold, \
-     p.reorder_quantity, p.created_at, COALESCE(i.on_hand, 0) AS on_hand, COALESCE(i.reserved, 0) AS reserved \
+     p.reorder_quantity, p.created_at, COALESCE(i.on_hand, 0) AS on_hand, COALESCE(i.reserved, 0) AS reserved, \
+     COALESCE(i.backorder_limit, 0) AS backorder_limit, COALESCE(i.backordered, 0) AS backordered \
      FROM products p LEFT JOIN inventory i ON i.product_id = p.id";
 
 pub(super) fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> {
@@ -117,6 +129,8 @@ pub(super) fn product_from_row(row: &AnyRow) -> Result<ProductView, StoreError> 
         on_hand,
         reserved,
         available: on_hand - reserved,
+        backorder_limit: row.try_get("backorder_limit")?,
+        backordered: row.try_get("backordered")?,
         created_at: time_of_millis(row.try_get("created_at")?),
         as_of: None,
         locations: None,
@@ -283,7 +297,7 @@ impl Store {
             return Ok(None);
         };
         let mut order = order_from_row(&row)?;
-        let items = sqlx::query("SELECT product_id, quantity, unit_price_cents, shipped, returned FROM order_items WHERE order_id = $1 ORDER BY line_no")
+        let items = sqlx::query("SELECT product_id, quantity, unit_price_cents, shipped, returned, backordered FROM order_items WHERE order_id = $1 ORDER BY line_no")
             .bind(id.to_string())
             .fetch_all(self.pool())
             .await?;
@@ -297,6 +311,7 @@ impl Store {
                         unit_price: Money::from_total_cents(r.try_get("unit_price_cents")?),
                         shipped: r.try_get("shipped")?,
                         returned: r.try_get("returned")?,
+                        backordered: r.try_get("backordered")?,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,

@@ -98,6 +98,8 @@ table_row! {
         movements: i64 => "BIGINT",
         updated_at: i64 => "BIGINT",
         in_transit: i64 => "BIGINT",
+        backorder_limit: i64 => "BIGINT",
+        backordered: i64 => "BIGINT",
     }
     on conflict |dialect| format!(
         "ON CONFLICT (product_id) DO UPDATE SET on_hand = inventory.on_hand + excluded.on_hand, \
@@ -108,6 +110,8 @@ table_row! {
          restocked_total = inventory.restocked_total + excluded.restocked_total, \
          movements = inventory.movements + excluded.movements, \
          in_transit = inventory.in_transit + excluded.in_transit, \
+         backorder_limit = inventory.backorder_limit + excluded.backorder_limit, \
+         backordered = inventory.backordered + excluded.backordered, \
          updated_at = {}(inventory.updated_at, excluded.updated_at)",
         latest(dialect)
     )
@@ -183,7 +187,9 @@ table_row! {
         quantity: i64 => "BIGINT",
         shipped: i64 => "BIGINT",
     }
-    on conflict |_| "ON CONFLICT (order_id, seq) DO UPDATE SET shipped = excluded.shipped".into()
+    // A backorder's fill adds to the allocation at a location it holds.
+    on conflict |_| "ON CONFLICT (order_id, seq) DO UPDATE SET quantity = excluded.quantity, \
+                     shipped = excluded.shipped".into()
 }
 
 table_row! {
@@ -216,9 +222,10 @@ table_row! {
         unit_price_cents: i64 => "BIGINT",
         shipped: i64 => "BIGINT",
         returned: i64 => "BIGINT",
+        backordered: i64 => "BIGINT",
     }
     on conflict |_| "ON CONFLICT (order_id, line_no) DO UPDATE SET shipped = excluded.shipped, \
-                     returned = excluded.returned".into()
+                     returned = excluded.returned, backordered = excluded.backordered".into()
 }
 
 table_row! {
@@ -513,6 +520,8 @@ fn stock_updates(dialect: Dialect, rows: Vec<StockRow>) -> Vec<(String, Vec<SqlV
                  restocked_total = inventory.restocked_total + delta.restocked_total, \
                  movements = inventory.movements + delta.movements, \
                  in_transit = inventory.in_transit + delta.in_transit, \
+                 backorder_limit = inventory.backorder_limit + delta.backorder_limit, \
+                 backordered = inventory.backordered + delta.backordered, \
                  updated_at = {latest}(inventory.updated_at, delta.updated_at) \
                  FROM delta WHERE inventory.product_id = delta.product_id",
                 columns = StockRow::COLUMNS.join(", "),
@@ -818,6 +827,8 @@ impl Writes {
                 movements: now.movements - base.movements,
                 updated_at: now.updated_at,
                 in_transit: now.in_transit - base.in_transit,
+                backorder_limit: now.backorder_limit - base.backorder_limit,
+                backordered: now.backordered - base.backordered,
             };
             match was {
                 Some(was) if was == now => {}
@@ -941,6 +952,7 @@ impl Writes {
                     unit_price_cents: line.unit_price.cents(),
                     shipped: line.shipped,
                     returned: line.returned,
+                    backordered: line.backordered,
                 });
             }
             let allocations_before = was.map(|w| &w.allocations[..]).unwrap_or_default();

@@ -102,6 +102,12 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The status and the JSON body.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn into_parts(self) -> (u16, Value) {
+        (self.status, self.body)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

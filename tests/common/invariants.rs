@@ -7,11 +7,12 @@ use sqlx::Row;
 use streamstock::store::Store;
 
 /// The statuses of orders that hold reserved units.
-const OPEN: &str = "('CONFIRMED', 'PARTIALLY_SHIPPED')";
+const OPEN: &str = "('HELD', 'BACKORDERED', 'CONFIRMED', 'PARTIALLY_SHIPPED')";
 
 /// The units of an order line (`oi`, of order `o`) sold: ordered, less
-/// what a cancel released (what had not shipped), less what came back.
-const SOLD_UNITS: &str = "CASE WHEN o.status IN ('CONFIRMED', 'PARTIALLY_SHIPPED', 'SHIPPED') \
+/// what a cancel released (what had not shipped), less what came back. A
+/// hold is not a sale until committed; a backorder is one.
+const SOLD_UNITS: &str = "CASE WHEN o.status IN ('CONFIRMED', 'BACKORDERED', 'PARTIALLY_SHIPPED', 'SHIPPED') \
      THEN oi.quantity - oi.returned WHEN o.status = 'CANCELLED' THEN oi.shipped - oi.returned ELSE 0 END";
 
 /// Checks the business invariants (docs/architecture.md) against the read
@@ -25,7 +26,7 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
          CAST(COALESCE(c.shipped, 0) AS BIGINT) AS shipped_by_lines, \
          CAST(COALESCE(a.delta, 0) AS BIGINT) AS adjusted, \
          CAST(COALESCE(r.restocked, 0) AS BIGINT) AS restocked FROM inventory i LEFT JOIN \
-         (SELECT oi.product_id, SUM(CASE WHEN o.status IN {OPEN} THEN oi.quantity - oi.shipped ELSE 0 END) AS quantity, \
+         (SELECT oi.product_id, SUM(CASE WHEN o.status IN {OPEN} THEN oi.quantity - oi.shipped - oi.backordered ELSE 0 END) AS quantity, \
           SUM(oi.shipped) AS shipped FROM order_items oi JOIN orders o ON o.id = oi.order_id \
           GROUP BY oi.product_id) c ON c.product_id = i.product_id LEFT JOIN \
          (SELECT product_id, SUM(delta) AS delta FROM stock_adjustments WHERE status = 'applied' \
@@ -146,6 +147,7 @@ pub async fn invariant_violations(store: &Store) -> Result<Vec<String>, sqlx::Er
         }
     }
     violations.extend(location_violations(store).await?);
+    violations.extend(backorder_violations(store).await?);
     let undecided: i64 =
         sqlx::query("SELECT COUNT(*) AS n FROM stock_adjustments WHERE status = 'pending'")
             .fetch_one(store.pool())
@@ -220,6 +222,51 @@ async fn keyed_pairs(
     Ok(out)
 }
 
+/// Backorders: per product, the units waiting are the backordered orders'
+/// waiting lines, within the product's limit, and no stock is available at
+/// an active location while they wait (it would have filled them).
+async fn backorder_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.product_id, i.backordered, i.backorder_limit, \
+         CAST(COALESCE(w.waiting, 0) AS BIGINT) AS waiting, \
+         CAST(COALESCE(s.available, 0) AS BIGINT) AS available FROM inventory i LEFT JOIN \
+         (SELECT oi.product_id, SUM(oi.backordered) AS waiting FROM order_items oi \
+          JOIN orders o ON o.id = oi.order_id WHERE o.status = 'BACKORDERED' GROUP BY oi.product_id) w \
+         ON w.product_id = i.product_id LEFT JOIN \
+         (SELECT s.product_id, SUM(s.on_hand - s.reserved) AS available FROM inventory_locations s \
+          JOIN locations l ON l.id = s.location_id WHERE l.active <> 0 GROUP BY s.product_id) s \
+         ON s.product_id = i.product_id",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    let mut violations = Vec::new();
+    for row in rows {
+        let id: String = row.try_get("product_id")?;
+        let (backordered, limit, waiting, available): (i64, i64, i64, i64) = (
+            row.try_get("backordered")?,
+            row.try_get("backorder_limit")?,
+            row.try_get("waiting")?,
+            row.try_get("available")?,
+        );
+        if backordered != waiting {
+            violations.push(format!(
+                "{id}: backordered {backordered} != waiting lines {waiting}"
+            ));
+        }
+        if !(0 <= backordered && backordered <= limit) {
+            violations.push(format!(
+                "{id}: backordered {backordered} outside 0..={limit}"
+            ));
+        }
+        if backordered > 0 && available > 0 {
+            violations.push(format!(
+                "{id}: {available} available while {backordered} wait"
+            ));
+        }
+    }
+    Ok(violations)
+}
+
 /// Stock in several locations: each (product, location) within bounds and
 /// reserved by exactly its open orders' unshipped allocations there; each
 /// product's totals the sums of its locations; each decided order's
@@ -288,13 +335,13 @@ async fn location_violations(store: &Store) -> Result<Vec<String>, sqlx::Error> 
     }
     let uncovered: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM \
-         (SELECT oi.order_id, oi.product_id, SUM(oi.quantity) AS q, SUM(oi.shipped) AS s \
+         (SELECT oi.order_id, oi.product_id, SUM(oi.quantity - oi.backordered) AS q, SUM(oi.shipped) AS s \
           FROM order_items oi JOIN orders o ON o.id = oi.order_id \
           WHERE o.status NOT IN ('PENDING', 'REJECTED') GROUP BY oi.order_id, oi.product_id) l \
          LEFT JOIN (SELECT order_id, product_id, SUM(quantity) AS q, SUM(shipped) AS s \
           FROM order_allocations GROUP BY order_id, product_id) a \
          ON a.order_id = l.order_id AND a.product_id = l.product_id \
-         WHERE a.q IS NULL OR a.q <> l.q OR a.s <> l.s",
+         WHERE (a.q IS NULL AND l.q <> 0) OR a.q <> l.q OR a.s <> l.s",
     )
     .fetch_one(store.pool())
     .await?

@@ -435,7 +435,13 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Sets the product's backorder limit: appends `product.policy_set`;
+         *     answers 200 with the product once a worker has applied it, 202 if that
+         *     takes longer. A limit below the units already waiting is refused (409):
+         *     lower it once they are filled.
+         */
+        patch: operations["update_product"];
         trace?: never;
     };
     "/api/products/{id}/adjustments": {
@@ -472,6 +478,26 @@ export interface paths {
          *     `?wait=N` the answer waits up to N seconds for the decision.
          */
         get: operations["get_adjustment"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/products/{id}/backorders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The orders waiting for the product, in the order stock will fill them
+         *     (placement, first in first out).
+         */
+        get: operations["product_backorders"];
         put?: never;
         post?: never;
         delete?: never;
@@ -859,6 +885,19 @@ export interface components {
              */
             seq: number;
         };
+        /** @description A product's backorder queue. */
+        BackorderQueue: {
+            /** Format: int64 */
+            backorder_limit: number;
+            /**
+             * Format: int64
+             * @description Units waiting in all.
+             */
+            backordered: number;
+            /** @description The first waiting orders, the next to be filled first. */
+            orders: components["schemas"]["QueuedBackorderView"][];
+            product_id: components["schemas"]["ProductId"];
+        };
         /** @description `POST /api/orders/{id}/cancel`, `/ship` and `/commit`. */
         CommandQueued: {
             command: components["schemas"]["OrderCommand"];
@@ -1215,6 +1254,12 @@ export interface components {
         /** Format: uuid */
         OrderId: string;
         OrderItemView: {
+            /**
+             * Format: int64
+             * @description Units the order waits for (not reserved: out of stock when it was
+             *     placed, sold past zero); 0 once filled.
+             */
+            backordered?: number;
             product_id: components["schemas"]["ProductId"];
             /** Format: int64 */
             quantity: number;
@@ -1252,7 +1297,7 @@ export interface components {
             total: components["schemas"]["Money"];
         };
         /** @enum {string} */
-        OrderStatus: "PENDING" | "HELD" | "CONFIRMED" | "PARTIALLY_SHIPPED" | "REJECTED" | "CANCELLED" | "SHIPPED" | "EXPIRED";
+        OrderStatus: "PENDING" | "HELD" | "CONFIRMED" | "BACKORDERED" | "PARTIALLY_SHIPPED" | "REJECTED" | "CANCELLED" | "SHIPPED" | "EXPIRED";
         OrderView: {
             /**
              * @description Where its units are reserved (one order): per product and location,
@@ -1339,6 +1384,14 @@ export interface components {
             quantity: number;
             unit_price?: null | components["schemas"]["Money"];
         };
+        /** @description A policy change, in the log. */
+        PolicyQueued: {
+            /** Format: int64 */
+            backorder_limit: number;
+            id: components["schemas"]["ProductId"];
+            msg_id: string;
+            status: components["schemas"]["Queued"];
+        };
         /** Format: uuid */
         ProductId: string;
         /**
@@ -1383,6 +1436,17 @@ export interface components {
             as_of?: string | null;
             /** Format: int64 */
             available: number;
+            /**
+             * Format: int64
+             * @description How many units may be sold past zero and wait for stock (0: none).
+             */
+            backorder_limit?: number;
+            /**
+             * Format: int64
+             * @description Units backordered orders wait for (filled first in, first out as
+             *     stock arrives; see `GET /api/products/{id}/backorders`).
+             */
+            backordered?: number;
             category_name: string;
             /** Format: date-time */
             created_at: string;
@@ -1434,6 +1498,23 @@ export interface components {
          * @enum {string}
          */
         Queued: "QUEUED";
+        /** @description One order of a product's backorder queue. */
+        QueuedBackorderView: {
+            customer_email: string;
+            order_id: components["schemas"]["OrderId"];
+            /** Format: date-time */
+            placed_at: string;
+            /**
+             * Format: int64
+             * @description 1 for the order filled next.
+             */
+            position: number;
+            /**
+             * Format: int64
+             * @description Units of the product it waits for.
+             */
+            waiting: number;
+        };
         /** @description Each backend's answer: `"ok"` or the error it gave. */
         Readiness: {
             database: string;
@@ -1718,6 +1799,15 @@ export interface components {
             name?: string | null;
             /** Format: int64 */
             priority?: number | null;
+        };
+        /** @description `PATCH /api/products/{id}`: the product's policies to change. */
+        UpdateProduct: {
+            /**
+             * Format: int64
+             * @description Units that may be sold past zero and wait for stock (0: none; an
+             *     order short of stock is rejected).
+             */
+            backorder_limit: number;
         };
         /** @description One tumbling window of event time. */
         Window: {
@@ -4213,6 +4303,132 @@ export interface operations {
             };
         };
     };
+    update_product: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The product's id */
+                id: components["schemas"]["ProductId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateProduct"];
+            };
+        };
+        responses: {
+            /** @description Changed and readable */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProductView"];
+                };
+            };
+            /** @description In the log; a worker has yet to apply it */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyQueued"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's scope is too narrow */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such product */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More units already wait than the limit asked */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body that is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The limit is negative or too large */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_adjustments: {
         parameters: {
             query?: {
@@ -4486,6 +4702,85 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AdjustmentView"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    product_backorders: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The product's id */
+                id: components["schemas"]["ProductId"];
+                /** @description How many of the first waiting orders (1 to 1000, default 100). */
+                limit: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The queue's head */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BackorderQueue"];
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such product */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad limit */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Too many wrong tokens from this address (Retry-After) */

@@ -6,15 +6,16 @@
 
 use super::{Inventory, OrderCommand, OrderStatus, ProductState, PurchaseOrderStatus, Refused};
 use crate::domain::events::{
-    AlertRaised, OrderCancelled, OrderCommitted, OrderConfirmed, OrderPlaced, OrderRejected,
-    PurchaseOrderDrafted, PurchaseOrderReceived, StockAdjusted, StockAdjustmentRefused,
-    StockAdjustmentRequested, StockCounted, StockLow, StockReceived, HELD_BY_NAMED,
+    AlertRaised, Backordered, OrderCancelled, OrderCommitted, OrderConfirmed, OrderPlaced,
+    OrderRejected, PurchaseOrderDrafted, PurchaseOrderReceived, StockAdjusted,
+    StockAdjustmentRefused, StockAdjustmentRequested, StockCounted, StockLow, StockReceived,
+    HELD_BY_NAMED,
 };
 use crate::domain::order::requested_quantities;
 use crate::domain::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, Severity};
 use crate::domain::{DomainEvent, Envelope, LocationId, OrderId, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 impl Inventory {
@@ -29,11 +30,21 @@ impl Inventory {
         event: &DomainEvent,
         now: DateTime<Utc>,
     ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
-        let mut follow_ups = self.step(envelope, event, now)?;
+        // Products whose queue this event asked to take up again.
+        let mut asked = BTreeSet::new();
+        let decided = self.step(envelope, event, now)?;
+        // A fill is applied right after what made the stock available,
+        // before anything else can take it.
+        let mut follow_ups = self.fills_after(envelope, now, &mut asked);
+        follow_ups.extend(decided);
         let mut next = 0;
         while next < follow_ups.len() {
-            let (cause, follow_up) = &follow_ups[next];
-            let decided = self.step(cause, follow_up, now)?;
+            let (decided, fills) = {
+                let (cause, follow_up) = &follow_ups[next];
+                let decided = self.step(cause, follow_up, now)?;
+                (decided, self.fills_after(cause, now, &mut asked))
+            };
+            follow_ups.splice(next + 1..next + 1, fills);
             follow_ups.extend(decided);
             next += 1;
         }
@@ -148,7 +159,11 @@ impl Inventory {
             DomainEvent::OrderExpireRequested(e) => vec![self.decide_expiry(cause, e)],
             DomainEvent::OrderCommitted(_)
             | DomainEvent::OrderExpired(_)
-            | DomainEvent::OrderExpiryRefused(_) => Vec::new(),
+            | DomainEvent::OrderExpiryRefused(_)
+            | DomainEvent::ProductPolicySet(_)
+            // Fills come after every event (`handle`), this one's too.
+            | DomainEvent::BackorderFillRequested(_)
+            | DomainEvent::OrderBackorderFilled(_) => Vec::new(),
             DomainEvent::TransferRequested(e) => self.decide_transfer(cause, e),
             DomainEvent::TransferReceiveRequested(e) => self.decide_transfer_receipt(cause, e),
         }
@@ -170,12 +185,47 @@ impl Inventory {
         if let Some(unknown) = wanted.keys().find(|&&id| sku_of(id).is_none()) {
             return reject(format!("unknown product {unknown}"));
         }
-        match self.allocate(&wanted, self.strategy) {
+        // What each product can give the order now, and what it lacks:
+        // waiting for stock within the product's backorder limit, or the
+        // order is rejected. A hold is for stock in hand: it never waits.
+        let mut in_stock = BTreeMap::new();
+        let mut backordered = Vec::new();
+        for (&product_id, &requested) in &wanted {
+            let takeable = self.takeable(product_id);
+            let short = (requested - takeable).max(0);
+            if short > 0 {
+                let product = &self.products[&product_id];
+                let room = (product.backorder_limit - product.backordered).max(0);
+                if e.hold_until.is_some() || short > room {
+                    let why = if product.backorder_limit == 0 || e.hold_until.is_some() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; {room} more may wait for stock (backorder limit {}, {} waiting)",
+                            product.backorder_limit, product.backordered
+                        )
+                    };
+                    return reject(format!(
+                        "insufficient stock for {} ({product_id}): requested {requested}, available {takeable}, short by {short}{why}",
+                        sku_of(product_id).unwrap_or_default(),
+                    ));
+                }
+                backordered.push(Backordered {
+                    product_id,
+                    quantity: short,
+                });
+            }
+            if requested > short {
+                in_stock.insert(product_id, requested - short);
+            }
+        }
+        match self.allocate(&in_stock, self.strategy) {
             Ok(allocations) => vec![DomainEvent::OrderConfirmed(OrderConfirmed {
                 order_id: e.order_id,
                 total: e.total,
                 allocations: Some(allocations),
                 hold_until: e.hold_until,
+                backordered,
             })],
             Err(short) => reject(format!(
                 "insufficient stock for {} ({}): requested {}, available {}, short by {}",
@@ -197,6 +247,17 @@ impl Inventory {
         before: &BTreeMap<ProductId, i64>,
     ) -> Vec<DomainEvent> {
         let mut decisions = self.decide_crossings(cause, before);
+        // Units sold past zero need stock: a purchase order for them (and
+        // the reorder quantity), unless one is open or was just drafted.
+        for b in &e.backordered {
+            let drafted = decisions.iter().any(
+                |d| matches!(d, DomainEvent::PurchaseOrderDrafted(po) if po.product_id == b.product_id),
+            );
+            let product = &self.products[&b.product_id];
+            if !drafted && product.open_purchase_order.is_none() {
+                decisions.extend(self.draft_purchase(cause, b.product_id, product));
+            }
+        }
         if self.orders[&e.order_id].cancel_requested {
             decisions.push(DomainEvent::OrderCancelled(OrderCancelled {
                 order_id: e.order_id,
@@ -392,21 +453,16 @@ impl Inventory {
             "{sku}: available {} fell below the threshold {threshold}",
             product.available()
         );
-        if product.open_purchase_order.is_none() && product.reorder_quantity > 0 {
-            let purchase_order_id = PurchaseOrderId(Uuid::new_v5(
-                &cause.event_id,
-                format!("purchase-order/{product_id}").as_bytes(),
-            ));
-            decisions.push(DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
-                purchase_order_id,
-                product_id,
-                quantity: product.reorder_quantity,
-                location_id: self.receiving_location(),
-            }));
-            message.push_str(&format!(
-                "; purchase order {purchase_order_id} drafted for {}",
-                product.reorder_quantity
-            ));
+        if product.open_purchase_order.is_none() {
+            if let Some(drafted) = self.draft_purchase(cause, product_id, product) {
+                if let DomainEvent::PurchaseOrderDrafted(po) = &drafted {
+                    message.push_str(&format!(
+                        "; purchase order {} drafted for {}",
+                        po.purchase_order_id, po.quantity
+                    ));
+                }
+                decisions.push(drafted);
+            }
         }
         decisions.push(alert(
             cause,
@@ -416,6 +472,28 @@ impl Inventory {
             message,
         ));
         decisions
+    }
+
+    /// A purchase order for the product's reorder quantity and the units
+    /// its backordered orders wait for (none when both are zero).
+    fn draft_purchase(
+        &self,
+        cause: &Envelope,
+        product_id: ProductId,
+        product: &ProductState,
+    ) -> Option<DomainEvent> {
+        let quantity = product.reorder_quantity + product.backordered;
+        (quantity > 0).then(|| {
+            DomainEvent::PurchaseOrderDrafted(PurchaseOrderDrafted {
+                purchase_order_id: PurchaseOrderId(Uuid::new_v5(
+                    &cause.event_id,
+                    format!("purchase-order/{product_id}").as_bytes(),
+                )),
+                product_id,
+                quantity,
+                location_id: self.receiving_location(),
+            })
+        })
     }
 
     /// A cancel or ship request: carried out, or refused with the reason.

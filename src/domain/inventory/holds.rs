@@ -62,9 +62,10 @@ impl Inventory {
             OrderStatus::Held => DomainEvent::OrderExpired(OrderExpired {
                 order_id: e.order_id,
             }),
-            OrderStatus::Confirmed | OrderStatus::PartiallyShipped | OrderStatus::Shipped => {
-                refuse("it was committed before its hold ran out".into())
-            }
+            OrderStatus::Confirmed
+            | OrderStatus::Backordered
+            | OrderStatus::PartiallyShipped
+            | OrderStatus::Shipped => refuse("it was committed before its hold ran out".into()),
             OrderStatus::Expired => refuse("it has already expired".into()),
             OrderStatus::Cancelled => refuse("it was cancelled".into()),
             OrderStatus::Rejected => refuse("it was rejected".into()),

@@ -147,6 +147,7 @@ fn a_recorded_allocation_from_an_inactive_location_is_refused() {
             quantity: 1,
         }]),
         hold_until: None,
+        backordered: Vec::new(),
     });
     let refused = w.inventory.clone().apply(&confirmed, 0).unwrap_err();
     assert!(refused.0.contains("inactive"), "{refused}");
@@ -279,6 +280,7 @@ fn an_order_confirmed_before_locations_holds_everything_at_the_default() {
             total: Money::from_cents(750).unwrap(),
             allocations: None,
             hold_until: None,
+            backordered: Vec::new(),
         })
         .into_envelope(chrono::Utc::now())
     };

@@ -18,6 +18,7 @@
 //! `Inventory`, runs this, and writes back what changed. This file holds
 //! the state and `apply`; `decide.rs` holds `handle` and the decisions.
 
+mod backorders;
 mod decide;
 mod fulfilment;
 mod holds;
@@ -64,6 +65,11 @@ pub struct ProductState {
     pub open_purchase_order: Option<PurchaseOrderId>,
     /// Units shipped by transfers and not received yet (all locations).
     pub in_transit: i64,
+    /// How many units may wait for stock, sold past zero (0: none).
+    pub backorder_limit: i64,
+    /// Units backordered orders wait for: not reserved, filled first in,
+    /// first out as stock arrives.
+    pub backordered: i64,
     /// The stock per location; `on_hand`, `reserved` and `in_transit`
     /// are its sums.
     pub locations: BTreeMap<LocationId, LocationStock>,
@@ -137,11 +143,19 @@ pub struct LineState {
     pub shipped: i64,
     /// Units returned (restocked or damaged); never more than shipped.
     pub returned: i64,
+    /// Units not reserved yet: the order waits for them (it is
+    /// BACKORDERED). Kept as it was when the order was cancelled.
+    pub backordered: i64,
 }
 
 impl LineState {
     pub fn unshipped(&self) -> i64 {
         self.quantity - self.shipped
+    }
+
+    /// Unshipped units that are reserved (not waiting for stock).
+    pub fn allocated_unshipped(&self) -> i64 {
+        self.unshipped() - self.backordered
     }
 
     /// Shipped units not returned yet.
@@ -158,6 +172,7 @@ impl From<&OrderLine> for LineState {
             unit_price: line.unit_price,
             shipped: 0,
             returned: 0,
+            backordered: 0,
         }
     }
 }
@@ -188,7 +203,16 @@ impl OrderState {
     /// while the order is open.
     pub fn reserved_units(&self, line: &LineState) -> i64 {
         if self.status.is_open() {
-            line.unshipped()
+            line.allocated_unshipped()
+        } else {
+            0
+        }
+    }
+
+    /// The units of `line` the order waits for (while it is backordered).
+    pub fn waiting_units(&self, line: &LineState) -> i64 {
+        if self.status == OrderStatus::Backordered {
+            line.backordered
         } else {
             0
         }
@@ -198,9 +222,10 @@ impl OrderState {
     /// what came back. Revenue and best sellers count these.
     pub fn sold_units(&self, line: &LineState) -> i64 {
         match self.status {
-            OrderStatus::Confirmed | OrderStatus::PartiallyShipped | OrderStatus::Shipped => {
-                line.quantity - line.returned
-            }
+            OrderStatus::Confirmed
+            | OrderStatus::Backordered
+            | OrderStatus::PartiallyShipped
+            | OrderStatus::Shipped => line.quantity - line.returned,
             // Cancelled after some shipped: those stay sold.
             OrderStatus::Cancelled => line.shipped - line.returned,
             // A hold is not a sale until it is committed.
@@ -257,6 +282,13 @@ pub struct Inventory {
     /// The stock movements applied, in order, not yet written (the store
     /// takes them after each batch or chunk).
     pub journal: Vec<Movement>,
+    /// Per product, the last order of its backorder queue the store loaded
+    /// when it loaded only the head of a longer queue: no order beyond it
+    /// is filled in this batch (earlier unloaded ones may wait).
+    pub queue_horizon: BTreeMap<ProductId, backorders::QueueKey>,
+    /// The products orders wait for (`backordered > 0`), kept with the
+    /// figures so that looking for fills after each event costs only them.
+    pub waiting: BTreeSet<ProductId>,
     /// (product, location, moment) → the on-hand moved there by the
     /// product's movements of a later time that are already written (the
     /// store loads it for a count made at that moment); those in `journal`
@@ -276,6 +308,8 @@ impl Default for Inventory {
             purchase_orders: BTreeMap::new(),
             transfers: BTreeMap::new(),
             journal: Vec::new(),
+            queue_horizon: BTreeMap::new(),
+            waiting: BTreeSet::new(),
             moved_since: BTreeMap::new(),
         }
     }
@@ -335,6 +369,8 @@ impl Inventory {
             DomainEvent::TransferRefused(e) => self.refuse_transfer(e),
             DomainEvent::TransferReceived(e) => self.receive_transfer(e, at, &cause),
             DomainEvent::OrderCommitted(e) => self.commit(e.order_id, at),
+            DomainEvent::ProductPolicySet(e) => self.set_policy(e, at),
+            DomainEvent::OrderBackorderFilled(e) => self.fill(e, at, &cause),
             DomainEvent::OrderExpired(e) => self.expire(e.order_id, at, &cause),
             // Commands whose outcome is its own event, and notices that
             // change no state (their rows are written from the event).
@@ -352,7 +388,8 @@ impl Inventory {
             | DomainEvent::TransferReceiveRequested(_)
             | DomainEvent::OrderCommitRequested(_)
             | DomainEvent::OrderExpireRequested(_)
-            | DomainEvent::OrderExpiryRefused(_) => Ok(()),
+            | DomainEvent::OrderExpiryRefused(_)
+            | DomainEvent::BackorderFillRequested(_) => Ok(()),
         }
     }
 
@@ -466,11 +503,18 @@ impl Inventory {
         cause: &Cause,
     ) -> Result<(), Refused> {
         let (order_id, recorded) = (e.order_id, e.allocations.as_deref());
-        let decided = match e.hold_until {
-            Some(_) => OrderStatus::Held,
-            None => OrderStatus::Confirmed,
+        let decided = match (e.hold_until, e.backordered.is_empty()) {
+            (Some(_), true) => OrderStatus::Held,
+            (None, true) => OrderStatus::Confirmed,
+            (None, false) => OrderStatus::Backordered,
+            (Some(_), false) => {
+                return Err(Refused(format!(
+                    "order {order_id} is confirmed both held and backordered; a hold is for stock in hand"
+                )))
+            }
         };
-        let lines = self.transition(order_id, &[OrderStatus::Pending], decided, at)?;
+        let mut lines = self.transition(order_id, &[OrderStatus::Pending], decided, at)?;
+        self.mark_backordered(order_id, &mut lines, &e.backordered)?;
         let allocations = Inventory::allocations_of(&lines, recorded);
         for allocation in &allocations {
             let why = match self.locations.get(&allocation.location_id) {
@@ -506,12 +550,13 @@ impl Inventory {
         let mut moves = Vec::new();
         for line in &lines {
             let pool = pools.entry(line.product_id).or_default();
-            let taken = locations::draw(pool, line.quantity).ok_or_else(|| {
-                Refused(format!(
-                    "order {order_id}'s allocations of {} do not cover its lines",
-                    line.product_id
-                ))
-            })?;
+            let taken =
+                locations::draw(pool, line.quantity - line.backordered).ok_or_else(|| {
+                    Refused(format!(
+                        "order {order_id}'s allocations of {} do not cover its lines",
+                        line.product_id
+                    ))
+                })?;
             moves.extend(taken.into_iter().map(|(l, q)| (line.product_id, l, q)));
         }
         if pools.values().flatten().any(|&(_, left)| left != 0) {
@@ -555,11 +600,15 @@ impl Inventory {
         let order = &self.orders[&order_id];
         let mut pools: BTreeMap<ProductId, Vec<(LocationId, i64)>> = BTreeMap::new();
         let mut moves = Vec::new();
-        for line in lines.iter().filter(|l| l.unshipped() > 0) {
+        let mut no_longer_waiting: BTreeMap<ProductId, i64> = BTreeMap::new();
+        for line in lines.iter().filter(|l| l.backordered > 0) {
+            *no_longer_waiting.entry(line.product_id).or_default() += line.backordered;
+        }
+        for line in lines.iter().filter(|l| l.allocated_unshipped() > 0) {
             let pool = pools
                 .entry(line.product_id)
                 .or_insert_with(|| order.unshipped_at(line.product_id));
-            let taken = locations::draw(pool, line.unshipped()).ok_or_else(|| {
+            let taken = locations::draw(pool, line.allocated_unshipped()).ok_or_else(|| {
                 Refused(format!(
                     "order {order_id}'s allocations of {} hold less than its unshipped units",
                     line.product_id
@@ -576,6 +625,11 @@ impl Inventory {
                 at,
                 cause,
             )?;
+        }
+        // What the order waited for leaves the queue.
+        for (product_id, units) in no_longer_waiting {
+            self.product_mut(product_id)?.backordered -= units;
+            self.queue_changed(product_id);
         }
         Ok(())
     }
@@ -669,6 +723,7 @@ impl Inventory {
     pub fn invariant_violations(&self) -> Vec<String> {
         let mut violations = Vec::new();
         let mut confirmed: BTreeMap<ProductId, i64> = BTreeMap::new();
+        let mut waiting: BTreeMap<ProductId, i64> = BTreeMap::new();
         let mut held_at: BTreeMap<(ProductId, LocationId), i64> = BTreeMap::new();
         for (id, order) in &self.orders {
             violations.extend(order.allocation_violations(*id));
@@ -679,6 +734,15 @@ impl Inventory {
             }
             for line in &order.lines {
                 *confirmed.entry(line.product_id).or_default() += order.reserved_units(line);
+                *waiting.entry(line.product_id).or_default() += order.waiting_units(line);
+                if !(0 <= line.backordered && line.backordered <= line.unshipped()) {
+                    violations.push(format!(
+                        "order {id}: a line of {} waits for {} of {} unshipped",
+                        line.product_id,
+                        line.backordered,
+                        line.unshipped()
+                    ));
+                }
                 if !(0 <= line.returned && line.returned <= line.shipped)
                     || line.shipped > line.quantity
                 {
@@ -724,6 +788,27 @@ impl Inventory {
                         stock.reserved
                     ));
                 }
+            }
+            if !(0 <= p.backordered && p.backordered <= p.backorder_limit) {
+                violations.push(format!(
+                    "{id}: backordered {} outside 0..={} (its limit)",
+                    p.backordered, p.backorder_limit
+                ));
+            }
+            let wait = waiting.get(id).copied().unwrap_or(0);
+            if p.backordered != wait {
+                violations.push(format!(
+                    "{id}: backordered {} != backordered orders' waiting units {wait}",
+                    p.backordered
+                ));
+            }
+            // Stock never sits on the shelf while orders wait for it.
+            if p.backordered > 0 && self.active_available(*id) > 0 {
+                violations.push(format!(
+                    "{id}: {} available at active locations while {} units wait",
+                    self.active_available(*id),
+                    p.backordered
+                ));
             }
             let want = confirmed.get(id).copied().unwrap_or(0);
             if p.reserved != want {
@@ -796,7 +881,7 @@ impl OrderState {
         let mut lines: BTreeMap<ProductId, (i64, i64)> = BTreeMap::new();
         for line in &self.lines {
             let sums = lines.entry(line.product_id).or_default();
-            sums.0 += line.quantity;
+            sums.0 += line.quantity - line.backordered;
             sums.1 += line.shipped;
         }
         let mut allocated: BTreeMap<ProductId, (i64, i64)> = BTreeMap::new();
@@ -805,6 +890,9 @@ impl OrderState {
             sums.0 += a.quantity;
             sums.1 += a.shipped;
         }
+        // A product wholly backordered has no allocation yet.
+        lines.retain(|_, sums| *sums != (0, 0));
+        allocated.retain(|_, sums| *sums != (0, 0));
         if lines != allocated {
             return vec![format!(
                 "order {id}: lines (ordered, shipped) per product {lines:?} != allocations {allocated:?}"
@@ -825,6 +913,8 @@ fn violations_of_allocation(id: OrderId, a: &AllocationState) -> String {
     )
 }
 
+#[cfg(test)]
+mod backorder_tests;
 #[cfg(test)]
 mod hold_tests;
 #[cfg(test)]

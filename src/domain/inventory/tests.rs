@@ -334,6 +334,7 @@ fn cancel_before_the_decision_cancels_once_decided() {
         total: Money::from_cents(1000).unwrap(),
         allocations: None,
         hold_until: None,
+        backordered: Vec::new(),
     });
     let follow = w.inventory.handle(&envelope, &confirmed, at(101)).unwrap();
     assert_eq!(
@@ -406,6 +407,7 @@ fn decision_events_that_do_not_fit_the_state_are_refused() {
         total,
         allocations: None,
         hold_until: None,
+        backordered: Vec::new(),
     });
     let shipped = shipped_whole(order);
     let cancelled = DomainEvent::OrderCancelled(OrderCancelled { order_id: order });
@@ -1072,6 +1074,11 @@ mod properties {
             epoch: u64,
         },
         PlaceUnknownProduct,
+        /// Sets a product's backorder limit to what waits plus `room`.
+        SetLimit {
+            product: usize,
+            room: i64,
+        },
         Cancel {
             order: usize,
         },
@@ -1124,6 +1131,7 @@ mod properties {
             3 => (prop::collection::vec((0..PRODUCTS, 1i64..6), 1..3), 1i64..8).prop_map(|(lines, ttl)| Command::PlaceHeld { lines, ttl }),
             2 => (0usize..64).prop_map(|order| Command::Commit { order }),
             3 => (0usize..64, 1u64..3).prop_map(|(order, epoch)| Command::Expire { order, epoch }),
+            2 => (0..PRODUCTS, 0i64..8).prop_map(|(product, room)| Command::SetLimit { product, room }),
             3 => (0usize..64).prop_map(|order| Command::Cancel { order }),
             3 => (0usize..64).prop_map(|order| Command::Ship { order }),
             3 => (0usize..64, 0usize..4, 1i64..4, prop::option::of(0..LOCATIONS)).prop_map(|(order, line, quantity, from)| Command::ShipSome { order, line, quantity, from }),
@@ -1243,6 +1251,11 @@ mod properties {
                         orders.push(id);
                         placed
                     }
+                    Command::SetLimit { product, room } => {
+                        let product_id = products[product];
+                        let waiting = w.inventory.products[&product_id].backordered;
+                        DomainEvent::ProductPolicySet(events::ProductPolicySet { product_id, backorder_limit: waiting + room })
+                    }
                     Command::Commit { order } if !orders.is_empty() => {
                         DomainEvent::OrderCommitRequested(events::OrderCommitRequested { order_id: orders[order % orders.len()] })
                     }
@@ -1326,11 +1339,21 @@ mod properties {
                 }
                 // An expiry request is decided once; a hold expires only
                 // when the request was sent at or past its deadline.
+                // (Each command is one step: a product's limit set once.)
                 let expiry_decisions: Vec<&DomainEvent> = follow.iter().filter(|e| matches!(e, DomainEvent::OrderExpired(_) | DomainEvent::OrderExpiryRefused(_))).collect();
                 prop_assert_eq!(expiry_decisions.len(), usize::from(is_expiry && !orders.is_empty()), "an expiry request is decided once");
                 for expired in follow.iter().filter_map(|e| match e { DomainEvent::OrderExpired(x) => Some(x.order_id), _ => None }) {
                     let until = w.inventory.orders[&expired].hold_until.unwrap();
                     prop_assert!(at(w.clock).timestamp_millis() >= until, "order {} expired before its hold ran out", expired);
+                }
+                // Fills go first in, first out: no order placed before a
+                // filled one still waits for that product.
+                for (filled, product) in follow.iter().filter_map(|e| match e { DomainEvent::OrderBackorderFilled(f) => Some((f.order_id, f.product_id)), _ => None }) {
+                    let key = (w.inventory.orders[&filled].placed_at, filled);
+                    for (id, order) in &w.inventory.orders {
+                        let waits: i64 = order.lines.iter().filter(|l| l.product_id == product).map(|l| order.waiting_units(l)).sum();
+                        prop_assert!(!((order.placed_at, *id) < key && waits > 0), "order {} filled before {}, which still waits", filled, id);
+                    }
                 }
                 for (id, order) in &w.inventory.orders {
                     prop_assert!(
@@ -1359,7 +1382,9 @@ mod properties {
                     hold_until: DateTime::from_timestamp_millis(until).unwrap(),
                     epoch: 9,
                 }));
-                prop_assert_eq!(types(&decided), ["order.expired"]);
+                // (Its stock may go on to orders waiting for it.)
+                prop_assert_eq!(types(&decided[..1]), ["order.expired"]);
+                prop_assert!(decided[1..].iter().all(|e| matches!(e, DomainEvent::OrderBackorderFilled(_))));
             }
             prop_assert!(w.inventory.orders.values().all(|o| o.status != OrderStatus::Held), "a hold never ended");
             let violations = w.inventory.invariant_violations();
