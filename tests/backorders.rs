@@ -210,7 +210,127 @@ async fn three_backorders_are_filled_in_order_by_two_receipts(backend: Backend) 
     app.assert_invariants_and_rebuild().await;
 }
 
+/// A queue longer than one batch loads (64): one receipt for all of it
+/// fills the first 64, the workers' sweep asks for the queue to be taken
+/// up again (`product.backorder_fill_requested`), and the batch that
+/// applies it fills the rest; every fill in placement order.
+async fn a_long_queue_is_filled_over_several_batches(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let product = app.create_product("BACK-C", 2.50, 0).await;
+    set_limit(&app, product, 1000).await;
+    let placed = futures::future::join_all((0..90).map(|_| order(&app, product, 1))).await;
+    assert!(placed.iter().all(|(_, s)| *s == OrderStatus::Backordered));
+    app.receive_stock(product, 90).await.expect(202);
+    app.wait_for("every order filled", || async {
+        figures(&app, product).await == (90, 90, 0)
+    })
+    .await;
+    let continued = app
+        .events("type=product.backorder_fill_requested&limit=100")
+        .await
+        .expect(200);
+    assert!(!continued.is_empty(), "the queue was taken up again");
+    let fills = app
+        .events("type=order.backorder_filled&limit=1000")
+        .await
+        .expect(200);
+    let filled: Vec<Uuid> = fills
+        .iter()
+        .map(|e| e.envelope.key.parse().unwrap())
+        .collect();
+    let mut by_placement: Vec<(chrono::DateTime<chrono::Utc>, Uuid)> = Vec::new();
+    for (id, _) in &placed {
+        let view = app.order(id).await.expect(200);
+        assert_eq!(view.status, OrderStatus::Confirmed);
+        by_placement.push((view.created_at, *id));
+    }
+    by_placement.sort();
+    assert_eq!(
+        filled,
+        by_placement.iter().map(|(_, id)| *id).collect::<Vec<_>>()
+    );
+
+    app.assert_invariants_and_rebuild().await;
+}
+
+/// `simulate --profile flash-sale` against `all`: many clients at one
+/// product with little stock, holds and backorders on. Nothing is
+/// oversold, every hold ends (committed or expired), every backorder is
+/// filled by the supplier's delivery, and the sale's counts are the
+/// gateway's: `/api/stats` on a deployment that took no other order.
+async fn a_flash_sale_oversells_nothing_and_its_counts_are_the_stats(backend: Backend) {
+    use streamstock::simulator::flash_sale::FlashSaleReport;
+    let app = TestApp::spawn(backend).await;
+    let output = std::process::Command::new(common::process::BIN)
+        .args([
+            "simulate",
+            "--profile",
+            "flash-sale",
+            "--duration",
+            "4s",
+            "--concurrency",
+            "24",
+            "--report",
+            "json",
+        ])
+        .args(["--target", &app.base])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: FlashSaleReport = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("{report:#?}");
+    assert!(!report.oversold, "{report:#?}");
+    assert!(
+        report.held > 0 && report.backordered > 0 && report.rejected > 0,
+        "the sale exercised holds, backorders and rejections: {report:#?}"
+    );
+    assert!(report.committed > 0 && report.expired > 0, "{report:#?}");
+    assert_eq!(
+        report.filled, report.backordered,
+        "every backorder filled: {report:#?}"
+    );
+    assert_eq!(
+        report.held,
+        report.committed + report.expired,
+        "every hold ended: {report:#?}"
+    );
+    assert_eq!(
+        report.confirmed,
+        report.confirmed_at_once + report.committed + report.filled
+    );
+
+    let stats = app.stats().await.expect(200);
+    let of = |status: OrderStatus| {
+        stats
+            .figures
+            .orders_by_status
+            .get(&status)
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(stats.figures.order_count as u64, report.placed);
+    assert_eq!(of(OrderStatus::Confirmed) as u64, report.confirmed);
+    assert_eq!(of(OrderStatus::Expired) as u64, report.expired);
+    assert_eq!(of(OrderStatus::Rejected) as u64, report.rejected);
+    assert_eq!(
+        (
+            of(OrderStatus::Held),
+            of(OrderStatus::Backordered),
+            of(OrderStatus::Pending)
+        ),
+        (0, 0, 0)
+    );
+    app.assert_invariants_and_rebuild().await;
+}
+
 backend_pairs!(
+    a_flash_sale_oversells_nothing_and_its_counts_are_the_stats,
     a_backorder_is_filled_by_a_receipt,
-    three_backorders_are_filled_in_order_by_two_receipts
+    three_backorders_are_filled_in_order_by_two_receipts,
+    a_long_queue_is_filled_over_several_batches
 );

@@ -10,3 +10,7 @@ ALTER TABLE order_items ADD COLUMN backordered BIGINT NOT NULL DEFAULT 0;
 -- A product's queue of waiting lines, for the fill: only lines that wait
 -- are in the index.
 CREATE INDEX order_items_waiting ON order_items (product_id, order_id) WHERE backordered > 0;
+
+-- The products orders wait for, for the sweep that takes up queues longer
+-- than one batch fills.
+CREATE INDEX inventory_waiting ON inventory (product_id) WHERE backordered > 0;

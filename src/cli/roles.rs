@@ -66,8 +66,11 @@ pub async fn run_all_on(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if matches!(args.profile, Profile::Steady | Profile::Max) {
-        bail!("--profile steady and max are load runs: start them with `streamstock simulate` against this gateway");
+    if matches!(
+        args.profile,
+        Profile::Steady | Profile::Max | Profile::FlashSale
+    ) {
+        bail!("--profile steady, max and flash-sale are load runs: start them with `streamstock simulate` against this gateway");
     }
     let options = args.gateway.connections.server_options("gateway")?;
     let startup = common.startup(&shutdown);
@@ -97,6 +100,7 @@ pub async fn run_all_on(
     match args.profile {
         Profile::Normal => simulator.start(DashboardProfile::Normal),
         Profile::Burst => simulator.start(DashboardProfile::Burst),
+        Profile::Checkout => simulator.start(DashboardProfile::Checkout),
         _ => {}
     }
     let state = Gateway::new(
@@ -223,6 +227,25 @@ pub async fn run_simulate(
     wait_for_gateway(&args.target, &trust, &common.startup(&shutdown)).await?;
     systemd::ready(&format!("sending traffic to {}", args.target));
     let simulator = Simulator::new(&args.target, args.api_token, profile, trust);
+    if profile == Profile::FlashSale {
+        let duration = args.duration.unwrap_or(std::time::Duration::from_secs(10));
+        let report = simulator
+            .flash_sale(args.concurrency, duration, shutdown)
+            .await?;
+        match args.report {
+            ReportFormat::Text => println!("{report}"),
+            ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        }
+        if report.oversold {
+            bail!(
+                "the flash sale oversold: {} reserved of {} on hand for {} confirmed orders",
+                report.reserved,
+                report.on_hand,
+                report.confirmed
+            );
+        }
+        return Ok(());
+    }
     let Some(pace) = pace else {
         if let Some(duration) = args.duration {
             let stop = shutdown.clone();
@@ -236,7 +259,8 @@ pub async fn run_simulate(
             "orders accepted: {}, refused: {}, failed: {}; shipped: {}, partial shipments: {}, \
              cancelled: {}, returns: {}; adjustments and counts: {}; \
              purchase orders delivered: {}, direct restocks: {}; \
-             transfers: {}, transfers received: {}",
+             transfers: {}, transfers received: {}; \
+             held: {}, committed: {}, commits refused: {}",
             report.accepted,
             report.refused,
             report.failed,
@@ -248,7 +272,10 @@ pub async fn run_simulate(
             report.deliveries,
             report.restocks,
             report.transfers,
-            report.transfers_received
+            report.transfers_received,
+            report.held,
+            report.committed,
+            report.commits_refused
         );
         return Ok(());
     };

@@ -62,6 +62,7 @@ impl SimulatorSwitch for InProcessSimulator {
         let profile = match wanted {
             DashboardProfile::Normal => Profile::Normal,
             DashboardProfile::Burst => Profile::Burst,
+            DashboardProfile::Checkout => Profile::Checkout,
         };
         let simulator = Simulator::new(
             &self.target,

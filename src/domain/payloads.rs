@@ -104,8 +104,9 @@ pub struct OrderBackorderFilled {
 }
 
 /// More backordered orders of a product wait than one batch loads, and
-/// stock is left for them: the product's partition takes the queue up
-/// again (a note to itself; it changes nothing).
+/// stock is left for them: a worker's sweep asks the product's partition
+/// to take the queue up again (a note; it changes nothing, and the batch
+/// that applies it fills the next orders).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackorderFillRequested {
     pub product_id: ProductId,

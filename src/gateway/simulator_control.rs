@@ -18,6 +18,8 @@ crate::domain::status::named_enum! {
     pub enum DashboardProfile {
         Normal => "normal",
         Burst => "burst",
+        /// Checkouts: holds, most paid, some abandoned to expire.
+        Checkout => "checkout",
     }
 }
 

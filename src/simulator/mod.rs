@@ -8,6 +8,8 @@
 //! (`locations.rs`). It talks to the gateway over HTTP only, like any
 //! client.
 
+mod checkout;
+pub mod flash_sale;
 pub mod load;
 mod locations;
 mod recorder;
@@ -33,6 +35,14 @@ pub enum Profile {
     Normal,
     /// 0.1–0.5 s between orders.
     Burst,
+    /// A shop's checkouts at the burst's pace: 60% of orders held for
+    /// 3–8 s, 70% of those paid (committed) within 4 s, the rest
+    /// abandoned to expire.
+    Checkout,
+    /// Many clients at one product with little stock, holds and
+    /// backorders on, for `--duration` (`simulate` only): the report
+    /// counts the orders held, committed, expired, backordered and filled.
+    FlashSale,
     /// Open loop at `--rate` requests/s, latency from each request's
     /// intended send time (`simulate` only).
     Steady,
@@ -45,9 +55,9 @@ impl Profile {
     /// Milliseconds between two orders.
     fn pause_ms(self) -> Option<Range<u64>> {
         match self {
-            Profile::None | Profile::Steady | Profile::Max => None,
+            Profile::None | Profile::Steady | Profile::Max | Profile::FlashSale => None,
             Profile::Normal => Some(2_000..5_000),
-            Profile::Burst => Some(100..500),
+            Profile::Burst | Profile::Checkout => Some(100..500),
         }
     }
 }
@@ -172,6 +182,11 @@ pub struct SimulatorReport {
     /// Transfers between locations requested, and receipts of them.
     pub transfers: u64,
     pub transfers_received: u64,
+    /// Orders placed with a hold (checkout profile), holds paid in time,
+    /// and commits refused (the hold ran out first, or no stock).
+    pub held: u64,
+    pub committed: u64,
+    pub commits_refused: u64,
 }
 
 impl Simulator {
@@ -220,13 +235,21 @@ impl Simulator {
         let mut rng = StdRng::from_os_rng();
         let mut placed: u64 = 0;
         let mut shipped = std::collections::VecDeque::with_capacity(RETURNABLE_KEPT);
+        let mut checkouts = checkout::Checkouts::default();
         loop {
             let wait = Duration::from_millis(rng.random_range(pause.clone()));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
-            match self.place_random_order(&mut rng, &products).await {
+            let placed_one = if self.profile == Profile::Checkout {
+                self.pay_due(&mut checkouts, &mut report).await;
+                self.place_checkout_order(&mut rng, &products, &mut checkouts, &mut report)
+                    .await
+            } else {
+                self.place_random_order(&mut rng, &products).await
+            };
+            match placed_one {
                 Ok(true) => report.accepted += 1,
                 Ok(false) => report.refused += 1,
                 Err(e) => {

@@ -21,6 +21,24 @@ pub struct QueuedBackorderView {
 }
 
 impl Store {
+    /// Products whose orders wait for stock that is available at an active
+    /// location (a queue longer than one batch fills), at most `limit`.
+    pub async fn stalled_backorder_queues(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<ProductId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.product_id FROM inventory i WHERE i.backordered > 0 AND EXISTS \
+             (SELECT 1 FROM inventory_locations s JOIN locations l ON l.id = s.location_id \
+              WHERE s.product_id = i.product_id AND l.active <> 0 AND s.on_hand > s.reserved) \
+             ORDER BY i.product_id LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|row| uuid_col(row, "product_id")).collect()
+    }
+
     /// The first `limit` orders waiting for `product_id`, first to be
     /// filled first.
     pub async fn backorder_queue(

@@ -7,19 +7,20 @@
 //!   channels; `apply` and `publish` the work of the last two
 //! - `ownership`: the partition leases; `housekeeping`: trimming the log
 //!   and pruning throughput windows; `recent`: follow-ups committed lately
-//! - `hold_expiry`: asking for the expiry of holds that ran out
+//! - `sweep`: asking for the expiry of holds that ran out, and for the
+//!   backorder queues that stock could fill to be taken up
 //! - `log_audit`: finding events the read model applied and the log lost
 
 mod apply;
 #[cfg(test)]
 mod fencing_tests;
-pub mod hold_expiry;
 mod housekeeping;
 mod log_audit;
 mod ownership;
 mod pipeline;
 mod publish;
 mod recent;
+pub mod sweep;
 
 use crate::store::analytics::WindowRetention;
 use crate::store::Store;
@@ -47,7 +48,7 @@ pub struct WorkerOptions {
     /// Dead letters at which a critical alert is raised.
     pub dead_letter_alert: u64,
     pub windows: WindowRetention,
-    pub hold_sweep: hold_expiry::SweepSettings,
+    pub hold_sweep: sweep::SweepSettings,
 }
 
 /// A consumer name no other process uses: host, process id and a random
@@ -120,8 +121,8 @@ pub async fn run(
         tokio::spawn(async move { chores.run(owned, stop).await })
     };
 
-    let hold_expiry = {
-        let sweep = hold_expiry::HoldExpiry {
+    let sweeping = {
+        let sweep = sweep::Sweep {
             log: log.clone(),
             store: store.clone(),
             settings: options.hold_sweep,
@@ -157,7 +158,7 @@ pub async fn run(
 
     stop_coordinator.cancel();
     let _ = housekeeping.await;
-    let _ = hold_expiry.await;
+    let _ = sweeping.await;
     let owned = coordinator.await.unwrap_or_default();
     ownership.release_all(&owned).await;
     metrics::gauge!(crate::telemetry::metrics::WORKER_UP).set(0.0);

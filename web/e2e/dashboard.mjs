@@ -243,9 +243,30 @@ try {
   check(csvText.trim().split("\n").length >= 5, "the CSV holds the ledger's rows");
   await productDrawer.getByTestId("product-drawer-close").click();
 
+  step("selling past zero: the drawer sets a backorder limit, an order beyond the stock waits in the product's queue, and a receipt fills it");
+  await dashB.getByTestId("open-product").click();
+  await productDrawer.locator('input[name="backorder_limit"]').fill("5");
+  await productDrawer.getByRole("button", { name: "Set" }).click();
+  await productDrawer.getByTestId("backorder-message").filter({ hasText: "limit set to 5" }).waitFor(WAIT);
+  const productBNow = (await api("/api/products?limit=1000")).find((p) => p.sku === "DASH-B");
+  const pastZero = await api("/api/orders", {
+    method: "POST",
+    body: JSON.stringify({ customer_email: "e2e@example.com", items: [{ product_id: productBNow.id, quantity: productBNow.available + 2 }] }),
+  });
+  const pastZeroShort = pastZero.order_id.slice(-8);
+  await productDrawer.getByTestId("queued-backorder").filter({ hasText: pastZeroShort }).waitFor(WAIT);
+  await page.locator('[data-testid="order-row"]', { hasText: pastZeroShort }).getByTestId("order-status").filter({ hasText: "BACKORDERED" }).waitFor(WAIT);
+  await dashB.getByTestId("backordered-badge").filter({ hasText: "2 waiting" }).waitFor(WAIT);
+  await page.screenshot({ path: `${shots}/backorders.png` });
+  await api(`/api/products/${productBNow.id}/stock`, { method: "POST", body: JSON.stringify({ quantity: 2 }) });
+  await page.locator('[data-testid="order-row"]', { hasText: pastZeroShort }).getByTestId("order-status").filter({ hasText: "CONFIRMED" }).waitFor(WAIT);
+  await productDrawer.getByTestId("backorder-queue").waitFor({ ...WAIT, state: "detached" });
+  await productDrawer.getByTestId("product-drawer-close").click();
+
   step("an import shows its accepted and refused rows");
-  // What the count left (the row may not show it yet).
-  const onHandBeforeImport = onHandB + 3;
+  // What the count left, and the 2 units received for the backorder (the
+  // row may not show it yet).
+  const onHandBeforeImport = onHandB + 3 + 2;
   await dashB.locator('[data-field="on_hand"]').filter({ hasText: String(onHandBeforeImport) }).waitFor(WAIT);
   const importForm = page.getByTestId("import-stock");
   await importForm.locator('input[name="file"]').setInputFiles({

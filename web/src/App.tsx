@@ -17,7 +17,7 @@ import { count, money, rate } from "./lib/format";
 import type { ProductRow, Snapshot } from "./types";
 import type { History } from "./lib/history";
 
-const STATUSES = ["PENDING", "HELD", "CONFIRMED", "PARTIALLY_SHIPPED", "SHIPPED", "REJECTED", "CANCELLED", "EXPIRED"];
+const STATUSES = ["PENDING", "HELD", "BACKORDERED", "CONFIRMED", "PARTIALLY_SHIPPED", "SHIPPED", "REJECTED", "CANCELLED", "EXPIRED"];
 // Colours that read on both themes.
 const COLOR = { in: "#3b82f6", out: "#16a34a", lag: "#f59e0b", placed: "#8b95a5", confirmed: "#16a34a", rejected: "#dc2626", shipped: "#2563eb", cancelled: "#a855f7" };
 

@@ -37,3 +37,5 @@ export type LocationStock = Schemas["LocationStockView"];
 export type StockAtLocation = Schemas["StockAtLocationView"];
 export type TransferRow = Schemas["TransferView"];
 export type TransferQueued = Schemas["TransferQueued"];
+/** A product's backorder queue: the orders waiting for it, next filled first. */
+export type BackorderQueue = Schemas["BackorderQueue"];

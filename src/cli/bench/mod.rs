@@ -9,6 +9,7 @@
 //! after).
 
 mod archive;
+mod expiry;
 
 use super::backends::{open_log, open_store};
 use super::config::{BenchArgs, BenchMix, CommonArgs};
@@ -68,9 +69,12 @@ pub async fn run(common: CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         settings.database_url = None; // SQLite in the scratch dir
     }
-    let result = match args.archive_events {
-        Some(count) => archive_paging(&settings, count).await.map(|()| Vec::new()),
-        None => measure(&settings, &args).await,
+    let result = match (args.archive_events, args.expiry_rate) {
+        (Some(count), _) => archive_paging(&settings, count).await.map(|()| Vec::new()),
+        (None, Some(rate)) => expiry::run(&settings, &args, rate)
+            .await
+            .map(|()| Vec::new()),
+        (None, None) => measure(&settings, &args).await,
     };
     if let Some(admin) = &admin_url {
         Store::drop_database(admin, &format!("streamstock_bench_{id}")).await;
@@ -133,7 +137,8 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
 
     let mut rng = StdRng::seed_from_u64(7);
     let products = seed_catalog(&backend, args, &mut rng).await?;
-    let orders = order_backlog(args.orders, &products, &mut rng);
+    let hold_until = args.holds.then(|| Utc::now() + chrono::Duration::hours(1));
+    let orders = order_backlog(args.orders, &products, hold_until, &mut rng);
     let commands = match args.mix {
         BenchMix::Orders => Vec::new(),
         BenchMix::Operations => operations_backlog(&orders, &products),
@@ -178,7 +183,11 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     shutdown.cancel();
     worker_task.await.context("worker panicked")?;
     rows.push(Row {
-        what: "worker drain: orders decided".into(),
+        what: if args.holds {
+            "worker drain: orders decided (each held)".into()
+        } else {
+            "worker drain: orders decided".into()
+        },
         count: args.orders,
         seconds: drain,
     });
@@ -211,7 +220,7 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
 /// product over N (they run dry, and lines are split), the default one the
 /// rest. (The default location is known from the start; the others once a
 /// worker applies their creation, in other partitions than the orders.)
-async fn seed_catalog(
+pub(super) async fn seed_catalog(
     backend: &LogBackend,
     args: &BenchArgs,
     rng: &mut StdRng,
@@ -276,7 +285,12 @@ async fn seed_catalog(
 }
 
 /// The backlog: `count` orders of 1–3 lines over `products`.
-fn order_backlog(count: u64, products: &[(ProductId, Money)], rng: &mut StdRng) -> Vec<Envelope> {
+fn order_backlog(
+    count: u64,
+    products: &[(ProductId, Money)],
+    hold_until: Option<chrono::DateTime<Utc>>,
+    rng: &mut StdRng,
+) -> Vec<Envelope> {
     (0..count)
         .map(|i| {
             let lines: Vec<OrderLine> = (0..rng.random_range(1..=3))
@@ -297,7 +311,7 @@ fn order_backlog(count: u64, products: &[(ProductId, Money)], rng: &mut StdRng) 
                 customer_email: format!("bench{}@example.com", i % 1000),
                 items: lines,
                 total,
-                hold_until: None,
+                hold_until,
             })
             .into_envelope(Utc::now())
         })
@@ -386,7 +400,11 @@ fn operations_backlog(orders: &[Envelope], products: &[(ProductId, Money)]) -> V
 
 /// Waits until the log is drained and all `orders` are decided, reporting
 /// the backlog every 5 s; at most an hour.
-async fn wait_for_drain(backend: &LogBackend, store: &Store, orders: u64) -> anyhow::Result<()> {
+pub(super) async fn wait_for_drain(
+    backend: &LogBackend,
+    store: &Store,
+    orders: u64,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
@@ -408,7 +426,7 @@ async fn wait_for_drain(backend: &LogBackend, store: &Store, orders: u64) -> any
     }
 }
 
-async fn append_all(backend: &LogBackend, events: Vec<Envelope>) -> anyhow::Result<()> {
+pub(super) async fn append_all(backend: &LogBackend, events: Vec<Envelope>) -> anyhow::Result<()> {
     let log = backend.log.clone();
     let mut appends = futures::stream::iter(events.into_iter().map(|e| {
         let log = log.clone();

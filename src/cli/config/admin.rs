@@ -23,6 +23,19 @@ pub struct BenchArgs {
     /// first ones run dry and lines are split across locations.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub locations: u64,
+    /// Every order of the backlog placed with a checkout's hold (an hour
+    /// long: none expires during the drain), to weigh holds against plain
+    /// orders.
+    #[arg(long)]
+    pub holds: bool,
+    /// Instead of the drain: place this many held orders per second (for
+    /// `--expiry-seconds`, each held 2 s) with a worker running, and time
+    /// each hold's expiry from its deadline (p50, p99, max).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000), conflicts_with = "archive_events")]
+    pub expiry_rate: Option<u64>,
+    /// How long `--expiry-rate` places holds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub expiry_seconds: u64,
     /// Instead of the drain: time pages of the audit trail on an archive of
     /// this many synthetic events.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]

@@ -55,6 +55,8 @@ pub struct ProcessingArgs {
     /// How often a worker looks for held orders whose hold ran out, in the
     /// partitions it holds, and asks for their expiry (100ms to 1m). An
     /// expiry is decided within about this plus a batch of its deadline.
+    /// The same sweep takes up backorder queues longer than one batch
+    /// fills.
     #[arg(long, env = "STREAMSTOCK_HOLD_SWEEP_INTERVAL", default_value = "1s", value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(60)))]
     pub hold_sweep_interval: Duration,
     /// Most expiries one sweep asks for; the rest wait for the next sweep.
@@ -96,7 +98,7 @@ impl ProcessingArgs {
             retry_backoff: self.retry_backoff(),
             dead_letter_alert: self.dead_letter_alert,
             windows,
-            hold_sweep: worker::hold_expiry::SweepSettings {
+            hold_sweep: worker::sweep::SweepSettings {
                 interval: self.hold_sweep_interval,
                 batch: self.hold_sweep_batch as usize,
             },

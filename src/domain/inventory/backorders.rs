@@ -13,15 +13,14 @@
 //! The queue's order is (placement time, order id). A batch sees the head
 //! of a product's queue (the store loads it; `queue_horizon` marks where a
 //! page it loaded ends): it never fills an order beyond that while earlier
-//! ones may wait, and asks for the queue to be taken up again instead
-//! (`product.backorder_fill_requested`).
+//! ones may wait. The workers' sweep asks for such a queue to be taken up
+//! again (`product.backorder_fill_requested`), and the batch that applies
+//! the request loads the next orders and fills them.
 
 use super::{Cause, Inventory, LineState, MovementKind, OrderStatus, Refused};
-use crate::domain::events::{
-    Allocation, BackorderFillRequested, Backordered, OrderBackorderFilled, ProductPolicySet,
-};
+use crate::domain::events::{Allocation, Backordered, OrderBackorderFilled, ProductPolicySet};
 use crate::domain::{DomainEvent, Envelope, OrderId, ProductId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Where an order stands in a product's queue: placement time, then id.
 pub type QueueKey = (i64, OrderId);
@@ -223,10 +222,9 @@ impl Inventory {
 
     /// The fill due now, one per product that has stock at its active
     /// locations while orders wait for it: the first order of its queue
-    /// gets what it waits for, or what there is. None left to take up in
-    /// this batch (its queue goes on beyond what was loaded): a request to
-    /// take the queue up again, once per product (`asked`).
-    pub(super) fn fills_due(&self, asked: &mut BTreeSet<ProductId>) -> Vec<DomainEvent> {
+    /// gets what it waits for, or what there is. None for a product whose
+    /// first waiting order is beyond what this batch loaded.
+    pub(super) fn fills_due(&self) -> Vec<DomainEvent> {
         let mut fills = Vec::new();
         for &product_id in &self.waiting {
             let available = self.active_available(product_id);
@@ -249,24 +247,16 @@ impl Inventory {
                 })
                 .min_by_key(|(key, _)| *key)
                 .filter(|(key, _)| horizon.is_none_or(|h| key <= h));
-            match first {
-                Some(((_, order_id), waiting)) => {
-                    let wanted = BTreeMap::from([(product_id, waiting.min(available))]);
-                    let allocations: Vec<Allocation> = self
-                        .allocate(&wanted, self.strategy)
-                        .expect("no more than is available at the active locations");
-                    fills.push(DomainEvent::OrderBackorderFilled(OrderBackorderFilled {
-                        order_id,
-                        product_id,
-                        allocations,
-                    }));
-                }
-                None if asked.insert(product_id) => {
-                    fills.push(DomainEvent::BackorderFillRequested(
-                        BackorderFillRequested { product_id },
-                    ));
-                }
-                None => {}
+            if let Some(((_, order_id), waiting)) = first {
+                let wanted = BTreeMap::from([(product_id, waiting.min(available))]);
+                let allocations: Vec<Allocation> = self
+                    .allocate(&wanted, self.strategy)
+                    .expect("no more than is available at the active locations");
+                fills.push(DomainEvent::OrderBackorderFilled(OrderBackorderFilled {
+                    order_id,
+                    product_id,
+                    allocations,
+                }));
             }
         }
         fills
@@ -278,9 +268,8 @@ impl Inventory {
         &self,
         cause: &Envelope,
         now: chrono::DateTime<chrono::Utc>,
-        asked: &mut BTreeSet<ProductId>,
     ) -> Vec<(Envelope, DomainEvent)> {
-        self.fills_due(asked)
+        self.fills_due()
             .into_iter()
             .enumerate()
             .map(|(i, fill)| (fill.follow_up_of(cause, FILL_ORDINALS + i, now), fill))

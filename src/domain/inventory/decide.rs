@@ -15,7 +15,7 @@ use crate::domain::order::requested_quantities;
 use crate::domain::status::{AdjustmentReason, AdjustmentRefusal, AlertKind, Severity};
 use crate::domain::{DomainEvent, Envelope, LocationId, OrderId, ProductId, PurchaseOrderId};
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 impl Inventory {
@@ -30,19 +30,17 @@ impl Inventory {
         event: &DomainEvent,
         now: DateTime<Utc>,
     ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
-        // Products whose queue this event asked to take up again.
-        let mut asked = BTreeSet::new();
         let decided = self.step(envelope, event, now)?;
         // A fill is applied right after what made the stock available,
         // before anything else can take it.
-        let mut follow_ups = self.fills_after(envelope, now, &mut asked);
+        let mut follow_ups = self.fills_after(envelope, now);
         follow_ups.extend(decided);
         let mut next = 0;
         while next < follow_ups.len() {
             let (decided, fills) = {
                 let (cause, follow_up) = &follow_ups[next];
                 let decided = self.step(cause, follow_up, now)?;
-                (decided, self.fills_after(cause, now, &mut asked))
+                (decided, self.fills_after(cause, now))
             };
             follow_ups.splice(next + 1..next + 1, fills);
             follow_ups.extend(decided);

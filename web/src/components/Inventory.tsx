@@ -129,6 +129,11 @@ export function Inventory({
                     <span role="cell" className="name">
                       <span className="ellipsis" title={p.name}>{p.name}</span>
                       {isLow(p) && <span className="badge low" data-testid="low-badge">low</span>}
+                      {(p.backordered ?? 0) > 0 && (
+                        <span className="badge backordered" title={`${p.backordered} units wait for stock (limit ${p.backorder_limit})`} data-testid="backordered-badge">
+                          {count(p.backordered ?? 0)} waiting
+                        </span>
+                      )}
                       {po && (
                         <span className="badge po" title={`purchase order ${po.id} for ${po.quantity}`} data-testid="open-po">
                           PO +{count(po.quantity)}

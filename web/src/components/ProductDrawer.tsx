@@ -3,6 +3,7 @@ import { authorizedFetch, call } from "../lib/http";
 import { count, time } from "../lib/format";
 import { adjustmentOutcome } from "./Forms";
 import type { Adjustment, LedgerEntry, LocationStock, ProductRow } from "../types";
+import { Backorders } from "./Backorders";
 
 /** The ledger rows the drawer shows: the newest this many. */
 const SHOWN = 200;
@@ -74,6 +75,7 @@ export function ProductDrawer({ product, onClose }: { product: ProductRow; onClo
           </tbody>
         </table>
       )}
+      <Backorders product={product} />
       {rows && <Sparkline rows={rows} />}
       <div className="actions-row">
         <button type="button" onClick={() => void download()} data-testid="ledger-csv">Download the ledger (CSV)</button>

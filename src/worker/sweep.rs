@@ -1,8 +1,13 @@
-//! The expiry sweep: every `interval`, a worker reads the held orders
-//! whose hold ran out (by its clock) and appends `order.expire_requested`
-//! for those in the partitions it holds. The clock's decision enters the
-//! log there; the order's owner then decides `order.expired` or a refusal
-//! from the order's state, as for any command (`domain::inventory::holds`).
+//! The sweep: every `interval`, a worker
+//! - reads the held orders whose hold ran out (by its clock) and appends
+//!   `order.expire_requested` for those in the partitions it holds. The
+//!   clock's decision enters the log there; the order's owner then decides
+//!   `order.expired` or a refusal from the order's state, as for any
+//!   command (`domain::inventory::holds`);
+//! - reads the products whose orders wait for stock that is available
+//!   (a queue longer than one batch fills: `domain::inventory::backorders`)
+//!   and appends `product.backorder_fill_requested` for those of its
+//!   partitions: the batch that applies it fills the next orders.
 //!
 //! Bounded: at most `batch` requests per sweep, read through the partial
 //! index of held orders a page at a time (at most `MAX_PAGES` pages, when
@@ -13,7 +18,7 @@
 //! epoch: a stale owner's request (a worker frozen past its lease) is
 //! another event, decided as a recorded refusal once the order expired.
 
-use crate::domain::events::OrderExpireRequested;
+use crate::domain::events::{BackorderFillRequested, OrderExpireRequested};
 use crate::domain::{DomainEvent, OrderId};
 use crate::store::holds::DueHold;
 use crate::store::Store;
@@ -47,13 +52,13 @@ impl Default for SweepSettings {
     }
 }
 
-pub struct HoldExpiry {
+pub struct Sweep {
     pub log: Arc<dyn EventLog>,
     pub store: Store,
     pub settings: SweepSettings,
 }
 
-impl HoldExpiry {
+impl Sweep {
     pub async fn run(self, owned: watch::Receiver<Holdings>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -68,15 +73,18 @@ impl HoldExpiry {
                 continue;
             }
             sent.retain(|_, at| at.elapsed() < RESEND_AFTER);
-            if let Err(e) = self.sweep(&held, &mut sent).await {
+            if let Err(e) = self.expire_holds(&held, &mut sent).await {
                 tracing::warn!(error = %e, "the hold expiry sweep failed; will retry");
+            }
+            if let Err(e) = self.take_up_queues(&held).await {
+                tracing::warn!(error = %e, "the backorder queue sweep failed; will retry");
             }
         }
     }
 
-    /// One sweep: requests the expiry of up to `batch` due holds of the
-    /// partitions held.
-    async fn sweep(
+    /// Requests the expiry of up to `batch` due holds of the partitions
+    /// held.
+    async fn expire_holds(
         &self,
         held: &Holdings,
         sent: &mut HashMap<OrderId, Instant>,
@@ -148,6 +156,35 @@ impl HoldExpiry {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
+    }
+}
+
+impl Sweep {
+    /// Asks for each product of the partitions held whose queue stock could
+    /// fill to be taken up (at most `batch`). A request is a note: asking
+    /// twice fills nothing twice (each fill is decided from the state).
+    async fn take_up_queues(&self, held: &Holdings) -> Result<(), SweepError> {
+        let stalled = self
+            .store
+            .stalled_backorder_queues(self.settings.batch)
+            .await?;
+        let now = Utc::now();
+        let requests: Vec<_> = stalled
+            .into_iter()
+            .filter(|p| held.holds(self.log.partition_of(&p.to_string())))
+            .map(|product_id| {
+                DomainEvent::BackorderFillRequested(BackorderFillRequested { product_id })
+                    .into_envelope(now)
+            })
+            .collect();
+        if requests.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(count = requests.len(), "taking up backorder queues");
+        for result in futures::future::join_all(requests.iter().map(|e| self.log.append(e))).await {
+            result?;
+        }
+        Ok(())
     }
 }
 
