@@ -65,6 +65,19 @@ async fn waiting_queue(api: &Api, product: Uuid) -> Vec<(Uuid, i64)> {
         .collect()
 }
 
+/// The orders of every `order.backorder_filled`, in the order they were
+/// applied.
+async fn filled_orders(api: &Api) -> Vec<Uuid> {
+    let fills = api
+        .events("type=order.backorder_filled&limit=1000")
+        .await
+        .expect(200);
+    fills
+        .iter()
+        .map(|e| e.envelope.key.parse().unwrap())
+        .collect()
+}
+
 async fn wait_status(api: &Api, order: Uuid, status: OrderStatus) {
     api.wait_for(&format!("order {order} {status}"), || async {
         api.order(order)
@@ -197,15 +210,10 @@ async fn three_backorders_are_filled_in_order_by_two_receipts(backend: Backend) 
     wait_status(&app, orders[2], OrderStatus::Confirmed).await;
     assert_eq!(figures(&app, product).await, (7, 6, 0));
     // The fills in the order they were applied: first in, first out.
-    let fills = app
-        .events("type=order.backorder_filled&limit=100")
-        .await
-        .expect(200);
-    let filled: Vec<Uuid> = fills
-        .iter()
-        .map(|e| e.envelope.key.parse().unwrap())
-        .collect();
-    assert_eq!(filled, [orders[0], orders[1], orders[1], orders[2]]);
+    assert_eq!(
+        filled_orders(&app).await,
+        [orders[0], orders[1], orders[1], orders[2]]
+    );
 
     app.assert_invariants_and_rebuild().await;
 }
@@ -230,14 +238,7 @@ async fn a_long_queue_is_filled_over_several_batches(backend: Backend) {
         .await
         .expect(200);
     assert!(!continued.is_empty(), "the queue was taken up again");
-    let fills = app
-        .events("type=order.backorder_filled&limit=1000")
-        .await
-        .expect(200);
-    let filled: Vec<Uuid> = fills
-        .iter()
-        .map(|e| e.envelope.key.parse().unwrap())
-        .collect();
+    let filled = filled_orders(&app).await;
     let mut by_placement: Vec<(chrono::DateTime<chrono::Utc>, Uuid)> = Vec::new();
     for (id, _) in &placed {
         let view = app.order(id).await.expect(200);

@@ -41,6 +41,14 @@ async fn held(
     (order, until)
 }
 
+/// A 409 whose message says `what`.
+#[track_caller]
+fn assert_conflict(status: u16, body: &serde_json::Value, what: &str) {
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(what), "{body}");
+}
+
 async fn stock(api: &Api, product: Uuid) -> (i64, i64) {
     let p = api.product(product).await.expect(200);
     (p.on_hand, p.reserved)
@@ -97,14 +105,7 @@ async fn holds_expire_or_are_committed(backend: Backend) {
     let (status, body) = app
         .post(&format!("/api/orders/{lapsing}/commit?wait=5"), &json!({}))
         .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("place the order again"),
-        "{body}"
-    );
+    assert_conflict(status, &body, "place the order again");
 
     // The committed order ships as any; the stock it held leaves.
     app.ship(paid).await.expect(202);
@@ -142,14 +143,7 @@ async fn holds_expire_or_are_committed(backend: Backend) {
     let (status, body) = app
         .post(&format!("/api/orders/{plain}/commit"), &json!({}))
         .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("without a hold"),
-        "{body}"
-    );
+    assert_conflict(status, &body, "without a hold");
     let (status, _) = app
         .post(
             &format!("/api/orders/{}/commit", Uuid::new_v4()),
