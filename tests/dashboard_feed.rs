@@ -113,7 +113,7 @@ async fn the_simulator_of_all_starts_and_stops_from_the_api() {
     let state = app.simulator().await.expect(200);
     assert!(state.available);
     assert!(!state.running);
-    assert_eq!(state.profiles, ["normal", "burst"]);
+    assert_eq!(state.profiles, ["normal", "burst", "checkout"]);
 
     let refused = app
         .control_simulator(&json!({ "running": true, "profile": "turbo" }))

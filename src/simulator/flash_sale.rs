@@ -30,6 +30,16 @@ const PAY_AFTER_MS: std::ops::Range<u64> = 0..2_500;
 /// How long the end of the run waits for holds and fills to settle.
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// Why the sale could not be run or counted: the gateway did not answer,
+/// or answered what cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FlashSaleError {
+    #[error("the gateway: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("an answer of the gateway: {0}")]
+    Answer(#[from] serde_json::Error),
+}
+
 /// How every order of the sale ended, and the product's figures.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FlashSaleReport {
@@ -110,7 +120,7 @@ impl Simulator {
         clients: u32,
         duration: Duration,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<FlashSaleReport> {
+    ) -> Result<FlashSaleReport, FlashSaleError> {
         let product = self.open_sale().await?;
         let deadline = Instant::now() + duration;
         let tracked = Arc::new(Mutex::new(Vec::new()));
@@ -157,7 +167,7 @@ impl Simulator {
 
     /// The product on sale: a new one with `STOCK` units and room for
     /// `BACKORDER_LIMIT` more to wait.
-    async fn open_sale(&self) -> anyhow::Result<Uuid> {
+    async fn open_sale(&self) -> Result<Uuid, FlashSaleError> {
         let sku = format!("FLASH-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let created = self
             .post("/api/products")
@@ -220,7 +230,7 @@ impl Simulator {
         product: Uuid,
         tracked: &[Tracked],
         report: &mut FlashSaleReport,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), FlashSaleError> {
         let until = Instant::now() + SETTLE;
         let path = format!("/api/products/{product}");
         let figures = || self.get::<Figures>(&path);
