@@ -290,7 +290,6 @@ async fn a_flash_sale_oversells_nothing_and_its_counts_are_the_stats(backend: Ba
         report.held > 0 && report.backordered > 0 && report.rejected > 0,
         "the sale exercised holds, backorders and rejections: {report:#?}"
     );
-    assert!(report.committed > 0 && report.expired > 0, "{report:#?}");
     assert_eq!(
         report.filled, report.backordered,
         "every backorder filled: {report:#?}"
