@@ -19,7 +19,7 @@
 
 use super::{Cause, Inventory, LineState, MovementKind, OrderStatus, Refused};
 use crate::domain::events::{Allocation, Backordered, OrderBackorderFilled, ProductPolicySet};
-use crate::domain::{DomainEvent, Envelope, OrderId, ProductId};
+use crate::domain::{DomainEvent, OrderId, ProductId};
 use std::collections::BTreeMap;
 
 /// Where an order stands in a product's queue: placement time, then id.
@@ -261,22 +261,4 @@ impl Inventory {
         }
         fills
     }
-
-    /// The handle loop's hook: fills due after `cause` was applied, with
-    /// their envelopes (ids derived from the cause, after its decisions').
-    pub(super) fn fills_after(
-        &self,
-        cause: &Envelope,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Vec<(Envelope, DomainEvent)> {
-        self.fills_due()
-            .into_iter()
-            .enumerate()
-            .map(|(i, fill)| (fill.follow_up_of(cause, FILL_ORDINALS + i, now), fill))
-            .collect()
-    }
 }
-
-/// Fills' ordinals among a cause's follow-ups start here, clear of its
-/// decisions' (a handful).
-const FILL_ORDINALS: usize = 1 << 16;

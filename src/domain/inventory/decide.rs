@@ -18,6 +18,10 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+/// Fills' ordinals among an event's follow-ups start here, clear of its
+/// decisions' (a handful).
+const FILL_ORDINALS: usize = 1 << 16;
+
 impl Inventory {
     /// Live processing: applies `event` (whose envelope is `envelope`), then
     /// decides and handles its follow-ups, breadth first. Returns every
@@ -30,23 +34,44 @@ impl Inventory {
         event: &DomainEvent,
         now: DateTime<Utc>,
     ) -> Result<Vec<(Envelope, DomainEvent)>, Refused> {
-        let decided = self.step(envelope, event, now)?;
-        // A fill is applied right after what made the stock available,
-        // before anything else can take it.
-        let mut follow_ups = self.fills_after(envelope, now);
-        follow_ups.extend(decided);
+        // Availability, before the event, of the products orders wait for:
+        // fills lower it, and a crossing they make is a crossing.
+        let waiting_before: BTreeMap<ProductId, i64> = self
+            .waiting
+            .iter()
+            .map(|&p| (p, self.products.get(&p).map_or(0, ProductState::available)))
+            .collect();
+        let mut follow_ups = self.step(envelope, event, now)?;
         let mut next = 0;
-        while next < follow_ups.len() {
-            let (decided, fills) = {
+        let mut fills = 0;
+        let mut crossings_checked = false;
+        loop {
+            while next < follow_ups.len() {
                 let (cause, follow_up) = &follow_ups[next];
                 let decided = self.step(cause, follow_up, now)?;
-                (decided, self.fills_after(cause, now))
-            };
-            follow_ups.splice(next + 1..next + 1, fills);
-            follow_ups.extend(decided);
-            next += 1;
+                follow_ups.extend(decided);
+                next += 1;
+            }
+            // The event and every decision it led to applied (each was
+            // decided on the state it is applied to): the stock they made
+            // available goes to the orders waiting for it, one fill at a
+            // time, before the next event can take it.
+            let mut due = self.fills_due();
+            if due.is_empty() && fills > 0 && !crossings_checked {
+                crossings_checked = true;
+                due = self.crossings_of_fills(&waiting_before, &follow_ups, envelope);
+            }
+            if due.is_empty() {
+                return Ok(follow_ups);
+            }
+            for fill in due {
+                follow_ups.push((
+                    fill.follow_up_of(envelope, FILL_ORDINALS + fills, now),
+                    fill,
+                ));
+                fills += 1;
+            }
         }
-        Ok(follow_ups)
     }
 
     /// Applies one event and returns the decisions it calls for.
@@ -262,6 +287,30 @@ impl Inventory {
             }));
         }
         decisions
+    }
+
+    /// Low stock for each product whose availability the fills took below
+    /// its threshold from at or above it before the event (unless the
+    /// event's own decisions already said so).
+    fn crossings_of_fills(
+        &self,
+        before: &BTreeMap<ProductId, i64>,
+        follow_ups: &[(Envelope, DomainEvent)],
+        cause: &Envelope,
+    ) -> Vec<DomainEvent> {
+        let already: Vec<ProductId> = follow_ups
+            .iter()
+            .filter_map(|(_, e)| match e {
+                DomainEvent::StockLow(low) => Some(low.product_id),
+                _ => None,
+            })
+            .collect();
+        let crossed: BTreeMap<ProductId, i64> = before
+            .iter()
+            .filter(|(id, _)| !already.contains(id))
+            .map(|(&id, &was)| (id, was))
+            .collect();
+        self.decide_crossings(cause, &crossed)
     }
 
     /// Low stock for each product whose availability crossed below its
