@@ -25,6 +25,17 @@ use std::collections::BTreeMap;
 /// Where an order stands in a product's queue: placement time, then id.
 pub type QueueKey = (i64, OrderId);
 
+impl super::OrderState {
+    /// The units of `product` the order's lines wait for.
+    pub fn units_waiting_for(&self, product: ProductId) -> i64 {
+        self.lines
+            .iter()
+            .filter(|l| l.product_id == product)
+            .map(|l| l.backordered)
+            .sum()
+    }
+}
+
 impl Inventory {
     pub(super) fn set_policy(&mut self, e: &ProductPolicySet, at: i64) -> Result<(), Refused> {
         let product = self.product_mut(e.product_id)?;
@@ -139,12 +150,7 @@ impl Inventory {
                 order.status
             )));
         }
-        let waiting: i64 = order
-            .lines
-            .iter()
-            .filter(|l| l.product_id == e.product_id)
-            .map(|l| l.backordered)
-            .sum();
+        let waiting = order.units_waiting_for(e.product_id);
         if quantity <= 0 || quantity > waiting {
             return Err(Refused(format!(
                 "order {order_id} waits for {waiting} of {}; it cannot be filled with {quantity}",
@@ -237,12 +243,7 @@ impl Inventory {
                 .iter()
                 .filter(|(_, o)| o.status == OrderStatus::Backordered)
                 .filter_map(|(id, o)| {
-                    let waiting: i64 = o
-                        .lines
-                        .iter()
-                        .filter(|l| l.product_id == product_id)
-                        .map(|l| l.backordered)
-                        .sum();
+                    let waiting = o.units_waiting_for(product_id);
                     (waiting > 0).then_some(((o.placed_at, *id), waiting))
                 })
                 .min_by_key(|(key, _)| *key)
