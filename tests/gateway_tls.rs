@@ -307,17 +307,30 @@ async fn a_worker_serves_its_probes_over_tls() {
     wait_served(&client, &format!("https://127.0.0.1:{port}/health")).await;
     let metrics = format!("https://127.0.0.1:{port}/metrics");
     assert_eq!(client.get(&metrics).send().await.unwrap().status(), 401);
-    let answer = client
-        .get(&metrics)
-        .bearer_auth("worker-metrics-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    assert!(answer
-        .text()
-        .await
-        .unwrap()
-        .contains("streamstock_worker_up"));
+    // The probes answer as soon as the listener is up; the worker's own
+    // gauge appears once its task has started: wait for it (bounded).
+    let started = std::time::Instant::now();
+    loop {
+        let answer = client
+            .get(&metrics)
+            .bearer_auth("worker-metrics-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        if answer
+            .text()
+            .await
+            .unwrap()
+            .contains("streamstock_worker_up")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the worker's metrics never showed streamstock_worker_up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(worker.terminate().success());
 }
