@@ -29,6 +29,16 @@ pub fn expires_unchecked() -> bool {
     set("STREAMSTOCK_FAULT_EXPIRE_UNCHECKED")
 }
 
+/// `STREAMSTOCK_FAULT_ARCHIVE_NUMBERED_AT_INSERT`: on PostgreSQL a batch
+/// takes its archive rows' numbers from a sequence at its start, without
+/// the numbering lock, then dawdles up to 150 ms: a batch that numbered
+/// later can take the row locks first and commit first, so batches commit
+/// out of `seq` order (as a `seq` given at insert allows). For the feed
+/// test's control, which must then see a reader skip events.
+pub fn archive_numbered_at_insert() -> bool {
+    set("STREAMSTOCK_FAULT_ARCHIVE_NUMBERED_AT_INSERT")
+}
+
 fn set(name: &str) -> bool {
     cfg!(debug_assertions) && std::env::var_os(name).is_some()
 }

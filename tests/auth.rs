@@ -78,6 +78,7 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
         Some(Scope::Write),
     ),
     ("get", "/api/events", Some(Scope::Read)),
+    ("get", "/api/feed", Some(Scope::Read)),
     ("get", "/api/stats", Some(Scope::Read)),
     ("get", "/api/alerts", Some(Scope::Read)),
     ("get", "/api/dead-letters", Some(Scope::Read)),

@@ -19,6 +19,7 @@ mod db_outage;
 mod decisions;
 mod disk_faults;
 mod failover;
+mod feed;
 mod fencing;
 mod front_door;
 mod fulfilments;

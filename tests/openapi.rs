@@ -45,6 +45,7 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/purchase-orders"),
     ("post", "/api/purchase-orders/{id}/receive"),
     ("get", "/api/events"),
+    ("get", "/api/feed"),
     ("get", "/api/stats"),
     ("get", "/api/alerts"),
     ("get", "/api/dead-letters"),

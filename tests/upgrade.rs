@@ -109,8 +109,10 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
         }),
     ];
     let at = Utc::now().timestamp_millis();
+    let mut archived_in_order = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let mut envelope = event.clone().into_envelope(Utc::now());
+        archived_in_order.push(envelope.event_id.to_string());
         envelope.version = 1; // that release wrote every type at version 1
         if let Some(fields) = envelope.payload.as_object_mut() {
             for later in ["purchase_order_id", "shipment_id", "lines", "complete"] {
@@ -161,6 +163,22 @@ async fn read_model_of_the_previous_release_upgrades(store: Store) {
 
     // This release's migrations on top.
     store.migrate().await.unwrap();
+    // The archive keeps its order and positions (SQLite's implicit rowid
+    // became the explicit `seq`; PostgreSQL's numbers stay).
+    let by_seq: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, event_id FROM event_archive ORDER BY seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        by_seq.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        archived_in_order
+    );
+    assert_eq!(by_seq.first().map(|r| r.0), Some(1));
+    assert_eq!(
+        store.feed_head().await.unwrap(),
+        archived_in_order.len() as i64
+    );
     // The running totals (migration 0008) start from the orders there.
     assert_eq!(
         common::invariants::invariant_violations(&store)

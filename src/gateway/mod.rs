@@ -11,6 +11,7 @@ mod csv_download;
 mod dashboard;
 pub mod error;
 mod extract;
+mod feed;
 mod front_door;
 mod fulfilments;
 pub mod idempotency;

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "orders", description = "Orders and their lifecycle"),
         (name = "restock", description = "Purchase orders drafted when stock runs low"),
         (name = "operations", description = "Alerts, the audit trail, dead letters, figures"),
+        (name = "integrations", description = "Every event in order, resumable: the feed (a long poll or Server-Sent Events)"),
         (name = "probes", description = "Health, readiness and metrics")
     ),
     components(schemas(

@@ -97,7 +97,8 @@ impl Drop for Watching<'_> {
 }
 
 /// Listens to the announcements for the life of the gateway: wakes the
-/// long polls and passes the changes to the dashboard's feed.
+/// long polls and the integration feed's readers, and passes the changes
+/// to the dashboard's feed.
 pub fn spawn_listener(state: AppState) {
     let mut announcements = state.log.announcements();
     tokio::spawn(async move {
@@ -106,14 +107,21 @@ pub fn spawn_listener(state: AppState) {
                 _ = state.shutdown.cancelled() => return,
                 heard = announcements.recv() => match heard {
                     Ok(announcement) => announcement,
-                    // Skipped ones are found by the waiters' fallback check.
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    // Skipped ones are found by the waiters' fallback check;
+                    // the feed's readers can look at once.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        state.feed_wake.committed();
+                        continue;
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             };
             metrics::counter!(crate::telemetry::metrics::ANNOUNCEMENTS_HEARD).increment(1);
-            state.order_watch.heard(&announcement);
-            state.dashboard.status_changed(announcement);
+            state.feed_wake.committed();
+            if !announcement.is_empty() {
+                state.order_watch.heard(&announcement);
+                state.dashboard.status_changed(announcement);
+            }
         }
     });
 }

@@ -6,7 +6,7 @@
 use super::error::ApiError;
 use super::extract::MAX_BODY_BYTES;
 use super::{
-    adjustments, assets, auth, backorders, dashboard, front_door, fulfilments, idempotency,
+    adjustments, assets, auth, backorders, dashboard, feed, front_door, fulfilments, idempotency,
     imports, ledger, locations, openapi, operations, orders, probes, products, restock,
     simulator_control, transfers, Access, AppState,
 };
@@ -114,6 +114,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(restock::list))
         .routes(routes!(restock::receive))
         .routes(routes!(operations::events))
+        .routes(routes!(feed::feed))
         .routes(routes!(dashboard::stats))
         .routes(routes!(operations::alerts))
         .routes(routes!(operations::dead_letters))

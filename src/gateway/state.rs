@@ -3,7 +3,7 @@
 //! takes on; and the one way a handler appends an event.
 
 use super::error::ApiError;
-use super::{catalog, dashboard, idempotency, order_watch, simulator_control};
+use super::{catalog, dashboard, feed, idempotency, order_watch, simulator_control};
 use crate::store::Store;
 use crate::stream::EventLog;
 use axum::http::HeaderValue;
@@ -21,6 +21,8 @@ pub struct Limits {
     pub in_flight_appends: usize,
     /// Dashboard WebSocket connections.
     pub dashboard_clients: usize,
+    /// Feed streams (`GET /api/feed` as Server-Sent Events) open at once.
+    pub feed_streams: usize,
     /// How long an Idempotency-Key's first answer is kept.
     pub idempotency_ttl: std::time::Duration,
     /// The most keys kept; beyond, the oldest go first.
@@ -64,6 +66,8 @@ pub struct Gateway {
     pub prices: catalog::PriceList,
     /// Long polls waiting on an order's decision.
     pub(super) order_watch: order_watch::OrderWatch,
+    /// Feed readers waiting for the next commit, and the open streams.
+    pub(super) feed_wake: feed::FeedWake,
     pub shutdown: CancellationToken,
     /// One permit per append in flight: the bound on what the gateway
     /// queues toward the log, whatever the offered load.
@@ -95,6 +99,7 @@ impl Gateway {
             dashboard: dashboard::Hub::new(limits.dashboard_clients),
             prices: catalog::PriceList::new(limits.catalog_cache_products),
             order_watch: Default::default(),
+            feed_wake: feed::FeedWake::new(limits.feed_streams),
             shutdown,
             append_slots: tokio::sync::Semaphore::new(limits.in_flight_appends.max(1)),
             request_slots: Arc::new(tokio::sync::Semaphore::new(

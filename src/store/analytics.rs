@@ -3,7 +3,7 @@
 //! products.
 
 use super::sql::{bind_all, param, SqlValue};
-use super::{archived_envelope, time_of_millis, uuid_col, Dialect, Store, StoreError};
+use super::{archived_envelope, time_of_millis, uuid_col, Store, StoreError};
 use crate::domain::events::EventType;
 use crate::domain::status::PurchaseOrderStatus;
 use crate::domain::{Envelope, LocationId, Money, ProductId, PurchaseOrderId};
@@ -143,8 +143,6 @@ impl Store {
         prune_windows_on(&mut conn, retention).await
     }
 
-    /// The archive's order column: a sequence on PostgreSQL, the rowid
-    /// (assigned in insertion order) on SQLite.
     /// How many events the archive holds (a benchmark's count of events
     /// applied).
     pub async fn archive_len(&self) -> Result<u64, StoreError> {
@@ -152,13 +150,6 @@ impl Store {
             .fetch_one(self.pool())
             .await?;
         Ok(n.max(0) as u64)
-    }
-
-    pub fn archive_seq(&self) -> &'static str {
-        match self.dialect() {
-            Dialect::Postgres => "seq",
-            Dialect::Sqlite => "rowid",
-        }
     }
 
     pub async fn list_purchase_orders(
@@ -208,10 +199,9 @@ impl Store {
         &self,
         filter: &EventFilter,
     ) -> Result<Vec<ArchivedEvent>, StoreError> {
-        let seq = self.archive_seq();
-        let mut sql = format!(
-            "SELECT {seq} AS seq, event_id, event_type, event_key, version, occurred_at, payload, actor, \
-             partition_no, entry_id, processed_at FROM event_archive WHERE 1 = 1"
+        let mut sql = String::from(
+            "SELECT seq, event_id, event_type, event_key, version, occurred_at, payload, actor, \
+             partition_no, entry_id, processed_at FROM event_archive WHERE 1 = 1",
         );
         // Each filter adds a clause whose `{}` is its parameter.
         let mut values: Vec<SqlValue> = Vec::new();
@@ -228,30 +218,15 @@ impl Store {
         if let Some(after) = filter.after {
             param(
                 &mut sql,
-                &format!(" AND {seq} > (SELECT {seq} FROM event_archive WHERE event_id = {{}})"),
+                " AND seq > (SELECT seq FROM event_archive WHERE event_id = {})",
                 after.to_string().into(),
             );
         }
-        param(
-            &mut sql,
-            &format!(" ORDER BY {seq} LIMIT {{}}"),
-            filter.limit.into(),
-        );
+        param(&mut sql, " ORDER BY seq LIMIT {}", filter.limit.into());
         let rows = bind_all(sqlx::query(&sql), values)
             .fetch_all(self.pool())
             .await?;
-        rows.iter()
-            .map(|row| {
-                let entry_id: String = row.try_get("entry_id")?;
-                Ok(ArchivedEvent {
-                    seq: row.try_get("seq")?,
-                    envelope: archived_envelope(row)?,
-                    partition: row.try_get("partition_no")?,
-                    entry_id: (!entry_id.is_empty()).then_some(entry_id),
-                    processed_at: time_of_millis(row.try_get("processed_at")?),
-                })
-            })
-            .collect()
+        rows.iter().map(archived_event_of).collect()
     }
 
     /// The last 60 seconds and 60 minutes of order events (event time,
@@ -355,5 +330,18 @@ fn purchase_order_view(row: &sqlx::any::AnyRow) -> Result<PurchaseOrderView, Sto
         drafted_at: time_of_millis(row.try_get("drafted_at")?),
         received_at: received.map(time_of_millis),
         location_id: super::optional_uuid_col(row, "location_id")?,
+    })
+}
+
+/// An archive row (`seq`, the envelope's columns, `partition_no`,
+/// `entry_id`, `processed_at`) as an `ArchivedEvent`.
+pub(super) fn archived_event_of(row: &sqlx::any::AnyRow) -> Result<ArchivedEvent, StoreError> {
+    let entry_id: String = row.try_get("entry_id")?;
+    Ok(ArchivedEvent {
+        seq: row.try_get("seq")?,
+        envelope: archived_envelope(row)?,
+        partition: row.try_get("partition_no")?,
+        entry_id: (!entry_id.is_empty()).then_some(entry_id),
+        processed_at: time_of_millis(row.try_get("processed_at")?),
     })
 }

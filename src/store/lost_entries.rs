@@ -48,11 +48,10 @@ impl Store {
         since: i64,
         limit: usize,
     ) -> Result<Vec<AppliedEntry>, StoreError> {
-        let seq = self.archive_seq();
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(
             "SELECT event_id, event_type, event_key, partition_no, entry_id, processed_at \
-             FROM event_archive ORDER BY {seq} DESC LIMIT $1"
-        ))
+             FROM event_archive ORDER BY seq DESC LIMIT $1",
+        )
         .bind(limit as i64)
         .fetch_all(self.pool())
         .await?;

@@ -11,6 +11,7 @@ pub mod analytics;
 pub mod backorders;
 pub mod dead_letters;
 mod epochs;
+pub mod feed;
 pub mod fulfilments;
 pub mod holds;
 pub mod idempotency;

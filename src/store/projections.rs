@@ -117,6 +117,14 @@ impl Store {
             return Ok(outcome);
         }
 
+        // The control's fault numbers the archive rows here, before the
+        // batch waits for any row lock (see `faults`).
+        let numbered_early = match dialect {
+            Dialect::Postgres if crate::faults::archive_numbered_at_insert() => {
+                Some(fault_numbers(&mut tx).await?)
+            }
+            _ => None,
+        };
         let follow_ups_of =
             handle_and_write(&mut tx, dialect, &fresh, now, self.allocation).await?;
         outcome.applied = fresh.len();
@@ -142,7 +150,7 @@ impl Store {
                 lease_epoch: None,
             }));
         }
-        let archived = archive(&mut tx, dialect, &rows, now_ms).await?;
+        let archived = archive(&mut tx, dialect, &rows, now_ms, numbered_early).await?;
         // Found unarchived above, yet archived by someone else since: only
         // two workers applying the same partition at once (no fencing) can
         // race so. Nothing is kept; the retry finds it applied.
@@ -327,19 +335,56 @@ fn check_stock_bounds(before: &Inventory, after: &Inventory) -> Result<(), Store
     Ok(())
 }
 
+/// A PostgreSQL advisory lock (transaction-scoped) a batch holds from
+/// numbering its archive rows until it commits: no two batches number at
+/// once, so a batch's numbers are above every committed one and `seq` order
+/// is commit order. The feed relies on it (see `store::feed`).
+const ARCHIVE_NUMBERING_LOCK: i64 = 0x5354_4d53_5345_5101; // "STMSSEQ" + 1
+
 /// Archives the events not archived yet, in the order given (their `seq`);
 /// returns the ids it archived.
+///
+/// `seq` must be in commit order, or a reader paging by it could pass a
+/// number whose batch commits later. SQLite has one writer at a time, so
+/// the rowid it gives (`seq` is the rowid) is. On PostgreSQL the batch takes
+/// `ARCHIVE_NUMBERING_LOCK` and numbers its rows from the highest committed
+/// `seq` + 1; the lock is held to the commit, which follows at once (only
+/// the outbox row is written after this). A batch that rolls back takes no
+/// numbers, so `seq` is dense.
 async fn archive(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     events: &[ArchiveRow<'_>],
     now: i64,
+    numbered_early: Option<i64>,
 ) -> Result<HashSet<Uuid>, StoreError> {
+    let first_seq = match dialect {
+        Dialect::Sqlite => None,
+        Dialect::Postgres if numbered_early.is_some() => {
+            assert!(
+                events.len() < FAULT_RANGE,
+                "a batch of {} archive rows",
+                events.len()
+            );
+            numbered_early
+        }
+        Dialect::Postgres => {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ARCHIVE_NUMBERING_LOCK)
+                .execute(&mut **tx)
+                .await?;
+            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM event_archive")
+                .fetch_one(&mut **tx)
+                .await?;
+            Some(last + 1)
+        }
+    };
     let rows = events
         .iter()
-        .map(|row| {
+        .enumerate()
+        .map(|(i, row)| {
             let e = row.envelope;
-            vec![
+            let mut values: Vec<super::sql::SqlValue> = vec![
                 e.event_id.to_string().into(),
                 e.event_type.as_str().into(),
                 e.key.as_str().into(),
@@ -351,10 +396,14 @@ async fn archive(
                 row.entry_id.as_str().into(),
                 now.into(),
                 row.lease_epoch.into(),
-            ]
+            ];
+            if let Some(first) = first_seq {
+                values.push((first + i as i64).into());
+            }
+            values
         })
         .collect();
-    let columns = [
+    let mut columns = vec![
         "event_id",
         "event_type",
         "event_key",
@@ -367,6 +416,9 @@ async fn archive(
         "processed_at",
         "lease_epoch",
     ];
+    if first_seq.is_some() {
+        columns.push("seq");
+    }
     let mut fresh = HashSet::new();
     let suffix = "ON CONFLICT DO NOTHING RETURNING event_id";
     for (sql, values) in multi_insert(dialect, "event_archive", &columns, rows, suffix) {
@@ -376,6 +428,27 @@ async fn archive(
         }
     }
     Ok(fresh)
+}
+
+/// The numbers the control's fault takes per batch.
+const FAULT_RANGE: usize = 10_000;
+
+/// The first of a range of numbers (one `nextval` of a sequence that steps
+/// by more than a batch holds) taken at the start of a batch without the
+/// lock, then a pause: the control's fault (see `faults`). A batch that
+/// numbered later can then take the row locks first and commit first.
+async fn fault_numbers(tx: &mut Tx<'_>) -> Result<i64, StoreError> {
+    sqlx::query("CREATE SEQUENCE IF NOT EXISTS archive_fault_seq START 1 INCREMENT 10000")
+        .execute(&mut **tx)
+        .await?;
+    let first: i64 = sqlx::query_scalar("SELECT nextval('archive_fault_seq')")
+        .fetch_one(&mut **tx)
+        .await?;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        rand::random::<u64>() % 150,
+    ))
+    .await;
+    Ok(first)
 }
 
 /// Loads into `inventory` the state `events` touch: their orders (with

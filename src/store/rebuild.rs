@@ -218,11 +218,10 @@ impl Store {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<u64, StoreError> {
         let dialect = self.dialect();
-        let seq = self.archive_seq();
-        let extent = sqlx::query(&format!(
-            "SELECT COUNT(*) AS n, CAST(COALESCE(MIN({seq}), 0) AS BIGINT) AS first, \
-             CAST(COALESCE(MAX({seq}), 0) AS BIGINT) AS last FROM event_archive"
-        ))
+        let extent = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(MIN(seq), 0) AS BIGINT) AS first, \
+             CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS last FROM event_archive",
+        )
         .fetch_one(self.pool())
         .await?;
         let total: i64 = extent.try_get("n")?;
@@ -236,15 +235,15 @@ impl Store {
         }
         let mut inventory = Inventory::default();
         let mut replayed = 0u64;
-        let select = format!(
+        let select =
             "SELECT event_id, event_type, event_key, version, occurred_at, payload, actor \
-             FROM event_archive WHERE {seq} >= $1 AND {seq} < $2 ORDER BY {seq}"
-        );
-        // `seq` has gaps (values taken by inserts that conflicted), so a
+             FROM event_archive WHERE seq >= $1 AND seq < $2 ORDER BY seq";
+        // `seq` has gaps (numbers a sequence gave to inserts that
+        // conflicted, before the archive numbered its rows itself), so a
         // range may hold fewer than CHUNK events, or none.
         let mut from = first;
         while total > 0 && from <= last {
-            let rows = sqlx::query(&select)
+            let rows = sqlx::query(select)
                 .bind(from)
                 .bind(from + CHUNK)
                 .fetch_all(&mut *tx)

@@ -1,7 +1,9 @@
 //! Announcements: the orders whose status a worker has just committed,
 //! told to every gateway the moment the transaction commits, so a client
 //! waiting on an order (the long poll, the dashboard) hears of its decision
-//! at once instead of at its next poll of the read model.
+//! at once instead of at its next poll of the read model. Every committed
+//! batch is announced, with no change if it changed no status: a reader of
+//! the integration feed waits for the archive to grow.
 //!
 //! Within one process (the embedded log) they go through a broadcast
 //! channel; across processes (Valkey) through Valkey pub/sub. They are best

@@ -253,9 +253,10 @@ impl Applier<'_> {
         metrics::counter!(names::EVENTS_PROCESSED, "status" => "duplicate")
             .increment(known_applied);
         self.recent.remember(follow_ups.iter().map(|f| f.event_id));
-        // Committed: whoever waits on these orders may look now.
+        // Committed: whoever waits on these orders, or follows the feed,
+        // may look now (an empty announcement says the archive grew).
         let changes = status_changes(&follow_ups);
-        if !changes.is_empty() {
+        if !changes.is_empty() || !applicable.is_empty() {
             self.log.announce(changes.into());
         }
         Ok(Committed {

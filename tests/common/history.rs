@@ -414,11 +414,10 @@ pub fn recovery_on(ops: &[Op], fault_at: Instant, partitions: &[u32]) -> Option<
 /// by the transaction that decided them have no entry yet and are left out.
 async fn out_of_log_order(store: &Store) -> usize {
     use sqlx::Row;
-    let seq = store.archive_seq();
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(
         "SELECT event_key, partition_no, entry_id FROM event_archive \
-         WHERE entry_id <> '' ORDER BY {seq}"
-    ))
+         WHERE entry_id <> '' ORDER BY seq",
+    )
     .fetch_all(store.pool())
     .await
     .unwrap();
@@ -449,11 +448,10 @@ async fn out_of_log_order(store: &Store) -> usize {
 /// events applied without fencing have no epoch and are left out.
 pub async fn stale_commits(store: &Store) -> usize {
     use sqlx::Row;
-    let seq = store.archive_seq();
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(
         "SELECT partition_no, lease_epoch FROM event_archive \
-         WHERE lease_epoch IS NOT NULL ORDER BY {seq}"
-    ))
+         WHERE lease_epoch IS NOT NULL ORDER BY seq",
+    )
     .fetch_all(store.pool())
     .await
     .unwrap();

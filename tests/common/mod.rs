@@ -8,6 +8,7 @@
 pub mod all_in_one;
 pub mod api;
 pub mod cluster;
+pub mod feed;
 pub mod history;
 pub mod invariants;
 pub mod load;
@@ -213,6 +214,7 @@ impl TestApp {
                 insecure: false,
                 max_in_flight_appends: 2048,
                 max_dashboard_clients: 64,
+                max_feed_streams: 64,
                 max_in_flight_requests: 1024,
                 request_timeout: Duration::from_secs(35).into(),
                 idempotency_ttl: Duration::from_secs(86_400).into(),

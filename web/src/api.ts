@@ -99,6 +99,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/feed": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The events after a cursor, in `seq` order; waits for new ones with
+         *     `wait`. `Accept: text/event-stream` streams them instead.
+         */
+        get: operations["read_feed"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/imports/stock": {
         parameters: {
             query?: never;
@@ -1030,6 +1050,35 @@ export interface components {
              */
             code: string;
             message: string;
+        };
+        /** @description One event of the feed. */
+        FeedEvent: components["schemas"]["Envelope"] & {
+            /**
+             * Format: date-time
+             * @description When the worker that applied it committed it (its batch's time).
+             */
+            archived_at: string;
+            /**
+             * Format: int64
+             * @description Its position: increases by one from event to event (older archives
+             *     may have gaps), never changes, and is the cursor to resume after.
+             */
+            seq: number;
+        };
+        /** @description A page of the feed. */
+        FeedPage: {
+            events: components["schemas"]["FeedEvent"][];
+            /**
+             * Format: int64
+             * @description The highest `seq` committed when the page was read.
+             */
+            head: number;
+            /**
+             * Format: int64
+             * @description The cursor for the next page (`after=`): the last `seq` this page
+             *     examined, which a filter may have passed over.
+             */
+            next: number;
         };
         /** @description Figures the read model knows; the gateway adds the log's backlog. */
         Figures: {
@@ -2271,6 +2320,93 @@ export interface operations {
                 };
             };
             /** @description A backend is unreachable, or the gateway is overloaded or timed out (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    read_feed: {
+        parameters: {
+            query?: {
+                /** @description The cursor: events with a greater seq (default 0, the beginning). A stream may resume with Last-Event-ID instead. */
+                after?: number;
+                /** @description Events per page, 1 to 1000 (default 100) */
+                limit?: number;
+                /** @description Comma-separated event types, or families such as order.*; the order is the same with or without */
+                types?: string;
+                /** @description Seconds (0 to 30) to wait for an event when none is newer than the cursor */
+                wait?: number;
+            };
+            header?: {
+                /** @description For a stream: the seq of the last event received */
+                "Last-Event-ID"?: number | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of events and the next cursor; as text/event-stream, every event after the cursor as it commits */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FeedPage"];
+                    "text/event-stream": string;
+                };
+            };
+            /** @description A path, query or body that does not parse */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A token is required (once any is configured) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The cursor is beyond the feed's head (a cursor from another deployment, or from before a restore) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad cursor, limit, type or wait */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens from this address (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many streams are open */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -26,12 +26,12 @@ fn event_id(n: u64) -> Uuid {
 /// `order.placed` and `order.confirmed`, with a realistic payload size.
 async fn fill(store: &Store, count: u64) -> anyhow::Result<()> {
     let payload = r#"{"order_id":"0190e1a2-7b3c-7def-8123-456789abcdef","customer_email":"alice@example.com","items":[{"product_id":"0190e1a2-7b3c-7def-8123-000000000001","quantity":2,"unit_price":12.99},{"product_id":"0190e1a2-7b3c-7def-8123-000000000002","quantity":1,"unit_price":249.5}]}"#;
-    let columns = "event_id, event_type, event_key, version, occurred_at, payload, \
+    let columns = "seq, event_id, event_type, event_key, version, occurred_at, payload, \
                    partition_no, entry_id, processed_at";
     let (placed, confirmed) = (EventType::OrderPlaced, EventType::OrderConfirmed);
     let sql = match store.dialect() {
         Dialect::Postgres => format!(
-            "INSERT INTO event_archive ({columns}) SELECT \
+            "INSERT INTO event_archive ({columns}) SELECT i, \
              '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'), \
              CASE WHEN i % 2 = 0 THEN '{placed}' ELSE '{confirmed}' END, \
              'key-' || (i % 100000), 1, 1700000000000 + i, $1, i % 8, i || '-0', 1700000000000 + i \
@@ -39,7 +39,7 @@ async fn fill(store: &Store, count: u64) -> anyhow::Result<()> {
         ),
         Dialect::Sqlite => format!(
             "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $2) \
-             INSERT INTO event_archive ({columns}) SELECT \
+             INSERT INTO event_archive ({columns}) SELECT i, \
              printf('00000000-0000-7000-8000-%012d', i), \
              CASE WHEN i % 2 = 0 THEN '{placed}' ELSE '{confirmed}' END, \
              'key-' || (i % 100000), 1, 1700000000000 + i, $1, i % 8, i || '-0', 1700000000000 + i \

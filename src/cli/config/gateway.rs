@@ -72,6 +72,10 @@ pub struct GatewayArgs {
     /// Dashboard WebSocket connections served at once; more get 503.
     #[arg(long, env = "STREAMSTOCK_MAX_DASHBOARD_CLIENTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_dashboard_clients: u32,
+    /// Integration feed streams (Server-Sent Events of `GET /api/feed`)
+    /// served at once; more get 503.
+    #[arg(long, env = "STREAMSTOCK_MAX_FEED_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_feed_streams: u32,
     #[command(flatten)]
     pub connections: super::ListenerArgs,
 }
@@ -137,6 +141,7 @@ impl GatewayArgs {
             request_timeout: *self.request_timeout,
             in_flight_appends: self.max_in_flight_appends as usize,
             dashboard_clients: self.max_dashboard_clients as usize,
+            feed_streams: self.max_feed_streams as usize,
             idempotency_ttl: *self.idempotency_ttl,
             idempotency_max_keys: self.idempotency_max_keys,
             catalog_cache_products: self.catalog_cache_products as usize,

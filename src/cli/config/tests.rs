@@ -215,6 +215,7 @@ fn non_loopback_needs_a_token() {
         insecure: false,
         max_in_flight_appends: 16,
         max_dashboard_clients: 4,
+        max_feed_streams: 4,
         max_in_flight_requests: 16,
         request_timeout: std::time::Duration::from_secs(35).into(),
         idempotency_ttl: std::time::Duration::from_secs(86_400).into(),

@@ -17,11 +17,9 @@ impl ValkeyLog {
         format!("{}:announcements", self.namespace)
     }
 
-    /// PUBLISHes without making the worker wait for the answer.
+    /// PUBLISHes without making the worker wait for the answer. An empty
+    /// one is published too: it says the archive grew (the feed's wake).
     pub(super) fn publish_announcement(&self, changes: Announcement) {
-        if changes.is_empty() {
-            return;
-        }
         let client = self.client.clone();
         let channel = self.announcement_channel();
         let json = serde_json::to_string(&*changes).expect("status changes serialize");
