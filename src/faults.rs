@@ -39,6 +39,14 @@ pub fn archive_numbered_at_insert() -> bool {
     set("STREAMSTOCK_FAULT_ARCHIVE_NUMBERED_AT_INSERT")
 }
 
+/// `STREAMSTOCK_FAULT_WEBHOOK_CURSOR_AHEAD`: the webhook deliverer writes
+/// a page's end as its cursor before it delivers the page (at most once,
+/// as a deliverer that advanced first would). For the kill -9 delivery
+/// test's control, which must then see events skipped.
+pub fn webhook_cursor_ahead() -> bool {
+    set("STREAMSTOCK_FAULT_WEBHOOK_CURSOR_AHEAD")
+}
+
 fn set(name: &str) -> bool {
     cfg!(debug_assertions) && std::env::var_os(name).is_some()
 }

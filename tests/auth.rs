@@ -79,6 +79,18 @@ const WHO_MAY: &[(&str, &str, Option<Scope>)] = &[
     ),
     ("get", "/api/events", Some(Scope::Read)),
     ("get", "/api/feed", Some(Scope::Read)),
+    ("get", "/api/subscriptions", Some(Scope::Read)),
+    ("post", "/api/subscriptions", Some(Scope::Admin)),
+    ("get", "/api/subscriptions/{id}", Some(Scope::Read)),
+    ("delete", "/api/subscriptions/{id}", Some(Scope::Admin)),
+    ("post", "/api/subscriptions/{id}/pause", Some(Scope::Admin)),
+    ("post", "/api/subscriptions/{id}/resume", Some(Scope::Admin)),
+    ("post", "/api/subscriptions/{id}/rewind", Some(Scope::Admin)),
+    (
+        "get",
+        "/api/subscriptions/{id}/deliveries",
+        Some(Scope::Read),
+    ),
     ("get", "/api/stats", Some(Scope::Read)),
     ("get", "/api/alerts", Some(Scope::Read)),
     ("get", "/api/dead-letters", Some(Scope::Read)),
@@ -166,6 +178,7 @@ async fn every_route_answers_each_scope_as_the_table_says() {
             let mut request = match *method {
                 "post" => client.post(app.url(&path)).json(&json!({})),
                 "patch" => client.patch(app.url(&path)).json(&json!({})),
+                "delete" => client.delete(app.url(&path)),
                 _ => client.get(app.url(&path)),
             };
             if websocket {

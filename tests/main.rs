@@ -54,3 +54,4 @@ mod split_roles;
 mod tls;
 mod upgrade;
 mod valkey_cluster;
+mod webhooks;

@@ -46,6 +46,14 @@ const SERVED: &[(&str, &str)] = &[
     ("post", "/api/purchase-orders/{id}/receive"),
     ("get", "/api/events"),
     ("get", "/api/feed"),
+    ("get", "/api/subscriptions"),
+    ("post", "/api/subscriptions"),
+    ("get", "/api/subscriptions/{id}"),
+    ("delete", "/api/subscriptions/{id}"),
+    ("post", "/api/subscriptions/{id}/pause"),
+    ("post", "/api/subscriptions/{id}/resume"),
+    ("post", "/api/subscriptions/{id}/rewind"),
+    ("get", "/api/subscriptions/{id}/deliveries"),
     ("get", "/api/stats"),
     ("get", "/api/alerts"),
     ("get", "/api/dead-letters"),
@@ -100,6 +108,7 @@ async fn the_document_lists_exactly_the_routes_served() {
             "get" => app.http.get(url),
             "post" => app.http.post(url).json(&serde_json::json!({})),
             "patch" => app.http.patch(url).json(&serde_json::json!({})),
+            "delete" => app.http.delete(url),
             other => panic!("unexpected method {other}"),
         };
         let answer = app.send(request).await;

@@ -83,7 +83,7 @@ pub async fn run_all_on(
         store
             .clone()
             .allocating_by(args.processing.allocation_strategy),
-        args.processing.worker_options(common.retention.windows()),
+        common.with_webhooks(args.processing.worker_options(common.retention.windows()))?,
         shutdown.clone(),
     ));
     // The simulator runs behind a switch the dashboard can turn.
@@ -108,7 +108,11 @@ pub async fn run_all_on(
         backend.log,
         backend.leases,
         Some(simulator.clone()),
-        args.gateway.access()?,
+        crate::gateway::Access {
+            webhook_allow: common.webhook_allow()?,
+            max_subscriptions: common.max_subscriptions as usize,
+            ..args.gateway.access()?
+        },
         args.gateway.limits(),
         shutdown.clone(),
     );
@@ -140,7 +144,11 @@ pub async fn run_serve(
         backend.log,
         backend.leases,
         None,
-        args.gateway.access()?,
+        crate::gateway::Access {
+            webhook_allow: common.webhook_allow()?,
+            max_subscriptions: common.max_subscriptions as usize,
+            ..args.gateway.access()?
+        },
         args.gateway.limits(),
         shutdown.clone(),
     );
@@ -190,7 +198,7 @@ pub async fn run_worker(
         store
             .clone()
             .allocating_by(args.processing.allocation_strategy),
-        args.processing.worker_options(common.retention.windows()),
+        common.with_webhooks(args.processing.worker_options(common.retention.windows()))?,
         shutdown.clone(),
     )
     .await;

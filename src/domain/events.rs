@@ -159,6 +159,11 @@ event_types! {
     ProductPolicySet => "product.policy_set", version 1;
     OrderBackorderFilled => "order.backorder_filled", version 1;
     BackorderFillRequested => "product.backorder_fill_requested", version 1;
+    SubscriptionCreated => "subscription.created", version 1;
+    SubscriptionPaused => "subscription.paused", version 1;
+    SubscriptionResumed => "subscription.resumed", version 1;
+    SubscriptionRewound => "subscription.rewound", version 1;
+    SubscriptionDeleted => "subscription.deleted", version 1;
 }
 
 impl std::fmt::Display for EventType {
@@ -330,6 +335,11 @@ impl DomainEvent {
             DomainEvent::TransferRefused(e) => e.transfer_id.to_string(),
             DomainEvent::TransferReceiveRequested(e) => e.transfer_id.to_string(),
             DomainEvent::TransferReceived(e) => e.transfer_id.to_string(),
+            DomainEvent::SubscriptionCreated(e) => e.subscription_id.to_string(),
+            DomainEvent::SubscriptionPaused(e) => e.subscription_id.to_string(),
+            DomainEvent::SubscriptionResumed(e) => e.subscription_id.to_string(),
+            DomainEvent::SubscriptionRewound(e) => e.subscription_id.to_string(),
+            DomainEvent::SubscriptionDeleted(e) => e.subscription_id.to_string(),
         }
     }
 
@@ -449,7 +459,12 @@ impl DomainEvent {
             | DomainEvent::TransferReceived(TransferReceived { transfer_id, .. }) => {
                 touched.transfers.insert(*transfer_id);
             }
-            DomainEvent::AlertRaised(_) => {}
+            DomainEvent::AlertRaised(_)
+            | DomainEvent::SubscriptionCreated(_)
+            | DomainEvent::SubscriptionPaused(_)
+            | DomainEvent::SubscriptionResumed(_)
+            | DomainEvent::SubscriptionRewound(_)
+            | DomainEvent::SubscriptionDeleted(_) => {}
         }
     }
 

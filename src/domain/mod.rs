@@ -11,6 +11,7 @@ pub mod order;
 pub mod order_command;
 pub mod payloads;
 pub mod status;
+pub mod webhooks;
 
 pub use events::{DomainEvent, Envelope, EnvelopeType};
 pub use ids::{

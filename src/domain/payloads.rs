@@ -522,3 +522,46 @@ pub struct StockAdjustmentRefused {
 
 /// How many of the orders holding a product's stock a refusal names.
 pub const HELD_BY_NAMED: usize = 20;
+
+/// A webhook subscription: matching events after `start_after` are POSTed
+/// to `url`, in `seq` order. `event_types` as the feed's `types` (empty:
+/// every type). The secret is not in the event (events are readable by
+/// anyone with `read`): the gateway stores it beside the delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionCreated {
+    pub subscription_id: Uuid,
+    pub url: String,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    pub start_after: i64,
+}
+
+/// A subscription stops delivering; its cursor is kept. `automatic`: the
+/// deliverer paused it after failing for its allowed time (the worker then
+/// raises an alert).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionPaused {
+    pub subscription_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub automatic: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionResumed {
+    pub subscription_id: Uuid,
+}
+
+/// Deliver again from after `seq`. The deliverer takes a rewind up once
+/// (by this event's id), so replaying the archive sends nothing again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRewound {
+    pub subscription_id: Uuid,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionDeleted {
+    pub subscription_id: Uuid,
+}

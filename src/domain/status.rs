@@ -126,6 +126,8 @@ named_enum! {
         /// An adjustment would have taken on-hand below what confirmed
         /// orders hold; the alert names them.
         AdjustmentBelowReserved => "adjustment_below_reserved",
+        /// A webhook subscription was paused after failing too long.
+        WebhookFailing => "webhook_failing",
     }
 }
 

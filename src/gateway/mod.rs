@@ -30,6 +30,7 @@ mod restock;
 mod router;
 pub mod simulator_control;
 mod state;
+mod subscriptions;
 mod transfers;
 pub mod write_ids;
 

@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "orders", description = "Orders and their lifecycle"),
         (name = "restock", description = "Purchase orders drafted when stock runs low"),
         (name = "operations", description = "Alerts, the audit trail, dead letters, figures"),
-        (name = "integrations", description = "Every event in order, resumable: the feed (a long poll or Server-Sent Events)"),
+        (name = "integrations", description = "Every event in order, resumable: the feed (a long poll or Server-Sent Events) and signed webhooks"),
         (name = "probes", description = "Health, readiness and metrics")
     ),
     components(schemas(
@@ -67,6 +67,7 @@ impl Modify for CommonErrors {
                 (HttpMethod::Get, item.get.as_mut()),
                 (HttpMethod::Post, item.post.as_mut()),
                 (HttpMethod::Patch, item.patch.as_mut()),
+                (HttpMethod::Delete, item.delete.as_mut()),
             ] {
                 let Some(operation) = operation else { continue };
                 let mut statuses = vec![
@@ -79,6 +80,7 @@ impl Modify for CommonErrors {
                 let http_method = match method {
                     HttpMethod::Post => axum::http::Method::POST,
                     HttpMethod::Patch => axum::http::Method::PATCH,
+                    HttpMethod::Delete => axum::http::Method::DELETE,
                     _ => axum::http::Method::GET,
                 };
                 if let Some(scope) = super::auth::needed_scope(&http_method, path, false) {
@@ -91,7 +93,7 @@ impl Modify for CommonErrors {
                         statuses.push(("403", "The token's scope is too narrow"));
                     }
                 }
-                if method != HttpMethod::Get {
+                if method != HttpMethod::Get && method != HttpMethod::Delete {
                     statuses.push(("413", "A body over 64 KiB"));
                     statuses.push(("415", "A body that is not JSON"));
                 }

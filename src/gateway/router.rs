@@ -8,7 +8,7 @@ use super::extract::MAX_BODY_BYTES;
 use super::{
     adjustments, assets, auth, backorders, dashboard, feed, front_door, fulfilments, idempotency,
     imports, ledger, locations, openapi, operations, orders, probes, products, restock,
-    simulator_control, transfers, Access, AppState,
+    simulator_control, subscriptions, transfers, Access, AppState,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
@@ -115,6 +115,12 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(restock::receive))
         .routes(routes!(operations::events))
         .routes(routes!(feed::feed))
+        .routes(routes!(subscriptions::list, subscriptions::create))
+        .routes(routes!(subscriptions::get, subscriptions::delete))
+        .routes(routes!(subscriptions::pause))
+        .routes(routes!(subscriptions::resume))
+        .routes(routes!(subscriptions::rewind))
+        .routes(routes!(subscriptions::deliveries))
         .routes(routes!(dashboard::stats))
         .routes(routes!(operations::alerts))
         .routes(routes!(operations::dead_letters))

@@ -45,6 +45,11 @@ pub struct Access {
     /// Origins whose pages may call the API from a browser (CORS); empty:
     /// none, so only same-origin pages (the dashboard) can.
     pub cors_origins: Vec<HeaderValue>,
+    /// Where webhooks may be sent (`--webhook-allow`), checked when a
+    /// subscription is created.
+    pub webhook_allow: crate::domain::webhooks::AllowList,
+    /// `--max-subscriptions`.
+    pub max_subscriptions: usize,
 }
 
 /// How long a request waits for an append slot before it is refused.

@@ -24,6 +24,7 @@ pub mod projections;
 pub mod queries;
 pub mod rebuild;
 pub mod sql;
+pub mod subscriptions;
 pub mod transfers;
 mod writes;
 

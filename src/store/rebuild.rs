@@ -43,6 +43,23 @@ pub struct Projection {
 
 pub const PROJECTIONS: &[Projection] = &[
     Projection {
+        table: "subscriptions",
+        order_by: "id",
+        columns: &[
+            "id",
+            "url",
+            "event_types",
+            "start_after",
+            "state",
+            "paused_reason",
+            "rewind_to",
+            "rewind_id",
+            "created_at",
+            "updated_at",
+        ],
+        counts_rows: "TRUE",
+    },
+    Projection {
         table: ProductRow::TABLE,
         order_by: "id",
         columns: ProductRow::COLUMNS,

@@ -583,6 +583,8 @@ pub(super) struct Writes {
     order_totals: BTreeMap<OrderStatus, OrderTotalsDelta>,
     daily_sales: BTreeMap<i64, i64>,
     product_sales: BTreeMap<ProductId, (i64, i64)>,
+    /// Subscriptions' changes, in event order (see `store::subscriptions`).
+    subscriptions: Vec<super::subscriptions::SubscriptionWrite>,
 }
 
 impl Writes {
@@ -772,6 +774,17 @@ impl Writes {
                                 at,
                             )
                         }))
+                }
+                DomainEvent::SubscriptionCreated(_)
+                | DomainEvent::SubscriptionPaused(_)
+                | DomainEvent::SubscriptionResumed(_)
+                | DomainEvent::SubscriptionRewound(_)
+                | DomainEvent::SubscriptionDeleted(_) => {
+                    if let Some(write) =
+                        super::subscriptions::SubscriptionWrite::of(envelope, event)
+                    {
+                        self.subscriptions.push(write);
+                    }
                 }
                 _ => {}
             }
@@ -1092,6 +1105,7 @@ impl Writes {
             inserts(dialect, daily_sales),
             inserts(dialect, product_sales),
         ];
-        execute_all(tx, statements.into_iter().flatten().collect()).await
+        execute_all(tx, statements.into_iter().flatten().collect()).await?;
+        super::subscriptions::write_all(tx, dialect, self.subscriptions).await
     }
 }

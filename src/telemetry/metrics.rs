@@ -36,6 +36,10 @@ pub const LOG_LOST_ENTRIES: &str = "streamstock_log_lost_entries_total";
 pub const HOLD_EXPIRIES_REQUESTED: &str = "streamstock_hold_expiries_requested_total";
 pub const HOLD_EXPIRY_LAG_SECONDS: &str = "streamstock_hold_expiry_lag_seconds";
 pub const HOLDS_OVERDUE_SECONDS: &str = "streamstock_holds_overdue_seconds";
+pub const WEBHOOK_DELIVERIES: &str = "streamstock_webhook_deliveries_total";
+pub const WEBHOOK_LAG_EVENTS: &str = "streamstock_webhook_lag_events";
+pub const WEBHOOK_LAG_SECONDS: &str = "streamstock_webhook_lag_seconds";
+pub const WEBHOOK_SUBSCRIPTIONS_DELIVERING: &str = "streamstock_webhook_subscriptions_delivering";
 const LOG_AUDITS: &str = "streamstock_log_audits_total";
 const LEDGER_MISMATCHED: &str = "streamstock_ledger_mismatched_products";
 const LEDGER_AUDITS: &str = "streamstock_ledger_audits_total";
@@ -98,6 +102,22 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Webhook delivery attempts by subscription and outcome (delivered: answered 2xx; failed)"
+    );
+    metrics::describe_gauge!(
+        WEBHOOK_LAG_EVENTS,
+        "Archive positions a subscription's deliveries are behind the head, by subscription"
+    );
+    metrics::describe_gauge!(
+        WEBHOOK_LAG_SECONDS,
+        "How long the oldest event a subscription has yet to deliver has waited, by subscription"
+    );
+    metrics::describe_gauge!(
+        WEBHOOK_SUBSCRIPTIONS_DELIVERING,
+        "Webhook subscriptions this worker delivers (those of its partitions, active)"
+    );
     metrics::describe_counter!(
         HOLD_EXPIRIES_REQUESTED,
         "Expiry requests (order.expire_requested) this worker's sweep appended for holds that ran out"

@@ -38,6 +38,7 @@ fn options(consumer: &str, lease_ttl: Duration) -> WorkerOptions {
         dead_letter_alert: 1_000,
         windows: Default::default(),
         hold_sweep: Default::default(),
+        webhooks: Default::default(),
     }
 }
 

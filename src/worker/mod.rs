@@ -10,8 +10,10 @@
 //! - `sweep`: asking for the expiry of holds that ran out, and for the
 //!   backorder queues that stock could fill to be taken up
 //! - `log_audit`: finding events the read model applied and the log lost
+//! - `deliverer`: the webhooks of the subscriptions its partitions own
 
 mod apply;
+pub mod deliverer;
 #[cfg(test)]
 mod fencing_tests;
 mod housekeeping;
@@ -49,6 +51,8 @@ pub struct WorkerOptions {
     pub dead_letter_alert: u64,
     pub windows: WindowRetention,
     pub hold_sweep: sweep::SweepSettings,
+    /// The webhook deliverer's settings (`--webhook-*`).
+    pub webhooks: deliverer::DelivererSettings,
 }
 
 /// A consumer name no other process uses: host, process id and a random
@@ -131,6 +135,16 @@ pub async fn run(
         tokio::spawn(async move { sweep.run(owned, stop).await })
     };
 
+    let delivering = {
+        let deliverer = deliverer::Deliverer {
+            log: log.clone(),
+            store: store.clone(),
+            settings: options.webhooks.clone(),
+        };
+        let (owned, stop) = (owned_rx.clone(), stop_coordinator.clone());
+        tokio::spawn(async move { deliverer.run(owned, stop).await })
+    };
+
     metrics::gauge!(crate::telemetry::metrics::WORKER_UP).set(1.0);
     metrics::gauge!(crate::telemetry::metrics::DEAD_LETTER_ALERT_AT)
         .set(options.dead_letter_alert as f64);
@@ -159,6 +173,7 @@ pub async fn run(
     stop_coordinator.cancel();
     let _ = housekeeping.await;
     let _ = sweeping.await;
+    let _ = delivering.await;
     let owned = coordinator.await.unwrap_or_default();
     ownership.release_all(&owned).await;
     metrics::gauge!(crate::telemetry::metrics::WORKER_UP).set(0.0);

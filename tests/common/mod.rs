@@ -15,6 +15,7 @@ pub mod load;
 pub mod network;
 pub mod pki;
 pub mod process;
+pub mod receiver;
 
 use std::time::Duration;
 use streamstock::cli::config::{
@@ -139,6 +140,9 @@ pub async fn isolated_settings(backend: Backend, data_dir: &std::path::Path) -> 
         log_format: LogFormat::Text,
         startup_timeout: std::time::Duration::from_secs(10).into(),
         retention: RetentionArgs::default(),
+        // The tests' webhook receivers listen on loopback.
+        webhook_allow: vec!["127.0.0.0/8".into()],
+        max_subscriptions: 100,
     }
 }
 
@@ -239,6 +243,9 @@ impl TestApp {
                 // Holds expire within a fifth of a second of their deadline.
                 hold_sweep_interval: Duration::from_millis(200),
                 hold_sweep_batch: 1000,
+                webhook_timeout: Duration::from_secs(2),
+                // Longer than the webhook tests' outages; one test shortens it.
+                webhook_pause_after: Duration::from_secs(60),
             },
             profile: Profile::None,
         };

@@ -81,6 +81,19 @@ pub struct CommonArgs {
     pub startup_timeout: humantime::Duration,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Networks webhooks may be sent to besides the public internet
+    /// (CIDR or an address, comma-separated): loopback, link-local and
+    /// cloud metadata addresses are refused unless one of these holds them.
+    #[arg(
+        long,
+        env = "STREAMSTOCK_WEBHOOK_ALLOW",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub webhook_allow: Vec<String>,
+    /// The most webhook subscriptions (not deleted) a deployment keeps.
+    #[arg(long, env = "STREAMSTOCK_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub max_subscriptions: u32,
 }
 
 /// How much each bounded resource may hold: log entries after every group
@@ -152,6 +165,22 @@ impl RetentionArgs {
 }
 
 impl CommonArgs {
+    /// The worker's options with the webhook settings this holds.
+    pub fn with_webhooks(
+        &self,
+        mut options: crate::worker::WorkerOptions,
+    ) -> Result<crate::worker::WorkerOptions, ConfigError> {
+        options.webhooks.allow = self.webhook_allow()?;
+        options.webhooks.max_subscriptions = self.max_subscriptions as usize;
+        Ok(options)
+    }
+
+    /// `--webhook-allow`, parsed.
+    pub fn webhook_allow(&self) -> Result<crate::domain::webhooks::AllowList, ConfigError> {
+        crate::domain::webhooks::AllowList::parse(&self.webhook_allow)
+            .map_err(|problem| ConfigError::Invalid(format!("--webhook-allow: {problem}")))
+    }
+
     /// Settings under the reference's names take effect where ours are
     /// not given: REDIS_URL for the Valkey URL.
     pub fn with_reference_names(mut self) -> CommonArgs {

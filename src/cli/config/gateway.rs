@@ -132,6 +132,9 @@ impl GatewayArgs {
             public_catalog: self.public_catalog,
             failed_attempts: Default::default(),
             cors_origins,
+            // Set from the common settings (`CommonArgs::webhook_allow`).
+            webhook_allow: Default::default(),
+            max_subscriptions: 100,
         })
     }
 

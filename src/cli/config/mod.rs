@@ -53,6 +53,8 @@ pub enum ConfigError {
          Set STREAMSTOCK_API_TOKEN or STREAMSTOCK_TOKENS_FILE, listen on 127.0.0.1, or pass --insecure"
     )]
     Unprotected(SocketAddr),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A duration flag's parser: humantime (`500ms`, `5s`, `2m`), within

@@ -62,6 +62,14 @@ pub struct ProcessingArgs {
     /// Most expiries one sweep asks for; the rest wait for the next sweep.
     #[arg(long, env = "STREAMSTOCK_HOLD_SWEEP_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub hold_sweep_batch: u32,
+    /// A webhook delivery's time limit (connecting, sending, the answer's
+    /// head); past it the attempt failed and is retried.
+    #[arg(long, env = "STREAMSTOCK_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration_in(Duration::from_millis(100), Duration::from_secs(120)))]
+    pub webhook_timeout: Duration,
+    /// How long every delivery to a subscription may fail before it is
+    /// paused (with an alert; its cursor is kept for `resume`).
+    #[arg(long, env = "STREAMSTOCK_WEBHOOK_PAUSE_AFTER", default_value = "1h", value_parser = duration_in(Duration::from_secs(1), Duration::from_secs(30 * 86_400)))]
+    pub webhook_pause_after: Duration,
 }
 
 fn parse_allocation_strategy(raw: &str) -> Result<AllocationStrategy, String> {
@@ -101,6 +109,13 @@ impl ProcessingArgs {
             hold_sweep: worker::sweep::SweepSettings {
                 interval: self.hold_sweep_interval,
                 batch: self.hold_sweep_batch as usize,
+            },
+            // The allow-list and the bound come from the common settings
+            // (the gateway checks them too): see `CommonArgs::deliverer`.
+            webhooks: worker::deliverer::DelivererSettings {
+                timeout: self.webhook_timeout,
+                pause_after: self.webhook_pause_after,
+                ..Default::default()
             },
         }
     }

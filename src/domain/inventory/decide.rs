@@ -175,7 +175,23 @@ impl Inventory {
             | DomainEvent::LocationCreated(_)
             | DomainEvent::LocationUpdated(_)
             | DomainEvent::TransferRefused(_)
-            | DomainEvent::TransferReceived(_) => Vec::new(),
+            | DomainEvent::TransferReceived(_)
+            | DomainEvent::SubscriptionCreated(_)
+            | DomainEvent::SubscriptionResumed(_)
+            | DomainEvent::SubscriptionRewound(_)
+            | DomainEvent::SubscriptionDeleted(_) => Vec::new(),
+            DomainEvent::SubscriptionPaused(e) if e.automatic => vec![alert(
+                cause,
+                AlertKind::WebhookFailing,
+                Severity::Warning,
+                e.subscription_id,
+                format!(
+                    "webhook subscription {} paused: {}",
+                    e.subscription_id,
+                    e.reason.as_deref().unwrap_or("its endpoint kept failing")
+                ),
+            )],
+            DomainEvent::SubscriptionPaused(_) => Vec::new(),
             DomainEvent::OrderCommitRequested(e) => {
                 self.decide_command(cause, e.order_id, OrderCommand::Commit)
             }

@@ -389,7 +389,13 @@ impl Inventory {
             | DomainEvent::OrderCommitRequested(_)
             | DomainEvent::OrderExpireRequested(_)
             | DomainEvent::OrderExpiryRefused(_)
-            | DomainEvent::BackorderFillRequested(_) => Ok(()),
+            | DomainEvent::BackorderFillRequested(_)
+            // Subscriptions are rows written from their events.
+            | DomainEvent::SubscriptionCreated(_)
+            | DomainEvent::SubscriptionPaused(_)
+            | DomainEvent::SubscriptionResumed(_)
+            | DomainEvent::SubscriptionRewound(_)
+            | DomainEvent::SubscriptionDeleted(_) => Ok(()),
         }
     }
 

@@ -46,8 +46,9 @@ pub const WEBSOCKET_BEARER_PREFIX: &str = "streamstock.bearer.";
 /// as a browser needs one of those it offered).
 pub const DASHBOARD_PROTOCOL: &str = "streamstock.dashboard";
 
-/// Operator actions: POSTs under these need `admin`.
-const ADMIN_ACTIONS: [&str; 2] = ["/api/dead-letters", "/api/simulator"];
+/// Operator actions: POSTs (and DELETEs) under these need `admin`. A
+/// webhook subscription sends the events out of the system.
+const ADMIN_ACTIONS: [&str; 3] = ["/api/dead-letters", "/api/simulator", "/api/subscriptions"];
 
 /// The scope `method path` needs, or None for an open route.
 pub fn needed_scope(method: &Method, path: &str, public_catalog: bool) -> Option<Scope> {
