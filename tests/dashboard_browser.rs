@@ -39,7 +39,9 @@ async fn dashboard_operates_the_pipeline_in_chromium() {
     let deployment = SharedDeployment::new()
         .await
         .with("STREAMSTOCK_API_TOKEN", TOKEN)
-        .with("STREAMSTOCK_RETRY_BACKOFF_MS", "50");
+        .with("STREAMSTOCK_RETRY_BACKOFF_MS", "50")
+        // The subscriptions panel's webhook goes to the server itself.
+        .with("STREAMSTOCK_WEBHOOK_ALLOW", "127.0.0.0/8");
     let env = deployment.env.clone();
     let listen = format!("127.0.0.1:{}", free_port());
     let start = || {

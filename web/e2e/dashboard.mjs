@@ -308,6 +308,24 @@ try {
   await productDrawer.locator('[data-testid="product-location"][data-location="e2e-east"] [data-field="on_hand"]').filter({ hasText: /^1$/ }).waitFor(WAIT);
   await productDrawer.getByTestId("product-drawer-close").click();
 
+  step("a webhook subscribed from its panel shows its secret once, its last error, and pauses and resumes");
+  const subscriptions = page.getByTestId("subscriptions");
+  // The server itself answers the POSTs 405: each delivery fails, visibly.
+  await subscriptions.getByTestId("subscribe-url").fill(`${base}/health`);
+  await subscriptions.getByTestId("subscribe-submit").click();
+  await subscriptions.getByTestId("subscription-secret").filter({ hasText: "whsec_" }).waitFor(WAIT);
+  const hook = subscriptions.locator('[data-testid="subscription"][data-state="active"]').first();
+  await hook.waitFor(WAIT);
+  await api("/api/products", { method: "POST", body: JSON.stringify({ sku: "HOOK-1", name: "Hook", price: 1, initial_stock: 1 }) });
+  await hook.getByTestId("subscription-error").filter({ hasText: "405" }).waitFor(WAIT);
+  await hook.getByTestId("subscription-pause").click();
+  await subscriptions.locator('[data-testid="subscription"][data-state="paused"]').waitFor(WAIT);
+  await subscriptions.getByTestId("subscription-resume").click();
+  await subscriptions.locator('[data-testid="subscription"][data-state="active"]').waitFor(WAIT);
+  await page.screenshot({ path: `${shots}/subscriptions.png` });
+  await subscriptions.getByTestId("subscription-delete").click();
+  await subscriptions.locator('[data-testid="subscription"]').waitFor({ state: "detached", ...WAIT });
+
   step("receiving a purchase order closes it and restocks its product");
   const openBefore = await api("/api/purchase-orders?status=OPEN");
   check(openBefore.length > 0, "the test needs an open purchase order");

@@ -11,6 +11,7 @@ import { ProductDrawer } from "./components/ProductDrawer";
 import { DeadLetters } from "./components/DeadLetters";
 import { LostLogEntries } from "./components/LostLogEntries";
 import { SimulatorControl } from "./components/Simulator";
+import { Subscriptions } from "./components/Subscriptions";
 import { Locations, useLocations } from "./components/Locations";
 import { Alerts, PurchaseOrders, TopProducts } from "./components/Tables";
 import { count, money, rate } from "./lib/format";
@@ -112,6 +113,7 @@ function Dashboard({ snapshot, history }: { snapshot: Snapshot; history: History
         <PurchaseOrders orders={snapshot.open_purchase_orders} />
       </div>
       <LostLogEntries count={snapshot.pipeline.lost_log_entries} />
+      <Subscriptions />
       <div className="columns even">
         <Alerts alerts={snapshot.alerts} />
         <DeadLetters count={snapshot.pipeline.dead_letters} />

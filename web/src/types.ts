@@ -39,3 +39,6 @@ export type TransferRow = Schemas["TransferView"];
 export type TransferQueued = Schemas["TransferQueued"];
 /** A product's backorder queue: the orders waiting for it, next filled first. */
 export type BackorderQueue = Schemas["BackorderQueue"];
+export type SubscriptionRow = Schemas["SubscriptionView"];
+export type SubscriptionCreated = Schemas["SubscriptionCreatedView"];
+export type DeliveryAttempt = Schemas["DeliveryAttempt"];

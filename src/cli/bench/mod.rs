@@ -10,6 +10,7 @@
 
 mod archive;
 mod expiry;
+mod webhooks;
 
 use super::backends::{open_log, open_store};
 use super::config::{BenchArgs, BenchMix, CommonArgs};
@@ -161,6 +162,13 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     // The commands after the orders they act on (the log keeps each
     // order's events in order: they share its partition).
     let command_count = commands.len() as u64;
+    let receivers = match args.webhooks {
+        0 => None,
+        n => {
+            eprintln!("bench: {n} webhook receivers subscribed from the beginning");
+            Some(webhooks::subscribe(&backend, &store, n).await?)
+        }
+    };
     if !commands.is_empty() {
         eprintln!("bench: appending {command_count} commands");
         append_all(&backend, commands).await?;
@@ -174,12 +182,30 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
         store
             .clone()
             .allocating_by(args.processing.allocation_strategy),
-        args.processing.worker_options(settings.retention.windows()),
+        webhooks::allowing_loopback(args.processing.worker_options(settings.retention.windows())),
         shutdown.clone(),
     ));
     let started = Instant::now();
     wait_for_drain(&backend, &store, args.orders).await?;
     let drain = started.elapsed().as_secs_f64();
+    if let Some(receivers) = &receivers {
+        webhooks::delivered(&store, receivers).await?;
+        let head = store.feed_head().await? as u64;
+        rows.push(Row {
+            what: format!(
+                "webhooks: events delivered, {} receivers together",
+                receivers.subscriptions.len()
+            ),
+            count: head * receivers.subscriptions.len() as u64,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        eprintln!(
+            "bench: the receivers got {} requests",
+            receivers
+                .received
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     shutdown.cancel();
     worker_task.await.context("worker panicked")?;
     rows.push(Row {

@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// this many synthetic events.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
     pub archive_events: Option<u64>,
+    /// Webhook receivers (local, answering at once) subscribed from the
+    /// beginning while the backlog drains: the drain's cost, and their
+    /// events delivered per second.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub webhooks: u64,
     #[command(flatten)]
     pub processing: ProcessingArgs,
 }
