@@ -10,6 +10,7 @@
 
 mod archive;
 mod expiry;
+mod feed_lag;
 mod webhooks;
 
 use super::backends::{open_log, open_store};
@@ -70,12 +71,15 @@ pub async fn run(common: CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         settings.database_url = None; // SQLite in the scratch dir
     }
-    let result = match (args.archive_events, args.expiry_rate) {
-        (Some(count), _) => archive_paging(&settings, count).await.map(|()| Vec::new()),
-        (None, Some(rate)) => expiry::run(&settings, &args, rate)
+    let result = match (args.archive_events, args.expiry_rate, args.feed_lag_rate) {
+        (Some(count), _, _) => archive_paging(&settings, count).await.map(|()| Vec::new()),
+        (None, Some(rate), _) => expiry::run(&settings, &args, rate)
             .await
             .map(|()| Vec::new()),
-        (None, None) => measure(&settings, &args).await,
+        (None, None, Some(rate)) => feed_lag::run(&settings, &args, rate)
+            .await
+            .map(|()| Vec::new()),
+        (None, None, None) => measure(&settings, &args).await,
     };
     if let Some(admin) = &admin_url {
         Store::drop_database(admin, &format!("streamstock_bench_{id}")).await;

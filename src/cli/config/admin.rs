@@ -40,6 +40,14 @@ pub struct BenchArgs {
     /// this many synthetic events.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
     pub archive_events: Option<u64>,
+    /// Instead of the drain: place this many orders per second (for
+    /// `--feed-lag-seconds`) with a worker running and a reader following
+    /// the feed, and time each order's arrival at the reader (p50, p99).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000), conflicts_with_all = ["archive_events", "expiry_rate"])]
+    pub feed_lag_rate: Option<u64>,
+    /// How long `--feed-lag-rate` places orders.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub feed_lag_seconds: u64,
     /// Webhook receivers (local, answering at once) subscribed from the
     /// beginning while the backlog drains: the drain's cost, and their
     /// events delivered per second.

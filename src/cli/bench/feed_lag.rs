@@ -1,0 +1,130 @@
+//! `streamstock bench --feed-lag-rate N`: how soon an order reaches a
+//! reader following the feed. Orders are placed at N per second for
+//! `--feed-lag-seconds` with a worker running, while a reader follows the
+//! feed as the gateway's long poll does (woken by the workers' commit
+//! announcements, a page after its cursor each time). For each
+//! `order.placed` it reads, it records how long since the order was placed
+//! (the client's view: log, batch and commit included) and since its batch
+//! began (`archived_at`: the batch's apply and commit, and the wake).
+
+use super::{append_all, seed_catalog, wait_for_drain};
+use crate::cli::backends::{open_log, open_store};
+use crate::cli::config::{BenchArgs, CommonArgs};
+use crate::domain::events::{OrderLine, OrderPlaced};
+use crate::domain::{DomainEvent, OrderId};
+use crate::store::feed::TypeFilter;
+use crate::worker;
+use anyhow::Context;
+use chrono::Utc;
+use rand::prelude::*;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const TICK: Duration = Duration::from_millis(10);
+
+pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> anyhow::Result<()> {
+    let store = open_store(settings, None, Some(args.processing.lease_ttl())).await?;
+    let backend = open_log(settings, None, None).await?;
+    eprintln!("bench: {} and {}", backend.log.describe(), store.describe());
+    let mut rng = StdRng::seed_from_u64(7);
+    let products = seed_catalog(&backend, args, &mut rng).await?;
+    let shutdown = CancellationToken::new();
+    let worker_task = tokio::spawn(worker::run(
+        backend.clone(),
+        store.clone(),
+        args.processing.worker_options(settings.retention.windows()),
+        shutdown.clone(),
+    ));
+    wait_for_drain(&backend, &store, 0).await?;
+
+    // The reader, from the head on.
+    let total = rate * args.feed_lag_seconds;
+    let reader = {
+        let (store, log, stop) = (store.clone(), backend.log.clone(), shutdown.clone());
+        let mut after = store.feed_head().await?;
+        let mut announcements = log.announcements();
+        let placed = TypeFilter::parse("order.placed").expect("a type");
+        tokio::spawn(async move {
+            let (mut since_placed, mut since_batch) = (Vec::new(), Vec::new());
+            while (since_placed.len() as u64) < total && !stop.is_cancelled() {
+                let page = match store.feed_page(after, 1000, &placed).await {
+                    Ok(page) => page,
+                    Err(_) => continue,
+                };
+                let now = Utc::now();
+                for event in &page.events {
+                    since_placed.push((now - event.envelope.occurred_at).num_milliseconds());
+                    since_batch.push((now - event.archived_at).num_milliseconds());
+                }
+                after = page.next;
+                if page.events.is_empty() && page.next >= page.head {
+                    tokio::select! {
+                        _ = announcements.recv() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                }
+            }
+            (since_placed, since_batch)
+        })
+    };
+
+    eprintln!("bench: placing {total} orders at {rate}/s while a reader follows the feed");
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut tick = tokio::time::interval(TICK);
+    while sent < total {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
+        let now = Utc::now();
+        let orders = (sent..due).map(|i| {
+            let (product_id, unit_price) = products[rng.random_range(0..products.len())];
+            DomainEvent::OrderPlaced(OrderPlaced {
+                order_id: OrderId::new(),
+                customer_email: format!("feed{}@example.com", i % 1000),
+                items: vec![OrderLine {
+                    product_id,
+                    quantity: 1,
+                    unit_price,
+                }],
+                total: unit_price,
+                hold_until: None,
+            })
+            .into_envelope(now)
+        });
+        append_all(&backend, orders.collect()).await?;
+        sent = due;
+    }
+    let placing = started.elapsed().as_secs_f64();
+    let (mut since_placed, mut since_batch) =
+        tokio::time::timeout(Duration::from_secs(120), reader)
+            .await
+            .context("the reader did not get every order within 2 minutes")?
+            .context("the reader panicked")?;
+    shutdown.cancel();
+    worker_task.await.context("worker panicked")?;
+    store.close().await;
+    since_placed.sort_unstable();
+    since_batch.sort_unstable();
+    let at = |v: &[i64], q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    println!();
+    println!(
+        "{:<48} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "measurement", "orders", "per sec", "p50 ms", "p99 ms", "max ms"
+    );
+    for (what, lags) in [
+        ("feed lag: placed to the reader", &since_placed),
+        ("feed lag: batch start to the reader", &since_batch),
+    ] {
+        println!(
+            "{:<48} {:>8} {:>9.0} {:>9} {:>9} {:>9}",
+            what,
+            lags.len(),
+            total as f64 / placing,
+            at(lags, 0.5),
+            at(lags, 0.99),
+            lags.last().copied().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
