@@ -1,18 +1,18 @@
 //! `streamstock bench --feed-lag-rate N`: how soon an order reaches a
-//! reader following the feed. Orders are placed at N per second for
-//! `--feed-lag-seconds` with a worker running, while a reader follows the
-//! feed as the gateway's long poll does (woken by the workers' commit
-//! announcements, a page after its cursor each time). For each
+//! client following the feed. Orders are placed at N per second for
+//! `--feed-lag-seconds` with a worker and a gateway running, while a client
+//! long-polls `GET /api/feed?wait=` over HTTP on loopback (the gateway
+//! answers when a worker's commit announcement wakes it). For each
 //! `order.placed` it reads, it records how long since the order was placed
-//! (the client's view: log, batch and commit included) and since its batch
-//! began (`archived_at`: the batch's apply and commit, and the wake).
+//! (the client's view: log, batch, commit, wake and HTTP) and since its
+//! batch began (`archived_at`).
 
 use super::{append_all, seed_catalog, wait_for_drain};
 use crate::cli::backends::{open_log, open_store};
 use crate::cli::config::{BenchArgs, CommonArgs};
 use crate::domain::events::{OrderLine, OrderPlaced};
 use crate::domain::{DomainEvent, OrderId};
-use crate::store::feed::TypeFilter;
+use crate::store::feed::FeedPage;
 use crate::worker;
 use anyhow::Context;
 use chrono::Utc;
@@ -37,19 +37,50 @@ pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> a
     ));
     wait_for_drain(&backend, &store, 0).await?;
 
-    // The reader, from the head on.
+    // A gateway on loopback, as `serve` runs one.
+    let gateway = crate::gateway::Gateway::new(
+        store.clone(),
+        backend.log.clone(),
+        backend.leases.clone(),
+        None,
+        crate::gateway::Access::default(),
+        crate::gateway::Limits {
+            requests_in_flight: 1024,
+            request_timeout: Duration::from_secs(35),
+            in_flight_appends: 1024,
+            dashboard_clients: 4,
+            feed_streams: 4,
+            idempotency_ttl: Duration::from_secs(3600),
+            idempotency_max_keys: 10_000,
+            catalog_cache_products: 10_000,
+            max_locations: 100,
+        },
+        shutdown.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, crate::gateway::router(gateway)).await;
+    });
+
+    // The client, from the head on.
     let total = rate * args.feed_lag_seconds;
     let reader = {
-        let (store, log, stop) = (store.clone(), backend.log.clone(), shutdown.clone());
+        let stop = shutdown.clone();
         let mut after = store.feed_head().await?;
-        let mut announcements = log.announcements();
-        let placed = TypeFilter::parse("order.placed").expect("a type");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(40))
+            .build()?;
         tokio::spawn(async move {
             let (mut since_placed, mut since_batch) = (Vec::new(), Vec::new());
             while (since_placed.len() as u64) < total && !stop.is_cancelled() {
-                let page = match store.feed_page(after, 1000, &placed).await {
-                    Ok(page) => page,
-                    Err(_) => continue,
+                let url =
+                    format!("{base}/api/feed?after={after}&types=order.placed&limit=1000&wait=5");
+                let Ok(answer) = http.get(&url).send().await else {
+                    continue;
+                };
+                let Ok(page) = answer.json::<FeedPage>().await else {
+                    continue;
                 };
                 let now = Utc::now();
                 for event in &page.events {
@@ -57,13 +88,6 @@ pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> a
                     since_batch.push((now - event.archived_at).num_milliseconds());
                 }
                 after = page.next;
-                if page.events.is_empty() && page.next >= page.head {
-                    tokio::select! {
-                        _ = announcements.recv() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                }
             }
             (since_placed, since_batch)
         })
@@ -103,6 +127,7 @@ pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> a
             .context("the reader panicked")?;
     shutdown.cancel();
     worker_task.await.context("worker panicked")?;
+    server.abort();
     store.close().await;
     since_placed.sort_unstable();
     since_batch.sort_unstable();
@@ -113,8 +138,11 @@ pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> a
         "measurement", "orders", "per sec", "p50 ms", "p99 ms", "max ms"
     );
     for (what, lags) in [
-        ("feed lag: placed to the reader", &since_placed),
-        ("feed lag: batch start to the reader", &since_batch),
+        ("feed lag: placed to a long-polling client", &since_placed),
+        (
+            "feed lag: batch start to a long-polling client",
+            &since_batch,
+        ),
     ] {
         println!(
             "{:<48} {:>8} {:>9.0} {:>9} {:>9} {:>9}",
