@@ -12,7 +12,7 @@
 //! keeps it).
 
 use super::analytics::archived_event_of;
-use super::sql::{bind_all, param, SqlValue};
+use super::sql::{bind_all, param, parameter_list, SqlValue};
 use super::{Store, StoreError};
 use crate::domain::events::EventType;
 use crate::domain::Envelope;
@@ -159,10 +159,8 @@ impl Store {
         );
         let mut values: Vec<SqlValue> = vec![after.into(), upto.into()];
         if let Some(names) = &types.names {
-            let placeholders: Vec<String> = (0..names.len())
-                .map(|i| param(dialect, values.len() + i + 1))
-                .collect();
-            sql.push_str(&format!(" AND event_type IN ({})", placeholders.join(", ")));
+            let list = parameter_list(dialect, values.len() + 1, names.len());
+            sql.push_str(&format!(" AND event_type IN ({list})"));
             values.extend(names.iter().map(|name| SqlValue::from(*name)));
         }
         sql.push_str(&format!(
