@@ -47,6 +47,14 @@ pub fn webhook_cursor_ahead() -> bool {
     set("STREAMSTOCK_FAULT_WEBHOOK_CURSOR_AHEAD")
 }
 
+/// `STREAMSTOCK_FAULT_WEBHOOK_RESOLVE_UNCHECKED`: the webhook deliverer
+/// connects to whatever a subscription's name resolves to, as a client that
+/// checked the address only at creation would. For the DNS change test's
+/// control, which must then see a delivery reach a refused address.
+pub fn webhook_resolve_unchecked() -> bool {
+    set("STREAMSTOCK_FAULT_WEBHOOK_RESOLVE_UNCHECKED")
+}
+
 fn set(name: &str) -> bool {
     cfg!(debug_assertions) && std::env::var_os(name).is_some()
 }

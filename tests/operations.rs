@@ -418,7 +418,10 @@ fn prometheus_alert_rules_name_only_metrics_the_roles_export() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/streamstock-alerts.yml"),
     )
     .unwrap();
-    let declared = include_str!("../src/telemetry/metrics.rs");
+    let declared = concat!(
+        include_str!("../src/telemetry/metrics.rs"),
+        include_str!("../src/telemetry/webhook_series.rs")
+    );
     let mut named = std::collections::BTreeSet::new();
     for (at, _) in rules.match_indices("streamstock_") {
         let name: String = rules[at..]

@@ -100,20 +100,43 @@ async fn webhooks_deliver_every_event_in_order_through_failures(backend: Backend
     );
     assert!(view["failing_since"].is_null(), "{view}");
 
-    // Down for 10 s while orders keep coming: nothing lost, order kept.
+    // Down for 10 s under load (four clients, up to 100 orders/s in all):
+    // nothing lost, order kept.
     receiver.stop();
-    let load = {
-        let api = Api::new(&app.api.base);
-        tokio::spawn(async move {
-            let until = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < until {
-                place(&api, product, 1).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    let before_down = receiver.received(&id).len();
+    let until = Instant::now() + Duration::from_secs(10);
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let api = Api::new(&app.api.base);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(40));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut placed = 0;
+                while Instant::now() < until {
+                    tick.tick().await;
+                    place(&api, product, 1).await;
+                    placed += 1;
+                }
+                placed
+            })
         })
-    };
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    load.await.unwrap();
+        .collect();
+    let mut placed = 0;
+    for client in load {
+        placed += client.await.unwrap();
+    }
+    eprintln!("{placed} orders placed while the receiver was down");
+    assert!(placed >= 300, "too light a load: {placed} orders in 10 s");
+    assert_eq!(
+        receiver.received(&id).len(),
+        before_down,
+        "received while down"
+    );
+    let (_, down) = app.get(&format!("/api/subscriptions/{id}")).await;
+    assert!(
+        down["last_error"].as_str().unwrap().contains("connect"),
+        "{down}"
+    );
     receiver.restart().await;
     caught_up(&app, &store, &id, Duration::from_secs(60)).await;
 
@@ -225,6 +248,14 @@ async fn webhooks_deliver_every_event_in_order_through_failures(backend: Backend
         "each order placed and confirmed: {after_pause:?}"
     );
 
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "streamstock_webhook_deliveries_total{{subscription=\"{id}\",outcome=\"delivered\"}}"
+        )),
+        "{metrics}"
+    );
+
     // Bad input, then delete.
     for (body, field) in [
         (json!({ "url": "ftp://example.com/" }), "url"),
@@ -261,6 +292,12 @@ async fn webhooks_deliver_every_event_in_order_through_failures(backend: Backend
     assert_eq!(response.status(), 204);
     let (status, _) = app.get(&format!("/api/subscriptions/{id}")).await;
     assert_eq!(status, 404);
+    // Its series go with it: /metrics does not grow with the history of
+    // subscriptions.
+    app.wait_for("the deleted subscription's series gone", || async {
+        !app.metrics().await.contains(&id)
+    })
+    .await;
 
     // rebuild rewrites the subscriptions from their events and leaves the
     // delivery state alone: nothing would be sent again.
@@ -455,6 +492,118 @@ async fn the_allow_list_refuses_at_creation_and_at_delivery() {
     let _ = app.stop().await;
 }
 
+/// A name allowed at creation whose DNS then changes to a refused address
+/// is refused at delivery: nothing reaches the new address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_whose_dns_changes_to_a_refused_address_is_refused_at_delivery() {
+    let seen = dns_change(&[]).await;
+    assert_eq!(seen.at_refused_address, 0, "{seen:?}");
+    assert!(
+        seen.last_error
+            .contains("hooks.streamstock.test resolves to a loopback address")
+            && seen.last_error.contains("--webhook-allow"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.created_again, 422, "{seen:?}");
+}
+
+/// The control: a deliverer that trusts the name's new address delivers
+/// there, and the test sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_a_resolver_without_the_check_delivers_to_the_new_address() {
+    let seen = dns_change(&[("STREAMSTOCK_FAULT_WEBHOOK_RESOLVE_UNCHECKED", "1")]).await;
+    assert!(seen.at_refused_address > 0, "{seen:?}");
+}
+
+#[derive(Debug)]
+struct DnsChangeSeen {
+    /// Requests that reached the address the name came to lead to.
+    at_refused_address: usize,
+    /// The subscription's last error after the change.
+    last_error: String,
+    /// The status of a new subscription to the same URL after the change.
+    created_again: u16,
+}
+
+/// `streamstock all` in a mount namespace whose `/etc/hosts` the test
+/// writes: `hooks.streamstock.test` leads to 127.0.0.2 (listed in
+/// `--webhook-allow`), a subscription to it is created and delivered to;
+/// then the name leads to 127.0.0.3 (loopback, not listed), where a second
+/// receiver listens on the same port.
+async fn dns_change(extra_env: &[(&str, &str)]) -> DnsChangeSeen {
+    use common::process::{free_port, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    let lead_to = |ip: &str| {
+        // In place (truncate, write): the bind mount shows the same file.
+        std::fs::write(
+            &hosts,
+            format!("127.0.0.1 localhost\n{ip} hooks.streamstock.test\n"),
+        )
+        .unwrap()
+    };
+    lead_to("127.0.0.2");
+    let mut allowed = Receiver::start_on("127.0.0.2", 0).await;
+    let refused = Receiver::start_on("127.0.0.3", allowed.port).await;
+    let url = format!("http://hooks.streamstock.test:{}/hook", allowed.port);
+
+    let data_dir = dir.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut env = vec![(
+        "STREAMSTOCK_WEBHOOK_ALLOW".to_string(),
+        "127.0.0.2/32".to_string(),
+    )];
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let server = Role::start_with_hosts_file(
+        "all",
+        &[
+            "all",
+            "--profile",
+            "none",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &env,
+        &hosts,
+    );
+    let api = Api::new(&format!("http://{listen}"));
+    api.wait_healthy().await;
+    let product = api.create_product("WH-DNS", 1.00, 100).await;
+    let (id, _) = subscribe(&api, json!({ "url": url })).await;
+    place(&api, product, 1).await;
+    api.wait_for("a delivery to the allowed address", || async {
+        allowed.received(&id).iter().any(|r| r.answered == 200)
+    })
+    .await;
+
+    lead_to("127.0.0.3");
+    // Its kept-alive connection closes with it: the next delivery resolves.
+    allowed.stop();
+    place(&api, product, 2).await;
+    api.wait_for("a delivery refused or made", || async {
+        let (_, view) = api.get(&format!("/api/subscriptions/{id}")).await;
+        !refused.received(&id).is_empty()
+            || view["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("--webhook-allow"))
+    })
+    .await;
+    let (_, view) = api.get(&format!("/api/subscriptions/{id}")).await;
+    let (created_again, _) = api.post("/api/subscriptions", &json!({ "url": url })).await;
+    assert!(server.terminate().success());
+    DnsChangeSeen {
+        at_refused_address: refused.received(&id).len(),
+        last_error: view["last_error"].as_str().unwrap_or_default().to_string(),
+        created_again,
+    }
+}
+
 /// kill -9 of the worker delivering, mid-delivery: its successor (after the
 /// lease runs out) resumes from the durable cursor. Events delivered after
 /// the last cursor write are sent again (counted); none is skipped, and
@@ -522,4 +671,109 @@ async fn kill_mid_delivery(extra_env: &[(&str, &str)]) -> common::receiver::Deli
     assert!(successor.terminate().success());
     assert!(gateway.terminate().success());
     result
+}
+
+/// A second worker joins while deliveries are under way, so partitions and
+/// the subscriptions on them move to it from a live worker (which stops
+/// delivering them); then the first leaves with SIGTERM and the rest move.
+/// Every subscription gets every event, first deliveries in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_move_with_their_partitions_between_live_workers() {
+    for (id, result) in move_between_live_workers(&[]).await {
+        assert_eq!(result.missing, Vec::<i64>::new(), "{id}: {result:?}");
+        assert_eq!(
+            (result.out_of_order, result.bad_signatures),
+            (0, 0),
+            "{id}: {result:?}"
+        );
+    }
+}
+
+/// The control: deliverers that write a page's end before delivering it
+/// skip events when their subscriptions move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_a_cursor_written_before_delivery_skips_events_on_a_move() {
+    let results =
+        move_between_live_workers(&[("STREAMSTOCK_FAULT_WEBHOOK_CURSOR_AHEAD", "1")]).await;
+    assert!(
+        results.iter().any(|(_, r)| !r.missing.is_empty()),
+        "nothing skipped despite the fault: {results:?}"
+    );
+}
+
+/// Gateway and one worker on Valkey + PostgreSQL, twelve subscriptions to
+/// one slowed receiver; a second worker joins mid-delivery, then the first
+/// leaves. Each subscription's deliveries, checked against the archive.
+async fn move_between_live_workers(
+    extra_env: &[(&str, &str)],
+) -> Vec<(String, common::receiver::DeliveryCheck)> {
+    use common::process::{free_port, Role, SharedDeployment};
+    let mut deployment = SharedDeployment::new()
+        .await
+        .with("STREAMSTOCK_LEASE_TTL_MS", "1500")
+        .with("STREAMSTOCK_WEBHOOK_ALLOW", "127.0.0.0/8");
+    for (key, value) in extra_env {
+        deployment = deployment.with(key, value);
+    }
+    let env = &deployment.env;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
+    let first = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
+    let api = Api::new(&format!("http://{listen}"));
+    api.wait_healthy().await;
+    let store = Store::connect(&deployment.database).await.unwrap();
+    let receiver = Receiver::start().await;
+    receiver.slow_down(Duration::from_millis(30));
+    let product = api.create_product("WH-M", 1.00, 10_000).await;
+    // Twelve subscriptions over four partitions: the newcomer's half of
+    // them holds some (all twelve on one half: 1 in 2,048).
+    let mut subscriptions = Vec::new();
+    for _ in 0..12 {
+        subscriptions
+            .push(subscribe(&api, json!({ "url": receiver.url(), "start": "beginning" })).await);
+    }
+    place(&api, product, 40).await;
+    api.wait_for("deliveries under way", || async {
+        subscriptions
+            .iter()
+            .all(|(id, _)| receiver.received(id).len() >= 10)
+    })
+    .await;
+
+    let second_listen = format!("127.0.0.1:{}", free_port());
+    let second = Role::start("worker", &["worker", "--listen", &second_listen], env);
+    let second_api = Api::new(&format!("http://{second_listen}"));
+    second_api.wait_healthy().await;
+    let delivering = |metrics: String| -> usize {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("streamstock_webhook_subscriptions_delivering "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as usize
+    };
+    api.wait_for("subscriptions moved to the newcomer", || async {
+        delivering(second_api.metrics().await) > 0
+    })
+    .await;
+    let moved = delivering(second_api.metrics().await);
+    place(&api, product, 20).await;
+    assert!(first.terminate().success());
+    place(&api, product, 10).await;
+    for (id, _) in &subscriptions {
+        caught_up(&api, &store, id, Duration::from_secs(60)).await;
+    }
+
+    let expected = archived_seqs(&store).await;
+    let results: Vec<_> = subscriptions
+        .iter()
+        .map(|(id, secret)| (id.clone(), check(&receiver.received(id), secret, &expected)))
+        .collect();
+    eprintln!(
+        "{moved} of 12 subscriptions moved to the newcomer, the rest when the first left; {} events each, {} deliveries sent again in all",
+        expected.len(),
+        results.iter().map(|(_, r)| r.duplicates).sum::<usize>()
+    );
+    assert!(second.terminate().success());
+    assert!(gateway.terminate().success());
+    results
 }

@@ -121,7 +121,7 @@ pub async fn prometheus(log: &dyn EventLog) -> Response {
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::handle().render(),
+        metrics::render(),
     )
         .into_response()
 }

@@ -495,8 +495,10 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
-        // The attempts in one statement (a page's worth while all goes well).
-        let rows = attempts
+        // The attempts in one statement; only the newest that are kept (the
+        // rest are counted above, and would be pruned at once).
+        let newest = attempts.len().saturating_sub(KEPT_DELIVERIES as usize);
+        let rows = attempts[newest..]
             .iter()
             .map(|a| {
                 vec![
@@ -532,28 +534,19 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if !attempts.is_empty() {
+            // Keeps the newest `KEPT_DELIVERIES` attempts.
+            sqlx::query(
+                "DELETE FROM subscription_deliveries WHERE subscription_id = $1 AND attempted_at < \
+                 (SELECT attempted_at FROM subscription_deliveries WHERE subscription_id = $1 \
+                  ORDER BY attempted_at DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(id.to_string())
+            .bind(KEPT_DELIVERIES)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(moved)
-    }
-
-    /// Keeps the newest `KEPT_DELIVERIES` attempts of a subscription.
-    pub async fn prune_deliveries(&self, id: Uuid) -> Result<u64, StoreError> {
-        let cutoff: Option<i64> = sqlx::query_scalar(
-            "SELECT attempted_at FROM subscription_deliveries WHERE subscription_id = $1 \
-             ORDER BY attempted_at DESC LIMIT 1 OFFSET $2",
-        )
-        .bind(id.to_string())
-        .bind(KEPT_DELIVERIES)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(cutoff) = cutoff else { return Ok(0) };
-        Ok(sqlx::query(
-            "DELETE FROM subscription_deliveries WHERE subscription_id = $1 AND attempted_at < $2",
-        )
-        .bind(id.to_string())
-        .bind(cutoff)
-        .execute(self.pool())
-        .await?
-        .rows_affected())
     }
 }

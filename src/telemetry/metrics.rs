@@ -16,6 +16,7 @@ pub const PARTITION_OWNED: &str = "streamstock_partition_owned";
 pub const DEAD_LETTERS: &str = "streamstock_dead_letters";
 pub const WORKER_UP: &str = "streamstock_worker_up";
 pub const REQUESTS_SHED: &str = "streamstock_requests_shed_total";
+pub const GATEWAY_BACKLOG: &str = "streamstock_gateway_backlog";
 pub const LOG_RETAINED_ENTRIES: &str = "streamstock_log_retained_entries";
 pub const LOG_RETAINED_BYTES: &str = "streamstock_log_retained_bytes";
 pub const LOG_TRIMMED: &str = "streamstock_log_trimmed_entries_total";
@@ -36,9 +37,6 @@ pub const LOG_LOST_ENTRIES: &str = "streamstock_log_lost_entries_total";
 pub const HOLD_EXPIRIES_REQUESTED: &str = "streamstock_hold_expiries_requested_total";
 pub const HOLD_EXPIRY_LAG_SECONDS: &str = "streamstock_hold_expiry_lag_seconds";
 pub const HOLDS_OVERDUE_SECONDS: &str = "streamstock_holds_overdue_seconds";
-pub const WEBHOOK_DELIVERIES: &str = "streamstock_webhook_deliveries_total";
-pub const WEBHOOK_LAG_EVENTS: &str = "streamstock_webhook_lag_events";
-pub const WEBHOOK_LAG_SECONDS: &str = "streamstock_webhook_lag_seconds";
 pub const WEBHOOK_SUBSCRIPTIONS_DELIVERING: &str = "streamstock_webhook_subscriptions_delivering";
 const LOG_AUDITS: &str = "streamstock_log_audits_total";
 const LEDGER_MISMATCHED: &str = "streamstock_ledger_mismatched_products";
@@ -76,6 +74,14 @@ pub fn ledger_audited(mismatched: i64) {
     metrics::gauge!(LEDGER_MISMATCHED).set(mismatched as f64);
 }
 
+/// Everything `/metrics` shows: the recorder's series, then the
+/// per-subscription webhook series (kept apart, see `webhook_series`).
+pub fn render() -> String {
+    let mut text = handle().render();
+    text.push_str(&super::webhook_series::render());
+    text
+}
+
 /// The process's recorder, installed (with the metrics' descriptions and an
 /// upkeep thread) on first use. Every role calls it before recording.
 pub fn handle() -> &'static PrometheusHandle {
@@ -102,18 +108,6 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!(
-        WEBHOOK_DELIVERIES,
-        "Webhook delivery attempts by subscription and outcome (delivered: answered 2xx; failed)"
-    );
-    metrics::describe_gauge!(
-        WEBHOOK_LAG_EVENTS,
-        "Archive positions a subscription's deliveries are behind the head, by subscription"
-    );
-    metrics::describe_gauge!(
-        WEBHOOK_LAG_SECONDS,
-        "How long the oldest event a subscription has yet to deliver has waited, by subscription"
-    );
     metrics::describe_gauge!(
         WEBHOOK_SUBSCRIPTIONS_DELIVERING,
         "Webhook subscriptions this worker delivers (those of its partitions, active)"
@@ -192,6 +186,10 @@ fn describe() {
     );
     metrics::describe_gauge!(DEAD_LETTERS, "Dead-lettered events waiting for an operator");
     metrics::describe_gauge!(WORKER_UP, "1 while this process runs a worker");
+    metrics::describe_gauge!(
+        GATEWAY_BACKLOG,
+        "Events appended and not yet processed by the workers, as the gateway last read it (writes are refused above --max-backlog)"
+    );
     metrics::describe_counter!(
         REQUESTS_SHED,
         "Requests refused with 503 because a bound was full, by bound"

@@ -5,6 +5,7 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod webhook_series;
 
 pub use logging::{init as init_logging, LogFormat};
 

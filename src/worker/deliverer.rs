@@ -11,8 +11,10 @@
 //! Delivery is at least once and in order: the next event is sent only
 //! after the one before it was answered 2xx, and the cursor (the last seq
 //! delivered, in `subscription_progress`) moves only after a 2xx, written
-//! every `FLUSH_EVERY` and at the end of each page (a crash sends again at
-//! most what was delivered since). The cursor moves with a compare-and-set
+//! every `FLUSH_EVERY` while events flow, when the subscription is caught
+//! up and when its task stops (a crash sends again at most what was
+//! delivered since), with the newest of the attempts (the delivery log
+//! keeps the last 100). The cursor moves with a compare-and-set
 //! on its old value: a deliverer that lost its partition without knowing
 //! it (a stale owner) cannot move it, and stops at its next write.
 //!
@@ -28,6 +30,7 @@ use crate::store::feed::{FeedEvent, TypeFilter};
 use crate::store::subscriptions::{DeliveryAttempt, DeliveryTarget, SubscriptionState};
 use crate::store::Store;
 use crate::stream::{EventLog, Holdings};
+use crate::telemetry::webhook_series::SubscriptionSeries;
 use chrono::Utc;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -191,6 +194,7 @@ impl Deliverer {
                             commits: commits.subscribe(),
                             stop: task_stop.clone(),
                             paused_here: paused_here.clone(),
+                            series: SubscriptionSeries::open(id.to_string()),
                         };
                         let task = tokio::spawn(delivery.run());
                         running.insert(
@@ -251,6 +255,9 @@ impl reqwest::dns::Resolve for AllowedResolver {
             let host = name.as_str().to_string();
             let found: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if crate::faults::webhook_resolve_unchecked() {
+                return Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs);
+            }
             let permitted: Vec<SocketAddr> = found
                 .iter()
                 .copied()
@@ -295,6 +302,8 @@ struct Subscription {
     commits: watch::Receiver<u64>,
     stop: CancellationToken,
     paused_here: PausedHere,
+    /// Its lag and delivery counts on `/metrics`, while this task lives.
+    series: SubscriptionSeries,
 }
 
 /// Subscriptions a worker paused, when, and the version (`updated_at`) of
@@ -377,15 +386,12 @@ impl Subscription {
                 }
             };
             let lag_events = (page.head - state.cursor).max(0);
-            metrics::gauge!(crate::telemetry::metrics::WEBHOOK_LAG_EVENTS, "subscription" => subscription.clone())
-                .set(lag_events as f64);
             let lag_seconds = page
                 .events
                 .first()
                 .map(|e| (Utc::now() - e.archived_at).num_milliseconds().max(0) as f64 / 1000.0)
                 .unwrap_or(0.0);
-            metrics::gauge!(crate::telemetry::metrics::WEBHOOK_LAG_SECONDS, "subscription" => subscription.clone())
-                .set(lag_seconds);
+            self.series.set_lag(lag_events, lag_seconds);
             if page.events.is_empty() {
                 state.cursor = page.next;
                 if !self.flush(&mut state).await {
@@ -428,11 +434,12 @@ impl Subscription {
             if !page.events.is_empty() && page.next > state.cursor && !stopped {
                 state.cursor = page.next;
             }
-            if !self.flush(&mut state).await || stopped {
+            // Written every `FLUSH_EVERY` while pages follow each other (a
+            // write per page would cost the database more than the
+            // deliveries), and at once when this task stops.
+            if stopped || (state.since.elapsed() >= FLUSH_EVERY && !self.flush(&mut state).await)
+            {
                 break;
-            }
-            if let Err(e) = self.store.prune_deliveries(self.id).await {
-                tracing::debug!(subscription, error = %e, "cannot prune the delivery log");
             }
         }
         self.flush(&mut state).await;
@@ -497,9 +504,7 @@ impl Subscription {
                 Err(e) => (None, Some(e)),
             };
             let delivered = error.is_none();
-            metrics::counter!(crate::telemetry::metrics::WEBHOOK_DELIVERIES, "subscription" => subscription.clone(),
-                "outcome" => if delivered { "delivered" } else { "failed" })
-            .increment(1);
+            self.series.count_attempt(delivered);
             state.attempts.push(DeliveryAttempt {
                 seq: event.seq,
                 event_id: event.envelope.event_id,

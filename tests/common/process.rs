@@ -46,6 +46,47 @@ impl Role {
         }
     }
 
+    /// `start`, seeing `hosts` as its `/etc/hosts`: the process gets a
+    /// mount namespace of its own with the file bound over the real one, so
+    /// a test changes what a name resolves to (the system resolver reads
+    /// the file at each lookup) by rewriting `hosts` in place.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_with_hosts_file(
+        name: &'static str,
+        args: &[&str],
+        env: &[(String, String)],
+        hosts: &Path,
+    ) -> Role {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let mut command = role_command(args, env, Stdio::inherit());
+        let source = CString::new(hosts.as_os_str().as_bytes()).unwrap();
+        let (target, root) = (c"/etc/hosts", c"/");
+        // SAFETY: between fork and exec only unshare(2) and mount(2) run,
+        // plain system calls, on strings made before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                let none = std::ptr::null();
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    // Private first: the bind must not reach the host's
+                    // namespace through shared propagation.
+                    || libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
+                        != 0
+                    || libc::mount(source.as_ptr(), target.as_ptr(), none, libc::MS_BIND, std::ptr::null())
+                        != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Role {
+            name,
+            child: command.spawn().expect("spawn streamstock"),
+        }
+    }
+
     /// `start`, with the open-file limit (soft and hard) at `files`, as
     /// from a shell where `ulimit -n` set it: the role cannot raise it.
     #[allow(dead_code)] // not every test binary uses it

@@ -45,6 +45,7 @@ struct Shared {
 }
 
 pub struct Receiver {
+    ip: std::net::IpAddr,
     pub port: u16,
     shared: Arc<Shared>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -80,10 +81,17 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
 
 impl Receiver {
     pub async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        Receiver::start_on("127.0.0.1", 0).await
+    }
+
+    /// Listens on `ip` (a loopback address: 127.0.0.0/8 is all local) and
+    /// `port` (0: any free one); `restart` comes back to the same.
+    pub async fn start_on(ip: &str, port: u16) -> Receiver {
+        let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+        let address = listener.local_addr().unwrap();
         let mut receiver = Receiver {
-            port,
+            ip: address.ip(),
+            port: address.port(),
             shared: Default::default(),
             server: None,
         };
@@ -91,17 +99,34 @@ impl Receiver {
         receiver
     }
 
+    /// Accepts connections until `stop`. Its own accept loop, not
+    /// `axum::serve`: that one spawns each connection as a task of its own,
+    /// which would go on answering after the listener is gone; here the
+    /// connections are the server task's, and end with it.
     fn serve(&mut self, listener: tokio::net::TcpListener) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(self.shared.clone());
         self.server = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
         }));
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        format!("http://{}:{}/hook", self.ip, self.port)
     }
 
     /// Closes the listener and every connection: deliveries fail to connect.
@@ -115,7 +140,7 @@ impl Receiver {
     pub async fn restart(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+            match tokio::net::TcpListener::bind((self.ip, self.port)).await {
                 Ok(listener) => return self.serve(listener),
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
