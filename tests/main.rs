@@ -8,6 +8,7 @@
 mod common;
 
 mod adjustments;
+mod admission;
 mod api_errors;
 mod architecture;
 mod auth;

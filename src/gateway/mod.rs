@@ -3,6 +3,7 @@
 //! WebSocket, and the embedded React app.
 
 mod adjustments;
+mod admission;
 mod assets;
 pub mod auth;
 mod backorders;

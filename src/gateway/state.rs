@@ -3,7 +3,7 @@
 //! takes on; and the one way a handler appends an event.
 
 use super::error::ApiError;
-use super::{catalog, dashboard, feed, idempotency, order_watch, simulator_control};
+use super::{admission, catalog, dashboard, feed, idempotency, order_watch, simulator_control};
 use crate::store::Store;
 use crate::stream::EventLog;
 use axum::http::HeaderValue;
@@ -31,6 +31,9 @@ pub struct Limits {
     pub catalog_cache_products: usize,
     /// The most locations that may be created (`--max-locations`).
     pub max_locations: usize,
+    /// The backlog (events not yet processed) above which writes are
+    /// refused (see `admission`).
+    pub max_backlog: u64,
 }
 
 /// Who may call the gateway, and from which web pages.
@@ -79,6 +82,8 @@ pub struct Gateway {
     append_slots: tokio::sync::Semaphore,
     /// One permit per request in flight (see `front_door`).
     pub(super) request_slots: Arc<tokio::sync::Semaphore>,
+    /// Writes refused while the workers are too far behind.
+    pub(super) admission: admission::Admission,
     pub(super) limits: Limits,
 }
 
@@ -110,9 +115,11 @@ impl Gateway {
             request_slots: Arc::new(tokio::sync::Semaphore::new(
                 limits.requests_in_flight.max(1),
             )),
+            admission: admission::Admission::new(limits.max_backlog),
             limits,
         });
         dashboard::spawn_publisher(gateway.clone());
+        admission::spawn_sampler(gateway.clone());
         order_watch::spawn_listener(gateway.clone());
         idempotency::spawn_pruner(gateway.clone());
         crate::telemetry::metrics::handle();
@@ -121,14 +128,15 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Appends an event durably, recording its latency and outcome. When
-    /// every append slot stays taken for a moment, the log is behind the
-    /// offered load: the request is refused (503, Retry-After) rather than
-    /// queued without bound.
+    /// Appends an event durably, recording its latency and outcome. While
+    /// the workers are more than `--max-backlog` events behind, or when
+    /// every append slot stays taken for a moment, the request is refused
+    /// (503, Retry-After) rather than queued without bound.
     pub async fn append(
         &self,
         envelope: &crate::domain::Envelope,
     ) -> Result<crate::stream::AppendReceipt, ApiError> {
+        self.admission.admit()?;
         let started = std::time::Instant::now();
         let _slot = match tokio::time::timeout(APPEND_SLOT_WAIT, self.append_slots.acquire()).await
         {

@@ -225,6 +225,7 @@ impl TestApp {
                 idempotency_max_keys: 1_000_000,
                 catalog_cache_products: 10_000,
                 max_locations: 100,
+                max_backlog: 100_000,
                 connections: Default::default(),
             },
             processing: ProcessingArgs {

@@ -54,6 +54,7 @@ pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> a
             idempotency_max_keys: 10_000,
             catalog_cache_products: 10_000,
             max_locations: 100,
+            max_backlog: 100_000,
         },
         shutdown.clone(),
     );

@@ -45,6 +45,12 @@ pub struct GatewayArgs {
     /// Retry-After: the log is behind, and nothing queues without bound.
     #[arg(long, env = "STREAMSTOCK_MAX_IN_FLIGHT_APPENDS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight_appends: u32,
+    /// Events appended but not yet processed by the workers, at most: above
+    /// it every write gets 503 with Retry-After at once, until the backlog
+    /// is back below nine tenths of it. Bounds how far behind the decisions
+    /// fall (and the log's unprocessed length) whatever the load offered.
+    #[arg(long, env = "STREAMSTOCK_MAX_BACKLOG", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub max_backlog: u64,
     /// Requests the gateway handles at once; more get 503 with
     /// Retry-After at once (the probes /health, /ready and /metrics aside).
     #[arg(long, env = "STREAMSTOCK_MAX_IN_FLIGHT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -149,6 +155,7 @@ impl GatewayArgs {
             idempotency_max_keys: self.idempotency_max_keys,
             catalog_cache_products: self.catalog_cache_products as usize,
             max_locations: self.max_locations as usize,
+            max_backlog: self.max_backlog,
         }
     }
 

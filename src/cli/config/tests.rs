@@ -222,6 +222,7 @@ fn non_loopback_needs_a_token() {
         idempotency_max_keys: 1_000_000,
         catalog_cache_products: 100,
         max_locations: 100,
+        max_backlog: 100_000,
         connections: Default::default(),
     };
     assert!(args.check_exposure().is_err());
