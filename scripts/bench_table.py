@@ -12,7 +12,9 @@ Measured, on the one machine, load generator included:
     XADD rate of the same Valkey (redis-benchmark, 64 clients) and the
     gateway's GET /health floor (wrk);
   - sustained capacity: the highest open-loop rate at which `serve` + one
-    `worker` on Valkey + PostgreSQL keep the backlog flat;
+    `worker` on Valkey + PostgreSQL keep the backlog flat; then 1.5 times
+    it with `--max-backlog` at two seconds of it: the share refused, the
+    p99 of what was accepted, and no accepted order lost;
   - drain: `streamstock bench` on both pairs;
   - decision latency at 10 and 1,000 requests/s (`simulate --profile
     steady`, the default mix) on both pairs, with each role's peak RSS;
@@ -337,10 +339,50 @@ def sustained():
                     f"backlog {start_backlog} -> {end_backlog}, trend {slope:+.0f}/s",
                     f"tried {', '.join(str(r) for r in LADDER[:LADDER.index(rate) + 1])}/s",
                 )
-                return
+                return rate
         finally:
             deployment.close()
     row("sustained capacity", "Valkey + PostgreSQL", f"below {LADDER[-1]}/s")
+    return None
+
+
+def beyond_capacity(capacity):
+    """1.5 times the sustained capacity offered for SUSTAIN_SECONDS, with
+    --max-backlog at two seconds of it: the share refused (503), the p99 of
+    what was accepted, and every accepted order decided once the backlog
+    drained."""
+    rate = int(capacity * 1.5)
+    bound = capacity * 2
+    deployment = Deployment("valkey", STREAMSTOCK_MAX_BACKLOG=str(bound))
+    try:
+        base, _ = deployment.start("serve")
+        deployment.start("worker")
+        create_products(base)
+        say(f"beyond capacity: offering {rate}/s for {SUSTAIN_SECONDS} s, --max-backlog {bound}")
+        report = simulate(base, "--profile", "steady", "--rate", str(rate),
+                          "--concurrency", "256", "--mix", "place=1",
+                          "--duration", str(SUSTAIN_SECONDS))
+        refused = report["requests"].get("place 503", 0)
+        share = refused / max(report["requests_total"], 1)
+        accepted = report["orders_accepted"]
+        deadline = time.monotonic() + 300
+        while backlog(base) > 0 and time.monotonic() < deadline:
+            time.sleep(1)
+        decided = sum(n for status, n in http("GET", base + "/api/stats")["orders_by_status"].items()
+                      if status != "pending")
+        latency = report["accepted_latency"] or report["latency"]
+        say(f"beyond capacity: {accepted} accepted, {refused} refused, {decided} decided, "
+            f"{report['errors']} errors")
+        row(
+            f"offered 1.5x capacity for {SUSTAIN_SECONDS} s, `--max-backlog` {bound:,} (accepted p50 / p99)",
+            "Valkey + PostgreSQL, `serve` + one `worker`",
+            f"{fmt_rate(rate)} offered: {share:.0%} refused (503), accepted "
+            f"{latency['p50_ms']:.1f} / {latency['p99_ms']:.1f} ms",
+            f"{accepted:,} accepted, {decided:,} decided after the drain",
+            "none lost" if decided >= accepted else f"{accepted - decided} missing",
+        )
+    finally:
+        deployment.close()
 
 
 def decision_latency(pair, rate):
@@ -600,7 +642,9 @@ def main():
     row("raw XADD, redis-benchmark, 64 clients", "the same Valkey (appendfsync always)",
         fmt_rate(xadd), "", f"`serve` ingest / raw: {serve_rate / xadd:.2f}")
     ingest("embedded", ["--profile", "none"])
-    sustained()
+    capacity = sustained()
+    if capacity:
+        beyond_capacity(capacity)
     for pair in ["embedded", "valkey"]:
         decision_latency(pair, 10)
         decision_latency(pair, 1000)

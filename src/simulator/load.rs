@@ -666,6 +666,7 @@ fn summarise(recorder: &Recorder, options: &LoadOptions, elapsed: Duration) -> S
             recorder.fold_recent(&mut recorder.recent.lock().expect("lock"));
             Percentiles::of(&recorder.latency.lock().expect("lock"))
         },
+        accepted_latency: Percentiles::of(&recorder.accepted_latency.lock().expect("lock")),
         decision_latency: decisions.latency.as_ref().and_then(Percentiles::of),
         decisions_missing: decisions.pending.len() as u64,
         purchase_orders_received: recorder.purchase_orders_received.load(Ordering::Relaxed),

@@ -155,6 +155,9 @@ pub(super) struct Recorder {
     pub latency: Mutex<Histogram<u64>>,
     /// Since the last progress line.
     pub recent: Mutex<Histogram<u64>>,
+    /// The latencies of the answers that took the request (2xx) only: at
+    /// capacity the fast refusals would flatter the whole run's.
+    pub accepted_latency: Mutex<Histogram<u64>>,
     pub outcomes: Mutex<BTreeMap<Outcome, u64>>,
     pub accepted: AtomicU64,
     pub orders_sent: AtomicU64,
@@ -171,6 +174,7 @@ impl Recorder {
             started: Instant::now(),
             latency: Mutex::new(latency_histogram()),
             recent: Mutex::new(latency_histogram()),
+            accepted_latency: Mutex::new(latency_histogram()),
             outcomes: Mutex::default(),
             accepted: AtomicU64::new(0),
             orders_sent: AtomicU64::new(0),
@@ -193,6 +197,9 @@ impl Recorder {
 
     pub(super) fn outcome(&self, outcome: Outcome, latency: Duration) {
         record(&mut self.recent.lock().expect("lock"), latency);
+        if matches!(outcome.answer, Answer::Status(200..=299)) {
+            record(&mut self.accepted_latency.lock().expect("lock"), latency);
+        }
         *self
             .outcomes
             .lock()

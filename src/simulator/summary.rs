@@ -66,6 +66,8 @@ pub struct Summary {
     pub errors: u64,
     /// Request latency; open loop: from each request's intended send time.
     pub latency: Option<Percentiles>,
+    /// Request latency of the answers that took the request (2xx) only.
+    pub accepted_latency: Option<Percentiles>,
     /// From an order's POST (its intended time) to its decision heard on
     /// the dashboard's WebSocket; null when the feed was unreachable.
     pub decision_latency: Option<Percentiles>,
@@ -106,6 +108,10 @@ impl Summary {
         }
         };
         out.push_str(&line("request latency", &self.latency));
+        if self.accepted_latency.as_ref().map(|p| p.count) != self.latency.as_ref().map(|p| p.count)
+        {
+            out.push_str(&line("  of those 2xx", &self.accepted_latency));
+        }
         out.push_str(&line("decision latency", &self.decision_latency));
         if self.decisions_missing > 0 {
             out.push_str(&format!(

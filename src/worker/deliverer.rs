@@ -437,8 +437,7 @@ impl Subscription {
             // Written every `FLUSH_EVERY` while pages follow each other (a
             // write per page would cost the database more than the
             // deliveries), and at once when this task stops.
-            if stopped || (state.since.elapsed() >= FLUSH_EVERY && !self.flush(&mut state).await)
-            {
+            if stopped || (state.since.elapsed() >= FLUSH_EVERY && !self.flush(&mut state).await) {
                 break;
             }
         }
