@@ -322,8 +322,15 @@ try {
   await subscriptions.locator('[data-testid="subscription"][data-state="paused"]').waitFor(WAIT);
   await subscriptions.getByTestId("subscription-resume").click();
   await subscriptions.locator('[data-testid="subscription"][data-state="active"]').waitFor(WAIT);
+  // Rewind asks for its seq inline, then sends again from there.
+  await subscriptions.getByTestId("subscription-rewind").click();
+  await subscriptions.getByTestId("subscription-rewind-seq").fill("0");
   await page.screenshot({ path: `${shots}/subscriptions.png` });
+  await subscriptions.getByTestId("subscription-rewind-confirm").click();
+  await subscriptions.getByTestId("subscription-message").filter({ hasText: "rewind:" }).waitFor(WAIT);
+  // Delete asks again before it deletes.
   await subscriptions.getByTestId("subscription-delete").click();
+  await subscriptions.getByTestId("subscription-delete-confirm").click();
   await subscriptions.locator('[data-testid="subscription"]').waitFor({ state: "detached", ...WAIT });
 
   step("receiving a purchase order closes it and restocks its product");

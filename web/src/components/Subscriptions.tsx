@@ -16,6 +16,9 @@ export function Subscriptions() {
   const [secret, setSecret] = useState<{ id: string; secret: string } | null>(null);
   const [open, setOpen] = useState<string | null>(null);
   const [attempts, setAttempts] = useState<DeliveryAttempt[]>([]);
+  // The row whose rewind or delete is being asked for, inline: a rewind
+  // needs its seq, a delete a second click.
+  const [asking, setAsking] = useState<{ id: string; action: "rewind" | "delete"; seq: string } | null>(null);
 
   const load = useCallback(async () => {
     const answer = await call<SubscriptionRow[]>("GET", "/api/subscriptions");
@@ -38,11 +41,10 @@ export function Subscriptions() {
     });
   }, [open, subscriptions]);
 
-  const act = async (s: SubscriptionRow, action: "pause" | "resume" | "rewind" | "delete") => {
+  const act = async (s: SubscriptionRow, action: "pause" | "resume" | "rewind" | "delete", seq?: string) => {
     let answer;
+    setAsking(null);
     if (action === "rewind") {
-      const seq = window.prompt(`Deliver again every event after which seq? (0 to ${s.head})`, String(Math.max(0, s.cursor - 100)));
-      if (seq === null) return;
       answer = await call("POST", `/api/subscriptions/${s.id}/rewind`, { seq: Number(seq) });
     } else if (action === "delete") {
       answer = await call("DELETE", `/api/subscriptions/${s.id}`);
@@ -133,8 +135,52 @@ export function Subscriptions() {
                   ) : (
                     <button data-testid="subscription-resume" onClick={() => void act(s, "resume")}>Resume</button>
                   )}
-                  <button data-testid="subscription-rewind" onClick={() => void act(s, "rewind")}>Rewind</button>
-                  <button data-testid="subscription-delete" onClick={() => void act(s, "delete")}>Delete</button>
+                  {asking?.id === s.id && asking.action === "rewind" ? (
+                    <form
+                      className="inline"
+                      onSubmit={(e) => {
+                        e.preventDefault();
+                        void act(s, "rewind", asking.seq);
+                      }}
+                    >
+                      <input
+                        type="number"
+                        min={0}
+                        max={s.head}
+                        required
+                        value={asking.seq}
+                        onChange={(e) => setAsking({ ...asking, seq: e.target.value })}
+                        aria-label={`Deliver again every event after this seq (0 to ${s.head})`}
+                        title={`Deliver again every event after this seq (0 to ${s.head})`}
+                        data-testid="subscription-rewind-seq"
+                      />
+                      <button type="submit" data-testid="subscription-rewind-confirm">
+                        Send again
+                      </button>
+                      <button type="button" onClick={() => setAsking(null)}>
+                        Cancel
+                      </button>
+                    </form>
+                  ) : asking?.id === s.id && asking.action === "delete" ? (
+                    <>
+                      <button data-testid="subscription-delete-confirm" onClick={() => void act(s, "delete")}>
+                        Delete it
+                      </button>
+                      <button onClick={() => setAsking(null)}>Keep</button>
+                    </>
+                  ) : (
+                    <>
+                      <button
+                        data-testid="subscription-rewind"
+                        onClick={() => setAsking({ id: s.id, action: "rewind", seq: String(Math.max(0, s.cursor - 100)) })}
+                      >
+                        Rewind
+                      </button>
+                      <button data-testid="subscription-delete" onClick={() => setAsking({ id: s.id, action: "delete", seq: "" })}>
+                        Delete
+                      </button>
+                    </>
+                  )}
                 </td>
               </tr>
             ))}
