@@ -630,7 +630,17 @@ async fn control_a_cursor_written_before_delivery_skips_events_on_kill_9() {
     );
 }
 
-async fn kill_mid_delivery(extra_env: &[(&str, &str)]) -> common::receiver::DeliveryCheck {
+/// A gateway and a worker as processes on Valkey + PostgreSQL, with leases
+/// of 1.5 s, webhooks allowed to loopback, and `extra_env`.
+struct SplitRoles {
+    deployment: common::process::SharedDeployment,
+    gateway: common::process::Role,
+    worker: common::process::Role,
+    api: Api,
+    store: Store,
+}
+
+async fn split_roles(extra_env: &[(&str, &str)]) -> SplitRoles {
     use common::process::{free_port, Role, SharedDeployment};
     let mut deployment = SharedDeployment::new()
         .await
@@ -642,10 +652,29 @@ async fn kill_mid_delivery(extra_env: &[(&str, &str)]) -> common::receiver::Deli
     let env = &deployment.env;
     let listen = format!("127.0.0.1:{}", free_port());
     let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
-    let victim = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
+    let worker = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
     let api = Api::new(&format!("http://{listen}"));
     api.wait_healthy().await;
     let store = Store::connect(&deployment.database).await.unwrap();
+    SplitRoles {
+        deployment,
+        gateway,
+        worker,
+        api,
+        store,
+    }
+}
+
+async fn kill_mid_delivery(extra_env: &[(&str, &str)]) -> common::receiver::DeliveryCheck {
+    use common::process::Role;
+    let SplitRoles {
+        deployment,
+        gateway,
+        worker: victim,
+        api,
+        store,
+    } = split_roles(extra_env).await;
+    let env = &deployment.env;
     let receiver = Receiver::start().await;
     receiver.slow_down(Duration::from_millis(20));
     let product = api.create_product("WH-K", 1.00, 10_000).await;
@@ -707,21 +736,15 @@ async fn control_a_cursor_written_before_delivery_skips_events_on_a_move() {
 async fn move_between_live_workers(
     extra_env: &[(&str, &str)],
 ) -> Vec<(String, common::receiver::DeliveryCheck)> {
-    use common::process::{free_port, Role, SharedDeployment};
-    let mut deployment = SharedDeployment::new()
-        .await
-        .with("STREAMSTOCK_LEASE_TTL_MS", "1500")
-        .with("STREAMSTOCK_WEBHOOK_ALLOW", "127.0.0.0/8");
-    for (key, value) in extra_env {
-        deployment = deployment.with(key, value);
-    }
+    use common::process::{free_port, Role};
+    let SplitRoles {
+        deployment,
+        gateway,
+        worker: first,
+        api,
+        store,
+    } = split_roles(extra_env).await;
     let env = &deployment.env;
-    let listen = format!("127.0.0.1:{}", free_port());
-    let gateway = Role::start("serve", &["serve", "--listen", &listen], env);
-    let first = Role::start("worker", &["worker", "--listen", "127.0.0.1:0"], env);
-    let api = Api::new(&format!("http://{listen}"));
-    api.wait_healthy().await;
-    let store = Store::connect(&deployment.database).await.unwrap();
     let receiver = Receiver::start().await;
     receiver.slow_down(Duration::from_millis(30));
     let product = api.create_product("WH-M", 1.00, 10_000).await;
