@@ -15,7 +15,8 @@ Measured, on the one machine, load generator included:
     `worker` on Valkey + PostgreSQL keep the backlog flat; then 1.5 times
     it with `--max-backlog` at two seconds of it: the share refused, the
     p99 of what was accepted, and no accepted order lost;
-  - drain: `streamstock bench` on both pairs;
+  - drain: `streamstock bench` on both pairs, and with two workers on
+    Valkey + PostgreSQL;
   - decision latency at 10 and 1,000 requests/s (`simulate --profile
     steady`, the default mix) on both pairs, with each role's peak RSS;
   - start-up to ready, and the binary's size.
@@ -437,13 +438,19 @@ def startup():
 
 
 def drain():
-    for pair, extra in [
-        ("embedded log -> SQLite", []),
-        ("Valkey -> PostgreSQL", ["--valkey-url", OPTS.valkey_url, "--database-url", OPTS.database_url]),
+    """`streamstock bench` on both pairs with one worker; on Valkey +
+    PostgreSQL with two as well (tasks of one process on these cores)."""
+    one_worker = None
+    valkey = ["--valkey-url", OPTS.valkey_url, "--database-url", OPTS.database_url]
+    for pair, extra, workers in [
+        ("embedded log -> SQLite", [], 1),
+        ("Valkey -> PostgreSQL", valkey, 1),
+        ("Valkey -> PostgreSQL", valkey, 2),
     ]:
         data = tempfile.mkdtemp(prefix="streamstock-bench-drain-")
         out = subprocess.run(
-            [OPTS.bin, "bench", "--data-dir", data, "--orders", DRAIN_ORDERS, *extra],
+            [OPTS.bin, "bench", "--data-dir", data, "--orders", DRAIN_ORDERS,
+             "--workers", str(workers), *extra],
             capture_output=True, text=True, check=True, env=dict(os.environ, RUST_LOG="warn"),
         ).stdout
         subprocess.run(["rm", "-rf", data], check=False)
@@ -455,8 +462,13 @@ def drain():
             raise SystemExit(f"no `{prefix}` in the bench output:\n{out}")
 
         orders, raw = rate("worker drain: orders"), rate("raw database inserts")
-        row("drain, one worker, orders/s", pair, fmt_rate(orders),
-            f"raw single-row inserts {fmt_rate(raw)}", f"{orders / raw:.2f}")
+        if workers == 1:
+            row("drain, one worker, orders/s", pair, fmt_rate(orders),
+                f"raw single-row inserts {fmt_rate(raw)}", f"{orders / raw:.2f}")
+            one_worker = orders
+        else:
+            row(f"drain, {workers} workers, orders/s", pair, fmt_rate(orders),
+                f"one worker {fmt_rate(one_worker)}", f"{orders / one_worker:.2f}")
 
 
 class Replica:

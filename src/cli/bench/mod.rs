@@ -180,17 +180,23 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
         append_all(&backend, commands).await?;
     }
 
-    // The drain: one worker owning every partition, until nothing is left.
-    eprintln!("bench: draining");
+    // The drain: the workers sharing the partitions, until nothing is left.
+    eprintln!("bench: draining with {} worker(s)", args.workers);
     let shutdown = CancellationToken::new();
-    let worker_task = tokio::spawn(worker::run(
-        backend.clone(),
-        store
-            .clone()
-            .allocating_by(args.processing.allocation_strategy),
-        webhooks::allowing_loopback(args.processing.worker_options(settings.retention.windows())),
-        shutdown.clone(),
-    ));
+    let worker_tasks: Vec<_> = (0..args.workers)
+        .map(|_| {
+            tokio::spawn(worker::run(
+                backend.clone(),
+                store
+                    .clone()
+                    .allocating_by(args.processing.allocation_strategy),
+                webhooks::allowing_loopback(
+                    args.processing.worker_options(settings.retention.windows()),
+                ),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
     let started = Instant::now();
     wait_for_drain(&backend, &store, args.orders).await?;
     let drain = started.elapsed().as_secs_f64();
@@ -225,10 +231,18 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
         );
     }
     shutdown.cancel();
-    worker_task.await.context("worker panicked")?;
+    for task in worker_tasks {
+        task.await.context("worker panicked")?;
+    }
+    let workers = match args.workers {
+        1 => String::new(),
+        n => format!(", {n} workers"),
+    };
     rows.push(Row {
         what: if args.holds {
-            "worker drain: orders decided (each held)".into()
+            format!("worker drain: orders decided (each held{workers})")
+        } else if args.workers > 1 {
+            format!("worker drain: orders decided ({} workers)", args.workers)
         } else {
             "worker drain: orders decided".into()
         },

@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// events delivered per second.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
     pub webhooks: u64,
+    /// Workers that drain the backlog together, each with its share of the
+    /// partitions (tasks of this process, as roles on one host would be).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub workers: u64,
     #[command(flatten)]
     pub processing: ProcessingArgs,
 }
