@@ -12,10 +12,11 @@
 //! refused request appended nothing, and nothing accepted is dropped.
 
 use super::error::ApiError;
-use super::state::AppState;
-use crate::stream::PROCESSOR_GROUP;
+use crate::stream::{EventLog, PROCESSOR_GROUP};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How often the gateway reads the backlog.
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
@@ -79,18 +80,23 @@ impl Admission {
     }
 }
 
-/// Reads the backlog every `SAMPLE_EVERY` until the gateway shuts down.
-pub fn spawn_sampler(gateway: AppState) {
+/// Reads `log`'s backlog into `admission` every `SAMPLE_EVERY` until
+/// `shutdown`.
+pub fn spawn_sampler(
+    admission: Arc<Admission>,
+    log: Arc<dyn EventLog>,
+    shutdown: CancellationToken,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = gateway.shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match tokio::time::timeout(SAMPLE_WITHIN, gateway.log.backlog(PROCESSOR_GROUP)).await {
-                Ok(Ok(backlog)) => gateway.admission.observe(backlog),
+            match tokio::time::timeout(SAMPLE_WITHIN, log.backlog(PROCESSOR_GROUP)).await {
+                Ok(Ok(backlog)) => admission.observe(backlog),
                 Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the backlog"),
                 Err(_) => tracing::debug!("the backlog did not come in time"),
             }

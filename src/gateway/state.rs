@@ -83,7 +83,7 @@ pub struct Gateway {
     /// One permit per request in flight (see `front_door`).
     pub(super) request_slots: Arc<tokio::sync::Semaphore>,
     /// Writes refused while the workers are too far behind.
-    pub(super) admission: admission::Admission,
+    pub(super) admission: Arc<admission::Admission>,
     pub(super) limits: Limits,
 }
 
@@ -115,11 +115,15 @@ impl Gateway {
             request_slots: Arc::new(tokio::sync::Semaphore::new(
                 limits.requests_in_flight.max(1),
             )),
-            admission: admission::Admission::new(limits.max_backlog),
+            admission: Arc::new(admission::Admission::new(limits.max_backlog)),
             limits,
         });
         dashboard::spawn_publisher(gateway.clone());
-        admission::spawn_sampler(gateway.clone());
+        admission::spawn_sampler(
+            gateway.admission.clone(),
+            gateway.log.clone(),
+            gateway.shutdown.clone(),
+        );
         order_watch::spawn_listener(gateway.clone());
         idempotency::spawn_pruner(gateway.clone());
         crate::telemetry::metrics::handle();
