@@ -439,7 +439,71 @@ async fn a_failing_subscription_is_paused_with_an_alert(backend: Backend) {
     app.assert_invariants_and_rebuild().await;
 }
 
+/// An endpoint cannot hold the deliverer: a redirect is a failure and is
+/// not followed, an answer slower than `--webhook-timeout` is a failure,
+/// and an answer whose body never ends is delivered (the body is not
+/// read) and the next event follows.
+async fn a_hostile_endpoint_cannot_hold_the_deliverer(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let common = common::isolated_settings(backend, dir.path()).await;
+    let app = TestApp::spawn_with_args(common, |args| {
+        args.processing.webhook_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let store = app.store().await;
+    let (receiver, elsewhere) = (Receiver::start().await, Receiver::start().await);
+    let product = app.create_product("WH-H", 1.00, 1_000).await;
+    let (id, secret) = subscribe(&app, json!({ "url": receiver.url() })).await;
+    let error = || async {
+        let (_, view) = app.get(&format!("/api/subscriptions/{id}")).await;
+        view["last_error"].as_str().unwrap_or_default().to_string()
+    };
+
+    // A redirect: a failure, and nothing reaches where it points.
+    receiver.redirect(307, &elsewhere.url());
+    place(&app, product, 1).await;
+    app.wait_for("a redirect counted as a failure", || async {
+        error().await.contains("answered 307")
+    })
+    .await;
+    assert!(
+        elsewhere.received(&id).is_empty(),
+        "the redirect was followed"
+    );
+
+    // Slower than the time limit: a failure that says so.
+    receiver.answer(200);
+    receiver.slow_down(Duration::from_secs(3));
+    app.wait_for("a slow answer timed out", || async {
+        error().await.contains("timed out")
+    })
+    .await;
+
+    // A body without end: delivered, one after the other, at once.
+    receiver.slow_down(Duration::ZERO);
+    receiver.endless_body(true);
+    place(&app, product, 20).await;
+    // (Were the body read, each answer would run out the time limit and
+    // count as a failure, and the cursor would never reach the head.)
+    caught_up(&app, &store, &id, Duration::from_secs(30)).await;
+    let expected: Vec<i64> = archived_seqs(&store).await;
+    let received = receiver.received(&id);
+    let first = received
+        .iter()
+        .find(|r| r.answered == 200)
+        .map(|r| r.seq)
+        .unwrap();
+    let expected: Vec<i64> = expected.into_iter().filter(|&s| s >= first).collect();
+    let result = check(&received, &secret, &expected);
+    assert_eq!(
+        (result.missing.len(), result.out_of_order),
+        (0, 0),
+        "{result:?}"
+    );
+}
+
 backend_pairs!(
+    a_hostile_endpoint_cannot_hold_the_deliverer,
     webhooks_deliver_every_event_in_order_through_failures,
     a_slow_endpoint_does_not_delay_another,
     a_failing_subscription_is_paused_with_an_alert

@@ -42,6 +42,10 @@ struct Shared {
     status: AtomicU16,
     /// How long to take before answering.
     delay_ms: AtomicU64,
+    /// Where a 3xx answer points (`Location`).
+    redirect_to: Mutex<Option<String>>,
+    /// Whether the answer's body never ends.
+    endless_body: std::sync::atomic::AtomicBool,
 }
 
 pub struct Receiver {
@@ -51,7 +55,11 @@ pub struct Receiver {
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     let header = |name: &str| {
         headers
             .get(name)
@@ -76,7 +84,23 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    StatusCode::from_u16(answered).unwrap()
+    let mut response =
+        axum::response::Response::new(if shared.endless_body.load(Ordering::SeqCst) {
+            // 64 KiB chunks for as long as anyone reads.
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            axum::body::Body::from_stream(futures::stream::repeat_with(move || {
+                Ok::<_, std::io::Error>(chunk.clone())
+            }))
+        } else {
+            axum::body::Body::empty()
+        });
+    *response.status_mut() = StatusCode::from_u16(answered).unwrap();
+    if let Some(to) = shared.redirect_to.lock().unwrap().as_deref() {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, to.parse().unwrap());
+    }
+    response
 }
 
 impl Receiver {
@@ -154,6 +178,17 @@ impl Receiver {
     /// Answers `status` from now on (200 with 0).
     pub fn answer(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers `status` (a 3xx) pointing at `to`.
+    pub fn redirect(&self, status: u16, to: &str) {
+        *self.shared.redirect_to.lock().unwrap() = Some(to.to_string());
+        self.answer(status);
+    }
+
+    /// Answers with a body that never ends (and `answer`'s status).
+    pub fn endless_body(&self, on: bool) {
+        self.shared.endless_body.store(on, Ordering::SeqCst);
     }
 
     pub fn slow_down(&self, by: Duration) {
