@@ -5,18 +5,14 @@
 //! (from its deadline to the worker's `order.expired`, in event time) is
 //! read from the read model: p50, p99 and max.
 
-use super::{append_all, seed_catalog, wait_for_drain};
-use crate::cli::backends::{open_log, open_store};
+use super::{append_all, LiveRun};
 use crate::cli::config::{BenchArgs, CommonArgs};
 use crate::domain::events::{OrderLine, OrderPlaced};
 use crate::domain::status::OrderStatus;
 use crate::domain::{DomainEvent, OrderId};
-use crate::worker;
-use anyhow::Context;
 use chrono::Utc;
 use rand::prelude::*;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// How long each hold lasts.
 const HOLD: Duration = Duration::from_secs(2);
@@ -24,21 +20,10 @@ const HOLD: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(10);
 
 pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> anyhow::Result<()> {
-    let store = open_store(settings, None, Some(args.processing.lease_ttl())).await?;
-    let backend = open_log(settings, None, None).await?;
-    eprintln!("bench: {} and {}", backend.log.describe(), store.describe());
-    let mut rng = StdRng::seed_from_u64(7);
     // Stock for `--orders` orders: every hold is confirmed.
-    let products = seed_catalog(&backend, args, &mut rng).await?;
-    let shutdown = CancellationToken::new();
-    let worker_task = tokio::spawn(worker::run(
-        backend.clone(),
-        store.clone(),
-        args.processing.worker_options(settings.retention.windows()),
-        shutdown.clone(),
-    ));
-    // The catalog applied first.
-    wait_for_drain(&backend, &store, 0).await?;
+    let mut run = LiveRun::start(settings, args).await?;
+    let (store, backend, products) = (run.store.clone(), run.backend.clone(), run.products.clone());
+    let rng = &mut run.rng;
 
     let total = rate * args.expiry_seconds;
     eprintln!(
@@ -88,8 +73,7 @@ pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> a
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    shutdown.cancel();
-    worker_task.await.context("worker panicked")?;
+    run.stop().await?;
     let mut lags: Vec<i64> = sqlx::query_scalar(
         "SELECT updated_at - hold_until FROM orders WHERE status = 'EXPIRED' ORDER BY 1",
     )

@@ -7,35 +7,23 @@
 //! (the client's view: log, batch, commit, wake and HTTP) and since its
 //! batch began (`archived_at`).
 
-use super::{append_all, seed_catalog, wait_for_drain};
-use crate::cli::backends::{open_log, open_store};
+use super::{append_all, LiveRun};
 use crate::cli::config::{BenchArgs, CommonArgs};
 use crate::domain::events::{OrderLine, OrderPlaced};
 use crate::domain::{DomainEvent, OrderId};
 use crate::store::feed::FeedPage;
-use crate::worker;
 use anyhow::Context;
 use chrono::Utc;
 use rand::prelude::*;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 const TICK: Duration = Duration::from_millis(10);
 
 pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> anyhow::Result<()> {
-    let store = open_store(settings, None, Some(args.processing.lease_ttl())).await?;
-    let backend = open_log(settings, None, None).await?;
-    eprintln!("bench: {} and {}", backend.log.describe(), store.describe());
-    let mut rng = StdRng::seed_from_u64(7);
-    let products = seed_catalog(&backend, args, &mut rng).await?;
-    let shutdown = CancellationToken::new();
-    let worker_task = tokio::spawn(worker::run(
-        backend.clone(),
-        store.clone(),
-        args.processing.worker_options(settings.retention.windows()),
-        shutdown.clone(),
-    ));
-    wait_for_drain(&backend, &store, 0).await?;
+    let mut run = LiveRun::start(settings, args).await?;
+    let (store, backend, products) = (run.store.clone(), run.backend.clone(), run.products.clone());
+    let shutdown = run.shutdown.clone();
+    let rng = &mut run.rng;
 
     // A gateway on loopback, as `serve` runs one.
     let gateway = crate::gateway::Gateway::new(
@@ -126,8 +114,7 @@ pub(super) async fn run(settings: &CommonArgs, args: &BenchArgs, rate: u64) -> a
             .await
             .context("the reader did not get every order within 2 minutes")?
             .context("the reader panicked")?;
-    shutdown.cancel();
-    worker_task.await.context("worker panicked")?;
+    run.stop().await?;
     server.abort();
     store.close().await;
     since_placed.sort_unstable();

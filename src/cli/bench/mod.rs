@@ -272,6 +272,52 @@ async fn measure(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<Vec<
     Ok(rows)
 }
 
+/// A timed run with a worker live (`--expiry-rate`, `--feed-lag-rate`):
+/// the backends, the catalog, and one worker that has applied it.
+pub(super) struct LiveRun {
+    pub store: Store,
+    pub backend: LogBackend,
+    pub products: Vec<(ProductId, Money)>,
+    /// Seeded: the same run each time.
+    pub rng: StdRng,
+    pub shutdown: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl LiveRun {
+    pub async fn start(settings: &CommonArgs, args: &BenchArgs) -> anyhow::Result<LiveRun> {
+        let store = open_store(settings, None, Some(args.processing.lease_ttl())).await?;
+        let backend = open_log(settings, None, None).await?;
+        eprintln!("bench: {} and {}", backend.log.describe(), store.describe());
+        let mut rng = StdRng::seed_from_u64(7);
+        let products = seed_catalog(&backend, args, &mut rng).await?;
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(worker::run(
+            backend.clone(),
+            store.clone(),
+            args.processing.worker_options(settings.retention.windows()),
+            shutdown.clone(),
+        ));
+        // The catalog applied first.
+        wait_for_drain(&backend, &store, 0).await?;
+        Ok(LiveRun {
+            store,
+            backend,
+            products,
+            rng,
+            shutdown,
+            worker,
+        })
+    }
+
+    /// Stops the worker (and whatever else waits on `shutdown`).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.worker.await.context("worker panicked")?;
+        Ok(())
+    }
+}
+
 /// The catalog: `--products` products, each with stock enough for most
 /// orders; with `--locations` N, N − 1 locations before the default one
 /// by priority, each holding a sixth of what the orders want of each
