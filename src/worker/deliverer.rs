@@ -487,7 +487,9 @@ impl Subscription {
         state: &mut Unflushed,
     ) -> Outcome {
         let subscription = self.id.to_string();
-        let body = serde_json::to_vec(event).expect("feed events serialize");
+        // Serialised once; each attempt shares it (no copy per attempt).
+        let body =
+            axum::body::Bytes::from(serde_json::to_vec(event).expect("feed events serialize"));
         let mut wait = FIRST_RETRY;
         for attempt in 1.. {
             if self.stop.is_cancelled() {
@@ -549,7 +551,7 @@ impl Subscription {
         &self,
         target: &DeliveryTarget,
         event: &FeedEvent,
-        body: &[u8],
+        body: &axum::body::Bytes,
         attempt: i64,
     ) -> Result<u16, String> {
         let url = webhooks::check_url(&target.url).map_err(|e| format!("the URL {e}"))?;
@@ -572,7 +574,7 @@ impl Subscription {
             .header(webhooks::SEQ_HEADER, event.seq.to_string())
             .header(webhooks::ATTEMPT_HEADER, attempt.to_string())
             .header(webhooks::SUBSCRIPTION_HEADER, self.id.to_string())
-            .body(body.to_vec())
+            .body(body.clone())
             .send()
             .await
             .map_err(|e| describe(&e))?;
